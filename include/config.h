@@ -1,0 +1,72 @@
+/* config: the whole configuration, declared in one table (config.c).
+ *
+ * Sources, in order: built-in defaults, the JSON file (--config), then each
+ * --set section.key=value. Every key is checked for type and bounds; unknown
+ * keys are refused. Loaded once on the main thread before anything starts;
+ * read-only afterwards, so any thread may read it. */
+#ifndef LTVD_CONFIG_H
+#define LTVD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_STR_MAX 256
+
+typedef enum { CLOCK_WALL = 0, CLOCK_EVENT = 1 } ClockMode;
+
+typedef struct LtvdConfig {
+    char server_bind[CONFIG_STR_MAX];
+    int64_t server_port;
+    int64_t server_threads;        /* libmicrohttpd threads (1 = one epoll thread) */
+    bool server_access_log;
+
+    char storage_dir[CONFIG_STR_MAX];
+
+    int64_t clock;                 /* ClockMode */
+
+    int64_t model_horizon_days;
+    int64_t model_hidden_size;
+    int64_t model_recent_events;   /* ring of recent events kept per shopper */
+
+    int64_t train_interval_s;
+    int64_t train_seed;
+    bool train_network;
+
+    int64_t fallback_refit_s;      /* timer that checks whether the fallback needs a refit */
+    double fallback_refit_growth;  /* refit when logged purchases grew by this fraction */
+
+    bool adjuster_enabled;
+
+    char auth_ingest_token[CONFIG_STR_MAX];
+    char auth_admin_token[CONFIG_STR_MAX];
+    char auth_read_token[CONFIG_STR_MAX];
+
+    int64_t limits_max_users;
+    int64_t limits_max_batch_ids;
+    int64_t limits_max_batch_events;
+    int64_t limits_max_body_bytes;
+    int64_t limits_max_future_s;
+    int64_t limits_dedupe_window;
+
+    int64_t log_level;             /* LogLevel */
+} LtvdConfig;
+
+/* Fills cfg with the defaults. */
+void config_defaults(LtvdConfig *cfg);
+
+/* Applies a JSON document (the config file's contents). On error returns
+ * -EINVAL and writes a message naming the key into err. cfg may be partly
+ * updated on error; callers exit. */
+int config_apply_json(LtvdConfig *cfg, const char *json, char *err, size_t errlen);
+
+/* Applies one "section.key=value" override. */
+int config_apply_set(LtvdConfig *cfg, const char *assignment, char *err, size_t errlen);
+
+/* Reads and applies a file. */
+int config_load_file(LtvdConfig *cfg, const char *path, char *err, size_t errlen);
+
+/* Writes the effective config as logfmt pairs (tokens redacted). */
+void config_format(const LtvdConfig *cfg, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,48 @@
+/* metrics: process-wide counters and latency histograms, rendered in the
+ * Prometheus text format. Every field is atomic (relaxed): the HTTP threads
+ * and the worker write, /metrics reads. */
+#ifndef LTVD_METRICS_H
+#define LTVD_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define METRICS_MAX_ROUTES 16
+#define METRICS_NSTATUS 12   /* see metrics.c: status_codes[] + "other" */
+#define METRICS_NBUCKETS 14  /* latency buckets incl. +Inf */
+
+typedef struct Metrics {
+    atomic_uint_fast64_t req_count[METRICS_MAX_ROUTES][METRICS_NSTATUS];
+    atomic_uint_fast64_t req_sum_ns[METRICS_MAX_ROUTES][METRICS_NSTATUS];
+    atomic_uint_fast64_t req_bucket[METRICS_MAX_ROUTES][METRICS_NSTATUS][METRICS_NBUCKETS];
+
+    atomic_uint_fast64_t events_applied;
+    atomic_uint_fast64_t events_duplicate;
+    atomic_uint_fast64_t events_late;
+    atomic_uint_fast64_t events_rejected;   /* invalid, in rejected batches */
+    atomic_uint_fast64_t events_capacity;   /* refused: shopper table full */
+    atomic_uint_fast64_t predictions;
+    atomic_uint_fast64_t state_rebuilds;    /* shopper states recomputed for new weights */
+    atomic_uint_fast64_t users_deleted;
+
+    atomic_uint_fast64_t fallback_fits;
+    atomic_uint_fast64_t fallback_fit_failures;
+    atomic_uint_fast64_t retrain_runs;
+    atomic_uint_fast64_t retrain_failures;
+    atomic_uint_fast64_t retrain_last_ms;
+} Metrics;
+
+/* Gauges the renderer asks the caller for. */
+typedef struct MetricsGauges {
+    uint64_t users, state_bytes, dedupe_entries, model_version, ready, retrain_running;
+    int64_t event_clock;
+} MetricsGauges;
+
+void metrics_init(Metrics *m);
+void metrics_observe(Metrics *m, int route, int http_status, uint64_t ns);
+/* Renders into a malloc'd NUL-terminated string (*out, caller frees). */
+int metrics_render(const Metrics *m, const char *const *route_names, int nroutes, const MetricsGauges *g,
+                   char **out, size_t *len);
+
+#endif

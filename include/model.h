@@ -1,0 +1,94 @@
+/* model: an immutable, reference-counted snapshot of everything that turns a
+ * shopper into a prediction: the LSTM weights (LstmWeights), the ZILN head,
+ * and the fitted BG/NBD + Gamma-Gamma fallback.
+ *
+ * A Model is never modified after model_publish(); a retrain or refit builds
+ * a new one and the service swaps the pointer. Readers hold a reference
+ * (model_retain/model_release, atomic, any thread); the last release frees.
+ *
+ * The network is shared between models that differ only in the fallback
+ * (an LstmWeights is itself reference-counted), so a fallback refit does not
+ * invalidate shoppers' LSTM states: states are tagged with network->id. */
+#ifndef LTVD_MODEL_H
+#define LTVD_MODEL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bgnbd.h"
+#include "encoding.h"
+#include "lstm.h"
+#include "shopper.h"
+#include "ziln.h"
+
+#define MODEL_FILE_NAME "model.bin"
+#define MODEL_FORMAT_VERSION 1u
+
+typedef enum { MODEL_FALLBACK = 0, MODEL_TRAINED = 1 } ModelStatus;
+
+/* LSTM + head weights. Immutable once published. */
+typedef struct LstmWeights {
+    atomic_int refs;
+    uint32_t id;      /* identity that shoppers' states are tagged with */
+    LstmConfig cfg;   /* input = FEATURE_DIM, hidden = H */
+    float *w;         /* (4H, I+H) stacked gates i, f, g, o */
+    float *b;         /* (4H,) */
+    float *head_w;    /* (3, H+E): rows p-logit, mu, sigma-pre */
+    float *head_b;    /* (3,) */
+} LstmWeights;
+
+typedef struct TrainFigures {
+    uint64_t examples, users, epochs;
+    double val_loss, val_gini, seconds;
+} TrainFigures;
+
+typedef struct FallbackFit {
+    BgnbdParams bg;
+    GammaGammaParams gg;
+    uint64_t customers, repeat_buyers, purchases; /* what the fit saw */
+    int64_t fitted_at;                            /* 0: never fitted, prior in use */
+} FallbackFit;
+
+typedef struct Model {
+    atomic_int refs;
+    uint64_t version;           /* increases on every swap */
+    ModelStatus status;
+    int64_t trained_at;         /* 0 if never */
+    int horizon_days;
+    LstmWeights *net;           /* always present; serves only when TRAINED */
+    FallbackFit fallback;
+    TrainFigures train;
+    ZilnParams cold_start;      /* precomputed fallback for unknown shoppers */
+} Model;
+
+/* A prediction as served. */
+typedef struct Prediction {
+    double ltv, p_active, p10, p50, p90;
+    bool from_network;
+} Prediction;
+
+/* Random network (seeded) of the given width; refs = 1. */
+int lstm_weights_create(LstmWeights **out, int hidden, uint64_t seed, uint32_t id);
+void lstm_weights_retain(LstmWeights *w);
+void lstm_weights_release(LstmWeights *w);
+
+/* A new model around net (retained), with the fallback fit; refs = 1.
+ * Precomputes the cold-start prediction. */
+int model_create(Model **out, LstmWeights *net, const FallbackFit *fit, int horizon_days, ModelStatus status,
+                 uint64_t version);
+void model_retain(Model *m);
+void model_release(Model *m); /* NULL-safe */
+
+/* The prediction for a shopper at as_of. h (H,) is the shopper's LSTM state
+ * under m->net (ignored unless the model is TRAINED); agg NULL means an
+ * unknown shopper. Allocation-free; any thread. */
+void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_t as_of, Prediction *out);
+
+/* Versioned binary file: magic, format, shapes, fields, floats, CRC-32.
+ * Save writes to a temp file, fsyncs and renames. Load verifies everything
+ * and fails with -EINVAL and a message on any mismatch. */
+int model_save(const Model *m, const char *path);
+int model_load(Model **out, const char *path, int expect_hidden, char *err, size_t errlen);
+
+#endif

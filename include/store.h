@@ -1,0 +1,85 @@
+/* store: the in-memory table of shoppers.
+ *
+ * Each shopper (UserState) lives in a fixed-size slot holding its id, its
+ * aggregates, the LSTM state h and c, and a ring of its most recent in-order
+ * events (kept so its state can be rebuilt under new weights). Slots come
+ * from chunks of STORE_CHUNK_SLOTS allocated as the table grows, never per
+ * event; the table refuses new shoppers beyond max_users (-ENOSPC).
+ *
+ * Locking: the caller holds store_lock() around every call except
+ * store_create/destroy and the figures (store_count, store_bytes), which are
+ * atomic reads. The worker thread iterates in short locked batches using
+ * store_slot_at(). */
+#ifndef LTVD_STORE_H
+#define LTVD_STORE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "encoding.h"
+#include "shopper.h"
+
+#define STORE_CHUNK_SLOTS 4096u
+
+/* One retained event: 12 bytes. */
+typedef struct RecentEvent {
+    uint32_t ts;       /* Unix seconds (fits: ts <= 2100) */
+    float value;
+    uint16_t quantity; /* saturated at 65535 */
+    uint8_t type;      /* EventType */
+    uint8_t pad;
+} RecentEvent;
+
+typedef struct UserState {
+    uint64_t hash;        /* hash64(id); free-list link while the slot is free */
+    uint32_t net_id;      /* LstmWeights id that h and c were computed under */
+    uint16_t ring_head;   /* index of the oldest retained event */
+    uint16_t ring_len;
+    ShopperAgg agg;       /* every event, late ones included */
+    EncodeContext ctx;    /* encoder context after the newest in-order event */
+    EncodeContext ring_ctx; /* encoder context before the oldest retained event */
+    uint8_t id_len;       /* 0 marks a free slot */
+    char id[USER_ID_MAX + 1];
+    float data[];         /* h (H,), c (H,), then RecentEvent ring (R,) */
+} UserState;
+
+typedef struct StoreConfig {
+    size_t max_users;
+    int hidden;    /* H */
+    int ring_cap;  /* R, <= 65535 */
+} StoreConfig;
+
+typedef struct Store Store;
+
+int store_create(Store **out, const StoreConfig *cfg);
+void store_destroy(Store *s); /* NULL-safe */
+
+void store_lock(Store *s);
+void store_unlock(Store *s);
+
+UserState *store_find(Store *s, const char *id, size_t len);
+/* Inserts a new shopper (must not exist) with zeroed state. -ENOSPC at cap. */
+int store_insert(Store *s, const char *id, size_t len, UserState **out);
+/* -ENOENT if absent. */
+int store_remove(Store *s, const char *id, size_t len);
+
+float *store_user_h(const Store *s, UserState *u); /* (H,) */
+float *store_user_c(const Store *s, UserState *u); /* (H,) */
+/* The k-th retained event, oldest first (k < u->ring_len). */
+RecentEvent *store_ring_at(const Store *s, UserState *u, unsigned k);
+/* Appends an in-order event, evicting the oldest (and advancing ring_ctx). */
+void store_ring_push(const Store *s, UserState *u, const Event *ev);
+/* The event a retained record stands for (no ids). */
+void store_ring_event(const RecentEvent *r, Event *out);
+
+/* Iteration for the worker: slots [0, store_slot_high) under the lock. */
+size_t store_slot_high(Store *s);
+UserState *store_slot_at(Store *s, size_t idx); /* NULL if free */
+
+size_t store_count(const Store *s);
+size_t store_bytes(const Store *s);  /* slots + index, allocated */
+size_t store_slot_bytes(const Store *s);
+
+#endif

@@ -1,0 +1,243 @@
+/* bgnbd: likelihoods, conditional expectations and Nelder-Mead fits. */
+#include "bgnbd.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+const BgnbdParams BGNBD_CDNOW_PRIOR = {0.2426, 4.4136, 0.7929, 2.4259};
+const GammaGammaParams GG_CDNOW_PRIOR = {6.25, 3.74, 15.44};
+
+double hyp2f1(double a, double b, double c, double z)
+{
+    double term = 1.0, sum = 1.0;
+    for (int n = 0; n < 200000; n++) {
+        term *= (a + n) * (b + n) / ((c + n) * (n + 1.0)) * z;
+        sum += term;
+        if (fabs(term) < 1e-16 * fabs(sum) && n > 2)
+            break;
+    }
+    return sum;
+}
+
+static double logaddexp(double u, double v)
+{
+    double m = fmax(u, v);
+    return m + log(exp(u - m) + exp(v - m));
+}
+
+double bgnbd_loglik(const BgnbdParams *p, double x, double t_x, double T)
+{
+    double r = p->r, al = p->alpha, a = p->a, b = p->b;
+    double l1 = lgamma(r + x) - lgamma(r) + r * log(al);
+    double l2 = lgamma(a + b) + lgamma(b + x) - lgamma(b) - lgamma(a + b + x);
+    double l3 = -(r + x) * log(al + T);
+    if (x <= 0)
+        return l1 + l2 + l3;
+    double l4 = log(a) - log(b + x - 1) - (r + x) * log(al + t_x);
+    return l1 + l2 + logaddexp(l3, l4);
+}
+
+/* The dropout odds term: a/(b+x-1) * ((alpha+T)/(alpha+t_x))^(r+x), 0 for x = 0. */
+static double dropout_odds(const BgnbdParams *p, double x, double t_x, double T)
+{
+    if (x <= 0)
+        return 0.0;
+    return p->a / (p->b + x - 1) * pow((p->alpha + T) / (p->alpha + t_x), p->r + x);
+}
+
+double bgnbd_p_alive(const BgnbdParams *p, double x, double t_x, double T)
+{
+    return 1.0 / (1.0 + dropout_odds(p, x, t_x, T));
+}
+
+double bgnbd_expected(const BgnbdParams *p, double t, double x, double t_x, double T)
+{
+    double r = p->r, al = p->alpha, a = p->a, b = p->b;
+    double z = t / (al + T + t);
+    double lead = (a + b + x - 1) / (a - 1);
+    double bracket = 1.0 - pow((al + T) / (al + T + t), r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z);
+    double e = lead * bracket / (1.0 + dropout_odds(p, x, t_x, T));
+    return e > 0 && isfinite(e) ? e : 0.0;
+}
+
+double bgnbd_p_none(const BgnbdParams *p, double t, double x, double t_x, double T)
+{
+    /* Alive at T: purchase rate ~ Gamma(r+x, alpha+T), so no purchase in t has
+     * probability E[exp(-lambda t)]; a dead shopper never buys. */
+    double pa = bgnbd_p_alive(p, x, t_x, T);
+    return 1.0 - pa + pa * pow((p->alpha + T) / (p->alpha + T + t), p->r + x);
+}
+
+double gg_loglik(const GammaGammaParams *p, double x, double m)
+{
+    double px = p->p * x;
+    return lgamma(px + p->q) - lgamma(px) - lgamma(p->q) + p->q * log(p->v) + px * log(x) + (px - 1) * log(m) -
+           (px + p->q) * log(p->v + x * m);
+}
+
+double gg_expected_value(const GammaGammaParams *p, double x, double m)
+{
+    if (x <= 0 || m <= 0)
+        return p->p * p->v / (p->q - 1);
+    return p->p * (p->v + x * m) / (p->p * x + p->q - 1);
+}
+
+/* Nelder-Mead minimiser of f over k <= 4 dimensions. */
+typedef double (*ObjectiveFn)(const double *theta, const void *ctx);
+
+static void nelder_mead(ObjectiveFn f, const void *ctx, double *theta, int k)
+{
+    double pts[5][4], val[5];
+    for (int restart = 0; restart < 3; restart++) {
+        for (int i = 0; i <= k; i++) {
+            memcpy(pts[i], theta, sizeof(double) * (size_t)k);
+            if (i > 0)
+                pts[i][i - 1] += 0.3;
+            val[i] = f(pts[i], ctx);
+        }
+        for (int iter = 0; iter < 20000; iter++) {
+            /* order: best first */
+            for (int i = 1; i <= k; i++)
+                for (int j = i; j > 0 && val[j] < val[j - 1]; j--) {
+                    double tv = val[j];
+                    val[j] = val[j - 1];
+                    val[j - 1] = tv;
+                    double tp[4];
+                    memcpy(tp, pts[j], sizeof tp);
+                    memcpy(pts[j], pts[j - 1], sizeof tp);
+                    memcpy(pts[j - 1], tp, sizeof tp);
+                }
+            double spread = 0.0;
+            for (int i = 1; i <= k; i++)
+                for (int d = 0; d < k; d++)
+                    spread = fmax(spread, fabs(pts[i][d] - pts[0][d]));
+            if (fabs(val[k] - val[0]) < 1e-13 && spread < 1e-9)
+                break;
+            double cen[4] = {0};
+            for (int i = 0; i < k; i++)
+                for (int d = 0; d < k; d++)
+                    cen[d] += pts[i][d] / k;
+            double xr[4], xe[4], xc[4];
+            for (int d = 0; d < k; d++)
+                xr[d] = cen[d] + (cen[d] - pts[k][d]);
+            double fr = f(xr, ctx);
+            if (fr < val[0]) {
+                for (int d = 0; d < k; d++)
+                    xe[d] = cen[d] + 2.0 * (cen[d] - pts[k][d]);
+                double fe = f(xe, ctx);
+                if (fe < fr) {
+                    memcpy(pts[k], xe, sizeof xe);
+                    val[k] = fe;
+                } else {
+                    memcpy(pts[k], xr, sizeof xr);
+                    val[k] = fr;
+                }
+                continue;
+            }
+            if (fr < val[k - 1]) {
+                memcpy(pts[k], xr, sizeof xr);
+                val[k] = fr;
+                continue;
+            }
+            int outside = fr < val[k];
+            for (int d = 0; d < k; d++)
+                xc[d] = outside ? cen[d] + 0.5 * (xr[d] - cen[d]) : cen[d] + 0.5 * (pts[k][d] - cen[d]);
+            double fc = f(xc, ctx);
+            if (fc < (outside ? fr : val[k])) {
+                memcpy(pts[k], xc, sizeof xc);
+                val[k] = fc;
+                continue;
+            }
+            for (int i = 1; i <= k; i++) {
+                for (int d = 0; d < k; d++)
+                    pts[i][d] = pts[0][d] + 0.5 * (pts[i][d] - pts[0][d]);
+                val[i] = f(pts[i], ctx);
+            }
+        }
+        memcpy(theta, pts[0], sizeof(double) * (size_t)k);
+    }
+}
+
+typedef struct FitData {
+    const CustomerSummary *s;
+    size_t n;
+} FitData;
+
+static double bgnbd_objective(const double *th, const void *ctx)
+{
+    const FitData *d = ctx;
+    BgnbdParams p = {exp(th[0]), exp(th[1]), exp(th[2]), exp(th[3])};
+    double ll = 0.0;
+    for (size_t i = 0; i < d->n; i++)
+        ll += bgnbd_loglik(&p, d->s[i].x, d->s[i].t_x, d->s[i].T);
+    return isfinite(ll) ? -ll / (double)d->n : 1e300;
+}
+
+static double gg_objective(const double *th, const void *ctx)
+{
+    const FitData *d = ctx;
+    GammaGammaParams p = {exp(th[0]), exp(th[1]), exp(th[2])};
+    double ll = 0.0;
+    size_t used = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->s[i].x > 0 && d->s[i].m > 0) {
+            ll += gg_loglik(&p, d->s[i].x, d->s[i].m);
+            used++;
+        }
+    }
+    return isfinite(ll) && used ? -ll / (double)used : 1e300;
+}
+
+int bgnbd_fit(const CustomerSummary *s, size_t n, BgnbdParams *inout)
+{
+    size_t repeaters = 0;
+    for (size_t i = 0; i < n; i++)
+        repeaters += s[i].x > 0;
+    if (n < 10 || repeaters < 3)
+        return -EINVAL;
+    FitData d = {s, n};
+    double th[4] = {log(inout->r), log(inout->alpha), log(inout->a), log(inout->b)};
+    nelder_mead(bgnbd_objective, &d, th, 4);
+    BgnbdParams p = {exp(th[0]), exp(th[1]), exp(th[2]), exp(th[3])};
+    if (!isfinite(p.r + p.alpha + p.a + p.b))
+        return -EINVAL;
+    *inout = p;
+    return 0;
+}
+
+int gg_fit(const CustomerSummary *s, size_t n, GammaGammaParams *inout, size_t *repeat_buyers)
+{
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++)
+        used += s[i].x > 0 && s[i].m > 0;
+    if (repeat_buyers)
+        *repeat_buyers = used;
+    if (used < 3)
+        return -EINVAL;
+    FitData d = {s, n};
+    double th[3] = {log(inout->p), log(inout->q), log(inout->v)};
+    nelder_mead(gg_objective, &d, th, 3);
+    GammaGammaParams p = {exp(th[0]), exp(th[1]), exp(th[2])};
+    if (!isfinite(p.p + p.q + p.v) || p.q <= 1.0)
+        return -EINVAL; /* q <= 1: the population mean spend would be infinite */
+    *inout = p;
+    return 0;
+}
+
+void fallback_predict(const BgnbdParams *bg, const GammaGammaParams *gg, const CustomerSummary *s, double t,
+                      FallbackOutput *out)
+{
+    double x = s ? s->x : 0.0, t_x = s ? s->t_x : 0.0, T = s ? s->T : 0.0, m = s ? s->m : 0.0;
+    out->expected_purchases = bgnbd_expected(bg, t, x, t_x, T);
+    out->p_alive = bgnbd_p_alive(bg, x, t_x, T);
+    out->p_active = fmin(1.0, fmax(0.0, 1.0 - bgnbd_p_none(bg, t, x, t_x, T)));
+    out->value = gg_expected_value(gg, x, m);
+    out->ltv = out->expected_purchases * out->value;
+    /* Quantiles: spend given any purchase is taken as log-normal with the same
+     * mean, its squared CV summing the count's (Poisson-like, 1/n) and the
+     * per-day value's (Gamma shape p: 1/(p n)), n = purchases given any. */
+    double n = out->p_active > 0 ? fmax(1.0, out->expected_purchases / out->p_active) : 1.0;
+    double sigma = sqrt(log(1.0 + 1.0 / n + 1.0 / (gg->p * n)));
+    out->ziln = ziln_from_mean(out->ltv, out->p_active, sigma);
+}

@@ -1,0 +1,290 @@
+/* config: one declarative table of keys (name, type, field, default, bounds).
+ * Parsing the file and --set both go through config_set_value(). */
+#include "config.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { CT_INT, CT_DOUBLE, CT_BOOL, CT_STRING, CT_ENUM } ConfigType;
+
+typedef struct ConfigKey {
+    const char *name;
+    ConfigType type;
+    size_t offset;
+    const char *def;        /* default, as it would be written after --set key= */
+    double min, max;        /* bounds for numbers; max length for strings */
+    const char *choices[4]; /* for CT_ENUM: index = stored value */
+    bool secret;
+} ConfigKey;
+
+#define F(field) offsetof(LtvdConfig, field)
+
+static const ConfigKey keys[] = {
+    {"server.bind", CT_STRING, F(server_bind), "127.0.0.1", 1, 63, {0}, false},
+    {"server.port", CT_INT, F(server_port), "8080", 0, 65535, {0}, false},
+    {"server.threads", CT_INT, F(server_threads), "1", 1, 64, {0}, false},
+    {"server.access_log", CT_BOOL, F(server_access_log), "false", 0, 0, {0}, false},
+    {"storage.dir", CT_STRING, F(storage_dir), "./ltvd-data", 1, CONFIG_STR_MAX - 1, {0}, false},
+    {"clock", CT_ENUM, F(clock), "wall", 0, 0, {"wall", "event"}, false},
+    {"model.horizon_days", CT_INT, F(model_horizon_days), "182", 1, 3650, {0}, false},
+    {"model.hidden_size", CT_INT, F(model_hidden_size), "32", 4, 256, {0}, false},
+    {"model.recent_events", CT_INT, F(model_recent_events), "32", 1, 1024, {0}, false},
+    {"train.interval_s", CT_INT, F(train_interval_s), "3600", 0, 31536000, {0}, false},
+    {"train.seed", CT_INT, F(train_seed), "1", 0, 2147483647, {0}, false},
+    {"train.network", CT_BOOL, F(train_network), "true", 0, 0, {0}, false},
+    {"fallback.refit_s", CT_INT, F(fallback_refit_s), "60", 1, 86400, {0}, false},
+    {"fallback.refit_growth", CT_DOUBLE, F(fallback_refit_growth), "0.1", 0, 100, {0}, false},
+    {"adjuster.enabled", CT_BOOL, F(adjuster_enabled), "true", 0, 0, {0}, false},
+    {"auth.ingest_token", CT_STRING, F(auth_ingest_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
+    {"auth.admin_token", CT_STRING, F(auth_admin_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
+    {"auth.read_token", CT_STRING, F(auth_read_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
+    {"limits.max_users", CT_INT, F(limits_max_users), "2000000", 1, 100000000, {0}, false},
+    {"limits.max_batch_ids", CT_INT, F(limits_max_batch_ids), "10000", 1, 1000000, {0}, false},
+    {"limits.max_batch_events", CT_INT, F(limits_max_batch_events), "10000", 1, 1000000, {0}, false},
+    {"limits.max_body_bytes", CT_INT, F(limits_max_body_bytes), "8388608", 1024, 1073741824, {0}, false},
+    {"limits.max_future_s", CT_INT, F(limits_max_future_s), "86400", 0, 31536000, {0}, false},
+    {"limits.dedupe_window", CT_INT, F(limits_dedupe_window), "1000000", 1, 100000000, {0}, false},
+    {"log.level", CT_ENUM, F(log_level), "info", 0, 0, {"debug", "info", "warn", "error"}, false},
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+static const ConfigKey *find_key(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* Sets one key from its textual value. */
+static int set_value(LtvdConfig *cfg, const ConfigKey *k, const char *v, char *err, size_t errlen)
+{
+    char *field = (char *)cfg + k->offset;
+    char *end;
+    switch (k->type) {
+    case CT_INT: {
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (errno || end == v || *end) {
+            snprintf(err, errlen, "config key %s: '%s' is not an integer", k->name, v);
+            return -EINVAL;
+        }
+        if (x < k->min || x > k->max) {
+            snprintf(err, errlen, "config key %s: %lld is out of range [%.0f, %.0f]", k->name, x, k->min, k->max);
+            return -EINVAL;
+        }
+        *(int64_t *)field = x;
+        return 0;
+    }
+    case CT_DOUBLE: {
+        double x = strtod(v, &end);
+        if (end == v || *end || !isfinite(x)) {
+            snprintf(err, errlen, "config key %s: '%s' is not a number", k->name, v);
+            return -EINVAL;
+        }
+        if (x < k->min || x > k->max) {
+            snprintf(err, errlen, "config key %s: %g is out of range [%g, %g]", k->name, x, k->min, k->max);
+            return -EINVAL;
+        }
+        *(double *)field = x;
+        return 0;
+    }
+    case CT_BOOL:
+        if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
+            *(bool *)field = true;
+        } else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+            *(bool *)field = false;
+        } else {
+            snprintf(err, errlen, "config key %s: '%s' is not true or false", k->name, v);
+            return -EINVAL;
+        }
+        return 0;
+    case CT_STRING: {
+        size_t n = strlen(v);
+        if (n < (size_t)k->min || n > (size_t)k->max) {
+            snprintf(err, errlen, "config key %s: length %zu is out of range [%.0f, %.0f]", k->name, n, k->min,
+                     k->max);
+            return -EINVAL;
+        }
+        memcpy(field, v, n + 1);
+        return 0;
+    }
+    case CT_ENUM:
+        for (int i = 0; i < 4 && k->choices[i]; i++) {
+            if (strcmp(v, k->choices[i]) == 0) {
+                *(int64_t *)field = i;
+                return 0;
+            }
+        }
+        snprintf(err, errlen, "config key %s: '%s' is not one of the allowed values", k->name, v);
+        return -EINVAL;
+    }
+    return -EINVAL;
+}
+
+void config_defaults(LtvdConfig *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    char err[256];
+    for (size_t i = 0; i < NKEYS; i++)
+        (void)set_value(cfg, &keys[i], keys[i].def, err, sizeof err);
+}
+
+int config_apply_set(LtvdConfig *cfg, const char *assignment, char *err, size_t errlen)
+{
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment) {
+        snprintf(err, errlen, "--set expects section.key=value, got '%s'", assignment);
+        return -EINVAL;
+    }
+    char name[128];
+    size_t n = (size_t)(eq - assignment);
+    if (n >= sizeof name) {
+        snprintf(err, errlen, "--set: key name too long");
+        return -EINVAL;
+    }
+    memcpy(name, assignment, n);
+    name[n] = '\0';
+    const ConfigKey *k = find_key(name);
+    if (!k) {
+        snprintf(err, errlen, "unknown config key '%s'", name);
+        return -EINVAL;
+    }
+    return set_value(cfg, k, eq + 1, err, errlen);
+}
+
+/* Walks one JSON object; prefix is "" at the top and "section." below. */
+static int apply_object(LtvdConfig *cfg, const cJSON *obj, const char *prefix, char *err, size_t errlen)
+{
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        char name[128];
+        snprintf(name, sizeof name, "%s%s", prefix, it->string ? it->string : "");
+        if (cJSON_IsObject(it) && prefix[0] == '\0' && !find_key(name)) {
+            char sub[sizeof name + 2];
+            snprintf(sub, sizeof sub, "%s.", name);
+            int rc = apply_object(cfg, it, sub, err, errlen);
+            if (rc)
+                return rc;
+            continue;
+        }
+        const ConfigKey *k = find_key(name);
+        if (!k) {
+            snprintf(err, errlen, "unknown config key '%s'", name);
+            return -EINVAL;
+        }
+        char text[CONFIG_STR_MAX + 32];
+        if (cJSON_IsString(it)) {
+            if (k->type != CT_STRING && k->type != CT_ENUM) {
+                snprintf(err, errlen, "config key %s: expected a %s, got a string", k->name,
+                         k->type == CT_BOOL ? "boolean" : "number");
+                return -EINVAL;
+            }
+            snprintf(text, sizeof text, "%s", it->valuestring);
+            if (strlen(it->valuestring) >= sizeof text) {
+                snprintf(err, errlen, "config key %s: value too long", k->name);
+                return -EINVAL;
+            }
+        } else if (cJSON_IsBool(it)) {
+            if (k->type != CT_BOOL) {
+                snprintf(err, errlen, "config key %s: unexpected boolean", k->name);
+                return -EINVAL;
+            }
+            snprintf(text, sizeof text, "%s", cJSON_IsTrue(it) ? "true" : "false");
+        } else if (cJSON_IsNumber(it)) {
+            if (k->type == CT_INT) {
+                double d = it->valuedouble;
+                if (d != floor(d) || fabs(d) > 9e15) {
+                    snprintf(err, errlen, "config key %s: %g is not an integer", k->name, d);
+                    return -EINVAL;
+                }
+                snprintf(text, sizeof text, "%.0f", d);
+            } else if (k->type == CT_DOUBLE) {
+                snprintf(text, sizeof text, "%.17g", it->valuedouble);
+            } else {
+                snprintf(err, errlen, "config key %s: unexpected number", k->name);
+                return -EINVAL;
+            }
+        } else {
+            snprintf(err, errlen, "config key %s: unsupported value type", k->name);
+            return -EINVAL;
+        }
+        int rc = set_value(cfg, k, text, err, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int config_apply_json(LtvdConfig *cfg, const char *json, char *err, size_t errlen)
+{
+    cJSON *root = cJSON_Parse(json);
+    if (!root || !cJSON_IsObject(root)) {
+        snprintf(err, errlen, "config is not a JSON object");
+        cJSON_Delete(root);
+        return -EINVAL;
+    }
+    int rc = apply_object(cfg, root, "", err, errlen);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int config_load_file(LtvdConfig *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open config %s: %s", path, strerror(errno));
+        return -errno;
+    }
+    char *buf = malloc(1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    int too_big = !feof(f);
+    fclose(f);
+    if (!buf)
+        return -ENOMEM;
+    if (too_big) {
+        free(buf);
+        snprintf(err, errlen, "config %s is larger than 1 MiB", path);
+        return -EINVAL;
+    }
+    buf[n] = '\0';
+    int rc = config_apply_json(cfg, buf, err, errlen);
+    free(buf);
+    return rc;
+}
+
+void config_format(const LtvdConfig *cfg, char *buf, size_t len)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < NKEYS && off < len; i++) {
+        const ConfigKey *k = &keys[i];
+        const char *field = (const char *)cfg + k->offset;
+        int n = 0;
+        switch (k->type) {
+        case CT_INT:
+            n = snprintf(buf + off, len - off, "%s%s=%lld", off ? " " : "", k->name, (long long)*(const int64_t *)field);
+            break;
+        case CT_DOUBLE:
+            n = snprintf(buf + off, len - off, "%s%s=%g", off ? " " : "", k->name, *(const double *)field);
+            break;
+        case CT_BOOL:
+            n = snprintf(buf + off, len - off, "%s%s=%s", off ? " " : "", k->name, *(const bool *)field ? "true" : "false");
+            break;
+        case CT_STRING:
+            n = snprintf(buf + off, len - off, "%s%s=\"%s\"", off ? " " : "", k->name,
+                         k->secret ? (field[0] ? "<set>" : "") : field);
+            break;
+        case CT_ENUM:
+            n = snprintf(buf + off, len - off, "%s%s=%s", off ? " " : "", k->name, k->choices[*(const int64_t *)field]);
+            break;
+        }
+        if (n < 0)
+            break;
+        off += (size_t)n;
+    }
+}

@@ -1,0 +1,57 @@
+/* encoding: event and shopper encodings (docs/MODEL.md, "Inputs"). */
+#include "encoding.h"
+
+#include <math.h>
+#include <string.h>
+
+static const double two_pi = 6.283185307179586;
+
+void encode_event(float *x, const Event *ev, const EncodeContext *ctx)
+{
+    memset(x, 0, sizeof(float) * FEATURE_DIM);
+    x[ev->type] = 1.0f;                                   /* 0..4: one-hot type */
+    double v = ev->type == EV_PURCHASE || ev->type == EV_REFUND ? ev->value : 0.0;
+    x[5] = (float)log1p(v);                               /* 5: log value */
+    x[6] = (float)log1p((double)ev->quantity);            /* 6: log quantity */
+    bool first = ctx->events_before == 0;
+    double gap_days = first ? 0.0 : fmax(0.0, (double)(ev->ts - ctx->prev_ts) / 86400.0);
+    x[7] = (float)log1p(gap_days);                        /* 7: log days since previous event */
+    x[8] = first ? 1.0f : 0.0f;                           /* 8: first event of the shopper */
+    double days = (double)ev->ts / 86400.0;
+    double dow = fmod(days + 3.0, 7.0) / 7.0;             /* 1970-01-01 was a Thursday */
+    x[9] = (float)sin(two_pi * dow);                      /* 9,10: day of week */
+    x[10] = (float)cos(two_pi * dow);
+    double doy = fmod(days, 365.2425) / 365.2425;
+    x[11] = (float)sin(two_pi * doy);                     /* 11,12: time of year */
+    x[12] = (float)cos(two_pi * doy);
+    x[13] = (float)log1p((double)ctx->events_before);     /* 13: log events so far */
+    x[14] = (float)log1p((double)ctx->purchases_before);  /* 14: log purchases so far */
+    double age_days = first ? 0.0 : fmax(0.0, (double)(ev->ts - ctx->first_ts) / 86400.0);
+    x[15] = (float)log1p(age_days);                       /* 15: log shopper age in days */
+}
+
+void encode_context_advance(EncodeContext *ctx, const Event *ev)
+{
+    if (ctx->events_before == 0)
+        ctx->first_ts = ev->ts;
+    ctx->prev_ts = ev->ts;
+    ctx->events_before++;
+    ctx->purchases_before += ev->type == EV_PURCHASE;
+}
+
+void encode_head_extra(float *e, const ShopperAgg *agg, int64_t as_of, double bg_log_ltv, double bg_p_alive)
+{
+    double recency = 0.0, age = 0.0, purchases = 0.0, spend = 0.0;
+    if (agg && agg->events > 0) {
+        recency = fmax(0.0, (double)(as_of - agg->last_ts) / 86400.0);
+        age = fmax(0.0, (double)(as_of - agg->first_ts) / 86400.0);
+        purchases = agg->purchases;
+        spend = fmax(0.0, agg->spend);
+    }
+    e[0] = (float)log1p(recency);   /* days since the last event at as_of */
+    e[1] = (float)log1p(age);       /* days since the first event */
+    e[2] = (float)log1p(purchases);
+    e[3] = (float)log1p(spend);
+    e[4] = (float)bg_log_ltv;       /* fallback's expectation: anchors the level */
+    e[5] = (float)bg_p_alive;
+}

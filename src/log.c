@@ -1,0 +1,29 @@
+/* log: logfmt lines on stderr. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "timeutil.h"
+
+static LogLevel min_level = LOG_INFO;
+
+void log_set_level(LogLevel level) { min_level = level; }
+
+void log_msg(LogLevel level, const char *msg, const char *fmt, ...)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    if (level < min_level)
+        return;
+    char line[2048], ts[TIME_RFC3339_LEN];
+    time_format_rfc3339(time_now(), ts);
+    int n = snprintf(line, sizeof line, "ts=%s level=%s msg=\"%s\"", ts, names[level], msg);
+    if (fmt && n > 0 && (size_t)n < sizeof line - 1) {
+        line[n++] = ' ';
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    fprintf(stderr, "%s\n", line);
+}

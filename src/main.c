@@ -1,0 +1,284 @@
+/* main: command line, start-up, the libuv loop (signals, timers, worker
+ * jobs) and clean shutdown. The only place that may exit. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "config.h"
+#include "http_api.h"
+#include "log.h"
+#include "metrics.h"
+#include "model.h"
+#include "service.h"
+
+extern void openblas_set_num_threads(int num_threads);
+
+typedef struct App {
+    uv_loop_t *loop;
+    LtvdConfig cfg;
+    Metrics metrics;
+    Service *svc;
+    HttpServer *http;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t refit_timer, retrain_timer;
+    uv_async_t retrain_async;
+    uv_work_t work;
+    bool job_running;   /* one worker job at a time (main thread only) */
+    bool retrain_wanted;
+    bool stopping;
+} App;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: ltvd [--config FILE] [--set section.key=value ...] [--routes] [--version]\n"
+               "Serves live customer-lifetime-value predictions over HTTP (see README.md).\n");
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path)
+{
+    char buf[CONFIG_STR_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0750) != 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, 0750) != 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* ---- worker jobs -------------------------------------------------------- */
+
+static void start_job(App *app);
+
+static void retrain_work_cb(uv_work_t *w)
+{
+    App *app = w->data;
+    service_run_retrain(app->svc);
+}
+
+static void refit_work_cb(uv_work_t *w)
+{
+    App *app = w->data;
+    char err[256];
+    int rc = service_refit_fallback(app->svc, false, err, sizeof err);
+    if (rc < 0)
+        log_msg(LOG_WARN, "fallback refit failed", "error=\"%s\"", err);
+}
+
+static void job_done_cb(uv_work_t *w, int status)
+{
+    App *app = w->data;
+    app->job_running = false;
+    if (app->retrain_wanted && !app->stopping)
+        start_job(app);
+}
+
+/* Runs the pending retrain if any, else nothing; refits go through
+ * refit_timer_cb. Main thread. */
+static void start_job(App *app)
+{
+    if (app->job_running || !app->retrain_wanted)
+        return;
+    app->retrain_wanted = false;
+    app->job_running = true;
+    app->work.data = app;
+    uv_queue_work(app->loop, &app->work, retrain_work_cb, job_done_cb);
+}
+
+static void retrain_async_cb(uv_async_t *a)
+{
+    App *app = a->data;
+    app->retrain_wanted = true;
+    start_job(app);
+}
+
+/* HTTP thread -> main loop: a retrain was requested. */
+static void notify_retrain(void *arg)
+{
+    App *app = arg;
+    uv_async_send(&app->retrain_async);
+}
+
+static void retrain_timer_cb(uv_timer_t *t)
+{
+    App *app = t->data;
+    uint64_t job;
+    if (service_request_retrain(app->svc, &job) == 0)
+        log_msg(LOG_INFO, "periodic retrain", "job=%llu", (unsigned long long)job);
+}
+
+static void refit_timer_cb(uv_timer_t *t)
+{
+    App *app = t->data;
+    if (app->job_running)
+        return;
+    app->job_running = true;
+    app->work.data = app;
+    uv_queue_work(app->loop, &app->work, refit_work_cb, job_done_cb);
+}
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    App *app = s->data;
+    if (app->stopping)
+        return;
+    app->stopping = true;
+    log_msg(LOG_INFO, "shutdown", "signal=%d", signum);
+    http_quiesce(app->http);  /* stop accepting */
+    http_stop(app->http);     /* finish in-flight requests */
+    app->http = NULL;
+    uv_close((uv_handle_t *)&app->sigterm, NULL);
+    uv_close((uv_handle_t *)&app->sigint, NULL);
+    uv_close((uv_handle_t *)&app->refit_timer, NULL);
+    uv_close((uv_handle_t *)&app->retrain_timer, NULL);
+    uv_close((uv_handle_t *)&app->retrain_async, NULL);
+    /* The loop ends once a running worker job has finished. */
+}
+
+/* ---- start-up ----------------------------------------------------------- */
+
+static int load_or_create_model(const LtvdConfig *cfg, Model **out)
+{
+    char path[CONFIG_STR_MAX + 32], err[512];
+    snprintf(path, sizeof path, "%s/%s", cfg->storage_dir, MODEL_FILE_NAME);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        int rc = model_load(out, path, (int)cfg->model_hidden_size, err, sizeof err);
+        if (rc) {
+            log_msg(LOG_ERROR, "cannot load model", "error=\"%s\" hint=\"move the file away to start afresh\"", err);
+            return rc;
+        }
+        if ((*out)->horizon_days != (int)cfg->model_horizon_days) {
+            log_msg(LOG_ERROR, "cannot load model",
+                    "error=\"%s was made for horizon_days=%d, config says %lld\" hint=\"move the file away\"", path,
+                    (*out)->horizon_days, (long long)cfg->model_horizon_days);
+            model_release(*out);
+            return -EINVAL;
+        }
+        log_msg(LOG_INFO, "model loaded", "path=\"%s\" version=%llu status=%s", path,
+                (unsigned long long)(*out)->version, (*out)->status == MODEL_TRAINED ? "trained" : "fallback");
+        return 0;
+    }
+    LstmWeights *net;
+    int rc = lstm_weights_create(&net, (int)cfg->model_hidden_size, (uint64_t)cfg->train_seed, 1);
+    if (rc)
+        return rc;
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    rc = model_create(out, net, &fit, (int)cfg->model_horizon_days, MODEL_FALLBACK, 1);
+    lstm_weights_release(net);
+    if (!rc)
+        log_msg(LOG_INFO, "no model file: serving the fallback with its prior", "path=\"%s\"", path);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static App app;
+    char err[512];
+    const char *config_path = NULL;
+    config_defaults(&app.cfg);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
+            i++;
+        } else if (strcmp(argv[i], "--routes") == 0) {
+            const HttpRoute *r;
+            size_t n = http_routes(&r);
+            for (size_t k = 0; k < n; k++)
+                printf("%s %s\n", r[k].method, r[k].path);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("ltvd 0.1.0\n");
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "ltvd: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    /* The file first, then every --set in order. */
+    if (config_path && config_load_file(&app.cfg, config_path, err, sizeof err)) {
+        fprintf(stderr, "ltvd: %s\n", err);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && config_apply_set(&app.cfg, argv[++i], err, sizeof err)) {
+            fprintf(stderr, "ltvd: %s\n", err);
+            return 2;
+        } else if (strcmp(argv[i], "--config") == 0) {
+            i++;
+        }
+    }
+    log_set_level((LogLevel)app.cfg.log_level);
+    openblas_set_num_threads(1); /* one LSTM step is tiny; threads only add latency */
+
+    char cfgline[4096];
+    config_format(&app.cfg, cfgline, sizeof cfgline);
+    log_msg(LOG_INFO, "starting", "version=0.1.0 %s", cfgline);
+
+    int rc = make_dirs(app.cfg.storage_dir);
+    if (rc) {
+        log_msg(LOG_ERROR, "cannot create storage.dir", "path=\"%s\" error=\"%s\"", app.cfg.storage_dir, strerror(-rc));
+        return 1;
+    }
+    metrics_init(&app.metrics);
+    Model *model;
+    if (load_or_create_model(&app.cfg, &model))
+        return 1;
+    if ((rc = service_create(&app.svc, &app.cfg, &app.metrics, model)) != 0) {
+        model_release(model);
+        log_msg(LOG_ERROR, "cannot create service", "error=\"%s\"", strerror(-rc));
+        return 1;
+    }
+    app.loop = uv_default_loop();
+    uv_signal_init(app.loop, &app.sigterm);
+    uv_signal_init(app.loop, &app.sigint);
+    app.sigterm.data = app.sigint.data = &app;
+    uv_signal_start(&app.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&app.sigint, on_signal, SIGINT);
+    uv_async_init(app.loop, &app.retrain_async, retrain_async_cb);
+    app.retrain_async.data = &app;
+    service_set_retrain_notify(app.svc, notify_retrain, &app);
+    uv_timer_init(app.loop, &app.refit_timer);
+    uv_timer_init(app.loop, &app.retrain_timer);
+    app.refit_timer.data = app.retrain_timer.data = &app;
+    uint64_t refit_ms = (uint64_t)app.cfg.fallback_refit_s * 1000;
+    uv_timer_start(&app.refit_timer, refit_timer_cb, refit_ms, refit_ms);
+    if (app.cfg.train_interval_s > 0) {
+        uint64_t ms = (uint64_t)app.cfg.train_interval_s * 1000;
+        uv_timer_start(&app.retrain_timer, retrain_timer_cb, ms, ms);
+    }
+
+    if ((rc = http_start(&app.http, &app.cfg, app.svc, &app.metrics)) != 0) {
+        log_msg(LOG_ERROR, "cannot listen", "addr=%s:%lld error=\"%s\"", app.cfg.server_bind,
+                (long long)app.cfg.server_port, rc == -EINVAL ? "server.bind is not an IPv4 address" : "bind failed");
+        service_destroy(app.svc);
+        return 1;
+    }
+    log_msg(LOG_INFO, "listening", "addr=%s:%u threads=%lld", app.cfg.server_bind, http_port(app.http),
+            (long long)app.cfg.server_threads);
+    /* Nothing to recover yet (the write-ahead log is not in this build): ready. */
+    service_set_ready(app.svc, true);
+    log_msg(LOG_INFO, "ready", NULL);
+
+    uv_run(app.loop, UV_RUN_DEFAULT);
+    uv_loop_close(app.loop);
+    service_destroy(app.svc);
+    log_msg(LOG_INFO, "stopped", NULL);
+    return 0;
+}

@@ -1,0 +1,165 @@
+/* metrics: counters and fixed-bucket histograms. */
+#include "metrics.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const int status_codes[METRICS_NSTATUS - 1] = {200, 202, 204, 400, 401, 404, 405, 409, 413, 500, 503};
+static const double bucket_le[METRICS_NBUCKETS - 1] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                         0.01,    0.025,  0.05,    0.1,    0.25,  1.0};
+
+void metrics_init(Metrics *m) { memset(m, 0, sizeof *m); }
+
+static int status_index(int code)
+{
+    for (int i = 0; i < METRICS_NSTATUS - 1; i++)
+        if (status_codes[i] == code)
+            return i;
+    return METRICS_NSTATUS - 1;
+}
+
+void metrics_observe(Metrics *m, int route, int http_status, uint64_t ns)
+{
+    if (route < 0 || route >= METRICS_MAX_ROUTES)
+        return;
+    int s = status_index(http_status);
+    atomic_fetch_add_explicit(&m->req_count[route][s], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->req_sum_ns[route][s], ns, memory_order_relaxed);
+    double sec = (double)ns * 1e-9;
+    int b = 0;
+    while (b < METRICS_NBUCKETS - 1 && sec > bucket_le[b])
+        b++;
+    atomic_fetch_add_explicit(&m->req_bucket[route][s][b], 1, memory_order_relaxed);
+}
+
+typedef struct Out {
+    char *p;
+    size_t len, cap;
+    int err;
+} Out;
+
+__attribute__((format(printf, 2, 3))) static void emit(Out *o, const char *fmt, ...)
+{
+    if (o->err)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->err = -EINVAL;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = o->cap * 2 + (size_t)n;
+        char *np = realloc(o->p, cap);
+        if (!np) {
+            o->err = -ENOMEM;
+            return;
+        }
+        o->p = np;
+        o->cap = cap;
+    }
+}
+
+#define LOAD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
+
+static void counter(Out *o, const char *name, const char *help, unsigned long long v)
+{
+    emit(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, v);
+}
+
+static void gauge(Out *o, const char *name, const char *help, long long v)
+{
+    emit(o, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", name, help, name, name, v);
+}
+
+static const char *status_label(int s, char *buf)
+{
+    if (s == METRICS_NSTATUS - 1)
+        return "other";
+    snprintf(buf, 8, "%d", status_codes[s]);
+    return buf;
+}
+
+int metrics_render(const Metrics *mc, const char *const *route_names, int nroutes, const MetricsGauges *g,
+                   char **out, size_t *len)
+{
+    Metrics *m = (Metrics *)mc; /* atomic loads take non-const pointers */
+    Out o = {malloc(16384), 0, 16384, 0};
+    if (!o.p)
+        return -ENOMEM;
+    char sl[8];
+    emit(&o, "# HELP ltvd_http_requests_total HTTP requests by route and status.\n"
+             "# TYPE ltvd_http_requests_total counter\n");
+    for (int r = 0; r < nroutes; r++)
+        for (int s = 0; s < METRICS_NSTATUS; s++)
+            if (LOAD(m->req_count[r][s]))
+                emit(&o, "ltvd_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n", route_names[r],
+                     status_label(s, sl), LOAD(m->req_count[r][s]));
+    emit(&o, "# HELP ltvd_http_request_duration_seconds Time from request start to response queued.\n"
+             "# TYPE ltvd_http_request_duration_seconds histogram\n");
+    for (int r = 0; r < nroutes; r++) {
+        for (int s = 0; s < METRICS_NSTATUS; s++) {
+            unsigned long long total = LOAD(m->req_count[r][s]);
+            if (!total)
+                continue;
+            unsigned long long cum = 0;
+            const char *st = status_label(s, sl);
+            for (int b = 0; b < METRICS_NBUCKETS; b++) {
+                cum += LOAD(m->req_bucket[r][s][b]);
+                if (b < METRICS_NBUCKETS - 1)
+                    emit(&o, "ltvd_http_request_duration_seconds_bucket{route=\"%s\",status=\"%s\",le=\"%g\"} %llu\n",
+                         route_names[r], st, bucket_le[b], cum);
+                else
+                    emit(&o, "ltvd_http_request_duration_seconds_bucket{route=\"%s\",status=\"%s\",le=\"+Inf\"} %llu\n",
+                         route_names[r], st, cum);
+            }
+            emit(&o, "ltvd_http_request_duration_seconds_sum{route=\"%s\",status=\"%s\"} %.9f\n", route_names[r], st,
+                 (double)LOAD(m->req_sum_ns[r][s]) * 1e-9);
+            emit(&o, "ltvd_http_request_duration_seconds_count{route=\"%s\",status=\"%s\"} %llu\n", route_names[r],
+                 st, total);
+        }
+    }
+    counter(&o, "ltvd_events_applied_total", "Events applied to shoppers.", LOAD(m->events_applied));
+    counter(&o, "ltvd_events_duplicate_total", "Events acknowledged as repeats of a seen event_id.",
+            LOAD(m->events_duplicate));
+    counter(&o, "ltvd_events_late_total", "Events older than their shopper's newest (aggregates only).",
+            LOAD(m->events_late));
+    counter(&o, "ltvd_events_rejected_total", "Events in batches refused for invalid input.",
+            LOAD(m->events_rejected));
+    counter(&o, "ltvd_events_capacity_rejected_total", "Events refused because the shopper table was full.",
+            LOAD(m->events_capacity));
+    counter(&o, "ltvd_predictions_total", "Predictions served.", LOAD(m->predictions));
+    counter(&o, "ltvd_state_rebuilds_total", "Shopper states recomputed under new network weights.",
+            LOAD(m->state_rebuilds));
+    counter(&o, "ltvd_users_deleted_total", "Shoppers erased on request.", LOAD(m->users_deleted));
+    counter(&o, "ltvd_fallback_fits_total", "BG/NBD + Gamma-Gamma refits that succeeded.", LOAD(m->fallback_fits));
+    counter(&o, "ltvd_fallback_fit_failures_total", "BG/NBD + Gamma-Gamma refits that failed.",
+            LOAD(m->fallback_fit_failures));
+    counter(&o, "ltvd_retrain_runs_total", "Retrain jobs run.", LOAD(m->retrain_runs));
+    counter(&o, "ltvd_retrain_failures_total", "Retrain jobs that failed.", LOAD(m->retrain_failures));
+    gauge(&o, "ltvd_retrain_last_duration_ms", "Duration of the last retrain job.", (long long)LOAD(m->retrain_last_ms));
+    gauge(&o, "ltvd_retrain_running", "1 while a retrain job runs.", (long long)g->retrain_running);
+    gauge(&o, "ltvd_users", "Shoppers in memory.", (long long)g->users);
+    gauge(&o, "ltvd_state_bytes", "Bytes allocated for shopper state and its index.", (long long)g->state_bytes);
+    gauge(&o, "ltvd_dedupe_entries", "event_ids in the dedupe window.", (long long)g->dedupe_entries);
+    gauge(&o, "ltvd_model_version", "Version of the serving model.", (long long)g->model_version);
+    gauge(&o, "ltvd_ready", "1 once the service is ready.", (long long)g->ready);
+    gauge(&o, "ltvd_event_clock_seconds", "Newest event time seen (the clock when clock=event).",
+          (long long)g->event_clock);
+    if (o.err) {
+        free(o.p);
+        return o.err;
+    }
+    *out = o.p;
+    *len = o.len;
+    return 0;
+}

@@ -1,0 +1,245 @@
+/* store: open-addressing index (linear probing, backward-shift deletion)
+ * over slots in chunks, with an intrusive free list. */
+#include "store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h"
+
+#define NO_SLOT UINT32_MAX
+
+struct Store {
+    pthread_mutex_t lock;
+    StoreConfig cfg;
+    size_t stride;           /* bytes per slot */
+    uint32_t *index;         /* (index_mask+1,): slot+1, 0 = empty */
+    size_t index_mask;
+    unsigned char **chunks;  /* (max_chunks,) */
+    size_t max_chunks, nchunks;
+    size_t high;             /* slots ever handed out */
+    uint32_t free_head;      /* NO_SLOT when empty */
+    atomic_size_t count;
+    atomic_size_t bytes;
+};
+
+static const uint64_t HASH_SEED = 0x6c7476645f757372ull;
+
+int store_create(Store **out, const StoreConfig *cfg)
+{
+    if (cfg->max_users == 0 || cfg->max_users >= NO_SLOT || cfg->ring_cap < 1 || cfg->ring_cap > 65535 ||
+        cfg->hidden < 1)
+        return -EINVAL;
+    Store *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    size_t raw = sizeof(UserState) + 2u * (size_t)cfg->hidden * sizeof(float) +
+                 (size_t)cfg->ring_cap * sizeof(RecentEvent);
+    s->stride = (raw + 7u) & ~(size_t)7u;
+    size_t isize = 16;
+    while (isize < cfg->max_users * 2)
+        isize <<= 1;
+    s->index_mask = isize - 1;
+    s->index = calloc(isize, sizeof(uint32_t));
+    s->max_chunks = (cfg->max_users + STORE_CHUNK_SLOTS - 1) / STORE_CHUNK_SLOTS;
+    s->chunks = calloc(s->max_chunks, sizeof(*s->chunks));
+    s->free_head = NO_SLOT;
+    if (!s->index || !s->chunks || pthread_mutex_init(&s->lock, NULL) != 0) {
+        free(s->index);
+        free(s->chunks);
+        free(s);
+        return -ENOMEM;
+    }
+    atomic_init(&s->count, 0);
+    atomic_init(&s->bytes, isize * sizeof(uint32_t));
+    *out = s;
+    return 0;
+}
+
+void store_destroy(Store *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->nchunks; i++)
+        free(s->chunks[i]);
+    free(s->chunks);
+    free(s->index);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+void store_lock(Store *s) { pthread_mutex_lock(&s->lock); }
+void store_unlock(Store *s) { pthread_mutex_unlock(&s->lock); }
+
+static inline UserState *slot(const Store *s, uint32_t i)
+{
+    return (UserState *)(s->chunks[i / STORE_CHUNK_SLOTS] + (size_t)(i % STORE_CHUNK_SLOTS) * s->stride);
+}
+
+/* Index position holding id, or the empty position where it would go. */
+static size_t probe(const Store *s, const char *id, size_t len, uint64_t h, int *found)
+{
+    size_t i = (size_t)h & s->index_mask;
+    for (;;) {
+        uint32_t e = s->index[i];
+        if (e == 0) {
+            *found = 0;
+            return i;
+        }
+        const UserState *u = slot(s, e - 1);
+        if (u->hash == h && u->id_len == len && memcmp(u->id, id, len) == 0) {
+            *found = 1;
+            return i;
+        }
+        i = (i + 1) & s->index_mask;
+    }
+}
+
+UserState *store_find(Store *s, const char *id, size_t len)
+{
+    if (len == 0 || len > USER_ID_MAX)
+        return NULL;
+    int found;
+    uint64_t h = hash64(id, len, HASH_SEED);
+    size_t i = probe(s, id, len, h, &found);
+    return found ? slot(s, s->index[i] - 1) : NULL;
+}
+
+static int take_slot(Store *s, uint32_t *out)
+{
+    if (s->free_head != NO_SLOT) {
+        *out = s->free_head;
+        s->free_head = (uint32_t)slot(s, s->free_head)->hash;
+        return 0;
+    }
+    if (s->high >= s->cfg.max_users)
+        return -ENOSPC;
+    if (s->high / STORE_CHUNK_SLOTS >= s->nchunks) {
+        unsigned char *c = calloc(STORE_CHUNK_SLOTS, s->stride);
+        if (!c)
+            return -ENOMEM;
+        s->chunks[s->nchunks++] = c;
+        atomic_fetch_add(&s->bytes, STORE_CHUNK_SLOTS * s->stride);
+    }
+    *out = (uint32_t)s->high++;
+    return 0;
+}
+
+int store_insert(Store *s, const char *id, size_t len, UserState **out)
+{
+    if (len == 0 || len > USER_ID_MAX)
+        return -EINVAL;
+    if (atomic_load(&s->count) >= s->cfg.max_users)
+        return -ENOSPC;
+    int found;
+    uint64_t h = hash64(id, len, HASH_SEED);
+    size_t pos = probe(s, id, len, h, &found);
+    if (found)
+        return -EEXIST;
+    uint32_t si;
+    int rc = take_slot(s, &si);
+    if (rc)
+        return rc;
+    UserState *u = slot(s, si);
+    memset(u, 0, s->stride);
+    u->hash = h;
+    u->id_len = (uint8_t)len;
+    memcpy(u->id, id, len);
+    shopper_agg_init(&u->agg);
+    s->index[pos] = si + 1;
+    atomic_fetch_add(&s->count, 1);
+    *out = u;
+    return 0;
+}
+
+int store_remove(Store *s, const char *id, size_t len)
+{
+    if (len == 0 || len > USER_ID_MAX)
+        return -ENOENT;
+    int found;
+    uint64_t h = hash64(id, len, HASH_SEED);
+    size_t i = probe(s, id, len, h, &found);
+    if (!found)
+        return -ENOENT;
+    uint32_t si = s->index[i] - 1;
+    /* Backward-shift deletion keeps every probe chain unbroken. */
+    s->index[i] = 0;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & s->index_mask;
+        uint32_t e = s->index[j];
+        if (e == 0)
+            break;
+        size_t home = (size_t)slot(s, e - 1)->hash & s->index_mask;
+        /* move e back to i unless its home lies cyclically in (i, j] */
+        int in_range = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!in_range) {
+            s->index[i] = e;
+            s->index[j] = 0;
+            i = j;
+        }
+    }
+    UserState *u = slot(s, si);
+    memset(u, 0, s->stride); /* erase: no trace of the shopper stays in memory */
+    u->hash = s->free_head;
+    s->free_head = si;
+    atomic_fetch_sub(&s->count, 1);
+    return 0;
+}
+
+float *store_user_h(const Store *s, UserState *u) { return u->data; }
+float *store_user_c(const Store *s, UserState *u) { return u->data + s->cfg.hidden; }
+
+static RecentEvent *ring_base(const Store *s, UserState *u)
+{
+    return (RecentEvent *)(u->data + 2 * s->cfg.hidden);
+}
+
+RecentEvent *store_ring_at(const Store *s, UserState *u, unsigned k)
+{
+    return ring_base(s, u) + (u->ring_head + k) % (unsigned)s->cfg.ring_cap;
+}
+
+void store_ring_event(const RecentEvent *r, Event *out)
+{
+    memset(out, 0, sizeof *out);
+    out->ts = r->ts;
+    out->value = r->value;
+    out->quantity = r->quantity;
+    out->type = (EventType)r->type;
+}
+
+void store_ring_push(const Store *s, UserState *u, const Event *ev)
+{
+    unsigned cap = (unsigned)s->cfg.ring_cap;
+    if (u->ring_len == cap) {
+        Event old;
+        store_ring_event(store_ring_at(s, u, 0), &old);
+        encode_context_advance(&u->ring_ctx, &old);
+        u->ring_head = (uint16_t)((u->ring_head + 1) % cap);
+        u->ring_len--;
+    }
+    RecentEvent *r = store_ring_at(s, u, u->ring_len);
+    r->ts = (uint32_t)ev->ts;
+    r->value = (float)ev->value;
+    r->quantity = (uint16_t)(ev->quantity > 65535 ? 65535 : ev->quantity);
+    r->type = (uint8_t)ev->type;
+    r->pad = 0;
+    u->ring_len++;
+}
+
+size_t store_slot_high(Store *s) { return s->high; }
+
+UserState *store_slot_at(Store *s, size_t idx)
+{
+    if (idx >= s->high)
+        return NULL;
+    UserState *u = slot(s, (uint32_t)idx);
+    return u->id_len ? u : NULL;
+}
+
+size_t store_count(const Store *s) { return atomic_load(&((Store *)s)->count); }
+size_t store_bytes(const Store *s) { return atomic_load(&((Store *)s)->bytes); }
+size_t store_slot_bytes(const Store *s) { return s->stride; }
