@@ -131,13 +131,13 @@ int store_insert(Store *s, const char *id, size_t len, UserState **out)
 {
     if (len == 0 || len > USER_ID_MAX)
         return -EINVAL;
-    if (atomic_load(&s->count) >= s->cfg.max_users)
-        return -ENOSPC;
     int found;
     uint64_t h = hash64(id, len, HASH_SEED);
     size_t pos = probe(s, id, len, h, &found);
     if (found)
         return -EEXIST;
+    if (atomic_load(&s->count) >= s->cfg.max_users)
+        return -ENOSPC;
     uint32_t si;
     int rc = take_slot(s, &si);
     if (rc)

@@ -1,0 +1,64 @@
+/* Configuration: defaults, nested JSON, --set, and refusals that name the key. */
+#include <errno.h>
+#include <string.h>
+
+#include "config.h"
+#include "test_util.h"
+
+static void expect_error(const char *json, const char *needle)
+{
+    LtvdConfig c;
+    char err[256] = "";
+    config_defaults(&c);
+    ASSERT(config_apply_json(&c, json, err, sizeof err) == -EINVAL);
+    if (!strstr(err, needle)) {
+        fprintf(stderr, "error '%s' does not mention '%s'\n", err, needle);
+        ASSERT(0);
+    }
+}
+
+int main(void)
+{
+    LtvdConfig c;
+    char err[256];
+    config_defaults(&c);
+    ASSERT(c.server_port == 8080 && c.model_horizon_days == 182 && c.model_hidden_size == 32);
+    ASSERT(c.clock == CLOCK_WALL && c.train_network && c.limits_max_batch_ids == 10000);
+    ASSERT(c.limits_max_future_s == 86400);
+
+    ASSERT(config_apply_json(&c,
+                             "{\"server\": {\"port\": 9001, \"bind\": \"0.0.0.0\"}, \"clock\": \"event\","
+                             " \"model\": {\"horizon_days\": 90}, \"train\": {\"network\": false},"
+                             " \"auth\": {\"admin_token\": \"s3cret\"}, \"fallback\": {\"refit_growth\": 0.5}}",
+                             err, sizeof err) == 0);
+    ASSERT(c.server_port == 9001 && strcmp(c.server_bind, "0.0.0.0") == 0 && c.clock == CLOCK_EVENT);
+    ASSERT(c.model_horizon_days == 90 && !c.train_network && strcmp(c.auth_admin_token, "s3cret") == 0);
+    ASSERT_NEAR(c.fallback_refit_growth, 0.5, 0);
+
+    ASSERT(config_apply_set(&c, "model.hidden_size=64", err, sizeof err) == 0 && c.model_hidden_size == 64);
+    ASSERT(config_apply_set(&c, "clock=wall", err, sizeof err) == 0 && c.clock == CLOCK_WALL);
+    ASSERT(config_apply_set(&c, "train.network=true", err, sizeof err) == 0 && c.train_network);
+    ASSERT(config_apply_set(&c, "model.hidden_size=100000", err, sizeof err) == -EINVAL);
+    ASSERT(strstr(err, "model.hidden_size") && strstr(err, "out of range"));
+    ASSERT(config_apply_set(&c, "model.hiden_size=8", err, sizeof err) == -EINVAL);
+    ASSERT(strstr(err, "unknown config key 'model.hiden_size'"));
+    ASSERT(config_apply_set(&c, "server.port=80x", err, sizeof err) == -EINVAL);
+    ASSERT(config_apply_set(&c, "noequals", err, sizeof err) == -EINVAL);
+    ASSERT(c.model_hidden_size == 64); /* refused values change nothing */
+
+    expect_error("{\"server\": {\"prot\": 1}}", "server.prot");
+    expect_error("{\"bogus\": 1}", "bogus");
+    expect_error("{\"server\": {\"port\": \"8080\"}}", "server.port");
+    expect_error("{\"server\": {\"port\": 70000}}", "server.port");
+    expect_error("{\"server\": {\"port\": 80.5}}", "server.port");
+    expect_error("{\"clock\": \"sundial\"}", "clock");
+    expect_error("{\"train\": {\"network\": \"yes\"}}", "train.network");
+    expect_error("{\"limits\": {\"max_users\": 0}}", "limits.max_users");
+    expect_error("[1, 2]", "not a JSON object");
+    expect_error("{\"model\": ", "not a JSON object");
+
+    char line[4096];
+    config_format(&c, line, sizeof line);
+    ASSERT(strstr(line, "auth.admin_token=\"<set>\"") && !strstr(line, "s3cret"));
+    TEST_DONE("test_config");
+}

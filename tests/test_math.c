@@ -1,0 +1,171 @@
+/* The model's math: LSTM step against a plain reference loop, ZILN mean and
+ * quantiles against closed forms, the event encoding, prediction's
+ * dependence on silence, and the model file's round trip and checksum. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "encoding.h"
+#include "lstm.h"
+#include "model.h"
+#include "test_util.h"
+#include "timeutil.h"
+#include "ziln.h"
+
+static double sig(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+/* Double-precision reference: the textbook equations, one gate at a time. */
+static void lstm_reference(int I, int H, const float *w, const float *b, const float *x, double *h, double *c)
+{
+    double z[4 * LSTM_MAX_HIDDEN];
+    for (int r = 0; r < 4 * H; r++) {
+        double acc = b[r];
+        for (int k = 0; k < I; k++)
+            acc += (double)w[r * (I + H) + k] * x[k];
+        for (int k = 0; k < H; k++)
+            acc += (double)w[r * (I + H) + I + k] * h[k];
+        z[r] = acc;
+    }
+    for (int j = 0; j < H; j++) {
+        double i = sig(z[j]), f = sig(z[H + j]), g = tanh(z[2 * H + j]), o = sig(z[3 * H + j]);
+        c[j] = f * c[j] + i * g;
+        h[j] = o * tanh(c[j]);
+    }
+}
+
+static void test_lstm_step(void)
+{
+    LstmWeights *net;
+    ASSERT(lstm_weights_create(&net, 32, 7, 1) == 0);
+    const int I = net->cfg.input, H = net->cfg.hidden;
+    float h[32] = {0}, c[32] = {0}, x[FEATURE_DIM];
+    double hr[32] = {0}, cr[32] = {0};
+    float scratch[LSTM_MAX_INPUT + 5 * LSTM_MAX_HIDDEN];
+    ASSERT(lstm_scratch_floats(&net->cfg) <= sizeof scratch / sizeof scratch[0]);
+    uint64_t s = 12345;
+    for (int step = 0; step < 50; step++) {
+        for (int k = 0; k < I; k++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            x[k] = (float)((double)(s >> 11) / 9007199254740992.0 * 4.0 - 2.0);
+        }
+        lstm_step(&net->cfg, net->w, net->b, x, h, c, scratch);
+        lstm_reference(I, H, net->w, net->b, x, hr, cr);
+        for (int j = 0; j < H; j++) {
+            ASSERT_NEAR(h[j], hr[j], 1e-5);
+            ASSERT_NEAR(c[j], cr[j], 1e-5);
+        }
+    }
+    lstm_weights_release(net);
+}
+
+static void test_ziln(void)
+{
+    ASSERT_NEAR(normal_quantile(0.975), 1.959963984540054, 1e-9);
+    ASSERT_NEAR(normal_quantile(0.5), 0.0, 1e-12);
+    ASSERT_NEAR(normal_quantile(0.1), -1.2815515655446004, 1e-9);
+    ASSERT_NEAR(normal_quantile(1e-10), -6.361340902404056, 1e-7);
+    for (double q = 0.001; q < 1.0; q += 0.0137)
+        ASSERT_NEAR(normal_cdf(normal_quantile(q)), q, 1e-12);
+
+    ZilnParams z = {0.4, 1.0, 0.5};
+    ASSERT_NEAR(ziln_mean(&z), 0.4 * exp(1.0 + 0.125), 1e-12);
+    /* P(spend = 0) = 0.6, so the 10% and 50% quantiles are 0 */
+    ASSERT_NEAR(ziln_quantile(&z, 0.1), 0.0, 0);
+    ASSERT_NEAR(ziln_quantile(&z, 0.5), 0.0, 0);
+    /* q = 0.9 -> log-normal quantile at (0.9 - 0.6) / 0.4 = 0.75 */
+    ASSERT_REL(ziln_quantile(&z, 0.9), exp(1.0 + 0.5 * 0.6744897501960817), 1e-9);
+    ZilnParams all = {1.0, 2.0, 0.3};
+    ASSERT_REL(ziln_quantile(&all, 0.5), exp(2.0), 1e-12); /* median of a log-normal */
+    ZilnParams back = ziln_from_mean(12.5, 0.3, 0.8);
+    ASSERT_REL(ziln_mean(&back), 12.5, 1e-12);
+    ASSERT_NEAR(back.p, 0.3, 0);
+}
+
+static void test_encoding(void)
+{
+    int64_t monday = time_days_from_civil(2026, 11, 30) * 86400;
+    Event ev = {.ts = monday, .value = 19.0, .quantity = 3, .type = EV_PURCHASE};
+    EncodeContext ctx = {0};
+    float x[FEATURE_DIM];
+    encode_event(x, &ev, &ctx);
+    for (int t = 0; t < EV_NTYPES; t++)
+        ASSERT_NEAR(x[t], t == EV_PURCHASE ? 1.0 : 0.0, 0);
+    ASSERT_NEAR(x[5], log(20.0), 1e-6);
+    ASSERT_NEAR(x[6], log(4.0), 1e-6);
+    ASSERT_NEAR(x[7], 0.0, 0);   /* no previous event */
+    ASSERT_NEAR(x[8], 1.0, 0);   /* first event */
+    ASSERT_NEAR(x[9], 0.0, 1e-6); /* Monday: phase 0 of the week */
+    ASSERT_NEAR(x[10], 1.0, 1e-6);
+    encode_context_advance(&ctx, &ev);
+    Event view = {.ts = monday + 2 * 86400, .value = 5.0, .quantity = 1, .type = EV_VIEW};
+    encode_event(x, &view, &ctx);
+    ASSERT_NEAR(x[EV_VIEW], 1.0, 0);
+    ASSERT_NEAR(x[5], 0.0, 0);            /* a view's value is ignored */
+    ASSERT_NEAR(x[7], log(3.0), 1e-6);    /* two days since the purchase */
+    ASSERT_NEAR(x[8], 0.0, 0);
+    ASSERT_NEAR(x[13], log(2.0), 1e-6);   /* one event before */
+    ASSERT_NEAR(x[14], log(2.0), 1e-6);   /* one purchase before */
+    ASSERT_NEAR(x[15], log(3.0), 1e-6);   /* shopper is two days old */
+}
+
+static void test_prediction_decays_with_silence(void)
+{
+    LstmWeights *net;
+    ASSERT(lstm_weights_create(&net, 8, 1, 1) == 0);
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    Model *m;
+    ASSERT(model_create(&m, net, &fit, 182, MODEL_FALLBACK, 1) == 0);
+    ShopperAgg agg;
+    shopper_agg_init(&agg);
+    int64_t t0 = time_days_from_civil(1997, 1, 1) * 86400;
+    for (int k = 0; k < 4; k++) {
+        Event ev = {.ts = t0 + k * 30 * 86400, .value = 20, .quantity = 1, .type = EV_PURCHASE};
+        shopper_agg_apply(&agg, &ev);
+    }
+    Prediction soon, later, cold;
+    model_predict(m, NULL, &agg, agg.last_ts + 86400, &soon);
+    model_predict(m, NULL, &agg, agg.last_ts + 200 * 86400, &later);
+    model_predict(m, NULL, NULL, agg.last_ts, &cold);
+    ASSERT(soon.ltv > later.ltv);
+    ASSERT(soon.p_active > later.p_active);
+    ASSERT(soon.p10 <= soon.p50 && soon.p50 <= soon.p90);
+    ASSERT(cold.ltv > 0 && !cold.from_network);
+    ASSERT_REL(cold.ltv, ziln_mean(&m->cold_start), 1e-12);
+
+    /* model file: round trip, then a flipped byte is refused */
+    char path[] = "/tmp/ltvd_test_modelXXXXXX";
+    int fd = mkstemp(path);
+    ASSERT(fd >= 0);
+    close(fd);
+    ASSERT(model_save(m, path) == 0);
+    Model *loaded;
+    char err[256];
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == 0);
+    ASSERT(loaded->version == m->version && loaded->horizon_days == 182);
+    ASSERT(memcmp(loaded->net->w, m->net->w, sizeof(float) * 4 * 8 * (FEATURE_DIM + 8)) == 0);
+    model_release(loaded);
+    ASSERT(model_load(&loaded, path, 16, err, sizeof err) == -EINVAL); /* wrong width */
+    ASSERT(strstr(err, "hidden=8") != NULL);
+    FILE *f = fopen(path, "r+b");
+    ASSERT(f);
+    fseek(f, 200, SEEK_SET);
+    int byte = fgetc(f);
+    fseek(f, 200, SEEK_SET);
+    fputc(byte ^ 0x10, f);
+    fclose(f);
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL);
+    ASSERT(strstr(err, "checksum") != NULL);
+    unlink(path);
+    model_release(m);
+    lstm_weights_release(net);
+}
+
+int main(void)
+{
+    test_lstm_step();
+    test_ziln();
+    test_encoding();
+    test_prediction_decays_with_silence();
+    TEST_DONE("test_math");
+}

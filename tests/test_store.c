@@ -1,0 +1,122 @@
+/* The shopper table: lookups after many inserts and deletes, the cap, the
+ * recent-event ring, and the dedupe window. */
+#include <errno.h>
+#include <string.h>
+
+#include "dedupe.h"
+#include "store.h"
+#include "test_util.h"
+
+static void id_of(int k, char *buf, size_t n) { snprintf(buf, n, "user-%d", k); }
+
+static void test_table(void)
+{
+    Store *s;
+    StoreConfig cfg = {5000, 32, 4};
+    ASSERT(store_create(&s, &cfg) == 0);
+    static unsigned char present[5000];
+    char id[32];
+    uint64_t rng = 99;
+    /* random inserts and deletes, checked against a plain array */
+    for (int op = 0; op < 60000; op++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        int k = (int)((rng >> 33) % 5000);
+        id_of(k, id, sizeof id);
+        UserState *u;
+        if (present[k]) {
+            ASSERT(store_remove(s, id, strlen(id)) == 0);
+            present[k] = 0;
+        } else {
+            ASSERT(store_insert(s, id, strlen(id), &u) == 0);
+            ASSERT(u->id_len == strlen(id));
+            u->agg.events = (uint32_t)k;
+            present[k] = 1;
+        }
+        if (op % 5000 == 0) {
+            size_t n = 0;
+            for (int j = 0; j < 5000; j++) {
+                id_of(j, id, sizeof id);
+                UserState *f = store_find(s, id, strlen(id));
+                ASSERT((f != NULL) == present[j]);
+                if (f) {
+                    ASSERT(f->agg.events == (uint32_t)j);
+                    n++;
+                }
+            }
+            ASSERT(store_count(s) == n);
+        }
+    }
+    store_destroy(s);
+}
+
+static void test_cap(void)
+{
+    Store *s;
+    StoreConfig cfg = {3, 8, 2};
+    ASSERT(store_create(&s, &cfg) == 0);
+    UserState *u;
+    ASSERT(store_insert(s, "a", 1, &u) == 0);
+    ASSERT(store_insert(s, "b", 1, &u) == 0);
+    ASSERT(store_insert(s, "c", 1, &u) == 0);
+    ASSERT(store_insert(s, "d", 1, &u) == -ENOSPC);
+    ASSERT(store_insert(s, "a", 1, &u) == -EEXIST);
+    ASSERT(store_remove(s, "b", 1) == 0);
+    ASSERT(store_remove(s, "b", 1) == -ENOENT);
+    ASSERT(store_insert(s, "d", 1, &u) == 0); /* the freed slot is reused */
+    ASSERT(store_count(s) == 3);
+    ASSERT(store_slot_bytes(s) <= 1024);
+    store_destroy(s);
+}
+
+static void test_ring(void)
+{
+    Store *s;
+    StoreConfig cfg = {10, 32, 32};
+    ASSERT(store_create(&s, &cfg) == 0);
+    /* hidden 32, 32 recent events: the brief's budget is 1 KiB per shopper */
+    ASSERT(store_slot_bytes(s) <= 1024);
+    store_destroy(s);
+    StoreConfig small = {10, 4, 3};
+    ASSERT(store_create(&s, &small) == 0);
+    UserState *u;
+    ASSERT(store_insert(s, "x", 1, &u) == 0);
+    for (int k = 0; k < 5; k++) {
+        Event ev = {.ts = 1000 + k, .value = k, .quantity = 1, .type = k == 1 ? EV_PURCHASE : EV_VIEW};
+        store_ring_push(s, u, &ev);
+    }
+    ASSERT(u->ring_len == 3);
+    ASSERT(store_ring_at(s, u, 0)->ts == 1002 && store_ring_at(s, u, 2)->ts == 1004);
+    /* the two evicted events moved into the ring's starting context */
+    ASSERT(u->ring_ctx.events_before == 2 && u->ring_ctx.purchases_before == 1);
+    ASSERT(u->ring_ctx.prev_ts == 1001 && u->ring_ctx.first_ts == 1000);
+    store_destroy(s);
+}
+
+static void test_dedupe(void)
+{
+    Dedupe *d;
+    ASSERT(dedupe_create(&d, 100) == 0);
+    char id[32];
+    for (int k = 0; k < 250; k++) {
+        snprintf(id, sizeof id, "evt-%d", k);
+        uint64_t key = dedupe_key(id, strlen(id));
+        ASSERT(!dedupe_contains(d, key));
+        dedupe_insert(d, key);
+        ASSERT(dedupe_contains(d, key));
+    }
+    ASSERT(dedupe_count(d) == 100);
+    for (int k = 0; k < 250; k++) {
+        snprintf(id, sizeof id, "evt-%d", k);
+        ASSERT(dedupe_contains(d, dedupe_key(id, strlen(id))) == (k >= 150)); /* the newest 100 */
+    }
+    dedupe_destroy(d);
+}
+
+int main(void)
+{
+    test_table();
+    test_cap();
+    test_ring();
+    test_dedupe();
+    TEST_DONE("test_store");
+}
