@@ -1,0 +1,108 @@
+"""tools/ltvd-import against a real ltvd: CSV and CDNOW formats, idempotent
+re-import, and bad rows named by line. Also protocol A with the fallback
+reproduces the brief's BG/NBD + Gamma-Gamma row (skipped without ../shared).
+Usage: test_import.py PATH_TO_LTVD SOURCE_ROOT"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ltvd_harness import LtvdProcess  # noqa: E402
+
+LTVD, ROOT = sys.argv[1], sys.argv[2]
+IMPORT = os.path.join(ROOT, "tools", "ltvd-import")
+CDNOW = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cdnow", "CDNOW_sample.txt"))
+
+
+def check(cond, msg=""):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def run_import(port, path, *extra):
+    return subprocess.run([sys.executable, IMPORT, "--url", f"http://127.0.0.1:{port}", "--quiet", *extra, path],
+                          capture_output=True, text=True, timeout=120)
+
+
+def csv_import_and_reimport():
+    with LtvdProcess(LTVD, {"clock": "event"}) as s, tempfile.NamedTemporaryFile("w", suffix=".csv") as f:
+        f.write("user_id,ts,type,value,quantity,event_id\n")
+        f.write("u1,2024-01-01T10:00:00Z,view,,,\n")
+        f.write("u1,2024-01-02T10:00:00Z,purchase,19.99,2,\n")
+        f.write("u2,1704196800,purchase,5,,order-9\n")
+        f.write("u2,2024-01-03T10:00:00+02:00,refund,5,,\n")
+        f.flush()
+        r = run_import(s.port, f.name, "--batch", "2")
+        check(r.returncode == 0, r.stderr)
+        out = json.loads(r.stdout)
+        check(out["rows"] == 4 and out["accepted"] == 4 and out["duplicates"] == 0, out)
+        u1 = s.json("GET", "/v1/users/u1")[1]
+        check(u1["events"] == 2 and abs(u1["spend"] - 19.99) < 1e-9, u1)
+        u2 = s.json("GET", "/v1/users/u2")[1]
+        check(u2["purchases"] == 1 and u2["refunds"] == 1 and abs(u2["spend"]) < 1e-9, u2)
+        r = run_import(s.port, f.name)
+        out = json.loads(r.stdout)
+        check(out["accepted"] == 0 and out["duplicates"] == 4, f"re-import must not double count: {out}")
+
+
+def bad_rows_are_named():
+    cases = [("u1,2024-01-01T10:00:00Z,view,\nu2,2024-13-01T00:00:00Z,view,\n", "line 2"),
+             ("u1,2024-01-01T10:00:00Z,purchase,\n", "line 1"),
+             ("u1,2024-01-01T10:00:00Z,view,\nu1,2024-01-01T10:00:00Z,teleport,\n", "line 2"),
+             ("u1,2024-01-01T10:00:00Z,purchase,-4\n", "line 1"),
+             ("u1,2024-01-01T10:00:00,view,\n", "time zone")]
+    with LtvdProcess(LTVD) as s:
+        for text, needle in cases:
+            with tempfile.NamedTemporaryFile("w", suffix=".csv") as f:
+                f.write(text)
+                f.flush()
+                r = run_import(s.port, f.name)
+                check(r.returncode != 0 and needle in r.stderr, (text, r.returncode, r.stderr))
+
+
+def cdnow_import():
+    if not os.path.exists(CDNOW):
+        print(f"SKIP cdnow_import: {CDNOW} not found")
+        return
+    with LtvdProcess(LTVD, {"clock": "event"}) as s:
+        r = run_import(s.port, CDNOW, "--format", "cdnow", "--until", "1997-12-31")
+        check(r.returncode == 0, r.stderr)
+        out = json.loads(r.stdout)
+        check(out["accepted"] == out["rows"] and out["skipped"] > 0, out)
+        text = s.request("GET", "/metrics")[2].decode()
+        check("ltvd_users 2357" in text, "every CDNOW customer bought before 1998")
+
+
+def protocol_a_fallback_matches_brief():
+    if not os.path.exists(CDNOW):
+        print(f"SKIP protocol_a: {CDNOW} not found")
+        return
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "accuracy"), "--ltvd", LTVD,
+                            "--configs", "fallback", "--json", out.name], capture_output=True, text=True, timeout=300)
+        check(r.returncode == 0, r.stderr)
+        res = json.load(open(out.name))["results"]["fallback"][0]
+    want = {"gini": 0.671, "spearman": 0.413, "decile_mape": 0.266, "auc": 0.777, "total_error": 0.006}
+    for k, v in want.items():
+        check(abs(res[k] - v) <= 0.01, f"{k} = {res[k]:.4f}, brief says {v}")
+
+
+def main():
+    passed = failed = 0
+    for fn in (csv_import_and_reimport, bad_rows_are_named, cdnow_import, protocol_a_fallback_matches_brief):
+        try:
+            fn()
+            passed += 1
+            print(f"ok   {fn.__name__}")
+        except Exception:
+            failed += 1
+            print(f"FAIL {fn.__name__}\n{traceback.format_exc()}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
