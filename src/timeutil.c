@@ -103,6 +103,12 @@ int time_from_epoch(double seconds, int64_t *out)
     return 0;
 }
 
+static void put2(char *p, unsigned v)
+{
+    p[0] = (char)('0' + v / 10);
+    p[1] = (char)('0' + v % 10);
+}
+
 void time_format_rfc3339(int64_t ts, char *buf)
 {
     int64_t days = ts / 86400, rem = ts % 86400;
@@ -113,8 +119,25 @@ void time_format_rfc3339(int64_t ts, char *buf)
     int y;
     unsigned m, d;
     time_civil_from_days(days, &y, &m, &d);
-    snprintf(buf, TIME_RFC3339_LEN, "%04d-%02u-%02uT%02d:%02d:%02dZ", y, m, d, (int)(rem / 3600),
-             (int)(rem / 60 % 60), (int)(rem % 60));
+    if (y < 0 || y > 9999) {
+        snprintf(buf, TIME_RFC3339_LEN, "0000-00-00T00:00:00Z");
+        return;
+    }
+    /* by hand: this runs for every prediction served */
+    put2(buf, (unsigned)y / 100);
+    put2(buf + 2, (unsigned)y % 100);
+    buf[4] = '-';
+    put2(buf + 5, m);
+    buf[7] = '-';
+    put2(buf + 8, d);
+    buf[10] = 'T';
+    put2(buf + 11, (unsigned)(rem / 3600));
+    buf[13] = ':';
+    put2(buf + 14, (unsigned)(rem / 60 % 60));
+    buf[16] = ':';
+    put2(buf + 17, (unsigned)(rem % 60));
+    buf[19] = 'Z';
+    buf[20] = '\0';
 }
 
 int64_t time_now(void)
