@@ -22,6 +22,13 @@ typedef struct LtvdConfig {
     bool server_access_log;
 
     char storage_dir[CONFIG_STR_MAX];
+    int64_t storage_fsync;              /* WalFsync: always, interval, none */
+    int64_t storage_fsync_interval_ms;
+    int64_t storage_wal_segment_bytes;
+    int64_t storage_wal_buffer_bytes;
+    int64_t storage_snapshot_interval_s;
+    int64_t storage_snapshot_wal_bytes; /* snapshot early once the log grew this much */
+    int64_t storage_erasure_snapshot_s; /* after a DELETE, snapshot within this delay */
 
     int64_t clock;                 /* ClockMode */
 

@@ -30,6 +30,15 @@ void http_quiesce(HttpServer *h);
 void http_stop(HttpServer *h);
 uint16_t http_port(HttpServer *h);
 
+/* Write-ahead log callback (flusher thread): answers the requests that were
+ * waiting for records up to seq to become durable. UINT64_MAX wakes all
+ * (the log failed; they get an error). */
+void http_on_durable(void *h, uint64_t seq);
+/* Shutdown, main thread: new requests get 503 from now on. */
+void http_drain(HttpServer *h);
+/* Requests still waiting for the log. */
+size_t http_pending(HttpServer *h);
+
 /* The routing table, for --routes and the spec test. */
 size_t http_routes(const HttpRoute **out);
 

@@ -31,11 +31,23 @@ typedef struct Metrics {
     atomic_uint_fast64_t retrain_runs;
     atomic_uint_fast64_t retrain_failures;
     atomic_uint_fast64_t retrain_last_ms;
+
+    atomic_uint_fast64_t snapshots;
+    atomic_uint_fast64_t snapshot_failures;
+    atomic_uint_fast64_t snapshot_last_ms;
+    atomic_uint_fast64_t snapshot_last_bytes;
+    atomic_uint_fast64_t wal_truncations;
+    atomic_uint_fast64_t wal_truncated_bytes;
+    atomic_uint_fast64_t recovery_ms;
+    atomic_uint_fast64_t recovery_records;
+    atomic_uint_fast64_t durable_waits;     /* responses held for group commit */
 } Metrics;
 
 /* Gauges the renderer asks the caller for. */
 typedef struct MetricsGauges {
     uint64_t users, state_bytes, dedupe_entries, model_version, ready, retrain_running;
+    uint64_t wal_records, wal_bytes, wal_fsyncs, wal_durable_seq, wal_segments_removed;
+    double wal_fsync_seconds;
     int64_t event_clock;
 } MetricsGauges;
 

@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "shopper.h"
+#include "wal.h"
 
 typedef struct Service Service;
 
@@ -44,6 +45,7 @@ typedef struct EventBatch {
 
 typedef struct ApplyResult {
     size_t accepted, duplicates, late;
+    uint64_t wait_seq; /* the answer may go out once the log is durable up to here (0: no wait) */
 } ApplyResult;
 
 typedef struct PredictionView {
@@ -106,7 +108,8 @@ void service_predict_many(Service *s, const char *const *ids, const size_t *lens
                           PredictionView *out);
 
 int service_user_summary(Service *s, const char *id, size_t len, UserSummaryView *out); /* -ENOENT */
-int service_delete_user(Service *s, const char *id, size_t len);                         /* -ENOENT */
+/* Erases the shopper and logs the erasure; *wait_seq as in ApplyResult. */
+int service_delete_user(Service *s, const char *id, size_t len, uint64_t *wait_seq); /* -ENOENT */
 
 /* The serving model, retained (caller releases). */
 Model *service_model_acquire(Service *s);
@@ -121,6 +124,25 @@ void service_run_retrain(Service *s);
  * fallback.refit_growth since the last fit (or force). 0, 1 if skipped, <0. */
 int service_refit_fallback(Service *s, bool force, char *err, size_t errlen);
 bool service_retrain_running(Service *s);
+
+/* ---- durability (docs/DURABILITY.md) ----------------------------------- */
+
+/* Start-up, main thread, before serving: loads the newest valid snapshot in
+ * storage.dir and replays the write-ahead log after it. *next_seq gets the
+ * sequence number the log continues with. */
+int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen);
+/* From now on every applied batch and erasure is appended to wal. */
+void service_attach_wal(Service *s, struct Wal *wal);
+/* True once the log has made everything up to seq durable. */
+bool service_durable(Service *s, uint64_t seq);
+/* True once the log has failed (no write is accepted any more). */
+bool service_log_failed(Service *s);
+/* Worker (or main at shutdown): writes a snapshot, then removes the log
+ * segments and snapshots it supersedes. fork_child: write it from a
+ * copy-on-write child so the HTTP threads wait only for the fork. */
+int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen);
+/* Main thread: is a snapshot due (interval, log growth, pending erasure)? */
+bool service_snapshot_due(Service *s);
 
 void service_set_ready(Service *s, bool ready);
 bool service_ready(Service *s);

@@ -74,6 +74,10 @@ void store_ring_push(const Store *s, UserState *u, const Event *ev);
 /* The event a retained record stands for (no ids). */
 void store_ring_event(const RecentEvent *r, Event *out);
 
+/* Re-creates a shopper from a snapshot's raw slot (same stride). -EEXIST,
+ * -ENOSPC as store_insert. */
+int store_restore(Store *s, const UserState *raw);
+
 /* Iteration for the worker: slots [0, store_slot_high) under the lock. */
 size_t store_slot_high(Store *s);
 UserState *store_slot_at(Store *s, size_t idx); /* NULL if free */

@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <math.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,12 +48,12 @@ size_t http_routes(const HttpRoute **out)
     return sizeof routes / sizeof routes[0];
 }
 
-struct HttpServer {
-    struct MHD_Daemon *daemon;
-    const LtvdConfig *cfg;
-    Service *svc;
-    Metrics *metrics;
-};
+/* A response under construction: malloc'd, handed to libmicrohttpd. */
+typedef struct Reply {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} Reply;
 
 /* Per-request context, created on the handler's first call. */
 typedef struct Request {
@@ -59,17 +61,29 @@ typedef struct Request {
     char *body; /* NUL-terminated once complete */
     size_t len, cap;
     bool too_large;
+    /* a write whose answer waits for the log (group commit) */
+    bool held;
+    int route;
+    int held_status;
+    Reply held_reply;
+    uint64_t wait_seq;
+    struct MHD_Connection *conn;
+    struct Request *next_held;
 } Request;
+
+struct HttpServer {
+    struct MHD_Daemon *daemon;
+    const LtvdConfig *cfg;
+    Service *svc;
+    Metrics *metrics;
+    pthread_mutex_t held_lock; /* guards held (suspended connections) */
+    Request *held;
+    size_t nheld;
+    atomic_bool draining;
+};
 
 /* Status of the response this thread queued last, for metrics. */
 static _Thread_local int last_status;
-
-/* A response under construction: malloc'd, handed to libmicrohttpd. */
-typedef struct Reply {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} Reply;
 
 __attribute__((format(printf, 2, 3))) static void rp(Reply *r, const char *fmt, ...)
 {
@@ -358,6 +372,59 @@ static void render_prediction(Reply *r, const PredictionView *p)
 
 /* ---- handlers ---------------------------------------------------------- */
 
+/* Answers now if the log already holds seq durably, else suspends the
+ * connection until http_on_durable resumes it. Takes the reply. */
+static enum MHD_Result reply_when_durable(HttpServer *h, struct MHD_Connection *c, Request *req, uint64_t seq,
+                                          int status, Reply *r)
+{
+    if (seq) {
+        pthread_mutex_lock(&h->held_lock);
+        if (!service_durable(h->svc, seq)) {
+            req->held = true;
+            req->held_status = status;
+            req->held_reply = *r;
+            req->wait_seq = seq;
+            req->conn = c;
+            req->next_held = h->held;
+            h->held = req;
+            h->nheld++;
+            MHD_suspend_connection(c);
+            pthread_mutex_unlock(&h->held_lock);
+            atomic_fetch_add_explicit(&h->metrics->durable_waits, 1, memory_order_relaxed);
+            return MHD_YES;
+        }
+        pthread_mutex_unlock(&h->held_lock);
+    }
+    return status == 204 ? send_reply(c, status, r, NULL, NULL, NULL) : send_json(c, status, r);
+}
+
+void http_on_durable(void *arg, uint64_t seq)
+{
+    HttpServer *h = arg;
+    pthread_mutex_lock(&h->held_lock);
+    for (Request **pp = &h->held; *pp;) {
+        Request *req = *pp;
+        if (req->wait_seq <= seq) {
+            *pp = req->next_held;
+            h->nheld--;
+            MHD_resume_connection(req->conn);
+        } else {
+            pp = &req->next_held;
+        }
+    }
+    pthread_mutex_unlock(&h->held_lock);
+}
+
+size_t http_pending(HttpServer *h)
+{
+    pthread_mutex_lock(&h->held_lock);
+    size_t n = h->nheld;
+    pthread_mutex_unlock(&h->held_lock);
+    return n;
+}
+
+void http_drain(HttpServer *h) { atomic_store(&h->draining, true); }
+
 static enum MHD_Result handle_events(HttpServer *h, struct MHD_Connection *c, Request *req)
 {
     cJSON *root = cJSON_ParseWithLength(req->body, req->len);
@@ -387,6 +454,9 @@ static enum MHD_Result handle_events(HttpServer *h, struct MHD_Connection *c, Re
         if (rc == -ENOSPC) {
             ret = send_error(c, 503, "capacity",
                              "the shopper table is full (limits.max_users); the events were not applied", NULL, 0);
+        } else if (rc) {
+            ret = send_error(c, 503, "storage_failed",
+                             "the write-ahead log cannot be written; the events were not applied", NULL, 0);
         } else {
             Reply r = {0};
             RP_LIT(&r, "{\"accepted\":");
@@ -400,7 +470,7 @@ static enum MHD_Result handle_events(HttpServer *h, struct MHD_Connection *c, Re
                 render_prediction(&r, &pv);
             }
             RP_LIT(&r, "}");
-            ret = send_json(c, 200, &r);
+            ret = reply_when_durable(h, c, req, res.wait_seq, 200, &r);
         }
     }
     service_batch_free(&b);
@@ -501,14 +571,18 @@ out:
     return ret;
 }
 
-static enum MHD_Result handle_user(HttpServer *h, struct MHD_Connection *c, const char *method, const char *id,
-                                   size_t len)
+static enum MHD_Result handle_user(HttpServer *h, struct MHD_Connection *c, Request *req, const char *method,
+                                   const char *id, size_t len)
 {
     if (strcmp(method, "DELETE") == 0) {
-        if (service_delete_user(h->svc, id, len))
+        uint64_t seq;
+        int rc = service_delete_user(h->svc, id, len, &seq);
+        if (rc == -ENOENT)
             return send_error(c, 404, "not_found", "unknown user", NULL, 0);
+        if (rc)
+            return send_error(c, 503, "storage_failed", "the write-ahead log cannot be written", NULL, 0);
         Reply r = {0};
-        return send_reply(c, 204, &r, NULL, NULL, NULL);
+        return reply_when_durable(h, c, req, seq, 204, &r);
     }
     UserSummaryView v;
     if (service_user_summary(h->svc, id, len, &v))
@@ -682,6 +756,8 @@ static enum MHD_Result dispatch(HttpServer *h, struct MHD_Connection *c, const c
     default:
         break;
     }
+    if (atomic_load(&h->draining))
+        return send_error(c, 503, "not_ready", "shutting down", NULL, 0);
     const char *token = h->cfg->auth_read_token;
     if (route == R_EVENTS)
         token = h->cfg->auth_ingest_token;
@@ -705,7 +781,7 @@ static enum MHD_Result dispatch(HttpServer *h, struct MHD_Connection *c, const c
     case R_USER_LTV:
         return handle_user_ltv(h, c, id, idlen);
     case R_USER:
-        return handle_user(h, c, method, id, idlen);
+        return handle_user(h, c, req, method, id, idlen);
     case R_LTV_BATCH:
         return handle_ltv_batch(h, c, req);
     case R_MODEL:
@@ -755,6 +831,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         req->body[req->len] = '\0';
         return MHD_YES;
     }
+    if (req->held) {
+        /* resumed: the log now holds this request's records (or failed) */
+        req->held = false;
+        last_status = 0;
+        enum MHD_Result ret;
+        if (service_log_failed(h->svc)) {
+            free(req->held_reply.p);
+            ret = send_error(c, 503, "storage_failed", "the write-ahead log failed before the write was durable",
+                             NULL, 0);
+        } else {
+            ret = req->held_status == 204 ? send_reply(c, 204, &req->held_reply, NULL, NULL, NULL)
+                                          : send_json(c, req->held_status, &req->held_reply);
+        }
+        metrics_observe(h->metrics, req->route, last_status, time_mono_ns() - req->t0);
+        return ret;
+    }
     if (!req->body)
         req->body = (char *)calloc(1, 1);
     if (!req->body)
@@ -763,7 +855,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     size_t raw_len = 0;
     RouteId route = route_of(url, &raw_id, &raw_len);
     last_status = 0;
+    req->route = route;
     enum MHD_Result ret = dispatch(h, c, url, method, req, route, raw_id, raw_len);
+    if (req->held)
+        return ret; /* answered (and measured) once resumed */
     uint64_t ns = time_mono_ns() - req->t0;
     metrics_observe(h->metrics, route, last_status, ns);
     if (h->cfg->server_access_log)
@@ -777,6 +872,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     Request *req = *con_cls;
     if (!req)
         return;
+    if (req->held)
+        free(req->held_reply.p);
     free(req->body);
     free(req);
     *con_cls = NULL;
@@ -790,6 +887,7 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
     h->cfg = cfg;
     h->svc = svc;
     h->metrics = metrics;
+    pthread_mutex_init(&h->held_lock, NULL);
     struct sockaddr_in addr = {0};
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)cfg->server_port);
@@ -797,7 +895,7 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         free(h);
         return -EINVAL;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_TURBO;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
     h->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_UNESCAPE_CALLBACK, keep_raw, NULL,
@@ -827,6 +925,7 @@ void http_stop(HttpServer *h)
         return;
     if (h->daemon)
         MHD_stop_daemon(h->daemon);
+    pthread_mutex_destroy(&h->held_lock);
     free(h);
 }
 

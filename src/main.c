@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "service.h"
+#include "wal.h"
 
 extern void openblas_set_num_threads(int num_threads);
 
@@ -23,7 +24,8 @@ typedef struct App {
     Service *svc;
     HttpServer *http;
     uv_signal_t sigterm, sigint;
-    uv_timer_t refit_timer, retrain_timer;
+    uv_timer_t refit_timer, retrain_timer, snapshot_timer;
+    Wal *wal;
     uv_async_t retrain_async;
     uv_work_t work;
     bool job_running;   /* one worker job at a time (main thread only) */
@@ -126,6 +128,24 @@ static void refit_timer_cb(uv_timer_t *t)
     uv_queue_work(app->loop, &app->work, refit_work_cb, job_done_cb);
 }
 
+static void snapshot_work_cb(uv_work_t *w)
+{
+    App *app = w->data;
+    char err[256];
+    service_snapshot(app->svc, true, err, sizeof err);
+}
+
+/* Every second: is a snapshot due (interval, log growth, an erasure)? */
+static void snapshot_timer_cb(uv_timer_t *t)
+{
+    App *app = t->data;
+    if (app->job_running || !service_snapshot_due(app->svc))
+        return;
+    app->job_running = true;
+    app->work.data = app;
+    uv_queue_work(app->loop, &app->work, snapshot_work_cb, job_done_cb);
+}
+
 /* ---- shutdown ----------------------------------------------------------- */
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -135,13 +155,21 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     app->stopping = true;
     log_msg(LOG_INFO, "shutdown", "signal=%d", signum);
-    http_quiesce(app->http);  /* stop accepting */
+    http_quiesce(app->http);  /* stop accepting connections */
+    http_drain(app->http);    /* new requests on open connections get 503 */
+    /* Make every logged record durable: held answers go out. */
+    if (app->wal)
+        wal_sync(app->wal);
+    for (int i = 0; i < 500 && http_pending(app->http) > 0; i++)
+        uv_sleep(10);
+    uv_sleep(50);             /* let resumed answers reach their sockets */
     http_stop(app->http);     /* finish in-flight requests */
     app->http = NULL;
     uv_close((uv_handle_t *)&app->sigterm, NULL);
     uv_close((uv_handle_t *)&app->sigint, NULL);
     uv_close((uv_handle_t *)&app->refit_timer, NULL);
     uv_close((uv_handle_t *)&app->retrain_timer, NULL);
+    uv_close((uv_handle_t *)&app->snapshot_timer, NULL);
     uv_close((uv_handle_t *)&app->retrain_async, NULL);
     /* The loop ends once a running worker job has finished. */
 }
@@ -256,7 +284,9 @@ int main(int argc, char **argv)
     service_set_retrain_notify(app.svc, notify_retrain, &app);
     uv_timer_init(app.loop, &app.refit_timer);
     uv_timer_init(app.loop, &app.retrain_timer);
-    app.refit_timer.data = app.retrain_timer.data = &app;
+    uv_timer_init(app.loop, &app.snapshot_timer);
+    app.refit_timer.data = app.retrain_timer.data = app.snapshot_timer.data = &app;
+    uv_timer_start(&app.snapshot_timer, snapshot_timer_cb, 1000, 1000);
     uint64_t refit_ms = (uint64_t)app.cfg.fallback_refit_s * 1000;
     uv_timer_start(&app.refit_timer, refit_timer_cb, refit_ms, refit_ms);
     if (app.cfg.train_interval_s > 0) {
@@ -272,12 +302,35 @@ int main(int argc, char **argv)
     }
     log_msg(LOG_INFO, "listening", "addr=%s:%u threads=%lld", app.cfg.server_bind, http_port(app.http),
             (long long)app.cfg.server_threads);
-    /* Nothing to recover yet (the write-ahead log is not in this build): ready. */
+    /* Serving /healthz and /readyz (503) while the state comes back. */
+    uint64_t next_seq = 1;
+    if ((rc = service_recover(app.svc, &next_seq, err, sizeof err)) != 0) {
+        log_msg(LOG_ERROR, "recovery failed: not starting", "error=\"%s\"", err);
+        http_stop(app.http);
+        service_destroy(app.svc);
+        return 1;
+    }
+    WalConfig wc = {app.cfg.storage_dir, (WalFsync)app.cfg.storage_fsync, (int)app.cfg.storage_fsync_interval_ms,
+                    (size_t)app.cfg.storage_wal_segment_bytes, (size_t)app.cfg.storage_wal_buffer_bytes};
+    if ((rc = wal_open(&app.wal, &wc, next_seq, http_on_durable, app.http)) != 0) {
+        log_msg(LOG_ERROR, "cannot open the write-ahead log", "dir=\"%s\" error=\"%s\"", app.cfg.storage_dir,
+                strerror(-rc));
+        http_stop(app.http);
+        service_destroy(app.svc);
+        return 1;
+    }
+    service_attach_wal(app.svc, app.wal);
     service_set_ready(app.svc, true);
-    log_msg(LOG_INFO, "ready", NULL);
+    log_msg(LOG_INFO, "ready", "next_seq=%llu fsync=%s", (unsigned long long)next_seq,
+            app.cfg.storage_fsync == WAL_FSYNC_ALWAYS ? "always"
+            : app.cfg.storage_fsync == WAL_FSYNC_INTERVAL ? "interval" : "none");
 
-    uv_run(app.loop, UV_RUN_DEFAULT);
+    uv_run(app.loop, UV_RUN_DEFAULT); /* returns after the signal, once a running job is done */
     uv_loop_close(app.loop);
+    /* Clean shutdown: a final snapshot, so the next start replays nothing. */
+    if (service_snapshot(app.svc, false, err, sizeof err) != 0)
+        log_msg(LOG_WARN, "final snapshot failed; the log still holds everything", "error=\"%s\"", err);
+    wal_close(app.wal);
     service_destroy(app.svc);
     log_msg(LOG_INFO, "stopped", NULL);
     return 0;

@@ -147,6 +147,27 @@ int metrics_render(const Metrics *mc, const char *const *route_names, int nroute
     counter(&o, "ltvd_retrain_runs_total", "Retrain jobs run.", LOAD(m->retrain_runs));
     counter(&o, "ltvd_retrain_failures_total", "Retrain jobs that failed.", LOAD(m->retrain_failures));
     gauge(&o, "ltvd_retrain_last_duration_ms", "Duration of the last retrain job.", (long long)LOAD(m->retrain_last_ms));
+    counter(&o, "ltvd_snapshots_total", "Snapshots written.", LOAD(m->snapshots));
+    counter(&o, "ltvd_snapshot_failures_total", "Snapshots that failed.", LOAD(m->snapshot_failures));
+    gauge(&o, "ltvd_snapshot_last_duration_ms", "Duration of the last snapshot.", (long long)LOAD(m->snapshot_last_ms));
+    gauge(&o, "ltvd_snapshot_last_bytes", "Size of the last snapshot.", (long long)LOAD(m->snapshot_last_bytes));
+    counter(&o, "ltvd_wal_truncations_total", "Torn or corrupt log tails truncated at start.", LOAD(m->wal_truncations));
+    counter(&o, "ltvd_wal_truncated_bytes_total", "Bytes cut off torn or corrupt log tails.",
+            LOAD(m->wal_truncated_bytes));
+    gauge(&o, "ltvd_recovery_duration_ms", "Time from start to ready (snapshot load + log replay).",
+          (long long)LOAD(m->recovery_ms));
+    gauge(&o, "ltvd_recovery_replayed_records", "Log records replayed at start.", (long long)LOAD(m->recovery_records));
+    counter(&o, "ltvd_durable_waits_total", "Responses held until their log records were durable.",
+            LOAD(m->durable_waits));
+    counter(&o, "ltvd_wal_records_total", "Records appended to the write-ahead log.", (unsigned long long)g->wal_records);
+    counter(&o, "ltvd_wal_bytes_total", "Bytes written to the write-ahead log.", (unsigned long long)g->wal_bytes);
+    counter(&o, "ltvd_wal_fsyncs_total", "fdatasync calls on the log (one per group commit).",
+            (unsigned long long)g->wal_fsyncs);
+    emit(&o, "# HELP ltvd_wal_fsync_seconds_total Time spent in fdatasync.\n# TYPE ltvd_wal_fsync_seconds_total counter\n"
+             "ltvd_wal_fsync_seconds_total %.6f\n", g->wal_fsync_seconds);
+    gauge(&o, "ltvd_wal_durable_seq", "Highest log record known durable.", (long long)g->wal_durable_seq);
+    counter(&o, "ltvd_wal_segments_removed_total", "Log segments removed after snapshots.",
+            (unsigned long long)g->wal_segments_removed);
     gauge(&o, "ltvd_retrain_running", "1 while a retrain job runs.", (long long)g->retrain_running);
     gauge(&o, "ltvd_users", "Shoppers in memory.", (long long)g->users);
     gauge(&o, "ltvd_state_bytes", "Bytes allocated for shopper state and its index.", (long long)g->state_bytes);

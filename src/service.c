@@ -2,13 +2,19 @@
  * serving model and the worker-side jobs. */
 #include "service.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "dedupe.h"
 #include "encoding.h"
@@ -40,6 +46,14 @@ struct Service {
     void *retrain_notify_arg;
 
     atomic_bool ready;
+
+    /* durability */
+    Wal *wal;                    /* NULL until attached (and while replaying) */
+    unsigned char *logbuf;       /* record being built; under the store lock */
+    size_t logcap;
+    atomic_int_fast64_t last_snapshot_mono_s;
+    atomic_uint_fast64_t wal_bytes_at_snapshot;
+    atomic_int_fast64_t erasure_pending_since; /* mono seconds, 0 = none */
 };
 
 /* Scratch for one LSTM step: [x; h] and z. One per thread, never reallocated. */
@@ -62,6 +76,7 @@ int service_create(Service **out, const LtvdConfig *cfg, Metrics *metrics, Model
     pthread_mutex_init(&s->err_lock, NULL);
     s->model = initial;
     atomic_init(&s->next_version, initial->version + 1);
+    atomic_init(&s->last_snapshot_mono_s, (int64_t)(time_mono_ns() / 1000000000ull));
     *out = s;
     return 0;
 fail:
@@ -79,6 +94,7 @@ void service_destroy(Service *s)
     store_destroy(s->store);
     pthread_mutex_destroy(&s->model_lock);
     pthread_mutex_destroy(&s->err_lock);
+    free(s->logbuf);
     free(s);
 }
 
@@ -363,21 +379,21 @@ static int cmp_u64(const void *a, const void *b)
 /* Would the batch create more shoppers than the table has room for?
  * Store lock held. Counts distinct missing ids exactly only when the cheap
  * upper bound says it might. */
-static bool over_capacity(Service *s, const EventBatch *b)
+static bool over_capacity(Service *s, const Event *events, size_t n)
 {
     size_t room = (size_t)s->cfg.limits_max_users - store_count(s->store);
     size_t missing = 0;
-    for (size_t i = 0; i < b->n; i++)
-        missing += store_find(s->store, b->events[i].user_id, b->events[i].user_len) == NULL;
+    for (size_t i = 0; i < n; i++)
+        missing += store_find(s->store, events[i].user_id, events[i].user_len) == NULL;
     if (missing <= room)
         return false;
     uint64_t *keys = malloc(missing * sizeof(uint64_t));
     if (!keys)
         return true;
     size_t k = 0;
-    for (size_t i = 0; i < b->n; i++)
-        if (!store_find(s->store, b->events[i].user_id, b->events[i].user_len))
-            keys[k++] = hash64(b->events[i].user_id, b->events[i].user_len, 0);
+    for (size_t i = 0; i < n; i++)
+        if (!store_find(s->store, events[i].user_id, events[i].user_len))
+            keys[k++] = hash64(events[i].user_id, events[i].user_len, 0);
     qsort(keys, k, sizeof *keys, cmp_u64);
     size_t distinct = k ? 1 : 0;
     for (size_t i = 1; i < k; i++)
@@ -405,21 +421,96 @@ static void fill_prediction(Service *s, const Model *m, UserState *u, const char
     atomic_fetch_add_explicit(&s->metrics->predictions, 1, memory_order_relaxed);
 }
 
-int service_apply(Service *s, const EventBatch *b, ApplyResult *res, PredictionView *single)
+/* ---- log records ----------------------------------------------------------
+ * WAL_REC_EVENTS payload: u32 n, then per event: u8 type, u8 user_len,
+ * u8 event_id_len (0: none), u8 0, i64 ts, f64 value, u32 quantity,
+ * user_id bytes, event_id bytes. WAL_REC_DELETE: u8 user_len, user_id. */
+
+static int logbuf_reserve(Service *s, size_t n)
 {
-    memset(res, 0, sizeof *res);
-    Model *m = service_model_acquire(s);
-    const LstmWeights *net = m->net;
-    store_lock(s->store);
-    if (over_capacity(s, b)) {
-        store_unlock(s->store);
-        model_release(m);
-        atomic_fetch_add(&s->metrics->events_capacity, b->n);
-        return -ENOSPC;
+    if (n <= s->logcap)
+        return 0;
+    size_t cap = s->logcap ? s->logcap : 4096;
+    while (cap < n)
+        cap *= 2;
+    unsigned char *p = realloc(s->logbuf, cap);
+    if (!p)
+        return -ENOMEM;
+    s->logbuf = p;
+    s->logcap = cap;
+    return 0;
+}
+
+/* Store lock held. */
+static int log_events(Service *s, const Event *ev, size_t n, uint64_t *seq)
+{
+    size_t need = 4;
+    for (size_t i = 0; i < n; i++)
+        need += 24 + ev[i].user_len + ev[i].event_id_len;
+    int rc = logbuf_reserve(s, need);
+    if (rc)
+        return rc;
+    unsigned char *p = s->logbuf;
+    uint32_t n32 = (uint32_t)n;
+    memcpy(p, &n32, 4);
+    p += 4;
+    for (size_t i = 0; i < n; i++) {
+        const Event *e = &ev[i];
+        p[0] = (unsigned char)e->type;
+        p[1] = (unsigned char)e->user_len;
+        p[2] = (unsigned char)(e->event_id ? e->event_id_len : 0);
+        p[3] = 0;
+        memcpy(p + 4, &e->ts, 8);
+        memcpy(p + 12, &e->value, 8);
+        memcpy(p + 20, &e->quantity, 4);
+        p += 24;
+        memcpy(p, e->user_id, e->user_len);
+        p += e->user_len;
+        if (e->event_id) {
+            memcpy(p, e->event_id, e->event_id_len);
+            p += e->event_id_len;
+        }
     }
-    UserState *u = NULL;
-    for (size_t i = 0; i < b->n; i++) {
-        const Event *ev = &b->events[i];
+    return wal_append(s->wal, WAL_REC_EVENTS, s->logbuf, (size_t)(p - s->logbuf), seq);
+}
+
+/* Decodes a WAL_REC_EVENTS payload; *out is malloc'd, strings point into p. */
+static int decode_events(const unsigned char *p, size_t len, Event **out, size_t *n_out)
+{
+    if (len < 4)
+        return -EBADMSG;
+    uint32_t n;
+    memcpy(&n, p, 4);
+    const unsigned char *end = p + len;
+    p += 4;
+    Event *ev = calloc(n ? n : 1, sizeof *ev);
+    if (!ev)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        if (end - p < 24 || end - p < 24 + p[1] + p[2] || p[0] >= EV_NTYPES || p[1] == 0) {
+            free(ev);
+            return -EBADMSG;
+        }
+        ev[i].type = (EventType)p[0];
+        ev[i].user_len = p[1];
+        ev[i].event_id_len = p[2];
+        memcpy(&ev[i].ts, p + 4, 8);
+        memcpy(&ev[i].value, p + 12, 8);
+        memcpy(&ev[i].quantity, p + 20, 4);
+        ev[i].user_id = (const char *)p + 24;
+        ev[i].event_id = ev[i].event_id_len ? (const char *)p + 24 + ev[i].user_len : NULL;
+        p += 24 + ev[i].user_len + ev[i].event_id_len;
+    }
+    *out = ev;
+    *n_out = n;
+    return 0;
+}
+
+/* Applies validated events in order. Store lock held; capacity checked. */
+static void apply_events_locked(Service *s, const Event *events, size_t n, const LstmWeights *net, ApplyResult *res)
+{
+    for (size_t i = 0; i < n; i++) {
+        const Event *ev = &events[i];
         if (ev->event_id) {
             uint64_t key = dedupe_key(ev->event_id, ev->event_id_len);
             if (dedupe_contains(s->dedupe, key)) {
@@ -428,18 +519,43 @@ int service_apply(Service *s, const EventBatch *b, ApplyResult *res, PredictionV
             }
             dedupe_insert(s->dedupe, key);
         }
-        u = store_find(s->store, ev->user_id, ev->user_len);
+        UserState *u = store_find(s->store, ev->user_id, ev->user_len);
         if (!u) {
-            int rc = store_insert(s->store, ev->user_id, ev->user_len, &u);
-            if (rc) /* cannot happen after over_capacity(); kept as a guard */
-                continue;
+            if (store_insert(s->store, ev->user_id, ev->user_len, &u))
+                continue; /* cannot happen after over_capacity(); kept as a guard */
             u->net_id = net->id;
         }
         apply_one(s, u, ev, net, res);
         res->accepted++;
     }
+}
+
+int service_apply(Service *s, const EventBatch *b, ApplyResult *res, PredictionView *single)
+{
+    memset(res, 0, sizeof *res);
+    Model *m = service_model_acquire(s);
+    store_lock(s->store);
+    if (over_capacity(s, b->events, b->n)) {
+        store_unlock(s->store);
+        model_release(m);
+        atomic_fetch_add(&s->metrics->events_capacity, b->n);
+        return -ENOSPC;
+    }
+    if (s->wal) {
+        /* Log first: an event is applied only once its record is in the log
+         * buffer, so memory never holds what the log could lose on its own. */
+        int rc = log_events(s, b->events, b->n, &res->wait_seq);
+        if (rc) {
+            store_unlock(s->store);
+            model_release(m);
+            return rc == -ENOMEM ? -ENOMEM : -EIO;
+        }
+        if (s->cfg.storage_fsync != WAL_FSYNC_ALWAYS)
+            res->wait_seq = 0; /* interval/none: acknowledged before the fsync */
+    }
+    apply_events_locked(s, b->events, b->n, m->net, res);
     if (single && b->single) {
-        u = store_find(s->store, b->events[0].user_id, b->events[0].user_len);
+        UserState *u = store_find(s->store, b->events[0].user_id, b->events[0].user_len);
         fill_prediction(s, m, u, b->events[0].user_id, b->events[0].user_len, service_now(s), single);
     }
     store_unlock(s->store);
@@ -482,14 +598,33 @@ int service_user_summary(Service *s, const char *id, size_t len, UserSummaryView
     return u ? 0 : -ENOENT;
 }
 
-int service_delete_user(Service *s, const char *id, size_t len)
+int service_delete_user(Service *s, const char *id, size_t len, uint64_t *wait_seq)
 {
+    *wait_seq = 0;
     store_lock(s->store);
-    int rc = store_remove(s->store, id, len);
+    if (!store_find(s->store, id, len)) {
+        store_unlock(s->store);
+        return -ENOENT;
+    }
+    if (s->wal) {
+        unsigned char rec[1 + USER_ID_MAX];
+        rec[0] = (unsigned char)len;
+        memcpy(rec + 1, id, len);
+        int rc = wal_append(s->wal, WAL_REC_DELETE, rec, 1 + len, wait_seq);
+        if (rc) {
+            store_unlock(s->store);
+            return -EIO;
+        }
+        if (s->cfg.storage_fsync != WAL_FSYNC_ALWAYS)
+            *wait_seq = 0;
+        int64_t zero = 0;
+        atomic_compare_exchange_strong(&s->erasure_pending_since, &zero,
+                                       (int64_t)(time_mono_ns() / 1000000000ull) + 1);
+    }
+    store_remove(s->store, id, len);
     store_unlock(s->store);
-    if (!rc)
-        atomic_fetch_add(&s->metrics->users_deleted, 1);
-    return rc;
+    atomic_fetch_add(&s->metrics->users_deleted, 1);
+    return 0;
 }
 
 /* ---- model and jobs ---------------------------------------------------- */
@@ -661,4 +796,450 @@ void service_gauges(Service *s, MetricsGauges *g)
     g->ready = service_ready(s);
     g->retrain_running = service_retrain_running(s);
     g->event_clock = atomic_load(&s->event_clock);
+    if (s->wal) {
+        WalStats ws;
+        wal_stats(s->wal, &ws);
+        g->wal_records = ws.records;
+        g->wal_bytes = ws.bytes;
+        g->wal_fsyncs = ws.fsyncs;
+        g->wal_fsync_seconds = (double)ws.fsync_ns_total * 1e-9;
+        g->wal_durable_seq = ws.durable_seq;
+        g->wal_segments_removed = ws.segments_removed;
+    }
+}
+
+/* ---- durability -----------------------------------------------------------
+ * Snapshot file storage.dir/snapshot-<seq, 16 hex>.snap holds the state after
+ * every log record below seq:
+ *   char magic[8] "LTVDSNAP"; u32 format; u32 hidden; u32 ring_cap;
+ *   u32 slot_bytes; u64 seq; i64 event_clock; u64 purchases_total;
+ *   u64 users; u64 dedupe_keys; u32 net_id; u32 reserved;
+ *   users x raw slot (slot_bytes each); dedupe_keys x u64 (oldest first);
+ *   u32 crc32 of everything before it. */
+
+#define SNAP_FORMAT 1u
+
+typedef struct SnapHeader {
+    char magic[8];
+    uint32_t format, hidden, ring_cap, slot_bytes;
+    uint64_t seq;
+    int64_t event_clock;
+    uint64_t purchases_total, users, dedupe_keys;
+    uint32_t net_id, reserved;
+} SnapHeader;
+
+void service_attach_wal(Service *s, Wal *wal)
+{
+    store_lock(s->store);
+    s->wal = wal;
+    store_unlock(s->store);
+}
+
+bool service_durable(Service *s, uint64_t seq) { return !s->wal || wal_durable_seq(s->wal) >= seq; }
+bool service_log_failed(Service *s) { return s->wal && wal_failed(s->wal); }
+
+typedef struct SnapWriter {
+    int fd;
+    uint32_t crc;
+    size_t len, total;
+    int err;
+    unsigned char buf[1 << 16];
+} SnapWriter;
+
+static void sw_put(SnapWriter *w, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    w->crc = crc32_update(w->crc, c, n);
+    w->total += n;
+    while (n && !w->err) {
+        size_t k = sizeof w->buf - w->len < n ? sizeof w->buf - w->len : n;
+        memcpy(w->buf + w->len, c, k);
+        w->len += k;
+        c += k;
+        n -= k;
+        if (w->len == sizeof w->buf) {
+            size_t off = 0;
+            while (off < w->len) {
+                ssize_t r = write(w->fd, w->buf + off, w->len - off);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0) {
+                    w->err = -EIO;
+                    break;
+                }
+                off += (size_t)r;
+            }
+            w->len = 0;
+        }
+    }
+}
+
+static void sw_dedupe_key(void *arg, uint64_t key) { sw_put(arg, &key, sizeof key); }
+
+/* Writes the whole state to path and fsyncs it. Store lock held, or called
+ * in a forked child (which owns a frozen copy of memory). No stdio, no
+ * locks: safe in the child. */
+static int snapshot_write(Service *s, const char *path, uint64_t seq, uint32_t net_id, size_t *bytes)
+{
+    SnapWriter *w = malloc(sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    w->crc = 0;
+    w->len = w->total = 0;
+    w->err = w->fd < 0 ? -errno : 0;
+    if (w->err) {
+        int e = w->err;
+        free(w);
+        return e;
+    }
+    SnapHeader h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, "LTVDSNAP", 8);
+    h.format = SNAP_FORMAT;
+    h.hidden = (uint32_t)s->cfg.model_hidden_size;
+    h.ring_cap = (uint32_t)s->cfg.model_recent_events;
+    h.slot_bytes = (uint32_t)store_slot_bytes(s->store);
+    h.seq = seq;
+    h.event_clock = atomic_load(&s->event_clock);
+    h.purchases_total = atomic_load(&s->purchases_total);
+    h.users = store_count(s->store);
+    h.dedupe_keys = dedupe_count(s->dedupe);
+    h.net_id = net_id;
+    sw_put(w, &h, sizeof h);
+    size_t high = store_slot_high(s->store);
+    for (size_t i = 0; i < high; i++) {
+        UserState *u = store_slot_at(s->store, i);
+        if (u)
+            sw_put(w, u, h.slot_bytes);
+    }
+    dedupe_foreach(s->dedupe, sw_dedupe_key, w);
+    uint32_t crc = w->crc;
+    sw_put(w, &crc, 4);
+    sw_put(w, "", 0);
+    size_t off = 0; /* final partial buffer */
+    while (!w->err && off < w->len) {
+        ssize_t r = write(w->fd, w->buf + off, w->len - off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            w->err = -EIO;
+        else
+            off += (size_t)r;
+    }
+    if (!w->err && fsync(w->fd) != 0)
+        w->err = -errno;
+    close(w->fd);
+    int rc = w->err;
+    *bytes = w->total;
+    free(w);
+    return rc;
+}
+
+static int read_exact(int fd, void *p, size_t n)
+{
+    unsigned char *c = p;
+    while (n) {
+        ssize_t r = read(fd, c, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -EBADMSG;
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Checks a snapshot's header and CRC without loading it. */
+static int snapshot_check(Service *s, const char *path, SnapHeader *h, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -errno;
+    }
+    int rc = read_exact(fd, h, sizeof *h);
+    if (rc || memcmp(h->magic, "LTVDSNAP", 8) != 0 || h->format != SNAP_FORMAT) {
+        snprintf(err, errlen, "%s: not an ltvd snapshot of format %u", path, SNAP_FORMAT);
+        close(fd);
+        return -EBADMSG;
+    }
+    if (h->hidden != (uint32_t)s->cfg.model_hidden_size || h->ring_cap != (uint32_t)s->cfg.model_recent_events ||
+        h->slot_bytes != store_slot_bytes(s->store)) {
+        snprintf(err, errlen, "%s was written with model.hidden_size=%u model.recent_events=%u; this config has %lld "
+                 "and %lld", path, h->hidden, h->ring_cap, (long long)s->cfg.model_hidden_size,
+                 (long long)s->cfg.model_recent_events);
+        close(fd);
+        return -EINVAL;
+    }
+    uint32_t crc = crc32_update(0, h, sizeof *h);
+    size_t body = h->users * h->slot_bytes + h->dedupe_keys * 8;
+    static unsigned char buf[1 << 16];
+    while (body) {
+        size_t k = body < sizeof buf ? body : sizeof buf;
+        if ((rc = read_exact(fd, buf, k)) != 0)
+            break;
+        crc = crc32_update(crc, buf, k);
+        body -= k;
+    }
+    uint32_t stored = 0;
+    if (!rc)
+        rc = read_exact(fd, &stored, 4);
+    close(fd);
+    if (rc || stored != crc) {
+        snprintf(err, errlen, "%s: %s", path, rc ? "truncated" : "checksum mismatch");
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+static int snapshot_load(Service *s, const char *path, const SnapHeader *h, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    SnapHeader skip;
+    int rc = read_exact(fd, &skip, sizeof skip);
+    UserState *slot = malloc(h->slot_bytes);
+    if (!slot)
+        rc = -ENOMEM;
+    for (uint64_t i = 0; i < h->users && !rc; i++) {
+        if ((rc = read_exact(fd, slot, h->slot_bytes)) != 0)
+            break;
+        rc = store_restore(s->store, slot);
+        if (rc == -ENOSPC)
+            snprintf(err, errlen, "%s holds %" PRIu64 " shoppers, more than limits.max_users=%lld", path, h->users,
+                     (long long)s->cfg.limits_max_users);
+    }
+    for (uint64_t i = 0; i < h->dedupe_keys && !rc; i++) {
+        uint64_t key;
+        if ((rc = read_exact(fd, &key, 8)) == 0 && !dedupe_contains(s->dedupe, key))
+            dedupe_insert(s->dedupe, key);
+    }
+    free(slot);
+    close(fd);
+    if (!rc) {
+        atomic_store(&s->event_clock, h->event_clock);
+        atomic_store(&s->purchases_total, h->purchases_total);
+    }
+    return rc;
+}
+
+/* Snapshot files in dir, newest (highest seq) first. */
+static size_t list_snapshots(const char *dir, uint64_t *seqs, size_t cap)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < cap) {
+        uint64_t seq;
+        char tail[8];
+        if (strlen(e->d_name) == 30 && sscanf(e->d_name, "snapshot-%16" SCNx64 "%7s", &seq, tail) == 2 &&
+            strcmp(tail, ".snap") == 0)
+            seqs[n++] = seq;
+        else if (strstr(e->d_name, ".snap.tmp")) {
+            char p[CONFIG_STR_MAX + 64];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p); /* left by a snapshot that did not finish */
+        }
+    }
+    closedir(d);
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && seqs[j] > seqs[j - 1]; j--) {
+            uint64_t t = seqs[j];
+            seqs[j] = seqs[j - 1];
+            seqs[j - 1] = t;
+        }
+    return n;
+}
+
+static void snap_path(char *out, size_t n, const char *dir, uint64_t seq, bool tmp)
+{
+    snprintf(out, n, "%s/snapshot-%016" PRIx64 ".snap%s", dir, seq, tmp ? ".tmp" : "");
+}
+
+typedef struct ReplayCtx {
+    Service *s;
+    Model *m;
+} ReplayCtx;
+
+static int replay_record(void *arg, uint8_t kind, uint64_t seq, const unsigned char *p, size_t len)
+{
+    ReplayCtx *rc = arg;
+    Service *s = rc->s;
+    if (kind == WAL_REC_DELETE) {
+        if (len < 1 || len != 1u + p[0])
+            return -EBADMSG;
+        store_lock(s->store);
+        store_remove(s->store, (const char *)p + 1, p[0]); /* absent is fine */
+        store_unlock(s->store);
+        /* the log still holds the erased shopper's events: compact soon */
+        int64_t zero = 0;
+        atomic_compare_exchange_strong(&s->erasure_pending_since, &zero,
+                                       (int64_t)(time_mono_ns() / 1000000000ull) + 1);
+        return 0;
+    }
+    if (kind != WAL_REC_EVENTS)
+        return -EBADMSG;
+    Event *ev;
+    size_t n;
+    int err = decode_events(p, len, &ev, &n);
+    if (err)
+        return err;
+    ApplyResult res = {0};
+    store_lock(s->store);
+    if (over_capacity(s, ev, n)) {
+        err = -ENOSPC;
+    } else {
+        apply_events_locked(s, ev, n, rc->m->net, &res);
+    }
+    store_unlock(s->store);
+    free(ev);
+    return err;
+}
+
+int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen)
+{
+    uint64_t t0 = time_mono_ns();
+    uint64_t seqs[64];
+    size_t n = list_snapshots(s->cfg.storage_dir, seqs, 64);
+    uint64_t from = 1;
+    for (size_t i = 0; i < n; i++) {
+        char path[CONFIG_STR_MAX + 64];
+        SnapHeader h;
+        snap_path(path, sizeof path, s->cfg.storage_dir, seqs[i], false);
+        int rc = snapshot_check(s, path, &h, err, errlen);
+        if (rc == -EINVAL)
+            return rc; /* made for another shape: an operator must decide */
+        if (rc) {
+            log_msg(LOG_WARN, "snapshot unusable, trying an older one", "error=\"%s\"", err);
+            continue;
+        }
+        if ((rc = snapshot_load(s, path, &h, err, errlen)) != 0)
+            return rc;
+        from = h.seq;
+        log_msg(LOG_INFO, "snapshot loaded", "path=\"%s\" seq=%" PRIu64 " users=%" PRIu64 " ms=%.0f", path, h.seq,
+                h.users, (time_mono_ns() - t0) / 1e6);
+        break;
+    }
+    ReplayCtx ctx = {s, service_model_acquire(s)};
+    WalReplayStats st;
+    int rc = wal_replay(s->cfg.storage_dir, from, replay_record, &ctx, &st, err, errlen);
+    model_release(ctx.m);
+    if (rc)
+        return rc;
+    if (st.truncated) {
+        atomic_fetch_add(&s->metrics->wal_truncations, 1);
+        atomic_fetch_add(&s->metrics->wal_truncated_bytes, st.truncated_bytes);
+    }
+    *next_seq = st.last_seq + 1;
+    uint64_t ms = (time_mono_ns() - t0) / 1000000;
+    atomic_store(&s->metrics->recovery_ms, ms);
+    atomic_store(&s->metrics->recovery_records, st.records);
+    log_msg(LOG_INFO, "recovery done", "snapshot_seq=%" PRIu64 " replayed=%" PRIu64 " segments=%" PRIu64
+            " truncated_bytes=%" PRIu64 " users=%zu ms=%" PRIu64, from, st.records, st.segments, st.truncated_bytes,
+            store_count(s->store), ms);
+    return 0;
+}
+
+bool service_snapshot_due(Service *s)
+{
+    if (!s->wal)
+        return false;
+    int64_t now = (int64_t)(time_mono_ns() / 1000000000ull);
+    int64_t erasure = atomic_load(&s->erasure_pending_since);
+    if (erasure && now - erasure + 1 >= s->cfg.storage_erasure_snapshot_s)
+        return true;
+    WalStats ws;
+    wal_stats(s->wal, &ws);
+    if (ws.bytes - atomic_load(&s->wal_bytes_at_snapshot) >= (uint64_t)s->cfg.storage_snapshot_wal_bytes)
+        return true;
+    /* periodic, but only when something was logged since the last one */
+    return now - atomic_load(&s->last_snapshot_mono_s) >= s->cfg.storage_snapshot_interval_s &&
+           ws.bytes != atomic_load(&s->wal_bytes_at_snapshot);
+}
+
+int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
+{
+    if (!s->wal) {
+        snprintf(err, errlen, "no write-ahead log attached");
+        return -EINVAL;
+    }
+    uint64_t t0 = time_mono_ns();
+    Model *m = service_model_acquire(s);
+    uint32_t net_id = m->net->id;
+    model_release(m);
+    int64_t erasure_seen = atomic_load(&s->erasure_pending_since);
+    WalStats ws;
+    char tmp[CONFIG_STR_MAX + 64], path[CONFIG_STR_MAX + 64];
+    uint64_t seq = 0;
+    size_t bytes = 0;
+    int rc;
+    store_lock(s->store);
+    rc = wal_rotate(s->wal, &seq); /* the snapshot covers exactly the records below seq */
+    wal_stats(s->wal, &ws);
+    snap_path(tmp, sizeof tmp, s->cfg.storage_dir, seq, true);
+    snap_path(path, sizeof path, s->cfg.storage_dir, seq, false);
+    pid_t pid = -1;
+    if (!rc && fork_child) {
+        pid = fork();
+        if (pid == 0) {
+            /* child: a frozen copy of memory; write it and leave */
+            int crc = snapshot_write(s, tmp, seq, net_id, &bytes);
+            _exit(crc ? 1 : 0);
+        }
+        if (pid < 0)
+            rc = -errno;
+    } else if (!rc) {
+        rc = snapshot_write(s, tmp, seq, net_id, &bytes);
+    }
+    store_unlock(s->store);
+    if (!rc && pid > 0) {
+        int status = 0;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        rc = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+        struct stat st;
+        if (!rc && stat(tmp, &st) == 0)
+            bytes = (size_t)st.st_size;
+    }
+    if (!rc && rename(tmp, path) != 0)
+        rc = -errno;
+    if (rc) {
+        unlink(tmp);
+        snprintf(err, errlen, "snapshot failed: %s", strerror(-rc));
+        atomic_fetch_add(&s->metrics->snapshot_failures, 1);
+        log_msg(LOG_ERROR, "snapshot failed", "error=\"%s\"", strerror(-rc));
+        return rc;
+    }
+    int dfd = open(s->cfg.storage_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    /* The new snapshot supersedes every older snapshot and log segment: an
+     * erased shopper's events leave the disk here. */
+    uint64_t seqs[64];
+    size_t n = list_snapshots(s->cfg.storage_dir, seqs, 64);
+    for (size_t i = 0; i < n; i++) {
+        if (seqs[i] < seq) {
+            char old[CONFIG_STR_MAX + 64];
+            snap_path(old, sizeof old, s->cfg.storage_dir, seqs[i], false);
+            unlink(old);
+        }
+    }
+    wal_remove_before(s->wal, seq);
+    atomic_compare_exchange_strong(&s->erasure_pending_since, &erasure_seen, 0);
+    atomic_store(&s->last_snapshot_mono_s, (int64_t)(time_mono_ns() / 1000000000ull));
+    atomic_store(&s->wal_bytes_at_snapshot, ws.bytes);
+    uint64_t ms = (time_mono_ns() - t0) / 1000000;
+    atomic_fetch_add(&s->metrics->snapshots, 1);
+    atomic_store(&s->metrics->snapshot_last_ms, ms);
+    atomic_store(&s->metrics->snapshot_last_bytes, bytes);
+    log_msg(LOG_INFO, "snapshot written", "path=\"%s\" seq=%" PRIu64 " users=%zu bytes=%zu ms=%" PRIu64, path, seq,
+            store_count(s->store), bytes, ms);
+    return 0;
 }

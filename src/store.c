@@ -230,6 +230,18 @@ void store_ring_push(const Store *s, UserState *u, const Event *ev)
     u->ring_len++;
 }
 
+int store_restore(Store *s, const UserState *raw)
+{
+    UserState *u;
+    int rc = store_insert(s, raw->id, raw->id_len, &u);
+    if (rc)
+        return rc;
+    uint64_t h = u->hash;
+    memcpy(u, raw, s->stride);
+    u->hash = h;
+    return 0;
+}
+
 size_t store_slot_high(Store *s) { return s->high; }
 
 UserState *store_slot_at(Store *s, size_t idx)

@@ -1,0 +1,81 @@
+/* wal: the append-only write-ahead log.
+ *
+ * Files: storage.dir/wal-<first seq, 16 hex digits>.log, each capped at
+ * segment_bytes. Record: u32 len (of what follows the crc), u32 crc32,
+ * u64 seq, u8 kind, payload. Sequence numbers increase by one per record.
+ *
+ * Appending copies the record into a bounded in-memory buffer (the caller
+ * serialises appends, so log order is apply order). A flusher thread writes
+ * the buffer out and, by policy, fdatasyncs it: one fdatasync covers every
+ * record appended meanwhile (group commit). When records become durable the
+ * flusher calls the durable callback (on the flusher thread) with the
+ * highest durable seq.
+ *
+ * Thread use: wal_append/wal_rotate from one thread at a time (the service
+ * holds its store lock); wal_durable_seq from any thread; the callback runs
+ * on the flusher thread. */
+#ifndef LTVD_WAL_H
+#define LTVD_WAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { WAL_FSYNC_ALWAYS = 0, WAL_FSYNC_INTERVAL = 1, WAL_FSYNC_NONE = 2 } WalFsync;
+
+enum { WAL_REC_EVENTS = 1, WAL_REC_DELETE = 2 };
+
+typedef struct WalConfig {
+    const char *dir;
+    WalFsync fsync;
+    int interval_ms;        /* WAL_FSYNC_INTERVAL: fsync at least this often */
+    size_t segment_bytes;   /* rotate past this size */
+    size_t buffer_bytes;    /* in-memory cap; appends wait for the flusher beyond it */
+} WalConfig;
+
+typedef struct WalStats {
+    uint64_t records, bytes, fsyncs, segments_removed;
+    uint64_t durable_seq, next_seq;
+    uint64_t fsync_ns_total;
+} WalStats;
+
+typedef struct Wal Wal;
+
+/* Opens a new segment whose first record will be next_seq, and starts the
+ * flusher. */
+int wal_open(Wal **out, const WalConfig *cfg, uint64_t next_seq, void (*durable_cb)(void *, uint64_t), void *arg);
+/* Writes out and syncs everything appended, stops the flusher, closes. NULL-safe. */
+void wal_close(Wal *w);
+
+/* Appends one record; *seq gets its sequence number. -EIO once the log has
+ * failed (a write or fsync error): nothing more is accepted. */
+int wal_append(Wal *w, uint8_t kind, const void *payload, size_t len, uint64_t *seq);
+/* Writes out and syncs everything appended so far, on the calling thread. */
+int wal_sync(Wal *w);
+/* Syncs, then starts a new segment; returns the first seq it will hold. */
+int wal_rotate(Wal *w, uint64_t *first_seq);
+/* Deletes segment files whose records all have seq < seq. */
+void wal_remove_before(Wal *w, uint64_t seq);
+
+uint64_t wal_durable_seq(Wal *w);
+bool wal_failed(Wal *w);
+void wal_stats(Wal *w, WalStats *out);
+
+/* ---- recovery ---------------------------------------------------------- */
+
+typedef struct WalReplayStats {
+    uint64_t records, segments, last_seq;
+    uint64_t truncated_bytes;  /* a torn or corrupt tail cut off */
+    bool truncated;
+} WalReplayStats;
+
+typedef int (*WalReplayFn)(void *arg, uint8_t kind, uint64_t seq, const unsigned char *payload, size_t len);
+
+/* Calls fn for every record with seq >= from_seq, in order. A bad record
+ * (short, bad CRC, bad seq) with nothing valid after it is a torn tail: the
+ * file is truncated there and reported in *st. A bad record followed by
+ * valid data is corruption in the middle: -EBADMSG with a message. */
+int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, WalReplayStats *st, char *err,
+               size_t errlen);
+
+#endif

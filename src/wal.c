@@ -1,0 +1,557 @@
+/* wal: buffered append, a flusher thread doing group commit, segment
+ * rotation and removal, and replay with torn-tail truncation.
+ *
+ * Locks: io_lock (the open segment: write, fsync, rotate) is taken before
+ * buf_lock (the in-memory buffer) whenever both are held, so records reach
+ * the file in the order they were appended. */
+#include "wal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hash.h"
+#include "log.h"
+#include "timeutil.h"
+
+#define REC_HEADER 8u           /* u32 len, u32 crc */
+#define REC_FIXED 9u            /* u64 seq, u8 kind: counted in len */
+#define BUF_INITIAL (1u << 20)
+
+struct Wal {
+    WalConfig cfg;
+    char dir[512];
+
+    pthread_mutex_t buf_lock;
+    pthread_cond_t data_cond;   /* flusher waits for records */
+    pthread_cond_t space_cond;  /* appenders wait for room */
+    unsigned char *buf;         /* (cap,) records not yet handed to the flusher */
+    size_t len, cap;
+    unsigned char *spare;
+    size_t spare_cap;
+    uint64_t next_seq;          /* seq of the next append */
+    uint64_t buf_last_seq;      /* last seq in buf */
+    bool stop;
+
+    pthread_mutex_t io_lock;
+    int fd;
+    uint64_t seg_first;
+    size_t seg_bytes;
+
+    atomic_uint_fast64_t durable_seq;
+    atomic_bool failed;
+    pthread_t thread;
+    void (*durable_cb)(void *, uint64_t);
+    void *cb_arg;
+
+    atomic_uint_fast64_t st_records, st_bytes, st_fsyncs, st_removed, st_fsync_ns;
+};
+
+static void seg_path(char *out, size_t n, const char *dir, uint64_t first)
+{
+    snprintf(out, n, "%s/wal-%016" PRIx64 ".log", dir, first);
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* io_lock held */
+static int open_segment(Wal *w, uint64_t first)
+{
+    char path[600];
+    seg_path(path, sizeof path, w->dir, first);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    fstat(fd, &st);
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = fd;
+    w->seg_first = first;
+    w->seg_bytes = (size_t)st.st_size;
+    return fsync_dir(w->dir);
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static void fail(Wal *w, const char *what, int rc)
+{
+    if (atomic_exchange(&w->failed, true))
+        return;
+    log_msg(LOG_ERROR, "write-ahead log failed: no more writes are accepted", "op=%s error=\"%s\"", what,
+            strerror(-rc));
+    if (w->durable_cb)
+        w->durable_cb(w->cb_arg, UINT64_MAX); /* waiters learn of the failure */
+}
+
+/* Takes the buffered records and writes them out (and syncs, unless
+ * `sync` is false). io_lock held. Returns the last seq written, 0 if none. */
+static uint64_t drain_locked(Wal *w, bool sync)
+{
+    pthread_mutex_lock(&w->buf_lock);
+    unsigned char *data = w->buf;
+    size_t len = w->len, cap = w->cap;
+    uint64_t last = w->buf_last_seq;
+    if (len) {
+        if (w->spare) {
+            w->buf = w->spare;
+            w->cap = w->spare_cap;
+            w->spare = NULL;
+        } else {
+            w->buf = malloc(BUF_INITIAL);
+            w->cap = w->buf ? BUF_INITIAL : 0;
+        }
+        w->len = 0;
+        pthread_cond_broadcast(&w->space_cond);
+    }
+    pthread_mutex_unlock(&w->buf_lock);
+    if (!len)
+        return 0;
+    int rc = atomic_load(&w->failed) ? -EIO : write_all(w->fd, data, len);
+    if (rc)
+        fail(w, "write", rc);
+    if (!rc && sync) {
+        uint64_t t0 = time_mono_ns();
+        if (fdatasync(w->fd) != 0) {
+            rc = -errno;
+            fail(w, "fdatasync", rc);
+        }
+        atomic_fetch_add(&w->st_fsyncs, 1);
+        atomic_fetch_add(&w->st_fsync_ns, time_mono_ns() - t0);
+    }
+    atomic_fetch_add(&w->st_bytes, len);
+    w->seg_bytes += len;
+    pthread_mutex_lock(&w->buf_lock);
+    if (!w->spare) {
+        w->spare = data;
+        w->spare_cap = cap;
+    } else {
+        free(data);
+    }
+    pthread_mutex_unlock(&w->buf_lock);
+    if (!rc && w->seg_bytes >= w->cfg.segment_bytes) {
+        if (sync || fdatasync(w->fd) == 0) {
+            int orc = open_segment(w, last + 1);
+            if (orc)
+                fail(w, "rotate", orc);
+        }
+    }
+    return rc ? 0 : last;
+}
+
+static void publish(Wal *w, uint64_t last)
+{
+    if (!last)
+        return;
+    atomic_store(&w->durable_seq, last);
+    if (w->durable_cb)
+        w->durable_cb(w->cb_arg, last);
+}
+
+static void *flusher_main(void *arg)
+{
+    Wal *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->buf_lock);
+        if (w->cfg.fsync == WAL_FSYNC_INTERVAL) {
+            if (!w->stop) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                long ns = ts.tv_nsec + (long)w->cfg.interval_ms * 1000000L;
+                ts.tv_sec += ns / 1000000000L;
+                ts.tv_nsec = ns % 1000000000L;
+                pthread_cond_timedwait(&w->data_cond, &w->buf_lock, &ts);
+            }
+        } else {
+            while (!w->stop && w->len == 0)
+                pthread_cond_wait(&w->data_cond, &w->buf_lock);
+        }
+        bool stop = w->stop && w->len == 0;
+        pthread_mutex_unlock(&w->buf_lock);
+        if (stop)
+            break;
+        pthread_mutex_lock(&w->io_lock);
+        uint64_t last = drain_locked(w, w->cfg.fsync != WAL_FSYNC_NONE);
+        pthread_mutex_unlock(&w->io_lock);
+        publish(w, last);
+    }
+    return NULL;
+}
+
+int wal_open(Wal **out, const WalConfig *cfg, uint64_t next_seq, void (*durable_cb)(void *, uint64_t), void *arg)
+{
+    Wal *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->cfg = *cfg;
+    snprintf(w->dir, sizeof w->dir, "%s", cfg->dir);
+    w->cfg.dir = w->dir;
+    w->fd = -1;
+    w->next_seq = next_seq;
+    w->buf_last_seq = next_seq - 1;
+    atomic_init(&w->durable_seq, next_seq - 1);
+    w->durable_cb = durable_cb;
+    w->cb_arg = arg;
+    w->buf = malloc(BUF_INITIAL);
+    w->cap = BUF_INITIAL;
+    pthread_mutex_init(&w->buf_lock, NULL);
+    pthread_mutex_init(&w->io_lock, NULL);
+    pthread_cond_init(&w->data_cond, NULL);
+    pthread_cond_init(&w->space_cond, NULL);
+    int rc = w->buf ? open_segment(w, next_seq) : -ENOMEM;
+    if (!rc && pthread_create(&w->thread, NULL, flusher_main, w) != 0)
+        rc = -EAGAIN;
+    if (rc) {
+        if (w->fd >= 0)
+            close(w->fd);
+        free(w->buf);
+        free(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+void wal_close(Wal *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->buf_lock);
+    w->stop = true;
+    pthread_cond_signal(&w->data_cond);
+    pthread_mutex_unlock(&w->buf_lock);
+    pthread_join(w->thread, NULL);
+    wal_sync(w);
+    if (w->fd >= 0) {
+        fdatasync(w->fd);
+        close(w->fd);
+    }
+    free(w->buf);
+    free(w->spare);
+    pthread_mutex_destroy(&w->buf_lock);
+    pthread_mutex_destroy(&w->io_lock);
+    pthread_cond_destroy(&w->data_cond);
+    pthread_cond_destroy(&w->space_cond);
+    free(w);
+}
+
+int wal_append(Wal *w, uint8_t kind, const void *payload, size_t len, uint64_t *seq)
+{
+    if (atomic_load(&w->failed))
+        return -EIO;
+    size_t rec = REC_HEADER + REC_FIXED + len;
+    pthread_mutex_lock(&w->buf_lock);
+    /* back-pressure: the buffer is capped; wait for the flusher to take it */
+    while (w->len > 0 && w->len + rec > w->cfg.buffer_bytes && !atomic_load(&w->failed))
+        pthread_cond_wait(&w->space_cond, &w->buf_lock);
+    if (w->len + rec > w->cap) {
+        size_t cap = w->cap ? w->cap : BUF_INITIAL;
+        while (cap < w->len + rec)
+            cap *= 2;
+        unsigned char *nb = realloc(w->buf, cap);
+        if (!nb) {
+            pthread_mutex_unlock(&w->buf_lock);
+            return -ENOMEM;
+        }
+        w->buf = nb;
+        w->cap = cap;
+    }
+    uint64_t s = w->next_seq++;
+    unsigned char *p = w->buf + w->len;
+    uint32_t l32 = (uint32_t)(REC_FIXED + len);
+    memcpy(p + 8, &s, 8);
+    p[16] = kind;
+    memcpy(p + 17, payload, len);
+    uint32_t crc = crc32_update(0, p + 8, REC_FIXED + len);
+    memcpy(p, &l32, 4);
+    memcpy(p + 4, &crc, 4);
+    w->len += rec;
+    w->buf_last_seq = s;
+    if (w->cfg.fsync != WAL_FSYNC_INTERVAL)
+        pthread_cond_signal(&w->data_cond);
+    pthread_mutex_unlock(&w->buf_lock);
+    atomic_fetch_add_explicit(&w->st_records, 1, memory_order_relaxed);
+    *seq = s;
+    return 0;
+}
+
+int wal_sync(Wal *w)
+{
+    pthread_mutex_lock(&w->io_lock);
+    uint64_t last = drain_locked(w, true);
+    if (!last && w->fd >= 0 && w->cfg.fsync != WAL_FSYNC_ALWAYS)
+        fdatasync(w->fd); /* records written by an interval/none flusher but not synced */
+    pthread_mutex_unlock(&w->io_lock);
+    publish(w, last);
+    return atomic_load(&w->failed) ? -EIO : 0;
+}
+
+int wal_rotate(Wal *w, uint64_t *first_seq)
+{
+    int rc = wal_sync(w);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&w->io_lock);
+    pthread_mutex_lock(&w->buf_lock);
+    uint64_t first = w->next_seq;
+    pthread_mutex_unlock(&w->buf_lock);
+    rc = first == w->seg_first ? 0 : open_segment(w, first);
+    pthread_mutex_unlock(&w->io_lock);
+    *first_seq = first;
+    return rc;
+}
+
+/* Sorted list of the first seqs of the segment files in dir. */
+static int list_segments(const char *dir, uint64_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    size_t cap = 16, k = 0;
+    uint64_t *v = malloc(cap * sizeof *v);
+    struct dirent *e;
+    while (v && (e = readdir(d))) {
+        uint64_t first;
+        char tail[8];
+        if (sscanf(e->d_name, "wal-%16" SCNx64 "%7s", &first, tail) == 2 && strcmp(tail, ".log") == 0 &&
+            strlen(e->d_name) == 24) {
+            if (k == cap) {
+                uint64_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+                if (!nv)
+                    break;
+                v = nv;
+            }
+            v[k++] = first;
+        }
+    }
+    closedir(d);
+    if (!v)
+        return -ENOMEM;
+    for (size_t i = 1; i < k; i++) /* insertion sort: few files */
+        for (size_t j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            uint64_t t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+void wal_remove_before(Wal *w, uint64_t seq)
+{
+    uint64_t *segs = NULL;
+    size_t n = 0;
+    if (list_segments(w->dir, &segs, &n))
+        return;
+    pthread_mutex_lock(&w->io_lock);
+    uint64_t current = w->seg_first;
+    pthread_mutex_unlock(&w->io_lock);
+    for (size_t i = 0; i + 1 < n; i++) {
+        /* segment i holds seqs [segs[i], segs[i+1]) */
+        if (segs[i + 1] <= seq && segs[i] != current) {
+            char path[600];
+            seg_path(path, sizeof path, w->dir, segs[i]);
+            if (unlink(path) == 0)
+                atomic_fetch_add(&w->st_removed, 1);
+        }
+    }
+    free(segs);
+    fsync_dir(w->dir);
+}
+
+uint64_t wal_durable_seq(Wal *w) { return atomic_load(&w->durable_seq); }
+bool wal_failed(Wal *w) { return atomic_load(&w->failed); }
+
+void wal_stats(Wal *w, WalStats *out)
+{
+    out->records = atomic_load(&w->st_records);
+    out->bytes = atomic_load(&w->st_bytes);
+    out->fsyncs = atomic_load(&w->st_fsyncs);
+    out->fsync_ns_total = atomic_load(&w->st_fsync_ns);
+    out->segments_removed = atomic_load(&w->st_removed);
+    out->durable_seq = atomic_load(&w->durable_seq);
+    pthread_mutex_lock(&w->buf_lock);
+    out->next_seq = w->next_seq;
+    pthread_mutex_unlock(&w->buf_lock);
+}
+
+/* ---- replay -------------------------------------------------------------- */
+
+/* Length of the valid record at p (n bytes available) with the given seq,
+ * or 0 if there is none. */
+static size_t valid_record(const unsigned char *p, size_t n, uint64_t want_seq, bool any_seq)
+{
+    if (n < REC_HEADER + REC_FIXED)
+        return 0;
+    uint32_t len, crc;
+    memcpy(&len, p, 4);
+    memcpy(&crc, p + 4, 4);
+    if (len < REC_FIXED || len > n - REC_HEADER)
+        return 0;
+    if (crc32_update(0, p + REC_HEADER, len) != crc)
+        return 0;
+    uint64_t seq;
+    memcpy(&seq, p + REC_HEADER, 8);
+    if (!any_seq && seq != want_seq)
+        return 0;
+    return REC_HEADER + len;
+}
+
+static int read_file(const char *path, unsigned char **out, size_t *n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return -errno;
+    }
+    size_t size = (size_t)st.st_size, off = 0;
+    unsigned char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    while (off < size) {
+        ssize_t k = read(fd, buf + off, size - off);
+        if (k <= 0) {
+            if (k < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        off += (size_t)k;
+    }
+    close(fd);
+    *out = buf;
+    *n = off;
+    return 0;
+}
+
+int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, WalReplayStats *st, char *err,
+               size_t errlen)
+{
+    memset(st, 0, sizeof *st);
+    st->last_seq = from_seq - 1;
+    uint64_t *segs = NULL;
+    size_t nseg = 0;
+    int rc = list_segments(dir, &segs, &nseg);
+    if (rc) {
+        snprintf(err, errlen, "cannot list %s: %s", dir, strerror(-rc));
+        return rc;
+    }
+    /* start with the last segment whose first seq <= from_seq */
+    size_t start = 0;
+    for (size_t i = 0; i < nseg; i++)
+        if (segs[i] <= from_seq)
+            start = i;
+    uint64_t expect = nseg ? segs[start] : from_seq;
+    if (nseg && segs[start] > from_seq) {
+        snprintf(err, errlen, "write-ahead log starts at record %" PRIu64 " but the snapshot needs %" PRIu64
+                 " onwards: records are missing", segs[start], from_seq);
+        free(segs);
+        return -EBADMSG;
+    }
+    for (size_t i = start; i < nseg && !rc; i++) {
+        char path[600];
+        seg_path(path, sizeof path, dir, segs[i]);
+        if (i != start && segs[i] != expect) {
+            snprintf(err, errlen, "%s starts at record %" PRIu64 ", expected %" PRIu64 ": a segment is missing",
+                     path, segs[i], expect);
+            rc = -EBADMSG;
+            break;
+        }
+        expect = segs[i];
+        unsigned char *data = NULL;
+        size_t n = 0;
+        if ((rc = read_file(path, &data, &n)) != 0) {
+            snprintf(err, errlen, "cannot read %s: %s", path, strerror(-rc));
+            break;
+        }
+        st->segments++;
+        size_t off = 0;
+        while (off < n) {
+            size_t rl = valid_record(data + off, n - off, expect, false);
+            if (!rl) {
+                /* Torn tail, or corruption in the middle? Anything valid after
+                 * this point (here or in a later segment) means the middle. */
+                uint32_t len = 0;
+                if (n - off >= 4)
+                    memcpy(&len, data + off, 4);
+                size_t next = off + REC_HEADER + len;
+                bool later = i + 1 < nseg;
+                bool valid_after = later || (len >= REC_FIXED && next < n &&
+                                             valid_record(data + next, n - next, 0, true));
+                if (valid_after) {
+                    snprintf(err, errlen, "%s: corrupt record %" PRIu64 " at byte %zu with valid data after it; "
+                             "refusing to skip it (restore the file or move it away to accept the loss)",
+                             path, expect, off);
+                    rc = -EBADMSG;
+                } else {
+                    st->truncated = true;
+                    st->truncated_bytes = n - off;
+                    if (truncate(path, (off_t)off) != 0) {
+                        rc = -errno;
+                        snprintf(err, errlen, "cannot truncate %s: %s", path, strerror(errno));
+                    } else {
+                        log_msg(LOG_WARN, "write-ahead log tail was torn or corrupt: truncated",
+                                "file=\"%s\" offset=%zu bytes_dropped=%zu", path, off, n - off);
+                    }
+                }
+                break;
+            }
+            uint32_t len;
+            memcpy(&len, data + off, 4);
+            if (expect >= from_seq) {
+                rc = fn(arg, data[off + 16], expect, data + off + 17, len - REC_FIXED);
+                if (rc) {
+                    snprintf(err, errlen, "record %" PRIu64 " of %s could not be applied (%s)", expect, path,
+                             strerror(-rc));
+                    break;
+                }
+                st->records++;
+            }
+            st->last_seq = expect;
+            expect++;
+            off += rl;
+        }
+        free(data);
+    }
+    if (!rc && st->last_seq + 1 < from_seq)
+        st->last_seq = from_seq - 1;
+    free(segs);
+    return rc;
+}

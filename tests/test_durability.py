@@ -1,0 +1,230 @@
+"""Durability: kill -9 under load loses no acknowledged event and applies
+none twice; erasure survives kill -9 and leaves the disk; torn and
+bit-flipped log tails are truncated and reported; corruption in the middle
+of the log stops the start. Usage: test_durability.py PATH_TO_LTVD"""
+import glob
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ltvd_harness import LtvdProcess  # noqa: E402
+
+LTVD = sys.argv[1]
+SETTINGS = {"storage.fsync": "always", "storage.snapshot_interval_s": "3600", "storage.erasure_snapshot_s": "1"}
+
+
+def check(cond, msg=""):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def metric(s, name):
+    for line in s.request("GET", "/metrics")[2].decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+class Client(threading.Thread):
+    """Posts single events and batches of 5 with unique event_ids for its own
+    shoppers until stopped; remembers what was sent and what was answered 200."""
+
+    def __init__(self, server, tid, round_no, sent, acked, stop):
+        super().__init__(daemon=True)
+        self.s, self.tid, self.round, self.sent, self.acked, self.stop = server, tid, round_no, sent, acked, stop
+
+    def run(self):
+        import http.client
+        rng = random.Random(self.tid * 1000 + self.round)
+        k = 0
+        conn = None
+        while not self.stop.is_set():
+            n = 1 if rng.random() < 0.5 else 5
+            events = []
+            for _ in range(n):
+                k += 1
+                events.append({"user_id": f"t{self.tid}-u{rng.randrange(15)}", "type": "purchase", "value": 1.0,
+                               "event_id": f"r{self.round}-t{self.tid}-{k}"})
+            self.sent.extend(events)
+            body = events[0] if n == 1 else {"events": events}
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.s.port, timeout=5)
+                status, _, _ = self.s.request("POST", "/v1/events", body, conn=conn)
+                if status == 200:
+                    self.acked.extend(events)
+            except OSError:
+                conn = None
+                time.sleep(0.01)
+            except Exception:
+                conn = None
+
+
+def counts_by_user(events):
+    out = {}
+    for e in events:
+        out[e["user_id"]] = out.get(e["user_id"], 0) + 1
+    return out
+
+
+def kill9_rounds():
+    with tempfile.TemporaryDirectory(prefix="ltvd-crash-") as d:
+        all_sent = []
+        for rnd in range(4):
+            s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+            before = {u: s.json("GET", f"/v1/users/{u}")[1] for u in counts_by_user(all_sent)}
+            sent, acked, stop = [], [], threading.Event()
+            clients = [Client(s, t, rnd, sent, acked, stop) for t in range(4)]
+            for c in clients:
+                c.start()
+            time.sleep(random.uniform(0.4, 1.2))
+            s.proc.send_signal(signal.SIGKILL)  # at a random moment, mid-request
+            s.proc.wait()
+            stop.set()
+            for c in clients:
+                c.join(10)
+            check(len(acked) > 20, f"round {rnd}: too few acknowledged events ({len(acked)})")
+            s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+            # every acknowledged event is there; nothing is there twice
+            have = counts_by_user(all_sent)  # events of earlier rounds: all there
+            acked_now = counts_by_user(acked)
+            sent_now = counts_by_user(sent)
+            for u in set(have) | set(sent_now):
+                status, summary = s.json("GET", f"/v1/users/{u}")
+                got = summary["events"] if status == 200 else 0
+                lo = have.get(u, 0) + acked_now.get(u, 0)
+                hi = have.get(u, 0) + sent_now.get(u, 0)
+                check(lo <= got <= hi, f"round {rnd}, {u}: {got} events, acknowledged says >= {lo}, sent <= {hi}")
+            # re-sending everything: acknowledged ids are duplicates; afterwards
+            # every sent event is present exactly once
+            for i in range(0, len(sent), 200):
+                status, body = s.json("POST", "/v1/events", {"events": sent[i:i + 200]})
+                check(status == 200, body)
+            acked_ids = {e["event_id"] for e in acked}
+            all_sent.extend(sent)
+            total = counts_by_user(all_sent)
+            for u, n in total.items():
+                got = s.json("GET", f"/v1/users/{u}")[1]["events"]
+                check(got == n, f"round {rnd}, {u}: {got} events after re-send, expected exactly {n}")
+            status, body = s.json("POST", "/v1/events", {"events": [e for e in acked][:100]})
+            check(body["duplicates"] == min(100, len(acked_ids)) and body["accepted"] == 0, body)
+            s.proc.send_signal(signal.SIGKILL)
+            s.proc.wait()
+
+
+def erasure_survives_kill9():
+    with tempfile.TemporaryDirectory(prefix="ltvd-erase-") as d:
+        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+        secret = "shopper-to-forget-8d1f"
+        for k in range(5):
+            s.json("POST", "/v1/events", {"user_id": secret, "type": "purchase", "value": 3, "event_id": f"x{k}"})
+        s.json("POST", "/v1/events", {"user_id": "stays", "type": "view"})
+        check(s.request("DELETE", f"/v1/users/{secret}")[0] == 204)
+        s.proc.send_signal(signal.SIGKILL)  # before any snapshot
+        s.proc.wait()
+        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+        check(s.json("GET", f"/v1/users/{secret}")[0] == 404, "erasure must survive kill -9")
+        check(s.json("GET", "/v1/users/stays")[0] == 200)
+        # prompt compaction: within a few seconds no file on disk mentions the id
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            blobs = [open(p, "rb").read() for p in glob.glob(os.path.join(d, "*")) if os.path.isfile(p)]
+            if not any(secret.encode() in b for b in blobs):
+                break
+            time.sleep(0.5)
+        check(not any(secret.encode() in b for b in blobs), "erased id still on disk")
+        check(s.stop() == 0)
+
+
+def damaged_tail(kind):
+    with tempfile.TemporaryDirectory(prefix=f"ltvd-{kind}-") as d:
+        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+        for k in range(10):
+            check(s.json("POST", "/v1/events", {"user_id": "tail", "type": "view", "event_id": f"e{k}"})[0] == 200)
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait()
+        seg = sorted(glob.glob(os.path.join(d, "wal-*.log")))[-1]
+        data = bytearray(open(seg, "rb").read())
+        if kind == "truncated":
+            data = data[:-7]            # the last record loses its end
+        else:
+            data[-3] ^= 0x40            # one bit of the last record flips
+        open(seg, "wb").write(data)
+        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+        got = s.json("GET", "/v1/users/tail")[1]["events"]
+        check(got == 9, f"{kind} tail: {got} events, expected the 9 before the damaged record")
+        check(metric(s, "ltvd_wal_truncations_total") == 1, "truncation is reported in metrics")
+        check("truncated" in s.logs(), "and in the log")
+        # the log goes on after the cut: new writes survive another restart
+        check(s.json("POST", "/v1/events", {"user_id": "tail", "type": "view", "event_id": "after"})[0] == 200)
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait()
+        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+        check(s.json("GET", "/v1/users/tail")[1]["events"] == 10)
+        check(s.stop() == 0)
+
+
+def truncated_tail():
+    damaged_tail("truncated")
+
+
+def bitflipped_tail():
+    damaged_tail("bitflip")
+
+
+def middle_corruption_stops_start():
+    import subprocess
+    with tempfile.TemporaryDirectory(prefix="ltvd-middle-") as d:
+        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+        for k in range(10):
+            s.json("POST", "/v1/events", {"user_id": "mid", "type": "view"})
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait()
+        seg = sorted(glob.glob(os.path.join(d, "wal-*.log")))[0]
+        data = bytearray(open(seg, "rb").read())
+        data[30] ^= 0x01  # inside the first record
+        open(seg, "wb").write(data)
+        r = subprocess.run([LTVD, "--set", f"storage.dir={d}", "--set", "server.port=0"], capture_output=True,
+                           text=True, timeout=20)
+        check(r.returncode != 0, "a corrupt record in the middle must stop the start")
+        check("corrupt record" in r.stderr, r.stderr[-500:])
+        check(len(open(seg, "rb").read()) == len(data), "and the log is left untouched")
+
+
+def clean_restart_replays_nothing():
+    with tempfile.TemporaryDirectory(prefix="ltvd-clean-") as d:
+        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+        s.json("POST", "/v1/events", {"events": [{"user_id": f"c{k}", "type": "view"} for k in range(50)]})
+        check(s.stop() == 0)
+        check(glob.glob(os.path.join(d, "snapshot-*.snap")), "clean shutdown writes a snapshot")
+        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+        check(metric(s, "ltvd_users") == 50)
+        check(metric(s, "ltvd_recovery_replayed_records") == 0)
+        check(s.stop() == 0)
+
+
+def main():
+    passed = failed = 0
+    for fn in (kill9_rounds, erasure_survives_kill9, truncated_tail, bitflipped_tail, middle_corruption_stops_start,
+               clean_restart_replays_nothing):
+        try:
+            t0 = time.time()
+            fn()
+            passed += 1
+            print(f"ok   {fn.__name__} ({time.time() - t0:.1f}s)")
+        except Exception:
+            failed += 1
+            print(f"FAIL {fn.__name__}\n{traceback.format_exc()}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
