@@ -35,7 +35,7 @@ static const ConfigKey keys[] = {
     {"storage.wal_segment_bytes", CT_INT, F(storage_wal_segment_bytes), "67108864", 65536, 17179869184.0, {0}, false},
     {"storage.wal_buffer_bytes", CT_INT, F(storage_wal_buffer_bytes), "67108864", 65536, 4294967296.0, {0}, false},
     {"storage.snapshot_interval_s", CT_INT, F(storage_snapshot_interval_s), "300", 1, 604800, {0}, false},
-    {"storage.snapshot_wal_bytes", CT_INT, F(storage_snapshot_wal_bytes), "268435456", 65536, 1099511627776.0, {0}, false},
+    {"storage.snapshot_wal_bytes", CT_INT, F(storage_snapshot_wal_bytes), "134217728", 65536, 1099511627776.0, {0}, false},
     {"storage.erasure_snapshot_s", CT_INT, F(storage_erasure_snapshot_s), "5", 0, 86400, {0}, false},
     {"clock", CT_ENUM, F(clock), "wall", 0, 0, {"wall", "event"}, false},
     {"model.horizon_days", CT_INT, F(model_horizon_days), "182", 1, 3650, {0}, false},

@@ -1136,6 +1136,8 @@ int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen)
         atomic_fetch_add(&s->metrics->wal_truncated_bytes, st.truncated_bytes);
     }
     *next_seq = st.last_seq + 1;
+    if (st.records > 0)
+        atomic_store(&s->last_snapshot_mono_s, INT64_MIN / 2); /* snapshot soon: the next start replays less */
     uint64_t ms = (time_mono_ns() - t0) / 1000000;
     atomic_store(&s->metrics->recovery_ms, ms);
     atomic_store(&s->metrics->recovery_records, st.records);
@@ -1157,9 +1159,11 @@ bool service_snapshot_due(Service *s)
     wal_stats(s->wal, &ws);
     if (ws.bytes - atomic_load(&s->wal_bytes_at_snapshot) >= (uint64_t)s->cfg.storage_snapshot_wal_bytes)
         return true;
-    /* periodic, but only when something was logged since the last one */
-    return now - atomic_load(&s->last_snapshot_mono_s) >= s->cfg.storage_snapshot_interval_s &&
-           ws.bytes != atomic_load(&s->wal_bytes_at_snapshot);
+    /* periodic, but only when something was logged since the last one (or
+     * recovery replayed records: last_snapshot_mono_s was set far back) */
+    int64_t last = atomic_load(&s->last_snapshot_mono_s);
+    return now - last >= s->cfg.storage_snapshot_interval_s &&
+           (ws.bytes != atomic_load(&s->wal_bytes_at_snapshot) || last < 0);
 }
 
 int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)

@@ -183,7 +183,9 @@ static void *flusher_main(void *arg)
     Wal *w = arg;
     for (;;) {
         pthread_mutex_lock(&w->buf_lock);
-        if (w->cfg.fsync == WAL_FSYNC_INTERVAL) {
+        if (w->cfg.fsync != WAL_FSYNC_ALWAYS) {
+            /* interval and none: write (and for interval sync) on a timer, so
+             * the flusher does not compete with the HTTP thread per record */
             if (!w->stop) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
@@ -297,7 +299,7 @@ int wal_append(Wal *w, uint8_t kind, const void *payload, size_t len, uint64_t *
     memcpy(p + 4, &crc, 4);
     w->len += rec;
     w->buf_last_seq = s;
-    if (w->cfg.fsync != WAL_FSYNC_INTERVAL)
+    if (w->cfg.fsync == WAL_FSYNC_ALWAYS)
         pthread_cond_signal(&w->data_cond);
     pthread_mutex_unlock(&w->buf_lock);
     atomic_fetch_add_explicit(&w->st_records, 1, memory_order_relaxed);
