@@ -39,6 +39,15 @@ typedef struct LtvdConfig {
     int64_t train_interval_s;
     int64_t train_seed;
     bool train_network;
+    int64_t train_max_epochs;
+    double train_learning_rate;
+    int64_t train_batch;
+    int64_t train_cuts_per_shopper;
+    int64_t train_grid_days;
+    int64_t train_max_examples;
+    int64_t train_max_shoppers;
+    int64_t train_bptt_steps;
+    int64_t train_val_percent;
 
     int64_t fallback_refit_s;      /* timer that checks whether the fallback needs a refit */
     double fallback_refit_growth;  /* refit when logged purchases grew by this fraction */

@@ -23,7 +23,7 @@
 #include "ziln.h"
 
 #define MODEL_FILE_NAME "model.bin"
-#define MODEL_FORMAT_VERSION 1u
+#define MODEL_FORMAT_VERSION 2u
 
 typedef enum { MODEL_FALLBACK = 0, MODEL_TRAINED = 1 } ModelStatus;
 
@@ -31,6 +31,8 @@ typedef enum { MODEL_FALLBACK = 0, MODEL_TRAINED = 1 } ModelStatus;
 typedef struct LstmWeights {
     atomic_int refs;
     uint32_t id;      /* identity that shoppers' states are tagged with */
+    bool hybrid;      /* head predicts a residual on the fallback (docs/MODEL.md) */
+    double level_shift; /* added to mu: anchors the population level to the fallback's */
     LstmConfig cfg;   /* input = FEATURE_DIM, hidden = H */
     float *w;         /* (4H, I+H) stacked gates i, f, g, o */
     float *b;         /* (4H,) */
@@ -41,6 +43,9 @@ typedef struct LstmWeights {
 typedef struct TrainFigures {
     uint64_t examples, users, epochs;
     double val_loss, val_gini, seconds;
+    /* of the last run, in memory only: */
+    double val_loss_other, val_loss_fallback, val_loss_serving;
+    bool hybrid, swapped;
 } TrainFigures;
 
 typedef struct FallbackFit {

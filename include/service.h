@@ -77,6 +77,7 @@ typedef struct ModelInfo {
     RetrainState retrain_state;
     uint64_t retrain_job;
     char retrain_error[256];
+    TrainFigures last_train;   /* of the last network training, swapped or not */
     bool network_enabled, adjuster_enabled;
 } ModelInfo;
 

@@ -638,8 +638,15 @@ static enum MHD_Result handle_model(HttpServer *h, struct MHD_Connection *c)
         rp_str(&r, mi.retrain_error, strlen(mi.retrain_error));
     else
         rp(&r, "null");
-    rp(&r, ",\"network\":%s,\"network_trainer\":\"not yet available (the fallback is refit)\"},",
-       mi.network_enabled ? "true" : "false");
+    const TrainFigures *lt = &mi.last_train;
+    rp(&r,
+       ",\"network\":%s,\"last_training\":{\"examples\":%llu,\"users\":%llu,\"epochs\":%llu,"
+       "\"head\":\"%s\",\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
+       "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"seconds\":%.3f,\"swapped\":%s}},",
+       mi.network_enabled ? "true" : "false", (unsigned long long)lt->examples, (unsigned long long)lt->users,
+       (unsigned long long)lt->epochs, lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none",
+       finite_or_zero(lt->val_loss), finite_or_zero(lt->val_loss_other), finite_or_zero(lt->val_loss_fallback),
+       finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini), lt->seconds, lt->swapped ? "true" : "false");
     rp(&r, "\"adjuster\":{\"enabled\":%s,\"state\":\"not yet available\"}}", mi.adjuster_enabled ? "true" : "false");
     return send_json(c, 200, &r);
 }

@@ -199,7 +199,11 @@ static int load_or_create_model(const LtvdConfig *cfg, Model **out)
         return 0;
     }
     LstmWeights *net;
-    int rc = lstm_weights_create(&net, (int)cfg->model_hidden_size, (uint64_t)cfg->train_seed, 1);
+    /* ids of untrained networks have the top bit set and follow the seed,
+     * so states computed under another seed are never taken for ours;
+     * trained networks take their model version as id */
+    uint32_t id = 0x80000000u | ((uint32_t)cfg->train_seed & 0x7fffffffu);
+    int rc = lstm_weights_create(&net, (int)cfg->model_hidden_size, (uint64_t)cfg->train_seed, id);
     if (rc)
         return rc;
     FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};

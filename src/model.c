@@ -128,6 +128,8 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
         z = m->cold_start;
         fo.ltv = ziln_mean(&z);
         fo.p_alive = 1.0;
+        fo.p_active = z.p;
+        fo.ziln = z;
     }
     out->from_network = false;
     if (m->status == MODEL_TRAINED && h && agg) {
@@ -145,8 +147,15 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
                 acc += (double)row[H + j] * e[j];
             o[r] = acc;
         }
-        z.p = 1.0 / (1.0 + exp(-o[0]));
-        z.mu = o[1];
+        double a0 = 0.0, a1 = 0.0;
+        if (w->hybrid) {
+            /* residual on the fallback: o = 0 reproduces its p and level */
+            double pb = fmin(fmax(fo.p_active, 1e-4), 1.0 - 1e-4);
+            a0 = log(pb / (1.0 - pb));
+            a1 = log(fmax(fo.ltv, 1e-6) / pb) - 0.5 * fo.ziln.sigma * fo.ziln.sigma;
+        }
+        z.p = 1.0 / (1.0 + exp(-(o[0] + a0)));
+        z.mu = o[1] + a1 + w->level_shift;
         z.sigma = softplus(o[2]) + 0.05;
         out->from_network = true;
     }
@@ -162,8 +171,8 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
 /* ---- file format -------------------------------------------------------
  * All integers little-endian as stored by this (x86-64/arm64) build:
  *   char magic[8] "LTVDMODL"; u32 format; u32 input; u32 hidden; u32 extra;
- *   u32 horizon_days; u32 status; u32 net_id; u32 reserved;
- *   u64 version; i64 trained_at;
+ *   u32 horizon_days; u32 status; u32 net_id; u32 flags (1: hybrid head);
+ *   u64 version; i64 trained_at; f64 level_shift;
  *   f64 r, alpha, a, b, p, q, v; u64 customers, repeat_buyers, purchases;
  *   i64 fitted_at; u64 examples, users, epochs; f64 val_loss, val_gini, seconds;
  *   f32 lstm_w[4H(I+H)], lstm_b[4H], head_w[3(H+E)], head_b[3];
@@ -214,11 +223,12 @@ int model_save(const Model *m, const char *path)
     FileBuf b = {0};
     const LstmWeights *w = m->net;
     uint32_t u32[8] = {MODEL_FORMAT_VERSION, (uint32_t)w->cfg.input, (uint32_t)w->cfg.hidden, HEAD_EXTRA,
-                       (uint32_t)m->horizon_days, (uint32_t)m->status, w->id, 0};
+                       (uint32_t)m->horizon_days, (uint32_t)m->status, w->id, w->hybrid ? 1u : 0u};
     put(&b, "LTVDMODL", 8);
     put(&b, u32, sizeof u32);
     PUT(&b, m->version);
     PUT(&b, m->trained_at);
+    PUT(&b, w->level_shift);
     const FallbackFit *f = &m->fallback;
     double d7[7] = {f->bg.r, f->bg.alpha, f->bg.a, f->bg.b, f->gg.p, f->gg.q, f->gg.v};
     put(&b, d7, sizeof d7);
@@ -320,6 +330,7 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     }
     if ((rc = lstm_weights_alloc(&w, (int)u32[2], u32[6])) != 0)
         goto fail;
+    w->hybrid = (u32[7] & 1u) != 0;
     rc = -EINVAL;
     uint64_t version;
     int64_t trained_at;
@@ -328,6 +339,7 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     TrainFigures t;
     GET(&b, version);
     GET(&b, trained_at);
+    GET(&b, w->level_shift);
     get(&b, d7, sizeof d7);
     f.bg = (BgnbdParams){d7[0], d7[1], d7[2], d7[3]};
     f.gg = (GammaGammaParams){d7[4], d7[5], d7[6]};

@@ -23,6 +23,7 @@
 #include "lstm.h"
 #include "store.h"
 #include "timeutil.h"
+#include "trainer.h"
 
 struct Service {
     LtvdConfig cfg;
@@ -42,6 +43,7 @@ struct Service {
     atomic_uint_fast64_t retrain_job;
     pthread_mutex_t err_lock;
     char retrain_error[256];
+    TrainFigures last_train;     /* under err_lock */
     void (*retrain_notify)(void *);
     void *retrain_notify_arg;
 
@@ -645,6 +647,7 @@ void service_model_info(Service *s, ModelInfo *out)
     out->retrain_job = atomic_load(&s->retrain_job);
     pthread_mutex_lock(&s->err_lock);
     memcpy(out->retrain_error, s->retrain_error, sizeof out->retrain_error);
+    out->last_train = s->last_train;
     pthread_mutex_unlock(&s->err_lock);
     out->network_enabled = s->cfg.train_network;
     out->adjuster_enabled = s->cfg.adjuster_enabled;
@@ -756,6 +759,157 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     return 0;
 }
 
+/* Worker: copies shoppers' retained events into a training set, in short
+ * locked batches. At most train.max_shoppers, chosen by id hash. For a
+ * shopper whose ring has dropped events, the aggregates before the ring are
+ * approximated from the totals (docs/MODEL.md, "Training"). */
+static int collect_train_set(Service *s, TrainSet *set)
+{
+    memset(set, 0, sizeof *set);
+    size_t users = store_count(s->store);
+    uint64_t cap = (uint64_t)s->cfg.train_max_shoppers;
+    uint64_t keep_below = users > cap ? (uint64_t)((double)UINT64_MAX * ((double)cap / (double)users)) : UINT64_MAX;
+    size_t ring = (size_t)s->cfg.model_recent_events;
+    size_t max_sh = users < cap ? users : (size_t)cap;
+    set->shoppers = calloc(max_sh + 1, sizeof *set->shoppers);
+    set->events = malloc((max_sh + 1) * ring * sizeof *set->events);
+    if (!set->shoppers || !set->events) {
+        free(set->shoppers);
+        free(set->events);
+        return -ENOMEM;
+    }
+    set->now = service_now(s);
+    for (size_t base = 0;; base += 1024) {
+        store_lock(s->store);
+        size_t high = store_slot_high(s->store);
+        for (size_t i = base; i < base + 1024 && i < high && set->nshoppers < max_sh; i++) {
+            UserState *u = store_slot_at(s->store, i);
+            if (!u || u->ring_len == 0 || u->hash > keep_below)
+                continue;
+            TrainShopper *t = &set->shoppers[set->nshoppers++];
+            t->first = set->nevents;
+            t->n = u->ring_len;
+            t->ctx0 = u->ring_ctx;
+            t->key = u->hash;
+            double ring_spend = 0;
+            for (unsigned k = 0; k < u->ring_len; k++) {
+                Event *e = &set->events[set->nevents++];
+                store_ring_event(store_ring_at(s->store, u, k), e);
+                ring_spend += e->type == EV_PURCHASE ? e->value : e->type == EV_REFUND ? -e->value : 0;
+            }
+            shopper_agg_init(&t->agg0);
+            if (u->ring_ctx.events_before > 0) {
+                ShopperAgg *a = &t->agg0;
+                a->events = u->ring_ctx.events_before;
+                a->purchases = u->ring_ctx.purchases_before;
+                a->first_ts = u->ring_ctx.first_ts;
+                a->last_ts = u->ring_ctx.prev_ts;
+                a->spend = fmax(0.0, u->agg.spend - ring_spend);
+                int32_t ring_day0 = (int32_t)(set->events[t->first].ts / 86400);
+                if (u->agg.first_purchase_day >= 0 && u->agg.first_purchase_day < ring_day0 && a->purchases) {
+                    a->first_purchase_day = a->last_purchase_day = u->agg.first_purchase_day;
+                    a->purchase_days = 1;
+                    a->first_day_spend = a->spend;
+                }
+            }
+        }
+        store_unlock(s->store);
+        if (base + 1024 >= high || set->nshoppers >= max_sh)
+            break;
+    }
+    return 0;
+}
+
+/* Worker: rebuilds every shopper's state under net, in short locked
+ * batches, so requests after a swap rarely pay for a rebuild. */
+static void rebuild_all(Service *s, const LstmWeights *net)
+{
+    for (size_t base = 0;; base += 1024) {
+        store_lock(s->store);
+        size_t high = store_slot_high(s->store);
+        for (size_t i = base; i < base + 1024 && i < high; i++) {
+            UserState *u = store_slot_at(s->store, i);
+            if (u)
+                ensure_state(s, u, net);
+        }
+        store_unlock(s->store);
+        if (base + 1024 >= high)
+            break;
+    }
+}
+
+/* Worker: trains a network; swaps it in if it beats the serving model on
+ * the validation split. 0, or <0 with err set. */
+static int train_network(Service *s, char *err, size_t errlen)
+{
+    TrainSet set;
+    int rc = collect_train_set(s, &set);
+    if (rc) {
+        snprintf(err, errlen, "out of memory collecting the training set");
+        return rc;
+    }
+    Model *cur = service_model_acquire(s);
+    TrainConfig tc;
+    trainer_defaults(&tc);
+    tc.hidden = (int)s->cfg.model_hidden_size;
+    tc.horizon_days = cur->horizon_days;
+    tc.seed = (uint64_t)s->cfg.train_seed;
+    tc.max_epochs = (int)s->cfg.train_max_epochs;
+    tc.lr = s->cfg.train_learning_rate;
+    tc.batch = (int)s->cfg.train_batch;
+    tc.cuts_per_shopper = (int)s->cfg.train_cuts_per_shopper;
+    tc.grid_days = (int)s->cfg.train_grid_days;
+    tc.max_examples = (size_t)s->cfg.train_max_examples;
+    tc.bptt = (int)s->cfg.train_bptt_steps;
+    tc.val_percent = (int)s->cfg.train_val_percent;
+    uint64_t version = atomic_fetch_add(&s->next_version, 1);
+    TrainResult tr;
+    rc = trainer_run(&set, &tc, &cur->fallback, cur->status == MODEL_TRAINED ? cur->net : NULL, (uint32_t)version,
+                     &tr, err, errlen);
+    free(set.events);
+    free(set.shoppers);
+    if (rc) {
+        model_release(cur);
+        return rc;
+    }
+    TrainFigures f = {tr.examples, tr.users, (uint64_t)tr.epochs, tr.val_loss, tr.val_gini, tr.seconds,
+                      tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving, tr.hybrid, false};
+    f.swapped = tr.val_loss < tr.val_loss_serving;
+    log_msg(LOG_INFO, "network trained", "hybrid=%s val_loss=%.5f other_variant=%.5f fallback=%.5f serving=%.5f "
+            "val_gini=%.4f level_shift=%.4f examples=%llu users=%llu epochs=%d seconds=%.2f swap=%s",
+            tr.hybrid ? "true" : "false", tr.val_loss, tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving,
+            tr.val_gini, tr.level_shift,
+            (unsigned long long)tr.examples, (unsigned long long)tr.users, tr.epochs, tr.seconds,
+            f.swapped ? "true" : "false");
+    pthread_mutex_lock(&s->err_lock);
+    s->last_train = f;
+    pthread_mutex_unlock(&s->err_lock);
+    if (!f.swapped) {
+        lstm_weights_release(tr.net);
+        model_release(cur);
+        return 0;
+    }
+    Model *next;
+    rc = model_create(&next, tr.net, &cur->fallback, cur->horizon_days, MODEL_TRAINED, version);
+    lstm_weights_release(tr.net);
+    model_release(cur);
+    if (rc)
+        return rc;
+    next->trained_at = service_now(s);
+    next->train = f;
+    swap_model(s, next); /* serving never pauses: states are checked per request */
+    rebuild_all(s, next->net);
+    char path[CONFIG_STR_MAX + 32];
+    snprintf(path, sizeof path, "%s/%s", s->cfg.storage_dir, MODEL_FILE_NAME);
+    Model *serving = service_model_acquire(s);
+    int src = model_save(serving, path);
+    model_release(serving);
+    if (src)
+        log_msg(LOG_WARN, "model save failed", "path=\"%s\" error=\"%s\"", path, strerror(-src));
+    log_msg(LOG_INFO, "model swapped", "version=%llu", (unsigned long long)version);
+    return 0;
+}
+
 void service_run_retrain(Service *s)
 {
     uint64_t t0 = time_mono_ns();
@@ -763,6 +917,8 @@ void service_run_retrain(Service *s)
     log_msg(LOG_INFO, "retrain start", "job=%llu network=%s", (unsigned long long)atomic_load(&s->retrain_job),
             s->cfg.train_network ? "true" : "false");
     int rc = service_refit_fallback(s, true, err, sizeof err);
+    if (rc >= 0 && s->cfg.train_network)
+        rc = train_network(s, err, sizeof err);
     uint64_t ms = (time_mono_ns() - t0) / 1000000;
     atomic_store(&s->metrics->retrain_last_ms, ms);
     atomic_fetch_add(&s->metrics->retrain_runs, 1);
@@ -776,7 +932,7 @@ void service_run_retrain(Service *s)
         return;
     }
     atomic_store(&s->retrain_state, RETRAIN_IDLE);
-    log_msg(LOG_INFO, "retrain finish", "ms=%llu network_trained=false", (unsigned long long)ms);
+    log_msg(LOG_INFO, "retrain finish", "ms=%llu", (unsigned long long)ms);
 }
 
 void service_set_ready(Service *s, bool ready) { atomic_store(&s->ready, ready); }

@@ -1,0 +1,101 @@
+/* trainer: fits the LSTM + ZILN head on examples cut from shoppers'
+ * retained events. Pure computation on an immutable dataset, in double
+ * precision; runs on the worker thread and allocates only its own buffers.
+ *
+ * Example: a shopper's history up to a cut time c and the label "net spend
+ * in (c, c + H]". Cut times are the shopper's event times and a grid every
+ * grid_days through quiet periods, kept only when c + H <= now (matured).
+ *
+ * Head, two variants (docs/MODEL.md):
+ *   hybrid:    p = σ(o0 + logit p_bg), μ = o1 + log(ltv_bg / p_bg) − σ_bg²/2
+ *   lstm-only: p = σ(o0),              μ = o1
+ *   σ = softplus(o2) + 0.05, o = head_w [h; e] + head_b.
+ * After training, μ is shifted by one constant so that the network's total
+ * expected spend over the current shoppers, as of now, equals the
+ * fallback's: the network ranks, BG/NBD's ageing sets the level (no labels
+ * are involved; brief §6 explains why a level learned from past cut times
+ * does not transfer to an older cohort). */
+#ifndef LTVD_TRAINER_H
+#define LTVD_TRAINER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bgnbd.h"
+#include "encoding.h"
+#include "model.h"
+#include "shopper.h"
+
+/* One shopper's retained events (events[first .. first+n)), with the encoder
+ * context and aggregates from before the first of them. */
+typedef struct TrainShopper {
+    size_t first, n;
+    EncodeContext ctx0;
+    ShopperAgg agg0;
+    uint64_t key;   /* hash of the id: decides the validation split */
+} TrainShopper;
+
+typedef struct TrainSet {
+    Event *events;          /* (nevents,) ids unused */
+    size_t nevents;
+    TrainShopper *shoppers; /* (nshoppers,) */
+    size_t nshoppers;
+    int64_t now;            /* labels must have matured by now */
+} TrainSet;
+
+typedef struct TrainConfig {
+    int hidden, horizon_days;
+    uint64_t seed;
+    int max_epochs, patience, batch;
+    double lr, clip;
+    int cuts_per_shopper, grid_days;
+    size_t max_examples;
+    int bptt;              /* gradient flows back at most this many steps */
+    int val_percent;
+} TrainConfig;
+
+typedef struct TrainResult {
+    LstmWeights *net;      /* the better variant, float, refs = 1 (caller releases) */
+    bool hybrid;
+    double val_loss;       /* of net */
+    double val_loss_other; /* of the other variant */
+    double val_loss_fallback;
+    double val_loss_serving; /* of the model serving now (fallback or network) */
+    double val_gini;
+    double level_shift;    /* log(Σ fallback mean / Σ network mean) over the shoppers, as of now */
+    uint64_t examples, val_examples, users;
+    int epochs;
+    double seconds;
+} TrainResult;
+
+void trainer_defaults(TrainConfig *c);
+
+/* Trains both variants and returns the one with the lower validation loss.
+ * serving: the network now serving (NULL if the fallback serves), to score
+ * it on the same validation examples. -ENODATA if there are too few
+ * matured examples. */
+int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *serving,
+                uint32_t new_id, TrainResult *out, char *err, size_t errlen);
+
+/* ---- exposed for the gradient checks ------------------------------------ */
+
+typedef struct TrainCut {
+    int t;                 /* state after step t */
+    double e[HEAD_EXTRA];
+    double a0, a1;         /* anchors (0 for lstm-only) */
+    double y;              /* label */
+    double bg_p, bg_mu, bg_sigma; /* the fallback's ZILN at this cut */
+} TrainCut;
+
+/* The loss of one sequence (x: (n, FEATURE_DIM)) over its cuts, and its
+ * gradient added into grad (same layout as theta: W (4H, I+H), b (4H),
+ * head_w (3, H+E), head_b (3)). bptt <= 0: full BPTT. */
+double trainer_sequence_loss(const double *theta, int H, const double *x, int n, const TrainCut *cuts, int ncuts,
+                             int bptt, double *grad);
+size_t trainer_param_count(int H);
+/* ZILN negative log-likelihood of y for head outputs o (3) and anchors;
+ * dldo (3) receives its gradient when not NULL. */
+double trainer_ziln_loss(const double *o, double a0, double a1, double y, double *dldo);
+
+#endif
