@@ -114,6 +114,10 @@ int service_delete_user(Service *s, const char *id, size_t len, uint64_t *wait_s
 
 /* The serving model, retained (caller releases). */
 Model *service_model_acquire(Service *s);
+/* Publishes m (takes ownership) as the serving model. Shoppers' states are
+ * recomputed from their recent events before any prediction uses the new
+ * weights. Any thread. */
+void service_model_swap(Service *s, Model *m);
 void service_model_info(Service *s, ModelInfo *out);
 
 /* Marks a retrain as started and calls the notify hook. -EBUSY while one runs. */

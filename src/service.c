@@ -325,6 +325,8 @@ static void swap_model(Service *s, Model *m)
     model_release(old);
 }
 
+void service_model_swap(Service *s, Model *m) { swap_model(s, m); }
+
 /* Recomputes h and c from the retained events when they were computed under
  * other weights, so a prediction never mixes versions. Store lock held. */
 static void ensure_state(Service *s, UserState *u, const LstmWeights *net)
@@ -917,8 +919,13 @@ void service_run_retrain(Service *s)
     log_msg(LOG_INFO, "retrain start", "job=%llu network=%s", (unsigned long long)atomic_load(&s->retrain_job),
             s->cfg.train_network ? "true" : "false");
     int rc = service_refit_fallback(s, true, err, sizeof err);
-    if (rc >= 0 && s->cfg.train_network)
+    if (rc >= 0 && s->cfg.train_network) {
         rc = train_network(s, err, sizeof err);
+        if (rc == -ENODATA) { /* young data: not a failure, the fallback serves on */
+            log_msg(LOG_INFO, "network training skipped", "reason=\"%s\"", err);
+            rc = 0;
+        }
+    }
     uint64_t ms = (time_mono_ns() - t0) / 1000000;
     atomic_store(&s->metrics->retrain_last_ms, ms);
     atomic_fetch_add(&s->metrics->retrain_runs, 1);

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -90,9 +91,50 @@ def protocol_a_fallback_matches_brief():
         check(abs(res[k] - v) <= 0.01, f"{k} = {res[k]:.4f}, brief says {v}")
 
 
+def trained_model_survives_restart():
+    """Protocol A's data, a network retrain, then a restart on the same
+    directory: the trained model and the shoppers' states come back and
+    predictions are unchanged."""
+    if not os.path.exists(CDNOW):
+        print(f"SKIP trained_model_survives_restart: {CDNOW} not found")
+        return
+    with tempfile.TemporaryDirectory(prefix="ltvd-trained-") as d:
+        settings = {"clock": "event", "train.network": "true", "train.interval_s": "0"}
+        s = LtvdProcess(LTVD, settings, storage_dir=d)
+        r = run_import(s.port, CDNOW, "--format", "cdnow", "--until", "1997-12-31")
+        check(r.returncode == 0, r.stderr)
+        check(s.json("POST", "/v1/model/retrain")[0] == 202)
+        for _ in range(600):
+            m = s.json("GET", "/v1/model")[1]
+            if m["retrain"]["state"] != "running":
+                break
+            time.sleep(0.1)
+        check(m["status"] == "trained" and m["retrain"]["last_training"]["swapped"], m)
+        ids = ["00004", "00021", "00100", "01234", "nobody"]
+        before = s.json("POST", "/v1/ltv/batch", {"user_ids": ids, "as_of": "1997-12-31T23:59:59Z"})[1]
+        check(all(p["source"] == "network" for p in before["predictions"] if p["known"]), before)
+        check(s.stop() == 0)
+        s = LtvdProcess(LTVD, settings, storage_dir=d)
+        m2 = s.json("GET", "/v1/model")[1]
+        check(m2["status"] == "trained" and m2["version"] == m["version"], m2)
+        after = s.json("POST", "/v1/ltv/batch", {"user_ids": ids, "as_of": "1997-12-31T23:59:59Z"})[1]
+        for p, q in zip(before["predictions"], after["predictions"]):
+            check(abs(p["ltv"] - q["ltv"]) <= 1e-6 * max(1.0, p["ltv"]), (p, q))
+        check(metric_value(s, "ltvd_state_rebuilds_total") == 0, "states come back with the weights they were made by")
+        check(s.stop() == 0)
+
+
+def metric_value(s, name):
+    for line in s.request("GET", "/metrics")[2].decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
 def main():
     passed = failed = 0
-    for fn in (csv_import_and_reimport, bad_rows_are_named, cdnow_import, protocol_a_fallback_matches_brief):
+    for fn in (csv_import_and_reimport, bad_rows_are_named, cdnow_import, protocol_a_fallback_matches_brief,
+               trained_model_survives_restart):
         try:
             fn()
             passed += 1

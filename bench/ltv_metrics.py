@@ -1,0 +1,91 @@
+"""LTV ranking and calibration metrics used by the accuracy benchmarks
+(definitions in docs/ACCURACY.md). Standard library only."""
+import math
+import statistics
+
+
+def ranks(xs):
+    """Average ranks (1-based) with ties sharing their mean rank."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    r = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        avg = (i + j) / 2 + 1
+        for k in range(i, j + 1):
+            r[order[k]] = avg
+        i = j + 1
+    return r
+
+
+def pearson(a, b):
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    va = sum((x - ma) ** 2 for x in a)
+    vb = sum((y - mb) ** 2 for y in b)
+    return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else float("nan")
+
+
+def spearman(pred, actual):
+    return pearson(ranks(pred), ranks(actual))
+
+
+def gini_of(actual, score):
+    """Gini of the cumulative-actual curve when customers are sorted by score,
+    highest first (ties keep input order)."""
+    order = sorted(range(len(actual)), key=lambda i: -score[i])
+    total = sum(actual)
+    n = len(actual)
+    cum, area = 0.0, 0.0
+    for i in order:
+        cum += actual[i]
+        area += cum / total
+    return area / n - (n + 1) / (2 * n)
+
+
+def normalised_gini(pred, actual):
+    return gini_of(actual, pred) / gini_of(actual, actual)
+
+
+def decile_mape(pred, actual):
+    """Customers sorted by prediction, highest first (ties in input order),
+    cut into 10 groups of sizes as numpy.array_split makes them (the first
+    n % 10 groups one larger); mean over groups of |mean pred - mean actual|
+    / mean actual. With many tied predictions the figure moves by about
+    ±0.01 with the tie order and the sort direction (docs/ACCURACY.md)."""
+    order = sorted(range(len(pred)), key=lambda i: -pred[i])
+    n = len(order)
+    errs, start = [], 0
+    for d in range(10):
+        size = n // 10 + (1 if d < n % 10 else 0)
+        idx = order[start:start + size]
+        start += size
+        mp = statistics.fmean(pred[i] for i in idx)
+        ma = statistics.fmean(actual[i] for i in idx)
+        if ma > 0:
+            errs.append(abs(mp - ma) / ma)
+    return statistics.fmean(errs)
+
+
+def auc(score, label):
+    r = ranks(score)
+    pos = sum(label)
+    neg = len(label) - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    rank_sum = sum(ri for ri, l in zip(r, label) if l)
+    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def score(pred, actual):
+    return {
+        "gini": normalised_gini(pred, actual),
+        "spearman": spearman(pred, actual),
+        "decile_mape": decile_mape(pred, actual),
+        "auc": auc(pred, [1 if a > 0 else 0 for a in actual]),
+        "total_error": (sum(pred) - sum(actual)) / sum(actual),
+    }
+
+

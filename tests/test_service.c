@@ -1,0 +1,90 @@
+/* The service without HTTP: after a model swap, every prediction uses a
+ * state computed by the weights that serve it. A prediction made with a
+ * state left over from the old weights would differ from a fresh service
+ * that only ever knew the new weights: this test would catch it. */
+#include <cJSON.h>
+#include <string.h>
+
+#include "service.h"
+#include "test_util.h"
+
+static Model *trained_model(int hidden, uint64_t seed, uint32_t id, uint64_t version)
+{
+    LstmWeights *net;
+    ASSERT(lstm_weights_create(&net, hidden, seed, id) == 0);
+    net->hybrid = true;
+    for (size_t i = 0; i < 3u * (size_t)(hidden + HEAD_EXTRA); i++)
+        net->head_w[i] *= 0.5f; /* the head reads h: predictions depend on the state */
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    Model *m;
+    ASSERT(model_create(&m, net, &fit, 182, MODEL_TRAINED, version) == 0);
+    lstm_weights_release(net);
+    return m;
+}
+
+static void apply_json(Service *s, const char *json)
+{
+    cJSON *root = cJSON_Parse(json);
+    ASSERT(root);
+    EventBatch b;
+    ASSERT(service_parse_events(s, root, &b) == 0);
+    ApplyResult r;
+    ASSERT(service_apply(s, &b, &r, NULL) == 0);
+    service_batch_free(&b);
+    cJSON_Delete(root);
+}
+
+static const char *EVENTS =
+    "{\"events\": ["
+    "{\"user_id\": \"u\", \"type\": \"view\", \"ts\": \"2024-01-01T00:00:00Z\"},"
+    "{\"user_id\": \"u\", \"type\": \"purchase\", \"value\": 40, \"ts\": \"2024-01-03T00:00:00Z\"},"
+    "{\"user_id\": \"u\", \"type\": \"click\", \"ts\": \"2024-02-10T00:00:00Z\"},"
+    "{\"user_id\": \"u\", \"type\": \"purchase\", \"value\": 15, \"ts\": \"2024-03-01T00:00:00Z\"}]}";
+
+int main(void)
+{
+    LtvdConfig cfg;
+    config_defaults(&cfg);
+    cfg.clock = CLOCK_EVENT;
+    cfg.limits_max_users = 100;
+    cfg.limits_dedupe_window = 100;
+    cfg.model_hidden_size = 16;
+    static Metrics ma, mb;
+    metrics_init(&ma);
+    metrics_init(&mb);
+    int64_t as_of = 1712000000; /* 2024-04-01 */
+
+    /* A: events under weights 1, then weights 2 swapped in */
+    Service *a;
+    ASSERT(service_create(&a, &cfg, &ma, trained_model(16, 1, 1, 1)) == 0);
+    apply_json(a, EVENTS);
+    PredictionView before;
+    service_predict(a, "u", 1, as_of, &before);
+    service_model_swap(a, trained_model(16, 2, 2, 2));
+    PredictionView after;
+    service_predict(a, "u", 1, as_of, &after);
+
+    /* B: only ever weights 2 */
+    Service *b;
+    ASSERT(service_create(&b, &cfg, &mb, trained_model(16, 2, 2, 2)) == 0);
+    apply_json(b, EVENTS);
+    PredictionView fresh;
+    service_predict(b, "u", 1, as_of, &fresh);
+
+    ASSERT(before.p.from_network && after.p.from_network);
+    ASSERT(fabs(before.p.ltv - fresh.p.ltv) > 1e-6);     /* the weights matter */
+    ASSERT_REL(after.p.ltv, fresh.p.ltv, 1e-6);          /* same state as if trained on B from the start */
+    ASSERT_REL(after.p.p_active, fresh.p.p_active, 1e-6);
+    ASSERT(after.model_version == 2);
+    ASSERT(atomic_load(&ma.state_rebuilds) == 1);
+
+    /* events after the swap go on from the rebuilt state */
+    apply_json(a, "{\"user_id\": \"u\", \"type\": \"view\", \"ts\": \"2024-03-15T00:00:00Z\"}");
+    apply_json(b, "{\"user_id\": \"u\", \"type\": \"view\", \"ts\": \"2024-03-15T00:00:00Z\"}");
+    service_predict(a, "u", 1, as_of, &after);
+    service_predict(b, "u", 1, as_of, &fresh);
+    ASSERT_REL(after.p.ltv, fresh.p.ltv, 1e-6);
+    service_destroy(a);
+    service_destroy(b);
+    TEST_DONE("test_service");
+}
