@@ -53,6 +53,7 @@ typedef struct TrainConfig {
     size_t max_examples;
     int bptt;              /* gradient flows back at most this many steps */
     int val_percent;
+    int head;              /* 0: train both, keep the better; 1: hybrid only; 2: LSTM-only only */
 } TrainConfig;
 
 typedef struct TrainResult {

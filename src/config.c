@@ -53,6 +53,7 @@ static const ConfigKey keys[] = {
     {"train.max_shoppers", CT_INT, F(train_max_shoppers), "200000", 100, 100000000, {0}, false},
     {"train.bptt_steps", CT_INT, F(train_bptt_steps), "32", 1, 1024, {0}, false},
     {"train.val_percent", CT_INT, F(train_val_percent), "20", 5, 50, {0}, false},
+    {"train.head", CT_ENUM, F(train_head), "auto", 0, 0, {"auto", "hybrid", "lstm_only"}, false},
     {"fallback.refit_s", CT_INT, F(fallback_refit_s), "60", 1, 86400, {0}, false},
     {"fallback.refit_growth", CT_DOUBLE, F(fallback_refit_growth), "0.1", 0, 100, {0}, false},
     {"adjuster.enabled", CT_BOOL, F(adjuster_enabled), "true", 0, 0, {0}, false},

@@ -85,49 +85,47 @@ struct HttpServer {
 /* Status of the response this thread queued last, for metrics. */
 static _Thread_local int last_status;
 
-__attribute__((format(printf, 2, 3))) static void rp(Reply *r, const char *fmt, ...)
+/* Makes room for n more bytes (and a NUL); false (and r->oom) if it cannot. */
+static bool reply_reserve(Reply *r, size_t n)
 {
     if (r->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(r->p ? r->p + r->len : NULL, r->p ? r->cap - r->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            r->oom = true;
-            return;
-        }
-        if (r->p && (size_t)n < r->cap - r->len) {
-            r->len += (size_t)n;
-            return;
-        }
-        size_t cap = (r->cap ? r->cap * 2 : 512) + (size_t)n;
-        char *np = realloc(r->p, cap);
-        if (!np) {
-            r->oom = true;
-            return;
-        }
-        r->p = np;
-        r->cap = cap;
+        return false;
+    if (r->len + n + 1 <= r->cap)
+        return true;
+    size_t cap = (r->cap ? r->cap * 2 : 512) + n;
+    char *np = realloc(r->p, cap);
+    if (!np) {
+        r->oom = true;
+        return false;
     }
+    r->p = np;
+    r->cap = cap;
+    return true;
+}
+
+__attribute__((format(printf, 2, 3))) static void rp(Reply *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        r->oom = true;
+        return;
+    }
+    if (!reply_reserve(r, (size_t)n))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(r->p + r->len, r->cap - r->len, fmt, ap);
+    va_end(ap);
+    r->len += (size_t)n;
 }
 
 /* Appends n raw bytes. */
 static void rp_raw(Reply *r, const char *s, size_t n)
 {
-    if (r->oom)
+    if (!reply_reserve(r, n))
         return;
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = (r->cap ? r->cap * 2 : 512) + n;
-        char *np = realloc(r->p, cap);
-        if (!np) {
-            r->oom = true;
-            return;
-        }
-        r->p = np;
-        r->cap = cap;
-    }
     memcpy(r->p + r->len, s, n);
     r->len += n;
     r->p[r->len] = '\0';

@@ -678,6 +678,18 @@ int service_request_retrain(Service *s, uint64_t *job)
 
 bool service_retrain_running(Service *s) { return atomic_load(&s->retrain_state) == RETRAIN_RUNNING; }
 
+/* Worker: writes the serving model to storage.dir (temp file + rename). */
+static void save_serving_model(Service *s)
+{
+    char path[CONFIG_STR_MAX + 32];
+    snprintf(path, sizeof path, "%s/%s", s->cfg.storage_dir, MODEL_FILE_NAME);
+    Model *serving = service_model_acquire(s);
+    int rc = model_save(serving, path);
+    model_release(serving);
+    if (rc)
+        log_msg(LOG_WARN, "model save failed", "path=\"%s\" error=\"%s\"", path, strerror(-rc));
+}
+
 /* Worker: per-shopper BG/NBD summaries at now, collected in short locked
  * batches so the HTTP threads never wait long. */
 static CustomerSummary *collect_summaries(Service *s, int64_t now, size_t *n_out)
@@ -751,13 +763,7 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     log_msg(LOG_INFO, "fallback refit", "version=%llu customers=%zu repeat_buyers=%zu r=%.4f alpha=%.4f a=%.4f "
             "b=%.4f p=%.3f q=%.3f v=%.3f ms=%.1f", (unsigned long long)next->version, n, repeaters, fit.bg.r,
             fit.bg.alpha, fit.bg.a, fit.bg.b, fit.gg.p, fit.gg.q, fit.gg.v, (time_mono_ns() - t0) / 1e6);
-    char path[CONFIG_STR_MAX + 32];
-    snprintf(path, sizeof path, "%s/%s", s->cfg.storage_dir, MODEL_FILE_NAME);
-    Model *serving = service_model_acquire(s);
-    int src = model_save(serving, path);
-    model_release(serving);
-    if (src)
-        log_msg(LOG_WARN, "model save failed", "path=\"%s\" error=\"%s\"", path, strerror(-src));
+    save_serving_model(s);
     return 0;
 }
 
@@ -826,16 +832,17 @@ static int collect_train_set(Service *s, TrainSet *set)
  * batches, so requests after a swap rarely pay for a rebuild. */
 static void rebuild_all(Service *s, const LstmWeights *net)
 {
-    for (size_t base = 0;; base += 1024) {
+    /* 64 shoppers x up to 32 steps: the lock is held for about a millisecond */
+    for (size_t base = 0;; base += 64) {
         store_lock(s->store);
         size_t high = store_slot_high(s->store);
-        for (size_t i = base; i < base + 1024 && i < high; i++) {
+        for (size_t i = base; i < base + 64 && i < high; i++) {
             UserState *u = store_slot_at(s->store, i);
             if (u)
                 ensure_state(s, u, net);
         }
         store_unlock(s->store);
-        if (base + 1024 >= high)
+        if (base + 64 >= high)
             break;
     }
 }
@@ -864,6 +871,7 @@ static int train_network(Service *s, char *err, size_t errlen)
     tc.max_examples = (size_t)s->cfg.train_max_examples;
     tc.bptt = (int)s->cfg.train_bptt_steps;
     tc.val_percent = (int)s->cfg.train_val_percent;
+    tc.head = (int)s->cfg.train_head;
     uint64_t version = atomic_fetch_add(&s->next_version, 1);
     TrainResult tr;
     rc = trainer_run(&set, &tc, &cur->fallback, cur->status == MODEL_TRAINED ? cur->net : NULL, (uint32_t)version,
@@ -901,13 +909,7 @@ static int train_network(Service *s, char *err, size_t errlen)
     next->train = f;
     swap_model(s, next); /* serving never pauses: states are checked per request */
     rebuild_all(s, next->net);
-    char path[CONFIG_STR_MAX + 32];
-    snprintf(path, sizeof path, "%s/%s", s->cfg.storage_dir, MODEL_FILE_NAME);
-    Model *serving = service_model_acquire(s);
-    int src = model_save(serving, path);
-    model_release(serving);
-    if (src)
-        log_msg(LOG_WARN, "model save failed", "path=\"%s\" error=\"%s\"", path, strerror(-src));
+    save_serving_model(s);
     log_msg(LOG_INFO, "model swapped", "version=%llu", (unsigned long long)version);
     return 0;
 }

@@ -673,9 +673,9 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
         free_dataset(seqs, nseq);
         return -ENODATA;
     }
-    VariantResult hy = {0}, lo = {0};
-    int rc = train_variant(seqs, nseq, cfg, true, &hy);
-    if (!rc)
+    VariantResult hy = {NULL, INFINITY, 0}, lo = {NULL, INFINITY, 0};
+    int rc = cfg->head == 2 ? 0 : train_variant(seqs, nseq, cfg, true, &hy);
+    if (!rc && cfg->head != 1)
         rc = train_variant(seqs, nseq, cfg, false, &lo);
     if (rc) {
         snprintf(err, errlen, "out of memory while training");

@@ -104,3 +104,21 @@ class LtvdProcess:
 
 def quote_id(user_id):
     return urllib.parse.quote(user_id, safe="")
+
+
+def run_tests(functions, *args):
+    """Runs each test function (with args), prints ok/FAIL lines and the
+    closing 'N passed, N failed' line; returns the number failed."""
+    import time as _time
+    import traceback
+    passed = failed = 0
+    for fn in functions:
+        try:
+            t0 = _time.time()
+            fn(*args)
+            passed += 1
+            print(f"ok   {fn.__name__} ({_time.time() - t0:.2f}s)")
+        except Exception:
+            failed += 1
+            print(f"FAIL {fn.__name__}\n{traceback.format_exc()}")
+    return passed, failed

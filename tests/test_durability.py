@@ -11,10 +11,9 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess  # noqa: E402
+from ltvd_harness import LtvdProcess, run_tests  # noqa: E402
 
 LTVD = sys.argv[1]
 SETTINGS = {"storage.fsync": "always", "storage.snapshot_interval_s": "3600", "storage.erasure_snapshot_s": "1"}
@@ -211,17 +210,8 @@ def clean_restart_replays_nothing():
 
 
 def main():
-    passed = failed = 0
-    for fn in (kill9_rounds, erasure_survives_kill9, truncated_tail, bitflipped_tail, middle_corruption_stops_start,
-               clean_restart_replays_nothing):
-        try:
-            t0 = time.time()
-            fn()
-            passed += 1
-            print(f"ok   {fn.__name__} ({time.time() - t0:.1f}s)")
-        except Exception:
-            failed += 1
-            print(f"FAIL {fn.__name__}\n{traceback.format_exc()}")
+    passed, failed = run_tests([kill9_rounds, erasure_survives_kill9, truncated_tail, bitflipped_tail, middle_corruption_stops_start,
+               clean_restart_replays_nothing])
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -6,10 +6,9 @@ import signal
 import socket
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, quote_id  # noqa: E402
+from ltvd_harness import LtvdProcess, quote_id, run_tests  # noqa: E402
 
 LTVD = sys.argv[1]
 TESTS = []
@@ -406,32 +405,18 @@ def run_bad_config_tests():
 
 
 def main():
-    passed = failed = 0
     limits = {"limits.max_body_bytes": "65536", "limits.max_batch_events": "50", "limits.max_batch_ids": "30"}
     with LtvdProcess(LTVD, limits) as s:
-        for fn in TESTS:
-            try:
-                t0 = time.time()
-                fn(s)
-                passed += 1
-                print(f"ok   {fn.__name__} ({time.time() - t0:.2f}s)")
-            except Exception:
-                failed += 1
-                print(f"FAIL {fn.__name__}\n{traceback.format_exc()}")
+        passed, failed = run_tests(TESTS, s)
         if s.proc.poll() is not None:
             failed += 1
             print("FAIL server died during the tests:\n" + s.logs())
         elif s.stop() != 0:
             failed += 1
             print("FAIL server did not exit 0 (sanitizer report?):\n" + s.logs())
-    for fn in (run_auth_tests, run_capacity_tests, run_event_clock_tests, run_sigterm_test, run_bad_config_tests):
-        try:
-            fn()
-            passed += 1
-            print(f"ok   {fn.__name__}")
-        except Exception:
-            failed += 1
-            print(f"FAIL {fn.__name__}\n{traceback.format_exc()}")
+    p2, f2 = run_tests([run_auth_tests, run_capacity_tests, run_event_clock_tests, run_sigterm_test,
+                        run_bad_config_tests])
+    passed, failed = passed + p2, failed + f2
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -8,10 +8,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess  # noqa: E402
+from ltvd_harness import LtvdProcess, run_tests  # noqa: E402
 
 LTVD, ROOT = sys.argv[1], sys.argv[2]
 IMPORT = os.path.join(ROOT, "tools", "ltvd-import")
@@ -132,16 +131,8 @@ def metric_value(s, name):
 
 
 def main():
-    passed = failed = 0
-    for fn in (csv_import_and_reimport, bad_rows_are_named, cdnow_import, protocol_a_fallback_matches_brief,
-               trained_model_survives_restart):
-        try:
-            fn()
-            passed += 1
-            print(f"ok   {fn.__name__}")
-        except Exception:
-            failed += 1
-            print(f"FAIL {fn.__name__}\n{traceback.format_exc()}")
+    passed, failed = run_tests([csv_import_and_reimport, bad_rows_are_named, cdnow_import, protocol_a_fallback_matches_brief,
+               trained_model_survives_restart])
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
