@@ -90,6 +90,11 @@ void model_release(Model *m); /* NULL-safe */
  * unknown shopper. Allocation-free; any thread. */
 void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_t as_of, Prediction *out);
 
+/* The hybrid head's anchors from the fallback's prediction: a0 = logit p,
+ * a1 = log(ltv / p) - sigma^2/2 (with p clamped to [1e-4, 1 - 1e-4]), so
+ * head outputs of 0 reproduce the fallback's p and mean. */
+void model_hybrid_anchors(const FallbackOutput *fo, double *a0, double *a1);
+
 /* Versioned binary file: magic, format, shapes, fields, floats, CRC-32.
  * Save writes to a temp file, fsyncs and renames. Load verifies everything
  * and fails with -EINVAL and a message on any mismatch. */

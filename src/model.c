@@ -115,6 +115,13 @@ void model_release(Model *m)
 
 static double softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
 
+void model_hybrid_anchors(const FallbackOutput *fo, double *a0, double *a1)
+{
+    double pb = fmin(fmax(fo->p_active, 1e-4), 1.0 - 1e-4);
+    *a0 = log(pb / (1.0 - pb));
+    *a1 = log(fmax(fo->ltv, 1e-6) / pb) - 0.5 * fo->ziln.sigma * fo->ziln.sigma;
+}
+
 void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_t as_of, Prediction *out)
 {
     ZilnParams z;
@@ -148,12 +155,8 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
             o[r] = acc;
         }
         double a0 = 0.0, a1 = 0.0;
-        if (w->hybrid) {
-            /* residual on the fallback: o = 0 reproduces its p and level */
-            double pb = fmin(fmax(fo.p_active, 1e-4), 1.0 - 1e-4);
-            a0 = log(pb / (1.0 - pb));
-            a1 = log(fmax(fo.ltv, 1e-6) / pb) - 0.5 * fo.ziln.sigma * fo.ziln.sigma;
-        }
+        if (w->hybrid) /* residual on the fallback: o = 0 reproduces its p and level */
+            model_hybrid_anchors(&fo, &a0, &a1);
         z.p = 1.0 / (1.0 + exp(-(o[0] + a0)));
         z.mu = o[1] + a1 + w->level_shift;
         z.sigma = softplus(o[2]) + 0.05;

@@ -42,6 +42,46 @@ size_t trainer_param_count(int H)
 static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
 static double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
 
+/* Inference-only LSTM step in double (training's forward keeps the gates):
+ *   W (4H, I+H), b (4H,), x (I,), h (H,), c (H,), scratch z (4H,), xh (I+H,) */
+static void step_forward(const double *W, const double *b, int H, const double *x, double *h, double *c, double *z,
+                         double *xh)
+{
+    const int K = NIN + H, G = 4 * H;
+    memcpy(xh, x, NIN * sizeof(double));
+    memcpy(xh + NIN, h, (size_t)H * sizeof(double));
+    memcpy(z, b, (size_t)G * sizeof(double));
+    /* W (4H, K) @ xh (K,) + b -> z (4H,) */
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, G, K, 1.0, W, K, xh, 1, 1.0, z, 1);
+    for (int j = 0; j < H; j++) {
+        c[j] = sigm(z[H + j]) * c[j] + sigm(z[j]) * tanh(z[2 * H + j]);
+        h[j] = sigm(z[3 * H + j]) * tanh(c[j]);
+    }
+}
+
+/* Head outputs o (3,) = hw (3, H+E) @ [h; e] + hb; the LSTM-only head does
+ * not see e's two fallback inputs. */
+static void head_forward(const double *hw, const double *hb, int H, const double *h, const double *e, bool hybrid,
+                         double *o)
+{
+    const int U = H + NE;
+    for (int r = 0; r < 3; r++) {
+        double acc = hb[r];
+        for (int j = 0; j < H; j++)
+            acc += hw[r * U + j] * h[j];
+        for (int j = 0; j < NE; j++)
+            acc += hw[r * U + H + j] * (hybrid || j < 4 ? e[j] : 0.0);
+        o[r] = acc;
+    }
+}
+
+/* Mean of the ZILN the head outputs o describe, with anchors a0, a1. */
+static double head_mean(const double *o, double a0, double a1)
+{
+    double sg = softplus(o[2]) + 0.05;
+    return sigm(o[0] + a0) * exp(o[1] + a1 + 0.5 * sg * sg);
+}
+
 double trainer_ziln_loss(const double *o, double a0, double a1, double y, double *dldo)
 {
     double z0 = o[0] + a0, p = sigm(z0);
@@ -285,9 +325,7 @@ static size_t build_dataset(const TrainSet *set, const TrainConfig *cfg, const F
             encode_head_extra(e, &agg, c, log1p(fo.ltv), fo.p_alive);
             for (int j = 0; j < NE; j++)
                 ct->e[j] = e[j];
-            double pb = fmin(fmax(fo.p_active, 1e-4), 1.0 - 1e-4);
-            ct->a0 = log(pb / (1.0 - pb));
-            ct->a1 = log(fmax(fo.ltv, 1e-6) / pb) - 0.5 * fo.ziln.sigma * fo.ziln.sigma;
+            model_hybrid_anchors(&fo, &ct->a0, &ct->a1);
             ct->bg_p = fo.ziln.p;
             ct->bg_mu = fo.ziln.mu;
             ct->bg_sigma = fo.ziln.sigma;
@@ -548,27 +586,12 @@ static double val_gini(const double *theta, int H, Seq *seqs, size_t nseq, bool 
         memset(h, 0, 2u * (size_t)H * sizeof(double));
         int ci = 0;
         for (int t = 0; t < s->n; t++) {
-            memcpy(xh, s->x + (size_t)t * NIN, NIN * sizeof(double));
-            memcpy(xh + NIN, h, (size_t)H * sizeof(double));
-            memcpy(z, b, G * sizeof(double));
-            cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)G, (int)K, 1.0, W, (int)K, xh, 1, 1.0, z, 1);
-            for (int j = 0; j < H; j++) {
-                c[j] = sigm(z[H + j]) * c[j] + sigm(z[j]) * tanh(z[2 * H + j]);
-                h[j] = sigm(z[3 * H + j]) * tanh(c[j]);
-            }
+            step_forward(W, b, H, s->x + (size_t)t * NIN, h, c, z, xh);
             for (; ci < s->ncuts && s->cuts[ci].t == t; ci++) {
                 const TrainCut *ct = &s->cuts[ci];
                 double o[3];
-                for (int r = 0; r < 3; r++) {
-                    double acc = hb[r];
-                    for (int j = 0; j < H; j++)
-                        acc += hw[r * U + j] * h[j];
-                    for (int j = 0; j < NE; j++)
-                        acc += hw[r * U + H + j] * (hybrid || j < 4 ? ct->e[j] : 0.0);
-                    o[r] = acc;
-                }
-                double p = sigm(o[0] + (hybrid ? ct->a0 : 0)), sg = softplus(o[2]) + 0.05;
-                double mean = p * exp(o[1] + (hybrid ? ct->a1 : 0) + 0.5 * sg * sg);
+                head_forward(hw, hb, H, h, ct->e, hybrid, o);
+                double mean = head_mean(o, hybrid ? ct->a0 : 0, hybrid ? ct->a1 : 0);
                 pp[2 * k] = pa[2 * k] = mean;
                 pp[2 * k + 1] = pa[2 * k + 1] = ct->y;
                 k++;
@@ -610,40 +633,25 @@ static double level_shift(const TrainSet *set, const TrainConfig *cfg, const Fal
             encode_event(xf, &ev[t], &ctx);
             encode_context_advance(&ctx, &ev[t]);
             shopper_agg_apply(&agg, &ev[t]);
+            double x[NIN];
             for (int k = 0; k < NIN; k++)
-                xh[k] = xf[k];
-            memcpy(xh + NIN, h, (size_t)H * sizeof(double));
-            memcpy(z, b, G * sizeof(double));
-            /* W (4H, K) @ xh (K,) + b -> z (4H,) */
-            cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)G, (int)K, 1.0, W, (int)K, xh, 1, 1.0, z, 1);
-            for (int j = 0; j < H; j++) {
-                c[j] = sigm(z[H + j]) * c[j] + sigm(z[j]) * tanh(z[2 * H + j]);
-                h[j] = sigm(z[3 * H + j]) * tanh(c[j]);
-            }
+                x[k] = xf[k];
+            step_forward(W, b, H, x, h, c, z, xh);
         }
         CustomerSummary cs;
         bool has = shopper_summary(&agg, set->now, &cs);
         FallbackOutput fo;
         fallback_predict(&fit->bg, &fit->gg, has ? &cs : NULL, cfg->horizon_days / 7.0, &fo);
-        float e[NE];
-        encode_head_extra(e, &agg, set->now, log1p(fo.ltv), fo.p_alive);
-        double o[3];
-        for (int r = 0; r < 3; r++) {
-            double acc = hb[r];
-            for (int j = 0; j < H; j++)
-                acc += hw[r * U + j] * h[j];
-            for (int j = 0; j < NE; j++)
-                acc += hw[r * U + H + j] * (hybrid || j < 4 ? e[j] : 0.0);
-            o[r] = acc;
-        }
+        float ef[NE];
+        encode_head_extra(ef, &agg, set->now, log1p(fo.ltv), fo.p_alive);
+        double e[NE], o[3];
+        for (int j = 0; j < NE; j++)
+            e[j] = ef[j];
+        head_forward(hw, hb, H, h, e, hybrid, o);
         double a0 = 0, a1 = 0;
-        if (hybrid) {
-            double pb = fmin(fmax(fo.p_active, 1e-4), 1.0 - 1e-4);
-            a0 = log(pb / (1.0 - pb));
-            a1 = log(fmax(fo.ltv, 1e-6) / pb) - 0.5 * fo.ziln.sigma * fo.ziln.sigma;
-        }
-        double sg = softplus(o[2]) + 0.05;
-        sum_net += sigm(o[0] + a0) * exp(o[1] + a1 + 0.5 * sg * sg);
+        if (hybrid)
+            model_hybrid_anchors(&fo, &a0, &a1);
+        sum_net += head_mean(o, a0, a1);
         sum_fb += fo.ltv;
     }
     free(h);
