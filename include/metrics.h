@@ -41,6 +41,8 @@ typedef struct Metrics {
     atomic_uint_fast64_t recovery_ms;
     atomic_uint_fast64_t recovery_records;
     atomic_uint_fast64_t durable_waits;     /* responses held for group commit */
+    atomic_uint_fast64_t adjuster_runs;
+    atomic_uint_fast64_t adjuster_episodes;
 } Metrics;
 
 /* Gauges the renderer asks the caller for. */
@@ -48,6 +50,7 @@ typedef struct MetricsGauges {
     uint64_t users, state_bytes, dedupe_entries, model_version, ready, retrain_running;
     uint64_t wal_records, wal_bytes, wal_fsyncs, wal_durable_seq, wal_segments_removed;
     double wal_fsync_seconds;
+    double adjuster_reward;
     int64_t event_clock;
 } MetricsGauges;
 

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "adjuster.h"
 #include "bgnbd.h"
 #include "encoding.h"
 #include "lstm.h"
@@ -23,7 +24,7 @@
 #include "ziln.h"
 
 #define MODEL_FILE_NAME "model.bin"
-#define MODEL_FORMAT_VERSION 2u
+#define MODEL_FORMAT_VERSION 3u
 
 typedef enum { MODEL_FALLBACK = 0, MODEL_TRAINED = 1 } ModelStatus;
 
@@ -65,6 +66,8 @@ typedef struct Model {
     FallbackFit fallback;
     TrainFigures train;
     ZilnParams cold_start;      /* precomputed fallback for unknown shoppers */
+    bool has_adj;               /* the RL adjuster's corrections apply */
+    AdjTable adj;
 } Model;
 
 /* A prediction as served. */

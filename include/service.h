@@ -78,6 +78,8 @@ typedef struct ModelInfo {
     uint64_t retrain_job;
     char retrain_error[256];
     TrainFigures last_train;   /* of the last network training, swapped or not */
+    bool has_adj;
+    AdjTable adj;
     bool network_enabled, adjuster_enabled;
 } ModelInfo;
 

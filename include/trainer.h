@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "adjuster.h"
 #include "bgnbd.h"
 #include "encoding.h"
 #include "model.h"
@@ -78,6 +79,12 @@ void trainer_defaults(TrainConfig *c);
  * matured examples. */
 int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *serving,
                 uint32_t new_id, TrainResult *out, char *err, size_t errlen);
+
+/* Backtest: the predictions a model would have served at the validation
+ * cut times, with the matured outcomes (for the RL adjuster). net NULL means
+ * the fallback. *out is malloc'd (caller frees). -ENODATA if none. */
+int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *net,
+                     AdjPair **out, size_t *n);
 
 /* ---- exposed for the gradient checks ------------------------------------ */
 

@@ -56,7 +56,7 @@ static const ConfigKey keys[] = {
     {"train.head", CT_ENUM, F(train_head), "auto", 0, 0, {"auto", "hybrid", "lstm_only"}, false},
     {"fallback.refit_s", CT_INT, F(fallback_refit_s), "60", 1, 86400, {0}, false},
     {"fallback.refit_growth", CT_DOUBLE, F(fallback_refit_growth), "0.1", 0, 100, {0}, false},
-    {"adjuster.enabled", CT_BOOL, F(adjuster_enabled), "true", 0, 0, {0}, false},
+    {"adjuster.enabled", CT_BOOL, F(adjuster_enabled), "false", 0, 0, {0}, false},
     {"auth.ingest_token", CT_STRING, F(auth_ingest_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
     {"auth.admin_token", CT_STRING, F(auth_admin_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
     {"auth.read_token", CT_STRING, F(auth_read_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},

@@ -645,7 +645,32 @@ static enum MHD_Result handle_model(HttpServer *h, struct MHD_Connection *c)
        (unsigned long long)lt->epochs, lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none",
        finite_or_zero(lt->val_loss), finite_or_zero(lt->val_loss_other), finite_or_zero(lt->val_loss_fallback),
        finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini), lt->seconds, lt->swapped ? "true" : "false");
-    rp(&r, "\"adjuster\":{\"enabled\":%s,\"state\":\"not yet available\"}}", mi.adjuster_enabled ? "true" : "false");
+    rp(&r, "\"adjuster\":{\"enabled\":%s,\"active\":%s", mi.adjuster_enabled ? "true" : "false",
+       mi.has_adj ? "true" : "false");
+    if (mi.has_adj) {
+        const AdjTable *t = &mi.adj;
+        rp(&r, ",\"runs\":%u,\"episodes\":%llu,\"reward\":%.6g,\"reward_trend\":[", t->runs,
+           (unsigned long long)t->episodes, t->reward_greedy);
+        for (int k = 8 - (t->runs < 8 ? (int)t->runs : 8); k < 8; k++)
+            rp(&r, "%s%.6g", k > 8 - (t->runs < 8 ? (int)t->runs : 8) ? "," : "", t->trend[k]);
+        rp(&r, "],\"multipliers\":[");
+        for (int a = 0; a < ADJ_ACTIONS; a++)
+            rp(&r, "%s%g", a ? "," : "", ADJ_MULTIPLIERS[a]);
+        rp(&r, "],\"recency_buckets_days\":[30,90,180,null],\"segments\":[");
+        for (int sgm = 0; sgm < ADJ_SEGMENTS; sgm++) {
+            rp(&r, "%s{\"segment\":%d,\"value_decile\":%d,\"recency_bucket\":%d,\"pairs\":%u,\"ratio\":%.4g,"
+                   "\"action\":%g,\"q\":[", sgm ? "," : "", sgm, sgm / ADJ_RECENCY + 1, sgm % ADJ_RECENCY, t->pairs[sgm],
+               finite_or_zero(t->ratio[sgm]), ADJ_MULTIPLIERS[t->action[sgm]]);
+            for (int a = 0; a < ADJ_ACTIONS; a++)
+                rp(&r, "%s%.4g", a ? "," : "", t->q[sgm][a]);
+            rp(&r, "],\"visits\":[");
+            for (int a = 0; a < ADJ_ACTIONS; a++)
+                rp(&r, "%s%u", a ? "," : "", t->visits[sgm][a]);
+            rp(&r, "]}");
+        }
+        rp(&r, "]");
+    }
+    rp(&r, "}}");
     return send_json(c, 200, &r);
 }
 

@@ -168,6 +168,11 @@ int metrics_render(const Metrics *mc, const char *const *route_names, int nroute
     gauge(&o, "ltvd_wal_durable_seq", "Highest log record known durable.", (long long)g->wal_durable_seq);
     counter(&o, "ltvd_wal_segments_removed_total", "Log segments removed after snapshots.",
             (unsigned long long)g->wal_segments_removed);
+    counter(&o, "ltvd_adjuster_runs_total", "RL adjuster learning runs.", LOAD(m->adjuster_runs));
+    counter(&o, "ltvd_adjuster_episodes_total", "Simulated episodes (Q updates) of the RL adjuster.",
+            LOAD(m->adjuster_episodes));
+    emit(&o, "# HELP ltvd_adjuster_reward Mean reward of the served correction policy on its replay set.\n"
+             "# TYPE ltvd_adjuster_reward gauge\nltvd_adjuster_reward %.6f\n", g->adjuster_reward);
     gauge(&o, "ltvd_retrain_running", "1 while a retrain job runs.", (long long)g->retrain_running);
     gauge(&o, "ltvd_users", "Shoppers in memory.", (long long)g->users);
     gauge(&o, "ltvd_state_bytes", "Bytes allocated for shopper state and its index.", (long long)g->state_bytes);

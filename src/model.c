@@ -162,6 +162,13 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
         z.sigma = softplus(o[2]) + 0.05;
         out->from_network = true;
     }
+    if (m->has_adj && agg) {
+        /* the adjuster's greedy correction for this shopper's segment */
+        double recency = fmax(0.0, (double)(as_of - agg->last_ts) / 86400.0);
+        double mult = adjuster_multiplier(&m->adj, ziln_mean(&z), recency);
+        if (mult != 1.0 && z.p > 0)
+            z.mu += log(mult);
+    }
     ZilnSummary sum;
     ziln_summarize(&z, &sum);
     out->ltv = sum.mean;
@@ -179,6 +186,7 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
  *   f64 r, alpha, a, b, p, q, v; u64 customers, repeat_buyers, purchases;
  *   i64 fitted_at; u64 examples, users, epochs; f64 val_loss, val_gini, seconds;
  *   f32 lstm_w[4H(I+H)], lstm_b[4H], head_w[3(H+E)], head_b[3];
+ *   u32 has_adjuster; AdjTable (raw, when has_adjuster);
  *   u32 crc32 of every byte before it. */
 
 typedef struct FileBuf {
@@ -250,6 +258,10 @@ int model_save(const Model *m, const char *path)
     put(&b, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
     put(&b, w->head_w, sizeof(float) * head_w_len(&w->cfg));
     put(&b, w->head_b, sizeof(float) * 3);
+    uint32_t has_adj = m->has_adj ? 1u : 0u;
+    PUT(&b, has_adj);
+    if (has_adj)
+        PUT(&b, m->adj);
     uint32_t crc = crc32_update(0, b.p, b.len);
     PUT(&b, crc);
     if (b.err) {
@@ -360,7 +372,12 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     get(&b, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
     get(&b, w->head_w, sizeof(float) * head_w_len(&w->cfg));
     get(&b, w->head_b, sizeof(float) * 3);
-    if (b.err || b.pos != b.len || u32[5] > MODEL_TRAINED) {
+    uint32_t has_adj = 0;
+    AdjTable adj;
+    GET(&b, has_adj);
+    if (has_adj)
+        GET(&b, adj);
+    if (b.err || b.pos != b.len || u32[5] > MODEL_TRAINED || has_adj > 1) {
         snprintf(err, errlen, "%s: truncated or malformed body", path);
         goto fail;
     }
@@ -368,6 +385,9 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
         goto fail;
     m->trained_at = trained_at;
     m->train = t;
+    m->has_adj = has_adj != 0;
+    if (has_adj)
+        m->adj = adj;
     lstm_weights_release(w);
     free(b.p);
     *out = m;

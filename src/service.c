@@ -644,6 +644,8 @@ void service_model_info(Service *s, ModelInfo *out)
     out->hidden_size = m->net->cfg.hidden;
     out->train = m->train;
     out->fallback = m->fallback;
+    out->has_adj = m->has_adj;
+    out->adj = m->adj;
     model_release(m);
     out->retrain_state = (RetrainState)atomic_load(&s->retrain_state);
     out->retrain_job = atomic_load(&s->retrain_job);
@@ -756,6 +758,8 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     }
     next->trained_at = cur->trained_at;
     next->train = cur->train;
+    next->has_adj = cur->has_adj; /* a refit keeps the corrections; a new network resets them */
+    next->adj = cur->adj;
     model_release(cur);
     swap_model(s, next);
     s->purchases_at_fit = purchases;
@@ -847,6 +851,72 @@ static void rebuild_all(Service *s, const LstmWeights *net)
     }
 }
 
+static void train_config(Service *s, const Model *cur, TrainConfig *tc)
+{
+    trainer_defaults(tc);
+    tc->hidden = (int)s->cfg.model_hidden_size;
+    tc->horizon_days = cur->horizon_days;
+    tc->seed = (uint64_t)s->cfg.train_seed;
+    tc->max_epochs = (int)s->cfg.train_max_epochs;
+    tc->lr = s->cfg.train_learning_rate;
+    tc->batch = (int)s->cfg.train_batch;
+    tc->cuts_per_shopper = (int)s->cfg.train_cuts_per_shopper;
+    tc->grid_days = (int)s->cfg.train_grid_days;
+    tc->max_examples = (size_t)s->cfg.train_max_examples;
+    tc->bptt = (int)s->cfg.train_bptt_steps;
+    tc->val_percent = (int)s->cfg.train_val_percent;
+    tc->head = (int)s->cfg.train_head;
+}
+
+/* Worker: the RL adjuster learns corrections for the serving model from a
+ * backtest on matured validation cuts, and a model carrying them is
+ * published. 0, 1 if there was nothing to learn from, <0 on error. */
+static int run_adjuster(Service *s)
+{
+    TrainSet set;
+    if (collect_train_set(s, &set))
+        return -ENOMEM;
+    Model *cur = service_model_acquire(s);
+    TrainConfig tc;
+    train_config(s, cur, &tc);
+    AdjPair *pairs = NULL;
+    size_t n = 0;
+    int rc = trainer_backtest(&set, &tc, &cur->fallback, cur->status == MODEL_TRAINED ? cur->net : NULL, &pairs, &n);
+    free(set.events);
+    free(set.shoppers);
+    AdjTable t;
+    if (!rc)
+        rc = adjuster_learn(pairs, n, (uint64_t)s->cfg.train_seed, 400, cur->has_adj ? &cur->adj : NULL, &t);
+    free(pairs);
+    if (rc) {
+        model_release(cur);
+        log_msg(LOG_INFO, "adjuster skipped", "reason=\"%s\"", rc == -ENODATA ? "too few matured outcomes" : strerror(-rc));
+        return rc == -ENODATA ? 1 : rc;
+    }
+    Model *next;
+    rc = model_create(&next, cur->net, &cur->fallback, cur->horizon_days, cur->status,
+                      atomic_fetch_add(&s->next_version, 1));
+    if (rc) {
+        model_release(cur);
+        return rc;
+    }
+    next->trained_at = cur->trained_at;
+    next->train = cur->train;
+    next->has_adj = true;
+    next->adj = t;
+    model_release(cur);
+    int corrected = 0;
+    for (int k = 0; k < ADJ_SEGMENTS; k++)
+        corrected += t.action[k] != ADJ_IDENTITY;
+    swap_model(s, next);
+    save_serving_model(s);
+    atomic_fetch_add(&s->metrics->adjuster_runs, 1);
+    atomic_fetch_add(&s->metrics->adjuster_episodes, t.episodes);
+    log_msg(LOG_INFO, "adjuster updated", "pairs=%zu episodes=%llu corrected_segments=%d reward=%.4f", n,
+            (unsigned long long)t.episodes, corrected, t.reward_greedy);
+    return 0;
+}
+
 /* Worker: trains a network; swaps it in if it beats the serving model on
  * the validation split. 0, or <0 with err set. */
 static int train_network(Service *s, char *err, size_t errlen)
@@ -859,19 +929,7 @@ static int train_network(Service *s, char *err, size_t errlen)
     }
     Model *cur = service_model_acquire(s);
     TrainConfig tc;
-    trainer_defaults(&tc);
-    tc.hidden = (int)s->cfg.model_hidden_size;
-    tc.horizon_days = cur->horizon_days;
-    tc.seed = (uint64_t)s->cfg.train_seed;
-    tc.max_epochs = (int)s->cfg.train_max_epochs;
-    tc.lr = s->cfg.train_learning_rate;
-    tc.batch = (int)s->cfg.train_batch;
-    tc.cuts_per_shopper = (int)s->cfg.train_cuts_per_shopper;
-    tc.grid_days = (int)s->cfg.train_grid_days;
-    tc.max_examples = (size_t)s->cfg.train_max_examples;
-    tc.bptt = (int)s->cfg.train_bptt_steps;
-    tc.val_percent = (int)s->cfg.train_val_percent;
-    tc.head = (int)s->cfg.train_head;
+    train_config(s, cur, &tc);
     uint64_t version = atomic_fetch_add(&s->next_version, 1);
     TrainResult tr;
     rc = trainer_run(&set, &tc, &cur->fallback, cur->status == MODEL_TRAINED ? cur->net : NULL, (uint32_t)version,
@@ -928,6 +986,11 @@ void service_run_retrain(Service *s)
             rc = 0;
         }
     }
+    if (rc >= 0 && s->cfg.adjuster_enabled) {
+        int arc = run_adjuster(s);
+        if (arc < 0)
+            log_msg(LOG_WARN, "adjuster failed", "error=\"%s\"", strerror(-arc));
+    }
     uint64_t ms = (time_mono_ns() - t0) / 1000000;
     atomic_store(&s->metrics->retrain_last_ms, ms);
     atomic_fetch_add(&s->metrics->retrain_runs, 1);
@@ -957,6 +1020,7 @@ void service_gauges(Service *s, MetricsGauges *g)
     store_unlock(s->store);
     Model *m = service_model_acquire(s);
     g->model_version = m->version;
+    g->adjuster_reward = m->has_adj ? m->adj.reward_greedy : 0.0;
     model_release(m);
     g->ready = service_ready(s);
     g->retrain_running = service_retrain_running(s);

@@ -738,3 +738,61 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     free_dataset(seqs, nseq);
     return 0;
 }
+
+int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *net,
+                     AdjPair **out, size_t *n_out)
+{
+    Seq *seqs = NULL;
+    size_t nex = 0, k = 0;
+    size_t nseq = build_dataset(set, cfg, fit, &seqs, &nex);
+    AdjPair *pairs = malloc((nex ? nex : 1) * sizeof *pairs);
+    const int H = net ? net->cfg.hidden : cfg->hidden;
+    double *theta = net ? malloc(trainer_param_count(H) * sizeof(double)) : NULL;
+    double *h = calloc(2u * (size_t)H + 4u * (size_t)H + (size_t)(NIN + H), sizeof(double));
+    if (!pairs || (net && !theta) || !h) {
+        free(pairs), free(theta), free(h);
+        free_dataset(seqs, nseq);
+        return -ENOMEM;
+    }
+    if (net)
+        theta_from_net(theta, net);
+    const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
+    for (size_t i = 0; i < nseq; i++) {
+        Seq *s = &seqs[i];
+        if (!s->val)
+            continue;
+        double *c = h + H, *z = c + H, *xh = z + G;
+        memset(h, 0, 2u * (size_t)H * sizeof(double));
+        int ci = 0;
+        for (int t = 0; t < s->n && ci < s->ncuts; t++) {
+            if (net)
+                step_forward(theta, theta + G * K, H, s->x + (size_t)t * NIN, h, c, z, xh);
+            for (; ci < s->ncuts && s->cuts[ci].t == t; ci++) {
+                const TrainCut *ct = &s->cuts[ci];
+                double pred;
+                if (net) {
+                    double o[3];
+                    const double *hw = theta + G * K + G;
+                    head_forward(hw, hw + 3 * U, H, h, ct->e, net->hybrid, o);
+                    pred = head_mean(o, net->hybrid ? ct->a0 : 0, (net->hybrid ? ct->a1 : 0) + net->level_shift);
+                } else {
+                    pred = ct->bg_p * exp(ct->bg_mu + 0.5 * ct->bg_sigma * ct->bg_sigma);
+                }
+                pairs[k].pred = pred;
+                pairs[k].actual = ct->y;
+                pairs[k].recency_days = expm1(ct->e[0]);
+                k++;
+            }
+        }
+    }
+    free(theta);
+    free(h);
+    free_dataset(seqs, nseq);
+    if (!k) {
+        free(pairs);
+        return -ENODATA;
+    }
+    *out = pairs;
+    *n_out = k;
+    return 0;
+}

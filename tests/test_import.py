@@ -123,6 +123,33 @@ def trained_model_survives_restart():
         check(s.stop() == 0)
 
 
+def adjuster_visible_when_enabled():
+    """adjuster.enabled=true: after a retrain GET /v1/model shows the table
+    and /metrics its counters; with the default (off) it stays inactive."""
+    if not os.path.exists(CDNOW):
+        print(f"SKIP adjuster_visible_when_enabled: {CDNOW} not found")
+        return
+    for enabled in (True, False):
+        settings = {"clock": "event", "train.network": "false", "train.interval_s": "0",
+                    "adjuster.enabled": "true" if enabled else "false"}
+        with LtvdProcess(LTVD, settings) as s:
+            check(run_import(s.port, CDNOW, "--format", "cdnow", "--until", "1997-12-31").returncode == 0)
+            check(s.json("POST", "/v1/model/retrain")[0] == 202)
+            for _ in range(300):
+                m = s.json("GET", "/v1/model")[1]
+                if m["retrain"]["state"] != "running":
+                    break
+                time.sleep(0.1)
+            adj = m["adjuster"]
+            check(adj["enabled"] is enabled and adj["active"] is enabled, adj)
+            if enabled:
+                check(len(adj["segments"]) == 40 and adj["episodes"] > 0 and adj["runs"] == 1, adj)
+                check(all(len(g["q"]) == len(adj["multipliers"]) for g in adj["segments"]))
+                check(metric_value(s, "ltvd_adjuster_runs_total") == 1)
+            else:
+                check(metric_value(s, "ltvd_adjuster_runs_total") == 0)
+
+
 def metric_value(s, name):
     for line in s.request("GET", "/metrics")[2].decode().splitlines():
         if line.startswith(name + " "):

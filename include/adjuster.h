@@ -1,0 +1,61 @@
+/* adjuster: the reinforcement-learning correction of served predictions.
+ *
+ * State: a segment = decile of the predicted value x recency bucket (days
+ * since the shopper's last event: <=30, <=90, <=180, >180). Action: a
+ * multiplier of that segment's predictions (ADJ_MULTIPLIERS). Reward: how
+ * much closer the corrected batch total came to the realised total than the
+ * uncorrected one, relative to their size (so one heavy spender cannot
+ * dominate): r = (|Σp − Σy| − |mΣp − Σy|) / (Σp + Σy).
+ *
+ * Learning is tabular Q-learning with one-step episodes, in simulation only:
+ * each episode replays a batch of matured (prediction, outcome) pairs from
+ * one segment, chooses an action ε-greedily (ε decays; every action is
+ * first tried ADJ_MIN_VISITS times), and updates Q by the sample mean. Serving uses the greedy policy, and keeps ×1.0 unless
+ * another action beats it by ADJ_MARGIN over at least ADJ_MIN_VISITS.
+ * Pure functions; the table is immutable once published. */
+#ifndef LTVD_ADJUSTER_H
+#define LTVD_ADJUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ADJ_DECILES 10
+#define ADJ_RECENCY 4
+#define ADJ_SEGMENTS (ADJ_DECILES * ADJ_RECENCY)
+#define ADJ_ACTIONS 11
+#define ADJ_IDENTITY 5     /* index of x1.0 */
+#define ADJ_MIN_PAIRS 100  /* ... with at least this many outcomes */
+#define ADJ_MIN_EFFECT 0.2 /* ... and off by at least 20% */
+#define ADJ_Z 3.0          /* a segment is corrected only if its ratio is this many SEs from 1 */
+#define ADJ_MIN_VISITS 20
+#define ADJ_BATCH 32
+
+extern const double ADJ_MULTIPLIERS[ADJ_ACTIONS];
+
+typedef struct AdjPair {
+    double pred;          /* value served, uncorrected */
+    double actual;        /* realised spend in its window */
+    double recency_days;  /* days since the shopper's last event at prediction time */
+} AdjPair;
+
+typedef struct AdjTable {
+    double edges[ADJ_DECILES - 1];              /* decile boundaries of pred */
+    double q[ADJ_SEGMENTS][ADJ_ACTIONS];       /* mean reward */
+    uint32_t visits[ADJ_SEGMENTS][ADJ_ACTIONS];
+    uint32_t pairs[ADJ_SEGMENTS];               /* replay pairs per segment */
+    double ratio[ADJ_SEGMENTS];                 /* Σ actual / Σ pred over them */
+    uint8_t action[ADJ_SEGMENTS];               /* greedy, served */
+    uint64_t episodes;
+    double reward_greedy;                       /* mean reward of the served policy over all pairs' batches */
+    double trend[8];                            /* reward_greedy of the last runs, newest last */
+    uint32_t runs;
+} AdjTable;
+
+int adjuster_segment(const AdjTable *t, double pred, double recency_days);
+double adjuster_multiplier(const AdjTable *t, double pred, double recency_days);
+/* Learns a table from pairs (starting from prev's trend, or NULL). -ENODATA
+ * with fewer than 100 pairs. Deterministic for a seed. */
+int adjuster_learn(const AdjPair *pairs, size_t n, uint64_t seed, int episodes_per_segment, const AdjTable *prev,
+                   AdjTable *out);
+
+#endif
