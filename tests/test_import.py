@@ -159,7 +159,7 @@ def metric_value(s, name):
 
 def main():
     passed, failed = run_tests([csv_import_and_reimport, bad_rows_are_named, cdnow_import, protocol_a_fallback_matches_brief,
-               trained_model_survives_restart])
+               trained_model_survives_restart, adjuster_visible_when_enabled])
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
