@@ -103,11 +103,7 @@ def trained_model_survives_restart():
         r = run_import(s.port, CDNOW, "--format", "cdnow", "--until", "1997-12-31")
         check(r.returncode == 0, r.stderr)
         check(s.json("POST", "/v1/model/retrain")[0] == 202)
-        for _ in range(600):
-            m = s.json("GET", "/v1/model")[1]
-            if m["retrain"]["state"] != "running":
-                break
-            time.sleep(0.1)
+        m = wait_retrain(s)
         check(m["status"] == "trained" and m["retrain"]["last_training"]["swapped"], m)
         ids = ["00004", "00021", "00100", "01234", "nobody"]
         before = s.json("POST", "/v1/ltv/batch", {"user_ids": ids, "as_of": "1997-12-31T23:59:59Z"})[1]
@@ -135,11 +131,7 @@ def adjuster_visible_when_enabled():
         with LtvdProcess(LTVD, settings) as s:
             check(run_import(s.port, CDNOW, "--format", "cdnow", "--until", "1997-12-31").returncode == 0)
             check(s.json("POST", "/v1/model/retrain")[0] == 202)
-            for _ in range(300):
-                m = s.json("GET", "/v1/model")[1]
-                if m["retrain"]["state"] != "running":
-                    break
-                time.sleep(0.1)
+            m = wait_retrain(s)
             adj = m["adjuster"]
             check(adj["enabled"] is enabled and adj["active"] is enabled, adj)
             if enabled:
@@ -148,6 +140,16 @@ def adjuster_visible_when_enabled():
                 check(metric_value(s, "ltvd_adjuster_runs_total") == 1)
             else:
                 check(metric_value(s, "ltvd_adjuster_runs_total") == 0)
+
+
+def wait_retrain(s, timeout=60.0):
+    """GET /v1/model once the running retrain is over."""
+    deadline = time.time() + timeout
+    while True:
+        m = s.json("GET", "/v1/model")[1]
+        if m["retrain"]["state"] != "running" or time.time() > deadline:
+            return m
+        time.sleep(0.1)
 
 
 def metric_value(s, name):
