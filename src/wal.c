@@ -432,6 +432,17 @@ static size_t valid_record(const unsigned char *p, size_t n, uint64_t want_seq, 
     return REC_HEADER + len;
 }
 
+/* Is there a valid record (any seq) anywhere in p[from, n)? Only called on
+ * the error path: it tries every offset. */
+static bool any_valid_after(const unsigned char *p, size_t from, size_t n)
+{
+    for (size_t o = from; o + REC_HEADER + REC_FIXED <= n; o++)
+        if (p[o] | p[o + 1] | p[o + 2] | p[o + 3]) /* a zero length is no record */
+            if (valid_record(p + o, n - o, 0, true))
+                return true;
+    return false;
+}
+
 static int read_file(const char *path, unsigned char **out, size_t *n)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -510,13 +521,8 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
             if (!rl) {
                 /* Torn tail, or corruption in the middle? Anything valid after
                  * this point (here or in a later segment) means the middle. */
-                uint32_t len = 0;
-                if (n - off >= 4)
-                    memcpy(&len, data + off, 4);
-                size_t next = off + REC_HEADER + len;
                 bool later = i + 1 < nseg;
-                bool valid_after = later || (len >= REC_FIXED && next < n &&
-                                             valid_record(data + next, n - next, 0, true));
+                bool valid_after = later || any_valid_after(data, off + 1, n);
                 if (valid_after) {
                     snprintf(err, errlen, "%s: corrupt record %" PRIu64 " at byte %zu with valid data after it; "
                              "refusing to skip it (restore the file or move it away to accept the loss)",

@@ -192,6 +192,12 @@ def middle_corruption_stops_start():
         open(seg, "wb").write(data)
         r = subprocess.run([LTVD, "--set", f"storage.dir={d}", "--set", "server.port=0"], capture_output=True,
                            text=True, timeout=20)
+        check(r.returncode != 0 and "corrupt record" in r.stderr, r.stderr[-500:])
+        data[30] ^= 0x01
+        data[0:4] = b"\0\0\0\0"  # a zeroed length field, valid records after it
+        open(seg, "wb").write(data)
+        r = subprocess.run([LTVD, "--set", f"storage.dir={d}", "--set", "server.port=0"], capture_output=True,
+                           text=True, timeout=20)
         check(r.returncode != 0, "a corrupt record in the middle must stop the start")
         check("corrupt record" in r.stderr, r.stderr[-500:])
         check(len(open(seg, "rb").read()) == len(data), "and the log is left untouched")
