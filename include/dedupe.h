@@ -23,6 +23,5 @@ void dedupe_insert(Dedupe *d, uint64_t key);
 size_t dedupe_count(const Dedupe *d);
 /* Calls fn for every key, oldest first (for snapshots). */
 void dedupe_foreach(const Dedupe *d, void (*fn)(void *arg, uint64_t key), void *arg);
-size_t dedupe_bytes(const Dedupe *d);
 
 #endif

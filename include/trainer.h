@@ -45,11 +45,13 @@ typedef struct TrainSet {
     int64_t now;            /* labels must have matured by now */
 } TrainSet;
 
+/* Every field comes from the train.* config keys (src/config.c holds the
+ * defaults); the service fills it. */
 typedef struct TrainConfig {
     int hidden, horizon_days;
     uint64_t seed;
-    int max_epochs, patience, batch;
-    double lr, clip;
+    int max_epochs, batch;
+    double lr;
     int cuts_per_shopper, grid_days;
     size_t max_examples;
     int bptt;              /* gradient flows back at most this many steps */
@@ -70,8 +72,6 @@ typedef struct TrainResult {
     int epochs;
     double seconds;
 } TrainResult;
-
-void trainer_defaults(TrainConfig *c);
 
 /* Trains both variants and returns the one with the lower validation loss.
  * serving: the network now serving (NULL if the fallback serves), to score

@@ -97,7 +97,6 @@ void dedupe_insert(Dedupe *d, uint64_t key)
 }
 
 size_t dedupe_count(const Dedupe *d) { return d->len; }
-size_t dedupe_bytes(const Dedupe *d) { return (d->mask + 1 + d->capacity) * sizeof(uint64_t); }
 
 void dedupe_foreach(const Dedupe *d, void (*fn)(void *arg, uint64_t key), void *arg)
 {

@@ -853,7 +853,7 @@ static void rebuild_all(Service *s, const LstmWeights *net)
 
 static void train_config(Service *s, const Model *cur, TrainConfig *tc)
 {
-    trainer_defaults(tc);
+    memset(tc, 0, sizeof *tc);
     tc->hidden = (int)s->cfg.model_hidden_size;
     tc->horizon_days = cur->horizon_days;
     tc->seed = (uint64_t)s->cfg.train_seed;

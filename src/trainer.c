@@ -15,23 +15,10 @@
 #define NIN FEATURE_DIM
 #define NE HEAD_EXTRA
 
-void trainer_defaults(TrainConfig *c)
-{
-    memset(c, 0, sizeof *c);
-    c->hidden = 32;
-    c->horizon_days = 182;
-    c->seed = 1;
-    c->max_epochs = 40;
-    c->patience = 4;
-    c->batch = 32;
-    c->lr = 0.005;
-    c->clip = 5.0;
-    c->cuts_per_shopper = 12;
-    c->grid_days = 30;
-    c->max_examples = 400000;
-    c->bptt = 32;
-    c->val_percent = 20;
-}
+/* Not configurable: early stopping after this many epochs without a better
+ * validation loss, and the global gradient-norm clip. */
+#define PATIENCE 4
+#define CLIP_NORM 5.0
 
 size_t trainer_param_count(int H)
 {
@@ -472,7 +459,7 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
     int since_best = 0, epochs = 0;
     const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
     uint64_t step = 0;
-    for (int ep = 0; ep < cfg->max_epochs && since_best < cfg->patience; ep++) {
+    for (int ep = 0; ep < cfg->max_epochs && since_best < PATIENCE; ep++) {
         epochs++;
         for (size_t i = nseq; i > 1; i--) { /* shuffle */
             size_t j = (size_t)(rng_next(&rng) % i);
@@ -510,7 +497,7 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
                 norm += grad[p] * grad[p];
             }
             norm = sqrt(norm);
-            double scale = norm > cfg->clip ? cfg->clip / norm : 1.0;
+            double scale = norm > CLIP_NORM ? CLIP_NORM / norm : 1.0;
             step++;
             double c1 = 1 - pow(b1, (double)step), c2 = 1 - pow(b2, (double)step);
             for (size_t p = 0; p < P; p++) {
