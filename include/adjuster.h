@@ -1,7 +1,10 @@
 /* adjuster: the reinforcement-learning correction of served predictions.
  *
  * State: a segment = decile of the predicted value x recency bucket (days
- * since the shopper's last event: <=30, <=90, <=180, >180). Action: a
+ * since the shopper's last event: <=30, <=90, <=180, >180) x tenure bucket
+ * (days since the shopper's first event: <=90, <=180, <=365, >365). Tenure
+ * keeps what was learned about young shoppers from being applied to older
+ * ones, whose behaviour it says nothing about (docs/MODEL.md). Action: a
  * multiplier of that segment's predictions (ADJ_MULTIPLIERS). Reward: how
  * much closer the corrected batch total came to the realised total than the
  * uncorrected one, relative to their size (so one heavy spender cannot
@@ -21,7 +24,8 @@
 
 #define ADJ_DECILES 10
 #define ADJ_RECENCY 4
-#define ADJ_SEGMENTS (ADJ_DECILES * ADJ_RECENCY)
+#define ADJ_TENURE 4
+#define ADJ_SEGMENTS (ADJ_DECILES * ADJ_RECENCY * ADJ_TENURE)
 #define ADJ_ACTIONS 11
 #define ADJ_IDENTITY 5     /* index of x1.0 */
 #define ADJ_MIN_PAIRS 100  /* ... with at least this many outcomes */
@@ -36,6 +40,7 @@ typedef struct AdjPair {
     double pred;          /* value served, uncorrected */
     double actual;        /* realised spend in its window */
     double recency_days;  /* days since the shopper's last event at prediction time */
+    double tenure_days;   /* days since the shopper's first event at prediction time */
 } AdjPair;
 
 typedef struct AdjTable {
@@ -49,10 +54,12 @@ typedef struct AdjTable {
     double reward_greedy;                       /* mean reward of the served policy over all pairs' batches */
     double trend[8];                            /* reward_greedy of the last runs, newest last */
     uint32_t runs;
+    uint32_t live_pairs;                        /* of the pairs learned from: from the prediction log */
+    uint32_t backtest_pairs;                    /* ... and from the backtest after a retrain */
 } AdjTable;
 
-int adjuster_segment(const AdjTable *t, double pred, double recency_days);
-double adjuster_multiplier(const AdjTable *t, double pred, double recency_days);
+int adjuster_segment(const AdjTable *t, double pred, double recency_days, double tenure_days);
+double adjuster_multiplier(const AdjTable *t, double pred, double recency_days, double tenure_days);
 /* Learns a table from pairs (starting from prev's trend, or NULL). -ENODATA
  * with fewer than 100 pairs. Deterministic for a seed. */
 int adjuster_learn(const AdjPair *pairs, size_t n, uint64_t seed, int episodes_per_segment, const AdjTable *prev,

@@ -54,6 +54,8 @@ typedef struct LtvdConfig {
     double fallback_refit_growth;  /* refit when logged purchases grew by this fraction */
 
     bool adjuster_enabled;
+    int64_t adjuster_interval_s;   /* timer for adjuster runs besides the one after each retrain; 0: none */
+    int64_t adjuster_log_size;     /* served predictions awaiting their outcome (and matured pairs kept); 0: no log */
 
     char auth_ingest_token[CONFIG_STR_MAX];
     char auth_admin_token[CONFIG_STR_MAX];

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "predlog.h"
+
 #define METRICS_MAX_ROUTES 16
 #define METRICS_NSTATUS 12   /* see metrics.c: status_codes[] + "other" */
 #define METRICS_NBUCKETS 14  /* latency buckets incl. +Inf */
@@ -51,6 +53,7 @@ typedef struct MetricsGauges {
     uint64_t wal_records, wal_bytes, wal_fsyncs, wal_durable_seq, wal_segments_removed;
     double wal_fsync_seconds;
     double adjuster_reward;
+    PredLogStats predlog;
     int64_t event_clock;
 } MetricsGauges;
 

@@ -24,7 +24,7 @@
 #include "ziln.h"
 
 #define MODEL_FILE_NAME "model.bin"
-#define MODEL_FORMAT_VERSION 3u
+#define MODEL_FORMAT_VERSION 4u
 
 typedef enum { MODEL_FALLBACK = 0, MODEL_TRAINED = 1 } ModelStatus;
 
@@ -73,6 +73,7 @@ typedef struct Model {
 /* A prediction as served. */
 typedef struct Prediction {
     double ltv, p_active, p10, p50, p90;
+    double uncorrected;  /* ltv before the RL adjuster's correction */
     bool from_network;
 } Prediction;
 

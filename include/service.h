@@ -125,6 +125,11 @@ void service_model_info(Service *s, ModelInfo *out);
 /* Marks a retrain as started and calls the notify hook. -EBUSY while one runs. */
 int service_request_retrain(Service *s, uint64_t *job);
 void service_set_retrain_notify(Service *s, void (*fn)(void *), void *arg);
+/* Worker: the RL adjuster matures logged predictions and learns a new
+ * correction table for the serving model (if adjuster.enabled). */
+void service_run_adjuster(Service *s);
+/* The prediction log's figures (all zero without a log). */
+void service_predlog_stats(Service *s, PredLogStats *out);
 /* Worker: runs the retrain job the last request started. */
 void service_run_retrain(Service *s);
 /* Worker: refits the fallback if logged purchases grew by

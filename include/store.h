@@ -60,6 +60,8 @@ void store_lock(Store *s);
 void store_unlock(Store *s);
 
 UserState *store_find(Store *s, const char *id, size_t len);
+/* The shopper whose id hashes to h (the first, in the 2^-64 case of two). */
+UserState *store_find_hash(Store *s, uint64_t h);
 /* Inserts a new shopper (must not exist) with zeroed state. -ENOSPC at cap. */
 int store_insert(Store *s, const char *id, size_t len, UserState **out);
 /* -ENOENT if absent. */

@@ -9,18 +9,19 @@
 
 const double ADJ_MULTIPLIERS[ADJ_ACTIONS] = {0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0};
 
-int adjuster_segment(const AdjTable *t, double pred, double recency_days)
+int adjuster_segment(const AdjTable *t, double pred, double recency_days, double tenure_days)
 {
     int d = 0;
     while (d < ADJ_DECILES - 1 && pred > t->edges[d])
         d++;
     int r = recency_days <= 30 ? 0 : recency_days <= 90 ? 1 : recency_days <= 180 ? 2 : 3;
-    return d * ADJ_RECENCY + r;
+    int a = tenure_days <= 90 ? 0 : tenure_days <= 180 ? 1 : tenure_days <= 365 ? 2 : 3;
+    return (d * ADJ_RECENCY + r) * ADJ_TENURE + a;
 }
 
-double adjuster_multiplier(const AdjTable *t, double pred, double recency_days)
+double adjuster_multiplier(const AdjTable *t, double pred, double recency_days, double tenure_days)
 {
-    return ADJ_MULTIPLIERS[t->action[adjuster_segment(t, pred, recency_days)]];
+    return ADJ_MULTIPLIERS[t->action[adjuster_segment(t, pred, recency_days, tenure_days)]];
 }
 
 static uint64_t rng_next(uint64_t *s)
@@ -86,7 +87,7 @@ int adjuster_learn(const AdjPair *pairs, size_t n, uint64_t seed, int episodes_p
         out->edges[d - 1] = sorted[(size_t)d * n / ADJ_DECILES];
     /* bucket the pairs by segment (counting sort) */
     for (size_t i = 0; i < n; i++) {
-        seg[i] = adjuster_segment(out, pairs[i].pred, pairs[i].recency_days);
+        seg[i] = adjuster_segment(out, pairs[i].pred, pairs[i].recency_days, pairs[i].tenure_days);
         out->pairs[seg[i]]++;
     }
     for (int s = 0; s < ADJ_SEGMENTS; s++)

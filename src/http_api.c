@@ -645,22 +645,36 @@ static enum MHD_Result handle_model(HttpServer *h, struct MHD_Connection *c)
        (unsigned long long)lt->epochs, lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none",
        finite_or_zero(lt->val_loss), finite_or_zero(lt->val_loss_other), finite_or_zero(lt->val_loss_fallback),
        finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini), lt->seconds, lt->swapped ? "true" : "false");
-    rp(&r, "\"adjuster\":{\"enabled\":%s,\"active\":%s", mi.adjuster_enabled ? "true" : "false",
-       mi.has_adj ? "true" : "false");
+    PredLogStats pl;
+    service_predlog_stats(h->svc, &pl);
+    rp(&r, "\"adjuster\":{\"enabled\":%s,\"active\":%s,\"prediction_log\":{\"capacity\":%zu,\"pending\":%zu,"
+           "\"matured_pairs\":%zu,\"pairs_predicted\":%.6g,\"pairs_realised\":%.6g,\"logged\":%llu,"
+           "\"matured\":%llu,\"dropped_full\":%llu,\"dropped_unknown\":%llu}",
+       mi.adjuster_enabled ? "true" : "false", mi.has_adj ? "true" : "false", pl.cap, pl.pending, pl.pairs,
+       pl.pairs_predicted, pl.pairs_realised, (unsigned long long)pl.logged, (unsigned long long)pl.matured,
+       (unsigned long long)pl.dropped_full, (unsigned long long)pl.dropped_unknown);
     if (mi.has_adj) {
         const AdjTable *t = &mi.adj;
-        rp(&r, ",\"runs\":%u,\"episodes\":%llu,\"reward\":%.6g,\"reward_trend\":[", t->runs,
-           (unsigned long long)t->episodes, t->reward_greedy);
-        for (int k = 8 - (t->runs < 8 ? (int)t->runs : 8); k < 8; k++)
-            rp(&r, "%s%.6g", k > 8 - (t->runs < 8 ? (int)t->runs : 8) ? "," : "", t->trend[k]);
+        int shown = t->runs < 8 ? (int)t->runs : 8;
+        rp(&r, ",\"runs\":%u,\"episodes\":%llu,\"live_pairs\":%u,\"backtest_pairs\":%u,\"reward\":%.6g,"
+               "\"reward_trend\":[", t->runs, (unsigned long long)t->episodes, t->live_pairs, t->backtest_pairs,
+           t->reward_greedy);
+        for (int k = 8 - shown; k < 8; k++)
+            rp(&r, "%s%.6g", k > 8 - shown ? "," : "", t->trend[k]);
         rp(&r, "],\"multipliers\":[");
         for (int a = 0; a < ADJ_ACTIONS; a++)
             rp(&r, "%s%g", a ? "," : "", ADJ_MULTIPLIERS[a]);
-        rp(&r, "],\"recency_buckets_days\":[30,90,180,null],\"segments\":[");
+        rp(&r, "],\"recency_buckets_days\":[30,90,180,null],\"tenure_buckets_days\":[90,180,365,null],"
+               "\"segments\":[");
+        int first = 1;
         for (int sgm = 0; sgm < ADJ_SEGMENTS; sgm++) {
-            rp(&r, "%s{\"segment\":%d,\"value_decile\":%d,\"recency_bucket\":%d,\"pairs\":%u,\"ratio\":%.4g,"
-                   "\"action\":%g,\"q\":[", sgm ? "," : "", sgm, sgm / ADJ_RECENCY + 1, sgm % ADJ_RECENCY, t->pairs[sgm],
+            if (!t->pairs[sgm])
+                continue; /* no outcomes: x1.0, nothing learned */
+            rp(&r, "%s{\"segment\":%d,\"value_decile\":%d,\"recency_bucket\":%d,\"tenure_bucket\":%d,"
+                   "\"pairs\":%u,\"ratio\":%.4g,\"action\":%g,\"q\":[", first ? "" : ",", sgm,
+               sgm / (ADJ_RECENCY * ADJ_TENURE) + 1, sgm / ADJ_TENURE % ADJ_RECENCY, sgm % ADJ_TENURE, t->pairs[sgm],
                finite_or_zero(t->ratio[sgm]), ADJ_MULTIPLIERS[t->action[sgm]]);
+            first = 0;
             for (int a = 0; a < ADJ_ACTIONS; a++)
                 rp(&r, "%s%.4g", a ? "," : "", t->q[sgm][a]);
             rp(&r, "],\"visits\":[");

@@ -25,7 +25,7 @@ typedef struct App {
     Service *svc;
     HttpServer *http;
     uv_signal_t sigterm, sigint;
-    uv_timer_t refit_timer, retrain_timer, snapshot_timer;
+    uv_timer_t refit_timer, retrain_timer, snapshot_timer, adjuster_timer;
     Wal *wal;
     uv_async_t retrain_async;
     uv_work_t work;
@@ -131,15 +131,27 @@ static void retrain_timer_cb(uv_timer_t *t)
         log_msg(LOG_INFO, "periodic retrain", "job=%llu", (unsigned long long)job);
 }
 
-static void refit_timer_cb(uv_timer_t *t)
+/* Starts a timer's worker job unless one is running (then this tick is
+ * skipped; the timer comes back). Main thread. */
+static void queue_job(App *app, uv_work_cb fn)
 {
-    App *app = t->data;
     if (app->job_running)
         return;
     app->job_running = true;
     app->work.data = app;
-    uv_queue_work(app->loop, &app->work, refit_work_cb, job_done_cb);
+    uv_queue_work(app->loop, &app->work, fn, job_done_cb);
 }
+
+static void refit_timer_cb(uv_timer_t *t) { queue_job(t->data, refit_work_cb); }
+
+static void adjuster_work_cb(uv_work_t *w)
+{
+    App *app = w->data;
+    worker_yields();
+    service_run_adjuster(app->svc);
+}
+
+static void adjuster_timer_cb(uv_timer_t *t) { queue_job(t->data, adjuster_work_cb); }
 
 static void snapshot_work_cb(uv_work_t *w)
 {
@@ -153,11 +165,8 @@ static void snapshot_work_cb(uv_work_t *w)
 static void snapshot_timer_cb(uv_timer_t *t)
 {
     App *app = t->data;
-    if (app->job_running || !service_snapshot_due(app->svc))
-        return;
-    app->job_running = true;
-    app->work.data = app;
-    uv_queue_work(app->loop, &app->work, snapshot_work_cb, job_done_cb);
+    if (service_snapshot_due(app->svc))
+        queue_job(app, snapshot_work_cb);
 }
 
 /* ---- shutdown ----------------------------------------------------------- */
@@ -184,6 +193,7 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&app->refit_timer, NULL);
     uv_close((uv_handle_t *)&app->retrain_timer, NULL);
     uv_close((uv_handle_t *)&app->snapshot_timer, NULL);
+    uv_close((uv_handle_t *)&app->adjuster_timer, NULL);
     uv_close((uv_handle_t *)&app->retrain_async, NULL);
     /* The loop ends once a running worker job has finished. */
 }
@@ -303,13 +313,18 @@ int main(int argc, char **argv)
     uv_timer_init(app.loop, &app.refit_timer);
     uv_timer_init(app.loop, &app.retrain_timer);
     uv_timer_init(app.loop, &app.snapshot_timer);
-    app.refit_timer.data = app.retrain_timer.data = app.snapshot_timer.data = &app;
+    uv_timer_init(app.loop, &app.adjuster_timer);
+    app.refit_timer.data = app.retrain_timer.data = app.snapshot_timer.data = app.adjuster_timer.data = &app;
     uv_timer_start(&app.snapshot_timer, snapshot_timer_cb, 1000, 1000);
     uint64_t refit_ms = (uint64_t)app.cfg.fallback_refit_s * 1000;
     uv_timer_start(&app.refit_timer, refit_timer_cb, refit_ms, refit_ms);
     if (app.cfg.train_interval_s > 0) {
         uint64_t ms = (uint64_t)app.cfg.train_interval_s * 1000;
         uv_timer_start(&app.retrain_timer, retrain_timer_cb, ms, ms);
+    }
+    if (app.cfg.adjuster_enabled && app.cfg.adjuster_interval_s > 0) {
+        uint64_t ms = (uint64_t)app.cfg.adjuster_interval_s * 1000;
+        uv_timer_start(&app.adjuster_timer, adjuster_timer_cb, ms, ms);
     }
 
     if ((rc = http_start(&app.http, &app.cfg, app.svc, &app.metrics)) != 0) {

@@ -173,6 +173,16 @@ int metrics_render(const Metrics *mc, const char *const *route_names, int nroute
             LOAD(m->adjuster_episodes));
     emit(&o, "# HELP ltvd_adjuster_reward Mean reward of the served correction policy on its replay set.\n"
              "# TYPE ltvd_adjuster_reward gauge\nltvd_adjuster_reward %.6f\n", g->adjuster_reward);
+    counter(&o, "ltvd_predlog_logged_total", "Served predictions logged for the adjuster.",
+            (unsigned long long)g->predlog.logged);
+    counter(&o, "ltvd_predlog_matured_total", "Logged predictions compared with their realised spend.",
+            (unsigned long long)g->predlog.matured);
+    counter(&o, "ltvd_predlog_dropped_total", "Logged predictions dropped: log full, or outcome unknowable.",
+            (unsigned long long)(g->predlog.dropped_full + g->predlog.dropped_unknown));
+    gauge(&o, "ltvd_predlog_pending", "Logged predictions waiting for their horizon to pass.",
+          (long long)g->predlog.pending);
+    gauge(&o, "ltvd_predlog_pairs", "Matured (prediction, outcome) pairs kept for the adjuster.",
+          (long long)g->predlog.pairs);
     gauge(&o, "ltvd_retrain_running", "1 while a retrain job runs.", (long long)g->retrain_running);
     gauge(&o, "ltvd_users", "Shoppers in memory.", (long long)g->users);
     gauge(&o, "ltvd_state_bytes", "Bytes allocated for shopper state and its index.", (long long)g->state_bytes);

@@ -162,10 +162,12 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
         z.sigma = softplus(o[2]) + 0.05;
         out->from_network = true;
     }
+    out->uncorrected = ziln_mean(&z);
     if (m->has_adj && agg) {
         /* the adjuster's greedy correction for this shopper's segment */
         double recency = fmax(0.0, (double)(as_of - agg->last_ts) / 86400.0);
-        double mult = adjuster_multiplier(&m->adj, ziln_mean(&z), recency);
+        double tenure = fmax(0.0, (double)(as_of - agg->first_ts) / 86400.0);
+        double mult = adjuster_multiplier(&m->adj, ziln_mean(&z), recency, tenure);
         if (mult != 1.0 && z.p > 0)
             z.mu += log(mult);
     }
@@ -187,6 +189,7 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
  *   i64 fitted_at; u64 examples, users, epochs; f64 val_loss, val_gini, seconds;
  *   f32 lstm_w[4H(I+H)], lstm_b[4H], head_w[3(H+E)], head_b[3];
  *   u32 has_adjuster; AdjTable (raw, when has_adjuster);
+ * Format 3 (an AdjTable without tenure buckets) is read with its table dropped.
  *   u32 crc32 of every byte before it. */
 
 typedef struct FileBuf {
@@ -334,8 +337,8 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
         snprintf(err, errlen, "%s: not an ltvd model file", path);
         goto fail;
     }
-    if (u32[0] != MODEL_FORMAT_VERSION) {
-        snprintf(err, errlen, "%s: format version %u, this build reads %u", path, u32[0], MODEL_FORMAT_VERSION);
+    if (u32[0] != MODEL_FORMAT_VERSION && u32[0] != 3u) {
+        snprintf(err, errlen, "%s: format version %u, this build reads 3 and %u", path, u32[0], MODEL_FORMAT_VERSION);
         goto fail;
     }
     if (u32[1] != FEATURE_DIM || u32[3] != HEAD_EXTRA || (int)u32[2] != expect_hidden) {
@@ -375,7 +378,12 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     uint32_t has_adj = 0;
     AdjTable adj;
     GET(&b, has_adj);
-    if (has_adj)
+    if (has_adj && u32[0] == 3u) {
+        /* format 3: the adjuster table had no tenure; it is dropped (the
+         * next adjuster run learns a new one) */
+        has_adj = 0;
+        b.pos = b.len;
+    } else if (has_adj)
         GET(&b, adj);
     if (b.err || b.pos != b.len || u32[5] > MODEL_TRAINED || has_adj > 1) {
         snprintf(err, errlen, "%s: truncated or malformed body", path);

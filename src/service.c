@@ -21,6 +21,7 @@
 #include "hash.h"
 #include "log.h"
 #include "lstm.h"
+#include "predlog.h"
 #include "store.h"
 #include "timeutil.h"
 #include "trainer.h"
@@ -30,6 +31,7 @@ struct Service {
     Metrics *metrics;
     Store *store;
     Dedupe *dedupe;              /* under the store lock */
+    PredLog *predlog;            /* under the store lock; NULL: adjuster.log_size = 0 */
 
     pthread_mutex_t model_lock;  /* guards model */
     Model *model;
@@ -74,6 +76,8 @@ int service_create(Service **out, const LtvdConfig *cfg, Metrics *metrics, Model
         goto fail;
     if ((rc = dedupe_create(&s->dedupe, (size_t)cfg->limits_dedupe_window)) != 0)
         goto fail;
+    if (cfg->adjuster_log_size > 0 && (rc = predlog_create(&s->predlog, (size_t)cfg->adjuster_log_size)) != 0)
+        goto fail;
     pthread_mutex_init(&s->model_lock, NULL);
     pthread_mutex_init(&s->err_lock, NULL);
     s->model = initial;
@@ -82,6 +86,7 @@ int service_create(Service **out, const LtvdConfig *cfg, Metrics *metrics, Model
     *out = s;
     return 0;
 fail:
+    dedupe_destroy(s->dedupe);
     store_destroy(s->store);
     free(s);
     return rc;
@@ -93,6 +98,7 @@ void service_destroy(Service *s)
         return;
     model_release(s->model);
     dedupe_destroy(s->dedupe);
+    predlog_destroy(s->predlog);
     store_destroy(s->store);
     pthread_mutex_destroy(&s->model_lock);
     pthread_mutex_destroy(&s->err_lock);
@@ -579,12 +585,22 @@ void service_predict_many(Service *s, const char *const *ids, const size_t *lens
                           PredictionView *out)
 {
     Model *m = service_model_acquire(s);
+    int64_t now = service_now(s);
     if (as_of < 0)
-        as_of = service_now(s);
+        as_of = now;
+    /* a prediction of the present (not a what-if about another day) is
+     * logged for the adjuster, to be compared with what follows */
+    bool log_it = s->predlog && as_of <= now + 86400 && as_of >= now - 86400;
     store_lock(s->store);
     for (size_t i = 0; i < n; i++) {
         UserState *u = store_find(s->store, ids[i], lens[i]);
         fill_prediction(s, m, u, ids[i], lens[i], as_of, &out[i]);
+        if (log_it && u && as_of >= u->agg.last_ts) {
+            PredLogEntry e = {u->hash, as_of, out[i].p.uncorrected, u->agg.spend,
+                              (float)((double)(as_of - u->agg.last_ts) / 86400.0),
+                              (float)((double)(as_of - u->agg.first_ts) / 86400.0), m->version};
+            predlog_record(s->predlog, &e);
+        }
     }
     store_unlock(s->store);
     model_release(m);
@@ -625,6 +641,8 @@ int service_delete_user(Service *s, const char *id, size_t len, uint64_t *wait_s
         atomic_compare_exchange_strong(&s->erasure_pending_since, &zero,
                                        (int64_t)(time_mono_ns() / 1000000000ull) + 1);
     }
+    if (s->predlog)
+        predlog_forget(s->predlog, store_find(s->store, id, len)->hash);
     store_remove(s->store, id, len);
     store_unlock(s->store);
     atomic_fetch_add(&s->metrics->users_deleted, 1);
@@ -868,31 +886,108 @@ static void train_config(Service *s, const Model *cur, TrainConfig *tc)
     tc->head = (int)s->cfg.train_head;
 }
 
-/* Worker: the RL adjuster learns corrections for the serving model from a
- * backtest on matured validation cuts, and a model carrying them is
- * published. 0, 1 if there was nothing to learn from, <0 on error. */
-static int run_adjuster(Service *s)
+/* Realised net spend in (t, t + H] of a logged prediction, from the
+ * shopper's aggregates now minus the spend at t and minus the retained
+ * events after the window; -1 when the shopper is gone or its ring no
+ * longer reaches back to the window's end. Under the store lock. */
+static double realised_spend(void *arg, const PredLogEntry *e)
 {
-    TrainSet set;
-    if (collect_train_set(s, &set))
+    Service *s = arg;
+    UserState *u = store_find_hash(s->store, e->key);
+    if (!u)
+        return -1;
+    int64_t end = e->t + (int64_t)s->cfg.model_horizon_days * 86400;
+    double after = 0;
+    bool covered = u->ring_ctx.events_before == 0; /* nothing has left the ring */
+    for (unsigned k = u->ring_len; k-- > 0;) {
+        const RecentEvent *r = store_ring_at(s->store, u, k);
+        if ((int64_t)r->ts <= end) {
+            covered = true;
+            break;
+        }
+        after += r->type == EV_PURCHASE ? r->value : r->type == EV_REFUND ? -r->value : 0;
+    }
+    return covered ? fmax(0.0, u->agg.spend - e->spend_at - after) : -1;
+}
+
+/* Worker: turns logged predictions whose horizon has passed into pairs, in
+ * short locked batches. */
+static void mature_predictions(Service *s)
+{
+    int64_t matured_at = service_now(s) - (int64_t)s->cfg.model_horizon_days * 86400;
+    size_t cursor = 0, left;
+    do {
+        store_lock(s->store);
+        left = predlog_mature(s->predlog, matured_at, &cursor, 4096, realised_spend, s);
+        store_unlock(s->store);
+    } while (left);
+}
+
+/* Worker: the matured pairs the adjuster learns from: the prediction log's,
+ * then a backtest of the serving model on matured validation cuts. */
+static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n, size_t *live)
+{
+    size_t cap = s->predlog ? (size_t)s->cfg.adjuster_log_size : 0;
+    AdjPair *logged = malloc((cap ? cap : 1) * sizeof *logged);
+    if (!logged)
         return -ENOMEM;
-    Model *cur = service_model_acquire(s);
+    *live = 0;
+    if (s->predlog) {
+        mature_predictions(s);
+        store_lock(s->store);
+        *live = predlog_pairs(s->predlog, logged, cap);
+        store_unlock(s->store);
+    }
+    TrainSet set;
+    if (collect_train_set(s, &set)) {
+        free(logged);
+        return -ENOMEM;
+    }
     TrainConfig tc;
     train_config(s, cur, &tc);
-    AdjPair *pairs = NULL;
-    size_t n = 0;
-    int rc = trainer_backtest(&set, &tc, &cur->fallback, cur->status == MODEL_TRAINED ? cur->net : NULL, &pairs, &n);
+    AdjPair *bt = NULL;
+    size_t nbt = 0;
+    int rc = trainer_backtest(&set, &tc, &cur->fallback, cur->status == MODEL_TRAINED ? cur->net : NULL, &bt, &nbt);
     free(set.events);
     free(set.shoppers);
+    if (rc && rc != -ENODATA) {
+        free(logged);
+        return rc;
+    }
+    AdjPair *all = realloc(logged, (*live + nbt + 1) * sizeof *all);
+    if (!all) {
+        free(logged), free(bt);
+        return -ENOMEM;
+    }
+    if (nbt)
+        memcpy(all + *live, bt, nbt * sizeof *bt);
+    free(bt);
+    *out = all;
+    *n = *live + nbt;
+    return 0;
+}
+
+/* Worker: the RL adjuster learns corrections for the serving model from
+ * matured pairs, and a model carrying them is published. 0, 1 if there was
+ * nothing to learn from, <0 on error. */
+static int run_adjuster(Service *s)
+{
+    Model *cur = service_model_acquire(s);
+    AdjPair *pairs = NULL;
+    size_t n = 0, live = 0;
     AdjTable t;
+    int rc = adjuster_pairs(s, cur, &pairs, &n, &live);
     if (!rc)
         rc = adjuster_learn(pairs, n, (uint64_t)s->cfg.train_seed, 400, cur->has_adj ? &cur->adj : NULL, &t);
     free(pairs);
     if (rc) {
         model_release(cur);
-        log_msg(LOG_INFO, "adjuster skipped", "reason=\"%s\"", rc == -ENODATA ? "too few matured outcomes" : strerror(-rc));
+        log_msg(LOG_INFO, "adjuster skipped", "reason=\"%s\" pairs=%zu", rc == -ENODATA ? "too few matured outcomes"
+                : strerror(-rc), n);
         return rc == -ENODATA ? 1 : rc;
     }
+    t.live_pairs = (uint32_t)live;
+    t.backtest_pairs = (uint32_t)(n - live);
     Model *next;
     rc = model_create(&next, cur->net, &cur->fallback, cur->horizon_days, cur->status,
                       atomic_fetch_add(&s->next_version, 1));
@@ -912,9 +1007,18 @@ static int run_adjuster(Service *s)
     save_serving_model(s);
     atomic_fetch_add(&s->metrics->adjuster_runs, 1);
     atomic_fetch_add(&s->metrics->adjuster_episodes, t.episodes);
-    log_msg(LOG_INFO, "adjuster updated", "pairs=%zu episodes=%llu corrected_segments=%d reward=%.4f", n,
-            (unsigned long long)t.episodes, corrected, t.reward_greedy);
+    log_msg(LOG_INFO, "adjuster updated", "pairs=%zu live_pairs=%zu episodes=%llu corrected_segments=%d reward=%.4f",
+            n, live, (unsigned long long)t.episodes, corrected, t.reward_greedy);
     return 0;
+}
+
+void service_run_adjuster(Service *s)
+{
+    if (!s->cfg.adjuster_enabled)
+        return;
+    int rc = run_adjuster(s);
+    if (rc < 0)
+        log_msg(LOG_WARN, "adjuster failed", "error=\"%s\"", strerror(-rc));
 }
 
 /* Worker: trains a network; swaps it in if it beats the serving model on
@@ -986,11 +1090,7 @@ void service_run_retrain(Service *s)
             rc = 0;
         }
     }
-    if (rc >= 0 && s->cfg.adjuster_enabled) {
-        int arc = run_adjuster(s);
-        if (arc < 0)
-            log_msg(LOG_WARN, "adjuster failed", "error=\"%s\"", strerror(-arc));
-    }
+    service_run_adjuster(s); /* also when the refit failed: the serving model is unchanged */
     uint64_t ms = (time_mono_ns() - t0) / 1000000;
     atomic_store(&s->metrics->retrain_last_ms, ms);
     atomic_fetch_add(&s->metrics->retrain_runs, 1);
@@ -1005,6 +1105,16 @@ void service_run_retrain(Service *s)
     }
     atomic_store(&s->retrain_state, RETRAIN_IDLE);
     log_msg(LOG_INFO, "retrain finish", "ms=%llu", (unsigned long long)ms);
+}
+
+void service_predlog_stats(Service *s, PredLogStats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s->predlog)
+        return;
+    store_lock(s->store);
+    predlog_stats(s->predlog, out);
+    store_unlock(s->store);
 }
 
 void service_set_ready(Service *s, bool ready) { atomic_store(&s->ready, ready); }
@@ -1022,6 +1132,7 @@ void service_gauges(Service *s, MetricsGauges *g)
     g->model_version = m->version;
     g->adjuster_reward = m->has_adj ? m->adj.reward_greedy : 0.0;
     model_release(m);
+    service_predlog_stats(s, &g->predlog);
     g->ready = service_ready(s);
     g->retrain_running = service_retrain_running(s);
     g->event_clock = atomic_load(&s->event_clock);

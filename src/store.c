@@ -107,6 +107,16 @@ UserState *store_find(Store *s, const char *id, size_t len)
     return found ? slot(s, s->index[i] - 1) : NULL;
 }
 
+UserState *store_find_hash(Store *s, uint64_t h)
+{
+    for (size_t i = (size_t)h & s->index_mask; s->index[i]; i = (i + 1) & s->index_mask) {
+        UserState *u = slot(s, s->index[i] - 1);
+        if (u->hash == h)
+            return u;
+    }
+    return NULL;
+}
+
 static int take_slot(Store *s, uint32_t *out)
 {
     if (s->free_head != NO_SLOT) {

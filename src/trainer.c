@@ -768,6 +768,7 @@ int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const Fallback
                 pairs[k].pred = pred;
                 pairs[k].actual = ct->y;
                 pairs[k].recency_days = expm1(ct->e[0]);
+                pairs[k].tenure_days = expm1(ct->e[1]);
                 k++;
             }
         }

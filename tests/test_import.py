@@ -135,7 +135,11 @@ def adjuster_visible_when_enabled():
             adj = m["adjuster"]
             check(adj["enabled"] is enabled and adj["active"] is enabled, adj)
             if enabled:
-                check(len(adj["segments"]) == 40 and adj["episodes"] > 0 and adj["runs"] == 1, adj)
+                check(adj["segments"] and all(g["pairs"] > 0 for g in adj["segments"]), adj)
+                check(adj["episodes"] > 0 and adj["runs"] == 1 and adj["backtest_pairs"] > 100, adj)
+                # the backtest's cut times are all in the shoppers' first half year: no
+                # correction is learned for older shoppers (tenure buckets 2 and 3)
+                check(all(g["tenure_bucket"] < 2 for g in adj["segments"]), adj)
                 check(all(len(g["q"]) == len(adj["multipliers"]) for g in adj["segments"]))
                 check(metric_value(s, "ltvd_adjuster_runs_total") == 1)
             else:

@@ -1,0 +1,147 @@
+/* predlog: served predictions waiting for their outcome. Linear probing
+ * with backward-shift deletion, so the table never fills with tombstones. */
+#include "predlog.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct PredLog {
+    PredLogEntry *slots;  /* (mask + 1,); key 0 marks an empty slot */
+    size_t mask, cap, count;
+    AdjPair *pairs;       /* ring (cap,) */
+    size_t pair_head, pair_len;
+    uint64_t logged, matured, dropped_full, dropped_unknown;
+};
+
+static uint64_t nonzero(uint64_t key) { return key ? key : 1; }
+
+int predlog_create(PredLog **out, size_t cap)
+{
+    if (cap < 1)
+        return -EINVAL;
+    PredLog *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    size_t size = 8;
+    while (size < 2 * cap) /* load factor <= 1/2 */
+        size *= 2;
+    l->slots = calloc(size, sizeof *l->slots);
+    l->pairs = malloc(cap * sizeof *l->pairs);
+    if (!l->slots || !l->pairs) {
+        predlog_destroy(l);
+        return -ENOMEM;
+    }
+    l->mask = size - 1;
+    l->cap = cap;
+    *out = l;
+    return 0;
+}
+
+void predlog_destroy(PredLog *l)
+{
+    if (!l)
+        return;
+    free(l->slots);
+    free(l->pairs);
+    free(l);
+}
+
+static size_t home(const PredLog *l, uint64_t key) { return (size_t)(key * 0x9e3779b97f4a7c15ull >> 17) & l->mask; }
+
+/* Position of key, or of the empty slot where it would go. */
+static size_t find(const PredLog *l, uint64_t key)
+{
+    size_t i = home(l, key);
+    while (l->slots[i].key && l->slots[i].key != key)
+        i = (i + 1) & l->mask;
+    return i;
+}
+
+static void remove_at(PredLog *l, size_t hole)
+{
+    for (size_t i = (hole + 1) & l->mask; l->slots[i].key; i = (i + 1) & l->mask) {
+        size_t h = home(l, l->slots[i].key);
+        /* entry i may move into the hole if its home is not in (hole, i] */
+        if (((i - h) & l->mask) >= ((i - hole) & l->mask)) {
+            l->slots[hole] = l->slots[i];
+            hole = i;
+        }
+    }
+    l->slots[hole].key = 0;
+    l->count--;
+}
+
+void predlog_record(PredLog *l, const PredLogEntry *e)
+{
+    uint64_t key = nonzero(e->key);
+    size_t i = find(l, key);
+    if (l->slots[i].key)
+        return; /* one pending prediction per shopper */
+    if (l->count >= l->cap) {
+        l->dropped_full++;
+        return;
+    }
+    l->slots[i] = *e;
+    l->slots[i].key = key;
+    l->count++;
+    l->logged++;
+}
+
+void predlog_forget(PredLog *l, uint64_t key)
+{
+    size_t i = find(l, nonzero(key));
+    if (l->slots[i].key)
+        remove_at(l, i);
+}
+
+static void push_pair(PredLog *l, const AdjPair *p)
+{
+    l->pairs[(l->pair_head + l->pair_len) % l->cap] = *p;
+    if (l->pair_len < l->cap)
+        l->pair_len++;
+    else
+        l->pair_head = (l->pair_head + 1) % l->cap;
+}
+
+size_t predlog_mature(PredLog *l, int64_t matured_at, size_t *cursor, size_t span, PredLogOutcome outcome,
+                      void *arg)
+{
+    size_t size = l->mask + 1, i = *cursor;
+    size_t end = i + span < size ? i + span : size;
+    while (i < end) {
+        PredLogEntry *e = &l->slots[i];
+        if (!e->key || e->t > matured_at) {
+            i++;
+            continue;
+        }
+        double y = outcome(arg, e);
+        if (y >= 0) {
+            AdjPair p = {e->pred, y, e->recency_days, e->tenure_days};
+            push_pair(l, &p);
+            l->matured++;
+        } else {
+            l->dropped_unknown++;
+        }
+        remove_at(l, i); /* a later entry may have moved into i: look again */
+    }
+    *cursor = i;
+    return size - i;
+}
+
+size_t predlog_pairs(const PredLog *l, AdjPair *out, size_t max)
+{
+    size_t n = l->pair_len < max ? l->pair_len : max;
+    for (size_t k = 0; k < n; k++)
+        out[k] = l->pairs[(l->pair_head + l->pair_len - n + k) % l->cap];
+    return n;
+}
+
+void predlog_stats(const PredLog *l, PredLogStats *out)
+{
+    *out = (PredLogStats){l->logged, l->matured, l->dropped_full, l->dropped_unknown, l->count, l->pair_len, l->cap, 0, 0};
+    for (size_t k = 0; k < l->pair_len; k++) {
+        out->pairs_predicted += l->pairs[k].pred;
+        out->pairs_realised += l->pairs[k].actual;
+    }
+}
