@@ -31,7 +31,7 @@ struct Service {
     Metrics *metrics;
     Store *store;
     Dedupe *dedupe;              /* under the store lock */
-    PredLog *predlog;            /* under the store lock; NULL: adjuster.log_size = 0 */
+    PredLog *predlog;            /* under the store lock; NULL: adjuster off or adjuster.log_size = 0 */
 
     pthread_mutex_t model_lock;  /* guards model */
     Model *model;
@@ -76,7 +76,7 @@ int service_create(Service **out, const LtvdConfig *cfg, Metrics *metrics, Model
         goto fail;
     if ((rc = dedupe_create(&s->dedupe, (size_t)cfg->limits_dedupe_window)) != 0)
         goto fail;
-    if (cfg->adjuster_log_size > 0 && (rc = predlog_create(&s->predlog, (size_t)cfg->adjuster_log_size)) != 0)
+    if (cfg->adjuster_enabled && cfg->adjuster_log_size > 0 && (rc = predlog_create(&s->predlog, (size_t)cfg->adjuster_log_size)) != 0)
         goto fail;
     pthread_mutex_init(&s->model_lock, NULL);
     pthread_mutex_init(&s->err_lock, NULL);
