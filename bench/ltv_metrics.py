@@ -89,3 +89,41 @@ def score(pred, actual):
     }
 
 
+
+
+HIGHER_IS_BETTER = {"gini": True, "spearman": True, "decile_mape": False, "auc": True, "total_error": None}
+
+
+def bootstrap_against(preds_by_cfg, actual, baseline, draws=200, seed=0):
+    """How much of a difference between configurations is the customers'
+    noise? Resamples customers with replacement (the same resample for every
+    configuration); in each, a configuration's figure is the mean over its
+    seeds' predictions. Returns {cfg: {metric: (mean difference to baseline,
+    sd of the difference, share of resamples in which cfg is better)}};
+    for total_error "better" means a smaller absolute error."""
+    import random
+    rng = random.Random(seed)
+    n = len(actual)
+    diffs = {c: {m: [] for m in HIGHER_IS_BETTER} for c in preds_by_cfg if c != baseline}
+    wins = {c: {m: 0 for m in HIGHER_IS_BETTER} for c in diffs}
+    for _ in range(draws):
+        idx = [rng.randrange(n) for _ in range(n)]
+        act = [actual[i] for i in idx]
+        if sum(act) <= 0:
+            continue
+        figs = {}
+        for cfg, preds in preds_by_cfg.items():
+            per_seed = [score([p[i] for i in idx], act) for p in preds]
+            figs[cfg] = {m: statistics.fmean(s[m] for s in per_seed) for m in HIGHER_IS_BETTER}
+        for cfg in diffs:
+            for m, higher in HIGHER_IS_BETTER.items():
+                a, b = figs[cfg][m], figs[baseline][m]
+                diffs[cfg][m].append(a - b)
+                better = abs(a) < abs(b) if higher is None else (a > b if higher else a < b)
+                wins[cfg][m] += better
+    out = {}
+    for cfg in diffs:
+        k = len(diffs[cfg]["gini"])
+        out[cfg] = {m: (statistics.fmean(d), statistics.stdev(d) if k > 1 else 0.0, wins[cfg][m] / max(k, 1))
+                    for m, d in diffs[cfg].items()}
+    return out

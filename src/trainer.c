@@ -257,13 +257,21 @@ static size_t build_dataset(const TrainSet *set, const TrainConfig *cfg, const F
         int n = (int)sh->n;
         if (n == 0 || n > 1024)
             continue;
-        /* candidate cut times: every event time, and a grid through quiet periods */
+        /* candidate cut times: every event time, and a grid through quiet
+         * periods. Validation shoppers are judged the way predictions are
+         * served, as late as possible: only cut times in the last
+         * 2 x grid_days before labels stop maturing, plus that last time. */
+        bool val = (int)(sh->key % 100) < cfg->val_percent;
+        const int64_t newest = set->now - Hs, oldest = val ? newest - 2 * grid : INT64_MIN;
         int nc = 0;
         for (int i = 0; i < n; i++)
-            if (ev[i].ts + Hs <= set->now && (i + 1 == n || ev[i + 1].ts != ev[i].ts))
+            if (ev[i].ts <= newest && ev[i].ts >= oldest && (i + 1 == n || ev[i + 1].ts != ev[i].ts))
                 cand[nc++] = ev[i].ts;
-        for (int64_t c = ev[0].ts + grid; c + Hs <= set->now && nc < (int)(sizeof cand / sizeof cand[0]); c += grid)
-            cand[nc++] = c;
+        for (int64_t c = ev[0].ts + grid; c <= newest && nc < (int)(sizeof cand / sizeof cand[0]) - 1; c += grid)
+            if (c >= oldest)
+                cand[nc++] = c;
+        if (val && ev[0].ts <= newest && (nc == 0 || cand[nc - 1] != newest))
+            cand[nc++] = newest;
         if (nc == 0)
             continue;
         qsort(cand, (size_t)nc, sizeof cand[0], cmp_i64);
@@ -285,7 +293,7 @@ static size_t build_dataset(const TrainSet *set, const TrainConfig *cfg, const F
             break;
         }
         s->n = n;
-        s->val = (int)(sh->key % 100) < cfg->val_percent;
+        s->val = val;
         EncodeContext ctx = sh->ctx0;
         float xf[NIN];
         for (int i = 0; i < n; i++) {
