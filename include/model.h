@@ -45,7 +45,7 @@ typedef struct TrainFigures {
     uint64_t examples, users, epochs;
     double val_loss, val_gini, seconds;
     /* of the last run, in memory only: */
-    double val_loss_other, val_loss_fallback, val_loss_serving;
+    double val_loss_other, val_loss_fallback, val_loss_serving, val_gini_fallback;
     bool hybrid, swapped;
 } TrainFigures;
 

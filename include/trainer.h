@@ -67,6 +67,7 @@ typedef struct TrainResult {
     double val_loss_fallback;
     double val_loss_serving; /* of the model serving now (fallback or network) */
     double val_gini;
+    double val_gini_fallback; /* the fallback's on the same validation cuts */
     double level_shift;    /* log(Σ fallback mean / Σ network mean) over the shoppers, as of now */
     uint64_t examples, val_examples, users;
     int epochs;

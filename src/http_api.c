@@ -640,11 +640,12 @@ static enum MHD_Result handle_model(HttpServer *h, struct MHD_Connection *c)
     rp(&r,
        ",\"network\":%s,\"last_training\":{\"examples\":%llu,\"users\":%llu,\"epochs\":%llu,"
        "\"head\":\"%s\",\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
-       "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"seconds\":%.3f,\"swapped\":%s}},",
+       "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,\"swapped\":%s}},",
        mi.network_enabled ? "true" : "false", (unsigned long long)lt->examples, (unsigned long long)lt->users,
        (unsigned long long)lt->epochs, lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none",
        finite_or_zero(lt->val_loss), finite_or_zero(lt->val_loss_other), finite_or_zero(lt->val_loss_fallback),
-       finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini), lt->seconds, lt->swapped ? "true" : "false");
+       finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini), finite_or_zero(lt->val_gini_fallback),
+       lt->seconds, lt->swapped ? "true" : "false");
     PredLogStats pl;
     service_predlog_stats(h->svc, &pl);
     rp(&r, "\"adjuster\":{\"enabled\":%s,\"active\":%s,\"prediction_log\":{\"capacity\":%zu,\"pending\":%zu,"

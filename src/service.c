@@ -1045,12 +1045,13 @@ static int train_network(Service *s, char *err, size_t errlen)
         return rc;
     }
     TrainFigures f = {tr.examples, tr.users, (uint64_t)tr.epochs, tr.val_loss, tr.val_gini, tr.seconds,
-                      tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving, tr.hybrid, false};
+                      tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving, tr.val_gini_fallback,
+                      tr.hybrid, false};
     f.swapped = tr.val_loss < tr.val_loss_serving;
     log_msg(LOG_INFO, "network trained", "hybrid=%s val_loss=%.5f other_variant=%.5f fallback=%.5f serving=%.5f "
-            "val_gini=%.4f level_shift=%.4f examples=%llu users=%llu epochs=%d seconds=%.2f swap=%s",
+            "val_gini=%.4f val_gini_fallback=%.4f level_shift=%.4f examples=%llu users=%llu epochs=%d seconds=%.2f swap=%s",
             tr.hybrid ? "true" : "false", tr.val_loss, tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving,
-            tr.val_gini, tr.level_shift,
+            tr.val_gini, tr.val_gini_fallback, tr.level_shift,
             (unsigned long long)tr.examples, (unsigned long long)tr.users, tr.epochs, tr.seconds,
             f.swapped ? "true" : "false");
     pthread_mutex_lock(&s->err_lock);

@@ -556,17 +556,19 @@ static double gini_of(double *pairs, size_t n, bool by_pred)
     return area / (double)n - (double)(n + 1) / (2.0 * (double)n);
 }
 
-/* Normalised Gini of predicted means on the validation cuts. */
-static double val_gini(const double *theta, int H, Seq *seqs, size_t nseq, bool hybrid)
+/* Normalised Gini of predicted means on the validation cuts; *fallback
+ * gets the fallback's on the same cuts. */
+static double val_gini(const double *theta, int H, Seq *seqs, size_t nseq, bool hybrid, double *fallback)
 {
+    *fallback = 0;
     size_t n = 0;
     for (size_t i = 0; i < nseq; i++)
         if (seqs[i].val)
             n += (size_t)seqs[i].ncuts;
     double *pp = malloc((n ? n : 1) * 2 * sizeof(double)), *pa = malloc((n ? n : 1) * 2 * sizeof(double));
-    if (!pp || !pa) {
-        free(pp);
-        free(pa);
+    double *pf = malloc((n ? n : 1) * 2 * sizeof(double));
+    if (!pp || !pa || !pf) {
+        free(pp), free(pa), free(pf);
         return 0;
     }
     size_t k = 0;
@@ -588,7 +590,8 @@ static double val_gini(const double *theta, int H, Seq *seqs, size_t nseq, bool 
                 head_forward(hw, hb, H, h, ct->e, hybrid, o);
                 double mean = head_mean(o, hybrid ? ct->a0 : 0, hybrid ? ct->a1 : 0);
                 pp[2 * k] = pa[2 * k] = mean;
-                pp[2 * k + 1] = pa[2 * k + 1] = ct->y;
+                pf[2 * k] = ct->bg_p * exp(ct->bg_mu + 0.5 * ct->bg_sigma * ct->bg_sigma);
+                pp[2 * k + 1] = pa[2 * k + 1] = pf[2 * k + 1] = ct->y;
                 k++;
             }
         }
@@ -596,11 +599,11 @@ static double val_gini(const double *theta, int H, Seq *seqs, size_t nseq, bool 
     free(h);
     double g = 0;
     if (k) {
-        double gp = gini_of(pp, k, true), ga = gini_of(pa, k, false);
+        double gp = gini_of(pp, k, true), gf = gini_of(pf, k, true), ga = gini_of(pa, k, false);
         g = ga > 0 ? gp / ga : 0;
+        *fallback = ga > 0 ? gf / ga : 0;
     }
-    free(pp);
-    free(pa);
+    free(pp), free(pa), free(pf);
     return g;
 }
 
@@ -722,7 +725,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     out->hybrid = hybrid;
     out->val_loss = win->val;
     out->val_loss_other = hybrid ? lo.val : hy.val;
-    out->val_gini = val_gini(win->theta, cfg->hidden, seqs, nseq, hybrid);
+    out->val_gini = val_gini(win->theta, cfg->hidden, seqs, nseq, hybrid, &out->val_gini_fallback);
     out->examples = ntrain + nval;
     out->val_examples = nval;
     out->users = nseq;
