@@ -48,7 +48,7 @@ typedef struct LtvdConfig {
     int64_t train_max_shoppers;
     int64_t train_bptt_steps;
     int64_t train_val_percent;
-    int64_t train_head;                 /* 0 auto (by validation loss), 1 hybrid, 2 lstm_only */
+    int64_t train_head;                 /* 0 auto (validation loss, one-SE rule), 1 hybrid, 2 lstm_only */
 
     int64_t fallback_refit_s;      /* timer that checks whether the fallback needs a refit */
     double fallback_refit_growth;  /* refit when logged purchases grew by this fraction */

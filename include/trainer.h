@@ -74,7 +74,8 @@ typedef struct TrainResult {
     double seconds;
 } TrainResult;
 
-/* Trains both variants and returns the one with the lower validation loss.
+/* Trains both variants and returns the hybrid unless the LSTM-only one has
+ * a validation loss lower by more than one standard error.
  * serving: the network now serving (NULL if the fallback serves), to score
  * it on the same validation examples. -ENODATA if there are too few
  * matured examples. */

@@ -1,6 +1,6 @@
 /* trainer: example cutting, a double-precision LSTM + ZILN head with BPTT,
  * Adam with global-norm clipping, early stopping, and the choice between
- * the hybrid and the LSTM-only head by validation loss. */
+ * the hybrid and the LSTM-only head by validation loss (one-SE rule). */
 #include "trainer.h"
 
 #include <cblas.h>
@@ -352,8 +352,9 @@ static void free_dataset(Seq *seqs, size_t n)
 
 /* ---- training ------------------------------------------------------------- */
 
-/* Mean validation loss of theta; hybrid selects the anchors. */
-static double val_loss(const double *theta, int H, Seq *seqs, size_t n, bool hybrid, int bptt, size_t *count)
+/* Mean validation loss of theta; hybrid selects the anchors. per_seq (if
+ * not NULL) gets each validation sequence's summed loss, in order. */
+static double val_loss_each(const double *theta, int H, Seq *seqs, size_t n, bool hybrid, int bptt, double *per_seq)
 {
     double sum = 0;
     size_t k = 0;
@@ -370,12 +371,18 @@ static double val_loss(const double *theta, int H, Seq *seqs, size_t n, bool hyb
             }
             cuts = tmp;
         }
-        sum += trainer_sequence_loss(theta, H, seqs[i].x, seqs[i].n, cuts, seqs[i].ncuts, bptt, NULL);
+        double l = trainer_sequence_loss(theta, H, seqs[i].x, seqs[i].n, cuts, seqs[i].ncuts, bptt, NULL);
+        if (per_seq)
+            *per_seq++ = l;
+        sum += l;
         k += (size_t)seqs[i].ncuts;
     }
-    if (count)
-        *count = k;
     return k ? sum / (double)k : INFINITY;
+}
+
+static double val_loss(const double *theta, int H, Seq *seqs, size_t n, bool hybrid, int bptt)
+{
+    return val_loss_each(theta, H, seqs, n, hybrid, bptt, NULL);
 }
 
 static void theta_from_net(double *theta, const LstmWeights *w)
@@ -462,7 +469,7 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
     for (size_t i = 0; i < nseq; i++)
         order[i] = i;
     uint64_t rng = cfg->seed * 0x632be59bd9b4e019ull + (hybrid ? 1 : 2);
-    double best_val = val_loss(theta, H, seqs, nseq, hybrid, cfg->bptt, NULL);
+    double best_val = val_loss(theta, H, seqs, nseq, hybrid, cfg->bptt);
     memcpy(best, theta, P * sizeof(double));
     int since_best = 0, epochs = 0;
     const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
@@ -515,7 +522,7 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
                 theta[p] -= cfg->lr * (m[p] / c1) / (sqrt(v[p] / c2) + eps);
             }
         }
-        double vl = val_loss(theta, H, seqs, nseq, hybrid, cfg->bptt, NULL);
+        double vl = val_loss(theta, H, seqs, nseq, hybrid, cfg->bptt);
         if (vl < best_val - 1e-5) {
             best_val = vl;
             memcpy(best, theta, P * sizeof(double));
@@ -658,6 +665,48 @@ static double level_shift(const TrainSet *set, const TrainConfig *cfg, const Fal
     return log(sum_fb / sum_net);
 }
 
+/* The head to serve (true: hybrid). The hybrid is the constrained variant
+ * (zero residual reproduces the fallback), so by the one-standard-error
+ * rule the LSTM-only head must beat it on validation by more than one
+ * standard error of the paired difference, with shoppers as the units. */
+static bool choose_hybrid(const VariantResult *hy, const VariantResult *lo, const TrainConfig *cfg, Seq *seqs,
+                          size_t nseq)
+{
+    if (!lo->theta)
+        return true;
+    if (!hy->theta)
+        return false;
+    size_t nv = 0;
+    for (size_t i = 0; i < nseq; i++)
+        nv += seqs[i].val;
+    double *a = malloc((nv ? nv : 1) * sizeof(double)), *b = malloc((nv ? nv : 1) * sizeof(double));
+    if (!a || !b) {
+        free(a), free(b);
+        return hy->val <= lo->val;
+    }
+    val_loss_each(hy->theta, cfg->hidden, seqs, nseq, true, cfg->bptt, a);
+    val_loss_each(lo->theta, cfg->hidden, seqs, nseq, false, cfg->bptt, b);
+    double sd = 0, sn = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < nseq; i++)
+        if (seqs[i].val) {
+            sd += b[k] - a[k];
+            sn += seqs[i].ncuts;
+            k++;
+        }
+    double mean = sn > 0 ? sd / sn : 0, var = 0;
+    k = 0;
+    for (size_t i = 0; i < nseq; i++)
+        if (seqs[i].val) {
+            double r = (b[k] - a[k]) - mean * seqs[i].ncuts;
+            var += r * r;
+            k++;
+        }
+    free(a), free(b);
+    double se = sn > 0 ? sqrt(var) / sn : 0;
+    return !(mean < -se); /* LSTM-only only if lower by more than one SE */
+}
+
 int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *serving,
                 uint32_t new_id, TrainResult *out, char *err, size_t errlen)
 {
@@ -690,7 +739,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
         free_dataset(seqs, nseq);
         return rc;
     }
-    bool hybrid = hy.val <= lo.val;
+    bool hybrid = choose_hybrid(&hy, &lo, cfg, seqs, nseq);
     VariantResult *win = hybrid ? &hy : &lo;
     /* the fallback's loss on the same validation cuts */
     double fb = 0;
@@ -706,7 +755,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
         double *st = malloc(trainer_param_count(serving->cfg.hidden) * sizeof(double));
         if (st) {
             theta_from_net(st, serving);
-            out->val_loss_serving = val_loss(st, serving->cfg.hidden, seqs, nseq, serving->hybrid, cfg->bptt, NULL);
+            out->val_loss_serving = val_loss(st, serving->cfg.hidden, seqs, nseq, serving->hybrid, cfg->bptt);
             free(st);
         }
     }
