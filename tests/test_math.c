@@ -3,10 +3,12 @@
  * dependence on silence, and the model file's round trip and checksum. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "encoding.h"
+#include "hash.h"
 #include "lstm.h"
 #include "model.h"
 #include "test_util.h"
@@ -144,7 +146,43 @@ static void test_prediction_decays_with_silence(void)
     ASSERT(model_load(&loaded, path, 8, err, sizeof err) == 0);
     ASSERT(loaded->version == m->version && loaded->horizon_days == 182);
     ASSERT(memcmp(loaded->net->w, m->net->w, sizeof(float) * 4 * 8 * (FEATURE_DIM + 8)) == 0);
+    ASSERT(!loaded->has_adj);
     model_release(loaded);
+
+    /* with an adjuster table: kept in format 4, dropped when read as format 3 */
+    m->has_adj = true;
+    memset(&m->adj, 0, sizeof m->adj);
+    memset(m->adj.action, ADJ_IDENTITY, sizeof m->adj.action);
+    m->adj.action[ADJ_SEGMENTS - 1] = 0; /* x0.5 for the top decile, recent, oldest tenure */
+    m->adj.runs = 3;
+    ASSERT(model_save(m, path) == 0);
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == 0);
+    ASSERT(loaded->has_adj && loaded->adj.runs == 3 && loaded->adj.action[ADJ_SEGMENTS - 1] == 0);
+    Prediction a, b;
+    model_predict(m, NULL, &agg, agg.last_ts + 86400, &a);
+    model_predict(loaded, NULL, &agg, agg.last_ts + 86400, &b);
+    ASSERT_REL(a.ltv, b.ltv, 1e-12);
+    model_release(loaded);
+    FILE *f3 = fopen(path, "r+b");
+    ASSERT(f3);
+    fseek(f3, 0, SEEK_END);
+    long len = ftell(f3);
+    unsigned char *bytes = malloc((size_t)len);
+    fseek(f3, 0, SEEK_SET);
+    ASSERT(fread(bytes, 1, (size_t)len, f3) == (size_t)len);
+    uint32_t three = 3;
+    memcpy(bytes + 8, &three, 4); /* the format field follows the magic */
+    uint32_t crc = crc32_update(0, bytes, (size_t)len - 4);
+    memcpy(bytes + len - 4, &crc, 4);
+    fseek(f3, 0, SEEK_SET);
+    ASSERT(fwrite(bytes, 1, (size_t)len, f3) == (size_t)len);
+    fclose(f3);
+    free(bytes);
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == 0);
+    ASSERT(!loaded->has_adj && loaded->version == m->version);
+    model_release(loaded);
+    m->has_adj = false;
+    ASSERT(model_save(m, path) == 0);
     ASSERT(model_load(&loaded, path, 16, err, sizeof err) == -EINVAL); /* wrong width */
     ASSERT(strstr(err, "hidden=8") != NULL);
     FILE *f = fopen(path, "r+b");
