@@ -55,4 +55,11 @@ size_t predlog_mature(PredLog *l, int64_t matured_at, size_t *cursor, size_t spa
 size_t predlog_pairs(const PredLog *l, AdjPair *out, size_t max);
 void predlog_stats(const PredLog *l, PredLogStats *out);
 
+/* Snapshots: every pending entry (table order), and the kept pairs. */
+void predlog_foreach_entry(const PredLog *l, void (*fn)(void *arg, const PredLogEntry *e), void *arg);
+/* Restores a snapshot's entry or pair, within this log's capacity (extras
+ * are dropped; the counters start afresh). */
+void predlog_restore_entry(PredLog *l, const PredLogEntry *e);
+void predlog_restore_pair(PredLog *l, const AdjPair *p);
+
 #endif

@@ -72,20 +72,35 @@ static void remove_at(PredLog *l, size_t hole)
     l->count--;
 }
 
-void predlog_record(PredLog *l, const PredLogEntry *e)
+/* 1 if e was inserted, 0 if its shopper is pending already, -1 if full. */
+static int insert(PredLog *l, const PredLogEntry *e)
 {
     uint64_t key = nonzero(e->key);
     size_t i = find(l, key);
     if (l->slots[i].key)
-        return; /* one pending prediction per shopper */
-    if (l->count >= l->cap) {
-        l->dropped_full++;
-        return;
-    }
+        return 0; /* one pending prediction per shopper */
+    if (l->count >= l->cap)
+        return -1;
     l->slots[i] = *e;
     l->slots[i].key = key;
     l->count++;
-    l->logged++;
+    return 1;
+}
+
+void predlog_record(PredLog *l, const PredLogEntry *e)
+{
+    int r = insert(l, e);
+    l->logged += r > 0;
+    l->dropped_full += r < 0;
+}
+
+void predlog_restore_entry(PredLog *l, const PredLogEntry *e) { insert(l, e); }
+
+void predlog_foreach_entry(const PredLog *l, void (*fn)(void *arg, const PredLogEntry *e), void *arg)
+{
+    for (size_t i = 0; i <= l->mask; i++)
+        if (l->slots[i].key)
+            fn(arg, &l->slots[i]);
 }
 
 void predlog_forget(PredLog *l, uint64_t key)
@@ -128,6 +143,8 @@ size_t predlog_mature(PredLog *l, int64_t matured_at, size_t *cursor, size_t spa
     *cursor = i;
     return size - i;
 }
+
+void predlog_restore_pair(PredLog *l, const AdjPair *p) { push_pair(l, p); }
 
 size_t predlog_pairs(const PredLog *l, AdjPair *out, size_t max)
 {

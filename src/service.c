@@ -626,6 +626,17 @@ int service_user_summary(Service *s, const char *id, size_t len, UserSummaryView
     return u ? 0 : -ENOENT;
 }
 
+/* Removes a shopper and its pending logged prediction. Store lock held. */
+static void erase_locked(Service *s, const char *id, size_t len)
+{
+    UserState *u = store_find(s->store, id, len);
+    if (!u)
+        return;
+    if (s->predlog)
+        predlog_forget(s->predlog, u->hash);
+    store_remove(s->store, id, len);
+}
+
 int service_delete_user(Service *s, const char *id, size_t len, uint64_t *wait_seq)
 {
     *wait_seq = 0;
@@ -649,9 +660,7 @@ int service_delete_user(Service *s, const char *id, size_t len, uint64_t *wait_s
         atomic_compare_exchange_strong(&s->erasure_pending_since, &zero,
                                        (int64_t)(time_mono_ns() / 1000000000ull) + 1);
     }
-    if (s->predlog)
-        predlog_forget(s->predlog, store_find(s->store, id, len)->hash);
-    store_remove(s->store, id, len);
+    erase_locked(s, id, len);
     store_unlock(s->store);
     atomic_fetch_add(&s->metrics->users_deleted, 1);
     return 0;
@@ -1163,9 +1172,12 @@ void service_gauges(Service *s, MetricsGauges *g)
  *   u32 slot_bytes; u64 seq; i64 event_clock; u64 purchases_total;
  *   u64 users; u64 dedupe_keys; u32 net_id; u32 reserved;
  *   users x raw slot (slot_bytes each); dedupe_keys x u64 (oldest first);
- *   u32 crc32 of everything before it. */
+ *   (format 2:) u64 predlog_entries; u64 predlog_pairs; predlog_entries x
+ *   raw PredLogEntry; predlog_pairs x raw AdjPair (oldest first);
+ *   u32 crc32 of everything before it.
+ * Format 1 (no prediction log) is still read. */
 
-#define SNAP_FORMAT 1u
+#define SNAP_FORMAT 2u
 
 typedef struct SnapHeader {
     char magic[8];
@@ -1227,6 +1239,26 @@ static void sw_dedupe_key(void *arg, uint64_t key) { sw_put(arg, &key, sizeof ke
 /* Writes the whole state to path and fsyncs it. Store lock held, or called
  * in a forked child (which owns a frozen copy of memory). No stdio, no
  * locks: safe in the child. */
+static void sw_predlog_entry(void *arg, const PredLogEntry *e) { sw_put(arg, e, sizeof *e); }
+
+/* The prediction log: pending entries, then matured pairs (none without a log). */
+static void snapshot_write_predlog(Service *s, SnapWriter *w)
+{
+    PredLogStats st = {0};
+    if (s->predlog)
+        predlog_stats(s->predlog, &st);
+    AdjPair *pairs = st.pairs ? malloc(st.pairs * sizeof *pairs) : NULL;
+    uint64_t counts[2] = {st.pending, pairs ? st.pairs : 0};
+    sw_put(w, counts, sizeof counts);
+    if (s->predlog)
+        predlog_foreach_entry(s->predlog, sw_predlog_entry, w);
+    if (pairs) {
+        predlog_pairs(s->predlog, pairs, st.pairs);
+        sw_put(w, pairs, st.pairs * sizeof *pairs);
+        free(pairs);
+    }
+}
+
 static int snapshot_write(Service *s, const char *path, uint64_t seq, uint32_t net_id, size_t *bytes)
 {
     SnapWriter *w = malloc(sizeof *w);
@@ -1262,6 +1294,7 @@ static int snapshot_write(Service *s, const char *path, uint64_t seq, uint32_t n
             sw_put(w, u, h.slot_bytes);
     }
     dedupe_foreach(s->dedupe, sw_dedupe_key, w);
+    snapshot_write_predlog(s, w);
     uint32_t crc = w->crc;
     sw_put(w, &crc, 4);
     sw_put(w, "", 0);
@@ -1300,6 +1333,21 @@ static int read_exact(int fd, void *p, size_t n)
 }
 
 /* Checks a snapshot's header and CRC without loading it. */
+/* Reads n bytes of fd into the running crc. */
+static int crc_section(int fd, uint64_t n, uint32_t *crc)
+{
+    static unsigned char buf[1 << 16];
+    while (n) {
+        size_t k = n < sizeof buf ? (size_t)n : sizeof buf;
+        int rc = read_exact(fd, buf, k);
+        if (rc)
+            return rc;
+        *crc = crc32_update(*crc, buf, k);
+        n -= k;
+    }
+    return 0;
+}
+
 static int snapshot_check(Service *s, const char *path, SnapHeader *h, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -1308,8 +1356,8 @@ static int snapshot_check(Service *s, const char *path, SnapHeader *h, char *err
         return -errno;
     }
     int rc = read_exact(fd, h, sizeof *h);
-    if (rc || memcmp(h->magic, "LTVDSNAP", 8) != 0 || h->format != SNAP_FORMAT) {
-        snprintf(err, errlen, "%s: not an ltvd snapshot of format %u", path, SNAP_FORMAT);
+    if (rc || memcmp(h->magic, "LTVDSNAP", 8) != 0 || h->format < 1 || h->format > SNAP_FORMAT) {
+        snprintf(err, errlen, "%s: not an ltvd snapshot of format 1 to %u", path, SNAP_FORMAT);
         close(fd);
         return -EBADMSG;
     }
@@ -1322,14 +1370,14 @@ static int snapshot_check(Service *s, const char *path, SnapHeader *h, char *err
         return -EINVAL;
     }
     uint32_t crc = crc32_update(0, h, sizeof *h);
-    size_t body = h->users * h->slot_bytes + h->dedupe_keys * 8;
-    static unsigned char buf[1 << 16];
-    while (body) {
-        size_t k = body < sizeof buf ? body : sizeof buf;
-        if ((rc = read_exact(fd, buf, k)) != 0)
-            break;
-        crc = crc32_update(crc, buf, k);
-        body -= k;
+    rc = crc_section(fd, h->users * h->slot_bytes + h->dedupe_keys * 8, &crc);
+    uint64_t counts[2] = {0, 0};
+    if (!rc && h->format >= 2 && (rc = read_exact(fd, counts, sizeof counts)) == 0) {
+        crc = crc32_update(crc, counts, sizeof counts);
+        if (counts[0] > ((uint64_t)1 << 40) || counts[1] > ((uint64_t)1 << 40))
+            rc = -EBADMSG;
+        else
+            rc = crc_section(fd, counts[0] * sizeof(PredLogEntry) + counts[1] * sizeof(AdjPair), &crc);
     }
     uint32_t stored = 0;
     if (!rc)
@@ -1364,6 +1412,19 @@ static int snapshot_load(Service *s, const char *path, const SnapHeader *h, char
         uint64_t key;
         if ((rc = read_exact(fd, &key, 8)) == 0 && !dedupe_contains(s->dedupe, key))
             dedupe_insert(s->dedupe, key);
+    }
+    uint64_t counts[2] = {0, 0};
+    if (!rc && h->format >= 2)
+        rc = read_exact(fd, counts, sizeof counts);
+    for (uint64_t i = 0; i < counts[0] && !rc; i++) { /* kept only while the adjuster is on */
+        PredLogEntry e;
+        if ((rc = read_exact(fd, &e, sizeof e)) == 0 && s->predlog)
+            predlog_restore_entry(s->predlog, &e);
+    }
+    for (uint64_t i = 0; i < counts[1] && !rc; i++) {
+        AdjPair p;
+        if ((rc = read_exact(fd, &p, sizeof p)) == 0 && s->predlog)
+            predlog_restore_pair(s->predlog, &p);
     }
     free(slot);
     close(fd);
@@ -1422,7 +1483,7 @@ static int replay_record(void *arg, uint8_t kind, uint64_t seq, const unsigned c
         if (len < 1 || len != 1u + p[0])
             return -EBADMSG;
         store_lock(s->store);
-        store_remove(s->store, (const char *)p + 1, p[0]); /* absent is fine */
+        erase_locked(s, (const char *)p + 1, p[0]); /* absent is fine */
         store_unlock(s->store);
         /* the log still holds the erased shopper's events: compact soon */
         int64_t zero = 0;

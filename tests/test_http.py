@@ -389,38 +389,63 @@ def run_event_clock_tests():
 def run_prediction_log_tests():
     """Served predictions are logged (one pending per shopper, bounded), an
     erasure drops its shopper's, a what-if about another day is not logged,
-    and once the horizon has passed by the event clock each becomes a pair
-    holding the spend inside its window and not after it, on the adjuster's
-    own timer."""
+    the log survives a restart, and once the horizon has passed by the event
+    clock each becomes a pair holding the spend inside its window and not
+    after it, on the adjuster's own timer."""
+    import tempfile
     settings = {"clock": "event", "model.horizon_days": "30", "adjuster.enabled": "true",
                 "adjuster.log_size": "3", "adjuster.interval_s": "1", "train.network": "false",
                 "train.interval_s": "0"}
-    with LtvdProcess(LTVD, settings) as s:
-        for uid in ("a", "b", "c", "d"):
-            s.json("POST", "/v1/events", purchase(uid, "2025-01-01T00:00:00Z", 10))
-        check(s.json("GET", "/v1/users/a/ltv")[0] == 200)
-        check(s.json("GET", "/v1/users/a/ltv")[0] == 200)  # same shopper: still one pending
-        s.json("POST", "/v1/ltv/batch", {"user_ids": ["b", "c"]})
-        s.json("POST", "/v1/ltv/batch", {"user_ids": ["d"], "as_of": "2024-06-01T00:00:00Z"})  # a what-if
-        s.json("GET", "/v1/users/d/ltv")  # the log is full (3)
-        log = s.json("GET", "/v1/model")[1]["adjuster"]["prediction_log"]
-        check(log["pending"] == 3 and log["logged"] == 3 and log["dropped_full"] == 1, log)
-        check(s.json("DELETE", "/v1/users/b")[0] in (200, 204))
-        check(s.json("GET", "/v1/model")[1]["adjuster"]["prediction_log"]["pending"] == 2)
-        # a spends 25 inside its 30-day window and 100 after it; c nothing
-        s.json("POST", "/v1/events", purchase("a", "2025-01-11T00:00:00Z", 25))
-        s.json("POST", "/v1/events", purchase("a", "2025-02-15T00:00:00Z", 100))
-        # no retrain asked: the adjuster's timer (1 s) matures the log
-        deadline = time.time() + 20
-        while time.time() < deadline:
+    with tempfile.TemporaryDirectory(prefix="ltvd-predlog-") as d:
+        with LtvdProcess(LTVD, settings, storage_dir=d) as s:
+            for uid in ("a", "b", "c", "d"):
+                s.json("POST", "/v1/events", purchase(uid, "2025-01-01T00:00:00Z", 10))
+            check(s.json("GET", "/v1/users/a/ltv")[0] == 200)
+            check(s.json("GET", "/v1/users/a/ltv")[0] == 200)  # same shopper: still one pending
+            s.json("POST", "/v1/ltv/batch", {"user_ids": ["b", "c"]})
+            s.json("POST", "/v1/ltv/batch", {"user_ids": ["d"], "as_of": "2024-06-01T00:00:00Z"})  # a what-if
+            s.json("GET", "/v1/users/d/ltv")  # the log is full (3)
             log = s.json("GET", "/v1/model")[1]["adjuster"]["prediction_log"]
-            if log["matured"] >= 2:
-                break
-            time.sleep(0.1)
-        check(log["pending"] == 0 and log["matured"] == 2 and log["matured_pairs"] == 2, log)
-        check(abs(log["pairs_realised"] - 25.0) < 1e-6 and log["pairs_predicted"] > 0, log)
-        text = s.request("GET", "/metrics")[2].decode()
-        check("ltvd_predlog_matured_total 2" in text and "ltvd_predlog_pending 0" in text)
+            check(log["pending"] == 3 and log["logged"] == 3 and log["dropped_full"] == 1, log)
+            check(s.json("DELETE", "/v1/users/b")[0] in (200, 204))
+            check(s.json("GET", "/v1/model")[1]["adjuster"]["prediction_log"]["pending"] == 2)
+            check(s.stop() == 0)
+        with LtvdProcess(LTVD, settings, storage_dir=d) as s:
+            log = s.json("GET", "/v1/model")[1]["adjuster"]["prediction_log"]
+            check(log["pending"] == 2 and log["logged"] == 0, f"the log comes back from the snapshot: {log}")
+            # a spends 25 inside its 30-day window and 100 after it; c nothing
+            s.json("POST", "/v1/events", purchase("a", "2025-01-11T00:00:00Z", 25))
+            s.json("POST", "/v1/events", purchase("a", "2025-02-15T00:00:00Z", 100))
+            deadline = time.time() + 20  # no retrain asked: the adjuster's timer (1 s) matures the log
+            while time.time() < deadline:
+                log = s.json("GET", "/v1/model")[1]["adjuster"]["prediction_log"]
+                if log["matured"] >= 2:
+                    break
+                time.sleep(0.1)
+            check(log["pending"] == 0 and log["matured"] == 2 and log["matured_pairs"] == 2, log)
+            check(abs(log["pairs_realised"] - 25.0) < 1e-6 and log["pairs_predicted"] > 0, log)
+            text = s.request("GET", "/metrics")[2].decode()
+            check("ltvd_predlog_matured_total 2" in text and "ltvd_predlog_pending 0" in text)
+
+
+def run_prediction_log_erasure_after_kill9():
+    """A logged prediction saved in a snapshot, then its shopper erased and
+    ltvd killed before the next snapshot: replaying the erasure drops it."""
+    import tempfile
+    settings = {"clock": "event", "adjuster.enabled": "true", "storage.erasure_snapshot_s": "3600"}
+    with tempfile.TemporaryDirectory(prefix="ltvd-predlog-") as d:
+        with LtvdProcess(LTVD, settings, storage_dir=d) as s:
+            s.json("POST", "/v1/events", purchase("gone", "2025-01-01T00:00:00Z", 10))
+            s.json("GET", "/v1/users/gone/ltv")
+            check(s.stop() == 0)  # the final snapshot holds the pending prediction
+        s = LtvdProcess(LTVD, settings, storage_dir=d)
+        check(s.json("GET", "/v1/model")[1]["adjuster"]["prediction_log"]["pending"] == 1)
+        check(s.json("DELETE", "/v1/users/gone")[0] in (200, 204))
+        s.stop(signal.SIGKILL)
+        with LtvdProcess(LTVD, settings, storage_dir=d) as s:
+            check(s.json("GET", "/v1/users/gone")[0] == 404)
+            log = s.json("GET", "/v1/model")[1]["adjuster"]["prediction_log"]
+            check(log["pending"] == 0, f"the erased shopper's prediction must not come back: {log}")
 
 
 def run_sigterm_test():
@@ -452,7 +477,7 @@ def main():
             failed += 1
             print("FAIL server did not exit 0 (sanitizer report?):\n" + s.logs())
     p2, f2 = run_tests([run_auth_tests, run_capacity_tests, run_event_clock_tests, run_prediction_log_tests,
-                        run_sigterm_test,
+                        run_prediction_log_erasure_after_kill9, run_sigterm_test,
                         run_bad_config_tests])
     passed, failed = passed + p2, failed + f2
     print(f"{passed} passed, {failed} failed")
