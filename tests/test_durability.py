@@ -215,9 +215,31 @@ def clean_restart_replays_nothing():
         check(s.stop() == 0)
 
 
+def format1_snapshot_is_read():
+    """A snapshot of the earlier format 1 (no prediction-log section) still
+    restores its shoppers: made here from a format-2 one with an empty log."""
+    import struct
+    import zlib
+    with tempfile.TemporaryDirectory(prefix="ltvd-snap1-") as d:
+        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+        s.json("POST", "/v1/events", {"events": [{"user_id": f"f{k}", "type": "view"} for k in range(20)]})
+        check(s.stop() == 0)
+        [path] = glob.glob(os.path.join(d, "snapshot-*.snap"))
+        data = open(path, "rb").read()
+        check(struct.unpack_from("<I", data, 8)[0] == 2, "snapshots are written in format 2")
+        body = data[:-4]
+        check(body[-16:] == bytes(16), "no prediction log: both counts are zero")
+        old = bytearray(body[:-16])
+        struct.pack_into("<I", old, 8, 1)
+        open(path, "wb").write(bytes(old) + struct.pack("<I", zlib.crc32(bytes(old))))
+        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
+        check(metric(s, "ltvd_users") == 20)
+        check(s.stop() == 0)
+
+
 def main():
     passed, failed = run_tests([kill9_rounds, erasure_survives_kill9, truncated_tail, bitflipped_tail, middle_corruption_stops_start,
-               clean_restart_replays_nothing])
+               clean_restart_replays_nothing, format1_snapshot_is_read])
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
