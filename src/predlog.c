@@ -156,7 +156,8 @@ size_t predlog_pairs(const PredLog *l, AdjPair *out, size_t max)
 
 void predlog_stats(const PredLog *l, PredLogStats *out)
 {
-    *out = (PredLogStats){l->logged, l->matured, l->dropped_full, l->dropped_unknown, l->count, l->pair_len, l->cap, 0, 0};
+    *out = (PredLogStats){l->logged, l->matured, l->dropped_full, l->dropped_unknown,
+                          l->count, l->pair_len, l->cap, 0, 0};
     for (size_t k = 0; k < l->pair_len; k++) {
         out->pairs_predicted += l->pairs[k].pred;
         out->pairs_realised += l->pairs[k].actual;

@@ -84,7 +84,8 @@ int service_create(Service **out, const LtvdConfig *cfg, Metrics *metrics, Model
         goto fail;
     if ((rc = dedupe_create(&s->dedupe, (size_t)cfg->limits_dedupe_window)) != 0)
         goto fail;
-    if (cfg->adjuster_enabled && cfg->adjuster_log_size > 0 && (rc = predlog_create(&s->predlog, (size_t)cfg->adjuster_log_size)) != 0)
+    if (cfg->adjuster_enabled && cfg->adjuster_log_size > 0 &&
+        (rc = predlog_create(&s->predlog, (size_t)cfg->adjuster_log_size)) != 0)
         goto fail;
     pthread_mutex_init(&s->model_lock, NULL);
     pthread_mutex_init(&s->err_lock, NULL);
