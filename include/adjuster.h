@@ -5,16 +5,19 @@
  * (days since the shopper's first event: <=90, <=180, <=365, >365). Tenure
  * keeps what was learned about young shoppers from being applied to older
  * ones, whose behaviour it says nothing about (docs/MODEL.md). Action: a
- * multiplier of that segment's predictions (ADJ_MULTIPLIERS). Reward: how
- * much closer the corrected batch total came to the realised total than the
- * uncorrected one, relative to their size (so one heavy spender cannot
- * dominate): r = (|Σp − Σy| − |mΣp − Σy|) / (Σp + Σy).
+ * multiplier of that segment's predictions (ADJ_MULTIPLIERS). Reward, for a
+ * batch of one segment's pairs with ratio ρ = min(Σy / Σp, 10) (clipped so
+ * one heavy spender cannot dominate): r = (1 − ρ)² − (m − ρ)², how much
+ * closer the corrected total came than the uncorrected one, in units of the
+ * prediction; its expectation peaks at the mean ratio.
  *
  * Learning is tabular Q-learning with one-step episodes, in simulation only:
  * each episode replays a batch of matured (prediction, outcome) pairs from
  * one segment, chooses an action ε-greedily (ε decays; every action is
- * first tried ADJ_MIN_VISITS times), and updates Q by the sample mean. Serving uses the greedy policy, and keeps ×1.0 unless
- * another action beats it by ADJ_MARGIN over at least ADJ_MIN_VISITS.
+ * first tried ADJ_MIN_VISITS times), and updates Q by the sample mean.
+ * Serving uses the greedy policy, but keeps ×1.0 unless the segment's ratio
+ * is off 1 by ADJ_MIN_EFFECT and by more than ADJ_Z standard errors over at
+ * least ADJ_MIN_PAIRS distinct pairs.
  * Pure functions; the table is immutable once published. */
 #ifndef LTVD_ADJUSTER_H
 #define LTVD_ADJUSTER_H
