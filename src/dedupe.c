@@ -71,9 +71,7 @@ static void table_remove(Dedupe *d, uint64_t key)
     }
     d->table[i] = 0;
     for (size_t j = (i + 1) & d->mask; d->table[j]; j = (j + 1) & d->mask) {
-        size_t home = (size_t)d->table[j] & d->mask;
-        int in_range = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!in_range) {
+        if (probe_can_fill(i, j, (size_t)d->table[j] & d->mask, d->mask)) {
             d->table[i] = d->table[j];
             d->table[j] = 0;
             i = j;

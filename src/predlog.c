@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 struct PredLog {
     PredLogEntry *slots;  /* (mask + 1,); key 0 marks an empty slot */
     size_t mask, cap, count;
@@ -61,9 +63,7 @@ static size_t find(const PredLog *l, uint64_t key)
 static void remove_at(PredLog *l, size_t hole)
 {
     for (size_t i = (hole + 1) & l->mask; l->slots[i].key; i = (i + 1) & l->mask) {
-        size_t h = home(l, l->slots[i].key);
-        /* entry i may move into the hole if its home is not in (hole, i] */
-        if (((i - h) & l->mask) >= ((i - hole) & l->mask)) {
+        if (probe_can_fill(hole, i, home(l, l->slots[i].key), l->mask)) {
             l->slots[hole] = l->slots[i];
             hole = i;
         }

@@ -183,9 +183,7 @@ int store_remove(Store *s, const char *id, size_t len)
         if (e == 0)
             break;
         size_t home = (size_t)slot(s, e - 1)->hash & s->index_mask;
-        /* move e back to i unless its home lies cyclically in (i, j] */
-        int in_range = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!in_range) {
+        if (probe_can_fill(i, j, home, s->index_mask)) {
             s->index[i] = e;
             s->index[j] = 0;
             i = j;
