@@ -1,9 +1,11 @@
-/* timeutil: RFC 3339 parsing/formatting on whole Unix seconds. The civil-date
+/* timeutil: RFC 3339 / Unix-seconds parsing (time_parse is the one parser of
+ * a client's time) and formatting on whole Unix seconds. The civil-date
  * conversion uses the era-based day count (400-year cycles of 146097 days). */
 #include "timeutil.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -101,6 +103,45 @@ int time_from_epoch(double seconds, int64_t *out)
         return -ERANGE;
     *out = (int64_t)seconds;
     return 0;
+}
+
+/* Decimal Unix seconds: digits, then optionally '.' and at least one digit. */
+static int parse_seconds(const char *s, int64_t *out)
+{
+    const char *p = s;
+    int64_t v = 0;
+    bool big = false;
+    if (*p < '0' || *p > '9')
+        return -EINVAL;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > TIME_MAX_TS)
+            big = true; /* no overflow; the rest must still be digits */
+        else
+            v = v * 10 + (*p - '0');
+    }
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p != '\0')
+        return -EINVAL;
+    if (big || v > TIME_MAX_TS)
+        return -ERANGE;
+    *out = v;
+    return 0;
+}
+
+int time_parse(const char *s, int64_t *out)
+{
+    /* Unix seconds are all digits; anything else must be RFC 3339 */
+    const char *p = s;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    bool seconds = p > s && (*p == '\0' || *p == '.');
+    return seconds ? parse_seconds(s, out) : time_parse_rfc3339(s, out);
 }
 
 static void put2(char *p, unsigned v)
