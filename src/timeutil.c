@@ -51,6 +51,20 @@ static int days_in_month(int y, int m)
     return m == 2 ? 28 + leap : dim[m - 1];
 }
 
+/* Past an optional fraction ('.' and at least one digit, ignored: ltvd
+ * keeps whole seconds); NULL if the '.' has no digit after it. */
+static const char *skip_fraction(const char *p)
+{
+    if (*p != '.')
+        return p;
+    p++;
+    if (*p < '0' || *p > '9')
+        return NULL;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return p;
+}
+
 int time_parse_rfc3339(const char *s, int64_t *out)
 {
     int y, mo, d, h, mi, sec;
@@ -65,13 +79,8 @@ int time_parse_rfc3339(const char *s, int64_t *out)
     if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60)
         return -EINVAL;
     const char *p = s + 19;
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9')
-            return -EINVAL;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
+    if (!(p = skip_fraction(p)))
+        return -EINVAL;
     int offset = 0;
     if (*p == 'Z' || *p == 'z') {
         p++;
@@ -119,13 +128,8 @@ static int parse_seconds(const char *s, int64_t *out)
         else
             v = v * 10 + (*p - '0');
     }
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9')
-            return -EINVAL;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
+    if (!(p = skip_fraction(p)))
+        return -EINVAL;
     if (*p != '\0')
         return -EINVAL;
     if (big || v > TIME_MAX_TS)
