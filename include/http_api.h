@@ -1,16 +1,21 @@
-/* http_api: the HTTP v1 API on libmicrohttpd. Handlers only parse the
- * request, call the service and render JSON.
+/* http_api: ltvd's HTTP v1 API, as main.c sees it. Start, drain and stop
+ * the server; tell it when the write-ahead log has made records durable;
+ * list the routes. Inside: http_server.c (libmicrohttpd: requests, bodies,
+ * held answers), http_routes.c (the one route table: routing, auth,
+ * metrics labels), http_handlers.c (one handler per route),
+ * http_render.c (the JSON).
  *
- * Threading: libmicrohttpd runs its own epoll thread(s) (server.threads);
- * handlers run there. http_start/http_stop are called from the main thread.
- * A request's context is stored on the handler's first call and answered on
- * a later one: answering on the first call makes libmicrohttpd close
- * keep-alive connections. */
+ * Threads: libmicrohttpd runs one internal thread that waits with poll(2)
+ * for all connections, or a pool of server.threads such threads; the
+ * handlers run there. http_start, http_quiesce, http_drain and http_stop
+ * are for the main thread; http_on_durable for the log's flusher thread.
+ * The server borrows cfg, svc and metrics, which must outlive it. */
 #ifndef LTVD_HTTP_API_H
 #define LTVD_HTTP_API_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 #include "metrics.h"
@@ -18,11 +23,8 @@
 
 typedef struct HttpServer HttpServer;
 
-typedef struct HttpRoute {
-    const char *method;
-    const char *path;  /* OpenAPI form, e.g. /v1/users/{user_id}/ltv */
-} HttpRoute;
-
+/* Listens on server.bind:server.port. -EINVAL if server.bind is not an
+ * IPv4 address, -EADDRINUSE if libmicrohttpd cannot start, -ENOMEM. */
 int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *metrics);
 /* Stops accepting new connections; in-flight requests go on. */
 void http_quiesce(HttpServer *h);
@@ -39,7 +41,8 @@ void http_drain(HttpServer *h);
 /* Requests still waiting for the log. */
 size_t http_pending(HttpServer *h);
 
-/* The routing table, for --routes and the spec test. */
-size_t http_routes(const HttpRoute **out);
+/* Writes the route table to f, one "METHOD /path" line per route, paths in
+ * OpenAPI form (/v1/users/{user_id}/ltv): `ltvd --routes`. */
+void http_routes_print(FILE *f);
 
 #endif

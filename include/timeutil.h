@@ -18,8 +18,18 @@
  * *out, or -EINVAL for a malformed string, -ERANGE outside the accepted range. */
 int time_parse_rfc3339(const char *s, int64_t *out);
 
-/* Accepts a finite number of Unix seconds in range (fraction truncated). */
+/* Accepts a finite number of Unix seconds in range (fraction truncated):
+ * the form of a time sent as a JSON number. */
 int time_from_epoch(double seconds, int64_t *out);
+
+/* The one parser of a time a client sends as text: an event's ts or a
+ * batch's as_of given as a JSON string, as_of in a query string. Accepts
+ * what docs/SEMANTICS.md documents, "RFC 3339 or Unix seconds":
+ * time_parse_rfc3339's forms, or Unix seconds in decimal digits with an
+ * optional fraction ("883612799", "883612799.5"; fraction truncated). No
+ * sign, exponent, blanks or hex. 0 and *out, -EINVAL for anything else,
+ * -ERANGE outside the accepted range. */
+int time_parse(const char *s, int64_t *out);
 
 /* Writes "YYYY-MM-DDTHH:MM:SSZ" into buf (>= TIME_RFC3339_LEN bytes). */
 void time_format_rfc3339(int64_t ts, char *buf);

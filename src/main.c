@@ -250,10 +250,7 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
             i++;
         } else if (strcmp(argv[i], "--routes") == 0) {
-            const HttpRoute *r;
-            size_t n = http_routes(&r);
-            for (size_t k = 0; k < n; k++)
-                printf("%s %s\n", r[k].method, r[k].path);
+            http_routes_print(stdout);
             return 0;
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("ltvd 0.1.0\n");

@@ -1,9 +1,11 @@
-/* timeutil: RFC 3339 parsing/formatting on whole Unix seconds. The civil-date
+/* timeutil: RFC 3339 / Unix-seconds parsing (time_parse is the one parser of
+ * a client's time) and formatting on whole Unix seconds. The civil-date
  * conversion uses the era-based day count (400-year cycles of 146097 days). */
 #include "timeutil.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -49,6 +51,20 @@ static int days_in_month(int y, int m)
     return m == 2 ? 28 + leap : dim[m - 1];
 }
 
+/* Past an optional fraction ('.' and at least one digit, ignored: ltvd
+ * keeps whole seconds); NULL if the '.' has no digit after it. */
+static const char *skip_fraction(const char *p)
+{
+    if (*p != '.')
+        return p;
+    p++;
+    if (*p < '0' || *p > '9')
+        return NULL;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return p;
+}
+
 int time_parse_rfc3339(const char *s, int64_t *out)
 {
     int y, mo, d, h, mi, sec;
@@ -63,13 +79,8 @@ int time_parse_rfc3339(const char *s, int64_t *out)
     if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60)
         return -EINVAL;
     const char *p = s + 19;
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9')
-            return -EINVAL;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
+    if (!(p = skip_fraction(p)))
+        return -EINVAL;
     int offset = 0;
     if (*p == 'Z' || *p == 'z') {
         p++;
@@ -101,6 +112,40 @@ int time_from_epoch(double seconds, int64_t *out)
         return -ERANGE;
     *out = (int64_t)seconds;
     return 0;
+}
+
+/* Decimal Unix seconds: digits, then optionally '.' and at least one digit. */
+static int parse_seconds(const char *s, int64_t *out)
+{
+    const char *p = s;
+    int64_t v = 0;
+    bool big = false;
+    if (*p < '0' || *p > '9')
+        return -EINVAL;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > TIME_MAX_TS)
+            big = true; /* no overflow; the rest must still be digits */
+        else
+            v = v * 10 + (*p - '0');
+    }
+    if (!(p = skip_fraction(p)))
+        return -EINVAL;
+    if (*p != '\0')
+        return -EINVAL;
+    if (big || v > TIME_MAX_TS)
+        return -ERANGE;
+    *out = v;
+    return 0;
+}
+
+int time_parse(const char *s, int64_t *out)
+{
+    /* Unix seconds are all digits; anything else must be RFC 3339 */
+    const char *p = s;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    bool seconds = p > s && (*p == '\0' || *p == '.');
+    return seconds ? parse_seconds(s, out) : time_parse_rfc3339(s, out);
 }
 
 static void put2(char *p, unsigned v)

@@ -1,0 +1,226 @@
+/* http_handlers: one handler per route. Each parses what the request
+ * carries (JSON body, query), calls the service, chooses the status and
+ * passes a rendered body (http_render.c) to http_send*. No routing, auth,
+ * JSON writing or libmicrohttpd here.
+ *
+ * Threads: the libmicrohttpd thread of the call. Owns nothing past the
+ * call: parsed JSON and scratch arrays are freed before returning. */
+#include "http_handlers.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "timeutil.h"
+
+#define AS_OF_INVALID "as_of must be an RFC 3339 time or Unix seconds in 1970-2100"
+
+int handle_events(HttpCall *c)
+{
+    cJSON *root = cJSON_ParseWithLength(c->body, c->body_len);
+    if (!root)
+        return http_send_error(c, 400, "invalid_json", "request body is not valid JSON", NULL, 0);
+    EventBatch b;
+    int rc = service_parse_events(c->svc, root, &b);
+    int ret;
+    if (rc == -E2BIG) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "a batch holds at most %lld events (limits.max_batch_events)",
+                 (long long)c->cfg->limits_max_batch_events);
+        ret = http_send_error(c, 413, "payload_too_large", msg, NULL, 0);
+    } else if (rc == -EPROTO) {
+        ret = http_send_error(c, 400, "invalid_request", "body must be an event object or {\"events\": [...]}",
+                              b.errors, b.nerrors);
+    } else if (rc == -EINVAL) {
+        ret = http_send_error(c, 400, "invalid_event",
+                              b.single ? "the event is invalid; nothing was applied"
+                                       : "some events are invalid; nothing was applied",
+                              b.errors, b.nerrors);
+    } else if (rc) {
+        ret = http_send_error(c, 500, "internal", "out of memory", NULL, 0);
+    } else {
+        ApplyResult res;
+        PredictionView pv;
+        rc = service_apply(c->svc, &b, &res, b.single ? &pv : NULL);
+        if (rc == -ENOSPC) {
+            ret = http_send_error(c, 503, "capacity",
+                                  "the shopper table is full (limits.max_users); the events were not applied", NULL,
+                                  0);
+        } else if (rc) {
+            ret = http_send_error(c, 503, "storage_failed",
+                                  "the write-ahead log cannot be written; the events were not applied", NULL, 0);
+        } else {
+            RenderBuf r = {0};
+            render_applied(&r, &res, b.single ? &pv : NULL);
+            ret = http_send_when_durable(c, res.wait_seq, 200, &r);
+        }
+    }
+    service_batch_free(&b);
+    cJSON_Delete(root);
+    return ret;
+}
+
+int handle_user_ltv(HttpCall *c)
+{
+    int64_t as_of = -1; /* now */
+    char text[128];
+    int rc = http_query(c, "as_of", text, sizeof text);
+    if (rc != -ENOENT && (rc || time_parse(text, &as_of)))
+        return http_send_error(c, 400, "invalid_request", AS_OF_INVALID, NULL, 0);
+    PredictionView pv;
+    service_predict(c->svc, c->id, c->id_len, as_of, &pv);
+    RenderBuf r = {0};
+    render_prediction(&r, &pv);
+    return http_send_json(c, 200, &r);
+}
+
+/* as_of of a batch body: absent or null (now), an RFC 3339 or Unix-seconds
+ * string, or a number of Unix seconds. */
+static int batch_as_of(const cJSON *v, int64_t *out)
+{
+    *out = -1;
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (cJSON_IsString(v))
+        return time_parse(v->valuestring, out);
+    if (cJSON_IsNumber(v))
+        return time_from_epoch(v->valuedouble, out);
+    return -EINVAL;
+}
+
+int handle_ltv_batch(HttpCall *c)
+{
+    cJSON *root = cJSON_ParseWithLength(c->body, c->body_len);
+    if (!root)
+        return http_send_error(c, 400, "invalid_json", "request body is not valid JSON", NULL, 0);
+    int ret;
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(root, "user_ids");
+    int64_t as_of;
+    if (!cJSON_IsObject(root) || !cJSON_IsArray(ids)) {
+        ret = http_send_error(c, 400, "invalid_request", "body must be {\"user_ids\": [...], \"as_of\": optional}",
+                              NULL, 0);
+        goto out;
+    }
+    if (batch_as_of(cJSON_GetObjectItemCaseSensitive(root, "as_of"), &as_of)) {
+        ret = http_send_error(c, 400, "invalid_request", AS_OF_INVALID, NULL, 0);
+        goto out;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(ids);
+    if (n > (size_t)c->cfg->limits_max_batch_ids) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "at most %lld user_ids per request (limits.max_batch_ids)",
+                 (long long)c->cfg->limits_max_batch_ids);
+        ret = http_send_error(c, 413, "payload_too_large", msg, NULL, 0);
+        goto out;
+    }
+    /* (n,) each, bounded by limits.max_batch_ids */
+    const char **idv = malloc((n + 1) * sizeof *idv);
+    size_t *lens = malloc((n + 1) * sizeof *lens);
+    PredictionView *pv = malloc((n + 1) * sizeof *pv);
+    EventError *errs = malloc((n + 1) * sizeof *errs);
+    if (!idv || !lens || !pv || !errs) {
+        ret = http_send_error(c, 500, "internal", "out of memory", NULL, 0);
+        goto out_free;
+    }
+    size_t i = 0, nerr = 0;
+    for (const cJSON *it = ids->child; it; it = it->next, i++) {
+        if (!cJSON_IsString(it) || !service_id_valid(it->valuestring, strlen(it->valuestring))) {
+            errs[nerr].index = i;
+            errs[nerr].field = "user_ids";
+            snprintf(errs[nerr].reason, sizeof errs[nerr].reason, "must be a string of 1 to 128 bytes of UTF-8");
+            nerr++;
+            continue;
+        }
+        idv[i] = it->valuestring;
+        lens[i] = strlen(it->valuestring);
+    }
+    if (nerr) {
+        ret = http_send_error(c, 400, "invalid_request", "some user_ids are invalid", errs, nerr);
+        goto out_free;
+    }
+    service_predict_many(c->svc, idv, lens, n, as_of, pv);
+    RenderBuf r = {0};
+    render_predictions(&r, pv, n);
+    ret = http_send_json(c, 200, &r);
+out_free:
+    free(idv);
+    free(lens);
+    free(pv);
+    free(errs);
+out:
+    cJSON_Delete(root);
+    return ret;
+}
+
+int handle_user_get(HttpCall *c)
+{
+    UserSummaryView v;
+    if (service_user_summary(c->svc, c->id, c->id_len, &v))
+        return http_send_error(c, 404, "not_found", "unknown user", NULL, 0);
+    RenderBuf r = {0};
+    render_user(&r, c->id, c->id_len, &v);
+    return http_send_json(c, 200, &r);
+}
+
+int handle_user_delete(HttpCall *c)
+{
+    uint64_t seq;
+    int rc = service_delete_user(c->svc, c->id, c->id_len, &seq);
+    if (rc == -ENOENT)
+        return http_send_error(c, 404, "not_found", "unknown user", NULL, 0);
+    if (rc)
+        return http_send_error(c, 503, "storage_failed", "the write-ahead log cannot be written", NULL, 0);
+    RenderBuf r = {0};
+    return http_send_when_durable(c, seq, 204, &r);
+}
+
+int handle_model(HttpCall *c)
+{
+    ModelInfo mi;
+    PredLogStats pl;
+    service_model_info(c->svc, &mi);
+    service_predlog_stats(c->svc, &pl);
+    RenderBuf r = {0};
+    render_model(&r, &mi, &pl);
+    return http_send_json(c, 200, &r);
+}
+
+int handle_retrain(HttpCall *c)
+{
+    uint64_t job;
+    if (service_request_retrain(c->svc, &job))
+        return http_send_error(c, 409, "conflict", "a retrain is already running", NULL, 0);
+    RenderBuf r = {0};
+    render_job(&r, job);
+    return http_send_json(c, 202, &r);
+}
+
+int handle_healthz(HttpCall *c)
+{
+    RenderBuf r = {0};
+    render_status(&r, "ok");
+    return http_send_json(c, 200, &r);
+}
+
+int handle_readyz(HttpCall *c)
+{
+    if (!service_ready(c->svc))
+        return http_send_error(c, 503, "not_ready", "recovering state and loading the model", NULL, 0);
+    RenderBuf r = {0};
+    render_status(&r, "ready");
+    return http_send_json(c, 200, &r);
+}
+
+int handle_metrics(HttpCall *c)
+{
+    MetricsGauges g;
+    const char *labels[ROUTE_COUNT];
+    service_gauges(c->svc, &g);
+    http_route_labels(labels);
+    RenderBuf r = {0};
+    if (metrics_render(c->metrics, labels, ROUTE_COUNT, &g, &r.p, &r.len))
+        return http_send_error(c, 500, "internal", "out of memory", NULL, 0);
+    r.cap = r.len + 1;
+    return http_send(c, 200, &r, "text/plain; version=0.0.4", NULL, NULL);
+}

@@ -1,0 +1,25 @@
+/* http_handlers (private to the http_* files): one handler per row of the
+ * route table (http_routes.c). A handler parses what the request carries,
+ * calls the service, chooses the status and hands a rendered body to
+ * http_send*. The router has already checked method, body size, token and
+ * readiness, and decoded the {user_id} into c->id.
+ *
+ * Threads: a libmicrohttpd thread, the one that runs the call. Handlers own
+ * nothing past the call: parsed bodies are freed before they return. */
+#ifndef LTVD_HTTP_HANDLERS_H
+#define LTVD_HTTP_HANDLERS_H
+
+#include "http_routes.h"
+
+HttpHandler handle_events;      /* POST /v1/events */
+HttpHandler handle_user_ltv;    /* GET /v1/users/{user_id}/ltv */
+HttpHandler handle_user_get;    /* GET /v1/users/{user_id} */
+HttpHandler handle_user_delete; /* DELETE /v1/users/{user_id} */
+HttpHandler handle_ltv_batch;   /* POST /v1/ltv/batch */
+HttpHandler handle_model;       /* GET /v1/model */
+HttpHandler handle_retrain;     /* POST /v1/model/retrain */
+HttpHandler handle_healthz;     /* GET /healthz */
+HttpHandler handle_readyz;      /* GET /readyz */
+HttpHandler handle_metrics;     /* GET /metrics */
+
+#endif

@@ -1,0 +1,181 @@
+/* http_routes: the one route table of ltvd's HTTP API, and everything that
+ * reads it: the router (404, 405 and its Allow header), auth (the row's
+ * token class), `ltvd --routes`, and the metrics labels. Adding a route is
+ * adding a row (and its handler, and its path in openapi/ltvd.yaml).
+ *
+ * Threads: the table is constant; http_dispatch runs on a libmicrohttpd
+ * thread; http_routes_print on the main thread. */
+#include "http_routes.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "http_handlers.h"
+
+typedef struct RouteRow {
+    const char *method;
+    const char *pattern; /* OpenAPI form; "{user_id}" matches one non-empty path segment */
+    RouteId id;
+    TokenClass token;
+    HttpHandler *handler;
+} RouteRow;
+
+/* In the order `ltvd --routes` lists them; the rows of one path together. */
+static const RouteRow routes[] = {
+    {"POST", "/v1/events", ROUTE_EVENTS, TOKEN_INGEST, handle_events},
+    {"GET", "/v1/users/{user_id}/ltv", ROUTE_USER_LTV, TOKEN_READ, handle_user_ltv},
+    {"GET", "/v1/users/{user_id}", ROUTE_USER, TOKEN_READ, handle_user_get},
+    {"DELETE", "/v1/users/{user_id}", ROUTE_USER, TOKEN_ADMIN, handle_user_delete},
+    {"POST", "/v1/ltv/batch", ROUTE_LTV_BATCH, TOKEN_READ, handle_ltv_batch},
+    {"GET", "/v1/model", ROUTE_MODEL, TOKEN_READ, handle_model},
+    {"POST", "/v1/model/retrain", ROUTE_RETRAIN, TOKEN_ADMIN, handle_retrain},
+    {"GET", "/healthz", ROUTE_HEALTHZ, TOKEN_OPEN, handle_healthz},
+    {"GET", "/readyz", ROUTE_READYZ, TOKEN_OPEN, handle_readyz},
+    {"GET", "/metrics", ROUTE_METRICS, TOKEN_OPEN, handle_metrics},
+};
+#define NROUTES (sizeof routes / sizeof routes[0])
+
+_Static_assert(ROUTE_COUNT <= METRICS_MAX_ROUTES, "metrics count requests by route id");
+
+void http_routes_print(FILE *f)
+{
+    for (size_t i = 0; i < NROUTES; i++)
+        fprintf(f, "%s %s\n", routes[i].method, routes[i].pattern);
+}
+
+void http_route_labels(const char *out[ROUTE_COUNT])
+{
+    for (int r = 0; r < ROUTE_COUNT; r++)
+        out[r] = "unknown";
+    for (size_t i = NROUTES; i-- > 0;)
+        out[routes[i].id] = routes[i].pattern;
+}
+
+/* ---- matching ---------------------------------------------------------- */
+
+/* Does url match pattern as a whole? *param, *param_len: the raw (still
+ * percent-encoded) segment that "{user_id}" matched, if any. */
+static bool pattern_match(const char *pattern, const char *url, const char **param, size_t *param_len)
+{
+    const char *p = pattern, *u = url;
+    while (*p) {
+        if (*p == '{') {
+            const char *end = u;
+            while (*end && *end != '/')
+                end++;
+            if (end == u)
+                return false;
+            *param = u;
+            *param_len = (size_t)(end - u);
+            u = end;
+            p = strchr(p, '}') + 1;
+        } else if (*p++ != *u++) {
+            return false;
+        }
+    }
+    return *u == '\0';
+}
+
+/* The methods the rows of route id accept, as an Allow header: "GET, DELETE". */
+static void allowed_methods(RouteId id, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < NROUTES; i++)
+        if (routes[i].id == id && n < cap)
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", routes[i].method);
+}
+
+/* ---- auth -------------------------------------------------------------- */
+
+static bool token_matches(const char *given, const char *expected)
+{
+    /* Constant time in the expected token's length: every byte is compared
+     * and lengths differ only through the accumulated flag. */
+    size_t gl = strlen(given), el = strlen(expected);
+    unsigned char diff = (unsigned char)(gl != el);
+    for (size_t i = 0; i < el; i++)
+        diff |= (unsigned char)(expected[i] ^ (i < gl ? given[i] : 0));
+    return diff == 0;
+}
+
+static const char *token_of(const LtvdConfig *cfg, TokenClass t)
+{
+    switch (t) {
+    case TOKEN_READ:
+        return cfg->auth_read_token;
+    case TOKEN_INGEST:
+        return cfg->auth_ingest_token;
+    case TOKEN_ADMIN:
+        return cfg->auth_admin_token;
+    default:
+        return "";
+    }
+}
+
+/* Does the request carry the bearer token the row asks for (if any)? */
+static bool authorized(const HttpCall *c, TokenClass t)
+{
+    const char *token = token_of(c->cfg, t);
+    if (!token[0])
+        return true;
+    const char *h = http_header(c, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0)
+        return false;
+    return token_matches(h + 7, token);
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+int http_dispatch(HttpCall *c)
+{
+    const RouteRow *row = NULL;
+    const char *param = NULL;
+    size_t param_len = 0;
+    c->route = ROUTE_UNKNOWN;
+    for (size_t i = 0; i < NROUTES && !row; i++) {
+        const char *pm = NULL;
+        size_t pl = 0;
+        if (!pattern_match(routes[i].pattern, c->url, &pm, &pl))
+            continue;
+        c->route = routes[i].id; /* the rows of one path share it */
+        if (strcmp(c->method, routes[i].method) == 0) {
+            row = &routes[i];
+            param = pm;
+            param_len = pl;
+        }
+    }
+    if (c->route == ROUTE_UNKNOWN)
+        return http_send_error(c, 404, "not_found", "no such route", NULL, 0);
+    if (!row) {
+        char allow[64], msg[80];
+        allowed_methods(c->route, allow, sizeof allow);
+        snprintf(msg, sizeof msg, "use %s", allow);
+        RenderBuf b = {0};
+        render_error(&b, "method_not_allowed", msg, NULL, 0);
+        return http_send(c, 405, &b, "application/json", "Allow", allow);
+    }
+    if (c->body_too_large) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "request body is larger than %lld bytes (limits.max_body_bytes)",
+                 (long long)c->cfg->limits_max_body_bytes);
+        return http_send_error(c, 413, "payload_too_large", msg, NULL, 0);
+    }
+    if (row->token == TOKEN_OPEN)
+        return row->handler(c);
+    if (c->draining)
+        return http_send_error(c, 503, "not_ready", "shutting down", NULL, 0);
+    if (!authorized(c, row->token))
+        return http_send_error(c, 401, "unauthorized", "missing or wrong bearer token", NULL, 0);
+    if (!service_ready(c->svc))
+        return http_send_error(c, 503, "not_ready", "recovering state and loading the model", NULL, 0);
+    if (param) {
+        if (http_percent_decode(param, param_len, c->id, USER_ID_MAX, &c->id_len) ||
+            !service_id_valid(c->id, c->id_len))
+            return http_send_error(c, 400, "invalid_request",
+                                   "user_id must be 1 to 128 bytes of UTF-8 after percent-decoding", NULL, 0);
+        c->id[c->id_len] = '\0';
+    }
+    return row->handler(c);
+}

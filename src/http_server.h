@@ -1,0 +1,73 @@
+/* http_server (private to the http_* files): one request as the router and
+ * the handlers see it, and the ways to answer it. Only http_server.c talks
+ * to libmicrohttpd.
+ *
+ * Threads: an HttpCall lives on the stack of a libmicrohttpd thread for one
+ * call of the request handler; everything here runs on that thread. Each
+ * request is answered exactly once, by one http_send* call. */
+#ifndef LTVD_HTTP_SERVER_H
+#define LTVD_HTTP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "http_api.h"
+#include "http_render.h"
+#include "metrics.h"
+#include "service.h"
+
+struct MHD_Connection;
+struct HttpRequest;
+
+typedef struct HttpCall {
+    /* borrowed from the server for the call */
+    HttpServer *server;
+    Service *svc;
+    const LtvdConfig *cfg;
+    Metrics *metrics;
+    struct MHD_Connection *conn;
+    struct HttpRequest *req;
+    const char *method, *url; /* url: the raw path, without the query */
+    const char *body;         /* NUL-terminated, "" when there is none */
+    size_t body_len;
+    bool body_too_large;      /* over limits.max_body_bytes: body is "" */
+    bool draining;            /* shutting down: only open routes answer */
+    /* set by the router */
+    int route;                /* RouteId, for the metrics */
+    char id[USER_ID_MAX + 1]; /* the route's {user_id}, percent-decoded */
+    size_t id_len;
+    /* set by http_send*: the status queued, 0 while none */
+    int status;
+} HttpCall;
+
+/* Every http_send* returns 0 once the answer is queued, -EIO if
+ * libmicrohttpd refused it (the connection is then closed). Each takes b:
+ * its buffer goes to libmicrohttpd, which frees it; b is left empty. A
+ * buffer that ran out of memory is answered 500 with no body. */
+int http_send(HttpCall *c, int status, RenderBuf *b, const char *content_type, const char *header,
+              const char *value);
+/* application/json; 204 goes out with no body and no content type. */
+int http_send_json(HttpCall *c, int status, RenderBuf *b);
+/* The error object of render_error; a 401 carries WWW-Authenticate: Bearer. */
+int http_send_error(HttpCall *c, int status, const char *code, const char *message, const EventError *details,
+                    size_t ndetails);
+/* A write's answer: sent now if the log holds everything up to seq durably
+ * (or seq is 0), else held, and sent by the thread that resumes the
+ * connection once http_on_durable reports seq (503 storage_failed if the
+ * log failed meanwhile). */
+int http_send_when_durable(HttpCall *c, uint64_t seq, int status, RenderBuf *b);
+
+/* A request header, NULL if absent. Valid for the call. */
+const char *http_header(const HttpCall *c, const char *name);
+/* The query argument name, percent-decoded into buf (cap bytes, NUL
+ * included). -ENOENT if absent, -EINVAL if badly escaped or too long. */
+int http_query(const HttpCall *c, const char *name, char *buf, size_t cap);
+/* RFC 3986 percent-decoding ('+' stays '+'). -EINVAL on a bad escape or
+ * when the result does not fit in cap bytes. libmicrohttpd is told not to
+ * decode (a%2Fb must not become a path separator before routing): ltvd
+ * decodes each piece itself. */
+int http_percent_decode(const char *in, size_t n, char *out, size_t cap, size_t *out_len);
+
+#endif
