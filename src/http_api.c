@@ -316,6 +316,25 @@ static bool authorized(struct MHD_Connection *c, const char *token)
     return token_matches(h + 7, token);
 }
 
+/* Parses the body as one JSON text: NULL if it is not JSON, or if anything
+ * but JSON whitespace follows the value (cJSON stops after the first value,
+ * so two concatenated events would otherwise apply only the first). */
+static cJSON *parse_body(const Request *req)
+{
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(req->body, req->len, &end, false);
+    if (!root)
+        return NULL;
+    for (size_t i = (size_t)(end - req->body); i < req->len; i++) {
+        char ch = req->body[i];
+        if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n') {
+            cJSON_Delete(root);
+            return NULL;
+        }
+    }
+    return root;
+}
+
 /* Parses as_of from the query string or a JSON value; 1 if absent. */
 static int parse_as_of_text(const char *v, int64_t *out)
 {
@@ -425,7 +444,7 @@ void http_drain(HttpServer *h) { atomic_store(&h->draining, true); }
 
 static enum MHD_Result handle_events(HttpServer *h, struct MHD_Connection *c, Request *req)
 {
-    cJSON *root = cJSON_ParseWithLength(req->body, req->len);
+    cJSON *root = parse_body(req);
     if (!root)
         return send_error(c, 400, "invalid_json", "request body is not valid JSON", NULL, 0);
     EventBatch b;
@@ -496,7 +515,7 @@ static enum MHD_Result handle_user_ltv(HttpServer *h, struct MHD_Connection *c, 
 
 static enum MHD_Result handle_ltv_batch(HttpServer *h, struct MHD_Connection *c, Request *req)
 {
-    cJSON *root = cJSON_ParseWithLength(req->body, req->len);
+    cJSON *root = parse_body(req);
     if (!root)
         return send_error(c, 400, "invalid_json", "request body is not valid JSON", NULL, 0);
     enum MHD_Result ret;
