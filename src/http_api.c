@@ -316,23 +316,50 @@ static bool authorized(struct MHD_Connection *c, const char *token)
     return token_matches(h + 7, token);
 }
 
-/* Parses the body as one JSON text: NULL if it is not JSON, or if anything
- * but JSON whitespace follows the value (cJSON stops after the first value,
- * so two concatenated events would otherwise apply only the first). */
-static cJSON *parse_body(const Request *req)
+/* True if a string of valid JSON text holds the escape \u0000. */
+static bool json_has_nul(const char *p, size_t n)
+{
+    const char *end = p + n;
+    while ((p = memchr(p, '\\', (size_t)(end - p))) != NULL && end - p >= 2) {
+        if (p[1] == 'u' && end - p >= 6 && memcmp(p + 2, "0000", 4) == 0)
+            return true;
+        p += 2; /* past the escaped character: "\\u0000" is a backslash, then text */
+    }
+    return false;
+}
+
+/* Parses the body as one JSON text into *out (the caller deletes it).
+ * -EINVAL if it is not JSON, or if anything but JSON whitespace follows the
+ * value (cJSON stops after the first value, so two concatenated events would
+ * otherwise apply only the first). -EILSEQ if a string holds \u0000: ids are
+ * C strings inside ltvd, and a NUL would cut one short (two client ids
+ * becoming one shopper, an event_id a false duplicate). */
+static int parse_body(const Request *req, cJSON **out)
 {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(req->body, req->len, &end, false);
     if (!root)
-        return NULL;
+        return -EINVAL;
     for (size_t i = (size_t)(end - req->body); i < req->len; i++) {
         char ch = req->body[i];
         if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n') {
             cJSON_Delete(root);
-            return NULL;
+            return -EINVAL;
         }
     }
-    return root;
+    if (json_has_nul(req->body, req->len)) {
+        cJSON_Delete(root);
+        return -EILSEQ;
+    }
+    *out = root;
+    return 0;
+}
+
+static enum MHD_Result send_body_error(struct MHD_Connection *c, int rc)
+{
+    if (rc == -EILSEQ)
+        return send_error(c, 400, "invalid_request", "strings must not contain \\u0000", NULL, 0);
+    return send_error(c, 400, "invalid_json", "request body is not valid JSON", NULL, 0);
 }
 
 /* Parses as_of from the query string or a JSON value; 1 if absent. */
@@ -444,9 +471,10 @@ void http_drain(HttpServer *h) { atomic_store(&h->draining, true); }
 
 static enum MHD_Result handle_events(HttpServer *h, struct MHD_Connection *c, Request *req)
 {
-    cJSON *root = parse_body(req);
-    if (!root)
-        return send_error(c, 400, "invalid_json", "request body is not valid JSON", NULL, 0);
+    cJSON *root;
+    int prc = parse_body(req, &root);
+    if (prc)
+        return send_body_error(c, prc);
     EventBatch b;
     int rc = service_parse_events(h->svc, root, &b);
     enum MHD_Result ret;
@@ -515,9 +543,10 @@ static enum MHD_Result handle_user_ltv(HttpServer *h, struct MHD_Connection *c, 
 
 static enum MHD_Result handle_ltv_batch(HttpServer *h, struct MHD_Connection *c, Request *req)
 {
-    cJSON *root = parse_body(req);
-    if (!root)
-        return send_error(c, 400, "invalid_json", "request body is not valid JSON", NULL, 0);
+    cJSON *root;
+    int prc = parse_body(req, &root);
+    if (prc)
+        return send_body_error(c, prc);
     enum MHD_Result ret;
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(root, "user_ids");
     const cJSON *aso = cJSON_GetObjectItemCaseSensitive(root, "as_of");
