@@ -60,7 +60,9 @@ def spec_operations():
     their keys at 6, response codes at 8."""
     ops, path, op, section = {}, None, None, None
     in_paths = False
-    for line in open(SPEC, encoding="utf-8"):
+    with open(SPEC, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for line in lines:
         if re.match(r"^\S", line):
             in_paths = line.startswith("paths:")
             continue

@@ -5,10 +5,12 @@ and percent-encoding in path ids, id length and UTF-8, as_of before the
 first event, late purchases, refunds, and README command (a)'s config file.
 
 Usage: test_semantics.py PATH_TO_LTVD SOURCE_ROOT"""
+import datetime
 import json
 import os
 import re
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ltvd_harness import LtvdProcess, quote_id, run_tests  # noqa: E402
@@ -58,7 +60,6 @@ def metric(s, name):
 
 
 def iso(ts):
-    import datetime
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -399,6 +400,11 @@ def refunds_lower_the_prediction():
         check(summary(s, "one")["spend"] == 0)
 
 
+def as_setting(v):
+    """A config file value as --set writes it."""
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
 def flatten(obj, prefix=""):
     out = {}
     for k, v in obj.items():
@@ -413,27 +419,31 @@ def flatten(obj, prefix=""):
 def readme_config_file_is_loaded():
     """README command (a) runs `ltvd --config configs/ltvd.json`. Started with
     that file, overriding only the port and the storage directory, every key
-    of the file is in force, as the start line and the API show.
-    (The file writes out the built-in defaults, so this shows the file is
-    valid and consistent with them, not which of the two a value came from.)"""
+    of the file is in force, as the start line and the API show. The file
+    writes out the built-in defaults, so a copy with two values changed shows
+    that values come from the file."""
     path = os.path.join(ROOT, "configs", "ltvd.json")
     with open(path, encoding="utf-8") as f:
         file_cfg = flatten(json.load(f))
     check(file_cfg["server.bind"] == "127.0.0.1" and file_cfg["server.port"] == 8080
           and file_cfg["storage.dir"] == "./ltvd-data", "README (a): 127.0.0.1:8080, state in ./ltvd-data")
-    # The harness always sets server.bind and fallback.refit_s: give them the file's values.
-    settings = {k: str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in file_cfg.items() if k in ("server.bind", "fallback.refit_s")}
-    with LtvdProcess(LTVD, settings, config=path) as s:
+    # The harness sets a few keys of its own (server.bind, fallback.refit_s):
+    # those the file also sets get the file's value, learnt from a first start.
+    settings = {}
+    for _ in range(2):
+        s = LtvdProcess(LTVD, settings, config=path)
         args = s.proc.args
+        sets = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--set")
+        conflicts = {k: as_setting(file_cfg[k]) for k, v in sets.items()
+                     if k in file_cfg and k not in ("server.port", "storage.dir") and as_setting(file_cfg[k]) != v}
+        if not conflicts:
+            break
+        s.stop()
+        settings.update(conflicts)
+    with s:
         check(args[1:3] == ["--config", path], args)
-        overridden = {}
-        for i, a in enumerate(args):
-            if a == "--set":
-                k, v = args[i + 1].split("=", 1)
-                overridden[k] = v
-        changed = {k for k, v in overridden.items() if k not in file_cfg or str(file_cfg[k]) != v}
-        check(changed == {"server.port", "storage.dir"}, f"only port and storage dir differ from the file: {changed}")
+        check({"server.port", "storage.dir"} <= set(sets) and not conflicts,
+              f"only the port and the storage dir override the file: {sets}")
         start = [line for line in s.logs().splitlines() if 'msg="starting"' in line]
         check(len(start) == 1, s.logs())
         effective = {k: v.strip('"') for k, v in re.findall(r'(\S+?)=("[^"]*"|\S+)', start[0])}
@@ -462,6 +472,20 @@ def readme_config_file_is_loaded():
         err = assert_error(*s.json("POST", "/v1/ltv/batch", {"user_ids": ["cfg"] * (n + 1)}), 413,
                            "payload_too_large")
         check(f"at most {n} " in err["message"], err)
+    # The same file with two values changed: those are the ones in force, so
+    # the values above came through --config, not from the built-in defaults.
+    with open(path, encoding="utf-8") as f:
+        changed = json.load(f)
+    changed["model"]["horizon_days"] = 91
+    changed["limits"]["max_batch_ids"] = 77
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as tmp:
+        json.dump(changed, tmp)
+        tmp.flush()
+        with LtvdProcess(LTVD, settings, config=tmp.name) as s:
+            check(s.json("GET", "/v1/model")[1]["horizon_days"] == 91)
+            check(s.json("POST", "/v1/ltv/batch", {"user_ids": ["c"] * 77})[0] == 200)
+            err = assert_error(*s.json("POST", "/v1/ltv/batch", {"user_ids": ["c"] * 78}), 413, "payload_too_large")
+            check("at most 77 " in err["message"], err)
 
 
 if __name__ == "__main__":
