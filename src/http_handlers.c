@@ -16,11 +16,54 @@
 
 #define AS_OF_INVALID "as_of must be an RFC 3339 time or Unix seconds in 1970-2100"
 
+/* True if a string of valid JSON text holds the escape \u0000. */
+static bool json_has_nul(const char *p, size_t n)
+{
+    const char *end = p + n;
+    while ((p = memchr(p, '\\', (size_t)(end - p))) != NULL && end - p >= 2) {
+        if (p[1] == 'u' && end - p >= 6 && memcmp(p + 2, "0000", 4) == 0)
+            return true;
+        p += 2; /* past the escaped character: "\\u0000" is a backslash, then text */
+    }
+    return false;
+}
+
+/* Parses the body as one JSON text into *out (the caller deletes it), or
+ * answers 400 and returns NULL. Anything but JSON whitespace after the value
+ * is invalid_json (cJSON stops after the first value, so two concatenated
+ * events would otherwise apply only the first); a string holding \u0000 is
+ * invalid_request: ids are C strings inside ltvd, and a NUL would cut one
+ * short (two client ids becoming one shopper, an event_id a false
+ * duplicate). */
+static cJSON *parse_body(HttpCall *c, int *ret)
+{
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(c->body, c->body_len, &end, false);
+    bool trailing = false;
+    for (size_t i = root ? (size_t)(end - c->body) : c->body_len; i < c->body_len; i++) {
+        char ch = c->body[i];
+        if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n')
+            trailing = true;
+    }
+    if (!root || trailing) {
+        cJSON_Delete(root);
+        *ret = http_send_error(c, 400, "invalid_json", "request body is not valid JSON", NULL, 0);
+        return NULL;
+    }
+    if (json_has_nul(c->body, c->body_len)) {
+        cJSON_Delete(root);
+        *ret = http_send_error(c, 400, "invalid_request", "strings must not contain \\u0000", NULL, 0);
+        return NULL;
+    }
+    return root;
+}
+
 int handle_events(HttpCall *c)
 {
-    cJSON *root = cJSON_ParseWithLength(c->body, c->body_len);
+    int perr;
+    cJSON *root = parse_body(c, &perr);
     if (!root)
-        return http_send_error(c, 400, "invalid_json", "request body is not valid JSON", NULL, 0);
+        return perr;
     EventBatch b;
     int rc = service_parse_events(c->svc, root, &b);
     int ret;
@@ -91,9 +134,10 @@ static int batch_as_of(const cJSON *v, int64_t *out)
 
 int handle_ltv_batch(HttpCall *c)
 {
-    cJSON *root = cJSON_ParseWithLength(c->body, c->body_len);
+    int perr;
+    cJSON *root = parse_body(c, &perr);
     if (!root)
-        return http_send_error(c, 400, "invalid_json", "request body is not valid JSON", NULL, 0);
+        return perr;
     int ret;
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(root, "user_ids");
     int64_t as_of;
