@@ -4,7 +4,6 @@ bit-flipped log tails are truncated and reported; corruption in the middle
 of the log stops the start. The kill moments are random from a seed that
 is printed; LTVD_TEST_SEED=N repeats a run. Usage: test_durability.py PATH_TO_LTVD"""
 import glob
-import json
 import os
 import random
 import signal

@@ -8,7 +8,6 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
