@@ -1,8 +1,10 @@
 /* The RL adjuster learns: when the served model is biased by x0.5 in one
  * segment, it picks the compensating x2.0 there, or the next action down
  * (x1.75: the outcomes are zero-inflated and heavy-tailed, and seed 4 lands
- * there), within a bounded number of episodes, and leaves unbiased segments
- * at x1.0, for several seeds. */
+ * there), with exactly the configured number of episodes per occupied
+ * segment, and leaves unbiased segments at x1.0, for several seeds. A segment
+ * with fewer than ADJ_MIN_PAIRS outcomes is never corrected; one with that
+ * many is. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +21,37 @@ static double urand(void) /* (0, 1) */
 }
 
 static double gauss(void) { return sqrt(-2 * log(urand())) * cos(6.283185307179586 * urand()); }
+
+/* A segment with fewer than ADJ_MIN_PAIRS outcomes keeps x1.0, even when
+ * every one of them says x3 (no noise: the ratio is as certain as it gets);
+ * with ADJ_MIN_PAIRS of the same outcomes it is corrected. The other
+ * shoppers (recent, young, spending as predicted) share no segment with
+ * them: the long-silent, old ones (recency 400 d, tenure 500 d). */
+static void test_min_pairs(void)
+{
+    enum { BASE = 1000 };
+    static AdjPair p[BASE + ADJ_MIN_PAIRS];
+    for (int i = 0; i < BASE; i++)
+        p[i] = (AdjPair){.pred = 1.0 + i, .actual = 1.0 + i, .recency_days = 10, .tenure_days = 60};
+    const int counts[] = {1, 8, 50, ADJ_MIN_PAIRS - 1, ADJ_MIN_PAIRS};
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        int n = counts[c];
+        for (int i = 0; i < n; i++)
+            p[BASE + i] = (AdjPair){.pred = 500.0, .actual = 1500.0, .recency_days = 400, .tenure_days = 500};
+        AdjTable t;
+        ASSERT(adjuster_learn(p, (size_t)(BASE + n), 7, 600, NULL, &t) == 0);
+        int seg = adjuster_segment(&t, 500.0, 400, 500);
+        ASSERT(t.pairs[seg] == (uint32_t)n);
+        ASSERT_NEAR(t.ratio[seg], 3.0, 1e-12);
+        double want = n < ADJ_MIN_PAIRS ? 1.0 : 2.0; /* x2.0: the largest action, nearest the ratio 3 */
+        if (adjuster_multiplier(&t, 500.0, 400, 500) != want) {
+            fprintf(stderr, "%d pairs at ratio 3: x%.2f, expected x%.2f\n", n, adjuster_multiplier(&t, 500.0, 400, 500),
+                    want);
+            ASSERT(0);
+        }
+        ASSERT_NEAR(adjuster_multiplier(&t, 500.0, 10, 60), 1.0, 0); /* the unbiased shoppers stay x1.0 */
+    }
+}
 
 int main(void)
 {
@@ -47,7 +80,24 @@ int main(void)
         }
         AdjTable t;
         ASSERT(adjuster_learn(pairs, N, seed, 600, NULL, &t) == 0);
-        ASSERT(t.episodes <= (uint64_t)600 * ADJ_SEGMENTS);
+        /* The learning effort is fixed: 600 episodes in each segment that has
+         * outcomes, none elsewhere. (Tenure >= recency here, so some
+         * segments are empty; every other one has over a hundred pairs.) */
+        uint32_t count[ADJ_SEGMENTS] = {0};
+        for (size_t i = 0; i < N; i++)
+            count[adjuster_segment(&t, pairs[i].pred, pairs[i].recency_days, pairs[i].tenure_days)]++;
+        int occupied = 0;
+        for (int s = 0; s < ADJ_SEGMENTS; s++) {
+            uint64_t visits = 0;
+            for (int a = 0; a < ADJ_ACTIONS; a++)
+                visits += t.visits[s][a];
+            ASSERT(t.pairs[s] == count[s]);
+            ASSERT(count[s] == 0 || count[s] >= ADJ_MIN_PAIRS);
+            ASSERT(visits == (count[s] ? 600u : 0u));
+            occupied += count[s] > 0;
+        }
+        ASSERT(occupied > 0 && occupied < ADJ_SEGMENTS);
+        ASSERT(t.episodes == (uint64_t)600 * (uint64_t)occupied);
         double m = ADJ_MULTIPLIERS[t.action[target]];
         if (m < 1.75) {
             fprintf(stderr, "seed %llu: biased segment got x%.2f\n", (unsigned long long)seed, m);
@@ -62,16 +112,10 @@ int main(void)
             ASSERT(0);
         }
         ASSERT(t.reward_greedy > 0);
-        /* a segment with no outcomes at all is never corrected */
-        AdjPair few[200];
-        for (int i = 0; i < 200; i++)
-            few[i] = (AdjPair){.pred = 10.0 + i, .actual = 40.0 + 4 * i, .recency_days = 10, .tenure_days = 60};
-        AdjTable t2;
-        ASSERT(adjuster_learn(few, 200, seed, 100, NULL, &t2) == 0);
-        ASSERT_NEAR(adjuster_multiplier(&t2, 50.0, 400.0, 500.0), 1.0, 0); /* recency bucket with no pairs */
         ASSERT_NEAR(adjuster_multiplier(&t, 1e9, 3, 120), m, 0); /* huge recent prediction -> that segment */
         ASSERT_NEAR(adjuster_multiplier(&t, 1e9, 3, 20), 1.0, 0); /* ... but not for younger shoppers */
     }
     free(pairs);
+    test_min_pairs();
     TEST_DONE("test_adjuster");
 }

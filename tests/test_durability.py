@@ -1,9 +1,9 @@
 """Durability: kill -9 under load loses no acknowledged event and applies
 none twice; erasure survives kill -9 and leaves the disk; torn and
 bit-flipped log tails are truncated and reported; corruption in the middle
-of the log stops the start. Usage: test_durability.py PATH_TO_LTVD"""
+of the log stops the start. The kill moments are random from a seed that
+is printed; LTVD_TEST_SEED=N repeats a run. Usage: test_durability.py PATH_TO_LTVD"""
 import glob
-import json
 import os
 import random
 import signal
@@ -13,22 +13,16 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, run_tests  # noqa: E402
+from ltvd_harness import LtvdProcess, main_exit, run_ltvd, run_tests, scaled, wait_until  # noqa: E402
 
 LTVD = sys.argv[1]
 SETTINGS = {"storage.fsync": "always", "storage.snapshot_interval_s": "3600", "storage.erasure_snapshot_s": "1"}
+SEED = int(os.environ.get("LTVD_TEST_SEED") or random.SystemRandom().randrange(1 << 31))
 
 
 def check(cond, msg=""):
     if not cond:
         raise AssertionError(msg)
-
-
-def metric(s, name):
-    for line in s.request("GET", "/metrics")[2].decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
 
 
 class Client(threading.Thread):
@@ -41,7 +35,7 @@ class Client(threading.Thread):
 
     def run(self):
         import http.client
-        rng = random.Random(self.tid * 1000 + self.round)
+        rng = random.Random(SEED * 1000003 + self.tid * 1000 + self.round)
         k = 0
         conn = None
         while not self.stop.is_set():
@@ -55,7 +49,7 @@ class Client(threading.Thread):
             body = events[0] if n == 1 else {"events": events}
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.s.port, timeout=5)
+                    conn = http.client.HTTPConnection("127.0.0.1", self.s.port, timeout=scaled(5))
                 status, _, _ = self.s.request("POST", "/v1/events", body, conn=conn)
                 if status == 200:
                     self.acked.extend(events)
@@ -74,22 +68,23 @@ def counts_by_user(events):
 
 
 def kill9_rounds():
+    print(f"kill9_rounds: seed {SEED} (LTVD_TEST_SEED={SEED} repeats the kill moments)")
+    rng = random.Random(SEED)
     with tempfile.TemporaryDirectory(prefix="ltvd-crash-") as d:
         all_sent = []
         for rnd in range(4):
             s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
-            before = {u: s.json("GET", f"/v1/users/{u}")[1] for u in counts_by_user(all_sent)}
             sent, acked, stop = [], [], threading.Event()
             clients = [Client(s, t, rnd, sent, acked, stop) for t in range(4)]
             for c in clients:
                 c.start()
-            time.sleep(random.uniform(0.4, 1.2))
-            s.proc.send_signal(signal.SIGKILL)  # at a random moment, mid-request
-            s.proc.wait()
+            # at a random moment once the load runs, mid-request
+            check(wait_until(lambda: len(acked) > 20, 30, 0.01), f"round {rnd}: too few acknowledged events")
+            time.sleep(rng.uniform(0.0, 0.8))
+            s.stop(signal.SIGKILL)
             stop.set()
             for c in clients:
-                c.join(10)
-            check(len(acked) > 20, f"round {rnd}: too few acknowledged events ({len(acked)})")
+                c.join(scaled(10))
             s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
             # every acknowledged event is there; nothing is there twice
             have = counts_by_user(all_sent)  # events of earlier rounds: all there
@@ -114,8 +109,7 @@ def kill9_rounds():
                 check(got == n, f"round {rnd}, {u}: {got} events after re-send, expected exactly {n}")
             status, body = s.json("POST", "/v1/events", {"events": [e for e in acked][:100]})
             check(body["duplicates"] == min(100, len(acked_ids)) and body["accepted"] == 0, body)
-            s.proc.send_signal(signal.SIGKILL)
-            s.proc.wait()
+            s.stop(signal.SIGKILL)
 
 
 def erasure_survives_kill9():
@@ -126,20 +120,17 @@ def erasure_survives_kill9():
             s.json("POST", "/v1/events", {"user_id": secret, "type": "purchase", "value": 3, "event_id": f"x{k}"})
         s.json("POST", "/v1/events", {"user_id": "stays", "type": "view"})
         check(s.request("DELETE", f"/v1/users/{secret}")[0] == 204)
-        s.proc.send_signal(signal.SIGKILL)  # before any snapshot
-        s.proc.wait()
-        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
-        check(s.json("GET", f"/v1/users/{secret}")[0] == 404, "erasure must survive kill -9")
-        check(s.json("GET", "/v1/users/stays")[0] == 200)
-        # prompt compaction: within a few seconds no file on disk mentions the id
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            blobs = [open(p, "rb").read() for p in glob.glob(os.path.join(d, "*")) if os.path.isfile(p)]
-            if not any(secret.encode() in b for b in blobs):
-                break
-            time.sleep(0.5)
-        check(not any(secret.encode() in b for b in blobs), "erased id still on disk")
-        check(s.stop() == 0)
+        s.stop(signal.SIGKILL)  # before any snapshot
+        with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
+            check(s.json("GET", f"/v1/users/{secret}")[0] == 404, "erasure must survive kill -9")
+            check(s.json("GET", "/v1/users/stays")[0] == 200)
+
+            # prompt compaction (storage.erasure_snapshot_s = 1): soon no file on disk mentions the id
+            def on_disk():
+                blobs = [open(p, "rb").read() for p in glob.glob(os.path.join(d, "*")) if os.path.isfile(p)]
+                return any(secret.encode() in b for b in blobs)
+
+            check(wait_until(lambda: not on_disk(), 15, 0.2), "erased id still on disk")
 
 
 def damaged_tail(kind):
@@ -147,8 +138,7 @@ def damaged_tail(kind):
         s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
         for k in range(10):
             check(s.json("POST", "/v1/events", {"user_id": "tail", "type": "view", "event_id": f"e{k}"})[0] == 200)
-        s.proc.send_signal(signal.SIGKILL)
-        s.proc.wait()
+        s.stop(signal.SIGKILL)
         seg = sorted(glob.glob(os.path.join(d, "wal-*.log")))[-1]
         data = bytearray(open(seg, "rb").read())
         if kind == "truncated":
@@ -156,18 +146,16 @@ def damaged_tail(kind):
         else:
             data[-3] ^= 0x40            # one bit of the last record flips
         open(seg, "wb").write(data)
-        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
-        got = s.json("GET", "/v1/users/tail")[1]["events"]
-        check(got == 9, f"{kind} tail: {got} events, expected the 9 before the damaged record")
-        check(metric(s, "ltvd_wal_truncations_total") == 1, "truncation is reported in metrics")
-        check("truncated" in s.logs(), "and in the log")
-        # the log goes on after the cut: new writes survive another restart
-        check(s.json("POST", "/v1/events", {"user_id": "tail", "type": "view", "event_id": "after"})[0] == 200)
-        s.proc.send_signal(signal.SIGKILL)
-        s.proc.wait()
-        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
-        check(s.json("GET", "/v1/users/tail")[1]["events"] == 10)
-        check(s.stop() == 0)
+        with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
+            got = s.json("GET", "/v1/users/tail")[1]["events"]
+            check(got == 9, f"{kind} tail: {got} events, expected the 9 before the damaged record")
+            check(s.metrics()["ltvd_wal_truncations_total"] == 1, "truncation is reported in metrics")
+            check("truncated" in s.logs(), "and in the log")
+            # the log goes on after the cut: new writes survive another restart
+            check(s.json("POST", "/v1/events", {"user_id": "tail", "type": "view", "event_id": "after"})[0] == 200)
+            s.stop(signal.SIGKILL)
+        with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
+            check(s.json("GET", "/v1/users/tail")[1]["events"] == 10)
 
 
 def truncated_tail():
@@ -179,40 +167,37 @@ def bitflipped_tail():
 
 
 def middle_corruption_stops_start():
-    import subprocess
+    """A corrupt record in the middle of the log: the start is refused with
+    exit status 1 (main.c: recovery failed) and the log left untouched."""
     with tempfile.TemporaryDirectory(prefix="ltvd-middle-") as d:
         s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
         for k in range(10):
-            s.json("POST", "/v1/events", {"user_id": "mid", "type": "view"})
-        s.proc.send_signal(signal.SIGKILL)
-        s.proc.wait()
+            check(s.json("POST", "/v1/events", {"user_id": "mid", "type": "view"})[0] == 200)
+        s.stop(signal.SIGKILL)
         seg = sorted(glob.glob(os.path.join(d, "wal-*.log")))[0]
         data = bytearray(open(seg, "rb").read())
         data[30] ^= 0x01  # inside the first record
         open(seg, "wb").write(data)
-        r = subprocess.run([LTVD, "--set", f"storage.dir={d}", "--set", "server.port=0"], capture_output=True,
-                           text=True, timeout=20)
-        check(r.returncode != 0 and "corrupt record" in r.stderr, r.stderr[-500:])
+        args = ["--set", f"storage.dir={d}", "--set", "server.bind=127.0.0.1", "--set", "server.port=0"]
+        r = run_ltvd(LTVD, args, 1)
+        check("corrupt record" in r.stderr, r.stderr[-500:])
         data[30] ^= 0x01
         data[0:4] = b"\0\0\0\0"  # a zeroed length field, valid records after it
         open(seg, "wb").write(data)
-        r = subprocess.run([LTVD, "--set", f"storage.dir={d}", "--set", "server.port=0"], capture_output=True,
-                           text=True, timeout=20)
-        check(r.returncode != 0, "a corrupt record in the middle must stop the start")
+        r = run_ltvd(LTVD, args, 1)
         check("corrupt record" in r.stderr, r.stderr[-500:])
-        check(len(open(seg, "rb").read()) == len(data), "and the log is left untouched")
+        check(open(seg, "rb").read() == data, "and the log is left untouched")
 
 
 def clean_restart_replays_nothing():
     with tempfile.TemporaryDirectory(prefix="ltvd-clean-") as d:
-        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
-        s.json("POST", "/v1/events", {"events": [{"user_id": f"c{k}", "type": "view"} for k in range(50)]})
-        check(s.stop() == 0)
+        with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
+            s.json("POST", "/v1/events", {"events": [{"user_id": f"c{k}", "type": "view"} for k in range(50)]})
+            check(s.stop() == 0)
         check(glob.glob(os.path.join(d, "snapshot-*.snap")), "clean shutdown writes a snapshot")
-        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
-        check(metric(s, "ltvd_users") == 50)
-        check(metric(s, "ltvd_recovery_replayed_records") == 0)
-        check(s.stop() == 0)
+        with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
+            m = s.metrics()
+            check(m["ltvd_users"] == 50 and m["ltvd_recovery_replayed_records"] == 0, m)
 
 
 def format1_snapshot_is_read():
@@ -221,9 +206,8 @@ def format1_snapshot_is_read():
     import struct
     import zlib
     with tempfile.TemporaryDirectory(prefix="ltvd-snap1-") as d:
-        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
-        s.json("POST", "/v1/events", {"events": [{"user_id": f"f{k}", "type": "view"} for k in range(20)]})
-        check(s.stop() == 0)
+        with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
+            s.json("POST", "/v1/events", {"events": [{"user_id": f"f{k}", "type": "view"} for k in range(20)]})
         [path] = glob.glob(os.path.join(d, "snapshot-*.snap"))
         data = open(path, "rb").read()
         check(struct.unpack_from("<I", data, 8)[0] == 2, "snapshots are written in format 2")
@@ -232,16 +216,15 @@ def format1_snapshot_is_read():
         old = bytearray(body[:-16])
         struct.pack_into("<I", old, 8, 1)
         open(path, "wb").write(bytes(old) + struct.pack("<I", zlib.crc32(bytes(old))))
-        s = LtvdProcess(LTVD, SETTINGS, storage_dir=d)
-        check(metric(s, "ltvd_users") == 20)
-        check(s.stop() == 0)
+        with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
+            check(s.metrics()["ltvd_users"] == 20)
+            check(s.json("GET", "/v1/users/f7")[1]["events"] == 1)
 
 
 def main():
-    passed, failed = run_tests([kill9_rounds, erasure_survives_kill9, truncated_tail, bitflipped_tail, middle_corruption_stops_start,
-               clean_restart_replays_nothing, format1_snapshot_is_read])
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return main_exit(*run_tests([kill9_rounds, erasure_survives_kill9, truncated_tail, bitflipped_tail,
+                                 middle_corruption_stops_start, clean_restart_replays_nothing,
+                                 format1_snapshot_is_read]))
 
 
 if __name__ == "__main__":

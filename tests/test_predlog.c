@@ -1,6 +1,6 @@
 /* The prediction log: one pending prediction per shopper, bounded, erasure
- * removes it, and matured entries become pairs (all others stay findable
- * after removals). */
+ * removes it, matured entries become pairs (all others stay findable after
+ * removals), and the ring of pairs keeps the newest `cap` once it wraps. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +12,40 @@ static double outcome(void *arg, const PredLogEntry *e)
 {
     (*(int *)arg)++;
     return e->key % 7 == 0 ? -1.0 : 10.0 * (double)e->key;
+}
+
+static double outcome_known(void *arg, const PredLogEntry *e)
+{
+    (void)arg;
+    return 10.0 * (double)e->key;
+}
+
+/* Logs shoppers first..first+n-1 (prediction = key) and matures them all. */
+static void mature_batch(PredLog *l, uint64_t first, int n)
+{
+    for (uint64_t k = first; k < first + (uint64_t)n; k++) {
+        PredLogEntry e = {k, (int64_t)k, (double)k, 0, 5, 50, 1};
+        predlog_record(l, &e);
+    }
+    size_t cursor = 0;
+    while (predlog_mature(l, (int64_t)(first + (uint64_t)n), &cursor, 256, outcome_known, NULL))
+        ;
+}
+
+/* 1 if p[0..n) holds exactly the pairs of keys first..first+n-1 (in any
+ * order: maturing goes in table order), each with its own outcome. */
+static int check_batch(const AdjPair *p, int first, int n)
+{
+    char *seen = calloc((size_t)n, 1);
+    int ok = seen != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        int k = (int)p[i].pred - first;
+        ok = p[i].pred == (double)(first + k) && k >= 0 && k < n && !seen[k] && p[i].actual == 10.0 * p[i].pred;
+        if (ok)
+            seen[k] = 1;
+    }
+    free(seen);
+    return ok;
 }
 
 int main(void)
@@ -59,8 +93,39 @@ int main(void)
     ASSERT(calls == 500);
     predlog_stats(l, &st);
     ASSERT(st.pending == 0);
-    /* the pair ring keeps the newest `cap` */
-    ASSERT(st.pairs <= 1000);
+    int gone_all = 0; /* of the 999 logged and not erased, those whose shopper is gone */
+    for (int k = 1; k <= 1000; k++)
+        gone_all += k != 10 && k % 7 == 0;
+    ASSERT(st.matured == (uint64_t)(999 - gone_all) && st.pairs == (size_t)(999 - gone_all));
+
+    /* The pair ring keeps the newest `cap`: 700 more pairs push out the
+     * oldest of those (the ring wraps), then 300 more leave only the two
+     * new batches, oldest first. */
+    AdjPair *before = malloc(1000 * sizeof *before);
+    ASSERT(before && predlog_pairs(l, before, 1000) == st.pairs);
+    size_t old_pairs = st.pairs;
+    mature_batch(l, 3001, 700);
+    predlog_stats(l, &st);
+    ASSERT(st.pairs == 1000 && st.cap == 1000);
+    ASSERT(predlog_pairs(l, pairs, 1000) == 1000);
+    /* the newest 300 of the earlier pairs, in their order; the rest are gone */
+    ASSERT(memcmp(pairs, before + old_pairs - 300, 300 * sizeof *pairs) == 0);
+    ASSERT(check_batch(pairs + 300, 3001, 700));
+    free(before);
+    mature_batch(l, 5001, 300);
+    predlog_stats(l, &st);
+    ASSERT(st.pairs == 1000);
+    ASSERT(predlog_pairs(l, pairs, 1000) == 1000);
+    ASSERT(check_batch(pairs, 3001, 700) && check_batch(pairs + 700, 5001, 300));
+    double want_pred = 0, want_real = 0;
+    for (int k = 3001; k <= 3700; k++)
+        want_pred += k, want_real += 10.0 * k;
+    for (int k = 5001; k <= 5300; k++)
+        want_pred += k, want_real += 10.0 * k;
+    ASSERT_NEAR(st.pairs_predicted, want_pred, 0); /* sums of integers: exact */
+    ASSERT_NEAR(st.pairs_realised, want_real, 0);
+    /* asking for fewer gives the newest ones */
+    ASSERT(predlog_pairs(l, pairs, 300) == 300 && check_batch(pairs, 5001, 300));
     free(pairs);
     predlog_destroy(l);
     TEST_DONE("test_predlog");

@@ -4,13 +4,18 @@ held-out shoppers' outcomes better (validation log-likelihood, the swap
 criterion) and its predictions at serving time are far better calibrated by
 decile. Runs bench/simulated (a real ltvd over HTTP, twice) on a small,
 seeded population. Ranking (Gini, AUC) is not asserted: there the network
-does not beat BG/NBD yet (docs/ACCURACY.md).
+does not beat BG/NBD yet (docs/ACCURACY.md). The servers bench/simulated
+starts are checked on stop like every test's (exit status, sanitizer
+output: tests/ltvd_harness.py); a failed check fails the bench.
 Usage: test_simulated.py PATH_TO_LTVD SOURCE_ROOT"""
 import json
 import os
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ltvd_harness import scaled  # noqa: E402
 
 LTVD, ROOT = sys.argv[1], sys.argv[2]
 
@@ -19,9 +24,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ltvd-sim-") as d:
         out = os.path.join(d, "sim.json")
         r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "simulated"), "--ltvd", LTVD,
-                            "--shoppers", "1500", "--json", out], capture_output=True, text=True, timeout=600)
+                            "--shoppers", "1500", "--json", out], capture_output=True, text=True, timeout=scaled(600))
         if r.returncode != 0:
-            print("FAIL bench/simulated:\n" + r.stdout + r.stderr)
+            print(f"FAIL bench/simulated (exit status {r.returncode}):\n" + r.stdout + r.stderr[-6000:])
             return 1
         res = json.load(open(out))
     fb, net = res["fallback"], res["network"]
