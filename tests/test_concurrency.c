@@ -128,7 +128,7 @@ static int apply_json(Service *s, const char *json, ApplyResult *res, Prediction
 typedef struct Run {
     Service *s;
     bool phase_b;
-    atomic_uint_fast64_t published; /* highest model version published so far (phase A) */
+    atomic_uint_fast64_t published; /* highest model version published so far, or about to be (phase A) */
     atomic_int appliers_left;
     atomic_bool stop;               /* set once appliers and the model thread are done */
     atomic_int rounds_done;         /* phase B: worker rounds finished */
@@ -288,8 +288,8 @@ static void *swapper_main(void *arg)
     for (uint64_t v = 2; v <= NSWAPS + 1; v++) {
         Model *m;
         CHECK(model_create(&m, r->nets[v % NNETS], &r->fit, 182, MODEL_TRAINED, v) == 0);
+        atomic_store(&r->published, v); /* before: a predictor may see v as soon as it is swapped in */
         service_model_swap(r->s, m);
-        atomic_store(&r->published, v);
         if (v > NSWAPS / 2 && atomic_load(&r->appliers_left) == 0)
             break;
         sleep_us(300);
