@@ -1,0 +1,258 @@
+/* Training rules, on histories made here (no CDNOW needed): only matured
+ * labels enter training.
+ *
+ * A training example is a shopper's history up to a cut time c with the
+ * label "net spend in (c, c + H]"; only cuts with c + H <= now are used
+ * (brief §4, docs/MODEL.md "Training"). The histories here run right up to
+ * now, so half a year of possible cut times is too young. Asserted:
+ *   - every example's cut has c + H <= now, and the cuts are exactly the
+ *     documented ones (event times and the grid, validation shoppers only
+ *     in the last 2 x grid_days before now - H, plus now - H itself);
+ *   - every label equals the net spend in (c, c + H] computed here from
+ *     the events, floored at 0;
+ *   - events after now change no example and no label; changing the values
+ *     of events in (now - H, now] changes exactly the labels whose window
+ *     holds them;
+ *   - a shopper first seen within the last H days yields no example;
+ *   - trainer_run's example counts (train and validation) are the number
+ *     of cuts the rule allows. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_util.h"
+#include "trainer.h"
+
+#define DAY 86400
+#define H_DAYS 60
+#define GRID_DAYS 30
+#define NOW 1735689600 /* 2025-01-01 */
+#define NOLD 40        /* shoppers from 400 days before now up to now */
+#define NYOUNG 6       /* shoppers whose first event is within the last H days */
+#define MAX_EV 128
+#define AFTER_NOW 5    /* events appended after now in the third data set */
+
+typedef struct Data {
+    Event ev[(NOLD + NYOUNG) * (MAX_EV + AFTER_NOW)];
+    TrainShopper sh[NOLD + NYOUNG];
+    TrainSet set;
+} Data;
+
+/* Builds the histories. after_now: append events after now; scale_recent:
+ * multiply the values of events in (now - H, now] by this. The first event
+ * of a shopper is at midnight and every later one at 1 to 12 h past it, so
+ * a grid cut (first event + k x grid) never falls on an event time. */
+static void make_data(Data *d, bool with_young, bool after_now, double scale_recent)
+{
+    memset(d, 0, sizeof *d);
+    size_t ne = 0;
+    int nsh = NOLD + (with_young ? NYOUNG : 0);
+    for (int i = 0; i < nsh; i++) {
+        TrainShopper *t = &d->sh[i];
+        t->first = ne;
+        shopper_agg_init(&t->agg0);
+        t->key = (uint64_t)i * 37u + 11u; /* key % 100 decides the validation split */
+        int back_days = i < NOLD ? 400 - 5 * i : H_DAYS - 1 - 7 * (i - NOLD);
+        int64_t start = NOW - (int64_t)back_days * DAY; /* midnight: NOW is */
+        int64_t ts = start;
+        for (int k = 0; k < MAX_EV && ts <= NOW; k++) {
+            Event *e = &d->ev[ne++];
+            e->ts = ts;
+            e->quantity = 1;
+            int kind = (k * 5 + i) % 9;
+            e->type = kind < 4 ? EV_VIEW : kind < 6 ? EV_ADD_TO_CART : kind < 8 ? EV_PURCHASE : EV_REFUND;
+            e->value = e->type == EV_PURCHASE ? 10.0 * (1 + (k + i) % 5) : e->type == EV_REFUND ? 4.5 : 0.0;
+            if (ts > NOW - (int64_t)H_DAYS * DAY)
+                e->value *= scale_recent;
+            /* next: 2 to 8 days later, at 1 to 12 h past midnight */
+            ts = ts - ts % DAY + (int64_t)(2 + (k * 3 + i) % 7) * DAY + (int64_t)(1 + (k + i) % 12) * 3600;
+        }
+        if (after_now)
+            for (int k = 0; k < AFTER_NOW; k++) {
+                Event *e = &d->ev[ne++];
+                e->ts = NOW + (int64_t)(k + 1) * 3 * DAY;
+                e->quantity = 1;
+                e->type = EV_PURCHASE;
+                e->value = 1000.0;
+            }
+        t->n = ne - t->first;
+    }
+    d->set.events = d->ev;
+    d->set.nevents = ne;
+    d->set.shoppers = d->sh;
+    d->set.nshoppers = (size_t)nsh;
+    d->set.now = NOW;
+}
+
+static void train_config(TrainConfig *tc, int val_percent)
+{
+    memset(tc, 0, sizeof *tc);
+    tc->hidden = 4;
+    tc->horizon_days = H_DAYS;
+    tc->seed = 1;
+    tc->max_epochs = 1;
+    tc->batch = 16;
+    tc->lr = 0.01;
+    tc->cuts_per_shopper = 256; /* keep every allowed cut, so the count is exact */
+    tc->grid_days = GRID_DAYS;
+    tc->max_examples = 1000000;
+    tc->bptt = 16;
+    tc->val_percent = val_percent;
+    tc->head = 1;
+}
+
+/* The cut times the rule allows for one shopper, ascending. */
+static int allowed_cuts(const Data *d, int i, bool val, int64_t *out)
+{
+    const TrainShopper *t = &d->sh[i];
+    const Event *ev = d->ev + t->first;
+    const int64_t newest = NOW - (int64_t)H_DAYS * DAY;
+    const int64_t oldest = val ? newest - 2 * (int64_t)GRID_DAYS * DAY : INT64_MIN;
+    int n = 0;
+    for (size_t k = 0; k < t->n; k++)
+        if (ev[k].ts <= newest && ev[k].ts >= oldest)
+            out[n++] = ev[k].ts;
+    for (int64_t c = ev[0].ts + (int64_t)GRID_DAYS * DAY; c <= newest; c += (int64_t)GRID_DAYS * DAY)
+        if (c >= oldest)
+            out[n++] = c;
+    bool has_newest = false;
+    for (int k = 0; k < n; k++)
+        has_newest |= out[k] == newest;
+    if (val && ev[0].ts <= newest && !has_newest)
+        out[n++] = newest; /* a grid cut may fall on it: one example, not two */
+    for (int a = 1; a < n; a++) /* insertion sort: a few dozen */
+        for (int b = a; b > 0 && out[b] < out[b - 1]; b--) {
+            int64_t x = out[b];
+            out[b] = out[b - 1];
+            out[b - 1] = x;
+        }
+    return n;
+}
+
+/* Net spend in (c, c + H], floored at 0, from the shopper's events;
+ * *recent: whether a purchase or refund in (now - H, now] is in it. */
+static double label_of(const Data *d, int i, int64_t c, bool *recent)
+{
+    const TrainShopper *t = &d->sh[i];
+    double y = 0;
+    *recent = false;
+    for (size_t k = 0; k < t->n; k++) {
+        const Event *e = &d->ev[t->first + k];
+        if (e->ts > c && e->ts <= c + (int64_t)H_DAYS * DAY && e->value > 0) {
+            y += e->type == EV_PURCHASE ? e->value : -e->value;
+            *recent |= e->ts > NOW - (int64_t)H_DAYS * DAY;
+        }
+    }
+    return y > 0 ? y : 0;
+}
+
+/* The backtest lists every validation example (cut order within shopper
+ * order) with its label, the shopper's age and recency at the cut. With
+ * every shopper in validation, that is every example. */
+static size_t check_examples(const Data *d, AdjPair **pairs_out)
+{
+    TrainConfig tc;
+    train_config(&tc, 100);
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    AdjPair *pairs;
+    size_t np;
+    ASSERT(trainer_backtest(&d->set, &tc, &fit, NULL, &pairs, &np) == 0);
+    size_t k = 0, reaching = 0;
+    for (int i = 0; i < (int)d->set.nshoppers; i++) {
+        int64_t cuts[MAX_EV + 64];
+        int nc = allowed_cuts(d, i, true, cuts);
+        const Event *ev = d->ev + d->sh[i].first;
+        if (i >= NOLD)
+            ASSERT(nc == 0); /* young: nothing has matured */
+        for (int j = 0; j < nc; j++, k++) {
+            ASSERT(k < np);
+            int64_t c = cuts[j];
+            ASSERT(c + (int64_t)H_DAYS * DAY <= NOW);
+            double age = (double)(c - ev[0].ts) / DAY;
+            int64_t last = ev[0].ts;
+            for (size_t e = 0; e < d->sh[i].n && ev[e].ts <= c; e++)
+                last = ev[e].ts;
+            ASSERT_NEAR(pairs[k].tenure_days, age, 1e-3 * (1 + age)); /* float features: ~1e-7 relative */
+            ASSERT_NEAR(pairs[k].recency_days, (double)(c - last) / DAY, 1e-3 * (1 + age));
+            bool recent;
+            ASSERT(pairs[k].actual == label_of(d, i, c, &recent)); /* sums of a few multiples of 0.5: exact */
+            reaching += recent;
+        }
+    }
+    ASSERT(k == np); /* and no other example */
+    ASSERT(reaching > 0); /* matured windows may reach into (now - H, now]: c + H <= now is the rule */
+    *pairs_out = pairs;
+    return np;
+}
+
+/* trainer_run's counts are those of the allowed cuts, split by key. */
+static void check_counts(const Data *d, uint64_t *examples)
+{
+    TrainConfig tc;
+    train_config(&tc, 30);
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    uint64_t want = 0, want_val = 0, users = 0;
+    for (int i = 0; i < (int)d->set.nshoppers; i++) {
+        bool val = (int)(d->sh[i].key % 100) < tc.val_percent;
+        int64_t cuts[MAX_EV + 64];
+        int nc = allowed_cuts(d, i, val, cuts);
+        want += (uint64_t)nc;
+        want_val += val ? (uint64_t)nc : 0;
+        users += nc > 0;
+    }
+    TrainResult tr;
+    char err[256];
+    int rc = trainer_run(&d->set, &tc, &fit, NULL, 7, &tr, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "trainer_run: %s\n", err);
+    ASSERT(rc == 0);
+    ASSERT(tr.examples == want && tr.val_examples == want_val && tr.users == users);
+    lstm_weights_release(tr.net);
+    *examples = tr.examples;
+}
+
+int main(void)
+{
+    static Data base, young, late, recent;
+    make_data(&base, false, false, 1.0);
+    make_data(&young, true, false, 1.0);
+    make_data(&late, true, true, 1.0);
+    make_data(&recent, true, false, 3.0);
+
+    AdjPair *p_base, *p_young, *p_late, *p_recent;
+    size_t n_base = check_examples(&base, &p_base);
+    size_t n_young = check_examples(&young, &p_young);
+    size_t n_late = check_examples(&late, &p_late);
+    size_t n_recent = check_examples(&recent, &p_recent);
+    printf("%zu examples; young shoppers add %zu\n", n_base, n_young - n_base);
+
+    /* shoppers first seen within the last H days: no example */
+    ASSERT(n_young == n_base);
+    /* events after now: the same examples, labels and predictions */
+    ASSERT(n_late == n_young);
+    for (size_t k = 0; k < n_young; k++) {
+        ASSERT(p_late[k].actual == p_young[k].actual && p_late[k].pred == p_young[k].pred);
+        ASSERT(p_late[k].tenure_days == p_young[k].tenure_days);
+    }
+    /* values in (now - H, now] tripled: the same cuts, and exactly the labels
+     * whose window holds such an event change (checked against the events
+     * in check_examples); some do */
+    ASSERT(n_recent == n_young);
+    size_t changed = 0;
+    for (size_t k = 0; k < n_young; k++) {
+        ASSERT(p_recent[k].tenure_days == p_young[k].tenure_days);
+        changed += p_recent[k].actual != p_young[k].actual;
+    }
+    ASSERT(changed > 0);
+
+    uint64_t e_young, e_late;
+    check_counts(&young, &e_young);
+    check_counts(&late, &e_late);
+    ASSERT(e_late == e_young);
+    printf("trainer_run: %llu examples, %zu labels moved by (now - H, now] values\n", (unsigned long long)e_young,
+           changed);
+    free(p_base);
+    free(p_young);
+    free(p_late);
+    free(p_recent);
+    TEST_DONE("test_training_rules");
+}
