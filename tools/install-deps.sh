@@ -10,3 +10,17 @@ $SUDO apt-get install -y -q --no-install-recommends \
   build-essential meson ninja-build pkg-config ca-certificates \
   libmicrohttpd-dev libuv1-dev libcjson-dev libopenblas-dev \
   python3 curl
+
+# The OpenAPI linter for tests/test_openapi_lint.py: @redocly/cli from the npm
+# registry, pinned, into tools/node (git-ignored). It needs Node.js >= 20.19;
+# with an older one the lint test skips (and fails under CI).
+REDOCLY_VERSION=2.77.0
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+if ! command -v npm >/dev/null; then
+  $SUDO apt-get install -y -q --no-install-recommends npm
+fi
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+  echo "install-deps: Node.js $(node --version) is older than 20.19: not installing @redocly/cli (the OpenAPI lint test will skip)" >&2
+elif [ "$(node -p "require('$ROOT/tools/node/node_modules/@redocly/cli/package.json').version" 2>/dev/null)" != "$REDOCLY_VERSION" ]; then
+  npm install --prefix "$ROOT/tools/node" --no-save --no-fund --no-audit --loglevel=error "@redocly/cli@$REDOCLY_VERSION"
+fi
