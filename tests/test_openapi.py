@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, free_port, quote_id, run_tests  # noqa: E402
+from ltvd_harness import SANITIZER_MARKERS, LtvdProcess, free_port, quote_id, run_tests  # noqa: E402
 from openapi_check import YamlError, check, load_yaml, resolve, response_spec  # noqa: E402
 
 LTVD, SPEC_PATH = sys.argv[1], sys.argv[2]
@@ -415,13 +415,14 @@ def not_ready_answers_as_documented():
             status, _, data = s.request("POST", "/v1/events", {"events": batch}, conn=conn)
             check_true(status == 200, data[:200])
         conn.close()
-        s.proc.send_signal(signal.SIGKILL)  # no final snapshot: the next start replays everything
+        s.send_signal(signal.SIGKILL)  # no final snapshot: the next start replays everything
         s.proc.wait()
         port = free_port()
         args = [LTVD, "--set", f"server.port={port}", "--set", "server.bind=127.0.0.1", "--set", f"storage.dir={d}"]
         for k, v in settings.items():
             args += ["--set", f"{k}={v}"]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = tempfile.TemporaryFile()
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         s.port = port
         try:
             probes = [("GET", "/readyz", "/readyz", None), ("POST", "/v1/events", None, ev("r1")),
@@ -453,8 +454,12 @@ def not_ready_answers_as_documented():
             check_true(not_ready == want, f"no 503 seen during recovery for {sorted(want - not_ready)}")
         finally:
             proc.terminate()
-            proc.wait(timeout=60)
+            proc.wait(timeout=60 * SCALE)
             s.stop()
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+        check_true(proc.returncode == 0, f"the restarted ltvd exited with {proc.returncode}:\n{text[-2000:]}")
+        check_true(not any(m in text for m in SANITIZER_MARKERS), f"sanitizer report:\n{text[-4000:]}")
 
 
 @test
