@@ -287,8 +287,9 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    /* The file first, then every --set in order. */
-    if (config_path && config_load_file(&app.cfg, config_path, err, sizeof err)) {
+    /* The file first, then tokens from the environment, then every --set in order. */
+    if ((config_path && config_load_file(&app.cfg, config_path, err, sizeof err)) ||
+        config_apply_env(&app.cfg, err, sizeof err)) {
         fprintf(stderr, "ltvd: %s\n", err);
         return 2;
     }
@@ -300,12 +301,26 @@ int main(int argc, char **argv)
             i++;
         }
     }
+    /* Before anything is created: a refused start leaves no trace. */
+    if (config_check_exposure(&app.cfg, err, sizeof err)) {
+        fprintf(stderr, "ltvd: %s\n", err);
+        return 2;
+    }
     log_set_level((LogLevel)app.cfg.log_level);
     openblas_set_num_threads(1); /* one LSTM step is tiny; threads only add latency */
 
     char cfgline[4096];
     config_format(&app.cfg, cfgline, sizeof cfgline);
     log_msg(LOG_INFO, "starting", "version=0.1.0 %s", cfgline);
+    if (!config_bind_is_loopback(&app.cfg)) {
+        if (!app.cfg.auth_ingest_token[0] || !app.cfg.auth_admin_token[0])
+            log_msg(LOG_WARN, "serving writes without auth on a non-loopback address (auth.allow_open=true)",
+                    "addr=%s ingest_token=%s admin_token=%s", app.cfg.server_bind,
+                    app.cfg.auth_ingest_token[0] ? "set" : "empty", app.cfg.auth_admin_token[0] ? "set" : "empty");
+        if (!app.cfg.auth_read_token[0])
+            log_msg(LOG_INFO, "reads are open to the network: auth.read_token is empty", "addr=%s",
+                    app.cfg.server_bind);
+    }
 
     int rc = make_dirs(app.cfg.storage_dir);
     if (rc) {
