@@ -34,12 +34,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, free_port, run_tests  # noqa: E402
+from ltvd_harness import (LtvdProcess, free_port, main_exit, run_tests, sanitizer_reports, scaled,  # noqa: E402
+                          skip, tail)
 
 LTVD, ROOT, MODE = os.path.abspath(sys.argv[1]), sys.argv[2], sys.argv[3]
 UNIT = os.path.join(ROOT, "deploy", "ltvd.service")
 DOCKERFILE = os.path.join(ROOT, "deploy", "Dockerfile")
-SCALE = float(os.environ.get("LTVD_TEST_TIMEOUT_SCALE", "1") or "1")
 
 
 def check(cond, msg=""):
@@ -47,14 +47,22 @@ def check(cond, msg=""):
         raise AssertionError(msg)
 
 
-def health_check(url, env=None):
+def no_sanitizer_report(text):
+    reports = sanitizer_reports(text)
+    check(not reports, "sanitizer report:\n" + "\n".join(reports[:10]))
+
+
+def health_check(url):
     """Runs `ltvd --health-check url`; returns the CompletedProcess."""
-    return subprocess.run([LTVD, "--health-check", url], capture_output=True, text=True, timeout=30 * SCALE, env=env)
+    r = subprocess.run([LTVD, "--health-check", url], capture_output=True, text=True, timeout=scaled(30))
+    no_sanitizer_report(r.stderr)
+    return r
 
 
-def start_refused(args, env=None):
+def start_refused(args, env):
     """Runs ltvd that must refuse to start; returns (exit status, stderr)."""
-    r = subprocess.run([LTVD, *args], capture_output=True, text=True, timeout=30 * SCALE, env=env)
+    r = subprocess.run([LTVD, *args], capture_output=True, text=True, timeout=scaled(30), env=env)
+    no_sanitizer_report(r.stderr)
     return r.returncode, r.stderr
 
 
@@ -146,7 +154,9 @@ def loopback_needs_no_tokens():
                 log.seek(0)
                 raise AssertionError(f"ltvd exited {p.returncode}:\n{log.read()[-2000:]}")
             p.send_signal(signal.SIGTERM)
-            check(p.wait(30 * SCALE) == 0, f"exit {p.returncode} after SIGTERM")
+            check(p.wait(scaled(30)) == 0, f"exit {p.returncode} after SIGTERM")
+            log.seek(0)
+            no_sanitizer_report(log.read())
         finally:
             if p.poll() is None:
                 p.kill()
@@ -198,7 +208,8 @@ def as_built_here(cmd, port, storage):
     test port and storage directory in place of the image's paths."""
     out = []
     for arg in cmd:
-        arg = arg.replace("/usr/bin/ltvd", LTVD).replace("/etc/ltvd/ltvd.json", os.path.join(ROOT, "configs", "ltvd.json"))
+        arg = arg.replace("/usr/bin/ltvd", LTVD)
+        arg = arg.replace("/etc/ltvd/ltvd.json", os.path.join(ROOT, "configs", "ltvd.json"))
         arg = arg.replace("storage.dir=/var/lib/ltvd", f"storage.dir={storage}").replace(":8080/", f":{port}/")
         out.append(arg)
     return out
@@ -218,20 +229,22 @@ def dockerfile_entrypoint_and_healthcheck_work():
         # no tokens: the image refuses to start, and says how to fix it
         rc, err = start_refused(entry[1:], clean_env())
         check(rc == 2 and "LTVD_AUTH_INGEST_TOKEN" in err and "auth.allow_open=true" in err, f"exit {rc}: {err}")
-        check(subprocess.run(probe, capture_output=True, timeout=30 * SCALE).returncode == 1, "unhealthy when down")
+        check(subprocess.run(probe, capture_output=True, timeout=scaled(30)).returncode == 1, "unhealthy when down")
         held.close()
         env = clean_env(LTVD_AUTH_INGEST_TOKEN="docker-ingest", LTVD_AUTH_ADMIN_TOKEN="docker-admin")
         log = open(os.path.join(d, "ltvd.log"), "w+")
         p = subprocess.Popen(entry, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_for(lambda: p.poll() is not None or
-                     subprocess.run(probe, capture_output=True, timeout=30 * SCALE).returncode == 0,
+                     subprocess.run(probe, capture_output=True, timeout=scaled(30)).returncode == 0,
                      30, "the HEALTHCHECK to pass")
             if p.poll() is not None:
                 log.seek(0)
                 raise AssertionError(f"ltvd exited {p.returncode}:\n{log.read()[-2000:]}")
             p.send_signal(signal.SIGTERM)
-            check(p.wait(30 * SCALE) == 0, f"exit {p.returncode} after SIGTERM")
+            check(p.wait(scaled(30)) == 0, f"exit {p.returncode} after SIGTERM")
+            log.seek(0)
+            no_sanitizer_report(log.read())
         finally:
             if p.poll() is None:
                 p.kill()
@@ -281,7 +294,7 @@ def unit_passes_systemd_analyze_verify():
         path = os.path.join(d, "ltvd.service")
         with open(path, "w") as f:
             f.write(text.replace("ExecStart=/usr/bin/ltvd ", f"ExecStart={LTVD} "))
-        r = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True, timeout=60 * SCALE)
+        r = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True, timeout=scaled(60))
     out = (r.stdout + r.stderr).strip()
     check(r.returncode == 0 and not out, f"systemd-analyze verify: exit {r.returncode}:\n{out}")
 
@@ -297,7 +310,7 @@ def expand(entry):
         return {entry}
     if entry not in _groups:
         r = subprocess.run(["systemd-analyze", "syscall-filter", entry], capture_output=True, text=True,
-                           timeout=60 * SCALE)
+                           timeout=scaled(60))
         check(r.returncode == 0, f"systemd-analyze syscall-filter {entry}: {r.stderr}")
         lines = [ln.strip() for ln in r.stdout.splitlines()]
         check(lines and lines[0] == entry, f"unexpected output for {entry}: {r.stdout[:200]}")
@@ -341,7 +354,7 @@ def allowed_syscalls(text):
 
 
 def post(port, path, body):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60 * SCALE)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(60))
     try:
         c.request("POST", path, body=json.dumps(body) if body is not None else None,
                   headers={"Content-Type": "application/json"})
@@ -352,7 +365,7 @@ def post(port, path, body):
 
 
 def get(port, path):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60 * SCALE)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(60))
     try:
         c.request("GET", path)
         r = c.getresponse()
@@ -369,7 +382,8 @@ def metric(port, name):
 
 
 def wait_for(probe, seconds, what):
-    deadline = time.monotonic() + seconds * SCALE
+    """Polls probe() (an OSError counts as not yet) for `seconds`, scaled."""
+    deadline = time.monotonic() + scaled(seconds)
     while time.monotonic() < deadline:
         try:
             if probe():
@@ -402,7 +416,7 @@ def workload(port, logs):
     check(get(port, "/v1/users/u1")[0] == 200)
     check(post(port, "/v1/ltv/batch", {"user_ids": [f"u{i}" for i in range(50)] + ["nobody"]})[0] == 200)
     check(get(port, "/v1/model")[0] == 200 and get(port, "/no/such")[0] == 404)
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60 * SCALE)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(60))
     c.request("DELETE", "/v1/users/u0")
     check(c.getresponse().status in (200, 204), "erasure")
     c.close()
@@ -452,13 +466,15 @@ def run_workload(d, wrapper=(), preexec_fn=None):
         workload(int(listening.search(logs()).group(1)), logs)
         check(proc.poll() is None, f"ltvd exited during the workload ({proc.returncode})")
         os.kill(ltvd_pid, signal.SIGTERM)
-        return proc.wait(120 * SCALE), logs()
+        rc = proc.wait(scaled(120))
+        no_sanitizer_report(logs())
+        return rc, logs()
     except BaseException:
         if ltvd_pid and proc.poll() is None:
             os.kill(ltvd_pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
-        print(logs()[-4000:])
+        print(tail(logs()))
         raise
 
 
@@ -545,16 +561,13 @@ def main():
     elif MODE == "unit":
         missing = [t for t in ("systemd-analyze", "strace") if not shutil.which(t)]
         if missing:
-            print(f"SKIP: {', '.join(missing)} not installed (tools/install-deps.sh installs them)")
-            return 77
+            skip(f"{', '.join(missing)} not installed (tools/install-deps.sh installs them)")
         tests = [unit_passes_systemd_analyze_verify, every_syscall_ltvd_makes_is_allowed_by_the_unit,
                  ltvd_runs_under_the_units_filter]
     else:
         print(f"unknown mode {MODE}")
         return 2
-    passed, failed = run_tests(tests)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return main_exit(*run_tests(tests))
 
 
 if __name__ == "__main__":
