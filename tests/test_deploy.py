@@ -434,9 +434,19 @@ def workload(port, logs):
     check(metric(port, "ltvd_snapshot_failures_total") == 0, "snapshots succeed")
 
 
-def children(pid):
+def ltvd_child(pid):
+    """The child of `pid` running this ltvd (strace also forks short-lived
+    probe children when it starts)."""
     with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(x) for x in f.read().split()]
+        kids = [int(x) for x in f.read().split()]
+    real = os.path.realpath(LTVD)
+    for kid in kids:
+        try:
+            if os.readlink(f"/proc/{kid}/exe") == real:
+                return kid
+        except OSError:
+            pass
+    raise AssertionError(f"no child of {pid} runs {LTVD}: {kids}")
 
 
 def run_workload(d, wrapper=(), preexec_fn=None):
@@ -462,7 +472,7 @@ def run_workload(d, wrapper=(), preexec_fn=None):
     try:
         wait_for(lambda: proc.poll() is not None or listening.search(logs()), 60, "ltvd to listen")
         check(proc.poll() is None, f"ltvd exited at start ({proc.returncode}):\n{logs()[-3000:]}")
-        ltvd_pid = children(proc.pid)[0] if wrapper else proc.pid
+        ltvd_pid = ltvd_child(proc.pid) if wrapper else proc.pid
         workload(int(listening.search(logs()).group(1)), logs)
         check(proc.poll() is None, f"ltvd exited during the workload ({proc.returncode})")
         os.kill(ltvd_pid, signal.SIGTERM)
@@ -470,8 +480,11 @@ def run_workload(d, wrapper=(), preexec_fn=None):
         no_sanitizer_report(logs())
         return rc, logs()
     except BaseException:
-        if ltvd_pid and proc.poll() is None:
-            os.kill(ltvd_pid, signal.SIGKILL)
+        if proc.poll() is None:  # ltvd first: killing strace would leave it running
+            try:
+                os.kill(ltvd_pid or (ltvd_child(proc.pid) if wrapper else proc.pid), signal.SIGKILL)
+            except (OSError, AssertionError):
+                pass
         proc.kill()
         proc.wait()
         print(tail(logs()))
