@@ -60,6 +60,7 @@ typedef struct LtvdConfig {
     char auth_ingest_token[CONFIG_STR_MAX];
     char auth_admin_token[CONFIG_STR_MAX];
     char auth_read_token[CONFIG_STR_MAX];
+    bool auth_allow_open;          /* serve a non-loopback bind with a write token empty */
 
     int64_t limits_max_users;
     int64_t limits_max_batch_ids;
@@ -84,6 +85,20 @@ int config_apply_set(LtvdConfig *cfg, const char *assignment, char *err, size_t 
 
 /* Reads and applies a file. */
 int config_load_file(LtvdConfig *cfg, const char *path, char *err, size_t errlen);
+
+/* Applies the secret keys (the tokens) from the environment: key auth.x_token
+ * is read from LTVD_AUTH_X_TOKEN; an unset or empty variable changes nothing.
+ * Keeps tokens out of files and off the command line (containers, systemd's
+ * EnvironmentFile). Main thread, before any other thread starts. */
+int config_apply_env(LtvdConfig *cfg, char *err, size_t errlen);
+
+/* Whether server.bind is an IPv4 loopback address (127.0.0.0/8). */
+bool config_bind_is_loopback(const LtvdConfig *cfg);
+
+/* Refuses (-EPERM, the reason in err) a config that serves writes to
+ * everyone on a network: server.bind not loopback while auth.ingest_token or
+ * auth.admin_token is empty, unless auth.allow_open is true. */
+int config_check_exposure(const LtvdConfig *cfg, char *err, size_t errlen);
 
 /* Writes the effective config as logfmt pairs (tokens redacted). */
 void config_format(const LtvdConfig *cfg, char *buf, size_t len);

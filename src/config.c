@@ -2,7 +2,9 @@
  * Parsing the file and --set both go through config_set_value(). */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
@@ -62,6 +64,7 @@ static const ConfigKey keys[] = {
     {"auth.ingest_token", CT_STRING, F(auth_ingest_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
     {"auth.admin_token", CT_STRING, F(auth_admin_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
     {"auth.read_token", CT_STRING, F(auth_read_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
+    {"auth.allow_open", CT_BOOL, F(auth_allow_open), "false", 0, 0, {0}, false},
     {"limits.max_users", CT_INT, F(limits_max_users), "2000000", 1, 100000000, {0}, false},
     {"limits.max_batch_ids", CT_INT, F(limits_max_batch_ids), "10000", 1, 1000000, {0}, false},
     {"limits.max_batch_events", CT_INT, F(limits_max_batch_events), "10000", 1, 1000000, {0}, false},
@@ -274,6 +277,55 @@ int config_load_file(LtvdConfig *cfg, const char *path, char *err, size_t errlen
     int rc = config_apply_json(cfg, buf, err, errlen);
     free(buf);
     return rc;
+}
+
+int config_apply_env(LtvdConfig *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (!keys[i].secret)
+            continue;
+        char var[128] = "LTVD_";
+        size_t n = strlen(var);
+        for (const char *c = keys[i].name; *c && n < sizeof var - 1; c++)
+            var[n++] = *c == '.' ? '_' : (char)toupper((unsigned char)*c);
+        var[n] = '\0';
+        const char *v = getenv(var);
+        if (!v || !v[0])
+            continue;
+        int rc = set_value(cfg, &keys[i], v, err, errlen);
+        if (rc) {
+            size_t used = strlen(err);
+            snprintf(err + used, errlen - used, " (from the environment variable %s)", var);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+bool config_bind_is_loopback(const LtvdConfig *cfg)
+{
+    struct in_addr a;
+    return inet_pton(AF_INET, cfg->server_bind, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+int config_check_exposure(const LtvdConfig *cfg, char *err, size_t errlen)
+{
+    bool ingest = cfg->auth_ingest_token[0], admin = cfg->auth_admin_token[0];
+    if (cfg->auth_allow_open || config_bind_is_loopback(cfg) || (ingest && admin))
+        return 0;
+    snprintf(err, errlen,
+             "refusing to serve on %s (not a loopback address) while %s empty: anyone who can reach the port "
+             "could %s. Set the tokens (in the config, with --set, or in the environment: LTVD_AUTH_INGEST_TOKEN, "
+             "LTVD_AUTH_ADMIN_TOKEN, LTVD_AUTH_READ_TOKEN), or set auth.allow_open=true to serve without them on "
+             "purpose",
+             cfg->server_bind,
+             !ingest && !admin ? "auth.ingest_token and auth.admin_token are"
+             : !ingest         ? "auth.ingest_token is"
+                               : "auth.admin_token is",
+             !ingest && !admin ? "post events, erase shoppers or retrain the model"
+             : !ingest         ? "post events"
+                               : "erase shoppers or retrain the model");
+    return -EPERM;
 }
 
 void config_format(const LtvdConfig *cfg, char *buf, size_t len)

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "healthcheck.h"
 #include "http_api.h"
 #include "log.h"
 #include "metrics.h"
@@ -37,7 +38,27 @@ typedef struct App {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ltvd [--config FILE] [--set section.key=value ...] [--routes] [--version]\n"
-               "Serves live customer-lifetime-value predictions over HTTP (see README.md).\n");
+               "       ltvd --health-check http://127.0.0.1:PORT/readyz\n"
+               "Serves live customer-lifetime-value predictions over HTTP (see README.md).\n"
+               "--health-check: one GET; exit 0 on status 200, 1 on anything else (container probes).\n");
+}
+
+/* A probe has this long to connect and read the status line: shorter than
+ * the HEALTHCHECK --timeout in deploy/Dockerfile. */
+#define HEALTH_CHECK_TIMEOUT_MS 2000
+
+/* --health-check URL. Exit 1 for every failure, a bad URL included: Docker
+ * reserves exit status 2. */
+static int health_check(const char *url)
+{
+    char why[256];
+    int code = healthcheck_get(url, HEALTH_CHECK_TIMEOUT_MS, why, sizeof why);
+    if (code == 200) {
+        printf("ltvd health check %s: %s\n", url, why);
+        return 0;
+    }
+    fprintf(stderr, "ltvd health check %s: %s\n", url, why[0] ? why : strerror(-code));
+    return 1;
 }
 
 /* mkdir -p */
@@ -252,6 +273,8 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--routes") == 0) {
             http_routes_print(stdout);
             return 0;
+        } else if (strcmp(argv[i], "--health-check") == 0 && i + 1 < argc) {
+            return health_check(argv[i + 1]);
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("ltvd 0.1.0\n");
             return 0;
@@ -264,8 +287,9 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    /* The file first, then every --set in order. */
-    if (config_path && config_load_file(&app.cfg, config_path, err, sizeof err)) {
+    /* The file first, then tokens from the environment, then every --set in order. */
+    if ((config_path && config_load_file(&app.cfg, config_path, err, sizeof err)) ||
+        config_apply_env(&app.cfg, err, sizeof err)) {
         fprintf(stderr, "ltvd: %s\n", err);
         return 2;
     }
@@ -277,12 +301,26 @@ int main(int argc, char **argv)
             i++;
         }
     }
+    /* Before anything is created: a refused start leaves no trace. */
+    if (config_check_exposure(&app.cfg, err, sizeof err)) {
+        fprintf(stderr, "ltvd: %s\n", err);
+        return 2;
+    }
     log_set_level((LogLevel)app.cfg.log_level);
     openblas_set_num_threads(1); /* one LSTM step is tiny; threads only add latency */
 
     char cfgline[4096];
     config_format(&app.cfg, cfgline, sizeof cfgline);
     log_msg(LOG_INFO, "starting", "version=0.1.0 %s", cfgline);
+    if (!config_bind_is_loopback(&app.cfg)) {
+        if (!app.cfg.auth_ingest_token[0] || !app.cfg.auth_admin_token[0])
+            log_msg(LOG_WARN, "serving writes without auth on a non-loopback address (auth.allow_open=true)",
+                    "addr=%s ingest_token=%s admin_token=%s", app.cfg.server_bind,
+                    app.cfg.auth_ingest_token[0] ? "set" : "empty", app.cfg.auth_admin_token[0] ? "set" : "empty");
+        if (!app.cfg.auth_read_token[0])
+            log_msg(LOG_INFO, "reads are open to the network: auth.read_token is empty", "addr=%s",
+                    app.cfg.server_bind);
+    }
 
     int rc = make_dirs(app.cfg.storage_dir);
     if (rc) {

@@ -9,7 +9,10 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
   build-essential meson ninja-build pkg-config ca-certificates \
   libmicrohttpd-dev libuv1-dev libcjson-dev libopenblas-dev \
-  python3 curl
+  python3 curl \
+  strace systemd libseccomp2
+# strace, systemd (systemd-analyze) and libseccomp2: tests/test_deploy.py checks
+# deploy/ltvd.service against the syscalls ltvd makes; it must not be skipped.
 
 # The OpenAPI linter for tests/test_openapi_lint.py: @redocly/cli from the npm
 # registry, pinned, into tools/node (git-ignored). It needs Node.js >= 20.19;
