@@ -10,14 +10,7 @@
 #include <unistd.h>
 
 #include "hash.h"
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+#include "util.h"
 
 static float uniform_pm(uint64_t *s, float scale)
 {
@@ -113,8 +106,6 @@ void model_release(Model *m)
     free(m);
 }
 
-static double softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
-
 void model_hybrid_anchors(const FallbackOutput *fo, double *a0, double *a1)
 {
     double pb = fmin(fmax(fo->p_active, 1e-4), 1.0 - 1e-4);
@@ -192,41 +183,29 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
  * Format 3 (an AdjTable without tenure buckets) is read with its table dropped.
  *   u32 crc32 of every byte before it. */
 
+/* The file's bytes: built in memory, then written at once (save); read
+ * whole, then taken apart (load). err: the first failure, sticky. */
 typedef struct FileBuf {
-    unsigned char *p;
-    size_t len, cap, pos;
+    ByteBuf b;
+    size_t pos;
     int err;
 } FileBuf;
 
-static void put(FileBuf *b, const void *v, size_t n)
+static void put(FileBuf *f, const void *v, size_t n)
 {
-    if (b->err)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->len + n)
-            cap *= 2;
-        unsigned char *np = realloc(b->p, cap);
-        if (!np) {
-            b->err = -ENOMEM;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, v, n);
-    b->len += n;
+    if (!f->err)
+        f->err = bytebuf_put(&f->b, v, n);
 }
 
-static void get(FileBuf *b, void *v, size_t n)
+static void get(FileBuf *f, void *v, size_t n)
 {
-    if (b->err || b->pos + n > b->len) {
-        b->err = -EINVAL;
+    if (f->err || f->pos + n > f->b.len) {
+        f->err = -EINVAL;
         memset(v, 0, n);
         return;
     }
-    memcpy(v, b->p + b->pos, n);
-    b->pos += n;
+    memcpy(v, f->b.p + f->pos, n);
+    f->pos += n;
 }
 
 #define PUT(b, v) put(b, &(v), sizeof(v))
@@ -234,42 +213,42 @@ static void get(FileBuf *b, void *v, size_t n)
 
 int model_save(const Model *m, const char *path)
 {
-    FileBuf b = {0};
+    FileBuf fb = {0};
     const LstmWeights *w = m->net;
     uint32_t u32[8] = {MODEL_FORMAT_VERSION, (uint32_t)w->cfg.input, (uint32_t)w->cfg.hidden, HEAD_EXTRA,
                        (uint32_t)m->horizon_days, (uint32_t)m->status, w->id, w->hybrid ? 1u : 0u};
-    put(&b, "LTVDMODL", 8);
-    put(&b, u32, sizeof u32);
-    PUT(&b, m->version);
-    PUT(&b, m->trained_at);
-    PUT(&b, w->level_shift);
+    put(&fb, "LTVDMODL", 8);
+    put(&fb, u32, sizeof u32);
+    PUT(&fb, m->version);
+    PUT(&fb, m->trained_at);
+    PUT(&fb, w->level_shift);
     const FallbackFit *f = &m->fallback;
     double d7[7] = {f->bg.r, f->bg.alpha, f->bg.a, f->bg.b, f->gg.p, f->gg.q, f->gg.v};
-    put(&b, d7, sizeof d7);
-    PUT(&b, f->customers);
-    PUT(&b, f->repeat_buyers);
-    PUT(&b, f->purchases);
-    PUT(&b, f->fitted_at);
+    put(&fb, d7, sizeof d7);
+    PUT(&fb, f->customers);
+    PUT(&fb, f->repeat_buyers);
+    PUT(&fb, f->purchases);
+    PUT(&fb, f->fitted_at);
     const TrainFigures *t = &m->train;
-    PUT(&b, t->examples);
-    PUT(&b, t->users);
-    PUT(&b, t->epochs);
-    PUT(&b, t->val_loss);
-    PUT(&b, t->val_gini);
-    PUT(&b, t->seconds);
-    put(&b, w->w, sizeof(float) * lstm_w_len(&w->cfg));
-    put(&b, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
-    put(&b, w->head_w, sizeof(float) * head_w_len(&w->cfg));
-    put(&b, w->head_b, sizeof(float) * 3);
+    PUT(&fb, t->examples);
+    PUT(&fb, t->users);
+    PUT(&fb, t->epochs);
+    PUT(&fb, t->val_loss);
+    PUT(&fb, t->val_gini);
+    PUT(&fb, t->seconds);
+    put(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
+    put(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
+    put(&fb, w->head_w, sizeof(float) * head_w_len(&w->cfg));
+    put(&fb, w->head_b, sizeof(float) * 3);
     uint32_t has_adj = m->has_adj ? 1u : 0u;
-    PUT(&b, has_adj);
+    PUT(&fb, has_adj);
     if (has_adj)
-        PUT(&b, m->adj);
-    uint32_t crc = crc32_update(0, b.p, b.len);
-    PUT(&b, crc);
-    if (b.err) {
-        free(b.p);
-        return b.err;
+        PUT(&fb, m->adj);
+    uint32_t crc = crc32_update(0, fb.b.p, fb.b.len);
+    PUT(&fb, crc);
+    if (fb.err) {
+        bytebuf_free(&fb.b);
+        return fb.err;
     }
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -279,17 +258,7 @@ int model_save(const Model *m, const char *path)
         rc = -errno;
         goto out;
     }
-    size_t off = 0;
-    while (off < b.len) {
-        ssize_t n = write(fd, b.p + off, b.len - off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = -errno;
-            break;
-        }
-        off += (size_t)n;
-    }
+    rc = write_all(fd, fb.b.p, fb.b.len);
     if (!rc && fsync(fd) != 0)
         rc = -errno;
     close(fd);
@@ -298,7 +267,7 @@ int model_save(const Model *m, const char *path)
     if (rc)
         unlink(tmp);
 out:
-    free(b.p);
+    bytebuf_free(&fb.b);
     return rc;
 }
 
@@ -309,30 +278,30 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -errno;
     }
-    FileBuf b = {0};
+    FileBuf fb = {0};
     unsigned char chunk[65536];
     size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0 && b.len < (256u << 20))
-        put(&b, chunk, n);
+    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0 && fb.b.len < (256u << 20))
+        put(&fb, chunk, n);
     fclose(fp);
     int rc = -EINVAL;
     LstmWeights *w = NULL;
     Model *m = NULL;
     char magic[8];
     uint32_t u32[8];
-    if (b.err || b.len < 8 + sizeof u32 + 4) {
+    if (fb.err || fb.b.len < 8 + sizeof u32 + 4) {
         snprintf(err, errlen, "%s: file too short", path);
         goto fail;
     }
     uint32_t stored_crc;
-    memcpy(&stored_crc, b.p + b.len - 4, 4);
-    if (crc32_update(0, b.p, b.len - 4) != stored_crc) {
+    memcpy(&stored_crc, fb.b.p + fb.b.len - 4, 4);
+    if (crc32_update(0, fb.b.p, fb.b.len - 4) != stored_crc) {
         snprintf(err, errlen, "%s: checksum mismatch (corrupt model file)", path);
         goto fail;
     }
-    b.len -= 4;
-    get(&b, magic, 8);
-    get(&b, u32, sizeof u32);
+    fb.b.len -= 4;
+    get(&fb, magic, 8);
+    get(&fb, u32, sizeof u32);
     if (memcmp(magic, "LTVDMODL", 8) != 0) {
         snprintf(err, errlen, "%s: not an ltvd model file", path);
         goto fail;
@@ -355,37 +324,37 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     double d7[7];
     FallbackFit f;
     TrainFigures t;
-    GET(&b, version);
-    GET(&b, trained_at);
-    GET(&b, w->level_shift);
-    get(&b, d7, sizeof d7);
+    GET(&fb, version);
+    GET(&fb, trained_at);
+    GET(&fb, w->level_shift);
+    get(&fb, d7, sizeof d7);
     f.bg = (BgnbdParams){d7[0], d7[1], d7[2], d7[3]};
     f.gg = (GammaGammaParams){d7[4], d7[5], d7[6]};
-    GET(&b, f.customers);
-    GET(&b, f.repeat_buyers);
-    GET(&b, f.purchases);
-    GET(&b, f.fitted_at);
-    GET(&b, t.examples);
-    GET(&b, t.users);
-    GET(&b, t.epochs);
-    GET(&b, t.val_loss);
-    GET(&b, t.val_gini);
-    GET(&b, t.seconds);
-    get(&b, w->w, sizeof(float) * lstm_w_len(&w->cfg));
-    get(&b, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
-    get(&b, w->head_w, sizeof(float) * head_w_len(&w->cfg));
-    get(&b, w->head_b, sizeof(float) * 3);
+    GET(&fb, f.customers);
+    GET(&fb, f.repeat_buyers);
+    GET(&fb, f.purchases);
+    GET(&fb, f.fitted_at);
+    GET(&fb, t.examples);
+    GET(&fb, t.users);
+    GET(&fb, t.epochs);
+    GET(&fb, t.val_loss);
+    GET(&fb, t.val_gini);
+    GET(&fb, t.seconds);
+    get(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
+    get(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
+    get(&fb, w->head_w, sizeof(float) * head_w_len(&w->cfg));
+    get(&fb, w->head_b, sizeof(float) * 3);
     uint32_t has_adj = 0;
     AdjTable adj;
-    GET(&b, has_adj);
+    GET(&fb, has_adj);
     if (has_adj && u32[0] == 3u) {
         /* format 3: the adjuster table had no tenure; it is dropped (the
          * next adjuster run learns a new one) */
         has_adj = 0;
-        b.pos = b.len;
+        fb.pos = fb.b.len;
     } else if (has_adj)
-        GET(&b, adj);
-    if (b.err || b.pos != b.len || u32[5] > MODEL_TRAINED || has_adj > 1) {
+        GET(&fb, adj);
+    if (fb.err || fb.pos != fb.b.len || u32[5] > MODEL_TRAINED || has_adj > 1) {
         snprintf(err, errlen, "%s: truncated or malformed body", path);
         goto fail;
     }
@@ -397,11 +366,11 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     if (has_adj)
         m->adj = adj;
     lstm_weights_release(w);
-    free(b.p);
+    bytebuf_free(&fb.b);
     *out = m;
     return 0;
 fail:
     lstm_weights_release(w);
-    free(b.p);
+    bytebuf_free(&fb.b);
     return rc;
 }

@@ -25,6 +25,7 @@
 #include "store.h"
 #include "timeutil.h"
 #include "trainer.h"
+#include "util.h"
 
 struct Service {
     LtvdConfig cfg;
@@ -53,8 +54,7 @@ struct Service {
 
     /* durability */
     Wal *wal;                    /* NULL until attached (and while replaying) */
-    unsigned char *logbuf;       /* record being built; under the store lock */
-    size_t logcap;
+    ByteBuf logbuf;              /* record being built; under the store lock */
     atomic_int_fast64_t last_snapshot_mono_s;
     atomic_uint_fast64_t wal_bytes_at_snapshot;
     atomic_int_fast64_t erasure_pending_since; /* mono seconds, 0 = none */
@@ -111,7 +111,7 @@ void service_destroy(Service *s)
     store_destroy(s->store);
     pthread_mutex_destroy(&s->model_lock);
     pthread_mutex_destroy(&s->err_lock);
-    free(s->logbuf);
+    bytebuf_free(&s->logbuf);
     free(s);
 }
 
@@ -445,31 +445,17 @@ static void fill_prediction(Service *s, const Model *m, UserState *u, const char
  * u8 event_id_len (0: none), u8 0, i64 ts, f64 value, u32 quantity,
  * user_id bytes, event_id bytes. WAL_REC_DELETE: u8 user_len, user_id. */
 
-static int logbuf_reserve(Service *s, size_t n)
-{
-    if (n <= s->logcap)
-        return 0;
-    size_t cap = s->logcap ? s->logcap : 4096;
-    while (cap < n)
-        cap *= 2;
-    unsigned char *p = realloc(s->logbuf, cap);
-    if (!p)
-        return -ENOMEM;
-    s->logbuf = p;
-    s->logcap = cap;
-    return 0;
-}
-
 /* Store lock held. */
 static int log_events(Service *s, const Event *ev, size_t n, uint64_t *seq)
 {
     size_t need = 4;
     for (size_t i = 0; i < n; i++)
         need += 24 + ev[i].user_len + ev[i].event_id_len;
-    int rc = logbuf_reserve(s, need);
+    s->logbuf.len = 0;
+    int rc = bytebuf_reserve(&s->logbuf, need);
     if (rc)
         return rc;
-    unsigned char *p = s->logbuf;
+    unsigned char *p = s->logbuf.p;
     uint32_t n32 = (uint32_t)n;
     memcpy(p, &n32, 4);
     p += 4;
@@ -490,7 +476,7 @@ static int log_events(Service *s, const Event *ev, size_t n, uint64_t *seq)
             p += e->event_id_len;
         }
     }
-    return wal_append(s->wal, WAL_REC_EVENTS, s->logbuf, (size_t)(p - s->logbuf), seq);
+    return wal_append(s->wal, WAL_REC_EVENTS, s->logbuf.p, (size_t)(p - s->logbuf.p), seq);
 }
 
 /* Decodes a WAL_REC_EVENTS payload; *out is malloc'd, strings point into p. */
@@ -1219,17 +1205,7 @@ static void sw_put(SnapWriter *w, const void *p, size_t n)
         c += k;
         n -= k;
         if (w->len == sizeof w->buf) {
-            size_t off = 0;
-            while (off < w->len) {
-                ssize_t r = write(w->fd, w->buf + off, w->len - off);
-                if (r < 0 && errno == EINTR)
-                    continue;
-                if (r <= 0) {
-                    w->err = -EIO;
-                    break;
-                }
-                off += (size_t)r;
-            }
+            w->err = write_all(w->fd, w->buf, w->len);
             w->len = 0;
         }
     }
@@ -1298,17 +1274,8 @@ static int snapshot_write(Service *s, const char *path, uint64_t seq, uint32_t n
     snapshot_write_predlog(s, w);
     uint32_t crc = w->crc;
     sw_put(w, &crc, 4);
-    sw_put(w, "", 0);
-    size_t off = 0; /* final partial buffer */
-    while (!w->err && off < w->len) {
-        ssize_t r = write(w->fd, w->buf + off, w->len - off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            w->err = -EIO;
-        else
-            off += (size_t)r;
-    }
+    if (!w->err) /* the final partial buffer */
+        w->err = write_all(w->fd, w->buf, w->len);
     if (!w->err && fsync(w->fd) != 0)
         w->err = -errno;
     close(w->fd);

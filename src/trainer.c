@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "timeutil.h"
+#include "util.h"
 
 #define NIN FEATURE_DIM
 #define NE HEAD_EXTRA
@@ -26,9 +27,6 @@ size_t trainer_param_count(int H)
     return 4u * (size_t)H * K + 4u * (size_t)H + 3u * (size_t)(H + NE) + 3u;
 }
 
-static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
-static double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
-
 /* Inference-only LSTM step in double (training's forward keeps the gates):
  *   W (4H, I+H), b (4H,), x (I,), h (H,), c (H,), scratch z (4H,), xh (I+H,) */
 static void step_forward(const double *W, const double *b, int H, const double *x, double *h, double *c, double *z,
@@ -41,8 +39,8 @@ static void step_forward(const double *W, const double *b, int H, const double *
     /* W (4H, K) @ xh (K,) + b -> z (4H,) */
     cblas_dgemv(CblasRowMajor, CblasNoTrans, G, K, 1.0, W, K, xh, 1, 1.0, z, 1);
     for (int j = 0; j < H; j++) {
-        c[j] = sigm(z[H + j]) * c[j] + sigm(z[j]) * tanh(z[2 * H + j]);
-        h[j] = sigm(z[3 * H + j]) * tanh(c[j]);
+        c[j] = sigmoid(z[H + j]) * c[j] + sigmoid(z[j]) * tanh(z[2 * H + j]);
+        h[j] = sigmoid(z[3 * H + j]) * tanh(c[j]);
     }
 }
 
@@ -66,13 +64,13 @@ static void head_forward(const double *hw, const double *hb, int H, const double
 static double head_mean(const double *o, double a0, double a1)
 {
     double sg = softplus(o[2]) + 0.05;
-    return sigm(o[0] + a0) * exp(o[1] + a1 + 0.5 * sg * sg);
+    return sigmoid(o[0] + a0) * exp(o[1] + a1 + 0.5 * sg * sg);
 }
 
 double trainer_ziln_loss(const double *o, double a0, double a1, double y, double *dldo)
 {
-    double z0 = o[0] + a0, p = sigm(z0);
-    double s = softplus(o[2]) + 0.05, ds = sigm(o[2]);
+    double z0 = o[0] + a0, p = sigmoid(z0);
+    double s = softplus(o[2]) + 0.05, ds = sigmoid(o[2]);
     double mu = o[1] + a1;
     if (y <= 0) {
         if (dldo) {
@@ -128,7 +126,7 @@ double trainer_sequence_loss(const double *theta, int H, const double *x, int n,
         /* W (4H, K) @ xh (K,) + b -> a (4H,) */
         cblas_dgemv(CblasRowMajor, CblasNoTrans, G, K, 1.0, W, K, xh, 1, 1.0, a, 1);
         for (int j = 0; j < H; j++) {
-            double ig = sigm(a[j]), fg = sigm(a[H + j]), gg = tanh(a[2 * H + j]), og = sigm(a[3 * H + j]);
+            double ig = sigmoid(a[j]), fg = sigmoid(a[H + j]), gg = tanh(a[2 * H + j]), og = sigmoid(a[3 * H + j]);
             a[j] = ig;
             a[H + j] = fg;
             a[2 * H + j] = gg;
@@ -211,14 +209,6 @@ typedef struct Seq {
     bool val;
 } Seq;
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static double net_spend(const Event *ev, int n, int64_t from_excl, int64_t to_incl)
 {
     double y = 0;
@@ -278,7 +268,7 @@ static size_t build_dataset(const TrainSet *set, const TrainConfig *cfg, const F
         /* keep at most cuts_per_shopper, drawn without replacement */
         int keep = nc < cfg->cuts_per_shopper ? nc : cfg->cuts_per_shopper;
         for (int i = 0; i < keep; i++) {
-            int j = i + (int)(rng_next(&rng) % (uint64_t)(nc - i));
+            int j = i + (int)(splitmix64(&rng) % (uint64_t)(nc - i));
             int64_t t = cand[i];
             cand[i] = cand[j];
             cand[j] = t;
@@ -477,7 +467,7 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
     for (int ep = 0; ep < cfg->max_epochs && since_best < PATIENCE; ep++) {
         epochs++;
         for (size_t i = nseq; i > 1; i--) { /* shuffle */
-            size_t j = (size_t)(rng_next(&rng) % i);
+            size_t j = (size_t)(splitmix64(&rng) % i);
             size_t t = order[i - 1];
             order[i - 1] = order[j];
             order[j] = t;
