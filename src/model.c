@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "head.h"
 #include "util.h"
 
 static float uniform_pm(uint64_t *s, float scale)
@@ -31,8 +32,8 @@ static int lstm_weights_alloc(LstmWeights **out, int hidden, uint32_t id)
     atomic_init(&w->refs, 1);
     w->w = calloc(lstm_w_len(&w->cfg), sizeof(float));
     w->b = calloc(4u * (size_t)hidden, sizeof(float));
-    w->head_w = calloc(head_w_len(&w->cfg), sizeof(float));
-    w->head_b = calloc(3, sizeof(float));
+    w->head_w = calloc(head_w_len(&w->cfg), sizeof(double));
+    w->head_b = calloc(HEAD_OUT, sizeof(double));
     if (!w->w || !w->b || !w->head_w || !w->head_b) {
         lstm_weights_release(w);
         return -ENOMEM;
@@ -106,13 +107,6 @@ void model_release(Model *m)
     free(m);
 }
 
-void model_hybrid_anchors(const FallbackOutput *fo, double *a0, double *a1)
-{
-    double pb = fmin(fmax(fo->p_active, 1e-4), 1.0 - 1e-4);
-    *a0 = log(pb / (1.0 - pb));
-    *a1 = log(fmax(fo->ltv, 1e-6) / pb) - 0.5 * fo->ziln.sigma * fo->ziln.sigma;
-}
-
 void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_t as_of, Prediction *out)
 {
     ZilnParams z;
@@ -132,25 +126,19 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
     out->from_network = false;
     if (m->status == MODEL_TRAINED && h && agg) {
         const LstmWeights *w = m->net;
-        const int H = w->cfg.hidden, K = H + HEAD_EXTRA;
-        float e[HEAD_EXTRA]; /* (E,) */
-        encode_head_extra(e, agg, as_of, log1p(fo.ltv), fo.p_alive);
-        double o[3];
-        for (int r = 0; r < 3; r++) { /* head_w (3, H+E) @ [h; e] + head_b -> o (3,) */
-            const float *row = w->head_w + (size_t)r * (size_t)K;
-            double acc = w->head_b[r];
-            for (int j = 0; j < H; j++)
-                acc += (double)row[j] * h[j];
-            for (int j = 0; j < HEAD_EXTRA; j++)
-                acc += (double)row[H + j] * e[j];
-            o[r] = acc;
-        }
+        const int H = w->cfg.hidden;
+        float ef[HEAD_EXTRA]; /* (E,) */
+        encode_head_extra(ef, agg, as_of, log1p(fo.ltv), fo.p_alive);
+        double hd[LSTM_MAX_HIDDEN], e[HEAD_EXTRA], zo[HEAD_OUT]; /* h (H,), e (E,), z (3,) in double */
+        for (int j = 0; j < H; j++)
+            hd[j] = h[j];
+        for (int j = 0; j < HEAD_EXTRA; j++)
+            e[j] = ef[j];
         double a0 = 0.0, a1 = 0.0;
-        if (w->hybrid) /* residual on the fallback: o = 0 reproduces its p and level */
-            model_hybrid_anchors(&fo, &a0, &a1);
-        z.p = 1.0 / (1.0 + exp(-(o[0] + a0)));
-        z.mu = o[1] + a1 + w->level_shift;
-        z.sigma = softplus(o[2]) + 0.05;
+        if (w->hybrid)
+            head_anchors(&fo, &a0, &a1);
+        head_forward(zo, NULL, w->head_w, w->head_b, H, hd, e, a0, a1, w->hybrid);
+        z = head_ziln(zo, w->level_shift);
         out->from_network = true;
     }
     out->uncorrected = ziln_mean(&z);
@@ -208,6 +196,26 @@ static void get(FileBuf *f, void *v, size_t n)
     f->pos += n;
 }
 
+/* The head's weights are held in double (head.h) and stored as f32: their
+ * values are f32 ones (lstm_weights_create, the trainer rounds them), so
+ * the file keeps them exactly. */
+static void put_f32(FileBuf *f, const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float x = (float)v[i];
+        put(f, &x, sizeof x);
+    }
+}
+
+static void get_f32(FileBuf *f, double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float x;
+        get(f, &x, sizeof x);
+        v[i] = x;
+    }
+}
+
 #define PUT(b, v) put(b, &(v), sizeof(v))
 #define GET(b, v) get(b, &(v), sizeof(v))
 
@@ -238,8 +246,8 @@ int model_save(const Model *m, const char *path)
     PUT(&fb, t->seconds);
     put(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
     put(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
-    put(&fb, w->head_w, sizeof(float) * head_w_len(&w->cfg));
-    put(&fb, w->head_b, sizeof(float) * 3);
+    put_f32(&fb, w->head_w, head_w_len(&w->cfg));
+    put_f32(&fb, w->head_b, HEAD_OUT);
     uint32_t has_adj = m->has_adj ? 1u : 0u;
     PUT(&fb, has_adj);
     if (has_adj)
@@ -342,8 +350,8 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     GET(&fb, t.seconds);
     get(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
     get(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
-    get(&fb, w->head_w, sizeof(float) * head_w_len(&w->cfg));
-    get(&fb, w->head_b, sizeof(float) * 3);
+    get_f32(&fb, w->head_w, head_w_len(&w->cfg));
+    get_f32(&fb, w->head_b, HEAD_OUT);
     uint32_t has_adj = 0;
     AdjTable adj;
     GET(&fb, has_adj);
