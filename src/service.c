@@ -298,9 +298,15 @@ void service_predict_many(Service *s, const char *const *ids, const size_t *lens
         UserState *u = store_find(s->store, ids[i], lens[i]);
         fill_prediction(s, m, u, ids[i], lens[i], as_of, &out[i]);
         if (log_it && u && as_of >= u->agg.last_ts) {
-            PredLogEntry e = {u->hash, as_of, out[i].p.uncorrected, u->agg.spend,
-                              (float)((double)(as_of - u->agg.last_ts) / 86400.0),
-                              (float)((double)(as_of - u->agg.first_ts) / 86400.0), m->version};
+            PredLogEntry e = {
+                .key = u->hash,
+                .t = as_of,
+                .pred = out[i].p.uncorrected,
+                .spend_at = u->agg.spend,
+                .recency_days = (float)((double)(as_of - u->agg.last_ts) / 86400.0),
+                .tenure_days = (float)((double)(as_of - u->agg.first_ts) / 86400.0),
+                .model_version = m->version,
+            };
             predlog_record(s->predlog, &e);
         }
     }

@@ -600,7 +600,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
         dataset_free(&d);
         return -ENODATA;
     }
-    VariantResult hy = {NULL, INFINITY, 0}, lo = {NULL, INFINITY, 0};
+    VariantResult hy = {.val = INFINITY}, lo = {.val = INFINITY};
     rc = cfg->head == 2 ? 0 : train_variant(&d, cfg, true, &hy);
     if (!rc && cfg->head != 1)
         rc = train_variant(&d, cfg, false, &lo);
