@@ -68,7 +68,7 @@ int handle_events(HttpCall *c)
         return perr;
     EventBatch b;
     int rc = events_parse(root, c->cfg, time_now(), &b);
-    if (rc == -EINVAL && !b.single)
+    if (rc == -EINVAL)
         atomic_fetch_add(&c->metrics->events_rejected, b.n);
     int ret;
     if (rc == -E2BIG) {
