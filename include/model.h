@@ -2,8 +2,8 @@
  * shopper into a prediction: the LSTM weights (LstmWeights), the ZILN head,
  * and the fitted BG/NBD + Gamma-Gamma fallback.
  *
- * A Model is never modified after model_publish(); a retrain or refit builds
- * a new one and the service swaps the pointer. Readers hold a reference
+ * A Model is never modified once published (service_publish); a retrain or
+ * refit builds a new one and the service swaps the pointer. Readers hold a reference
  * (model_retain/model_release, atomic, any thread); the last release frees.
  *
  * The network is shared between models that differ only in the fallback

@@ -1,4 +1,7 @@
-/* adjuster: segmenting, the simulated episodes and the greedy policy. */
+/* adjuster: the RL adjuster's arithmetic: segmenting, the simulated
+ * episodes, the greedy policy (include/adjuster.h). Pure: the worker
+ * learns a table, any thread reads a published one; the caller owns the
+ * pairs and the table. */
 #include "adjuster.h"
 
 #include <errno.h>

@@ -1,4 +1,6 @@
-/* metrics: counters and fixed-bucket histograms. */
+/* metrics: counters and fixed-bucket histograms, and their Prometheus
+ * text. Any thread counts (relaxed atomics); /metrics renders into a
+ * buffer the caller frees. */
 #include "metrics.h"
 
 #include <errno.h>

@@ -1,4 +1,7 @@
-/* model: construction, reference counting, prediction and the model file. */
+/* model: the immutable serving model: construction, reference counting,
+ * a shopper's prediction (the head's pass is head.c's) and the model file.
+ * Any thread predicts from a model it holds a reference to; the worker
+ * builds and saves models, main loads one at start. */
 #include "model.h"
 
 #include <errno.h>

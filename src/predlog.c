@@ -1,5 +1,7 @@
-/* predlog: served predictions waiting for their outcome. Linear probing
- * with backward-shift deletion, so the table never fills with tombstones. */
+/* predlog: served predictions waiting for their outcome, and the matured
+ * pairs. Linear probing with backward-shift deletion, so the table never
+ * fills with tombstones. Not thread-safe: the service holds the store
+ * lock; the log owns its table and ring. */
 #include "predlog.h"
 
 #include <errno.h>

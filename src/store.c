@@ -1,5 +1,7 @@
-/* store: open-addressing index (linear probing, backward-shift deletion)
- * over slots in chunks, with an intrusive free list. */
+/* store: the shopper table: an open-addressing index (linear probing,
+ * backward-shift deletion) over slots in chunks, with an intrusive free
+ * list, and the batched walk the worker uses. Callers hold its lock
+ * (include/store.h); it owns every slot. */
 #include "store.h"
 
 #include <errno.h>

@@ -1,5 +1,8 @@
-/* wal: buffered append, a flusher thread doing group commit, segment
- * rotation and removal, and replay with torn-tail truncation.
+/* wal: the write-ahead log's files: buffered append, a flusher thread
+ * doing group commit, segment rotation and removal, and replay with
+ * torn-tail truncation. What a record holds is wal_record.c's. Appends
+ * come from the thread holding the store lock, replay from main at start;
+ * the flusher thread is the log's own (include/wal.h).
  *
  * Locks: io_lock (the open segment: write, fsync, rotate) is taken before
  * buf_lock (the in-memory buffer) whenever both are held, so records reach
