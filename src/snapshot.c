@@ -168,7 +168,9 @@ static void info_from(SnapshotInfo *info, const SnapHeader *h)
     };
 }
 
-int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, char *err, size_t errlen)
+/* Opens path and reads its header: the open fd, or -errno / -EBADMSG with
+ * err set. */
+static int open_snapshot(const char *path, SnapHeader *h, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -176,13 +178,22 @@ int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, cha
         snprintf(err, errlen, "%s: %s", path, strerror(e));
         return -e;
     }
-    SnapHeader h;
-    int rc = read_exact(fd, &h, sizeof h);
-    if (rc || memcmp(h.magic, "LTVDSNAP", 8) != 0 || h.format < 1 || h.format > SNAPSHOT_FORMAT) {
+    if (read_exact(fd, h, sizeof *h) || memcmp(h->magic, "LTVDSNAP", 8) != 0 || h->format < 1 ||
+        h->format > SNAPSHOT_FORMAT) {
         snprintf(err, errlen, "%s: not an ltvd snapshot of format 1 to %u", path, SNAPSHOT_FORMAT);
         close(fd);
         return -EBADMSG;
     }
+    return fd;
+}
+
+int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, char *err, size_t errlen)
+{
+    SnapHeader h;
+    int fd = open_snapshot(path, &h, err, errlen);
+    if (fd < 0)
+        return fd;
+    int rc;
     const StoreConfig *sc = store_config(shape);
     if (h.hidden != (uint32_t)sc->hidden || h.ring_cap != (uint32_t)sc->ring_cap ||
         h.slot_bytes != store_slot_bytes(shape)) {
@@ -225,16 +236,13 @@ int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, cha
 
 int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "%s: %s", path, strerror(e));
-        return -e;
-    }
     SnapHeader h;
-    int rc = read_exact(fd, &h, sizeof h);
-    UserState *slot = rc ? NULL : malloc(h.slot_bytes);
-    if (!rc && !slot)
+    int fd = open_snapshot(path, &h, err, errlen);
+    if (fd < 0)
+        return fd;
+    int rc = 0;
+    UserState *slot = malloc(h.slot_bytes);
+    if (!slot)
         rc = -ENOMEM;
     for (uint64_t i = 0; i < h.users && !rc; i++) {
         if ((rc = read_exact(fd, slot, h.slot_bytes)) != 0)
