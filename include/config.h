@@ -18,7 +18,7 @@ typedef enum { CLOCK_WALL = 0, CLOCK_EVENT = 1 } ClockMode;
 typedef struct LtvdConfig {
     char server_bind[CONFIG_STR_MAX];
     int64_t server_port;
-    int64_t server_threads;        /* libmicrohttpd threads (1 = one epoll thread) */
+    int64_t server_threads;        /* libmicrohttpd threads (1 = one internal poll(2) thread) */
     bool server_access_log;
 
     char storage_dir[CONFIG_STR_MAX];

@@ -10,6 +10,7 @@
 
 #define FEATURE_DIM 16   /* I: LSTM input width */
 #define HEAD_EXTRA 6     /* E: head inputs besides h */
+#define HEAD_EXTRA_SHOPPER 4 /* e[0..3] describe the shopper; e[4], e[5] are the fallback's */
 
 /* What the encoder knows of a shopper's in-order history before an event.
  * It is kept per shopper and for the oldest event of the recent-event ring,

@@ -22,7 +22,7 @@ typedef struct Metrics {
     atomic_uint_fast64_t events_applied;
     atomic_uint_fast64_t events_duplicate;
     atomic_uint_fast64_t events_late;
-    atomic_uint_fast64_t events_rejected;   /* invalid, in rejected batches */
+    atomic_uint_fast64_t events_rejected;   /* in posts refused as invalid (a single event too) */
     atomic_uint_fast64_t events_capacity;   /* refused: shopper table full */
     atomic_uint_fast64_t predictions;
     atomic_uint_fast64_t state_rebuilds;    /* shopper states recomputed for new weights */

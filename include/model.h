@@ -2,8 +2,8 @@
  * shopper into a prediction: the LSTM weights (LstmWeights), the ZILN head,
  * and the fitted BG/NBD + Gamma-Gamma fallback.
  *
- * A Model is never modified after model_publish(); a retrain or refit builds
- * a new one and the service swaps the pointer. Readers hold a reference
+ * A Model is never modified once published (service_publish); a retrain or
+ * refit builds a new one and the service swaps the pointer. Readers hold a reference
  * (model_retain/model_release, atomic, any thread); the last release frees.
  *
  * The network is shared between models that differ only in the fallback
@@ -37,8 +37,8 @@ typedef struct LstmWeights {
     LstmConfig cfg;   /* input = FEATURE_DIM, hidden = H */
     float *w;         /* (4H, I+H) stacked gates i, f, g, o */
     float *b;         /* (4H,) */
-    float *head_w;    /* (3, H+E): rows p-logit, mu, sigma-pre */
-    float *head_b;    /* (3,) */
+    double *head_w;   /* (3, H+E): rows p-logit, mu, sigma-pre (head.h); f32 values, as the file stores them */
+    double *head_b;   /* (3,) */
 } LstmWeights;
 
 typedef struct TrainFigures {
@@ -93,11 +93,6 @@ void model_release(Model *m); /* NULL-safe */
  * under m->net (ignored unless the model is TRAINED); agg NULL means an
  * unknown shopper. Allocation-free; any thread. */
 void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_t as_of, Prediction *out);
-
-/* The hybrid head's anchors from the fallback's prediction: a0 = logit p,
- * a1 = log(ltv / p) - sigma^2/2 (with p clamped to [1e-4, 1 - 1e-4]), so
- * head outputs of 0 reproduce the fallback's p and mean. */
-void model_hybrid_anchors(const FallbackOutput *fo, double *a0, double *a1);
 
 /* Versioned binary file: magic, format, shapes, fields, floats, CRC-32.
  * Save writes to a temp file, fsyncs and renames. Load verifies everything

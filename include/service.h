@@ -1,17 +1,21 @@
-/* service: what ltvd does, independent of HTTP. Validates events, applies
- * them to shoppers atomically, serves predictions and summaries, erases
- * shoppers, holds the serving model and runs the worker-side jobs (fallback
- * refit, retrain).
+/* service: what ltvd does, independent of HTTP: applies validated events
+ * to shoppers all or nothing, serves predictions and summaries, erases
+ * shoppers, holds the serving model (service.c); runs the worker jobs
+ * (jobs.c); recovers at start and writes snapshots (durability.c).
+ * Validating a request body is events.h's.
  *
- * Threads: every function not marked "worker" may be called from any HTTP
- * thread. Shopper data is guarded by the store lock; the serving model by a
- * separate mutex that is never held while taking the store lock. Worker
- * functions run on a libuv pool thread, one at a time (main.c serialises
- * them). */
+ * Threads: a function marked "worker" runs on the libuv pool thread, one
+ * job at a time (main.c serialises them); "main" on the libuv loop thread;
+ * every other function on any thread (the HTTP thread calls them).
+ * Shopper data is guarded by the store lock; the serving model by a
+ * separate mutex never held while taking another lock.
+ *
+ * Ownership: the Service owns the shoppers and the serving model; what a
+ * function fills (views, ModelInfo) is the caller's, with no pointer into
+ * the Service. */
 #ifndef LTVD_SERVICE_H
 #define LTVD_SERVICE_H
 
-#include <cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,25 +27,6 @@
 #include "wal.h"
 
 typedef struct Service Service;
-
-/* One problem with one event of a batch. */
-typedef struct EventError {
-    size_t index;
-    const char *field;
-    char reason[112];
-} EventError;
-
-/* A validated request body. events[i] points into the cJSON tree it came
- * from, which must outlive the batch. */
-typedef struct EventBatch {
-    Event *events;       /* (n,) */
-    size_t n;
-    EventError *errors;  /* (nerrors,): at most one per event */
-    size_t nerrors;
-    bool single;         /* body was one event object, not {"events": [...]} */
-    Event one;           /* storage for a single event */
-    EventError one_error;
-} EventBatch;
 
 typedef struct ApplyResult {
     size_t accepted, duplicates, late;
@@ -90,19 +75,12 @@ void service_destroy(Service *s); /* NULL-safe */
 /* "now" by the configured clock: wall time, or the newest event time seen. */
 int64_t service_now(Service *s);
 
-/* Validates a parsed body. 0: all valid; -EINVAL: b->errors says why;
- * -E2BIG: more than limits.max_batch_events; -EPROTO: body is not an event
- * or {"events": [...]} (b->errors[0] says why). Free with service_batch_free. */
-int service_parse_events(Service *s, const cJSON *root, EventBatch *b);
-void service_batch_free(EventBatch *b);
-
-/* Applies a validated batch, all or nothing. -ENOSPC: it would exceed
- * limits.max_users (nothing applied). For a single event, *single gets the
- * shopper's updated prediction when single is not NULL. */
-int service_apply(Service *s, const EventBatch *b, ApplyResult *res, PredictionView *single);
-
-/* A user_id as accepted in events: 1..128 bytes of UTF-8 without NUL. */
-bool service_id_valid(const char *id, size_t len);
+/* Applies validated events (events_parse) in order, all or nothing: first
+ * to the log (when attached), then to the shoppers. -ENOSPC: they would
+ * exceed limits.max_users; -EIO: the log failed; -ENOMEM; nothing applied
+ * on error. When single is not NULL it gets the updated prediction of
+ * events[0]'s shopper (for a one-event post). */
+int service_apply(Service *s, const Event *events, size_t n, ApplyResult *res, PredictionView *single);
 
 /* Prediction for one shopper; as_of < 0 means now. */
 void service_predict(Service *s, const char *id, size_t len, int64_t as_of, PredictionView *out);
@@ -116,35 +94,38 @@ int service_delete_user(Service *s, const char *id, size_t len, uint64_t *wait_s
 
 /* The serving model, retained (caller releases). */
 Model *service_model_acquire(Service *s);
-/* Publishes m (takes ownership) as the serving model. Shoppers' states are
- * recomputed from their recent events before any prediction uses the new
- * weights. Any thread. */
-void service_model_swap(Service *s, Model *m);
 void service_model_info(Service *s, ModelInfo *out);
 
-/* Marks a retrain as started and calls the notify hook. -EBUSY while one runs. */
-int service_request_retrain(Service *s, uint64_t *job);
-void service_set_retrain_notify(Service *s, void (*fn)(void *), void *arg);
-/* Worker: the RL adjuster matures logged predictions and learns a new
- * correction table for the serving model (if adjuster.enabled). */
-void service_run_adjuster(Service *s);
 /* The prediction log's figures (all zero without a log). */
 void service_predlog_stats(Service *s, PredLogStats *out);
-/* Worker: runs the retrain job the last request started. */
+
+/* ---- worker jobs (jobs.c) ---------------------------------------------- */
+
+/* Marks a retrain as started and calls the notify hook (which must only
+ * hand the job to the loop: uv_async_send). -EBUSY while one runs. */
+int service_request_retrain(Service *s, uint64_t *job);
+/* Main, before serving. */
+void service_set_retrain_notify(Service *s, void (*fn)(void *), void *arg);
+bool service_retrain_running(Service *s);
+/* Worker: runs the retrain job the last request started: fallback refit,
+ * network training (train.network), then the adjuster. */
 void service_run_retrain(Service *s);
 /* Worker: refits the fallback if logged purchases grew by
  * fallback.refit_growth since the last fit (or force). 0, 1 if skipped, <0. */
 int service_refit_fallback(Service *s, bool force, char *err, size_t errlen);
-bool service_retrain_running(Service *s);
+/* Worker: the RL adjuster matures logged predictions and learns a new
+ * correction table for the serving model (if adjuster.enabled). */
+void service_run_adjuster(Service *s);
 
-/* ---- durability (docs/DURABILITY.md) ----------------------------------- */
+/* ---- durability (durability.c, docs/DURABILITY.md) --------------------- */
 
 /* Start-up, main thread, before serving: loads the newest valid snapshot in
  * storage.dir and replays the write-ahead log after it. *next_seq gets the
  * sequence number the log continues with. */
 int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen);
-/* From now on every applied batch and erasure is appended to wal. */
-void service_attach_wal(Service *s, struct Wal *wal);
+/* Main: from now on every applied batch and erasure is appended to wal
+ * (borrowed: main.c closes it after the last request). */
+void service_attach_wal(Service *s, Wal *wal);
 /* True once the log has made everything up to seq durable. */
 bool service_durable(Service *s, uint64_t seq);
 /* True once the log has failed (no write is accepted any more). */

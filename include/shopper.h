@@ -54,6 +54,10 @@ typedef struct CustomerSummary {
 int event_type_parse(const char *s);       /* EventType or -1 */
 const char *event_type_name(EventType t);
 
+/* A user_id as accepted in events and paths: 1..USER_ID_MAX bytes of
+ * well-formed UTF-8 without NUL. */
+bool shopper_id_valid(const char *id, size_t len);
+
 void shopper_agg_init(ShopperAgg *agg);
 /* Folds an event into the aggregates, in or out of time order (a late
  * event still counts towards spend and purchases; docs/SEMANTICS.md). */

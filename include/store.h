@@ -7,9 +7,10 @@
  * event; the table refuses new shoppers beyond max_users (-ENOSPC).
  *
  * Locking: the caller holds store_lock() around every call except
- * store_create/destroy and the figures (store_count, store_bytes), which are
- * atomic reads. The worker thread iterates in short locked batches using
- * store_slot_at(). */
+ * store_create/destroy, store_visit (which takes the lock itself) and the
+ * figures (store_count, store_bytes, store_slot_bytes, store_config), which
+ * are atomic or immutable. The store owns every slot; a UserState pointer
+ * is valid only while the lock is held. */
 #ifndef LTVD_STORE_H
 #define LTVD_STORE_H
 
@@ -80,12 +81,22 @@ void store_ring_event(const RecentEvent *r, Event *out);
  * -ENOSPC as store_insert. */
 int store_restore(Store *s, const UserState *raw);
 
-/* Iteration for the worker: slots [0, store_slot_high) under the lock. */
+/* Every shopper under one hold of the lock (snapshots): slots
+ * [0, store_slot_high), store_slot_at gives NULL for a free one. */
 size_t store_slot_high(Store *s);
-UserState *store_slot_at(Store *s, size_t idx); /* NULL if free */
+UserState *store_slot_at(Store *s, size_t idx);
+
+/* fn returns 0 to go on, anything else to stop the walk. Store lock held. */
+typedef int (*StoreVisitFn)(void *arg, UserState *u);
+/* Worker: calls fn for every shopper in slot order, taking the lock for at
+ * most `batch` slots at a time and releasing it in between, so an HTTP
+ * thread waits for one batch at most. The caller must not hold the lock.
+ * A shopper added or removed during the walk may or may not be visited. */
+void store_visit(Store *s, size_t batch, StoreVisitFn fn, void *arg);
 
 size_t store_count(const Store *s);
 size_t store_bytes(const Store *s);  /* slots + index, allocated */
 size_t store_slot_bytes(const Store *s);
+const StoreConfig *store_config(const Store *s); /* as created */
 
 #endif

@@ -1,15 +1,12 @@
 /* trainer: fits the LSTM + ZILN head on examples cut from shoppers'
- * retained events. Pure computation on an immutable dataset, in double
- * precision; runs on the worker thread and allocates only its own buffers.
+ * retained events (dataset.h). Pure computation on an immutable dataset,
+ * in double precision; runs on the worker thread and allocates only its
+ * own buffers.
  *
- * Example: a shopper's history up to a cut time c and the label "net spend
- * in (c, c + H]". Cut times are the shopper's event times and a grid every
- * grid_days through quiet periods, kept only when c + H <= now (matured).
- *
- * Head, two variants (docs/MODEL.md):
- *   hybrid:    p = σ(o0 + logit p_bg), μ = o1 + log(ltv_bg / p_bg) − σ_bg²/2
- *   lstm-only: p = σ(o0),              μ = o1
- *   σ = softplus(o2) + 0.05, o = head_w [h; e] + head_b.
+ * The head has two variants, hybrid and LSTM-only (head.h has both
+ * formulas); trainer_run trains both (or the one train.head names) and
+ * keeps the hybrid unless the LSTM-only head is better on validation by
+ * more than one standard error.
  * After training, μ is shifted by one constant so that the network's total
  * expected spend over the current shoppers, as of now, equals the
  * fallback's: the network ranks, BG/NBD's ageing sets the level (no labels
@@ -24,26 +21,10 @@
 
 #include "adjuster.h"
 #include "bgnbd.h"
+#include "dataset.h"
 #include "encoding.h"
 #include "model.h"
 #include "shopper.h"
-
-/* One shopper's retained events (events[first .. first+n)), with the encoder
- * context and aggregates from before the first of them. */
-typedef struct TrainShopper {
-    size_t first, n;
-    EncodeContext ctx0;
-    ShopperAgg agg0;
-    uint64_t key;   /* hash of the id: decides the validation split */
-} TrainShopper;
-
-typedef struct TrainSet {
-    Event *events;          /* (nevents,) ids unused */
-    size_t nevents;
-    TrainShopper *shoppers; /* (nshoppers,) */
-    size_t nshoppers;
-    int64_t now;            /* labels must have matured by now */
-} TrainSet;
 
 /* Every field comes from the train.* config keys (src/config.c holds the
  * defaults); the service fills it. */
@@ -90,22 +71,16 @@ int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const Fallback
 
 /* ---- exposed for the gradient checks ------------------------------------ */
 
-typedef struct TrainCut {
-    int t;                 /* state after step t */
-    double e[HEAD_EXTRA];
-    double a0, a1;         /* anchors (0 for lstm-only) */
-    double y;              /* label */
-    double bg_p, bg_mu, bg_sigma; /* the fallback's ZILN at this cut */
-} TrainCut;
-
-/* The loss of one sequence (x: (n, FEATURE_DIM)) over its cuts, and its
- * gradient added into grad (same layout as theta: W (4H, I+H), b (4H),
- * head_w (3, H+E), head_b (3)). bptt <= 0: full BPTT. */
+/* The loss of one sequence (x: (n, FEATURE_DIM)) over its cuts under the
+ * head variant (hybrid), and its gradient added into grad when not NULL
+ * (same layout as theta: W (4H, I+H), b (4H), head_w (3, H+E),
+ * head_b (3)). bptt <= 0: full BPTT. */
 double trainer_sequence_loss(const double *theta, int H, const double *x, int n, const TrainCut *cuts, int ncuts,
-                             int bptt, double *grad);
+                             bool hybrid, int bptt, double *grad);
 size_t trainer_param_count(int H);
-/* ZILN negative log-likelihood of y for head outputs o (3) and anchors;
- * dldo (3) receives its gradient when not NULL. */
+/* ZILN negative log-likelihood of y for head outputs o (3) plus anchors
+ * a0, a1 (0 when o already holds them: head_forward's z); dldo (3)
+ * receives its gradient when not NULL. */
 double trainer_ziln_loss(const double *o, double a0, double a1, double y, double *dldo);
 
 #endif

@@ -1,4 +1,7 @@
-/* adjuster: segmenting, the simulated episodes and the greedy policy. */
+/* adjuster: the RL adjuster's arithmetic: segmenting, the simulated
+ * episodes, the greedy policy (include/adjuster.h). Pure: the worker
+ * learns a table, any thread reads a published one; the caller owns the
+ * pairs and the table. */
 #include "adjuster.h"
 
 #include <errno.h>
@@ -6,6 +9,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util.h"
 
 const double ADJ_MULTIPLIERS[ADJ_ACTIONS] = {0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0};
 
@@ -22,14 +27,6 @@ int adjuster_segment(const AdjTable *t, double pred, double recency_days, double
 double adjuster_multiplier(const AdjTable *t, double pred, double recency_days, double tenure_days)
 {
     return ADJ_MULTIPLIERS[t->action[adjuster_segment(t, pred, recency_days, tenure_days)]];
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -107,8 +104,8 @@ int adjuster_learn(const AdjPair *pairs, size_t n, uint64_t seed, int episodes_p
             int a;
             if (e < ADJ_ACTIONS * ADJ_MIN_VISITS)
                 a = e % ADJ_ACTIONS; /* warm-up: every action is tried ADJ_MIN_VISITS times */
-            else if ((double)(rng_next(&rng) >> 11) * (1.0 / 9007199254740992.0) < eps)
-                a = (int)(rng_next(&rng) % ADJ_ACTIONS);
+            else if ((double)(splitmix64(&rng) >> 11) * (1.0 / 9007199254740992.0) < eps)
+                a = (int)(splitmix64(&rng) % ADJ_ACTIONS);
             else {
                 a = 0;
                 for (int k = 1; k < ADJ_ACTIONS; k++)
@@ -117,7 +114,7 @@ int adjuster_learn(const AdjPair *pairs, size_t n, uint64_t seed, int episodes_p
             }
             double sp = 0, sy = 0;
             for (int k = 0; k < ADJ_BATCH; k++) {
-                const AdjPair *p = &pairs[idx[start[s] + rng_next(&rng) % cnt]];
+                const AdjPair *p = &pairs[idx[start[s] + splitmix64(&rng) % cnt]];
                 sp += p->pred;
                 sy += p->actual;
             }

@@ -1,4 +1,6 @@
-/* bgnbd: likelihoods, conditional expectations and Nelder-Mead fits. */
+/* bgnbd: the fallback's statistics: BG/NBD and Gamma-Gamma likelihoods,
+ * conditional expectations and Nelder-Mead fits. Pure: predictions on any
+ * thread, fits on the worker; the caller owns every array. */
 #include "bgnbd.h"
 
 #include <errno.h>

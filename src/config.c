@@ -1,5 +1,6 @@
 /* config: one declarative table of keys (name, type, field, default, bounds).
- * Parsing the file and --set both go through config_set_value(). */
+ * Parsing the file and --set both go through config_set_value(). Main
+ * thread at start; the caller owns the LtvdConfig, read-only afterwards. */
 #include "config.h"
 
 #include <arpa/inet.h>

@@ -1,5 +1,6 @@
-/* dedupe: open-addressing set of nonzero keys plus a FIFO ring of the same
- * keys in arrival order, for eviction. */
+/* dedupe: the event_id window: an open-addressing set of nonzero keys plus
+ * a FIFO ring of the same keys in arrival order, for eviction. Not
+ * thread-safe: the service holds the store lock; it owns its arrays. */
 #include "dedupe.h"
 
 #include <errno.h>

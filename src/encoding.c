@@ -1,4 +1,6 @@
-/* encoding: event and shopper encodings (docs/MODEL.md, "Inputs"). */
+/* encoding: how an event and a shopper become the network's inputs
+ * (docs/MODEL.md, "Inputs"). Pure functions into caller-owned arrays; any
+ * thread. */
 #include "encoding.h"
 
 #include <math.h>

@@ -1,5 +1,6 @@
 /* hash: a multiply-xorshift hash over 8-byte words (good avalanche, no
- * alignment requirement), and a table-driven CRC-32. */
+ * alignment requirement), and a table-driven CRC-32. Pure; any thread (a
+ * forked snapshot child too). */
 #include "hash.h"
 
 #include <string.h>

@@ -8,10 +8,12 @@
 #include "http_handlers.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "events.h"
 #include "timeutil.h"
 
 #define AS_OF_INVALID "as_of must be an RFC 3339 time or Unix seconds in 1970-2100"
@@ -65,7 +67,9 @@ int handle_events(HttpCall *c)
     if (!root)
         return perr;
     EventBatch b;
-    int rc = service_parse_events(c->svc, root, &b);
+    int rc = events_parse(root, c->cfg, time_now(), &b);
+    if (rc == -EINVAL)
+        atomic_fetch_add(&c->metrics->events_rejected, b.n);
     int ret;
     if (rc == -E2BIG) {
         char msg[128];
@@ -85,7 +89,7 @@ int handle_events(HttpCall *c)
     } else {
         ApplyResult res;
         PredictionView pv;
-        rc = service_apply(c->svc, &b, &res, b.single ? &pv : NULL);
+        rc = service_apply(c->svc, b.events, b.n, &res, b.single ? &pv : NULL);
         if (rc == -ENOSPC) {
             ret = http_send_error(c, 503, "capacity",
                                   "the shopper table is full (limits.max_users); the events were not applied", NULL,
@@ -99,7 +103,7 @@ int handle_events(HttpCall *c)
             ret = http_send_when_durable(c, res.wait_seq, 200, &r);
         }
     }
-    service_batch_free(&b);
+    events_batch_free(&b);
     cJSON_Delete(root);
     return ret;
 }
@@ -169,7 +173,7 @@ int handle_ltv_batch(HttpCall *c)
     }
     size_t i = 0, nerr = 0;
     for (const cJSON *it = ids->child; it; it = it->next, i++) {
-        if (!cJSON_IsString(it) || !service_id_valid(it->valuestring, strlen(it->valuestring))) {
+        if (!cJSON_IsString(it) || !shopper_id_valid(it->valuestring, strlen(it->valuestring))) {
             errs[nerr].index = i;
             errs[nerr].field = "user_ids";
             snprintf(errs[nerr].reason, sizeof errs[nerr].reason, "must be a string of 1 to 128 bytes of UTF-8");

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "events.h"
 #include "predlog.h"
 #include "service.h"
 

@@ -172,7 +172,7 @@ int http_dispatch(HttpCall *c)
         return http_send_error(c, 503, "not_ready", "recovering state and loading the model", NULL, 0);
     if (param) {
         if (http_percent_decode(param, param_len, c->id, USER_ID_MAX, &c->id_len) ||
-            !service_id_valid(c->id, c->id_len))
+            !shopper_id_valid(c->id, c->id_len))
             return http_send_error(c, 400, "invalid_request",
                                    "user_id must be 1 to 128 bytes of UTF-8 after percent-decoding", NULL, 0);
         c->id[c->id_len] = '\0';

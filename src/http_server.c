@@ -8,10 +8,12 @@
  * Threads: libmicrohttpd's internal poll thread (or server.threads of them)
  * runs on_request and on_completed; the WAL flusher thread calls
  * http_on_durable; the main thread starts, drains and stops. The held list
- * is guarded by held_lock, a leaf: taken with no other ltvd lock held (the
- * log calls http_on_durable after releasing its own locks, and
- * service_durable is an atomic read), and only libmicrohttpd's suspend and
- * resume run under it.
+ * is guarded by held_lock, last in the lock order but for libmicrohttpd's
+ * own (docs/ARCHITECTURE.md): http_on_durable may run with the store lock
+ * held (a snapshot's wal_rotate syncs the log) or the log's io_lock held
+ * (a write failure), so nothing under held_lock may take either; only
+ * libmicrohttpd's suspend and resume run under it, and service_durable
+ * there is an atomic read.
  *
  * Ownership: a Request is calloc'd on a connection's first call and freed
  * by on_completed; its body and a held answer's buffer with it. */

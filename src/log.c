@@ -1,4 +1,6 @@
-/* log: logfmt lines on stderr. */
+/* log: logfmt lines on stderr, one fprintf each, so any thread may log
+ * (but not a forked snapshot child: stdio takes a lock). The level is set
+ * once by main before other threads start. */
 #include "log.h"
 
 #include <stdarg.h>

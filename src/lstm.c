@@ -4,7 +4,7 @@
  * sgemv itself (measured: 55% of a step in tanhf/expm1f), so exp is computed
  * here: exp(x) = 2^n * e^r with n = round(x / ln 2), |r| <= ln2/2, and e^r
  * by its degree-6 Taylor polynomial (relative error < 2e-7). tanh(x) is
- * 2 sigmoid(2x) - 1. */
+ * 2 sigmoid(2x) - 1. Any thread, on caller-owned state and scratch. */
 #include "lstm.h"
 
 #include <cblas.h>

@@ -251,7 +251,7 @@ static int load_or_create_model(const LtvdConfig *cfg, Model **out)
     int rc = lstm_weights_create(&net, (int)cfg->model_hidden_size, (uint64_t)cfg->train_seed, id);
     if (rc)
         return rc;
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    FallbackFit fit = {.bg = BGNBD_CDNOW_PRIOR, .gg = GG_CDNOW_PRIOR}; /* fitted_at 0: the prior */
     rc = model_create(out, net, &fit, (int)cfg->model_horizon_days, MODEL_FALLBACK, 1);
     lstm_weights_release(net);
     if (!rc)
@@ -378,8 +378,13 @@ int main(int argc, char **argv)
         service_destroy(app.svc);
         return 1;
     }
-    WalConfig wc = {app.cfg.storage_dir, (WalFsync)app.cfg.storage_fsync, (int)app.cfg.storage_fsync_interval_ms,
-                    (size_t)app.cfg.storage_wal_segment_bytes, (size_t)app.cfg.storage_wal_buffer_bytes};
+    WalConfig wc = {
+        .dir = app.cfg.storage_dir,
+        .fsync = (WalFsync)app.cfg.storage_fsync,
+        .interval_ms = (int)app.cfg.storage_fsync_interval_ms,
+        .segment_bytes = (size_t)app.cfg.storage_wal_segment_bytes,
+        .buffer_bytes = (size_t)app.cfg.storage_wal_buffer_bytes,
+    };
     if ((rc = wal_open(&app.wal, &wc, next_seq, http_on_durable, app.http)) != 0) {
         log_msg(LOG_ERROR, "cannot open the write-ahead log", "dir=\"%s\" error=\"%s\"", app.cfg.storage_dir,
                 strerror(-rc));

@@ -1,4 +1,6 @@
-/* metrics: counters and fixed-bucket histograms. */
+/* metrics: counters and fixed-bucket histograms, and their Prometheus
+ * text. Any thread counts (relaxed atomics); /metrics renders into a
+ * buffer the caller frees. */
 #include "metrics.h"
 
 #include <errno.h>
@@ -6,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util.h"
 
 static const int status_codes[METRICS_NSTATUS - 1] = {200, 202, 204, 400, 401, 404, 405, 409, 413, 500, 503};
 static const double bucket_le[METRICS_NBUCKETS - 1] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -35,37 +39,28 @@ void metrics_observe(Metrics *m, int route, int http_status, uint64_t ns)
     atomic_fetch_add_explicit(&m->req_bucket[route][s][b], 1, memory_order_relaxed);
 }
 
+/* The text being rendered: NUL-terminated after b.len; err is sticky. */
 typedef struct Out {
-    char *p;
-    size_t len, cap;
+    ByteBuf b;
     int err;
 } Out;
 
 __attribute__((format(printf, 2, 3))) static void emit(Out *o, const char *fmt, ...)
 {
-    if (o->err)
-        return;
-    for (;;) {
+    while (!o->err) {
+        size_t room = o->b.cap - o->b.len;
         va_list ap;
         va_start(ap, fmt);
-        int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+        int n = vsnprintf((char *)o->b.p + o->b.len, room, fmt, ap);
         va_end(ap);
         if (n < 0) {
             o->err = -EINVAL;
+        } else if ((size_t)n < room) {
+            o->b.len += (size_t)n;
             return;
+        } else {
+            o->err = bytebuf_reserve(&o->b, (size_t)n + 1);
         }
-        if ((size_t)n < o->cap - o->len) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t cap = o->cap * 2 + (size_t)n;
-        char *np = realloc(o->p, cap);
-        if (!np) {
-            o->err = -ENOMEM;
-            return;
-        }
-        o->p = np;
-        o->cap = cap;
     }
 }
 
@@ -93,8 +88,8 @@ int metrics_render(const Metrics *mc, const char *const *route_names, int nroute
                    char **out, size_t *len)
 {
     Metrics *m = (Metrics *)mc; /* atomic loads take non-const pointers */
-    Out o = {malloc(16384), 0, 16384, 0};
-    if (!o.p)
+    Out o = {0};
+    if (bytebuf_reserve(&o.b, 16384))
         return -ENOMEM;
     char sl[8];
     emit(&o, "# HELP ltvd_http_requests_total HTTP requests by route and status.\n"
@@ -192,10 +187,10 @@ int metrics_render(const Metrics *mc, const char *const *route_names, int nroute
     gauge(&o, "ltvd_event_clock_seconds", "Newest event time seen (the clock when clock=event).",
           (long long)g->event_clock);
     if (o.err) {
-        free(o.p);
+        bytebuf_free(&o.b);
         return o.err;
     }
-    *out = o.p;
-    *len = o.len;
+    *out = (char *)o.b.p;
+    *len = o.b.len;
     return 0;
 }

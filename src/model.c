@@ -1,4 +1,7 @@
-/* model: construction, reference counting, prediction and the model file. */
+/* model: the immutable serving model: construction, reference counting,
+ * a shopper's prediction (the head's pass is head.c's) and the model file.
+ * Any thread predicts from a model it holds a reference to; the worker
+ * builds and saves models, main loads one at start. */
 #include "model.h"
 
 #include <errno.h>
@@ -10,14 +13,8 @@
 #include <unistd.h>
 
 #include "hash.h"
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+#include "head.h"
+#include "util.h"
 
 static float uniform_pm(uint64_t *s, float scale)
 {
@@ -38,8 +35,8 @@ static int lstm_weights_alloc(LstmWeights **out, int hidden, uint32_t id)
     atomic_init(&w->refs, 1);
     w->w = calloc(lstm_w_len(&w->cfg), sizeof(float));
     w->b = calloc(4u * (size_t)hidden, sizeof(float));
-    w->head_w = calloc(head_w_len(&w->cfg), sizeof(float));
-    w->head_b = calloc(3, sizeof(float));
+    w->head_w = calloc(head_w_len(&w->cfg), sizeof(double));
+    w->head_b = calloc(HEAD_OUT, sizeof(double));
     if (!w->w || !w->b || !w->head_w || !w->head_b) {
         lstm_weights_release(w);
         return -ENOMEM;
@@ -113,15 +110,6 @@ void model_release(Model *m)
     free(m);
 }
 
-static double softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
-
-void model_hybrid_anchors(const FallbackOutput *fo, double *a0, double *a1)
-{
-    double pb = fmin(fmax(fo->p_active, 1e-4), 1.0 - 1e-4);
-    *a0 = log(pb / (1.0 - pb));
-    *a1 = log(fmax(fo->ltv, 1e-6) / pb) - 0.5 * fo->ziln.sigma * fo->ziln.sigma;
-}
-
 void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_t as_of, Prediction *out)
 {
     ZilnParams z;
@@ -141,25 +129,19 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
     out->from_network = false;
     if (m->status == MODEL_TRAINED && h && agg) {
         const LstmWeights *w = m->net;
-        const int H = w->cfg.hidden, K = H + HEAD_EXTRA;
-        float e[HEAD_EXTRA]; /* (E,) */
-        encode_head_extra(e, agg, as_of, log1p(fo.ltv), fo.p_alive);
-        double o[3];
-        for (int r = 0; r < 3; r++) { /* head_w (3, H+E) @ [h; e] + head_b -> o (3,) */
-            const float *row = w->head_w + (size_t)r * (size_t)K;
-            double acc = w->head_b[r];
-            for (int j = 0; j < H; j++)
-                acc += (double)row[j] * h[j];
-            for (int j = 0; j < HEAD_EXTRA; j++)
-                acc += (double)row[H + j] * e[j];
-            o[r] = acc;
-        }
+        const int H = w->cfg.hidden;
+        float ef[HEAD_EXTRA]; /* (E,) */
+        encode_head_extra(ef, agg, as_of, log1p(fo.ltv), fo.p_alive);
+        double hd[LSTM_MAX_HIDDEN], e[HEAD_EXTRA], zo[HEAD_OUT]; /* h (H,), e (E,), z (3,) in double */
+        for (int j = 0; j < H; j++)
+            hd[j] = h[j];
+        for (int j = 0; j < HEAD_EXTRA; j++)
+            e[j] = ef[j];
         double a0 = 0.0, a1 = 0.0;
-        if (w->hybrid) /* residual on the fallback: o = 0 reproduces its p and level */
-            model_hybrid_anchors(&fo, &a0, &a1);
-        z.p = 1.0 / (1.0 + exp(-(o[0] + a0)));
-        z.mu = o[1] + a1 + w->level_shift;
-        z.sigma = softplus(o[2]) + 0.05;
+        if (w->hybrid)
+            head_anchors(&fo, &a0, &a1);
+        head_forward(zo, NULL, w->head_w, w->head_b, H, hd, e, a0, a1, w->hybrid);
+        z = head_ziln(zo, w->level_shift);
         out->from_network = true;
     }
     out->uncorrected = ziln_mean(&z);
@@ -192,41 +174,49 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
  * Format 3 (an AdjTable without tenure buckets) is read with its table dropped.
  *   u32 crc32 of every byte before it. */
 
+/* The file's bytes: built in memory, then written at once (save); read
+ * whole, then taken apart (load). err: the first failure, sticky. */
 typedef struct FileBuf {
-    unsigned char *p;
-    size_t len, cap, pos;
+    ByteBuf b;
+    size_t pos;
     int err;
 } FileBuf;
 
-static void put(FileBuf *b, const void *v, size_t n)
+static void put(FileBuf *f, const void *v, size_t n)
 {
-    if (b->err)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->len + n)
-            cap *= 2;
-        unsigned char *np = realloc(b->p, cap);
-        if (!np) {
-            b->err = -ENOMEM;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, v, n);
-    b->len += n;
+    if (!f->err)
+        f->err = bytebuf_put(&f->b, v, n);
 }
 
-static void get(FileBuf *b, void *v, size_t n)
+static void get(FileBuf *f, void *v, size_t n)
 {
-    if (b->err || b->pos + n > b->len) {
-        b->err = -EINVAL;
+    if (f->err || f->pos + n > f->b.len) {
+        f->err = -EINVAL;
         memset(v, 0, n);
         return;
     }
-    memcpy(v, b->p + b->pos, n);
-    b->pos += n;
+    memcpy(v, f->b.p + f->pos, n);
+    f->pos += n;
+}
+
+/* The head's weights are held in double (head.h) and stored as f32: their
+ * values are f32 ones (lstm_weights_create, the trainer rounds them), so
+ * the file keeps them exactly. */
+static void put_f32(FileBuf *f, const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float x = (float)v[i];
+        put(f, &x, sizeof x);
+    }
+}
+
+static void get_f32(FileBuf *f, double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float x;
+        get(f, &x, sizeof x);
+        v[i] = x;
+    }
 }
 
 #define PUT(b, v) put(b, &(v), sizeof(v))
@@ -234,42 +224,42 @@ static void get(FileBuf *b, void *v, size_t n)
 
 int model_save(const Model *m, const char *path)
 {
-    FileBuf b = {0};
+    FileBuf fb = {0};
     const LstmWeights *w = m->net;
     uint32_t u32[8] = {MODEL_FORMAT_VERSION, (uint32_t)w->cfg.input, (uint32_t)w->cfg.hidden, HEAD_EXTRA,
                        (uint32_t)m->horizon_days, (uint32_t)m->status, w->id, w->hybrid ? 1u : 0u};
-    put(&b, "LTVDMODL", 8);
-    put(&b, u32, sizeof u32);
-    PUT(&b, m->version);
-    PUT(&b, m->trained_at);
-    PUT(&b, w->level_shift);
+    put(&fb, "LTVDMODL", 8);
+    put(&fb, u32, sizeof u32);
+    PUT(&fb, m->version);
+    PUT(&fb, m->trained_at);
+    PUT(&fb, w->level_shift);
     const FallbackFit *f = &m->fallback;
     double d7[7] = {f->bg.r, f->bg.alpha, f->bg.a, f->bg.b, f->gg.p, f->gg.q, f->gg.v};
-    put(&b, d7, sizeof d7);
-    PUT(&b, f->customers);
-    PUT(&b, f->repeat_buyers);
-    PUT(&b, f->purchases);
-    PUT(&b, f->fitted_at);
+    put(&fb, d7, sizeof d7);
+    PUT(&fb, f->customers);
+    PUT(&fb, f->repeat_buyers);
+    PUT(&fb, f->purchases);
+    PUT(&fb, f->fitted_at);
     const TrainFigures *t = &m->train;
-    PUT(&b, t->examples);
-    PUT(&b, t->users);
-    PUT(&b, t->epochs);
-    PUT(&b, t->val_loss);
-    PUT(&b, t->val_gini);
-    PUT(&b, t->seconds);
-    put(&b, w->w, sizeof(float) * lstm_w_len(&w->cfg));
-    put(&b, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
-    put(&b, w->head_w, sizeof(float) * head_w_len(&w->cfg));
-    put(&b, w->head_b, sizeof(float) * 3);
+    PUT(&fb, t->examples);
+    PUT(&fb, t->users);
+    PUT(&fb, t->epochs);
+    PUT(&fb, t->val_loss);
+    PUT(&fb, t->val_gini);
+    PUT(&fb, t->seconds);
+    put(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
+    put(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
+    put_f32(&fb, w->head_w, head_w_len(&w->cfg));
+    put_f32(&fb, w->head_b, HEAD_OUT);
     uint32_t has_adj = m->has_adj ? 1u : 0u;
-    PUT(&b, has_adj);
+    PUT(&fb, has_adj);
     if (has_adj)
-        PUT(&b, m->adj);
-    uint32_t crc = crc32_update(0, b.p, b.len);
-    PUT(&b, crc);
-    if (b.err) {
-        free(b.p);
-        return b.err;
+        PUT(&fb, m->adj);
+    uint32_t crc = crc32_update(0, fb.b.p, fb.b.len);
+    PUT(&fb, crc);
+    if (fb.err) {
+        bytebuf_free(&fb.b);
+        return fb.err;
     }
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -279,17 +269,7 @@ int model_save(const Model *m, const char *path)
         rc = -errno;
         goto out;
     }
-    size_t off = 0;
-    while (off < b.len) {
-        ssize_t n = write(fd, b.p + off, b.len - off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = -errno;
-            break;
-        }
-        off += (size_t)n;
-    }
+    rc = write_all(fd, fb.b.p, fb.b.len);
     if (!rc && fsync(fd) != 0)
         rc = -errno;
     close(fd);
@@ -298,7 +278,7 @@ int model_save(const Model *m, const char *path)
     if (rc)
         unlink(tmp);
 out:
-    free(b.p);
+    bytebuf_free(&fb.b);
     return rc;
 }
 
@@ -309,30 +289,30 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -errno;
     }
-    FileBuf b = {0};
+    FileBuf fb = {0};
     unsigned char chunk[65536];
     size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0 && b.len < (256u << 20))
-        put(&b, chunk, n);
+    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0 && fb.b.len < (256u << 20))
+        put(&fb, chunk, n);
     fclose(fp);
     int rc = -EINVAL;
     LstmWeights *w = NULL;
     Model *m = NULL;
     char magic[8];
     uint32_t u32[8];
-    if (b.err || b.len < 8 + sizeof u32 + 4) {
+    if (fb.err || fb.b.len < 8 + sizeof u32 + 4) {
         snprintf(err, errlen, "%s: file too short", path);
         goto fail;
     }
     uint32_t stored_crc;
-    memcpy(&stored_crc, b.p + b.len - 4, 4);
-    if (crc32_update(0, b.p, b.len - 4) != stored_crc) {
+    memcpy(&stored_crc, fb.b.p + fb.b.len - 4, 4);
+    if (crc32_update(0, fb.b.p, fb.b.len - 4) != stored_crc) {
         snprintf(err, errlen, "%s: checksum mismatch (corrupt model file)", path);
         goto fail;
     }
-    b.len -= 4;
-    get(&b, magic, 8);
-    get(&b, u32, sizeof u32);
+    fb.b.len -= 4;
+    get(&fb, magic, 8);
+    get(&fb, u32, sizeof u32);
     if (memcmp(magic, "LTVDMODL", 8) != 0) {
         snprintf(err, errlen, "%s: not an ltvd model file", path);
         goto fail;
@@ -355,37 +335,37 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     double d7[7];
     FallbackFit f;
     TrainFigures t;
-    GET(&b, version);
-    GET(&b, trained_at);
-    GET(&b, w->level_shift);
-    get(&b, d7, sizeof d7);
+    GET(&fb, version);
+    GET(&fb, trained_at);
+    GET(&fb, w->level_shift);
+    get(&fb, d7, sizeof d7);
     f.bg = (BgnbdParams){d7[0], d7[1], d7[2], d7[3]};
     f.gg = (GammaGammaParams){d7[4], d7[5], d7[6]};
-    GET(&b, f.customers);
-    GET(&b, f.repeat_buyers);
-    GET(&b, f.purchases);
-    GET(&b, f.fitted_at);
-    GET(&b, t.examples);
-    GET(&b, t.users);
-    GET(&b, t.epochs);
-    GET(&b, t.val_loss);
-    GET(&b, t.val_gini);
-    GET(&b, t.seconds);
-    get(&b, w->w, sizeof(float) * lstm_w_len(&w->cfg));
-    get(&b, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
-    get(&b, w->head_w, sizeof(float) * head_w_len(&w->cfg));
-    get(&b, w->head_b, sizeof(float) * 3);
+    GET(&fb, f.customers);
+    GET(&fb, f.repeat_buyers);
+    GET(&fb, f.purchases);
+    GET(&fb, f.fitted_at);
+    GET(&fb, t.examples);
+    GET(&fb, t.users);
+    GET(&fb, t.epochs);
+    GET(&fb, t.val_loss);
+    GET(&fb, t.val_gini);
+    GET(&fb, t.seconds);
+    get(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
+    get(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
+    get_f32(&fb, w->head_w, head_w_len(&w->cfg));
+    get_f32(&fb, w->head_b, HEAD_OUT);
     uint32_t has_adj = 0;
     AdjTable adj;
-    GET(&b, has_adj);
+    GET(&fb, has_adj);
     if (has_adj && u32[0] == 3u) {
         /* format 3: the adjuster table had no tenure; it is dropped (the
          * next adjuster run learns a new one) */
         has_adj = 0;
-        b.pos = b.len;
+        fb.pos = fb.b.len;
     } else if (has_adj)
-        GET(&b, adj);
-    if (b.err || b.pos != b.len || u32[5] > MODEL_TRAINED || has_adj > 1) {
+        GET(&fb, adj);
+    if (fb.err || fb.pos != fb.b.len || u32[5] > MODEL_TRAINED || has_adj > 1) {
         snprintf(err, errlen, "%s: truncated or malformed body", path);
         goto fail;
     }
@@ -397,11 +377,11 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     if (has_adj)
         m->adj = adj;
     lstm_weights_release(w);
-    free(b.p);
+    bytebuf_free(&fb.b);
     *out = m;
     return 0;
 fail:
     lstm_weights_release(w);
-    free(b.p);
+    bytebuf_free(&fb.b);
     return rc;
 }

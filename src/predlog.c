@@ -1,5 +1,7 @@
-/* predlog: served predictions waiting for their outcome. Linear probing
- * with backward-shift deletion, so the table never fills with tombstones. */
+/* predlog: served predictions waiting for their outcome, and the matured
+ * pairs. Linear probing with backward-shift deletion, so the table never
+ * fills with tombstones. Not thread-safe: the service holds the store
+ * lock; the log owns its table and ring. */
 #include "predlog.h"
 
 #include <errno.h>
@@ -132,7 +134,7 @@ size_t predlog_mature(PredLog *l, int64_t matured_at, size_t *cursor, size_t spa
         }
         double y = outcome(arg, e);
         if (y >= 0) {
-            AdjPair p = {e->pred, y, e->recency_days, e->tenure_days};
+            AdjPair p = {.pred = e->pred, .actual = y, .recency_days = e->recency_days, .tenure_days = e->tenure_days};
             push_pair(l, &p);
             l->matured++;
         } else {

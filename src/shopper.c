@@ -1,4 +1,5 @@
-/* shopper: event type names and the aggregate bookkeeping. */
+/* shopper: event type names, what a shopper id may be, and the aggregate
+ * bookkeeping. Pure functions, any thread. */
 #include "shopper.h"
 
 #include <string.h>
@@ -14,6 +15,50 @@ int event_type_parse(const char *s)
 }
 
 const char *event_type_name(EventType t) { return (unsigned)t < EV_NTYPES ? type_names[t] : "unknown"; }
+
+/* Well-formed UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static bool utf8_valid(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        size_t extra;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            extra = 1;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            extra = 2;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            extra = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + extra >= n)
+            return false; /* truncated sequence */
+        for (size_t k = 1; k <= extra; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += extra + 1;
+    }
+    return true;
+}
+
+bool shopper_id_valid(const char *id, size_t len)
+{
+    return len >= 1 && len <= USER_ID_MAX && memchr(id, '\0', len) == NULL &&
+           utf8_valid((const unsigned char *)id, len);
+}
 
 void shopper_agg_init(ShopperAgg *agg)
 {

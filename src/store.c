@@ -1,8 +1,11 @@
-/* store: open-addressing index (linear probing, backward-shift deletion)
- * over slots in chunks, with an intrusive free list. */
+/* store: the shopper table: an open-addressing index (linear probing,
+ * backward-shift deletion) over slots in chunks, with an intrusive free
+ * list, and the batched walk the worker uses. Callers hold its lock
+ * (include/store.h); it owns every slot. */
 #include "store.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -252,6 +255,23 @@ int store_restore(Store *s, const UserState *raw)
 
 size_t store_slot_high(Store *s) { return s->high; }
 
+void store_visit(Store *s, size_t batch, StoreVisitFn fn, void *arg)
+{
+    bool stop = false;
+    for (size_t base = 0; !stop; base += batch) {
+        store_lock(s);
+        size_t high = s->high;
+        for (size_t i = base; i < base + batch && i < high && !stop; i++) {
+            UserState *u = store_slot_at(s, i);
+            if (u)
+                stop = fn(arg, u) != 0;
+        }
+        store_unlock(s);
+        if (base + batch >= high)
+            break;
+    }
+}
+
 UserState *store_slot_at(Store *s, size_t idx)
 {
     if (idx >= s->high)
@@ -263,3 +283,4 @@ UserState *store_slot_at(Store *s, size_t idx)
 size_t store_count(const Store *s) { return atomic_load(&((Store *)s)->count); }
 size_t store_bytes(const Store *s) { return atomic_load(&((Store *)s)->bytes); }
 size_t store_slot_bytes(const Store *s) { return s->stride; }
+const StoreConfig *store_config(const Store *s) { return &s->cfg; }

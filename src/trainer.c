@@ -1,6 +1,10 @@
-/* trainer: example cutting, a double-precision LSTM + ZILN head with BPTT,
- * Adam with global-norm clipping, early stopping, and the choice between
- * the hybrid and the LSTM-only head by validation loss (one-SE rule). */
+/* trainer: fitting the LSTM and the ZILN head on a Dataset: the loss and
+ * its gradient by BPTT in double precision, Adam with global-norm
+ * clipping, early stopping on the validation loss, the choice between the
+ * hybrid and the LSTM-only head (one-SE rule), the level shift, the
+ * validation figures and the adjuster's backtest. The examples are
+ * dataset.c's, the head's forward pass head.c's. Worker thread; it owns
+ * every buffer it allocates, and the network it returns is the caller's. */
 #include "trainer.h"
 
 #include <cblas.h>
@@ -10,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "head.h"
 #include "timeutil.h"
+#include "util.h"
 
 #define NIN FEATURE_DIM
 #define NE HEAD_EXTRA
@@ -26,9 +32,6 @@ size_t trainer_param_count(int H)
     return 4u * (size_t)H * K + 4u * (size_t)H + 3u * (size_t)(H + NE) + 3u;
 }
 
-static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
-static double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
-
 /* Inference-only LSTM step in double (training's forward keeps the gates):
  *   W (4H, I+H), b (4H,), x (I,), h (H,), c (H,), scratch z (4H,), xh (I+H,) */
 static void step_forward(const double *W, const double *b, int H, const double *x, double *h, double *c, double *z,
@@ -41,39 +44,25 @@ static void step_forward(const double *W, const double *b, int H, const double *
     /* W (4H, K) @ xh (K,) + b -> z (4H,) */
     cblas_dgemv(CblasRowMajor, CblasNoTrans, G, K, 1.0, W, K, xh, 1, 1.0, z, 1);
     for (int j = 0; j < H; j++) {
-        c[j] = sigm(z[H + j]) * c[j] + sigm(z[j]) * tanh(z[2 * H + j]);
-        h[j] = sigm(z[3 * H + j]) * tanh(c[j]);
+        c[j] = sigmoid(z[H + j]) * c[j] + sigmoid(z[j]) * tanh(z[2 * H + j]);
+        h[j] = sigmoid(z[3 * H + j]) * tanh(c[j]);
     }
 }
 
-/* Head outputs o (3,) = hw (3, H+E) @ [h; e] + hb; the LSTM-only head does
- * not see e's two fallback inputs. */
-static void head_forward(const double *hw, const double *hb, int H, const double *h, const double *e, bool hybrid,
-                         double *o)
+/* The mean spend the head predicts from pre-activations z (3,). */
+static double head_mean(const double *z, double level_shift)
 {
-    const int U = H + NE;
-    for (int r = 0; r < 3; r++) {
-        double acc = hb[r];
-        for (int j = 0; j < H; j++)
-            acc += hw[r * U + j] * h[j];
-        for (int j = 0; j < NE; j++)
-            acc += hw[r * U + H + j] * (hybrid || j < 4 ? e[j] : 0.0);
-        o[r] = acc;
-    }
-}
-
-/* Mean of the ZILN the head outputs o describe, with anchors a0, a1. */
-static double head_mean(const double *o, double a0, double a1)
-{
-    double sg = softplus(o[2]) + 0.05;
-    return sigm(o[0] + a0) * exp(o[1] + a1 + 0.5 * sg * sg);
+    ZilnParams zp = head_ziln(z, level_shift);
+    return ziln_mean(&zp);
 }
 
 double trainer_ziln_loss(const double *o, double a0, double a1, double y, double *dldo)
 {
-    double z0 = o[0] + a0, p = sigm(z0);
-    double s = softplus(o[2]) + 0.05, ds = sigm(o[2]);
-    double mu = o[1] + a1;
+    const double z[HEAD_OUT] = {o[0] + a0, o[1] + a1, o[2]};
+    const ZilnParams zp = head_ziln(z, 0.0);
+    double z0 = z[0], p = zp.p;
+    double s = zp.sigma, ds = sigmoid(o[2]);
+    double mu = zp.mu;
     if (y <= 0) {
         if (dldo) {
             dldo[0] = p;
@@ -101,7 +90,7 @@ static double ziln_nll(double p, double mu, double s, double y)
 }
 
 double trainer_sequence_loss(const double *theta, int H, const double *x, int n, const TrainCut *cuts, int ncuts,
-                             int bptt, double *grad)
+                             bool hybrid, int bptt, double *grad)
 {
     const int K = NIN + H, G = 4 * H, U = H + NE;
     const double *W = theta, *b = theta + (size_t)G * K;             /* W (4H, K), b (4H,) */
@@ -128,7 +117,7 @@ double trainer_sequence_loss(const double *theta, int H, const double *x, int n,
         /* W (4H, K) @ xh (K,) + b -> a (4H,) */
         cblas_dgemv(CblasRowMajor, CblasNoTrans, G, K, 1.0, W, K, xh, 1, 1.0, a, 1);
         for (int j = 0; j < H; j++) {
-            double ig = sigm(a[j]), fg = sigm(a[H + j]), gg = tanh(a[2 * H + j]), og = sigm(a[3 * H + j]);
+            double ig = sigmoid(a[j]), fg = sigmoid(a[H + j]), gg = tanh(a[2 * H + j]), og = sigmoid(a[3 * H + j]);
             a[j] = ig;
             a[H + j] = fg;
             a[2 * H + j] = gg;
@@ -143,16 +132,9 @@ double trainer_sequence_loss(const double *theta, int H, const double *x, int n,
     double *ghw = grad ? grad + (size_t)G * K + G : NULL, *ghb = ghw ? ghw + 3 * U : NULL;
     for (int k = 0; k < ncuts; k++) {
         const TrainCut *ct = &cuts[k];
-        memcpy(u, HH(ct->t), (size_t)H * sizeof(double));
-        memcpy(u + H, ct->e, NE * sizeof(double));
-        double o[3], d[3];
-        for (int r = 0; r < 3; r++) { /* hw (3, U) @ u (U,) + hb -> o (3,) */
-            double acc = hb[r];
-            for (int j = 0; j < U; j++)
-                acc += hw[r * U + j] * u[j];
-            o[r] = acc;
-        }
-        loss += trainer_ziln_loss(o, ct->a0, ct->a1, ct->y, grad ? d : NULL);
+        double z[HEAD_OUT], d[HEAD_OUT];
+        head_forward(z, u, hw, hb, H, HH(ct->t), ct->e, ct->a0, ct->a1, hybrid); /* u (U,) = [h; e'] */
+        loss += trainer_ziln_loss(z, 0.0, 0.0, ct->y, grad ? d : NULL);
         if (!grad)
             continue;
         for (int r = 0; r < 3; r++) {
@@ -201,188 +183,30 @@ double trainer_sequence_loss(const double *theta, int H, const double *x, int n,
     return loss;
 }
 
-/* ---- dataset -------------------------------------------------------------- */
-
-typedef struct Seq {
-    double *x;       /* (n, NIN) */
-    int n;
-    TrainCut *cuts;  /* (ncuts,) */
-    int ncuts;
-    bool val;
-} Seq;
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double net_spend(const Event *ev, int n, int64_t from_excl, int64_t to_incl)
-{
-    double y = 0;
-    for (int i = 0; i < n; i++) {
-        if (ev[i].ts <= from_excl || ev[i].ts > to_incl)
-            continue;
-        if (ev[i].type == EV_PURCHASE)
-            y += ev[i].value;
-        else if (ev[i].type == EV_REFUND)
-            y -= ev[i].value;
-    }
-    return y > 0 ? y : 0;
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Builds the sequences and their cuts. Returns the number of sequences. */
-static size_t build_dataset(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, Seq **out,
-                            size_t *nexamples)
-{
-    Seq *seqs = calloc(set->nshoppers ? set->nshoppers : 1, sizeof *seqs);
-    if (!seqs)
-        return 0;
-    uint64_t rng = cfg->seed * 0x9e3779b97f4a7c15ull + 7;
-    const int64_t Hs = (int64_t)cfg->horizon_days * 86400;
-    const int64_t grid = (int64_t)cfg->grid_days * 86400;
-    size_t nseq = 0, total = 0;
-    int64_t cand[1024 + 256];
-    for (size_t si = 0; si < set->nshoppers && total < cfg->max_examples; si++) {
-        const TrainShopper *sh = &set->shoppers[si];
-        const Event *ev = set->events + sh->first;
-        int n = (int)sh->n;
-        if (n == 0 || n > 1024)
-            continue;
-        /* candidate cut times: every event time, and a grid through quiet
-         * periods. Validation shoppers are judged the way predictions are
-         * served, as late as possible: only cut times in the last
-         * 2 x grid_days before labels stop maturing, plus that last time. */
-        bool val = (int)(sh->key % 100) < cfg->val_percent;
-        const int64_t newest = set->now - Hs, oldest = val ? newest - 2 * grid : INT64_MIN;
-        int nc = 0;
-        for (int i = 0; i < n; i++)
-            if (ev[i].ts <= newest && ev[i].ts >= oldest && (i + 1 == n || ev[i + 1].ts != ev[i].ts))
-                cand[nc++] = ev[i].ts;
-        for (int64_t c = ev[0].ts + grid; c <= newest && nc < (int)(sizeof cand / sizeof cand[0]) - 1; c += grid)
-            if (c >= oldest)
-                cand[nc++] = c;
-        if (val && ev[0].ts <= newest && (nc == 0 || cand[nc - 1] != newest))
-            cand[nc++] = newest;
-        if (nc == 0)
-            continue;
-        qsort(cand, (size_t)nc, sizeof cand[0], cmp_i64);
-        /* keep at most cuts_per_shopper, drawn without replacement */
-        int keep = nc < cfg->cuts_per_shopper ? nc : cfg->cuts_per_shopper;
-        for (int i = 0; i < keep; i++) {
-            int j = i + (int)(rng_next(&rng) % (uint64_t)(nc - i));
-            int64_t t = cand[i];
-            cand[i] = cand[j];
-            cand[j] = t;
-        }
-        qsort(cand, (size_t)keep, sizeof cand[0], cmp_i64);
-        Seq *s = &seqs[nseq];
-        s->x = malloc((size_t)n * NIN * sizeof(double));
-        s->cuts = malloc((size_t)keep * sizeof(TrainCut));
-        if (!s->x || !s->cuts) {
-            free(s->x);
-            free(s->cuts);
-            break;
-        }
-        s->n = n;
-        s->val = val;
-        EncodeContext ctx = sh->ctx0;
-        float xf[NIN];
-        for (int i = 0; i < n; i++) {
-            encode_event(xf, &ev[i], &ctx);
-            encode_context_advance(&ctx, &ev[i]);
-            for (int k = 0; k < NIN; k++)
-                s->x[(size_t)i * NIN + k] = xf[k];
-        }
-        ShopperAgg agg = sh->agg0;
-        int applied = 0;
-        for (int k = 0; k < keep; k++) {
-            int64_t c = cand[k];
-            while (applied < n && ev[applied].ts <= c)
-                shopper_agg_apply(&agg, &ev[applied++]);
-            TrainCut *ct = &s->cuts[s->ncuts];
-            ct->t = applied - 1;
-            if (ct->t < 0)
-                continue;
-            CustomerSummary cs;
-            bool has = shopper_summary(&agg, c, &cs);
-            FallbackOutput fo;
-            fallback_predict(&fit->bg, &fit->gg, has ? &cs : NULL, cfg->horizon_days / 7.0, &fo);
-            float e[NE];
-            encode_head_extra(e, &agg, c, log1p(fo.ltv), fo.p_alive);
-            for (int j = 0; j < NE; j++)
-                ct->e[j] = e[j];
-            model_hybrid_anchors(&fo, &ct->a0, &ct->a1);
-            ct->bg_p = fo.ziln.p;
-            ct->bg_mu = fo.ziln.mu;
-            ct->bg_sigma = fo.ziln.sigma;
-            ct->y = net_spend(ev, n, c, c + Hs);
-            s->ncuts++;
-        }
-        if (s->ncuts == 0) {
-            free(s->x);
-            free(s->cuts);
-            memset(s, 0, sizeof *s);
-            continue;
-        }
-        total += (size_t)s->ncuts;
-        nseq++;
-    }
-    *out = seqs;
-    *nexamples = total;
-    return nseq;
-}
-
-static void free_dataset(Seq *seqs, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free(seqs[i].x);
-        free(seqs[i].cuts);
-    }
-    free(seqs);
-}
-
 /* ---- training ------------------------------------------------------------- */
 
-/* Mean validation loss of theta; hybrid selects the anchors. per_seq (if
- * not NULL) gets each validation sequence's summed loss, in order. */
-static double val_loss_each(const double *theta, int H, Seq *seqs, size_t n, bool hybrid, int bptt, double *per_seq)
+/* Mean validation loss of theta under the head variant; per_seq (if not
+ * NULL) gets each validation sequence's summed loss, in order. */
+static double val_loss_each(const double *theta, int H, const Dataset *d, bool hybrid, int bptt, double *per_seq)
 {
     double sum = 0;
     size_t k = 0;
-    TrainCut tmp[1024 + 256];
-    for (size_t i = 0; i < n; i++) {
-        if (!seqs[i].val)
+    for (size_t i = 0; i < d->nseq; i++) {
+        const TrainSeq *sq = &d->seqs[i];
+        if (!sq->val)
             continue;
-        const TrainCut *cuts = seqs[i].cuts;
-        if (!hybrid) {
-            memcpy(tmp, cuts, (size_t)seqs[i].ncuts * sizeof *tmp);
-            for (int c = 0; c < seqs[i].ncuts; c++) {
-                tmp[c].a0 = tmp[c].a1 = 0;
-                tmp[c].e[4] = tmp[c].e[5] = 0;
-            }
-            cuts = tmp;
-        }
-        double l = trainer_sequence_loss(theta, H, seqs[i].x, seqs[i].n, cuts, seqs[i].ncuts, bptt, NULL);
+        double l = trainer_sequence_loss(theta, H, sq->x, sq->n, sq->cuts, sq->ncuts, hybrid, bptt, NULL);
         if (per_seq)
             *per_seq++ = l;
         sum += l;
-        k += (size_t)seqs[i].ncuts;
+        k += (size_t)sq->ncuts;
     }
     return k ? sum / (double)k : INFINITY;
 }
 
-static double val_loss(const double *theta, int H, Seq *seqs, size_t n, bool hybrid, int bptt)
+static double val_loss(const double *theta, int H, const Dataset *d, bool hybrid, int bptt)
 {
-    return val_loss_each(theta, H, seqs, n, hybrid, bptt, NULL);
+    return val_loss_each(theta, H, d, hybrid, bptt, NULL);
 }
 
 static void theta_from_net(double *theta, const LstmWeights *w)
@@ -400,6 +224,8 @@ static void theta_from_net(double *theta, const LstmWeights *w)
         theta[o++] = w->head_b[i];
 }
 
+/* The network of theta, in float; the head's weights too are rounded to
+ * float (model.h: the model file stores them so). */
 static void net_from_theta(LstmWeights *w, const double *theta)
 {
     int H = w->cfg.hidden;
@@ -421,23 +247,23 @@ typedef struct VariantResult {
     int epochs;
 } VariantResult;
 
-static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hybrid, VariantResult *res)
+static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, VariantResult *res)
 {
     const int H = cfg->hidden;
     const size_t P = trainer_param_count(H);
     double *theta = calloc(P, sizeof(double)), *best = calloc(P, sizeof(double));
     double *grad = calloc(P, sizeof(double)), *m = calloc(P, sizeof(double)), *v = calloc(P, sizeof(double));
+    const size_t nseq = d->nseq;
     size_t *order = malloc((nseq ? nseq : 1) * sizeof(size_t));
-    TrainCut *tmp = malloc((1024 + 256) * sizeof(TrainCut));
-    if (!theta || !best || !grad || !m || !v || !order || !tmp) {
-        free(theta), free(best), free(grad), free(m), free(v), free(order), free(tmp);
+    if (!theta || !best || !grad || !m || !v || !order) {
+        free(theta), free(best), free(grad), free(m), free(v), free(order);
         return -ENOMEM;
     }
     /* init: the seeded random network; head near "predict the anchor"
      * (hybrid) or the training set's base rates (LSTM-only) */
     LstmWeights *init;
     if (lstm_weights_create(&init, H, cfg->seed, 0)) {
-        free(theta), free(best), free(grad), free(m), free(v), free(order), free(tmp);
+        free(theta), free(best), free(grad), free(m), free(v), free(order);
         return -ENOMEM;
     }
     theta_from_net(theta, init);
@@ -448,8 +274,8 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
         hw[i] *= 0.1;
     double pos = 0, cnt = 0, ly = 0, ly2 = 0;
     for (size_t i = 0; i < nseq; i++)
-        for (int c = 0; c < seqs[i].ncuts; c++) {
-            double y = seqs[i].cuts[c].y;
+        for (int c = 0; c < d->seqs[i].ncuts; c++) {
+            double y = d->seqs[i].cuts[c].y;
             cnt++;
             if (y > 0) {
                 pos++;
@@ -469,7 +295,7 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
     for (size_t i = 0; i < nseq; i++)
         order[i] = i;
     uint64_t rng = cfg->seed * 0x632be59bd9b4e019ull + (hybrid ? 1 : 2);
-    double best_val = val_loss(theta, H, seqs, nseq, hybrid, cfg->bptt);
+    double best_val = val_loss(theta, H, d, hybrid, cfg->bptt);
     memcpy(best, theta, P * sizeof(double));
     int since_best = 0, epochs = 0;
     const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
@@ -477,7 +303,7 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
     for (int ep = 0; ep < cfg->max_epochs && since_best < PATIENCE; ep++) {
         epochs++;
         for (size_t i = nseq; i > 1; i--) { /* shuffle */
-            size_t j = (size_t)(rng_next(&rng) % i);
+            size_t j = (size_t)(splitmix64(&rng) % i);
             size_t t = order[i - 1];
             order[i - 1] = order[j];
             order[j] = t;
@@ -488,19 +314,10 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
             size_t ncut = 0;
             int taken = 0;
             for (; i < nseq && taken < cfg->batch; i++) {
-                Seq *s = &seqs[order[i]];
+                const TrainSeq *s = &d->seqs[order[i]];
                 if (s->val)
                     continue;
-                const TrainCut *cuts = s->cuts;
-                if (!hybrid) {
-                    memcpy(tmp, s->cuts, (size_t)s->ncuts * sizeof *tmp);
-                    for (int c = 0; c < s->ncuts; c++) {
-                        tmp[c].a0 = tmp[c].a1 = 0;
-                        tmp[c].e[4] = tmp[c].e[5] = 0;
-                    }
-                    cuts = tmp;
-                }
-                trainer_sequence_loss(theta, H, s->x, s->n, cuts, s->ncuts, cfg->bptt, grad);
+                trainer_sequence_loss(theta, H, s->x, s->n, s->cuts, s->ncuts, hybrid, cfg->bptt, grad);
                 ncut += (size_t)s->ncuts;
                 taken++;
             }
@@ -522,7 +339,7 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
                 theta[p] -= cfg->lr * (m[p] / c1) / (sqrt(v[p] / c2) + eps);
             }
         }
-        double vl = val_loss(theta, H, seqs, nseq, hybrid, cfg->bptt);
+        double vl = val_loss(theta, H, d, hybrid, cfg->bptt);
         if (vl < best_val - 1e-5) {
             best_val = vl;
             memcpy(best, theta, P * sizeof(double));
@@ -531,7 +348,7 @@ static int train_variant(Seq *seqs, size_t nseq, const TrainConfig *cfg, bool hy
             since_best++;
         }
     }
-    free(theta), free(grad), free(m), free(v), free(order), free(tmp);
+    free(theta), free(grad), free(m), free(v), free(order);
     res->theta = best;
     res->val = best_val;
     res->epochs = epochs;
@@ -563,54 +380,91 @@ static double gini_of(double *pairs, size_t n, bool by_pred)
     return area / (double)n - (double)(n + 1) / (2.0 * (double)n);
 }
 
-/* Normalised Gini of predicted means on the validation cuts; *fallback
- * gets the fallback's on the same cuts. */
-static double val_gini(const double *theta, int H, Seq *seqs, size_t nseq, bool hybrid, double *fallback)
+/* The fallback's mean at a cut. */
+static double fallback_mean(const TrainCut *ct)
 {
-    *fallback = 0;
-    size_t n = 0;
-    for (size_t i = 0; i < nseq; i++)
-        if (seqs[i].val)
-            n += (size_t)seqs[i].ncuts;
-    double *pp = malloc((n ? n : 1) * 2 * sizeof(double)), *pa = malloc((n ? n : 1) * 2 * sizeof(double));
-    double *pf = malloc((n ? n : 1) * 2 * sizeof(double));
-    if (!pp || !pa || !pf) {
-        free(pp), free(pa), free(pf);
-        return 0;
-    }
-    size_t k = 0;
+    ZilnParams z = {.p = ct->bg_p, .mu = ct->bg_mu, .sigma = ct->bg_sigma};
+    return ziln_mean(&z);
+}
+
+typedef void (*ValCutFn)(void *arg, const TrainCut *ct, double pred);
+
+/* Calls fn for every validation cut, in order, with the mean spend the
+ * network theta (head variant hybrid, μ moved by level_shift) predicts
+ * there: the prediction serving makes for that shopper at that time
+ * (model_predict). theta NULL: the fallback's prediction. -ENOMEM. */
+static int predict_val_cuts(const double *theta, int H, bool hybrid, double level_shift, const Dataset *d,
+                            ValCutFn fn, void *arg)
+{
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
-    const double *W = theta, *b = theta + G * K, *hw = b + G, *hb = hw + 3 * U;
-    double *h = calloc((size_t)H * 2 + G + K, sizeof(double));
-    for (size_t i = 0; i < nseq && h; i++) {
-        if (!seqs[i].val)
+    const double *W = theta, *b = theta ? theta + G * K : NULL;   /* W (4H, K), b (4H,) */
+    const double *hw = b ? b + G : NULL, *hb = hw ? hw + 3 * U : NULL; /* hw (3, U), hb (3,) */
+    double *h = calloc(2u * (size_t)H + G + K, sizeof(double)); /* h (H,), c (H,), z (4H,), xh (K,) */
+    if (!h)
+        return -ENOMEM;
+    double *c = h + H, *z = c + H, *xh = z + G;
+    for (size_t i = 0; i < d->nseq; i++) {
+        const TrainSeq *s = &d->seqs[i];
+        if (!s->val)
             continue;
-        Seq *s = &seqs[i];
-        double *c = h + H, *z = c + H, *xh = z + G;
         memset(h, 0, 2u * (size_t)H * sizeof(double));
         int ci = 0;
-        for (int t = 0; t < s->n; t++) {
-            step_forward(W, b, H, s->x + (size_t)t * NIN, h, c, z, xh);
+        for (int t = 0; t < s->n && ci < s->ncuts; t++) {
+            if (theta)
+                step_forward(W, b, H, s->x + (size_t)t * NIN, h, c, z, xh);
             for (; ci < s->ncuts && s->cuts[ci].t == t; ci++) {
                 const TrainCut *ct = &s->cuts[ci];
-                double o[3];
-                head_forward(hw, hb, H, h, ct->e, hybrid, o);
-                double mean = head_mean(o, hybrid ? ct->a0 : 0, hybrid ? ct->a1 : 0);
-                pp[2 * k] = pa[2 * k] = mean;
-                pf[2 * k] = ct->bg_p * exp(ct->bg_mu + 0.5 * ct->bg_sigma * ct->bg_sigma);
-                pp[2 * k + 1] = pa[2 * k + 1] = pf[2 * k + 1] = ct->y;
-                k++;
+                double pred = fallback_mean(ct);
+                if (theta) {
+                    double zo[HEAD_OUT];
+                    head_forward(zo, NULL, hw, hb, H, h, ct->e, ct->a0, ct->a1, hybrid);
+                    pred = head_mean(zo, level_shift);
+                }
+                fn(arg, ct, pred);
             }
         }
     }
     free(h);
+    return 0;
+}
+
+/* (prediction, label) of the network, of the fallback, and (label, label),
+ * for the Gini of each. */
+typedef struct GiniPairs {
+    double *pp, *pf, *pa; /* (n, 2) each */
+    size_t n;
+} GiniPairs;
+
+static void add_gini_pair(void *arg, const TrainCut *ct, double pred)
+{
+    GiniPairs *g = arg;
+    size_t k = g->n++;
+    g->pp[2 * k] = g->pa[2 * k] = pred;
+    g->pf[2 * k] = fallback_mean(ct);
+    g->pp[2 * k + 1] = g->pa[2 * k + 1] = g->pf[2 * k + 1] = ct->y;
+}
+
+/* Normalised Gini of predicted means on the validation cuts; *fallback
+ * gets the fallback's on the same cuts. */
+static double val_gini(const double *theta, int H, const Dataset *d, bool hybrid, double *fallback)
+{
+    *fallback = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < d->nseq; i++)
+        if (d->seqs[i].val)
+            n += (size_t)d->seqs[i].ncuts;
+    GiniPairs gp = {
+        .pp = malloc((n ? n : 1) * 2 * sizeof(double)),
+        .pf = malloc((n ? n : 1) * 2 * sizeof(double)),
+        .pa = malloc((n ? n : 1) * 2 * sizeof(double)),
+    };
     double g = 0;
-    if (k) {
-        double gp = gini_of(pp, k, true), gf = gini_of(pf, k, true), ga = gini_of(pa, k, false);
-        g = ga > 0 ? gp / ga : 0;
+    if (gp.pp && gp.pf && gp.pa && predict_val_cuts(theta, H, hybrid, 0.0, d, add_gini_pair, &gp) == 0 && gp.n) {
+        double gn = gini_of(gp.pp, gp.n, true), gf = gini_of(gp.pf, gp.n, true), ga = gini_of(gp.pa, gp.n, false);
+        g = ga > 0 ? gn / ga : 0;
         *fallback = ga > 0 ? gf / ga : 0;
     }
-    free(pp), free(pa), free(pf);
+    free(gp.pp), free(gp.pf), free(gp.pa);
     return g;
 }
 
@@ -649,14 +503,14 @@ static double level_shift(const TrainSet *set, const TrainConfig *cfg, const Fal
         fallback_predict(&fit->bg, &fit->gg, has ? &cs : NULL, cfg->horizon_days / 7.0, &fo);
         float ef[NE];
         encode_head_extra(ef, &agg, set->now, log1p(fo.ltv), fo.p_alive);
-        double e[NE], o[3];
+        double e[NE], zo[HEAD_OUT];
         for (int j = 0; j < NE; j++)
             e[j] = ef[j];
-        head_forward(hw, hb, H, h, e, hybrid, o);
         double a0 = 0, a1 = 0;
         if (hybrid)
-            model_hybrid_anchors(&fo, &a0, &a1);
-        sum_net += head_mean(o, a0, a1);
+            head_anchors(&fo, &a0, &a1);
+        head_forward(zo, NULL, hw, hb, H, h, e, a0, a1, hybrid);
+        sum_net += head_mean(zo, 0.0);
         sum_fb += fo.ltv;
     }
     free(h);
@@ -669,9 +523,10 @@ static double level_shift(const TrainSet *set, const TrainConfig *cfg, const Fal
  * (zero residual reproduces the fallback), so by the one-standard-error
  * rule the LSTM-only head must beat it on validation by more than one
  * standard error of the paired difference, with shoppers as the units. */
-static bool choose_hybrid(const VariantResult *hy, const VariantResult *lo, const TrainConfig *cfg, Seq *seqs,
-                          size_t nseq)
+static bool choose_hybrid(const VariantResult *hy, const VariantResult *lo, const TrainConfig *cfg, const Dataset *d)
 {
+    const TrainSeq *seqs = d->seqs;
+    const size_t nseq = d->nseq;
     if (!lo->theta)
         return true;
     if (!hy->theta)
@@ -684,8 +539,8 @@ static bool choose_hybrid(const VariantResult *hy, const VariantResult *lo, cons
         free(a), free(b);
         return hy->val <= lo->val;
     }
-    val_loss_each(hy->theta, cfg->hidden, seqs, nseq, true, cfg->bptt, a);
-    val_loss_each(lo->theta, cfg->hidden, seqs, nseq, false, cfg->bptt, b);
+    val_loss_each(hy->theta, cfg->hidden, d, true, cfg->bptt, a);
+    val_loss_each(lo->theta, cfg->hidden, d, false, cfg->bptt, b);
     double sd = 0, sn = 0;
     size_t k = 0;
     for (size_t i = 0; i < nseq; i++)
@@ -707,55 +562,73 @@ static bool choose_hybrid(const VariantResult *hy, const VariantResult *lo, cons
     return !(mean < -se); /* LSTM-only only if lower by more than one SE */
 }
 
+/* The cutting rules among the train.* keys. */
+static DatasetConfig dataset_config(const TrainConfig *cfg)
+{
+    return (DatasetConfig){
+        .horizon_days = cfg->horizon_days,
+        .grid_days = cfg->grid_days,
+        .cuts_per_shopper = cfg->cuts_per_shopper,
+        .val_percent = cfg->val_percent,
+        .max_examples = cfg->max_examples,
+        .seed = cfg->seed,
+    };
+}
+
 int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *serving,
                 uint32_t new_id, TrainResult *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     uint64_t t0 = time_mono_ns();
-    Seq *seqs = NULL;
-    size_t nex = 0;
-    size_t nseq = build_dataset(set, cfg, fit, &seqs, &nex);
+    const DatasetConfig dc = dataset_config(cfg);
+    Dataset d;
+    int rc = dataset_build(&d, set, &dc, fit);
+    if (rc) {
+        snprintf(err, errlen, "out of memory cutting examples");
+        return rc;
+    }
     size_t ntrain = 0, nval = 0;
-    for (size_t i = 0; i < nseq; i++) {
-        if (seqs[i].val)
-            nval += (size_t)seqs[i].ncuts;
+    for (size_t i = 0; i < d.nseq; i++) {
+        if (d.seqs[i].val)
+            nval += (size_t)d.seqs[i].ncuts;
         else
-            ntrain += (size_t)seqs[i].ncuts;
+            ntrain += (size_t)d.seqs[i].ncuts;
     }
     if (ntrain < 50 || nval < 20) {
         snprintf(err, errlen, "too few matured examples to train on (%zu train, %zu validation; labels mature %d "
                  "days after their cut time)", ntrain, nval, cfg->horizon_days);
-        free_dataset(seqs, nseq);
+        dataset_free(&d);
         return -ENODATA;
     }
-    VariantResult hy = {NULL, INFINITY, 0}, lo = {NULL, INFINITY, 0};
-    int rc = cfg->head == 2 ? 0 : train_variant(seqs, nseq, cfg, true, &hy);
+    VariantResult hy = {.val = INFINITY}, lo = {.val = INFINITY};
+    rc = cfg->head == 2 ? 0 : train_variant(&d, cfg, true, &hy);
     if (!rc && cfg->head != 1)
-        rc = train_variant(seqs, nseq, cfg, false, &lo);
+        rc = train_variant(&d, cfg, false, &lo);
     if (rc) {
         snprintf(err, errlen, "out of memory while training");
         free(hy.theta);
         free(lo.theta);
-        free_dataset(seqs, nseq);
+        dataset_free(&d);
         return rc;
     }
-    bool hybrid = choose_hybrid(&hy, &lo, cfg, seqs, nseq);
+    bool hybrid = choose_hybrid(&hy, &lo, cfg, &d);
     VariantResult *win = hybrid ? &hy : &lo;
     /* the fallback's loss on the same validation cuts */
     double fb = 0;
     size_t k = 0;
-    for (size_t i = 0; i < nseq; i++)
-        if (seqs[i].val)
-            for (int c = 0; c < seqs[i].ncuts; c++, k++)
-                fb += ziln_nll(seqs[i].cuts[c].bg_p, seqs[i].cuts[c].bg_mu, seqs[i].cuts[c].bg_sigma,
-                               seqs[i].cuts[c].y);
+    for (size_t i = 0; i < d.nseq; i++)
+        if (d.seqs[i].val)
+            for (int c = 0; c < d.seqs[i].ncuts; c++, k++) {
+                const TrainCut *ct = &d.seqs[i].cuts[c];
+                fb += ziln_nll(ct->bg_p, ct->bg_mu, ct->bg_sigma, ct->y);
+            }
     out->val_loss_fallback = k ? fb / (double)k : INFINITY;
     out->val_loss_serving = out->val_loss_fallback;
     if (serving) {
         double *st = malloc(trainer_param_count(serving->cfg.hidden) * sizeof(double));
         if (st) {
             theta_from_net(st, serving);
-            out->val_loss_serving = val_loss(st, serving->cfg.hidden, seqs, nseq, serving->hybrid, cfg->bptt);
+            out->val_loss_serving = val_loss(st, serving->cfg.hidden, &d, serving->hybrid, cfg->bptt);
             free(st);
         }
     }
@@ -763,7 +636,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     if ((rc = lstm_weights_create(&net, cfg->hidden, cfg->seed, new_id)) != 0) {
         free(hy.theta);
         free(lo.theta);
-        free_dataset(seqs, nseq);
+        dataset_free(&d);
         return rc;
     }
     net_from_theta(net, win->theta);
@@ -774,73 +647,63 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     out->hybrid = hybrid;
     out->val_loss = win->val;
     out->val_loss_other = hybrid ? lo.val : hy.val;
-    out->val_gini = val_gini(win->theta, cfg->hidden, seqs, nseq, hybrid, &out->val_gini_fallback);
+    out->val_gini = val_gini(win->theta, cfg->hidden, &d, hybrid, &out->val_gini_fallback);
     out->examples = ntrain + nval;
     out->val_examples = nval;
-    out->users = nseq;
+    out->users = d.nseq;
     out->epochs = win->epochs;
     out->seconds = (double)(time_mono_ns() - t0) * 1e-9;
     free(hy.theta);
     free(lo.theta);
-    free_dataset(seqs, nseq);
+    dataset_free(&d);
     return 0;
+}
+
+/* The backtest's pairs, filled in validation-cut order. */
+typedef struct BacktestPairs {
+    AdjPair *pairs; /* (cap,) */
+    size_t n;
+} BacktestPairs;
+
+static void add_backtest_pair(void *arg, const TrainCut *ct, double pred)
+{
+    BacktestPairs *bp = arg;
+    bp->pairs[bp->n++] = (AdjPair){
+        .pred = pred,
+        .actual = ct->y,
+        .recency_days = expm1(ct->e[0]),
+        .tenure_days = expm1(ct->e[1]),
+    };
 }
 
 int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *net,
                      AdjPair **out, size_t *n_out)
 {
-    Seq *seqs = NULL;
-    size_t nex = 0, k = 0;
-    size_t nseq = build_dataset(set, cfg, fit, &seqs, &nex);
-    AdjPair *pairs = malloc((nex ? nex : 1) * sizeof *pairs);
+    const DatasetConfig dc = dataset_config(cfg);
+    Dataset d;
+    int rc = dataset_build(&d, set, &dc, fit);
+    if (rc)
+        return rc;
     const int H = net ? net->cfg.hidden : cfg->hidden;
+    BacktestPairs bp = {.pairs = malloc((d.examples ? d.examples : 1) * sizeof *bp.pairs)};
     double *theta = net ? malloc(trainer_param_count(H) * sizeof(double)) : NULL;
-    double *h = calloc(2u * (size_t)H + 4u * (size_t)H + (size_t)(NIN + H), sizeof(double));
-    if (!pairs || (net && !theta) || !h) {
-        free(pairs), free(theta), free(h);
-        free_dataset(seqs, nseq);
+    if (!bp.pairs || (net && !theta)) {
+        free(bp.pairs), free(theta);
+        dataset_free(&d);
         return -ENOMEM;
     }
     if (net)
         theta_from_net(theta, net);
-    const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
-    for (size_t i = 0; i < nseq; i++) {
-        Seq *s = &seqs[i];
-        if (!s->val)
-            continue;
-        double *c = h + H, *z = c + H, *xh = z + G;
-        memset(h, 0, 2u * (size_t)H * sizeof(double));
-        int ci = 0;
-        for (int t = 0; t < s->n && ci < s->ncuts; t++) {
-            if (net)
-                step_forward(theta, theta + G * K, H, s->x + (size_t)t * NIN, h, c, z, xh);
-            for (; ci < s->ncuts && s->cuts[ci].t == t; ci++) {
-                const TrainCut *ct = &s->cuts[ci];
-                double pred;
-                if (net) {
-                    double o[3];
-                    const double *hw = theta + G * K + G;
-                    head_forward(hw, hw + 3 * U, H, h, ct->e, net->hybrid, o);
-                    pred = head_mean(o, net->hybrid ? ct->a0 : 0, (net->hybrid ? ct->a1 : 0) + net->level_shift);
-                } else {
-                    pred = ct->bg_p * exp(ct->bg_mu + 0.5 * ct->bg_sigma * ct->bg_sigma);
-                }
-                pairs[k].pred = pred;
-                pairs[k].actual = ct->y;
-                pairs[k].recency_days = expm1(ct->e[0]);
-                pairs[k].tenure_days = expm1(ct->e[1]);
-                k++;
-            }
-        }
-    }
+    rc = predict_val_cuts(theta, H, net && net->hybrid, net ? net->level_shift : 0.0, &d, add_backtest_pair, &bp);
     free(theta);
-    free(h);
-    free_dataset(seqs, nseq);
-    if (!k) {
-        free(pairs);
-        return -ENODATA;
+    dataset_free(&d);
+    if (!rc && !bp.n)
+        rc = -ENODATA;
+    if (rc) {
+        free(bp.pairs);
+        return rc;
     }
-    *out = pairs;
-    *n_out = k;
+    *out = bp.pairs;
+    *n_out = bp.n;
     return 0;
 }

@@ -1,5 +1,8 @@
-/* wal: buffered append, a flusher thread doing group commit, segment
- * rotation and removal, and replay with torn-tail truncation.
+/* wal: the write-ahead log's files: buffered append, a flusher thread
+ * doing group commit, segment rotation and removal, and replay with
+ * torn-tail truncation. What a record holds is wal_record.c's. Appends
+ * come from the thread holding the store lock, replay from main at start;
+ * the flusher thread is the log's own (include/wal.h).
  *
  * Locks: io_lock (the open segment: write, fsync, rotate) is taken before
  * buf_lock (the in-memory buffer) whenever both are held, so records reach
@@ -22,6 +25,7 @@
 #include "hash.h"
 #include "log.h"
 #include "timeutil.h"
+#include "util.h"
 
 #define REC_HEADER 8u           /* u32 len, u32 crc */
 #define REC_FIXED 9u            /* u64 seq, u8 kind: counted in len */
@@ -34,10 +38,8 @@ struct Wal {
     pthread_mutex_t buf_lock;
     pthread_cond_t data_cond;   /* flusher waits for records */
     pthread_cond_t space_cond;  /* appenders wait for room */
-    unsigned char *buf;         /* (cap,) records not yet handed to the flusher */
-    size_t len, cap;
-    unsigned char *spare;
-    size_t spare_cap;
+    ByteBuf buf;                /* records not yet handed to the flusher */
+    ByteBuf spare;              /* the flusher's previous buffer, kept for reuse */
     uint64_t next_seq;          /* seq of the next append */
     uint64_t buf_last_seq;      /* last seq in buf */
     bool stop;
@@ -89,21 +91,6 @@ static int open_segment(Wal *w, uint64_t first)
     return fsync_dir(w->dir);
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 static void fail(Wal *w, const char *what, int rc)
 {
     if (atomic_exchange(&w->failed, true))
@@ -119,25 +106,20 @@ static void fail(Wal *w, const char *what, int rc)
 static uint64_t drain_locked(Wal *w, bool sync)
 {
     pthread_mutex_lock(&w->buf_lock);
-    unsigned char *data = w->buf;
-    size_t len = w->len, cap = w->cap;
+    ByteBuf data = w->buf;
+    size_t len = data.len;
     uint64_t last = w->buf_last_seq;
     if (len) {
-        if (w->spare) {
-            w->buf = w->spare;
-            w->cap = w->spare_cap;
-            w->spare = NULL;
-        } else {
-            w->buf = malloc(BUF_INITIAL);
-            w->cap = w->buf ? BUF_INITIAL : 0;
-        }
-        w->len = 0;
+        w->buf = w->spare;
+        w->spare = (ByteBuf){0};
+        if (!w->buf.p)
+            bytebuf_reserve(&w->buf, BUF_INITIAL); /* on failure, wal_append grows it */
         pthread_cond_broadcast(&w->space_cond);
     }
     pthread_mutex_unlock(&w->buf_lock);
     if (!len)
         return 0;
-    int rc = atomic_load(&w->failed) ? -EIO : write_all(w->fd, data, len);
+    int rc = atomic_load(&w->failed) ? -EIO : write_all(w->fd, data.p, len);
     if (rc)
         fail(w, "write", rc);
     if (!rc && sync) {
@@ -152,11 +134,11 @@ static uint64_t drain_locked(Wal *w, bool sync)
     atomic_fetch_add(&w->st_bytes, len);
     w->seg_bytes += len;
     pthread_mutex_lock(&w->buf_lock);
-    if (!w->spare) {
+    if (!w->spare.p) {
+        data.len = 0;
         w->spare = data;
-        w->spare_cap = cap;
     } else {
-        free(data);
+        bytebuf_free(&data);
     }
     pthread_mutex_unlock(&w->buf_lock);
     if (!rc && w->seg_bytes >= w->cfg.segment_bytes) {
@@ -195,10 +177,10 @@ static void *flusher_main(void *arg)
                 pthread_cond_timedwait(&w->data_cond, &w->buf_lock, &ts);
             }
         } else {
-            while (!w->stop && w->len == 0)
+            while (!w->stop && w->buf.len == 0)
                 pthread_cond_wait(&w->data_cond, &w->buf_lock);
         }
-        bool stop = w->stop && w->len == 0;
+        bool stop = w->stop && w->buf.len == 0;
         pthread_mutex_unlock(&w->buf_lock);
         if (stop)
             break;
@@ -224,19 +206,19 @@ int wal_open(Wal **out, const WalConfig *cfg, uint64_t next_seq, void (*durable_
     atomic_init(&w->durable_seq, next_seq - 1);
     w->durable_cb = durable_cb;
     w->cb_arg = arg;
-    w->buf = malloc(BUF_INITIAL);
-    w->cap = BUF_INITIAL;
     pthread_mutex_init(&w->buf_lock, NULL);
     pthread_mutex_init(&w->io_lock, NULL);
     pthread_cond_init(&w->data_cond, NULL);
     pthread_cond_init(&w->space_cond, NULL);
-    int rc = w->buf ? open_segment(w, next_seq) : -ENOMEM;
+    int rc = bytebuf_reserve(&w->buf, BUF_INITIAL);
+    if (!rc)
+        rc = open_segment(w, next_seq);
     if (!rc && pthread_create(&w->thread, NULL, flusher_main, w) != 0)
         rc = -EAGAIN;
     if (rc) {
         if (w->fd >= 0)
             close(w->fd);
-        free(w->buf);
+        bytebuf_free(&w->buf);
         free(w);
         return rc;
     }
@@ -258,8 +240,8 @@ void wal_close(Wal *w)
         fdatasync(w->fd);
         close(w->fd);
     }
-    free(w->buf);
-    free(w->spare);
+    bytebuf_free(&w->buf);
+    bytebuf_free(&w->spare);
     pthread_mutex_destroy(&w->buf_lock);
     pthread_mutex_destroy(&w->io_lock);
     pthread_cond_destroy(&w->data_cond);
@@ -274,22 +256,14 @@ int wal_append(Wal *w, uint8_t kind, const void *payload, size_t len, uint64_t *
     size_t rec = REC_HEADER + REC_FIXED + len;
     pthread_mutex_lock(&w->buf_lock);
     /* back-pressure: the buffer is capped; wait for the flusher to take it */
-    while (w->len > 0 && w->len + rec > w->cfg.buffer_bytes && !atomic_load(&w->failed))
+    while (w->buf.len > 0 && w->buf.len + rec > w->cfg.buffer_bytes && !atomic_load(&w->failed))
         pthread_cond_wait(&w->space_cond, &w->buf_lock);
-    if (w->len + rec > w->cap) {
-        size_t cap = w->cap ? w->cap : BUF_INITIAL;
-        while (cap < w->len + rec)
-            cap *= 2;
-        unsigned char *nb = realloc(w->buf, cap);
-        if (!nb) {
-            pthread_mutex_unlock(&w->buf_lock);
-            return -ENOMEM;
-        }
-        w->buf = nb;
-        w->cap = cap;
+    if (bytebuf_reserve(&w->buf, rec)) {
+        pthread_mutex_unlock(&w->buf_lock);
+        return -ENOMEM;
     }
     uint64_t s = w->next_seq++;
-    unsigned char *p = w->buf + w->len;
+    unsigned char *p = w->buf.p + w->buf.len;
     uint32_t l32 = (uint32_t)(REC_FIXED + len);
     memcpy(p + 8, &s, 8);
     p[16] = kind;
@@ -297,7 +271,7 @@ int wal_append(Wal *w, uint8_t kind, const void *payload, size_t len, uint64_t *
     uint32_t crc = crc32_update(0, p + 8, REC_FIXED + len);
     memcpy(p, &l32, 4);
     memcpy(p + 4, &crc, 4);
-    w->len += rec;
+    w->buf.len += rec;
     w->buf_last_seq = s;
     if (w->cfg.fsync == WAL_FSYNC_ALWAYS)
         pthread_cond_signal(&w->data_cond);

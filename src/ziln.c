@@ -1,6 +1,7 @@
 /* ziln: mean and quantiles of the zero-inflated log-normal. The inverse
  * normal CDF starts from a logistic-style guess and polishes it with Halley
- * steps on erfc, which is accurate to ~1e-14 over (1e-300, 1 - 1e-16). */
+ * steps on erfc, which is accurate to ~1e-14 over (1e-300, 1 - 1e-16).
+ * Pure; any thread. */
 #include "ziln.h"
 
 #include <math.h>

@@ -29,7 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "service.h"
+#include "service_testing.h"
 #include "test_util.h"
 #include "wal.h"
 
@@ -110,15 +112,19 @@ static void batch_event(int i, int j, int *shopper, int *k)
     *k = e / NBUSY;
 }
 
+/* The validation rules the posts go through (the test's config, set before
+ * any thread starts; every event carries its ts). */
+static LtvdConfig parse_cfg;
+
 static int apply_json(Service *s, const char *json, ApplyResult *res, PredictionView *single)
 {
     cJSON *root = cJSON_Parse(json);
     CHECK(root);
     EventBatch b;
-    int rc = service_parse_events(s, root, &b);
+    int rc = events_parse(root, &parse_cfg, 0, &b);
     if (rc == 0)
-        rc = service_apply(s, &b, res, single);
-    service_batch_free(&b);
+        rc = service_apply(s, b.events, b.n, res, b.single ? single : NULL);
+    events_batch_free(&b);
     cJSON_Delete(root);
     return rc;
 }
@@ -327,6 +333,8 @@ static void *jobs_main(void *arg)
 
 static void base_config(LtvdConfig *cfg, const char *dir)
 {
+    config_defaults(&parse_cfg);
+    parse_cfg.clock = CLOCK_EVENT;
     config_defaults(cfg);
     cfg->clock = CLOCK_EVENT;
     cfg->model_hidden_size = HIDDEN;

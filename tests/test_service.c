@@ -5,7 +5,9 @@
 #include <cJSON.h>
 #include <string.h>
 
+#include "events.h"
 #include "service.h"
+#include "service_testing.h"
 #include "test_util.h"
 
 static Model *trained_model(int hidden, uint64_t seed, uint32_t id, uint64_t version)
@@ -22,15 +24,15 @@ static Model *trained_model(int hidden, uint64_t seed, uint32_t id, uint64_t ver
     return m;
 }
 
-static void apply_json(Service *s, const char *json)
+static void apply_json(Service *s, const LtvdConfig *cfg, const char *json)
 {
     cJSON *root = cJSON_Parse(json);
     ASSERT(root);
     EventBatch b;
-    ASSERT(service_parse_events(s, root, &b) == 0);
+    ASSERT(events_parse(root, cfg, 0, &b) == 0);
     ApplyResult r;
-    ASSERT(service_apply(s, &b, &r, NULL) == 0);
-    service_batch_free(&b);
+    ASSERT(service_apply(s, b.events, b.n, &r, NULL) == 0);
+    events_batch_free(&b);
     cJSON_Delete(root);
 }
 
@@ -57,7 +59,7 @@ int main(void)
     /* A: events under weights 1, then weights 2 swapped in */
     Service *a;
     ASSERT(service_create(&a, &cfg, &ma, trained_model(16, 1, 1, 1)) == 0);
-    apply_json(a, EVENTS);
+    apply_json(a, &cfg, EVENTS);
     PredictionView before;
     service_predict(a, "u", 1, as_of, &before);
     service_model_swap(a, trained_model(16, 2, 2, 2));
@@ -67,7 +69,7 @@ int main(void)
     /* B: only ever weights 2 */
     Service *b;
     ASSERT(service_create(&b, &cfg, &mb, trained_model(16, 2, 2, 2)) == 0);
-    apply_json(b, EVENTS);
+    apply_json(b, &cfg, EVENTS);
     PredictionView fresh;
     service_predict(b, "u", 1, as_of, &fresh);
 
@@ -79,8 +81,8 @@ int main(void)
     ASSERT(atomic_load(&ma.state_rebuilds) == 1);
 
     /* events after the swap go on from the rebuilt state */
-    apply_json(a, "{\"user_id\": \"u\", \"type\": \"view\", \"ts\": \"2024-03-15T00:00:00Z\"}");
-    apply_json(b, "{\"user_id\": \"u\", \"type\": \"view\", \"ts\": \"2024-03-15T00:00:00Z\"}");
+    apply_json(a, &cfg, "{\"user_id\": \"u\", \"type\": \"view\", \"ts\": \"2024-03-15T00:00:00Z\"}");
+    apply_json(b, &cfg, "{\"user_id\": \"u\", \"type\": \"view\", \"ts\": \"2024-03-15T00:00:00Z\"}");
     service_predict(a, "u", 1, as_of, &after);
     service_predict(b, "u", 1, as_of, &fresh);
     ASSERT_REL(after.p.ltv, fresh.p.ltv, 1e-6);

@@ -73,14 +73,14 @@ static void test_lstm_bptt_gradient(void)
         for (int j = 0; j < HEAD_EXTRA; j++)
             cuts[k].e[j] = urand();
     }
-    trainer_sequence_loss(theta, H, x, n, cuts, 3, 0, grad);
+    trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 0, grad);
     double worst = 0;
     for (size_t i = 0; i < P; i++) {
         double keep = theta[i], h = 1e-6;
         theta[i] = keep + h;
-        double lp = trainer_sequence_loss(theta, H, x, n, cuts, 3, 0, NULL);
+        double lp = trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 0, NULL);
         theta[i] = keep - h;
-        double lm = trainer_sequence_loss(theta, H, x, n, cuts, 3, 0, NULL);
+        double lm = trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 0, NULL);
         theta[i] = keep;
         double num = (lp - lm) / (2 * h);
         check_rel(grad[i], num, 1e-4, "bptt", i);
@@ -90,7 +90,7 @@ static void test_lstm_bptt_gradient(void)
     printf("BPTT gradient check: %zu parameters, worst relative error %.2e\n", P, worst);
     /* truncated BPTT changes the gradient of early steps only */
     double *gt = calloc(P, sizeof(double));
-    trainer_sequence_loss(theta, H, x, n, cuts, 3, 2, gt);
+    trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 2, gt);
     size_t hb = P - 3;
     for (size_t j = 0; j < 3; j++)
         ASSERT_NEAR(gt[hb + j], grad[hb + j], 1e-12); /* head bias: no recurrence involved */

@@ -1,0 +1,13 @@
+/* service_testing: what unit tests may do to a Service that ltvd itself
+ * does only through its worker jobs. Not called by ltvd. */
+#ifndef LTVD_SERVICE_TESTING_H
+#define LTVD_SERVICE_TESTING_H
+
+#include "service.h"
+
+/* Publishes m (takes ownership) as the serving model, as a retrain that
+ * swaps does: shoppers' states are recomputed from their recent events
+ * before any prediction uses the new weights. Any thread. */
+void service_model_swap(Service *s, Model *m);
+
+#endif

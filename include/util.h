@@ -1,0 +1,50 @@
+/* util: the small helpers every module would otherwise write again: a
+ * seeded generator, the two squashing functions, writing a whole buffer to
+ * a file descriptor, and a growable byte buffer.
+ *
+ * Pure functions or functions on caller-owned data: any thread. write_all
+ * calls only write(2), so a forked child may use it. */
+#ifndef LTVD_UTIL_H
+#define LTVD_UTIL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* splitmix64 (Steele, Lea, Flood 2014): advances *state and returns the next
+ * 64 random bits. Every seeded draw in ltvd (initial weights, example cuts,
+ * shuffles, the adjuster's exploration) comes from it. */
+static inline uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static inline double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+/* log(1 + e^x). Above 30 it returns x: the term dropped there, log1p(e^-x)
+ * < 1e-13, is about the rounding error of x itself (a cut-off at 20 would
+ * drop 2e-9), and exp(x) cannot overflow below it. */
+static inline double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
+
+/* Writes all n bytes of p to fd, retrying short writes and EINTR.
+ * 0, or -errno (-EIO if write returns 0). */
+int write_all(int fd, const void *p, size_t n);
+
+/* A growable byte buffer: p (cap,) of which len bytes are used. Zero-
+ * initialise it ({0}); the owner frees it with bytebuf_free. */
+typedef struct ByteBuf {
+    unsigned char *p;
+    size_t len, cap;
+} ByteBuf;
+
+/* Makes room for n more bytes, doubling the capacity (from 4 KiB). 0, or
+ * -ENOMEM with the buffer unchanged. */
+int bytebuf_reserve(ByteBuf *b, size_t n);
+/* Appends n bytes of p. 0, or -ENOMEM with the buffer unchanged. */
+int bytebuf_put(ByteBuf *b, const void *p, size_t n);
+void bytebuf_free(ByteBuf *b);
+
+#endif

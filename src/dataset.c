@@ -1,0 +1,152 @@
+/* dataset: cutting shoppers' retained events into examples: candidate cut
+ * times, the seeded choice among them, each cut's head inputs, anchors and
+ * label (include/dataset.h). Worker thread; pure. */
+#include "dataset.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "head.h"
+#include "util.h"
+
+#define NIN FEATURE_DIM
+#define NE HEAD_EXTRA
+
+static double net_spend(const Event *ev, int n, int64_t from_excl, int64_t to_incl)
+{
+    double y = 0;
+    for (int i = 0; i < n; i++) {
+        if (ev[i].ts <= from_excl || ev[i].ts > to_incl)
+            continue;
+        if (ev[i].type == EV_PURCHASE)
+            y += ev[i].value;
+        else if (ev[i].type == EV_REFUND)
+            y -= ev[i].value;
+    }
+    return y > 0 ? y : 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, const FallbackFit *fit)
+{
+    memset(d, 0, sizeof *d);
+    TrainSeq *seqs = calloc(set->nshoppers ? set->nshoppers : 1, sizeof *seqs);
+    if (!seqs)
+        return -ENOMEM;
+    uint64_t rng = cfg->seed * 0x9e3779b97f4a7c15ull + 7;
+    const int64_t Hs = (int64_t)cfg->horizon_days * 86400;
+    const int64_t grid = (int64_t)cfg->grid_days * 86400;
+    size_t nseq = 0, total = 0;
+    int64_t cand[DATASET_MAX_EVENTS + 256];
+    for (size_t si = 0; si < set->nshoppers && total < cfg->max_examples; si++) {
+        const TrainShopper *sh = &set->shoppers[si];
+        const Event *ev = set->events + sh->first;
+        int n = (int)sh->n;
+        if (n == 0 || n > DATASET_MAX_EVENTS)
+            continue;
+        /* candidate cut times: every event time, and a grid through quiet
+         * periods. Validation shoppers are judged the way predictions are
+         * served, as late as possible: only cut times in the last
+         * 2 x grid_days before labels stop maturing, plus that last time. */
+        bool val = (int)(sh->key % 100) < cfg->val_percent;
+        const int64_t newest = set->now - Hs, oldest = val ? newest - 2 * grid : INT64_MIN;
+        int nc = 0;
+        for (int i = 0; i < n; i++)
+            if (ev[i].ts <= newest && ev[i].ts >= oldest && (i + 1 == n || ev[i + 1].ts != ev[i].ts))
+                cand[nc++] = ev[i].ts;
+        for (int64_t c = ev[0].ts + grid; c <= newest && nc < (int)(sizeof cand / sizeof cand[0]) - 1; c += grid)
+            if (c >= oldest)
+                cand[nc++] = c;
+        if (val && ev[0].ts <= newest && (nc == 0 || cand[nc - 1] != newest))
+            cand[nc++] = newest;
+        if (nc == 0)
+            continue;
+        qsort(cand, (size_t)nc, sizeof cand[0], cmp_i64);
+        /* keep at most cuts_per_shopper, drawn without replacement */
+        int keep = nc < cfg->cuts_per_shopper ? nc : cfg->cuts_per_shopper;
+        for (int i = 0; i < keep; i++) {
+            int j = i + (int)(splitmix64(&rng) % (uint64_t)(nc - i));
+            int64_t t = cand[i];
+            cand[i] = cand[j];
+            cand[j] = t;
+        }
+        qsort(cand, (size_t)keep, sizeof cand[0], cmp_i64);
+        TrainSeq *s = &seqs[nseq];
+        s->x = malloc((size_t)n * NIN * sizeof(double));
+        s->cuts = malloc((size_t)keep * sizeof(TrainCut));
+        if (!s->x || !s->cuts) {
+            free(s->x);
+            free(s->cuts);
+            memset(s, 0, sizeof *s);
+            d->seqs = seqs;
+            d->nseq = nseq;
+            dataset_free(d);
+            return -ENOMEM;
+        }
+        s->n = n;
+        s->val = val;
+        EncodeContext ctx = sh->ctx0;
+        float xf[NIN];
+        for (int i = 0; i < n; i++) {
+            encode_event(xf, &ev[i], &ctx);
+            encode_context_advance(&ctx, &ev[i]);
+            for (int k = 0; k < NIN; k++)
+                s->x[(size_t)i * NIN + k] = xf[k];
+        }
+        ShopperAgg agg = sh->agg0;
+        int applied = 0;
+        for (int k = 0; k < keep; k++) {
+            int64_t c = cand[k];
+            while (applied < n && ev[applied].ts <= c)
+                shopper_agg_apply(&agg, &ev[applied++]);
+            TrainCut *ct = &s->cuts[s->ncuts];
+            ct->t = applied - 1;
+            if (ct->t < 0)
+                continue;
+            CustomerSummary cs;
+            bool has = shopper_summary(&agg, c, &cs);
+            FallbackOutput fo;
+            fallback_predict(&fit->bg, &fit->gg, has ? &cs : NULL, cfg->horizon_days / 7.0, &fo);
+            float e[NE];
+            encode_head_extra(e, &agg, c, log1p(fo.ltv), fo.p_alive);
+            for (int j = 0; j < NE; j++)
+                ct->e[j] = e[j];
+            head_anchors(&fo, &ct->a0, &ct->a1);
+            ct->bg_p = fo.ziln.p;
+            ct->bg_mu = fo.ziln.mu;
+            ct->bg_sigma = fo.ziln.sigma;
+            ct->y = net_spend(ev, n, c, c + Hs);
+            s->ncuts++;
+        }
+        if (s->ncuts == 0) {
+            free(s->x);
+            free(s->cuts);
+            memset(s, 0, sizeof *s);
+            continue;
+        }
+        total += (size_t)s->ncuts;
+        nseq++;
+    }
+    d->seqs = seqs;
+    d->nseq = nseq;
+    d->examples = total;
+    return 0;
+}
+
+void dataset_free(Dataset *d)
+{
+    for (size_t i = 0; i < d->nseq; i++) {
+        free(d->seqs[i].x);
+        free(d->seqs[i].cuts);
+    }
+    free(d->seqs);
+    memset(d, 0, sizeof *d);
+}
+

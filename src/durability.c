@@ -1,0 +1,243 @@
+/* durability: the service's side of docs/DURABILITY.md: attaching the
+ * write-ahead log; recovery at start (the newest valid snapshot, then the
+ * log replayed after it); writing a snapshot while serving (from a forked
+ * child) and removing what it supersedes; and deciding when one is due.
+ * The formats are snapshot.c's and wal_record.c's, the log wal.c's.
+ *
+ * Threads: service_recover and service_attach_wal on the main thread
+ * before serving; service_snapshot_due on the main (libuv) thread;
+ * service_snapshot on the worker thread (or main at shutdown);
+ * service_durable and service_log_failed on any thread. */
+#include "service_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "snapshot.h"
+#include "timeutil.h"
+#include "wal_record.h"
+
+#define SNAPSHOTS_LISTED 64
+
+void service_attach_wal(Service *s, Wal *wal)
+{
+    store_lock(s->store);
+    s->wal = wal;
+    store_unlock(s->store);
+}
+
+bool service_durable(Service *s, uint64_t seq) { return !s->wal || wal_durable_seq(s->wal) >= seq; }
+bool service_log_failed(Service *s) { return s->wal && wal_failed(s->wal); }
+
+static SnapshotTables tables_of(Service *s)
+{
+    return (SnapshotTables){.store = s->store, .dedupe = s->dedupe, .predlog = s->predlog};
+}
+
+static int64_t mono_s(void) { return (int64_t)(time_mono_ns() / 1000000000ull); }
+
+/* ---- recovery ------------------------------------------------------------ */
+
+typedef struct ReplayCtx {
+    Service *s;
+    const LstmWeights *net; /* the serving network at start: states are computed under it */
+} ReplayCtx;
+
+static int replay_record(void *arg, uint8_t kind, uint64_t seq, const unsigned char *p, size_t len)
+{
+    ReplayCtx *ctx = arg;
+    if (kind == WAL_REC_DELETE) {
+        const char *id;
+        size_t idlen;
+        int rc = wal_record_decode_delete(p, len, &id, &idlen);
+        if (!rc)
+            service_replay_erase(ctx->s, id, idlen);
+        return rc;
+    }
+    if (kind != WAL_REC_EVENTS)
+        return -EBADMSG;
+    Event *ev;
+    size_t n;
+    int rc = wal_record_decode_events(p, len, &ev, &n);
+    if (rc)
+        return rc;
+    rc = service_replay_events(ctx->s, ev, n, ctx->net);
+    free(ev);
+    return rc;
+}
+
+int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen)
+{
+    uint64_t t0 = time_mono_ns();
+    uint64_t seqs[SNAPSHOTS_LISTED];
+    size_t n = snapshot_list(s->cfg.storage_dir, seqs, SNAPSHOTS_LISTED);
+    SnapshotTables tables = tables_of(s);
+    uint64_t from = 1;
+    for (size_t i = 0; i < n; i++) {
+        char path[CONFIG_STR_MAX + 64];
+        SnapshotInfo info;
+        snapshot_path(path, sizeof path, s->cfg.storage_dir, seqs[i], false);
+        int rc = snapshot_check(path, s->store, &info, err, errlen);
+        if (rc == -EINVAL)
+            return rc; /* made for another shape: an operator must decide */
+        if (rc) {
+            log_msg(LOG_WARN, "snapshot unusable, trying an older one", "error=\"%s\"", err);
+            continue;
+        }
+        if ((rc = snapshot_load(path, &tables, &info, err, errlen)) != 0)
+            return rc;
+        atomic_store(&s->event_clock, info.event_clock);
+        atomic_store(&s->purchases_total, info.purchases_total);
+        from = info.seq;
+        log_msg(LOG_INFO, "snapshot loaded", "path=\"%s\" seq=%" PRIu64 " users=%" PRIu64 " ms=%.0f", path, info.seq,
+                info.users, (time_mono_ns() - t0) / 1e6);
+        break;
+    }
+    Model *m = service_model_acquire(s);
+    ReplayCtx ctx = {.s = s, .net = m->net};
+    WalReplayStats st;
+    int rc = wal_replay(s->cfg.storage_dir, from, replay_record, &ctx, &st, err, errlen);
+    model_release(m);
+    if (rc)
+        return rc;
+    if (st.truncated) {
+        atomic_fetch_add(&s->metrics->wal_truncations, 1);
+        atomic_fetch_add(&s->metrics->wal_truncated_bytes, st.truncated_bytes);
+    }
+    *next_seq = st.last_seq + 1;
+    if (st.records > 0)
+        atomic_store(&s->last_snapshot_mono_s, INT64_MIN / 2); /* snapshot soon: the next start replays less */
+    uint64_t ms = (time_mono_ns() - t0) / 1000000;
+    atomic_store(&s->metrics->recovery_ms, ms);
+    atomic_store(&s->metrics->recovery_records, st.records);
+    log_msg(LOG_INFO, "recovery done", "snapshot_seq=%" PRIu64 " replayed=%" PRIu64 " segments=%" PRIu64
+            " truncated_bytes=%" PRIu64 " users=%zu ms=%" PRIu64, from, st.records, st.segments, st.truncated_bytes,
+            store_count(s->store), ms);
+    return 0;
+}
+
+/* ---- snapshots while serving --------------------------------------------- */
+
+bool service_snapshot_due(Service *s)
+{
+    if (!s->wal)
+        return false;
+    int64_t now = mono_s();
+    int64_t erasure = atomic_load(&s->erasure_pending_since);
+    if (erasure && now - erasure + 1 >= s->cfg.storage_erasure_snapshot_s)
+        return true;
+    WalStats ws;
+    wal_stats(s->wal, &ws);
+    if (ws.bytes - atomic_load(&s->wal_bytes_at_snapshot) >= (uint64_t)s->cfg.storage_snapshot_wal_bytes)
+        return true;
+    /* periodic, but only when something was logged since the last one (or
+     * recovery replayed records: last_snapshot_mono_s was set far back) */
+    int64_t last = atomic_load(&s->last_snapshot_mono_s);
+    return now - last >= s->cfg.storage_snapshot_interval_s &&
+           (ws.bytes != atomic_load(&s->wal_bytes_at_snapshot) || last < 0);
+}
+
+/* Writes the snapshot of the records below seq to tmp, under the store
+ * lock: from a forked child (fork_child), so the HTTP thread waits only for
+ * the fork, or on this thread. *pid gets the child's (-1: none). */
+static int write_locked(Service *s, const char *tmp, uint64_t seq, bool fork_child, pid_t *pid, size_t *bytes)
+{
+    SnapshotTables tables = tables_of(s);
+    SnapshotInfo info = {
+        .seq = seq,
+        .event_clock = atomic_load(&s->event_clock),
+        .purchases_total = atomic_load(&s->purchases_total),
+    };
+    *pid = -1;
+    if (!fork_child)
+        return snapshot_write(tmp, &tables, &info, bytes);
+    *pid = fork();
+    if (*pid == 0) {
+        /* child: a frozen copy of memory; write it and leave (the fork
+         * rules: no locks, no stdio, _exit) */
+        int rc = snapshot_write(tmp, &tables, &info, bytes);
+        _exit(rc ? 1 : 0);
+    }
+    return *pid < 0 ? -errno : 0;
+}
+
+/* Removes every snapshot and log segment older than the snapshot of seq:
+ * an erased shopper's events leave the disk here. */
+static void remove_superseded(Service *s, uint64_t seq)
+{
+    uint64_t seqs[SNAPSHOTS_LISTED];
+    size_t n = snapshot_list(s->cfg.storage_dir, seqs, SNAPSHOTS_LISTED);
+    for (size_t i = 0; i < n; i++) {
+        if (seqs[i] < seq) {
+            char old[CONFIG_STR_MAX + 64];
+            snapshot_path(old, sizeof old, s->cfg.storage_dir, seqs[i], false);
+            unlink(old);
+        }
+    }
+    wal_remove_before(s->wal, seq);
+}
+
+int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
+{
+    if (!s->wal) {
+        snprintf(err, errlen, "no write-ahead log attached");
+        return -EINVAL;
+    }
+    uint64_t t0 = time_mono_ns();
+    int64_t erasure_seen = atomic_load(&s->erasure_pending_since);
+    WalStats ws;
+    char tmp[CONFIG_STR_MAX + 64], path[CONFIG_STR_MAX + 64];
+    uint64_t seq = 0;
+    size_t bytes = 0;
+    pid_t pid = -1;
+    store_lock(s->store);
+    int rc = wal_rotate(s->wal, &seq); /* the snapshot covers exactly the records below seq */
+    wal_stats(s->wal, &ws);
+    snapshot_path(tmp, sizeof tmp, s->cfg.storage_dir, seq, true);
+    snapshot_path(path, sizeof path, s->cfg.storage_dir, seq, false);
+    if (!rc)
+        rc = write_locked(s, tmp, seq, fork_child, &pid, &bytes);
+    store_unlock(s->store);
+    if (!rc && pid > 0) {
+        int status = 0;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        rc = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+        struct stat st;
+        if (!rc && stat(tmp, &st) == 0)
+            bytes = (size_t)st.st_size;
+    }
+    if (!rc && rename(tmp, path) != 0)
+        rc = -errno;
+    if (rc) {
+        unlink(tmp);
+        snprintf(err, errlen, "snapshot failed: %s", strerror(-rc));
+        atomic_fetch_add(&s->metrics->snapshot_failures, 1);
+        log_msg(LOG_ERROR, "snapshot failed", "error=\"%s\"", strerror(-rc));
+        return rc;
+    }
+    int dfd = open(s->cfg.storage_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    remove_superseded(s, seq);
+    atomic_compare_exchange_strong(&s->erasure_pending_since, &erasure_seen, 0);
+    atomic_store(&s->last_snapshot_mono_s, mono_s());
+    atomic_store(&s->wal_bytes_at_snapshot, ws.bytes);
+    uint64_t ms = (time_mono_ns() - t0) / 1000000;
+    atomic_fetch_add(&s->metrics->snapshots, 1);
+    atomic_store(&s->metrics->snapshot_last_ms, ms);
+    atomic_store(&s->metrics->snapshot_last_bytes, bytes);
+    log_msg(LOG_INFO, "snapshot written", "path=\"%s\" seq=%" PRIu64 " users=%zu bytes=%zu ms=%" PRIu64, path, seq,
+            store_count(s->store), bytes, ms);
+    return 0;
+}

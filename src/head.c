@@ -1,0 +1,51 @@
+/* head: the head's forward pass and its anchors (include/head.h). Pure;
+ * any thread. */
+#include "head.h"
+
+#include <math.h>
+
+#include "util.h"
+
+void head_anchors(const FallbackOutput *fo, double *a0, double *a1)
+{
+    double pb = fmin(fmax(fo->p_active, 1e-4), 1.0 - 1e-4);
+    *a0 = log(pb / (1.0 - pb));
+    *a1 = log(fmax(fo->ltv, 1e-6) / pb) - 0.5 * fo->ziln.sigma * fo->ziln.sigma;
+}
+
+void head_forward(double *z, double *u, const double *w, const double *b, int H, const double *h, const double *e,
+                  double a0, double a1, bool hybrid)
+{
+    const int U = H + HEAD_EXTRA;
+    double ev[HEAD_EXTRA]; /* (E,): e as this variant sees it */
+    for (int j = 0; j < HEAD_EXTRA; j++)
+        ev[j] = hybrid || j < HEAD_EXTRA_SHOPPER ? e[j] : 0.0;
+    for (int r = 0; r < HEAD_OUT; r++) { /* w (3, H+E) @ [h; e'] (H+E,) + b -> z (3,) */
+        const double *row = w + (size_t)r * (size_t)U;
+        double acc = b[r];
+        for (int j = 0; j < H; j++)
+            acc += row[j] * h[j];
+        for (int j = 0; j < HEAD_EXTRA; j++)
+            acc += row[H + j] * ev[j];
+        z[r] = acc;
+    }
+    if (hybrid) { /* a residual on the fallback */
+        z[0] += a0;
+        z[1] += a1;
+    }
+    if (u) {
+        for (int j = 0; j < H; j++)
+            u[j] = h[j];
+        for (int j = 0; j < HEAD_EXTRA; j++)
+            u[H + j] = ev[j];
+    }
+}
+
+ZilnParams head_ziln(const double *z, double level_shift)
+{
+    return (ZilnParams){
+        .p = sigmoid(z[0]),
+        .mu = z[1] + level_shift,
+        .sigma = softplus(z[2]) + HEAD_SIGMA_MIN,
+    };
+}

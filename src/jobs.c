@@ -1,0 +1,500 @@
+/* jobs: the worker jobs: the fallback refit, the retrain (training-set
+ * collection, network training, the swap and the state rebuild), the RL
+ * adjuster (maturing logged predictions, learning corrections), and the
+ * retrain's request state.
+ *
+ * Threads: service_request_retrain and service_retrain_running on any
+ * thread; the rest on the libuv worker thread, one job at a time (main.c).
+ * Jobs read the store in short locked batches (store_visit) so the HTTP
+ * thread never waits long, publish a new model by service_publish, and
+ * own everything they allocate until they free it. */
+#include "service_internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "timeutil.h"
+#include "trainer.h"
+
+/* Slots a job visits per hold of the store lock, sized so that a hold
+ * stays near 100 us (a GET's p99 at rest is about 500 us): a slot is a few
+ * cache misses to summarise, about 0.5 us to copy its ring, and up to 32
+ * LSTM steps (about 20 us) to rebuild. */
+#define WORKER_BATCH_SUMMARIES 512
+#define WORKER_BATCH_COPY 128
+#define WORKER_BATCH_REBUILD 4
+
+/* ---- the retrain's state ------------------------------------------------ */
+
+void service_set_retrain_notify(Service *s, void (*fn)(void *), void *arg)
+{
+    s->retrain_notify = fn;
+    s->retrain_notify_arg = arg;
+}
+
+int service_request_retrain(Service *s, uint64_t *job)
+{
+    int expected = RETRAIN_IDLE;
+    if (!atomic_compare_exchange_strong(&s->retrain_state, &expected, RETRAIN_RUNNING)) {
+        if (expected == RETRAIN_RUNNING)
+            return -EBUSY;
+        if (!atomic_compare_exchange_strong(&s->retrain_state, &expected, RETRAIN_RUNNING))
+            return -EBUSY;
+    }
+    *job = atomic_fetch_add(&s->retrain_job, 1) + 1;
+    if (s->retrain_notify)
+        s->retrain_notify(s->retrain_notify_arg);
+    return 0;
+}
+
+bool service_retrain_running(Service *s) { return atomic_load(&s->retrain_state) == RETRAIN_RUNNING; }
+
+/* Worker: writes the serving model to storage.dir (temp file + rename). */
+static void save_serving_model(Service *s)
+{
+    char path[CONFIG_STR_MAX + 32];
+    snprintf(path, sizeof path, "%s/%s", s->cfg.storage_dir, MODEL_FILE_NAME);
+    Model *serving = service_model_acquire(s);
+    int rc = model_save(serving, path);
+    model_release(serving);
+    if (rc)
+        log_msg(LOG_WARN, "model save failed", "path=\"%s\" error=\"%s\"", path, strerror(-rc));
+}
+
+/* ---- fallback refit ---------------------------------------------------- */
+
+typedef struct SummaryWalk {
+    CustomerSummary *arr; /* (cap,) */
+    size_t n, cap;
+    int64_t now;
+} SummaryWalk;
+
+static int visit_summary(void *arg, UserState *u)
+{
+    SummaryWalk *w = arg;
+    if (w->n >= w->cap)
+        return 1;
+    if (shopper_summary(&u->agg, w->now, &w->arr[w->n]))
+        w->n++;
+    return w->n >= w->cap;
+}
+
+/* Worker: per-shopper BG/NBD summaries at now (malloc'd, caller frees). */
+static CustomerSummary *collect_summaries(Service *s, int64_t now, size_t *n_out)
+{
+    SummaryWalk w = {.cap = store_count(s->store) + 1, .now = now};
+    w.arr = malloc(w.cap * sizeof *w.arr);
+    if (!w.arr)
+        return NULL;
+    store_visit(s->store, WORKER_BATCH_SUMMARIES, visit_summary, &w);
+    *n_out = w.n;
+    return w.arr;
+}
+
+int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
+{
+    uint64_t purchases = atomic_load(&s->purchases_total);
+    double growth = s->purchases_at_fit ? (double)purchases / (double)s->purchases_at_fit - 1.0 : INFINITY;
+    if (!force && (purchases == s->purchases_at_fit || growth < s->cfg.fallback_refit_growth))
+        return 1;
+    int64_t now = service_now(s);
+    size_t n = 0;
+    CustomerSummary *sum = collect_summaries(s, now, &n);
+    if (!sum) {
+        snprintf(err, errlen, "out of memory collecting summaries");
+        return -ENOMEM;
+    }
+    Model *cur = service_model_acquire(s);
+    FallbackFit fit = cur->fallback;
+    uint64_t t0 = time_mono_ns();
+    size_t repeaters = 0;
+    int rc = bgnbd_fit(sum, n, &fit.bg);
+    if (!rc)
+        rc = gg_fit(sum, n, &fit.gg, &repeaters);
+    free(sum);
+    if (rc) {
+        model_release(cur);
+        snprintf(err, errlen, "fallback fit needs at least 10 shoppers with purchases and 3 repeat buyers "
+                              "(have %zu shoppers)", n);
+        atomic_fetch_add(&s->metrics->fallback_fit_failures, 1);
+        return rc;
+    }
+    fit.customers = n;
+    fit.repeat_buyers = repeaters;
+    fit.purchases = purchases;
+    fit.fitted_at = now;
+    Model *next;
+    rc = model_create(&next, cur->net, &fit, cur->horizon_days, cur->status, atomic_fetch_add(&s->next_version, 1));
+    if (rc) {
+        model_release(cur);
+        return rc;
+    }
+    next->trained_at = cur->trained_at;
+    next->train = cur->train;
+    next->has_adj = cur->has_adj; /* a refit keeps the corrections; a new network resets them */
+    next->adj = cur->adj;
+    model_release(cur);
+    service_publish(s, next);
+    s->purchases_at_fit = purchases;
+    atomic_fetch_add(&s->metrics->fallback_fits, 1);
+    log_msg(LOG_INFO, "fallback refit", "version=%llu customers=%zu repeat_buyers=%zu r=%.4f alpha=%.4f a=%.4f "
+            "b=%.4f p=%.3f q=%.3f v=%.3f ms=%.1f", (unsigned long long)next->version, n, repeaters, fit.bg.r,
+            fit.bg.alpha, fit.bg.a, fit.bg.b, fit.gg.p, fit.gg.q, fit.gg.v, (time_mono_ns() - t0) / 1e6);
+    save_serving_model(s);
+    return 0;
+}
+
+/* ---- the training set, the rebuild --------------------------------------- */
+
+typedef struct TrainSetWalk {
+    TrainSet *set;
+    const Store *store;
+    size_t max_shoppers;
+    uint64_t keep_below;  /* id hashes above this are left out */
+} TrainSetWalk;
+
+/* Copies one shopper's retained events into the set. For a shopper whose
+ * ring has dropped events, the aggregates before the ring are approximated
+ * from the totals (docs/MODEL.md, "Training"). */
+static int visit_train_shopper(void *arg, UserState *u)
+{
+    TrainSetWalk *w = arg;
+    TrainSet *set = w->set;
+    if (set->nshoppers >= w->max_shoppers)
+        return 1;
+    if (u->ring_len == 0 || u->hash > w->keep_below)
+        return 0;
+    TrainShopper *t = &set->shoppers[set->nshoppers++];
+    t->first = set->nevents;
+    t->n = u->ring_len;
+    t->ctx0 = u->ring_ctx;
+    t->key = u->hash;
+    double ring_spend = 0;
+    for (unsigned k = 0; k < u->ring_len; k++) {
+        Event *e = &set->events[set->nevents++];
+        store_ring_event(store_ring_at(w->store, u, k), e);
+        ring_spend += e->type == EV_PURCHASE ? e->value : e->type == EV_REFUND ? -e->value : 0;
+    }
+    shopper_agg_init(&t->agg0);
+    if (u->ring_ctx.events_before > 0) {
+        ShopperAgg *a = &t->agg0;
+        a->events = u->ring_ctx.events_before;
+        a->purchases = u->ring_ctx.purchases_before;
+        a->first_ts = u->ring_ctx.first_ts;
+        a->last_ts = u->ring_ctx.prev_ts;
+        a->spend = fmax(0.0, u->agg.spend - ring_spend);
+        int32_t ring_day0 = (int32_t)(set->events[t->first].ts / 86400);
+        if (u->agg.first_purchase_day >= 0 && u->agg.first_purchase_day < ring_day0 && a->purchases) {
+            a->first_purchase_day = a->last_purchase_day = u->agg.first_purchase_day;
+            a->purchase_days = 1;
+            a->first_day_spend = a->spend;
+        }
+    }
+    return set->nshoppers >= w->max_shoppers;
+}
+
+/* Worker: copies shoppers' retained events into a training set: at most
+ * train.max_shoppers, chosen by id hash. Free set->events and
+ * set->shoppers. */
+static int collect_train_set(Service *s, TrainSet *set)
+{
+    memset(set, 0, sizeof *set);
+    size_t users = store_count(s->store);
+    uint64_t cap = (uint64_t)s->cfg.train_max_shoppers;
+    size_t ring = (size_t)s->cfg.model_recent_events;
+    TrainSetWalk w = {
+        .set = set,
+        .store = s->store,
+        .max_shoppers = users < cap ? users : (size_t)cap,
+        .keep_below = users > cap ? (uint64_t)((double)UINT64_MAX * ((double)cap / (double)users)) : UINT64_MAX,
+    };
+    set->shoppers = calloc(w.max_shoppers + 1, sizeof *set->shoppers);
+    set->events = malloc((w.max_shoppers + 1) * ring * sizeof *set->events);
+    if (!set->shoppers || !set->events) {
+        free(set->shoppers);
+        free(set->events);
+        return -ENOMEM;
+    }
+    set->now = service_now(s);
+    store_visit(s->store, WORKER_BATCH_COPY, visit_train_shopper, &w);
+    return 0;
+}
+
+typedef struct RebuildWalk {
+    Service *s;
+    const LstmWeights *net;
+} RebuildWalk;
+
+static int visit_rebuild(void *arg, UserState *u)
+{
+    RebuildWalk *w = arg;
+    service_ensure_state(w->s, u, w->net);
+    return 0;
+}
+
+/* Worker: rebuilds every shopper's state under net, in short locked
+ * batches, so requests after a swap rarely pay for a rebuild. */
+static void rebuild_all(Service *s, const LstmWeights *net)
+{
+    RebuildWalk w = {.s = s, .net = net};
+    store_visit(s->store, WORKER_BATCH_REBUILD, visit_rebuild, &w);
+}
+
+static void train_config(Service *s, const Model *cur, TrainConfig *tc)
+{
+    *tc = (TrainConfig){
+        .hidden = (int)s->cfg.model_hidden_size,
+        .horizon_days = cur->horizon_days,
+        .seed = (uint64_t)s->cfg.train_seed,
+        .max_epochs = (int)s->cfg.train_max_epochs,
+        .lr = s->cfg.train_learning_rate,
+        .batch = (int)s->cfg.train_batch,
+        .cuts_per_shopper = (int)s->cfg.train_cuts_per_shopper,
+        .grid_days = (int)s->cfg.train_grid_days,
+        .max_examples = (size_t)s->cfg.train_max_examples,
+        .bptt = (int)s->cfg.train_bptt_steps,
+        .val_percent = (int)s->cfg.train_val_percent,
+        .head = (int)s->cfg.train_head,
+    };
+}
+
+/* ---- adjuster ------------------------------------------------------------ */
+
+/* Realised net spend in (t, t + H] of a logged prediction, from the
+ * shopper's aggregates now minus the spend at t and minus the retained
+ * events after the window; -1 when the shopper is gone or its ring no
+ * longer reaches back to the window's end. Under the store lock. */
+static double realised_spend(void *arg, const PredLogEntry *e)
+{
+    Service *s = arg;
+    UserState *u = store_find_hash(s->store, e->key);
+    if (!u)
+        return -1;
+    int64_t end = e->t + (int64_t)s->cfg.model_horizon_days * 86400;
+    double after = 0;
+    bool covered = u->ring_ctx.events_before == 0; /* nothing has left the ring */
+    for (unsigned k = u->ring_len; k-- > 0;) {
+        const RecentEvent *r = store_ring_at(s->store, u, k);
+        if ((int64_t)r->ts <= end) {
+            covered = true;
+            break;
+        }
+        after += r->type == EV_PURCHASE ? r->value : r->type == EV_REFUND ? -r->value : 0;
+    }
+    return covered ? fmax(0.0, u->agg.spend - e->spend_at - after) : -1;
+}
+
+/* Worker: turns logged predictions whose horizon has passed into pairs, in
+ * short locked batches. */
+static void mature_predictions(Service *s)
+{
+    int64_t matured_at = service_now(s) - (int64_t)s->cfg.model_horizon_days * 86400;
+    size_t cursor = 0, left;
+    do {
+        store_lock(s->store);
+        left = predlog_mature(s->predlog, matured_at, &cursor, 1024, realised_spend, s);
+        store_unlock(s->store);
+    } while (left);
+}
+
+/* Worker: the matured pairs the adjuster learns from: the prediction log's,
+ * then a backtest of the serving model on matured validation cuts. */
+static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n, size_t *live)
+{
+    size_t cap = s->predlog ? (size_t)s->cfg.adjuster_log_size : 0;
+    AdjPair *logged = malloc((cap ? cap : 1) * sizeof *logged);
+    if (!logged)
+        return -ENOMEM;
+    *live = 0;
+    if (s->predlog) {
+        mature_predictions(s);
+        store_lock(s->store);
+        *live = predlog_pairs(s->predlog, logged, cap);
+        store_unlock(s->store);
+    }
+    TrainSet set;
+    if (collect_train_set(s, &set)) {
+        free(logged);
+        return -ENOMEM;
+    }
+    TrainConfig tc;
+    train_config(s, cur, &tc);
+    AdjPair *bt = NULL;
+    size_t nbt = 0;
+    int rc = trainer_backtest(&set, &tc, &cur->fallback, cur->status == MODEL_TRAINED ? cur->net : NULL, &bt, &nbt);
+    free(set.events);
+    free(set.shoppers);
+    if (rc && rc != -ENODATA) {
+        free(logged);
+        return rc;
+    }
+    AdjPair *all = realloc(logged, (*live + nbt + 1) * sizeof *all);
+    if (!all) {
+        free(logged), free(bt);
+        return -ENOMEM;
+    }
+    if (nbt)
+        memcpy(all + *live, bt, nbt * sizeof *bt);
+    free(bt);
+    *out = all;
+    *n = *live + nbt;
+    return 0;
+}
+
+/* Worker: the RL adjuster learns corrections for the serving model from
+ * matured pairs, and a model carrying them is published. 0, 1 if there was
+ * nothing to learn from, <0 on error. */
+static int run_adjuster(Service *s)
+{
+    Model *cur = service_model_acquire(s);
+    AdjPair *pairs = NULL;
+    size_t n = 0, live = 0;
+    AdjTable t;
+    int rc = adjuster_pairs(s, cur, &pairs, &n, &live);
+    if (!rc)
+        rc = adjuster_learn(pairs, n, (uint64_t)s->cfg.train_seed, 400, cur->has_adj ? &cur->adj : NULL, &t);
+    free(pairs);
+    if (rc) {
+        model_release(cur);
+        log_msg(LOG_INFO, "adjuster skipped", "reason=\"%s\" pairs=%zu", rc == -ENODATA ? "too few matured outcomes"
+                : strerror(-rc), n);
+        return rc == -ENODATA ? 1 : rc;
+    }
+    t.live_pairs = (uint32_t)live;
+    t.backtest_pairs = (uint32_t)(n - live);
+    Model *next;
+    rc = model_create(&next, cur->net, &cur->fallback, cur->horizon_days, cur->status,
+                      atomic_fetch_add(&s->next_version, 1));
+    if (rc) {
+        model_release(cur);
+        return rc;
+    }
+    next->trained_at = cur->trained_at;
+    next->train = cur->train;
+    next->has_adj = true;
+    next->adj = t;
+    model_release(cur);
+    int corrected = 0;
+    for (int k = 0; k < ADJ_SEGMENTS; k++)
+        corrected += t.action[k] != ADJ_IDENTITY;
+    service_publish(s, next);
+    save_serving_model(s);
+    atomic_fetch_add(&s->metrics->adjuster_runs, 1);
+    atomic_fetch_add(&s->metrics->adjuster_episodes, t.episodes);
+    log_msg(LOG_INFO, "adjuster updated", "pairs=%zu live_pairs=%zu episodes=%llu corrected_segments=%d reward=%.4f",
+            n, live, (unsigned long long)t.episodes, corrected, t.reward_greedy);
+    return 0;
+}
+
+void service_run_adjuster(Service *s)
+{
+    if (!s->cfg.adjuster_enabled)
+        return;
+    int rc = run_adjuster(s);
+    if (rc < 0)
+        log_msg(LOG_WARN, "adjuster failed", "error=\"%s\"", strerror(-rc));
+}
+
+/* ---- retrain ------------------------------------------------------------ */
+
+/* Worker: trains a network; swaps it in if it beats the serving model on
+ * the validation split. 0, or <0 with err set. */
+static int train_network(Service *s, char *err, size_t errlen)
+{
+    TrainSet set;
+    int rc = collect_train_set(s, &set);
+    if (rc) {
+        snprintf(err, errlen, "out of memory collecting the training set");
+        return rc;
+    }
+    Model *cur = service_model_acquire(s);
+    TrainConfig tc;
+    train_config(s, cur, &tc);
+    uint64_t version = atomic_fetch_add(&s->next_version, 1);
+    TrainResult tr;
+    rc = trainer_run(&set, &tc, &cur->fallback, cur->status == MODEL_TRAINED ? cur->net : NULL, (uint32_t)version,
+                     &tr, err, errlen);
+    free(set.events);
+    free(set.shoppers);
+    if (rc) {
+        model_release(cur);
+        return rc;
+    }
+    TrainFigures f = {
+        .examples = tr.examples,
+        .users = tr.users,
+        .epochs = (uint64_t)tr.epochs,
+        .val_loss = tr.val_loss,
+        .val_gini = tr.val_gini,
+        .seconds = tr.seconds,
+        .val_loss_other = tr.val_loss_other,
+        .val_loss_fallback = tr.val_loss_fallback,
+        .val_loss_serving = tr.val_loss_serving,
+        .val_gini_fallback = tr.val_gini_fallback,
+        .hybrid = tr.hybrid,
+        .swapped = tr.val_loss < tr.val_loss_serving,
+    };
+    log_msg(LOG_INFO, "network trained", "hybrid=%s val_loss=%.5f other_variant=%.5f fallback=%.5f serving=%.5f "
+            "val_gini=%.4f val_gini_fallback=%.4f level_shift=%.4f examples=%llu users=%llu epochs=%d seconds=%.2f swap=%s",
+            tr.hybrid ? "true" : "false", tr.val_loss, tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving,
+            tr.val_gini, tr.val_gini_fallback, tr.level_shift,
+            (unsigned long long)tr.examples, (unsigned long long)tr.users, tr.epochs, tr.seconds,
+            f.swapped ? "true" : "false");
+    pthread_mutex_lock(&s->err_lock);
+    s->last_train = f;
+    pthread_mutex_unlock(&s->err_lock);
+    if (!f.swapped) {
+        lstm_weights_release(tr.net);
+        model_release(cur);
+        return 0;
+    }
+    Model *next;
+    rc = model_create(&next, tr.net, &cur->fallback, cur->horizon_days, MODEL_TRAINED, version);
+    lstm_weights_release(tr.net);
+    model_release(cur);
+    if (rc)
+        return rc;
+    next->trained_at = service_now(s);
+    next->train = f;
+    service_publish(s, next); /* serving never pauses: states are checked per request */
+    rebuild_all(s, next->net);
+    save_serving_model(s);
+    log_msg(LOG_INFO, "model swapped", "version=%llu", (unsigned long long)version);
+    return 0;
+}
+
+void service_run_retrain(Service *s)
+{
+    uint64_t t0 = time_mono_ns();
+    char err[256] = "";
+    log_msg(LOG_INFO, "retrain start", "job=%llu network=%s", (unsigned long long)atomic_load(&s->retrain_job),
+            s->cfg.train_network ? "true" : "false");
+    int rc = service_refit_fallback(s, true, err, sizeof err);
+    if (rc >= 0 && s->cfg.train_network) {
+        rc = train_network(s, err, sizeof err);
+        if (rc == -ENODATA) { /* young data: not a failure, the fallback serves on */
+            log_msg(LOG_INFO, "network training skipped", "reason=\"%s\"", err);
+            rc = 0;
+        }
+    }
+    service_run_adjuster(s); /* also when the refit failed: the serving model is unchanged */
+    uint64_t ms = (time_mono_ns() - t0) / 1000000;
+    atomic_store(&s->metrics->retrain_last_ms, ms);
+    atomic_fetch_add(&s->metrics->retrain_runs, 1);
+    pthread_mutex_lock(&s->err_lock);
+    snprintf(s->retrain_error, sizeof s->retrain_error, "%s", rc < 0 ? err : "");
+    pthread_mutex_unlock(&s->err_lock);
+    if (rc < 0) {
+        atomic_fetch_add(&s->metrics->retrain_failures, 1);
+        atomic_store(&s->retrain_state, RETRAIN_FAILED);
+        log_msg(LOG_WARN, "retrain failed", "error=\"%s\" ms=%llu", err, (unsigned long long)ms);
+        return;
+    }
+    atomic_store(&s->retrain_state, RETRAIN_IDLE);
+    log_msg(LOG_INFO, "retrain finish", "ms=%llu", (unsigned long long)ms);
+}
+

@@ -1,0 +1,76 @@
+/* service_internal: the Service struct and the functions the service's own
+ * files share: service.c (requests), jobs.c (worker jobs) and durability.c
+ * (recovery and snapshots). Other modules use include/service.h.
+ *
+ * Ownership: a Service owns its store, dedupe window, prediction log and
+ * one reference to the serving model; it keeps a copy of the config and
+ * borrows metrics and the write-ahead log (main.c owns both).
+ *
+ * Locks (docs/ARCHITECTURE.md has the whole order): the store lock guards
+ * the store, the dedupe window, the prediction log and logbuf, and orders
+ * the log's appends; model_lock guards `model` alone and is taken with no
+ * other lock held and nothing taken under it; err_lock guards
+ * retrain_error and last_train. Everything else is atomic or written only
+ * by the thread named beside it. */
+#ifndef LTVD_SERVICE_INTERNAL_H
+#define LTVD_SERVICE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "dedupe.h"
+#include "predlog.h"
+#include "service.h"
+#include "store.h"
+#include "util.h"
+
+struct Service {
+    LtvdConfig cfg;
+    Metrics *metrics;
+    Store *store;
+    Dedupe *dedupe;              /* under the store lock */
+    PredLog *predlog;            /* under the store lock; NULL: adjuster off or adjuster.log_size = 0 */
+
+    pthread_mutex_t model_lock;  /* guards model */
+    Model *model;
+    atomic_uint_fast64_t next_version;
+
+    atomic_int_fast64_t event_clock;      /* newest applied event ts */
+    atomic_uint_fast64_t purchases_total; /* purchase events applied (for refit growth) */
+    uint64_t purchases_at_fit;            /* worker only */
+
+    atomic_int retrain_state;    /* RetrainState */
+    atomic_uint_fast64_t retrain_job;
+    pthread_mutex_t err_lock;
+    char retrain_error[256];     /* under err_lock */
+    TrainFigures last_train;     /* under err_lock */
+    void (*retrain_notify)(void *);
+    void *retrain_notify_arg;
+
+    atomic_bool ready;
+
+    /* durability */
+    Wal *wal;                    /* NULL until attached (and while replaying); set under the store lock */
+    ByteBuf logbuf;              /* record being built; under the store lock */
+    atomic_int_fast64_t last_snapshot_mono_s;
+    atomic_uint_fast64_t wal_bytes_at_snapshot;
+    atomic_int_fast64_t erasure_pending_since; /* mono seconds, 0 = none */
+};
+
+/* Makes m (ownership taken) the serving model. Shoppers' states catch up
+ * lazily (service_ensure_state) before a prediction or event uses them. Any
+ * thread; takes model_lock only. */
+void service_publish(Service *s, Model *m);
+
+/* Recomputes u's h and c from its retained events if they were computed
+ * under other weights than net, so a prediction never mixes versions.
+ * Store lock held. */
+void service_ensure_state(Service *s, UserState *u, const LstmWeights *net);
+
+/* Recovery (main thread, before serving): re-applies a logged batch under
+ * net (-ENOSPC: it would overflow limits.max_users), and a logged erasure
+ * (absent shoppers are fine). Neither logs anything. */
+int service_replay_events(Service *s, const Event *ev, size_t n, const LstmWeights *net);
+void service_replay_erase(Service *s, const char *id, size_t len);
+
+#endif

@@ -1,0 +1,316 @@
+/* snapshot: writing, checking and loading snapshot files, and finding them
+ * in storage.dir (include/snapshot.h has the layout and the thread rules:
+ * the writer may run in a forked child). */
+#include "snapshot.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hash.h"
+#include "util.h"
+
+typedef struct SnapHeader {
+    char magic[8];
+    uint32_t format, hidden, ring_cap, slot_bytes;
+    uint64_t seq;
+    int64_t event_clock;
+    uint64_t purchases_total, users, dedupe_keys;
+    uint32_t reserved[2];
+} SnapHeader;
+
+/* Sections larger than this are not believed (a corrupt count). */
+#define SNAP_MAX_COUNT ((uint64_t)1 << 40)
+
+/* ---- writing ------------------------------------------------------------ */
+
+/* Buffered writes with a running CRC; err is sticky. */
+typedef struct SnapWriter {
+    int fd;
+    uint32_t crc;
+    size_t len, total;
+    int err;
+    unsigned char buf[1 << 16];
+} SnapWriter;
+
+static void sw_put(SnapWriter *w, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    w->crc = crc32_update(w->crc, c, n);
+    w->total += n;
+    while (n && !w->err) {
+        size_t k = sizeof w->buf - w->len < n ? sizeof w->buf - w->len : n;
+        memcpy(w->buf + w->len, c, k);
+        w->len += k;
+        c += k;
+        n -= k;
+        if (w->len == sizeof w->buf) {
+            w->err = write_all(w->fd, w->buf, w->len);
+            w->len = 0;
+        }
+    }
+}
+
+static void sw_dedupe_key(void *arg, uint64_t key) { sw_put(arg, &key, sizeof key); }
+static void sw_predlog_entry(void *arg, const PredLogEntry *e) { sw_put(arg, e, sizeof *e); }
+
+/* The prediction log: pending entries, then matured pairs (none without a log). */
+static void sw_predlog(SnapWriter *w, PredLog *l)
+{
+    PredLogStats st = {0};
+    if (l)
+        predlog_stats(l, &st);
+    AdjPair *pairs = st.pairs ? malloc(st.pairs * sizeof *pairs) : NULL;
+    uint64_t counts[2] = {st.pending, pairs ? st.pairs : 0};
+    sw_put(w, counts, sizeof counts);
+    if (l)
+        predlog_foreach_entry(l, sw_predlog_entry, w);
+    if (pairs) {
+        predlog_pairs(l, pairs, st.pairs);
+        sw_put(w, pairs, st.pairs * sizeof *pairs);
+        free(pairs);
+    }
+}
+
+int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo *info, size_t *bytes)
+{
+    SnapWriter *w = malloc(sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (w->fd < 0) {
+        int e = -errno;
+        free(w);
+        return e;
+    }
+    w->crc = 0;
+    w->len = w->total = 0;
+    w->err = 0;
+    const StoreConfig *sc = store_config(t->store);
+    SnapHeader h = {
+        .magic = "LTVDSNAP",
+        .format = SNAPSHOT_FORMAT,
+        .hidden = (uint32_t)sc->hidden,
+        .ring_cap = (uint32_t)sc->ring_cap,
+        .slot_bytes = (uint32_t)store_slot_bytes(t->store),
+        .seq = info->seq,
+        .event_clock = info->event_clock,
+        .purchases_total = info->purchases_total,
+        .users = store_count(t->store),
+        .dedupe_keys = dedupe_count(t->dedupe),
+    };
+    sw_put(w, &h, sizeof h);
+    size_t high = store_slot_high(t->store);
+    for (size_t i = 0; i < high; i++) {
+        UserState *u = store_slot_at(t->store, i);
+        if (u)
+            sw_put(w, u, h.slot_bytes);
+    }
+    dedupe_foreach(t->dedupe, sw_dedupe_key, w);
+    sw_predlog(w, t->predlog);
+    uint32_t crc = w->crc;
+    sw_put(w, &crc, 4);
+    if (!w->err) /* the last, partial buffer */
+        w->err = write_all(w->fd, w->buf, w->len);
+    if (!w->err && fsync(w->fd) != 0)
+        w->err = -errno;
+    close(w->fd);
+    int rc = w->err;
+    *bytes = w->total;
+    free(w);
+    return rc;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static int read_exact(int fd, void *p, size_t n)
+{
+    unsigned char *c = p;
+    while (n) {
+        ssize_t r = read(fd, c, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -EBADMSG;
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Reads n bytes of fd into the running crc, through buf (cap,). */
+static int crc_section(int fd, uint64_t n, uint32_t *crc, unsigned char *buf, size_t cap)
+{
+    while (n) {
+        size_t k = n < cap ? (size_t)n : cap;
+        int rc = read_exact(fd, buf, k);
+        if (rc)
+            return rc;
+        *crc = crc32_update(*crc, buf, k);
+        n -= k;
+    }
+    return 0;
+}
+
+static void info_from(SnapshotInfo *info, const SnapHeader *h)
+{
+    *info = (SnapshotInfo){
+        .seq = h->seq,
+        .event_clock = h->event_clock,
+        .purchases_total = h->purchases_total,
+        .users = h->users,
+    };
+}
+
+/* Opens path and reads its header: the open fd, or -errno / -EBADMSG with
+ * err set. */
+static int open_snapshot(const char *path, SnapHeader *h, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    if (read_exact(fd, h, sizeof *h) || memcmp(h->magic, "LTVDSNAP", 8) != 0 || h->format < 1 ||
+        h->format > SNAPSHOT_FORMAT) {
+        snprintf(err, errlen, "%s: not an ltvd snapshot of format 1 to %u", path, SNAPSHOT_FORMAT);
+        close(fd);
+        return -EBADMSG;
+    }
+    return fd;
+}
+
+int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, char *err, size_t errlen)
+{
+    SnapHeader h;
+    int fd = open_snapshot(path, &h, err, errlen);
+    if (fd < 0)
+        return fd;
+    int rc;
+    const StoreConfig *sc = store_config(shape);
+    if (h.hidden != (uint32_t)sc->hidden || h.ring_cap != (uint32_t)sc->ring_cap ||
+        h.slot_bytes != store_slot_bytes(shape)) {
+        snprintf(err, errlen, "%s was written with model.hidden_size=%u model.recent_events=%u; this config has %d "
+                 "and %d", path, h.hidden, h.ring_cap, sc->hidden, sc->ring_cap);
+        close(fd);
+        return -EINVAL;
+    }
+    size_t cap = 1 << 16;
+    unsigned char *buf = malloc(cap);
+    if (!buf) {
+        close(fd);
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -ENOMEM;
+    }
+    uint32_t crc = crc32_update(0, &h, sizeof h);
+    rc = h.users > SNAP_MAX_COUNT || h.dedupe_keys > SNAP_MAX_COUNT
+             ? -EBADMSG
+             : crc_section(fd, h.users * h.slot_bytes + h.dedupe_keys * 8, &crc, buf, cap);
+    uint64_t counts[2] = {0, 0};
+    if (!rc && h.format >= 2 && (rc = read_exact(fd, counts, sizeof counts)) == 0) {
+        crc = crc32_update(crc, counts, sizeof counts);
+        if (counts[0] > SNAP_MAX_COUNT || counts[1] > SNAP_MAX_COUNT)
+            rc = -EBADMSG;
+        else
+            rc = crc_section(fd, counts[0] * sizeof(PredLogEntry) + counts[1] * sizeof(AdjPair), &crc, buf, cap);
+    }
+    uint32_t stored = 0;
+    if (!rc)
+        rc = read_exact(fd, &stored, 4);
+    free(buf);
+    close(fd);
+    if (rc || stored != crc) {
+        snprintf(err, errlen, "%s: %s", path, rc ? "truncated" : "checksum mismatch");
+        return -EBADMSG;
+    }
+    info_from(info, &h);
+    return 0;
+}
+
+int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info, char *err, size_t errlen)
+{
+    SnapHeader h;
+    int fd = open_snapshot(path, &h, err, errlen);
+    if (fd < 0)
+        return fd;
+    int rc = 0;
+    UserState *slot = malloc(h.slot_bytes);
+    if (!slot)
+        rc = -ENOMEM;
+    for (uint64_t i = 0; i < h.users && !rc; i++) {
+        if ((rc = read_exact(fd, slot, h.slot_bytes)) != 0)
+            break;
+        rc = store_restore(t->store, slot);
+        if (rc == -ENOSPC)
+            snprintf(err, errlen, "%s holds %" PRIu64 " shoppers, more than limits.max_users=%zu", path, h.users,
+                     store_config(t->store)->max_users);
+    }
+    for (uint64_t i = 0; i < h.dedupe_keys && !rc; i++) {
+        uint64_t key;
+        if ((rc = read_exact(fd, &key, 8)) == 0 && !dedupe_contains(t->dedupe, key))
+            dedupe_insert(t->dedupe, key);
+    }
+    uint64_t counts[2] = {0, 0};
+    if (!rc && h.format >= 2)
+        rc = read_exact(fd, counts, sizeof counts);
+    for (uint64_t i = 0; i < counts[0] && !rc; i++) { /* kept only while the adjuster is on */
+        PredLogEntry e;
+        if ((rc = read_exact(fd, &e, sizeof e)) == 0 && t->predlog)
+            predlog_restore_entry(t->predlog, &e);
+    }
+    for (uint64_t i = 0; i < counts[1] && !rc; i++) {
+        AdjPair p;
+        if ((rc = read_exact(fd, &p, sizeof p)) == 0 && t->predlog)
+            predlog_restore_pair(t->predlog, &p);
+    }
+    free(slot);
+    close(fd);
+    if (rc && rc != -ENOSPC)
+        snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+    if (!rc)
+        info_from(info, &h);
+    return rc;
+}
+
+/* ---- finding them ------------------------------------------------------- */
+
+size_t snapshot_list(const char *dir, uint64_t *seqs, size_t cap)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < cap) {
+        uint64_t seq;
+        char tail[8];
+        if (strlen(e->d_name) == 30 && sscanf(e->d_name, "snapshot-%16" SCNx64 "%7s", &seq, tail) == 2 &&
+            strcmp(tail, ".snap") == 0) {
+            seqs[n++] = seq;
+        } else if (strstr(e->d_name, ".snap.tmp")) {
+            char p[PATH_MAX];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p); /* left by a snapshot that did not finish */
+        }
+    }
+    closedir(d);
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && seqs[j] > seqs[j - 1]; j--) {
+            uint64_t t = seqs[j];
+            seqs[j] = seqs[j - 1];
+            seqs[j - 1] = t;
+        }
+    return n;
+}
+
+void snapshot_path(char *out, size_t n, const char *dir, uint64_t seq, bool tmp)
+{
+    snprintf(out, n, "%s/snapshot-%016" PRIx64 ".snap%s", dir, seq, tmp ? ".tmp" : "");
+}

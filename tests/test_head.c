@@ -1,0 +1,147 @@
+/* Serving and training agree: the prediction the service serves for a
+ * shopper at time c equals the one the trainer computes for the same
+ * shopper, history and time on validation (trainer_backtest: what a model
+ * "would have served" at each validation cut), for both heads.
+ *
+ * The two sides share only the weights: serving runs the float LSTM step
+ * (lstm.c) on events applied one by one through the service; the trainer
+ * runs its double-precision step over the whole sequence. So they agree to
+ * float precision, not bit for bit: within 1e-7 relative here, 1e-5 leaves
+ * room for other BLAS kernels. A head input fed on one side and not the
+ * other (the LSTM-only head once saw the fallback's two inputs when served,
+ * not when trained) moves a prediction by tens of percent. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "service.h"
+#include "test_util.h"
+#include "trainer.h"
+
+#define DAY 86400
+#define HIDDEN 16
+#define HORIZON 182
+#define GRID_DAYS 1000 /* longer than any history here: no grid cuts, only event times */
+#define MAX_EVENTS 8
+
+static const int64_t NOW = 1735603200; /* 2024-12-31: labels must have matured by now */
+
+typedef struct Shopper {
+    const char *id;
+    int n;
+    Event ev[MAX_EVENTS]; /* by time; the ones after NOW - HORIZON are labels only */
+} Shopper;
+
+static Event ev_at(const char *id, EventType type, int64_t ts, double value)
+{
+    return (Event){.user_id = id, .user_len = strlen(id), .type = type, .ts = ts, .value = value, .quantity = 1};
+}
+
+/* Three histories that end before the last cut time (NEWEST) and carry on
+ * after it, so every cut has a label. */
+static void make_shoppers(Shopper *sh)
+{
+    const int64_t newest = NOW - (int64_t)HORIZON * DAY;
+    sh[0] = (Shopper){.id = "repeat", .n = 6};
+    sh[0].ev[0] = ev_at("repeat", EV_VIEW, newest - 300 * DAY, 0);
+    sh[0].ev[1] = ev_at("repeat", EV_PURCHASE, newest - 290 * DAY, 40);
+    sh[0].ev[2] = ev_at("repeat", EV_CLICK, newest - 120 * DAY, 0);
+    sh[0].ev[3] = ev_at("repeat", EV_PURCHASE, newest - 100 * DAY, 15.5);
+    sh[0].ev[4] = ev_at("repeat", EV_PURCHASE, newest - 20 * DAY, 70);
+    sh[0].ev[5] = ev_at("repeat", EV_PURCHASE, newest + 30 * DAY, 25);
+    sh[1] = (Shopper){.id = "once", .n = 3};
+    sh[1].ev[0] = ev_at("once", EV_ADD_TO_CART, newest - 61 * DAY, 0);
+    sh[1].ev[1] = ev_at("once", EV_PURCHASE, newest - 60 * DAY, 120);
+    sh[1].ev[2] = ev_at("once", EV_VIEW, newest + 5 * DAY, 0);
+    sh[2] = (Shopper){.id = "refunder", .n = 5};
+    sh[2].ev[0] = ev_at("refunder", EV_PURCHASE, newest - 500 * DAY, 80);
+    sh[2].ev[1] = ev_at("refunder", EV_REFUND, newest - 499 * DAY, 30);
+    sh[2].ev[2] = ev_at("refunder", EV_PURCHASE, newest - 200 * DAY, 22);
+    sh[2].ev[3] = ev_at("refunder", EV_PURCHASE, newest - 3 * DAY, 9);
+    sh[2].ev[4] = ev_at("refunder", EV_PURCHASE, newest + 100 * DAY, 60);
+}
+
+static Model *network_model(bool hybrid, const FallbackFit *fit)
+{
+    LstmWeights *net;
+    ASSERT(lstm_weights_create(&net, HIDDEN, 3, 7) == 0);
+    net->hybrid = hybrid;
+    net->level_shift = 0.3;
+    Model *m;
+    ASSERT(model_create(&m, net, fit, HORIZON, MODEL_TRAINED, 1) == 0);
+    lstm_weights_release(net);
+    return m;
+}
+
+/* The trainer's validation predictions for one shopper, at its cut times
+ * in order: each event time up to NEWEST, then NEWEST. */
+static size_t trainer_predictions(const Shopper *sh, const Model *m, AdjPair **pairs)
+{
+    TrainShopper ts = {.first = 0, .n = (size_t)sh->n, .key = 0};
+    shopper_agg_init(&ts.agg0);
+    TrainSet set = {.events = (Event *)sh->ev, .nevents = (size_t)sh->n, .shoppers = &ts, .nshoppers = 1,
+                    .now = NOW};
+    TrainConfig tc = {
+        .hidden = HIDDEN,
+        .horizon_days = HORIZON,
+        .seed = 1,
+        .cuts_per_shopper = 64, /* keep every candidate cut */
+        .grid_days = GRID_DAYS,
+        .max_examples = 1000,
+        .val_percent = 100,     /* every shopper validates */
+    };
+    size_t n = 0;
+    ASSERT(trainer_backtest(&set, &tc, &m->fallback, m->net, pairs, &n) == 0);
+    return n;
+}
+
+static void check_head(bool hybrid)
+{
+    LtvdConfig cfg;
+    config_defaults(&cfg);
+    cfg.clock = CLOCK_EVENT;
+    cfg.limits_max_users = 100;
+    cfg.model_hidden_size = HIDDEN;
+    cfg.model_horizon_days = HORIZON;
+    static Metrics metrics;
+    metrics_init(&metrics);
+    FallbackFit fit = {.bg = BGNBD_CDNOW_PRIOR, .gg = GG_CDNOW_PRIOR};
+    Model *m = network_model(hybrid, &fit);
+    model_retain(m);
+    Service *s;
+    ASSERT(service_create(&s, &cfg, &metrics, m) == 0);
+
+    const int64_t newest = NOW - (int64_t)HORIZON * DAY;
+    Shopper sh[3];
+    make_shoppers(sh);
+    for (int k = 0; k < 3; k++) {
+        AdjPair *pairs;
+        size_t n = trainer_predictions(&sh[k], m, &pairs);
+        size_t cut = 0;
+        /* serve as the trainer cut: after each event up to NEWEST, at its time */
+        for (int i = 0; i < sh[k].n && sh[k].ev[i].ts <= newest; i++) {
+            ApplyResult res;
+            ASSERT(service_apply(s, &sh[k].ev[i], 1, &res, NULL) == 0 && res.accepted == 1);
+            PredictionView pv;
+            service_predict(s, sh[k].id, strlen(sh[k].id), sh[k].ev[i].ts, &pv);
+            ASSERT(pv.known && pv.p.from_network);
+            ASSERT(cut < n);
+            ASSERT_REL(pv.p.ltv, pairs[cut].pred, 1e-5);
+            cut++;
+        }
+        PredictionView pv;
+        service_predict(s, sh[k].id, strlen(sh[k].id), newest, &pv);
+        ASSERT(cut + 1 == n); /* the last cut is NEWEST itself */
+        ASSERT_REL(pv.p.ltv, pairs[cut].pred, 1e-5);
+        ASSERT(pv.p.ltv > 0);
+        free(pairs);
+    }
+    service_destroy(s);
+    model_release(m);
+}
+
+int main(void)
+{
+    check_head(true);
+    check_head(false);
+    TEST_DONE("test_head");
+}
