@@ -39,6 +39,23 @@ def scaled(seconds):
     return seconds * TIMEOUT_SCALE
 
 
+def check(cond, msg=""):
+    """Fails the running test with msg unless cond holds."""
+    if not cond:
+        raise AssertionError(msg)
+
+
+def test_registry():
+    """(tests, test): a list and a decorator that appends a function to it,
+    for a test file's `@test` functions and `run_tests(tests, ...)`."""
+    tests = []
+
+    def test(fn):
+        tests.append(fn)
+        return fn
+    return tests, test
+
+
 def skip(reason):
     """Ends a test program that cannot run here: meson reports SKIP."""
     print(f"SKIP: {reason}")

@@ -16,17 +16,17 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, quote_id, run_tests  # noqa: E402
+from ltvd_harness import check, test_registry, TIMEOUT_SCALE, LtvdProcess, quote_id, run_tests  # noqa: E402
 
 LTVD = sys.argv[1]
 SPEC = sys.argv[2]
-SCALE = float(os.environ.get("LTVD_TEST_TIMEOUT_SCALE", "1"))
+SCALE = TIMEOUT_SCALE
 TOKENS = {"ingest": "ingest-Tok-1", "admin": "admin-Tok-2", "read": "read-Tok-3"}
 SETTINGS = {f"auth.{c}_token": t for c, t in TOKENS.items()}
 KNOWN = "known/shopper+1"  # needs percent-encoding in paths
 T0 = 1735689600  # 2025-01-01T00:00:00Z
 DAY = 86400
-TESTS = []
+TESTS, test = test_registry()
 
 # A request body for the routes that need one; a route that needs a body
 # and has none here fails its "allowed" step, so a new route cannot slip by.
@@ -34,16 +34,6 @@ BODIES = {
     ("POST", "/v1/events"): {"user_id": "auth-new", "type": "purchase", "ts": T0 + DAY, "value": 9.5},
     ("POST", "/v1/ltv/batch"): {"user_ids": [KNOWN, "auth-unknown"], "as_of": T0 + 2 * DAY},
 }
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
-
-
-def check(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def served_routes():

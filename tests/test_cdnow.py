@@ -11,15 +11,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import (LtvdProcess, main_exit, require_file, run_import, run_tests, scaled,  # noqa: E402
+from ltvd_harness import (check, LtvdProcess, main_exit, require_file, run_import, run_tests, scaled,  # noqa: E402
                           wait_until)
 
 LTVD, ROOT, CDNOW = sys.argv[1], sys.argv[2], os.path.normpath(sys.argv[3])
-
-
-def check(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def import_cdnow(s):

@@ -26,7 +26,7 @@ import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, main_exit, run_tests, scaled, tail, wait_until  # noqa: E402
+from ltvd_harness import check, LtvdProcess, main_exit, run_tests, scaled, tail, wait_until  # noqa: E402
 
 LTVD, ROOT = sys.argv[1], sys.argv[2]
 DAY = 86400
@@ -42,11 +42,6 @@ SETTINGS = {"clock": "event", "server.threads": "3", "model.hidden_size": "8", "
             "model.recent_events": "1024", "train.network": "true", "train.interval_s": "0",
             "train.max_epochs": "4", "train.seed": "5", "storage.snapshot_interval_s": "604800"}
 RETRAIN_WAIT_S = 120  # bounds the poll for a retrain's end (scaled); not a timing assertion
-
-
-def check(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def load_simulate():

@@ -34,17 +34,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import (LtvdProcess, free_port, main_exit, run_tests, sanitizer_reports, scaled,  # noqa: E402
+from ltvd_harness import (check, LtvdProcess, free_port, main_exit, run_tests, sanitizer_reports, scaled,  # noqa: E402
                           skip, tail)
 
 LTVD, ROOT, MODE = os.path.abspath(sys.argv[1]), sys.argv[2], sys.argv[3]
 UNIT = os.path.join(ROOT, "deploy", "ltvd.service")
 DOCKERFILE = os.path.join(ROOT, "deploy", "Dockerfile")
-
-
-def check(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def no_sanitizer_report(text):

@@ -13,16 +13,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, main_exit, run_ltvd, run_tests, scaled, wait_until  # noqa: E402
+from ltvd_harness import check, LtvdProcess, main_exit, run_ltvd, run_tests, scaled, wait_until  # noqa: E402
 
 LTVD = sys.argv[1]
 SETTINGS = {"storage.fsync": "always", "storage.snapshot_interval_s": "3600", "storage.erasure_snapshot_s": "1"}
 SEED = int(os.environ.get("LTVD_TEST_SEED") or random.SystemRandom().randrange(1 << 31))
-
-
-def check(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
 
 
 class Client(threading.Thread):

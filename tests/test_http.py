@@ -11,7 +11,7 @@ import tempfile
 from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import (LtvdProcess, main_exit, quote_id, run_ltvd, run_tests, scaled,  # noqa: E402
+from ltvd_harness import (check, LtvdProcess, main_exit, quote_id, run_ltvd, run_tests, scaled,  # noqa: E402
                           wait_until)
 
 LTVD = sys.argv[1]
@@ -27,11 +27,6 @@ def test(fn):
     run.__name__ = fn.__name__
     TESTS.append(run)
     return fn
-
-
-def check(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def assert_error(status, body, want_status, want_code=None):

@@ -8,14 +8,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, main_exit, run_import, run_tests  # noqa: E402
+from ltvd_harness import check, LtvdProcess, main_exit, run_import, run_tests  # noqa: E402
 
 LTVD, ROOT = sys.argv[1], sys.argv[2]
-
-
-def check(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def csv_import_and_reimport():

@@ -22,24 +22,14 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, free_port, run_tests  # noqa: E402
+from ltvd_harness import check, test_registry, TIMEOUT_SCALE, LtvdProcess, free_port, run_tests  # noqa: E402
 
 LTVD, ROOT = sys.argv[1], sys.argv[2]
 IMPORT = os.path.join(ROOT, "tools", "ltvd-import")
-SCALE = float(os.environ.get("LTVD_TEST_TIMEOUT_SCALE", "1"))
+SCALE = TIMEOUT_SCALE
 T0 = 1735689600  # 2025-01-01T00:00:00Z
 HEADER = "user_id,ts,type,value,quantity,event_id\n"
-TESTS = []
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
-
-
-def check(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
+TESTS, test = test_registry()
 
 
 def run_import(port, path, *extra, timeout=120):

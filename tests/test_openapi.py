@@ -24,11 +24,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import SANITIZER_MARKERS, LtvdProcess, free_port, quote_id, run_tests  # noqa: E402
+from ltvd_harness import (TIMEOUT_SCALE, SANITIZER_MARKERS, test_registry, check as check_true,
+                          LtvdProcess, free_port, quote_id, run_tests)  # noqa: E402
 from openapi_check import YamlError, check, load_yaml, resolve, response_spec  # noqa: E402
 
 LTVD, SPEC_PATH = sys.argv[1], sys.argv[2]
-SCALE = float(os.environ.get("LTVD_TEST_TIMEOUT_SCALE", "1"))
+SCALE = TIMEOUT_SCALE
 with open(SPEC_PATH, encoding="utf-8") as _f:
     SPEC_TEXT = _f.read()
 SPEC = load_yaml(SPEC_TEXT)
@@ -38,17 +39,7 @@ T0 = 852076800  # 1997-01-01T00:00:00Z
 DAY = 86400
 BIG = b'{"pad": "' + b"x" * 5000 + b'"}'  # over limits.max_body_bytes=4096 below
 SEEN = set()  # (path template, method, response key) answered live
-TESTS = []
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
-
-
-def check_true(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
+TESTS, test = test_registry()
 
 
 def operations():

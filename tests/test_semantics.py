@@ -13,23 +13,13 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, quote_id, run_tests  # noqa: E402
+from ltvd_harness import check, test_registry, LtvdProcess, quote_id, run_tests  # noqa: E402
 
 LTVD = sys.argv[1]
 ROOT = sys.argv[2]
-TESTS = []
+TESTS, test = test_registry()
 DAY = 86400
 T0 = 1735689600  # 2025-01-01T00:00:00Z: fixed past dates, so nothing depends on today
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
-
-
-def check(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def assert_error(status, body, want_status, want_code):

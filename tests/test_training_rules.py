@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import LtvdProcess, main_exit, run_tests, scaled, wait_until  # noqa: E402
+from ltvd_harness import check, LtvdProcess, main_exit, run_tests, scaled, wait_until  # noqa: E402
 
 LTVD, ROOT = sys.argv[1], sys.argv[2]
 DAY = 86400
@@ -28,11 +28,6 @@ START = 1704067200  # 2024-01-01
 BASE = {"clock": "event", "model.hidden_size": "8", "train.network": "true", "train.interval_s": "0",
         "train.seed": "3"}
 RETRAIN_WAIT_S = 120  # bounds the poll for a retrain's end (scaled); not a timing assertion
-
-
-def check(cond, msg=""):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def shoppers(n, days, seed):
