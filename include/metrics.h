@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "predlog.h"
+#include "util.h"
 
 #define METRICS_MAX_ROUTES 16
 #define METRICS_NSTATUS 12   /* see metrics.c: status_codes[] + "other" */
@@ -59,8 +60,9 @@ typedef struct MetricsGauges {
 
 void metrics_init(Metrics *m);
 void metrics_observe(Metrics *m, int route, int http_status, uint64_t ns);
-/* Renders into a malloc'd NUL-terminated string (*out, caller frees). */
+/* Renders the Prometheus text into *out (empty on entry; the caller owns
+ * it). 0, or out->err with *out freed. */
 int metrics_render(const Metrics *m, const char *const *route_names, int nroutes, const MetricsGauges *g,
-                   char **out, size_t *len);
+                   TextBuf *out);
 
 #endif

@@ -1,6 +1,6 @@
 /* util: the small helpers every module would otherwise write again: a
  * seeded generator, the two squashing functions, writing a whole buffer to
- * a file descriptor, and a growable byte buffer.
+ * a file descriptor, and a growable byte buffer with text built on it.
  *
  * Pure functions or functions on caller-owned data: any thread. write_all
  * calls only write(2), so a forked child may use it. */
@@ -46,5 +46,20 @@ int bytebuf_reserve(ByteBuf *b, size_t n);
 /* Appends n bytes of p. 0, or -ENOMEM with the buffer unchanged. */
 int bytebuf_put(ByteBuf *b, const void *p, size_t n);
 void bytebuf_free(ByteBuf *b);
+
+/* Text built piece by piece (JSON answers, the metrics page, a request
+ * body): a ByteBuf kept NUL-terminated after b.len once anything is
+ * written. The first failure is sticky in err (-ENOMEM, -EINVAL) and makes
+ * every later write a no-op, so a writer checks once at the end. {0} is
+ * empty; the owner frees it with textbuf_free or takes b.p. */
+typedef struct TextBuf {
+    ByteBuf b;
+    int err;
+} TextBuf;
+
+void textbuf_append(TextBuf *t, const char *s, size_t n);
+#define TEXT_LIT(t, lit) textbuf_append(t, lit, sizeof(lit) - 1)
+__attribute__((format(printf, 2, 3))) void textbuf_printf(TextBuf *t, const char *fmt, ...);
+void textbuf_free(TextBuf *t);
 
 #endif

@@ -98,7 +98,7 @@ int handle_events(HttpCall *c)
             ret = http_send_error(c, 503, "storage_failed",
                                   "the write-ahead log cannot be written; the events were not applied", NULL, 0);
         } else {
-            RenderBuf r = {0};
+            TextBuf r = {0};
             render_applied(&r, &res, b.single ? &pv : NULL);
             ret = http_send_when_durable(c, res.wait_seq, 200, &r);
         }
@@ -117,7 +117,7 @@ int handle_user_ltv(HttpCall *c)
         return http_send_error(c, 400, "invalid_request", AS_OF_INVALID, NULL, 0);
     PredictionView pv;
     service_predict(c->svc, c->id, c->id_len, as_of, &pv);
-    RenderBuf r = {0};
+    TextBuf r = {0};
     render_prediction(&r, &pv);
     return http_send_json(c, 200, &r);
 }
@@ -188,7 +188,7 @@ int handle_ltv_batch(HttpCall *c)
         goto out_free;
     }
     service_predict_many(c->svc, idv, lens, n, as_of, pv);
-    RenderBuf r = {0};
+    TextBuf r = {0};
     render_predictions(&r, pv, n);
     ret = http_send_json(c, 200, &r);
 out_free:
@@ -206,7 +206,7 @@ int handle_user_get(HttpCall *c)
     UserSummaryView v;
     if (service_user_summary(c->svc, c->id, c->id_len, &v))
         return http_send_error(c, 404, "not_found", "unknown user", NULL, 0);
-    RenderBuf r = {0};
+    TextBuf r = {0};
     render_user(&r, c->id, c->id_len, &v);
     return http_send_json(c, 200, &r);
 }
@@ -219,7 +219,7 @@ int handle_user_delete(HttpCall *c)
         return http_send_error(c, 404, "not_found", "unknown user", NULL, 0);
     if (rc)
         return http_send_error(c, 503, "storage_failed", "the write-ahead log cannot be written", NULL, 0);
-    RenderBuf r = {0};
+    TextBuf r = {0};
     return http_send_when_durable(c, seq, 204, &r);
 }
 
@@ -229,7 +229,7 @@ int handle_model(HttpCall *c)
     PredLogStats pl;
     service_model_info(c->svc, &mi);
     service_predlog_stats(c->svc, &pl);
-    RenderBuf r = {0};
+    TextBuf r = {0};
     render_model(&r, &mi, &pl);
     return http_send_json(c, 200, &r);
 }
@@ -239,14 +239,14 @@ int handle_retrain(HttpCall *c)
     uint64_t job;
     if (service_request_retrain(c->svc, &job))
         return http_send_error(c, 409, "conflict", "a retrain is already running", NULL, 0);
-    RenderBuf r = {0};
+    TextBuf r = {0};
     render_job(&r, job);
     return http_send_json(c, 202, &r);
 }
 
 int handle_healthz(HttpCall *c)
 {
-    RenderBuf r = {0};
+    TextBuf r = {0};
     render_status(&r, "ok");
     return http_send_json(c, 200, &r);
 }
@@ -255,7 +255,7 @@ int handle_readyz(HttpCall *c)
 {
     if (!service_ready(c->svc))
         return http_send_error(c, 503, "not_ready", "recovering state and loading the model", NULL, 0);
-    RenderBuf r = {0};
+    TextBuf r = {0};
     render_status(&r, "ready");
     return http_send_json(c, 200, &r);
 }
@@ -266,9 +266,8 @@ int handle_metrics(HttpCall *c)
     const char *labels[ROUTE_COUNT];
     service_gauges(c->svc, &g);
     http_route_labels(labels);
-    RenderBuf r = {0};
-    if (metrics_render(c->metrics, labels, ROUTE_COUNT, &g, &r.p, &r.len))
+    TextBuf r = {0};
+    if (metrics_render(c->metrics, labels, ROUTE_COUNT, &g, &r))
         return http_send_error(c, 500, "internal", "out of memory", NULL, 0);
-    r.cap = r.len + 1;
     return http_send(c, 200, &r, "text/plain; version=0.0.4", NULL, NULL);
 }

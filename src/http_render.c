@@ -13,60 +13,9 @@
 
 /* ---- the buffer -------------------------------------------------------- */
 
-/* Makes room for n more bytes (and a NUL); false (and b->oom) if it cannot. */
-static bool render_reserve(RenderBuf *b, size_t n)
-{
-    if (b->oom)
-        return false;
-    if (b->len + n + 1 <= b->cap)
-        return true;
-    size_t cap = (b->cap ? b->cap * 2 : 512) + n;
-    char *np = realloc(b->p, cap);
-    if (!np) {
-        b->oom = true;
-        return false;
-    }
-    b->p = np;
-    b->cap = cap;
-    return true;
-}
-
-void render_append(RenderBuf *b, const char *s, size_t n)
-{
-    if (!render_reserve(b, n))
-        return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void render_printf(RenderBuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = true;
-        return;
-    }
-    if (!render_reserve(b, (size_t)n))
-        return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-void render_free(RenderBuf *b)
-{
-    free(b->p);
-    *b = (RenderBuf){0};
-}
-
 /* ---- JSON values ------------------------------------------------------- */
 
-static void render_u64(RenderBuf *b, uint64_t v)
+static void render_u64(TextBuf *b, uint64_t v)
 {
     char tmp[24];
     int n = 0;
@@ -74,21 +23,21 @@ static void render_u64(RenderBuf *b, uint64_t v)
         tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    render_append(b, tmp + sizeof tmp - n, (size_t)n);
+    textbuf_append(b, tmp + sizeof tmp - n, (size_t)n);
 }
 
 /* A number with at most 6 decimals, trailing zeros dropped (money and
  * probabilities need no more); non-finite values become 0. */
-static void render_num(RenderBuf *b, double v)
+static void render_num(TextBuf *b, double v)
 {
     if (!isfinite(v))
         v = 0.0;
     if (fabs(v) >= 1e15) {
-        render_printf(b, "%.17g", v);
+        textbuf_printf(b, "%.17g", v);
         return;
     }
     if (v < 0) {
-        RENDER_LIT(b, "-");
+        TEXT_LIT(b, "-");
         v = -v;
     }
     uint64_t scaled = (uint64_t)(v * 1e6 + 0.5);
@@ -106,129 +55,129 @@ static void render_num(RenderBuf *b, double v)
         frac[i] = (char)('0' + fp % 10);
         fp /= 10;
     }
-    render_append(b, frac, (size_t)n + 1);
+    textbuf_append(b, frac, (size_t)n + 1);
 }
 
 /* s (n bytes) as a JSON string literal, quotes included. */
-static void render_string(RenderBuf *b, const char *s, size_t n)
+static void render_string(TextBuf *b, const char *s, size_t n)
 {
-    RENDER_LIT(b, "\"");
+    TEXT_LIT(b, "\"");
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
         if (i > start)
-            render_append(b, s + start, i - start);
+            textbuf_append(b, s + start, i - start);
         if (c == '"' || c == '\\')
-            render_printf(b, "\\%c", c);
+            textbuf_printf(b, "\\%c", c);
         else
-            render_printf(b, "\\u%04x", c);
+            textbuf_printf(b, "\\u%04x", c);
         start = i + 1;
     }
     if (n > start)
-        render_append(b, s + start, n - start);
-    RENDER_LIT(b, "\"");
+        textbuf_append(b, s + start, n - start);
+    TEXT_LIT(b, "\"");
 }
 
-static void render_time(RenderBuf *b, int64_t ts)
+static void render_time(TextBuf *b, int64_t ts)
 {
     char buf[TIME_RFC3339_LEN];
     time_format_rfc3339(ts, buf);
-    render_append(b, buf, TIME_RFC3339_LEN - 1);
+    textbuf_append(b, buf, TIME_RFC3339_LEN - 1);
 }
 
 static double finite_or_zero(double v) { return isfinite(v) ? v : 0.0; }
 
 /* ---- answers ----------------------------------------------------------- */
 
-void render_error(RenderBuf *b, const char *code, const char *message, const EventError *details, size_t ndetails)
+void render_error(TextBuf *b, const char *code, const char *message, const EventError *details, size_t ndetails)
 {
-    render_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
+    textbuf_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
     render_string(b, message, strlen(message));
-    render_printf(b, ",\"details\":[");
+    textbuf_printf(b, ",\"details\":[");
     for (size_t i = 0; i < ndetails; i++) {
-        render_printf(b, "%s{\"index\":%zu,\"field\":\"%s\",\"reason\":", i ? "," : "", details[i].index,
+        textbuf_printf(b, "%s{\"index\":%zu,\"field\":\"%s\",\"reason\":", i ? "," : "", details[i].index,
                       details[i].field);
         render_string(b, details[i].reason, strlen(details[i].reason));
-        render_printf(b, "}");
+        textbuf_printf(b, "}");
     }
-    render_printf(b, "]}}");
+    textbuf_printf(b, "]}}");
 }
 
-void render_status(RenderBuf *b, const char *status) { render_printf(b, "{\"status\":\"%s\"}", status); }
+void render_status(TextBuf *b, const char *status) { textbuf_printf(b, "{\"status\":\"%s\"}", status); }
 
-void render_prediction(RenderBuf *b, const PredictionView *p)
+void render_prediction(TextBuf *b, const PredictionView *p)
 {
-    RENDER_LIT(b, "{\"user_id\":");
+    TEXT_LIT(b, "{\"user_id\":");
     render_string(b, p->user_id, p->user_len);
     if (p->known)
-        RENDER_LIT(b, ",\"known\":true,\"as_of\":\"");
+        TEXT_LIT(b, ",\"known\":true,\"as_of\":\"");
     else
-        RENDER_LIT(b, ",\"known\":false,\"as_of\":\"");
+        TEXT_LIT(b, ",\"known\":false,\"as_of\":\"");
     render_time(b, p->as_of);
-    RENDER_LIT(b, "\",\"horizon_days\":");
+    TEXT_LIT(b, "\",\"horizon_days\":");
     render_u64(b, (uint64_t)p->horizon_days);
-    RENDER_LIT(b, ",\"ltv\":");
+    TEXT_LIT(b, ",\"ltv\":");
     render_num(b, p->p.ltv);
-    RENDER_LIT(b, ",\"p_active\":");
+    TEXT_LIT(b, ",\"p_active\":");
     render_num(b, p->p.p_active);
-    RENDER_LIT(b, ",\"p10\":");
+    TEXT_LIT(b, ",\"p10\":");
     render_num(b, p->p.p10);
-    RENDER_LIT(b, ",\"p50\":");
+    TEXT_LIT(b, ",\"p50\":");
     render_num(b, p->p.p50);
-    RENDER_LIT(b, ",\"p90\":");
+    TEXT_LIT(b, ",\"p90\":");
     render_num(b, p->p.p90);
-    RENDER_LIT(b, ",\"model_version\":");
+    TEXT_LIT(b, ",\"model_version\":");
     render_u64(b, p->model_version);
     if (p->p.from_network)
-        RENDER_LIT(b, ",\"source\":\"network\",\"events\":");
+        TEXT_LIT(b, ",\"source\":\"network\",\"events\":");
     else
-        RENDER_LIT(b, ",\"source\":\"fallback\",\"events\":");
+        TEXT_LIT(b, ",\"source\":\"fallback\",\"events\":");
     render_u64(b, p->events);
     if (p->known) {
-        RENDER_LIT(b, ",\"last_event_ts\":\"");
+        TEXT_LIT(b, ",\"last_event_ts\":\"");
         render_time(b, p->last_event_ts);
-        RENDER_LIT(b, "\"}");
+        TEXT_LIT(b, "\"}");
     } else {
-        RENDER_LIT(b, ",\"last_event_ts\":null}");
+        TEXT_LIT(b, ",\"last_event_ts\":null}");
     }
 }
 
-void render_predictions(RenderBuf *b, const PredictionView *pv, size_t n)
+void render_predictions(TextBuf *b, const PredictionView *pv, size_t n)
 {
-    RENDER_LIT(b, "{\"predictions\":[");
+    TEXT_LIT(b, "{\"predictions\":[");
     for (size_t i = 0; i < n; i++) {
         if (i)
-            RENDER_LIT(b, ",");
+            TEXT_LIT(b, ",");
         render_prediction(b, &pv[i]);
     }
-    RENDER_LIT(b, "]}");
+    TEXT_LIT(b, "]}");
 }
 
-void render_applied(RenderBuf *b, const ApplyResult *res, const PredictionView *single)
+void render_applied(TextBuf *b, const ApplyResult *res, const PredictionView *single)
 {
-    RENDER_LIT(b, "{\"accepted\":");
+    TEXT_LIT(b, "{\"accepted\":");
     render_u64(b, res->accepted);
-    RENDER_LIT(b, ",\"duplicates\":");
+    TEXT_LIT(b, ",\"duplicates\":");
     render_u64(b, res->duplicates);
-    RENDER_LIT(b, ",\"late\":");
+    TEXT_LIT(b, ",\"late\":");
     render_u64(b, res->late);
     if (single) {
-        RENDER_LIT(b, ",\"prediction\":");
+        TEXT_LIT(b, ",\"prediction\":");
         render_prediction(b, single);
     }
-    RENDER_LIT(b, "}");
+    TEXT_LIT(b, "}");
 }
 
-void render_user(RenderBuf *b, const char *id, size_t len, const UserSummaryView *v)
+void render_user(TextBuf *b, const char *id, size_t len, const UserSummaryView *v)
 {
     char first[TIME_RFC3339_LEN], last[TIME_RFC3339_LEN];
     time_format_rfc3339(v->agg.first_ts, first);
     time_format_rfc3339(v->agg.last_ts, last);
-    RENDER_LIT(b, "{\"user_id\":");
+    TEXT_LIT(b, "{\"user_id\":");
     render_string(b, id, len);
-    render_printf(b,
+    textbuf_printf(b,
                   ",\"events\":%u,\"purchases\":%u,\"refunds\":%u,\"purchase_days\":%u,\"spend\":%.10g,"
                   "\"first_event_ts\":\"%s\",\"last_event_ts\":\"%s\",\"recent_events\":%u}",
                   v->agg.events, v->agg.purchases, v->agg.refunds, v->agg.purchase_days, v->agg.spend, first, last,
@@ -236,9 +185,9 @@ void render_user(RenderBuf *b, const char *id, size_t len, const UserSummaryView
 }
 
 /* "adjuster": the RL adjuster's state and the prediction log it learns from. */
-static void render_adjuster(RenderBuf *b, const ModelInfo *mi, const PredLogStats *pl)
+static void render_adjuster(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
 {
-    render_printf(b,
+    textbuf_printf(b,
                   "\"adjuster\":{\"enabled\":%s,\"active\":%s,\"prediction_log\":{\"capacity\":%zu,\"pending\":%zu,"
                   "\"matured_pairs\":%zu,\"pairs_predicted\":%.6g,\"pairs_realised\":%.6g,\"logged\":%llu,"
                   "\"matured\":%llu,\"dropped_full\":%llu,\"dropped_unknown\":%llu}",
@@ -249,22 +198,22 @@ static void render_adjuster(RenderBuf *b, const ModelInfo *mi, const PredLogStat
     if (mi->has_adj) {
         const AdjTable *t = &mi->adj;
         int shown = t->runs < 8 ? (int)t->runs : 8;
-        render_printf(b,
+        textbuf_printf(b,
                       ",\"runs\":%u,\"episodes\":%llu,\"live_pairs\":%u,\"backtest_pairs\":%u,\"reward\":%.6g,"
                       "\"reward_trend\":[",
                       t->runs, (unsigned long long)t->episodes, t->live_pairs, t->backtest_pairs, t->reward_greedy);
         for (int k = 8 - shown; k < 8; k++)
-            render_printf(b, "%s%.6g", k > 8 - shown ? "," : "", t->trend[k]);
-        render_printf(b, "],\"multipliers\":[");
+            textbuf_printf(b, "%s%.6g", k > 8 - shown ? "," : "", t->trend[k]);
+        textbuf_printf(b, "],\"multipliers\":[");
         for (int a = 0; a < ADJ_ACTIONS; a++)
-            render_printf(b, "%s%g", a ? "," : "", ADJ_MULTIPLIERS[a]);
-        render_printf(b, "],\"recency_buckets_days\":[30,90,180,null],\"tenure_buckets_days\":[90,180,365,null],"
+            textbuf_printf(b, "%s%g", a ? "," : "", ADJ_MULTIPLIERS[a]);
+        textbuf_printf(b, "],\"recency_buckets_days\":[30,90,180,null],\"tenure_buckets_days\":[90,180,365,null],"
                          "\"segments\":[");
         int first = 1;
         for (int sgm = 0; sgm < ADJ_SEGMENTS; sgm++) {
             if (!t->pairs[sgm])
                 continue; /* no outcomes: x1.0, nothing learned */
-            render_printf(b,
+            textbuf_printf(b,
                           "%s{\"segment\":%d,\"value_decile\":%d,\"recency_bucket\":%d,\"tenure_bucket\":%d,"
                           "\"pairs\":%u,\"ratio\":%.4g,\"action\":%g,\"q\":[",
                           first ? "" : ",", sgm, sgm / (ADJ_RECENCY * ADJ_TENURE) + 1, sgm / ADJ_TENURE % ADJ_RECENCY,
@@ -272,18 +221,18 @@ static void render_adjuster(RenderBuf *b, const ModelInfo *mi, const PredLogStat
                           ADJ_MULTIPLIERS[t->action[sgm]]);
             first = 0;
             for (int a = 0; a < ADJ_ACTIONS; a++)
-                render_printf(b, "%s%.4g", a ? "," : "", t->q[sgm][a]);
-            render_printf(b, "],\"visits\":[");
+                textbuf_printf(b, "%s%.4g", a ? "," : "", t->q[sgm][a]);
+            textbuf_printf(b, "],\"visits\":[");
             for (int a = 0; a < ADJ_ACTIONS; a++)
-                render_printf(b, "%s%u", a ? "," : "", t->visits[sgm][a]);
-            render_printf(b, "]}");
+                textbuf_printf(b, "%s%u", a ? "," : "", t->visits[sgm][a]);
+            textbuf_printf(b, "]}");
         }
-        render_printf(b, "]");
+        textbuf_printf(b, "]");
     }
-    render_printf(b, "}");
+    textbuf_printf(b, "}");
 }
 
-void render_model(RenderBuf *b, const ModelInfo *mi, const PredLogStats *pl)
+void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
 {
     static const char *const states[] = {"idle", "running", "failed"};
     char trained[TIME_RFC3339_LEN] = "", fitted[TIME_RFC3339_LEN] = "";
@@ -291,13 +240,13 @@ void render_model(RenderBuf *b, const ModelInfo *mi, const PredLogStats *pl)
         time_format_rfc3339(mi->trained_at, trained);
     if (mi->fallback.fitted_at)
         time_format_rfc3339(mi->fallback.fitted_at, fitted);
-    render_printf(b, "{\"version\":%llu,\"status\":\"%s\",", (unsigned long long)mi->version,
+    textbuf_printf(b, "{\"version\":%llu,\"status\":\"%s\",", (unsigned long long)mi->version,
                   mi->status == MODEL_TRAINED ? "trained" : "fallback");
     if (mi->trained_at)
-        render_printf(b, "\"trained_at\":\"%s\",", trained);
+        textbuf_printf(b, "\"trained_at\":\"%s\",", trained);
     else
-        render_printf(b, "\"trained_at\":null,");
-    render_printf(b,
+        textbuf_printf(b, "\"trained_at\":null,");
+    textbuf_printf(b,
                   "\"horizon_days\":%d,\"hidden_size\":%d,"
                   "\"training\":{\"examples\":%llu,\"users\":%llu,\"epochs\":%llu,\"val_loss\":%.6g,"
                   "\"val_gini\":%.6g,\"seconds\":%.3f},",
@@ -305,7 +254,7 @@ void render_model(RenderBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   (unsigned long long)mi->train.users, (unsigned long long)mi->train.epochs,
                   finite_or_zero(mi->train.val_loss), finite_or_zero(mi->train.val_gini), mi->train.seconds);
     const FallbackFit *f = &mi->fallback;
-    render_printf(b,
+    textbuf_printf(b,
                   "\"fallback\":{\"model\":\"bgnbd+gamma_gamma\",\"fitted\":%s,\"fitted_at\":%s%s%s,"
                   "\"customers\":%llu,\"repeat_buyers\":%llu,\"purchases\":%llu,"
                   "\"bgnbd\":{\"r\":%.6g,\"alpha\":%.6g,\"a\":%.6g,\"b\":%.6g},"
@@ -314,14 +263,14 @@ void render_model(RenderBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   f->fitted_at ? "\"" : "", (unsigned long long)f->customers, (unsigned long long)f->repeat_buyers,
                   (unsigned long long)f->purchases, f->bg.r, f->bg.alpha, f->bg.a, f->bg.b, f->gg.p, f->gg.q,
                   f->gg.v);
-    render_printf(b, "\"retrain\":{\"state\":\"%s\",\"job\":%llu,\"last_error\":", states[mi->retrain_state],
+    textbuf_printf(b, "\"retrain\":{\"state\":\"%s\",\"job\":%llu,\"last_error\":", states[mi->retrain_state],
                   (unsigned long long)mi->retrain_job);
     if (mi->retrain_error[0])
         render_string(b, mi->retrain_error, strlen(mi->retrain_error));
     else
-        render_printf(b, "null");
+        textbuf_printf(b, "null");
     const TrainFigures *lt = &mi->last_train;
-    render_printf(b,
+    textbuf_printf(b,
                   ",\"network\":%s,\"last_training\":{\"examples\":%llu,\"users\":%llu,\"epochs\":%llu,"
                   "\"head\":\"%s\",\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
                   "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,"
@@ -333,7 +282,7 @@ void render_model(RenderBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini),
                   finite_or_zero(lt->val_gini_fallback), lt->seconds, lt->swapped ? "true" : "false");
     render_adjuster(b, mi, pl);
-    render_printf(b, "}");
+    textbuf_printf(b, "}");
 }
 
-void render_job(RenderBuf *b, uint64_t job) { render_printf(b, "{\"job\":%llu}", (unsigned long long)job); }
+void render_job(TextBuf *b, uint64_t job) { textbuf_printf(b, "{\"job\":%llu}", (unsigned long long)job); }

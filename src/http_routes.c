@@ -152,7 +152,7 @@ int http_dispatch(HttpCall *c)
         char allow[64], msg[80];
         allowed_methods(c->route, allow, sizeof allow);
         snprintf(msg, sizeof msg, "use %s", allow);
-        RenderBuf b = {0};
+        TextBuf b = {0};
         render_error(&b, "method_not_allowed", msg, NULL, 0);
         return http_send(c, 405, &b, "application/json", "Allow", allow);
     }

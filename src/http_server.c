@@ -37,13 +37,13 @@
 /* Per-request context, created on the handler's first call. */
 typedef struct HttpRequest {
     uint64_t t0;
-    RenderBuf body;
+    TextBuf body;
     bool too_large;
     int route;
     /* a write whose answer waits for the log (group commit) */
     bool held;
     int held_status;
-    RenderBuf held_reply;
+    TextBuf held_reply;
     uint64_t wait_seq;
     struct MHD_Connection *conn;
     struct HttpRequest *next_held;
@@ -62,20 +62,20 @@ struct HttpServer {
 
 /* ---- answering --------------------------------------------------------- */
 
-int http_send(HttpCall *c, int status, RenderBuf *b, const char *content_type, const char *header,
+int http_send(HttpCall *c, int status, TextBuf *b, const char *content_type, const char *header,
               const char *value)
 {
-    if (b->oom) {
-        render_free(b);
+    if (b->err) {
+        textbuf_free(b);
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
     }
-    struct MHD_Response *resp = b->p ? MHD_create_response_from_buffer(b->len, b->p, MHD_RESPMEM_MUST_FREE)
+    struct MHD_Response *resp = b->b.p ? MHD_create_response_from_buffer(b->b.len, b->b.p, MHD_RESPMEM_MUST_FREE)
                                      : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!resp) {
-        render_free(b);
+        textbuf_free(b);
         return -EIO;
     }
-    *b = (RenderBuf){0}; /* libmicrohttpd frees it */
+    *b = (TextBuf){0}; /* libmicrohttpd frees it */
     if (content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (header)
@@ -86,7 +86,7 @@ int http_send(HttpCall *c, int status, RenderBuf *b, const char *content_type, c
     return ret == MHD_YES ? 0 : -EIO;
 }
 
-int http_send_json(HttpCall *c, int status, RenderBuf *b)
+int http_send_json(HttpCall *c, int status, TextBuf *b)
 {
     return http_send(c, status, b, status == 204 ? NULL : "application/json", NULL, NULL);
 }
@@ -94,14 +94,14 @@ int http_send_json(HttpCall *c, int status, RenderBuf *b)
 int http_send_error(HttpCall *c, int status, const char *code, const char *message, const EventError *details,
                     size_t ndetails)
 {
-    RenderBuf b = {0};
+    TextBuf b = {0};
     render_error(&b, code, message, details, ndetails);
     if (status == MHD_HTTP_UNAUTHORIZED)
         return http_send(c, status, &b, "application/json", MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     return http_send(c, status, &b, "application/json", NULL, NULL);
 }
 
-int http_send_when_durable(HttpCall *c, uint64_t seq, int status, RenderBuf *b)
+int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b)
 {
     HttpServer *h = c->server;
     HttpRequest *req = c->req;
@@ -111,7 +111,7 @@ int http_send_when_durable(HttpCall *c, uint64_t seq, int status, RenderBuf *b)
             req->held = true;
             req->held_status = status;
             req->held_reply = *b;
-            *b = (RenderBuf){0};
+            *b = (TextBuf){0};
             req->wait_seq = seq;
             req->conn = c->conn;
             req->next_held = h->held;
@@ -214,13 +214,13 @@ static size_t keep_raw(void *cls, struct MHD_Connection *c, char *s) { return st
  * limits.max_body_bytes (the request is then answered 413). -ENOMEM. */
 static int collect_body(HttpServer *h, HttpRequest *req, const char *data, size_t n)
 {
-    if (req->too_large || req->body.len + n > (size_t)h->cfg->limits_max_body_bytes) {
+    if (req->too_large || req->body.b.len + n > (size_t)h->cfg->limits_max_body_bytes) {
         req->too_large = true;
-        render_free(&req->body);
+        textbuf_free(&req->body);
         return 0;
     }
-    render_append(&req->body, data, n);
-    return req->body.oom ? -ENOMEM : 0;
+    textbuf_append(&req->body, data, n);
+    return req->body.err;
 }
 
 /* ---- libmicrohttpd callbacks ------------------------------------------- */
@@ -231,7 +231,7 @@ static enum MHD_Result send_held(HttpServer *h, HttpCall *call, HttpRequest *req
     req->held = false;
     int rc;
     if (service_log_failed(h->svc)) {
-        render_free(&req->held_reply);
+        textbuf_free(&req->held_reply);
         rc = http_send_error(call, 503, "storage_failed", "the write-ahead log failed before the write was durable",
                              NULL, 0);
     } else {
@@ -270,8 +270,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         .req = req,
         .method = method,
         .url = url,
-        .body = req->body.p ? req->body.p : "",
-        .body_len = req->body.len,
+        .body = req->body.b.p ? (const char *)req->body.b.p : "",
+        .body_len = req->body.b.len,
         .body_too_large = req->too_large,
         .draining = atomic_load(&h->draining),
     };
@@ -294,8 +294,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     HttpRequest *req = *con_cls;
     if (!req)
         return;
-    render_free(&req->held_reply);
-    render_free(&req->body);
+    textbuf_free(&req->held_reply);
+    textbuf_free(&req->body);
     free(req);
     *con_cls = NULL;
 }

@@ -46,10 +46,10 @@ typedef struct HttpCall {
  * libmicrohttpd refused it (the connection is then closed). Each takes b:
  * its buffer goes to libmicrohttpd, which frees it; b is left empty. A
  * buffer that ran out of memory is answered 500 with no body. */
-int http_send(HttpCall *c, int status, RenderBuf *b, const char *content_type, const char *header,
+int http_send(HttpCall *c, int status, TextBuf *b, const char *content_type, const char *header,
               const char *value);
 /* application/json; 204 goes out with no body and no content type. */
-int http_send_json(HttpCall *c, int status, RenderBuf *b);
+int http_send_json(HttpCall *c, int status, TextBuf *b);
 /* The error object of render_error; a 401 carries WWW-Authenticate: Bearer. */
 int http_send_error(HttpCall *c, int status, const char *code, const char *message, const EventError *details,
                     size_t ndetails);
@@ -57,7 +57,7 @@ int http_send_error(HttpCall *c, int status, const char *code, const char *messa
  * (or seq is 0), else held, and sent by the thread that resumes the
  * connection once http_on_durable reports seq (503 storage_failed if the
  * log failed meanwhile). */
-int http_send_when_durable(HttpCall *c, uint64_t seq, int status, RenderBuf *b);
+int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b);
 
 /* A request header, NULL if absent. Valid for the call. */
 const char *http_header(const HttpCall *c, const char *name);

@@ -3,6 +3,10 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -59,4 +63,45 @@ void bytebuf_free(ByteBuf *b)
     free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
+}
+
+/* Makes room for n more bytes and the NUL; false once err is set. */
+static bool textbuf_reserve(TextBuf *t, size_t n)
+{
+    if (!t->err && n == SIZE_MAX)
+        t->err = -ENOMEM;
+    if (!t->err)
+        t->err = bytebuf_reserve(&t->b, n + 1);
+    return !t->err;
+}
+
+void textbuf_append(TextBuf *t, const char *s, size_t n)
+{
+    if (!textbuf_reserve(t, n))
+        return;
+    memcpy(t->b.p + t->b.len, s, n);
+    t->b.len += n;
+    t->b.p[t->b.len] = '\0';
+}
+
+void textbuf_printf(TextBuf *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 && !t->err)
+        t->err = -EINVAL;
+    if (n < 0 || !textbuf_reserve(t, (size_t)n))
+        return;
+    va_start(ap, fmt);
+    vsnprintf((char *)t->b.p + t->b.len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    t->b.len += (size_t)n;
+}
+
+void textbuf_free(TextBuf *t)
+{
+    bytebuf_free(&t->b);
+    t->err = 0;
 }
