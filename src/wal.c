@@ -532,6 +532,17 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
         }
         free(data);
     }
+    /* A snapshot at from_seq is written after the log rotated to a segment
+     * starting there (wal_rotate), and that segment is never removed while
+     * the snapshot is the newest: if it is gone and no older segment ran
+     * past from_seq, the records logged after the snapshot are lost. */
+    if (!rc && from_seq > 1 && st->records == 0 && !(nseg && segs[start] == from_seq)) {
+        char path[600];
+        seg_path(path, sizeof path, dir, from_seq);
+        snprintf(err, errlen, "%s is missing: the snapshot covers the records below %" PRIu64 " and the log from "
+                 "there on is gone (restore the file, or create it empty to accept the loss)", path, from_seq);
+        rc = -EBADMSG;
+    }
     if (!rc && st->last_seq + 1 < from_seq)
         st->last_seq = from_seq - 1;
     free(segs);
