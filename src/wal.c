@@ -43,6 +43,7 @@ struct Wal {
     uint64_t next_seq;          /* seq of the next append */
     uint64_t buf_last_seq;      /* last seq in buf */
     bool stop;
+    unsigned space_waiters;     /* appenders blocked at the cap: the flusher must not sleep */
 
     pthread_mutex_t io_lock;
     int fd;
@@ -168,7 +169,7 @@ static void *flusher_main(void *arg)
         if (w->cfg.fsync != WAL_FSYNC_ALWAYS) {
             /* interval and none: write (and for interval sync) on a timer, so
              * the flusher does not compete with the HTTP thread per record */
-            if (!w->stop) {
+            if (!w->stop && !w->space_waiters) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
                 long ns = ts.tv_nsec + (long)w->cfg.interval_ms * 1000000L;
@@ -255,9 +256,16 @@ int wal_append(Wal *w, uint8_t kind, const void *payload, size_t len, uint64_t *
         return -EIO;
     size_t rec = REC_HEADER + REC_FIXED + len;
     pthread_mutex_lock(&w->buf_lock);
-    /* back-pressure: the buffer is capped; wait for the flusher to take it */
-    while (w->buf.len > 0 && w->buf.len + rec > w->cfg.buffer_bytes && !atomic_load(&w->failed))
+    /* back-pressure: the buffer is capped; wait for the flusher to take it.
+     * Wake it, and keep it awake while anyone waits: with interval/none it
+     * would otherwise sleep out its period (up to 10 s) while the caller
+     * holds the store lock. */
+    while (w->buf.len > 0 && w->buf.len + rec > w->cfg.buffer_bytes && !atomic_load(&w->failed)) {
+        w->space_waiters++;
+        pthread_cond_signal(&w->data_cond);
         pthread_cond_wait(&w->space_cond, &w->buf_lock);
+        w->space_waiters--;
+    }
     if (bytebuf_reserve(&w->buf, rec)) {
         pthread_mutex_unlock(&w->buf_lock);
         return -ENOMEM;
