@@ -152,6 +152,10 @@ static uint64_t drain_locked(Wal *w, bool sync)
     return rc ? 0 : last;
 }
 
+/* io_lock held, by the thread that drained up to `last`: publishing under
+ * the lock keeps the durable seq in drain order (wal_sync racing the flusher
+ * could otherwise move it back, and an answer held after that would wait for
+ * ever), and a returned wal_sync has published what it covers. */
 static void publish(Wal *w, uint64_t last)
 {
     if (!last)
@@ -187,8 +191,8 @@ static void *flusher_main(void *arg)
             break;
         pthread_mutex_lock(&w->io_lock);
         uint64_t last = drain_locked(w, w->cfg.fsync != WAL_FSYNC_NONE);
-        pthread_mutex_unlock(&w->io_lock);
         publish(w, last);
+        pthread_mutex_unlock(&w->io_lock);
     }
     return NULL;
 }
@@ -295,8 +299,8 @@ int wal_sync(Wal *w)
     uint64_t last = drain_locked(w, true);
     if (!last && w->fd >= 0 && w->cfg.fsync != WAL_FSYNC_ALWAYS)
         fdatasync(w->fd); /* records written by an interval/none flusher but not synced */
-    pthread_mutex_unlock(&w->io_lock);
     publish(w, last);
+    pthread_mutex_unlock(&w->io_lock);
     return atomic_load(&w->failed) ? -EIO : 0;
 }
 
