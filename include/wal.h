@@ -8,8 +8,9 @@
  * serialises appends, so log order is apply order). A flusher thread writes
  * the buffer out and, by policy, fdatasyncs it: one fdatasync covers every
  * record appended meanwhile (group commit). When records become durable the
- * flusher calls the durable callback (on the flusher thread) with the
- * highest durable seq.
+ * durable callback gets the highest durable seq, on the flusher thread or on
+ * the thread in wal_sync/wal_rotate, with the log's io lock held: seqs come
+ * in increasing order and the callback must not call into the log.
  *
  * Thread use: wal_append/wal_rotate from one thread at a time (the service
  * holds its store lock); wal_durable_seq from any thread; the callback runs

@@ -107,6 +107,14 @@ int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b)
     HttpRequest *req = c->req;
     if (seq) {
         pthread_mutex_lock(&h->held_lock);
+        if (!service_durable(h->svc, seq) && service_log_failed(h->svc)) {
+            /* the failure's wake-up (http_on_durable) may have run already:
+             * holding now would wait for ever */
+            pthread_mutex_unlock(&h->held_lock);
+            textbuf_free(b);
+            return http_send_error(c, 503, "storage_failed", "the write-ahead log failed before the write was durable",
+                                   NULL, 0);
+        }
         if (!service_durable(h->svc, seq)) {
             req->held = true;
             req->held_status = status;

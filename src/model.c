@@ -321,7 +321,13 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
         snprintf(err, errlen, "%s: format version %u, this build reads 3 and %u", path, u32[0], MODEL_FORMAT_VERSION);
         goto fail;
     }
-    if (u32[1] != FEATURE_DIM || u32[3] != HEAD_EXTRA || (int)u32[2] != expect_hidden) {
+    if ((int)u32[2] != expect_hidden) {
+        snprintf(err, errlen, "%s holds a network of hidden=%u, made with model.hidden_size=%u; this config has "
+                 "model.hidden_size=%d (set it back, or move the file away to serve the fallback until a model of "
+                 "the new size is trained)", path, u32[2], u32[2], expect_hidden);
+        goto fail;
+    }
+    if (u32[1] != FEATURE_DIM || u32[3] != HEAD_EXTRA) {
         snprintf(err, errlen, "%s: shapes input=%u hidden=%u extra=%u do not match this config (%d, %d, %d)", path,
                  u32[1], u32[2], u32[3], FEATURE_DIM, expect_hidden, HEAD_EXTRA);
         goto fail;

@@ -43,6 +43,7 @@ struct Wal {
     uint64_t next_seq;          /* seq of the next append */
     uint64_t buf_last_seq;      /* last seq in buf */
     bool stop;
+    unsigned space_waiters;     /* appenders blocked at the cap: the flusher must not sleep */
 
     pthread_mutex_t io_lock;
     int fd;
@@ -151,6 +152,10 @@ static uint64_t drain_locked(Wal *w, bool sync)
     return rc ? 0 : last;
 }
 
+/* io_lock held, by the thread that drained up to `last`: publishing under
+ * the lock keeps the durable seq in drain order (wal_sync racing the flusher
+ * could otherwise move it back, and an answer held after that would wait for
+ * ever), and a returned wal_sync has published what it covers. */
 static void publish(Wal *w, uint64_t last)
 {
     if (!last)
@@ -168,7 +173,7 @@ static void *flusher_main(void *arg)
         if (w->cfg.fsync != WAL_FSYNC_ALWAYS) {
             /* interval and none: write (and for interval sync) on a timer, so
              * the flusher does not compete with the HTTP thread per record */
-            if (!w->stop) {
+            if (!w->stop && !w->space_waiters) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
                 long ns = ts.tv_nsec + (long)w->cfg.interval_ms * 1000000L;
@@ -186,8 +191,8 @@ static void *flusher_main(void *arg)
             break;
         pthread_mutex_lock(&w->io_lock);
         uint64_t last = drain_locked(w, w->cfg.fsync != WAL_FSYNC_NONE);
-        pthread_mutex_unlock(&w->io_lock);
         publish(w, last);
+        pthread_mutex_unlock(&w->io_lock);
     }
     return NULL;
 }
@@ -255,9 +260,16 @@ int wal_append(Wal *w, uint8_t kind, const void *payload, size_t len, uint64_t *
         return -EIO;
     size_t rec = REC_HEADER + REC_FIXED + len;
     pthread_mutex_lock(&w->buf_lock);
-    /* back-pressure: the buffer is capped; wait for the flusher to take it */
-    while (w->buf.len > 0 && w->buf.len + rec > w->cfg.buffer_bytes && !atomic_load(&w->failed))
+    /* back-pressure: the buffer is capped; wait for the flusher to take it.
+     * Wake it, and keep it awake while anyone waits: with interval/none it
+     * would otherwise sleep out its period (up to 10 s) while the caller
+     * holds the store lock. */
+    while (w->buf.len > 0 && w->buf.len + rec > w->cfg.buffer_bytes && !atomic_load(&w->failed)) {
+        w->space_waiters++;
+        pthread_cond_signal(&w->data_cond);
         pthread_cond_wait(&w->space_cond, &w->buf_lock);
+        w->space_waiters--;
+    }
     if (bytebuf_reserve(&w->buf, rec)) {
         pthread_mutex_unlock(&w->buf_lock);
         return -ENOMEM;
@@ -287,8 +299,8 @@ int wal_sync(Wal *w)
     uint64_t last = drain_locked(w, true);
     if (!last && w->fd >= 0 && w->cfg.fsync != WAL_FSYNC_ALWAYS)
         fdatasync(w->fd); /* records written by an interval/none flusher but not synced */
-    pthread_mutex_unlock(&w->io_lock);
     publish(w, last);
+    pthread_mutex_unlock(&w->io_lock);
     return atomic_load(&w->failed) ? -EIO : 0;
 }
 
@@ -531,6 +543,17 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
             off += rl;
         }
         free(data);
+    }
+    /* A snapshot at from_seq is written after the log rotated to a segment
+     * starting there (wal_rotate), and that segment is never removed while
+     * the snapshot is the newest: if it is gone and no older segment ran
+     * past from_seq, the records logged after the snapshot are lost. */
+    if (!rc && from_seq > 1 && st->records == 0 && !(nseg && segs[start] == from_seq)) {
+        char path[600];
+        seg_path(path, sizeof path, dir, from_seq);
+        snprintf(err, errlen, "%s is missing: the snapshot covers the records below %" PRIu64 " and the log from "
+                 "there on is gone (restore the file, or create it empty to accept the loss)", path, from_seq);
+        rc = -EBADMSG;
     }
     if (!rc && st->last_seq + 1 < from_seq)
         st->last_seq = from_seq - 1;
