@@ -88,6 +88,27 @@ double gg_expected_value(const GammaGammaParams *p, double x, double m)
 /* Nelder-Mead minimiser of f over k <= 4 dimensions. */
 typedef double (*ObjectiveFn)(const double *theta, const void *ctx);
 
+/* The fits search log-parameters. Where the data show no dropout at all
+ * (every shopper keeps buying), the likelihood keeps improving, ever more
+ * slowly, as BG/NBD's a and b (or Gamma-Gamma's q and v) grow without
+ * bound, and the search used to run to its iteration cap: tens of seconds
+ * for a few hundred shoppers, on the worker, delaying every other job and
+ * shutdown. A parameter of 1e7 already means "this limit" for every
+ * prediction, so the search stays inside |log θ| <= log 1e7, and stops once
+ * the best value has moved by less than NM_MIN_PROGRESS in NM_WINDOW
+ * iterations. */
+#define LOG_PARAM_MAX 16.11809565095832 /* log(1e7) */
+#define NM_WINDOW 500
+#define NM_MIN_PROGRESS 1e-10
+
+static bool in_bounds(const double *theta, int k)
+{
+    for (int d = 0; d < k; d++)
+        if (!(fabs(theta[d]) <= LOG_PARAM_MAX))
+            return false;
+    return true;
+}
+
 static void nelder_mead(ObjectiveFn f, const void *ctx, double *theta, int k)
 {
     double pts[5][4], val[5];
@@ -98,6 +119,7 @@ static void nelder_mead(ObjectiveFn f, const void *ctx, double *theta, int k)
                 pts[i][i - 1] += 0.3;
             val[i] = f(pts[i], ctx);
         }
+        double window_best = INFINITY;
         for (int iter = 0; iter < 20000; iter++) {
             /* order: best first */
             for (int i = 1; i <= k; i++)
@@ -116,6 +138,11 @@ static void nelder_mead(ObjectiveFn f, const void *ctx, double *theta, int k)
                     spread = fmax(spread, fabs(pts[i][d] - pts[0][d]));
             if (fabs(val[k] - val[0]) < 1e-13 && spread < 1e-9)
                 break;
+            if (iter % NM_WINDOW == 0) {
+                if (window_best - val[0] < NM_MIN_PROGRESS)
+                    break;
+                window_best = val[0];
+            }
             double cen[4] = {0};
             for (int i = 0; i < k; i++)
                 for (int d = 0; d < k; d++)
@@ -169,6 +196,8 @@ typedef struct FitData {
 static double bgnbd_objective(const double *th, const void *ctx)
 {
     const FitData *d = ctx;
+    if (!in_bounds(th, 4))
+        return 1e300;
     BgnbdParams p = {exp(th[0]), exp(th[1]), exp(th[2]), exp(th[3])};
     double ll = 0.0;
     for (size_t i = 0; i < d->n; i++)
@@ -179,6 +208,8 @@ static double bgnbd_objective(const double *th, const void *ctx)
 static double gg_objective(const double *th, const void *ctx)
 {
     const FitData *d = ctx;
+    if (!in_bounds(th, 3))
+        return 1e300;
     GammaGammaParams p = {exp(th[0]), exp(th[1]), exp(th[2])};
     double ll = 0.0;
     size_t used = 0;

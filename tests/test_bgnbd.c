@@ -71,6 +71,38 @@ static void test_fit_cdnow(const char *path)
            bp.a, bp.b, gp.p, gp.q, gp.v, repeaters);
 }
 
+/* A population with no visible dropout: every repeat buyer bought at a steady
+ * rate right up to the end. The likelihood then improves without end as a
+ * and b (and Gamma-Gamma's q, v) grow; the fit must stop inside its bound
+ * (1e7) with finite parameters, and predict the steady buyers' own rate
+ * rather than an absurd value. */
+static void test_fit_without_dropout(void)
+{
+    static CustomerSummary s[600];
+    for (int i = 0; i < 600; i++) {
+        double T = 14.0 + i % 9;                           /* weeks since the first purchase */
+        double x = i % 3 == 0 ? 0 : (i % 3) * 1.0;         /* repeat purchases */
+        s[i] = (CustomerSummary){.x = x, .t_x = x > 0 ? T - (i % 4) * 0.3 : 0, .T = T, .m = x > 0 ? 15 + i % 7 : 0};
+    }
+    BgnbdParams bp = {1, 1, 1, 1};
+    ASSERT(bgnbd_fit(s, 600, &bp) == 0);
+    GammaGammaParams gp = {1, 1, 1};
+    size_t repeaters = 0;
+    ASSERT(gg_fit(s, 600, &gp, &repeaters) == 0);
+    ASSERT(repeaters == 400);
+    const double lo = 1e-7 * 0.999, hi = 1e7 * 1.001;
+    ASSERT(bp.r > lo && bp.alpha > lo && bp.a > lo && bp.b > lo);
+    ASSERT(bp.r < hi && bp.alpha < hi && bp.a < hi && bp.b < hi);
+    ASSERT(gp.p < hi && gp.q < hi && gp.v < hi);
+    /* A buyer with 2 repeats in 20 weeks, the last just now, expects about
+     * the same rate ahead: between 0.5 and 2 purchases in the next 20 weeks. */
+    FallbackOutput out;
+    CustomerSummary steady = {.x = 2, .t_x = 20, .T = 20, .m = 18};
+    fallback_predict(&bp, &gp, &steady, 20, &out);
+    ASSERT(out.expected_purchases > 0.5 && out.expected_purchases < 2.0);
+    ASSERT(out.value > 15 && out.value < 22); /* within the spends seen */
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--cdnow-fit") == 0) {
@@ -79,5 +111,6 @@ int main(int argc, char **argv)
     }
     test_hyp2f1();
     test_expectation();
+    test_fit_without_dropout();
     TEST_DONE("test_bgnbd");
 }
