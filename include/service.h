@@ -107,6 +107,10 @@ int service_request_retrain(Service *s, uint64_t *job);
 /* Main, before serving. */
 void service_set_retrain_notify(Service *s, void (*fn)(void *), void *arg);
 bool service_retrain_running(Service *s);
+/* Any thread, at shutdown: a running retrain stops at its next training
+ * batch without swapping or saving anything (its job ends "stopped"), so
+ * SIGTERM is not held up by a long training run. Not undone. */
+void service_cancel_jobs(Service *s);
 /* Worker: runs the retrain job the last request started: fallback refit,
  * network training (train.network), then the adjuster. */
 void service_run_retrain(Service *s);

@@ -15,6 +15,7 @@
 #ifndef LTVD_TRAINER_H
 #define LTVD_TRAINER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +39,7 @@ typedef struct TrainConfig {
     int bptt;              /* gradient flows back at most this many steps */
     int val_percent;
     int head;              /* 0: train both, keep the better; 1: hybrid only; 2: LSTM-only only */
+    const atomic_bool *cancel; /* NULL, or set from another thread to stop at the next batch (-ECANCELED) */
 } TrainConfig;
 
 typedef struct TrainResult {

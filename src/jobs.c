@@ -259,6 +259,7 @@ static void train_config(Service *s, const Model *cur, TrainConfig *tc)
         .bptt = (int)s->cfg.train_bptt_steps,
         .val_percent = (int)s->cfg.train_val_percent,
         .head = (int)s->cfg.train_head,
+        .cancel = &s->cancel_jobs,
     };
 }
 
@@ -467,6 +468,11 @@ static int train_network(Service *s, char *err, size_t errlen)
     return 0;
 }
 
+void service_cancel_jobs(Service *s)
+{
+    atomic_store(&s->cancel_jobs, true);
+}
+
 void service_run_retrain(Service *s)
 {
     uint64_t t0 = time_mono_ns();
@@ -480,6 +486,11 @@ void service_run_retrain(Service *s)
             log_msg(LOG_INFO, "network training skipped", "reason=\"%s\"", err);
             rc = 0;
         }
+    }
+    if (rc == -ECANCELED) { /* shutting down: nothing changed, nothing to report */
+        atomic_store(&s->retrain_state, RETRAIN_IDLE);
+        log_msg(LOG_INFO, "retrain stopped", "reason=\"%s\"", err);
+        return;
     }
     service_run_adjuster(s); /* also when the refit failed: the serving model is unchanged */
     uint64_t ms = (time_mono_ns() - t0) / 1000000;

@@ -199,6 +199,7 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     app->stopping = true;
     log_msg(LOG_INFO, "shutdown", "signal=%d", signum);
+    service_cancel_jobs(app->svc); /* a running retrain stops at its next batch */
     http_quiesce(app->http);  /* stop accepting connections */
     http_drain(app->http);    /* new requests on open connections get 503 */
     /* Make every logged record durable: held answers go out. */
@@ -216,7 +217,8 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&app->snapshot_timer, NULL);
     uv_close((uv_handle_t *)&app->adjuster_timer, NULL);
     uv_close((uv_handle_t *)&app->retrain_async, NULL);
-    /* The loop ends once a running worker job has finished. */
+    /* The loop ends once a running worker job has finished; a retrain stops
+     * at its next batch (service_cancel_jobs above). */
 }
 
 /* ---- start-up ----------------------------------------------------------- */

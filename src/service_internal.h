@@ -48,6 +48,7 @@ struct Service {
     void *retrain_notify_arg;
 
     atomic_bool ready;
+    atomic_bool cancel_jobs;     /* set once at shutdown: a running retrain stops at its next batch */
 
     /* durability */
     Wal *wal;                    /* NULL until attached (and while replaying); set under the store lock */

@@ -310,6 +310,10 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
         }
         size_t i = 0;
         while (i < nseq) {
+            if (cfg->cancel && atomic_load_explicit(cfg->cancel, memory_order_relaxed)) {
+                free(theta), free(best), free(grad), free(m), free(v), free(order);
+                return -ECANCELED;
+            }
             memset(grad, 0, P * sizeof(double));
             size_t ncut = 0;
             int taken = 0;
@@ -605,7 +609,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     if (!rc && cfg->head != 1)
         rc = train_variant(&d, cfg, false, &lo);
     if (rc) {
-        snprintf(err, errlen, "out of memory while training");
+        snprintf(err, errlen, rc == -ECANCELED ? "training stopped: ltvd is shutting down" : "out of memory while training");
         free(hy.theta);
         free(lo.theta);
         dataset_free(&d);

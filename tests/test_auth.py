@@ -9,14 +9,13 @@ without editing this file. Also: 409 on a second retrain while one runs.
 Usage: test_auth.py PATH_TO_LTVD PATH_TO_OPENAPI_SPEC"""
 import json
 import os
-import random
 import re
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import check, test_registry, TIMEOUT_SCALE, LtvdProcess, quote_id, run_tests  # noqa: E402
+from ltvd_harness import purchase_histories, check, test_registry, TIMEOUT_SCALE, LtvdProcess, quote_id, run_tests  # noqa: E402
 
 LTVD = sys.argv[1]
 SPEC = sys.argv[2]
@@ -223,27 +222,6 @@ def an_empty_token_leaves_its_class_open():
         check(s.json("GET", "/v1/users/o1")[0] == 404)
 
 
-def shoppers(n, seed):
-    """Seeded BG/NBD-like purchase histories over 1997-1998 (event clock):
-    a few hundred shoppers give a network retrain of about a second of CPU,
-    against a millisecond for one HTTP request."""
-    rng = random.Random(seed)
-    base = 852076800  # 1997-01-01
-    events = []
-    for i in range(n):
-        t = base + rng.randrange(0, 90) * DAY
-        rate = rng.gammavariate(0.5, 1 / 10.0)
-        drop = rng.betavariate(1, 3)
-        while t < base + 540 * DAY:
-            events.append({"user_id": f"s{i}", "type": "purchase", "ts": t,
-                           "value": round(rng.lognormvariate(3.3, 0.5), 2)})
-            if rng.random() < drop:
-                break
-            t += int(rng.expovariate(rate) * DAY) + DAY
-    events.sort(key=lambda e: e["ts"])
-    return events
-
-
 def wait_retrain_done(s, timeout):
     deadline = time.time() + timeout * SCALE
     while True:
@@ -258,7 +236,7 @@ def wait_retrain_done(s, timeout):
 def second_retrain_while_one_runs_is_409():
     settings = dict(SETTINGS, **{"clock": "event", "model.horizon_days": "30", "train.interval_s": "0"})
     with LtvdProcess(LTVD, settings) as s:
-        events = shoppers(800, 7)
+        events = purchase_histories(800, 7)
         for k in range(0, len(events), 5000):
             status, _, data = s.request("POST", "/v1/events", {"events": events[k:k + 5000]},
                                         bearer(TOKENS["ingest"]))
