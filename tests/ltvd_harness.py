@@ -222,6 +222,14 @@ class LtvdProcess:
             raise AssertionError(f"/metrics answered {status}")
         return parse_metrics(data.decode())
 
+    def metric(self, name):
+        """The value of one series of /metrics, by its exact name (with its
+        labels, if any); fails the test if there is no such series."""
+        value = self.metrics().get(name)
+        if value is None:
+            raise AssertionError(f"/metrics has no {name}")
+        return value
+
     def send_signal(self, sig, expect=None):
         """Signals the server and records the exit status that must follow:
         `expect`, or by default -9 for SIGKILL and 0 for anything else."""

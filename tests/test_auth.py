@@ -83,15 +83,6 @@ def bearer(token):
     return {"Authorization": f"Bearer {token}"}
 
 
-def metric(s, name):
-    text = s.request("GET", "/metrics")[2].decode()
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == name:
-            return float(parts[1])
-    raise AssertionError(f"/metrics has no {name}")
-
-
 def assert_unauthorized(resp, what):
     status, hdrs, data = resp
     check(status == 401, f"{what}: status {status}, wanted 401: {data[:200]}")
@@ -107,8 +98,8 @@ def state(s):
     status, m = s.json("GET", "/v1/model", headers=bearer(TOKENS["read"]))
     check(status == 200, m)
     status, known = s.json("GET", f"/v1/users/{quote_id(KNOWN)}", headers=bearer(TOKENS["read"]))
-    return {"applied": metric(s, "ltvd_events_applied_total"), "users": metric(s, "ltvd_users"),
-            "deleted": metric(s, "ltvd_users_deleted_total"), "retrain_job": m["retrain"]["job"],
+    return {"applied": s.metric("ltvd_events_applied_total"), "users": s.metric("ltvd_users"),
+            "deleted": s.metric("ltvd_users_deleted_total"), "retrain_job": m["retrain"]["job"],
             "retrain_state": m["retrain"]["state"], "known": (status, known),
             "new": s.json("GET", "/v1/users/auth-new", headers=bearer(TOKENS["read"]))[0]}
 
@@ -205,7 +196,7 @@ def refused_before_anything_else():
         status, hdrs, data = s.request("PUT", "/v1/model/retrain")
         check(status == 405 and hdrs.get("allow") == "POST" and json.loads(data)["error"]["code"] ==
               "method_not_allowed")
-        check(metric(s, "ltvd_events_applied_total") == 0 and metric(s, "ltvd_users") == 0)
+        check(s.metric("ltvd_events_applied_total") == 0 and s.metric("ltvd_users") == 0)
 
 
 @test
@@ -258,13 +249,13 @@ def second_retrain_while_one_runs_is_409():
         check(m["retrain"]["state"] == "idle" and m["retrain"]["job"] == 1 and m["retrain"]["last_error"] is None,
               m["retrain"])
         check(m["retrain"]["last_training"]["epochs"] > 0, f"the network trained: {m['retrain']}")
-        check(metric(s, "ltvd_retrain_runs_total") == 1 and metric(s, "ltvd_retrain_running") == 0)
+        check(s.metric("ltvd_retrain_runs_total") == 1 and s.metric("ltvd_retrain_running") == 0)
         # once it is over, the next one starts
         status, body = s.json("POST", "/v1/model/retrain", headers=bearer(TOKENS["admin"]))
         check(status == 202 and body == {"job": 2}, body)
         m = wait_retrain_done(s, 600)
         check(m["retrain"]["state"] == "idle" and m["retrain"]["job"] == 2, m["retrain"])
-        check(metric(s, "ltvd_retrain_runs_total") == 2)
+        check(s.metric("ltvd_retrain_runs_total") == 2)
 
 
 if __name__ == "__main__":

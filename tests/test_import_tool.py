@@ -55,14 +55,6 @@ def write(d, name, text, mode="w"):
     return path
 
 
-def metric(s, name):
-    for line in s.request("GET", "/metrics")[2].decode().splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == name:
-            return float(parts[1])
-    raise AssertionError(f"/metrics has no {name}")
-
-
 def spend_by_user(s, users):
     out = {}
     for u in users:
@@ -232,7 +224,7 @@ def retries_503_and_lost_answers_without_counting_twice():
             after = [p for m, p, a in proxy.log[proxy.log.index(("POST", "/v1/events", ("503", "not_ready"))):]]
             check(after[1] == "/readyz", f"after a 503 not_ready the tool waits for /readyz: {proxy.log}")
         check(spend_by_user(s, expected_spend(text)) == expected_spend(text), "each row applied once")
-        check(metric(s, "ltvd_events_applied_total") == 20)
+        check(s.metric("ltvd_events_applied_total") == 20)
 
 
 @test
@@ -249,7 +241,7 @@ def gives_up_on_what_will_not_pass():
             r = run_import(proxy.port, path, "--retry-for", "1.5")
             check(r.returncode == 1 and "gave up" in r.stderr and "storage_failed" in r.stderr, r.stderr)
             check(len(proxy.posts()) >= 2, proxy.posts())
-        check(metric(s, "ltvd_events_applied_total") == 0)
+        check(s.metric("ltvd_events_applied_total") == 0)
 
 
 @test
@@ -277,7 +269,7 @@ def same_name_different_files_do_not_collide():
         fixed = write(d, "fixed.csv", "".join(lines))
         res = summary(run_import(s.port, fixed))
         check(res["duplicates"] == 5 and res["accepted"] == 5, f"rows before the edited one keep their ids: {res}")
-        check(metric(s, "ltvd_events_applied_total") == 29)
+        check(s.metric("ltvd_events_applied_total") == 29)
 
 
 @test
@@ -310,7 +302,7 @@ def bad_rows_go_to_the_rejects_file():
         with LtvdProcess(LTVD) as s2:
             r = run_import(s2.port, path, "--batch", "100")
             check(r.returncode == 1 and "line 3" in r.stderr and "teleport" in r.stderr, r.stderr)
-            check(metric(s2, "ltvd_events_applied_total") == 1, "the row before the bad one was imported")
+            check(s2.metric("ltvd_events_applied_total") == 1, "the row before the bad one was imported")
 
 
 @test
@@ -328,16 +320,16 @@ def checkpoint_resumes_even_past_the_dedupe_window():
             check(r.returncode == 1 and "gave up" in r.stderr, r.stderr)
         state = json.load(open(ckpt))
         check(state["line"] == 16 and not state["complete"], state)
-        check(metric(s, "ltvd_events_applied_total") == 15)
+        check(s.metric("ltvd_events_applied_total") == 15)
         r = run_import(s.port, path, "--batch", "5", "--checkpoint", ckpt)
         check(r.returncode == 0, r.stderr)
         res = summary(r)
         check(res["resumed_from_line"] == 16 and res["rows"] == 30 and res["accepted"] == 30, res)
-        check(metric(s, "ltvd_events_applied_total") == 30, "each row applied once")
+        check(s.metric("ltvd_events_applied_total") == 30, "each row applied once")
         check(spend_by_user(s, expected_spend(text)) == expected_spend(text))
         check(json.load(open(ckpt))["complete"])
         res = summary(run_import(s.port, path, "--checkpoint", ckpt))
-        check(res["rows"] == 30 and metric(s, "ltvd_events_applied_total") == 30, "a finished import sends nothing")
+        check(res["rows"] == 30 and s.metric("ltvd_events_applied_total") == 30, "a finished import sends nothing")
         other = write(d, "other.csv", HEADER + purchases(30, seed=9))
         r = run_import(s.port, other, "--checkpoint", ckpt)
         check(r.returncode == 1 and "checkpoint" in r.stderr, r.stderr)
@@ -365,7 +357,7 @@ def batch_over_ltvd_limits_is_split():
         text = HEADER + purchases(10)
         r = run_import(s.port, write(d, "e.csv", text), "--batch", "10")
         check(r.returncode == 0, r.stderr)
-        check(summary(r)["accepted"] == 10 and metric(s, "ltvd_events_applied_total") == 10)
+        check(summary(r)["accepted"] == 10 and s.metric("ltvd_events_applied_total") == 10)
 
 
 @test

@@ -59,12 +59,6 @@ def settings(**kw):
     return out
 
 
-def metric(s, name):
-    value = s.metrics().get(name)
-    check(value is not None, f"/metrics lacks {name}")
-    return value
-
-
 def kill9(s):
     """kill -9; the harness checks the status and the output for sanitizer reports."""
     check(s.stop(signal.SIGKILL) == -signal.SIGKILL)
@@ -214,7 +208,7 @@ def rotated_segments_replay_in_order():
         for p in segs:  # the newest may be empty: rotated after its predecessor filled
             check(not read_records(p) or read_records(p)[0][2] == seq_of(p), f"{p} is named for its first seq")
         s = LtvdProcess(LTVD, settings(**{"storage.wal_segment_bytes": 65536}), storage_dir=d)
-        check(metric(s, "ltvd_recovery_replayed_records") == records)
+        check(s.metric("ltvd_recovery_replayed_records") == records)
         check(f"segments={len(segs)}" in s.logs(), "recovery reports the segments it read")
         back = snapshot_of(s, users)
         for u in users:
@@ -304,8 +298,8 @@ def wrong_seq_in_segment():
             f.write(pristine)
         set_record_seq(seg, 8, 3)  # the last record claims an old seq
         s = LtvdProcess(LTVD, settings(), storage_dir=d)
-        check(metric(s, "ltvd_wal_truncations_total") == 1, "the cut is counted")
-        check(metric(s, "ltvd_wal_truncated_bytes_total") == 8 + recs[8][1])
+        check(s.metric("ltvd_wal_truncations_total") == 1, "the cut is counted")
+        check(s.metric("ltvd_wal_truncated_bytes_total") == 8 + recs[8][1])
         check(s.json("GET", "/v1/users/seq-last")[0] == 404, "the bad last record is not applied")
         check(snapshot_of(s, list(seen)) == seen, "every record before it is")
         check(os.path.getsize(seg) == recs[8][0], "the segment is cut where the bad record began")
@@ -356,7 +350,7 @@ def corrupt_newest_snapshot_falls_back():
         s = LtvdProcess(LTVD, settings(), storage_dir=d)
         check("snapshot unusable" in s.logs() and "checksum mismatch" in s.logs())
         check(f"snapshot-{seq_of(older):016x}.snap" in s.logs(), "the older snapshot is the one loaded")
-        check(metric(s, "ltvd_recovery_replayed_records") == len(b_users))
+        check(s.metric("ltvd_recovery_replayed_records") == len(b_users))
         check(snapshot_of(s, a_users + b_users) == seen, "every acknowledged event is back, none twice")
         check(s.stop() == 0)
         s = LtvdProcess(LTVD, settings(), storage_dir=d)  # and the snapshot written at that stop is good
@@ -485,7 +479,7 @@ def kill9_during_snapshot():
                 check(lo.get(u, 0) <= got <= hi[u], f"round {rnd}, {u}: {got} events; acknowledged "
                       f"{lo.get(u, 0)}, sent {hi[u]}")
             history.append((rnd, acked))
-            check(metric(s, "ltvd_users") >= 25000, "the bulk shoppers are all there")
+            check(s.metric("ltvd_users") >= 25000, "the bulk shoppers are all there")
         for rnd, acked in history:  # earlier rounds' events survived the later kills; re-sent ids are duplicates
             for i in range(0, len(acked), 500):
                 body = post_ok(s, {"events": acked[i:i + 500]})
@@ -590,8 +584,8 @@ def dedupe_window_from_snapshot_after_clean_stop():
             with open(seg, "rb") as f:
                 check(b"dedupe-id-" not in f.read(), "the ids must be in the snapshot only")
         s = LtvdProcess(LTVD, cfg, storage_dir=d)
-        check(metric(s, "ltvd_recovery_replayed_records") == 0, "nothing came from the log")
-        check(metric(s, "ltvd_dedupe_entries") == 20, "the snapshot restores the whole window")
+        check(s.metric("ltvd_recovery_replayed_records") == 0, "nothing came from the log")
+        check(s.metric("ltvd_dedupe_entries") == 20, "the snapshot restores the whole window")
         body = post_ok(s, {"events": events[10:]})
         check(body["duplicates"] == 20 and body["accepted"] == 0, f"the newest 20 ids are remembered: {body}")
         check(snapshot_of(s, list(seen)) == seen, "and not applied twice")
@@ -628,7 +622,7 @@ def dedupe_window_from_periodic_snapshot_after_kill9():
         check(only_in_snapshot(), "a periodic snapshot takes the ids and drops their segment")
         kill9(s)
         s = LtvdProcess(LTVD, cfg, storage_dir=d)
-        check(metric(s, "ltvd_recovery_replayed_records") == 0)
+        check(s.metric("ltvd_recovery_replayed_records") == 0)
         body = post_ok(s, {"events": events})
         check(body["duplicates"] == 50 and body["accepted"] == 0, body)
         check(snapshot_of(s, list(seen)) == seen)
@@ -649,7 +643,7 @@ def not_ready_during_recovery():
             post_ok(s, {"events": [{"user_id": f"big-{(b * 1000 + i) % 20000}", "type": "view",
                                     "ts": T0 + b * 1000 + i} for i in range(1000)]})
         end = until("write", 30)
-        while metric(s, "ltvd_wal_durable_seq") < 200 and time.monotonic() < end:
+        while s.metric("ltvd_wal_durable_seq") < 200 and time.monotonic() < end:
             time.sleep(0.05)
         kill9(s)
         port = free_port()
@@ -809,7 +803,7 @@ def sigterm_stops_a_running_retrain():
         s = LtvdProcess(LTVD, cfg, storage_dir=d)
         m = s.json("GET", "/v1/model")[1]
         check(m["status"] == "fallback" and m["retrain"]["last_training"]["epochs"] == 0, m)
-        check(metric(s, "ltvd_users") == 3000, s.metrics())
+        check(s.metric("ltvd_users") == 3000, s.metrics())
         per_user = {}
         for e in events:
             per_user[e["user_id"]] = per_user.get(e["user_id"], 0) + 1
@@ -889,10 +883,10 @@ def storage_full():
         for u in failed[1:]:
             check("not applied" in fate[u], f"after the failure, writes are refused unapplied: {fate[u]}")
             check(s.json("GET", f"/v1/users/{u}")[0] == 404, "and change nothing")
-        applied = metric(s, "ltvd_events_applied_total")
+        applied = s.metric("ltvd_events_applied_total")
         st, body = s.json("POST", "/v1/events", {"user_id": "full-late", "type": "view", "ts": T0})
         check(st == 503 and body["error"]["code"] == "storage_failed", body)
-        check(metric(s, "ltvd_events_applied_total") == applied)
+        check(s.metric("ltvd_events_applied_total") == applied)
         st, _, data = s.request("DELETE", "/v1/users/full-0")
         check(st == 503 and json.loads(data)["error"]["code"] == "storage_failed", data)
         check(s.json("GET", "/v1/users/full-0")[1]["events"] == 20, "a refused erasure erases nothing")
@@ -946,7 +940,7 @@ def wal_buffer_back_pressure():
             check(appended - on_disk <= 2 * cap, f"{appended - on_disk} acknowledged bytes unwritten, cap {cap}")
         print(f"  {appended} bytes acknowledged; at most {worst} of them unwritten at a time")
         check(appended > 4 * cap, "the test writes several buffers' worth")
-        check(metric(s, "ltvd_durable_waits_total") == 0, "fsync=interval answers without waiting for a sync")
+        check(s.metric("ltvd_durable_waits_total") == 0, "fsync=interval answers without waiting for a sync")
         check(s.stop() == 0)
         s = LtvdProcess(LTVD, cfg, storage_dir=d)
         for u, n in users.items():
@@ -973,13 +967,13 @@ def fsync_interval_and_none():
                 expect += record_bytes([e])
             post_ok(s, {"events": events[30:]})
             expect += record_bytes(events[30:])
-            check(metric(s, "ltvd_durable_waits_total") == 0, f"{mode}: no answer waited for the log")
+            check(s.metric("ltvd_durable_waits_total") == 0, f"{mode}: no answer waited for the log")
             end = until("flush", 30)  # the durable seq moves once the flusher has written (and for interval synced)
-            while metric(s, "ltvd_wal_durable_seq") < 31 and time.monotonic() < end:
+            while s.metric("ltvd_wal_durable_seq") < 31 and time.monotonic() < end:
                 time.sleep(0.02)
-            check(metric(s, "ltvd_wal_durable_seq") == 31, f"{mode}: the flusher writes on its own")
+            check(s.metric("ltvd_wal_durable_seq") == 31, f"{mode}: the flusher writes on its own")
             check(sum(os.path.getsize(p) for p in segments(d)) == expect, f"{mode}: all 31 records are in the file")
-            fsyncs = metric(s, "ltvd_wal_fsyncs_total")
+            fsyncs = s.metric("ltvd_wal_fsyncs_total")
             check(fsyncs >= 1 if mode == "interval" else fsyncs == 0, f"{mode}: {fsyncs} fsyncs")
             seen = snapshot_of(s, sorted({e["user_id"] for e in events}))
             kill9(s)

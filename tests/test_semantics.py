@@ -39,16 +39,6 @@ def raw_json(s, method, path, raw):
     return status, json.loads(data)
 
 
-def metric(s, name):
-    """The value of an unlabelled metric, matched by its exact name."""
-    text = s.request("GET", "/metrics")[2].decode()
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == name:
-            return float(parts[1])
-    raise AssertionError(f"/metrics has no {name}")
-
-
 def iso(ts):
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -135,7 +125,7 @@ def invalid_json_against_invalid_request():
                 check(len(err["details"]) == 1 and err["details"][0]["index"] == 0, (raw, err))
         for raw, code in BATCH_BODIES:
             assert_error(*raw_json(s, "POST", "/v1/ltv/batch", raw), 400, code)
-        check(metric(s, "ltvd_events_applied_total") == 0 and metric(s, "ltvd_users") == 0,
+        check(s.metric("ltvd_events_applied_total") == 0 and s.metric("ltvd_users") == 0,
               "no refused body applies anything")
         for uid in ("u1", "u2"):
             check(s.json("GET", f"/v1/users/{uid}")[0] == 404)
@@ -158,7 +148,7 @@ def nul_in_strings_is_refused():
         assert_error(*raw_json(s, "POST", "/v1/ltv/batch", b'{"user_ids": ["a\\u0000b"]}'), 400,
                      "invalid_request")
         check(s.json("GET", "/v1/users/a")[0] == 404, "nothing applied")
-        check(metric(s, "ltvd_events_applied_total") == 0)
+        check(s.metric("ltvd_events_applied_total") == 0)
         # an escaped backslash followed by the text u0000 is no NUL
         status, body = raw_json(s, "POST", "/v1/events", b'{"user_id": "a\\\\u0000", "type": "view"}')
         check(status == 200 and body["prediction"]["user_id"] == "a\\u0000", body)
@@ -218,7 +208,7 @@ def value_and_quantity_bounds():
             check([(d["index"], d["field"]) for d in err["details"]] == [(0, field)], (raw, err))
             uid = json.loads(raw)["user_id"]
             check(s.json("GET", f"/v1/users/{uid}")[0] == 404, f"{raw} applied nothing")
-        check(metric(s, "ltvd_events_applied_total") == len(accepted))
+        check(s.metric("ltvd_events_applied_total") == len(accepted))
 
 
 @test
@@ -298,7 +288,7 @@ def id_length_and_utf8():
             assert_error(*raw_json(s, "POST", "/v1/ltv/batch", body), 400, "invalid_request")
         for suffix in ("", "/ltv"):
             assert_error(*s.json("GET", f"/v1/users/a%00b{suffix}"), 400, "invalid_request")
-        check(metric(s, "ltvd_users") == len(ids_ok), "no refused id made a shopper")
+        check(s.metric("ltvd_users") == len(ids_ok), "no refused id made a shopper")
 
 
 @test
@@ -347,7 +337,7 @@ def late_purchases_are_counted_and_do_not_corrupt():
             check(sa[k] == sb[k], f"{k}: in order {sa[k]}, with a late purchase {sb[k]}")
         check(sb["purchases"] == 3 and sb["purchase_days"] == 3 and sb["spend"] == 70, sb)
         check(ltv(a, "s", iso(as_of)) == ltv(b, "s", iso(as_of)), "the late purchase counts as in order")
-        check(metric(a, "ltvd_events_late_total") == 0 and metric(b, "ltvd_events_late_total") == 1)
+        check(a.metric("ltvd_events_late_total") == 0 and b.metric("ltvd_events_late_total") == 1)
         # a late purchase before the first one becomes the first purchase day
         body = post_ok(b, purchase("s", T0, 5))
         check(body["late"] == 1, body)
@@ -358,7 +348,7 @@ def late_purchases_are_counted_and_do_not_corrupt():
         check(body["late"] == 0, body)
         sb = summary(b, "s")
         check(sb["recent_events"] == 3 and sb["last_event_ts"] == iso(days[2] + DAY), sb)
-        check(metric(b, "ltvd_events_late_total") == 2 and metric(b, "ltvd_events_applied_total") == 5)
+        check(b.metric("ltvd_events_late_total") == 2 and b.metric("ltvd_events_applied_total") == 5)
 
 
 @test
