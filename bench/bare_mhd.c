@@ -1,5 +1,7 @@
 /* bare_mhd: the benchmark's peer. A libmicrohttpd 0.9.75 server with the same
- * threading as ltvd (one internal epoll thread) that answers every request
+ * threading as ltvd (one internal polling thread; epoll here, as in the
+ * brief's reference figure, where ltvd polls: docs/PERFORMANCE.md, "Polling
+ * mode") that answers every request
  * with a constant 200-byte JSON body, responding on the handler's second
  * call as ltvd does. Usage: bare_mhd PORT */
 #include <microhttpd.h>
