@@ -1,5 +1,7 @@
 """Shared pieces of the HTTP benchmarks: wrk runs, the peer servers (bare
-libmicrohttpd, nginx) and the wrk Lua scripts. Standard library only."""
+libmicrohttpd, nginx), the wrk Lua scripts, and open-loop runs
+(bench/openloop). Standard library only."""
+import json
 import os
 import re
 import shutil
@@ -149,3 +151,120 @@ def load_shoppers(server, script, users, duration):
     while (metric(server, "ltvd_users") or 0) < users:
         runs.append(wrk(server.port, script, duration))
     return runs
+
+
+# Shoppers with real purchase histories: one shopper in four (u = 4j)
+# replays CDNOW customer j mod 2357 (the sample's 6,919 purchases from
+# 1997-01-01 to 1998-06-30, shifted so that its last day is yesterday) with
+# a view half a minute before each purchase; the other three only view, on
+# the days some customer bought. The fallback fit then has CDNOW's interior
+# optimum, and its customers are the sample repeated, so a refit's
+# Nelder-Mead takes the same path at any N and its cost grows with N alone.
+# About 3.7 events per shopper; 250 shoppers per batch. The script sends the batches listed in `todo` once
+# each, then asks /healthz (wrk cannot stop early). Its first call answers
+# /healthz too: wrk calls request() once, unsent, to check the script.
+LUA_HISTORY = """
+local n, base = %d, %d
+local todo = {%s}
+local raw = [[%s]]
+local hist = {}
+for c in raw:gmatch("[^|]+") do
+  local h = {}
+  for d, v in c:gmatch("(%%d+):([%%d.]+)") do
+    h[#h + 1] = tonumber(d)
+    h[#h + 1] = v
+  end
+  hist[#hist + 1] = h
+end
+local per = 250
+local k = 0
+request = function()
+  k = k + 1
+  if k == 1 or k > #todo + 1 then
+    return wrk.format("GET", "/healthz")
+  end
+  local b = todo[k - 1]
+  local parts = {}
+  for u = b * per, math.min(n, (b + 1) * per) - 1 do
+    local buyer = u %% 4 == 0
+    local h = hist[(buyer and u / 4 or u) %% #hist + 1]
+    for j = 1, #h, 2 do
+      local ts = base + h[j] * 86400 + 43200 + j * 60
+      parts[#parts + 1] = string.format('{"user_id":"u%%d","type":"view","ts":%%d}', u, ts - 30)
+      if buyer then
+        parts[#parts + 1] = string.format('{"user_id":"u%%d","type":"purchase","value":%%s,"ts":%%d}',
+                                          u, h[j + 1], ts)
+      end
+    end
+  end
+  return wrk.format("POST", "/v1/events", {["Content-Type"] = "application/json"},
+                    '{"events":[' .. table.concat(parts, ",") .. ']}')
+end
+"""
+HISTORY_PER_BATCH = 250
+CDNOW = os.path.join(ROOT, "..", "shared", "data", "cdnow", "CDNOW_sample.txt")
+
+
+def cdnow_histories(path=CDNOW):
+    """The CDNOW sample as LUA_HISTORY's `raw` (customers in file order,
+    separated by '|', each purchase 'day:value' with day counted from
+    1997-01-01), the number of days it spans, and each customer's number
+    of purchases."""
+    import datetime
+    day0 = datetime.date(1997, 1, 1)
+    customers, last_id, last_day = [], None, 0
+    with open(path) as f:
+        for line in f:
+            cid, _, date, _, value = line.split()
+            day = (datetime.date(int(date[:4]), int(date[4:6]), int(date[6:])) - day0).days
+            if cid != last_id:
+                customers.append([])
+                last_id = cid
+            customers[-1].append(f"{day}:{float(value):.2f}")
+            last_day = max(last_day, day)
+    return "|".join(" ".join(c) for c in customers), last_day, [len(c) for c in customers]
+
+
+def history_purchases(users, cdnow=CDNOW):
+    """How many purchase events LUA_HISTORY sends for `users` shoppers."""
+    counts = cdnow_histories(cdnow)[2]
+    return sum(counts[j % len(counts)] for j in range(0, (users + 3) // 4))
+
+
+def load_history(server, tmp, users, duration, cdnow=CDNOW):
+    """Loads shoppers u0..u{users-1} with LUA_HISTORY until all exist.
+    A batch is applied whole, so after a wrk run that ended before sending
+    every batch, a batch whose first shopper is unknown is sent again and
+    no history is sent twice. Returns the wrk runs."""
+    raw, span_days, _ = cdnow_histories(cdnow)
+    base = (int(time.time()) // 86400 - 1 - span_days) * 86400  # the sample's last day is yesterday
+    runs = []
+    script = os.path.join(tmp, "history.lua")
+    nb = -(-users // HISTORY_PER_BATCH)
+    todo = list(range(nb))
+    while todo:
+        if len(runs) >= 50:
+            raise RuntimeError(f"loading stalled with {len(todo)} batches left")
+        with open(script, "w") as f:
+            f.write(LUA_HISTORY % (users, base, ",".join(map(str, todo)), raw))
+        runs.append(wrk(server.port, script, duration))
+        if (metric(server, "ltvd_users") or 0) >= users:
+            break
+        todo = [b for b in todo
+                if not server.json("GET", f"/v1/users/u{b * HISTORY_PER_BATCH}")[0] == 200]
+    return runs
+
+
+def openloop(binary, port, rate, duration, warmup=2.0, connections=32, path="/v1/users/u{id}/ltv", ids=1,
+             seed=1, method="GET", body=None, drain=5.0):
+    """One bench/openloop run against 127.0.0.1:port; returns its JSON
+    result (latency_us.p50/p90/p99/p99_9/max, achieved_rps, errors, ...)."""
+    args = [binary, "-r", str(rate), "-c", str(connections), "-d", str(duration), "-w", str(warmup),
+            "--drain", str(drain), "-p", path, "-n", str(ids), "-s", str(seed), "-m", method]
+    if body is not None:
+        args += ["-b", body]
+    out = subprocess.run(args + [f"http://127.0.0.1:{port}"], capture_output=True, text=True,
+                         timeout=warmup + duration + drain + 60)
+    if out.returncode != 0:
+        raise RuntimeError(f"openloop failed ({out.returncode}): {out.stderr.strip()}")
+    return json.loads(out.stdout)
