@@ -7,8 +7,8 @@
  *
  * Threads: libmicrohttpd runs one internal thread that waits with poll(2)
  * for all connections, or a pool of server.threads such threads; the
- * handlers run there. http_start, http_quiesce, http_drain and http_stop
- * are for the main thread; http_on_durable for the log's flusher thread.
+ * handlers run there. http_start, http_quiesce, http_drain, http_stop and
+ * http_destroy are for the main thread; http_on_durable for the log's flusher thread.
  * The server borrows cfg, svc and metrics, which must outlive it. */
 #ifndef LTVD_HTTP_API_H
 #define LTVD_HTTP_API_H
@@ -28,8 +28,12 @@ typedef struct HttpServer HttpServer;
 int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *metrics);
 /* Stops accepting new connections; in-flight requests go on. */
 void http_quiesce(HttpServer *h);
-/* Finishes in-flight requests, closes everything and frees. NULL-safe. */
+/* Finishes in-flight requests and closes every connection; h stays valid
+ * (http_on_durable may still be called) until http_destroy. NULL-safe. */
 void http_stop(HttpServer *h);
+/* Stops (if not yet) and frees. The log's durable callback must no longer
+ * reach h (wal_detach_callback). NULL-safe. */
+void http_destroy(HttpServer *h);
 uint16_t http_port(HttpServer *h);
 
 /* Write-ahead log callback (flusher thread): answers the requests that were

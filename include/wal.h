@@ -45,6 +45,10 @@ typedef struct Wal Wal;
 /* Opens a new segment whose first record will be next_seq, and starts the
  * flusher. */
 int wal_open(Wal **out, const WalConfig *cfg, uint64_t next_seq, void (*durable_cb)(void *, uint64_t), void *arg);
+/* Any thread: no durable callback runs after this returns (the callback is
+ * only ever called with the io lock held, which this takes). For shutdown,
+ * before the callback's argument is freed. NULL-safe. */
+void wal_detach_callback(Wal *w);
 /* Writes out and syncs everything appended, stops the flusher, closes. NULL-safe. */
 void wal_close(Wal *w);
 

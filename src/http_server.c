@@ -354,10 +354,17 @@ void http_quiesce(HttpServer *h)
 
 void http_stop(HttpServer *h)
 {
+    if (h && h->daemon) {
+        MHD_stop_daemon(h->daemon);
+        h->daemon = NULL;
+    }
+}
+
+void http_destroy(HttpServer *h)
+{
     if (!h)
         return;
-    if (h->daemon)
-        MHD_stop_daemon(h->daemon);
+    http_stop(h);
     pthread_mutex_destroy(&h->held_lock);
     free(h);
 }

@@ -487,7 +487,7 @@ void service_run_retrain(Service *s)
             rc = 0;
         }
     }
-    if (rc == -ECANCELED) { /* shutting down: nothing changed, nothing to report */
+    if (rc == -ECANCELED) { /* shutting down: the refit above stands, no network was swapped in */
         atomic_store(&s->retrain_state, RETRAIN_IDLE);
         log_msg(LOG_INFO, "retrain stopped", "reason=\"%s\"", err);
         return;

@@ -209,6 +209,11 @@ static void on_signal(uv_signal_t *s, int signum)
         uv_sleep(10);
     uv_sleep(50);             /* let resumed answers reach their sockets */
     http_stop(app->http);     /* finish in-flight requests */
+    /* A write answered without waiting (fsync interval/none) can still be
+     * published after this point, by the flusher or the final snapshot's
+     * sync: the log stops calling into the server before it is freed. */
+    wal_detach_callback(app->wal);
+    http_destroy(app->http);
     app->http = NULL;
     uv_close((uv_handle_t *)&app->sigterm, NULL);
     uv_close((uv_handle_t *)&app->sigint, NULL);
@@ -376,7 +381,7 @@ int main(int argc, char **argv)
     uint64_t next_seq = 1;
     if ((rc = service_recover(app.svc, &next_seq, err, sizeof err)) != 0) {
         log_msg(LOG_ERROR, "recovery failed: not starting", "error=\"%s\"", err);
-        http_stop(app.http);
+        http_destroy(app.http);
         service_destroy(app.svc);
         return 1;
     }
@@ -390,7 +395,7 @@ int main(int argc, char **argv)
     if ((rc = wal_open(&app.wal, &wc, next_seq, http_on_durable, app.http)) != 0) {
         log_msg(LOG_ERROR, "cannot open the write-ahead log", "dir=\"%s\" error=\"%s\"", app.cfg.storage_dir,
                 strerror(-rc));
-        http_stop(app.http);
+        http_destroy(app.http);
         service_destroy(app.svc);
         return 1;
     }

@@ -197,6 +197,16 @@ static void *flusher_main(void *arg)
     return NULL;
 }
 
+void wal_detach_callback(Wal *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->io_lock);
+    w->durable_cb = NULL;
+    w->cb_arg = NULL;
+    pthread_mutex_unlock(&w->io_lock);
+}
+
 int wal_open(Wal **out, const WalConfig *cfg, uint64_t next_seq, void (*durable_cb)(void *, uint64_t), void *arg)
 {
     Wal *w = calloc(1, sizeof *w);
