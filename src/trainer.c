@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "head.h"
+#include "ranking.h"
 #include "timeutil.h"
 #include "util.h"
 
@@ -359,31 +360,6 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
     return 0;
 }
 
-static int cmp_pair_desc(const void *a, const void *b)
-{
-    const double *x = a, *y = b;
-    return x[0] > y[0] ? -1 : x[0] < y[0];
-}
-
-static double gini_of(double *pairs, size_t n, bool by_pred)
-{
-    /* pairs: (score, actual); sort by score desc */
-    if (!by_pred)
-        for (size_t i = 0; i < n; i++)
-            pairs[2 * i] = pairs[2 * i + 1];
-    qsort(pairs, n, 2 * sizeof(double), cmp_pair_desc);
-    double total = 0, cum = 0, area = 0;
-    for (size_t i = 0; i < n; i++)
-        total += pairs[2 * i + 1];
-    if (total <= 0)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        cum += pairs[2 * i + 1];
-        area += cum / total;
-    }
-    return area / (double)n - (double)(n + 1) / (2.0 * (double)n);
-}
-
 /* The fallback's mean at a cut. */
 static double fallback_mean(const TrainCut *ct)
 {
@@ -464,7 +440,7 @@ static double val_gini(const double *theta, int H, const Dataset *d, bool hybrid
     };
     double g = 0;
     if (gp.pp && gp.pf && gp.pa && predict_val_cuts(theta, H, hybrid, 0.0, d, add_gini_pair, &gp) == 0 && gp.n) {
-        double gn = gini_of(gp.pp, gp.n, true), gf = gini_of(gp.pf, gp.n, true), ga = gini_of(gp.pa, gp.n, false);
+        double gn = ranking_gini(gp.pp, gp.n, true), gf = ranking_gini(gp.pf, gp.n, true), ga = ranking_gini(gp.pa, gp.n, false);
         g = ga > 0 ? gn / ga : 0;
         *fallback = ga > 0 ? gf / ga : 0;
     }
