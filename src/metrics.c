@@ -256,6 +256,59 @@ static int read_proc(ProcFigures *pf)
     return 0;
 }
 
+/* Reads one number from path: 0 and *v, or -1 (absent, unreadable, "max"). */
+static int read_u64_file(const char *path, unsigned long long *v)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    int ok = fscanf(f, "%llu", v) == 1;
+    fclose(f);
+    return ok ? 0 : -1;
+}
+
+/* The limit file under mount/own, else at the mount's root: 0 and *v, or -1. */
+static int read_limit(const char *mount, const char *own, const char *file, unsigned long long *v)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s%s/%s", mount, own, file);
+    if (read_u64_file(p, v) == 0)
+        return 0;
+    snprintf(p, sizeof p, "%s/%s", mount, file);
+    return read_u64_file(p, v);
+}
+
+/* The memory limit of the cgroup ltvd runs in (a container's, a systemd
+ * unit's MemoryMax), in bytes; 0 if none is set or none can be read. v2:
+ * memory.max; v1: memory.limit_in_bytes. The path of /proc/self/cgroup is
+ * tried under /sys/fs/cgroup, then the mount's root (in a container the
+ * mount is the container's own cgroup). */
+static unsigned long long cgroup_memory_limit(void)
+{
+    char line[512], v1[400] = "", v2[400] = "";
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *ctl = strchr(line, ':'), *path = ctl ? strchr(ctl + 1, ':') : NULL;
+        if (!path)
+            continue;
+        *path++ = '\0'; /* "id:controllers:path" -> line "id", ctl "controllers", path */
+        *ctl++ = '\0';
+        if (strcmp(line, "0") == 0 && !ctl[0])
+            snprintf(v2, sizeof v2, "%s", path);
+        else if (strstr(ctl, "memory"))
+            snprintf(v1, sizeof v1, "%s", path);
+    }
+    fclose(f);
+    unsigned long long v;
+    if ((v1[0] && read_limit("/sys/fs/cgroup/memory", v1, "memory.limit_in_bytes", &v) == 0) ||
+        read_limit("/sys/fs/cgroup", v2, "memory.max", &v) == 0)
+        return v >= (1ull << 60) ? 0 : v; /* v1 writes "no limit" as a huge number */
+    return 0;
+}
+
 static void render_process(TextBuf *o)
 {
     ProcFigures pf;
@@ -272,6 +325,8 @@ static void render_process(TextBuf *o)
         gauge(o, "process_open_fds", "Open file descriptors.", pf.open_fds);
     if (pf.max_fds >= 0)
         gauge(o, "process_max_fds", "The soft limit on open file descriptors.", pf.max_fds);
+    gauge(o, "ltvd_memory_limit_bytes", "Memory limit of ltvd's cgroup (container, systemd MemoryMax); 0: none.",
+          (long long)cgroup_memory_limit());
 }
 
 static void render_build_info(TextBuf *o)
