@@ -98,6 +98,7 @@ void dedupe_insert(Dedupe *d, uint64_t key)
 }
 
 size_t dedupe_count(const Dedupe *d) { return d->len; }
+size_t dedupe_capacity(const Dedupe *d) { return d->capacity; }
 uint64_t dedupe_evictions(const Dedupe *d) { return d->evictions; }
 
 void dedupe_foreach(const Dedupe *d, void (*fn)(void *arg, uint64_t key), void *arg)

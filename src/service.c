@@ -426,8 +426,8 @@ void service_gauges(Service *s, MetricsGauges *g)
     store_lock(s->store);
     g->dedupe_entries = dedupe_count(s->dedupe);
     g->dedupe_evictions = dedupe_evictions(s->dedupe);
+    g->dedupe_window = dedupe_capacity(s->dedupe);
     store_unlock(s->store);
-    g->dedupe_window = (uint64_t)s->cfg.limits_dedupe_window;
     Model *m = service_model_acquire(s);
     g->model_version = m->version;
     g->adjuster_reward = m->has_adj ? m->adj.reward_greedy : 0.0;
