@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "service_testing.h"
 
 static pthread_mutex_t history_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -166,6 +167,9 @@ int service_publish_if(Service *s, Model *m, uint64_t expect)
     model_release(old);
     return 0;
 }
+
+/* include/service_testing.h: the publication a worker job makes, for tests. */
+int service_model_swap_if(Service *s, Model *m, uint64_t expect) { return service_publish_if(s, m, expect); }
 
 void service_history_init(Service *s)
 {
@@ -316,6 +320,23 @@ int service_model_export(Service *s, uint64_t version, ByteBuf *out)
     return rc;
 }
 
+/* The next version, above every history file's and the serving model's
+ * (which a job's version always is; an import makes sure). Under
+ * history_lock; a worker may take versions at the same time. */
+static uint64_t reserve_version(Service *s)
+{
+    uint64_t v[HISTORY_SCAN_MAX];
+    size_t n = list_versions(s, v, HISTORY_SCAN_MAX);
+    uint64_t floor = serving_version(s) + 1;
+    if (n && v[0] + 1 > floor)
+        floor = v[0] + 1;
+    uint64_t cur = atomic_load(&s->next_version), want;
+    do
+        want = cur > floor ? cur : floor;
+    while (!atomic_compare_exchange_weak(&s->next_version, &cur, want + 1));
+    return want;
+}
+
 /* err's text without the temp file's path, which means nothing to a client. */
 static void strip_path(char *err, size_t errlen, const char *path)
 {
@@ -352,7 +373,7 @@ int service_model_import(Service *s, const void *data, size_t len, ModelFileInfo
     }
     /* Still private: a version (and, for a trained network, the id states
      * are tagged with) of this instance, so it never passes for another. */
-    uint64_t version = atomic_fetch_add(&s->next_version, 1);
+    uint64_t version = reserve_version(s);
     uint64_t was = m->version;
     m->version = version;
     if (m->status == MODEL_TRAINED)
