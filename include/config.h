@@ -2,14 +2,21 @@
  *
  * Sources, in order: built-in defaults, the JSON file (--config), then each
  * --set section.key=value. Every key is checked for type and bounds; unknown
- * keys are refused. Loaded once on the main thread before anything starts;
- * read-only afterwards, so any thread may read it. */
+ * keys are refused. Loaded on the main thread before anything starts;
+ * read-only afterwards, so any thread may read it.
+ *
+ * Reload (SIGHUP): main re-reads the same sources into a new LtvdConfig;
+ * if only reloadable keys changed it publishes a copy (config_publish) that
+ * the HTTP threads pick up per request (config_live). A published copy is
+ * never modified nor freed while ltvd serves (at most CONFIG_VERSIONS_MAX
+ * of them per process), so a reader needs no lock and no reference. */
 #ifndef LTVD_CONFIG_H
 #define LTVD_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define CONFIG_STR_MAX 256
 
@@ -35,6 +42,7 @@ typedef struct LtvdConfig {
     int64_t model_horizon_days;
     int64_t model_hidden_size;
     int64_t model_recent_events;   /* ring of recent events kept per shopper */
+    int64_t model_keep;            /* model files kept in storage.dir (model-<version>.bin) */
 
     int64_t train_interval_s;
     int64_t train_seed;
@@ -102,5 +110,35 @@ int config_check_exposure(const LtvdConfig *cfg, char *err, size_t errlen);
 
 /* Writes the effective config as logfmt pairs (tokens redacted). */
 void config_format(const LtvdConfig *cfg, char *buf, size_t len);
+
+/* ---- reload (SIGHUP) ------------------------------------------------------ */
+
+/* Published configs per process: the one at start and every reload that
+ * changed something; a reload past it is refused (restart to go on). */
+#define CONFIG_VERSIONS_MAX 256
+
+/* Writes the effective config to f, one "key = value" line per key, tokens
+ * redacted, each marked "reloadable" or "restart" (ltvd --check-config). */
+void config_print(const LtvdConfig *cfg, FILE *f);
+
+/* Whether key `name` may change on SIGHUP; false for an unknown key. */
+bool config_key_reloadable(const char *name);
+
+/* Compares the running config cur with next. -EINVAL (err names the key)
+ * if a key that needs a restart differs; else 0, and changed gets the
+ * names of the keys that differ, comma-separated ("" if none). */
+int config_diff(const LtvdConfig *cur, const LtvdConfig *next, char *changed, size_t changed_len, char *err,
+                size_t errlen);
+
+/* Main thread: publishes a copy of cfg as the live config. -ENOSPC once
+ * CONFIG_VERSIONS_MAX copies were published, -ENOMEM; err says why. */
+int config_publish(const LtvdConfig *cfg, char *err, size_t errlen);
+
+/* Any thread: the config published last, NULL before the first. Valid until
+ * config_live_free. */
+const LtvdConfig *config_live(void);
+
+/* Main thread at exit, once no other thread runs: frees every copy. */
+void config_live_free(void);
 
 #endif

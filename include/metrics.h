@@ -61,6 +61,10 @@ typedef struct Metrics {
     atomic_uint_fast64_t adjuster_runs;
     atomic_uint_fast64_t adjuster_episodes;
     MetricsFsync wal_fsync;
+
+    /* config reloads (SIGHUP), written by main */
+    atomic_uint_fast64_t config_reloads_ok;
+    atomic_uint_fast64_t config_reloads_error;
 } Metrics;
 
 /* Gauges the renderer asks the caller for. */

@@ -24,6 +24,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "shopper.h"
+#include "util.h"
 #include "wal.h"
 
 typedef struct Service Service;
@@ -140,6 +141,58 @@ bool service_log_failed(Service *s);
 int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen);
 /* Main thread: is a snapshot due (interval, log growth, pending erasure)? */
 bool service_snapshot_due(Service *s);
+
+/* POST /v1/admin/snapshot: asks for a snapshot now; *job numbers the
+ * request. -EBUSY while an asked-for snapshot is queued or being written.
+ * Main's snapshot timer (each second) starts it as the next worker job. */
+int service_request_snapshot(Service *s, uint64_t *job);
+/* Main: the asked-for snapshot job waiting or running, 0 if none. */
+uint64_t service_snapshot_requested(Service *s);
+/* Worker: the asked-for snapshot job ended (rc: service_snapshot's). */
+void service_snapshot_request_done(Service *s, uint64_t job, int rc);
+
+/* ---- model history (model_history.c, docs/OPERATIONS.md) --------------- */
+
+/* Each saved serving model is also storage.dir/model-<version>.bin (the
+ * newest model.keep are kept, and always the serving one); model.bin is a
+ * copy of the serving one's file, so a rollback survives a restart.
+ * All of it is serialised by one lock (history_lock), taken before
+ * model_lock and never under another lock. */
+#define MODEL_HISTORY_MAX 100 /* model.keep's upper bound */
+
+typedef struct ModelFileInfo {
+    uint64_t version;
+    bool serving;
+    bool valid;          /* loads as at start: format, checksum, shapes, horizon */
+    char error[320];     /* why not, when !valid */
+    uint64_t bytes;
+    ModelStatus status;
+    bool hybrid;
+    int64_t trained_at;  /* 0: never */
+    int64_t fitted_at;   /* the fallback's; 0: the prior */
+    TrainFigures train;
+} ModelFileInfo;
+
+/* Main, before serving: the model loaded from model.bin gets its history
+ * file if it has none, and new versions start above every file's. */
+void service_history_init(Service *s);
+/* Worker: saves the serving model (model-<version>.bin, model.bin) and
+ * trims the history to model.keep. */
+void service_model_save(Service *s);
+/* The history, newest first, into out (cap,); returns how many. */
+size_t service_models_list(Service *s, ModelFileInfo *out, size_t cap);
+/* model-<version>.bin serves from now on (swapped in like a retrain's) and
+ * becomes model.bin. -ENOENT: no such file; -EINVAL: it does not load (err
+ * says why). *info: the file's. */
+int service_model_rollback(Service *s, uint64_t version, ModelFileInfo *info, char *err, size_t errlen);
+/* The bytes of model-<version>.bin, or of the serving model if it is that
+ * version and has no file (the prior), into *out (empty on entry; the
+ * caller frees it). -ENOENT, -EIO. */
+int service_model_export(Service *s, uint64_t version, ByteBuf *out);
+/* Checks data (len bytes) as model_load checks model.bin at start, gives it
+ * the next version and adds it to the history; it serves once rolled back
+ * to. -EINVAL (err says why), -EIO. *info: the new file's. */
+int service_model_import(Service *s, const void *data, size_t len, ModelFileInfo *info, char *err, size_t errlen);
 
 void service_set_ready(Service *s, bool ready);
 bool service_ready(Service *s);

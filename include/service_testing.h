@@ -10,4 +10,8 @@
  * before any prediction uses the new weights. Any thread. */
 void service_model_swap(Service *s, Model *m);
 
+/* As a worker job publishes (service_publish_if): m serves only if version
+ * expect still does; else m is released and -ESTALE returned. */
+int service_model_swap_if(Service *s, Model *m, uint64_t expect);
+
 #endif

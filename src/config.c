@@ -1,6 +1,8 @@
 /* config: one declarative table of keys (name, type, field, default, bounds).
  * Parsing the file and --set both go through config_set_value(). Main
- * thread at start; the caller owns the LtvdConfig, read-only afterwards. */
+ * thread at start and on SIGHUP; the caller owns the LtvdConfig, read-only
+ * afterwards. The live copies (config_publish) are this file's: written by
+ * the main thread, read by any through one atomic pointer. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -8,6 +10,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +47,7 @@ static const ConfigKey keys[] = {
     {"model.horizon_days", CT_INT, F(model_horizon_days), "182", 1, 3650, {0}, false},
     {"model.hidden_size", CT_INT, F(model_hidden_size), "32", 4, 256, {0}, false},
     {"model.recent_events", CT_INT, F(model_recent_events), "32", 1, 1024, {0}, false},
+    {"model.keep", CT_INT, F(model_keep), "5", 1, 100, {0}, false},
     {"train.interval_s", CT_INT, F(train_interval_s), "3600", 0, 31536000, {0}, false},
     {"train.seed", CT_INT, F(train_seed), "1", 0, 2147483647, {0}, false},
     {"train.network", CT_BOOL, F(train_network), "true", 0, 0, {0}, false},
@@ -75,6 +79,25 @@ static const ConfigKey keys[] = {
     {"log.level", CT_ENUM, F(log_level), "info", 0, 0, {"debug", "info", "warn", "error"}, false},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
+
+/* The keys SIGHUP may change while ltvd runs: read per request from the live
+ * copy (config_live) or applied by main on reload (log.level). Every other
+ * key sizes a table, opens a file or a socket, or is copied into the service
+ * at start: changing one needs a restart, and a reload that does is refused.
+ * server.access_log and limits.max_body_bytes are read by http_server.c from
+ * the config of the start. */
+static const char *const reloadable_keys[] = {
+    "auth.ingest_token",    "auth.admin_token",         "auth.read_token",     "auth.allow_open",
+    "limits.max_batch_ids", "limits.max_batch_events",  "limits.max_future_s", "log.level",
+};
+
+static bool reloadable(const ConfigKey *k)
+{
+    for (size_t i = 0; i < sizeof reloadable_keys / sizeof reloadable_keys[0]; i++)
+        if (strcmp(reloadable_keys[i], k->name) == 0)
+            return true;
+    return false;
+}
 
 static const ConfigKey *find_key(const char *name)
 {
@@ -329,34 +352,124 @@ int config_check_exposure(const LtvdConfig *cfg, char *err, size_t errlen)
     return -EPERM;
 }
 
+/* One key's value as the config would spell it (tokens redacted). */
+static int format_value(const ConfigKey *k, const LtvdConfig *cfg, char *buf, size_t len)
+{
+    const char *field = (const char *)cfg + k->offset;
+    switch (k->type) {
+    case CT_INT:
+        return snprintf(buf, len, "%lld", (long long)*(const int64_t *)field);
+    case CT_DOUBLE:
+        return snprintf(buf, len, "%g", *(const double *)field);
+    case CT_BOOL:
+        return snprintf(buf, len, "%s", *(const bool *)field ? "true" : "false");
+    case CT_STRING:
+        return snprintf(buf, len, "\"%s\"", k->secret ? (field[0] ? "<set>" : "") : field);
+    case CT_ENUM:
+        return snprintf(buf, len, "%s", k->choices[*(const int64_t *)field]);
+    }
+    return -1;
+}
+
 void config_format(const LtvdConfig *cfg, char *buf, size_t len)
 {
     size_t off = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < NKEYS && off < len; i++) {
-        const ConfigKey *k = &keys[i];
-        const char *field = (const char *)cfg + k->offset;
-        int n = 0;
-        switch (k->type) {
-        case CT_INT:
-            n = snprintf(buf + off, len - off, "%s%s=%lld", off ? " " : "", k->name, (long long)*(const int64_t *)field);
+        char value[CONFIG_STR_MAX + 8];
+        if (format_value(&keys[i], cfg, value, sizeof value) < 0)
             break;
-        case CT_DOUBLE:
-            n = snprintf(buf + off, len - off, "%s%s=%g", off ? " " : "", k->name, *(const double *)field);
-            break;
-        case CT_BOOL:
-            n = snprintf(buf + off, len - off, "%s%s=%s", off ? " " : "", k->name, *(const bool *)field ? "true" : "false");
-            break;
-        case CT_STRING:
-            n = snprintf(buf + off, len - off, "%s%s=\"%s\"", off ? " " : "", k->name,
-                         k->secret ? (field[0] ? "<set>" : "") : field);
-            break;
-        case CT_ENUM:
-            n = snprintf(buf + off, len - off, "%s%s=%s", off ? " " : "", k->name, k->choices[*(const int64_t *)field]);
-            break;
-        }
+        int n = snprintf(buf + off, len - off, "%s%s=%s", off ? " " : "", keys[i].name, value);
         if (n < 0)
             break;
         off += (size_t)n;
     }
+}
+
+/* ---- reload --------------------------------------------------------------- */
+
+void config_print(const LtvdConfig *cfg, FILE *f)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        char value[CONFIG_STR_MAX + 8];
+        format_value(&keys[i], cfg, value, sizeof value);
+        fprintf(f, "%-30s = %-24s # %s\n", keys[i].name, value, reloadable(&keys[i]) ? "reloadable" : "restart");
+    }
+}
+
+bool config_key_reloadable(const char *name)
+{
+    const ConfigKey *k = find_key(name);
+    return k && reloadable(k);
+}
+
+static bool key_differs(const ConfigKey *k, const LtvdConfig *a, const LtvdConfig *b)
+{
+    const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+    switch (k->type) {
+    case CT_INT:
+    case CT_ENUM:
+        return *(const int64_t *)fa != *(const int64_t *)fb;
+    case CT_DOUBLE:
+        return memcmp(fa, fb, sizeof(double)) != 0;
+    case CT_BOOL:
+        return *(const bool *)fa != *(const bool *)fb;
+    case CT_STRING:
+        return strcmp(fa, fb) != 0;
+    }
+    return true;
+}
+
+int config_diff(const LtvdConfig *cur, const LtvdConfig *next, char *changed, size_t changed_len, char *err,
+                size_t errlen)
+{
+    size_t off = 0;
+    changed[0] = '\0';
+    for (size_t i = 0; i < NKEYS; i++) {
+        const ConfigKey *k = &keys[i];
+        if (!key_differs(k, cur, next))
+            continue;
+        if (!reloadable(k)) {
+            snprintf(err, errlen, "config key %s changed: it takes effect only on a restart", k->name);
+            return -EINVAL;
+        }
+        int n = snprintf(changed + off, changed_len - off, "%s%s", off ? "," : "", k->name);
+        if (n > 0 && (size_t)n < changed_len - off)
+            off += (size_t)n;
+    }
+    return 0;
+}
+
+/* Every published copy, oldest first; live is the newest. Written by the
+ * main thread only; live is read by any thread. */
+static LtvdConfig *versions[CONFIG_VERSIONS_MAX];
+static size_t nversions;
+static _Atomic(const LtvdConfig *) live;
+
+int config_publish(const LtvdConfig *cfg, char *err, size_t errlen)
+{
+    if (nversions == CONFIG_VERSIONS_MAX) {
+        snprintf(err, errlen, "%d configs were applied since ltvd started; restart it to apply more",
+                 CONFIG_VERSIONS_MAX);
+        return -ENOSPC;
+    }
+    LtvdConfig *copy = malloc(sizeof *copy);
+    if (!copy) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    *copy = *cfg;
+    versions[nversions++] = copy;
+    atomic_store_explicit(&live, copy, memory_order_release);
+    return 0;
+}
+
+const LtvdConfig *config_live(void) { return atomic_load_explicit(&live, memory_order_acquire); }
+
+void config_live_free(void)
+{
+    atomic_store(&live, NULL);
+    for (size_t i = 0; i < nversions; i++)
+        free(versions[i]);
+    nversions = 0;
 }

@@ -276,3 +276,106 @@ int handle_metrics(HttpCall *c)
         return http_send_error(c, 500, "internal", "out of memory", NULL, 0);
     return http_send(c, 200, &r, "text/plain; version=0.0.4", NULL, NULL);
 }
+
+/* ---- operations: snapshot on request, the model history ------------------ */
+
+int handle_admin_snapshot(HttpCall *c)
+{
+    uint64_t job;
+    if (service_request_snapshot(c->svc, &job))
+        return http_send_error(c, 409, "conflict", "a requested snapshot is already queued or being written", NULL,
+                               0);
+    TextBuf r = {0};
+    render_job(&r, job);
+    return http_send_json(c, 202, &r);
+}
+
+int handle_models_list(HttpCall *c)
+{
+    ModelFileInfo *files = calloc(MODEL_HISTORY_MAX + 1, sizeof *files);
+    if (!files)
+        return http_send_error(c, 500, "internal", "out of memory", NULL, 0);
+    size_t n = service_models_list(c->svc, files, MODEL_HISTORY_MAX + 1);
+    Model *m = service_model_acquire(c->svc);
+    uint64_t serving = m->version;
+    model_release(m);
+    TextBuf r = {0};
+    render_models(&r, serving, (int)c->cfg->model_keep, files, n);
+    free(files);
+    return http_send_json(c, 200, &r);
+}
+
+/* A model version: decimal digits, 1 to 2^53 (a JSON number stays exact). */
+static bool parse_version(const char *s, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (n == 0 || n > 16)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return v >= 1 && v <= (1ull << 53);
+}
+
+int handle_model_export(HttpCall *c)
+{
+    uint64_t version;
+    if (!parse_version(c->id, c->id_len, &version))
+        return http_send_error(c, 400, "invalid_request", "the version must be a whole number from 1 to 2^53", NULL,
+                               0);
+    TextBuf r = {0};
+    int rc = service_model_export(c->svc, version, &r.b);
+    if (rc == -ENOENT)
+        return http_send_error(c, 404, "not_found", "no model of this version in the history", NULL, 0);
+    if (rc)
+        return http_send_error(c, 500, "internal", "cannot read the model file", NULL, 0);
+    char disposition[64];
+    snprintf(disposition, sizeof disposition, "attachment; filename=\"model-%llu.bin\"", (unsigned long long)version);
+    return http_send(c, 200, &r, "application/octet-stream", "Content-Disposition", disposition);
+}
+
+int handle_model_import(HttpCall *c)
+{
+    if (c->body_len == 0)
+        return http_send_error(c, 400, "invalid_model", "send a model file (GET /v1/models/{version}) as the body",
+                               NULL, 0);
+    ModelFileInfo info;
+    char err[512];
+    int rc = service_model_import(c->svc, c->body, c->body_len, &info, err, sizeof err);
+    if (rc == -EINVAL)
+        return http_send_error(c, 400, "invalid_model", err, NULL, 0);
+    if (rc)
+        return http_send_error(c, 500, "internal", err, NULL, 0);
+    TextBuf r = {0};
+    render_model_file(&r, &info);
+    return http_send_json(c, 201, &r);
+}
+
+int handle_model_rollback(HttpCall *c)
+{
+    int ret;
+    cJSON *root = parse_body(c, &ret);
+    if (!root)
+        return ret;
+    const cJSON *v = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "version") : NULL;
+    bool ok = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 9007199254740992.0 &&
+              v->valuedouble == (double)(uint64_t)v->valuedouble && cJSON_GetArraySize(root) == 1;
+    uint64_t version = ok ? (uint64_t)v->valuedouble : 0;
+    cJSON_Delete(root);
+    if (!ok)
+        return http_send_error(c, 400, "invalid_request",
+                               "the body must be {\"version\": N}, N a version listed by GET /v1/models", NULL, 0);
+    ModelFileInfo info;
+    char err[512];
+    int rc = service_model_rollback(c->svc, version, &info, err, sizeof err);
+    if (rc == -ENOENT)
+        return http_send_error(c, 404, "not_found", err, NULL, 0);
+    if (rc)
+        return http_send_error(c, 409, "conflict", err, NULL, 0);
+    TextBuf r = {0};
+    render_model_file(&r, &info);
+    return http_send_json(c, 200, &r);
+}

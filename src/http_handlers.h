@@ -21,5 +21,10 @@ HttpHandler handle_retrain;     /* POST /v1/model/retrain */
 HttpHandler handle_healthz;     /* GET /healthz */
 HttpHandler handle_readyz;      /* GET /readyz */
 HttpHandler handle_metrics;     /* GET /metrics */
+HttpHandler handle_admin_snapshot; /* POST /v1/admin/snapshot */
+HttpHandler handle_models_list;    /* GET /v1/models */
+HttpHandler handle_model_import;   /* POST /v1/models */
+HttpHandler handle_model_export;   /* GET /v1/models/{version} */
+HttpHandler handle_model_rollback; /* POST /v1/model/rollback */
 
 #endif

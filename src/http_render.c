@@ -286,3 +286,43 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
 }
 
 void render_job(TextBuf *b, uint64_t job) { textbuf_printf(b, "{\"job\":%llu}", (unsigned long long)job); }
+
+void render_model_file(TextBuf *b, const ModelFileInfo *f)
+{
+    textbuf_printf(b, "{\"version\":%llu,\"serving\":%s,\"bytes\":%llu,\"valid\":%s,", (unsigned long long)f->version,
+                   f->serving ? "true" : "false", (unsigned long long)f->bytes, f->valid ? "true" : "false");
+    if (!f->valid) {
+        textbuf_printf(b, "\"error\":");
+        render_string(b, f->error, strlen(f->error));
+        textbuf_printf(b, "}");
+        return;
+    }
+    char trained[TIME_RFC3339_LEN] = "", fitted[TIME_RFC3339_LEN] = "";
+    if (f->trained_at)
+        time_format_rfc3339(f->trained_at, trained);
+    if (f->fitted_at)
+        time_format_rfc3339(f->fitted_at, fitted);
+    bool net = f->status == MODEL_TRAINED;
+    textbuf_printf(b, "\"error\":null,\"status\":\"%s\",\"head\":%s,\"trained_at\":%s%s%s,\"fallback_fitted_at\":%s%s%s,",
+                   net ? "trained" : "fallback", !net ? "null" : f->hybrid ? "\"hybrid\"" : "\"lstm_only\"",
+                   net && f->trained_at ? "\"" : "", net && f->trained_at ? trained : "null",
+                   net && f->trained_at ? "\"" : "", f->fitted_at ? "\"" : "", f->fitted_at ? fitted : "null",
+                   f->fitted_at ? "\"" : "");
+    if (net)
+        textbuf_printf(b, "\"validation\":{\"loss\":%.6g,\"gini\":%.6g,\"examples\":%llu}}",
+                       finite_or_zero(f->train.val_loss), finite_or_zero(f->train.val_gini),
+                       (unsigned long long)f->train.examples);
+    else
+        textbuf_printf(b, "\"validation\":null}");
+}
+
+void render_models(TextBuf *b, uint64_t serving, int keep, const ModelFileInfo *files, size_t n)
+{
+    textbuf_printf(b, "{\"serving_version\":%llu,\"keep\":%d,\"models\":[", (unsigned long long)serving, keep);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            textbuf_printf(b, ",");
+        render_model_file(b, &files[i]);
+    }
+    textbuf_printf(b, "]}");
+}

@@ -34,7 +34,11 @@ void render_applied(TextBuf *b, const ApplyResult *res, const PredictionView *si
 void render_user(TextBuf *b, const char *id, size_t len, const UserSummaryView *v);
 /* The answer to GET /v1/model. */
 void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl);
-/* {"job": job} of an accepted retrain. */
+/* {"job": job} of an accepted retrain or snapshot. */
 void render_job(TextBuf *b, uint64_t job);
+/* One entry of the model history (GET /v1/models, rollback, import). */
+void render_model_file(TextBuf *b, const ModelFileInfo *f);
+/* GET /v1/models: {"serving_version", "keep", "models": [...]}, files (n,). */
+void render_models(TextBuf *b, uint64_t serving, int keep, const ModelFileInfo *files, size_t n);
 
 #endif

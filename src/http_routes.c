@@ -15,7 +15,7 @@
 
 typedef struct RouteRow {
     const char *method;
-    const char *pattern; /* OpenAPI form; "{user_id}" matches one non-empty path segment */
+    const char *pattern; /* OpenAPI form; "{user_id}", "{version}" match one non-empty path segment */
     RouteId id;
     TokenClass token;
     HttpHandler *handler;
@@ -30,6 +30,11 @@ static const RouteRow routes[] = {
     {"POST", "/v1/ltv/batch", ROUTE_LTV_BATCH, TOKEN_READ, handle_ltv_batch},
     {"GET", "/v1/model", ROUTE_MODEL, TOKEN_READ, handle_model},
     {"POST", "/v1/model/retrain", ROUTE_RETRAIN, TOKEN_ADMIN, handle_retrain},
+    {"POST", "/v1/model/rollback", ROUTE_ROLLBACK, TOKEN_ADMIN, handle_model_rollback},
+    {"GET", "/v1/models", ROUTE_MODELS, TOKEN_READ, handle_models_list},
+    {"POST", "/v1/models", ROUTE_MODELS, TOKEN_ADMIN, handle_model_import},
+    {"GET", "/v1/models/{version}", ROUTE_MODEL_FILE, TOKEN_ADMIN, handle_model_export},
+    {"POST", "/v1/admin/snapshot", ROUTE_ADMIN_SNAPSHOT, TOKEN_ADMIN, handle_admin_snapshot},
     {"GET", "/healthz", ROUTE_HEALTHZ, TOKEN_OPEN, handle_healthz},
     {"GET", "/readyz", ROUTE_READYZ, TOKEN_OPEN, handle_readyz},
     {"GET", "/metrics", ROUTE_METRICS, TOKEN_OPEN, handle_metrics},
@@ -150,6 +155,11 @@ int http_dispatch(HttpCall *c)
     const char *param = NULL;
     size_t param_len = 0;
     c->route = ROUTE_UNKNOWN;
+    /* The config of a reload (SIGHUP), if any, for the whole call: tokens
+     * and limits change between requests, never within one. */
+    const LtvdConfig *live = config_live();
+    if (live)
+        c->cfg = live;
     for (size_t i = 0; i < NROUTES && !row; i++) {
         const char *pm = NULL;
         size_t pl = 0;
@@ -190,7 +200,10 @@ int http_dispatch(HttpCall *c)
         if (http_percent_decode(param, param_len, c->id, USER_ID_MAX, &c->id_len) ||
             !shopper_id_valid(c->id, c->id_len))
             return http_send_error(c, 400, "invalid_request",
-                                   "user_id must be 1 to 128 bytes of UTF-8 after percent-decoding", NULL, 0);
+                                   strstr(row->pattern, "{user_id}")
+                                       ? "user_id must be 1 to 128 bytes of UTF-8 after percent-decoding"
+                                       : "the path parameter must be 1 to 128 bytes of UTF-8 after percent-decoding",
+                                   NULL, 0);
         c->id[c->id_len] = '\0';
     }
     return row->handler(c);

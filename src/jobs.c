@@ -1,12 +1,13 @@
 /* jobs: the worker jobs: the fallback refit, the retrain (training-set
  * collection, network training, the swap and the state rebuild), the RL
  * adjuster (maturing logged predictions, learning corrections), and the
- * retrain's request state.
+ * request state of a retrain and of an asked-for snapshot.
  *
- * Threads: service_request_retrain and service_retrain_running on any
- * thread; the rest on the libuv worker thread, one job at a time (main.c).
- * Jobs read the store in short locked batches (store_visit) so the HTTP
- * thread never waits long, publish a new model by service_publish, and
+ * Threads: service_request_retrain, service_retrain_running and
+ * service_request_snapshot on any thread; the rest on the libuv worker
+ * thread, one job at a time (main.c). Jobs read the store in short locked
+ * batches (store_visit) so the HTTP thread never waits long, publish a new
+ * model by service_publish_if (never over a rollback made meanwhile), and
  * own everything they allocate until they free it. */
 #include "service_internal.h"
 
@@ -53,16 +54,28 @@ int service_request_retrain(Service *s, uint64_t *job)
 
 bool service_retrain_running(Service *s) { return atomic_load(&s->retrain_state) == RETRAIN_RUNNING; }
 
-/* Worker: writes the serving model to storage.dir (temp file + rename). */
-static void save_serving_model(Service *s)
+/* Worker: writes the serving model to storage.dir and its history
+ * (model_history.c). */
+static void save_serving_model(Service *s) { service_model_save(s); }
+
+/* ---- an asked-for snapshot (POST /v1/admin/snapshot) -------------------- */
+
+int service_request_snapshot(Service *s, uint64_t *job)
 {
-    char path[CONFIG_STR_MAX + 32];
-    snprintf(path, sizeof path, "%s/%s", s->cfg.storage_dir, MODEL_FILE_NAME);
-    Model *serving = service_model_acquire(s);
-    int rc = model_save(serving, path);
-    model_release(serving);
-    if (rc)
-        log_msg(LOG_WARN, "model save failed", "path=\"%s\" error=\"%s\"", path, strerror(-rc));
+    uint64_t none = 0, next = atomic_fetch_add(&s->snapshot_jobs, 1) + 1; /* a refused request skips a number */
+    if (!atomic_compare_exchange_strong(&s->snapshot_job, &none, next))
+        return -EBUSY;
+    *job = next;
+    return 0;
+}
+
+uint64_t service_snapshot_requested(Service *s) { return atomic_load(&s->snapshot_job); }
+
+void service_snapshot_request_done(Service *s, uint64_t job, int rc)
+{
+    log_msg(rc ? LOG_WARN : LOG_INFO, "requested snapshot done", "job=%llu result=%s", (unsigned long long)job,
+            rc ? "failed" : "ok");
+    atomic_store(&s->snapshot_job, 0);
 }
 
 /* ---- fallback refit ---------------------------------------------------- */
@@ -137,13 +150,17 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     next->train = cur->train;
     next->has_adj = cur->has_adj; /* a refit keeps the corrections; a new network resets them */
     next->adj = cur->adj;
+    uint64_t from = cur->version, version = next->version;
     model_release(cur);
-    service_publish(s, next);
+    if (service_publish_if(s, next, from)) {
+        snprintf(err, errlen, "the serving model changed during the refit (a rollback): refit dropped");
+        return 1;
+    }
     s->purchases_at_fit = purchases;
     atomic_fetch_add(&s->metrics->fallback_fits, 1);
     atomic_store(&s->metrics->model_last_trained_unix, metrics_unix_now());
     log_msg(LOG_INFO, "fallback refit", "version=%llu customers=%zu repeat_buyers=%zu r=%.4f alpha=%.4f a=%.4f "
-            "b=%.4f p=%.3f q=%.3f v=%.3f ms=%.1f", (unsigned long long)next->version, n, repeaters, fit.bg.r,
+            "b=%.4f p=%.3f q=%.3f v=%.3f ms=%.1f", (unsigned long long)version, n, repeaters, fit.bg.r,
             fit.bg.alpha, fit.bg.a, fit.bg.b, fit.gg.p, fit.gg.q, fit.gg.v, (time_mono_ns() - t0) / 1e6);
     save_serving_model(s);
     return 0;
@@ -379,11 +396,15 @@ static int run_adjuster(Service *s)
     next->train = cur->train;
     next->has_adj = true;
     next->adj = t;
+    uint64_t from = cur->version;
     model_release(cur);
     int corrected = 0;
     for (int k = 0; k < ADJ_SEGMENTS; k++)
         corrected += t.action[k] != ADJ_IDENTITY;
-    service_publish(s, next);
+    if (service_publish_if(s, next, from)) {
+        log_msg(LOG_INFO, "adjuster skipped", "reason=\"the serving model changed meanwhile (a rollback)\"");
+        return 1;
+    }
     save_serving_model(s);
     atomic_fetch_add(&s->metrics->adjuster_runs, 1);
     atomic_fetch_add(&s->metrics->adjuster_episodes, t.episodes);
@@ -457,14 +478,21 @@ static int train_network(Service *s, char *err, size_t errlen)
     Model *next;
     rc = model_create(&next, tr.net, &cur->fallback, cur->horizon_days, MODEL_TRAINED, version);
     lstm_weights_release(tr.net);
+    uint64_t from = cur->version;
     model_release(cur);
     if (rc)
         return rc;
     next->trained_at = service_now(s);
     next->train = f;
-    service_publish(s, next); /* serving never pauses: states are checked per request */
+    model_retain(next); /* for the rebuild: a rollback may replace it at once */
+    if (service_publish_if(s, next, from)) { /* serving never pauses: states are checked per request */
+        model_release(next);
+        log_msg(LOG_INFO, "trained network dropped", "reason=\"the serving model changed during training (a rollback)\"");
+        return 0;
+    }
     atomic_store(&s->metrics->model_last_trained_unix, metrics_unix_now());
     rebuild_all(s, next->net);
+    model_release(next);
     save_serving_model(s);
     log_msg(LOG_INFO, "model swapped", "version=%llu", (unsigned long long)version);
     return 0;

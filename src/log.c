@@ -1,21 +1,23 @@
 /* log: logfmt lines on stderr, one fprintf each, so any thread may log
  * (but not a forked snapshot child: stdio takes a lock). The level is set
- * once by main before other threads start. */
+ * by main at start and on a config reload (SIGHUP); atomic, since every
+ * thread reads it. */
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "timeutil.h"
 
-static LogLevel min_level = LOG_INFO;
+static atomic_int min_level = LOG_INFO;
 
-void log_set_level(LogLevel level) { min_level = level; }
+void log_set_level(LogLevel level) { atomic_store_explicit(&min_level, (int)level, memory_order_relaxed); }
 
 void log_msg(LogLevel level, const char *msg, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
-    if (level < min_level)
+    if ((int)level < atomic_load_explicit(&min_level, memory_order_relaxed))
         return;
     char line[2048], ts[TIME_RFC3339_LEN];
     time_format_rfc3339(time_now(), ts);

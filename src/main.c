@@ -1,11 +1,13 @@
 /* main: command line, start-up, the libuv loop (signals, timers, worker
- * jobs) and clean shutdown. The only place that may exit. */
+ * jobs), the config reload on SIGHUP and clean shutdown. The only place
+ * that may exit. */
 #include <errno.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "config.h"
@@ -25,7 +27,10 @@ typedef struct App {
     Metrics metrics;
     Service *svc;
     HttpServer *http;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
+    const char *config_path; /* the sources, read again on SIGHUP */
+    int argc;
+    char **argv;
     uv_timer_t refit_timer, retrain_timer, snapshot_timer, adjuster_timer;
     Wal *wal;
     uv_async_t retrain_async;
@@ -38,9 +43,13 @@ typedef struct App {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ltvd [--config FILE] [--set section.key=value ...] [--routes] [--version]\n"
+               "       ltvd --check-config [--config FILE] [--set section.key=value ...]\n"
                "       ltvd --health-check http://127.0.0.1:PORT/readyz\n"
                "Serves live customer-lifetime-value predictions over HTTP (see README.md).\n"
-               "--health-check: one GET; exit 0 on status 200, 1 on anything else (container probes).\n");
+               "--check-config: load and check the config (and storage.dir, model.bin), print the effective\n"
+               "  config (tokens redacted); exit 0 if ltvd would start with it, 2 if not.\n"
+               "--health-check: one GET; exit 0 on status 200, 1 on anything else (container probes).\n"
+               "SIGHUP reloads the config (the keys marked reloadable by --check-config); SIGTERM stops.\n");
 }
 
 /* A probe has this long to connect and read the status line: shorter than
@@ -77,6 +86,27 @@ static int make_dirs(const char *path)
     if (mkdir(buf, 0750) != 0 && errno != EEXIST)
         return -errno;
     return 0;
+}
+
+/* The config from its sources, in order: defaults, the file, tokens from
+ * the environment, every --set in order; then the exposure check. The same
+ * at start, on SIGHUP and for --check-config. */
+static int load_config(LtvdConfig *cfg, const char *config_path, int argc, char **argv, char *err, size_t errlen)
+{
+    config_defaults(cfg);
+    int rc;
+    if ((config_path && (rc = config_load_file(cfg, config_path, err, errlen)) != 0) ||
+        (rc = config_apply_env(cfg, err, errlen)) != 0)
+        return rc;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
+            if ((rc = config_apply_set(cfg, argv[++i], err, errlen)) != 0)
+                return rc;
+        } else if (strcmp(argv[i], "--config") == 0) {
+            i++;
+        }
+    }
+    return config_check_exposure(cfg, err, errlen);
 }
 
 /* ---- worker jobs -------------------------------------------------------- */
@@ -179,15 +209,48 @@ static void snapshot_work_cb(uv_work_t *w)
     App *app = w->data;
     worker_yields();
     char err[256];
-    service_snapshot(app->svc, true, err, sizeof err);
+    uint64_t asked = service_snapshot_requested(app->svc); /* one asked for later waits for the next tick */
+    int rc = service_snapshot(app->svc, true, err, sizeof err);
+    if (asked)
+        service_snapshot_request_done(app->svc, asked, rc);
 }
 
-/* Every second: is a snapshot due (interval, log growth, an erasure)? */
+/* Every second: is a snapshot due (interval, log growth, an erasure) or
+ * asked for (POST /v1/admin/snapshot)? */
 static void snapshot_timer_cb(uv_timer_t *t)
 {
     App *app = t->data;
-    if (service_snapshot_due(app->svc))
+    if (service_snapshot_due(app->svc) || service_snapshot_requested(app->svc))
         queue_job(app, snapshot_work_cb);
+}
+
+/* ---- reload ------------------------------------------------------------- */
+
+/* SIGHUP: reads the config's sources again. Published whole if only
+ * reloadable keys changed; otherwise the running config stays, whole, and
+ * the error is logged. Main thread. */
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    App *app = s->data;
+    (void)signum;
+    if (app->stopping)
+        return;
+    static LtvdConfig next; /* main thread only; too big for a comfortable stack frame */
+    char err[512] = "", changed[1024];
+    const LtvdConfig *cur = config_live();
+    int rc = load_config(&next, app->config_path, app->argc, app->argv, err, sizeof err);
+    if (!rc)
+        rc = config_diff(cur, &next, changed, sizeof changed, err, sizeof err);
+    if (!rc && changed[0])
+        rc = config_publish(&next, err, sizeof err);
+    if (rc) {
+        atomic_fetch_add(&app->metrics.config_reloads_error, 1);
+        log_msg(LOG_ERROR, "config reload failed: the running config is kept", "error=\"%s\"", err);
+        return;
+    }
+    log_set_level((LogLevel)next.log_level);
+    atomic_fetch_add(&app->metrics.config_reloads_ok, 1);
+    log_msg(LOG_INFO, "config reloaded", "changed=\"%s\"", changed[0] ? changed : "nothing");
 }
 
 /* ---- shutdown ----------------------------------------------------------- */
@@ -217,6 +280,7 @@ static void on_signal(uv_signal_t *s, int signum)
     app->http = NULL;
     uv_close((uv_handle_t *)&app->sigterm, NULL);
     uv_close((uv_handle_t *)&app->sigint, NULL);
+    uv_close((uv_handle_t *)&app->sighup, NULL);
     uv_close((uv_handle_t *)&app->refit_timer, NULL);
     uv_close((uv_handle_t *)&app->retrain_timer, NULL);
     uv_close((uv_handle_t *)&app->snapshot_timer, NULL);
@@ -227,6 +291,77 @@ static void on_signal(uv_signal_t *s, int signum)
 }
 
 /* ---- start-up ----------------------------------------------------------- */
+
+/* Could ltvd use storage.dir: an existing directory it may read, write and
+ * search, or one make_dirs could create (its nearest existing parent is
+ * writable); and does model.bin in it load under this config? */
+static int check_storage(const LtvdConfig *cfg, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(cfg->storage_dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            snprintf(err, errlen, "storage.dir %s is not a directory", cfg->storage_dir);
+            return -ENOTDIR;
+        }
+        if (access(cfg->storage_dir, R_OK | W_OK | X_OK) != 0) {
+            snprintf(err, errlen, "storage.dir %s: %s (ltvd needs to read, write and list it)", cfg->storage_dir,
+                     strerror(errno));
+            return -EACCES;
+        }
+    } else {
+        char parent[CONFIG_STR_MAX];
+        snprintf(parent, sizeof parent, "%s", cfg->storage_dir);
+        for (;;) { /* up to the nearest existing ancestor; each turn shortens parent */
+            char *slash = strrchr(parent, '/');
+            if (!slash) {
+                snprintf(parent, sizeof parent, ".");
+                break;
+            }
+            slash[slash == parent ? 1 : 0] = '\0';
+            if (slash == parent || stat(parent, &st) == 0)
+                break;
+        }
+        if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode) || access(parent, W_OK | X_OK) != 0) {
+            snprintf(err, errlen, "storage.dir %.200s does not exist and cannot be created under %.200s",
+                     cfg->storage_dir, parent);
+            return -EACCES;
+        }
+        return 0;
+    }
+    char path[CONFIG_STR_MAX + 32], why[512];
+    snprintf(path, sizeof path, "%s/%s", cfg->storage_dir, MODEL_FILE_NAME);
+    if (stat(path, &st) != 0)
+        return 0;
+    Model *m;
+    if (model_load(&m, path, (int)cfg->model_hidden_size, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s", why);
+        return -EINVAL;
+    }
+    int horizon = m->horizon_days;
+    model_release(m);
+    if (horizon != (int)cfg->model_horizon_days) {
+        snprintf(err, errlen, "%s was made for model.horizon_days=%d, config says %lld", path, horizon,
+                 (long long)cfg->model_horizon_days);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* --check-config: exit 0 and the effective config if ltvd would start with
+ * it, else 2 and why. */
+static int check_config(const char *config_path, int argc, char **argv)
+{
+    static LtvdConfig cfg;
+    char err[512];
+    if (load_config(&cfg, config_path, argc, argv, err, sizeof err) || check_storage(&cfg, err, sizeof err)) {
+        fprintf(stderr, "ltvd: config error: %s\n", err);
+        return 2;
+    }
+    config_print(&cfg, stdout);
+    printf("# config ok%s%s\n", config_path ? ": " : " (no --config: defaults and --set)",
+           config_path ? config_path : "");
+    return 0;
+}
 
 static int load_or_create_model(const LtvdConfig *cfg, Model **out)
 {
@@ -271,12 +406,14 @@ int main(int argc, char **argv)
     static App app;
     char err[512];
     const char *config_path = NULL;
-    config_defaults(&app.cfg);
+    bool check_only = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             config_path = argv[++i];
         } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
             i++;
+        } else if (strcmp(argv[i], "--check-config") == 0) {
+            check_only = true;
         } else if (strcmp(argv[i], "--routes") == 0) {
             http_routes_print(stdout);
             return 0;
@@ -294,25 +431,17 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    /* The file first, then tokens from the environment, then every --set in order. */
-    if ((config_path && config_load_file(&app.cfg, config_path, err, sizeof err)) ||
-        config_apply_env(&app.cfg, err, sizeof err)) {
-        fprintf(stderr, "ltvd: %s\n", err);
-        return 2;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && config_apply_set(&app.cfg, argv[++i], err, sizeof err)) {
-            fprintf(stderr, "ltvd: %s\n", err);
-            return 2;
-        } else if (strcmp(argv[i], "--config") == 0) {
-            i++;
-        }
-    }
+    if (check_only)
+        return check_config(config_path, argc, argv);
     /* Before anything is created: a refused start leaves no trace. */
-    if (config_check_exposure(&app.cfg, err, sizeof err)) {
+    if (load_config(&app.cfg, config_path, argc, argv, err, sizeof err) ||
+        config_publish(&app.cfg, err, sizeof err)) {
         fprintf(stderr, "ltvd: %s\n", err);
         return 2;
     }
+    app.config_path = config_path;
+    app.argc = argc;
+    app.argv = argv;
     log_set_level((LogLevel)app.cfg.log_level);
     openblas_set_num_threads(1); /* one LSTM step is tiny; threads only add latency */
 
@@ -349,6 +478,9 @@ int main(int argc, char **argv)
     app.sigterm.data = app.sigint.data = &app;
     uv_signal_start(&app.sigterm, on_signal, SIGTERM);
     uv_signal_start(&app.sigint, on_signal, SIGINT);
+    uv_signal_init(app.loop, &app.sighup);
+    app.sighup.data = &app;
+    uv_signal_start(&app.sighup, on_sighup, SIGHUP);
     uv_async_init(app.loop, &app.retrain_async, retrain_async_cb);
     app.retrain_async.data = &app;
     service_set_retrain_notify(app.svc, notify_retrain, &app);
@@ -385,6 +517,7 @@ int main(int argc, char **argv)
         service_destroy(app.svc);
         return 1;
     }
+    service_history_init(app.svc); /* after recovery: a refused start leaves no new file */
     WalConfig wc = {
         .dir = app.cfg.storage_dir,
         .fsync = (WalFsync)app.cfg.storage_fsync,
@@ -413,6 +546,7 @@ int main(int argc, char **argv)
         log_msg(LOG_WARN, "final snapshot failed; the log still holds everything", "error=\"%s\"", err);
     wal_close(app.wal);
     service_destroy(app.svc);
+    config_live_free();
     log_msg(LOG_INFO, "stopped", NULL);
     return 0;
 }

@@ -438,6 +438,11 @@ int metrics_render(const Metrics *mc, const MetricsRoute *routes, int nroutes, c
     gauge(o, "ltvd_event_clock_seconds", "Newest event time seen (the clock when clock=event).",
           (long long)g->event_clock);
     render_process(o);
+    /* config reloads (SIGHUP, main.c) */
+    textbuf_printf(o, "# HELP ltvd_config_reloads_total Config reloads on SIGHUP, by result (error: the config "
+                   "running before was kept).\n# TYPE ltvd_config_reloads_total counter\n"
+                   "ltvd_config_reloads_total{result=\"ok\"} %llu\nltvd_config_reloads_total{result=\"error\"} %llu\n",
+                   LOAD(m->config_reloads_ok), LOAD(m->config_reloads_error));
     if (o->err) {
         int rc = o->err;
         textbuf_free(o);

@@ -56,12 +56,19 @@ struct Service {
     atomic_int_fast64_t last_snapshot_mono_s;
     atomic_uint_fast64_t wal_bytes_at_snapshot;
     atomic_int_fast64_t erasure_pending_since; /* mono seconds, 0 = none */
+    atomic_uint_fast64_t snapshot_job;       /* asked-for snapshot queued or running, 0 = none */
+    atomic_uint_fast64_t snapshot_jobs;      /* asked-for snapshots so far */
 };
 
 /* Makes m (ownership taken) the serving model. Shoppers' states catch up
  * lazily (service_ensure_state) before a prediction or event uses them. Any
  * thread; takes model_lock only. */
 void service_publish(Service *s, Model *m);
+
+/* Makes m (ownership taken) the serving model only if the serving one is
+ * still version expect (a rollback may have replaced it while a job built
+ * m from it); else releases m and returns -ESTALE. */
+int service_publish_if(Service *s, Model *m, uint64_t expect);
 
 /* Recomputes u's h and c from its retained events if they were computed
  * under other weights than net, so a prediction never mixes versions.

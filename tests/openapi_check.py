@@ -443,6 +443,8 @@ def check(value, schema, spec, path="$", strict=False):
                     ok = False
             if not ok:
                 problems.append(f"{path}: {value!r} is not an RFC 3339 date-time")
+        elif fmt == "binary":
+            pass  # any bytes (an octet-stream body, read as latin-1 text)
         elif fmt is not None:
             raise ValueError(f"{path}: the checker does not know format {fmt!r}")
     if isinstance(value, list):

@@ -4,7 +4,8 @@ token and with its own. A refusal is 401 with `WWW-Authenticate: Bearer`
 and the JSON error shape, and applies nothing; the right token gets the
 route's documented status. The class of each route and its success status
 come from openapi/ltvd.yaml, so a new route is covered (or fails here)
-without editing this file. Also: 409 on a second retrain while one runs.
+without editing this file (the model routes get a model file imported
+first: model_inputs). Also: 409 on a second retrain while one runs.
 
 Usage: test_auth.py PATH_TO_LTVD PATH_TO_OPENAPI_SPEC"""
 import json
@@ -114,9 +115,25 @@ def wrong_credentials(cls):
     return creds
 
 
-def request(s, method, path, auth):
+def model_inputs(s):
+    """What the model routes need on a fresh server: a model file (the
+    serving prior exports without one) imported into the history, so that
+    {version} names a file, POST /v1/models has a body and a rollback a
+    target."""
+    admin = bearer(TOKENS["admin"])
+    version = s.json("GET", "/v1/model", headers=bearer(TOKENS["read"]))[1]["version"]
+    status, _, blob = s.request("GET", f"/v1/models/{version}", headers=admin)
+    check(status == 200 and blob[:8] == b"LTVDMODL", f"export of the serving model: {status}")
+    status, _, data = s.request("POST", "/v1/models", blob, admin)
+    check(status == 201, f"import: {status} {data[:200]}")
+    imported = json.loads(data)["version"]
+    return {"version": str(imported), ("POST", "/v1/models"): blob, ("POST", "/v1/model/rollback"): {"version": imported}}
+
+
+def request(s, method, path, auth, dyn):
     headers = {"Authorization": auth} if auth is not None else None
-    return s.request(method, path.replace("{user_id}", quote_id(KNOWN)), BODIES.get((method, path)), headers)
+    concrete = path.replace("{user_id}", quote_id(KNOWN)).replace("{version}", dyn["version"])
+    return s.request(method, concrete, dyn.get((method, path), BODIES.get((method, path))), headers)
 
 
 def check_route(method, path, cls, success):
@@ -126,17 +143,18 @@ def check_route(method, path, cls, success):
         status, _, _ = s.request("POST", "/v1/events", {"user_id": KNOWN, "type": "purchase", "ts": T0, "value": 20},
                                  bearer(TOKENS["ingest"]))
         check(status == 200)
+        dyn = model_inputs(s)
         before = state(s)
         what = f"{method} {path}"
         if cls is None:  # open: any Authorization, or none, is ignored
             for name, auth in wrong_credentials(None) + [("the read token", bearer(TOKENS["read"])["Authorization"])]:
-                status, _, data = request(s, method, path, auth)
+                status, _, data = request(s, method, path, auth, dyn)
                 check(status == success, f"{what} with {name}: {status} {data[:200]}")
             return
         for name, auth in wrong_credentials(cls):
-            assert_unauthorized(request(s, method, path, auth), f"{what} with {name}")
+            assert_unauthorized(request(s, method, path, auth, dyn), f"{what} with {name}")
         check(state(s) == before, f"{what}: a refused request changed {before} into {state(s)}")
-        status, hdrs, data = request(s, method, path, f"Bearer {TOKENS[cls]}")
+        status, hdrs, data = request(s, method, path, f"Bearer {TOKENS[cls]}", dyn)
         check(status == success, f"{what} with the {cls} token: {status}, wanted {success}: {data[:300]}")
         check("www-authenticate" not in hdrs, hdrs)
         after = state(s)
@@ -154,6 +172,17 @@ def check_route(method, path, cls, success):
             check([p["known"] for p in preds] == [True, False], preds)
         elif "{user_id}" in path:
             check(json.loads(data)["user_id"] == KNOWN, data)
+        elif path == "/v1/model/rollback":
+            check(json.loads(data)["version"] == int(dyn["version"]) and
+                  s.json("GET", "/v1/model", headers=bearer(TOKENS["read"]))[1]["version"] == int(dyn["version"]))
+        elif path == "/v1/models/{version}":
+            check(data[:8] == b"LTVDMODL" and len(data) == len(dyn[("POST", "/v1/models")]),
+                  "the export is the model imported (under its new version)")
+        elif path == "/v1/models":
+            check(json.loads(data)["models"] if method == "GET" else json.loads(data)["version"] > int(dyn["version"]),
+                  data)
+        elif path == "/v1/admin/snapshot":
+            check(json.loads(data) == {"job": 1}, data)
         if method == "GET":
             check(after == before, f"{what}: a read changed {before} into {after}")
 

@@ -1,4 +1,5 @@
-/* Configuration: defaults, nested JSON, --set, and refusals that name the key. */
+/* Configuration: defaults, nested JSON, --set, refusals that name the key,
+ * and what a reload (SIGHUP) may change: config_diff and the live copy. */
 #include <errno.h>
 #include <string.h>
 
@@ -60,5 +61,39 @@ int main(void)
     char line[4096];
     config_format(&c, line, sizeof line);
     ASSERT(strstr(line, "auth.admin_token=\"<set>\"") && !strstr(line, "s3cret"));
+    ASSERT(c.model_keep == 5);
+
+    /* reload: which keys may change, and the names of those that did */
+    LtvdConfig next = c;
+    char changed[256];
+    ASSERT(config_diff(&c, &next, changed, sizeof changed, err, sizeof err) == 0 && changed[0] == '\0');
+    ASSERT(config_apply_set(&next, "auth.read_token=r2", err, sizeof err) == 0);
+    ASSERT(config_apply_set(&next, "log.level=warn", err, sizeof err) == 0);
+    ASSERT(config_diff(&c, &next, changed, sizeof changed, err, sizeof err) == 0);
+    ASSERT(strcmp(changed, "auth.read_token,log.level") == 0);
+    ASSERT(config_apply_set(&next, "server.threads=4", err, sizeof err) == 0);
+    ASSERT(config_diff(&c, &next, changed, sizeof changed, err, sizeof err) == -EINVAL);
+    ASSERT(strstr(err, "server.threads") && strstr(err, "restart"));
+    ASSERT(config_key_reloadable("auth.admin_token") && config_key_reloadable("limits.max_batch_ids"));
+    ASSERT(!config_key_reloadable("limits.max_users") && !config_key_reloadable("storage.dir"));
+    ASSERT(!config_key_reloadable("no.such_key"));
+    /* a string compared by its text, not the bytes after it */
+    LtvdConfig shorter = c;
+    ASSERT(config_apply_set(&shorter, "auth.admin_token=s3cret-and-more", err, sizeof err) == 0);
+    ASSERT(config_apply_set(&shorter, "auth.admin_token=s3cret", err, sizeof err) == 0);
+    ASSERT(config_diff(&c, &shorter, changed, sizeof changed, err, sizeof err) == 0 && changed[0] == '\0');
+
+    /* the live copy: a copy, and a bounded number of them */
+    ASSERT(config_live() == NULL);
+    ASSERT(config_publish(&c, err, sizeof err) == 0);
+    const LtvdConfig *first = config_live();
+    ASSERT(first && first != &c && first->server_port == c.server_port);
+    for (int i = 1; i < CONFIG_VERSIONS_MAX; i++)
+        ASSERT(config_publish(&next, err, sizeof err) == 0);
+    ASSERT(config_live()->server_threads == 4 && first->server_threads == c.server_threads);
+    ASSERT(config_publish(&c, err, sizeof err) == -ENOSPC && strstr(err, "restart"));
+    ASSERT(config_live()->server_threads == 4);
+    config_live_free();
+    ASSERT(config_live() == NULL);
     TEST_DONE("test_config");
 }

@@ -85,7 +85,8 @@ def exchange(s, method, template, path=None, body=None, headers=None, want=None,
         ctype = hdrs.get("content-type", "").split(";")[0].strip()
         media = {k.split(";")[0].strip(): v for k, v in content.items()}
         check_true(ctype in media, f"{what}: Content-Type {ctype!r}, the spec has {list(media)}")
-        parsed = json.loads(data) if ctype == "application/json" else data.decode()
+        parsed = json.loads(data) if ctype == "application/json" else \
+            data.decode("latin-1") if ctype == "application/octet-stream" else data.decode()
         problems = check(parsed, media[ctype]["schema"], SPEC, "$", strict=True)
         check_true(not problems, f"{what}: the answer does not match the spec:\n  " + "\n  ".join(problems) +
                    f"\n  body: {data[:400]!r}")
@@ -314,6 +315,20 @@ def every_route_answers_as_documented():
         _, _, body = exchange(s, "POST", "/v1/model/retrain", body={}, want=202)
         check_true(body == {"job": 1}, body)
         exchange(s, "POST", "/v1/model/retrain", body=BIG, want=413)
+        # operations: a snapshot on request, the model history (bodies over
+        # the cap here; the rest in retrain_conflict_and_trained_model_...)
+        _, _, body = exchange(s, "POST", "/v1/admin/snapshot", want=202)
+        check_true(body == {"job": 1}, body)
+        for _ in range(5):  # pending until the snapshot timer's next tick has written it: try again if it has
+            status, _, body = exchange(s, "POST", "/v1/admin/snapshot")
+            if status == 409:
+                break
+        check_true(status == 409 and body["error"]["code"] == "conflict", body)
+        exchange(s, "POST", "/v1/admin/snapshot", body=BIG, want=413)
+        exchange(s, "GET", "/v1/models", body=BIG, want=413)
+        exchange(s, "POST", "/v1/models", body=BIG, want=413)
+        exchange(s, "GET", "/v1/models/{version}", "/v1/models/1", body=BIG, want=413)
+        exchange(s, "POST", "/v1/model/rollback", body=BIG, want=413)
         # open routes
         for path, want_body in (("/healthz", {"status": "ok"}), ("/readyz", {"status": "ready"})):
             _, _, body = exchange(s, "GET", path, want=200)
@@ -326,7 +341,8 @@ def every_route_answers_as_documented():
         for path in SPEC["paths"]:
             served = {m.upper() for m in SPEC["paths"][path] if m in METHODS}
             other = next(m for m in ("PUT", "PATCH", "DELETE", "POST", "GET") if m not in served)
-            _, _, body = exchange(s, other, path, path.replace("{user_id}", "u1"), want=405)
+            _, _, body = exchange(s, other, path, path.replace("{user_id}", "u1").replace("{version}", "1"),
+                                  want=405)
             check_true(body["error"]["code"] == "method_not_allowed", body)
         # an unknown path: the Error shape
         status, _, data = s.request("GET", "/v2/nothing")
@@ -339,12 +355,22 @@ def refusals_answer_as_documented():
     """All three tokens set: a request without one gets the documented 401
     on every route that needs a token, and the right token its success."""
     with LtvdProcess(LTVD, {f"auth.{c}_token": t for c, t in TOKENS.items()}) as s:
+        # a model file to import (the prior exports without a file), and a
+        # version of the history to roll back to
+        admin = bearer("admin")
+        status, _, prior = s.request("GET", "/v1/models/1", headers=admin)
+        check_true(status == 200, status)
+        status, _, data = s.request("POST", "/v1/models", prior, admin)
+        check_true(status == 201, data)
+        imported = json.loads(data)["version"]
         for (path, method), op in operations().items():
             if not op["security"]:
                 continue
-            concrete = path.replace("{user_id}", "nobody")
+            concrete = path.replace("{user_id}", "nobody").replace("{version}", str(imported))
             body = {"user_ids": ["nobody"]} if path == "/v1/ltv/batch" else \
-                ev("fresh") if path == "/v1/events" else None
+                ev("fresh") if path == "/v1/events" else \
+                prior if (method, path) == ("POST", "/v1/models") else \
+                {"version": imported} if path == "/v1/model/rollback" else None
             _, hdrs, parsed = exchange(s, method, path, concrete, body=body, want=401)
             check_true(parsed["error"]["code"] == "unauthorized" and hdrs["www-authenticate"] == "Bearer", parsed)
             cls = next(iter(op["security"][0]))
@@ -379,6 +405,33 @@ def retrain_conflict_and_trained_model_answer_as_documented():
                    f"the adjuster ran, so its optional fields were checked too: {m['adjuster']}")
         _, _, body = exchange(s, "POST", "/v1/ltv/batch", body={"user_ids": ["s1", "s2"]}, want=200)
         check_true(body["predictions"][0]["source"] == "network" or m["status"] == "fallback", body)
+        # the model history of a trained network: list, export, import,
+        # rollback, and each refusal
+        _, _, h = exchange(s, "GET", "/v1/models", want=200)
+        check_true(h["models"] and h["serving_version"] == m["version"], h)
+        check_true(any(e["validation"] is not None for e in h["models"]) or m["status"] == "fallback", h)
+        V = "/v1/models/{version}"
+        _, hdrs, blob = exchange(s, "GET", V, f"/v1/models/{m['version']}", want=200)
+        check_true(blob.startswith("LTVDMODL") and f"model-{m['version']}.bin" in hdrs["content-disposition"], hdrs)
+        exchange(s, "GET", V, "/v1/models/999999", want=404)
+        exchange(s, "GET", V, "/v1/models/v1", want=400)
+        octet = {"Content-Type": "application/octet-stream"}
+        _, _, body = exchange(s, "POST", "/v1/models", body=blob.encode("latin-1"), headers=octet, want=201)
+        check_true(body["serving"] is False and body["version"] > m["version"], body)
+        imported = body["version"]
+        _, _, body = exchange(s, "POST", "/v1/models", body=b"LTVDMODL" + b"\0" * 64, headers=octet, want=400)
+        check_true(body["error"]["code"] == "invalid_model", body)
+        _, _, body = exchange(s, "POST", "/v1/model/rollback", body={"version": imported}, want=200)
+        check_true(body["serving"] is True and body["version"] == imported, body)
+        exchange(s, "POST", "/v1/model/rollback", body={"version": 999999}, want=404)
+        exchange(s, "POST", "/v1/model/rollback", body={"version": "1"}, want=400)
+        exchange(s, "POST", "/v1/model/rollback", body=b"{", want=400)
+        with open(os.path.join(s.storage_dir, "model-999998.bin"), "wb") as f:  # a damaged file in the history
+            f.write(b"LTVDMODL damaged")
+        _, _, body = exchange(s, "POST", "/v1/model/rollback", body={"version": 999998}, want=409)
+        check_true(body["error"]["code"] == "conflict" and "model-999998.bin" in body["error"]["message"], body)
+        _, _, h = exchange(s, "GET", "/v1/models", want=200)
+        check_true(h["models"][0]["valid"] is False and h["models"][0]["error"], h["models"][0])
 
 
 def wait_retrain(s, timeout=300):
@@ -421,7 +474,9 @@ def not_ready_answers_as_documented():
                       ("GET", "/v1/users/{user_id}", "/v1/users/r1", None),
                       ("DELETE", "/v1/users/{user_id}", "/v1/users/r2", None),
                       ("POST", "/v1/ltv/batch", None, {"user_ids": ["r1"]}), ("GET", "/v1/model", None, None),
-                      ("POST", "/v1/model/retrain", None, None)]
+                      ("POST", "/v1/model/retrain", None, None), ("POST", "/v1/model/rollback", None, {"version": 1}),
+                      ("GET", "/v1/models", None, None), ("POST", "/v1/models", None, b"not a model"),
+                      ("GET", "/v1/models/{version}", "/v1/models/1", None), ("POST", "/v1/admin/snapshot", None, None)]
             not_ready = set()
             deadline = time.time() + 60 * SCALE
             while time.time() < deadline:
