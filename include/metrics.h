@@ -15,6 +15,19 @@
 #define METRICS_NSTATUS 12   /* see metrics.c: status_codes[] + "other" */
 #define METRICS_NBUCKETS 14  /* latency buckets incl. +Inf */
 
+/* Why the HTTP server refused a request from its headers, before reading
+ * its body (and a chunked upload that outgrew the body budget). */
+typedef enum MetricsReject {
+    REJECT_TOO_LARGE,         /* Content-Length over limits.max_body_bytes */
+    REJECT_BODY_NOT_ALLOWED,  /* a body on a route that takes none */
+    REJECT_OVERLOADED,        /* over limits.max_inflight_body_bytes */
+    REJECT_UNAUTHORIZED,      /* missing or wrong token */
+    REJECT_NOT_FOUND,         /* unknown path */
+    REJECT_METHOD,            /* method the path does not serve */
+    REJECT_DRAINING,          /* shutting down */
+    REJECT_COUNT
+} MetricsReject;
+
 typedef struct Metrics {
     atomic_uint_fast64_t req_count[METRICS_MAX_ROUTES][METRICS_NSTATUS];
     atomic_uint_fast64_t req_sum_ns[METRICS_MAX_ROUTES][METRICS_NSTATUS];
@@ -46,6 +59,9 @@ typedef struct Metrics {
     atomic_uint_fast64_t durable_waits;     /* responses held for group commit */
     atomic_uint_fast64_t adjuster_runs;
     atomic_uint_fast64_t adjuster_episodes;
+
+    atomic_uint_fast64_t http_rejected[REJECT_COUNT];  /* answered before the body was read */
+    atomic_int_fast64_t http_body_inflight_bytes;      /* body bytes reserved by uploads in flight */
 } Metrics;
 
 /* Gauges the renderer asks the caller for. */
