@@ -27,6 +27,9 @@ typedef struct LtvdConfig {
     int64_t server_port;
     int64_t server_threads;        /* libmicrohttpd threads (1 = one internal poll(2) thread) */
     bool server_access_log;
+    int64_t server_max_connections;        /* open connections, all clients together */
+    int64_t server_max_connections_per_ip; /* open connections from one address; 0: no cap */
+    int64_t server_connection_timeout_s;   /* a connection idle this long is closed */
 
     char storage_dir[CONFIG_STR_MAX];
     int64_t storage_fsync;              /* WalFsync: always, interval, none */
@@ -74,6 +77,7 @@ typedef struct LtvdConfig {
     int64_t limits_max_batch_ids;
     int64_t limits_max_batch_events;
     int64_t limits_max_body_bytes;
+    int64_t limits_max_inflight_body_bytes; /* declared body bytes of all uploads in flight */
     int64_t limits_max_future_s;
     int64_t limits_dedupe_window;
 

@@ -23,13 +23,20 @@
 
 typedef struct HttpServer HttpServer;
 
-/* Listens on server.bind:server.port. -EINVAL if server.bind is not an
- * IPv4 address, -EADDRINUSE if libmicrohttpd cannot start, -ENOMEM. */
+/* Listens on server.bind:server.port, with server.max_connections,
+ * server.max_connections_per_ip, server.connection_timeout_s, and uploads
+ * screened from their headers against limits.max_body_bytes and
+ * limits.max_inflight_body_bytes (http_server.c). -EINVAL if server.bind
+ * is not an IPv4 address, -EADDRINUSE if libmicrohttpd cannot start,
+ * -ENOMEM. */
 int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *metrics);
 /* Stops accepting new connections; in-flight requests go on. */
 void http_quiesce(HttpServer *h);
 /* Finishes in-flight requests and closes every connection; h stays valid
- * (http_on_durable may still be called) until http_destroy. NULL-safe. */
+ * (http_on_durable may still be called) until http_destroy. A write still
+ * held for the log is answered first (503 not_ready unless it became
+ * durable meanwhile; its connection resumed, never left suspended), and no
+ * write is held from then on. NULL-safe. */
 void http_stop(HttpServer *h);
 /* Stops (if not yet) and frees. The log's durable callback must no longer
  * reach h (wal_detach_callback). NULL-safe. */

@@ -25,6 +25,19 @@ typedef struct MetricsFsync {
     atomic_uint_fast64_t sum_ns;
 } MetricsFsync;
 
+/* Why the HTTP server refused a request from its headers, before reading
+ * its body (and a chunked upload that outgrew the body budget). */
+typedef enum MetricsReject {
+    REJECT_TOO_LARGE,         /* Content-Length over limits.max_body_bytes */
+    REJECT_BODY_NOT_ALLOWED,  /* a body on a route that takes none */
+    REJECT_OVERLOADED,        /* over limits.max_inflight_body_bytes */
+    REJECT_UNAUTHORIZED,      /* missing or wrong token */
+    REJECT_NOT_FOUND,         /* unknown path */
+    REJECT_METHOD,            /* method the path does not serve */
+    REJECT_DRAINING,          /* shutting down */
+    REJECT_COUNT
+} MetricsReject;
+
 typedef struct Metrics {
     /* (route, code): code is an index into metrics.c's http_codes[] */
     atomic_uint_fast64_t req_count[METRICS_MAX_ROUTES][METRICS_NCODES];
@@ -65,6 +78,9 @@ typedef struct Metrics {
     /* config reloads (SIGHUP), written by main */
     atomic_uint_fast64_t config_reloads_ok;
     atomic_uint_fast64_t config_reloads_error;
+
+    atomic_uint_fast64_t http_rejected[REJECT_COUNT];  /* answered before the body was read */
+    atomic_int_fast64_t http_body_inflight_bytes;      /* body bytes reserved by uploads in flight */
 } Metrics;
 
 /* Gauges the renderer asks the caller for. */

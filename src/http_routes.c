@@ -18,28 +18,33 @@ typedef struct RouteRow {
     const char *pattern; /* OpenAPI form; "{user_id}", "{version}" match one non-empty path segment */
     RouteId id;
     TokenClass token;
+    bool body; /* takes a request body (others refuse one over NO_BODY_MAX, 413) */
     HttpHandler *handler;
 } RouteRow;
 
 /* In the order `ltvd --routes` lists them; the rows of one path together. */
 static const RouteRow routes[] = {
-    {"POST", "/v1/events", ROUTE_EVENTS, TOKEN_INGEST, handle_events},
-    {"GET", "/v1/users/{user_id}/ltv", ROUTE_USER_LTV, TOKEN_READ, handle_user_ltv},
-    {"GET", "/v1/users/{user_id}", ROUTE_USER, TOKEN_READ, handle_user_get},
-    {"DELETE", "/v1/users/{user_id}", ROUTE_USER, TOKEN_ADMIN, handle_user_delete},
-    {"POST", "/v1/ltv/batch", ROUTE_LTV_BATCH, TOKEN_READ, handle_ltv_batch},
-    {"GET", "/v1/model", ROUTE_MODEL, TOKEN_READ, handle_model},
-    {"POST", "/v1/model/retrain", ROUTE_RETRAIN, TOKEN_ADMIN, handle_retrain},
-    {"POST", "/v1/model/rollback", ROUTE_ROLLBACK, TOKEN_ADMIN, handle_model_rollback},
-    {"GET", "/v1/models", ROUTE_MODELS, TOKEN_READ, handle_models_list},
-    {"POST", "/v1/models", ROUTE_MODELS, TOKEN_ADMIN, handle_model_import},
-    {"GET", "/v1/models/{version}", ROUTE_MODEL_FILE, TOKEN_ADMIN, handle_model_export},
-    {"POST", "/v1/admin/snapshot", ROUTE_ADMIN_SNAPSHOT, TOKEN_ADMIN, handle_admin_snapshot},
-    {"GET", "/healthz", ROUTE_HEALTHZ, TOKEN_OPEN, handle_healthz},
-    {"GET", "/readyz", ROUTE_READYZ, TOKEN_OPEN, handle_readyz},
-    {"GET", "/metrics", ROUTE_METRICS, TOKEN_OPEN, handle_metrics},
+    {"POST", "/v1/events", ROUTE_EVENTS, TOKEN_INGEST, true, handle_events},
+    {"GET", "/v1/users/{user_id}/ltv", ROUTE_USER_LTV, TOKEN_READ, false, handle_user_ltv},
+    {"GET", "/v1/users/{user_id}", ROUTE_USER, TOKEN_READ, false, handle_user_get},
+    {"DELETE", "/v1/users/{user_id}", ROUTE_USER, TOKEN_ADMIN, false, handle_user_delete},
+    {"POST", "/v1/ltv/batch", ROUTE_LTV_BATCH, TOKEN_READ, true, handle_ltv_batch},
+    {"GET", "/v1/model", ROUTE_MODEL, TOKEN_READ, false, handle_model},
+    {"POST", "/v1/model/retrain", ROUTE_RETRAIN, TOKEN_ADMIN, false, handle_retrain},
+    {"POST", "/v1/model/rollback", ROUTE_ROLLBACK, TOKEN_ADMIN, true, handle_model_rollback},
+    {"GET", "/v1/models", ROUTE_MODELS, TOKEN_READ, false, handle_models_list},
+    {"POST", "/v1/models", ROUTE_MODELS, TOKEN_ADMIN, true, handle_model_import},
+    {"GET", "/v1/models/{version}", ROUTE_MODEL_FILE, TOKEN_ADMIN, false, handle_model_export},
+    {"POST", "/v1/admin/snapshot", ROUTE_ADMIN_SNAPSHOT, TOKEN_ADMIN, false, handle_admin_snapshot},
+    {"GET", "/healthz", ROUTE_HEALTHZ, TOKEN_OPEN, false, handle_healthz},
+    {"GET", "/readyz", ROUTE_READYZ, TOKEN_OPEN, false, handle_readyz},
+    {"GET", "/metrics", ROUTE_METRICS, TOKEN_OPEN, false, handle_metrics},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
+
+/* What a route that takes no body still accepts, and ignores: `{}` sent to
+ * retrain by a generic client. More, or a chunked body, is refused. */
+#define NO_BODY_MAX 1024
 
 _Static_assert(ROUTE_COUNT <= METRICS_MAX_ROUTES, "metrics count requests by route id");
 
@@ -149,11 +154,11 @@ static bool authorized(const HttpCall *c, TokenClass t)
 
 /* ---- dispatch ---------------------------------------------------------- */
 
-int http_dispatch(HttpCall *c)
+/* The row of c's method and path, or NULL (c->route then tells 404 from
+ * 405). *param, *param_len: the raw {user_id} segment, if any. */
+static const RouteRow *route_find(HttpCall *c, const char **param, size_t *param_len)
 {
     const RouteRow *row = NULL;
-    const char *param = NULL;
-    size_t param_len = 0;
     c->route = ROUTE_UNKNOWN;
     /* The config of a reload (SIGHUP), if any, for the whole call: tokens
      * and limits change between requests, never within one. */
@@ -168,26 +173,74 @@ int http_dispatch(HttpCall *c)
         c->route = routes[i].id; /* the rows of one path share it */
         if (strcmp(c->method, routes[i].method) == 0) {
             row = &routes[i];
-            param = pm;
-            param_len = pl;
+            *param = pm;
+            *param_len = pl;
         }
     }
+    return row;
+}
+
+static int send_not_routed(HttpCall *c)
+{
     if (c->route == ROUTE_UNKNOWN)
         return http_send_error(c, 404, "not_found", "no such route", NULL, 0);
+    char allow[64], msg[80];
+    allowed_methods(c->route, allow, sizeof allow);
+    snprintf(msg, sizeof msg, "use %s", allow);
+    TextBuf b = {0};
+    render_error(&b, "method_not_allowed", msg, NULL, 0);
+    return http_send(c, 405, &b, "application/json", "Allow", allow);
+}
+
+static int send_too_large(HttpCall *c)
+{
+    char msg[96];
+    snprintf(msg, sizeof msg, "request body is larger than %lld bytes (limits.max_body_bytes)",
+             (long long)c->cfg->limits_max_body_bytes);
+    return http_send_error(c, 413, "payload_too_large", msg, NULL, 0);
+}
+
+int http_screen(HttpCall *c, int64_t declared, int *reason)
+{
+    const char *param = NULL;
+    size_t param_len = 0;
+    const RouteRow *row = route_find(c, &param, &param_len);
+    *reason = -1;
     if (!row) {
-        char allow[64], msg[80];
-        allowed_methods(c->route, allow, sizeof allow);
-        snprintf(msg, sizeof msg, "use %s", allow);
-        TextBuf b = {0};
-        render_error(&b, "method_not_allowed", msg, NULL, 0);
-        return http_send(c, 405, &b, "application/json", "Allow", allow);
+        *reason = c->route == ROUTE_UNKNOWN ? REJECT_NOT_FOUND : REJECT_METHOD;
+        return send_not_routed(c);
     }
-    if (c->body_too_large) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "request body is larger than %lld bytes (limits.max_body_bytes)",
-                 (long long)c->cfg->limits_max_body_bytes);
-        return http_send_error(c, 413, "payload_too_large", msg, NULL, 0);
+    if (!row->body && (declared < 0 || declared > NO_BODY_MAX)) {
+        *reason = REJECT_BODY_NOT_ALLOWED;
+        return http_send_error(c, 413, "payload_too_large",
+                               "this route takes no request body (at most 1024 bytes, ignored)", NULL, 0);
     }
+    if (declared > c->cfg->limits_max_body_bytes) {
+        *reason = REJECT_TOO_LARGE;
+        return send_too_large(c);
+    }
+    if (row->token == TOKEN_OPEN)
+        return 0;
+    if (c->draining) {
+        *reason = REJECT_DRAINING;
+        return http_send_error(c, 503, "not_ready", "shutting down", NULL, 0);
+    }
+    if (!authorized(c, row->token)) {
+        *reason = REJECT_UNAUTHORIZED;
+        return http_send_error(c, 401, "unauthorized", "missing or wrong bearer token", NULL, 0);
+    }
+    return 0;
+}
+
+int http_dispatch(HttpCall *c)
+{
+    const char *param = NULL;
+    size_t param_len = 0;
+    const RouteRow *row = route_find(c, &param, &param_len);
+    if (!row)
+        return send_not_routed(c);
+    if (c->body_too_large)
+        return send_too_large(c);
     if (row->token == TOKEN_OPEN)
         return row->handler(c);
     if (c->draining)

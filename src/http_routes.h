@@ -42,6 +42,17 @@ typedef int HttpHandler(HttpCall *c);
  * row's handler. Sets c->route. 0 or -EIO as a handler. */
 int http_dispatch(HttpCall *c);
 
+/* Screens a request that announces a body, from its headers alone, before
+ * any of the body is read (declared: its Content-Length, or -1 when the
+ * length is not known, chunked). Answers 404, 405, 413 (a Content-Length
+ * over limits.max_body_bytes, or a body over 1 KiB or chunked on a route
+ * that takes none),
+ * 503 while draining, or 401, in that order, and sets *reason to the
+ * MetricsReject of the answer; or answers nothing (c->status stays 0,
+ * *reason -1): the body may be read and the request dispatched. Sets
+ * c->route. 0 or -EIO as http_dispatch. */
+int http_screen(HttpCall *c, int64_t declared, int *reason);
+
 /* The metrics label and the statuses of every RouteId: out (ROUTE_COUNT,). */
 void http_route_metrics(MetricsRoute out[ROUTE_COUNT]);
 

@@ -15,6 +15,14 @@
  * libmicrohttpd's suspend and resume run under it, and service_durable
  * there is an atomic read.
  *
+ * Before any body byte is read, a request that announces a body is screened
+ * on the handler's first call (headers complete): route, method, size and
+ * token (http_screen), then the global body budget
+ * (limits.max_inflight_body_bytes), which the declared Content-Length is
+ * reserved from until on_completed, whatever way the request ends. A
+ * refusal is answered on that first call: libmicrohttpd then sends no
+ * "100 Continue", reads none of the body and closes the connection.
+ *
  * Ownership: a Request is calloc'd on a connection's first call and freed
  * by on_completed; its body and a held answer's buffer with it. */
 #include "http_api.h"
@@ -25,6 +33,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,14 +43,25 @@
 #include "log.h"
 #include "timeutil.h"
 
+/* A body up to this size is admitted even over the body budget: a small
+ * write or batch read keeps being served while big uploads fill it. What
+ * such bodies can hold is bounded by server.max_connections × this. */
+#define SMALL_BODY_BYTES 65536
+
 /* Per-request context, created on the handler's first call. */
 typedef struct HttpRequest {
     uint64_t t0;
     TextBuf body;
     bool too_large;
     int route;
+    bool answered_early;  /* refused on the first call, before the body */
+    bool chunked;         /* no Content-Length: reserved as the body arrives */
+    bool overloaded;      /* a chunked body outgrew the budget: answer 503 */
+    int64_t reserved;     /* bytes of the body budget held until on_completed */
     /* a write whose answer waits for the log (group commit) */
     bool held;
+    bool linked;          /* in the held list (guarded by held_lock) */
+    bool abandoned;       /* resumed by http_stop, not by the log */
     int held_status;
     TextBuf held_reply;
     uint64_t wait_seq;
@@ -54,10 +74,13 @@ struct HttpServer {
     const LtvdConfig *cfg;
     Service *svc;
     Metrics *metrics;
-    pthread_mutex_t held_lock; /* guards held and nheld */
+    pthread_mutex_t held_lock; /* guards held, nheld, stopping and each request's linked */
     HttpRequest *held;         /* suspended connections waiting for the log */
     size_t nheld;
+    bool stopping;             /* http_stop began: nothing is held any more */
     atomic_bool draining;
+    atomic_int_fast64_t inflight;  /* body budget reserved (declared bytes) */
+    atomic_int abandoned;          /* resumed by http_stop and not yet answered */
 };
 
 /* ---- answering --------------------------------------------------------- */
@@ -115,8 +138,16 @@ int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b)
             return http_send_error(c, 503, "storage_failed", "the write-ahead log failed before the write was durable",
                                    NULL, 0);
         }
+        if (!service_durable(h->svc, seq) && h->stopping) {
+            /* http_stop released the held list: a connection suspended
+             * now would reach MHD_stop_daemon suspended */
+            pthread_mutex_unlock(&h->held_lock);
+            textbuf_free(b);
+            return http_send_error(c, 503, "not_ready", "shutting down before the write was durable", NULL, 0);
+        }
         if (!service_durable(h->svc, seq)) {
             req->held = true;
+            req->linked = true;
             req->held_status = status;
             req->held_reply = *b;
             *b = (TextBuf){0};
@@ -144,6 +175,7 @@ void http_on_durable(void *arg, uint64_t seq)
         if (req->wait_seq <= seq) {
             *pp = req->next_held;
             h->nheld--;
+            req->linked = false;
             MHD_resume_connection(req->conn);
         } else {
             pp = &req->next_held;
@@ -161,6 +193,41 @@ size_t http_pending(HttpServer *h)
 }
 
 void http_drain(HttpServer *h) { atomic_store(&h->draining, true); }
+
+/* Takes req out of the held list. held_lock held. */
+static void held_unlink(HttpServer *h, HttpRequest *req)
+{
+    for (HttpRequest **pp = &h->held; *pp; pp = &(*pp)->next_held) {
+        if (*pp == req) {
+            *pp = req->next_held;
+            h->nheld--;
+            req->linked = false;
+            return;
+        }
+    }
+}
+
+/* Resumes every held request to be answered without waiting for the log
+ * any longer (503 not_ready unless it became durable meanwhile), and
+ * holds none from now on. Returns how many were resumed. */
+static size_t held_release_all(HttpServer *h)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&h->held_lock);
+    h->stopping = true;
+    while (h->held) {
+        HttpRequest *req = h->held;
+        h->held = req->next_held;
+        h->nheld--;
+        req->linked = false;
+        req->abandoned = true;
+        atomic_fetch_add(&h->abandoned, 1);
+        MHD_resume_connection(req->conn);
+        n++;
+    }
+    pthread_mutex_unlock(&h->held_lock);
+    return n;
+}
 
 /* ---- reading the request ----------------------------------------------- */
 
@@ -218,17 +285,88 @@ int http_query(const HttpCall *c, const char *name, char *buf, size_t cap)
  * path separator; ltvd decodes each piece itself after routing. */
 static size_t keep_raw(void *cls, struct MHD_Connection *c, char *s) { return strlen(s); }
 
+/* ---- the body budget ---------------------------------------------------- */
+
+/* Reserves n bytes of limits.max_inflight_body_bytes for req: false if they
+ * do not fit (nothing reserved). While req's total stays within
+ * SMALL_BODY_BYTES the reservation is made even over the budget. */
+static bool budget_reserve(HttpServer *h, HttpRequest *req, int64_t n)
+{
+    int64_t cap = h->cfg->limits_max_inflight_body_bytes;
+    if (req->reserved + n <= SMALL_BODY_BYTES) {
+        atomic_fetch_add(&h->inflight, n);
+    } else {
+        int_fast64_t cur = atomic_load(&h->inflight);
+        do {
+            if (cur + n > cap)
+                return false;
+        } while (!atomic_compare_exchange_weak(&h->inflight, &cur, cur + n));
+    }
+    req->reserved += n;
+    atomic_fetch_add_explicit(&h->metrics->http_body_inflight_bytes, n, memory_order_relaxed);
+    return true;
+}
+
+static void budget_release(HttpServer *h, HttpRequest *req)
+{
+    if (!req->reserved)
+        return;
+    atomic_fetch_sub(&h->inflight, req->reserved);
+    atomic_fetch_sub_explicit(&h->metrics->http_body_inflight_bytes, req->reserved, memory_order_relaxed);
+    req->reserved = 0;
+}
+
+static void count_reject(HttpServer *h, int reason)
+{
+    atomic_fetch_add_explicit(&h->metrics->http_rejected[reason], 1, memory_order_relaxed);
+}
+
+static int send_overloaded(HttpCall *c)
+{
+    TextBuf b = {0};
+    render_error(&b, "overloaded", "too many request bodies in flight (limits.max_inflight_body_bytes); retry later",
+                 NULL, 0);
+    return http_send(c, 503, &b, "application/json", MHD_HTTP_HEADER_RETRY_AFTER, "1");
+}
+
 /* Appends an upload chunk to the body, or drops the body once it passes
- * limits.max_body_bytes (the request is then answered 413). -ENOMEM. */
+ * limits.max_body_bytes (answered 413) or, chunked, outgrows the budget
+ * (answered 503): its reservation is then given back. -ENOMEM. */
 static int collect_body(HttpServer *h, HttpRequest *req, const char *data, size_t n)
 {
-    if (req->too_large || req->body.b.len + n > (size_t)h->cfg->limits_max_body_bytes) {
-        req->too_large = true;
-        textbuf_free(&req->body);
+    if (req->too_large || req->overloaded)
         return 0;
+    if (req->body.b.len + n > (size_t)h->cfg->limits_max_body_bytes) {
+        req->too_large = true;
+    } else if (req->chunked && !budget_reserve(h, req, (int64_t)n)) {
+        req->overloaded = true;
+        count_reject(h, REJECT_OVERLOADED);
+    } else {
+        textbuf_append(&req->body, data, n);
+        return req->body.err;
     }
-    textbuf_append(&req->body, data, n);
-    return req->body.err;
+    textbuf_free(&req->body);
+    budget_release(h, req);
+    return 0;
+}
+
+/* Does the request announce a body? *declared: its Content-Length, or -1
+ * when it comes chunked (libmicrohttpd has refused a malformed length). */
+static bool announces_body(struct MHD_Connection *conn, int64_t *declared)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(cl, &end, 10);
+        *declared = (errno || v > INT64_MAX) ? INT64_MAX : (int64_t)v;
+        return *declared > 0;
+    }
+    if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        *declared = -1;
+        return true;
+    }
+    return false;
 }
 
 /* ---- libmicrohttpd callbacks ------------------------------------------- */
@@ -238,7 +376,12 @@ static enum MHD_Result send_held(HttpServer *h, HttpCall *call, HttpRequest *req
 {
     req->held = false;
     int rc;
-    if (service_log_failed(h->svc)) {
+    if (req->abandoned)
+        atomic_fetch_sub(&h->abandoned, 1);
+    if (req->abandoned && !service_durable(h->svc, req->wait_seq) && !service_log_failed(h->svc)) {
+        textbuf_free(&req->held_reply);
+        rc = http_send_error(call, 503, "not_ready", "shutting down before the write was durable", NULL, 0);
+    } else if (service_log_failed(h->svc)) {
         textbuf_free(&req->held_reply);
         rc = http_send_error(call, 503, "storage_failed", "the write-ahead log failed before the write was durable",
                              NULL, 0);
@@ -249,19 +392,69 @@ static enum MHD_Result send_held(HttpServer *h, HttpCall *call, HttpRequest *req
     return rc ? MHD_NO : MHD_YES;
 }
 
+/* The first call of a request that announces a body: refuses it from its
+ * headers (http_screen, then the body budget), or reserves its declared
+ * length and lets the body come. */
+static enum MHD_Result screen(HttpServer *h, struct MHD_Connection *conn, HttpRequest *req, const char *url,
+                              const char *method, int64_t declared)
+{
+    HttpCall call = {
+        .server = h,
+        .svc = h->svc,
+        .cfg = h->cfg,
+        .metrics = h->metrics,
+        .conn = conn,
+        .req = req,
+        .method = method,
+        .url = url,
+        .body = "",
+        .draining = atomic_load(&h->draining),
+    };
+    int reason;
+    int rc = http_screen(&call, declared, &reason);
+    if (!call.status && declared < 0) {
+        req->chunked = true; /* reserved chunk by chunk in collect_body */
+        return MHD_YES;
+    }
+    if (!call.status && budget_reserve(h, req, declared)) {
+        /* the whole body at once: memory is what was reserved, not the
+         * doubling growth's up to twice that (pages come as bytes do) */
+        if (declared > SMALL_BODY_BYTES && (req->body.b.p = malloc((size_t)declared + 1)))
+            req->body.b.cap = (size_t)declared + 1;
+        return MHD_YES;
+    }
+    if (!call.status) {
+        reason = REJECT_OVERLOADED;
+        rc = send_overloaded(&call);
+    }
+    req->answered_early = true;
+    count_reject(h, reason);
+    metrics_observe(h->metrics, call.route, call.status, time_mono_ns() - req->t0);
+    if (h->cfg->server_access_log)
+        log_msg(LOG_INFO, "request", "method=%s path=\"%.200s\" status=%d early=true", method, url, call.status);
+    return rc ? MHD_NO : MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
 {
     HttpServer *h = cls;
     HttpRequest *req = *con_cls;
     if (!req) {
-        /* answered on a later call: answering on the first makes
-         * libmicrohttpd close keep-alive connections */
         req = calloc(1, sizeof *req);
         if (!req)
             return MHD_NO;
         req->t0 = time_mono_ns();
         *con_cls = req;
+        int64_t declared;
+        if (announces_body(conn, &declared))
+            return screen(h, conn, req, url, method, declared);
+        /* answered on a later call: answering on the first makes
+         * libmicrohttpd close keep-alive connections */
+        return MHD_YES;
+    }
+    if (req->answered_early) {
+        *upload_size = 0; /* libmicrohttpd reads no body after an early answer; should it, it is dropped */
         return MHD_YES;
     }
     if (*upload_size) {
@@ -285,7 +478,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     };
     if (req->held)
         return send_held(h, &call, req); /* resumed: the log holds its records (or failed) */
-    int rc = http_dispatch(&call);
+    int rc = req->overloaded ? send_overloaded(&call) : http_dispatch(&call);
     req->route = call.route;
     if (req->held)
         return MHD_YES; /* answered (and measured) once resumed */
@@ -299,9 +492,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
+    HttpServer *h = cls;
     HttpRequest *req = *con_cls;
     if (!req)
         return;
+    if (req->held) {
+        /* ended (client gone, daemon stopping) before its answer went out:
+         * it may still be linked, where http_on_durable would find it */
+        pthread_mutex_lock(&h->held_lock);
+        if (req->linked)
+            held_unlink(h, req);
+        pthread_mutex_unlock(&h->held_lock);
+        if (req->abandoned)
+            atomic_fetch_sub(&h->abandoned, 1);
+    }
+    budget_release(h, req);
     textbuf_free(&req->held_reply);
     textbuf_free(&req->body);
     free(req);
@@ -332,7 +537,9 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_UNESCAPE_CALLBACK, keep_raw, NULL,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->server_threads > 1 ? cfg->server_threads : 0),
-        MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->server_max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)cfg->server_max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->server_connection_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (!h->daemon) {
         pthread_mutex_destroy(&h->held_lock);
@@ -355,6 +562,14 @@ void http_quiesce(HttpServer *h)
 void http_stop(HttpServer *h)
 {
     if (h && h->daemon) {
+        /* libmicrohttpd aborts on a connection still suspended: answer the
+         * held ones now (not durable in time: 503), and give the resumed
+         * a bounded moment to get their answer queued and sent */
+        if (held_release_all(h)) {
+            for (int i = 0; i < 100 && atomic_load(&h->abandoned) > 0; i++)
+                usleep(10000);
+            usleep(20000); /* queued: let the poll thread write them out */
+        }
         MHD_stop_daemon(h->daemon);
         h->daemon = NULL;
     }

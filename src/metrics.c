@@ -397,6 +397,15 @@ int metrics_render(const Metrics *mc, const MetricsRoute *routes, int nroutes, c
     gauge(o, "ltvd_recovery_replayed_records", "Log records replayed at start.", (long long)LOAD(m->recovery_records));
     counter(o, "ltvd_durable_waits_total", "Responses held until their log records were durable.",
             LOAD(m->durable_waits));
+    static const char *const reject_reasons[REJECT_COUNT] = {
+        "too_large", "body_not_allowed", "overloaded", "unauthorized", "not_found", "method_not_allowed", "draining"};
+    textbuf_printf(o, "# HELP ltvd_http_rejected_total Requests answered from their headers, before any body byte was "
+                      "read (overloaded: also chunked uploads stopped mid-way).\n"
+                      "# TYPE ltvd_http_rejected_total counter\n");
+    for (int r = 0; r < REJECT_COUNT; r++)
+        textbuf_printf(o, "ltvd_http_rejected_total{reason=\"%s\"} %llu\n", reject_reasons[r], LOAD(m->http_rejected[r]));
+    gauge(o, "ltvd_http_body_inflight_bytes", "Request body bytes reserved by uploads in flight (declared lengths).",
+          (long long)atomic_load_explicit(&m->http_body_inflight_bytes, memory_order_relaxed));
     counter(o, "ltvd_wal_records_total", "Records appended to the write-ahead log.", (unsigned long long)g->wal_records);
     counter(o, "ltvd_wal_bytes_total", "Bytes written to the write-ahead log.", (unsigned long long)g->wal_bytes);
     counter(o, "ltvd_wal_fsyncs_total", "fdatasync calls on the log (one per group commit).",
