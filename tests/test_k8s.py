@@ -32,7 +32,8 @@
 
 Exits 77 (SKIP) without kubectl or yamllint (tools/install-deps.sh installs
 Debian's kubernetes-client and yamllint), and fails so under CI.
-KUBECTL=PATH picks another kubectl binary.
+KUBECTL=PATH picks another kubectl binary; passes with Debian 12's kubectl
+1.20.2 and with 1.32.
 
 Usage: test_k8s.py PATH_TO_LTVD SOURCE_ROOT"""
 import base64
@@ -268,6 +269,11 @@ def manifest_problems(objs, table, routes):
             p.append(f"{probe} goes to port {g.get('port')!r} ({resolve(g.get('port'))}), ltvd listens on {port}")
         if g.get("scheme", "HTTP") != "HTTP":
             p.append(f"{probe} uses {g.get('scheme')}; ltvd speaks plain HTTP")
+    notes = spec["template"]["metadata"].get("annotations", {})
+    if "prometheus.io/port" in notes and notes["prometheus.io/port"] != str(port):
+        p.append(f"prometheus.io/port is {notes['prometheus.io/port']}, ltvd listens on {port}")
+    if "prometheus.io/path" in notes and ("GET", notes["prometheus.io/path"]) not in routes:
+        p.append(f"prometheus.io/path {notes['prometheus.io/path']} is not a GET route of ltvd --routes")
     st = c.get("startupProbe", {})
     budget = st.get("periodSeconds", 10) * st.get("failureThreshold", 3)
     if budget < MIN_STARTUP_BUDGET_S:
@@ -417,6 +423,8 @@ MUTATIONS = [
     ("no preStop", lambda o: container(o).pop("lifecycle")),
     ("short grace", lambda o: statefulset(o)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30)),
     ("no PodDisruptionBudget", lambda o: o.remove(next(x for x in o if x["kind"] == "PodDisruptionBudget"))),
+    ("scrape annotation on another port", lambda o: statefulset(o)["spec"]["template"]["metadata"]["annotations"].update(
+        {"prometheus.io/port": "9100"})),
     ("Service to the wrong port", lambda o: next(x for x in o if x["kind"] == "Service")["spec"]["ports"][0].update(
         targetPort=8081)),
 ]
