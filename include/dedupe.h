@@ -21,6 +21,9 @@ bool dedupe_contains(const Dedupe *d, uint64_t key);
 /* Inserts key (not already present), evicting the oldest when full. */
 void dedupe_insert(Dedupe *d, uint64_t key);
 size_t dedupe_count(const Dedupe *d);
+size_t dedupe_capacity(const Dedupe *d);
+/* Keys forgotten so far because the window was full (the oldest first). */
+uint64_t dedupe_evictions(const Dedupe *d);
 /* Calls fn for every key, oldest first (for snapshots). */
 void dedupe_foreach(const Dedupe *d, void (*fn)(void *arg, uint64_t key), void *arg);
 

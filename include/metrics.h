@@ -1,10 +1,12 @@
 /* metrics: process-wide counters and latency histograms, rendered in the
- * Prometheus text format. Every field is atomic (relaxed): the HTTP threads
- * and the worker write, /metrics reads. */
+ * Prometheus text format (base units: seconds, bytes; docs/OPERATIONS.md
+ * lists them). Every field is atomic (relaxed): the HTTP threads, the log's
+ * flusher and the worker write, /metrics reads. */
 #ifndef LTVD_METRICS_H
 #define LTVD_METRICS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,13 +14,22 @@
 #include "util.h"
 
 #define METRICS_MAX_ROUTES 16
-#define METRICS_NSTATUS 12   /* see metrics.c: status_codes[] + "other" */
-#define METRICS_NBUCKETS 14  /* latency buckets incl. +Inf */
+#define METRICS_NCODES 20          /* see metrics.c: http_codes[] + "other" */
+#define METRICS_NBUCKETS 14        /* request latency buckets incl. +Inf */
+#define METRICS_FSYNC_NBUCKETS 17  /* fsync latency buckets incl. +Inf: 10 us .. 1 s */
+
+/* The log's fdatasync latency: per-bucket counts (not cumulative) and the
+ * sum. Written by whichever thread syncs the log, read by /metrics. */
+typedef struct MetricsFsync {
+    atomic_uint_fast64_t bucket[METRICS_FSYNC_NBUCKETS];
+    atomic_uint_fast64_t sum_ns;
+} MetricsFsync;
 
 typedef struct Metrics {
-    atomic_uint_fast64_t req_count[METRICS_MAX_ROUTES][METRICS_NSTATUS];
-    atomic_uint_fast64_t req_sum_ns[METRICS_MAX_ROUTES][METRICS_NSTATUS];
-    atomic_uint_fast64_t req_bucket[METRICS_MAX_ROUTES][METRICS_NSTATUS][METRICS_NBUCKETS];
+    /* (route, code): code is an index into metrics.c's http_codes[] */
+    atomic_uint_fast64_t req_count[METRICS_MAX_ROUTES][METRICS_NCODES];
+    atomic_uint_fast64_t req_sum_ns[METRICS_MAX_ROUTES][METRICS_NCODES];
+    atomic_uint_fast64_t req_bucket[METRICS_MAX_ROUTES][METRICS_NCODES][METRICS_NBUCKETS];
 
     atomic_uint_fast64_t events_applied;
     atomic_uint_fast64_t events_duplicate;
@@ -33,36 +44,59 @@ typedef struct Metrics {
     atomic_uint_fast64_t fallback_fit_failures;
     atomic_uint_fast64_t retrain_runs;
     atomic_uint_fast64_t retrain_failures;
-    atomic_uint_fast64_t retrain_last_ms;
+    atomic_uint_fast64_t retrain_last_ns;             /* duration of the last retrain job */
+    atomic_uint_fast64_t retrain_last_success_unix;   /* wall clock, s; 0: none since start */
+    atomic_uint_fast64_t model_last_trained_unix;     /* wall clock, s, of the last refit or swap; 0: none */
 
     atomic_uint_fast64_t snapshots;
     atomic_uint_fast64_t snapshot_failures;
-    atomic_uint_fast64_t snapshot_last_ms;
+    atomic_uint_fast64_t snapshot_last_ns;
     atomic_uint_fast64_t snapshot_last_bytes;
+    atomic_uint_fast64_t snapshot_last_success_unix;  /* wall clock, s; 0: none since start */
     atomic_uint_fast64_t wal_truncations;
     atomic_uint_fast64_t wal_truncated_bytes;
-    atomic_uint_fast64_t recovery_ms;
+    atomic_uint_fast64_t recovery_ns;
     atomic_uint_fast64_t recovery_records;
     atomic_uint_fast64_t durable_waits;     /* responses held for group commit */
     atomic_uint_fast64_t adjuster_runs;
     atomic_uint_fast64_t adjuster_episodes;
+    MetricsFsync wal_fsync;
 } Metrics;
 
 /* Gauges the renderer asks the caller for. */
 typedef struct MetricsGauges {
-    uint64_t users, state_bytes, dedupe_entries, model_version, ready, retrain_running;
+    uint64_t users, users_max, state_bytes, dedupe_entries, dedupe_window, dedupe_evictions;
+    uint64_t model_version, ready, retrain_running;
     uint64_t wal_records, wal_bytes, wal_fsyncs, wal_durable_seq, wal_segments_removed;
+    bool wal_failed;
     double wal_fsync_seconds;
     double adjuster_reward;
     PredLogStats predlog;
     int64_t event_clock;
 } MetricsGauges;
 
+/* What /metrics shows of one route before any request: the statuses the
+ * route can answer (its OpenAPI responses plus 500), as "200 400 401 ...";
+ * the request counter has every one from the start, the latency histogram
+ * the 2xx ones. NULL: "200". */
+typedef struct MetricsRoute {
+    const char *label;
+    const char *codes;
+} MetricsRoute;
+
+/* Zeroes m. */
 void metrics_init(Metrics *m);
+/* Any thread: one answered request. Statuses outside metrics.c's list are
+ * counted as code="other". */
 void metrics_observe(Metrics *m, int route, int http_status, uint64_t ns);
+/* Any thread: one fdatasync of the log that took ns. */
+void metrics_fsync_observe(MetricsFsync *h, uint64_t ns);
+/* Wall-clock Unix seconds, for the *_timestamp_seconds fields. */
+uint64_t metrics_unix_now(void);
 /* Renders the Prometheus text into *out (empty on entry; the caller owns
- * it). 0, or out->err with *out freed. */
-int metrics_render(const Metrics *m, const char *const *route_names, int nroutes, const MetricsGauges *g,
+ * it): the counters, the gauges g, the process_* figures of /proc/self and
+ * ltvd_build_info. 0, or out->err with *out freed. Any thread. */
+int metrics_render(const Metrics *m, const MetricsRoute *routes, int nroutes, const MetricsGauges *g,
                    TextBuf *out);
 
 #endif

@@ -32,6 +32,7 @@ typedef struct WalConfig {
     int interval_ms;        /* WAL_FSYNC_INTERVAL: fsync at least this often */
     size_t segment_bytes;   /* rotate past this size */
     size_t buffer_bytes;    /* in-memory cap; appends wait for the flusher beyond it */
+    struct MetricsFsync *fsync_latency; /* optional, not owned: each group-commit fdatasync observed */
 } WalConfig;
 
 typedef struct WalStats {

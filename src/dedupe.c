@@ -13,6 +13,7 @@ struct Dedupe {
     size_t mask;
     uint64_t *fifo;  /* (capacity,) */
     size_t capacity, head, len;
+    uint64_t evictions; /* keys forgotten because the window was full */
 };
 
 int dedupe_create(Dedupe **out, size_t capacity)
@@ -86,6 +87,7 @@ void dedupe_insert(Dedupe *d, uint64_t key)
         table_remove(d, d->fifo[d->head]);
         d->head = (d->head + 1) % d->capacity;
         d->len--;
+        d->evictions++;
     }
     size_t i = (size_t)key & d->mask;
     while (d->table[i] != 0)
@@ -96,6 +98,8 @@ void dedupe_insert(Dedupe *d, uint64_t key)
 }
 
 size_t dedupe_count(const Dedupe *d) { return d->len; }
+size_t dedupe_capacity(const Dedupe *d) { return d->capacity; }
+uint64_t dedupe_evictions(const Dedupe *d) { return d->evictions; }
 
 void dedupe_foreach(const Dedupe *d, void (*fn)(void *arg, uint64_t key), void *arg)
 {

@@ -115,8 +115,8 @@ int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen)
     *next_seq = st.last_seq + 1;
     if (st.records > 0)
         atomic_store(&s->last_snapshot_mono_s, INT64_MIN / 2); /* snapshot soon: the next start replays less */
-    uint64_t ms = (time_mono_ns() - t0) / 1000000;
-    atomic_store(&s->metrics->recovery_ms, ms);
+    uint64_t ns = time_mono_ns() - t0, ms = ns / 1000000;
+    atomic_store(&s->metrics->recovery_ns, ns);
     atomic_store(&s->metrics->recovery_records, st.records);
     log_msg(LOG_INFO, "recovery done", "snapshot_seq=%" PRIu64 " replayed=%" PRIu64 " segments=%" PRIu64
             " truncated_bytes=%" PRIu64 " users=%zu ms=%" PRIu64, from, st.records, st.segments, st.truncated_bytes,
@@ -233,9 +233,10 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
     atomic_compare_exchange_strong(&s->erasure_pending_since, &erasure_seen, 0);
     atomic_store(&s->last_snapshot_mono_s, mono_s());
     atomic_store(&s->wal_bytes_at_snapshot, ws.bytes);
-    uint64_t ms = (time_mono_ns() - t0) / 1000000;
+    uint64_t ns = time_mono_ns() - t0, ms = ns / 1000000;
     atomic_fetch_add(&s->metrics->snapshots, 1);
-    atomic_store(&s->metrics->snapshot_last_ms, ms);
+    atomic_store(&s->metrics->snapshot_last_ns, ns);
+    atomic_store(&s->metrics->snapshot_last_success_unix, metrics_unix_now());
     atomic_store(&s->metrics->snapshot_last_bytes, bytes);
     log_msg(LOG_INFO, "snapshot written", "path=\"%s\" seq=%" PRIu64 " users=%zu bytes=%zu ms=%" PRIu64, path, seq,
             store_count(s->store), bytes, ms);

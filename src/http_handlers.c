@@ -268,11 +268,11 @@ int handle_readyz(HttpCall *c)
 int handle_metrics(HttpCall *c)
 {
     MetricsGauges g;
-    const char *labels[ROUTE_COUNT];
+    MetricsRoute routes[ROUTE_COUNT];
     service_gauges(c->svc, &g);
-    http_route_labels(labels);
+    http_route_metrics(routes);
     TextBuf r = {0};
-    if (metrics_render(c->metrics, labels, ROUTE_COUNT, &g, &r))
+    if (metrics_render(c->metrics, routes, ROUTE_COUNT, &g, &r))
         return http_send_error(c, 500, "internal", "out of memory", NULL, 0);
     return http_send(c, 200, &r, "text/plain; version=0.0.4", NULL, NULL);
 }

@@ -44,12 +44,28 @@ void http_routes_print(FILE *f)
         fprintf(f, "%s %s\n", routes[i].method, routes[i].pattern);
 }
 
-void http_route_labels(const char *out[ROUTE_COUNT])
+/* The statuses each route id can answer (its methods' OpenAPI responses,
+ * 405 from the router, 500): /metrics counts them from zero, before any
+ * request. A route id missing here shows "200" until others are seen. */
+static const char *const route_codes[ROUTE_COUNT] = {
+    [ROUTE_EVENTS] = "200 400 401 405 413 500 503",
+    [ROUTE_USER_LTV] = "200 400 401 405 413 500 503",
+    [ROUTE_USER] = "200 204 400 401 404 405 413 500 503",
+    [ROUTE_LTV_BATCH] = "200 400 401 405 413 500 503",
+    [ROUTE_MODEL] = "200 401 405 413 500 503",
+    [ROUTE_RETRAIN] = "202 401 405 409 413 500 503",
+    [ROUTE_HEALTHZ] = "200 405 413 500",
+    [ROUTE_READYZ] = "200 405 413 500 503",
+    [ROUTE_METRICS] = "200 405 413 500",
+    [ROUTE_UNKNOWN] = "404",
+};
+
+void http_route_metrics(MetricsRoute out[ROUTE_COUNT])
 {
     for (int r = 0; r < ROUTE_COUNT; r++)
-        out[r] = "unknown";
+        out[r] = (MetricsRoute){"unknown", route_codes[r]};
     for (size_t i = NROUTES; i-- > 0;)
-        out[routes[i].id] = routes[i].pattern;
+        out[routes[i].id].label = routes[i].pattern;
 }
 
 /* ---- matching ---------------------------------------------------------- */

@@ -38,7 +38,7 @@ typedef int HttpHandler(HttpCall *c);
  * row's handler. Sets c->route. 0 or -EIO as a handler. */
 int http_dispatch(HttpCall *c);
 
-/* The metrics label of every RouteId: out (ROUTE_COUNT,). */
-void http_route_labels(const char *out[ROUTE_COUNT]);
+/* The metrics label and the statuses of every RouteId: out (ROUTE_COUNT,). */
+void http_route_metrics(MetricsRoute out[ROUTE_COUNT]);
 
 #endif

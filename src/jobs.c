@@ -141,6 +141,7 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     service_publish(s, next);
     s->purchases_at_fit = purchases;
     atomic_fetch_add(&s->metrics->fallback_fits, 1);
+    atomic_store(&s->metrics->model_last_trained_unix, metrics_unix_now());
     log_msg(LOG_INFO, "fallback refit", "version=%llu customers=%zu repeat_buyers=%zu r=%.4f alpha=%.4f a=%.4f "
             "b=%.4f p=%.3f q=%.3f v=%.3f ms=%.1f", (unsigned long long)next->version, n, repeaters, fit.bg.r,
             fit.bg.alpha, fit.bg.a, fit.bg.b, fit.gg.p, fit.gg.q, fit.gg.v, (time_mono_ns() - t0) / 1e6);
@@ -462,6 +463,7 @@ static int train_network(Service *s, char *err, size_t errlen)
     next->trained_at = service_now(s);
     next->train = f;
     service_publish(s, next); /* serving never pauses: states are checked per request */
+    atomic_store(&s->metrics->model_last_trained_unix, metrics_unix_now());
     rebuild_all(s, next->net);
     save_serving_model(s);
     log_msg(LOG_INFO, "model swapped", "version=%llu", (unsigned long long)version);
@@ -493,8 +495,8 @@ void service_run_retrain(Service *s)
         return;
     }
     service_run_adjuster(s); /* also when the refit failed: the serving model is unchanged */
-    uint64_t ms = (time_mono_ns() - t0) / 1000000;
-    atomic_store(&s->metrics->retrain_last_ms, ms);
+    uint64_t ns = time_mono_ns() - t0, ms = ns / 1000000;
+    atomic_store(&s->metrics->retrain_last_ns, ns);
     atomic_fetch_add(&s->metrics->retrain_runs, 1);
     pthread_mutex_lock(&s->err_lock);
     snprintf(s->retrain_error, sizeof s->retrain_error, "%s", rc < 0 ? err : "");
@@ -506,6 +508,7 @@ void service_run_retrain(Service *s)
         return;
     }
     atomic_store(&s->retrain_state, RETRAIN_IDLE);
+    atomic_store(&s->metrics->retrain_last_success_unix, metrics_unix_now());
     log_msg(LOG_INFO, "retrain finish", "ms=%llu", (unsigned long long)ms);
 }
 

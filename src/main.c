@@ -391,6 +391,7 @@ int main(int argc, char **argv)
         .interval_ms = (int)app.cfg.storage_fsync_interval_ms,
         .segment_bytes = (size_t)app.cfg.storage_wal_segment_bytes,
         .buffer_bytes = (size_t)app.cfg.storage_wal_buffer_bytes,
+        .fsync_latency = &app.metrics.wal_fsync,
     };
     if ((rc = wal_open(&app.wal, &wc, next_seq, http_on_durable, app.http)) != 0) {
         log_msg(LOG_ERROR, "cannot open the write-ahead log", "dir=\"%s\" error=\"%s\"", app.cfg.storage_dir,

@@ -421,9 +421,12 @@ void service_gauges(Service *s, MetricsGauges *g)
 {
     memset(g, 0, sizeof *g);
     g->users = store_count(s->store);
+    g->users_max = (uint64_t)s->cfg.limits_max_users;
     g->state_bytes = store_bytes(s->store);
     store_lock(s->store);
     g->dedupe_entries = dedupe_count(s->dedupe);
+    g->dedupe_evictions = dedupe_evictions(s->dedupe);
+    g->dedupe_window = dedupe_capacity(s->dedupe);
     store_unlock(s->store);
     Model *m = service_model_acquire(s);
     g->model_version = m->version;
@@ -442,6 +445,7 @@ void service_gauges(Service *s, MetricsGauges *g)
         g->wal_fsync_seconds = (double)ws.fsync_ns_total * 1e-9;
         g->wal_durable_seq = ws.durable_seq;
         g->wal_segments_removed = ws.segments_removed;
+        g->wal_failed = wal_failed(s->wal);
     }
 }
 

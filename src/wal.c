@@ -24,6 +24,7 @@
 
 #include "hash.h"
 #include "log.h"
+#include "metrics.h"
 #include "timeutil.h"
 #include "util.h"
 
@@ -129,8 +130,11 @@ static uint64_t drain_locked(Wal *w, bool sync)
             rc = -errno;
             fail(w, "fdatasync", rc);
         }
+        uint64_t ns = time_mono_ns() - t0;
         atomic_fetch_add(&w->st_fsyncs, 1);
-        atomic_fetch_add(&w->st_fsync_ns, time_mono_ns() - t0);
+        atomic_fetch_add(&w->st_fsync_ns, ns);
+        if (w->cfg.fsync_latency)
+            metrics_fsync_observe(w->cfg.fsync_latency, ns);
     }
     atomic_fetch_add(&w->st_bytes, len);
     w->seg_bytes += len;

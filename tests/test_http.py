@@ -64,8 +64,8 @@ def health_ready_metrics(s):
         check(name in m, f"/metrics lacks {name}")
     check(m["ltvd_users"] == 0 and m["ltvd_events_applied_total"] == 0 and m["ltvd_ready"] == 1, m)
     # by route and status: the harness's readiness probe and this test's GET
-    readyz = 'route="/readyz",status="200"'
-    check(m[f"ltvd_http_requests_total{{{readyz}}}"] == 2, "request counted by route and status")
+    readyz = 'route="/readyz",code="200"'
+    check(m[f"ltvd_http_requests_total{{{readyz}}}"] == 2, "request counted by route and code")
     check(m[f'ltvd_http_request_duration_seconds_bucket{{{readyz},le="+Inf"}}'] == 2)
     check(m[f"ltvd_http_request_duration_seconds_count{{{readyz}}}"] == 2)
 
