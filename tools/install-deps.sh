@@ -17,6 +17,16 @@ $SUDO apt-get install -y -q --no-install-recommends \
 # tests/test_metrics.py (the package also installs a prometheus.service,
 # which the tests neither need nor start).
 
+# tests/test_k8s.py lints and renders deploy/k8s/: yamllint, and kubectl from
+# Debian's kubernetes-client (1.20; kubectl kustomize and the --local commands
+# need no cluster). A kubectl already installed from another source (e.g. the
+# Google Cloud SDK's `kubectl` package, which owns /usr/bin/kubectl and would
+# conflict) is used as it is.
+$SUDO apt-get install -y -q --no-install-recommends yamllint
+if ! command -v kubectl >/dev/null; then
+  $SUDO apt-get install -y -q --no-install-recommends kubernetes-client
+fi
+
 # The OpenAPI linter for tests/test_openapi_lint.py: @redocly/cli from the npm
 # registry, pinned, into tools/node (git-ignored). It needs Node.js >= 20.19;
 # with an older one the lint test skips (and fails under CI).
