@@ -145,32 +145,44 @@ class LtvdProcess:
     live = []  # started and not yet stopped, in start order
 
     def __init__(self, binary, settings=None, storage_dir=None, config=None, ready_timeout=10.0):
-        self.port = free_port()
         self.tmp = None
         if storage_dir is None:
             self.tmp = tempfile.TemporaryDirectory(prefix="ltvd-test-")
             storage_dir = self.tmp.name
         self.storage_dir = storage_dir
-        args = [binary]
-        if config:
-            args += ["--config", config]
-        merged = {"server.bind": "127.0.0.1", "server.port": str(self.port),
-                  "storage.dir": storage_dir, "fallback.refit_s": "3600"}
-        merged.update(settings or {})
-        for k, v in merged.items():
-            args += ["--set", f"{k}={v}"]
-        self.expected_status = None  # set when the test signals the server
-        self.stopped = False
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        LtvdProcess.live.append(self)
-        try:
-            self.wait_ready(ready_timeout)
-        except BaseException:
-            self.proc.kill()
-            self.proc.wait()
-            self._release()
-            raise
+        # free_port() closes its socket before ltvd binds the port, so another
+        # process may take it in between: a start that fails with "bind
+        # failed" on a port the harness picked is retried on a new one.
+        own_port = "server.port" not in (settings or {})
+        for attempt in range(5):
+            self.port = free_port()
+            args = [binary]
+            if config:
+                args += ["--config", config]
+            merged = {"server.bind": "127.0.0.1", "server.port": str(self.port),
+                      "storage.dir": storage_dir, "fallback.refit_s": "3600"}
+            merged.update(settings or {})
+            if not own_port:
+                self.port = int(merged["server.port"])
+            for k, v in merged.items():
+                args += ["--set", f"{k}={v}"]
+            self.expected_status = None  # set when the test signals the server
+            self.stopped = False
+            self.log = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+            LtvdProcess.live.append(self)
+            try:
+                self.wait_ready(ready_timeout)
+                return
+            except BaseException:
+                self.proc.kill()
+                self.proc.wait()
+                lost_port = own_port and "bind failed" in self.logs() and self.proc.returncode == 1
+                if not lost_port or attempt == 4:
+                    self._release()
+                    raise
+                LtvdProcess.live.remove(self)
+                self.log.close()
 
     def wait_ready(self, timeout=10.0):
         deadline = time.monotonic() + scaled(timeout)
