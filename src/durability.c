@@ -185,6 +185,18 @@ static void remove_superseded(Service *s, uint64_t seq)
     wal_remove_before(s->wal, seq);
 }
 
+/* A snapshot that took the erasure flag (armed at `since`) failed: the
+ * erasure is still on disk, so the flag goes back, keeping the earlier of
+ * its deadline and one armed meanwhile. */
+static void rearm_erasure(Service *s, int64_t since)
+{
+    if (!since)
+        return;
+    int64_t cur = atomic_load(&s->erasure_pending_since);
+    while ((cur == 0 || cur > since) && !atomic_compare_exchange_weak(&s->erasure_pending_since, &cur, since))
+        ;
+}
+
 int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
 {
     if (!s->wal) {
@@ -192,7 +204,7 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
         return -EINVAL;
     }
     uint64_t t0 = time_mono_ns();
-    int64_t erasure_seen = atomic_load(&s->erasure_pending_since);
+    int64_t erasure_seen = 0;
     WalStats ws;
     char tmp[CONFIG_STR_MAX + 64], path[CONFIG_STR_MAX + 64];
     uint64_t seq = 0;
@@ -203,8 +215,14 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
     wal_stats(s->wal, &ws);
     snapshot_path(tmp, sizeof tmp, s->cfg.storage_dir, seq, true);
     snapshot_path(path, sizeof path, s->cfg.storage_dir, seq, false);
-    if (!rc)
+    if (!rc) {
+        /* This snapshot covers every erasure logged so far (they are below
+         * seq); one logged after the unlock arms the flag afresh
+         * (note_erasure, under the store lock too), so its own deadline
+         * holds even while this snapshot is being written. */
+        erasure_seen = atomic_exchange(&s->erasure_pending_since, 0);
         rc = write_locked(s, tmp, seq, fork_child, &pid, &bytes);
+    }
     store_unlock(s->store);
     if (!rc && pid > 0) {
         int status = 0;
@@ -219,6 +237,7 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
         rc = -errno;
     if (rc) {
         unlink(tmp);
+        rearm_erasure(s, erasure_seen);
         snprintf(err, errlen, "snapshot failed: %s", strerror(-rc));
         atomic_fetch_add(&s->metrics->snapshot_failures, 1);
         log_msg(LOG_ERROR, "snapshot failed", "error=\"%s\"", strerror(-rc));
@@ -230,7 +249,6 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
         close(dfd);
     }
     remove_superseded(s, seq);
-    atomic_compare_exchange_strong(&s->erasure_pending_since, &erasure_seen, 0);
     atomic_store(&s->last_snapshot_mono_s, mono_s());
     atomic_store(&s->wal_bytes_at_snapshot, ws.bytes);
     uint64_t ms = (time_mono_ns() - t0) / 1000000;
