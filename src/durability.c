@@ -15,8 +15,12 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -145,6 +149,28 @@ bool service_snapshot_due(Service *s)
            (ws.bytes != atomic_load(&s->wal_bytes_at_snapshot) || last < 0);
 }
 
+/* Forked snapshot child, first thing: it dies with ltvd (a kill -9 of the
+ * parent must not leave a child writing for a minute), and keeps no
+ * descriptor but stderr (not the listening socket, whose port a restart
+ * needs at once, nor client connections or log segments). The death signal
+ * follows the forking thread, a libuv pool thread that lives as long as the
+ * process. getppid() after prctl closes the race with a parent that died
+ * before it. */
+static void child_detach(pid_t parent)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+        _exit(1);
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 0u, 1u, 0u) == 0 && syscall(SYS_close_range, 3u, ~0u, 0u) == 0)
+        return;
+#endif
+    struct rlimit rl;
+    int top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (1u << 20) ? (int)rl.rlim_cur : 1 << 20;
+    for (int fd = 0; fd < top; fd++)
+        if (fd != 2)
+            close(fd);
+}
+
 /* Writes the snapshot of the records below seq to tmp, under the store
  * lock: from a forked child (fork_child), so the HTTP thread waits only for
  * the fork, or on this thread. *pid gets the child's (-1: none). */
@@ -159,10 +185,12 @@ static int write_locked(Service *s, const char *tmp, uint64_t seq, bool fork_chi
     *pid = -1;
     if (!fork_child)
         return snapshot_write(tmp, &tables, &info, bytes);
+    pid_t parent = getpid();
     *pid = fork();
     if (*pid == 0) {
         /* child: a frozen copy of memory; write it and leave (the fork
          * rules: no locks, no stdio, _exit) */
+        child_detach(parent);
         int rc = snapshot_write(tmp, &tables, &info, bytes);
         _exit(rc ? 1 : 0);
     }

@@ -144,8 +144,8 @@ def parse_metrics(text):
 class LtvdProcess:
     live = []  # started and not yet stopped, in start order
 
-    def __init__(self, binary, settings=None, storage_dir=None, config=None, ready_timeout=10.0):
-        self.port = free_port()
+    def __init__(self, binary, settings=None, storage_dir=None, config=None, ready_timeout=10.0, port=None):
+        self.port = port or free_port()
         self.tmp = None
         if storage_dir is None:
             self.tmp = tempfile.TemporaryDirectory(prefix="ltvd-test-")

@@ -1,12 +1,16 @@
 """Snapshots and erasure deadlines (issue 12, items 7 and 8): an erasure's
 snapshot comes within storage.erasure_snapshot_s even while a retrain runs;
 a DELETE that lands while a snapshot is being written gets its own snapshot
-(the erased id leaves the disk) instead of waiting for the next interval.
+(the erased id leaves the disk) instead of waiting for the next interval; a
+snapshot child dies with a kill -9'd ltvd and does not hold its port, so a
+restart on the same port listens at once.
 Usage: test_snapshots.py PATH_TO_LTVD"""
 import glob
 import mmap
 import os
+import signal
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +50,28 @@ def fill(s, n):
 
 def snapshot_in_progress(s):
     return glob.glob(os.path.join(s.storage_dir, "*.snap.tmp"))
+
+
+def children_of(pid):
+    out = []
+    for st in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(st) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(st.split("/")[2]))
+    return out
+
+
+def gone(pid):
+    """The process no longer runs (absent, or a zombie not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
 
 
 def erasure_snapshot_while_retrain_runs():
@@ -100,8 +126,26 @@ def delete_during_snapshot_gets_its_own():
         check(s.json("GET", f"/v1/users/{landed}")[0] == 404)
 
 
+def snapshot_child_dies_with_parent():
+    with tempfile.TemporaryDirectory(prefix="ltvd-snapkill-") as d:
+        s = LtvdProcess(LTVD, BIG_SLOTS, storage_dir=d)
+        port = s.port
+        fill(s, BIG_SHOPPERS)
+        check(s.request("DELETE", "/v1/users/u0")[0] == 204)
+        check(wait_until(lambda: snapshot_in_progress(s), 15, 0.005), "a snapshot starts after an erasure")
+        kids = children_of(s.proc.pid)
+        check(kids, "the snapshot child was not found")
+        s.stop(signal.SIGKILL)
+        # at once, on the same port: the child must not hold the listening socket
+        with LtvdProcess(LTVD, BIG_SLOTS, storage_dir=d, port=port) as s2:
+            check(s2.json("GET", "/v1/users/u1")[0] == 200 and s2.json("GET", "/v1/users/u0")[0] == 404)
+            check(wait_until(lambda: all(gone(k) for k in kids), 5, 0.02),
+                  f"the snapshot child {kids} outlived its parent")
+
+
 def main():
-    return main_exit(*run_tests([erasure_snapshot_while_retrain_runs, delete_during_snapshot_gets_its_own]))
+    return main_exit(*run_tests([erasure_snapshot_while_retrain_runs, delete_during_snapshot_gets_its_own,
+                                 snapshot_child_dies_with_parent]))
 
 
 if __name__ == "__main__":
