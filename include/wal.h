@@ -61,6 +61,9 @@ int wal_sync(Wal *w);
 int wal_rotate(Wal *w, uint64_t *first_seq);
 /* Deletes segment files whose records all have seq < seq. */
 void wal_remove_before(Wal *w, uint64_t seq);
+/* Deletes the torn tails kept by wal_replay (<segment>.torn-*): they may
+ * hold an erased shopper's id, so a snapshot covering an erasure calls it. */
+void wal_remove_torn(Wal *w);
 
 uint64_t wal_durable_seq(Wal *w);
 bool wal_failed(Wal *w);
@@ -68,17 +71,23 @@ void wal_stats(Wal *w, WalStats *out);
 
 /* ---- recovery ---------------------------------------------------------- */
 
+/* A torn tail's first bytes are kept as evidence, up to this much. */
+#define WAL_TORN_KEEP_MAX ((size_t)16 << 20)
+
 typedef struct WalReplayStats {
     uint64_t records, segments, last_seq;
     uint64_t truncated_bytes;  /* a torn or corrupt tail cut off */
+    uint64_t torn_kept_bytes;  /* of which kept in <segment>.torn-<offset> */
     bool truncated;
 } WalReplayStats;
 
 typedef int (*WalReplayFn)(void *arg, uint8_t kind, uint64_t seq, const unsigned char *payload, size_t len);
 
 /* Calls fn for every record with seq >= from_seq, in order. A bad record
- * (short, bad CRC, bad seq) with nothing valid after it is a torn tail: the
- * file is truncated there and reported in *st. A bad record followed by
+ * (short, bad CRC, bad seq) with nothing valid after it is a torn tail: its
+ * bytes (up to WAL_TORN_KEEP_MAX) are copied to <segment>.torn-<offset>,
+ * then the file is truncated there, synced with its directory, and it is
+ * reported in *st. A bad record followed by
  * valid data is corruption in the middle: -EBADMSG with a message. */
 int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, WalReplayStats *st, char *err,
                size_t errlen);

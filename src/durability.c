@@ -198,8 +198,10 @@ static int write_locked(Service *s, const char *tmp, uint64_t seq, bool fork_chi
 }
 
 /* Removes every snapshot and log segment older than the snapshot of seq:
- * an erased shopper's events leave the disk here. */
-static void remove_superseded(Service *s, uint64_t seq)
+ * an erased shopper's events leave the disk here, and, when the snapshot
+ * covers an erasure, the torn log tails kept as evidence (which may hold
+ * the id) with them. */
+static void remove_superseded(Service *s, uint64_t seq, bool erasure)
 {
     uint64_t seqs[SNAPSHOTS_LISTED];
     size_t n = snapshot_list(s->cfg.storage_dir, seqs, SNAPSHOTS_LISTED);
@@ -211,6 +213,8 @@ static void remove_superseded(Service *s, uint64_t seq)
         }
     }
     wal_remove_before(s->wal, seq);
+    if (erasure)
+        wal_remove_torn(s->wal);
 }
 
 /* A snapshot that took the erasure flag (armed at `since`) failed: the
@@ -276,7 +280,7 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
         fsync(dfd);
         close(dfd);
     }
-    remove_superseded(s, seq);
+    remove_superseded(s, seq, erasure_seen != 0);
     atomic_store(&s->last_snapshot_mono_s, mono_s());
     atomic_store(&s->wal_bytes_at_snapshot, ws.bytes);
     uint64_t ms = (time_mono_ns() - t0) / 1000000;

@@ -79,7 +79,7 @@ static int open_segment(Wal *w, uint64_t first)
 {
     char path[600];
     seg_path(path, sizeof path, w->dir, first);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0)
         return -errno;
     struct stat st;
@@ -390,6 +390,28 @@ void wal_remove_before(Wal *w, uint64_t seq)
     fsync_dir(w->dir);
 }
 
+void wal_remove_torn(Wal *w)
+{
+    DIR *d = opendir(w->dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    unsigned removed = 0;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "wal-", 4) == 0 && strstr(e->d_name, ".log.torn-")) {
+            char path[800];
+            snprintf(path, sizeof path, "%s/%s", w->dir, e->d_name);
+            removed += unlink(path) == 0;
+        }
+    }
+    closedir(d);
+    if (removed) {
+        fsync_dir(w->dir);
+        log_msg(LOG_INFO, "torn write-ahead log tails removed: an erasure must reach every file", "files=%u",
+                removed);
+    }
+}
+
 uint64_t wal_durable_seq(Wal *w) { return atomic_load(&w->durable_seq); }
 bool wal_failed(Wal *w) { return atomic_load(&w->failed); }
 
@@ -470,6 +492,50 @@ static int read_file(const char *path, unsigned char **out, size_t *n)
     return 0;
 }
 
+/* Keeps the torn tail data[0, n) of the segment at path as evidence, in
+ * <path>.torn-<offset> (the first WAL_TORN_KEEP_MAX bytes; a new name if one
+ * is there already), synced. The kept size, or -errno; *kept_path gets the
+ * file's name. */
+static ssize_t keep_torn_tail(const char *path, size_t offset, const unsigned char *data, size_t n, char *kept_path,
+                              size_t kp_len)
+{
+    size_t keep = n < WAL_TORN_KEEP_MAX ? n : WAL_TORN_KEEP_MAX;
+    int fd = -1;
+    for (int k = 0; k < 10 && fd < 0; k++) {
+        if (k == 0)
+            snprintf(kept_path, kp_len, "%s.torn-%zu", path, offset);
+        else
+            snprintf(kept_path, kp_len, "%s.torn-%zu.%d", path, offset, k);
+        fd = open(kept_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+        if (fd < 0 && errno != EEXIST)
+            return -errno;
+    }
+    if (fd < 0)
+        return -EEXIST;
+    int rc = write_all(fd, data, keep);
+    if (!rc && fsync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    if (rc) {
+        unlink(kept_path);
+        return rc;
+    }
+    return (ssize_t)keep;
+}
+
+/* Cuts the segment at path to `offset` bytes, durably: the file and its
+ * directory are synced (a crash right after must not bring the tail back
+ * behind records appended later). */
+static int cut_segment(const char *dir, const char *path, size_t offset)
+{
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = ftruncate(fd, (off_t)offset) != 0 || fsync(fd) != 0 ? -errno : 0;
+    close(fd);
+    return rc ? rc : fsync_dir(dir);
+}
+
 int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, WalReplayStats *st, char *err,
                size_t errlen)
 {
@@ -527,12 +593,19 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
                 } else {
                     st->truncated = true;
                     st->truncated_bytes = n - off;
-                    if (truncate(path, (off_t)off) != 0) {
-                        rc = -errno;
-                        snprintf(err, errlen, "cannot truncate %s: %s", path, strerror(errno));
+                    char kept[700];
+                    ssize_t k = keep_torn_tail(path, off, data + off, n - off, kept, sizeof kept);
+                    if (k < 0) /* evidence is worth a warning, not a refused start */
+                        log_msg(LOG_WARN, "cannot keep the torn tail of the write-ahead log", "file=\"%s\" "
+                                "error=\"%s\"", kept, strerror((int)-k));
+                    else
+                        st->torn_kept_bytes = (uint64_t)k;
+                    if ((rc = cut_segment(dir, path, off)) != 0) {
+                        snprintf(err, errlen, "cannot truncate %s: %s", path, strerror(-rc));
                     } else {
                         log_msg(LOG_WARN, "write-ahead log tail was torn or corrupt: truncated",
-                                "file=\"%s\" offset=%zu bytes_dropped=%zu", path, off, n - off);
+                                "file=\"%s\" offset=%zu bytes_dropped=%zu kept=\"%s\" kept_bytes=%zd", path, off,
+                                n - off, k < 0 ? "" : kept, k < 0 ? (ssize_t)0 : k);
                     }
                 }
                 break;

@@ -1,5 +1,5 @@
 /* The write-ahead log through its API: records come back from many rotated
- * segments exactly and in order; the durable seq that answers wait on never
+ * segments exactly and in order; a torn tail is cut and its bytes kept; the durable seq that answers wait on never
  * goes backwards while wal_sync (snapshots, shutdown) races the flusher; the
  * buffer cap bounds what is appended but not yet written (to twice the cap:
  * one buffer being written while the next fills). */
@@ -104,6 +104,81 @@ static void test_replay_across_segments(void)
     rc.next = 1234;
     ASSERT(wal_replay(dir, 1234, check_record, &rc, &st, err, sizeof err) == 0);
     ASSERT(rc.next == 2001 && st.records == 2000 - 1233 && st.last_seq == 2000);
+    clear_dir();
+}
+
+/* ---- a torn tail is cut, and kept as evidence ------------------------------ */
+
+static int count_record(void *arg, uint8_t kind, uint64_t seq, const unsigned char *payload, size_t len)
+{
+    (void)kind, (void)seq, (void)payload, (void)len;
+    (*(uint64_t *)arg)++;
+    return 0;
+}
+
+static void test_torn_tail_kept(void)
+{
+    WalConfig cfg = {dir, WAL_FSYNC_ALWAYS, 10, 1 << 20, 1 << 20};
+    Wal *w;
+    ASSERT(wal_open(&w, &cfg, 1, NULL, NULL) == 0);
+    unsigned char p[256];
+    for (uint64_t k = 1; k <= 10; k++) {
+        uint64_t seq;
+        ASSERT(wal_append(w, WAL_REC_EVENTS, p, payload_of(k, p), &seq) == 0);
+    }
+    wal_close(w);
+    char seg[512], kept[600];
+    snprintf(seg, sizeof seg, "%s/wal-0000000000000001.log", dir);
+    struct stat st;
+    ASSERT(stat(seg, &st) == 0);
+    size_t good = (size_t)st.st_size;
+    /* a torn append: a record header promising 200 bytes, 37 bytes there */
+    unsigned char torn[37];
+    for (size_t i = 0; i < sizeof torn; i++)
+        torn[i] = (unsigned char)(i * 7 + 1);
+    uint32_t len = 200;
+    memcpy(torn, &len, 4);
+    FILE *f = fopen(seg, "ab");
+    ASSERT(f && fwrite(torn, 1, sizeof torn, f) == sizeof torn);
+    fclose(f);
+
+    char err[512];
+    WalReplayStats rs;
+    uint64_t n = 0;
+    ASSERT(wal_replay(dir, 1, count_record, &n, &rs, err, sizeof err) == 0);
+    ASSERT(n == 10 && rs.truncated && rs.truncated_bytes == sizeof torn && rs.torn_kept_bytes == sizeof torn);
+    ASSERT(stat(seg, &st) == 0 && (size_t)st.st_size == good);
+    /* the cut bytes are in <segment>.torn-<offset>, exactly */
+    snprintf(kept, sizeof kept, "%s.torn-%zu", seg, good);
+    unsigned char back[64];
+    f = fopen(kept, "rb");
+    ASSERT(f);
+    ASSERT(fread(back, 1, sizeof back, f) == sizeof torn && memcmp(back, torn, sizeof torn) == 0);
+    fclose(f);
+    ASSERT(stat(kept, &st) == 0 && (st.st_mode & 0137) == 0);
+
+    /* the evidence is no segment: a second replay reads the 10 records only */
+    n = 0;
+    ASSERT(wal_replay(dir, 1, count_record, &n, &rs, err, sizeof err) == 0);
+    ASSERT(n == 10 && !rs.truncated);
+
+    /* torn again at the same offset: a second file, the first untouched */
+    f = fopen(seg, "ab");
+    ASSERT(f && fwrite(torn, 1, 20, f) == 20);
+    fclose(f);
+    ASSERT(wal_replay(dir, 1, count_record, &n, &rs, err, sizeof err) == 0);
+    ASSERT(rs.truncated && rs.torn_kept_bytes == 20);
+    snprintf(kept, sizeof kept, "%s.torn-%zu.1", seg, good);
+    ASSERT(stat(kept, &st) == 0 && st.st_size == 20);
+    snprintf(kept, sizeof kept, "%s.torn-%zu", seg, good);
+    ASSERT(stat(kept, &st) == 0 && st.st_size == (off_t)sizeof torn);
+
+    /* a snapshot covering an erasure removes them (they may hold the id) */
+    Wal *w2;
+    ASSERT(wal_open(&w2, &cfg, 11, NULL, NULL) == 0);
+    wal_remove_torn(w2);
+    ASSERT(stat(kept, &st) != 0 && stat(seg, &st) == 0);
+    wal_close(w2);
     clear_dir();
 }
 
@@ -212,6 +287,7 @@ int main(void)
 {
     ASSERT(mkdtemp(dir));
     test_replay_across_segments();
+    test_torn_tail_kept();
     test_durable_seq_monotonic();
     test_buffer_cap();
     ASSERT(rmdir(dir) == 0);
