@@ -36,6 +36,7 @@ typedef struct WalConfig {
 
 typedef struct WalStats {
     uint64_t records, bytes, fsyncs, segments_removed;
+    uint64_t recoveries;    /* failures recovered from (recover_locked) */
     uint64_t durable_seq, next_seq;
     uint64_t fsync_ns_total;
 } WalStats;
@@ -52,8 +53,12 @@ void wal_detach_callback(Wal *w);
 /* Writes out and syncs everything appended, stops the flusher, closes. NULL-safe. */
 void wal_close(Wal *w);
 
-/* Appends one record; *seq gets its sequence number. -EIO once the log has
- * failed (a write or fsync error): nothing more is accepted. */
+/* Appends one record; *seq gets its sequence number. -EIO while the log has
+ * failed (a write or fsync error): nothing more is accepted until the
+ * flusher has made the records it could not write durable in a new segment
+ * (it retries every second: a full disk that gets room again); then appends
+ * go on, without a restart. Records appended before the failure and not
+ * durable then (answered 503) become durable at that point. */
 int wal_append(Wal *w, uint8_t kind, const void *payload, size_t len, uint64_t *seq);
 /* Writes out and syncs everything appended so far, on the calling thread. */
 int wal_sync(Wal *w);
