@@ -137,7 +137,8 @@ static int count_record(void *arg, uint8_t kind, uint64_t seq, const unsigned ch
 
 static void test_torn_tail_kept(void)
 {
-    WalConfig cfg = {dir, WAL_FSYNC_ALWAYS, 10, 1 << 20, 1 << 20};
+    WalConfig cfg = {.dir = dir, .fsync = WAL_FSYNC_ALWAYS, .interval_ms = 10, .segment_bytes = 1 << 20,
+                     .buffer_bytes = 1 << 20};
     Wal *w;
     ASSERT(wal_open(&w, &cfg, 1, NULL, NULL) == 0);
     unsigned char p[256];
@@ -312,7 +313,8 @@ static void test_recovers_after_failure(void)
     struct rlimit old;
     ASSERT(getrlimit(RLIMIT_FSIZE, &old) == 0);
     struct rlimit none = {0, old.rlim_max}; /* no file may grow: the retries fail too */
-    WalConfig cfg = {dir, WAL_FSYNC_ALWAYS, 10, 1 << 20, 1 << 20};
+    WalConfig cfg = {.dir = dir, .fsync = WAL_FSYNC_ALWAYS, .interval_ms = 10, .segment_bytes = 1 << 20,
+                     .buffer_bytes = 1 << 20};
     Wal *w;
     ASSERT(wal_open(&w, &cfg, 1, NULL, NULL) == 0);
     unsigned char p[256];
