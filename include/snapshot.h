@@ -49,7 +49,8 @@ typedef struct SnapshotInfo {
     uint64_t users;            /* shoppers in the file (filled by the readers) */
 } SnapshotInfo;
 
-/* Writes the tables and info to path (created or truncated) and fsyncs it;
+/* Writes the tables and info to path (a new file, mode 0640: anything
+ * already there is unlinked first, a symlink is never followed) and fsyncs it;
  * *bytes gets the file's size. 0 or -errno. */
 int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo *info, size_t *bytes);
 

@@ -37,6 +37,7 @@ typedef struct WalConfig {
 
 typedef struct WalStats {
     uint64_t records, bytes, fsyncs, segments_removed;
+    uint64_t recoveries;    /* failures recovered from (recover_locked) */
     uint64_t durable_seq, next_seq;
     uint64_t fsync_ns_total;
 } WalStats;
@@ -53,8 +54,12 @@ void wal_detach_callback(Wal *w);
 /* Writes out and syncs everything appended, stops the flusher, closes. NULL-safe. */
 void wal_close(Wal *w);
 
-/* Appends one record; *seq gets its sequence number. -EIO once the log has
- * failed (a write or fsync error): nothing more is accepted. */
+/* Appends one record; *seq gets its sequence number. -EIO while the log has
+ * failed (a write or fsync error): nothing more is accepted until the
+ * flusher has made the records it could not write durable in a new segment
+ * (it retries every second: a full disk that gets room again); then appends
+ * go on, without a restart. Records appended before the failure and not
+ * durable then (answered 503) become durable at that point. */
 int wal_append(Wal *w, uint8_t kind, const void *payload, size_t len, uint64_t *seq);
 /* Writes out and syncs everything appended so far, on the calling thread. */
 int wal_sync(Wal *w);
@@ -62,6 +67,9 @@ int wal_sync(Wal *w);
 int wal_rotate(Wal *w, uint64_t *first_seq);
 /* Deletes segment files whose records all have seq < seq. */
 void wal_remove_before(Wal *w, uint64_t seq);
+/* Deletes the torn tails kept by wal_replay (<segment>.torn-*): they may
+ * hold an erased shopper's id, so a snapshot covering an erasure calls it. */
+void wal_remove_torn(Wal *w);
 
 uint64_t wal_durable_seq(Wal *w);
 bool wal_failed(Wal *w);
@@ -69,17 +77,23 @@ void wal_stats(Wal *w, WalStats *out);
 
 /* ---- recovery ---------------------------------------------------------- */
 
+/* A torn tail's first bytes are kept as evidence, up to this much. */
+#define WAL_TORN_KEEP_MAX ((size_t)16 << 20)
+
 typedef struct WalReplayStats {
     uint64_t records, segments, last_seq;
     uint64_t truncated_bytes;  /* a torn or corrupt tail cut off */
+    uint64_t torn_kept_bytes;  /* of which kept in <segment>.torn-<offset> */
     bool truncated;
 } WalReplayStats;
 
 typedef int (*WalReplayFn)(void *arg, uint8_t kind, uint64_t seq, const unsigned char *payload, size_t len);
 
 /* Calls fn for every record with seq >= from_seq, in order. A bad record
- * (short, bad CRC, bad seq) with nothing valid after it is a torn tail: the
- * file is truncated there and reported in *st. A bad record followed by
+ * (short, bad CRC, bad seq) with nothing valid after it is a torn tail: its
+ * bytes (up to WAL_TORN_KEEP_MAX) are copied to <segment>.torn-<offset>,
+ * then the file is truncated there, synced with its directory, and it is
+ * reported in *st. A bad record followed by
  * valid data is corruption in the middle: -EBADMSG with a message. */
 int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, WalReplayStats *st, char *err,
                size_t errlen);

@@ -13,10 +13,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -145,6 +149,28 @@ bool service_snapshot_due(Service *s)
            (ws.bytes != atomic_load(&s->wal_bytes_at_snapshot) || last < 0);
 }
 
+/* Forked snapshot child, first thing: it dies with ltvd (a kill -9 of the
+ * parent must not leave a child writing for a minute), and keeps no
+ * descriptor but stderr (not the listening socket, whose port a restart
+ * needs at once, nor client connections or log segments). The death signal
+ * follows the forking thread, a libuv pool thread that lives as long as the
+ * process. getppid() after prctl closes the race with a parent that died
+ * before it. */
+static void child_detach(pid_t parent)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+        _exit(1);
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 0u, 1u, 0u) == 0 && syscall(SYS_close_range, 3u, ~0u, 0u) == 0)
+        return;
+#endif
+    struct rlimit rl;
+    int top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (1u << 20) ? (int)rl.rlim_cur : 1 << 20;
+    for (int fd = 0; fd < top; fd++)
+        if (fd != 2)
+            close(fd);
+}
+
 /* Writes the snapshot of the records below seq to tmp, under the store
  * lock: from a forked child (fork_child), so the HTTP thread waits only for
  * the fork, or on this thread. *pid gets the child's (-1: none). */
@@ -159,10 +185,12 @@ static int write_locked(Service *s, const char *tmp, uint64_t seq, bool fork_chi
     *pid = -1;
     if (!fork_child)
         return snapshot_write(tmp, &tables, &info, bytes);
+    pid_t parent = getpid();
     *pid = fork();
     if (*pid == 0) {
         /* child: a frozen copy of memory; write it and leave (the fork
          * rules: no locks, no stdio, _exit) */
+        child_detach(parent);
         int rc = snapshot_write(tmp, &tables, &info, bytes);
         _exit(rc ? 1 : 0);
     }
@@ -170,8 +198,10 @@ static int write_locked(Service *s, const char *tmp, uint64_t seq, bool fork_chi
 }
 
 /* Removes every snapshot and log segment older than the snapshot of seq:
- * an erased shopper's events leave the disk here. */
-static void remove_superseded(Service *s, uint64_t seq)
+ * an erased shopper's events leave the disk here, and, when the snapshot
+ * covers an erasure, the torn log tails kept as evidence (which may hold
+ * the id) with them. */
+static void remove_superseded(Service *s, uint64_t seq, bool erasure)
 {
     uint64_t seqs[SNAPSHOTS_LISTED];
     size_t n = snapshot_list(s->cfg.storage_dir, seqs, SNAPSHOTS_LISTED);
@@ -183,6 +213,20 @@ static void remove_superseded(Service *s, uint64_t seq)
         }
     }
     wal_remove_before(s->wal, seq);
+    if (erasure)
+        wal_remove_torn(s->wal);
+}
+
+/* A snapshot that took the erasure flag (armed at `since`) failed: the
+ * erasure is still on disk, so the flag goes back, keeping the earlier of
+ * its deadline and one armed meanwhile. */
+static void rearm_erasure(Service *s, int64_t since)
+{
+    if (!since)
+        return;
+    int64_t cur = atomic_load(&s->erasure_pending_since);
+    while ((cur == 0 || cur > since) && !atomic_compare_exchange_weak(&s->erasure_pending_since, &cur, since))
+        ;
 }
 
 int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
@@ -192,7 +236,7 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
         return -EINVAL;
     }
     uint64_t t0 = time_mono_ns();
-    int64_t erasure_seen = atomic_load(&s->erasure_pending_since);
+    int64_t erasure_seen = 0;
     WalStats ws;
     char tmp[CONFIG_STR_MAX + 64], path[CONFIG_STR_MAX + 64];
     uint64_t seq = 0;
@@ -203,8 +247,14 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
     wal_stats(s->wal, &ws);
     snapshot_path(tmp, sizeof tmp, s->cfg.storage_dir, seq, true);
     snapshot_path(path, sizeof path, s->cfg.storage_dir, seq, false);
-    if (!rc)
+    if (!rc) {
+        /* This snapshot covers every erasure logged so far (they are below
+         * seq); one logged after the unlock arms the flag afresh
+         * (note_erasure, under the store lock too), so its own deadline
+         * holds even while this snapshot is being written. */
+        erasure_seen = atomic_exchange(&s->erasure_pending_since, 0);
         rc = write_locked(s, tmp, seq, fork_child, &pid, &bytes);
+    }
     store_unlock(s->store);
     if (!rc && pid > 0) {
         int status = 0;
@@ -219,6 +269,7 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
         rc = -errno;
     if (rc) {
         unlink(tmp);
+        rearm_erasure(s, erasure_seen);
         snprintf(err, errlen, "snapshot failed: %s", strerror(-rc));
         atomic_fetch_add(&s->metrics->snapshot_failures, 1);
         log_msg(LOG_ERROR, "snapshot failed", "error=\"%s\"", strerror(-rc));
@@ -229,8 +280,7 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
         fsync(dfd);
         close(dfd);
     }
-    remove_superseded(s, seq);
-    atomic_compare_exchange_strong(&s->erasure_pending_since, &erasure_seen, 0);
+    remove_superseded(s, seq, erasure_seen != 0);
     atomic_store(&s->last_snapshot_mono_s, mono_s());
     atomic_store(&s->wal_bytes_at_snapshot, ws.bytes);
     uint64_t ns = time_mono_ns() - t0, ms = ns / 1000000;

@@ -259,7 +259,7 @@ int handle_readyz(HttpCall *c)
         return http_send_error(c, 503, "not_ready", "recovering state and loading the model", NULL, 0);
     if (service_log_failed(c->svc)) /* after ready: the log is attached. Every write would be refused */
         return http_send_error(c, 503, "storage_failed",
-                               "the write-ahead log cannot be written; restart once storage.dir is writable", NULL, 0);
+                               "the write-ahead log cannot be written; writes resume once storage.dir takes them again", NULL, 0);
     TextBuf r = {0};
     render_status(&r, "ready");
     return http_send_json(c, 200, &r);

@@ -36,6 +36,8 @@ typedef struct App {
     uv_async_t retrain_async;
     uv_work_t work;
     bool job_running;   /* one worker job at a time (main thread only) */
+    uv_work_t snapshot_work;
+    bool snapshot_running; /* snapshots have their own slot: a retrain never delays one */
     bool retrain_wanted;
     bool stopping;
 } App;
@@ -215,13 +217,27 @@ static void snapshot_work_cb(uv_work_t *w)
         service_snapshot_request_done(app->svc, asked, rc);
 }
 
+static void snapshot_done_cb(uv_work_t *w, int status)
+{
+    App *app = w->data;
+    app->snapshot_running = false;
+}
+
 /* Every second: is a snapshot due (interval, log growth, an erasure) or
- * asked for (POST /v1/admin/snapshot)? */
+ * asked for (POST /v1/admin/snapshot)?
+ * Snapshots run in their own worker slot, beside a retrain, refit or
+ * adjuster run (libuv's pool has 4 threads): an erasure's snapshot must
+ * come within storage.erasure_snapshot_s even while a retrain takes
+ * minutes (docs/DURABILITY.md). Main thread. */
 static void snapshot_timer_cb(uv_timer_t *t)
 {
     App *app = t->data;
-    if (service_snapshot_due(app->svc) || service_snapshot_requested(app->svc))
-        queue_job(app, snapshot_work_cb);
+    if (app->snapshot_running || app->stopping ||
+        !(service_snapshot_due(app->svc) || service_snapshot_requested(app->svc)))
+        return;
+    app->snapshot_running = true;
+    app->snapshot_work.data = app;
+    uv_queue_work(app->loop, &app->snapshot_work, snapshot_work_cb, snapshot_done_cb);
 }
 
 /* ---- reload ------------------------------------------------------------- */

@@ -222,6 +222,26 @@ static void get_f32(FileBuf *f, double *v, size_t n)
 #define PUT(b, v) put(b, &(v), sizeof(v))
 #define GET(b, v) get(b, &(v), sizeof(v))
 
+/* fsyncs the directory holding path. 0 or -errno. */
+static int fsync_parent(const char *path)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) != 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
 int model_save(const Model *m, const char *path)
 {
     FileBuf fb = {0};
@@ -264,7 +284,14 @@ int model_save(const Model *m, const char *path)
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int rc = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* The temp name is predictable: whatever is there (a stale file, a
+     * planted link) goes, and the file is made afresh, 0640 like the
+     * snapshots and the log. */
+    if (unlink(tmp) != 0 && errno != ENOENT) {
+        rc = -errno;
+        goto out;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0) {
         rc = -errno;
         goto out;
@@ -275,6 +302,8 @@ int model_save(const Model *m, const char *path)
     close(fd);
     if (!rc && rename(tmp, path) != 0)
         rc = -errno;
+    if (!rc)
+        rc = fsync_parent(path); /* the rename itself survives a crash */
     if (rc)
         unlink(tmp);
 out:

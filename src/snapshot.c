@@ -83,7 +83,14 @@ int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo
     SnapWriter *w = malloc(sizeof *w);
     if (!w)
         return -ENOMEM;
-    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    /* A temp name is predictable: whatever is there (a stale file, a link
+     * planted to redirect the write) goes, and the file is made afresh. */
+    if (unlink(path) != 0 && errno != ENOENT) {
+        int e = -errno;
+        free(w);
+        return e;
+    }
+    w->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (w->fd < 0) {
         int e = -errno;
         free(w);
@@ -241,39 +248,57 @@ int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info,
     if (fd < 0)
         return fd;
     int rc = 0;
+    const char *where = NULL; /* the section a short read happened in */
     UserState *slot = malloc(h.slot_bytes);
-    if (!slot)
+    if (!slot) {
         rc = -ENOMEM;
+        snprintf(err, errlen, "%s: out of memory for a %u-byte slot", path, h.slot_bytes);
+    }
     for (uint64_t i = 0; i < h.users && !rc; i++) {
-        if ((rc = read_exact(fd, slot, h.slot_bytes)) != 0)
+        if ((rc = read_exact(fd, slot, h.slot_bytes)) != 0) {
+            where = "the shoppers";
             break;
+        }
         rc = store_restore(t->store, slot);
         if (rc == -ENOSPC)
             snprintf(err, errlen, "%s holds %" PRIu64 " shoppers, more than limits.max_users=%zu", path, h.users,
                      store_config(t->store)->max_users);
+        else if (rc == -EEXIST)
+            snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " is already loaded (the file or the "
+                     "store is not what it should be)", path, i + 1, h.users);
+        else if (rc)
+            snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " cannot be restored: %s", path, i + 1,
+                     h.users, rc == -EINVAL ? "its id is empty or too long" : strerror(-rc));
     }
     for (uint64_t i = 0; i < h.dedupe_keys && !rc; i++) {
         uint64_t key;
         if ((rc = read_exact(fd, &key, 8)) == 0 && !dedupe_contains(t->dedupe, key))
             dedupe_insert(t->dedupe, key);
+        else if (rc)
+            where = "the event_id window";
     }
     uint64_t counts[2] = {0, 0};
-    if (!rc && h.format >= 2)
-        rc = read_exact(fd, counts, sizeof counts);
+    if (!rc && h.format >= 2 && (rc = read_exact(fd, counts, sizeof counts)) != 0)
+        where = "the prediction log's counts";
     for (uint64_t i = 0; i < counts[0] && !rc; i++) { /* kept only while the adjuster is on */
         PredLogEntry e;
         if ((rc = read_exact(fd, &e, sizeof e)) == 0 && t->predlog)
             predlog_restore_entry(t->predlog, &e);
+        else if (rc)
+            where = "the prediction log";
     }
     for (uint64_t i = 0; i < counts[1] && !rc; i++) {
         AdjPair p;
         if ((rc = read_exact(fd, &p, sizeof p)) == 0 && t->predlog)
             predlog_restore_pair(t->predlog, &p);
+        else if (rc)
+            where = "the adjuster's pairs";
     }
     free(slot);
     close(fd);
-    if (rc && rc != -ENOSPC)
-        snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+    if (where) /* read_exact: end of file or a read error */
+        snprintf(err, errlen, "%s: truncated or unreadable in %s (header: %" PRIu64 " shoppers, %" PRIu64
+                 " event_ids)", path, where, h.users, h.dedupe_keys);
     if (!rc)
         info_from(info, &h);
     return rc;

@@ -49,7 +49,13 @@ struct Wal {
     pthread_mutex_t io_lock;
     int fd;
     uint64_t seg_first;
-    size_t seg_bytes;
+    size_t seg_bytes;           /* the segment up to its last good record */
+    /* After a failure (io_lock): the records not yet durable, in seq order
+     * from durable_seq + 1 to pending_last, kept to be rewritten into a new
+     * segment once the disk takes them (recover_locked). */
+    ByteBuf pending;
+    uint64_t pending_last;
+    bool unrecoverable;         /* pending lost some (out of memory): a restart must replay */
 
     atomic_uint_fast64_t durable_seq;
     atomic_bool failed;
@@ -57,8 +63,11 @@ struct Wal {
     void (*durable_cb)(void *, uint64_t);
     void *cb_arg;
 
-    atomic_uint_fast64_t st_records, st_bytes, st_fsyncs, st_removed, st_fsync_ns;
+    atomic_uint_fast64_t st_records, st_bytes, st_fsyncs, st_removed, st_fsync_ns, st_recoveries;
 };
+
+/* A failed log retries this often: a full disk may get room again. */
+#define RECOVER_EVERY_MS 1000
 
 static void seg_path(char *out, size_t n, const char *dir, uint64_t first)
 {
@@ -80,7 +89,7 @@ static int open_segment(Wal *w, uint64_t first)
 {
     char path[600];
     seg_path(path, sizeof path, w->dir, first);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0)
         return -errno;
     struct stat st;
@@ -137,7 +146,15 @@ static uint64_t drain_locked(Wal *w, bool sync)
             metrics_fsync_observe(w->cfg.fsync_latency, ns);
     }
     atomic_fetch_add(&w->st_bytes, len);
-    w->seg_bytes += len;
+    if (!rc) {
+        w->seg_bytes += len;
+    } else if (bytebuf_put(&w->pending, data.p, len) == 0) {
+        w->pending_last = last; /* not durable: kept for recover_locked */
+    } else {
+        w->unrecoverable = true;
+        log_msg(LOG_ERROR, "write-ahead log: no memory to keep the records it could not write; only a restart "
+                "recovers", "records_from=%" PRIu64, last);
+    }
     pthread_mutex_lock(&w->buf_lock);
     if (!w->spare.p) {
         data.len = 0;
@@ -169,12 +186,77 @@ static void publish(Wal *w, uint64_t last)
         w->durable_cb(w->cb_arg, last);
 }
 
+/* After a failure (a full disk, an I/O error), with io_lock held: makes the
+ * records that were not durable durable after all, and lets the log go on.
+ * A failed fsync cannot be retried on Linux (the kernel may have dropped
+ * the dirty pages and reports the error once), so nothing is rewritten in
+ * place: the current segment is cut back to its last good record (whatever
+ * a failed write left after it goes) and synced, the kept records
+ * (`pending`) are written to a new file, synced, and renamed to the segment
+ * that starts at durable_seq + 1 (replacing an empty or unsynced one of
+ * that name), and the directory is synced. Only then are they published and
+ * appends accepted again. On any error the new file goes and the next try
+ * starts over. 0 or -errno. */
+static int recover_locked(Wal *w)
+{
+    if (w->unrecoverable)
+        return -ENOMEM;
+    uint64_t first = atomic_load(&w->durable_seq) + 1;
+    if (w->fd >= 0 && w->seg_first < first &&
+        (ftruncate(w->fd, (off_t)w->seg_bytes) != 0 || fsync(w->fd) != 0))
+        return -errno;
+    char path[600], tmp[620];
+    seg_path(path, sizeof path, w->dir, first);
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    if (unlink(tmp) != 0 && errno != ENOENT)
+        return -errno;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    int rc = write_all(fd, w->pending.p, w->pending.len);
+    if (!rc && fdatasync(fd) != 0)
+        rc = -errno;
+    if (!rc && rename(tmp, path) != 0)
+        rc = -errno;
+    if (!rc)
+        rc = fsync_dir(w->dir);
+    if (rc) {
+        close(fd);
+        unlink(tmp);
+        return rc;
+    }
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = fd;
+    w->seg_first = first;
+    w->seg_bytes = w->pending.len;
+    uint64_t last = w->pending.len ? w->pending_last : first - 1;
+    size_t records = w->pending.len ? (size_t)(last - first + 1) : 0;
+    w->pending.len = 0;
+    atomic_store(&w->failed, false);
+    atomic_fetch_add(&w->st_recoveries, 1);
+    log_msg(LOG_WARN, "write-ahead log recovered: writes are accepted again", "segment=\"%s\" records_rewritten=%zu",
+            path, records);
+    publish(w, last);
+    return 0;
+}
+
 static void *flusher_main(void *arg)
 {
     Wal *w = arg;
     for (;;) {
         pthread_mutex_lock(&w->buf_lock);
-        if (w->cfg.fsync != WAL_FSYNC_ALWAYS) {
+        if (atomic_load(&w->failed)) {
+            /* retry on a timer; appends are refused meanwhile */
+            if (!w->stop) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                long ns = ts.tv_nsec + (long)RECOVER_EVERY_MS * 1000000L;
+                ts.tv_sec += ns / 1000000000L;
+                ts.tv_nsec = ns % 1000000000L;
+                pthread_cond_timedwait(&w->data_cond, &w->buf_lock, &ts);
+            }
+        } else if (w->cfg.fsync != WAL_FSYNC_ALWAYS) {
             /* interval and none: write (and for interval sync) on a timer, so
              * the flusher does not compete with the HTTP thread per record */
             if (!w->stop && !w->space_waiters) {
@@ -186,16 +268,21 @@ static void *flusher_main(void *arg)
                 pthread_cond_timedwait(&w->data_cond, &w->buf_lock, &ts);
             }
         } else {
-            while (!w->stop && w->buf.len == 0)
+            while (!w->stop && w->buf.len == 0 && !atomic_load(&w->failed))
                 pthread_cond_wait(&w->data_cond, &w->buf_lock);
         }
-        bool stop = w->stop && w->buf.len == 0;
+        bool stop = w->stop && (w->buf.len == 0 || atomic_load(&w->failed));
         pthread_mutex_unlock(&w->buf_lock);
         if (stop)
             break;
         pthread_mutex_lock(&w->io_lock);
-        uint64_t last = drain_locked(w, w->cfg.fsync != WAL_FSYNC_NONE);
-        publish(w, last);
+        if (atomic_load(&w->failed)) {
+            drain_locked(w, false); /* records appended as it failed join the kept ones */
+            recover_locked(w);
+        } else {
+            uint64_t last = drain_locked(w, w->cfg.fsync != WAL_FSYNC_NONE);
+            publish(w, last);
+        }
         pthread_mutex_unlock(&w->io_lock);
     }
     return NULL;
@@ -261,6 +348,7 @@ void wal_close(Wal *w)
     }
     bytebuf_free(&w->buf);
     bytebuf_free(&w->spare);
+    bytebuf_free(&w->pending);
     pthread_mutex_destroy(&w->buf_lock);
     pthread_mutex_destroy(&w->io_lock);
     pthread_cond_destroy(&w->data_cond);
@@ -394,6 +482,28 @@ void wal_remove_before(Wal *w, uint64_t seq)
     fsync_dir(w->dir);
 }
 
+void wal_remove_torn(Wal *w)
+{
+    DIR *d = opendir(w->dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    unsigned removed = 0;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "wal-", 4) == 0 && strstr(e->d_name, ".log.torn-")) {
+            char path[800];
+            snprintf(path, sizeof path, "%s/%s", w->dir, e->d_name);
+            removed += unlink(path) == 0;
+        }
+    }
+    closedir(d);
+    if (removed) {
+        fsync_dir(w->dir);
+        log_msg(LOG_INFO, "torn write-ahead log tails removed: an erasure must reach every file", "files=%u",
+                removed);
+    }
+}
+
 uint64_t wal_durable_seq(Wal *w) { return atomic_load(&w->durable_seq); }
 bool wal_failed(Wal *w) { return atomic_load(&w->failed); }
 
@@ -404,6 +514,7 @@ void wal_stats(Wal *w, WalStats *out)
     out->fsyncs = atomic_load(&w->st_fsyncs);
     out->fsync_ns_total = atomic_load(&w->st_fsync_ns);
     out->segments_removed = atomic_load(&w->st_removed);
+    out->recoveries = atomic_load(&w->st_recoveries);
     out->durable_seq = atomic_load(&w->durable_seq);
     pthread_mutex_lock(&w->buf_lock);
     out->next_seq = w->next_seq;
@@ -474,6 +585,50 @@ static int read_file(const char *path, unsigned char **out, size_t *n)
     return 0;
 }
 
+/* Keeps the torn tail data[0, n) of the segment at path as evidence, in
+ * <path>.torn-<offset> (the first WAL_TORN_KEEP_MAX bytes; a new name if one
+ * is there already), synced. The kept size, or -errno; *kept_path gets the
+ * file's name. */
+static ssize_t keep_torn_tail(const char *path, size_t offset, const unsigned char *data, size_t n, char *kept_path,
+                              size_t kp_len)
+{
+    size_t keep = n < WAL_TORN_KEEP_MAX ? n : WAL_TORN_KEEP_MAX;
+    int fd = -1;
+    for (int k = 0; k < 10 && fd < 0; k++) {
+        if (k == 0)
+            snprintf(kept_path, kp_len, "%s.torn-%zu", path, offset);
+        else
+            snprintf(kept_path, kp_len, "%s.torn-%zu.%d", path, offset, k);
+        fd = open(kept_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+        if (fd < 0 && errno != EEXIST)
+            return -errno;
+    }
+    if (fd < 0)
+        return -EEXIST;
+    int rc = write_all(fd, data, keep);
+    if (!rc && fsync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    if (rc) {
+        unlink(kept_path);
+        return rc;
+    }
+    return (ssize_t)keep;
+}
+
+/* Cuts the segment at path to `offset` bytes, durably: the file and its
+ * directory are synced (a crash right after must not bring the tail back
+ * behind records appended later). */
+static int cut_segment(const char *dir, const char *path, size_t offset)
+{
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = ftruncate(fd, (off_t)offset) != 0 || fsync(fd) != 0 ? -errno : 0;
+    close(fd);
+    return rc ? rc : fsync_dir(dir);
+}
+
 int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, WalReplayStats *st, char *err,
                size_t errlen)
 {
@@ -531,12 +686,19 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
                 } else {
                     st->truncated = true;
                     st->truncated_bytes = n - off;
-                    if (truncate(path, (off_t)off) != 0) {
-                        rc = -errno;
-                        snprintf(err, errlen, "cannot truncate %s: %s", path, strerror(errno));
+                    char kept[700];
+                    ssize_t k = keep_torn_tail(path, off, data + off, n - off, kept, sizeof kept);
+                    if (k < 0) /* evidence is worth a warning, not a refused start */
+                        log_msg(LOG_WARN, "cannot keep the torn tail of the write-ahead log", "file=\"%s\" "
+                                "error=\"%s\"", kept, strerror((int)-k));
+                    else
+                        st->torn_kept_bytes = (uint64_t)k;
+                    if ((rc = cut_segment(dir, path, off)) != 0) {
+                        snprintf(err, errlen, "cannot truncate %s: %s", path, strerror(-rc));
                     } else {
                         log_msg(LOG_WARN, "write-ahead log tail was torn or corrupt: truncated",
-                                "file=\"%s\" offset=%zu bytes_dropped=%zu", path, off, n - off);
+                                "file=\"%s\" offset=%zu bytes_dropped=%zu kept=\"%s\" kept_bytes=%zd", path, off,
+                                n - off, k < 0 ? "" : kept, k < 0 ? (ssize_t)0 : k);
                     }
                 }
                 break;

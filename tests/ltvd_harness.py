@@ -144,7 +144,7 @@ def parse_metrics(text):
 class LtvdProcess:
     live = []  # started and not yet stopped, in start order
 
-    def __init__(self, binary, settings=None, storage_dir=None, config=None, ready_timeout=10.0):
+    def __init__(self, binary, settings=None, storage_dir=None, config=None, ready_timeout=10.0, port=None):
         self.tmp = None
         if storage_dir is None:
             self.tmp = tempfile.TemporaryDirectory(prefix="ltvd-test-")
@@ -153,9 +153,9 @@ class LtvdProcess:
         # free_port() closes its socket before ltvd binds the port, so another
         # process may take it in between: a start that fails with "bind
         # failed" on a port the harness picked is retried on a new one.
-        own_port = "server.port" not in (settings or {})
+        own_port = port is None and "server.port" not in (settings or {})
         for attempt in range(5):
-            self.port = free_port()
+            self.port = port or free_port()
             args = [binary]
             if config:
                 args += ["--config", config]

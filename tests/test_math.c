@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bgnbd_reference.h"
@@ -147,6 +148,15 @@ static void test_prediction_decays_with_silence(void)
     ASSERT(fd >= 0);
     close(fd);
     ASSERT(model_save(m, path) == 0);
+    struct stat st;
+    ASSERT(stat(path, &st) == 0 && (st.st_mode & 0137) == 0); /* at most 0640, as the snapshots */
+    /* a link planted at the temp name is replaced, not followed */
+    char tmp_link[64], target[64];
+    snprintf(tmp_link, sizeof tmp_link, "%s.tmp", path);
+    snprintf(target, sizeof target, "%s.target", path);
+    ASSERT(symlink(target, tmp_link) == 0);
+    ASSERT(model_save(m, path) == 0);
+    ASSERT(access(target, F_OK) != 0 && lstat(tmp_link, &st) != 0);
     Model *loaded;
     char err[256];
     ASSERT(model_load(&loaded, path, 8, err, sizeof err) == 0);

@@ -1,15 +1,21 @@
 /* The write-ahead log through its API: records come back from many rotated
- * segments exactly and in order; the durable seq that answers wait on never
+ * segments exactly and in order; a torn tail is cut and its bytes kept; a
+ * log that failed (a write past RLIMIT_FSIZE, as a full disk) recovers by
+ * itself once there is room, losing and repeating nothing; the durable seq that answers wait on never
  * goes backwards while wal_sync (snapshots, shutdown) races the flusher; the
  * buffer cap bounds what is appended but not yet written (to twice the cap:
  * one buffer being written while the next fills). */
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "metrics.h"
@@ -76,6 +82,19 @@ static int check_record(void *arg, uint8_t kind, uint64_t seq, const unsigned ch
     return 0;
 }
 
+/* As check_record, for records appended as seq k with payload_of(k) and
+ * kind EVENTS for odd k - 1 ... (test_recovers_after_failure). */
+static int check_record_shifted(void *arg, uint8_t kind, uint64_t seq, const unsigned char *payload, size_t len)
+{
+    ReplayCheck *rc = arg;
+    unsigned char want[256];
+    ASSERT(seq == rc->next);
+    ASSERT(kind == ((seq - 1) % 2 ? WAL_REC_DELETE : WAL_REC_EVENTS));
+    ASSERT(len == payload_of(seq, want) && memcmp(payload, want, len) == 0);
+    rc->next++;
+    return 0;
+}
+
 static void test_replay_across_segments(void)
 {
     WalConfig cfg = {dir, WAL_FSYNC_NONE, 10, 4096, 1 << 20, NULL};
@@ -105,6 +124,82 @@ static void test_replay_across_segments(void)
     rc.next = 1234;
     ASSERT(wal_replay(dir, 1234, check_record, &rc, &st, err, sizeof err) == 0);
     ASSERT(rc.next == 2001 && st.records == 2000 - 1233 && st.last_seq == 2000);
+    clear_dir();
+}
+
+/* ---- a torn tail is cut, and kept as evidence ------------------------------ */
+
+static int count_record(void *arg, uint8_t kind, uint64_t seq, const unsigned char *payload, size_t len)
+{
+    (void)kind, (void)seq, (void)payload, (void)len;
+    (*(uint64_t *)arg)++;
+    return 0;
+}
+
+static void test_torn_tail_kept(void)
+{
+    WalConfig cfg = {.dir = dir, .fsync = WAL_FSYNC_ALWAYS, .interval_ms = 10, .segment_bytes = 1 << 20,
+                     .buffer_bytes = 1 << 20};
+    Wal *w;
+    ASSERT(wal_open(&w, &cfg, 1, NULL, NULL) == 0);
+    unsigned char p[256];
+    for (uint64_t k = 1; k <= 10; k++) {
+        uint64_t seq;
+        ASSERT(wal_append(w, WAL_REC_EVENTS, p, payload_of(k, p), &seq) == 0);
+    }
+    wal_close(w);
+    char seg[512], kept[600];
+    snprintf(seg, sizeof seg, "%s/wal-0000000000000001.log", dir);
+    struct stat st;
+    ASSERT(stat(seg, &st) == 0);
+    size_t good = (size_t)st.st_size;
+    /* a torn append: a record header promising 200 bytes, 37 bytes there */
+    unsigned char torn[37];
+    for (size_t i = 0; i < sizeof torn; i++)
+        torn[i] = (unsigned char)(i * 7 + 1);
+    uint32_t len = 200;
+    memcpy(torn, &len, 4);
+    FILE *f = fopen(seg, "ab");
+    ASSERT(f && fwrite(torn, 1, sizeof torn, f) == sizeof torn);
+    fclose(f);
+
+    char err[512];
+    WalReplayStats rs;
+    uint64_t n = 0;
+    ASSERT(wal_replay(dir, 1, count_record, &n, &rs, err, sizeof err) == 0);
+    ASSERT(n == 10 && rs.truncated && rs.truncated_bytes == sizeof torn && rs.torn_kept_bytes == sizeof torn);
+    ASSERT(stat(seg, &st) == 0 && (size_t)st.st_size == good);
+    /* the cut bytes are in <segment>.torn-<offset>, exactly */
+    snprintf(kept, sizeof kept, "%s.torn-%zu", seg, good);
+    unsigned char back[64];
+    f = fopen(kept, "rb");
+    ASSERT(f);
+    ASSERT(fread(back, 1, sizeof back, f) == sizeof torn && memcmp(back, torn, sizeof torn) == 0);
+    fclose(f);
+    ASSERT(stat(kept, &st) == 0 && (st.st_mode & 0137) == 0);
+
+    /* the evidence is no segment: a second replay reads the 10 records only */
+    n = 0;
+    ASSERT(wal_replay(dir, 1, count_record, &n, &rs, err, sizeof err) == 0);
+    ASSERT(n == 10 && !rs.truncated);
+
+    /* torn again at the same offset: a second file, the first untouched */
+    f = fopen(seg, "ab");
+    ASSERT(f && fwrite(torn, 1, 20, f) == 20);
+    fclose(f);
+    ASSERT(wal_replay(dir, 1, count_record, &n, &rs, err, sizeof err) == 0);
+    ASSERT(rs.truncated && rs.torn_kept_bytes == 20);
+    snprintf(kept, sizeof kept, "%s.torn-%zu.1", seg, good);
+    ASSERT(stat(kept, &st) == 0 && st.st_size == 20);
+    snprintf(kept, sizeof kept, "%s.torn-%zu", seg, good);
+    ASSERT(stat(kept, &st) == 0 && st.st_size == (off_t)sizeof torn);
+
+    /* a snapshot covering an erasure removes them (they may hold the id) */
+    Wal *w2;
+    ASSERT(wal_open(&w2, &cfg, 11, NULL, NULL) == 0);
+    wal_remove_torn(w2);
+    ASSERT(stat(kept, &st) != 0 && stat(seg, &st) == 0);
+    wal_close(w2);
     clear_dir();
 }
 
@@ -239,10 +334,74 @@ static void test_fsync_histogram(void)
     clear_dir();
 }
 
+/* ---- a failed write, then room again: the log recovers by itself -------- */
+
+static void test_recovers_after_failure(void)
+{
+    /* RLIMIT_FSIZE stands in for a full disk: a write past it fails (EFBIG,
+     * possibly after a partial write), as ENOSPC would */
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old;
+    ASSERT(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    struct rlimit none = {0, old.rlim_max}; /* no file may grow: the retries fail too */
+    WalConfig cfg = {.dir = dir, .fsync = WAL_FSYNC_ALWAYS, .interval_ms = 10, .segment_bytes = 1 << 20,
+                     .buffer_bytes = 1 << 20};
+    Wal *w;
+    ASSERT(wal_open(&w, &cfg, 1, NULL, NULL) == 0);
+    unsigned char p[256];
+    uint64_t k = 0, seq, appended_at_failure = 0;
+    while (k < 5000) {
+        if (k == 50)
+            ASSERT(setrlimit(RLIMIT_FSIZE, &none) == 0);
+        int rc = wal_append(w, k % 2 ? WAL_REC_DELETE : WAL_REC_EVENTS, p, payload_of(k + 1, p), &seq);
+        if (rc) {
+            ASSERT(rc == -EIO && wal_failed(w));
+            break;
+        }
+        ASSERT(seq == ++k);
+        if (wal_sync(w) != 0) { /* the record k is not durable */
+            appended_at_failure = k;
+            break;
+        }
+    }
+    ASSERT(appended_at_failure == 51 && wal_failed(w) && wal_durable_seq(w) == 50);
+    ASSERT(wal_append(w, WAL_REC_EVENTS, p, 1, &seq) == -EIO); /* refused while failed */
+    /* still failed while there is no room (a retry is due every second) */
+    struct timespec ts = {1, 500000000};
+    nanosleep(&ts, NULL);
+    ASSERT(wal_failed(w));
+    ASSERT(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    int waited = 0;
+    while (wal_failed(w) && waited++ < 200) {
+        ts = (struct timespec){0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+    ASSERT(!wal_failed(w)); /* within about a second, at most 10 */
+    ASSERT(wal_durable_seq(w) == appended_at_failure);
+    WalStats st;
+    wal_stats(w, &st);
+    ASSERT(st.recoveries == 1);
+    for (int j = 0; j < 100; j++) { /* appends go on, numbered on */
+        ASSERT(wal_append(w, k % 2 ? WAL_REC_DELETE : WAL_REC_EVENTS, p, payload_of(k + 1, p), &seq) == 0);
+        ASSERT(seq == ++k);
+    }
+    ASSERT(wal_sync(w) == 0 && wal_durable_seq(w) == k);
+    wal_close(w);
+    /* every record, those kept across the failure included, replays once, in order */
+    char err[512];
+    WalReplayStats rs;
+    ReplayCheck rc = {1};
+    ASSERT(wal_replay(dir, 1, check_record_shifted, &rc, &rs, err, sizeof err) == 0);
+    ASSERT(rc.next == k + 1 && rs.records == k && !rs.truncated);
+    clear_dir();
+}
+
 int main(void)
 {
     ASSERT(mkdtemp(dir));
     test_replay_across_segments();
+    test_torn_tail_kept();
+    test_recovers_after_failure();
     test_durable_seq_monotonic();
     test_buffer_cap();
     test_fsync_histogram();
