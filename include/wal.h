@@ -77,8 +77,11 @@ void wal_stats(Wal *w, WalStats *out);
 
 /* ---- recovery ---------------------------------------------------------- */
 
-/* A torn tail's first bytes are kept as evidence, up to this much. */
+/* A torn tail's first bytes are kept as evidence, up to this much, in at
+ * most this many files (then a torn tail is cut without a copy, with a
+ * warning). */
 #define WAL_TORN_KEEP_MAX ((size_t)16 << 20)
+#define WAL_TORN_KEEP_FILES 8
 
 typedef struct WalReplayStats {
     uint64_t records, segments, last_seq;

@@ -482,6 +482,22 @@ void wal_remove_before(Wal *w, uint64_t seq)
     fsync_dir(w->dir);
 }
 
+static bool is_torn_name(const char *name) { return strncmp(name, "wal-", 4) == 0 && strstr(name, ".log.torn-"); }
+
+/* The torn-tail evidence files in dir. */
+static unsigned count_torn(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    unsigned n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += is_torn_name(e->d_name);
+    closedir(d);
+    return n;
+}
+
 void wal_remove_torn(Wal *w)
 {
     DIR *d = opendir(w->dir);
@@ -490,7 +506,7 @@ void wal_remove_torn(Wal *w)
     struct dirent *e;
     unsigned removed = 0;
     while ((e = readdir(d))) {
-        if (strncmp(e->d_name, "wal-", 4) == 0 && strstr(e->d_name, ".log.torn-")) {
+        if (is_torn_name(e->d_name)) {
             char path[800];
             snprintf(path, sizeof path, "%s/%s", w->dir, e->d_name);
             removed += unlink(path) == 0;
@@ -587,11 +603,14 @@ static int read_file(const char *path, unsigned char **out, size_t *n)
 
 /* Keeps the torn tail data[0, n) of the segment at path as evidence, in
  * <path>.torn-<offset> (the first WAL_TORN_KEEP_MAX bytes; a new name if one
- * is there already), synced. The kept size, or -errno; *kept_path gets the
- * file's name. */
-static ssize_t keep_torn_tail(const char *path, size_t offset, const unsigned char *data, size_t n, char *kept_path,
-                              size_t kp_len)
+ * is there already), synced, unless WAL_TORN_KEEP_FILES are kept already
+ * (-EDQUOT). The kept size, or -errno; *kept_path gets the file's name. */
+static ssize_t keep_torn_tail(const char *dir, const char *path, size_t offset, const unsigned char *data, size_t n,
+                              char *kept_path, size_t kp_len)
 {
+    snprintf(kept_path, kp_len, "%s.torn-%zu", path, offset);
+    if (count_torn(dir) >= WAL_TORN_KEEP_FILES)
+        return -EDQUOT; /* a crash loop must not fill the disk with evidence */
     size_t keep = n < WAL_TORN_KEEP_MAX ? n : WAL_TORN_KEEP_MAX;
     int fd = -1;
     for (int k = 0; k < 10 && fd < 0; k++) {
@@ -687,7 +706,7 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
                     st->truncated = true;
                     st->truncated_bytes = n - off;
                     char kept[700];
-                    ssize_t k = keep_torn_tail(path, off, data + off, n - off, kept, sizeof kept);
+                    ssize_t k = keep_torn_tail(dir, path, off, data + off, n - off, kept, sizeof kept);
                     if (k < 0) /* evidence is worth a warning, not a refused start */
                         log_msg(LOG_WARN, "cannot keep the torn tail of the write-ahead log", "file=\"%s\" "
                                 "error=\"%s\"", kept, strerror((int)-k));

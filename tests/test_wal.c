@@ -194,6 +194,21 @@ static void test_torn_tail_kept(void)
     snprintf(kept, sizeof kept, "%s.torn-%zu", seg, good);
     ASSERT(stat(kept, &st) == 0 && st.st_size == (off_t)sizeof torn);
 
+    /* a crash loop keeps WAL_TORN_KEEP_FILES of them, then cuts without a copy */
+    for (int t = 2; t <= WAL_TORN_KEEP_FILES; t++) {
+        f = fopen(seg, "ab");
+        ASSERT(f && fwrite(torn, 1, 20, f) == 20);
+        fclose(f);
+        ASSERT(wal_replay(dir, 1, count_record, &n, &rs, err, sizeof err) == 0);
+        ASSERT(rs.truncated && rs.torn_kept_bytes == (t < WAL_TORN_KEEP_FILES ? 20 : 0));
+        ASSERT(stat(seg, &st) == 0 && (size_t)st.st_size == good);
+    }
+    snprintf(kept, sizeof kept, "%s.torn-%zu.%d", seg, good, WAL_TORN_KEEP_FILES - 1);
+    ASSERT(stat(kept, &st) == 0);
+    snprintf(kept, sizeof kept, "%s.torn-%zu.%d", seg, good, WAL_TORN_KEEP_FILES);
+    ASSERT(stat(kept, &st) != 0);
+    snprintf(kept, sizeof kept, "%s.torn-%zu", seg, good);
+
     /* a snapshot covering an erasure removes them (they may hold the id) */
     Wal *w2;
     ASSERT(wal_open(&w2, &cfg, 11, NULL, NULL) == 0);
