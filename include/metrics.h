@@ -89,6 +89,7 @@ typedef struct MetricsGauges {
     uint64_t model_version, ready, retrain_running;
     uint64_t wal_records, wal_bytes, wal_fsyncs, wal_durable_seq, wal_segments_removed;
     bool wal_failed;
+    uint64_t wal_recoveries;
     double wal_fsync_seconds;
     double adjuster_reward;
     PredLogStats predlog;

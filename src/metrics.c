@@ -416,8 +416,10 @@ int metrics_render(const Metrics *mc, const MetricsRoute *routes, int nroutes, c
     gauge(o, "ltvd_wal_durable_seq", "Highest log record known durable.", (long long)g->wal_durable_seq);
     counter(o, "ltvd_wal_segments_removed_total", "Log segments removed after snapshots.",
             (unsigned long long)g->wal_segments_removed);
-    gauge(o, "ltvd_wal_failed", "1 once a write or fsync of the log failed: every write is refused until a restart.",
-          g->wal_failed ? 1 : 0);
+    gauge(o, "ltvd_wal_failed", "1 while the log cannot be written: writes are refused until it recovers by itself "
+          "(docs/DURABILITY.md).", g->wal_failed ? 1 : 0);
+    counter(o, "ltvd_wal_recoveries_total", "Log failures recovered from without a restart (room again on the disk).",
+            (unsigned long long)g->wal_recoveries);
     counter(o, "ltvd_adjuster_runs_total", "RL adjuster learning runs.", LOAD(m->adjuster_runs));
     counter(o, "ltvd_adjuster_episodes_total", "Simulated episodes (Q updates) of the RL adjuster.",
             LOAD(m->adjuster_episodes));

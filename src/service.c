@@ -446,6 +446,7 @@ void service_gauges(Service *s, MetricsGauges *g)
         g->wal_durable_seq = ws.durable_seq;
         g->wal_segments_removed = ws.segments_removed;
         g->wal_failed = wal_failed(s->wal);
+        g->wal_recoveries = ws.recoveries;
     }
 }
 

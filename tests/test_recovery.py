@@ -951,6 +951,7 @@ def storage_full_resumes():
         failed = [u for u, f in fate.items() if f != "ok"]
         check(len(failed) == 3, "the disk never filled")
         check(s.json("GET", "/readyz")[0] == 503 and s.json("GET", "/v1/users/full-1/ltv")[0] == 200)
+        check(s.metric("ltvd_wal_failed") == 1 and s.metric("ltvd_wal_recoveries_total") == 0)
         os.unlink(filler)  # room again, on the same filesystem
         k = 0
 
@@ -961,6 +962,7 @@ def storage_full_resumes():
         check(wait_until(resumed, 20, 0.2), "writes did not resume after space came back")
         print(f"  {len(fate) - len(failed) - k} batches acknowledged, 3 refused, writes resumed at try {k}")
         check(s.json("GET", "/readyz")[0] == 200, "ready again")
+        check(s.metric("ltvd_wal_failed") == 0 and s.metric("ltvd_wal_recoveries_total") == 1, "the recovery counted")
         for j in range(5):
             check(post(f"later-{j}"), "writes go on")
         check(s.request("DELETE", "/v1/users/full-2")[0] == 204, "erasures too")
