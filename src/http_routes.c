@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http_handlers.h"
 
@@ -147,7 +148,7 @@ static bool authorized(const HttpCall *c, TokenClass t)
     if (!token[0])
         return true;
     const char *h = http_header(c, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0)
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) /* the scheme is case-insensitive (RFC 7235) */
         return false;
     return token_matches(h + 7, token);
 }

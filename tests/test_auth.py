@@ -242,6 +242,17 @@ def an_empty_token_leaves_its_class_open():
         check(s.json("GET", "/v1/users/o1")[0] == 404)
 
 
+@test
+def the_scheme_is_case_insensitive():
+    """RFC 7235: the auth-scheme is case-insensitive; the token is not."""
+    with LtvdProcess(LTVD, SETTINGS) as s:
+        for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+            status, _ = s.json("GET", "/v1/model", headers={"Authorization": f"{scheme} {TOKENS['read']}"})
+            check(status == 200, f"{scheme}: {status}")
+        status, hdrs, _ = s.request("GET", "/v1/model", headers={"Authorization": f"bearer {TOKENS['read'].upper()}"})
+        check(status == 401, f"a token in other case is another token: {status}")
+
+
 def wait_retrain_done(s, timeout):
     deadline = time.time() + timeout * SCALE
     while True:
