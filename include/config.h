@@ -82,6 +82,7 @@ typedef struct LtvdConfig {
     int64_t limits_dedupe_window;
 
     int64_t log_level;             /* LogLevel */
+    int64_t log_format;            /* LogFormat: logfmt or json */
 } LtvdConfig;
 
 /* Fills cfg with the defaults. */

@@ -82,18 +82,20 @@ static const ConfigKey keys[] = {
     {"limits.max_future_s", CT_INT, F(limits_max_future_s), "86400", 0, 31536000, {0}, false},
     {"limits.dedupe_window", CT_INT, F(limits_dedupe_window), "1000000", 1, 100000000, {0}, false},
     {"log.level", CT_ENUM, F(log_level), "info", 0, 0, {"debug", "info", "warn", "error"}, false},
+    {"log.format", CT_ENUM, F(log_format), "logfmt", 0, 0, {"logfmt", "json"}, false},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 /* The keys SIGHUP may change while ltvd runs: read per request from the live
- * copy (config_live) or applied by main on reload (log.level). Every other
- * key sizes a table, opens a file or a socket, or is copied into the service
- * at start: changing one needs a restart, and a reload that does is refused.
- * server.access_log and limits.max_body_bytes are read by http_server.c from
- * the config of the start. */
+ * copy (config_live: the router, the handlers, and http_server.c for
+ * server.access_log and limits.max_body_bytes) or applied by main on reload
+ * (log.level, log.format). Every other key sizes a table, opens a file or a
+ * socket, or is copied into the service at start: changing one needs a
+ * restart, and a reload that does is refused. */
 static const char *const reloadable_keys[] = {
-    "auth.ingest_token",    "auth.admin_token",         "auth.read_token",     "auth.allow_open",
-    "limits.max_batch_ids", "limits.max_batch_events",  "limits.max_future_s", "log.level",
+    "auth.ingest_token",     "auth.admin_token",        "auth.read_token",     "auth.allow_open",
+    "limits.max_batch_ids",  "limits.max_batch_events", "limits.max_future_s", "limits.max_body_bytes",
+    "server.access_log",     "log.level",               "log.format",
 };
 
 static bool reloadable(const ConfigKey *k)

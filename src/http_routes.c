@@ -79,6 +79,20 @@ void http_route_metrics(MetricsRoute out[ROUTE_COUNT])
         out[routes[i].id].label = routes[i].pattern;
 }
 
+const char *http_route_path(int route)
+{
+    for (size_t i = 0; i < NROUTES; i++)
+        if ((int)routes[i].id == route)
+            return routes[i].pattern;
+    return NULL;
+}
+
+bool http_route_has_user(int route)
+{
+    const char *path = http_route_path(route);
+    return path && strstr(path, "{user_id}");
+}
+
 /* ---- matching ---------------------------------------------------------- */
 
 /* Does url match pattern as a whole? *param, *param_len: the raw (still
@@ -172,6 +186,8 @@ static const RouteRow *route_find(HttpCall *c, const char **param, size_t *param
         if (!pattern_match(routes[i].pattern, c->url, &pm, &pl))
             continue;
         c->route = routes[i].id; /* the rows of one path share it */
+        c->param = pm;
+        c->param_len = pl;
         if (strcmp(c->method, routes[i].method) == 0) {
             row = &routes[i];
             *param = pm;

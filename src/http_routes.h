@@ -53,6 +53,13 @@ int http_dispatch(HttpCall *c);
  * c->route. 0 or -EIO as http_dispatch. */
 int http_screen(HttpCall *c, int64_t declared, int *reason);
 
+/* The path of route id in OpenAPI form (/v1/users/{user_id}/ltv), or NULL
+ * for ROUTE_UNKNOWN: what the access log names a request by. */
+const char *http_route_path(int route);
+
+/* Does route id's path hold a {user_id}? */
+bool http_route_has_user(int route);
+
 /* The metrics label and the statuses of every RouteId: out (ROUTE_COUNT,). */
 void http_route_metrics(MetricsRoute out[ROUTE_COUNT]);
 

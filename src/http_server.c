@@ -23,12 +23,23 @@
  * refusal is answered on that first call: libmicrohttpd then sends no
  * "100 Continue", reads none of the body and closes the connection.
  *
+ * The access log (server.access_log, read per request from the live config
+ * like limits.max_body_bytes) has exactly one line per request, written
+ * when its answer is queued: early (screen), direct (on_request), held
+ * (send_held, with the time it waited), or never (on_completed: status=0
+ * aborted=true). A line names the route's template, never the raw path,
+ * and the {user_id} only as a keyed hash (SipHash-2-4 under a key drawn
+ * per process), so user ids never reach the log. Every answer carries the
+ * request's id (X-Request-Id: the client's if sane, else made here), and so
+ * does every line logged on the thread while it is handled.
+ *
  * Ownership: a Request is calloc'd on a connection's first call and freed
  * by on_completed; its body and a held answer's buffer with it. */
 #include "http_api.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "http_routes.h"
@@ -51,6 +63,12 @@
 /* Per-request context, created on the handler's first call. */
 typedef struct HttpRequest {
     uint64_t t0;
+    char request_id[LOG_REQUEST_ID_MAX + 1];
+    char method[16];      /* for the access log, cut to fit */
+    int64_t max_body;     /* limits.max_body_bytes when the request came */
+    bool has_user;        /* the route holds a {user_id}: user_hash is its keyed hash */
+    uint64_t user_hash;
+    bool logged;          /* its access log line is out (or was not due) */
     TextBuf body;
     bool too_large;
     int route;
@@ -81,6 +99,8 @@ struct HttpServer {
     atomic_bool draining;
     atomic_int_fast64_t inflight;  /* body budget reserved (declared bytes) */
     atomic_int abandoned;          /* resumed by http_stop and not yet answered */
+    atomic_uint_fast64_t next_request_id; /* from a random start; mixed into the ids made here */
+    uint64_t user_key[2];          /* the access log's user hash key, random per process */
 };
 
 /* ---- answering --------------------------------------------------------- */
@@ -103,6 +123,8 @@ int http_send(HttpCall *c, int status, TextBuf *b, const char *content_type, con
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (header)
         MHD_add_response_header(resp, header, value);
+    if (c->req && c->req->request_id[0])
+        MHD_add_response_header(resp, "X-Request-Id", c->req->request_id);
     c->status = status;
     enum MHD_Result ret = MHD_queue_response(c->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -285,6 +307,136 @@ int http_query(const HttpCall *c, const char *name, char *buf, size_t cap)
  * path separator; ltvd decodes each piece itself after routing. */
 static size_t keep_raw(void *cls, struct MHD_Connection *c, char *s) { return strlen(s); }
 
+/* ---- request ids and the access log ------------------------------------ */
+
+/* The config of the last reload (SIGHUP), else the one of the start. */
+static const LtvdConfig *cfg_now(HttpServer *h)
+{
+    const LtvdConfig *live = config_live();
+    return live ? live : h->cfg;
+}
+
+/* 1 to LOG_REQUEST_ID_MAX bytes of [A-Za-z0-9._-]: safe in a header and a
+ * log line as it is. */
+static bool request_id_sane(const char *v)
+{
+    size_t n = 0;
+    for (; v[n]; n++) {
+        char ch = v[n];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                  ch == '_' || ch == '-';
+        if (!ok || n >= LOG_REQUEST_ID_MAX)
+            return false;
+    }
+    return n > 0;
+}
+
+/* A bijection on 64 bits (splitmix64's finalizer): distinct counter values
+ * give distinct ids, which do not show how many came before. */
+static uint64_t mix_bits(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* The client's X-Request-Id if sane, else 16 hex digits unique in this
+ * process (until its counter wraps, after 2^64 requests). */
+static void request_id_assign(HttpServer *h, struct MHD_Connection *conn, HttpRequest *req)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (v && request_id_sane(v)) {
+        memcpy(req->request_id, v, strlen(v) + 1);
+        return;
+    }
+    uint64_t n = atomic_fetch_add_explicit(&h->next_request_id, 1, memory_order_relaxed);
+    snprintf(req->request_id, sizeof req->request_id, "%016" PRIx64, mix_bits(n));
+}
+
+#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+
+static void sip_round(uint64_t v[4])
+{
+    v[0] += v[1], v[1] = ROTL64(v[1], 13), v[1] ^= v[0], v[0] = ROTL64(v[0], 32);
+    v[2] += v[3], v[3] = ROTL64(v[3], 16), v[3] ^= v[2];
+    v[0] += v[3], v[3] = ROTL64(v[3], 21), v[3] ^= v[0];
+    v[2] += v[1], v[1] = ROTL64(v[1], 17), v[1] ^= v[2], v[2] = ROTL64(v[2], 32);
+}
+
+/* SipHash-2-4 of p (n bytes) under key: a PRF, so without the key (drawn
+ * per process, never logged) a hash in the log cannot be matched against a
+ * dictionary of user ids, and lines of two processes cannot be joined. */
+static uint64_t user_hash(const uint64_t key[2], const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    uint64_t v[4] = {key[0] ^ 0x736f6d6570736575ull, key[1] ^ 0x646f72616e646f6dull, key[0] ^ 0x6c7967656e657261ull,
+                     key[1] ^ 0x7465646279746573ull};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t m = 0;
+        for (int j = 0; j < 8; j++)
+            m |= (uint64_t)p[i + (size_t)j] << (8 * j);
+        v[3] ^= m;
+        sip_round(v);
+        sip_round(v);
+        v[0] ^= m;
+    }
+    uint64_t b = (uint64_t)n << 56;
+    for (int j = 0; i + (size_t)j < n; j++)
+        b |= (uint64_t)p[i + (size_t)j] << (8 * j);
+    v[3] ^= b;
+    sip_round(v);
+    sip_round(v);
+    v[0] ^= b;
+    v[2] ^= 0xff;
+    for (int r = 0; r < 4; r++)
+        sip_round(v);
+    return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+/* Keeps what the access log needs of a routed call: its route id and the
+ * keyed hash of its {user_id} (percent-decoded, as the handlers see it). */
+static void request_note_route(HttpServer *h, HttpRequest *req, const HttpCall *c)
+{
+    req->route = c->route;
+    if (!c->param || !http_route_has_user(c->route))
+        return;
+    char id[USER_ID_MAX];
+    size_t n;
+    bool decoded = http_percent_decode(c->param, c->param_len, id, sizeof id, &n) == 0;
+    req->has_user = true;
+    req->user_hash = decoded ? user_hash(h->user_key, id, n) : user_hash(h->user_key, c->param, c->param_len);
+}
+
+/* The request's one access log line (if server.access_log is on now):
+ * method, route template, user hash, status, microseconds since its first
+ * byte, and how it ended (how: "early", "held", "aborted" or NULL). The
+ * request id comes from the thread's (log_set_request_id). */
+static void access_log(HttpServer *h, HttpRequest *req, int status, const char *how)
+{
+    if (req->logged)
+        return;
+    req->logged = true;
+    LogLine l;
+    if (!cfg_now(h)->server_access_log || !log_begin(&l, LOG_INFO, "request"))
+        return;
+    const char *path = http_route_path(req->route);
+    log_str(&l, "method", req->method);
+    log_str(&l, "path", path ? path : "unmatched");
+    if (req->has_user) {
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016" PRIx64, req->user_hash);
+        log_str(&l, "user", hex);
+    }
+    log_int(&l, "status", status);
+    log_num(&l, "us", (double)(time_mono_ns() - req->t0) / 1e3, 1);
+    if (how)
+        log_bool(&l, how, true);
+    log_end(&l);
+}
+
 /* ---- the body budget ---------------------------------------------------- */
 
 /* Reserves n bytes of limits.max_inflight_body_bytes for req: false if they
@@ -336,7 +488,7 @@ static int collect_body(HttpServer *h, HttpRequest *req, const char *data, size_
 {
     if (req->too_large || req->overloaded)
         return 0;
-    if (req->body.b.len + n > (size_t)h->cfg->limits_max_body_bytes) {
+    if (req->body.b.len + n > (size_t)req->max_body) {
         req->too_large = true;
     } else if (req->chunked && !budget_reserve(h, req, (int64_t)n)) {
         req->overloaded = true;
@@ -389,6 +541,7 @@ static enum MHD_Result send_held(HttpServer *h, HttpCall *call, HttpRequest *req
         rc = http_send_json(call, req->held_status, &req->held_reply);
     }
     metrics_observe(h->metrics, req->route, call->status, time_mono_ns() - req->t0);
+    access_log(h, req, call->status, "held");
     return rc ? MHD_NO : MHD_YES;
 }
 
@@ -412,6 +565,7 @@ static enum MHD_Result screen(HttpServer *h, struct MHD_Connection *conn, HttpRe
     };
     int reason;
     int rc = http_screen(&call, declared, &reason);
+    request_note_route(h, req, &call);
     if (!call.status && declared < 0) {
         req->chunked = true; /* reserved chunk by chunk in collect_body */
         return MHD_YES;
@@ -430,22 +584,16 @@ static enum MHD_Result screen(HttpServer *h, struct MHD_Connection *conn, HttpRe
     req->answered_early = true;
     count_reject(h, reason);
     metrics_observe(h->metrics, call.route, call.status, time_mono_ns() - req->t0);
-    if (h->cfg->server_access_log)
-        log_msg(LOG_INFO, "request", "method=%s path=\"%.200s\" status=%d early=true", method, url, call.status);
+    access_log(h, req, call.status, "early");
     return rc ? MHD_NO : MHD_YES;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                  const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+/* One call of the request handler for req (first: its first call). */
+static enum MHD_Result request_step(HttpServer *h, struct MHD_Connection *conn, HttpRequest *req, bool first,
+                                    const char *url, const char *method, const char *upload_data,
+                                    size_t *upload_size)
 {
-    HttpServer *h = cls;
-    HttpRequest *req = *con_cls;
-    if (!req) {
-        req = calloc(1, sizeof *req);
-        if (!req)
-            return MHD_NO;
-        req->t0 = time_mono_ns();
-        *con_cls = req;
+    if (first) {
         int64_t declared;
         if (announces_body(conn, &declared))
             return screen(h, conn, req, url, method, declared);
@@ -475,19 +623,40 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         .body_len = req->body.b.len,
         .body_too_large = req->too_large,
         .draining = atomic_load(&h->draining),
+        .route = req->route, /* the screen's, for an overloaded chunked body; the router sets it again */
     };
     if (req->held)
         return send_held(h, &call, req); /* resumed: the log holds its records (or failed) */
     int rc = req->overloaded ? send_overloaded(&call) : http_dispatch(&call);
-    req->route = call.route;
+    request_note_route(h, req, &call);
     if (req->held)
-        return MHD_YES; /* answered (and measured) once resumed */
-    uint64_t ns = time_mono_ns() - req->t0;
-    metrics_observe(h->metrics, call.route, call.status, ns);
-    if (h->cfg->server_access_log)
-        log_msg(LOG_INFO, "request", "method=%s path=\"%.200s\" status=%d us=%.1f", method, url, call.status,
-                ns / 1e3);
+        return MHD_YES; /* answered (measured, logged) once resumed */
+    metrics_observe(h->metrics, call.route, call.status, time_mono_ns() - req->t0);
+    access_log(h, req, call.status, NULL);
     return rc ? MHD_NO : MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    HttpServer *h = cls;
+    HttpRequest *req = *con_cls;
+    bool first = !req;
+    if (first) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        req->t0 = time_mono_ns();
+        req->route = ROUTE_UNKNOWN;
+        request_id_assign(h, conn, req);
+        snprintf(req->method, sizeof req->method, "%s", method);
+        req->max_body = cfg_now(h)->limits_max_body_bytes;
+        *con_cls = req;
+    }
+    log_set_request_id(req->request_id); /* for every line logged while handling it */
+    enum MHD_Result r = request_step(h, conn, req, first, url, method, upload_data, upload_size);
+    log_set_request_id(NULL);
+    return r;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
@@ -496,6 +665,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     HttpRequest *req = *con_cls;
     if (!req)
         return;
+    if (!req->logged) {
+        /* never answered: the client went away (a held write's too), a
+         * timeout, an error, or the daemon stopping */
+        log_set_request_id(req->request_id);
+        access_log(h, req, 0, "aborted");
+        log_set_request_id(NULL);
+    }
     if (req->held) {
         /* ended (client gone, daemon stopping) before its answer went out:
          * it may still be linked, where http_on_durable would find it */
@@ -524,6 +700,15 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
     h->svc = svc;
     h->metrics = metrics;
     pthread_mutex_init(&h->held_lock, NULL);
+    uint64_t seed[3];
+    if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+        pthread_mutex_destroy(&h->held_lock);
+        free(h);
+        return -EIO;
+    }
+    atomic_init(&h->next_request_id, seed[0]);
+    h->user_key[0] = seed[1];
+    h->user_key[1] = seed[2];
     struct sockaddr_in addr = {0};
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)cfg->server_port);

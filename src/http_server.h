@@ -36,6 +36,8 @@ typedef struct HttpCall {
     bool draining;            /* shutting down: only open routes answer */
     /* set by the router */
     int route;                /* RouteId, for the metrics */
+    const char *param;        /* the raw (percent-encoded) {user_id} or {version} segment, or NULL */
+    size_t param_len;
     char id[USER_ID_MAX + 1]; /* the route's {user_id}, percent-decoded */
     size_t id_len;
     /* set by http_send*: the status queued, 0 while none */

@@ -265,6 +265,7 @@ static void on_sighup(uv_signal_t *s, int signum)
         return;
     }
     log_set_level((LogLevel)next.log_level);
+    log_set_format((LogFormat)next.log_format);
     atomic_fetch_add(&app->metrics.config_reloads_ok, 1);
     log_msg(LOG_INFO, "config reloaded", "changed=\"%s\"", changed[0] ? changed : "nothing");
 }
@@ -459,6 +460,7 @@ int main(int argc, char **argv)
     app.argc = argc;
     app.argv = argv;
     log_set_level((LogLevel)app.cfg.log_level);
+    log_set_format((LogFormat)app.cfg.log_format);
     openblas_set_num_threads(1); /* one LSTM step is tiny; threads only add latency */
 
     char cfgline[4096];

@@ -339,7 +339,8 @@ def load_yaml(text):
 
 ANNOTATIONS = {"description", "example", "title", "deprecated", "externalDocs", "readOnly", "writeOnly"}
 CHECKED = {"$ref", "type", "nullable", "enum", "required", "properties", "additionalProperties", "items",
-           "minItems", "maxItems", "minimum", "maximum", "minLength", "maxLength", "format", "oneOf", "allOf"}
+           "minItems", "maxItems", "minimum", "maximum", "minLength", "maxLength", "pattern", "format", "oneOf",
+           "allOf"}
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
@@ -433,6 +434,8 @@ def check(value, schema, spec, path="$", strict=False):
             problems.append(f"{path}: shorter than {schema['minLength']}")
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             problems.append(f"{path}: longer than {schema['maxLength']}")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            problems.append(f"{path}: {value!r:.80} does not match {schema['pattern']!r}")
         fmt = schema.get("format")
         if fmt == "date-time":
             ok = bool(RFC3339.match(value))

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "log.h"
 #include "test_util.h"
 
 static void expect_error(const char *json, const char *needle)
@@ -77,6 +78,13 @@ int main(void)
     ASSERT(config_key_reloadable("auth.admin_token") && config_key_reloadable("limits.max_batch_ids"));
     ASSERT(!config_key_reloadable("limits.max_users") && !config_key_reloadable("storage.dir"));
     ASSERT(!config_key_reloadable("no.such_key"));
+    ASSERT(config_key_reloadable("server.access_log") && config_key_reloadable("limits.max_body_bytes"));
+    ASSERT(config_key_reloadable("log.format"));
+    /* log.format: logfmt by default, or json */
+    LtvdConfig fmt = c;
+    ASSERT(fmt.log_format == LOG_FORMAT_LOGFMT);
+    ASSERT(config_apply_set(&fmt, "log.format=json", err, sizeof err) == 0 && fmt.log_format == LOG_FORMAT_JSON);
+    ASSERT(config_apply_set(&fmt, "log.format=xml", err, sizeof err) != 0 && strstr(err, "log.format"));
     /* a string compared by its text, not the bytes after it */
     LtvdConfig shorter = c;
     ASSERT(config_apply_set(&shorter, "auth.admin_token=s3cret-and-more", err, sizeof err) == 0);
