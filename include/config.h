@@ -79,7 +79,8 @@ typedef struct LtvdConfig {
     int64_t limits_max_body_bytes;
     int64_t limits_max_inflight_body_bytes; /* declared body bytes of all uploads in flight */
     int64_t limits_max_future_s;
-    int64_t limits_dedupe_window;
+    int64_t limits_dedupe_window_s;  /* event_ids remembered this long after acceptance; 0: no dedupe */
+    int64_t limits_dedupe_max_ids;   /* at most this many (the oldest evicted early, counted); alias: limits.dedupe_window */
 
     int64_t log_level;             /* LogLevel */
     int64_t log_format;            /* LogFormat: logfmt or json */

@@ -85,7 +85,8 @@ typedef struct Metrics {
 
 /* Gauges the renderer asks the caller for. */
 typedef struct MetricsGauges {
-    uint64_t users, users_max, state_bytes, dedupe_entries, dedupe_window, dedupe_evictions;
+    uint64_t users, users_max, state_bytes, dedupe_entries, dedupe_window;
+    uint64_t dedupe_evicted_early; /* since start: ids the dedupe cap pushed out before their time */
     uint64_t model_version, ready, retrain_running;
     uint64_t wal_records, wal_bytes, wal_fsyncs, wal_durable_seq, wal_segments_removed;
     bool wal_failed;

@@ -14,4 +14,8 @@ void service_model_swap(Service *s, Model *m);
  * expect still does; else m is released and -ESTALE returned. */
 int service_model_swap_if(Service *s, Model *m, uint64_t expect);
 
+/* The next n shoppers the apply path creates fail as if out of memory: the
+ * event is not applied and service_apply returns -ENOMEM. Any thread. */
+void service_fail_shopper_inserts(Service *s, unsigned n);
+
 #endif

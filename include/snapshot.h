@@ -8,12 +8,20 @@
  *   u32 slot_bytes; u64 seq; i64 event_clock; u64 purchases_total;
  *   u64 users; u64 dedupe_keys; u32 reserved[2] (format 2 wrote the
  *   serving network's id in the first; nothing reads it);
- *   users x raw slot (slot_bytes each); dedupe_keys x u64 (oldest first);
- *   (format 2:) u64 predlog_entries; u64 predlog_pairs; predlog_entries x
- *   raw PredLogEntry; predlog_pairs x raw AdjPair (oldest first);
+ *   (format 3:) u64 hash_key[2] (the instance's secret HashKey, k0 k1);
+ *   u64 dedupe_legacy;
+ *   users x raw slot (slot_bytes each);
+ *   dedupe_keys x {u64 key; i64 arrival (Unix seconds)}, oldest first, the
+ *   first dedupe_legacy of them keys of the unkeyed hash64 (format <= 2:
+ *   dedupe_keys x u64 key, all of the unkeyed hash, no arrival times);
+ *   (format >= 2:) u64 predlog_entries; u64 predlog_pairs; predlog_entries
+ *   x raw PredLogEntry; predlog_pairs x raw AdjPair (oldest first);
  *   u32 crc32 of everything before it.
- * Numbers in this build's byte order. Format 1 (no prediction log) is
- * still read.
+ * Numbers in this build's byte order. Formats 1 (no prediction log) and 2
+ * (no hash key, no arrival times) are still read: the tables are built
+ * under the instance's own key, the old dedupe keys are kept as legacy
+ * keys arrived at load_time, and pending predictions are re-keyed
+ * (docs/DURABILITY.md, "Upgrading a snapshot").
  *
  * Threads: snapshot_write runs with the store lock held, or in a forked
  * child that owns a frozen copy of memory (docs/ARCHITECTURE.md, "Fork
@@ -31,7 +39,7 @@
 #include "predlog.h"
 #include "store.h"
 
-#define SNAPSHOT_FORMAT 2u
+#define SNAPSHOT_FORMAT 3u
 
 /* The tables a snapshot saves and restores. predlog may be NULL (adjuster
  * off): then an empty log is written, and a file's log is skipped. */
@@ -39,6 +47,7 @@ typedef struct SnapshotTables {
     Store *store;
     Dedupe *dedupe;
     PredLog *predlog;
+    int64_t load_time; /* snapshot_load: arrival given to a format <= 2 file's dedupe keys */
 } SnapshotTables;
 
 /* The figures a snapshot carries besides the tables. */
@@ -60,7 +69,8 @@ int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo
  * truncated or corrupt; -errno: cannot open. err says which, naming path. */
 int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, char *err, size_t errlen);
 
-/* Loads a checked file into empty tables; fills *info. On error the tables
+/* Loads a checked file into empty tables (format 3: their hash key is set
+ * to the file's; -EBUSY if they were not empty); fills *info. On error the tables
  * hold part of the file (the caller gives up). -ENOSPC (err says so): more
  * shoppers than the store's max_users. */
 int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info, char *err, size_t errlen);

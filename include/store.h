@@ -10,7 +10,12 @@
  * store_create/destroy, store_visit (which takes the lock itself) and the
  * figures (store_count, store_bytes, store_slot_bytes, store_config), which
  * are atomic or immutable. The store owns every slot; a UserState pointer
- * is valid only while the lock is held. */
+ * is valid only while the lock is held.
+ *
+ * The index hashes ids with SipHash under a secret HashKey (hash.h), so
+ * ids chosen by clients cannot be aimed at one probe chain. store_create
+ * leaves the key zero: the service sets its instance's key before the
+ * first insert (a snapshot carries it). */
 #ifndef LTVD_STORE_H
 #define LTVD_STORE_H
 
@@ -20,6 +25,7 @@
 #include <stdint.h>
 
 #include "encoding.h"
+#include "hash.h"
 #include "shopper.h"
 
 #define STORE_CHUNK_SLOTS 4096u
@@ -34,7 +40,7 @@ typedef struct RecentEvent {
 } RecentEvent;
 
 typedef struct UserState {
-    uint64_t hash;        /* hash64(id); free-list link while the slot is free */
+    uint64_t hash;        /* store_hash(id); free-list link while the slot is free */
     uint32_t net_id;      /* LstmWeights id that h and c were computed under */
     uint16_t ring_head;   /* index of the oldest retained event */
     uint16_t ring_len;
@@ -56,6 +62,19 @@ typedef struct Store Store;
 
 int store_create(Store **out, const StoreConfig *cfg);
 void store_destroy(Store *s); /* NULL-safe */
+
+/* Sets the index's hash key; only while no slot was ever used (-EBUSY). */
+int store_set_key(Store *s, const HashKey *key);
+const HashKey *store_key(const Store *s);
+/* The hash of an id under the store's key (what UserState.hash holds). */
+uint64_t store_hash(const Store *s, const char *id, size_t len);
+/* An unkeyed hash of u's id (the index's hash before it was keyed): the
+ * same on every instance, for choices that must not depend on the key
+ * (the training sample and its validation split), never for a table. */
+uint64_t store_stable_hash(const UserState *u);
+/* Allocates the slots n more store_insert calls need (at most up to
+ * max_users), so that they cannot fail with -ENOMEM. 0 or -ENOMEM. */
+int store_reserve(Store *s, size_t n);
 
 void store_lock(Store *s);
 void store_unlock(Store *s);

@@ -80,7 +80,10 @@ static const ConfigKey keys[] = {
     {"limits.max_inflight_body_bytes", CT_INT, F(limits_max_inflight_body_bytes), "67108864", 1024, 17179869184.0, {0},
      false},
     {"limits.max_future_s", CT_INT, F(limits_max_future_s), "86400", 0, 31536000, {0}, false},
-    {"limits.dedupe_window", CT_INT, F(limits_dedupe_window), "1000000", 1, 100000000, {0}, false},
+    {"limits.dedupe_window_s", CT_INT, F(limits_dedupe_window_s), "600", 0, 31536000, {0}, false},
+    {"limits.dedupe_max_ids", CT_INT, F(limits_dedupe_max_ids), "4000000", 1, 100000000, {0}, false},
+    /* deprecated alias (def NULL: no default of its own, not printed) */
+    {"limits.dedupe_window", CT_INT, F(limits_dedupe_max_ids), NULL, 1, 100000000, {0}, false},
     {"log.level", CT_ENUM, F(log_level), "info", 0, 0, {"debug", "info", "warn", "error"}, false},
     {"log.format", CT_ENUM, F(log_format), "logfmt", 0, 0, {"logfmt", "json"}, false},
 };
@@ -185,7 +188,8 @@ void config_defaults(LtvdConfig *cfg)
     memset(cfg, 0, sizeof *cfg);
     char err[256];
     for (size_t i = 0; i < NKEYS; i++)
-        (void)set_value(cfg, &keys[i], keys[i].def, err, sizeof err);
+        if (keys[i].def)
+            (void)set_value(cfg, &keys[i], keys[i].def, err, sizeof err);
 }
 
 int config_apply_set(LtvdConfig *cfg, const char *assignment, char *err, size_t errlen)
@@ -383,6 +387,8 @@ void config_format(const LtvdConfig *cfg, char *buf, size_t len)
     size_t off = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < NKEYS && off < len; i++) {
+        if (!keys[i].def)
+            continue; /* an alias */
         char value[CONFIG_STR_MAX + 8];
         if (format_value(&keys[i], cfg, value, sizeof value) < 0)
             break;
@@ -399,6 +405,8 @@ void config_print(const LtvdConfig *cfg, FILE *f)
 {
     for (size_t i = 0; i < NKEYS; i++) {
         char value[CONFIG_STR_MAX + 8];
+        if (!keys[i].def)
+            continue; /* an alias: its key is printed */
         format_value(&keys[i], cfg, value, sizeof value);
         fprintf(f, "%-30s = %-24s # %s\n", keys[i].name, value, reloadable(&keys[i]) ? "reloadable" : "restart");
     }
@@ -434,8 +442,8 @@ int config_diff(const LtvdConfig *cur, const LtvdConfig *next, char *changed, si
     changed[0] = '\0';
     for (size_t i = 0; i < NKEYS; i++) {
         const ConfigKey *k = &keys[i];
-        if (!key_differs(k, cur, next))
-            continue;
+        if (!k->def || !key_differs(k, cur, next))
+            continue; /* (an alias: its key is compared) */
         if (!reloadable(k)) {
             snprintf(err, errlen, "config key %s changed: it takes effect only on a restart", k->name);
             return -EINVAL;

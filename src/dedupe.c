@@ -1,36 +1,45 @@
 /* dedupe: the event_id window: an open-addressing set of nonzero keys plus
- * a FIFO ring of the same keys in arrival order, for eviction. Not
- * thread-safe: the service holds the store lock; it owns its arrays. */
+ * a FIFO ring of the same keys with their arrival times, oldest first, for
+ * expiry and eviction. Not thread-safe: the service holds the store lock;
+ * it owns its arrays. */
 #include "dedupe.h"
 
 #include <errno.h>
 #include <stdlib.h>
 
-#include "hash.h"
+/* The seed the unkeyed hash used before keyed hashing (snapshot format <= 2). */
+#define LEGACY_SEED 0x65766e745f696400ull
 
 struct Dedupe {
-    uint64_t *table; /* (mask+1,), 0 = empty */
+    HashKey key;
+    int64_t window_s;
+    uint64_t *table;    /* (mask+1,), 0 = empty */
     size_t mask;
-    uint64_t *fifo;  /* (capacity,) */
-    size_t capacity, head, len;
-    uint64_t evictions; /* keys forgotten because the window was full */
+    uint64_t *ring_key; /* (cap,) */
+    uint32_t *ring_at;  /* (cap,): arrival, Unix seconds, nondecreasing from head */
+    size_t cap, head, len;
+    size_t legacy;      /* the oldest `legacy` entries are hash64 keys */
+    uint64_t evicted_early;
 };
 
-int dedupe_create(Dedupe **out, size_t capacity)
+int dedupe_create(Dedupe **out, size_t max_ids, int64_t window_s)
 {
-    if (capacity == 0)
+    if (max_ids == 0 || window_s < 0)
         return -EINVAL;
     Dedupe *d = calloc(1, sizeof *d);
     if (!d)
         return -ENOMEM;
+    size_t cap = window_s == 0 ? 1 : max_ids; /* off: nothing is ever held */
     size_t size = 16;
-    while (size < capacity * 2)
+    while (size < cap * 2)
         size <<= 1;
     d->mask = size - 1;
-    d->capacity = capacity;
+    d->cap = cap;
+    d->window_s = window_s;
     d->table = calloc(size, sizeof(uint64_t));
-    d->fifo = calloc(capacity, sizeof(uint64_t));
-    if (!d->table || !d->fifo) {
+    d->ring_key = calloc(cap, sizeof(uint64_t));
+    d->ring_at = calloc(cap, sizeof(uint32_t));
+    if (!d->table || !d->ring_key || !d->ring_at) {
         dedupe_destroy(d);
         return -ENOMEM;
     }
@@ -43,17 +52,23 @@ void dedupe_destroy(Dedupe *d)
     if (!d)
         return;
     free(d->table);
-    free(d->fifo);
+    free(d->ring_key);
+    free(d->ring_at);
     free(d);
 }
 
-uint64_t dedupe_key(const char *event_id, size_t len)
+int dedupe_set_key(Dedupe *d, const HashKey *key)
 {
-    uint64_t k = hash64(event_id, len, 0x65766e745f696400ull);
-    return k ? k : 1;
+    if (d->len)
+        return -EBUSY;
+    /* its own key, apart from the shopper index's (domain separation) */
+    d->key = (HashKey){key->k0, key->k1 ^ 0x6576656e745f6964ull};
+    return 0;
 }
 
-bool dedupe_contains(const Dedupe *d, uint64_t key)
+static uint64_t nonzero(uint64_t k) { return k ? k : 1; }
+
+static bool contains(const Dedupe *d, uint64_t key)
 {
     for (size_t i = (size_t)key & d->mask;; i = (i + 1) & d->mask) {
         if (d->table[i] == key)
@@ -61,6 +76,16 @@ bool dedupe_contains(const Dedupe *d, uint64_t key)
         if (d->table[i] == 0)
             return false;
     }
+}
+
+bool dedupe_seen(const Dedupe *d, const char *event_id, size_t len, uint64_t *key)
+{
+    *key = nonzero(hash_keyed(&d->key, event_id, len));
+    if (d->len == 0)
+        return false;
+    if (contains(d, *key))
+        return true;
+    return d->legacy > 0 && contains(d, nonzero(hash64(event_id, len, LEGACY_SEED)));
 }
 
 static void table_remove(Dedupe *d, uint64_t key)
@@ -81,28 +106,70 @@ static void table_remove(Dedupe *d, uint64_t key)
     }
 }
 
-void dedupe_insert(Dedupe *d, uint64_t key)
+static void pop_oldest(Dedupe *d)
 {
-    if (d->len == d->capacity) {
-        table_remove(d, d->fifo[d->head]);
-        d->head = (d->head + 1) % d->capacity;
-        d->len--;
-        d->evictions++;
+    table_remove(d, d->ring_key[d->head]);
+    d->head = (d->head + 1) % d->cap;
+    d->len--;
+    if (d->legacy)
+        d->legacy--;
+}
+
+void dedupe_expire(Dedupe *d, int64_t now)
+{
+    while (d->len && (int64_t)d->ring_at[d->head] + d->window_s < now)
+        pop_oldest(d);
+}
+
+static uint32_t clamp_time(int64_t t) { return t < 0 ? 0 : t > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)t; }
+
+static void push(Dedupe *d, uint64_t key, int64_t now)
+{
+    if (d->len == d->cap) {
+        pop_oldest(d);
+        d->evicted_early++;
+    }
+    uint32_t at = clamp_time(now);
+    if (d->len) {
+        uint32_t newest = d->ring_at[(d->head + d->len - 1) % d->cap];
+        if (at < newest)
+            at = newest; /* keep the ring in arrival order if the clock steps back */
     }
     size_t i = (size_t)key & d->mask;
     while (d->table[i] != 0)
         i = (i + 1) & d->mask;
     d->table[i] = key;
-    d->fifo[(d->head + d->len) % d->capacity] = key;
+    size_t tail = (d->head + d->len) % d->cap;
+    d->ring_key[tail] = key;
+    d->ring_at[tail] = at;
     d->len++;
 }
 
-size_t dedupe_count(const Dedupe *d) { return d->len; }
-size_t dedupe_capacity(const Dedupe *d) { return d->capacity; }
-uint64_t dedupe_evictions(const Dedupe *d) { return d->evictions; }
-
-void dedupe_foreach(const Dedupe *d, void (*fn)(void *arg, uint64_t key), void *arg)
+void dedupe_insert(Dedupe *d, uint64_t key, int64_t now)
 {
-    for (size_t i = 0; i < d->len; i++)
-        fn(arg, d->fifo[(d->head + i) % d->capacity]);
+    if (d->window_s > 0)
+        push(d, key, now);
+}
+
+void dedupe_restore(Dedupe *d, uint64_t key, int64_t arrival, bool legacy)
+{
+    key = nonzero(key);
+    if (d->window_s == 0 || contains(d, key) || (legacy && d->len > d->legacy))
+        return; /* a legacy key after a keyed one would break the front-of-ring rule */
+    push(d, key, arrival);
+    if (legacy)
+        d->legacy++;
+}
+
+size_t dedupe_count(const Dedupe *d) { return d->len; }
+size_t dedupe_capacity(const Dedupe *d) { return d->window_s ? d->cap : 0; }
+uint64_t dedupe_evicted_early(const Dedupe *d) { return d->evicted_early; }
+size_t dedupe_legacy_count(const Dedupe *d) { return d->legacy; }
+
+void dedupe_foreach(const Dedupe *d, void (*fn)(void *arg, uint64_t key, int64_t arrival), void *arg)
+{
+    for (size_t i = 0; i < d->len; i++) {
+        size_t k = (d->head + i) % d->cap;
+        fn(arg, d->ring_key[k], d->ring_at[k]);
+    }
 }

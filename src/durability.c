@@ -43,7 +43,7 @@ bool service_log_failed(Service *s) { return s->wal && wal_failed(s->wal); }
 
 static SnapshotTables tables_of(Service *s)
 {
-    return (SnapshotTables){.store = s->store, .dedupe = s->dedupe, .predlog = s->predlog};
+    return (SnapshotTables){.store = s->store, .dedupe = s->dedupe, .predlog = s->predlog, .load_time = time_now()};
 }
 
 static int64_t mono_s(void) { return (int64_t)(time_mono_ns() / 1000000000ull); }

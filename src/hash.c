@@ -1,9 +1,98 @@
-/* hash: a multiply-xorshift hash over 8-byte words (good avalanche, no
- * alignment requirement), and a table-driven CRC-32. Pure; any thread (a
- * forked snapshot child too). */
+/* hash: SipHash (keyed, written from Aumasson and Bernstein's
+ * description, "SipHash: a fast short-input PRF", 2012), the old unkeyed
+ * multiply-xorshift hash, and a table-driven CRC-32. Pure; any thread (a
+ * forked snapshot child too); hash_key_random makes a system call. */
 #include "hash.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/random.h>
+
+int hash_key_random(HashKey *key)
+{
+    unsigned char b[16];
+    size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t r = getrandom(b + got, sizeof b - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        got += (size_t)r;
+    }
+    memcpy(&key->k0, b, 8);
+    memcpy(&key->k1, b + 8, 8);
+    return 0;
+}
+
+static inline uint64_t rotl(uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
+
+/* Bytes as a little-endian number, whatever the host's order. */
+static inline uint64_t load_le(const unsigned char *p, size_t n)
+{
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)p[i] << (8 * i);
+    return w;
+}
+
+/* The paper's SipRound: an ARX network on four 64-bit words. */
+#define SIPROUND(v0, v1, v2, v3) \
+    do {                        \
+        v0 += v1;               \
+        v1 = rotl(v1, 13);      \
+        v1 ^= v0;               \
+        v0 = rotl(v0, 32);      \
+        v2 += v3;               \
+        v3 = rotl(v3, 16);      \
+        v3 ^= v2;               \
+        v0 += v3;               \
+        v3 = rotl(v3, 21);      \
+        v3 ^= v0;               \
+        v2 += v1;               \
+        v1 = rotl(v1, 17);      \
+        v1 ^= v2;               \
+        v2 = rotl(v2, 32);      \
+    } while (0)
+
+/* c and d are constants at each call site below, so the loops unroll. */
+static inline uint64_t siphash(const HashKey *key, const void *data, size_t len, int c, int d)
+{
+    const unsigned char *p = data;
+    uint64_t v0 = key->k0 ^ 0x736f6d6570736575ull; /* "somepseudorandomlygeneratedbytes" */
+    uint64_t v1 = key->k1 ^ 0x646f72616e646f6dull;
+    uint64_t v2 = key->k0 ^ 0x6c7967656e657261ull;
+    uint64_t v3 = key->k1 ^ 0x7465646279746573ull;
+    size_t left = len;
+    for (; left >= 8; p += 8, left -= 8) {
+        uint64_t m;
+        memcpy(&m, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        m = __builtin_bswap64(m);
+#endif
+        v3 ^= m;
+        for (int i = 0; i < c; i++)
+            SIPROUND(v0, v1, v2, v3);
+        v0 ^= m;
+    }
+    /* the last word: the remaining bytes, the length mod 256 in the top byte */
+    uint64_t m = load_le(p, left) | ((uint64_t)len << 56);
+    v3 ^= m;
+    for (int i = 0; i < c; i++)
+        SIPROUND(v0, v1, v2, v3);
+    v0 ^= m;
+    v2 ^= 0xff;
+    for (int i = 0; i < d; i++)
+        SIPROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint64_t hash_keyed(const HashKey *key, const void *data, size_t len) { return siphash(key, data, len, 1, 3); }
+
+uint64_t hash_siphash(const HashKey *key, const void *data, size_t len, int c, int d)
+{
+    return siphash(key, data, len, c, d);
+}
 
 static uint64_t mix64(uint64_t x)
 {

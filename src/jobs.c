@@ -184,13 +184,14 @@ static int visit_train_shopper(void *arg, UserState *u)
     TrainSet *set = w->set;
     if (set->nshoppers >= w->max_shoppers)
         return 1;
-    if (u->ring_len == 0 || u->hash > w->keep_below)
+    uint64_t key = store_stable_hash(u); /* the same sample and split on every instance */
+    if (u->ring_len == 0 || key > w->keep_below)
         return 0;
     TrainShopper *t = &set->shoppers[set->nshoppers++];
     t->first = set->nevents;
     t->n = u->ring_len;
     t->ctx0 = u->ring_ctx;
-    t->key = u->hash;
+    t->key = key;
     double ring_spend = 0;
     for (unsigned k = 0; k < u->ring_len; k++) {
         Event *e = &set->events[set->nevents++];

@@ -439,11 +439,12 @@ int metrics_render(const Metrics *mc, const MetricsRoute *routes, int nroutes, c
     gauge(o, "ltvd_users", "Shoppers in memory.", (long long)g->users);
     gauge(o, "ltvd_users_max", "The shopper table's capacity (limits.max_users).", (long long)g->users_max);
     gauge(o, "ltvd_state_bytes", "Bytes allocated for shopper state and its index.", (long long)g->state_bytes);
-    gauge(o, "ltvd_dedupe_entries", "event_ids in the dedupe window.", (long long)g->dedupe_entries);
-    gauge(o, "ltvd_dedupe_window", "Capacity of the dedupe window (limits.dedupe_window).",
+    gauge(o, "ltvd_dedupe_entries", "event_ids held in the dedupe window.", (long long)g->dedupe_entries);
+    gauge(o, "ltvd_dedupe_window", "Capacity of the dedupe window in event_ids (limits.dedupe_max_ids; 0: off).",
           (long long)g->dedupe_window);
-    counter(o, "ltvd_dedupe_evictions_total", "event_ids forgotten because the dedupe window was full.",
-            (unsigned long long)g->dedupe_evictions);
+    counter(o, "ltvd_dedupe_evicted_early_total",
+            "event_ids forgotten before limits.dedupe_window_s had passed, to stay within limits.dedupe_max_ids.",
+            (unsigned long long)g->dedupe_evicted_early);
     gauge(o, "ltvd_model_version", "Version of the serving model.", (long long)g->model_version);
     gauge(o, "ltvd_ready", "1 once the service is ready.", (long long)g->ready);
     gauge(o, "ltvd_event_clock_seconds", "Newest event time seen (the clock when clock=event).",

@@ -31,11 +31,16 @@ int service_create(Service **out, const LtvdConfig *cfg, Metrics *metrics, Model
         .hidden = (int)cfg->model_hidden_size,
         .ring_cap = (int)cfg->model_recent_events,
     };
-    int rc = store_create(&s->store, &sc);
+    HashKey key; /* this instance's; a snapshot's replaces it (service_recover) */
+    int rc = hash_key_random(&key);
     if (rc)
         goto fail;
-    if ((rc = dedupe_create(&s->dedupe, (size_t)cfg->limits_dedupe_window)) != 0)
+    if ((rc = store_create(&s->store, &sc)) != 0)
         goto fail;
+    if ((rc = dedupe_create(&s->dedupe, (size_t)cfg->limits_dedupe_max_ids, cfg->limits_dedupe_window_s)) != 0)
+        goto fail;
+    store_set_key(s->store, &key);
+    dedupe_set_key(s->dedupe, &key);
     if (cfg->adjuster_enabled && cfg->adjuster_log_size > 0 &&
         (rc = predlog_create(&s->predlog, (size_t)cfg->adjuster_log_size)) != 0)
         goto fail;
@@ -97,6 +102,20 @@ void service_publish(Service *s, Model *m)
 /* include/service_testing.h: the publication a retrain makes, for tests. */
 void service_model_swap(Service *s, Model *m) { service_publish(s, m); }
 
+/* include/service_testing.h: shopper creations that fail as if out of memory. */
+void service_fail_shopper_inserts(Service *s, unsigned n) { atomic_store(&s->fail_inserts, n); }
+
+/* A new shopper for ev. Store lock held. */
+static int insert_shopper(Service *s, const Event *ev, UserState **u)
+{
+    unsigned f = atomic_load(&s->fail_inserts);
+    while (f > 0 && !atomic_compare_exchange_weak(&s->fail_inserts, &f, f - 1))
+        ;
+    if (f > 0)
+        return -ENOMEM;
+    return store_insert(s->store, ev->user_id, ev->user_len, u);
+}
+
 /* ---- shoppers' state ---------------------------------------------------- */
 
 void service_ensure_state(Service *s, UserState *u, const LstmWeights *net)
@@ -152,13 +171,14 @@ static int cmp_u64(const void *a, const void *b)
 
 /* Would the batch create more shoppers than the table has room for?
  * Store lock held. Counts distinct missing ids exactly only when the cheap
- * upper bound says it might. */
-static bool over_capacity(Service *s, const Event *events, size_t n)
+ * upper bound says it might. *missing gets that upper bound. */
+static bool over_capacity(Service *s, const Event *events, size_t n, size_t *missing_out)
 {
     size_t room = (size_t)s->cfg.limits_max_users - store_count(s->store);
     size_t missing = 0;
     for (size_t i = 0; i < n; i++)
         missing += store_find(s->store, events[i].user_id, events[i].user_len) == NULL;
+    *missing_out = missing;
     if (missing <= room)
         return false;
     uint64_t *keys = malloc(missing * sizeof(uint64_t));
@@ -167,7 +187,7 @@ static bool over_capacity(Service *s, const Event *events, size_t n)
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (!store_find(s->store, events[i].user_id, events[i].user_len))
-            keys[k++] = hash64(events[i].user_id, events[i].user_len, 0);
+            keys[k++] = store_hash(s->store, events[i].user_id, events[i].user_len);
     qsort(keys, k, sizeof *keys, cmp_u64);
     size_t distinct = k ? 1 : 0;
     for (size_t i = 1; i < k; i++)
@@ -195,28 +215,38 @@ static void fill_prediction(Service *s, const Model *m, UserState *u, const char
     atomic_fetch_add_explicit(&s->metrics->predictions, 1, memory_order_relaxed);
 }
 
-/* Applies validated events in order. Store lock held; capacity checked. */
-static void apply_events_locked(Service *s, const Event *events, size_t n, const LstmWeights *net, ApplyResult *res)
+/* Applies validated events in order; each event_id joins the window only
+ * once its event is applied, so an event that could not be applied is not
+ * a duplicate when the client sends it again. Store lock held; capacity
+ * checked and slots reserved. Returns how many events could not be applied
+ * (none, unless a shopper could not be created). */
+static size_t apply_events_locked(Service *s, const Event *events, size_t n, const LstmWeights *net,
+                                  ApplyResult *res)
 {
+    int64_t now = time_now(); /* arrival of the batch's event_ids */
+    dedupe_expire(s->dedupe, now);
+    size_t failed = 0;
     for (size_t i = 0; i < n; i++) {
         const Event *ev = &events[i];
-        if (ev->event_id) {
-            uint64_t key = dedupe_key(ev->event_id, ev->event_id_len);
-            if (dedupe_contains(s->dedupe, key)) {
-                res->duplicates++;
-                continue;
-            }
-            dedupe_insert(s->dedupe, key);
+        uint64_t key = 0;
+        if (ev->event_id && dedupe_seen(s->dedupe, ev->event_id, ev->event_id_len, &key)) {
+            res->duplicates++;
+            continue;
         }
         UserState *u = store_find(s->store, ev->user_id, ev->user_len);
         if (!u) {
-            if (store_insert(s->store, ev->user_id, ev->user_len, &u))
-                continue; /* cannot happen after over_capacity(); kept as a guard */
+            if (insert_shopper(s, ev, &u)) {
+                failed++; /* not after over_capacity() and store_reserve(); a guard */
+                continue;
+            }
             u->net_id = net->id;
         }
         apply_one(s, u, ev, net, res);
+        if (ev->event_id)
+            dedupe_insert(s->dedupe, key, now);
         res->accepted++;
     }
+    return failed;
 }
 
 /* Appends the events' record to the log. Store lock held (log order is
@@ -234,11 +264,17 @@ int service_apply(Service *s, const Event *events, size_t n, ApplyResult *res, P
     memset(res, 0, sizeof *res);
     Model *m = service_model_acquire(s);
     store_lock(s->store);
-    if (over_capacity(s, events, n)) {
+    size_t missing;
+    if (over_capacity(s, events, n, &missing)) {
         store_unlock(s->store);
         model_release(m);
         atomic_fetch_add(&s->metrics->events_capacity, n);
         return -ENOSPC;
+    }
+    if (store_reserve(s->store, missing)) { /* before the log: nothing applied */
+        store_unlock(s->store);
+        model_release(m);
+        return -ENOMEM;
     }
     if (s->wal) {
         /* Log first: an event is applied only once its record is in the log
@@ -252,7 +288,7 @@ int service_apply(Service *s, const Event *events, size_t n, ApplyResult *res, P
         if (s->cfg.storage_fsync != WAL_FSYNC_ALWAYS)
             res->wait_seq = 0; /* interval/none: acknowledged before the fsync */
     }
-    apply_events_locked(s, events, n, m->net, res);
+    size_t failed = apply_events_locked(s, events, n, m->net, res);
     if (single && n > 0) {
         UserState *u = store_find(s->store, events[0].user_id, events[0].user_len);
         fill_prediction(s, m, u, events[0].user_id, events[0].user_len, service_now(s), single);
@@ -262,18 +298,21 @@ int service_apply(Service *s, const Event *events, size_t n, ApplyResult *res, P
     atomic_fetch_add_explicit(&s->metrics->events_applied, res->accepted, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->metrics->events_duplicate, res->duplicates, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->metrics->events_late, res->late, memory_order_relaxed);
-    return 0;
+    /* The client is told to send the batch again: its applied events are
+     * recognised by event_id then, the others applied. */
+    return failed ? -ENOMEM : 0;
 }
 
 int service_replay_events(Service *s, const Event *ev, size_t n, const LstmWeights *net)
 {
     ApplyResult res = {0};
     int rc = 0;
+    size_t missing;
     store_lock(s->store);
-    if (over_capacity(s, ev, n))
+    if (over_capacity(s, ev, n, &missing))
         rc = -ENOSPC;
-    else
-        apply_events_locked(s, ev, n, net, &res);
+    else if (store_reserve(s->store, missing) || apply_events_locked(s, ev, n, net, &res))
+        rc = -ENOMEM;
     store_unlock(s->store);
     return rc;
 }
@@ -424,8 +463,9 @@ void service_gauges(Service *s, MetricsGauges *g)
     g->users_max = (uint64_t)s->cfg.limits_max_users;
     g->state_bytes = store_bytes(s->store);
     store_lock(s->store);
+    dedupe_expire(s->dedupe, time_now());
     g->dedupe_entries = dedupe_count(s->dedupe);
-    g->dedupe_evictions = dedupe_evictions(s->dedupe);
+    g->dedupe_evicted_early = dedupe_evicted_early(s->dedupe);
     g->dedupe_window = dedupe_capacity(s->dedupe);
     store_unlock(s->store);
     Model *m = service_model_acquire(s);

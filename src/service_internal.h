@@ -49,6 +49,7 @@ struct Service {
 
     atomic_bool ready;
     atomic_bool cancel_jobs;     /* set once at shutdown: a running retrain stops at its next batch */
+    atomic_uint fail_inserts;    /* tests only (service_testing.h): shopper creations to fail */
 
     /* durability */
     Wal *wal;                    /* NULL until attached (and while replaying); set under the store lock */

@@ -25,6 +25,20 @@ typedef struct SnapHeader {
     uint32_t reserved[2];
 } SnapHeader;
 
+/* Format 3 and later: after the header. */
+typedef struct SnapKeys {
+    uint64_t hash_key[2]; /* the instance's HashKey: k0, k1 */
+    uint64_t dedupe_legacy; /* the oldest dedupe keys that are of the unkeyed hash64 */
+} SnapKeys;
+
+/* One dedupe window entry, format 3 and later (format <= 2: the key alone). */
+typedef struct SnapDedupe {
+    uint64_t key;
+    int64_t arrival;
+} SnapDedupe;
+
+static size_t dedupe_entry_bytes(uint32_t format) { return format >= 3 ? sizeof(SnapDedupe) : sizeof(uint64_t); }
+
 /* Sections larger than this are not believed (a corrupt count). */
 #define SNAP_MAX_COUNT ((uint64_t)1 << 40)
 
@@ -57,7 +71,11 @@ static void sw_put(SnapWriter *w, const void *p, size_t n)
     }
 }
 
-static void sw_dedupe_key(void *arg, uint64_t key) { sw_put(arg, &key, sizeof key); }
+static void sw_dedupe_key(void *arg, uint64_t key, int64_t arrival)
+{
+    SnapDedupe e = {key, arrival};
+    sw_put(arg, &e, sizeof e);
+}
 static void sw_predlog_entry(void *arg, const PredLogEntry *e) { sw_put(arg, e, sizeof *e); }
 
 /* The prediction log: pending entries, then matured pairs (none without a log). */
@@ -113,6 +131,9 @@ int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo
         .dedupe_keys = dedupe_count(t->dedupe),
     };
     sw_put(w, &h, sizeof h);
+    const HashKey *key = store_key(t->store);
+    SnapKeys keys = {{key->k0, key->k1}, dedupe_legacy_count(t->dedupe)};
+    sw_put(w, &keys, sizeof keys);
     size_t high = store_slot_high(t->store);
     for (size_t i = 0; i < high; i++) {
         UserState *u = store_slot_at(t->store, i);
@@ -217,9 +238,11 @@ int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, cha
         return -ENOMEM;
     }
     uint32_t crc = crc32_update(0, &h, sizeof h);
+    uint64_t head = h.format >= 3 ? sizeof(SnapKeys) : 0;
     rc = h.users > SNAP_MAX_COUNT || h.dedupe_keys > SNAP_MAX_COUNT
              ? -EBADMSG
-             : crc_section(fd, h.users * h.slot_bytes + h.dedupe_keys * 8, &crc, buf, cap);
+             : crc_section(fd, head + h.users * h.slot_bytes + h.dedupe_keys * dedupe_entry_bytes(h.format), &crc,
+                           buf, cap);
     uint64_t counts[2] = {0, 0};
     if (!rc && h.format >= 2 && (rc = read_exact(fd, counts, sizeof counts)) == 0) {
         crc = crc32_update(crc, counts, sizeof counts);
@@ -241,6 +264,67 @@ int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, cha
     return 0;
 }
 
+/* A format <= 2 file's shopper hash (the unkeyed one) and the same
+ * shopper's hash under this instance's key: its pending predictions are
+ * keyed by the first and must be by the second. */
+typedef struct HashPair {
+    uint64_t old, now;
+} HashPair;
+
+static int cmp_pair(const void *a, const void *b)
+{
+    uint64_t x = ((const HashPair *)a)->old, y = ((const HashPair *)b)->old;
+    return x < y ? -1 : x > y;
+}
+
+/* Reads the shoppers into the store; for an old format (remap not NULL,
+ * (h->users,)) also the pairs of hashes, sorted. A short read sets *where;
+ * any other failure writes err. */
+static int load_users(int fd, const SnapHeader *h, const SnapshotTables *t, HashPair *remap, const char *path,
+                      const char **where, char *err, size_t errlen)
+{
+    UserState *slot = malloc(h->slot_bytes);
+    if (!slot) {
+        snprintf(err, errlen, "%s: out of memory for a %u-byte slot", path, h->slot_bytes);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    size_t n = 0;
+    for (uint64_t i = 0; i < h->users && !rc; i++) {
+        if ((rc = read_exact(fd, slot, h->slot_bytes)) != 0) {
+            *where = "the shoppers";
+            break;
+        }
+        rc = store_restore(t->store, slot);
+        if (rc == -ENOSPC)
+            snprintf(err, errlen, "%s holds %" PRIu64 " shoppers, more than limits.max_users=%zu", path, h->users,
+                     store_config(t->store)->max_users);
+        else if (rc == -EEXIST)
+            snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " is already loaded (the file or the "
+                     "store is not what it should be)", path, i + 1, h->users);
+        else if (rc)
+            snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " cannot be restored: %s", path, i + 1,
+                     h->users, rc == -EINVAL ? "its id is empty or too long" : strerror(-rc));
+        if (!rc && remap)
+            remap[n++] = (HashPair){slot->hash, store_hash(t->store, slot->id, slot->id_len)};
+    }
+    if (remap)
+        qsort(remap, n, sizeof *remap, cmp_pair);
+    free(slot);
+    return rc;
+}
+
+static int load_dedupe(int fd, const SnapHeader *h, const SnapKeys *keys, const SnapshotTables *t)
+{
+    int rc = 0;
+    for (uint64_t i = 0; i < h->dedupe_keys && !rc; i++) {
+        SnapDedupe e = {0, t->load_time}; /* format <= 2: no arrival times; now it is */
+        if ((rc = read_exact(fd, &e, dedupe_entry_bytes(h->format))) == 0)
+            dedupe_restore(t->dedupe, e.key, e.arrival, i < keys->dedupe_legacy);
+    }
+    return rc;
+}
+
 int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info, char *err, size_t errlen)
 {
     SnapHeader h;
@@ -249,43 +333,46 @@ int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info,
         return fd;
     int rc = 0;
     const char *where = NULL; /* the section a short read happened in */
-    UserState *slot = malloc(h.slot_bytes);
-    if (!slot) {
-        rc = -ENOMEM;
-        snprintf(err, errlen, "%s: out of memory for a %u-byte slot", path, h.slot_bytes);
-    }
-    for (uint64_t i = 0; i < h.users && !rc; i++) {
-        if ((rc = read_exact(fd, slot, h.slot_bytes)) != 0) {
-            where = "the shoppers";
-            break;
+    /* format <= 2: every dedupe key is of the old hash; this instance's
+     * key (drawn at start) stays, and the index is built under it */
+    SnapKeys keys = {{0, 0}, h.dedupe_keys};
+    HashPair *remap = NULL;
+    if (h.format >= 3) {
+        HashKey k;
+        if ((rc = read_exact(fd, &keys, sizeof keys)) != 0) {
+            where = "the hash key";
+        } else {
+            k = (HashKey){keys.hash_key[0], keys.hash_key[1]};
+            if (store_set_key(t->store, &k) || dedupe_set_key(t->dedupe, &k)) {
+                rc = -EBUSY;
+                snprintf(err, errlen, "%s: loaded into tables that are not empty", path);
+            }
         }
-        rc = store_restore(t->store, slot);
-        if (rc == -ENOSPC)
-            snprintf(err, errlen, "%s holds %" PRIu64 " shoppers, more than limits.max_users=%zu", path, h.users,
-                     store_config(t->store)->max_users);
-        else if (rc == -EEXIST)
-            snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " is already loaded (the file or the "
-                     "store is not what it should be)", path, i + 1, h.users);
-        else if (rc)
-            snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " cannot be restored: %s", path, i + 1,
-                     h.users, rc == -EINVAL ? "its id is empty or too long" : strerror(-rc));
+    } else if (t->predlog && h.users > 0 && !(remap = malloc(h.users * sizeof *remap))) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "%s: out of memory for re-keying %" PRIu64 " shoppers", path, h.users);
     }
-    for (uint64_t i = 0; i < h.dedupe_keys && !rc; i++) {
-        uint64_t key;
-        if ((rc = read_exact(fd, &key, 8)) == 0 && !dedupe_contains(t->dedupe, key))
-            dedupe_insert(t->dedupe, key);
-        else if (rc)
-            where = "the event_id window";
-    }
+    if (!rc)
+        rc = load_users(fd, &h, t, remap, path, &where, err, errlen);
+    if (!rc && (rc = load_dedupe(fd, &h, &keys, t)) != 0)
+        where = "the event_id window";
     uint64_t counts[2] = {0, 0};
     if (!rc && h.format >= 2 && (rc = read_exact(fd, counts, sizeof counts)) != 0)
         where = "the prediction log's counts";
     for (uint64_t i = 0; i < counts[0] && !rc; i++) { /* kept only while the adjuster is on */
         PredLogEntry e;
-        if ((rc = read_exact(fd, &e, sizeof e)) == 0 && t->predlog)
-            predlog_restore_entry(t->predlog, &e);
-        else if (rc)
+        if ((rc = read_exact(fd, &e, sizeof e)) != 0)
             where = "the prediction log";
+        if (rc || !t->predlog)
+            continue;
+        if (remap) {
+            HashPair want = {e.key, 0};
+            const HashPair *p = bsearch(&want, remap, h.users, sizeof *remap, cmp_pair);
+            if (!p)
+                continue; /* its shopper is not in the file */
+            e.key = p->now;
+        }
+        predlog_restore_entry(t->predlog, &e);
     }
     for (uint64_t i = 0; i < counts[1] && !rc; i++) {
         AdjPair p;
@@ -294,7 +381,7 @@ int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info,
         else if (rc)
             where = "the adjuster's pairs";
     }
-    free(slot);
+    free(remap);
     close(fd);
     if (where) /* read_exact: end of file or a read error */
         snprintf(err, errlen, "%s: truncated or unreadable in %s (header: %" PRIu64 " shoppers, %" PRIu64

@@ -25,9 +25,8 @@ struct Store {
     uint32_t free_head;      /* NO_SLOT when empty */
     atomic_size_t count;
     atomic_size_t bytes;
+    HashKey key;             /* secret; set while empty */
 };
-
-static const uint64_t HASH_SEED = 0x6c7476645f757372ull;
 
 int store_create(Store **out, const StoreConfig *cfg)
 {
@@ -73,6 +72,35 @@ void store_destroy(Store *s)
     free(s);
 }
 
+int store_set_key(Store *s, const HashKey *key)
+{
+    if (atomic_load(&s->count) || s->high)
+        return -EBUSY;
+    s->key = *key;
+    return 0;
+}
+
+const HashKey *store_key(const Store *s) { return &s->key; }
+uint64_t store_hash(const Store *s, const char *id, size_t len) { return hash_keyed(&s->key, id, len); }
+
+uint64_t store_stable_hash(const UserState *u) { return hash64(u->id, u->id_len, 0x6c7476645f757372ull); }
+
+int store_reserve(Store *s, size_t n)
+{
+    size_t room = s->cfg.max_users - atomic_load(&s->count);
+    if (n > room)
+        n = room;
+    /* slots handed out without a new chunk: the free list plus the rest of the last chunk */
+    while (s->nchunks * STORE_CHUNK_SLOTS - atomic_load(&s->count) < n && s->nchunks < s->max_chunks) {
+        unsigned char *c = calloc(STORE_CHUNK_SLOTS, s->stride);
+        if (!c)
+            return -ENOMEM;
+        s->chunks[s->nchunks++] = c;
+        atomic_fetch_add(&s->bytes, STORE_CHUNK_SLOTS * s->stride);
+    }
+    return 0;
+}
+
 void store_lock(Store *s) { pthread_mutex_lock(&s->lock); }
 void store_unlock(Store *s) { pthread_mutex_unlock(&s->lock); }
 
@@ -105,7 +133,7 @@ UserState *store_find(Store *s, const char *id, size_t len)
     if (len == 0 || len > USER_ID_MAX)
         return NULL;
     int found;
-    uint64_t h = hash64(id, len, HASH_SEED);
+    uint64_t h = hash_keyed(&s->key, id, len);
     size_t i = probe(s, id, len, h, &found);
     return found ? slot(s, s->index[i] - 1) : NULL;
 }
@@ -145,7 +173,7 @@ int store_insert(Store *s, const char *id, size_t len, UserState **out)
     if (len == 0 || len > USER_ID_MAX)
         return -EINVAL;
     int found;
-    uint64_t h = hash64(id, len, HASH_SEED);
+    uint64_t h = hash_keyed(&s->key, id, len);
     size_t pos = probe(s, id, len, h, &found);
     if (found)
         return -EEXIST;
@@ -172,7 +200,7 @@ int store_remove(Store *s, const char *id, size_t len)
     if (len == 0 || len > USER_ID_MAX)
         return -ENOENT;
     int found;
-    uint64_t h = hash64(id, len, HASH_SEED);
+    uint64_t h = hash_keyed(&s->key, id, len);
     size_t i = probe(s, id, len, h, &found);
     if (!found)
         return -ENOENT;

@@ -340,7 +340,7 @@ static void base_config(LtvdConfig *cfg, const char *dir)
     cfg->model_hidden_size = HIDDEN;
     cfg->model_recent_events = 64;
     cfg->limits_max_users = 1000;
-    cfg->limits_dedupe_window = 100000;
+    cfg->limits_dedupe_max_ids = 100000;
     cfg->storage_fsync = WAL_FSYNC_NONE;
     snprintf(cfg->storage_dir, sizeof cfg->storage_dir, "%s", dir);
 }

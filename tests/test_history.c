@@ -79,7 +79,7 @@ int main(void)
     LtvdConfig cfg;
     config_defaults(&cfg);
     cfg.limits_max_users = 100;
-    cfg.limits_dedupe_window = 100;
+    cfg.limits_dedupe_max_ids = 100;
     cfg.model_hidden_size = 8;
     cfg.model_keep = 2;
     snprintf(cfg.storage_dir, sizeof cfg.storage_dir, "%s", dir);

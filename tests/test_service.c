@@ -49,7 +49,7 @@ int main(void)
     config_defaults(&cfg);
     cfg.clock = CLOCK_EVENT;
     cfg.limits_max_users = 100;
-    cfg.limits_dedupe_window = 100;
+    cfg.limits_dedupe_max_ids = 100;
     cfg.model_hidden_size = 16;
     static Metrics ma, mb;
     metrics_init(&ma);

@@ -1,9 +1,8 @@
 /* The shopper table: lookups after many inserts and deletes, the cap, the
- * recent-event ring, and the dedupe window. */
+ * recent-event ring. (The dedupe window: test_dedupe.c.) */
 #include <errno.h>
 #include <string.h>
 
-#include "dedupe.h"
 #include "store.h"
 #include "test_util.h"
 
@@ -92,31 +91,10 @@ static void test_ring(void)
     store_destroy(s);
 }
 
-static void test_dedupe(void)
-{
-    Dedupe *d;
-    ASSERT(dedupe_create(&d, 100) == 0);
-    char id[32];
-    for (int k = 0; k < 250; k++) {
-        snprintf(id, sizeof id, "evt-%d", k);
-        uint64_t key = dedupe_key(id, strlen(id));
-        ASSERT(!dedupe_contains(d, key));
-        dedupe_insert(d, key);
-        ASSERT(dedupe_contains(d, key));
-    }
-    ASSERT(dedupe_count(d) == 100);
-    for (int k = 0; k < 250; k++) {
-        snprintf(id, sizeof id, "evt-%d", k);
-        ASSERT(dedupe_contains(d, dedupe_key(id, strlen(id))) == (k >= 150)); /* the newest 100 */
-    }
-    dedupe_destroy(d);
-}
-
 int main(void)
 {
     test_table();
     test_cap();
     test_ring();
-    test_dedupe();
     TEST_DONE("test_store");
 }
