@@ -1,8 +1,12 @@
 /* The service without HTTP: after a model swap, every prediction uses a
  * state computed by the weights that serve it. A prediction made with a
  * state left over from the old weights would differ from a fresh service
- * that only ever knew the new weights: this test would catch it. */
+ * that only ever knew the new weights: this test would catch it. And an
+ * event that could not be applied (the table full, a shopper that could
+ * not be created) leaves no trace in the dedupe window: the client's retry
+ * of the same event_id is applied, not called a duplicate. */
 #include <cJSON.h>
+#include <errno.h>
 #include <string.h>
 
 #include "events.h"
@@ -34,6 +38,61 @@ static void apply_json(Service *s, const LtvdConfig *cfg, const char *json)
     ASSERT(service_apply(s, b.events, b.n, &r, NULL) == 0);
     events_batch_free(&b);
     cJSON_Delete(root);
+}
+
+/* Applies a JSON body; returns service_apply's result, *r its counts. */
+static int try_apply(Service *s, const LtvdConfig *cfg, const char *json, ApplyResult *r)
+{
+    cJSON *root = cJSON_Parse(json);
+    ASSERT(root);
+    EventBatch b;
+    ASSERT(events_parse(root, cfg, 0, &b) == 0);
+    int rc = service_apply(s, b.events, b.n, r, NULL);
+    events_batch_free(&b);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static void test_retry_after_failure(const LtvdConfig *base, Model *m)
+{
+    LtvdConfig cfg = *base;
+    cfg.limits_max_users = 2;
+    static Metrics mt;
+    metrics_init(&mt);
+    Service *s;
+    ASSERT(service_create(&s, &cfg, &mt, m) == 0);
+    ApplyResult r;
+    const char *first = "{\"user_id\": \"a\", \"type\": \"view\", \"ts\": 1700000000, \"event_id\": \"e-1\"}";
+    ASSERT(try_apply(s, &cfg, first, &r) == 0 && r.accepted == 1);
+    ASSERT(try_apply(s, &cfg, first, &r) == 0 && r.accepted == 0 && r.duplicates == 1);
+
+    /* a shopper that cannot be created (as out of memory): the event is
+     * not applied, the answer is an error, and its event_id is not taken */
+    const char *batch = "{\"events\": ["
+                        "{\"user_id\": \"a\", \"type\": \"view\", \"ts\": 1700000100, \"event_id\": \"e-2\"},"
+                        "{\"user_id\": \"b\", \"type\": \"purchase\", \"value\": 9, \"ts\": 1700000100, "
+                        "\"event_id\": \"e-3\"}]}";
+    service_fail_shopper_inserts(s, 1);
+    ASSERT(try_apply(s, &cfg, batch, &r) == -ENOMEM);
+    ASSERT(r.accepted == 1 && r.duplicates == 0);
+    UserSummaryView v;
+    ASSERT(service_user_summary(s, "b", 1, &v) == -ENOENT);
+    /* the retry: e-2 was applied (a duplicate now), e-3 was not (applied now) */
+    ASSERT(try_apply(s, &cfg, batch, &r) == 0);
+    ASSERT(r.accepted == 1 && r.duplicates == 1);
+    ASSERT(service_user_summary(s, "b", 1, &v) == 0 && v.agg.purchases == 1);
+    ASSERT(service_user_summary(s, "a", 1, &v) == 0 && v.agg.events == 2);
+
+    /* the table full (limits.max_users = 2): refused, nothing applied ... */
+    const char *third = "{\"user_id\": \"c\", \"type\": \"view\", \"ts\": 1700000200, \"event_id\": \"e-4\"}";
+    ASSERT(try_apply(s, &cfg, third, &r) == -ENOSPC);
+    ASSERT(service_user_summary(s, "c", 1, &v) == -ENOENT);
+    /* ... and once room is made, the same event_id is applied */
+    uint64_t wait;
+    ASSERT(service_delete_user(s, "b", 1, &wait) == 0);
+    ASSERT(try_apply(s, &cfg, third, &r) == 0 && r.accepted == 1 && r.duplicates == 0);
+    ASSERT(service_user_summary(s, "c", 1, &v) == 0 && v.agg.events == 1);
+    service_destroy(s);
 }
 
 static const char *EVENTS =
@@ -88,5 +147,7 @@ int main(void)
     ASSERT_REL(after.p.ltv, fresh.p.ltv, 1e-6);
     service_destroy(a);
     service_destroy(b);
+
+    test_retry_after_failure(&cfg, trained_model(16, 3, 3, 1));
     TEST_DONE("test_service");
 }
