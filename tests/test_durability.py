@@ -195,31 +195,78 @@ def clean_restart_replays_nothing():
             check(m["ltvd_users"] == 50 and m["ltvd_recovery_replayed_records"] == 0, m)
 
 
-def format1_snapshot_is_read():
-    """A snapshot of the earlier format 1 (no prediction-log section) still
-    restores its shoppers: made here from a format-2 one with an empty log."""
+M64 = (1 << 64) - 1
+
+
+def old_hash64(data, seed):
+    """hash64 of src/hash.c: the unkeyed hash ltvd used before format 3."""
+    def mix(x):
+        x ^= x >> 32
+        x = x * 0xd6e8feb86659fd93 & M64
+        x ^= x >> 32
+        x = x * 0xd6e8feb86659fd93 & M64
+        return x ^ (x >> 32)
+    h = seed ^ (len(data) * 0x9e3779b97f4a7c15 & M64)
+    while len(data) >= 8:
+        h = (mix(h ^ int.from_bytes(data[:8], "little")) + 0x9e3779b97f4a7c15) & M64
+        data = data[8:]
+    return mix(h ^ int.from_bytes(data, "little") ^ (len(data) << 56 & M64))
+
+
+def old_format_snapshots_are_read():
+    """Snapshots of the earlier formats still restore their shoppers and
+    their dedupe window: format 2 (no hash key, dedupe keys of the unkeyed
+    hash without arrival times) and format 1 (no prediction log either),
+    made here from a format-3 one. The event_ids in them are duplicates
+    after the start, new ones are not, and the next snapshot is format 3."""
     import struct
     import zlib
-    with tempfile.TemporaryDirectory(prefix="ltvd-snap1-") as d:
-        with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
-            s.json("POST", "/v1/events", {"events": [{"user_id": f"f{k}", "type": "view"} for k in range(20)]})
-        [path] = glob.glob(os.path.join(d, "snapshot-*.snap"))
-        data = open(path, "rb").read()
-        check(struct.unpack_from("<I", data, 8)[0] == 2, "snapshots are written in format 2")
-        body = data[:-4]
-        check(body[-16:] == bytes(16), "no prediction log: both counts are zero")
-        old = bytearray(body[:-16])
-        struct.pack_into("<I", old, 8, 1)
-        open(path, "wb").write(bytes(old) + struct.pack("<I", zlib.crc32(bytes(old))))
-        with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
-            check(s.metrics()["ltvd_users"] == 20)
-            check(s.json("GET", "/v1/users/f7")[1]["events"] == 1)
+    ids = [f"old-eid-{k}" for k in range(20)]
+    for fmt in (2, 1):
+        with tempfile.TemporaryDirectory(prefix=f"ltvd-snap{fmt}-") as d:
+            with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
+                s.json("POST", "/v1/events", {"events": [{"user_id": f"f{k}", "type": "view", "event_id": ids[k]}
+                                                         for k in range(20)]})
+            [path] = glob.glob(os.path.join(d, "snapshot-*.snap"))
+            data = open(path, "rb").read()
+            check(struct.unpack_from("<I", data, 8)[0] == 3, "snapshots are written in format 3")
+            slot_bytes, = struct.unpack_from("<I", data, 20)
+            users, keys = struct.unpack_from("<QQ", data, 48)
+            check(users == 20 and keys == 20, (users, keys))
+            slots_at = 72 + 24  # the header, then the hash key and the legacy count
+            dedupe_at = slots_at + users * slot_bytes
+            tail = data[dedupe_at + keys * 16:-4]
+            check(tail == bytes(16), "no prediction log: both counts are zero")
+            old = bytearray(data[:72])
+            struct.pack_into("<I", old, 8, fmt)
+            old += data[slots_at:dedupe_at]
+            for eid in ids:  # oldest first, as the window holds them
+                old += struct.pack("<Q", old_hash64(eid.encode(), 0x65766e745f696400) or 1)
+            if fmt == 2:
+                old += tail
+            open(path, "wb").write(bytes(old) + struct.pack("<I", zlib.crc32(bytes(old))))
+            with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
+                m = s.metrics()
+                check(m["ltvd_users"] == 20 and m["ltvd_dedupe_entries"] == 20, m)
+                check(s.json("GET", "/v1/users/f7")[1]["events"] == 1)
+                status, body = s.json("POST", "/v1/events", {"events": [
+                    {"user_id": f"f{k}", "type": "view", "event_id": ids[k]} for k in range(20)] + [
+                    {"user_id": "f7", "type": "view", "event_id": "new-eid"}]})
+                check(status == 200 and body["duplicates"] == 20 and body["accepted"] == 1,
+                      f"format {fmt}: the old ids are recognised: {body}")
+                check(s.json("GET", "/v1/users/f7")[1]["events"] == 2)
+            [path] = glob.glob(os.path.join(d, "snapshot-*.snap"))
+            check(struct.unpack_from("<I", open(path, "rb").read(), 8)[0] == 3)
+            with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
+                status, body = s.json("POST", "/v1/events", {"events": [
+                    {"user_id": "f3", "type": "view", "event_id": eid} for eid in ids + ["new-eid"]]})
+                check(body["duplicates"] == 21, f"format {fmt}: and after the next restart: {body}")
 
 
 def main():
     return main_exit(*run_tests([kill9_rounds, erasure_survives_kill9, truncated_tail, bitflipped_tail,
                                  middle_corruption_stops_start, clean_restart_replays_nothing,
-                                 format1_snapshot_is_read]))
+                                 old_format_snapshots_are_read]))
 
 
 if __name__ == "__main__":

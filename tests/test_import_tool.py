@@ -311,7 +311,7 @@ def checkpoint_resumes_even_past_the_dedupe_window():
     sends only the rest, although ltvd remembers just 4 event ids; a
     checkpoint of other bytes is refused; after a bad row is fixed the
     import goes on from that row."""
-    with LtvdProcess(LTVD, {"limits.dedupe_window": "4"}) as s, tempfile.TemporaryDirectory() as d:
+    with LtvdProcess(LTVD, {"limits.dedupe_max_ids": "4"}) as s, tempfile.TemporaryDirectory() as d:
         text = HEADER + purchases(30)
         path = write(d, "e.csv", text)
         ckpt = os.path.join(d, "e.ckpt")

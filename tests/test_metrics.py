@@ -76,7 +76,7 @@ def fresh_page_is_clean_and_complete(binary):
         m = s.metrics()
         # counters, gauges and the fsync histogram are there before anything happened
         for name in ("ltvd_snapshots_total", "ltvd_snapshot_failures_total", "ltvd_retrain_failures_total",
-                     "ltvd_dedupe_evictions_total", "ltvd_wal_failed", "ltvd_snapshot_last_duration_seconds",
+                     "ltvd_dedupe_evicted_early_total", "ltvd_wal_failed", "ltvd_snapshot_last_duration_seconds",
                      "ltvd_retrain_last_duration_seconds", "ltvd_snapshot_last_success_timestamp_seconds",
                      "ltvd_retrain_last_success_timestamp_seconds", "ltvd_model_last_trained_timestamp_seconds",
                      'ltvd_wal_fsync_duration_seconds_bucket{le="+Inf"}', "ltvd_wal_fsync_duration_seconds_count"):
@@ -137,7 +137,7 @@ def requests_are_counted_by_code(binary):
 def build_process_and_capacity(binary):
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout.split()[-1]
     t0 = time.time()
-    with LtvdProcess(binary, {"limits.max_users": "12345", "limits.dedupe_window": "777"}) as s:
+    with LtvdProcess(binary, {"limits.max_users": "12345", "limits.dedupe_max_ids": "777"}) as s:
         text = scrape(s)
         info = [line for line in text.splitlines() if line.startswith("ltvd_build_info{")]
         check(len(info) == 1, info)
@@ -156,14 +156,14 @@ def build_process_and_capacity(binary):
         check(m["process_threads"] >= 2)
         check(m["ltvd_memory_limit_bytes"] >= 0)
         check(m["ltvd_users_max"] == 12345, "ltvd_users_max is limits.max_users")
-        check(m["ltvd_dedupe_window"] == 777, "ltvd_dedupe_window is limits.dedupe_window")
-        # the dedupe window turns over: evictions counted once it is full
+        check(m["ltvd_dedupe_window"] == 777, "ltvd_dedupe_window is limits.dedupe_max_ids")
+        # the cap is reached within the window: early evictions counted
         events = [{"user_id": f"d{i % 10}", "event_id": f"ev{i}", "type": "view", "ts": time.time() - 60}
                   for i in range(800)]
         check(s.json("POST", "/v1/events", {"events": events})[0] == 200)
         m = s.metrics()
-        check(m["ltvd_dedupe_entries"] == 777 and m["ltvd_dedupe_evictions_total"] == 800 - 777,
-              (m["ltvd_dedupe_entries"], m["ltvd_dedupe_evictions_total"]))
+        check(m["ltvd_dedupe_entries"] == 777 and m["ltvd_dedupe_evicted_early_total"] == 800 - 777,
+              (m["ltvd_dedupe_entries"], m["ltvd_dedupe_evicted_early_total"]))
 
 
 @test

@@ -571,9 +571,9 @@ def hidden_size_change_refuses_start():
 def dedupe_window_from_snapshot_after_clean_stop():
     """event_ids that are only in the snapshot (the stop rotated the log and
     dropped the old segment) are still duplicates after a restart; the window
-    keeps exactly its newest limits.dedupe_window ids, in order."""
+    keeps exactly its newest limits.dedupe_max_ids ids, in order."""
     with tempfile.TemporaryDirectory(prefix="ltvd-dedupe-") as d:
-        cfg = settings(**{"limits.dedupe_window": 20})
+        cfg = settings(**{"limits.dedupe_max_ids": 20})
         events = [{"user_id": f"dd-{k % 7}", "type": "view", "ts": T0 + k, "event_id": f"dedupe-id-{k:04d}"}
                   for k in range(30)]
         s = LtvdProcess(LTVD, cfg, storage_dir=d)
