@@ -78,8 +78,12 @@ int64_t service_now(Service *s);
 
 /* Applies validated events (events_parse) in order, all or nothing: first
  * to the log (when attached), then to the shoppers. -ENOSPC: they would
- * exceed limits.max_users; -EIO: the log failed; -ENOMEM; nothing applied
- * on error. When single is not NULL it gets the updated prediction of
+ * exceed limits.max_users; -EIO: the log failed; -ENOMEM: no memory for the
+ * record or the new shoppers' slots; nothing applied on error. (The one
+ * exception cannot happen after the slots are reserved: a shopper that
+ * still cannot be created gives -ENOMEM after the rest of the batch was
+ * applied; its event_id is not taken, so a retry applies just that event.)
+ * An event_id joins the dedupe window only once its event is applied. When single is not NULL it gets the updated prediction of
  * events[0]'s shopper (for a one-event post). */
 int service_apply(Service *s, const Event *events, size_t n, ApplyResult *res, PredictionView *single);
 

@@ -59,7 +59,21 @@ int main(void)
     expect_error("[1, 2]", "not a JSON object");
     expect_error("{\"model\": ", "not a JSON object");
 
+    /* the idempotency window: a time and a cap; the old count key is an
+     * alias of the cap, not shown on the start line */
+    LtvdConfig d;
+    config_defaults(&d);
+    ASSERT(d.limits_dedupe_window_s == 600 && d.limits_dedupe_max_ids == 4000000);
+    ASSERT(config_apply_json(&d, "{\"limits\": {\"dedupe_window\": 250}}", err, sizeof err) == 0);
+    ASSERT(d.limits_dedupe_max_ids == 250 && d.limits_dedupe_window_s == 600);
+    ASSERT(config_apply_set(&d, "limits.dedupe_window_s=0", err, sizeof err) == 0 && d.limits_dedupe_window_s == 0);
+    expect_error("{\"limits\": {\"dedupe_window_s\": -1}}", "limits.dedupe_window_s");
+    expect_error("{\"limits\": {\"dedupe_max_ids\": 0}}", "limits.dedupe_max_ids");
     char line[4096];
+    config_format(&d, line, sizeof line);
+    ASSERT(strstr(line, "limits.dedupe_max_ids=250") && strstr(line, "limits.dedupe_window_s=0"));
+    ASSERT(!strstr(line, "limits.dedupe_window="));
+
     config_format(&c, line, sizeof line);
     ASSERT(strstr(line, "auth.admin_token=\"<set>\"") && !strstr(line, "s3cret"));
     ASSERT(c.model_keep == 5);
@@ -85,6 +99,11 @@ int main(void)
     ASSERT(fmt.log_format == LOG_FORMAT_LOGFMT);
     ASSERT(config_apply_set(&fmt, "log.format=json", err, sizeof err) == 0 && fmt.log_format == LOG_FORMAT_JSON);
     ASSERT(config_apply_set(&fmt, "log.format=xml", err, sizeof err) != 0 && strstr(err, "log.format"));
+    /* the dedupe window sizes a table: a restart; a change named by its key, not the alias */
+    LtvdConfig window = c;
+    ASSERT(config_apply_set(&window, "limits.dedupe_window=99", err, sizeof err) == 0);
+    ASSERT(config_diff(&c, &window, changed, sizeof changed, err, sizeof err) == -EINVAL);
+    ASSERT(strstr(err, "limits.dedupe_max_ids") && !config_key_reloadable("limits.dedupe_window_s"));
     /* a string compared by its text, not the bytes after it */
     LtvdConfig shorter = c;
     ASSERT(config_apply_set(&shorter, "auth.admin_token=s3cret-and-more", err, sizeof err) == 0);
