@@ -58,13 +58,13 @@ tests, test = test_registry()
 # docs/PERFORMANCE.md: RSS per shopper with 1M shoppers (H = 32, 32 recent
 # events), and the bounds of docs/MODEL.md ("Training": 56 B per copied
 # event, 128 B per encoded event, 104 B per example), docs/DURABILITY.md
-# (two log buffers), docs/OPERATIONS.md (4096 connections x 8 KiB, 24 B per
+# (two log buffers), docs/OPERATIONS.md (4096 connections x 8 KiB, 28 B per
 # dedupe entry).
 BYTES_PER_SHOPPER = 909
 TRAIN_BYTES_PER_EVENT = 56 + 128
 TRAIN_BYTES_PER_EXAMPLE = 104
 CONNECTION_BYTES = 4096 * 8192
-DEDUPE_BYTES_PER_ENTRY = 24
+DEDUPE_BYTES_PER_ENTRY = 28
 DRAIN_S = 5  # src/main.c on_signal: held answers are waited for up to 500 x 10 ms
 MIN_STARTUP_BUDGET_S = 300  # restart to ready: 3.7 s at 1M shoppers, far more at 10M
 
@@ -322,7 +322,7 @@ def manifest_problems(objs, table, routes):
                 p.append(f"resources.{side}.{what} is not set")
     if "memory" in res.get("limits", {}):
         need = (int(eff["limits.max_users"]) * BYTES_PER_SHOPPER
-                + int(eff["limits.dedupe_window"]) * DEDUPE_BYTES_PER_ENTRY
+                + int(eff["limits.dedupe_max_ids"]) * DEDUPE_BYTES_PER_ENTRY
                 + 2 * int(eff["storage.wal_buffer_bytes"]) + CONNECTION_BYTES
                 + int(eff["train.max_shoppers"]) * int(eff["model.recent_events"]) * TRAIN_BYTES_PER_EVENT
                 + int(eff["train.max_examples"]) * TRAIN_BYTES_PER_EXAMPLE)
