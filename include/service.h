@@ -83,7 +83,8 @@ int64_t service_now(Service *s);
  * exception cannot happen after the slots are reserved: a shopper that
  * still cannot be created gives -ENOMEM after the rest of the batch was
  * applied; its event_id is not taken, so a retry applies just that event.)
- * An event_id joins the dedupe window only once its event is applied. When single is not NULL it gets the updated prediction of
+ * An event_id joins the dedupe window only once its event is applied.
+ * When single is not NULL it gets the updated prediction of
  * events[0]'s shopper (for a one-event post). */
 int service_apply(Service *s, const Event *events, size_t n, ApplyResult *res, PredictionView *single);
 

@@ -94,6 +94,8 @@ int handle_events(HttpCall *c)
             ret = http_send_error(c, 503, "capacity",
                                   "the shopper table is full (limits.max_users); the events were not applied", NULL,
                                   0);
+        } else if (rc == -ENOMEM) {
+            ret = http_send_error(c, 500, "internal", "out of memory; the events were not applied", NULL, 0);
         } else if (rc) {
             ret = http_send_error(c, 503, "storage_failed",
                                   "the write-ahead log cannot be written; the events were not applied", NULL, 0);

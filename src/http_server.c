@@ -50,6 +50,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "http_routes.h"
 #include "http_server.h"
 #include "log.h"
@@ -100,7 +101,7 @@ struct HttpServer {
     atomic_int_fast64_t inflight;  /* body budget reserved (declared bytes) */
     atomic_int abandoned;          /* resumed by http_stop and not yet answered */
     atomic_uint_fast64_t next_request_id; /* from a random start; mixed into the ids made here */
-    uint64_t user_key[2];          /* the access log's user hash key, random per process */
+    HashKey user_key;              /* the access log's user hash key, random per process */
 };
 
 /* ---- answering --------------------------------------------------------- */
@@ -355,47 +356,6 @@ static void request_id_assign(HttpServer *h, struct MHD_Connection *conn, HttpRe
     snprintf(req->request_id, sizeof req->request_id, "%016" PRIx64, mix_bits(n));
 }
 
-#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-
-static void sip_round(uint64_t v[4])
-{
-    v[0] += v[1], v[1] = ROTL64(v[1], 13), v[1] ^= v[0], v[0] = ROTL64(v[0], 32);
-    v[2] += v[3], v[3] = ROTL64(v[3], 16), v[3] ^= v[2];
-    v[0] += v[3], v[3] = ROTL64(v[3], 21), v[3] ^= v[0];
-    v[2] += v[1], v[1] = ROTL64(v[1], 17), v[1] ^= v[2], v[2] = ROTL64(v[2], 32);
-}
-
-/* SipHash-2-4 of p (n bytes) under key: a PRF, so without the key (drawn
- * per process, never logged) a hash in the log cannot be matched against a
- * dictionary of user ids, and lines of two processes cannot be joined. */
-static uint64_t user_hash(const uint64_t key[2], const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    uint64_t v[4] = {key[0] ^ 0x736f6d6570736575ull, key[1] ^ 0x646f72616e646f6dull, key[0] ^ 0x6c7967656e657261ull,
-                     key[1] ^ 0x7465646279746573ull};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t m = 0;
-        for (int j = 0; j < 8; j++)
-            m |= (uint64_t)p[i + (size_t)j] << (8 * j);
-        v[3] ^= m;
-        sip_round(v);
-        sip_round(v);
-        v[0] ^= m;
-    }
-    uint64_t b = (uint64_t)n << 56;
-    for (int j = 0; i + (size_t)j < n; j++)
-        b |= (uint64_t)p[i + (size_t)j] << (8 * j);
-    v[3] ^= b;
-    sip_round(v);
-    sip_round(v);
-    v[0] ^= b;
-    v[2] ^= 0xff;
-    for (int r = 0; r < 4; r++)
-        sip_round(v);
-    return v[0] ^ v[1] ^ v[2] ^ v[3];
-}
-
 /* Keeps what the access log needs of a routed call: its route id and the
  * keyed hash of its {user_id} (percent-decoded, as the handlers see it). */
 static void request_note_route(HttpServer *h, HttpRequest *req, const HttpCall *c)
@@ -407,7 +367,11 @@ static void request_note_route(HttpServer *h, HttpRequest *req, const HttpCall *
     size_t n;
     bool decoded = http_percent_decode(c->param, c->param_len, id, sizeof id, &n) == 0;
     req->has_user = true;
-    req->user_hash = decoded ? user_hash(h->user_key, id, n) : user_hash(h->user_key, c->param, c->param_len);
+    /* SipHash-2-4, a PRF: without the key (drawn per process, never logged)
+     * a hash in the log cannot be matched against a dictionary of user ids,
+     * and the lines of two processes cannot be joined */
+    req->user_hash = decoded ? hash_siphash(&h->user_key, id, n, 2, 4)
+                             : hash_siphash(&h->user_key, c->param, c->param_len, 2, 4);
 }
 
 /* The request's one access log line (if server.access_log is on now):
@@ -707,8 +671,7 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         return -EIO;
     }
     atomic_init(&h->next_request_id, seed[0]);
-    h->user_key[0] = seed[1];
-    h->user_key[1] = seed[2];
+    h->user_key = (HashKey){seed[1], seed[2]};
     struct sockaddr_in addr = {0};
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)cfg->server_port);
