@@ -62,6 +62,10 @@ typedef struct SnapshotInfo {
  * already there is unlinked first, a symlink is never followed) and fsyncs it;
  * *bytes gets the file's size. 0 or -errno. */
 int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo *info, size_t *bytes);
+/* About the bytes snapshot_write would write now: the shoppers and the
+ * event_id window (the prediction log's part, at most a few MiB, is left
+ * out). With the store lock held. */
+size_t snapshot_size_estimate(const SnapshotTables *t);
 
 /* Checks a file's header against the store's shape and its CRC, without
  * loading it; fills *info. -EINVAL: made for another model.hidden_size or

@@ -20,6 +20,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -229,6 +230,25 @@ static void rearm_erasure(Service *s, int64_t since)
         ;
 }
 
+/* A snapshot must not take the space the log needs: -ENOSPC (err says why)
+ * unless storage.dir has room for one of about `need` bytes, an eighth
+ * more, and storage.wal_buffer_bytes kept for the log. A failed statvfs
+ * does not stop the snapshot (its own writes will tell). */
+static int room_for_snapshot(Service *s, size_t need, char *err, size_t errlen)
+{
+    struct statvfs vs;
+    if (statvfs(s->cfg.storage_dir, &vs) != 0)
+        return 0;
+    uint64_t avail = (uint64_t)vs.f_bavail * vs.f_frsize;
+    uint64_t want = (uint64_t)need + need / 8 + (uint64_t)s->cfg.storage_wal_buffer_bytes;
+    if (avail >= want)
+        return 0;
+    snprintf(err, errlen, "%s has %" PRIu64 " bytes free; a snapshot needs about %zu, and %" PRId64
+             " (storage.wal_buffer_bytes) stay free for the log", s->cfg.storage_dir, avail, need,
+             s->cfg.storage_wal_buffer_bytes);
+    return -ENOSPC;
+}
+
 int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
 {
     if (!s->wal) {
@@ -243,7 +263,15 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
     size_t bytes = 0;
     pid_t pid = -1;
     store_lock(s->store);
-    int rc = wal_rotate(s->wal, &seq); /* the snapshot covers exactly the records below seq */
+    SnapshotTables tables = tables_of(s);
+    int rc = room_for_snapshot(s, snapshot_size_estimate(&tables), err, errlen);
+    if (rc) {
+        store_unlock(s->store);
+        atomic_fetch_add(&s->metrics->snapshot_failures, 1);
+        log_msg(LOG_ERROR, "snapshot skipped", "error=\"%s\"", err);
+        return rc;
+    }
+    rc = wal_rotate(s->wal, &seq); /* the snapshot covers exactly the records below seq */
     wal_stats(s->wal, &ws);
     snapshot_path(tmp, sizeof tmp, s->cfg.storage_dir, seq, true);
     snapshot_path(path, sizeof path, s->cfg.storage_dir, seq, false);

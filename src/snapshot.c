@@ -155,6 +155,12 @@ int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo
     return rc;
 }
 
+size_t snapshot_size_estimate(const SnapshotTables *t)
+{
+    return sizeof(SnapHeader) + sizeof(SnapKeys) + store_count(t->store) * store_slot_bytes(t->store) +
+           dedupe_count(t->dedupe) * dedupe_entry_bytes(SNAPSHOT_FORMAT) + 4;
+}
+
 /* ---- reading ------------------------------------------------------------ */
 
 static int read_exact(int fd, void *p, size_t n)

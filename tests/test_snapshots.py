@@ -121,7 +121,9 @@ def delete_during_snapshot_gets_its_own():
         # its own snapshot follows within storage.erasure_snapshot_s: the id
         # leaves the disk (with the interval at an hour, nothing else would)
         n = s.metric("ltvd_snapshots_total")
-        check(wait_until(lambda: s.metric("ltvd_snapshots_total") > n, 15, 0.1),
+        # (its deadline is when it starts; writing 500 MB takes 15-20 s here
+        # with meson's MALLOC_PERTURB_, more under the sanitizers)
+        check(wait_until(lambda: s.metric("ltvd_snapshots_total") > n, 120, 0.1),
               "no snapshot after a DELETE that arrived during one")
         check(not on_disk(s.storage_dir, landed.encode()), "the erased id is still on disk")
         check(s.json("GET", f"/v1/users/{landed}")[0] == 404)
