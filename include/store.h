@@ -78,7 +78,8 @@ void store_ring_push(const Store *s, UserState *u, const Event *ev);
 void store_ring_event(const RecentEvent *r, Event *out);
 
 /* Re-creates a shopper from a snapshot's raw slot (same stride). -EEXIST,
- * -ENOSPC as store_insert. */
+ * -ENOSPC, -EINVAL as store_insert; -EBADMSG if the slot's ring (length,
+ * start, event types) or id is not one this table could have written. */
 int store_restore(Store *s, const UserState *raw);
 
 /* Every shopper under one hold of the lock (snapshots): slots
