@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "hash.h"
+#include "timeutil.h"
 
 #define NO_SLOT UINT32_MAX
 
@@ -253,6 +254,15 @@ static bool restorable(const Store *s, const UserState *raw)
     for (unsigned k = 0; k < raw->ring_len; k++)
         if (ring[(raw->ring_head + k) % cap].type >= EV_NTYPES)
             return false;
+    /* purchase days: both -1 (none), or 0 <= first <= last within the time range */
+    const ShopperAgg *a = &raw->agg;
+    int32_t max_day = (int32_t)(TIME_MAX_TS / 86400);
+    bool none = a->first_purchase_day == -1 && a->last_purchase_day == -1;
+    if (!none && !(a->first_purchase_day >= 0 && a->first_purchase_day <= a->last_purchase_day &&
+                   a->last_purchase_day <= max_day))
+        return false;
+    if (a->first_ts < TIME_MIN_TS || a->first_ts > TIME_MAX_TS || a->last_ts < TIME_MIN_TS || a->last_ts > TIME_MAX_TS)
+        return false;
     return raw->id_len == 0 || shopper_id_valid(raw->id, raw->id_len);
 }
 

@@ -96,7 +96,7 @@ static void test_ring(void)
 /* A snapshot's raw slot is checked before it becomes a shopper: a ring
  * longer than the table's (training copies ring_len events into a set sized
  * by ring_cap), a ring start outside it, an event type ltvd does not have,
- * or an id that is not one all refuse the slot and leave the table as it
+ * purchase days or times out of range, or an id that is not one all refuse the slot and leave the table as it
  * was. (Found by fuzz/fuzz_snapshot.c on files whose CRC was made right.) */
 static void test_restore_checks(void)
 {
@@ -112,7 +112,7 @@ static void test_restore_checks(void)
     size_t n = store_slot_bytes(a);
     UserState *raw = malloc(n);
     ASSERT(raw);
-    for (int bad = 0; bad < 6; bad++) {
+    for (int bad = 0; bad < 8; bad++) {
         memcpy(raw, u, n);
         switch (bad) {
         case 0: raw->ring_len = 4; break;                      /* > ring_cap 3 */
@@ -121,6 +121,8 @@ static void test_restore_checks(void)
         case 3: ((RecentEvent *)(raw->data + 2 * 4))[1].type = EV_NTYPES; break;
         case 4: raw->id[2] = '\xff'; break;                    /* not UTF-8 */
         case 5: raw->id_len = 0; break;
+        case 6: raw->agg.last_purchase_day = INT32_MIN + 4; break; /* t_x overflowed in shopper_summary */
+        case 7: raw->agg.first_ts = -1; break;
         }
         int rc = store_restore(b, raw);
         ASSERT(rc == -EBADMSG || (bad == 5 && rc == -EINVAL));
