@@ -28,7 +28,11 @@
 #include "hash.h"
 #include "shopper.h"
 
+/* A build may choose smaller chunks (the fuzz build does: a fresh table per
+ * input would otherwise calloc 4096 slots). */
+#ifndef STORE_CHUNK_SLOTS
 #define STORE_CHUNK_SLOTS 4096u
+#endif
 
 /* One retained event: 12 bytes. */
 typedef struct RecentEvent {
@@ -97,7 +101,8 @@ void store_ring_push(const Store *s, UserState *u, const Event *ev);
 void store_ring_event(const RecentEvent *r, Event *out);
 
 /* Re-creates a shopper from a snapshot's raw slot (same stride). -EEXIST,
- * -ENOSPC as store_insert. */
+ * -ENOSPC, -EINVAL as store_insert; -EBADMSG if the slot's ring (length,
+ * start, event types) or id is not one this table could have written. */
 int store_restore(Store *s, const UserState *raw);
 
 /* Every shopper under one hold of the lock (snapshots): slots

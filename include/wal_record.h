@@ -9,7 +9,8 @@
  * Numbers in this build's byte order (little-endian on x86-64 and arm64).
  *
  * Pure, any thread. The decoders take any bytes (a fuzz target): anything
- * but one whole, well-formed payload is -EBADMSG. */
+ * but one whole, well-formed payload is -EBADMSG, and so is an event that
+ * events_parse would have refused (time, value, quantity, user_id). */
 #ifndef LTVD_WAL_RECORD_H
 #define LTVD_WAL_RECORD_H
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "hash.h"
+#include "timeutil.h"
 
 #define NO_SLOT UINT32_MAX
 
@@ -269,8 +270,34 @@ void store_ring_push(const Store *s, UserState *u, const Event *ev)
     u->ring_len++;
 }
 
+/* Are a raw slot's ring and id ones this table could have written? The
+ * readers trust them: training copies ring_len events into a set sized by
+ * ring_cap, the encoder indexes by event type. */
+static bool restorable(const Store *s, const UserState *raw)
+{
+    unsigned cap = (unsigned)s->cfg.ring_cap;
+    if (raw->ring_len > cap || raw->ring_head >= cap)
+        return false;
+    const RecentEvent *ring = (const RecentEvent *)(raw->data + 2 * s->cfg.hidden);
+    for (unsigned k = 0; k < raw->ring_len; k++)
+        if (ring[(raw->ring_head + k) % cap].type >= EV_NTYPES)
+            return false;
+    /* purchase days: both -1 (none), or 0 <= first <= last within the time range */
+    const ShopperAgg *a = &raw->agg;
+    int32_t max_day = (int32_t)(TIME_MAX_TS / 86400);
+    bool none = a->first_purchase_day == -1 && a->last_purchase_day == -1;
+    if (!none && !(a->first_purchase_day >= 0 && a->first_purchase_day <= a->last_purchase_day &&
+                   a->last_purchase_day <= max_day))
+        return false;
+    if (a->first_ts < TIME_MIN_TS || a->first_ts > TIME_MAX_TS || a->last_ts < TIME_MIN_TS || a->last_ts > TIME_MAX_TS)
+        return false;
+    return raw->id_len == 0 || shopper_id_valid(raw->id, raw->id_len);
+}
+
 int store_restore(Store *s, const UserState *raw)
 {
+    if (!restorable(s, raw))
+        return -EBADMSG;
     UserState *u;
     int rc = store_insert(s, raw->id, raw->id_len, &u);
     if (rc)
@@ -278,6 +305,7 @@ int store_restore(Store *s, const UserState *raw)
     uint64_t h = u->hash;
     memcpy(u, raw, s->stride);
     u->hash = h;
+    memset(u->id + u->id_len, 0, sizeof u->id - u->id_len); /* ids are NUL-terminated in the table */
     return 0;
 }
 

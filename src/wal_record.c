@@ -3,8 +3,12 @@
 #include "wal_record.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "timeutil.h"
 
 #define EVENT_FIXED 24u /* type, user_len, event_id_len, 0, ts, value, quantity */
 
@@ -42,6 +46,16 @@ int wal_record_encode_events(ByteBuf *out, const Event *ev, size_t n)
     return 0;
 }
 
+/* Could events_parse have accepted e? Replay trusts what it decodes: a NaN
+ * or a value past float reaches the LSTM and the ring's float, a
+ * quantity of 0 the aggregates. (The bounds are events.c's.) */
+static bool event_valid(const Event *e)
+{
+    return e->ts >= TIME_MIN_TS && e->ts <= TIME_MAX_TS && isfinite(e->value) && e->value >= 0 &&
+           e->value <= 1e12 && e->quantity >= 1 && e->quantity <= 1000000000u &&
+           shopper_id_valid(e->user_id, e->user_len);
+}
+
 int wal_record_decode_events(const unsigned char *p, size_t len, Event **out, size_t *n_out)
 {
     if (len < 4)
@@ -70,6 +84,10 @@ int wal_record_decode_events(const unsigned char *p, size_t len, Event **out, si
         ev[i].user_id = (const char *)p + EVENT_FIXED;
         ev[i].event_id = ev[i].event_id_len ? (const char *)p + EVENT_FIXED + ev[i].user_len : NULL;
         p += EVENT_FIXED + ev[i].user_len + ev[i].event_id_len;
+        if (!event_valid(&ev[i])) {
+            free(ev);
+            return -EBADMSG;
+        }
     }
     if (p != end) { /* bytes after the last event */
         free(ev);

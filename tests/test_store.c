@@ -1,6 +1,7 @@
 /* The shopper table: lookups after many inserts and deletes, the cap, the
  * recent-event ring. (The dedupe window: test_dedupe.c.) */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store.h"
@@ -91,10 +92,57 @@ static void test_ring(void)
     store_destroy(s);
 }
 
+/* A snapshot's raw slot is checked before it becomes a shopper: a ring
+ * longer than the table's (training copies ring_len events into a set sized
+ * by ring_cap), a ring start outside it, an event type ltvd does not have,
+ * purchase days or times out of range, or an id that is not one all refuse the slot and leave the table as it
+ * was. (Found by fuzz/fuzz_snapshot.c on files whose CRC was made right.) */
+static void test_restore_checks(void)
+{
+    Store *a, *b;
+    StoreConfig cfg = {10, 4, 3};
+    ASSERT(store_create(&a, &cfg) == 0 && store_create(&b, &cfg) == 0);
+    UserState *u;
+    ASSERT(store_insert(a, "shopper", 7, &u) == 0);
+    for (int k = 0; k < 2; k++) {
+        Event ev = {.ts = 1000 + k, .value = 2, .quantity = 1, .type = EV_PURCHASE};
+        store_ring_push(a, u, &ev);
+    }
+    size_t n = store_slot_bytes(a);
+    UserState *raw = malloc(n);
+    ASSERT(raw);
+    for (int bad = 0; bad < 8; bad++) {
+        memcpy(raw, u, n);
+        switch (bad) {
+        case 0: raw->ring_len = 4; break;                      /* > ring_cap 3 */
+        case 1: raw->ring_len = 65535; break;
+        case 2: raw->ring_head = 3; break;                     /* not < ring_cap */
+        case 3: ((RecentEvent *)(raw->data + 2 * 4))[1].type = EV_NTYPES; break;
+        case 4: raw->id[2] = '\xff'; break;                    /* not UTF-8 */
+        case 5: raw->id_len = 0; break;
+        case 6: raw->agg.last_purchase_day = INT32_MIN + 4; break; /* t_x overflowed in shopper_summary */
+        case 7: raw->agg.first_ts = -1; break;
+        }
+        int rc = store_restore(b, raw);
+        ASSERT(rc == -EBADMSG || (bad == 5 && rc == -EINVAL));
+        ASSERT(store_count(b) == 0 && store_find(b, "shopper", 7) == NULL);
+    }
+    /* the slot as written restores, its ring and id intact */
+    memcpy(raw, u, n);
+    memset(raw->id + raw->id_len, 'z', sizeof raw->id - raw->id_len); /* bytes past the id are not kept */
+    ASSERT(store_restore(b, raw) == 0);
+    UserState *r = store_find(b, "shopper", 7);
+    ASSERT(r && r->ring_len == 2 && store_ring_at(b, r, 1)->ts == 1001 && r->id[7] == '\0');
+    free(raw);
+    store_destroy(a);
+    store_destroy(b);
+}
+
 int main(void)
 {
     test_table();
     test_cap();
     test_ring();
+    test_restore_checks();
     TEST_DONE("test_store");
 }

@@ -7,6 +7,7 @@
  * one buffer being written while the next fills). */
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -21,6 +22,7 @@
 #include "metrics.h"
 #include "test_util.h"
 #include "wal.h"
+#include "wal_record.h"
 
 static char dir[] = "/tmp/ltvd-test-wal-XXXXXX";
 
@@ -411,8 +413,44 @@ static void test_recovers_after_failure(void)
     clear_dir();
 }
 
+/* A record whose CRC is right but whose events events_parse would never
+ * accept (damage the checksum cannot see, or a buggy writer) is refused by
+ * the decoder, not replayed: a NaN value reached the LSTM and its float to
+ * int conversion (found by fuzz/fuzz_wal.c on CRC-fixed segments). */
+static void test_decode_refuses_invalid_events(void)
+{
+    Event good = {.user_id = "shopper", .user_len = 7, .event_id = "e1", .event_id_len = 2,
+                  .ts = 1700000000, .value = 12.5, .quantity = 2, .type = EV_PURCHASE};
+    ByteBuf b = {0};
+    Event *out = NULL;
+    size_t n = 0;
+    ASSERT(wal_record_encode_events(&b, &good, 1) == 0);
+    ASSERT(wal_record_decode_events(b.p, b.len, &out, &n) == 0 && n == 1);
+    ASSERT(out[0].ts == good.ts && out[0].value == good.value && out[0].quantity == 2);
+    free(out);
+    for (int bad = 0; bad < 8; bad++) {
+        Event e = good;
+        switch (bad) {
+        case 0: e.value = NAN; break;
+        case 1: e.value = INFINITY; break;
+        case 2: e.value = -1; break;
+        case 3: e.value = 1e300; break;      /* past float: UB when the ring stores it */
+        case 4: e.ts = -5; break;
+        case 5: e.ts = 4133980800LL; break;  /* 2101 */
+        case 6: e.quantity = 0; break;
+        case 7: e.user_id = "sh\xffpper"; break; /* not UTF-8 */
+        }
+        ASSERT(wal_record_encode_events(&b, &e, 1) == 0);
+        out = NULL;
+        ASSERT(wal_record_decode_events(b.p, b.len, &out, &n) == -EBADMSG);
+        ASSERT(out == NULL);
+    }
+    bytebuf_free(&b);
+}
+
 int main(void)
 {
+    test_decode_refuses_invalid_events();
     ASSERT(mkdtemp(dir));
     test_replay_across_segments();
     test_torn_tail_kept();
