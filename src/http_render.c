@@ -32,7 +32,7 @@ static void render_num(TextBuf *b, double v)
 {
     if (!isfinite(v))
         v = 0.0;
-    if (fabs(v) >= 1e15) {
+    if (fabs(v) >= 1e13) { /* below, v * 1e6 + 0.5 < 2^64: the cast is defined */
         textbuf_printf(b, "%.17g", v);
         return;
     }
