@@ -311,6 +311,49 @@ out:
     return rc;
 }
 
+/* Values a file with a good checksum may still carry that no fit or
+ * training writes (a damaged writer, a crafted file): NULL when every one is
+ * usable, else what is wrong. The fallback's parameters as bgnbd.c keeps
+ * them (finite, in (0, 1e7], q > 1), a finite level shift, finite network
+ * weights, a horizon within model.horizon_days's bounds, and adjuster
+ * actions that name one. */
+static const char *model_values_bad(const LstmWeights *w, const FallbackFit *f, uint32_t horizon,
+                                    const AdjTable *adj, bool has_adj)
+{
+    const double fp[7] = {f->bg.r, f->bg.alpha, f->bg.a, f->bg.b, f->gg.p, f->gg.q, f->gg.v};
+    for (int i = 0; i < 7; i++)
+        if (!isfinite(fp[i]) || fp[i] <= 0 || fp[i] > 1e7)
+            return "fallback parameters out of range";
+    if (f->gg.q <= 1.0)
+        return "fallback parameter q <= 1 (infinite mean spend)";
+    if (horizon < 1 || horizon > 3650)
+        return "horizon outside 1-3650 days";
+    if (!isfinite(w->level_shift) || fabs(w->level_shift) > 50)
+        return "level shift out of range";
+    size_t nw = lstm_w_len(&w->cfg), nb = 4u * (size_t)w->cfg.hidden, nh = head_w_len(&w->cfg);
+    for (size_t i = 0; i < nw; i++)
+        if (!isfinite(w->w[i]))
+            return "a non-finite LSTM weight";
+    for (size_t i = 0; i < nb; i++)
+        if (!isfinite(w->b[i]))
+            return "a non-finite LSTM bias";
+    for (size_t i = 0; i < nh; i++)
+        if (!isfinite(w->head_w[i]))
+            return "a non-finite head weight";
+    for (size_t i = 0; i < HEAD_OUT; i++)
+        if (!isfinite(w->head_b[i]))
+            return "a non-finite head bias";
+    if (has_adj) {
+        for (size_t i = 0; i < ADJ_SEGMENTS; i++)
+            if (adj->action[i] >= ADJ_ACTIONS)
+                return "an adjuster action out of range";
+        for (size_t i = 0; i < ADJ_DECILES - 1; i++)
+            if (!isfinite(adj->edges[i]))
+                return "a non-finite adjuster decile edge";
+    }
+    return NULL;
+}
+
 int model_load(Model **out, const char *path, int expect_hidden, char *err, size_t errlen)
 {
     FILE *fp = fopen(path, "rb");
@@ -402,6 +445,11 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
         GET(&fb, adj);
     if (fb.err || fb.pos != fb.b.len || u32[5] > MODEL_TRAINED || has_adj > 1) {
         snprintf(err, errlen, "%s: truncated or malformed body", path);
+        goto fail;
+    }
+    const char *bad = model_values_bad(w, &f, u32[4], &adj, has_adj != 0);
+    if (bad) {
+        snprintf(err, errlen, "%s: %s (the checksum is right: a damaged writer or a crafted file)", path, bad);
         goto fail;
     }
     if ((rc = model_create(&m, w, &f, (int)u32[4], (ModelStatus)u32[5], version)) != 0)

@@ -197,6 +197,30 @@ static void test_prediction_decays_with_silence(void)
     ASSERT(model_load(&loaded, path, 8, err, sizeof err) == 0);
     ASSERT(!loaded->has_adj && loaded->version == m->version);
     model_release(loaded);
+    /* values no writer makes, behind a right checksum, are refused by name */
+    float w3 = m->net->w[3];
+    m->net->w[3] = NAN;
+    ASSERT(model_save(m, path) == 0);
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "non-finite LSTM weight"));
+    m->net->w[3] = w3;
+    m->adj.action[7] = ADJ_ACTIONS;
+    ASSERT(model_save(m, path) == 0);
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "adjuster action"));
+    m->adj.action[7] = ADJ_IDENTITY;
+    double q = m->fallback.gg.q;
+    m->fallback.gg.q = 0.5;
+    ASSERT(model_save(m, path) == 0);
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "q <= 1"));
+    m->fallback.gg.q = q;
+    double r = m->fallback.bg.r;
+    m->fallback.bg.r = INFINITY;
+    ASSERT(model_save(m, path) == 0);
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "fallback parameters"));
+    m->fallback.bg.r = r;
+    ASSERT(model_save(m, path) == 0);
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == 0);
+    model_release(loaded);
+
     m->has_adj = false;
     ASSERT(model_save(m, path) == 0);
     ASSERT(model_load(&loaded, path, 16, err, sizeof err) == -EINVAL); /* wrong width */
