@@ -105,7 +105,7 @@ static inline void fuzz_config(LtvdConfig *cfg)
     cfg->model_hidden_size = FUZZ_HIDDEN;
     cfg->model_recent_events = FUZZ_RING;
     cfg->limits_max_users = 64;
-    cfg->limits_dedupe_window = 256;
+    cfg->limits_dedupe_max_ids = 256;
     cfg->limits_max_batch_events = 64;
     cfg->limits_max_batch_ids = 64;
     cfg->adjuster_enabled = true;

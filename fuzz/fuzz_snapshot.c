@@ -56,7 +56,7 @@ static void try_load(void)
     Store *store = NULL;
     Dedupe *dd = NULL;
     PredLog *pl = NULL;
-    if (store_create(&store, &sc) || dedupe_create(&dd, 256) || predlog_create(&pl, 64))
+    if (store_create(&store, &sc) || dedupe_create(&dd, 256, 600) || predlog_create(&pl, 64))
         abort();
     char err[512] = "";
     SnapshotInfo info;

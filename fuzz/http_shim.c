@@ -1,15 +1,14 @@
 /* http_shim: http_server.h's functions for the fuzz build (http_shim.h).
  * What libmicrohttpd would send is kept in the HttpRequest for the harness
  * to check: exactly one answer per request, its status, type and body.
- * http_percent_decode is a second implementation of the one in
- * http_server.c (that file also starts the server, so it cannot be linked
- * without libmicrohttpd): keep the two alike. */
+ * http_percent_decode is ltvd's own (http_routes.c), linked as is. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "http_routes.h"
 #include "http_server.h"
 #include "http_shim.h"
 
@@ -63,39 +62,6 @@ const char *http_header(const HttpCall *c, const char *name)
         if (strcasecmp(r->headers[i].name, name) == 0)
             return r->headers[i].value;
     return NULL;
-}
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-int http_percent_decode(const char *in, size_t n, char *out, size_t cap, size_t *out_len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = in[i];
-        if (ch == '%') {
-            int hi, lo;
-            if (i + 2 >= n)
-                return -EINVAL;
-            if ((hi = hexval(in[i + 1])) < 0 || (lo = hexval(in[i + 2])) < 0)
-                return -EINVAL;
-            ch = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (o >= cap)
-            return -EINVAL;
-        out[o++] = ch;
-    }
-    *out_len = o;
-    return 0;
 }
 
 int http_query(const HttpCall *c, const char *name, char *buf, size_t cap)

@@ -7,6 +7,7 @@
  * thread; http_routes_print on the main thread. */
 #include "http_routes.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -165,6 +166,41 @@ static bool authorized(const HttpCall *c, TokenClass t)
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) /* the scheme is case-insensitive (RFC 7235) */
         return false;
     return token_matches(h + 7, token);
+}
+
+/* ---- percent-decoding (no libmicrohttpd: the fuzz build links it) ---- */
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+int http_percent_decode(const char *in, size_t n, char *out, size_t cap, size_t *out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = in[i];
+        if (ch == '%') {
+            int hi, lo;
+            if (i + 2 >= n)
+                return -EINVAL;
+            if ((hi = hexval(in[i + 1])) < 0 || (lo = hexval(in[i + 2])) < 0)
+                return -EINVAL;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (o >= cap)
+            return -EINVAL;
+        out[o++] = ch;
+    }
+    *out_len = o;
+    return 0;
 }
 
 /* ---- dispatch ---------------------------------------------------------- */

@@ -63,4 +63,10 @@ bool http_route_has_user(int route);
 /* The metrics label and the statuses of every RouteId: out (ROUTE_COUNT,). */
 void http_route_metrics(MetricsRoute out[ROUTE_COUNT]);
 
+/* RFC 3986 percent-decoding ('+' stays '+'). -EINVAL on a bad escape or
+ * when the result does not fit in cap bytes. libmicrohttpd is told not to
+ * decode (a%2Fb must not become a path separator before routing): ltvd
+ * decodes each piece itself. */
+int http_percent_decode(const char *in, size_t n, char *out, size_t cap, size_t *out_len);
+
 #endif

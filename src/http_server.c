@@ -259,39 +259,6 @@ const char *http_header(const HttpCall *c, const char *name)
     return MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, name);
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-int http_percent_decode(const char *in, size_t n, char *out, size_t cap, size_t *out_len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = in[i];
-        if (ch == '%') {
-            int hi, lo;
-            if (i + 2 >= n)
-                return -EINVAL;
-            if ((hi = hexval(in[i + 1])) < 0 || (lo = hexval(in[i + 2])) < 0)
-                return -EINVAL;
-            ch = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (o >= cap)
-            return -EINVAL;
-        out[o++] = ch;
-    }
-    *out_len = o;
-    return 0;
-}
-
 int http_query(const HttpCall *c, const char *name, char *buf, size_t cap)
 {
     const char *v = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name);

@@ -66,10 +66,5 @@ const char *http_header(const HttpCall *c, const char *name);
 /* The query argument name, percent-decoded into buf (cap bytes, NUL
  * included). -ENOENT if absent, -EINVAL if badly escaped or too long. */
 int http_query(const HttpCall *c, const char *name, char *buf, size_t cap);
-/* RFC 3986 percent-decoding ('+' stays '+'). -EINVAL on a bad escape or
- * when the result does not fit in cap bytes. libmicrohttpd is told not to
- * decode (a%2Fb must not become a path separator before routing): ltvd
- * decodes each piece itself. */
-int http_percent_decode(const char *in, size_t n, char *out, size_t cap, size_t *out_len);
 
 #endif
