@@ -476,13 +476,11 @@ static enum MHD_Result send_held(HttpServer *h, HttpCall *call, HttpRequest *req
     return rc ? MHD_NO : MHD_YES;
 }
 
-/* The first call of a request that announces a body: refuses it from its
- * headers (http_screen, then the body budget), or reserves its declared
- * length and lets the body come. */
-static enum MHD_Result screen(HttpServer *h, struct MHD_Connection *conn, HttpRequest *req, const char *url,
-                              const char *method, int64_t declared)
+/* The call handed to routing and the handlers, with an empty body. */
+static HttpCall call_of(HttpServer *h, struct MHD_Connection *conn, HttpRequest *req, const char *method,
+                        const char *url)
 {
-    HttpCall call = {
+    return (HttpCall){
         .server = h,
         .svc = h->svc,
         .cfg = h->cfg,
@@ -494,6 +492,15 @@ static enum MHD_Result screen(HttpServer *h, struct MHD_Connection *conn, HttpRe
         .body = "",
         .draining = atomic_load(&h->draining),
     };
+}
+
+/* The first call of a request that announces a body: refuses it from its
+ * headers (http_screen, then the body budget), or reserves its declared
+ * length and lets the body come. */
+static enum MHD_Result screen(HttpServer *h, struct MHD_Connection *conn, HttpRequest *req, const char *url,
+                              const char *method, int64_t declared)
+{
+    HttpCall call = call_of(h, conn, req, method, url);
     int reason;
     int rc = http_screen(&call, declared, &reason);
     request_note_route(h, req, &call);
@@ -541,21 +548,11 @@ static enum MHD_Result request_step(HttpServer *h, struct MHD_Connection *conn, 
         *upload_size = 0;
         return collect_body(h, req, upload_data, n) ? MHD_NO : MHD_YES;
     }
-    HttpCall call = {
-        .server = h,
-        .svc = h->svc,
-        .cfg = h->cfg,
-        .metrics = h->metrics,
-        .conn = conn,
-        .req = req,
-        .method = method,
-        .url = url,
-        .body = req->body.b.p ? (const char *)req->body.b.p : "",
-        .body_len = req->body.b.len,
-        .body_too_large = req->too_large,
-        .draining = atomic_load(&h->draining),
-        .route = req->route, /* the screen's, for an overloaded chunked body; the router sets it again */
-    };
+    HttpCall call = call_of(h, conn, req, method, url);
+    call.body = req->body.b.p ? (const char *)req->body.b.p : "";
+    call.body_len = req->body.b.len;
+    call.body_too_large = req->too_large;
+    call.route = req->route; /* the screen's, for an overloaded chunked body; the router sets it again */
     if (req->held)
         return send_held(h, &call, req); /* resumed: the log holds its records (or failed) */
     int rc = req->overloaded ? send_overloaded(&call) : http_dispatch(&call);

@@ -86,19 +86,26 @@ uint64_t store_hash(const Store *s, const char *id, size_t len) { return hash_ke
 
 uint64_t store_stable_hash(const UserState *u) { return hash64(u->id, u->id_len, 0x6c7476645f757372ull); }
 
+/* One more chunk of STORE_CHUNK_SLOTS zeroed slots. -ENOMEM. */
+static int add_chunk(Store *s)
+{
+    unsigned char *c = calloc(STORE_CHUNK_SLOTS, s->stride);
+    if (!c)
+        return -ENOMEM;
+    s->chunks[s->nchunks++] = c;
+    atomic_fetch_add(&s->bytes, STORE_CHUNK_SLOTS * s->stride);
+    return 0;
+}
+
 int store_reserve(Store *s, size_t n)
 {
     size_t room = s->cfg.max_users - atomic_load(&s->count);
     if (n > room)
         n = room;
     /* slots handed out without a new chunk: the free list plus the rest of the last chunk */
-    while (s->nchunks * STORE_CHUNK_SLOTS - atomic_load(&s->count) < n && s->nchunks < s->max_chunks) {
-        unsigned char *c = calloc(STORE_CHUNK_SLOTS, s->stride);
-        if (!c)
+    while (s->nchunks * STORE_CHUNK_SLOTS - atomic_load(&s->count) < n && s->nchunks < s->max_chunks)
+        if (add_chunk(s))
             return -ENOMEM;
-        s->chunks[s->nchunks++] = c;
-        atomic_fetch_add(&s->bytes, STORE_CHUNK_SLOTS * s->stride);
-    }
     return 0;
 }
 
@@ -158,13 +165,8 @@ static int take_slot(Store *s, uint32_t *out)
     }
     if (s->high >= s->cfg.max_users)
         return -ENOSPC;
-    if (s->high / STORE_CHUNK_SLOTS >= s->nchunks) {
-        unsigned char *c = calloc(STORE_CHUNK_SLOTS, s->stride);
-        if (!c)
-            return -ENOMEM;
-        s->chunks[s->nchunks++] = c;
-        atomic_fetch_add(&s->bytes, STORE_CHUNK_SLOTS * s->stride);
-    }
+    if (s->high / STORE_CHUNK_SLOTS >= s->nchunks && add_chunk(s))
+        return -ENOMEM;
     *out = (uint32_t)s->high++;
     return 0;
 }

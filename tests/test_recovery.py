@@ -10,6 +10,7 @@ Usage: test_recovery.py PATH_TO_LTVD [TEST_NAME ...]
 With names, only those tests run. Exit 0: all passed; 1: a failure; 77: the
 tests asked for could not run here (storage_full needs mount(2)).
 """
+import contextlib
 import glob
 import http.client
 import json
@@ -57,6 +58,24 @@ def settings(**kw):
     out = dict(BASE)
     out.update({k.replace("__", "."): str(v) for k, v in kw.items()})
     return out
+
+
+@contextlib.contextmanager
+def small_tmpfs():
+    """A 512 KiB tmpfs to fill up (skips without the right to mount one);
+    any ltvd still running is stopped before the unmount."""
+    mnt = tempfile.mkdtemp(prefix="ltvd-tmpfs-")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", mnt], capture_output=True, text=True)
+    if r.returncode != 0:
+        os.rmdir(mnt)
+        raise Skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        stop_all_live()  # a server a failed test left running dies before the unmount
+        if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+        os.rmdir(mnt)
 
 
 def kill9(s):
@@ -857,12 +876,7 @@ def storage_full():
     answered 503 storage_failed, later writes and erasures too and change
     nothing, reads go on, /readyz says 503. The stop is clean; with room
     again ltvd starts with every acknowledged event and none it refused."""
-    mnt = tempfile.mkdtemp(prefix="ltvd-tmpfs-")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", mnt], capture_output=True, text=True)
-    if r.returncode != 0:
-        os.rmdir(mnt)
-        raise Skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
+    with small_tmpfs() as mnt:
         s = LtvdProcess(LTVD, settings(), storage_dir=mnt)
         fate = {}
         for b in range(5000):
@@ -908,11 +922,6 @@ def storage_full():
                 check(st == 404, f"{u} refused but present")
         check(s.json("POST", "/v1/events", {"user_id": "full-after", "type": "view", "ts": T0})[0] == 200)
         check(s.stop() == 0)
-    finally:
-        stop_all_live()  # a server this test left running (on a failure) dies before the unmount
-        if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", mnt], capture_output=True)
-        os.rmdir(mnt)
 
 
 @test
@@ -925,12 +934,7 @@ def storage_full_resumes():
     nothing, batches refused while the log was down are absent; the same
     after a kill -9 and a restart (the log replays across the segment the
     recovery wrote)."""
-    mnt = tempfile.mkdtemp(prefix="ltvd-tmpfs-")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", mnt], capture_output=True, text=True)
-    if r.returncode != 0:
-        os.rmdir(mnt)
-        raise Skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
+    with small_tmpfs() as mnt:
         filler = os.path.join(mnt, "filler")
         with open(filler, "wb") as f:
             f.write(b"\0" * (192 << 10))
@@ -989,11 +993,6 @@ def storage_full_resumes():
                                                              "event_id": f"full-0-{i}"} for i in range(20)]})
         check(st == 200 and body["duplicates"] == 20, body)
         check(s.stop() == 0)
-    finally:
-        stop_all_live()
-        if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", mnt], capture_output=True)
-        os.rmdir(mnt)
 
 
 @test
@@ -1003,12 +1002,7 @@ def snapshot_leaves_room_for_the_log():
     disk would make the next write fail): on a 512 KiB tmpfs with a 1 MiB
     buffer an asked-for snapshot is skipped, counted and logged, and writes
     go on; with a 64 KiB buffer the same snapshot is written."""
-    mnt = tempfile.mkdtemp(prefix="ltvd-tmpfs-")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", mnt], capture_output=True, text=True)
-    if r.returncode != 0:
-        os.rmdir(mnt)
-        raise Skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
+    with small_tmpfs() as mnt:
         for buf, written in (("1048576", False), ("65536", True)):
             s = LtvdProcess(LTVD, settings(storage__wal_buffer_bytes=buf), storage_dir=mnt)
             st, _ = s.json("POST", "/v1/events", {"events": [{"user_id": f"room-{i}", "type": "view", "ts": T0}
@@ -1028,11 +1022,6 @@ def snapshot_leaves_room_for_the_log():
             check(s.json("POST", "/v1/events", {"user_id": "room-after", "type": "view", "ts": T0})[0] == 200,
                   "writes go on")
             check(s.stop() == 0)
-    finally:
-        stop_all_live()
-        if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", mnt], capture_output=True)
-        os.rmdir(mnt)
 
 
 @test
