@@ -93,6 +93,9 @@ typedef int (*StoreVisitFn)(void *arg, UserState *u);
  * thread waits for one batch at most. The caller must not hold the lock.
  * A shopper added or removed during the walk may or may not be visited. */
 void store_visit(Store *s, size_t batch, StoreVisitFn fn, void *arg);
+/* Worker: the same from slot `from` on; returns the slot to go on from
+ * after fn stopped the walk, SIZE_MAX once every slot was visited. */
+size_t store_visit_from(Store *s, size_t from, size_t batch, StoreVisitFn fn, void *arg);
 
 size_t store_count(const Store *s);
 size_t store_bytes(const Store *s);  /* slots + index, allocated */

@@ -424,21 +424,26 @@ int store_restore(Store *s, const UserState *raw)
 
 size_t store_slot_high(Store *s) { return s->high; }
 
-void store_visit(Store *s, size_t batch, StoreVisitFn fn, void *arg)
+size_t store_visit_from(Store *s, size_t from, size_t batch, StoreVisitFn fn, void *arg)
 {
     bool stop = false;
-    for (size_t base = 0; !stop; base += batch) {
+    size_t i = from, high;
+    do {
         lock_at(s, (const void *)fn);
-        size_t high = s->high;
-        for (size_t i = base; i < base + batch && i < high && !stop; i++) {
+        high = s->high;
+        for (size_t end = i + batch; i < end && i < high && !stop; i++) {
             UserState *u = store_slot_at(s, i);
             if (u)
                 stop = fn(arg, u) != 0;
         }
         store_unlock(s);
-        if (base + batch >= high)
-            break;
-    }
+    } while (!stop && i < high);
+    return stop ? i : SIZE_MAX;
+}
+
+void store_visit(Store *s, size_t batch, StoreVisitFn fn, void *arg)
+{
+    store_visit_from(s, 0, batch, fn, arg);
 }
 
 UserState *store_slot_at(Store *s, size_t idx)
