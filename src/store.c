@@ -5,9 +5,11 @@
 #include "store.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hash.h"
 
@@ -57,6 +59,7 @@ struct Store {
     uint32_t free_head;      /* NO_SLOT when empty */
     atomic_size_t count;
     atomic_size_t bytes;
+    atomic_int waiters;      /* threads blocked in store_lock */
 #ifdef LTVD_LOCK_STATS
     LockStats *ls;
 #endif
@@ -94,6 +97,7 @@ int store_create(Store **out, const StoreConfig *cfg)
         return -ENOMEM;
     }
     atomic_init(&s->count, 0);
+    atomic_init(&s->waiters, 0);
     atomic_init(&s->bytes, isize * sizeof(uint32_t));
     ls_start(s);
     *out = s;
@@ -113,6 +117,18 @@ void store_destroy(Store *s)
     free(s);
 }
 
+/* Takes the lock, counting the threads that had to wait for it: glibc's
+ * mutex is not fair, and a walk that released it and took it straight back
+ * could keep a woken waiter out for the whole walk (store_let_waiters). */
+static void mutex_take(Store *s)
+{
+    if (pthread_mutex_trylock(&s->lock) == 0)
+        return;
+    atomic_fetch_add(&s->waiters, 1);
+    pthread_mutex_lock(&s->lock);
+    atomic_fetch_sub(&s->waiters, 1);
+}
+
 #ifdef LTVD_LOCK_STATS
 static uint64_t ls_now(void)
 {
@@ -124,7 +140,7 @@ static uint64_t ls_now(void)
 static void lock_at(Store *s, const void *site)
 {
     uint64_t t0 = ls_now();
-    pthread_mutex_lock(&s->lock);
+    mutex_take(s);
     ls_since = ls_now();
     ls_site = NULL;
     if (!s->ls)
@@ -236,10 +252,10 @@ static void ls_stop(Store *s)
 static void lock_at(Store *s, const void *site)
 {
     (void)site;
-    pthread_mutex_lock(&s->lock);
+    mutex_take(s);
 }
 
-void store_lock(Store *s) { pthread_mutex_lock(&s->lock); }
+void store_lock(Store *s) { mutex_take(s); }
 void store_unlock(Store *s) { pthread_mutex_unlock(&s->lock); }
 static void ls_start(Store *s) { (void)s; }
 static void ls_stop(Store *s) { (void)s; }
@@ -424,6 +440,29 @@ int store_restore(Store *s, const UserState *raw)
 
 size_t store_slot_high(Store *s) { return s->high; }
 
+/* Between a walk's batches: the lock is free for a moment, and a thread
+ * waiting for it gets it first. */
+static void walk_pause(Store *s)
+{
+    if (!atomic_load(&s->waiters))
+        return;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        sched_yield();
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while (atomic_load(&s->waiters) && (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 1000000L);
+}
+
+void store_let_waiters(Store *s)
+{
+    if (!atomic_load(&s->waiters))
+        return;
+    store_unlock(s);
+    walk_pause(s);
+    store_lock(s);
+}
+
 size_t store_visit_from(Store *s, size_t from, size_t batch, StoreVisitFn fn, void *arg)
 {
     bool stop = false;
@@ -437,6 +476,8 @@ size_t store_visit_from(Store *s, size_t from, size_t batch, StoreVisitFn fn, vo
                 stop = fn(arg, u) != 0;
         }
         store_unlock(s);
+        if (!stop && i < high)
+            walk_pause(s);
     } while (!stop && i < high);
     return stop ? i : SIZE_MAX;
 }
