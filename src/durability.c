@@ -243,6 +243,10 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
     uint64_t seq = 0;
     size_t bytes = 0;
     pid_t pid = -1;
+    /* most of the log's pending writes and its fsync go out before the
+     * store lock is taken: wal_rotate under it then syncs only what came
+     * in meanwhile */
+    wal_sync(s->wal);
     store_lock(s->store);
     int rc = wal_rotate(s->wal, &seq); /* the snapshot covers exactly the records below seq */
     wal_stats(s->wal, &ws);
