@@ -83,6 +83,11 @@ int store_reserve(Store *s, size_t n);
 void store_lock(Store *s);
 void store_unlock(Store *s);
 
+/* Lock held: if another thread is waiting for the lock, lets it take the
+ * lock first (waiting up to 1 ms for it to), then takes it back. For a
+ * long run of short steps under the lock (a batch of predictions). */
+void store_let_waiters(Store *s);
+
 UserState *store_find(Store *s, const char *id, size_t len);
 /* The shopper whose id hashes to h (the first, in the 2^-64 case of two). */
 UserState *store_find_hash(Store *s, uint64_t h);
@@ -114,9 +119,13 @@ UserState *store_slot_at(Store *s, size_t idx);
 typedef int (*StoreVisitFn)(void *arg, UserState *u);
 /* Worker: calls fn for every shopper in slot order, taking the lock for at
  * most `batch` slots at a time and releasing it in between, so an HTTP
- * thread waits for one batch at most. The caller must not hold the lock.
+ * thread waits for one batch at most (a thread waiting for the lock gets
+ * it between batches). The caller must not hold the lock.
  * A shopper added or removed during the walk may or may not be visited. */
 void store_visit(Store *s, size_t batch, StoreVisitFn fn, void *arg);
+/* Worker: the same from slot `from` on; returns the slot to go on from
+ * after fn stopped the walk, SIZE_MAX once every slot was visited. */
+size_t store_visit_from(Store *s, size_t from, size_t batch, StoreVisitFn fn, void *arg);
 
 size_t store_count(const Store *s);
 size_t store_bytes(const Store *s);  /* slots + index, allocated */

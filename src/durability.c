@@ -192,6 +192,7 @@ static int write_locked(Service *s, const char *tmp, uint64_t seq, bool fork_chi
         /* child: a frozen copy of memory; write it and leave (the fork
          * rules: no locks, no stdio, _exit) */
         child_detach(parent);
+        setpriority(PRIO_PROCESS, 0, 19); /* the forking worker runs at the HTTP thread's priority */
         int rc = snapshot_write(tmp, &tables, &info, bytes);
         _exit(rc ? 1 : 0);
     }
@@ -262,6 +263,10 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
     uint64_t seq = 0;
     size_t bytes = 0;
     pid_t pid = -1;
+    /* most of the log's pending writes and its fsync go out before the
+     * store lock is taken: wal_rotate under it then syncs only what came
+     * in meanwhile */
+    wal_sync(s->wal);
     store_lock(s->store);
     SnapshotTables tables = tables_of(s);
     int rc = room_for_snapshot(s, snapshot_size_estimate(&tables), err, errlen);

@@ -115,27 +115,23 @@ static int load_config(LtvdConfig *cfg, const char *config_path, int argc, char 
 
 static void start_job(App *app);
 
-/* Worker jobs yield the CPU to the HTTP thread: on a small machine a
- * retrain competing at equal priority quadrupled the p99 of GET ltv
- * (docs/PERFORMANCE.md). Nice 19 rather than SCHED_IDLE, which starves a
- * retrain for as long as the HTTP side keeps the cores busy. On Linux
- * setpriority(PRIO_PROCESS, 0) applies to the calling thread. */
-static void worker_yields(void)
-{
-    setpriority(PRIO_PROCESS, 0, 19);
-}
+/* Worker jobs yield the CPU to the HTTP thread without holding it up: the
+ * worker thread keeps the HTTP thread's priority while it holds the store
+ * lock, and runs its heavy compute on a thread at nice 19 (run_niced in
+ * jobs.c; a snapshot's child renices itself, durability.c). On a small
+ * machine a retrain competing at equal priority quadrupled the p99 of GET
+ * ltv, and a whole worker at nice 19, preempted while it held the store
+ * lock, kept the HTTP thread waiting for seconds (docs/PERFORMANCE.md). */
 
 static void retrain_work_cb(uv_work_t *w)
 {
     App *app = w->data;
-    worker_yields();
     service_run_retrain(app->svc);
 }
 
 static void refit_work_cb(uv_work_t *w)
 {
     App *app = w->data;
-    worker_yields();
     char err[256];
     int rc = service_refit_fallback(app->svc, false, err, sizeof err);
     if (rc < 0)
@@ -200,7 +196,6 @@ static void refit_timer_cb(uv_timer_t *t) { queue_job(t->data, refit_work_cb); }
 static void adjuster_work_cb(uv_work_t *w)
 {
     App *app = w->data;
-    worker_yields();
     service_run_adjuster(app->svc);
 }
 
@@ -209,7 +204,6 @@ static void adjuster_timer_cb(uv_timer_t *t) { queue_job(t->data, adjuster_work_
 static void snapshot_work_cb(uv_work_t *w)
 {
     App *app = w->data;
-    worker_yields();
     char err[256];
     uint64_t asked = service_snapshot_requested(app->svc); /* one asked for later waits for the next tick */
     int rc = service_snapshot(app->svc, true, err, sizeof err);

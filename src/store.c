@@ -5,14 +5,48 @@
 #include "store.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hash.h"
 #include "timeutil.h"
 
 #define NO_SLOT UINT32_MAX
+
+#ifdef LTVD_LOCK_STATS
+#include <dlfcn.h>
+#include <stdio.h>
+#include <time.h>
+
+/* Lock-hold instrumentation, compiled in only with -DLTVD_LOCK_STATS
+ * (docs/PERFORMANCE.md, "Tail latency"): each hold of the store lock is
+ * timed, with the wait before it, per call site (the caller's address, or
+ * the visit function of a store_visit walk). Once a second a thread of its
+ * own appends the sites active in that second to the file named by
+ * $LTVD_LOCK_STATS and starts the next second afresh. The figures live
+ * under the store lock itself. */
+#define LS_SITES 64
+#define LS_BUCKETS 40 /* hold times by power of two of ns */
+
+typedef struct LockSite {
+    const void *site;
+    uint64_t n, hold_ns, hold_max, wait_ns, wait_max;
+    uint32_t hold_hist[LS_BUCKETS];
+} LockSite;
+
+typedef struct LockStats {
+    LockSite sites[LS_SITES];
+    FILE *out;
+    pthread_t dumper;
+    atomic_bool stop;
+} LockStats;
+
+static _Thread_local uint64_t ls_since;
+static _Thread_local LockSite *ls_site;
+#endif
 
 struct Store {
     pthread_mutex_t lock;
@@ -27,7 +61,14 @@ struct Store {
     atomic_size_t count;
     atomic_size_t bytes;
     HashKey key;             /* secret; set while empty */
+    atomic_int waiters;      /* threads blocked in store_lock */
+#ifdef LTVD_LOCK_STATS
+    LockStats *ls;
+#endif
 };
+
+static void ls_start(Store *s); /* the lock-hold figures: nothing without LTVD_LOCK_STATS */
+static void ls_stop(Store *s);
 
 int store_create(Store **out, const StoreConfig *cfg)
 {
@@ -56,7 +97,9 @@ int store_create(Store **out, const StoreConfig *cfg)
         return -ENOMEM;
     }
     atomic_init(&s->count, 0);
+    atomic_init(&s->waiters, 0);
     atomic_init(&s->bytes, isize * sizeof(uint32_t));
+    ls_start(s);
     *out = s;
     return 0;
 }
@@ -65,6 +108,7 @@ void store_destroy(Store *s)
 {
     if (!s)
         return;
+    ls_stop(s);
     for (size_t i = 0; i < s->nchunks; i++)
         free(s->chunks[i]);
     free(s->chunks);
@@ -109,8 +153,149 @@ int store_reserve(Store *s, size_t n)
     return 0;
 }
 
-void store_lock(Store *s) { pthread_mutex_lock(&s->lock); }
+/* Takes the lock, counting the threads that had to wait for it: glibc's
+ * mutex is not fair, and a walk that released it and took it straight back
+ * could keep a woken waiter out for the whole walk (store_let_waiters). */
+static void mutex_take(Store *s)
+{
+    if (pthread_mutex_trylock(&s->lock) == 0)
+        return;
+    atomic_fetch_add(&s->waiters, 1);
+    pthread_mutex_lock(&s->lock);
+    atomic_fetch_sub(&s->waiters, 1);
+}
+
+#ifdef LTVD_LOCK_STATS
+static uint64_t ls_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void lock_at(Store *s, const void *site)
+{
+    uint64_t t0 = ls_now();
+    mutex_take(s);
+    ls_since = ls_now();
+    ls_site = NULL;
+    if (!s->ls)
+        return;
+    for (size_t i = 0; i < LS_SITES; i++) {
+        LockSite *k = &s->ls->sites[i];
+        if (k->site == site || !k->site) {
+            k->site = site;
+            ls_site = k;
+            break;
+        }
+    }
+    if (ls_site) {
+        uint64_t w = ls_since - t0;
+        ls_site->wait_ns += w;
+        ls_site->wait_max = w > ls_site->wait_max ? w : ls_site->wait_max;
+    }
+}
+
+void store_lock(Store *s) { lock_at(s, __builtin_return_address(0)); }
+
+void store_unlock(Store *s)
+{
+    if (ls_site) {
+        uint64_t d = ls_now() - ls_since;
+        unsigned b = d ? 63u - (unsigned)__builtin_clzll(d) : 0;
+        ls_site->n++;
+        ls_site->hold_ns += d;
+        ls_site->hold_max = d > ls_site->hold_max ? d : ls_site->hold_max;
+        ls_site->hold_hist[b < LS_BUCKETS ? b : LS_BUCKETS - 1]++;
+        ls_site = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Upper bound of the hold time below which a fraction q of the holds fall. */
+static uint64_t ls_quantile(const LockSite *k, double q)
+{
+    uint64_t seen = 0;
+    for (unsigned b = 0; b < LS_BUCKETS; b++) {
+        seen += k->hold_hist[b];
+        if ((double)seen >= q * (double)k->n)
+            return 2ull << b;
+    }
+    return 0;
+}
+
+/* One line per site active in the last second: wall time, the site (its
+ * offset in its binary: addr2line -f -e BINARY OFFSET), holds, total and
+ * max hold, p50/p99 (power-of-two upper bounds), total and max wait. */
+static void *ls_dumper(void *arg)
+{
+    Store *s = arg;
+    LockSite copy[LS_SITES];
+    while (!atomic_load(&s->ls->stop)) {
+        struct timespec second = {1, 0};
+        nanosleep(&second, NULL);
+        pthread_mutex_lock(&s->lock);
+        memcpy(copy, s->ls->sites, sizeof copy);
+        memset(s->ls->sites, 0, sizeof s->ls->sites);
+        pthread_mutex_unlock(&s->lock);
+        struct timespec wall;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        for (size_t i = 0; i < LS_SITES && copy[i].site; i++) {
+            LockSite *k = &copy[i];
+            if (!k->n)
+                continue;
+            Dl_info di;
+            uintptr_t off = (uintptr_t)k->site;
+            const char *sym = "?";
+            if (dladdr(k->site, &di) && di.dli_fbase) {
+                off -= (uintptr_t)di.dli_fbase;
+                sym = di.dli_sname ? di.dli_sname : "?";
+            }
+            fprintf(s->ls->out, "%lld.%03ld site=0x%lx sym=%s n=%llu hold_ms=%.3f hold_max_us=%.1f "
+                    "hold_p50_us<=%.1f hold_p99_us<=%.1f wait_ms=%.3f wait_max_us=%.1f\n", (long long)wall.tv_sec,
+                    wall.tv_nsec / 1000000, (unsigned long)off, sym, (unsigned long long)k->n, k->hold_ns / 1e6,
+                    k->hold_max / 1e3, ls_quantile(k, 0.5) / 1e3, ls_quantile(k, 0.99) / 1e3, k->wait_ns / 1e6,
+                    k->wait_max / 1e3);
+        }
+        fflush(s->ls->out);
+    }
+    return NULL;
+}
+
+static void ls_start(Store *s)
+{
+    const char *path = getenv("LTVD_LOCK_STATS");
+    if (!path || !*path || !(s->ls = calloc(1, sizeof *s->ls)))
+        return;
+    if (!(s->ls->out = fopen(path, "a")) || pthread_create(&s->ls->dumper, NULL, ls_dumper, s) != 0) {
+        if (s->ls->out)
+            fclose(s->ls->out);
+        free(s->ls);
+        s->ls = NULL;
+    }
+}
+
+static void ls_stop(Store *s)
+{
+    if (!s->ls)
+        return;
+    atomic_store(&s->ls->stop, true);
+    pthread_join(s->ls->dumper, NULL);
+    fclose(s->ls->out);
+    free(s->ls);
+}
+#else
+static void lock_at(Store *s, const void *site)
+{
+    (void)site;
+    mutex_take(s);
+}
+
+void store_lock(Store *s) { mutex_take(s); }
 void store_unlock(Store *s) { pthread_mutex_unlock(&s->lock); }
+static void ls_start(Store *s) { (void)s; }
+static void ls_stop(Store *s) { (void)s; }
+#endif
 
 static inline UserState *slot(const Store *s, uint32_t i)
 {
@@ -313,21 +498,51 @@ int store_restore(Store *s, const UserState *raw)
 
 size_t store_slot_high(Store *s) { return s->high; }
 
-void store_visit(Store *s, size_t batch, StoreVisitFn fn, void *arg)
+/* Between a walk's batches: the lock is free for a moment, and a thread
+ * waiting for it gets it first. */
+static void walk_pause(Store *s)
+{
+    if (!atomic_load(&s->waiters))
+        return;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        sched_yield();
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while (atomic_load(&s->waiters) && (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 1000000L);
+}
+
+void store_let_waiters(Store *s)
+{
+    if (!atomic_load(&s->waiters))
+        return;
+    store_unlock(s);
+    walk_pause(s);
+    store_lock(s);
+}
+
+size_t store_visit_from(Store *s, size_t from, size_t batch, StoreVisitFn fn, void *arg)
 {
     bool stop = false;
-    for (size_t base = 0; !stop; base += batch) {
-        store_lock(s);
-        size_t high = s->high;
-        for (size_t i = base; i < base + batch && i < high && !stop; i++) {
+    size_t i = from, high;
+    do {
+        lock_at(s, (const void *)fn);
+        high = s->high;
+        for (size_t end = i + batch; i < end && i < high && !stop; i++) {
             UserState *u = store_slot_at(s, i);
             if (u)
                 stop = fn(arg, u) != 0;
         }
         store_unlock(s);
-        if (base + batch >= high)
-            break;
-    }
+        if (!stop && i < high)
+            walk_pause(s);
+    } while (!stop && i < high);
+    return stop ? i : SIZE_MAX;
+}
+
+void store_visit(Store *s, size_t batch, StoreVisitFn fn, void *arg)
+{
+    store_visit_from(s, 0, batch, fn, arg);
 }
 
 UserState *store_slot_at(Store *s, size_t idx)

@@ -92,6 +92,48 @@ static void test_ring(void)
     store_destroy(s);
 }
 
+typedef struct Collect {
+    unsigned char seen[10000];
+    int n, stop_every;
+} Collect;
+
+static int collect_visit(void *arg, UserState *u)
+{
+    Collect *c = arg;
+    int k = 0;
+    ASSERT(sscanf(u->id, "user-%d", &k) == 1 && k >= 0 && k < 10000);
+    c->seen[k]++;
+    return ++c->n % c->stop_every == 0;
+}
+
+/* A walk stopped by its visitor and resumed where store_visit_from said
+ * visits every shopper exactly once, deleted slots skipped. */
+static void test_visit_from(void)
+{
+    Store *s;
+    StoreConfig cfg = {10000, 8, 2};
+    ASSERT(store_create(&s, &cfg) == 0);
+    char id[32];
+    UserState *u;
+    for (int k = 0; k < 10000; k++) {
+        id_of(k, id, sizeof id);
+        ASSERT(store_insert(s, id, strlen(id), &u) == 0);
+    }
+    for (int k = 0; k < 10000; k += 3) {
+        id_of(k, id, sizeof id);
+        ASSERT(store_remove(s, id, strlen(id)) == 0);
+    }
+    static Collect c;
+    c.stop_every = 77;
+    int walks = 0;
+    for (size_t at = 0; at != SIZE_MAX; walks++)
+        at = store_visit_from(s, at, 50, collect_visit, &c);
+    for (int k = 0; k < 10000; k++)
+        ASSERT(c.seen[k] == (k % 3 ? 1 : 0));
+    ASSERT(walks == c.n / 77 + 1);
+    store_destroy(s);
+}
+
 /* A snapshot's raw slot is checked before it becomes a shopper: a ring
  * longer than the table's (training copies ring_len events into a set sized
  * by ring_cap), a ring start outside it, an event type ltvd does not have,
@@ -144,5 +186,6 @@ int main(void)
     test_cap();
     test_ring();
     test_restore_checks();
+    test_visit_from();
     TEST_DONE("test_store");
 }
