@@ -106,6 +106,13 @@ static void fail(Wal *w, const char *what, int rc)
 {
     if (atomic_exchange(&w->failed, true))
         return;
+    /* the flusher may sleep waiting for data (fsync=always) while a caller's
+     * wal_sync found the failure: wake it, under buf_lock so that the wake-up
+     * cannot fall between its check of `failed` and its wait, to start the
+     * retries (io_lock is held: io before buf is the lock order) */
+    pthread_mutex_lock(&w->buf_lock);
+    pthread_cond_broadcast(&w->data_cond);
+    pthread_mutex_unlock(&w->buf_lock);
     log_msg(LOG_ERROR, "write-ahead log failed: no more writes are accepted", "op=%s error=\"%s\"", what,
             strerror(-rc));
     if (w->durable_cb)

@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -32,6 +33,15 @@ AUTH = f"Authorization: Bearer {TOKEN}\r\n"
 MIB = 1 << 20
 TS = 1735689600
 TESTS, test = test_registry()
+
+
+def rss_factor():
+    """ThreadSanitizer keeps about four bytes of shadow per byte the program
+    touches (AddressSanitizer one in eight), so a build linked with libtsan
+    shows the same admitted bodies as about five times the RSS."""
+    out = subprocess.run(["ldd", LTVD], capture_output=True, text=True).stdout
+    return 5 if "libtsan" in out else 1
+
 
 
 def connect(port, source="127.0.0.1"):
@@ -315,7 +325,7 @@ def memory_stays_bounded_under_the_attack():
         for t in threads:
             t.join(scaled(120))
         check(all(r in (None, 503) for r in res_b), f"over-budget uploads get 503 (or a reset): {res_b}")
-        check(peak < 128 * MIB, f"peak RSS grew by {peak / MIB:.0f} MiB under the attack")
+        check(peak < 128 * MIB * rss_factor(), f"peak RSS grew by {peak / MIB:.0f} MiB under the attack")
         check(wait_until(lambda: inflight(s) == 0, 30), "every reservation given back")
         check(rejected(s, "unauthorized") >= 1, "the tokenless uploads were refused early")
         print(f"  peak RSS growth under the attack: {peak / MIB:.1f} MiB")
