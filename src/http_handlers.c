@@ -119,10 +119,23 @@ int handle_user_ltv(HttpCall *c)
     int rc = http_query(c, "as_of", text, sizeof text);
     if (rc != -ENOENT && (rc || time_parse(text, &as_of)))
         return http_send_error(c, 400, "invalid_request", AS_OF_INVALID, NULL, 0);
+    bool explain = false;
+    rc = http_query(c, "explain", text, sizeof text);
+    if (rc != -ENOENT) {
+        explain = rc == 0 && (strcmp(text, "true") == 0 || strcmp(text, "1") == 0);
+        if (rc || !(explain || strcmp(text, "false") == 0 || strcmp(text, "0") == 0))
+            return http_send_error(c, 400, "invalid_request", "explain must be true or false", NULL, 0);
+    }
     PredictionView pv;
-    service_predict(c->svc, c->id, c->id_len, as_of, &pv);
     TextBuf r = {0};
-    render_prediction(&r, &pv);
+    if (explain) {
+        Explanation ex;
+        service_explain(c->svc, c->id, c->id_len, as_of, &pv, &ex);
+        render_explained(&r, &pv, &ex);
+    } else {
+        service_predict(c->svc, c->id, c->id_len, as_of, &pv);
+        render_prediction(&r, &pv);
+    }
     return http_send_json(c, 200, &r);
 }
 

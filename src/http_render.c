@@ -367,6 +367,8 @@ void render_segments(TextBuf *b, const Segments *g, double age_s)
     render_refresh_head(b, g, age_s);
     TEXT_LIT(b, ",\"refresh_ms\":");
     render_num(b, g->refresh_ms);
+    TEXT_LIT(b, ",\"refresh_bytes\":");
+    render_u64(b, g->work_bytes);
     TEXT_LIT(b, ",\"tiers\":[");
     for (int t = 0; t < SEG_TIERS; t++) {
         textbuf_printf(b, "%s{\"name\":\"%s\",\"min_ltv\":", t ? "," : "", segments_tier_name(t));
@@ -429,4 +431,65 @@ void render_segment_list(TextBuf *b, const Segments *g, double age_s, const Segm
     } else {
         TEXT_LIT(b, "null}");
     }
+}
+
+/* ---- explanations ------------------------------------------------------- */
+
+void render_explained(TextBuf *b, const PredictionView *p, const Explanation *ex)
+{
+    render_prediction(b, p);
+    if (b->err || b->b.len == 0)
+        return;
+    b->b.len--; /* the prediction's closing brace: the explanation goes inside */
+    TEXT_LIT(b, ",\"explain\":{\"composition\":\"ltv = fallback.ltv + network.delta + adjuster.delta\","
+                "\"fallback\":{\"source\":");
+    if (ex->has_purchase)
+        TEXT_LIT(b, "\"bgnbd\"");
+    else
+        TEXT_LIT(b, "\"prior\"");
+    TEXT_LIT(b, ",\"frequency\":");
+    render_num(b, ex->frequency);
+    TEXT_LIT(b, ",\"recency_weeks\":");
+    render_num(b, ex->recency_weeks);
+    TEXT_LIT(b, ",\"tenure_weeks\":");
+    render_num(b, ex->tenure_weeks);
+    TEXT_LIT(b, ",\"weeks_since_last_purchase\":");
+    render_num(b, ex->weeks_since_last);
+    TEXT_LIT(b, ",\"mean_spend\":");
+    render_num(b, ex->mean_spend);
+    TEXT_LIT(b, ",\"spend\":");
+    render_num(b, ex->spend);
+    TEXT_LIT(b, ",\"expected_purchases\":");
+    render_num(b, ex->expected_purchases);
+    TEXT_LIT(b, ",\"value_per_purchase\":");
+    render_num(b, ex->value_per_purchase);
+    TEXT_LIT(b, ",\"p_alive\":");
+    render_num(b, ex->p_alive);
+    TEXT_LIT(b, ",\"p_active\":");
+    render_num(b, ex->fallback_p_active);
+    TEXT_LIT(b, ",\"ltv\":");
+    render_num(b, ex->fallback_ltv);
+    textbuf_printf(b, "},\"network\":{\"used\":%s,\"ltv\":", ex->network_used ? "true" : "false");
+    render_num(b, ex->network_ltv);
+    TEXT_LIT(b, ",\"delta\":");
+    render_num(b, ex->network_ltv - ex->fallback_ltv);
+    textbuf_printf(b, "},\"adjuster\":{\"used\":%s,\"multiplier\":", ex->adjuster_used ? "true" : "false");
+    render_num(b, ex->adjuster_multiplier);
+    TEXT_LIT(b, ",\"delta\":");
+    render_num(b, ex->ltv - ex->network_ltv);
+    textbuf_printf(b, "},\"events\":{\"method\":\"leave_one_out\",\"ring_events\":%u,\"considered\":%u,\"top\":[",
+                   ex->ring_events, ex->nevents);
+    for (unsigned i = 0; i < ex->nevents; i++) {
+        const ExplainEvent *e = &ex->events[i];
+        if (i)
+            TEXT_LIT(b, ",");
+        TEXT_LIT(b, "{\"ts\":\"");
+        render_time(b, e->ts);
+        textbuf_printf(b, "\",\"type\":\"%s\",\"value\":", event_type_name(e->type));
+        render_num(b, e->value);
+        TEXT_LIT(b, ",\"effect\":");
+        render_num(b, e->effect);
+        TEXT_LIT(b, "}");
+    }
+    TEXT_LIT(b, "]}}}");
 }

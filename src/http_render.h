@@ -14,6 +14,7 @@
 
 #include "events.h"
 #include "predlog.h"
+#include "explain.h"
 #include "segments.h"
 #include "service.h"
 #include "util.h"
@@ -48,5 +49,8 @@ void render_segments(TextBuf *b, const Segments *g, double age_s);
  * the next page (NULL: this is the last). */
 void render_segment_list(TextBuf *b, const Segments *g, double age_s, const SegmentRow *const *rows, size_t n,
                          size_t total, const char *next_cursor);
+
+/* A prediction object with its "explain" member (?explain=true). */
+void render_explained(TextBuf *b, const PredictionView *p, const Explanation *ex);
 
 #endif

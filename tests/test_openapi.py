@@ -287,6 +287,11 @@ def every_route_answers_as_documented():
         _, _, body = exchange(s, "GET", UL, "/v1/users/nobody/ltv?as_of=1998-01-01T00:00:00Z", want=200)
         check_true(body["known"] is False and body["last_event_ts"] is None, body)
         exchange(s, "GET", UL, "/v1/users/u1/ltv?as_of=yesterday", want=400)
+        _, _, body = exchange(s, "GET", UL, "/v1/users/u1/ltv?explain=true", want=200)
+        check_true(body["explain"]["fallback"]["source"] == "bgnbd", body)
+        _, _, body = exchange(s, "GET", UL, "/v1/users/nobody/ltv?explain=1", want=200)
+        check_true(body["explain"]["fallback"]["source"] == "prior", body)
+        exchange(s, "GET", UL, "/v1/users/u1/ltv?explain=maybe", want=400)
         exchange(s, "GET", UL, "/v1/users/bad%zz/ltv", want=400)
         exchange(s, "GET", UL, "/v1/users/u1/ltv", body=BIG, want=413)
         _, _, body = exchange(s, "GET", U, "/v1/users/u1", want=200)
@@ -428,6 +433,8 @@ def retrain_conflict_and_trained_model_answer_as_documented():
                    f"the adjuster ran, so its optional fields were checked too: {m['adjuster']}")
         _, _, body = exchange(s, "POST", "/v1/ltv/batch", body={"user_ids": ["s1", "s2"]}, want=200)
         check_true(body["predictions"][0]["source"] == "network" or m["status"] == "fallback", body)
+        _, _, body = exchange(s, "GET", "/v1/users/{user_id}/ltv", "/v1/users/s1/ltv?explain=true", want=200)
+        check_true(body["explain"]["network"]["used"] == (body["source"] == "network"), body)
         # the model history of a trained network: list, export, import,
         # rollback, and each refusal
         _, _, h = exchange(s, "GET", "/v1/models", want=200)
