@@ -6,11 +6,12 @@
  *
  * Memory (n shoppers, L = segments.list_max, S = the slot size, about
  * 1 KiB at the default model sizes): SEG_COPY_SLOTS * S for the copies,
- * 24 n bytes of per-shopper records and 4 n for the LTV sort while a
- * refresh runs (freed before it returns), 12 n for the p_active peaks kept
- * between refreshes, and 2 L rows of about 160 bytes in the published
- * result. At 1M shoppers and L = 10,000: about 45 MB during a refresh,
- * 15 MB between (docs/PERFORMANCE.md, "Segments"). */
+ * 24 n bytes of per-shopper records, 4 n for the LTV sort and 12 n for the
+ * next peaks while a refresh runs (freed before it returns), 12 n for the
+ * p_active peaks kept between refreshes, and 2 L rows of about 160 bytes
+ * in the published result. At 1M shoppers and L = 10,000: about 56 MB
+ * during a refresh (59 MiB of RSS measured), 15 MB between
+ * (docs/PERFORMANCE.md, "Segments"). */
 #include "segments.h"
 
 #include <errno.h>
