@@ -27,8 +27,12 @@
  * per nice-19 compute run: 1024 copies are about 1 MB. */
 #define SEG_BATCH_HOLD 128
 #define SEG_COPY_SLOTS 1024
-/* List rows whose ids are looked up per hold. */
-#define SEG_ID_HOLD 256
+/* List rows looked up by id hash between chances for a waiting request to
+ * take the store lock (store_let_waiters): a lookup is a few cache misses
+ * into a table of a million slots, up to about 6 us on a busy machine
+ * (256 per hold measured 1.6 ms a hold at 1M shoppers; docs/PERFORMANCE.md,
+ * "Segments refresh at 1M shoppers"). */
+#define SEG_ID_HOLD 32
 
 static const char *const tier_names[SEG_TIERS] = {"top", "high", "mid", "low"};
 static const char *const activity_names[SEG_ACTIVITIES] = {"active", "at_risk", "lapsed"};
@@ -80,14 +84,14 @@ bool service_segments_due(Service *s)
 
 void service_segments_live(Service *s, const SegmentRow *const *rows, size_t n, bool *live)
 {
-    for (size_t i = 0; i < n; i += SEG_ID_HOLD) {
-        store_lock(s->store);
-        for (size_t k = i; k < n && k < i + SEG_ID_HOLD; k++) {
-            UserState *u = store_find_hash(s->store, rows[k]->hash);
-            live[k] = u && strcmp(u->id, rows[k]->user_id) == 0;
-        }
-        store_unlock(s->store);
+    store_lock(s->store);
+    for (size_t k = 0; k < n; k++) {
+        if (k && k % SEG_ID_HOLD == 0)
+            store_let_waiters(s->store);
+        UserState *u = store_find_hash(s->store, rows[k]->hash);
+        live[k] = u && strcmp(u->id, rows[k]->user_id) == 0;
     }
+    store_unlock(s->store);
 }
 
 /* ---- the walk: copies out, predictions at nice 19 ------------------------ */
@@ -320,20 +324,20 @@ out:
 static size_t fill_rows(Service *s, const SegRecord *rec, const uint32_t *idx, size_t n, SegmentRow *rows)
 {
     size_t k = 0;
-    for (size_t i = 0; i < n; i += SEG_ID_HOLD) {
-        store_lock(s->store);
-        for (size_t j = i; j < n && j < i + SEG_ID_HOLD; j++) {
-            const SegRecord *r = &rec[idx[j]];
-            UserState *u = store_find_hash(s->store, r->hash);
-            if (!u)
-                continue;
-            rows[k] = (SegmentRow){.hash = r->hash, .ltv = r->ltv, .p_active = r->p_active, .p_active_peak = r->peak,
-                                   .spend = r->spend};
-            memcpy(rows[k].user_id, u->id, (size_t)u->id_len + 1);
-            k++;
-        }
-        store_unlock(s->store);
+    store_lock(s->store);
+    for (size_t j = 0; j < n; j++) {
+        if (j && j % SEG_ID_HOLD == 0)
+            store_let_waiters(s->store);
+        const SegRecord *r = &rec[idx[j]];
+        UserState *u = store_find_hash(s->store, r->hash);
+        if (!u)
+            continue;
+        rows[k] = (SegmentRow){.hash = r->hash, .ltv = r->ltv, .p_active = r->p_active, .p_active_peak = r->peak,
+                               .spend = r->spend};
+        memcpy(rows[k].user_id, u->id, (size_t)u->id_len + 1);
+        k++;
     }
+    store_unlock(s->store);
     return k;
 }
 
