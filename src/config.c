@@ -69,6 +69,8 @@ static const ConfigKey keys[] = {
     {"adjuster.enabled", CT_BOOL, F(adjuster_enabled), "false", 0, 0, {0}, false},
     {"adjuster.interval_s", CT_INT, F(adjuster_interval_s), "3600", 0, 31536000, {0}, false},
     {"adjuster.log_size", CT_INT, F(adjuster_log_size), "100000", 0, 10000000, {0}, false},
+    {"segments.refresh_s", CT_INT, F(segments_refresh_s), "300", 1, 86400, {0}, false},
+    {"segments.list_max", CT_INT, F(segments_list_max), "10000", 10, 1000000, {0}, false},
     {"auth.ingest_token", CT_STRING, F(auth_ingest_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
     {"auth.admin_token", CT_STRING, F(auth_admin_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
     {"auth.read_token", CT_STRING, F(auth_read_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
