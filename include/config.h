@@ -68,6 +68,8 @@ typedef struct LtvdConfig {
     int64_t adjuster_interval_s;   /* timer for adjuster runs besides the one after each retrain; 0: none */
     int64_t adjuster_log_size;     /* served predictions awaiting their outcome (and matured pairs kept); 0: no log */
 
+    char dashboard_chartjs_path[CONFIG_STR_MAX]; /* Chart.js served at /dashboard/chart.js (libjs-chart.js) */
+
     char auth_ingest_token[CONFIG_STR_MAX];
     char auth_admin_token[CONFIG_STR_MAX];
     char auth_read_token[CONFIG_STR_MAX];

@@ -13,7 +13,7 @@
 #include "predlog.h"
 #include "util.h"
 
-#define METRICS_MAX_ROUTES 16
+#define METRICS_MAX_ROUTES 32
 #define METRICS_NCODES 20          /* see metrics.c: http_codes[] + "other" */
 #define METRICS_NBUCKETS 14        /* request latency buckets incl. +Inf */
 #define METRICS_FSYNC_NBUCKETS 17  /* fsync latency buckets incl. +Inf: 10 us .. 1 s */

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "calibration.h"
 #include "config.h"
 #include "metrics.h"
 #include "model.h"
@@ -104,6 +105,21 @@ void service_model_info(Service *s, ModelInfo *out);
 
 /* The prediction log's figures (all zero without a log). */
 void service_predlog_stats(Service *s, PredLogStats *out);
+
+/* GET /v1/calibration: predicted against realised by decile. */
+typedef struct CalibrationView {
+    int horizon_days;
+    bool has_live;          /* a prediction log exists (adjuster.enabled, adjuster.log_size > 0) */
+    Calibration live;       /* its matured pairs, as of the last maturing (retrain or adjuster run) */
+    bool has_backtest;      /* a retrain has backtested a serving model */
+    Calibration backtest;   /* that model's predictions at the validation cuts against their outcomes */
+    uint64_t backtest_version;
+    int64_t backtest_at;
+} CalibrationView;
+
+/* Fills out; copies the matured pairs under the store lock (at most
+ * adjuster.log_size) and groups them outside it. 0 or -ENOMEM. */
+int service_calibration(Service *s, CalibrationView *out);
 
 /* ---- worker jobs (jobs.c) ---------------------------------------------- */
 

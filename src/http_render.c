@@ -326,3 +326,42 @@ void render_models(TextBuf *b, uint64_t serving, int keep, const ModelFileInfo *
     }
     textbuf_printf(b, "]}");
 }
+
+static void render_cal_groups(TextBuf *b, const Calibration *cal)
+{
+    textbuf_printf(b, "\"pairs\":%zu,\"predicted_total\":%.6g,\"realised_total\":%.6g,\"deciles\":[", cal->pairs,
+                   finite_or_zero(cal->predicted_total), finite_or_zero(cal->realised_total));
+    for (int k = 0; k < cal->ngroups; k++) {
+        const CalGroup *g = &cal->g[k];
+        textbuf_printf(b,
+                       "%s{\"decile\":%d,\"count\":%u,\"predicted\":%.6g,\"realised\":%.6g,\"pred_min\":%.6g,"
+                       "\"pred_max\":%.6g}",
+                       k ? "," : "", k + 1, g->count, finite_or_zero(g->predicted), finite_or_zero(g->realised),
+                       finite_or_zero(g->pred_min), finite_or_zero(g->pred_max));
+    }
+    textbuf_printf(b, "]");
+}
+
+void render_calibration(TextBuf *b, const CalibrationView *v)
+{
+    textbuf_printf(b, "{\"horizon_days\":%d,\"live\":", v->horizon_days);
+    if (v->has_live) {
+        textbuf_printf(b, "{");
+        render_cal_groups(b, &v->live);
+        textbuf_printf(b, "}");
+    } else {
+        textbuf_printf(b, "null");
+    }
+    textbuf_printf(b, ",\"backtest\":");
+    if (v->has_backtest) {
+        char at[TIME_RFC3339_LEN];
+        time_format_rfc3339(v->backtest_at, at);
+        textbuf_printf(b, "{\"model_version\":%llu,\"computed_at\":\"%s\",", (unsigned long long)v->backtest_version,
+                       at);
+        render_cal_groups(b, &v->backtest);
+        textbuf_printf(b, "}");
+    } else {
+        textbuf_printf(b, "null");
+    }
+    textbuf_printf(b, "}");
+}

@@ -462,6 +462,31 @@ void service_predlog_stats(Service *s, PredLogStats *out)
     store_unlock(s->store);
 }
 
+int service_calibration(Service *s, CalibrationView *out)
+{
+    memset(out, 0, sizeof *out);
+    out->horizon_days = (int)s->cfg.model_horizon_days;
+    pthread_mutex_lock(&s->err_lock);
+    out->has_backtest = s->backtest_cal.pairs > 0;
+    out->backtest = s->backtest_cal;
+    out->backtest_version = s->backtest_cal_version;
+    out->backtest_at = s->backtest_cal_at;
+    pthread_mutex_unlock(&s->err_lock);
+    if (!s->predlog)
+        return 0;
+    size_t cap = (size_t)s->cfg.adjuster_log_size;
+    AdjPair *pairs = malloc(cap * sizeof *pairs); /* (cap,): the log's pair ring holds at most cap */
+    if (!pairs)
+        return -ENOMEM;
+    store_lock(s->store);
+    size_t n = predlog_pairs(s->predlog, pairs, cap);
+    store_unlock(s->store);
+    int rc = calibration_compute(pairs, n, &out->live);
+    free(pairs);
+    out->has_live = rc == 0;
+    return rc;
+}
+
 void service_set_ready(Service *s, bool ready) { atomic_store(&s->ready, ready); }
 bool service_ready(Service *s) { return atomic_load(&s->ready); }
 
