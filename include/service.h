@@ -54,6 +54,16 @@ typedef struct UserSummaryView {
 
 typedef enum { RETRAIN_IDLE = 0, RETRAIN_RUNNING = 1, RETRAIN_FAILED = 2 } RetrainState;
 
+/* One network training since start (GET /v1/model's retrain.runs): the
+ * fallback's figures on the same validation split sit beside the
+ * network's, which a model file does not keep. */
+#define TRAIN_RUNS_KEPT 16
+typedef struct TrainRun {
+    uint64_t version;  /* the version it got if swapped in (allotted either way) */
+    int64_t at;        /* service_now when it ended */
+    TrainFigures f;
+} TrainRun;
+
 typedef struct ModelInfo {
     uint64_t version;
     ModelStatus status;
@@ -65,6 +75,8 @@ typedef struct ModelInfo {
     uint64_t retrain_job;
     char retrain_error[256];
     TrainFigures last_train;   /* of the last network training, swapped or not */
+    TrainRun runs[TRAIN_RUNS_KEPT]; /* the last nruns trainings, oldest first */
+    unsigned nruns;
     bool has_adj;
     AdjTable adj;
     bool network_enabled, adjuster_enabled;

@@ -274,13 +274,26 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   ",\"network\":%s,\"last_training\":{\"examples\":%llu,\"users\":%llu,\"epochs\":%llu,"
                   "\"head\":\"%s\",\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
                   "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,"
-                  "\"swapped\":%s}},",
+                  "\"swapped\":%s},\"runs\":[",
                   mi->network_enabled ? "true" : "false", (unsigned long long)lt->examples,
                   (unsigned long long)lt->users, (unsigned long long)lt->epochs,
                   lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none", finite_or_zero(lt->val_loss),
                   finite_or_zero(lt->val_loss_other), finite_or_zero(lt->val_loss_fallback),
                   finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini),
                   finite_or_zero(lt->val_gini_fallback), lt->seconds, lt->swapped ? "true" : "false");
+    for (unsigned k = 0; k < mi->nruns; k++) {
+        const TrainRun *run = &mi->runs[k];
+        char at[TIME_RFC3339_LEN];
+        time_format_rfc3339(run->at, at);
+        textbuf_printf(b,
+                       "%s{\"version\":%llu,\"at\":\"%s\",\"swapped\":%s,\"head\":\"%s\",\"examples\":%llu,"
+                       "\"val_loss\":%.6g,\"val_loss_fallback\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g}",
+                       k ? "," : "", (unsigned long long)run->version, at, run->f.swapped ? "true" : "false",
+                       run->f.hybrid ? "hybrid" : "lstm_only", (unsigned long long)run->f.examples,
+                       finite_or_zero(run->f.val_loss), finite_or_zero(run->f.val_loss_fallback),
+                       finite_or_zero(run->f.val_gini), finite_or_zero(run->f.val_gini_fallback));
+    }
+    textbuf_printf(b, "]},");
     render_adjuster(b, mi, pl);
     textbuf_printf(b, "}");
 }

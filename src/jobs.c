@@ -541,6 +541,8 @@ static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n
  * otherwise): the serving model's backtest, for GET /v1/calibration. */
 static void calibrate_serving(Service *s)
 {
+    if (atomic_load(&s->cancel_jobs)) /* shutting down: not worth a pass over the validation cuts */
+        return;
     Model *cur = service_model_acquire(s);
     AdjPair *bt = NULL;
     size_t nbt = 0;
@@ -674,6 +676,7 @@ static int train_network(Service *s, char *err, size_t errlen)
             f.swapped ? "true" : "false");
     pthread_mutex_lock(&s->err_lock);
     s->last_train = f;
+    s->runs[s->runs_total++ % TRAIN_RUNS_KEPT] = (TrainRun){.version = version, .at = service_now(s), .f = f};
     pthread_mutex_unlock(&s->err_lock);
     if (!f.swapped) {
         lstm_weights_release(tr.net);

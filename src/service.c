@@ -447,6 +447,9 @@ void service_model_info(Service *s, ModelInfo *out)
     pthread_mutex_lock(&s->err_lock);
     memcpy(out->retrain_error, s->retrain_error, sizeof out->retrain_error);
     out->last_train = s->last_train;
+    out->nruns = s->runs_total < TRAIN_RUNS_KEPT ? (unsigned)s->runs_total : TRAIN_RUNS_KEPT;
+    for (unsigned k = 0; k < out->nruns; k++)
+        out->runs[k] = s->runs[(s->runs_total - out->nruns + k) % TRAIN_RUNS_KEPT];
     pthread_mutex_unlock(&s->err_lock);
     out->network_enabled = s->cfg.train_network;
     out->adjuster_enabled = s->cfg.adjuster_enabled;

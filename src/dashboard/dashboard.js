@@ -138,25 +138,38 @@ async function panel(names, paths, fill) {
 
 /* ---- model history ---------------------------------------------------------- */
 
+/* Points by version: each valid model file (its network's validation
+ * figures), and each training run that was not swapped in. The fallback's
+ * figures on the same validation split come from the run that made the
+ * version (retrain.runs, kept in memory since start): a file made before
+ * this start shows the network alone. */
 function fillHistory(models, model) {
-  const files = models.models.filter((f) => f.valid).sort((a, b) => a.version - b.version);
-  const labels = files.map((f) => "v" + f.version + (f.trained_at ? " " + f.trained_at.slice(0, 10) : ""));
-  const lt = model.retrain.last_training;
-  const run = lt.epochs > 0;
-  if (run && !lt.swapped) labels.push("last run (kept out)");
-  const pad = (arr, last) => (run && !lt.swapped ? arr.concat([last]) : arr);
-  const netLoss = pad(files.map((f) => (f.validation ? f.validation.loss : null)), lt.val_loss);
-  const netGini = pad(files.map((f) => (f.validation ? f.validation.gini : null)), lt.val_gini);
-  const fbLoss = labels.map(() => (run ? lt.val_loss_fallback : null));
-  const fbGini = labels.map(() => (run ? lt.val_gini_fallback : null));
+  const runs = model.retrain.runs;
+  const runOf = (f) => f.validation && runs.find((r) => r.swapped && r.version <= f.version &&
+    r.examples === f.validation.examples && Math.abs(r.val_loss - f.validation.loss) < 1e-9);
+  const points = models.models.filter((f) => f.valid).map((f) => {
+    const r = runOf(f);
+    return { version: f.version, label: "v" + f.version + (f.trained_at ? " " + f.trained_at.slice(0, 10) : ""),
+             loss: f.validation ? f.validation.loss : null, gini: f.validation ? f.validation.gini : null,
+             fbLoss: r ? r.val_loss_fallback : null, fbGini: r ? r.val_gini_fallback : null };
+  });
+  for (const r of runs.filter((x) => !x.swapped))
+    points.push({ version: r.version - 0.5, label: "run " + r.at.slice(0, 10) + " (kept out)", loss: r.val_loss,
+                  gini: r.val_gini, fbLoss: r.val_loss_fallback, fbGini: r.val_gini_fallback });
+  points.sort((a, b) => a.version - b.version);
+  const labels = points.map((p) => p.label);
   const serving = "serving v" + models.serving_version + " (" + model.status + ")";
-  for (const [name, net, fb, what] of [["history-loss", netLoss, fbLoss, "validation loss (ZILN, lower is better)"],
-                                       ["history-gini", netGini, fbGini, "normalised Gini (higher is better)"]]) {
-    const datasets = [dataset("network", net, 0, { spanGaps: true }),
-                      dataset("fallback BG/NBD (last training's validation)", fb, 1, { borderDash: [6, 4], pointRadius: 0 })];
+  const fbSeen = points.some((p) => p.fbLoss !== null);
+  for (const [name, net, fb, what] of [
+    ["history-loss", "loss", "fbLoss", "validation loss (ZILN, lower is better)"],
+    ["history-gini", "gini", "fbGini", "normalised Gini (higher is better)"]]) {
+    const datasets = [dataset("network", points.map((p) => p[net]), 0, { spanGaps: true }),
+                      dataset("fallback BG/NBD, same validation split", points.map((p) => p[fb]), 1,
+                              { borderDash: [6, 4], spanGaps: true })];
     draw(name, { type: "line", data: { labels, datasets } });
     setState(name, hasData([datasets[0]]) ? "ok" : "empty",
-      hasData([datasets[0]]) ? what + "; " + serving + ", " + files.length + " model file(s)"
+      hasData([datasets[0]]) ? what + "; " + serving + ", " + models.models.length + " model file(s)" +
+                               (fbSeen ? "" : "; the fallback's figures are known for trainings since this start")
                              : "no trained network yet (POST /v1/model/retrain); " + serving);
   }
   document.getElementById("summary").textContent = serving + " · horizon " + model.horizon_days + " days";
@@ -220,6 +233,8 @@ function fillSegments(seg) {
 
 /* ---- the adjuster's table -------------------------------------------------- */
 
+const ADJ_CHART_MIN_PAIRS = 20;  /* fewer: too noisy to read, and the adjuster never corrects them */
+const ADJ_CHART_MAX = 3;
 const BUCKETS = { recency: ["≤30 d", "≤90 d", "≤180 d", ">180 d"], tenure: ["≤90 d", "≤180 d", "≤365 d", ">365 d"] };
 
 function fillAdjuster(model) {
@@ -233,13 +248,17 @@ function fillAdjuster(model) {
     return;
   }
   const segs = adj.segments;
-  const labels = segs.map((g) => "D" + g.value_decile + " r" + g.recency_bucket + " t" + g.tenure_bucket);
-  const datasets = [dataset("realised / predicted", segs.map((g) => g.ratio), 0),
-                    dataset("multiplier served", segs.map((g) => g.action), 1, { type: "line", showLine: false, pointRadius: 4 })];
-  draw("adjuster", { type: "bar", data: { labels, datasets } });
-  setState("adjuster", segs.length ? "ok" : "empty",
+  const charted = segs.filter((g) => g.pairs >= ADJ_CHART_MIN_PAIRS);
+  const labels = charted.map((g) => "D" + g.value_decile + " r" + g.recency_bucket + " t" + g.tenure_bucket);
+  const datasets = [dataset("realised / predicted", charted.map((g) => g.ratio), 0),
+                    dataset("multiplier served", charted.map((g) => g.action), 1, { type: "line", showLine: false, pointRadius: 4 })];
+  draw("adjuster", { type: "bar", data: { labels, datasets },
+    options: { scales: { y: { min: 0, max: ADJ_CHART_MAX, title: { display: true, text: "ratio, multiplier" } } } } });
+  setState("adjuster", charted.length ? "ok" : "empty",
     adj.runs + " run(s), " + adj.live_pairs + " logged + " + adj.backtest_pairs + " backtest pairs, " +
-    segs.filter((g) => g.action !== 1).length + " segment(s) corrected; D = decile of the prediction, r/t = recency/tenure bucket");
+    segs.filter((g) => g.action !== 1).length + " segment(s) corrected. Charted: the " + charted.length +
+    " segments with ≥ " + ADJ_CHART_MIN_PAIRS + " pairs (ratios above " + ADJ_CHART_MAX + " cut off); every segment in the table. " +
+    "D = decile of the prediction, r/t = recency/tenure bucket");
   const head = table.createTHead().insertRow();
   for (const h of ["segment", "value decile", "recency", "tenure", "pairs", "realised / predicted", "multiplier"]) {
     const th = document.createElement("th");
