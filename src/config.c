@@ -71,6 +71,8 @@ static const ConfigKey keys[] = {
     {"adjuster.log_size", CT_INT, F(adjuster_log_size), "100000", 0, 10000000, {0}, false},
     {"dashboard.chartjs_path", CT_STRING, F(dashboard_chartjs_path), "/usr/share/javascript/chart.js/chart.min.js", 1,
      CONFIG_STR_MAX - 1, {0}, false},
+    {"segments.refresh_s", CT_INT, F(segments_refresh_s), "300", 1, 86400, {0}, false},
+    {"segments.list_max", CT_INT, F(segments_list_max), "10000", 10, 1000000, {0}, false},
     {"auth.ingest_token", CT_STRING, F(auth_ingest_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
     {"auth.admin_token", CT_STRING, F(auth_admin_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
     {"auth.read_token", CT_STRING, F(auth_read_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},

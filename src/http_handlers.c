@@ -8,6 +8,7 @@
 #include "http_handlers.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "dashboard.h"
 #include "events.h"
 #include "log.h"
+#include "segments.h"
 #include "timeutil.h"
 
 #define AS_OF_INVALID "as_of must be an RFC 3339 time or Unix seconds in 1970-2100"
@@ -119,10 +121,23 @@ int handle_user_ltv(HttpCall *c)
     int rc = http_query(c, "as_of", text, sizeof text);
     if (rc != -ENOENT && (rc || time_parse(text, &as_of)))
         return http_send_error(c, 400, "invalid_request", AS_OF_INVALID, NULL, 0);
+    bool explain = false;
+    rc = http_query(c, "explain", text, sizeof text);
+    if (rc != -ENOENT) {
+        explain = rc == 0 && (strcmp(text, "true") == 0 || strcmp(text, "1") == 0);
+        if (rc || !(explain || strcmp(text, "false") == 0 || strcmp(text, "0") == 0))
+            return http_send_error(c, 400, "invalid_request", "explain must be true or false", NULL, 0);
+    }
     PredictionView pv;
-    service_predict(c->svc, c->id, c->id_len, as_of, &pv);
     TextBuf r = {0};
-    render_prediction(&r, &pv);
+    if (explain) {
+        Explanation ex;
+        service_explain(c->svc, c->id, c->id_len, as_of, &pv, &ex);
+        render_explained(&r, &pv, &ex);
+    } else {
+        service_predict(c->svc, c->id, c->id_len, as_of, &pv);
+        render_prediction(&r, &pv);
+    }
     return http_send_json(c, 200, &r);
 }
 
@@ -424,4 +439,155 @@ int handle_dashboard_asset(HttpCall *c)
     if (!a || strcmp(a->name, "index.html") == 0) /* the page itself is /dashboard */
         return http_send_error(c, 404, "not_found", "no such dashboard file", NULL, 0);
     return send_asset(c, a);
+}
+
+/* ---- segments and lists (segments.c computes them on the worker) --------- */
+
+#define LIST_LIMIT_DEFAULT 100
+#define LIST_LIMIT_MAX 1000
+
+/* 503 until the worker has published the first result: it is computed as
+ * soon after start as the worker is free. */
+static int send_segments_not_ready(HttpCall *c)
+{
+    TextBuf b = {0};
+    render_error(&b, "not_ready", "the first population summary is being computed; retry shortly", NULL, 0);
+    return http_send(c, 503, &b, "application/json", "Retry-After", "5");
+}
+
+static double segments_age(const Segments *g) { return (double)(time_mono_ns() - g->computed_mono_ns) / 1e9; }
+
+int handle_segments(HttpCall *c)
+{
+    Segments *g = service_segments_acquire(c->svc);
+    if (!g)
+        return send_segments_not_ready(c);
+    TextBuf r = {0};
+    render_segments(&r, g, segments_age(g));
+    segments_release(g);
+    return http_send_json(c, 200, &r);
+}
+
+/* A query number in [lo, hi]: 0, -ENOENT if absent, -EINVAL. */
+static int query_number(HttpCall *c, const char *name, double lo, double hi, double *out)
+{
+    char text[64], *end;
+    int rc = http_query(c, name, text, sizeof text);
+    if (rc)
+        return rc;
+    double v = strtod(text, &end);
+    if (end == text || *end || !isfinite(v) || v < lo || v > hi)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+typedef struct ListQuery {
+    size_t limit, from;
+    double min_value, max_p_active;
+} ListQuery;
+
+/* Parses limit, cursor and (churn) the thresholds, or answers 400 (409 for a
+ * cursor of another result) and returns -1 with *ret set. A cursor is
+ * "<generation hex>.<position>": opaque to clients. */
+static int list_query(HttpCall *c, const Segments *g, size_t total, bool churn, ListQuery *q, int *ret)
+{
+    *q = (ListQuery){.limit = LIST_LIMIT_DEFAULT, .max_p_active = 1.0};
+    double limit = LIST_LIMIT_DEFAULT;
+    int rc = query_number(c, "limit", 1, LIST_LIMIT_MAX, &limit);
+    if (rc == -EINVAL || limit != (double)(size_t)limit) {
+        *ret = http_send_error(c, 400, "invalid_request", "limit must be a whole number from 1 to 1000", NULL, 0);
+        return -1;
+    }
+    q->limit = (size_t)limit;
+    if (churn) {
+        if (query_number(c, "min_value", 0, 1e15, &q->min_value) == -EINVAL) {
+            *ret = http_send_error(c, 400, "invalid_request", "min_value must be a number >= 0", NULL, 0);
+            return -1;
+        }
+        if (query_number(c, "max_p_active", 0, 1, &q->max_p_active) == -EINVAL) {
+            *ret = http_send_error(c, 400, "invalid_request", "max_p_active must be a number from 0 to 1", NULL, 0);
+            return -1;
+        }
+    }
+    char text[64];
+    rc = http_query(c, "cursor", text, sizeof text);
+    if (rc == -ENOENT)
+        return 0;
+    unsigned long long gen, pos;
+    int used = 0;
+    if (rc || sscanf(text, "%16llx.%llu%n", &gen, &pos, &used) != 2 || text[used] || text[0] == '-' ||
+        strchr(text, '+') || strchr(text, ' ')) {
+        *ret = http_send_error(c, 400, "invalid_request", "cursor must be a next_cursor this list returned", NULL, 0);
+        return -1;
+    }
+    if (gen != g->generation) {
+        *ret = http_send_error(c, 409, "cursor_expired",
+                               "the list was recomputed since this cursor was given; start again without a cursor",
+                               NULL, 0);
+        return -1;
+    }
+    if (pos > total) {
+        *ret = http_send_error(c, 400, "invalid_request", "cursor must be a next_cursor this list returned", NULL, 0);
+        return -1;
+    }
+    q->from = (size_t)pos;
+    return 0;
+}
+
+/* Answers one page of list (n,) from g: rows that pass the thresholds and
+ * whose shopper still exists, from the cursor's position on. */
+static int send_list(HttpCall *c, Segments *g, const SegmentRow *list, size_t total, bool churn)
+{
+    ListQuery q;
+    int ret;
+    if (list_query(c, g, total, churn, &q, &ret))
+        return ret;
+    const SegmentRow **page = malloc(q.limit * sizeof *page), **cand = malloc(q.limit * sizeof *cand);
+    bool *live = malloc(q.limit * sizeof *live);
+    if (!page || !cand || !live) {
+        free(page), free(cand), free(live);
+        return http_send_error(c, 500, "internal", "out of memory", NULL, 0);
+    }
+    size_t n = 0, pos = q.from;
+    while (n < q.limit && pos < total) {
+        size_t k = 0;
+        for (; pos < total && k < q.limit - n; pos++) {
+            const SegmentRow *r = &list[pos];
+            double value = r->ltv > r->spend ? r->ltv : r->spend;
+            if (!churn || (value >= q.min_value && r->p_active <= q.max_p_active))
+                cand[k++] = r;
+        }
+        service_segments_live(c->svc, cand, k, live);
+        for (size_t i = 0; i < k; i++)
+            if (live[i])
+                page[n++] = cand[i];
+    }
+    char cursor[64];
+    if (pos < total)
+        snprintf(cursor, sizeof cursor, "%llx.%zu", (unsigned long long)g->generation, pos);
+    TextBuf r = {0};
+    render_segment_list(&r, g, segments_age(g), page, n, total, pos < total ? cursor : NULL);
+    free(page), free(cand), free(live);
+    return http_send_json(c, 200, &r);
+}
+
+int handle_list_top(HttpCall *c)
+{
+    Segments *g = service_segments_acquire(c->svc);
+    if (!g)
+        return send_segments_not_ready(c);
+    int ret = send_list(c, g, g->top, g->ntop, false);
+    segments_release(g);
+    return ret;
+}
+
+int handle_list_churn(HttpCall *c)
+{
+    Segments *g = service_segments_acquire(c->svc);
+    if (!g)
+        return send_segments_not_ready(c);
+    int ret = send_list(c, g, g->churn, g->nchurn, true);
+    segments_release(g);
+    return ret;
 }

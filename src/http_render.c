@@ -378,3 +378,170 @@ void render_calibration(TextBuf *b, const CalibrationView *v)
     }
     textbuf_printf(b, "}");
 }
+
+/* ---- segments and lists ---------------------------------------------------- */
+
+static void render_refresh_head(TextBuf *b, const Segments *g, double age_s)
+{
+    TEXT_LIT(b, "{\"computed_at\":\"");
+    render_time(b, g->computed_at);
+    TEXT_LIT(b, "\",\"age_s\":");
+    render_num(b, age_s);
+    TEXT_LIT(b, ",\"as_of\":\"");
+    render_time(b, g->as_of);
+    TEXT_LIT(b, "\",\"model_version\":");
+    render_u64(b, g->model_version);
+    TEXT_LIT(b, ",\"horizon_days\":");
+    render_u64(b, (uint64_t)g->horizon_days);
+    TEXT_LIT(b, ",\"shoppers\":");
+    render_u64(b, g->shoppers);
+}
+
+static void render_histogram(TextBuf *b, const double *edges, const uint64_t *counts, int n)
+{
+    TEXT_LIT(b, "{\"edges\":[");
+    for (int k = 0; k < n; k++) {
+        if (k)
+            TEXT_LIT(b, ",");
+        render_num(b, edges[k]);
+    }
+    TEXT_LIT(b, "],\"counts\":[");
+    for (int k = 0; k < n; k++) {
+        if (k)
+            TEXT_LIT(b, ",");
+        render_u64(b, counts[k]);
+    }
+    TEXT_LIT(b, "]}");
+}
+
+void render_segments(TextBuf *b, const Segments *g, double age_s)
+{
+    render_refresh_head(b, g, age_s);
+    TEXT_LIT(b, ",\"refresh_ms\":");
+    render_num(b, g->refresh_ms);
+    TEXT_LIT(b, ",\"refresh_bytes\":");
+    render_u64(b, g->work_bytes);
+    TEXT_LIT(b, ",\"tiers\":[");
+    for (int t = 0; t < SEG_TIERS; t++) {
+        textbuf_printf(b, "%s{\"name\":\"%s\",\"min_ltv\":", t ? "," : "", segments_tier_name(t));
+        render_num(b, g->tier_min[t]);
+        TEXT_LIT(b, "}");
+    }
+    TEXT_LIT(b, "],\"activity\":[{\"name\":\"active\",\"min_p_active\":");
+    render_num(b, SEG_ACTIVE_MIN);
+    TEXT_LIT(b, "},{\"name\":\"at_risk\",\"min_p_active\":");
+    render_num(b, SEG_AT_RISK_MIN);
+    TEXT_LIT(b, "},{\"name\":\"lapsed\",\"min_p_active\":0}],\"segments\":[");
+    for (int t = 0; t < SEG_TIERS; t++)
+        for (int a = 0; a < SEG_ACTIVITIES; a++) {
+            const SegmentCell *c = &g->cells[t][a];
+            textbuf_printf(b, "%s{\"tier\":\"%s\",\"activity\":\"%s\",\"count\":", t || a ? "," : "",
+                           segments_tier_name(t), segments_activity_name(a));
+            render_u64(b, c->count);
+            TEXT_LIT(b, ",\"predicted_value\":");
+            render_num(b, c->predicted_value);
+            TEXT_LIT(b, ",\"realised_spend\":");
+            render_num(b, c->realised_spend);
+            TEXT_LIT(b, "}");
+        }
+    TEXT_LIT(b, "],\"distributions\":{\"ltv\":");
+    render_histogram(b, g->ltv_edges, g->ltv_counts, SEG_LTV_BINS);
+    TEXT_LIT(b, ",\"p_active\":");
+    render_histogram(b, g->p_edges, g->p_counts, SEG_P_BINS);
+    TEXT_LIT(b, "}}");
+}
+
+void render_segment_list(TextBuf *b, const Segments *g, double age_s, const SegmentRow *const *rows, size_t n,
+                         size_t total, const char *next_cursor)
+{
+    render_refresh_head(b, g, age_s);
+    TEXT_LIT(b, ",\"total\":");
+    render_u64(b, total);
+    TEXT_LIT(b, ",\"entries\":[");
+    for (size_t i = 0; i < n; i++) {
+        const SegmentRow *r = rows[i];
+        if (i)
+            TEXT_LIT(b, ",");
+        TEXT_LIT(b, "{\"user_id\":");
+        render_string(b, r->user_id, strlen(r->user_id));
+        TEXT_LIT(b, ",\"ltv\":");
+        render_num(b, r->ltv);
+        TEXT_LIT(b, ",\"p_active\":");
+        render_num(b, r->p_active);
+        TEXT_LIT(b, ",\"p_active_peak\":");
+        render_num(b, r->p_active_peak);
+        TEXT_LIT(b, ",\"p_active_drop\":");
+        render_num(b, fmax(0.0, (double)r->p_active_peak - (double)r->p_active));
+        TEXT_LIT(b, ",\"realised_spend\":");
+        render_num(b, r->spend);
+        TEXT_LIT(b, "}");
+    }
+    TEXT_LIT(b, "],\"next_cursor\":");
+    if (next_cursor) {
+        render_string(b, next_cursor, strlen(next_cursor));
+        TEXT_LIT(b, "}");
+    } else {
+        TEXT_LIT(b, "null}");
+    }
+}
+
+/* ---- explanations ------------------------------------------------------- */
+
+void render_explained(TextBuf *b, const PredictionView *p, const Explanation *ex)
+{
+    render_prediction(b, p);
+    if (b->err || b->b.len == 0)
+        return;
+    b->b.len--; /* the prediction's closing brace: the explanation goes inside */
+    TEXT_LIT(b, ",\"explain\":{\"composition\":\"ltv = fallback.ltv + network.delta + adjuster.delta\","
+                "\"fallback\":{\"source\":");
+    if (ex->has_purchase)
+        TEXT_LIT(b, "\"bgnbd\"");
+    else
+        TEXT_LIT(b, "\"prior\"");
+    TEXT_LIT(b, ",\"frequency\":");
+    render_num(b, ex->frequency);
+    TEXT_LIT(b, ",\"recency_weeks\":");
+    render_num(b, ex->recency_weeks);
+    TEXT_LIT(b, ",\"tenure_weeks\":");
+    render_num(b, ex->tenure_weeks);
+    TEXT_LIT(b, ",\"weeks_since_last_purchase\":");
+    render_num(b, ex->weeks_since_last);
+    TEXT_LIT(b, ",\"mean_spend\":");
+    render_num(b, ex->mean_spend);
+    TEXT_LIT(b, ",\"spend\":");
+    render_num(b, ex->spend);
+    TEXT_LIT(b, ",\"expected_purchases\":");
+    render_num(b, ex->expected_purchases);
+    TEXT_LIT(b, ",\"value_per_purchase\":");
+    render_num(b, ex->value_per_purchase);
+    TEXT_LIT(b, ",\"p_alive\":");
+    render_num(b, ex->p_alive);
+    TEXT_LIT(b, ",\"p_active\":");
+    render_num(b, ex->fallback_p_active);
+    TEXT_LIT(b, ",\"ltv\":");
+    render_num(b, ex->fallback_ltv);
+    textbuf_printf(b, "},\"network\":{\"used\":%s,\"ltv\":", ex->network_used ? "true" : "false");
+    render_num(b, ex->network_ltv);
+    TEXT_LIT(b, ",\"delta\":");
+    render_num(b, ex->network_ltv - ex->fallback_ltv);
+    textbuf_printf(b, "},\"adjuster\":{\"used\":%s,\"multiplier\":", ex->adjuster_used ? "true" : "false");
+    render_num(b, ex->adjuster_multiplier);
+    TEXT_LIT(b, ",\"delta\":");
+    render_num(b, ex->ltv - ex->network_ltv);
+    textbuf_printf(b, "},\"events\":{\"method\":\"leave_one_out\",\"ring_events\":%u,\"considered\":%u,\"top\":[",
+                   ex->ring_events, ex->nevents);
+    for (unsigned i = 0; i < ex->nevents; i++) {
+        const ExplainEvent *e = &ex->events[i];
+        if (i)
+            TEXT_LIT(b, ",");
+        TEXT_LIT(b, "{\"ts\":\"");
+        render_time(b, e->ts);
+        textbuf_printf(b, "\",\"type\":\"%s\",\"value\":", event_type_name(e->type));
+        render_num(b, e->value);
+        TEXT_LIT(b, ",\"effect\":");
+        render_num(b, e->effect);
+        TEXT_LIT(b, "}");
+    }
+    TEXT_LIT(b, "]}}}");
+}

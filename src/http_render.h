@@ -14,6 +14,8 @@
 
 #include "events.h"
 #include "predlog.h"
+#include "explain.h"
+#include "segments.h"
 #include "service.h"
 #include "util.h"
 
@@ -42,5 +44,15 @@ void render_model_file(TextBuf *b, const ModelFileInfo *f);
 void render_models(TextBuf *b, uint64_t serving, int keep, const ModelFileInfo *files, size_t n);
 /* GET /v1/calibration: {"horizon_days", "live": {...}|null, "backtest": {...}|null}. */
 void render_calibration(TextBuf *b, const CalibrationView *v);
+
+/* The answer to GET /v1/segments; age_s: the result's age now. */
+void render_segments(TextBuf *b, const Segments *g, double age_s);
+/* A page of a list: rows (n,) of the total the list holds, and the cursor of
+ * the next page (NULL: this is the last). */
+void render_segment_list(TextBuf *b, const Segments *g, double age_s, const SegmentRow *const *rows, size_t n,
+                         size_t total, const char *next_cursor);
+
+/* A prediction object with its "explain" member (?explain=true). */
+void render_explained(TextBuf *b, const PredictionView *p, const Explanation *ex);
 
 #endif

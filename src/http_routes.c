@@ -39,6 +39,9 @@ static const RouteRow routes[] = {
     {"GET", "/v1/models/{version}", ROUTE_MODEL_FILE, TOKEN_ADMIN, false, handle_model_export},
     {"POST", "/v1/admin/snapshot", ROUTE_ADMIN_SNAPSHOT, TOKEN_ADMIN, false, handle_admin_snapshot},
     {"GET", "/v1/calibration", ROUTE_CALIBRATION, TOKEN_READ, false, handle_calibration},
+    {"GET", "/v1/segments", ROUTE_SEGMENTS, TOKEN_READ, false, handle_segments},
+    {"GET", "/v1/lists/top", ROUTE_LIST_TOP, TOKEN_READ, false, handle_list_top},
+    {"GET", "/v1/lists/churn-risk", ROUTE_LIST_CHURN, TOKEN_READ, false, handle_list_churn},
     /* The page and its files hold no data: open, so a browser can load them
      * without a header; the page fetches the data with the read token. */
     {"GET", "/dashboard", ROUTE_DASHBOARD, TOKEN_OPEN, false, handle_dashboard},
@@ -74,6 +77,9 @@ static const char *const route_codes[ROUTE_COUNT] = {
     [ROUTE_CALIBRATION] = "200 401 405 413 500 503",
     [ROUTE_DASHBOARD] = "200 405 413 500",
     [ROUTE_DASHBOARD_ASSET] = "200 404 405 413 500",
+    [ROUTE_SEGMENTS] = "200 401 405 413 500 503",
+    [ROUTE_LIST_TOP] = "200 400 401 405 409 413 500 503",
+    [ROUTE_LIST_CHURN] = "200 400 401 405 409 413 500 503",
     [ROUTE_HEALTHZ] = "200 405 413 500",
     [ROUTE_READYZ] = "200 405 413 500 503",
     [ROUTE_METRICS] = "200 405 413 500",

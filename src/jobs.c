@@ -13,7 +13,7 @@
  * Priorities: the worker thread runs at the HTTP thread's priority and is
  * the only one of a job's threads that takes the store lock; the heavy
  * compute (fits, training, state rebuilds) runs on a short-lived thread at
- * nice 19 (run_niced) that never takes it. A nice-19 thread preempted while
+ * nice 19 (service_run_niced) that never takes it. A nice-19 thread preempted while
  * it held the lock kept the HTTP thread waiting for as long as the busy
  * cores did not run it (docs/PERFORMANCE.md, "Tail latency"). */
 #include "service_internal.h"
@@ -59,7 +59,7 @@ static void *niced_main(void *arg)
 
 /* Worker: runs fn(arg) on a new thread at nice 19 and waits for it; fn must
  * not take the store lock. Runs it here if no thread can be made. */
-static int run_niced(int (*fn)(void *arg), void *arg)
+int service_run_niced(int (*fn)(void *arg), void *arg)
 {
     Niced n = {.fn = fn, .arg = arg};
     pthread_t t;
@@ -205,7 +205,7 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     FallbackFit fit = cur->fallback;
     uint64_t t0 = time_mono_ns();
     FitJob job = {.sum = sum, .n = n, .fit = &fit};
-    int rc = run_niced(fit_fallback, &job);
+    int rc = service_run_niced(fit_fallback, &job);
     size_t repeaters = job.repeaters;
     free(sum);
     if (rc) {
@@ -368,7 +368,7 @@ static void rebuild_all(Service *s, const LstmWeights *net)
         w.n = 0;
         at = store_visit_from(s->store, at, WORKER_BATCH_COPY, visit_rebuild_copy, &w);
         if (w.n)
-            run_niced(rebuild_copies, &w);
+            service_run_niced(rebuild_copies, &w);
         store_lock(s->store);
         for (size_t i = 0; i < w.n; i++) {
             UserState *was = (UserState *)(w.copies + i * w.stride), *now = (UserState *)(w.built + i * w.stride);
@@ -484,7 +484,7 @@ static int backtest_serving(Service *s, const Model *cur, AdjPair **bt, size_t *
     train_config(s, cur, &tc);
     TrainJob job = {.set = &set, .tc = &tc, .fit = &cur->fallback, .serving = cur->status == MODEL_TRAINED ? cur->net
                     : NULL, .pairs = bt, .npairs = nbt};
-    int rc = run_niced(backtest_job, &job);
+    int rc = service_run_niced(backtest_job, &job);
     free(set.events);
     free(set.shoppers);
     if (rc == -ENODATA)
@@ -581,7 +581,7 @@ static int run_adjuster(Service *s)
     LearnJob job = {.pairs = pairs, .n = n, .seed = (uint64_t)s->cfg.train_seed, .prev = cur->has_adj ? &cur->adj
                     : NULL, .out = &t};
     if (!rc)
-        rc = run_niced(learn_job, &job);
+        rc = service_run_niced(learn_job, &job);
     free(pairs);
     if (rc) {
         model_release(cur);
@@ -647,7 +647,7 @@ static int train_network(Service *s, char *err, size_t errlen)
     TrainResult tr;
     TrainJob job = {.set = &set, .tc = &tc, .fit = &cur->fallback, .serving = cur->status == MODEL_TRAINED ? cur->net
                     : NULL, .new_id = (uint32_t)version, .out = &tr, .err = err, .errlen = errlen};
-    rc = run_niced(train_job, &job);
+    rc = service_run_niced(train_job, &job);
     free(set.events);
     free(set.shoppers);
     if (rc) {

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "model.h"
+#include "segments.h"
 #include "service.h"
 #include "wal.h"
 
@@ -31,7 +32,7 @@ typedef struct App {
     const char *config_path; /* the sources, read again on SIGHUP */
     int argc;
     char **argv;
-    uv_timer_t refit_timer, retrain_timer, snapshot_timer, adjuster_timer;
+    uv_timer_t refit_timer, retrain_timer, snapshot_timer, adjuster_timer, segments_timer;
     Wal *wal;
     uv_async_t retrain_async;
     uv_work_t work;
@@ -201,6 +202,25 @@ static void adjuster_work_cb(uv_work_t *w)
 
 static void adjuster_timer_cb(uv_timer_t *t) { queue_job(t->data, adjuster_work_cb); }
 
+static void segments_work_cb(uv_work_t *w)
+{
+    App *app = w->data;
+    int rc = service_segments_refresh(app->svc);
+    if (rc && rc != -ECANCELED)
+        log_msg(LOG_WARN, "segments refresh failed", "error=\"%s\"", strerror(-rc));
+}
+
+/* Every second: the population summary (segments.c) is refreshed once it
+ * is segments.refresh_s old, and as soon after start as the worker is
+ * free; a tick that finds another job running waits for the next. Main
+ * thread. */
+static void segments_timer_cb(uv_timer_t *t)
+{
+    App *app = t->data;
+    if (!app->job_running && !app->stopping && service_segments_due(app->svc))
+        queue_job(app, segments_work_cb);
+}
+
 static void snapshot_work_cb(uv_work_t *w)
 {
     App *app = w->data;
@@ -296,6 +316,7 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&app->retrain_timer, NULL);
     uv_close((uv_handle_t *)&app->snapshot_timer, NULL);
     uv_close((uv_handle_t *)&app->adjuster_timer, NULL);
+    uv_close((uv_handle_t *)&app->segments_timer, NULL);
     uv_close((uv_handle_t *)&app->retrain_async, NULL);
     /* The loop ends once a running worker job has finished; a retrain stops
      * at its next batch (service_cancel_jobs above). */
@@ -500,8 +521,11 @@ int main(int argc, char **argv)
     uv_timer_init(app.loop, &app.retrain_timer);
     uv_timer_init(app.loop, &app.snapshot_timer);
     uv_timer_init(app.loop, &app.adjuster_timer);
+    uv_timer_init(app.loop, &app.segments_timer);
     app.refit_timer.data = app.retrain_timer.data = app.snapshot_timer.data = app.adjuster_timer.data = &app;
+    app.segments_timer.data = &app;
     uv_timer_start(&app.snapshot_timer, snapshot_timer_cb, 1000, 1000);
+    uv_timer_start(&app.segments_timer, segments_timer_cb, 1000, 1000);
     uint64_t refit_ms = (uint64_t)app.cfg.fallback_refit_s * 1000;
     uv_timer_start(&app.refit_timer, refit_timer_cb, refit_ms, refit_ms);
     if (app.cfg.train_interval_s > 0) {

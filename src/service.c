@@ -12,6 +12,7 @@
 #include "encoding.h"
 #include "hash.h"
 #include "lstm.h"
+#include "segments.h"
 #include "service_testing.h"
 #include "timeutil.h"
 #include "wal_record.h"
@@ -46,6 +47,7 @@ int service_create(Service **out, const LtvdConfig *cfg, Metrics *metrics, Model
         goto fail;
     pthread_mutex_init(&s->model_lock, NULL);
     pthread_mutex_init(&s->err_lock, NULL);
+    service_segments_init(s);
     s->model = initial;
     atomic_init(&s->next_version, initial->version + 1);
     atomic_init(&s->last_snapshot_mono_s, (int64_t)(time_mono_ns() / 1000000000ull));
@@ -68,6 +70,7 @@ void service_destroy(Service *s)
     store_destroy(s->store);
     pthread_mutex_destroy(&s->model_lock);
     pthread_mutex_destroy(&s->err_lock);
+    service_segments_destroy(s);
     bytebuf_free(&s->logbuf);
     free(s);
 }

@@ -64,6 +64,13 @@ struct Service {
     atomic_int_fast64_t erasure_pending_since; /* mono seconds, 0 = none */
     atomic_uint_fast64_t snapshot_job;       /* asked-for snapshot queued or running, 0 = none */
     atomic_uint_fast64_t snapshot_jobs;      /* asked-for snapshots so far */
+
+    /* segments (segments.c) */
+    pthread_mutex_t seg_lock;    /* guards segments alone; a leaf, like model_lock */
+    struct Segments *segments;   /* the published result, NULL before the first refresh */
+    uint64_t *seg_peak_keys;     /* worker only: (seg_npeaks,) id hashes, ascending */
+    float *seg_peak_vals;        /* worker only: (seg_npeaks,) each one's highest p_active seen */
+    size_t seg_npeaks;
 };
 
 /* Makes m (ownership taken) the serving model. Shoppers' states catch up
@@ -86,5 +93,9 @@ void service_ensure_state(Service *s, UserState *u, const LstmWeights *net);
  * (absent shoppers are fine). Neither logs anything. */
 int service_replay_events(Service *s, const Event *ev, size_t n, const LstmWeights *net);
 void service_replay_erase(Service *s, const char *id, size_t len);
+
+/* Worker: runs fn(arg) on a short-lived thread at nice 19 and waits for
+ * it (jobs.c); fn must not take the store lock. */
+int service_run_niced(int (*fn)(void *arg), void *arg);
 
 #endif

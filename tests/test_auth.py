@@ -16,7 +16,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import purchase_histories, check, test_registry, TIMEOUT_SCALE, LtvdProcess, quote_id, run_tests  # noqa: E402
+from ltvd_harness import purchase_histories, check, test_registry, TIMEOUT_SCALE, LtvdProcess, quote_id, run_tests, \
+    wait_until  # noqa: E402
 
 LTVD = sys.argv[1]
 SPEC = sys.argv[2]
@@ -145,6 +146,9 @@ def check_route(method, path, cls, success):
                                  bearer(TOKENS["ingest"]))
         check(status == 200)
         dyn = model_inputs(s)
+        if path.startswith(("/v1/segments", "/v1/lists/")):  # answered once the first summary is computed
+            check(wait_until(lambda: s.request("GET", "/v1/segments", headers=bearer(TOKENS["read"]))[0] == 200, 30),
+                  "no population summary computed")
         before = state(s)
         what = f"{method} {path}"
         if cls is None:  # open: any Authorization, or none, is ignored

@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ltvd_harness import (TIMEOUT_SCALE, SANITIZER_MARKERS, test_registry, check as check_true,
-                          LtvdProcess, free_port, quote_id, run_tests)  # noqa: E402
+                          LtvdProcess, free_port, quote_id, run_tests, wait_until)  # noqa: E402
 from openapi_check import YamlError, check, load_yaml, resolve, response_spec  # noqa: E402
 
 LTVD, SPEC_PATH = sys.argv[1], sys.argv[2]
@@ -259,7 +259,8 @@ def every_route_answers_as_documented():
     """No tokens: successes and every 400, 404, 405 and 413 (and 503
     capacity) of every route, each checked against the spec."""
     settings = {"clock": "event", "train.interval_s": "0", "limits.max_batch_events": "5",
-                "limits.max_batch_ids": "5", "limits.max_body_bytes": "4096", "limits.max_users": "3"}
+                "limits.max_batch_ids": "5", "limits.max_body_bytes": "4096", "limits.max_users": "3",
+                "segments.refresh_s": "1"}
     with LtvdProcess(LTVD, settings) as s:
         E, U, UL, B = "/v1/events", "/v1/users/{user_id}", "/v1/users/{user_id}/ltv", "/v1/ltv/batch"
         # POST /v1/events
@@ -287,6 +288,11 @@ def every_route_answers_as_documented():
         _, _, body = exchange(s, "GET", UL, "/v1/users/nobody/ltv?as_of=1998-01-01T00:00:00Z", want=200)
         check_true(body["known"] is False and body["last_event_ts"] is None, body)
         exchange(s, "GET", UL, "/v1/users/u1/ltv?as_of=yesterday", want=400)
+        _, _, body = exchange(s, "GET", UL, "/v1/users/u1/ltv?explain=true", want=200)
+        check_true(body["explain"]["fallback"]["source"] == "bgnbd", body)
+        _, _, body = exchange(s, "GET", UL, "/v1/users/nobody/ltv?explain=1", want=200)
+        check_true(body["explain"]["fallback"]["source"] == "prior", body)
+        exchange(s, "GET", UL, "/v1/users/u1/ltv?explain=maybe", want=400)
         exchange(s, "GET", UL, "/v1/users/bad%zz/ltv", want=400)
         exchange(s, "GET", UL, "/v1/users/u1/ltv", body=BIG, want=413)
         _, _, body = exchange(s, "GET", U, "/v1/users/u1", want=200)
@@ -306,6 +312,26 @@ def every_route_answers_as_documented():
         exchange(s, "POST", B, body=BIG, want=413)
         exchange(s, "GET", "/v1/model", want=200)
         exchange(s, "GET", "/v1/model", body=BIG, want=413)
+        # segments and lists: computed on the worker every second here
+        check_true(wait_until(lambda: s.request("GET", "/v1/segments")[0] == 200, 30), "no segments computed")
+        _, _, seg = exchange(s, "GET", "/v1/segments", want=200)
+        check_true(sum(c["count"] for c in seg["segments"]) == seg["shoppers"], seg)
+        exchange(s, "GET", "/v1/segments", body=BIG, want=413)
+        for path, query in (("/v1/lists/top", ""), ("/v1/lists/churn-risk", "&min_value=1&max_p_active=0.5")):
+            _, _, page = exchange(s, "GET", path, f"{path}?limit=1{query}", want=200)
+            for bad in ("limit=0", "limit=1001", "limit=2.5", "cursor=nonsense", "cursor=1.2.3"):
+                _, _, body = exchange(s, "GET", path, f"{path}?{bad}", want=400)
+                check_true(body["error"]["code"] == "invalid_request", body)
+            exchange(s, "GET", path, body=BIG, want=413)
+        for bad in ("min_value=-1", "min_value=abc", "max_p_active=1.5"):
+            exchange(s, "GET", "/v1/lists/churn-risk", f"/v1/lists/churn-risk?{bad}", want=400)
+        _, _, page = exchange(s, "GET", "/v1/lists/top", "/v1/lists/top?limit=1", want=200)
+        check_true(page["next_cursor"], f"two shoppers, one a page: a next page {page}")
+        check_true(wait_until(lambda: s.json("GET", "/v1/segments")[1]["computed_at"] != page["computed_at"], 30),
+                   "segments not refreshed")
+        for path in ("/v1/lists/top", "/v1/lists/churn-risk"):
+            _, _, body = exchange(s, "GET", path, f"{path}?cursor={page['next_cursor']}", want=409)
+            check_true(body["error"]["code"] == "cursor_expired", body)
         # erasure
         exchange(s, "DELETE", U, "/v1/users/nobody", want=404)
         exchange(s, "DELETE", U, "/v1/users/bad%zz", want=400)
@@ -377,6 +403,8 @@ def refusals_answer_as_documented():
         status, _, data = s.request("POST", "/v1/models", prior, admin)
         check_true(status == 201, data)
         imported = json.loads(data)["version"]
+        check_true(wait_until(lambda: s.request("GET", "/v1/segments", headers=bearer("read"))[0] == 200, 30),
+                   "no segments computed")
         for (path, method), op in operations().items():
             if not op["security"]:
                 continue
@@ -419,6 +447,8 @@ def retrain_conflict_and_trained_model_answer_as_documented():
                    f"the adjuster ran, so its optional fields were checked too: {m['adjuster']}")
         _, _, body = exchange(s, "POST", "/v1/ltv/batch", body={"user_ids": ["s1", "s2"]}, want=200)
         check_true(body["predictions"][0]["source"] == "network" or m["status"] == "fallback", body)
+        _, _, body = exchange(s, "GET", "/v1/users/{user_id}/ltv", "/v1/users/s1/ltv?explain=true", want=200)
+        check_true(body["explain"]["network"]["used"] == (body["source"] == "network"), body)
         # the model history of a trained network: list, export, import,
         # rollback, and each refusal
         _, _, h = exchange(s, "GET", "/v1/models", want=200)
@@ -491,7 +521,9 @@ def not_ready_answers_as_documented():
                       ("POST", "/v1/model/retrain", None, None), ("POST", "/v1/model/rollback", None, {"version": 1}),
                       ("GET", "/v1/models", None, None), ("POST", "/v1/models", None, b"not a model"),
                       ("GET", "/v1/models/{version}", "/v1/models/1", None), ("POST", "/v1/admin/snapshot", None, None),
-                      ("GET", "/v1/calibration", None, None)]
+                      ("GET", "/v1/calibration", None, None),
+                      ("GET", "/v1/segments", None, None), ("GET", "/v1/lists/top", None, None),
+                      ("GET", "/v1/lists/churn-risk", None, None)]
             not_ready = set()
             deadline = time.time() + 60 * SCALE
             while time.time() < deadline:
