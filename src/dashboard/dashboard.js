@@ -212,7 +212,7 @@ function histogram(name, dist, label, digits, note) {
 }
 
 function fillSegments(seg) {
-  const note = seg.shoppers + " shoppers, model v" + seg.model_version + ", computed " + seg.age_s + " s ago";
+  const note = seg.shoppers + " shoppers, model v" + seg.model_version + ", computed " + fmt(seg.age_s, 0) + " s ago";
   histogram("ltv", seg.distributions.ltv, "shoppers", undefined, "predicted spend over " + seg.horizon_days + " days; " + note);
   histogram("pactive", seg.distributions.p_active, "shoppers", 2, "probability of being active; " + note);
   const tiers = seg.tiers.map((t) => t.name);
@@ -225,10 +225,10 @@ function fillSegments(seg) {
     "value tier × activity state; tiers from " + seg.tiers.map((t) => t.name + " ≥ " + fmt(t.min_ltv)).join(", "));
   const nonEmpty = seg.segments.filter((s) => s.count > 0);
   const labels = nonEmpty.map((s) => s.tier + " · " + s.activity);
-  const values = [dataset("predicted value", nonEmpty.map((s) => s.predicted_value), 0),
-                  dataset("realised spend", nonEmpty.map((s) => s.realised_spend), 1)];
+  const values = [dataset("predicted value, next " + seg.horizon_days + " days", nonEmpty.map((s) => s.predicted_value), 0),
+                  dataset("realised spend so far", nonEmpty.map((s) => s.realised_spend), 1)];
   draw("segment-values", { type: "bar", data: { labels, datasets: values } });
-  setState("segment-values", nonEmpty.length ? "ok" : "empty", "total per segment over " + seg.horizon_days + " days");
+  setState("segment-values", nonEmpty.length ? "ok" : "empty", "totals per segment (tier · activity)");
 }
 
 /* ---- the adjuster's table -------------------------------------------------- */
