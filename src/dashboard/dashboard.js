@@ -131,8 +131,9 @@ async function panel(names, paths, fill) {
     const answers = await Promise.all(paths.map(getJson));
     fill(...answers);
   } catch (e) {
-    for (const n of names) setState(n, "error", e.message);
-    if (!(e instanceof HttpError && e.status === 401)) reportError(e.message);
+    const busy = e instanceof HttpError && e.status === 503; /* recovering, or not computed yet: the next refresh */
+    for (const n of names) setState(n, busy ? "empty" : "error", e.message + (busy ? " (trying again)" : ""));
+    if (!(e instanceof HttpError && (e.status === 401 || busy))) reportError(e.message);
   }
 }
 
