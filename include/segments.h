@@ -99,7 +99,8 @@ bool service_segments_due(Service *s);
 int service_segments_refresh(Service *s);
 
 /* Any thread: live[i] = the shopper of rows[i] still exists (erased ones
- * are left out of lists). One short hold of the store lock per 256 rows. */
+ * are left out of lists). Under the store lock, letting a waiting thread in
+ * every 32 rows (store_let_waiters). */
 void service_segments_live(Service *s, const SegmentRow *const *rows, size_t n, bool *live);
 
 /* Service lifetime (service.c): the holder's lock, and the result and

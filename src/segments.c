@@ -27,8 +27,12 @@
  * per nice-19 compute run: 1024 copies are about 1 MB. */
 #define SEG_BATCH_HOLD 128
 #define SEG_COPY_SLOTS 1024
-/* List rows whose ids are looked up per hold. */
-#define SEG_ID_HOLD 256
+/* List rows looked up by id hash between chances for a waiting request to
+ * take the store lock (store_let_waiters): a lookup is a few cache misses
+ * into a table of a million slots, up to about 6 us on a busy machine
+ * (256 per hold measured 1.6 ms a hold at 1M shoppers; docs/PERFORMANCE.md,
+ * "Segments refresh at 1M shoppers"). */
+#define SEG_ID_HOLD 32
 
 static const char *const tier_names[SEG_TIERS] = {"top", "high", "mid", "low"};
 static const char *const activity_names[SEG_ACTIVITIES] = {"active", "at_risk", "lapsed"};
@@ -80,14 +84,14 @@ bool service_segments_due(Service *s)
 
 void service_segments_live(Service *s, const SegmentRow *const *rows, size_t n, bool *live)
 {
-    for (size_t i = 0; i < n; i += SEG_ID_HOLD) {
-        store_lock(s->store);
-        for (size_t k = i; k < n && k < i + SEG_ID_HOLD; k++) {
-            UserState *u = store_find_hash(s->store, rows[k]->hash);
-            live[k] = u && strcmp(u->id, rows[k]->user_id) == 0;
-        }
-        store_unlock(s->store);
+    store_lock(s->store);
+    for (size_t k = 0; k < n; k++) {
+        if (k && k % SEG_ID_HOLD == 0)
+            store_let_waiters(s->store);
+        UserState *u = store_find_hash(s->store, rows[k]->hash);
+        live[k] = u && strcmp(u->id, rows[k]->user_id) == 0;
     }
+    store_unlock(s->store);
 }
 
 /* ---- the walk: copies out, predictions at nice 19 ------------------------ */
@@ -251,14 +255,22 @@ static int activity_of(float p)
     return p >= SEG_ACTIVE_MIN ? SEG_ACTIVE : p >= SEG_AT_RISK_MIN ? SEG_AT_RISK : SEG_LAPSED;
 }
 
-/* Compute thread: cut points, cells, distributions, the lists' members;
- * sorts the records by hash (they become the next peaks). */
+/* Compute thread: sorts the records by hash (they become the next peaks)
+ * and drops a shopper seen twice (erased and created again in a later slot
+ * during the walk); then the cut points, cells, distributions and the
+ * lists' members. */
 static int aggregate(void *arg)
 {
     SegAggregate *a = arg;
     Segments *g = a->g;
     if (atomic_load(&a->cancel->cancel_jobs))
         return a->rc = -ECANCELED;
+    qsort(a->rec, a->n, sizeof *a->rec, cmp_rec_hash);
+    size_t kept = 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (!kept || a->rec[i].hash != a->rec[kept - 1].hash)
+            a->rec[kept++] = a->rec[i];
+    a->n = kept;
     float *ltv = malloc((a->n + 1) * sizeof *ltv); /* (n,) */
     TopK top = {.idx = malloc((a->list_max + 1) * sizeof(uint32_t)), .score = malloc((a->list_max + 1) * sizeof(float)),
                 .cap = a->list_max};
@@ -312,20 +324,20 @@ out:
 static size_t fill_rows(Service *s, const SegRecord *rec, const uint32_t *idx, size_t n, SegmentRow *rows)
 {
     size_t k = 0;
-    for (size_t i = 0; i < n; i += SEG_ID_HOLD) {
-        store_lock(s->store);
-        for (size_t j = i; j < n && j < i + SEG_ID_HOLD; j++) {
-            const SegRecord *r = &rec[idx[j]];
-            UserState *u = store_find_hash(s->store, r->hash);
-            if (!u)
-                continue;
-            rows[k] = (SegmentRow){.hash = r->hash, .ltv = r->ltv, .p_active = r->p_active, .p_active_peak = r->peak,
-                                   .spend = r->spend};
-            memcpy(rows[k].user_id, u->id, (size_t)u->id_len + 1);
-            k++;
-        }
-        store_unlock(s->store);
+    store_lock(s->store);
+    for (size_t j = 0; j < n; j++) {
+        if (j && j % SEG_ID_HOLD == 0)
+            store_let_waiters(s->store);
+        const SegRecord *r = &rec[idx[j]];
+        UserState *u = store_find_hash(s->store, r->hash);
+        if (!u)
+            continue;
+        rows[k] = (SegmentRow){.hash = r->hash, .ltv = r->ltv, .p_active = r->p_active, .p_active_peak = r->peak,
+                               .spend = r->spend};
+        memcpy(rows[k].user_id, u->id, (size_t)u->id_len + 1);
+        k++;
     }
+    store_unlock(s->store);
     return k;
 }
 
@@ -391,12 +403,11 @@ int service_segments_refresh(Service *s)
         goto out;
     g->ntop = fill_rows(s, w.rec, a.top_idx, a.ntop, g->top);
     g->nchurn = fill_rows(s, w.rec, a.churn_idx, a.nchurn, g->churn);
-    qsort(w.rec, w.n, sizeof *w.rec, cmp_rec_hash); /* the next peaks, by hash */
-    for (size_t i = 0; i < w.n; i++)
+    for (size_t i = 0; i < a.n; i++) /* the next peaks: the records are sorted by hash */
         keys[i] = w.rec[i].hash, vals[i] = w.rec[i].peak;
     free(s->seg_peak_keys);
     free(s->seg_peak_vals);
-    s->seg_peak_keys = keys, s->seg_peak_vals = vals, s->seg_npeaks = w.n;
+    s->seg_peak_keys = keys, s->seg_peak_vals = vals, s->seg_npeaks = a.n;
     keys = NULL, vals = NULL;
 
     atomic_init(&g->refs, 1);
@@ -406,7 +417,7 @@ int service_segments_refresh(Service *s)
     g->as_of = w.as_of;
     g->model_version = m->version;
     g->horizon_days = m->horizon_days;
-    g->shoppers = w.n;
+    g->shoppers = a.n;
     g->refresh_ms = (double)(g->computed_mono_ns - t0) / 1e6;
     g->work_bytes = (uint64_t)(SEG_COPY_SLOTS * w.stride + w.cap * sizeof(SegRecord) + w.n * sizeof(float) +
                                2 * w.n * (sizeof(uint64_t) + sizeof(float)) +
@@ -416,7 +427,7 @@ int service_segments_refresh(Service *s)
     s->segments = g;
     pthread_mutex_unlock(&s->seg_lock);
     segments_release(old);
-    log_msg(LOG_DEBUG, "segments refreshed", "shoppers=%zu top=%zu churn=%zu ms=%.1f", w.n, a.ntop, a.nchurn,
+    log_msg(LOG_DEBUG, "segments refreshed", "shoppers=%zu top=%zu churn=%zu ms=%.1f", a.n, a.ntop, a.nchurn,
             (double)(time_mono_ns() - t0) / 1e6);
     g = NULL;
     rc = 0;
