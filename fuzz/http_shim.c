@@ -33,6 +33,11 @@ int http_send(HttpCall *c, int status, TextBuf *b, const char *content_type, con
     return 0;
 }
 
+int http_send_page(HttpCall *c, int status, TextBuf *b, const char *content_type)
+{
+    return http_send(c, status, b, content_type, "Content-Security-Policy", "default-src 'none'");
+}
+
 int http_send_json(HttpCall *c, int status, TextBuf *b)
 {
     return http_send(c, status, b, status == 204 ? NULL : "application/json", NULL, NULL);

@@ -68,6 +68,7 @@ typedef struct LtvdConfig {
     int64_t adjuster_interval_s;   /* timer for adjuster runs besides the one after each retrain; 0: none */
     int64_t adjuster_log_size;     /* served predictions awaiting their outcome (and matured pairs kept); 0: no log */
 
+    char dashboard_chartjs_path[CONFIG_STR_MAX]; /* Chart.js served at /dashboard/chart.js (libjs-chart.js) */
     int64_t segments_refresh_s;    /* population summary (GET /v1/segments, /v1/lists/...) refreshed this often */
     int64_t segments_list_max;     /* rows each list keeps */
 

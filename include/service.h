@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "calibration.h"
 #include "config.h"
 #include "metrics.h"
 #include "model.h"
@@ -53,6 +54,16 @@ typedef struct UserSummaryView {
 
 typedef enum { RETRAIN_IDLE = 0, RETRAIN_RUNNING = 1, RETRAIN_FAILED = 2 } RetrainState;
 
+/* One network training since start (GET /v1/model's retrain.runs): the
+ * fallback's figures on the same validation split sit beside the
+ * network's, which a model file does not keep. */
+#define TRAIN_RUNS_KEPT 16
+typedef struct TrainRun {
+    uint64_t version;  /* the version it got if swapped in (allotted either way) */
+    int64_t at;        /* service_now when it ended */
+    TrainFigures f;
+} TrainRun;
+
 typedef struct ModelInfo {
     uint64_t version;
     ModelStatus status;
@@ -64,6 +75,8 @@ typedef struct ModelInfo {
     uint64_t retrain_job;
     char retrain_error[256];
     TrainFigures last_train;   /* of the last network training, swapped or not */
+    TrainRun runs[TRAIN_RUNS_KEPT]; /* the last nruns trainings, oldest first */
+    unsigned nruns;
     bool has_adj;
     AdjTable adj;
     bool network_enabled, adjuster_enabled;
@@ -104,6 +117,21 @@ void service_model_info(Service *s, ModelInfo *out);
 
 /* The prediction log's figures (all zero without a log). */
 void service_predlog_stats(Service *s, PredLogStats *out);
+
+/* GET /v1/calibration: predicted against realised by decile. */
+typedef struct CalibrationView {
+    int horizon_days;
+    bool has_live;          /* a prediction log exists (adjuster.enabled, adjuster.log_size > 0) */
+    Calibration live;       /* its matured pairs, as of the last maturing (retrain or adjuster run) */
+    bool has_backtest;      /* a retrain has backtested a serving model */
+    Calibration backtest;   /* that model's predictions at the validation cuts against their outcomes */
+    uint64_t backtest_version;
+    int64_t backtest_at;
+} CalibrationView;
+
+/* Fills out; copies the matured pairs under the store lock (at most
+ * adjuster.log_size) and groups them outside it. 0 or -ENOMEM. */
+int service_calibration(Service *s, CalibrationView *out);
 
 /* ---- worker jobs (jobs.c) ---------------------------------------------- */
 

@@ -69,6 +69,8 @@ static const ConfigKey keys[] = {
     {"adjuster.enabled", CT_BOOL, F(adjuster_enabled), "false", 0, 0, {0}, false},
     {"adjuster.interval_s", CT_INT, F(adjuster_interval_s), "3600", 0, 31536000, {0}, false},
     {"adjuster.log_size", CT_INT, F(adjuster_log_size), "100000", 0, 10000000, {0}, false},
+    {"dashboard.chartjs_path", CT_STRING, F(dashboard_chartjs_path), "/usr/share/javascript/chart.js/chart.min.js", 1,
+     CONFIG_STR_MAX - 1, {0}, false},
     {"segments.refresh_s", CT_INT, F(segments_refresh_s), "300", 1, 86400, {0}, false},
     {"segments.list_max", CT_INT, F(segments_list_max), "10000", 10, 1000000, {0}, false},
     {"auth.ingest_token", CT_STRING, F(auth_ingest_token), "", 0, CONFIG_STR_MAX - 1, {0}, true},
@@ -100,7 +102,7 @@ static const ConfigKey keys[] = {
 static const char *const reloadable_keys[] = {
     "auth.ingest_token",     "auth.admin_token",        "auth.read_token",     "auth.allow_open",
     "limits.max_batch_ids",  "limits.max_batch_events", "limits.max_future_s", "limits.max_body_bytes",
-    "server.access_log",     "log.level",               "log.format",
+    "server.access_log",     "log.level",               "log.format",          "dashboard.chartjs_path",
 };
 
 static bool reloadable(const ConfigKey *k)

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dashboard.h"
 #include "events.h"
+#include "log.h"
 #include "segments.h"
 #include "timeutil.h"
 
@@ -395,6 +397,48 @@ int handle_model_rollback(HttpCall *c)
     TextBuf r = {0};
     render_model_file(&r, &info);
     return http_send_json(c, 200, &r);
+}
+
+/* ---- the dashboard: its data, its files ------------------------------------ */
+
+int handle_calibration(HttpCall *c)
+{
+    CalibrationView v;
+    if (service_calibration(c->svc, &v))
+        return http_send_error(c, 500, "internal", "out of memory", NULL, 0);
+    TextBuf r = {0};
+    render_calibration(&r, &v);
+    return http_send_json(c, 200, &r);
+}
+
+static int send_asset(HttpCall *c, const DashboardAsset *a)
+{
+    TextBuf r = {0};
+    textbuf_append(&r, (const char *)a->data, a->len);
+    return http_send_page(c, 200, &r, a->content_type);
+}
+
+int handle_dashboard(HttpCall *c) { return send_asset(c, dashboard_asset("index.html", 10)); }
+
+int handle_dashboard_asset(HttpCall *c)
+{
+    if (c->param_len == strlen(DASHBOARD_CHARTJS) && memcmp(c->param, DASHBOARD_CHARTJS, c->param_len) == 0) {
+        TextBuf r = {0};
+        int rc = dashboard_read_file(c->cfg->dashboard_chartjs_path, &r);
+        if (rc) {
+            log_msg(LOG_WARN, "chart.js unreadable", "path=\"%s\" error=\"%s\"", c->cfg->dashboard_chartjs_path,
+                    strerror(-rc));
+            return http_send_error(c, 404, "not_found",
+                                   "Chart.js cannot be read from dashboard.chartjs_path: install Debian's "
+                                   "libjs-chart.js or point the key at chart.min.js (the log says why)",
+                                   NULL, 0);
+        }
+        return http_send_page(c, 200, &r, "text/javascript; charset=utf-8");
+    }
+    const DashboardAsset *a = dashboard_asset(c->param, c->param_len);
+    if (!a || strcmp(a->name, "index.html") == 0) /* the page itself is /dashboard */
+        return http_send_error(c, 404, "not_found", "no such dashboard file", NULL, 0);
+    return send_asset(c, a);
 }
 
 /* ---- segments and lists (segments.c computes them on the worker) --------- */

@@ -26,6 +26,9 @@ HttpHandler handle_models_list;    /* GET /v1/models */
 HttpHandler handle_model_import;   /* POST /v1/models */
 HttpHandler handle_model_export;   /* GET /v1/models/{version} */
 HttpHandler handle_model_rollback; /* POST /v1/model/rollback */
+HttpHandler handle_calibration;    /* GET /v1/calibration */
+HttpHandler handle_dashboard;      /* GET /dashboard */
+HttpHandler handle_dashboard_asset; /* GET /dashboard/{asset} */
 HttpHandler handle_segments;       /* GET /v1/segments */
 HttpHandler handle_list_top;       /* GET /v1/lists/top */
 HttpHandler handle_list_churn;     /* GET /v1/lists/churn-risk */

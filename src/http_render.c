@@ -274,13 +274,26 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   ",\"network\":%s,\"last_training\":{\"examples\":%llu,\"users\":%llu,\"epochs\":%llu,"
                   "\"head\":\"%s\",\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
                   "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,"
-                  "\"swapped\":%s}},",
+                  "\"swapped\":%s},\"runs\":[",
                   mi->network_enabled ? "true" : "false", (unsigned long long)lt->examples,
                   (unsigned long long)lt->users, (unsigned long long)lt->epochs,
                   lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none", finite_or_zero(lt->val_loss),
                   finite_or_zero(lt->val_loss_other), finite_or_zero(lt->val_loss_fallback),
                   finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini),
                   finite_or_zero(lt->val_gini_fallback), lt->seconds, lt->swapped ? "true" : "false");
+    for (unsigned k = 0; k < mi->nruns; k++) {
+        const TrainRun *run = &mi->runs[k];
+        char at[TIME_RFC3339_LEN];
+        time_format_rfc3339(run->at, at);
+        textbuf_printf(b,
+                       "%s{\"version\":%llu,\"at\":\"%s\",\"swapped\":%s,\"head\":\"%s\",\"examples\":%llu,"
+                       "\"val_loss\":%.6g,\"val_loss_fallback\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g}",
+                       k ? "," : "", (unsigned long long)run->version, at, run->f.swapped ? "true" : "false",
+                       run->f.hybrid ? "hybrid" : "lstm_only", (unsigned long long)run->f.examples,
+                       finite_or_zero(run->f.val_loss), finite_or_zero(run->f.val_loss_fallback),
+                       finite_or_zero(run->f.val_gini), finite_or_zero(run->f.val_gini_fallback));
+    }
+    textbuf_printf(b, "]},");
     render_adjuster(b, mi, pl);
     textbuf_printf(b, "}");
 }
@@ -325,6 +338,45 @@ void render_models(TextBuf *b, uint64_t serving, int keep, const ModelFileInfo *
         render_model_file(b, &files[i]);
     }
     textbuf_printf(b, "]}");
+}
+
+static void render_cal_groups(TextBuf *b, const Calibration *cal)
+{
+    textbuf_printf(b, "\"pairs\":%zu,\"predicted_total\":%.6g,\"realised_total\":%.6g,\"deciles\":[", cal->pairs,
+                   finite_or_zero(cal->predicted_total), finite_or_zero(cal->realised_total));
+    for (int k = 0; k < cal->ngroups; k++) {
+        const CalGroup *g = &cal->g[k];
+        textbuf_printf(b,
+                       "%s{\"decile\":%d,\"count\":%u,\"predicted\":%.6g,\"realised\":%.6g,\"pred_min\":%.6g,"
+                       "\"pred_max\":%.6g}",
+                       k ? "," : "", k + 1, g->count, finite_or_zero(g->predicted), finite_or_zero(g->realised),
+                       finite_or_zero(g->pred_min), finite_or_zero(g->pred_max));
+    }
+    textbuf_printf(b, "]");
+}
+
+void render_calibration(TextBuf *b, const CalibrationView *v)
+{
+    textbuf_printf(b, "{\"horizon_days\":%d,\"live\":", v->horizon_days);
+    if (v->has_live) {
+        textbuf_printf(b, "{");
+        render_cal_groups(b, &v->live);
+        textbuf_printf(b, "}");
+    } else {
+        textbuf_printf(b, "null");
+    }
+    textbuf_printf(b, ",\"backtest\":");
+    if (v->has_backtest) {
+        char at[TIME_RFC3339_LEN];
+        time_format_rfc3339(v->backtest_at, at);
+        textbuf_printf(b, "{\"model_version\":%llu,\"computed_at\":\"%s\",", (unsigned long long)v->backtest_version,
+                       at);
+        render_cal_groups(b, &v->backtest);
+        textbuf_printf(b, "}");
+    } else {
+        textbuf_printf(b, "null");
+    }
+    textbuf_printf(b, "}");
 }
 
 /* ---- segments and lists ---------------------------------------------------- */

@@ -42,6 +42,8 @@ void render_job(TextBuf *b, uint64_t job);
 void render_model_file(TextBuf *b, const ModelFileInfo *f);
 /* GET /v1/models: {"serving_version", "keep", "models": [...]}, files (n,). */
 void render_models(TextBuf *b, uint64_t serving, int keep, const ModelFileInfo *files, size_t n);
+/* GET /v1/calibration: {"horizon_days", "live": {...}|null, "backtest": {...}|null}. */
+void render_calibration(TextBuf *b, const CalibrationView *v);
 
 /* The answer to GET /v1/segments; age_s: the result's age now. */
 void render_segments(TextBuf *b, const Segments *g, double age_s);

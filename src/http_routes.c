@@ -17,7 +17,7 @@
 
 typedef struct RouteRow {
     const char *method;
-    const char *pattern; /* OpenAPI form; "{user_id}", "{version}" match one non-empty path segment */
+    const char *pattern; /* OpenAPI form; "{user_id}", "{version}", "{asset}" match one non-empty path segment */
     RouteId id;
     TokenClass token;
     bool body; /* takes a request body (others refuse one over NO_BODY_MAX, 413) */
@@ -38,9 +38,14 @@ static const RouteRow routes[] = {
     {"POST", "/v1/models", ROUTE_MODELS, TOKEN_ADMIN, true, handle_model_import},
     {"GET", "/v1/models/{version}", ROUTE_MODEL_FILE, TOKEN_ADMIN, false, handle_model_export},
     {"POST", "/v1/admin/snapshot", ROUTE_ADMIN_SNAPSHOT, TOKEN_ADMIN, false, handle_admin_snapshot},
+    {"GET", "/v1/calibration", ROUTE_CALIBRATION, TOKEN_READ, false, handle_calibration},
     {"GET", "/v1/segments", ROUTE_SEGMENTS, TOKEN_READ, false, handle_segments},
     {"GET", "/v1/lists/top", ROUTE_LIST_TOP, TOKEN_READ, false, handle_list_top},
     {"GET", "/v1/lists/churn-risk", ROUTE_LIST_CHURN, TOKEN_READ, false, handle_list_churn},
+    /* The page and its files hold no data: open, so a browser can load them
+     * without a header; the page fetches the data with the read token. */
+    {"GET", "/dashboard", ROUTE_DASHBOARD, TOKEN_OPEN, false, handle_dashboard},
+    {"GET", "/dashboard/{asset}", ROUTE_DASHBOARD_ASSET, TOKEN_OPEN, false, handle_dashboard_asset},
     {"GET", "/healthz", ROUTE_HEALTHZ, TOKEN_OPEN, false, handle_healthz},
     {"GET", "/readyz", ROUTE_READYZ, TOKEN_OPEN, false, handle_readyz},
     {"GET", "/metrics", ROUTE_METRICS, TOKEN_OPEN, false, handle_metrics},
@@ -69,6 +74,9 @@ static const char *const route_codes[ROUTE_COUNT] = {
     [ROUTE_LTV_BATCH] = "200 400 401 405 413 500 503",
     [ROUTE_MODEL] = "200 401 405 413 500 503",
     [ROUTE_RETRAIN] = "202 401 405 409 413 500 503",
+    [ROUTE_CALIBRATION] = "200 401 405 413 500 503",
+    [ROUTE_DASHBOARD] = "200 405 413 500",
+    [ROUTE_DASHBOARD_ASSET] = "200 404 405 413 500",
     [ROUTE_SEGMENTS] = "200 401 405 413 500 503",
     [ROUTE_LIST_TOP] = "200 400 401 405 409 413 500 503",
     [ROUTE_LIST_CHURN] = "200 400 401 405 409 413 500 503",

@@ -106,8 +106,9 @@ struct HttpServer {
 
 /* ---- answering --------------------------------------------------------- */
 
-int http_send(HttpCall *c, int status, TextBuf *b, const char *content_type, const char *header,
-              const char *value)
+/* Queues b with content_type and the header pairs hdrs (name, value, ...,
+ * NULL): http_send's body. */
+static int send_with(HttpCall *c, int status, TextBuf *b, const char *content_type, const char *const *hdrs)
 {
     if (b->err) {
         textbuf_free(b);
@@ -122,14 +123,38 @@ int http_send(HttpCall *c, int status, TextBuf *b, const char *content_type, con
     *b = (TextBuf){0}; /* libmicrohttpd frees it */
     if (content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    if (header)
-        MHD_add_response_header(resp, header, value);
+    for (; hdrs && hdrs[0]; hdrs += 2)
+        MHD_add_response_header(resp, hdrs[0], hdrs[1]);
     if (c->req && c->req->request_id[0])
         MHD_add_response_header(resp, "X-Request-Id", c->req->request_id);
     c->status = status;
     enum MHD_Result ret = MHD_queue_response(c->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ret == MHD_YES ? 0 : -EIO;
+}
+
+int http_send(HttpCall *c, int status, TextBuf *b, const char *content_type, const char *header,
+              const char *value)
+{
+    const char *hdrs[] = {header, value, NULL};
+    return send_with(c, status, b, content_type, header ? hdrs : NULL);
+}
+
+/* The dashboard's policy: its own files only, no inline script or style,
+ * data fetched from this origin only, never framed (docs/SECURITY.md). */
+#define PAGE_CSP                                                                                                \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "     \
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+int http_send_page(HttpCall *c, int status, TextBuf *b, const char *content_type)
+{
+    static const char *const hdrs[] = {"Content-Security-Policy", PAGE_CSP,
+                                       "X-Content-Type-Options", "nosniff",
+                                       "Referrer-Policy", "no-referrer",
+                                       "X-Frame-Options", "DENY",
+                                       "Cache-Control", "no-cache",
+                                       NULL};
+    return send_with(c, status, b, content_type, hdrs);
 }
 
 int http_send_json(HttpCall *c, int status, TextBuf *b)

@@ -50,6 +50,10 @@ typedef struct HttpCall {
  * buffer that ran out of memory is answered 500 with no body. */
 int http_send(HttpCall *c, int status, TextBuf *b, const char *content_type, const char *header,
               const char *value);
+/* A file of the dashboard (page, script, style, Chart.js) with its content
+ * type and the page's headers: Content-Security-Policy (no inline script,
+ * same-origin fetches, no framing), nosniff, no referrer, no-cache. */
+int http_send_page(HttpCall *c, int status, TextBuf *b, const char *content_type);
 /* application/json; 204 goes out with no body and no content type. */
 int http_send_json(HttpCall *c, int status, TextBuf *b);
 /* The error object of render_error; a 401 carries WWW-Authenticate: Bearer. */

@@ -469,6 +469,39 @@ static void mature_predictions(Service *s)
     } while (left);
 }
 
+/* Worker: the serving model's backtest (its predictions at the matured
+ * validation cuts, with their outcomes) into *bt (malloc'd, caller frees;
+ * NULL and 0 when there is none); its deciles become GET /v1/calibration's
+ * backtest. 0 or <0. */
+static int backtest_serving(Service *s, const Model *cur, AdjPair **bt, size_t *nbt)
+{
+    *bt = NULL;
+    *nbt = 0;
+    TrainSet set;
+    if (collect_train_set(s, &set))
+        return -ENOMEM;
+    TrainConfig tc;
+    train_config(s, cur, &tc);
+    TrainJob job = {.set = &set, .tc = &tc, .fit = &cur->fallback, .serving = cur->status == MODEL_TRAINED ? cur->net
+                    : NULL, .pairs = bt, .npairs = nbt};
+    int rc = service_run_niced(backtest_job, &job);
+    free(set.events);
+    free(set.shoppers);
+    if (rc == -ENODATA)
+        return 0;
+    if (rc)
+        return rc;
+    Calibration cal;
+    if (calibration_compute(*bt, *nbt, &cal) == 0) {
+        pthread_mutex_lock(&s->err_lock);
+        s->backtest_cal = cal;
+        s->backtest_cal_version = cur->version;
+        s->backtest_cal_at = service_now(s);
+        pthread_mutex_unlock(&s->err_lock);
+    }
+    return 0;
+}
+
 /* Worker: the matured pairs the adjuster learns from: the prediction log's,
  * then a backtest of the serving model on matured validation cuts. */
 static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n, size_t *live)
@@ -484,21 +517,10 @@ static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n
         *live = predlog_pairs(s->predlog, logged, cap);
         store_unlock(s->store);
     }
-    TrainSet set;
-    if (collect_train_set(s, &set)) {
-        free(logged);
-        return -ENOMEM;
-    }
-    TrainConfig tc;
-    train_config(s, cur, &tc);
     AdjPair *bt = NULL;
     size_t nbt = 0;
-    TrainJob job = {.set = &set, .tc = &tc, .fit = &cur->fallback, .serving = cur->status == MODEL_TRAINED ? cur->net
-                    : NULL, .pairs = &bt, .npairs = &nbt};
-    int rc = service_run_niced(backtest_job, &job);
-    free(set.events);
-    free(set.shoppers);
-    if (rc && rc != -ENODATA) {
+    int rc = backtest_serving(s, cur, &bt, &nbt);
+    if (rc) {
         free(logged);
         return rc;
     }
@@ -513,6 +535,22 @@ static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n
     *out = all;
     *n = *live + nbt;
     return 0;
+}
+
+/* Worker, after a retrain when the adjuster is off (its run backtests
+ * otherwise): the serving model's backtest, for GET /v1/calibration. */
+static void calibrate_serving(Service *s)
+{
+    if (atomic_load(&s->cancel_jobs)) /* shutting down: not worth a pass over the validation cuts */
+        return;
+    Model *cur = service_model_acquire(s);
+    AdjPair *bt = NULL;
+    size_t nbt = 0;
+    int rc = backtest_serving(s, cur, &bt, &nbt);
+    model_release(cur);
+    free(bt);
+    if (rc)
+        log_msg(LOG_WARN, "backtest failed", "error=\"%s\"", strerror(-rc));
 }
 
 typedef struct LearnJob {
@@ -638,6 +676,7 @@ static int train_network(Service *s, char *err, size_t errlen)
             f.swapped ? "true" : "false");
     pthread_mutex_lock(&s->err_lock);
     s->last_train = f;
+    s->runs[s->runs_total++ % TRAIN_RUNS_KEPT] = (TrainRun){.version = version, .at = service_now(s), .f = f};
     pthread_mutex_unlock(&s->err_lock);
     if (!f.swapped) {
         lstm_weights_release(tr.net);
@@ -692,6 +731,8 @@ void service_run_retrain(Service *s)
         return;
     }
     service_run_adjuster(s); /* also when the refit failed: the serving model is unchanged */
+    if (!s->cfg.adjuster_enabled)
+        calibrate_serving(s);
     uint64_t ns = time_mono_ns() - t0, ms = ns / 1000000;
     atomic_store(&s->metrics->retrain_last_ns, ns);
     atomic_fetch_add(&s->metrics->retrain_runs, 1);

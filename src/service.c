@@ -450,6 +450,9 @@ void service_model_info(Service *s, ModelInfo *out)
     pthread_mutex_lock(&s->err_lock);
     memcpy(out->retrain_error, s->retrain_error, sizeof out->retrain_error);
     out->last_train = s->last_train;
+    out->nruns = s->runs_total < TRAIN_RUNS_KEPT ? (unsigned)s->runs_total : TRAIN_RUNS_KEPT;
+    for (unsigned k = 0; k < out->nruns; k++)
+        out->runs[k] = s->runs[(s->runs_total - out->nruns + k) % TRAIN_RUNS_KEPT];
     pthread_mutex_unlock(&s->err_lock);
     out->network_enabled = s->cfg.train_network;
     out->adjuster_enabled = s->cfg.adjuster_enabled;
@@ -463,6 +466,31 @@ void service_predlog_stats(Service *s, PredLogStats *out)
     store_lock(s->store);
     predlog_stats(s->predlog, out);
     store_unlock(s->store);
+}
+
+int service_calibration(Service *s, CalibrationView *out)
+{
+    memset(out, 0, sizeof *out);
+    out->horizon_days = (int)s->cfg.model_horizon_days;
+    pthread_mutex_lock(&s->err_lock);
+    out->has_backtest = s->backtest_cal.pairs > 0;
+    out->backtest = s->backtest_cal;
+    out->backtest_version = s->backtest_cal_version;
+    out->backtest_at = s->backtest_cal_at;
+    pthread_mutex_unlock(&s->err_lock);
+    if (!s->predlog)
+        return 0;
+    size_t cap = (size_t)s->cfg.adjuster_log_size;
+    AdjPair *pairs = malloc(cap * sizeof *pairs); /* (cap,): the log's pair ring holds at most cap */
+    if (!pairs)
+        return -ENOMEM;
+    store_lock(s->store);
+    size_t n = predlog_pairs(s->predlog, pairs, cap);
+    store_unlock(s->store);
+    int rc = calibration_compute(pairs, n, &out->live);
+    free(pairs);
+    out->has_live = rc == 0;
+    return rc;
 }
 
 void service_set_ready(Service *s, bool ready) { atomic_store(&s->ready, ready); }

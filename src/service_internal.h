@@ -10,7 +10,7 @@
  * the store, the dedupe window, the prediction log and logbuf, and orders
  * the log's appends; model_lock guards `model` alone and is taken with no
  * other lock held and nothing taken under it; err_lock guards
- * retrain_error and last_train. Everything else is atomic or written only
+ * retrain_error, last_train, runs and the backtest's calibration. Everything else is atomic or written only
  * by the thread named beside it. */
 #ifndef LTVD_SERVICE_INTERNAL_H
 #define LTVD_SERVICE_INTERNAL_H
@@ -44,6 +44,11 @@ struct Service {
     pthread_mutex_t err_lock;
     char retrain_error[256];     /* under err_lock */
     TrainFigures last_train;     /* under err_lock */
+    TrainRun runs[TRAIN_RUNS_KEPT]; /* under err_lock: a ring, the newest at (runs_total - 1) % TRAIN_RUNS_KEPT */
+    uint64_t runs_total;         /* under err_lock */
+    Calibration backtest_cal;    /* under err_lock: the serving model's backtest by decile (pairs 0: none yet) */
+    uint64_t backtest_cal_version; /* under err_lock: the model it backtested */
+    int64_t backtest_cal_at;     /* under err_lock: when (service_now) */
     void (*retrain_notify)(void *);
     void *retrain_notify_arg;
 

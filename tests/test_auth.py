@@ -133,7 +133,8 @@ def model_inputs(s):
 
 def request(s, method, path, auth, dyn):
     headers = {"Authorization": auth} if auth is not None else None
-    concrete = path.replace("{user_id}", quote_id(KNOWN)).replace("{version}", dyn["version"])
+    concrete = path.replace("{user_id}", quote_id(KNOWN)).replace("{version}", dyn["version"]) \
+        .replace("{asset}", "dashboard.js")
     return s.request(method, concrete, dyn.get((method, path), BODIES.get((method, path))), headers)
 
 
@@ -209,7 +210,7 @@ def every_route_refuses_wrong_tokens_and_allows_its_own():
     for open_path in ("/healthz", "/readyz", "/metrics"):
         check(classes[("GET", open_path)] is None, f"{open_path} stays open")
     for read in (("GET", "/v1/users/{user_id}/ltv"), ("GET", "/v1/users/{user_id}"), ("POST", "/v1/ltv/batch"),
-                 ("GET", "/v1/model")):
+                 ("GET", "/v1/model"), ("GET", "/v1/calibration")):
         check(classes[read] == "read", read)
 
 

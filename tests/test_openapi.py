@@ -144,7 +144,8 @@ def every_operation_is_complete():
     needs a token, and a `default` for 405."""
     ids = [op.get("operationId") for op in operations().values()]
     check_true(all(ids) and len(set(ids)) == len(ids), ids)
-    open_routes = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+    open_routes = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/dashboard"),
+                   ("GET", "/dashboard/{asset}")}
     for (path, method), op in operations().items():
         what = f"{method} {path}"
         check_true("security" in op, f"{what}: no security")
@@ -363,11 +364,24 @@ def every_route_answers_as_documented():
         _, _, text = exchange(s, "GET", "/metrics", want=200)
         check_true("ltvd_events_applied_total" in text, text[:200])
         exchange(s, "GET", "/metrics", body=BIG, want=413)
+        # the dashboard: its files (open), its calibration data
+        _, hdrs, page = exchange(s, "GET", "/dashboard", want=200)
+        check_true("<canvas" in page and "script-src 'self'" in hdrs["content-security-policy"], hdrs)
+        exchange(s, "GET", "/dashboard", body=BIG, want=413)
+        for name in ("dashboard.js", "dashboard.css", "chart.js"):
+            _, _, text = exchange(s, "GET", "/dashboard/{asset}", f"/dashboard/{name}", want=200)
+            check_true(len(text) > 100, (name, text[:100]))
+        exchange(s, "GET", "/dashboard/{asset}", "/dashboard/secrets.txt", want=404)
+        exchange(s, "GET", "/dashboard/{asset}", "/dashboard/dashboard.js", body=BIG, want=413)
+        _, _, body = exchange(s, "GET", "/v1/calibration", want=200)
+        check_true(body["backtest"] is None and body["live"] is None, body)
+        exchange(s, "GET", "/v1/calibration", body=BIG, want=413)
         # 405 on every path, with Allow naming the spec's methods
         for path in SPEC["paths"]:
             served = {m.upper() for m in SPEC["paths"][path] if m in METHODS}
             other = next(m for m in ("PUT", "PATCH", "DELETE", "POST", "GET") if m not in served)
-            _, _, body = exchange(s, other, path, path.replace("{user_id}", "u1").replace("{version}", "1"),
+            _, _, body = exchange(s, other, path, path.replace("{user_id}", "u1").replace("{version}", "1")
+                                  .replace("{asset}", "dashboard.js"),
                                   want=405)
             check_true(body["error"]["code"] == "method_not_allowed", body)
         # an unknown path: the Error shape
@@ -507,6 +521,7 @@ def not_ready_answers_as_documented():
                       ("POST", "/v1/model/retrain", None, None), ("POST", "/v1/model/rollback", None, {"version": 1}),
                       ("GET", "/v1/models", None, None), ("POST", "/v1/models", None, b"not a model"),
                       ("GET", "/v1/models/{version}", "/v1/models/1", None), ("POST", "/v1/admin/snapshot", None, None),
+                      ("GET", "/v1/calibration", None, None),
                       ("GET", "/v1/segments", None, None), ("GET", "/v1/lists/top", None, None),
                       ("GET", "/v1/lists/churn-risk", None, None)]
             not_ready = set()

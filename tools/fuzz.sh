@@ -36,8 +36,14 @@ build() {
   mkdir -p "$OUT/obj" "$OUT/gen"
   # what meson's vcs_tag makes for metrics.c (src/ltvd_commit.h.in)
   [ -f "$OUT/gen/ltvd_commit.h" ] || echo '#define LTVD_COMMIT "fuzz"' > "$OUT/gen/ltvd_commit.h"
+  # what meson's dashboard_assets target makes (src/meson.build): the
+  # dashboard's files built in, served by the handlers the http harness drives
+  python3 tools/embed_assets.py "$OUT/gen/dashboard_assets.c" \
+    "index.html=src/dashboard/index.html=text/html; charset=utf-8" \
+    "dashboard.js=src/dashboard/dashboard.js=text/javascript; charset=utf-8" \
+    "dashboard.css=src/dashboard/dashboard.css=text/css; charset=utf-8"
   local objs=() pids=() src obj
-  for src in $LIB_SOURCES fuzz/http_shim.c; do
+  for src in $LIB_SOURCES "$OUT/gen/dashboard_assets.c" fuzz/http_shim.c; do
     obj="$OUT/obj/$(basename "${src%.c}").o"
     objs+=("$obj")
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find include src fuzz -name '*.h' -newer "$obj" -print -quit)" ]; then

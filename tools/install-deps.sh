@@ -10,12 +10,15 @@ $SUDO apt-get install -y -q --no-install-recommends \
   build-essential meson ninja-build pkg-config ca-certificates \
   libmicrohttpd-dev libuv1-dev libcjson-dev libopenblas-dev \
   python3 curl \
-  strace systemd libseccomp2 prometheus
+  strace systemd libseccomp2 prometheus \
+  libjs-chart.js chromium
 # strace, systemd (systemd-analyze) and libseccomp2: tests/test_deploy.py checks
 # deploy/ltvd.service against the syscalls ltvd makes; it must not be skipped.
 # prometheus: its promtool checks a live /metrics and deploy/prometheus in
 # tests/test_metrics.py (the package also installs a prometheus.service,
 # which the tests neither need nor start).
+# libjs-chart.js: the Chart.js that GET /dashboard serves (dashboard.chartjs_path);
+# chromium: tests/test_dashboard.py loads the page headless.
 
 # tests/test_k8s.py lints and renders deploy/k8s/: yamllint, and kubectl from
 # Debian's kubernetes-client (1.20; kubectl kustomize and the --local commands
