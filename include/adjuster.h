@@ -7,9 +7,14 @@
  * ones, whose behaviour it says nothing about (docs/MODEL.md). Action: a
  * multiplier of that segment's predictions (ADJ_MULTIPLIERS). Reward, for a
  * batch of one segment's pairs with ratio ρ = min(Σy / Σp, 10) (clipped so
- * one heavy spender cannot dominate): r = (1 − ρ)² − (m − ρ)², how much
- * closer the corrected total came than the uncorrected one, in units of the
- * prediction; its expectation peaks at the mean ratio.
+ * one heavy spender cannot dominate): r = cost(1 − ρ) − cost(m − ρ) with
+ * cost(e) = e², times ADJ_OVER_WEIGHT when e > 0: how much less the
+ * corrected total costs than the uncorrected one, in units of the
+ * prediction, an over-predicted total costing more (an ad bidder pays for
+ * an over-prediction and forgoes a margin on an under-prediction;
+ * docs/MODEL.md, "Reward"). Its expectation peaks at the
+ * 1/(1 + ADJ_OVER_WEIGHT) expectile of ρ: the mean ratio when outcomes are
+ * certain, below it when they are noisy.
  *
  * Learning is tabular Q-learning with one-step episodes, in simulation only:
  * each episode replays a batch of matured (prediction, outcome) pairs from
@@ -36,6 +41,9 @@
 #define ADJ_Z 3.0          /* a segment is corrected only if its ratio is this many SEs from 1 */
 #define ADJ_MIN_VISITS 20
 #define ADJ_BATCH 32
+#ifndef ADJ_OVER_WEIGHT
+#define ADJ_OVER_WEIGHT 2.0 /* an over-predicted total costs this many times an under-predicted one */
+#endif
 
 extern const double ADJ_MULTIPLIERS[ADJ_ACTIONS];
 

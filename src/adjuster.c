@@ -35,18 +35,28 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The cost of a corrected total m·Σp against the realised Σy, in units of
+ * the prediction (e = m − ρ): squared, and ADJ_OVER_WEIGHT times as much
+ * when the total is over-predicted (e > 0): an ad bidder pays for an
+ * over-prediction (a bid above what the shopper returns) and only forgoes
+ * a margin on an under-prediction (docs/MODEL.md, "Reward"). */
+static double cost(double e)
+{
+    return e > 0 ? ADJ_OVER_WEIGHT * e * e : e * e;
+}
+
 /* With ρ = Σy/Σp the batch's realised-to-predicted ratio (clipped at 10 so
- * a single heavy spender cannot dominate), r = (1 − ρ)² − (m − ρ)²: the
- * squared error of the corrected total against the uncorrected one, in
- * units of the prediction. Its expectation is largest at m = E[ρ], the mean
- * ratio. (An absolute error would pick the median ratio, which for
- * zero-inflated, heavy-tailed spend sits well below the mean.) */
+ * a single heavy spender cannot dominate), r = cost(1 − ρ) − cost(m − ρ):
+ * how much less the corrected total costs than the uncorrected one. Its
+ * expectation is largest at m = the 1/(1 + ADJ_OVER_WEIGHT) expectile of ρ
+ * (the mean ratio when ADJ_OVER_WEIGHT is 1; below it otherwise, by an
+ * amount that grows with the batches' spread). */
 static double reward(double sp, double sy, double m)
 {
     if (sp <= 0)
         return 0.0;
     double rho = fmin(sy / sp, 10.0);
-    return (1.0 - rho) * (1.0 - rho) - (m - rho) * (m - rho);
+    return cost(1.0 - rho) - cost(m - rho);
 }
 
 static int greedy(const AdjTable *t, int s)

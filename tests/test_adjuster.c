@@ -1,10 +1,13 @@
 /* The RL adjuster learns: when the served model is biased by x0.5 in one
- * segment, it picks the compensating x2.0 there, or the next action down
- * (x1.75: the outcomes are zero-inflated and heavy-tailed, and seed 4 lands
- * there), with exactly the configured number of episodes per occupied
- * segment, and leaves unbiased segments at x1.0, for several seeds. A segment
- * with fewer than ADJ_MIN_PAIRS outcomes is never corrected; one with that
- * many is. */
+ * segment, it corrects upwards there, by x1.5 to x2.0 (the outcomes are
+ * zero-inflated and heavy-tailed, and the reward charges an over-predicted
+ * total ADJ_OVER_WEIGHT times an under-predicted one, so under noise it
+ * stops short of the mean ratio 2: seeds 2 and 4 land on x1.5 and x1.75),
+ * with exactly the configured number of episodes per occupied segment, and
+ * leaves unbiased segments at x1.0, for several seeds. A segment with fewer
+ * than ADJ_MIN_PAIRS outcomes is never corrected; one with that many is.
+ * Over-prediction costs more: between a segment over-predicted by 1/0.7
+ * and one under-predicted by as much, the cut outweighs the raise. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +53,51 @@ static void test_min_pairs(void)
             ASSERT(0);
         }
         ASSERT_NEAR(adjuster_multiplier(&t, 500.0, 10, 60), 1.0, 0); /* the unbiased shoppers stay x1.0 */
+    }
+}
+
+/* Two segments off by the same factor, one each way, same noise: the
+ * over-predicted one (truth 0.7 x pred) and the under-predicted one
+ * (truth pred / 0.7). Neither is ever corrected the wrong way, and over 12
+ * seeds the downward corrections outweigh the upward ones (sum of log
+ * multipliers < 0). With a symmetric reward (ADJ_OVER_WEIGHT 1) the sum
+ * is +1.30 on these seeds: both sit near the mean ratio, and x1.5 for
+ * 1.43 is a larger step than x0.7 for 0.7; at 2 it is -1.41. */
+static void test_over_costs_more(AdjPair *pairs, size_t N)
+{
+    double net = 0;
+    for (uint64_t seed = 1; seed <= 12; seed++) {
+        rs = 0xd1b54a32d192ed03ull * seed + 3;
+        for (size_t i = 0; i < N; i++) {
+            pairs[i].pred = exp(3.0 + gauss());
+            pairs[i].recency_days = urand() * 365.0;
+            pairs[i].tenure_days = pairs[i].recency_days + urand() * 365.0;
+        }
+        AdjTable probe;
+        memset(&probe, 0, sizeof probe);
+        ASSERT(adjuster_learn(pairs, N, seed, 1, NULL, &probe) == 0);
+        /* recent shoppers of 90-180 days: top decile over-, ninth under-predicted */
+        int over = ((ADJ_DECILES - 1) * ADJ_RECENCY + 0) * ADJ_TENURE + 1;
+        int under = ((ADJ_DECILES - 2) * ADJ_RECENCY + 0) * ADJ_TENURE + 1;
+        for (size_t i = 0; i < N; i++) {
+            int sg = adjuster_segment(&probe, pairs[i].pred, pairs[i].recency_days, pairs[i].tenure_days);
+            double truth = pairs[i].pred * (sg == over ? 0.7 : sg == under ? 1.0 / 0.7 : 1.0);
+            double noise = exp(0.8 * gauss() - 0.32);
+            pairs[i].actual = urand() < 0.4 ? truth / 0.4 * noise : 0.0;
+        }
+        AdjTable t;
+        ASSERT(adjuster_learn(pairs, N, seed, 400, NULL, &t) == 0);
+        double mo = ADJ_MULTIPLIERS[t.action[over]], mu = ADJ_MULTIPLIERS[t.action[under]];
+        if (mo > 1.0 || mu < 1.0) {
+            fprintf(stderr, "seed %llu: over-predicted segment x%.2f (ratio %.3f), under-predicted x%.2f (ratio %.3f)\n",
+                    (unsigned long long)seed, mo, t.ratio[over], mu, t.ratio[under]);
+            ASSERT(0);
+        }
+        net += log(mo) + log(mu);
+    }
+    if (net >= 0) {
+        fprintf(stderr, "over- and under-prediction corrected alike: sum of log multipliers %+.3f\n", net);
+        ASSERT(0);
     }
 }
 
@@ -99,7 +147,7 @@ int main(void)
         ASSERT(occupied > 0 && occupied < ADJ_SEGMENTS);
         ASSERT(t.episodes == (uint64_t)600 * (uint64_t)occupied);
         double m = ADJ_MULTIPLIERS[t.action[target]];
-        if (m < 1.75) {
+        if (m < 1.5) {
             fprintf(stderr, "seed %llu: biased segment got x%.2f\n", (unsigned long long)seed, m);
             ASSERT(0);
         }
@@ -115,6 +163,7 @@ int main(void)
         ASSERT_NEAR(adjuster_multiplier(&t, 1e9, 3, 120), m, 0); /* huge recent prediction -> that segment */
         ASSERT_NEAR(adjuster_multiplier(&t, 1e9, 3, 20), 1.0, 0); /* ... but not for younger shoppers */
     }
+    test_over_costs_more(pairs, N);
     free(pairs);
     test_min_pairs();
     TEST_DONE("test_adjuster");

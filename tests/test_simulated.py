@@ -24,12 +24,12 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ltvd-sim-") as d:
         out = os.path.join(d, "sim.json")
         r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "simulated"), "--ltvd", LTVD,
-                            "--shoppers", "1500", "--json", out], capture_output=True, text=True, timeout=scaled(600))
+                            "--shoppers", "1500", "--models", "fallback,network", "--json", out], capture_output=True, text=True, timeout=scaled(600))
         if r.returncode != 0:
             print(f"FAIL bench/simulated (exit status {r.returncode}):\n" + r.stdout + r.stderr[-6000:])
             return 1
         res = json.load(open(out))
-    fb, net = res["fallback"], res["network"]
+    fb, net = res["runs"]["1"]["fallback"], res["runs"]["1"]["network"]
     t = net["training"]
     print(f"fallback decile MAPE {fb['decile_mape']:.3f}, network {net['decile_mape']:.3f}; validation loss "
           f"network {t['val_loss']:.4f}, fallback {t['val_loss_fallback']:.4f}; head {t['head']}")
