@@ -26,5 +26,6 @@ HttpHandler handle_models_list;    /* GET /v1/models */
 HttpHandler handle_model_import;   /* POST /v1/models */
 HttpHandler handle_model_export;   /* GET /v1/models/{version} */
 HttpHandler handle_model_rollback; /* POST /v1/model/rollback */
+HttpHandler handle_cluster;        /* GET /v1/cluster */
 
 #endif

@@ -305,6 +305,9 @@ def every_route_answers_as_documented():
         exchange(s, "POST", B, body=BIG, want=413)
         exchange(s, "GET", "/v1/model", want=200)
         exchange(s, "GET", "/v1/model", body=BIG, want=413)
+        _, _, body = exchange(s, "GET", "/v1/cluster", want=200)  # alone: no cluster section
+        check_true(body["mode"] == "single" and body["partitions"] == [], body)
+        exchange(s, "GET", "/v1/cluster", body=BIG, want=413)
         # erasure
         exchange(s, "DELETE", U, "/v1/users/nobody", want=404)
         exchange(s, "DELETE", U, "/v1/users/bad%zz", want=400)
@@ -476,7 +479,8 @@ def not_ready_answers_as_documented():
                       ("POST", "/v1/ltv/batch", None, {"user_ids": ["r1"]}), ("GET", "/v1/model", None, None),
                       ("POST", "/v1/model/retrain", None, None), ("POST", "/v1/model/rollback", None, {"version": 1}),
                       ("GET", "/v1/models", None, None), ("POST", "/v1/models", None, b"not a model"),
-                      ("GET", "/v1/models/{version}", "/v1/models/1", None), ("POST", "/v1/admin/snapshot", None, None)]
+                      ("GET", "/v1/models/{version}", "/v1/models/1", None), ("POST", "/v1/admin/snapshot", None, None),
+                      ("GET", "/v1/cluster", None, None)]
             not_ready = set()
             deadline = time.time() + 60 * SCALE
             while time.time() < deadline:
