@@ -10,8 +10,10 @@ report) and can wait for a stable partition map. Both stop everything
 they started, in reverse order, on stop() or at the end of a `with`.
 Deadlines scale with LTVD_TEST_TIMEOUT_SCALE, as in ltvd_harness.
 """
+import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -201,4 +203,65 @@ class LtvdCluster:
         except AssertionError:
             if exc_type is None:
                 raise
+        return False
+
+
+class Haproxy:
+    """deploy/haproxy/haproxy.cfg run in front of an LtvdCluster: the same
+    file with its bind address and server lines replaced by loopback ones."""
+
+    def __init__(self, cfg_path, lc):
+        binary = shutil.which("haproxy")
+        if not binary:
+            raise RuntimeError("haproxy is not installed (Debian package haproxy; tools/install-deps.sh)")
+        with open(cfg_path) as f:
+            text = f.read()
+        self.port = free_port()
+        text = re.sub(r"(?m)^    bind :8080$", f"    bind 127.0.0.1:{self.port}", text)
+        servers = "".join(f"    server {n} 127.0.0.1:{p.port}\n" for n, p in lc.nodes.items())
+        text = re.sub(r"(?m)^    server n1 .*\n(    server .*\n)*", servers, text)
+        self.tmp = tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False)
+        self.tmp.write(text)
+        self.tmp.close()
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([binary, "-db", "-f", self.tmp.name], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + scaled(15)
+        while True:
+            try:
+                status, _, _ = self.request("GET", "/readyz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                self.log.seek(0)
+                raise RuntimeError("haproxy did not start:\n" + tail(self.log.read().decode(errors="replace")))
+            time.sleep(0.1)
+
+    def request(self, method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=scaled(30))
+        try:
+            data = json.dumps(body) if body is not None else None
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(scaled(10))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        os.unlink(self.tmp.name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
         return False

@@ -7,6 +7,7 @@ Skipped (exit 77) only when nats-server is not installed; CI installs it
 usage: test_cluster.py LTVD_BINARY OPENAPI_SPEC
 """
 import json
+import os
 import random
 import signal
 import subprocess
@@ -14,13 +15,14 @@ import sys
 import threading
 import time
 
-from cluster_harness import HASH_KEY, LtvdCluster, NatsCluster, require_nats_server
-from ltvd_harness import check, main_exit, quote_id, run_tests, scaled, test_registry
+from cluster_harness import HASH_KEY, Haproxy, LtvdCluster, NatsCluster, require_nats_server
+from ltvd_harness import check, main_exit, quote_id, run_tests, scaled, test_registry, wait_until
 from openapi_check import check as spec_problems, load_yaml, resolve, response_spec
 
 tests, test = test_registry()
 T0 = 1767225600  # 2026-01-01
 SPEC = None  # openapi/ltvd.yaml, loaded by main
+HAPROXY_CFG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy", "haproxy", "haproxy.cfg")
 
 
 def answer_as_documented(node, method, template, path, body=None):
@@ -79,7 +81,9 @@ def events_through_random_nodes(binary):
     """Batches posted through random nodes: each acknowledged event is
     applied exactly once by its shopper's owner (a batch posted twice, same
     event_ids, changes nothing), every node answers the same counts and the
-    same batch predictions, and each answer names the map's owner."""
+    same batch predictions, and each answer names the map's owner. The
+    shipped HAProxy config in front serves ingest and reads; shoppers
+    erased through any node are gone from every node."""
     rng = random.Random(17)
     users = [f"shopper-{i}" for i in range(60)] + ["a/b c", "ünï"]
     with NatsCluster() as nats, LtvdCluster(binary, nats) as lc:
@@ -140,6 +144,30 @@ def events_through_random_nodes(binary):
         check(answers[0] == answers[1] == answers[2], "batch predictions differ between nodes")
         check(all(p["known"] for p in answers[0] if acked[p["user_id"]]), "an acknowledged shopper is unknown")
 
+        # deploy/haproxy/haproxy.cfg in front: ingest and reads through it
+        with Haproxy(HAPROXY_CFG, lc) as lb:
+            extra = [{"user_id": u, "type": "view", "ts": T0 + 999 * 3600, "event_id": f"lb-{u}"} for u in users[:8]]
+            status, _, body = lb.request("POST", "/v1/events", {"events": extra})
+            check(status == 200, f"POST through haproxy: {status} {body[:200]}")
+            for e in extra:
+                expected[e["user_id"]] += 1
+            wait_counts(lc, expected)
+            for u in users[:8]:
+                status, hdrs, body = lb.request("GET", f"/v1/users/{quote_id(u)}")
+                check(status == 200 and json.loads(body)["events"] == expected[u] and hdrs.get("x-ltvd-owner"),
+                      f"GET {u} through haproxy: {status} {body[:200]}")
+
+        # erasure through any node: 204 once the erasure is in the stream,
+        # then gone on every node; an unknown shopper is 404
+        erased = [u for u in users if acked[u]][:6]
+        for u in erased:
+            status, _, body = rng.choice(nodes).request("DELETE", f"/v1/users/{quote_id(u)}")
+            check(status == 204, f"DELETE {u}: {status} {body[:200]}")
+        status, _, _ = nodes[1].request("DELETE", "/v1/users/never-seen")
+        check(status == 404, f"DELETE of an unknown shopper: {status}")
+        expected.update({u: 0 for u in erased})
+        wait_counts(lc, expected)
+
 
 class Poster:
     """Posts seeded batches (every event with an event_id) in a thread,
@@ -177,8 +205,9 @@ class Poster:
     def run(self):
         try:
             while not self.stop_flag.is_set():
-                b = self.batches
-                events = [{"user_id": self.rng.choice(self.users), "type": "view", "ts": T0 + b * 60 + k,
+                with self.lock:
+                    b, pool = self.batches, list(self.users)
+                events = [{"user_id": self.rng.choice(pool), "type": "view", "ts": T0 + b * 60 + k,
                            "event_id": f"{self.tag}-{b}-{k}"} for k in range(self.rng.randint(1, 20))]
                 if not self.post_one(events):
                     raise AssertionError(f"batch {b} was not acknowledged within a minute")
@@ -227,11 +256,13 @@ def node_killed_under_load_and_back(binary):
     """kill -9 one node while batches keep coming through the others: its
     partitions go to the two left once its lease expires, which replay them
     from the stream; then it comes back and takes its share again. Every
-    acknowledged event is counted exactly once, on every node, throughout."""
+    acknowledged event is counted exactly once, on every node, throughout;
+    shoppers erased while it was away stay erased when it replays them."""
     users = [f"f{i}" for i in range(40)]
     settings = {"cluster.publish_timeout_ms": "2000"}
     with NatsCluster() as nats, LtvdCluster(binary, nats, lease_ms=2000, settings=settings) as lc:
         before = lc.wait_stable()
+        owner_before = {u: lc.nodes["n1"].request("GET", f"/v1/users/{u}/ltv")[1]["x-ltvd-owner"] for u in users}
         poster = Poster(lc, users, 5, "k").start()
         time.sleep(1.0)
         victim = lc.nodes["n2"]
@@ -245,6 +276,22 @@ def node_killed_under_load_and_back(binary):
         time.sleep(1.0)
         with poster.lock:
             snapshot_batches = poster.batches
+        # an erasure while n2 is away, of shoppers n2 owned: their new owner
+        # erases them, and the returning n2 replays their events, then the
+        # erasure. The poster leaves them alone first, so that every event
+        # of theirs is in the stream before the erasure.
+        victims = [u for u in users if owner_before[u] == "n2"][:3]
+        check(len(victims) == 3, f"n2 owned too few of the shoppers: {owner_before}")
+        with poster.lock:
+            poster.users = [u for u in poster.users if u not in victims]
+            mark = poster.batches
+        check(wait_until(lambda: poster.batches >= mark + 2, 20), "the poster stalled")
+        n1 = lc.nodes["n1"]
+        for u in victims:
+            status, _, body = n1.request("DELETE", f"/v1/users/{quote_id(u)}")
+            check(status in (204, 404), f"DELETE {u} after the failover: {status} {body[:200]}")
+            with poster.lock:
+                poster.acked[u] = 0
         lc.start_node("n2")
         back = lc.wait_stable()
         check(back == before, f"the returning node did not get its share back: {back} vs {before}")
