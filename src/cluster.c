@@ -560,6 +560,10 @@ void cluster_stop(Cluster *c)
     kvStore_Destroy(c->nodes);
     jsCtx_Destroy(c->js);
     natsConnection_Destroy(c->nc);
+    /* libnats' delivery threads may still hold a message of a consumer just
+     * closed, whose handler reads c->parts: wait for them all to end before
+     * freeing anything (cluster_stop runs once, at exit). */
+    nats_CloseAndWait(5000);
     for (uint32_t p = 0; c->parts && p < c->nparts; p++)
         pthread_mutex_destroy(&c->parts[p].apply_lock);
     pthread_mutex_destroy(&c->map_lock);
