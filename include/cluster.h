@@ -72,6 +72,11 @@ int cluster_owner(Cluster *c, uint32_t p, bool *self, char *node, char *url);
  * for this node's partitions, the stream sequence applied. */
 void cluster_render_map(Cluster *c, TextBuf *b);
 
+/* GET /metrics in cluster mode: appends this node's cluster series
+ * (Prometheus text): partitions it applies, live members, messages
+ * applied, messages it could not apply. */
+void cluster_render_metrics(Cluster *c, TextBuf *b);
+
 /* ---- ingest (cluster_ingest.c) ----------------------------------------- */
 
 /* Publishes validated events (n,) to the stream, one message per

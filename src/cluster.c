@@ -171,6 +171,34 @@ void cluster_render_map(Cluster *c, TextBuf *b)
     cJSON_Delete(root);
 }
 
+void cluster_render_metrics(Cluster *c, TextBuf *b)
+{
+    unsigned owned_n = 0;
+    for (uint32_t p = 0; p < c->nparts; p++) {
+        Partition *part = &c->parts[p];
+        pthread_mutex_lock(&part->apply_lock);
+        owned_n += part->owned;
+        pthread_mutex_unlock(&part->apply_lock);
+    }
+    pthread_mutex_lock(&c->map_lock);
+    size_t members = c->nmembers;
+    pthread_mutex_unlock(&c->map_lock);
+    textbuf_printf(b,
+                   "# HELP ltvd_cluster_partitions_owned Partitions this node holds the lease of and applies.\n"
+                   "# TYPE ltvd_cluster_partitions_owned gauge\nltvd_cluster_partitions_owned %u\n"
+                   "# HELP ltvd_cluster_partitions Partitions of the cluster (cluster.partitions).\n"
+                   "# TYPE ltvd_cluster_partitions gauge\nltvd_cluster_partitions %u\n"
+                   "# HELP ltvd_cluster_members Live nodes this node saw at its last tick.\n"
+                   "# TYPE ltvd_cluster_members gauge\nltvd_cluster_members %zu\n"
+                   "# HELP ltvd_cluster_messages_applied_total Stream messages this node applied.\n"
+                   "# TYPE ltvd_cluster_messages_applied_total counter\nltvd_cluster_messages_applied_total %llu\n"
+                   "# HELP ltvd_cluster_apply_errors_total Stream messages this node could not apply "
+                   "(malformed, or limits.max_users reached).\n"
+                   "# TYPE ltvd_cluster_apply_errors_total counter\nltvd_cluster_apply_errors_total %llu\n",
+                   owned_n, c->nparts, members, (unsigned long long)atomic_load(&c->applied_msgs),
+                   (unsigned long long)atomic_load(&c->consume_errors));
+}
+
 /* ---- leases ------------------------------------------------------------- */
 
 static void lease_key(uint32_t p, char *out, size_t cap) { snprintf(out, cap, "p-%u", p); }
@@ -206,11 +234,8 @@ static void take_partition(Cluster *c, Partition *part, uint64_t rev, int64_t se
     part->lease_rev = rev;
     part->renewed_ms = sent_ms;
     int rc = cluster_consume_start(c, part);
-    if (rc) {
-        char key[32];
-        lease_key(part->index, key, sizeof key);
-        (void)kvStore_Delete(c->leases, key); /* let another node have it */
-        log_msg(LOG_WARN, "cluster: cannot consume a partition; lease given back", "partition=%u", part->index);
+    if (rc) { /* the lease is kept and renewed; the next tick tries again */
+        log_msg(LOG_WARN, "cluster: partition taken, its consumer not started yet", "partition=%u", part->index);
         return;
     }
     log_msg(LOG_INFO, "cluster: partition taken", "partition=%u from_seq=%llu", part->index,
@@ -246,13 +271,16 @@ static bool renewal_refused(Cluster *c, Partition *part, const char *key)
 }
 
 /* One partition's lease, once per tick. members_known: the member list is
- * this tick's (else nothing is taken or given up, only renewed). */
-static void tick_partition(Cluster *c, Partition *part, bool members_known)
+ * this tick's (else nothing is taken or given up, only renewed). reach:
+ * NATS answered this tick so far (else no request is made: a tick must not
+ * spend a timeout on every partition while the leases run out). Returns
+ * false if NATS did not answer. */
+static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool reach)
 {
     char key[32], holder[CLUSTER_NODE_MAX] = "";
     lease_key(part->index, key, sizeof key);
     kvEntry *e = NULL;
-    natsStatus s = kvStore_Get(&e, c->leases, key);
+    natsStatus s = reach ? kvStore_Get(&e, c->leases, key) : NATS_TIMEOUT;
     uint64_t rev = 0;
     if (s == NATS_OK) {
         snprintf(holder, sizeof holder, "%s", kvEntry_ValueString(e) ? kvEntry_ValueString(e) : "");
@@ -265,7 +293,7 @@ static void tick_partition(Cluster *c, Partition *part, bool members_known)
         /* NATS unreachable: keep applying only while the lease surely holds */
         if (mine && now - part->renewed_ms > c->cfg->cluster_lease_ms * 2 / 3)
             stop_partition(c, part, "lease_unrenewed");
-        return;
+        return false;
     }
     pthread_mutex_lock(&c->map_lock);
     const char *pref = members_known ? preferred_node(c, part->index) : NULL;
@@ -289,7 +317,7 @@ static void tick_partition(Cluster *c, Partition *part, bool members_known)
         pthread_mutex_lock(&c->map_lock);
         c->owner[part->index][0] = '\0';
         pthread_mutex_unlock(&c->map_lock);
-        return;
+        return true;
     }
     if (mine || (held_by_me && !prefer_other)) {
         /* renew ours, or adopt the lease a former life of this node left */
@@ -300,25 +328,31 @@ static void tick_partition(Cluster *c, Partition *part, bool members_known)
                 stop_partition(c, part, "renewal_refused");
             else if (mine && now - part->renewed_ms > c->cfg->cluster_lease_ms * 2 / 3)
                 stop_partition(c, part, "lease_unrenewed");
-            return;
+            return s != NATS_TIMEOUT;
         }
         if (mine) {
             part->lease_rev = nrev;
             part->renewed_ms = now;
+            if (!part->sub && cluster_consume_start(c, part) == 0) /* its start failed before */
+                log_msg(LOG_INFO, "cluster: consumer started", "partition=%u from_seq=%llu", part->index,
+                        (unsigned long long)atomic_load(&part->applied_seq) + 1);
         } else {
             take_partition(c, part, nrev, now);
         }
-        return;
+        return true;
     }
     if (!holder[0] && prefer_me) {
         uint64_t nrev = 0;
-        if (kvStore_CreateString(&nrev, c->leases, key, c->node) == NATS_OK) {
+        s = kvStore_CreateString(&nrev, c->leases, key, c->node);
+        if (s == NATS_OK) {
             take_partition(c, part, nrev, now);
             pthread_mutex_lock(&c->map_lock);
             snprintf(c->owner[part->index], CLUSTER_NODE_MAX, "%s", c->node);
             pthread_mutex_unlock(&c->map_lock);
         }
+        return s != NATS_TIMEOUT;
     }
+    return true;
 }
 
 /* Heartbeat, then the live members (the nodes bucket's keys). False if
@@ -358,14 +392,42 @@ static bool tick_members(Cluster *c)
     return n > 0;
 }
 
+/* A consumer whose NATS server died is normally recreated by libnats after
+ * two missed heartbeats, but not always soon (seen: 30 s after one server
+ * of three was killed). So each tick looks at up to CHECKS_PER_TICK owned
+ * partitions that applied nothing for two ticks, and restarts a consumer
+ * JetStream no longer has. Only while connected: each look is a request. */
+#define CHECKS_PER_TICK 4
+
+static void check_consumers(Cluster *c)
+{
+    int checks = 0;
+    bool connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+    for (uint32_t p = 0; p < c->nparts; p++) {
+        Partition *part = &c->parts[p];
+        uint64_t seq = atomic_load(&part->applied_seq);
+        if (!owned(part) || seq != part->seen_seq) {
+            part->seen_seq = seq;
+            part->idle_ticks = 0;
+            continue;
+        }
+        if (++part->idle_ticks < 2 || !connected || checks == CHECKS_PER_TICK)
+            continue;
+        checks++;
+        part->idle_ticks = 0;
+        cluster_consume_check(c, part);
+    }
+}
+
 static void *cluster_thread(void *arg)
 {
     Cluster *c = arg;
     int64_t tick_ms = c->cfg->cluster_lease_ms / 4;
     for (;;) {
-        bool members_known = tick_members(c);
+        bool members_known = tick_members(c), reach = true;
         for (uint32_t p = 0; p < c->nparts; p++)
-            tick_partition(c, &c->parts[p], members_known);
+            reach = tick_partition(c, &c->parts[p], members_known, reach) && reach;
+        check_consumers(c);
         pthread_mutex_lock(&c->stop_lock);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);

@@ -73,6 +73,7 @@ static void on_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
         apply_payload(part->cluster, part, (const unsigned char *)natsMsg_GetData(msg),
                       (size_t)natsMsg_GetDataLength(msg), seq);
         atomic_store(&part->applied_seq, seq);
+        atomic_fetch_add(&part->cluster->applied_msgs, 1);
     }
     pthread_mutex_unlock(&part->apply_lock);
     natsMsg_Destroy(msg);
@@ -109,10 +110,8 @@ int cluster_consume_start(Cluster *c, Partition *part)
     if (s == NATS_OK)
         s = natsSubscription_SetOnCompleteCB(sub, on_complete, ctx);
     if (s != NATS_OK) {
-        pthread_mutex_lock(&part->apply_lock);
-        part->owned = false;
-        part->gen++;
-        pthread_mutex_unlock(&part->apply_lock);
+        /* still ours (the lease is kept): the cluster thread tries again at
+         * its next tick; nothing is applied meanwhile */
         if (sub) {
             natsSubscription_Unsubscribe(sub);
             natsSubscription_Destroy(sub); /* ctx may be in use by a message: leaked, once */
@@ -138,4 +137,21 @@ void cluster_consume_stop(Cluster *c, Partition *part)
         natsSubscription_Destroy(part->sub);
         part->sub = NULL;
     }
+}
+
+void cluster_consume_check(Cluster *c, Partition *part)
+{
+    if (!part->sub)
+        return;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = natsSubscription_GetConsumerInfo(&ci, part->sub, NULL, &jerr);
+    jsConsumerInfo_Destroy(ci);
+    if (s != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr)
+        return;
+    log_msg(LOG_WARN, "cluster: a partition's consumer is gone; restarting it", "partition=%u from_seq=%llu",
+            part->index, (unsigned long long)atomic_load(&part->applied_seq) + 1);
+    cluster_consume_stop(c, part);
+    if (cluster_consume_start(c, part) != 0)
+        log_msg(LOG_WARN, "cluster: cannot restart the consumer; the lease will lapse", "partition=%u", part->index);
 }

@@ -38,6 +38,8 @@ typedef struct Partition {
     /* the cluster thread's own */
     uint64_t lease_rev;             /* the revision of our lease entry */
     int64_t renewed_ms;             /* monotonic time the last renewal was sent */
+    uint64_t seen_seq;              /* applied_seq at the last tick */
+    int idle_ticks;                 /* ticks since applied_seq last moved */
 } Partition;
 
 typedef struct Member {
@@ -70,15 +72,22 @@ struct Cluster {
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;
     bool stopping;                  /* under stop_lock */
-    _Atomic uint64_t consume_errors;
+    _Atomic uint64_t consume_errors;  /* messages not applied (malformed, limits.max_users) */
+    _Atomic uint64_t applied_msgs;    /* messages applied */
 };
 
 int64_t cluster_now_ms(void);
 
 /* cluster_consume.c, the cluster thread: starts applying partition p from
- * the message after its applied_seq (its lease just taken); stops it (the
- * lease given up or lost): nothing of p is applied once it returns. */
+ * the message after its applied_seq (its lease just taken; p is owned
+ * from then on, and on failure, -EIO, it stays owned with no consumer:
+ * the caller tries again); stops it (the lease given up or lost): nothing
+ * of p is applied once it returns. */
 int cluster_consume_start(Cluster *c, Partition *p);
 void cluster_consume_stop(Cluster *c, Partition *p);
+/* The cluster thread: is p's consumer gone from JetStream (its server
+ * died and the library did not recreate it)? Then it is restarted from
+ * the message after applied_seq. One JetStream request. */
+void cluster_consume_check(Cluster *c, Partition *p);
 
 #endif

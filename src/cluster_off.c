@@ -39,6 +39,8 @@ int cluster_owner(Cluster *c, uint32_t p, bool *self, char *node, char *url)
 
 void cluster_render_map(Cluster *c, TextBuf *b) { TEXT_LIT(b, "{}"); }
 
+void cluster_render_metrics(Cluster *c, TextBuf *b) { (void)c, (void)b; }
+
 int cluster_publish_events(Cluster *c, const Event *ev, size_t n, char *err, size_t errlen)
 {
     snprintf(err, errlen, "built without cluster mode");

@@ -546,6 +546,8 @@ int handle_metrics(HttpCall *c)
     TextBuf r = {0};
     if (metrics_render(c->metrics, routes, ROUTE_COUNT, &g, &r))
         return http_send_error(c, 500, "internal", "out of memory", NULL, 0);
+    if (c->cluster)
+        cluster_render_metrics(c->cluster, &r);
     return http_send(c, 200, &r, "text/plain; version=0.0.4", NULL, NULL);
 }
 
