@@ -86,6 +86,16 @@ typedef struct LtvdConfig {
     int64_t limits_dedupe_window_s;  /* event_ids remembered this long after acceptance; 0: no dedupe */
     int64_t limits_dedupe_max_ids;   /* at most this many (the oldest evicted early, counted); alias: limits.dedupe_window */
 
+    /* Cluster mode (docs/CLUSTER.md): on when cluster.node_id is set. */
+    char cluster_node_id[CONFIG_STR_MAX];     /* this node's name, unique in the cluster */
+    char cluster_nats_urls[CONFIG_STR_MAX];   /* comma-separated nats://host:port */
+    char cluster_advertise_url[CONFIG_STR_MAX]; /* http://host:port other nodes forward to; "": server.bind:port */
+    char cluster_hash_key[CONFIG_STR_MAX];    /* 32 hex digits, the same on every node: partition = hash mod P */
+    int64_t cluster_partitions;    /* P, the same on every node */
+    int64_t cluster_replicas;      /* JetStream replicas of the stream and the buckets */
+    int64_t cluster_lease_ms;      /* a partition lease expires this long after its last renewal */
+    int64_t cluster_publish_timeout_ms; /* an ingest waits this long for JetStream's acks, else 503 */
+
     int64_t log_level;             /* LogLevel */
     int64_t log_format;            /* LogFormat: logfmt or json */
 } LtvdConfig;

@@ -88,6 +88,14 @@ static const ConfigKey keys[] = {
     {"limits.dedupe_max_ids", CT_INT, F(limits_dedupe_max_ids), "4000000", 1, 100000000, {0}, false},
     /* deprecated alias (def NULL: no default of its own, not printed) */
     {"limits.dedupe_window", CT_INT, F(limits_dedupe_max_ids), NULL, 1, 100000000, {0}, false},
+    {"cluster.node_id", CT_STRING, F(cluster_node_id), "", 0, 63, {0}, false},
+    {"cluster.nats_urls", CT_STRING, F(cluster_nats_urls), "", 0, CONFIG_STR_MAX - 1, {0}, false},
+    {"cluster.advertise_url", CT_STRING, F(cluster_advertise_url), "", 0, 127, {0}, false},
+    {"cluster.hash_key", CT_STRING, F(cluster_hash_key), "", 0, 32, {0}, true},
+    {"cluster.partitions", CT_INT, F(cluster_partitions), "64", 1, 1024, {0}, false},
+    {"cluster.replicas", CT_INT, F(cluster_replicas), "3", 1, 5, {0}, false},
+    {"cluster.lease_ms", CT_INT, F(cluster_lease_ms), "6000", 1000, 600000, {0}, false},
+    {"cluster.publish_timeout_ms", CT_INT, F(cluster_publish_timeout_ms), "5000", 100, 60000, {0}, false},
     {"log.level", CT_ENUM, F(log_level), "info", 0, 0, {"debug", "info", "warn", "error"}, false},
     {"log.format", CT_ENUM, F(log_format), "logfmt", 0, 0, {"logfmt", "json"}, false},
 };

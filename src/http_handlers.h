@@ -32,5 +32,6 @@ HttpHandler handle_dashboard_asset; /* GET /dashboard/{asset} */
 HttpHandler handle_segments;       /* GET /v1/segments */
 HttpHandler handle_list_top;       /* GET /v1/lists/top */
 HttpHandler handle_list_churn;     /* GET /v1/lists/churn-risk */
+HttpHandler handle_cluster;        /* GET /v1/cluster */
 
 #endif

@@ -46,6 +46,7 @@ static const RouteRow routes[] = {
      * without a header; the page fetches the data with the read token. */
     {"GET", "/dashboard", ROUTE_DASHBOARD, TOKEN_OPEN, false, handle_dashboard},
     {"GET", "/dashboard/{asset}", ROUTE_DASHBOARD_ASSET, TOKEN_OPEN, false, handle_dashboard_asset},
+    {"GET", "/v1/cluster", ROUTE_CLUSTER, TOKEN_READ, false, handle_cluster},
     {"GET", "/healthz", ROUTE_HEALTHZ, TOKEN_OPEN, false, handle_healthz},
     {"GET", "/readyz", ROUTE_READYZ, TOKEN_OPEN, false, handle_readyz},
     {"GET", "/metrics", ROUTE_METRICS, TOKEN_OPEN, false, handle_metrics},
@@ -80,6 +81,7 @@ static const char *const route_codes[ROUTE_COUNT] = {
     [ROUTE_SEGMENTS] = "200 401 405 413 500 503",
     [ROUTE_LIST_TOP] = "200 400 401 405 409 413 500 503",
     [ROUTE_LIST_CHURN] = "200 400 401 405 409 413 500 503",
+    [ROUTE_CLUSTER] = "200 401 405 413 500 503",
     [ROUTE_HEALTHZ] = "200 405 413 500",
     [ROUTE_READYZ] = "200 405 413 500 503",
     [ROUTE_METRICS] = "200 405 413 500",

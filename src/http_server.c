@@ -93,6 +93,7 @@ struct HttpServer {
     const LtvdConfig *cfg;
     Service *svc;
     Metrics *metrics;
+    _Atomic(Cluster *) cluster;  /* cluster mode: set once by main before ltvd is ready; NULL otherwise */
     pthread_mutex_t held_lock; /* guards held, nheld, stopping and each request's linked */
     HttpRequest *held;         /* suspended connections waiting for the log */
     size_t nheld;
@@ -508,6 +509,7 @@ static HttpCall call_of(HttpServer *h, struct MHD_Connection *conn, HttpRequest 
     return (HttpCall){
         .server = h,
         .svc = h->svc,
+        .cluster = atomic_load(&h->cluster),
         .cfg = h->cfg,
         .metrics = h->metrics,
         .conn = conn,
@@ -726,3 +728,5 @@ uint16_t http_port(HttpServer *h)
     const union MHD_DaemonInfo *i = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     return i ? i->port : 0;
 }
+
+void http_set_cluster(HttpServer *h, Cluster *cluster) { atomic_store(&h->cluster, cluster); }

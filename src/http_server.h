@@ -25,6 +25,7 @@ typedef struct HttpCall {
     /* borrowed from the server for the call */
     HttpServer *server;
     Service *svc;
+    Cluster *cluster;         /* cluster mode (cluster.h), else NULL */
     const LtvdConfig *cfg;
     Metrics *metrics;
     struct MHD_Connection *conn;

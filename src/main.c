@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "healthcheck.h"
 #include "http_api.h"
@@ -34,6 +35,7 @@ typedef struct App {
     char **argv;
     uv_timer_t refit_timer, retrain_timer, snapshot_timer, adjuster_timer, segments_timer;
     Wal *wal;
+    Cluster *cluster;   /* cluster mode (docs/CLUSTER.md): the stream is the log, no Wal */
     uv_async_t retrain_async;
     uv_work_t work;
     bool job_running;   /* one worker job at a time (main thread only) */
@@ -109,7 +111,9 @@ static int load_config(LtvdConfig *cfg, const char *config_path, int argc, char 
             i++;
         }
     }
-    return config_check_exposure(cfg, err, errlen);
+    if ((rc = config_check_exposure(cfg, err, errlen)) != 0)
+        return rc;
+    return cluster_config_check(cfg, err, errlen);
 }
 
 /* ---- worker jobs -------------------------------------------------------- */
@@ -309,6 +313,10 @@ static void on_signal(uv_signal_t *s, int signum)
     wal_detach_callback(app->wal);
     http_destroy(app->http);
     app->http = NULL;
+    /* no request uses the cluster any more: give the partitions back now,
+     * so the other nodes take them at once rather than at lease expiry */
+    cluster_stop(app->cluster);
+    app->cluster = NULL;
     uv_close((uv_handle_t *)&app->sigterm, NULL);
     uv_close((uv_handle_t *)&app->sigint, NULL);
     uv_close((uv_handle_t *)&app->sighup, NULL);
@@ -524,7 +532,9 @@ int main(int argc, char **argv)
     uv_timer_init(app.loop, &app.segments_timer);
     app.refit_timer.data = app.retrain_timer.data = app.snapshot_timer.data = app.adjuster_timer.data = &app;
     app.segments_timer.data = &app;
-    uv_timer_start(&app.snapshot_timer, snapshot_timer_cb, 1000, 1000);
+    bool clustered = cluster_configured(&app.cfg);
+    if (!clustered) /* in cluster mode the stream holds the state (docs/CLUSTER.md) */
+        uv_timer_start(&app.snapshot_timer, snapshot_timer_cb, 1000, 1000);
     uv_timer_start(&app.segments_timer, segments_timer_cb, 1000, 1000);
     uint64_t refit_ms = (uint64_t)app.cfg.fallback_refit_s * 1000;
     uv_timer_start(&app.refit_timer, refit_timer_cb, refit_ms, refit_ms);
@@ -545,6 +555,25 @@ int main(int argc, char **argv)
     }
     log_msg(LOG_INFO, "listening", "addr=%s:%u threads=%lld", app.cfg.server_bind, http_port(app.http),
             (long long)app.cfg.server_threads);
+    if (clustered) {
+        if ((rc = cluster_start(&app.cluster, &app.cfg, app.svc, &app.metrics, http_port(app.http), err,
+                                sizeof err)) != 0) {
+            log_msg(LOG_ERROR, "cannot join the cluster: not starting", "error=\"%s\"", err);
+            http_destroy(app.http);
+            service_destroy(app.svc);
+            return 1;
+        }
+        service_history_init(app.svc);
+        http_set_cluster(app.http, app.cluster);
+        service_set_ready(app.svc, true);
+        log_msg(LOG_INFO, "ready", "mode=cluster node=%s", cluster_node_id(app.cluster));
+        uv_run(app.loop, UV_RUN_DEFAULT);
+        uv_loop_close(app.loop);
+        service_destroy(app.svc);
+        config_live_free();
+        log_msg(LOG_INFO, "stopped", NULL);
+        return 0;
+    }
     /* Serving /healthz and /readyz (503) while the state comes back. */
     uint64_t next_seq = 1;
     if ((rc = service_recover(app.svc, &next_seq, err, sizeof err)) != 0) {

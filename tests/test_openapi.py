@@ -332,6 +332,9 @@ def every_route_answers_as_documented():
         for path in ("/v1/lists/top", "/v1/lists/churn-risk"):
             _, _, body = exchange(s, "GET", path, f"{path}?cursor={page['next_cursor']}", want=409)
             check_true(body["error"]["code"] == "cursor_expired", body)
+        _, _, body = exchange(s, "GET", "/v1/cluster", want=200)  # alone: no cluster section
+        check_true(body["mode"] == "single" and body["partitions"] == [], body)
+        exchange(s, "GET", "/v1/cluster", body=BIG, want=413)
         # erasure
         exchange(s, "DELETE", U, "/v1/users/nobody", want=404)
         exchange(s, "DELETE", U, "/v1/users/bad%zz", want=400)
@@ -523,7 +526,8 @@ def not_ready_answers_as_documented():
                       ("GET", "/v1/models/{version}", "/v1/models/1", None), ("POST", "/v1/admin/snapshot", None, None),
                       ("GET", "/v1/calibration", None, None),
                       ("GET", "/v1/segments", None, None), ("GET", "/v1/lists/top", None, None),
-                      ("GET", "/v1/lists/churn-risk", None, None)]
+                      ("GET", "/v1/lists/churn-risk", None, None),
+                      ("GET", "/v1/cluster", None, None)]
             not_ready = set()
             deadline = time.time() + 60 * SCALE
             while time.time() < deadline:

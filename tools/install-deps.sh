@@ -11,9 +11,14 @@ $SUDO apt-get install -y -q --no-install-recommends \
   libmicrohttpd-dev libuv1-dev libcjson-dev libopenblas-dev \
   python3 curl \
   strace systemd libseccomp2 prometheus \
-  libjs-chart.js chromium
+  libjs-chart.js chromium \
+  nats-server libnats-dev haproxy
 # strace, systemd (systemd-analyze) and libseccomp2: tests/test_deploy.py checks
 # deploy/ltvd.service against the syscalls ltvd makes; it must not be skipped.
+# nats-server, libnats-dev, haproxy: cluster mode (docs/CLUSTER.md) is built with
+# libnats, and tests/test_cluster.py runs a 3-server NATS cluster; without
+# them the build leaves cluster mode out and that test skips (CI fails on it);
+# it also runs deploy/haproxy/haproxy.cfg in front of the cluster.
 # prometheus: its promtool checks a live /metrics and deploy/prometheus in
 # tests/test_metrics.py (the package also installs a prometheus.service,
 # which the tests neither need nor start).

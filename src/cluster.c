@@ -1,0 +1,637 @@
+/* cluster: the cluster's shape as one node sees it. The connection to
+ * NATS, the stream (LTVD_EVENTS, subjects ltvd.ev.<partition>) and the two
+ * key-value buckets: ltvd_nodes (one key per live node, its HTTP URL,
+ * refreshed every tick and gone lease_ms after the last) and ltvd_leases
+ * (key p-<partition>: the owner's node id, created only if absent,
+ * renewed by update-with-revision, gone lease_ms after the last renewal:
+ * the buckets' TTL). The cluster thread runs one tick every lease_ms/4:
+ * heartbeat, members, then every partition's lease: renew ours, give up
+ * one whose preferred node (rendezvous hashing over the live members) is
+ * another live node, take a free one that prefers us. Applying is
+ * cluster_consume.c's, ingest cluster_ingest.c's.
+ *
+ * Threads: see cluster.h; the tick is the cluster thread's only. */
+#include "cluster_internal.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "log.h"
+
+int64_t cluster_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- config ------------------------------------------------------------- */
+
+static int hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* 32 hex digits -> the 128-bit key (k0: the first 16). */
+static int parse_hash_key(const char *s, HashKey *out)
+{
+    if (strlen(s) != 32)
+        return -EINVAL;
+    uint64_t k[2] = {0, 0};
+    for (int i = 0; i < 32; i++) {
+        int v = hex_value(s[i]);
+        if (v < 0)
+            return -EINVAL;
+        k[i / 16] = (k[i / 16] << 4) | (uint64_t)v;
+    }
+    out->k0 = k[0];
+    out->k1 = k[1];
+    return 0;
+}
+
+/* A node id is a key in the buckets: letters, digits, '-' and '_'. */
+static bool node_id_valid(const char *s)
+{
+    if (!s[0])
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+              *s == '_'))
+            return false;
+    return true;
+}
+
+int cluster_config_check(const LtvdConfig *cfg, char *err, size_t errlen)
+{
+    if (!cluster_configured(cfg))
+        return 0;
+    HashKey k;
+    if (!node_id_valid(cfg->cluster_node_id)) {
+        snprintf(err, errlen, "cluster.node_id must be set to 1 to 63 letters, digits, '-' or '_' in cluster mode");
+        return -EINVAL;
+    }
+    if (!cfg->cluster_nats_urls[0]) {
+        snprintf(err, errlen, "cluster.nats_urls must list the NATS servers (nats://host:port,...) in cluster mode");
+        return -EINVAL;
+    }
+    if (parse_hash_key(cfg->cluster_hash_key, &k)) {
+        snprintf(err, errlen, "cluster.hash_key must be 32 hex digits, the same on every node (or set "
+                              "LTVD_CLUSTER_HASH_KEY)");
+        return -EINVAL;
+    }
+    const char *u = cfg->cluster_advertise_url;
+    if (u[0] && strncmp(u, "http://", 7) != 0) {
+        snprintf(err, errlen, "cluster.advertise_url must be http://IPV4:PORT (what the other nodes forward to)");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- the map ------------------------------------------------------------ */
+
+const char *cluster_node_id(const Cluster *c) { return c->node; }
+
+uint32_t cluster_partition_of(const Cluster *c, const char *id, size_t len)
+{
+    return (uint32_t)(hash_keyed(&c->key, id, len) % c->nparts);
+}
+
+int cluster_owner(Cluster *c, uint32_t p, bool *self, char *node, char *url)
+{
+    *self = false;
+    node[0] = url[0] = '\0';
+    pthread_mutex_lock(&c->map_lock);
+    snprintf(node, CLUSTER_NODE_MAX, "%s", c->owner[p]);
+    for (size_t i = 0; i < c->nmembers; i++)
+        if (strcmp(c->members[i].node, node) == 0)
+            snprintf(url, CLUSTER_URL_MAX, "%s", c->members[i].url);
+    pthread_mutex_unlock(&c->map_lock);
+    /* The last lease holder we saw. While NATS cannot be reached that stays
+     * us even once we stopped applying: nobody else can take the lease
+     * without NATS either, so our state is the newest there is and reads go
+     * on from it. */
+    if (strcmp(node, c->node) == 0) {
+        *self = true;
+        return 0;
+    }
+    return node[0] && url[0] ? 0 : -EAGAIN;
+}
+
+static const char *preferred_node(Cluster *c, uint32_t p);
+
+void cluster_render_map(Cluster *c, TextBuf *b)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *members = cJSON_AddArrayToObject(root, "members");
+    cJSON *map = cJSON_AddArrayToObject(root, "partitions");
+    cJSON_AddStringToObject(root, "mode", "cluster");
+    cJSON_AddStringToObject(root, "node", c->node);
+    cJSON_AddNumberToObject(root, "partition_count", c->nparts);
+    pthread_mutex_lock(&c->map_lock);
+    for (size_t i = 0; i < c->nmembers; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "node", c->members[i].node);
+        cJSON_AddStringToObject(m, "url", c->members[i].url);
+        cJSON_AddItemToArray(members, m);
+    }
+    for (uint32_t p = 0; p < c->nparts; p++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "partition", p);
+        if (c->owner[p][0])
+            cJSON_AddStringToObject(e, "owner", c->owner[p]);
+        else
+            cJSON_AddNullToObject(e, "owner");
+        const char *pref = preferred_node(c, p); /* where it goes: differs from owner while it moves */
+        if (pref)
+            cJSON_AddStringToObject(e, "preferred", pref);
+        else
+            cJSON_AddNullToObject(e, "preferred");
+        if (strcmp(c->owner[p], c->node) == 0)
+            cJSON_AddNumberToObject(e, "applied_seq", (double)atomic_load(&c->parts[p].applied_seq));
+        cJSON_AddItemToArray(map, e);
+    }
+    pthread_mutex_unlock(&c->map_lock);
+    char *text = cJSON_PrintUnformatted(root);
+    if (text)
+        textbuf_append(b, text, strlen(text));
+    else
+        b->err = -ENOMEM;
+    free(text);
+    cJSON_Delete(root);
+}
+
+void cluster_render_metrics(Cluster *c, TextBuf *b)
+{
+    unsigned owned_n = 0;
+    for (uint32_t p = 0; p < c->nparts; p++) {
+        Partition *part = &c->parts[p];
+        pthread_mutex_lock(&part->apply_lock);
+        owned_n += part->owned;
+        pthread_mutex_unlock(&part->apply_lock);
+    }
+    pthread_mutex_lock(&c->map_lock);
+    size_t members = c->nmembers;
+    pthread_mutex_unlock(&c->map_lock);
+    textbuf_printf(b,
+                   "# HELP ltvd_cluster_partitions_owned Partitions this node holds the lease of and applies.\n"
+                   "# TYPE ltvd_cluster_partitions_owned gauge\nltvd_cluster_partitions_owned %u\n"
+                   "# HELP ltvd_cluster_partitions Partitions of the cluster (cluster.partitions).\n"
+                   "# TYPE ltvd_cluster_partitions gauge\nltvd_cluster_partitions %u\n"
+                   "# HELP ltvd_cluster_members Live nodes this node saw at its last tick.\n"
+                   "# TYPE ltvd_cluster_members gauge\nltvd_cluster_members %zu\n"
+                   "# HELP ltvd_cluster_messages_applied_total Stream messages this node applied.\n"
+                   "# TYPE ltvd_cluster_messages_applied_total counter\nltvd_cluster_messages_applied_total %llu\n"
+                   "# HELP ltvd_cluster_apply_errors_total Stream messages this node could not apply "
+                   "(malformed, or limits.max_users reached).\n"
+                   "# TYPE ltvd_cluster_apply_errors_total counter\nltvd_cluster_apply_errors_total %llu\n",
+                   owned_n, c->nparts, members, (unsigned long long)atomic_load(&c->applied_msgs),
+                   (unsigned long long)atomic_load(&c->consume_errors));
+}
+
+/* ---- leases ------------------------------------------------------------- */
+
+static void lease_key(uint32_t p, char *out, size_t cap) { snprintf(out, cap, "p-%u", p); }
+
+/* Rendezvous hashing: the live member with the highest hash of (node, p)
+ * prefers p, so a node joining or leaving moves only its share. NULL when
+ * there are no members. Under map_lock. */
+static const char *preferred_node(Cluster *c, uint32_t p)
+{
+    const char *best = NULL;
+    uint64_t best_score = 0;
+    for (size_t i = 0; i < c->nmembers; i++) {
+        char buf[CLUSTER_NODE_MAX + 16];
+        int n = snprintf(buf, sizeof buf, "%s#%u", c->members[i].node, p);
+        uint64_t score = hash_keyed(&c->key, buf, (size_t)n);
+        if (!best || score > best_score) {
+            best = c->members[i].node;
+            best_score = score;
+        }
+    }
+    return best;
+}
+
+static void stop_partition(Cluster *c, Partition *part, const char *why)
+{
+    cluster_consume_stop(c, part);
+    log_msg(LOG_INFO, "cluster: partition released", "partition=%u reason=%s applied_seq=%llu", part->index, why,
+            (unsigned long long)atomic_load(&part->applied_seq));
+}
+
+static void take_partition(Cluster *c, Partition *part, uint64_t rev, int64_t sent_ms)
+{
+    part->lease_rev = rev;
+    part->renewed_ms = sent_ms;
+    int rc = cluster_consume_start(c, part);
+    if (rc) { /* the lease is kept and renewed; the next tick tries again */
+        log_msg(LOG_WARN, "cluster: partition taken, its consumer not started yet", "partition=%u", part->index);
+        return;
+    }
+    log_msg(LOG_INFO, "cluster: partition taken", "partition=%u from_seq=%llu", part->index,
+            (unsigned long long)atomic_load(&part->applied_seq) + 1);
+}
+
+static bool owned(Partition *part)
+{
+    pthread_mutex_lock(&part->apply_lock);
+    bool o = part->owned;
+    pthread_mutex_unlock(&part->apply_lock);
+    return o;
+}
+
+/* After a failed renewal: was it refused (the lease is someone else's now,
+ * or gone), rather than not delivered (NATS unreachable, a leader
+ * election)? A renewal whose answer was lost may have been stored: the
+ * lease is then still ours, at a newer revision, which part takes. */
+static bool renewal_refused(Cluster *c, Partition *part, const char *key)
+{
+    kvEntry *e = NULL;
+    natsStatus s = kvStore_Get(&e, c->leases, key);
+    if (s == NATS_NOT_FOUND)
+        return true;
+    if (s != NATS_OK)
+        return false;
+    const char *v = kvEntry_ValueString(e);
+    bool refused = !v || strcmp(v, c->node) != 0;
+    if (!refused)
+        part->lease_rev = kvEntry_Revision(e);
+    kvEntry_Destroy(e);
+    return refused;
+}
+
+/* One partition's lease, once per tick. members_known: the member list is
+ * this tick's (else nothing is taken or given up, only renewed). reach:
+ * NATS answered this tick so far (else no request is made: a tick must not
+ * spend a timeout on every partition while the leases run out). Returns
+ * false if NATS did not answer. */
+static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool reach)
+{
+    char key[32], holder[CLUSTER_NODE_MAX] = "";
+    lease_key(part->index, key, sizeof key);
+    kvEntry *e = NULL;
+    natsStatus s = reach ? kvStore_Get(&e, c->leases, key) : NATS_TIMEOUT;
+    uint64_t rev = 0;
+    if (s == NATS_OK) {
+        snprintf(holder, sizeof holder, "%s", kvEntry_ValueString(e) ? kvEntry_ValueString(e) : "");
+        rev = kvEntry_Revision(e);
+        kvEntry_Destroy(e);
+    }
+    bool mine = owned(part);
+    int64_t now = cluster_now_ms();
+    if (s != NATS_OK && s != NATS_NOT_FOUND) {
+        /* NATS unreachable: keep applying only while the lease surely holds */
+        if (mine && now - part->renewed_ms > c->cfg->cluster_lease_ms * 2 / 3)
+            stop_partition(c, part, "lease_unrenewed");
+        return false;
+    }
+    pthread_mutex_lock(&c->map_lock);
+    const char *pref = members_known ? preferred_node(c, part->index) : NULL;
+    bool prefer_me = pref && strcmp(pref, c->node) == 0;
+    bool prefer_other = pref && !prefer_me;
+    /* The map keeps the last holder seen while a lease is gone and nobody
+     * took it: that node has the newest state (without a NATS quorum a
+     * replica may expire a lease no one can take, and reads go on). */
+    if (holder[0])
+        snprintf(c->owner[part->index], CLUSTER_NODE_MAX, "%s", holder);
+    pthread_mutex_unlock(&c->map_lock);
+
+    bool held_by_me = strcmp(holder, c->node) == 0;
+    if (mine && !held_by_me) {
+        stop_partition(c, part, holder[0] ? "lease_taken" : "lease_expired");
+        mine = false;
+    }
+    if (mine && prefer_other) {
+        stop_partition(c, part, "rebalance");
+        (void)kvStore_Delete(c->leases, key);
+        pthread_mutex_lock(&c->map_lock);
+        c->owner[part->index][0] = '\0';
+        pthread_mutex_unlock(&c->map_lock);
+        return true;
+    }
+    if (mine || (held_by_me && !prefer_other)) {
+        /* renew ours, or adopt the lease a former life of this node left */
+        uint64_t nrev = 0;
+        s = kvStore_UpdateString(&nrev, c->leases, key, c->node, mine ? part->lease_rev : rev);
+        if (s != NATS_OK) {
+            if (mine && renewal_refused(c, part, key))
+                stop_partition(c, part, "renewal_refused");
+            else if (mine && now - part->renewed_ms > c->cfg->cluster_lease_ms * 2 / 3)
+                stop_partition(c, part, "lease_unrenewed");
+            return s != NATS_TIMEOUT;
+        }
+        if (mine) {
+            part->lease_rev = nrev;
+            part->renewed_ms = now;
+            if (!part->sub && cluster_consume_start(c, part) == 0) /* its start failed before */
+                log_msg(LOG_INFO, "cluster: consumer started", "partition=%u from_seq=%llu", part->index,
+                        (unsigned long long)atomic_load(&part->applied_seq) + 1);
+        } else {
+            take_partition(c, part, nrev, now);
+        }
+        return true;
+    }
+    if (!holder[0] && prefer_me) {
+        uint64_t nrev = 0;
+        s = kvStore_CreateString(&nrev, c->leases, key, c->node);
+        if (s == NATS_OK) {
+            take_partition(c, part, nrev, now);
+            pthread_mutex_lock(&c->map_lock);
+            snprintf(c->owner[part->index], CLUSTER_NODE_MAX, "%s", c->node);
+            pthread_mutex_unlock(&c->map_lock);
+        }
+        return s != NATS_TIMEOUT;
+    }
+    return true;
+}
+
+/* Heartbeat, then the live members (the nodes bucket's keys). False if
+ * either failed: the member list is then last tick's. */
+static bool tick_members(Cluster *c)
+{
+    if (kvStore_PutString(NULL, c->nodes, c->node, c->url) != NATS_OK)
+        return false;
+    kvKeysList keys = {0};
+    if (kvStore_Keys(&keys, c->nodes, NULL) != NATS_OK)
+        return false;
+    Member found[CLUSTER_MEMBERS_MAX];
+    size_t n = 0;
+    bool complete = true;
+    for (int i = 0; i < keys.Count && n < CLUSTER_MEMBERS_MAX; i++) {
+        kvEntry *e = NULL;
+        natsStatus s = kvStore_Get(&e, c->nodes, keys.Keys[i]);
+        if (s == NATS_NOT_FOUND) /* gone since the listing */
+            continue;
+        if (s != NATS_OK) { /* a member missing by accident would move its partitions */
+            complete = false;
+            break;
+        }
+        const char *v = kvEntry_ValueString(e);
+        snprintf(found[n].node, CLUSTER_NODE_MAX, "%s", keys.Keys[i]);
+        snprintf(found[n].url, CLUSTER_URL_MAX, "%s", v ? v : "");
+        n++;
+        kvEntry_Destroy(e);
+    }
+    kvKeysList_Destroy(&keys);
+    if (!complete)
+        return false;
+    pthread_mutex_lock(&c->map_lock);
+    memcpy(c->members, found, n * sizeof found[0]);
+    c->nmembers = n;
+    pthread_mutex_unlock(&c->map_lock);
+    return n > 0;
+}
+
+/* A consumer whose NATS server died is normally recreated by libnats after
+ * two missed heartbeats, but not always soon (seen: 30 s after one server
+ * of three was killed). So each tick looks at up to CHECKS_PER_TICK owned
+ * partitions that applied nothing for two ticks, and restarts a consumer
+ * JetStream no longer has. Only while connected: each look is a request. */
+#define CHECKS_PER_TICK 4
+
+static void check_consumers(Cluster *c)
+{
+    int checks = 0;
+    bool connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+    for (uint32_t p = 0; p < c->nparts; p++) {
+        Partition *part = &c->parts[p];
+        uint64_t seq = atomic_load(&part->applied_seq);
+        if (!owned(part) || seq != part->seen_seq) {
+            part->seen_seq = seq;
+            part->idle_ticks = 0;
+            continue;
+        }
+        if (++part->idle_ticks < 2 || !connected || checks == CHECKS_PER_TICK)
+            continue;
+        checks++;
+        part->idle_ticks = 0;
+        cluster_consume_check(c, part);
+    }
+}
+
+static void *cluster_thread(void *arg)
+{
+    Cluster *c = arg;
+    int64_t tick_ms = c->cfg->cluster_lease_ms / 4;
+    for (;;) {
+        bool members_known = tick_members(c), reach = true;
+        for (uint32_t p = 0; p < c->nparts; p++)
+            reach = tick_partition(c, &c->parts[p], members_known, reach) && reach;
+        check_consumers(c);
+        pthread_mutex_lock(&c->stop_lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        int64_t ns = until.tv_nsec + (tick_ms % 1000) * 1000000;
+        until.tv_sec += tick_ms / 1000 + ns / 1000000000;
+        until.tv_nsec = ns % 1000000000;
+        while (!c->stopping && pthread_cond_timedwait(&c->stop_cond, &c->stop_lock, &until) != ETIMEDOUT)
+            ;
+        bool stop = c->stopping;
+        pthread_mutex_unlock(&c->stop_lock);
+        if (stop)
+            return NULL;
+    }
+}
+
+/* ---- start and stop ----------------------------------------------------- */
+
+/* The stream every event goes through: file storage, cluster.replicas,
+ * a two-minute message-id window for retried publishes. Created by the
+ * first node; the others find it. */
+static int ensure_stream(Cluster *c, char *err, size_t errlen)
+{
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[] = {CLUSTER_SUBJECT_PREFIX "*"};
+    sc.Name = CLUSTER_STREAM;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = c->cfg->cluster_replicas;
+    sc.Duplicates = (int64_t)120 * 1000000000;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_AddStream(&si, c->js, &sc, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    if (s == NATS_OK)
+        return 0;
+    si = NULL;
+    if (js_GetStreamInfo(&si, c->js, CLUSTER_STREAM, NULL, NULL) == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return 0;
+    }
+    snprintf(err, errlen, "cannot create the JetStream stream %s: %s (error %d)", CLUSTER_STREAM,
+             natsStatus_GetText(s), (int)jerr);
+    return -EIO;
+}
+
+static int ensure_bucket(Cluster *c, const char *name, kvStore **out, char *err, size_t errlen)
+{
+    if (js_KeyValue(out, c->js, name) == NATS_OK)
+        return 0;
+    kvConfig kc;
+    kvConfig_Init(&kc);
+    kc.Bucket = name;
+    kc.History = 1;
+    kc.TTL = c->cfg->cluster_lease_ms * 1000000; /* nanoseconds */
+    kc.Replicas = (int)c->cfg->cluster_replicas;
+    kc.StorageType = js_FileStorage;
+    natsStatus s = js_CreateKeyValue(out, c->js, &kc);
+    if (s == NATS_OK || js_KeyValue(out, c->js, name) == NATS_OK)
+        return 0;
+    snprintf(err, errlen, "cannot create the key-value bucket %s: %s", name, natsStatus_GetText(s));
+    return -EIO;
+}
+
+static int connect_nats(Cluster *c, char *err, size_t errlen)
+{
+    char urls[CONFIG_STR_MAX];
+    const char *servers[16];
+    int n = 0;
+    snprintf(urls, sizeof urls, "%s", c->cfg->cluster_nats_urls);
+    for (char *save = NULL, *tok = strtok_r(urls, ",", &save); tok && n < 16; tok = strtok_r(NULL, ",", &save))
+        servers[n++] = tok;
+    natsOptions *opts = NULL;
+    natsStatus s = natsOptions_Create(&opts);
+    if (s == NATS_OK)
+        s = natsOptions_SetServers(opts, servers, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetName(opts, c->node);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(opts, -1); /* forever: a node waits for NATS to come back */
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(opts, 250);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(opts, 2000);
+    if (s == NATS_OK) /* a few delivery threads for every consumer, not one thread each */
+        s = natsOptions_UseGlobalMessageDelivery(opts, true);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&c->nc, opts);
+    natsOptions_Destroy(opts);
+    if (s == NATS_OK) {
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = c->cfg->cluster_publish_timeout_ms;
+        s = natsConnection_JetStream(&c->js, c->nc, &jo);
+    }
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "cannot connect to NATS at %s: %s", c->cfg->cluster_nats_urls, natsStatus_GetText(s));
+        return -ECONNREFUSED;
+    }
+    return 0;
+}
+
+#define START_TRIES 40
+
+int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *metrics, uint16_t http_port,
+                  char *err, size_t errlen)
+{
+    int rc = cluster_config_check(cfg, err, errlen);
+    if (rc)
+        return rc;
+    Cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->cfg = cfg;
+    c->svc = svc;
+    c->metrics = metrics;
+    c->nparts = (uint32_t)cfg->cluster_partitions;
+    parse_hash_key(cfg->cluster_hash_key, &c->key);
+    snprintf(c->node, sizeof c->node, "%.63s", cfg->cluster_node_id);
+    if (cfg->cluster_advertise_url[0])
+        snprintf(c->url, sizeof c->url, "%.127s", cfg->cluster_advertise_url);
+    else
+        snprintf(c->url, sizeof c->url, "http://%.64s:%u", cfg->server_bind, http_port);
+    if (getrandom(&c->nonce, sizeof c->nonce, 0) != sizeof c->nonce)
+        c->nonce = (uint64_t)cluster_now_ms();
+    pthread_mutex_init(&c->map_lock, NULL);
+    pthread_mutex_init(&c->stop_lock, NULL);
+    pthread_cond_init(&c->stop_cond, NULL);
+    c->parts = calloc(c->nparts, sizeof *c->parts);
+    c->owner = calloc(c->nparts, sizeof *c->owner);
+    if (!c->parts || !c->owner) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (uint32_t p = 0; p < c->nparts; p++) {
+        c->parts[p].cluster = c;
+        c->parts[p].index = p;
+        pthread_mutex_init(&c->parts[p].apply_lock, NULL);
+    }
+    if ((rc = connect_nats(c, err, errlen)) != 0)
+        goto fail;
+    /* A NATS cluster that just started elects its JetStream leaders first:
+     * the stream and buckets get up to START_TRIES half-seconds. */
+    for (int i = 0; i < START_TRIES; i++) {
+        if (!(rc = ensure_stream(c, err, errlen)) &&
+            (c->leases || !(rc = ensure_bucket(c, CLUSTER_LEASE_BUCKET, &c->leases, err, errlen))) &&
+            !(rc = ensure_bucket(c, CLUSTER_NODE_BUCKET, &c->nodes, err, errlen)))
+            break;
+        nats_Sleep(500);
+    }
+    if (rc)
+        goto fail;
+    if (pthread_create(&c->thread, NULL, cluster_thread, c) != 0) {
+        rc = -EAGAIN;
+        snprintf(err, errlen, "cannot start the cluster thread");
+        goto fail;
+    }
+    c->thread_started = true;
+    log_msg(LOG_INFO, "cluster: joined", "node=%s url=%s partitions=%u nats=\"%s\"", c->node, c->url, c->nparts,
+            cfg->cluster_nats_urls);
+    *out = c;
+    return 0;
+fail:
+    cluster_stop(c);
+    return rc;
+}
+
+void cluster_stop(Cluster *c)
+{
+    if (!c)
+        return;
+    if (c->thread_started) {
+        pthread_mutex_lock(&c->stop_lock);
+        c->stopping = true;
+        pthread_cond_signal(&c->stop_cond);
+        pthread_mutex_unlock(&c->stop_lock);
+        pthread_join(c->thread, NULL);
+    }
+    for (uint32_t p = 0; c->parts && p < c->nparts; p++) {
+        Partition *part = &c->parts[p];
+        if (owned(part)) {
+            char key[32];
+            cluster_consume_stop(c, part);
+            lease_key(p, key, sizeof key);
+            (void)kvStore_Delete(c->leases, key);
+        }
+    }
+    if (c->nodes)
+        (void)kvStore_Delete(c->nodes, c->node);
+    kvStore_Destroy(c->leases);
+    kvStore_Destroy(c->nodes);
+    jsCtx_Destroy(c->js);
+    natsConnection_Destroy(c->nc);
+    /* libnats' delivery threads may still hold a message of a consumer just
+     * closed, whose handler reads c->parts: wait for them all to end before
+     * freeing anything (cluster_stop runs once, at exit). */
+    nats_CloseAndWait(5000);
+    for (uint32_t p = 0; c->parts && p < c->nparts; p++)
+        pthread_mutex_destroy(&c->parts[p].apply_lock);
+    pthread_mutex_destroy(&c->map_lock);
+    pthread_mutex_destroy(&c->stop_lock);
+    pthread_cond_destroy(&c->stop_cond);
+    free(c->parts);
+    free(c->owner);
+    free(c);
+}

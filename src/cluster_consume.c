@@ -1,0 +1,157 @@
+/* cluster_consume: the owner applies its partitions. One ordered JetStream
+ * consumer per owned partition (filter ltvd.ev.<p>, from the message after
+ * the last one this process applied: the whole partition for a fresh
+ * process, or the rest for a node that had it before), each message
+ * applied to the service in stream order: an events batch (service_apply,
+ * whose event_id window drops duplicates) or an erasure.
+ *
+ * Threads: cluster_consume_start/stop on the cluster thread; on_message on
+ * libnats' delivery threads, under the partition's apply_lock, which stop
+ * also takes: once stop has returned, nothing of the partition is applied
+ * (the lease may already be another node's). */
+#include "cluster_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "wal_record.h"
+
+/* What a consumer's messages carry to the handler: the partition and the
+ * generation the consumer was started under. Freed by libnats' on-complete
+ * callback, once the last message of the closed subscription is handled. */
+typedef struct ConsumeCtx {
+    Partition *part;
+    uint64_t gen;
+} ConsumeCtx;
+
+/* Applies one message's payload (kind byte, then wal_record.h's). Under
+ * part->apply_lock. */
+static void apply_payload(Cluster *c, Partition *part, const unsigned char *p, size_t len, uint64_t seq)
+{
+    int rc = -EBADMSG;
+    if (len >= 1 && p[0] == CLUSTER_MSG_EVENTS) {
+        Event *ev = NULL;
+        size_t n = 0;
+        rc = wal_record_decode_events(p + 1, len - 1, &ev, &n);
+        if (!rc) {
+            ApplyResult res;
+            rc = service_apply(c->svc, ev, n, &res, NULL);
+        }
+        free(ev);
+    } else if (len >= 1 && p[0] == CLUSTER_MSG_ERASE) {
+        const char *id;
+        size_t id_len;
+        rc = wal_record_decode_delete(p + 1, len - 1, &id, &id_len);
+        if (!rc)
+            rc = service_delete_user(c->svc, id, id_len, &(uint64_t){0});
+        if (rc == -ENOENT)
+            rc = 0; /* erased before, or never seen here */
+    }
+    if (rc) {
+        atomic_fetch_add(&c->consume_errors, 1);
+        log_msg(LOG_ERROR, "cluster: a stream message was not applied", "partition=%u seq=%llu error=\"%s\"",
+                part->index, (unsigned long long)seq,
+                rc == -ENOSPC ? "limits.max_users reached" : rc == -EBADMSG ? "malformed message" : "out of memory");
+    }
+}
+
+static void on_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    ConsumeCtx *ctx = closure;
+    Partition *part = ctx->part;
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    uint64_t seq = meta->Sequence.Stream;
+    jsMsgMetaData_Destroy(meta);
+    pthread_mutex_lock(&part->apply_lock);
+    if (part->owned && part->gen == ctx->gen && seq > atomic_load(&part->applied_seq)) {
+        apply_payload(part->cluster, part, (const unsigned char *)natsMsg_GetData(msg),
+                      (size_t)natsMsg_GetDataLength(msg), seq);
+        atomic_store(&part->applied_seq, seq);
+        atomic_fetch_add(&part->cluster->applied_msgs, 1);
+    }
+    pthread_mutex_unlock(&part->apply_lock);
+    natsMsg_Destroy(msg);
+}
+
+static void on_complete(void *closure) { free(closure); }
+
+int cluster_consume_start(Cluster *c, Partition *part)
+{
+    ConsumeCtx *ctx = malloc(sizeof *ctx);
+    if (!ctx)
+        return -ENOMEM;
+    pthread_mutex_lock(&part->apply_lock);
+    part->owned = true;
+    ctx->gen = ++part->gen;
+    pthread_mutex_unlock(&part->apply_lock);
+    ctx->part = part;
+
+    char subject[64];
+    snprintf(subject, sizeof subject, CLUSTER_SUBJECT_PREFIX "%u", part->index);
+    uint64_t from = atomic_load(&part->applied_seq) + 1;
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = CLUSTER_STREAM;
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = from;
+    /* idle heartbeats every second: the library recreates a consumer whose
+     * NATS server died after missing two, rather than the default 5 s's */
+    so.Config.Heartbeat = (int64_t)1000 * 1000000;
+    jsErrCode jerr = 0;
+    natsSubscription *sub = NULL;
+    natsStatus s = js_Subscribe(&sub, c->js, subject, on_message, ctx, NULL, &so, &jerr);
+    if (s == NATS_OK)
+        s = natsSubscription_SetOnCompleteCB(sub, on_complete, ctx);
+    if (s != NATS_OK) {
+        /* still ours (the lease is kept): the cluster thread tries again at
+         * its next tick; nothing is applied meanwhile */
+        if (sub) {
+            natsSubscription_Unsubscribe(sub);
+            natsSubscription_Destroy(sub); /* ctx may be in use by a message: leaked, once */
+        } else {
+            free(ctx);
+        }
+        log_msg(LOG_WARN, "cluster: cannot start a consumer", "partition=%u error=\"%s\" code=%d", part->index,
+                natsStatus_GetText(s), (int)jerr);
+        return -EIO;
+    }
+    part->sub = sub;
+    return 0;
+}
+
+void cluster_consume_stop(Cluster *c, Partition *part)
+{
+    pthread_mutex_lock(&part->apply_lock);
+    part->owned = false;
+    part->gen++;
+    pthread_mutex_unlock(&part->apply_lock);
+    if (part->sub) {
+        natsSubscription_Unsubscribe(part->sub);
+        natsSubscription_Destroy(part->sub);
+        part->sub = NULL;
+    }
+}
+
+void cluster_consume_check(Cluster *c, Partition *part)
+{
+    if (!part->sub)
+        return;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = natsSubscription_GetConsumerInfo(&ci, part->sub, NULL, &jerr);
+    jsConsumerInfo_Destroy(ci);
+    if (s != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr)
+        return;
+    log_msg(LOG_WARN, "cluster: a partition's consumer is gone; restarting it", "partition=%u from_seq=%llu",
+            part->index, (unsigned long long)atomic_load(&part->applied_seq) + 1);
+    cluster_consume_stop(c, part);
+    if (cluster_consume_start(c, part) != 0)
+        log_msg(LOG_WARN, "cluster: cannot restart the consumer; the lease will lapse", "partition=%u", part->index);
+}

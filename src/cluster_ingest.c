@@ -1,0 +1,164 @@
+/* cluster_ingest: POST /v1/events in cluster mode. The validated batch is
+ * grouped by partition (each partition's events in their order, so one
+ * shopper's events stay in order) and published as one JetStream message
+ * per partition to ltvd.ev.<p>, all at once (async publish), each with a
+ * message id so that JetStream drops a retried copy within the stream's
+ * duplicate window. The caller answers 200 only once every message is
+ * acknowledged: stored by a quorum of the stream's replicas.
+ *
+ * Threads: any (an HTTP thread). Each call publishes through its own
+ * JetStream context, so it waits for its own acknowledgements only; the
+ * context is gone when the call returns. */
+#include "cluster_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wal_record.h"
+
+/* The failures JetStream reported for one call's messages. */
+typedef struct PubFailures {
+    pthread_mutex_t lock;
+    size_t n;
+    char why[160];
+} PubFailures;
+
+/* libnats' reply thread, for a message JetStream refused; the call waits
+ * in js_PublishAsyncComplete until this returns. */
+static void on_pub_error(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+    PubFailures *f = closure;
+    pthread_mutex_lock(&f->lock);
+    if (f->n++ == 0)
+        snprintf(f->why, sizeof f->why, "%s", pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Publishes n messages (partition parts[i], payload bodies[i]) and waits
+ * for every acknowledgement. */
+static int publish_all(Cluster *c, size_t n, const uint32_t *parts, const ByteBuf *bodies, char *err,
+                       size_t errlen)
+{
+    PubFailures f = {.n = 0};
+    pthread_mutex_init(&f.lock, NULL);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = c->cfg->cluster_publish_timeout_ms;
+    jo.PublishAsync.ErrHandler = on_pub_error;
+    jo.PublishAsync.ErrHandlerClosure = &f;
+    jsCtx *js = NULL;
+    int rc = 0;
+    natsStatus s = natsConnection_JetStream(&js, c->nc, &jo);
+    uint64_t first = atomic_fetch_add(&c->next_msg, n);
+    for (size_t i = 0; s == NATS_OK && i < n; i++) {
+        char subject[48], msgid[CLUSTER_NODE_MAX + 64];
+        snprintf(subject, sizeof subject, CLUSTER_SUBJECT_PREFIX "%u", parts[i]);
+        snprintf(msgid, sizeof msgid, "%s-%016llx-%llu", c->node, (unsigned long long)c->nonce,
+                 (unsigned long long)(first + i));
+        natsMsg *m = NULL;
+        s = natsMsg_Create(&m, subject, NULL, (const char *)bodies[i].p, (int)bodies[i].len);
+        if (s == NATS_OK) {
+            jsPubOptions po;
+            jsPubOptions_Init(&po);
+            po.MsgId = msgid;
+            po.ExpectStream = CLUSTER_STREAM;
+            s = js_PublishMsgAsync(js, &m, &po);
+        }
+        natsMsg_Destroy(m); /* a no-op once the library took it */
+    }
+    if (s == NATS_OK) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = c->cfg->cluster_publish_timeout_ms;
+        s = js_PublishAsyncComplete(js, &po);
+    }
+    if (js) {
+        natsMsgList pending = {0};
+        if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+            natsMsgList_Destroy(&pending); /* unacknowledged: dropped, the call fails */
+        jsCtx_Destroy(js);
+    }
+    if (s == NATS_TIMEOUT) {
+        snprintf(err, errlen, "JetStream did not acknowledge every message within cluster.publish_timeout_ms "
+                              "(%lld ms): is a quorum of the NATS servers up?",
+                 (long long)c->cfg->cluster_publish_timeout_ms);
+        rc = -ETIMEDOUT;
+    } else if (s != NATS_OK) {
+        snprintf(err, errlen, "cannot publish to JetStream: %s (is a quorum of the NATS servers up?)",
+                 natsStatus_GetText(s));
+        rc = -EIO;
+    } else if (f.n) {
+        snprintf(err, errlen, "JetStream refused %zu of %zu messages: %s (is a quorum of the NATS servers up?)", f.n,
+                 n, f.why);
+        rc = -EIO;
+    }
+    pthread_mutex_destroy(&f.lock);
+    return rc;
+}
+
+int cluster_publish_events(Cluster *c, const Event *ev, size_t n, char *err, size_t errlen)
+{
+    uint32_t P = c->nparts;
+    if (n == 0)
+        return 0;
+    /* (n,) each, bounded by limits.max_batch_events; counts and starts (P + 1,) */
+    uint32_t *part_of = malloc(n * sizeof *part_of);
+    size_t *start = calloc(P + 1, sizeof *start);
+    Event *sorted = malloc(n * sizeof *sorted);
+    uint32_t *parts = malloc(n * sizeof *parts);
+    ByteBuf *bodies = calloc(n, sizeof *bodies);
+    size_t nmsg = 0;
+    int rc = -ENOMEM;
+    if (!part_of || !start || !sorted || !parts || !bodies) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    /* a stable counting sort by partition */
+    for (size_t i = 0; i < n; i++) {
+        part_of[i] = cluster_partition_of(c, ev[i].user_id, ev[i].user_len);
+        start[part_of[i] + 1]++;
+    }
+    for (uint32_t p = 0; p < P; p++)
+        start[p + 1] += start[p];
+    for (size_t i = 0; i < n; i++)
+        sorted[start[part_of[i]]++] = ev[i];
+    /* start[p] is now the end of partition p's run; its beginning is start[p - 1] (0 for p = 0) */
+    for (uint32_t p = 0; p < P; p++) {
+        size_t b = p ? start[p - 1] : 0, e = start[p];
+        if (e == b)
+            continue;
+        ByteBuf payload = {0};
+        if (wal_record_encode_events(&payload, sorted + b, e - b) || bytebuf_reserve(&bodies[nmsg], payload.len + 1)) {
+            bytebuf_free(&payload);
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        bodies[nmsg].p[0] = CLUSTER_MSG_EVENTS;
+        memcpy(bodies[nmsg].p + 1, payload.p, payload.len);
+        bodies[nmsg].len = payload.len + 1;
+        bytebuf_free(&payload);
+        parts[nmsg++] = p;
+    }
+    rc = publish_all(c, nmsg, parts, bodies, err, errlen);
+out:
+    for (size_t i = 0; bodies && i < nmsg; i++)
+        bytebuf_free(&bodies[i]);
+    free(part_of);
+    free(start);
+    free(sorted);
+    free(parts);
+    free(bodies);
+    return rc;
+}
+
+int cluster_publish_erase(Cluster *c, const char *id, size_t len, char *err, size_t errlen)
+{
+    unsigned char rec[1 + WAL_RECORD_DELETE_MAX];
+    rec[0] = CLUSTER_MSG_ERASE;
+    size_t reclen = 1 + wal_record_encode_delete(rec + 1, id, len);
+    ByteBuf body = {.p = rec, .len = reclen, .cap = reclen};
+    uint32_t p = cluster_partition_of(c, id, len);
+    return publish_all(c, 1, &p, &body, err, errlen);
+}

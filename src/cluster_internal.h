@@ -1,0 +1,93 @@
+/* cluster_internal (private to the cluster*.c files): the Cluster struct
+ * they share, and the calls between them.
+ *
+ * Threads and locks: each partition's apply_lock is taken by libnats'
+ * delivery thread around one message's apply and by the cluster thread
+ * around starting or stopping the partition; the service's store lock is
+ * taken under it (by service_apply), never the other way. map_lock guards
+ * the owner map and the members (cluster thread writes, HTTP threads
+ * read); it is a leaf. */
+#ifndef LTVD_CLUSTER_INTERNAL_H
+#define LTVD_CLUSTER_INTERNAL_H
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "cluster.h"
+#include "hash.h"
+
+#define CLUSTER_STREAM "LTVD_EVENTS"
+#define CLUSTER_SUBJECT_PREFIX "ltvd.ev."
+#define CLUSTER_LEASE_BUCKET "ltvd_leases"
+#define CLUSTER_NODE_BUCKET "ltvd_nodes"
+
+/* The first byte of a stream message; the rest is wal_record.h's payload. */
+enum { CLUSTER_MSG_EVENTS = 1, CLUSTER_MSG_ERASE = 2 };
+
+typedef struct Cluster Cluster;
+
+typedef struct Partition {
+    Cluster *cluster;
+    uint32_t index;
+    pthread_mutex_t apply_lock;
+    bool owned;                     /* under apply_lock: this node applies it */
+    uint64_t gen;                   /* under apply_lock: bumped at every start and stop; a message of an older consumer is dropped */
+    natsSubscription *sub;          /* the cluster thread's: the live consumer */
+    _Atomic uint64_t applied_seq;   /* the stream sequence of the last message applied (0: none) */
+    /* the cluster thread's own */
+    uint64_t lease_rev;             /* the revision of our lease entry */
+    int64_t renewed_ms;             /* monotonic time the last renewal was sent */
+    uint64_t seen_seq;              /* applied_seq at the last tick */
+    int idle_ticks;                 /* ticks since applied_seq last moved */
+} Partition;
+
+typedef struct Member {
+    char node[CLUSTER_NODE_MAX];
+    char url[CLUSTER_URL_MAX];
+} Member;
+
+struct Cluster {
+    const LtvdConfig *cfg;
+    Service *svc;
+    Metrics *metrics;
+    HashKey key;
+    uint32_t nparts;
+    char node[CLUSTER_NODE_MAX];
+    char url[CLUSTER_URL_MAX];
+    uint64_t nonce;                 /* random per process: message ids of two lives never meet */
+    _Atomic uint64_t next_msg;      /* message id counter */
+    natsConnection *nc;
+    jsCtx *js;
+    kvStore *leases, *nodes;
+    Partition *parts;               /* (nparts,) */
+
+    pthread_mutex_t map_lock;
+    char (*owner)[CLUSTER_NODE_MAX]; /* (nparts,) under map_lock: "" when none */
+    Member members[CLUSTER_MEMBERS_MAX]; /* under map_lock */
+    size_t nmembers;
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t stop_lock;
+    pthread_cond_t stop_cond;
+    bool stopping;                  /* under stop_lock */
+    _Atomic uint64_t consume_errors;  /* messages not applied (malformed, limits.max_users) */
+    _Atomic uint64_t applied_msgs;    /* messages applied */
+};
+
+int64_t cluster_now_ms(void);
+
+/* cluster_consume.c, the cluster thread: starts applying partition p from
+ * the message after its applied_seq (its lease just taken; p is owned
+ * from then on, and on failure, -EIO, it stays owned with no consumer:
+ * the caller tries again); stops it (the lease given up or lost): nothing
+ * of p is applied once it returns. */
+int cluster_consume_start(Cluster *c, Partition *p);
+void cluster_consume_stop(Cluster *c, Partition *p);
+/* The cluster thread: is p's consumer gone from JetStream (its server
+ * died and the library did not recreate it)? Then it is restarted from
+ * the message after applied_seq. One JetStream request. */
+void cluster_consume_check(Cluster *c, Partition *p);
+
+#endif

@@ -1,0 +1,267 @@
+"""A 3-server NATS JetStream cluster and 3 ltvd nodes in cluster mode, all
+on loopback, for the cluster tests and the cluster benchmark (stdlib only).
+
+NatsCluster starts nats-server three times (JetStream on, its own client,
+route and monitoring ports and store directory in a temp dir, routed to
+the other two) and waits until each one's /healthz says JetStream is up.
+LtvdCluster starts ltvd nodes n1..nN against it (tests/ltvd_harness.py's
+LtvdProcess, so each is checked on stop: exit status, no sanitizer
+report) and can wait for a stable partition map. Both stop everything
+they started, in reverse order, on stop() or at the end of a `with`.
+Deadlines scale with LTVD_TEST_TIMEOUT_SCALE, as in ltvd_harness.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+from ltvd_harness import LtvdProcess, free_port, scaled, skip, tail
+
+HASH_KEY = "000102030405060708090a0b0c0d0e0f"  # the tests' cluster.hash_key
+
+
+def require_nats_server():
+    """The nats-server binary, or skip() (exit 77) with why."""
+    path = shutil.which("nats-server")
+    if not path:
+        skip("nats-server is not installed (Debian package nats-server; tools/install-deps.sh installs it): "
+             "the cluster tests need a real NATS JetStream cluster")
+    return path
+
+
+class NatsServer:
+    def __init__(self, binary, name, root, client_port, route_port, monitor_port, routes):
+        self.name = name
+        self.port = client_port
+        self.monitor_port = monitor_port
+        self.store = os.path.join(root, name)
+        os.makedirs(self.store, exist_ok=True)
+        self.args = [binary, "-js", "-sd", self.store, "-a", "127.0.0.1", "-p", str(client_port),
+                     "-m", str(monitor_port), "--server_name", name, "--cluster_name", "ltvd-test",
+                     "--cluster", f"nats://127.0.0.1:{route_port}",
+                     "--routes", ",".join(f"nats://127.0.0.1:{p}" for p in routes)]
+        self.log = tempfile.TemporaryFile()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def url(self):
+        return f"nats://127.0.0.1:{self.port}"
+
+    def healthy(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(scaled(10))
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def logs(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+
+class NatsCluster:
+    """Three clustered nats-servers with JetStream, in a temp dir."""
+
+    def __init__(self, size=3):
+        binary = require_nats_server()
+        self.tmp = tempfile.TemporaryDirectory(prefix="ltvd-nats-")
+        ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+        self.servers = []
+        for i, (cp, rp, mp) in enumerate(ports):
+            others = [ports[j][1] for j in range(size) if j != i]
+            self.servers.append(NatsServer(binary, f"nats{i + 1}", self.tmp.name, cp, rp, mp, others))
+        for s in self.servers:
+            s.start()
+        deadline = time.monotonic() + scaled(30)
+        while not all(s.healthy() for s in self.servers):
+            dead = [s for s in self.servers if s.proc.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                self.stop()
+                who = dead[0] if dead else self.servers[0]
+                raise RuntimeError(f"the NATS cluster did not come up ({who.name}):\n" + tail(who.logs()))
+            time.sleep(0.1)
+
+    def urls(self):
+        return ",".join(s.url() for s in self.servers)
+
+    def stop(self):
+        for s in reversed(self.servers):
+            s.stop()
+        self.tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class LtvdCluster:
+    """ltvd nodes n1..nN in cluster mode against a NatsCluster."""
+
+    def __init__(self, binary, nats, nodes=3, partitions=16, lease_ms=3000, settings=None):
+        self.binary = binary
+        self.nats = nats
+        self.partitions = partitions
+        self.lease_ms = lease_ms
+        self.settings = settings or {}
+        self.nodes = {}
+        try:
+            for i in range(nodes):
+                self.start_node(f"n{i + 1}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def node_settings(self, name):
+        s = {"cluster.node_id": name, "cluster.nats_urls": self.nats.urls(), "cluster.hash_key": HASH_KEY,
+             "cluster.partitions": str(self.partitions), "cluster.replicas": "3",
+             "cluster.lease_ms": str(self.lease_ms), "server.threads": "4", "train.interval_s": "0"}
+        s.update(self.settings)
+        return s
+
+    def start_node(self, name):
+        self.nodes[name] = LtvdProcess(self.binary, self.node_settings(name), ready_timeout=40)
+        return self.nodes[name]
+
+    def live(self):
+        return {n: p for n, p in self.nodes.items() if not p.stopped and p.proc.poll() is None}
+
+    def cluster_map(self, node):
+        status, body = node.json("GET", "/v1/cluster")
+        if status != 200:
+            raise AssertionError(f"GET /v1/cluster answered {status}: {body}")
+        return body
+
+    def stable_map(self):
+        """{partition: owner} if every live node sees all live nodes as members
+        and every partition owned by its preferred node, and all agree; else
+        None."""
+        live = self.live()
+        seen = None
+        for node in live.values():
+            try:
+                m = self.cluster_map(node)
+            except OSError:
+                return None
+            if sorted(x["node"] for x in m["members"]) != sorted(live):
+                return None
+            owners = {e["partition"]: e["owner"] for e in m["partitions"]}
+            if any(e["owner"] not in live or e["owner"] != e["preferred"] for e in m["partitions"]) \
+                    or len(owners) != self.partitions:
+                return None
+            if seen is not None and owners != seen:
+                return None
+            seen = owners
+        if seen is None or set(seen.values()) != set(live):
+            return None
+        return seen
+
+    def wait_stable(self, timeout=40):
+        deadline = time.monotonic() + scaled(timeout)
+        while time.monotonic() < deadline:
+            m = self.stable_map()
+            if m:
+                return m
+            time.sleep(0.2)
+        maps = {n: self.cluster_map(p) for n, p in self.live().items()}
+        raise AssertionError("the partition map did not settle:\n" + json.dumps(maps)[:2000])
+
+    def stop(self):
+        for p in reversed(list(self.nodes.values())):
+            if not p.stopped:
+                p.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.stop()
+        except AssertionError:
+            if exc_type is None:
+                raise
+        return False
+
+
+class Haproxy:
+    """deploy/haproxy/haproxy.cfg run in front of an LtvdCluster: the same
+    file with its bind address and server lines replaced by loopback ones."""
+
+    def __init__(self, cfg_path, lc):
+        binary = shutil.which("haproxy")
+        if not binary:
+            raise RuntimeError("haproxy is not installed (Debian package haproxy; tools/install-deps.sh)")
+        with open(cfg_path) as f:
+            text = f.read()
+        self.port = free_port()
+        text = re.sub(r"(?m)^    bind :8080$", f"    bind 127.0.0.1:{self.port}", text)
+        servers = "".join(f"    server {n} 127.0.0.1:{p.port}\n" for n, p in lc.nodes.items())
+        text = re.sub(r"(?m)^    server n1 .*\n(    server .*\n)*", servers, text)
+        self.tmp = tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False)
+        self.tmp.write(text)
+        self.tmp.close()
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([binary, "-db", "-f", self.tmp.name], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + scaled(15)
+        while True:
+            try:
+                status, _, _ = self.request("GET", "/readyz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                self.log.seek(0)
+                raise RuntimeError("haproxy did not start:\n" + tail(self.log.read().decode(errors="replace")))
+            time.sleep(0.1)
+
+    def request(self, method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=scaled(30))
+        try:
+            data = json.dumps(body) if body is not None else None
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(scaled(10))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        os.unlink(self.tmp.name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False

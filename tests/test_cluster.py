@@ -1,0 +1,379 @@
+"""Cluster mode (issue 17, docs/CLUSTER.md) on a real 3-server NATS
+JetStream cluster and 3 ltvd nodes, all on loopback (tests/cluster_harness.py).
+
+Skipped (exit 77) only when nats-server is not installed; CI installs it
+(tools/install-deps.sh), and .ci/run fails on any skip.
+
+usage: test_cluster.py LTVD_BINARY OPENAPI_SPEC
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from cluster_harness import HASH_KEY, Haproxy, LtvdCluster, NatsCluster, require_nats_server
+from ltvd_harness import check, main_exit, quote_id, run_tests, scaled, test_registry, wait_until
+from openapi_check import check as spec_problems, load_yaml, resolve, response_spec
+
+tests, test = test_registry()
+T0 = 1767225600  # 2026-01-01
+SPEC = None  # openapi/ltvd.yaml, loaded by main
+HAPROXY_CFG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy", "haproxy", "haproxy.cfg")
+
+
+def answer_as_documented(node, method, template, path, body=None):
+    """Sends the request and checks status, documented headers and body
+    against the spec (strictly, as tests/test_openapi.py does); returns
+    (status, headers, parsed body)."""
+    status, hdrs, data = node.request(method, path, body)
+    resp = response_spec(SPEC, template, method, status)
+    check(resp is not None, f"{method} {path}: {status} is not documented")
+    for name, h in (resp.get("headers") or {}).items():
+        h = resolve(SPEC, h)
+        value = hdrs.get(name.lower())
+        check(value is not None or not h.get("required"), f"{method} {path}: header {name} missing")
+        if value is not None:
+            problems = spec_problems(value, h["schema"], SPEC, f"header {name}")
+            check(not problems, f"{method} {path}: {problems}")
+    parsed = json.loads(data)
+    problems = spec_problems(parsed, resp["content"]["application/json"]["schema"], SPEC, "$", strict=True)
+    check(not problems, f"{method} {path} -> {status} does not match the spec: {problems}")
+    return status, hdrs, parsed
+
+
+def user_counts(node, users):
+    """{user: events} as node answers GET /v1/users/{id} (0 when unknown;
+    the error code when the partition is moving: a 503 to retry)."""
+    out = {}
+    for u in users:
+        status, hdrs, body = node.request("GET", f"/v1/users/{quote_id(u)}")
+        check(status in (200, 404, 503), f"GET /v1/users/{u} on port {node.port}: {status} {body[:200]}")
+        out[u] = json.loads(body)["events"] if status == 200 else 0 if status == 404 else \
+            json.loads(body)["error"]["code"]
+    return out
+
+
+@test
+def single_node_default(binary):
+    """No cluster section: GET /v1/cluster says mode single, with no NATS
+    anywhere; a cluster section with a bad key is refused with
+    the key named, before anything starts."""
+    from ltvd_harness import LtvdProcess
+    with LtvdProcess(binary) as s:
+        status, body = s.json("GET", "/v1/cluster")
+        check(status == 200 and body["mode"] == "single" and body["members"] == [],
+              f"single node GET /v1/cluster: {status} {body}")
+    bad = subprocess.run([binary, "--check-config", "--set", "cluster.node_id=n1", "--set",
+                          "cluster.nats_urls=nats://127.0.0.1:1", "--set", "cluster.hash_key=xyz"],
+                         capture_output=True, text=True, timeout=scaled(30))
+    check(bad.returncode == 2 and "cluster.hash_key" in bad.stderr, f"bad hash key: {bad.returncode} {bad.stderr}")
+    half = subprocess.run([binary, "--check-config", "--set", f"cluster.hash_key={HASH_KEY}"],
+                          capture_output=True, text=True, timeout=scaled(30))
+    check(half.returncode == 2 and "cluster.node_id" in half.stderr, f"no node id: {half.returncode} {half.stderr}")
+
+
+@test
+def events_through_random_nodes(binary):
+    """Batches posted through random nodes: each acknowledged event is
+    applied exactly once by its shopper's owner (a batch posted twice, same
+    event_ids, changes nothing), every node answers the same counts and the
+    same batch predictions, and each answer names the map's owner. The
+    shipped HAProxy config in front serves ingest and reads; shoppers
+    erased through any node are gone from every node."""
+    rng = random.Random(17)
+    users = [f"shopper-{i}" for i in range(60)] + ["a/b c", "ünï"]
+    with NatsCluster() as nats, LtvdCluster(binary, nats) as lc:
+        owners = lc.wait_stable()
+        nodes = list(lc.nodes.values())
+        acked = {u: 0 for u in users}
+        batches = []
+        for b in range(40):
+            events = []
+            for k in range(rng.randint(1, 30)):
+                u = rng.choice(users)
+                events.append({"user_id": u, "type": rng.choice(["view", "purchase"]), "ts": T0 + b * 3600 + k,
+                               "value": 10.0, "event_id": f"b{b}-e{k}"})
+            status, body = rng.choice(nodes).json("POST", "/v1/events", {"events": events})
+            check(status == 200 and body["accepted"] == len(events), f"batch {b}: {status} {body}")
+            for e in events:
+                acked[e["user_id"]] += 1
+            batches.append(events)
+        # a client retry of an acknowledged batch, through another node
+        status, body = nodes[0].json("POST", "/v1/events", {"events": batches[3]})
+        check(status == 200, f"retried batch: {status} {body}")
+
+        expected = {u: n for u, n in acked.items()}
+        deadline = time.monotonic() + scaled(30)
+        while True:
+            got = [user_counts(n, users) for n in nodes]
+            if all(g == expected for g in got) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for i, g in enumerate(got):
+            wrong = {u: (g[u], expected[u]) for u in users if g[u] != expected[u]}
+            check(not wrong, f"node n{i + 1}: (answered, acknowledged) differ for {len(wrong)} shoppers: "
+                             f"{dict(list(wrong.items())[:5])}")
+
+        # the owner is named; the map says who
+        _, _, m = answer_as_documented(nodes[0], "GET", "/v1/cluster", "/v1/cluster")
+        by_partition = {e["partition"]: e["owner"] for e in m["partitions"]}
+        check(by_partition == owners, "the map moved during the test")
+        for u in users[:10]:
+            seen = set()
+            for n in nodes:
+                status, hdrs, _ = answer_as_documented(n, "GET", "/v1/users/{user_id}/ltv",
+                                                       f"/v1/users/{quote_id(u)}/ltv")
+                check(status == 200, f"GET ltv {u}: {status}")
+                seen.add(hdrs.get("x-ltvd-owner"))
+            check(len(seen) == 1, f"X-Ltvd-Owner of {u} differs by node: {seen}")
+            owner = seen.pop()
+            check(owner in lc.nodes and any(owner == o for o in owners.values()), f"owner {owner} of {u}")
+
+        # one batch read, the same from every node, in the request's order
+        answers = []
+        for n in nodes:
+            status, _, body = answer_as_documented(n, "POST", "/v1/ltv/batch", "/v1/ltv/batch",
+                                                   {"user_ids": users, "as_of": T0 + 200 * 3600})
+            check(status == 200, f"batch read on port {n.port}: {status} {body}")
+            check([p["user_id"] for p in body["predictions"]] == users, "batch answer out of order")
+            answers.append(body["predictions"])
+        check(answers[0] == answers[1] == answers[2], "batch predictions differ between nodes")
+        check(all(p["known"] for p in answers[0] if acked[p["user_id"]]), "an acknowledged shopper is unknown")
+
+        # each node's /metrics: the partitions it applies add up to all, it
+        # sees every member, and the messages applied cover every batch
+        ms = [n.metrics() for n in nodes]
+        check(sum(m["ltvd_cluster_partitions_owned"] for m in ms) == lc.partitions, "partitions owned, summed")
+        check(all(m["ltvd_cluster_members"] == 3 and m["ltvd_cluster_apply_errors_total"] == 0 for m in ms),
+              [(m["ltvd_cluster_members"], m["ltvd_cluster_apply_errors_total"]) for m in ms])
+        check(sum(m["ltvd_cluster_messages_applied_total"] for m in ms) >= len(batches) + 1, "messages applied")
+
+        # deploy/haproxy/haproxy.cfg in front: ingest and reads through it
+        with Haproxy(HAPROXY_CFG, lc) as lb:
+            extra = [{"user_id": u, "type": "view", "ts": T0 + 999 * 3600, "event_id": f"lb-{u}"} for u in users[:8]]
+            status, _, body = lb.request("POST", "/v1/events", {"events": extra})
+            check(status == 200, f"POST through haproxy: {status} {body[:200]}")
+            for e in extra:
+                expected[e["user_id"]] += 1
+            wait_counts(lc, expected)
+            for u in users[:8]:
+                status, hdrs, body = lb.request("GET", f"/v1/users/{quote_id(u)}")
+                check(status == 200 and json.loads(body)["events"] == expected[u] and hdrs.get("x-ltvd-owner"),
+                      f"GET {u} through haproxy: {status} {body[:200]}")
+
+        # erasure through any node: 204 once the erasure is in the stream,
+        # then gone on every node; an unknown shopper is 404
+        erased = [u for u in users if acked[u]][:6]
+        for u in erased:
+            status, _, body = rng.choice(nodes).request("DELETE", f"/v1/users/{quote_id(u)}")
+            check(status == 204, f"DELETE {u}: {status} {body[:200]}")
+        status, _, _ = nodes[1].request("DELETE", "/v1/users/never-seen")
+        check(status == 404, f"DELETE of an unknown shopper: {status}")
+        expected.update({u: 0 for u in erased})
+        wait_counts(lc, expected)
+
+
+class Poster:
+    """Posts seeded batches (every event with an event_id) in a thread,
+    each through a random live node until one answers 200: a refused
+    connection (a killed node) or a 503 is retried, with the same
+    event_ids, elsewhere. acked counts each batch's events once, when a
+    200 came; a batch whose 503 hid a partial store is then counted once
+    too, because the owner drops the retry's duplicates."""
+
+    def __init__(self, lc, users, seed, tag):
+        self.lc, self.users, self.rng, self.tag = lc, users, random.Random(seed), tag
+        self.acked = {u: 0 for u in users}
+        self.lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.batches = self.retries = 0
+        self.error = None
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def post_one(self, events):
+        deadline = time.monotonic() + scaled(60)
+        while time.monotonic() < deadline:
+            live = list(self.lc.live().values())
+            try:
+                status, body = self.rng.choice(live).json("POST", "/v1/events", {"events": events})
+            except (OSError, IndexError):
+                status, body = None, None
+            if status == 200:
+                return True
+            if status not in (None, 503):
+                raise AssertionError(f"POST /v1/events: {status} {body}")
+            self.retries += 1
+            time.sleep(0.1)
+        return False
+
+    def run(self):
+        try:
+            while not self.stop_flag.is_set():
+                with self.lock:
+                    b, pool = self.batches, list(self.users)
+                events = [{"user_id": self.rng.choice(pool), "type": "view", "ts": T0 + b * 60 + k,
+                           "event_id": f"{self.tag}-{b}-{k}"} for k in range(self.rng.randint(1, 20))]
+                if not self.post_one(events):
+                    raise AssertionError(f"batch {b} was not acknowledged within a minute")
+                with self.lock:
+                    for e in events:
+                        self.acked[e["user_id"]] += 1
+                    self.batches += 1
+                time.sleep(0.01)
+        except Exception as e:  # noqa: BLE001 - reported by stop()
+            self.error = e
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join(scaled(90))
+        check(self.error is None, f"the poster failed: {self.error}")
+        return dict(self.acked)
+
+
+def wait_counts(lc, expected, timeout=30):
+    """Polls every live node until each answers expected ({user: events});
+    fails with the differences otherwise. Returns the seconds it took."""
+    t0 = time.monotonic()
+    deadline = t0 + scaled(timeout)
+    users = list(expected)
+    while True:
+        got = {n: user_counts(p, users) for n, p in lc.live().items()}
+        if all(g == expected for g in got.values()):
+            return time.monotonic() - t0
+        if time.monotonic() > deadline:
+            for n, p in lc.live().items():  # what each node did, for the failure's reader
+                lines = [x for x in p.logs().splitlines() if "cluster:" in x]
+                print(f"--- {n}: map {json.dumps(lc.cluster_map(p))[:1500]}\n" + "\n".join(lines[-30:]))
+            for n, g in got.items():
+                wrong = {u: (g[u], expected[u]) for u in users if g[u] != expected[u]}
+                check(not wrong, f"node {n}: (answered, acknowledged) differ for {len(wrong)} shoppers: "
+                                 f"{dict(list(wrong.items())[:5])}")
+        time.sleep(0.2)
+
+
+@test
+def node_killed_under_load_and_back(binary):
+    """kill -9 one node while batches keep coming through the others: its
+    partitions go to the two left once its lease expires, which replay them
+    from the stream; then it comes back and takes its share again. Every
+    acknowledged event is counted exactly once, on every node, throughout;
+    shoppers erased while it was away stay erased when it replays them."""
+    users = [f"f{i}" for i in range(40)]
+    settings = {"cluster.publish_timeout_ms": "2000"}
+    with NatsCluster() as nats, LtvdCluster(binary, nats, lease_ms=2000, settings=settings) as lc:
+        before = lc.wait_stable()
+        owner_before = {u: lc.nodes["n1"].request("GET", f"/v1/users/{u}/ltv")[1]["x-ltvd-owner"] for u in users}
+        poster = Poster(lc, users, 5, "k").start()
+        time.sleep(1.0)
+        victim = lc.nodes["n2"]
+        t_kill = time.monotonic()
+        victim.send_signal(signal.SIGKILL)
+        victim.stop()
+        after = lc.wait_stable()
+        t_moved = time.monotonic() - t_kill
+        check(set(after.values()) == {"n1", "n3"}, f"map after the kill: {after}")
+        check(all(after[p] == before[p] for p in before if before[p] != "n2"), "partitions of live nodes moved")
+        time.sleep(1.0)
+        with poster.lock:
+            snapshot_batches = poster.batches
+        # an erasure while n2 is away, of shoppers n2 owned: their new owner
+        # erases them, and the returning n2 replays their events, then the
+        # erasure. The poster leaves them alone first, so that every event
+        # of theirs is in the stream before the erasure.
+        victims = [u for u in users if owner_before[u] == "n2"][:3]
+        check(len(victims) == 3, f"n2 owned too few of the shoppers: {owner_before}")
+        with poster.lock:
+            poster.users = [u for u in poster.users if u not in victims]
+            mark = poster.batches
+        check(wait_until(lambda: poster.batches >= mark + 2, 20), "the poster stalled")
+        n1 = lc.nodes["n1"]
+        for u in victims:
+            status, _, body = n1.request("DELETE", f"/v1/users/{quote_id(u)}")
+            check(status in (204, 404), f"DELETE {u} after the failover: {status} {body[:200]}")
+            with poster.lock:
+                poster.acked[u] = 0
+        lc.start_node("n2")
+        back = lc.wait_stable()
+        check(back == before, f"the returning node did not get its share back: {back} vs {before}")
+        acked = poster.stop()
+        check(snapshot_batches > 5 and poster.batches > snapshot_batches, f"too little load: {poster.batches}")
+        caught = wait_counts(lc, acked)
+        print(f"    failover: partitions re-owned {t_moved:.1f} s after the kill (lease 2.0 s); "
+              f"{poster.batches} batches, {poster.retries} retried; counts agreed {caught:.1f} s after the last")
+
+
+@test
+def nats_servers_lost_and_back(binary):
+    """One NATS server of three killed: ingest goes on (a quorum is left).
+    Two killed: ingest answers 503 cluster_unavailable naming the quorum,
+    and reads go on from every node with every acknowledged event. Both
+    back: ingest and applying resume, nothing acknowledged is lost."""
+    users = [f"q{i}" for i in range(30)]
+    settings = {"cluster.publish_timeout_ms": "1500"}
+    # the default lease: it must outlast JetStream's leader elections (a 3 s
+    # lease lapsed during them here, and partitions churned for 15-45 s)
+    with NatsCluster() as nats, LtvdCluster(binary, nats, lease_ms=6000, settings=settings) as lc:
+        lc.wait_stable()
+        poster = Poster(lc, users, 9, "a").start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        nats.servers[2].kill()
+        time.sleep(2.0)
+        with poster.lock:
+            n_before = poster.batches
+        deadline = time.monotonic() + scaled(30)
+        while poster.batches < n_before + 10 and time.monotonic() < deadline and poster.error is None:
+            time.sleep(0.1)
+        acked = poster.stop()
+        check(poster.batches >= n_before + 10, f"ingest stalled with 2 of 3 NATS servers: {poster.batches}")
+        t_one = time.monotonic() - t0
+        caught_one = wait_counts(lc, acked)
+
+        nats.servers[1].kill()
+        node = lc.nodes["n1"]
+        status, body = node.json("POST", "/v1/events", {"user_id": "q-probe", "type": "view", "ts": T0,
+                                                         "event_id": "no-quorum"})
+        check(status == 503 and body["error"]["code"] == "cluster_unavailable" and
+              "quorum" in body["error"]["message"], f"ingest without a quorum: {status} {body}")
+        time.sleep(4.5)  # past two thirds of the lease: the owners stopped applying, reads must go on
+        for n, p in lc.live().items():
+            got = user_counts(p, users)
+            check(got == acked, f"reads on {n} without a NATS quorum: {got} vs {acked}")
+
+        t0 = time.monotonic()
+        nats.servers[1].start()
+        nats.servers[2].start()
+        poster = Poster(lc, users, 11, "b")
+        poster.acked = dict(acked)
+        poster.start()
+        deadline = time.monotonic() + scaled(40)
+        while poster.batches < 10 and time.monotonic() < deadline and poster.error is None:
+            time.sleep(0.1)
+        acked = poster.stop()
+        check(poster.batches >= 10, f"ingest did not resume once NATS came back: {poster.batches}")
+        t_back = time.monotonic() - t0
+        lc.wait_stable()
+        caught_back = wait_counts(lc, acked, timeout=40)
+        print(f"    one NATS server down: 10 more batches after {t_one:.1f} s, counts agreed {caught_one:.1f} s "
+              f"later; two back: 10 batches after {t_back:.1f} s, counts agreed {caught_back:.1f} s later")
+
+
+def main():
+    global SPEC
+    binary = sys.argv[1]
+    with open(sys.argv[2], encoding="utf-8") as f:
+        SPEC = load_yaml(f.read())
+    require_nats_server()
+    return main_exit(*run_tests(tests, binary))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
