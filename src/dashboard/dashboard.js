@@ -299,10 +299,12 @@ const rates = { labels: [], events: [], predictions: [], requests: [] };
 
 async function sampleRates() {
   try {
+    /* the time the counters were read: the request's, not when this busy
+     * page got round to the answer (a late parse would shrink dt, not the counts) */
+    const now = performance.now();
     const r = await fetch("/metrics", { cache: "no-store" });
     if (!r.ok) throw new Error("GET /metrics: " + r.status);
     const m = parseMetrics(await r.text());
-    const now = performance.now();
     const cur = { t: now, events: m.ltvd_events_applied_total || 0, predictions: m.ltvd_predictions_total || 0,
                   requests: sumMatching(m, PREDICTION_ROUTES) };
     rateSamples++;
