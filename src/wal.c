@@ -374,6 +374,7 @@ static void ticket_done(Wal *w, SyncTicket *t, int rc, uint64_t ns)
 static void *flusher_main(void *arg)
 {
     Wal *w = arg;
+    pthread_setname_np(pthread_self(), "ltvd-wal"); /* for profiles and top -H */
     for (;;) {
         pthread_mutex_lock(&w->buf_lock);
         if (atomic_load(&w->failed)) {
