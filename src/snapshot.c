@@ -318,40 +318,52 @@ static int cmp_pair(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Shoppers are read and inserted a group at a time: the group's index
+ * entries are prefetched first, so their cache misses overlap (at 10M
+ * shoppers the index is 128 MB and each insert's probe a miss:
+ * docs/PERFORMANCE.md, "Ten million shoppers"). */
+#define LOAD_GROUP 16
+
 /* Reads the shoppers into the store; for an old format (remap not NULL,
  * (h->users,)) also the pairs of hashes, sorted. A short read sets *where;
  * any other failure writes err. */
 static int load_users(SnapReader *r, const SnapHeader *h, const SnapshotTables *t, HashPair *remap, const char *path,
                       const char **where, char *err, size_t errlen)
 {
-    UserState *slot = malloc(h->slot_bytes);
-    if (!slot) {
-        snprintf(err, errlen, "%s: out of memory for a %u-byte slot", path, h->slot_bytes);
+    unsigned char *group = malloc((size_t)LOAD_GROUP * h->slot_bytes);
+    if (!group) {
+        snprintf(err, errlen, "%s: out of memory for %d %u-byte slots", path, LOAD_GROUP, h->slot_bytes);
         return -ENOMEM;
     }
     int rc = 0;
     size_t n = 0;
-    for (uint64_t i = 0; i < h->users && !rc; i++) {
-        if ((rc = sr_read(r, slot, h->slot_bytes)) != 0) {
+    for (uint64_t i = 0; i < h->users && !rc;) {
+        unsigned k = h->users - i < LOAD_GROUP ? (unsigned)(h->users - i) : LOAD_GROUP;
+        if ((rc = sr_read(r, group, (size_t)k * h->slot_bytes)) != 0) {
             *where = "the shoppers";
             break;
         }
-        rc = store_restore(t->store, slot);
-        if (rc == -ENOSPC)
-            snprintf(err, errlen, "%s holds %" PRIu64 " shoppers, more than limits.max_users=%zu", path, h->users,
-                     store_config(t->store)->max_users);
-        else if (rc == -EEXIST)
-            snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " is already loaded (the file or the "
-                     "store is not what it should be)", path, i + 1, h->users);
-        else if (rc)
-            snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " cannot be restored: %s", path, i + 1,
-                     h->users, rc == -EINVAL ? "its id is empty or too long" : strerror(-rc));
-        if (!rc && remap)
-            remap[n++] = (HashPair){slot->hash, store_hash(t->store, slot->id, slot->id_len)};
+        for (unsigned j = 0; j < k; j++)
+            store_prefetch(t->store, (const UserState *)(group + (size_t)j * h->slot_bytes));
+        for (unsigned j = 0; j < k && !rc; j++, i++) {
+            const UserState *slot = (const UserState *)(group + (size_t)j * h->slot_bytes);
+            rc = store_restore(t->store, slot);
+            if (rc == -ENOSPC)
+                snprintf(err, errlen, "%s holds %" PRIu64 " shoppers, more than limits.max_users=%zu", path,
+                         h->users, store_config(t->store)->max_users);
+            else if (rc == -EEXIST)
+                snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " is already loaded (the file or the "
+                         "store is not what it should be)", path, i + 1, h->users);
+            else if (rc)
+                snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " cannot be restored: %s", path, i + 1,
+                         h->users, rc == -EINVAL ? "its id is empty or too long" : strerror(-rc));
+            if (!rc && remap)
+                remap[n++] = (HashPair){slot->hash, store_hash(t->store, slot->id, slot->id_len)};
+        }
     }
     if (remap)
         qsort(remap, n, sizeof *remap, cmp_pair);
-    free(slot);
+    free(group);
     return rc;
 }
 
