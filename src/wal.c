@@ -309,6 +309,8 @@ static void retire_locked(Wal *w)
             publish(w, t->last);
         }
         t->data.len = 0;
+        if (t->data.cap > BUF_INITIAL)
+            bytebuf_free(&t->data); /* a burst's buffer is not kept: idle, the lanes hold 1 MiB each */
         w->lane_head = (w->lane_head + 1) % SYNC_LANES;
         w->lane_count--;
     }
