@@ -109,6 +109,10 @@ void store_ring_event(const RecentEvent *r, Event *out);
  * -ENOSPC, -EINVAL as store_insert; -EBADMSG if the slot's ring (length,
  * start, event types) or id is not one this table could have written. */
 int store_restore(Store *s, const UserState *raw);
+/* A hint before store_restore of raw's id: starts loading the index entry
+ * it will probe, so that a loader can overlap the cache misses of the next
+ * few shoppers (snapshot_load). Changes nothing. */
+void store_prefetch(const Store *s, const UserState *raw);
 
 /* Every shopper under one hold of the lock (snapshots): slots
  * [0, store_slot_high), store_slot_at gives NULL for a free one. */

@@ -7,14 +7,16 @@
  * Appending copies the record into a bounded in-memory buffer (the caller
  * serialises appends, so log order is apply order). A flusher thread writes
  * the buffer out and, by policy, fdatasyncs it: one fdatasync covers every
- * record appended meanwhile (group commit). When records become durable the
+ * record appended meanwhile (group commit). With WAL_FSYNC_ALWAYS four
+ * flusher threads overlap their fdatasyncs (writes stay in order; records
+ * are published durable in order). When records become durable the
  * durable callback gets the highest durable seq, on the flusher thread or on
  * the thread in wal_sync/wal_rotate, with the log's io lock held: seqs come
  * in increasing order and the callback must not call into the log.
  *
  * Thread use: wal_append/wal_rotate from one thread at a time (the service
  * holds its store lock); wal_durable_seq from any thread; the callback runs
- * on the flusher thread. */
+ * on a flusher thread, one call at a time. */
 #ifndef LTVD_WAL_H
 #define LTVD_WAL_H
 

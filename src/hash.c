@@ -5,6 +5,7 @@
 #include "hash.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -120,7 +121,13 @@ uint64_t hash64(const void *data, size_t len, uint64_t seed)
     return mix64(h ^ tail ^ ((uint64_t)len << 56));
 }
 
-static uint32_t crc_table[256];
+/* CRC-32 (IEEE 802.3, reflected, polynomial 0xedb88320), eight bytes a
+ * step ("slicing by 8"): crc_table[k][b] is the CRC of byte b followed by k
+ * zero bytes. The files' format is the same as a byte-at-a-time CRC's; this
+ * is 4-6x faster, which a restart that checks a multi-GB snapshot feels
+ * (docs/PERFORMANCE.md, "Ten million shoppers"). */
+static uint32_t crc_table[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
 {
@@ -128,17 +135,32 @@ static void crc_init(void)
         uint32_t c = i;
         for (int k = 0; k < 8; k++)
             c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
+        crc_table[0][i] = c;
     }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int k = 1; k < 8; k++)
+            crc_table[k][i] = (crc_table[k - 1][i] >> 8) ^ crc_table[0][crc_table[k - 1][i] & 0xff];
 }
 
 uint32_t crc32_update(uint32_t crc, const void *data, size_t len)
 {
-    if (crc_table[1] == 0)
-        crc_init(); /* idempotent; a race only recomputes identical values */
+    pthread_once(&crc_once, crc_init);
     const unsigned char *p = data;
     crc = ~crc;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ /* the words below are read as little-endian numbers */
+    while (len >= 8) {
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + 4, 4);
+        lo ^= crc;
+        crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^ crc_table[5][(lo >> 16) & 0xff] ^
+              crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
+              crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+        p += 8;
+        len -= 8;
+    }
+#endif
     while (len--)
-        crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+        crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
     return ~crc;
 }

@@ -178,6 +178,40 @@ static int read_exact(int fd, void *p, size_t n)
     return 0;
 }
 
+/* Buffered sequential reads of a snapshot being loaded: one read(2) per
+ * READ_BUF bytes rather than one per shopper (a 10M-shopper file holds 10M
+ * slots: docs/PERFORMANCE.md, "Ten million shoppers"). */
+#define READ_BUF ((size_t)1 << 20)
+
+typedef struct SnapReader {
+    int fd;
+    unsigned char *buf; /* (READ_BUF,) */
+    size_t len, pos;
+} SnapReader;
+
+/* As read_exact, through the reader's buffer. 0 or -EBADMSG. */
+static int sr_read(SnapReader *r, void *p, size_t n)
+{
+    unsigned char *c = p;
+    while (n) {
+        if (r->pos == r->len) {
+            ssize_t k = read(r->fd, r->buf, READ_BUF);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0)
+                return -EBADMSG;
+            r->len = (size_t)k;
+            r->pos = 0;
+        }
+        size_t take = r->len - r->pos < n ? r->len - r->pos : n;
+        memcpy(c, r->buf + r->pos, take);
+        r->pos += take;
+        c += take;
+        n -= take;
+    }
+    return 0;
+}
+
 /* Reads n bytes of fd into the running crc, through buf (cap,). */
 static int crc_section(int fd, uint64_t n, uint32_t *crc, unsigned char *buf, size_t cap)
 {
@@ -236,8 +270,9 @@ int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, cha
         close(fd);
         return -EINVAL;
     }
-    size_t cap = 1 << 16;
+    size_t cap = READ_BUF;
     unsigned char *buf = malloc(cap);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     if (!buf) {
         close(fd);
         snprintf(err, errlen, "%s: out of memory", path);
@@ -283,49 +318,61 @@ static int cmp_pair(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Shoppers are read and inserted a group at a time: the group's index
+ * entries are prefetched first, so their cache misses overlap (at 10M
+ * shoppers the index is 128 MB and each insert's probe a miss:
+ * docs/PERFORMANCE.md, "Ten million shoppers"). */
+#define LOAD_GROUP 16
+
 /* Reads the shoppers into the store; for an old format (remap not NULL,
  * (h->users,)) also the pairs of hashes, sorted. A short read sets *where;
  * any other failure writes err. */
-static int load_users(int fd, const SnapHeader *h, const SnapshotTables *t, HashPair *remap, const char *path,
+static int load_users(SnapReader *r, const SnapHeader *h, const SnapshotTables *t, HashPair *remap, const char *path,
                       const char **where, char *err, size_t errlen)
 {
-    UserState *slot = malloc(h->slot_bytes);
-    if (!slot) {
-        snprintf(err, errlen, "%s: out of memory for a %u-byte slot", path, h->slot_bytes);
+    unsigned char *group = malloc((size_t)LOAD_GROUP * h->slot_bytes);
+    if (!group) {
+        snprintf(err, errlen, "%s: out of memory for %d %u-byte slots", path, LOAD_GROUP, h->slot_bytes);
         return -ENOMEM;
     }
     int rc = 0;
     size_t n = 0;
-    for (uint64_t i = 0; i < h->users && !rc; i++) {
-        if ((rc = read_exact(fd, slot, h->slot_bytes)) != 0) {
+    for (uint64_t i = 0; i < h->users && !rc;) {
+        unsigned k = h->users - i < LOAD_GROUP ? (unsigned)(h->users - i) : LOAD_GROUP;
+        if ((rc = sr_read(r, group, (size_t)k * h->slot_bytes)) != 0) {
             *where = "the shoppers";
             break;
         }
-        rc = store_restore(t->store, slot);
-        if (rc == -ENOSPC)
-            snprintf(err, errlen, "%s holds %" PRIu64 " shoppers, more than limits.max_users=%zu", path, h->users,
-                     store_config(t->store)->max_users);
-        else if (rc == -EEXIST)
-            snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " is already loaded (the file or the "
-                     "store is not what it should be)", path, i + 1, h->users);
-        else if (rc)
-            snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " cannot be restored: %s", path, i + 1,
-                     h->users, rc == -EINVAL ? "its id is empty or too long" : strerror(-rc));
-        if (!rc && remap)
-            remap[n++] = (HashPair){slot->hash, store_hash(t->store, slot->id, slot->id_len)};
+        for (unsigned j = 0; j < k; j++)
+            store_prefetch(t->store, (const UserState *)(group + (size_t)j * h->slot_bytes));
+        for (unsigned j = 0; j < k && !rc; j++, i++) {
+            const UserState *slot = (const UserState *)(group + (size_t)j * h->slot_bytes);
+            rc = store_restore(t->store, slot);
+            if (rc == -ENOSPC)
+                snprintf(err, errlen, "%s holds %" PRIu64 " shoppers, more than limits.max_users=%zu", path,
+                         h->users, store_config(t->store)->max_users);
+            else if (rc == -EEXIST)
+                snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " is already loaded (the file or the "
+                         "store is not what it should be)", path, i + 1, h->users);
+            else if (rc)
+                snprintf(err, errlen, "%s: shopper %" PRIu64 " of %" PRIu64 " cannot be restored: %s", path, i + 1,
+                         h->users, rc == -EINVAL ? "its id is empty or too long" : strerror(-rc));
+            if (!rc && remap)
+                remap[n++] = (HashPair){slot->hash, store_hash(t->store, slot->id, slot->id_len)};
+        }
     }
     if (remap)
         qsort(remap, n, sizeof *remap, cmp_pair);
-    free(slot);
+    free(group);
     return rc;
 }
 
-static int load_dedupe(int fd, const SnapHeader *h, const SnapKeys *keys, const SnapshotTables *t)
+static int load_dedupe(SnapReader *r, const SnapHeader *h, const SnapKeys *keys, const SnapshotTables *t)
 {
     int rc = 0;
     for (uint64_t i = 0; i < h->dedupe_keys && !rc; i++) {
         SnapDedupe e = {0, t->load_time}; /* format <= 2: no arrival times; now it is */
-        if ((rc = read_exact(fd, &e, dedupe_entry_bytes(h->format))) == 0)
+        if ((rc = sr_read(r, &e, dedupe_entry_bytes(h->format))) == 0)
             dedupe_restore(t->dedupe, e.key, e.arrival, i < keys->dedupe_legacy);
     }
     return rc;
@@ -337,6 +384,13 @@ int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info,
     int fd = open_snapshot(path, &h, err, errlen);
     if (fd < 0)
         return fd;
+    SnapReader rd = {.fd = fd, .buf = malloc(READ_BUF)};
+    if (!rd.buf) {
+        close(fd);
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -ENOMEM;
+    }
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     int rc = 0;
     const char *where = NULL; /* the section a short read happened in */
     /* format <= 2: every dedupe key is of the old hash; this instance's
@@ -345,7 +399,7 @@ int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info,
     HashPair *remap = NULL;
     if (h.format >= 3) {
         HashKey k;
-        if ((rc = read_exact(fd, &keys, sizeof keys)) != 0) {
+        if ((rc = sr_read(&rd, &keys, sizeof keys)) != 0) {
             where = "the hash key";
         } else {
             k = (HashKey){keys.hash_key[0], keys.hash_key[1]};
@@ -359,15 +413,15 @@ int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info,
         snprintf(err, errlen, "%s: out of memory for re-keying %" PRIu64 " shoppers", path, h.users);
     }
     if (!rc)
-        rc = load_users(fd, &h, t, remap, path, &where, err, errlen);
-    if (!rc && (rc = load_dedupe(fd, &h, &keys, t)) != 0)
+        rc = load_users(&rd, &h, t, remap, path, &where, err, errlen);
+    if (!rc && (rc = load_dedupe(&rd, &h, &keys, t)) != 0)
         where = "the event_id window";
     uint64_t counts[2] = {0, 0};
-    if (!rc && h.format >= 2 && (rc = read_exact(fd, counts, sizeof counts)) != 0)
+    if (!rc && h.format >= 2 && (rc = sr_read(&rd, counts, sizeof counts)) != 0)
         where = "the prediction log's counts";
     for (uint64_t i = 0; i < counts[0] && !rc; i++) { /* kept only while the adjuster is on */
         PredLogEntry e;
-        if ((rc = read_exact(fd, &e, sizeof e)) != 0)
+        if ((rc = sr_read(&rd, &e, sizeof e)) != 0)
             where = "the prediction log";
         if (rc || !t->predlog)
             continue;
@@ -382,12 +436,13 @@ int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info,
     }
     for (uint64_t i = 0; i < counts[1] && !rc; i++) {
         AdjPair p;
-        if ((rc = read_exact(fd, &p, sizeof p)) == 0 && t->predlog)
+        if ((rc = sr_read(&rd, &p, sizeof p)) == 0 && t->predlog)
             predlog_restore_pair(t->predlog, &p);
         else if (rc)
             where = "the adjuster's pairs";
     }
     free(remap);
+    free(rd.buf);
     close(fd);
     if (where) /* read_exact: end of file or a read error */
         snprintf(err, errlen, "%s: truncated or unreadable in %s (header: %" PRIu64 " shoppers, %" PRIu64

@@ -481,6 +481,14 @@ static bool restorable(const Store *s, const UserState *raw)
     return raw->id_len == 0 || shopper_id_valid(raw->id, raw->id_len);
 }
 
+void store_prefetch(const Store *s, const UserState *raw)
+{
+    if (raw->id_len == 0 || raw->id_len > USER_ID_MAX)
+        return;
+    uint64_t h = hash_keyed(&s->key, raw->id, raw->id_len);
+    __builtin_prefetch(&s->index[(size_t)h & s->index_mask], 1);
+}
+
 int store_restore(Store *s, const UserState *raw)
 {
     if (!restorable(s, raw))
