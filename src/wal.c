@@ -16,8 +16,11 @@
  * one at a time: docs/PERFORMANCE.md). Each write is a ticket in a ring
  * (io_lock); tickets retire in write order, so records are published durable
  * in order, and a failed fdatasync fails its records and every later one
- * even if a later fdatasync succeeded (Linux reports a writeback error to one
- * caller only). Whatever replaces or closes the segment, rotates, drains for
+ * even if a later fdatasync succeeded. Each ring slot fdatasyncs its own
+ * open file description of the segment (sync_fds): Linux reports a
+ * writeback error once per description, so on a shared one an earlier
+ * ticket whose pages failed could get 0 while a later one got the error.
+ * Whatever replaces or closes the segment, rotates, drains for
  * wal_sync or recovers from a failure first waits until no ticket is in
  * flight (quiesce_locked). */
 #include "wal.h"
@@ -51,7 +54,7 @@ typedef struct SyncTicket {
     ByteBuf data;     /* the records written; kept until retired (a failure keeps them), then reused */
     uint64_t last;    /* last seq in data */
     size_t start;     /* the segment's length before the write */
-    int fd;           /* the segment written to: not closed while any ticket is in flight */
+    int fd;           /* its slot's own descriptor of the segment (sync_fds): not closed while in flight */
     int rc;           /* 0 durable, else -errno of the write or the fdatasync */
     bool done;
 } SyncTicket;
@@ -72,6 +75,13 @@ struct Wal {
 
     pthread_mutex_t io_lock;
     int fd;
+    /* fsync=always: for each ring slot, its own open file description of
+     * the segment, opened before anything is written to it, fdatasynced by
+     * that slot's tickets. Linux reports a writeback error once per open
+     * file description: overlapping fdatasyncs on one shared description
+     * could hand the error to the later ticket while the earlier one, whose
+     * pages failed, returned 0 and was published durable. -1: use fd. */
+    int sync_fds[SYNC_LANES];
     uint64_t seg_first;
     size_t seg_bytes;           /* the segment up to its last good record */
     /* After a failure (io_lock): the records not yet durable, in seq order
@@ -113,6 +123,39 @@ static int fsync_dir(const char *dir)
     return rc;
 }
 
+/* Closes the segment and its sync descriptors (io_lock held or the log
+ * stopped; nothing in flight). */
+static void close_segment(Wal *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    for (unsigned i = 0; i < SYNC_LANES; i++) {
+        if (w->sync_fds[i] >= 0)
+            close(w->sync_fds[i]);
+        w->sync_fds[i] = -1;
+    }
+}
+
+/* io_lock held, nothing in flight: makes fd (the segment at path, first
+ * record `first`, `bytes` long) the one appended to, closing the previous
+ * one, and opens the slots' sync descriptors of it. */
+static void install_segment(Wal *w, int fd, const char *path, uint64_t first, size_t bytes)
+{
+    close_segment(w);
+    for (unsigned i = 0; i < SYNC_LANES; i++) {
+        if (w->cfg.fsync == WAL_FSYNC_ALWAYS) {
+            w->sync_fds[i] = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+            if (w->sync_fds[i] < 0)
+                log_msg(LOG_WARN, "cannot open a sync descriptor of the log segment; that slot syncs the shared one",
+                        "segment=\"%s\" error=\"%s\"", path, strerror(errno));
+        }
+    }
+    w->fd = fd;
+    w->seg_first = first;
+    w->seg_bytes = bytes;
+}
+
 /* io_lock held */
 static int open_segment(Wal *w, uint64_t first)
 {
@@ -123,11 +166,7 @@ static int open_segment(Wal *w, uint64_t first)
         return -errno;
     struct stat st;
     fstat(fd, &st);
-    if (w->fd >= 0)
-        close(w->fd);
-    w->fd = fd;
-    w->seg_first = first;
-    w->seg_bytes = (size_t)st.st_size;
+    install_segment(w, fd, path, first, (size_t)st.st_size);
     return fsync_dir(w->dir);
 }
 
@@ -261,11 +300,7 @@ static int recover_locked(Wal *w)
         unlink(tmp);
         return rc;
     }
-    if (w->fd >= 0)
-        close(w->fd);
-    w->fd = fd;
-    w->seg_first = first;
-    w->seg_bytes = w->pending.len;
+    install_segment(w, fd, path, first, w->pending.len);
     uint64_t last = w->pending.len ? w->pending_last : first - 1;
     size_t records = w->pending.len ? (size_t)(last - first + 1) : 0;
     w->pending.len = 0;
@@ -342,7 +377,8 @@ static SyncTicket *ticket_issue_locked(Wal *w)
     if (!len)
         return NULL;
     t->start = w->seg_bytes;
-    t->fd = w->fd;
+    int sync_fd = w->sync_fds[t - w->lanes];
+    t->fd = sync_fd >= 0 ? sync_fd : w->fd;
     t->done = false;
     t->rc = 0;
     w->lane_count++;
@@ -456,6 +492,8 @@ int wal_open(Wal **out, const WalConfig *cfg, uint64_t next_seq, void (*durable_
     snprintf(w->dir, sizeof w->dir, "%s", cfg->dir);
     w->cfg.dir = w->dir;
     w->fd = -1;
+    for (unsigned i = 0; i < SYNC_LANES; i++)
+        w->sync_fds[i] = -1;
     w->next_seq = next_seq;
     w->buf_last_seq = next_seq - 1;
     atomic_init(&w->durable_seq, next_seq - 1);
@@ -483,8 +521,7 @@ int wal_open(Wal **out, const WalConfig *cfg, uint64_t next_seq, void (*durable_
         pthread_mutex_unlock(&w->buf_lock);
         for (unsigned i = 0; i < w->nthreads; i++)
             pthread_join(w->threads[i], NULL);
-        if (w->fd >= 0)
-            close(w->fd);
+        close_segment(w);
         bytebuf_free(&w->buf);
         free(w);
         return rc;
@@ -504,10 +541,9 @@ void wal_close(Wal *w)
     for (unsigned i = 0; i < w->nthreads; i++)
         pthread_join(w->threads[i], NULL);
     wal_sync(w);
-    if (w->fd >= 0) {
+    if (w->fd >= 0)
         fdatasync(w->fd);
-        close(w->fd);
-    }
+    close_segment(w);
     bytebuf_free(&w->buf);
     bytebuf_free(&w->spare);
     bytebuf_free(&w->pending);
