@@ -209,9 +209,18 @@ static void fill_prediction(Service *s, const Model *m, UserState *u, const char
     out->known = u != NULL;
     out->events = u ? u->agg.events : 0;
     out->last_event_ts = u ? u->agg.last_ts : 0;
-    if (u)
+    RecentSummary rs;
+    recent_summary_init(&rs);
+    if (u) {
         service_ensure_state(s, u, m->net);
-    model_predict(m, u ? store_user_h(s->store, u) : NULL, u ? &u->agg : NULL, as_of, &out->p);
+        for (unsigned k = 0; k < u->ring_len; k++) { /* what the retained events say of browsing */
+            Event ev;
+            store_ring_event(store_ring_at(s->store, u, k), &ev);
+            if (ev.ts <= as_of)
+                recent_summary_apply(&rs, &ev);
+        }
+    }
+    model_predict(m, u ? store_user_h(s->store, u) : NULL, u ? &u->agg : NULL, &rs, as_of, &out->p);
     atomic_fetch_add_explicit(&s->metrics->predictions, 1, memory_order_relaxed);
 }
 
