@@ -59,7 +59,7 @@ typedef struct LtvdConfig {
     int64_t train_max_shoppers;
     int64_t train_bptt_steps;
     int64_t train_val_percent;
-    int64_t train_level;                /* 0 auto (checked on held-out cuts), 1 fallback (its total, always) */
+    int64_t train_level;                /* 0 auto (checked on held-out cuts), 1 fallback (its total, always; default) */
     int64_t train_head;                 /* 0 auto (validation loss, one-SE rule), 1 hybrid, 2 lstm_only */
 
     int64_t fallback_refit_s;      /* timer that checks whether the fallback needs a refit */

@@ -64,7 +64,7 @@ static const ConfigKey keys[] = {
     {"train.bptt_steps", CT_INT, F(train_bptt_steps), "32", 1, 1024, {0}, false},
     {"train.val_percent", CT_INT, F(train_val_percent), "20", 5, 50, {0}, false},
     {"train.head", CT_ENUM, F(train_head), "auto", 0, 0, {"auto", "hybrid", "lstm_only"}, false},
-    {"train.level", CT_ENUM, F(train_level), "auto", 0, 0, {"auto", "fallback"}, false},
+    {"train.level", CT_ENUM, F(train_level), "fallback", 0, 0, {"auto", "fallback"}, false},
     {"fallback.refit_s", CT_INT, F(fallback_refit_s), "60", 1, 86400, {0}, false},
     {"fallback.refit_growth", CT_DOUBLE, F(fallback_refit_growth), "0.1", 0, 100, {0}, false},
     {"fallback.cold_start", CT_ENUM, F(fallback_cold_start), "behaviour", 0, 0, {"behaviour", "prior"}, false},

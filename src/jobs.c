@@ -214,6 +214,7 @@ typedef struct FitJob {
     size_t repeaters;
     const ColdExample *cold; /* (ncold,); NULL: the textbook prior */
     size_t ncold;
+    const atomic_bool *cancel; /* shutdown */
 } FitJob;
 
 /* Compute thread: BG/NBD, then Gamma-Gamma, from the fit's starting point,
@@ -221,8 +222,8 @@ typedef struct FitJob {
 static int fit_fallback(void *arg)
 {
     FitJob *j = arg;
-    int rc = bgnbd_fit(j->sum, j->n, &j->fit->bg);
-    rc = rc ? rc : gg_fit(j->sum, j->n, &j->fit->gg, &j->repeaters);
+    int rc = bgnbd_fit_cancel(j->sum, j->n, &j->fit->bg, j->cancel);
+    rc = rc ? rc : gg_fit_cancel(j->sum, j->n, &j->fit->gg, &j->repeaters, j->cancel);
     if (rc)
         return rc;
     if (j->cold)
@@ -252,11 +253,16 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     Model *cur = service_model_acquire(s);
     FallbackFit fit = cur->fallback;
     uint64_t t0 = time_mono_ns();
-    FitJob job = {.sum = sum, .n = n, .fit = &fit, .cold = cold, .ncold = ncold};
+    FitJob job = {.sum = sum, .n = n, .fit = &fit, .cold = cold, .ncold = ncold, .cancel = &s->cancel_jobs};
     int rc = run_niced(fit_fallback, &job);
     size_t repeaters = job.repeaters;
     free(sum);
     free(cold);
+    if (rc == -ECANCELED) {
+        model_release(cur);
+        snprintf(err, errlen, "fallback fit stopped: ltvd is shutting down");
+        return rc;
+    }
     if (rc) {
         model_release(cur);
         snprintf(err, errlen, "fallback fit needs at least 10 shoppers with purchases and 3 repeat buyers "
