@@ -127,7 +127,7 @@ void service_snapshot_request_done(Service *s, uint64_t job, int rc)
  * is far below the model's (docs/PERFORMANCE.md, "Tail latency"). */
 #define FALLBACK_FIT_MAX_CUSTOMERS 50000
 
-/* Cold-start examples (coldstart.h) a refit collects at most: 64 bytes each. */
+/* Cold-start examples (coldstart.h) a refit collects at most: 80 bytes each (16 MB). */
 #define COLD_MAX_EXAMPLES 200000
 
 typedef struct SummaryWalk {
