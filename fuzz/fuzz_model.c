@@ -34,7 +34,7 @@ static void try_load(void)
     }
     FUZZ_CHECK(m != NULL);
     Prediction p;
-    model_predict(m, NULL, NULL, 1700000000, &p); /* an unknown shopper */
+    model_predict(m, NULL, NULL, NULL, 1700000000, &p); /* an unknown shopper */
     ShopperAgg agg;
     shopper_agg_init(&agg);
     Event ev = {.user_id = "u", .user_len = 1, .type = EV_PURCHASE, .ts = 1690000000, .value = 20, .quantity = 1};
@@ -42,7 +42,7 @@ static void try_load(void)
     ev.ts = 1695000000;
     shopper_agg_apply(&agg, &ev);
     float h[FUZZ_HIDDEN] = {0.1f, -0.2f, 0.3f, 0, 0, 0.5f, -0.5f, 0.9f};
-    model_predict(m, h, &agg, 1700000000, &p);
+    model_predict(m, h, &agg, NULL, 1700000000, &p);
     FUZZ_CHECK(model_save(m, saved_path) == 0);
     Model *again = NULL;
     rc = model_load(&again, saved_path, FUZZ_HIDDEN, err, sizeof err);

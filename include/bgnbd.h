@@ -5,6 +5,8 @@
 #ifndef LTVD_BGNBD_H
 #define LTVD_BGNBD_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "shopper.h"
@@ -44,6 +46,12 @@ double gg_expected_value(const GammaGammaParams *p, double x, double m);
  * *inout. Return 0, or -EINVAL when there is too little data (inout kept). */
 int bgnbd_fit(const CustomerSummary *s, size_t n, BgnbdParams *inout);
 int gg_fit(const CustomerSummary *s, size_t n, GammaGammaParams *inout, size_t *repeat_buyers);
+/* The same, stopping with -ECANCELED (inout kept) within 50 iterations of
+ * *cancel turning true: a fit on many shoppers can take minutes, and ltvd's
+ * shutdown waits for the worker. cancel may be NULL. */
+int bgnbd_fit_cancel(const CustomerSummary *s, size_t n, BgnbdParams *inout, const atomic_bool *cancel);
+int gg_fit_cancel(const CustomerSummary *s, size_t n, GammaGammaParams *inout, size_t *repeat_buyers,
+                  const atomic_bool *cancel);
 
 typedef struct FallbackOutput {
     double expected_purchases; /* E[purchase days in the window] */

@@ -59,10 +59,12 @@ typedef struct LtvdConfig {
     int64_t train_max_shoppers;
     int64_t train_bptt_steps;
     int64_t train_val_percent;
+    int64_t train_level;                /* 0 auto (checked on held-out cuts), 1 fallback (its total, always; default) */
     int64_t train_head;                 /* 0 auto (validation loss, one-SE rule), 1 hybrid, 2 lstm_only */
 
     int64_t fallback_refit_s;      /* timer that checks whether the fallback needs a refit */
     double fallback_refit_growth;  /* refit when logged purchases grew by this fraction */
+    int64_t fallback_cold_start;   /* 0 behaviour (coldstart.h), 1 prior (the textbook population prior) */
 
     bool adjuster_enabled;
     int64_t adjuster_interval_s;   /* timer for adjuster runs besides the one after each retrain; 0: none */

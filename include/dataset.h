@@ -47,6 +47,8 @@ typedef struct TrainSet {
 /* One example of a sequence: the head's inputs after step t. */
 typedef struct TrainCut {
     int t;                 /* state after step t */
+    int64_t c;             /* the cut time */
+    bool val;              /* of a validation shopper */
     double e[HEAD_EXTRA];  /* encode_head_extra at the cut */
     double a0, a1;         /* the fallback's anchors (head_anchors) */
     double y;              /* label */

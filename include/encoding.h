@@ -9,8 +9,8 @@
 #include "shopper.h"
 
 #define FEATURE_DIM 16   /* I: LSTM input width */
-#define HEAD_EXTRA 6     /* E: head inputs besides h */
-#define HEAD_EXTRA_SHOPPER 4 /* e[0..3] describe the shopper; e[4], e[5] are the fallback's */
+#define HEAD_EXTRA 9     /* E: head inputs besides h */
+#define HEAD_EXTRA_SHOPPER 7 /* e[0..6] describe the shopper; e[7], e[8] are the fallback's */
 
 /* What the encoder knows of a shopper's in-order history before an event.
  * It is kept per shopper and for the oldest event of the recent-event ring,
@@ -22,14 +22,31 @@ typedef struct EncodeContext {
     int64_t first_ts;          /* first in-order event; ignored when events_before == 0 */
 } EncodeContext;
 
+/* What a shopper's retained events (the recent-event ring, or the events
+ * of a training sequence up to a cut) say of its browsing: the newest
+ * browse (view or click), add-to-cart and purchase, and how many browses
+ * and carts there were. A time of 0 means none among the retained events.
+ * Built by folding events in order (recent_summary_apply). */
+typedef struct RecentSummary {
+    int64_t last_browse_ts, last_cart_ts, last_purchase_ts;
+    uint32_t browses, carts;
+} RecentSummary;
+
+void recent_summary_init(RecentSummary *r);
+void recent_summary_apply(RecentSummary *r, const Event *ev);
+
 /* x (FEATURE_DIM,) for event ev. */
 void encode_event(float *x, const Event *ev, const EncodeContext *ctx);
 /* Advances ctx past ev. */
 void encode_context_advance(EncodeContext *ctx, const Event *ev);
 
-/* e (HEAD_EXTRA,) for a shopper at as_of; bg_log_ltv is log1p of the
- * fallback's expected spend and bg_p_alive its P(alive). agg may be NULL for
- * an unknown shopper. */
-void encode_head_extra(float *e, const ShopperAgg *agg, int64_t as_of, double bg_log_ltv, double bg_p_alive);
+/* e (HEAD_EXTRA,) for a shopper at as_of (docs/MODEL.md, "Head"): recency,
+ * tenure, purchases, spend, the days since the last browse, cart and
+ * purchase (log-scaled; as long as the tenure when there was none), then
+ * bg_log_ltv, log1p of the fallback's expected spend, and bg_p_alive, its
+ * P(alive). agg may be NULL for an unknown shopper, rs NULL when no event
+ * is retained. */
+void encode_head_extra(float *e, const ShopperAgg *agg, const RecentSummary *rs, int64_t as_of, double bg_log_ltv,
+                       double bg_p_alive);
 
 #endif

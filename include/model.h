@@ -18,13 +18,15 @@
 
 #include "adjuster.h"
 #include "bgnbd.h"
+#include "coldstart.h"
 #include "encoding.h"
 #include "lstm.h"
 #include "shopper.h"
 #include "ziln.h"
 
 #define MODEL_FILE_NAME "model.bin"
-#define MODEL_FORMAT_VERSION 4u
+#define MODEL_FORMAT_VERSION 5u
+#define MODEL_V4_HEAD_EXTRA 6 /* head inputs of formats 3 and 4 */
 
 typedef enum { MODEL_FALLBACK = 0, MODEL_TRAINED = 1 } ModelStatus;
 
@@ -46,6 +48,8 @@ typedef struct TrainFigures {
     double val_loss, val_gini, seconds;
     /* of the last run, in memory only: */
     double val_loss_other, val_loss_fallback, val_loss_serving, val_gini_fallback;
+    double level_shift, val_total_error_fallback, val_total_error_held_out;
+    int level_rule; /* LEVEL_RULE_* (trainer.h) */
     bool hybrid, swapped;
 } TrainFigures;
 
@@ -54,6 +58,7 @@ typedef struct FallbackFit {
     GammaGammaParams gg;
     uint64_t customers, repeat_buyers, purchases; /* what the fit saw */
     int64_t fitted_at;                            /* 0: never fitted, prior in use */
+    ColdStartFit cold;                            /* shoppers with events but no purchase */
 } FallbackFit;
 
 typedef struct Model {
@@ -89,14 +94,25 @@ int model_create(Model **out, LstmWeights *net, const FallbackFit *fit, int hori
 void model_retain(Model *m);
 void model_release(Model *m); /* NULL-safe */
 
+/* The fallback's prediction at as_of over horizon_days: BG/NBD + Gamma-Gamma
+ * for a shopper with a purchase, the cold start from behaviour (coldstart.h)
+ * for one with events and no purchase, the population prior for an unknown
+ * one (agg NULL). rs summarises the retained events (NULL: none). Pure. */
+void model_fallback(const FallbackFit *fit, int horizon_days, const ShopperAgg *agg, const RecentSummary *rs,
+                    int64_t as_of, FallbackOutput *out);
+
 /* The prediction for a shopper at as_of. h (H,) is the shopper's LSTM state
  * under m->net (ignored unless the model is TRAINED); agg NULL means an
- * unknown shopper. Allocation-free; any thread. */
-void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_t as_of, Prediction *out);
+ * unknown shopper; rs summarises its retained events (NULL: none).
+ * Allocation-free; any thread. */
+void model_predict(const Model *m, const float *h, const ShopperAgg *agg, const RecentSummary *rs, int64_t as_of,
+                   Prediction *out);
 
 /* Versioned binary file: magic, format, shapes, fields, floats, CRC-32.
  * Save writes to a temp file, fsyncs and renames. Load verifies everything
- * and fails with -EINVAL and a message on any mismatch. */
+ * and fails with -EINVAL and a message on any mismatch. A file of formats 3
+ * or 4 loads without its network (status fallback) and with err saying so
+ * (err[0] is 0 when there is nothing to say). */
 int model_save(const Model *m, const char *path);
 int model_load(Model **out, const char *path, int expect_hidden, char *err, size_t errlen);
 

@@ -39,8 +39,14 @@ typedef struct TrainConfig {
     int bptt;              /* gradient flows back at most this many steps */
     int val_percent;
     int head;              /* 0: train both, keep the better; 1: hybrid only; 2: LSTM-only only */
+    int level;             /* 0: auto (choose_level), 1: always the fallback's total */
     const atomic_bool *cancel; /* NULL, or set from another thread to stop at the next batch (-ECANCELED) */
 } TrainConfig;
+
+/* How the level was chosen: the fallback's total at now (its total on the
+ * latest matured held-out cuts was within 10%), or the network calibrated on
+ * those cuts. */
+enum { LEVEL_RULE_FALLBACK = 0, LEVEL_RULE_HELD_OUT = 1 };
 
 typedef struct TrainResult {
     LstmWeights *net;      /* the better variant, float, refs = 1 (caller releases) */
@@ -51,7 +57,10 @@ typedef struct TrainResult {
     double val_loss_serving; /* of the model serving now (fallback or network) */
     double val_gini;
     double val_gini_fallback; /* the fallback's on the same validation cuts */
-    double level_shift;    /* log(Σ fallback mean / Σ network mean) over the shoppers, as of now */
+    double level_shift;    /* added to μ (docs/MODEL.md, "Training", step 6) */
+    int level_rule;        /* LEVEL_RULE_*: how level_shift was chosen */
+    double val_total_error_fallback;  /* the fallback's total error on the validation cuts */
+    double val_total_error_held_out;  /* the network calibrated one horizon earlier, there */
     uint64_t examples, val_examples, users;
     int epochs;
     double seconds;

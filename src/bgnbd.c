@@ -109,7 +109,7 @@ static bool in_bounds(const double *theta, int k)
     return true;
 }
 
-static void nelder_mead(ObjectiveFn f, const void *ctx, double *theta, int k)
+static int nelder_mead(ObjectiveFn f, const void *ctx, double *theta, int k, const atomic_bool *cancel)
 {
     double pts[5][4], val[5];
     for (int restart = 0; restart < 3; restart++) {
@@ -143,6 +143,8 @@ static void nelder_mead(ObjectiveFn f, const void *ctx, double *theta, int k)
                     break;
                 window_best = val[0];
             }
+            if (cancel && iter % 50 == 0 && atomic_load_explicit(cancel, memory_order_relaxed))
+                return -ECANCELED;
             double cen[4] = {0};
             for (int i = 0; i < k; i++)
                 for (int d = 0; d < k; d++)
@@ -186,6 +188,7 @@ static void nelder_mead(ObjectiveFn f, const void *ctx, double *theta, int k)
         }
         memcpy(theta, pts[0], sizeof(double) * (size_t)k);
     }
+    return 0;
 }
 
 typedef struct FitData {
@@ -224,6 +227,11 @@ static double gg_objective(const double *th, const void *ctx)
 
 int bgnbd_fit(const CustomerSummary *s, size_t n, BgnbdParams *inout)
 {
+    return bgnbd_fit_cancel(s, n, inout, NULL);
+}
+
+int bgnbd_fit_cancel(const CustomerSummary *s, size_t n, BgnbdParams *inout, const atomic_bool *cancel)
+{
     size_t repeaters = 0;
     for (size_t i = 0; i < n; i++)
         repeaters += s[i].x > 0;
@@ -231,7 +239,8 @@ int bgnbd_fit(const CustomerSummary *s, size_t n, BgnbdParams *inout)
         return -EINVAL;
     FitData d = {s, n};
     double th[4] = {log(inout->r), log(inout->alpha), log(inout->a), log(inout->b)};
-    nelder_mead(bgnbd_objective, &d, th, 4);
+    if (nelder_mead(bgnbd_objective, &d, th, 4, cancel))
+        return -ECANCELED;
     BgnbdParams p = {exp(th[0]), exp(th[1]), exp(th[2]), exp(th[3])};
     if (!isfinite(p.r + p.alpha + p.a + p.b))
         return -EINVAL;
@@ -240,6 +249,12 @@ int bgnbd_fit(const CustomerSummary *s, size_t n, BgnbdParams *inout)
 }
 
 int gg_fit(const CustomerSummary *s, size_t n, GammaGammaParams *inout, size_t *repeat_buyers)
+{
+    return gg_fit_cancel(s, n, inout, repeat_buyers, NULL);
+}
+
+int gg_fit_cancel(const CustomerSummary *s, size_t n, GammaGammaParams *inout, size_t *repeat_buyers,
+                  const atomic_bool *cancel)
 {
     size_t used = 0;
     for (size_t i = 0; i < n; i++)
@@ -250,7 +265,8 @@ int gg_fit(const CustomerSummary *s, size_t n, GammaGammaParams *inout, size_t *
         return -EINVAL;
     FitData d = {s, n};
     double th[3] = {log(inout->p), log(inout->q), log(inout->v)};
-    nelder_mead(gg_objective, &d, th, 3);
+    if (nelder_mead(gg_objective, &d, th, 3, cancel))
+        return -ECANCELED;
     GammaGammaParams p = {exp(th[0]), exp(th[1]), exp(th[2])};
     if (!isfinite(p.p + p.q + p.v) || p.q <= 1.0)
         return -EINVAL; /* q <= 1: the population mean spend would be infinite */

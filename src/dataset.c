@@ -101,21 +101,25 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
                 s->x[(size_t)i * NIN + k] = xf[k];
         }
         ShopperAgg agg = sh->agg0;
+        RecentSummary rs;
+        recent_summary_init(&rs);
         int applied = 0;
         for (int k = 0; k < keep; k++) {
             int64_t c = cand[k];
-            while (applied < n && ev[applied].ts <= c)
+            while (applied < n && ev[applied].ts <= c) {
+                recent_summary_apply(&rs, &ev[applied]);
                 shopper_agg_apply(&agg, &ev[applied++]);
+            }
             TrainCut *ct = &s->cuts[s->ncuts];
             ct->t = applied - 1;
+            ct->c = c;
+            ct->val = val;
             if (ct->t < 0)
                 continue;
-            CustomerSummary cs;
-            bool has = shopper_summary(&agg, c, &cs);
             FallbackOutput fo;
-            fallback_predict(&fit->bg, &fit->gg, has ? &cs : NULL, cfg->horizon_days / 7.0, &fo);
+            model_fallback(fit, cfg->horizon_days, &agg, &rs, c, &fo);
             float e[NE];
-            encode_head_extra(e, &agg, c, log1p(fo.ltv), fo.p_alive);
+            encode_head_extra(e, &agg, &rs, c, log1p(fo.ltv), fo.p_alive);
             for (int j = 0; j < NE; j++)
                 ct->e[j] = e[j];
             head_anchors(&fo, &ct->a0, &ct->a1);

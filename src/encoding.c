@@ -41,19 +41,65 @@ void encode_context_advance(EncodeContext *ctx, const Event *ev)
     ctx->purchases_before += ev->type == EV_PURCHASE;
 }
 
-void encode_head_extra(float *e, const ShopperAgg *agg, int64_t as_of, double bg_log_ltv, double bg_p_alive)
+void recent_summary_init(RecentSummary *r) { memset(r, 0, sizeof *r); }
+
+void recent_summary_apply(RecentSummary *r, const Event *ev)
+{
+    switch (ev->type) {
+    case EV_VIEW:
+    case EV_CLICK:
+        r->browses++;
+        if (ev->ts > r->last_browse_ts)
+            r->last_browse_ts = ev->ts;
+        break;
+    case EV_ADD_TO_CART:
+        r->carts++;
+        if (ev->ts > r->last_cart_ts)
+            r->last_cart_ts = ev->ts;
+        break;
+    case EV_PURCHASE:
+        if (ev->ts > r->last_purchase_ts)
+            r->last_purchase_ts = ev->ts;
+        break;
+    default:
+        break;
+    }
+}
+
+/* Days from ts to as_of, 0 when ts is later; none (ts <= 0): the tenure. */
+static double days_since(int64_t ts, int64_t as_of, double tenure)
+{
+    if (ts <= 0)
+        return tenure;
+    return fmin(tenure, fmax(0.0, (double)(as_of - ts) / 86400.0));
+}
+
+void encode_head_extra(float *e, const ShopperAgg *agg, const RecentSummary *rs, int64_t as_of, double bg_log_ltv,
+                       double bg_p_alive)
 {
     double recency = 0.0, age = 0.0, purchases = 0.0, spend = 0.0;
+    int64_t browse = 0, cart = 0, purchase = 0;
     if (agg && agg->events > 0) {
         recency = fmax(0.0, (double)(as_of - agg->last_ts) / 86400.0);
         age = fmax(0.0, (double)(as_of - agg->first_ts) / 86400.0);
         purchases = agg->purchases;
         spend = fmax(0.0, agg->spend);
+        if (agg->last_purchase_day >= 0)
+            purchase = (int64_t)agg->last_purchase_day * 86400; /* that day's start, unless retained (below) */
+    }
+    if (rs) {
+        browse = rs->last_browse_ts;
+        cart = rs->last_cart_ts;
+        if (rs->last_purchase_ts > 0 && rs->last_purchase_ts / 86400 >= purchase / 86400)
+            purchase = rs->last_purchase_ts;
     }
     e[0] = (float)log1p(recency);   /* days since the last event at as_of */
     e[1] = (float)log1p(age);       /* days since the first event */
     e[2] = (float)log1p(purchases);
     e[3] = (float)log1p(spend);
-    e[4] = (float)bg_log_ltv;       /* fallback's expectation: anchors the level */
-    e[5] = (float)bg_p_alive;
+    e[4] = (float)log1p(days_since(browse, as_of, age));   /* since the last view or click */
+    e[5] = (float)log1p(days_since(cart, as_of, age));     /* since the last add-to-cart */
+    e[6] = (float)log1p(days_since(purchase, as_of, age)); /* since the last purchase */
+    e[7] = (float)bg_log_ltv;       /* fallback's expectation: anchors the level */
+    e[8] = (float)bg_p_alive;
 }

@@ -38,27 +38,25 @@ static void fill_view(PredictionView *pv, const Model *m, const UserState *u, co
     pv->last_event_ts = u ? u->agg.last_ts : 0;
 }
 
-/* The fallback's part, as model_predict computes it. */
-static void explain_fallback(const Model *m, const ShopperAgg *agg, int64_t as_of, Explanation *ex)
+/* The fallback's part, as model_predict computes it (model_fallback: BG/NBD
+ * + Gamma-Gamma with a purchase, the cold start from behaviour without). */
+static void explain_fallback(const Model *m, const ShopperAgg *agg, const RecentSummary *rs, int64_t as_of,
+                             Explanation *ex)
 {
     CustomerSummary cs;
     FallbackOutput fo;
     ex->has_purchase = agg && shopper_summary(agg, as_of, &cs);
-    fallback_predict(&m->fallback.bg, &m->fallback.gg, ex->has_purchase ? &cs : NULL, m->horizon_days / 7.0, &fo);
+    model_fallback(&m->fallback, m->horizon_days, agg, rs, as_of, &fo);
     if (ex->has_purchase) {
         ex->frequency = cs.x;
         ex->recency_weeks = cs.t_x;
         ex->tenure_weeks = cs.T;
         ex->weeks_since_last = cs.T - cs.t_x;
         ex->mean_spend = cs.m;
-        ex->fallback_ltv = fo.ltv;
-        ex->p_alive = fo.p_alive;
-        ex->fallback_p_active = fo.p_active;
-    } else { /* the cold-start prior the model serves */
-        ex->fallback_ltv = ziln_mean(&m->cold_start);
-        ex->p_alive = 1.0;
-        ex->fallback_p_active = m->cold_start.p;
     }
+    ex->fallback_ltv = fo.ltv;
+    ex->p_alive = fo.p_alive;
+    ex->fallback_p_active = fo.p_active;
     ex->expected_purchases = fo.expected_purchases;
     ex->value_per_purchase = fo.value;
     ex->spend = agg ? agg->spend : 0.0;
@@ -66,8 +64,8 @@ static void explain_fallback(const Model *m, const ShopperAgg *agg, int64_t as_o
 
 /* Leave-one-out over the newest retained events of u (a copy, its state
  * under m->net). state: (EXPLAIN_EVENTS + 1, 2H) floats of scratch. */
-static void explain_events(const Service *s, const Model *m, UserState *u, int64_t as_of, double served,
-                           float *state, Explanation *ex)
+static void explain_events(const Service *s, const Model *m, UserState *u, const RecentSummary *rs, int64_t as_of,
+                           double served, float *state, Explanation *ex)
 {
     const LstmWeights *net = m->net;
     size_t H = (size_t)net->cfg.hidden;
@@ -99,7 +97,7 @@ static void explain_events(const Service *s, const Model *m, UserState *u, int64
             encode_context_advance(&ctx, &ev);
         }
         Prediction without;
-        model_predict(m, h, &u->agg, as_of, &without);
+        model_predict(m, h, &u->agg, rs, as_of, &without);
         Event ev;
         store_ring_event(store_ring_at(s->store, u, j), &ev);
         ExplainEvent e = {.ts = ev.ts, .type = ev.type, .value = ev.value, .effect = served - without.ltv};
@@ -138,9 +136,11 @@ void service_explain(Service *s, const char *id, size_t len, int64_t as_of, Pred
         return;
     }
     fill_view(pv, m, u, id, len, as_of);
-    model_predict(m, u ? store_user_h(s->store, u) : NULL, u ? &u->agg : NULL, as_of, &pv->p);
+    RecentSummary rs;
+    service_recent_summary(s, u, as_of, &rs);
+    model_predict(m, u ? store_user_h(s->store, u) : NULL, u ? &u->agg : NULL, &rs, as_of, &pv->p);
     atomic_fetch_add_explicit(&s->metrics->predictions, 1, memory_order_relaxed);
-    explain_fallback(m, u ? &u->agg : NULL, as_of, ex);
+    explain_fallback(m, u ? &u->agg : NULL, &rs, as_of, ex);
     ex->network_used = pv->p.from_network;
     ex->network_ltv = pv->p.uncorrected;
     ex->adjuster_used = m->has_adj && u;
@@ -153,7 +153,7 @@ void service_explain(Service *s, const char *id, size_t len, int64_t as_of, Pred
     ex->ltv = pv->p.ltv;
     ex->ring_events = u ? u->ring_len : 0;
     if (u && ex->network_used)
-        explain_events(s, m, u, as_of, pv->p.ltv, (float *)(buf + stride), ex);
+        explain_events(s, m, u, &rs, as_of, pv->p.ltv, (float *)(buf + stride), ex);
     free(buf);
     model_release(m);
 }

@@ -258,11 +258,21 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   "\"fallback\":{\"model\":\"bgnbd+gamma_gamma\",\"fitted\":%s,\"fitted_at\":%s%s%s,"
                   "\"customers\":%llu,\"repeat_buyers\":%llu,\"purchases\":%llu,"
                   "\"bgnbd\":{\"r\":%.6g,\"alpha\":%.6g,\"a\":%.6g,\"b\":%.6g},"
-                  "\"gamma_gamma\":{\"p\":%.6g,\"q\":%.6g,\"v\":%.6g}},",
+                  "\"gamma_gamma\":{\"p\":%.6g,\"q\":%.6g,\"v\":%.6g},",
                   f->fitted_at ? "true" : "false", f->fitted_at ? "\"" : "", f->fitted_at ? fitted : "null",
                   f->fitted_at ? "\"" : "", (unsigned long long)f->customers, (unsigned long long)f->repeat_buyers,
                   (unsigned long long)f->purchases, f->bg.r, f->bg.alpha, f->bg.a, f->bg.b, f->gg.p, f->gg.q,
                   f->gg.v);
+    static const char *const cold_states[] = {"prior", "capped", "fitted"};
+    textbuf_printf(b, "\"cold_start\":{\"state\":\"%s\",\"examples\":%llu,\"converted\":%llu,\"beta_p\":[",
+                   cold_states[f->cold.state <= COLD_FITTED ? f->cold.state : 0], (unsigned long long)f->cold.examples,
+                   (unsigned long long)f->cold.converted);
+    for (int i = 0; i < COLD_FEATURES; i++)
+        textbuf_printf(b, "%s%.6g", i ? "," : "", finite_or_zero(f->cold.beta_p[i]));
+    textbuf_printf(b, "],\"beta_mu\":[");
+    for (int i = 0; i < COLD_FEATURES; i++)
+        textbuf_printf(b, "%s%.6g", i ? "," : "", finite_or_zero(f->cold.beta_mu[i]));
+    textbuf_printf(b, "],\"sigma\":%.6g}},", finite_or_zero(f->cold.sigma));
     textbuf_printf(b, "\"retrain\":{\"state\":\"%s\",\"job\":%llu,\"last_error\":", states[mi->retrain_state],
                   (unsigned long long)mi->retrain_job);
     if (mi->retrain_error[0])
@@ -274,13 +284,16 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   ",\"network\":%s,\"last_training\":{\"examples\":%llu,\"users\":%llu,\"epochs\":%llu,"
                   "\"head\":\"%s\",\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
                   "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,"
-                  "\"swapped\":%s},\"runs\":[",
+                  "\"swapped\":%s,\"level\":{\"rule\":\"%s\",\"shift\":%.6g,\"val_total_error_fallback\":%.6g,"
+                  "\"val_total_error_held_out\":%.6g}},\"runs\":[",
                   mi->network_enabled ? "true" : "false", (unsigned long long)lt->examples,
                   (unsigned long long)lt->users, (unsigned long long)lt->epochs,
                   lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none", finite_or_zero(lt->val_loss),
                   finite_or_zero(lt->val_loss_other), finite_or_zero(lt->val_loss_fallback),
                   finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini),
-                  finite_or_zero(lt->val_gini_fallback), lt->seconds, lt->swapped ? "true" : "false");
+                  finite_or_zero(lt->val_gini_fallback), lt->seconds, lt->swapped ? "true" : "false",
+                  lt->level_rule == 1 ? "held_out" : "fallback", finite_or_zero(lt->level_shift),
+                  finite_or_zero(lt->val_total_error_fallback), finite_or_zero(lt->val_total_error_held_out));
     for (unsigned k = 0; k < mi->nruns; k++) {
         const TrainRun *run = &mi->runs[k];
         char at[TIME_RFC3339_LEN];

@@ -127,18 +127,43 @@ void service_snapshot_request_done(Service *s, uint64_t job, int rc)
  * is far below the model's (docs/PERFORMANCE.md, "Tail latency"). */
 #define FALLBACK_FIT_MAX_CUSTOMERS 50000
 
+/* Cold-start examples (coldstart.h) a refit collects at most: 80 bytes each (16 MB). */
+#define COLD_MAX_EXAMPLES 200000
+
 typedef struct SummaryWalk {
     CustomerSummary *arr; /* (cap,) */
     uint64_t *keys;       /* (cap,): the shoppers' id hashes */
     size_t n, cap;
     int64_t now;
+    const Store *store;
+    ColdExample *cold;    /* (COLD_MAX_EXAMPLES,), NULL: none wanted */
+    size_t ncold;
+    int horizon_days;
+    Event ring[1024];     /* one shopper's retained events (model.recent_events <= 1024) */
 } SummaryWalk;
+
+/* The cold-start cuts of u's retained events: only a ring that holds every
+ * event since the shopper's first, or drops none of its purchases. */
+static void collect_cold_cuts(SummaryWalk *w, UserState *u)
+{
+    if (!w->cold || w->ncold >= COLD_MAX_EXAMPLES || u->ring_len == 0 || u->ring_ctx.purchases_before > 0)
+        return;
+    size_t n = u->ring_len;
+    for (unsigned k = 0; k < n; k++)
+        store_ring_event(store_ring_at(w->store, u, k), &w->ring[k]);
+    if (w->ring[0].type == EV_PURCHASE)
+        return;
+    int64_t first = u->ring_ctx.events_before > 0 ? u->ring_ctx.first_ts : w->ring[0].ts;
+    coldstart_cuts(w->cold, &w->ncold, COLD_MAX_EXAMPLES, w->ring, n, u->ring_ctx.events_before, first, w->now,
+                   w->horizon_days);
+}
 
 static int visit_summary(void *arg, UserState *u)
 {
     SummaryWalk *w = arg;
     if (w->n >= w->cap)
         return 1;
+    collect_cold_cuts(w, u);
     if (shopper_summary(&u->agg, w->now, &w->arr[w->n]))
         w->keys[w->n++] = u->hash;
     return w->n >= w->cap;
@@ -148,29 +173,38 @@ static int visit_summary(void *arg, UserState *u)
  * every customer's, or, past FALLBACK_FIT_MAX_CUSTOMERS, those whose id
  * hash falls below the share that leaves about that many. *total gets the
  * number of customers before sampling. */
-static CustomerSummary *collect_summaries(Service *s, int64_t now, size_t *n_out, size_t *total)
+static CustomerSummary *collect_summaries(Service *s, int64_t now, size_t *n_out, size_t *total, ColdExample *cold,
+                                          size_t *ncold)
 {
-    SummaryWalk w = {.cap = store_count(s->store) + 1, .now = now};
-    w.arr = malloc(w.cap * sizeof *w.arr);
-    w.keys = malloc(w.cap * sizeof *w.keys);
-    if (!w.arr || !w.keys) {
-        free(w.arr);
-        free(w.keys);
+    SummaryWalk *w = calloc(1, sizeof *w); /* its ring is 56 KiB: not on the stack */
+    if (!w)
+        return NULL;
+    *w = (SummaryWalk){.cap = store_count(s->store) + 1, .now = now, .store = s->store, .cold = cold,
+                       .horizon_days = (int)s->cfg.model_horizon_days};
+    w->arr = malloc(w->cap * sizeof *w->arr);
+    w->keys = malloc(w->cap * sizeof *w->keys);
+    if (!w->arr || !w->keys) {
+        free(w->arr);
+        free(w->keys);
+        free(w);
         return NULL;
     }
-    store_visit(s->store, WORKER_BATCH_SUMMARIES, visit_summary, &w);
-    *total = w.n;
-    if (w.n > FALLBACK_FIT_MAX_CUSTOMERS) {
-        uint64_t keep_below = (uint64_t)((double)UINT64_MAX * ((double)FALLBACK_FIT_MAX_CUSTOMERS / (double)w.n));
+    store_visit(s->store, WORKER_BATCH_SUMMARIES, visit_summary, w);
+    *total = w->n;
+    if (w->n > FALLBACK_FIT_MAX_CUSTOMERS) {
+        uint64_t keep_below = (uint64_t)((double)UINT64_MAX * ((double)FALLBACK_FIT_MAX_CUSTOMERS / (double)w->n));
         size_t k = 0;
-        for (size_t i = 0; i < w.n; i++)
-            if (w.keys[i] <= keep_below)
-                w.arr[k++] = w.arr[i];
-        w.n = k;
+        for (size_t i = 0; i < w->n; i++)
+            if (w->keys[i] <= keep_below)
+                w->arr[k++] = w->arr[i];
+        w->n = k;
     }
-    free(w.keys);
-    *n_out = w.n;
-    return w.arr;
+    CustomerSummary *arr = w->arr;
+    *n_out = w->n;
+    *ncold = w->ncold;
+    free(w->keys);
+    free(w);
+    return arr;
 }
 
 typedef struct FitJob {
@@ -178,14 +212,25 @@ typedef struct FitJob {
     size_t n;
     FallbackFit *fit;
     size_t repeaters;
+    const ColdExample *cold; /* (ncold,); NULL: the textbook prior */
+    size_t ncold;
+    const atomic_bool *cancel; /* shutdown */
 } FitJob;
 
-/* Compute thread: BG/NBD, then Gamma-Gamma, from the fit's starting point. */
+/* Compute thread: BG/NBD, then Gamma-Gamma, from the fit's starting point,
+ * then the cold start from behaviour. */
 static int fit_fallback(void *arg)
 {
     FitJob *j = arg;
-    int rc = bgnbd_fit(j->sum, j->n, &j->fit->bg);
-    return rc ? rc : gg_fit(j->sum, j->n, &j->fit->gg, &j->repeaters);
+    int rc = bgnbd_fit_cancel(j->sum, j->n, &j->fit->bg, j->cancel);
+    rc = rc ? rc : gg_fit_cancel(j->sum, j->n, &j->fit->gg, &j->repeaters, j->cancel);
+    if (rc)
+        return rc;
+    if (j->cold)
+        return coldstart_fit(j->cold, j->ncold, &j->fit->cold);
+    memset(&j->fit->cold, 0, sizeof j->fit->cold);
+    j->fit->cold.state = COLD_PRIOR;
+    return 0;
 }
 
 int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
@@ -196,18 +241,28 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
         return 1;
     int64_t now = service_now(s);
     size_t n = 0, total = 0;
-    CustomerSummary *sum = collect_summaries(s, now, &n, &total);
+    bool behaviour = s->cfg.fallback_cold_start == 0;
+    ColdExample *cold = behaviour ? malloc(COLD_MAX_EXAMPLES * sizeof *cold) : NULL;
+    size_t ncold = 0;
+    CustomerSummary *sum = behaviour && !cold ? NULL : collect_summaries(s, now, &n, &total, cold, &ncold);
     if (!sum) {
+        free(cold);
         snprintf(err, errlen, "out of memory collecting summaries");
         return -ENOMEM;
     }
     Model *cur = service_model_acquire(s);
     FallbackFit fit = cur->fallback;
     uint64_t t0 = time_mono_ns();
-    FitJob job = {.sum = sum, .n = n, .fit = &fit};
+    FitJob job = {.sum = sum, .n = n, .fit = &fit, .cold = cold, .ncold = ncold, .cancel = &s->cancel_jobs};
     int rc = service_run_niced(fit_fallback, &job);
     size_t repeaters = job.repeaters;
     free(sum);
+    free(cold);
+    if (rc == -ECANCELED) {
+        model_release(cur);
+        snprintf(err, errlen, "fallback fit stopped: ltvd is shutting down");
+        return rc;
+    }
     if (rc) {
         model_release(cur);
         snprintf(err, errlen, "fallback fit needs at least 10 shoppers with purchases and 3 repeat buyers "
@@ -239,8 +294,10 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     atomic_fetch_add(&s->metrics->fallback_fits, 1);
     atomic_store(&s->metrics->model_last_trained_unix, metrics_unix_now());
     log_msg(LOG_INFO, "fallback refit", "version=%llu customers=%zu of=%zu repeat_buyers=%zu r=%.4f alpha=%.4f "
-            "a=%.4f b=%.4f p=%.3f q=%.3f v=%.3f ms=%.1f", (unsigned long long)version, n, total, repeaters, fit.bg.r,
-            fit.bg.alpha, fit.bg.a, fit.bg.b, fit.gg.p, fit.gg.q, fit.gg.v, (time_mono_ns() - t0) / 1e6);
+            "a=%.4f b=%.4f p=%.3f q=%.3f v=%.3f cold_start=%s cold_examples=%llu cold_converted=%llu ms=%.1f",
+            (unsigned long long)version, n, total, repeaters, fit.bg.r, fit.bg.alpha, fit.bg.a, fit.bg.b, fit.gg.p,
+            fit.gg.q, fit.gg.v, (const char *[]){"prior", "capped", "fitted"}[fit.cold.state % 3],
+            (unsigned long long)fit.cold.examples, (unsigned long long)fit.cold.converted, (time_mono_ns() - t0) / 1e6);
     save_serving_model(s);
     return 0;
 }
@@ -399,6 +456,7 @@ static void train_config(Service *s, const Model *cur, TrainConfig *tc)
         .bptt = (int)s->cfg.train_bptt_steps,
         .val_percent = (int)s->cfg.train_val_percent,
         .head = (int)s->cfg.train_head,
+        .level = (int)s->cfg.train_level,
         .cancel = &s->cancel_jobs,
     };
 }
@@ -665,13 +723,20 @@ static int train_network(Service *s, char *err, size_t errlen)
         .val_loss_fallback = tr.val_loss_fallback,
         .val_loss_serving = tr.val_loss_serving,
         .val_gini_fallback = tr.val_gini_fallback,
+        .level_shift = tr.level_shift,
+        .val_total_error_fallback = tr.val_total_error_fallback,
+        .val_total_error_held_out = tr.val_total_error_held_out,
+        .level_rule = tr.level_rule,
         .hybrid = tr.hybrid,
         .swapped = tr.val_loss < tr.val_loss_serving,
     };
     log_msg(LOG_INFO, "network trained", "hybrid=%s val_loss=%.5f other_variant=%.5f fallback=%.5f serving=%.5f "
-            "val_gini=%.4f val_gini_fallback=%.4f level_shift=%.4f examples=%llu users=%llu epochs=%d seconds=%.2f swap=%s",
+            "val_gini=%.4f val_gini_fallback=%.4f level_shift=%.4f level_rule=%s val_total_error_fallback=%.4f "
+            "val_total_error_held_out=%.4f examples=%llu users=%llu epochs=%d seconds=%.2f swap=%s",
             tr.hybrid ? "true" : "false", tr.val_loss, tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving,
             tr.val_gini, tr.val_gini_fallback, tr.level_shift,
+            tr.level_rule == LEVEL_RULE_HELD_OUT ? "held_out" : "fallback", tr.val_total_error_fallback,
+            tr.val_total_error_held_out,
             (unsigned long long)tr.examples, (unsigned long long)tr.users, tr.epochs, tr.seconds,
             f.swapped ? "true" : "false");
     pthread_mutex_lock(&s->err_lock);

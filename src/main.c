@@ -405,7 +405,7 @@ static int check_config(const char *config_path, int argc, char **argv)
 
 static int load_or_create_model(const LtvdConfig *cfg, Model **out)
 {
-    char path[CONFIG_STR_MAX + 32], err[512];
+    char path[CONFIG_STR_MAX + 32], err[512] = "";
     snprintf(path, sizeof path, "%s/%s", cfg->storage_dir, MODEL_FILE_NAME);
     struct stat st;
     if (stat(path, &st) == 0) {
@@ -414,6 +414,8 @@ static int load_or_create_model(const LtvdConfig *cfg, Model **out)
             log_msg(LOG_ERROR, "cannot load model", "error=\"%s\" hint=\"move the file away to start afresh\"", err);
             return rc;
         }
+        if (err[0])
+            log_msg(LOG_WARN, "model loaded without its network", "reason=\"%s\"", err);
         if ((*out)->horizon_days != (int)cfg->model_horizon_days) {
             log_msg(LOG_ERROR, "cannot load model",
                     "error=\"%s was made for horizon_days=%d, config says %lld\" hint=\"move the file away\"", path,
@@ -434,6 +436,7 @@ static int load_or_create_model(const LtvdConfig *cfg, Model **out)
     if (rc)
         return rc;
     FallbackFit fit = {.bg = BGNBD_CDNOW_PRIOR, .gg = GG_CDNOW_PRIOR}; /* fitted_at 0: the prior */
+    fit.cold.state = cfg->fallback_cold_start == 1 ? COLD_PRIOR : COLD_CAPPED;
     rc = model_create(out, net, &fit, (int)cfg->model_horizon_days, MODEL_FALLBACK, 1);
     lstm_weights_release(net);
     if (!rc)

@@ -110,14 +110,48 @@ void model_release(Model *m)
     free(m);
 }
 
-void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_t as_of, Prediction *out)
+void model_fallback(const FallbackFit *fit, int horizon_days, const ShopperAgg *agg, const RecentSummary *rs,
+                    int64_t as_of, FallbackOutput *out)
+{
+    const double t = horizon_days / 7.0;
+    CustomerSummary s;
+    if (agg && shopper_summary(agg, as_of, &s)) {
+        fallback_predict(&fit->bg, &fit->gg, &s, t, out);
+        return;
+    }
+    fallback_predict(&fit->bg, &fit->gg, NULL, t, out); /* the population prior */
+    out->p_alive = 1.0;
+    if (!agg || agg->events == 0 || fit->cold.state == COLD_PRIOR)
+        return;
+    if (fit->cold.state == COLD_FITTED) {
+        double f[COLD_FEATURES];
+        coldstart_features(f, agg, rs, as_of);
+        ZilnParams z = coldstart_predict(&fit->cold, f);
+        out->ziln = z;
+        out->ltv = ziln_mean(&z);
+        out->p_active = z.p;
+        out->expected_purchases = z.p;
+        out->value = z.p > 0 ? out->ltv / z.p : 0.0;
+        return;
+    }
+    /* no evidence: at most what a one-time buyer known as long is worth */
+    double tenure_weeks = fmax(0.0, (double)(as_of - agg->first_ts) / (7.0 * 86400.0));
+    CustomerSummary once = {.x = 0, .t_x = 0, .T = tenure_weeks, .m = 0};
+    FallbackOutput lapsed;
+    fallback_predict(&fit->bg, &fit->gg, &once, t, &lapsed);
+    if (lapsed.ltv < out->ltv) {
+        *out = lapsed;
+        out->p_alive = 1.0;
+    }
+}
+
+void model_predict(const Model *m, const float *h, const ShopperAgg *agg, const RecentSummary *rs, int64_t as_of,
+                   Prediction *out)
 {
     ZilnParams z;
-    CustomerSummary s;
-    bool has_purchase = agg && shopper_summary(agg, as_of, &s);
     FallbackOutput fo;
-    if (has_purchase) {
-        fallback_predict(&m->fallback.bg, &m->fallback.gg, &s, m->horizon_days / 7.0, &fo);
+    if (agg) {
+        model_fallback(&m->fallback, m->horizon_days, agg, rs, as_of, &fo);
         z = fo.ziln;
     } else {
         z = m->cold_start;
@@ -131,7 +165,7 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
         const LstmWeights *w = m->net;
         const int H = w->cfg.hidden;
         float ef[HEAD_EXTRA]; /* (E,) */
-        encode_head_extra(ef, agg, as_of, log1p(fo.ltv), fo.p_alive);
+        encode_head_extra(ef, agg, rs, as_of, log1p(fo.ltv), fo.p_alive);
         double hd[LSTM_MAX_HIDDEN], e[HEAD_EXTRA], zo[HEAD_OUT]; /* h (H,), e (E,), z (3,) in double */
         for (int j = 0; j < H; j++)
             hd[j] = h[j];
@@ -168,10 +202,15 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, int64_
  *   u32 horizon_days; u32 status; u32 net_id; u32 flags (1: hybrid head);
  *   u64 version; i64 trained_at; f64 level_shift;
  *   f64 r, alpha, a, b, p, q, v; u64 customers, repeat_buyers, purchases;
- *   i64 fitted_at; u64 examples, users, epochs; f64 val_loss, val_gini, seconds;
+ *   i64 fitted_at;
+ *   (format 5:) u32 cold_state; f64 cold_beta_p[6], cold_beta_mu[6], cold_sigma; u64 cold_examples, cold_converted;
+ *   u64 examples, users, epochs; f64 val_loss, val_gini, seconds;
  *   f32 lstm_w[4H(I+H)], lstm_b[4H], head_w[3(H+E)], head_b[3];
  *   u32 has_adjuster; AdjTable (raw, when has_adjuster);
- * Format 3 (an AdjTable without tenure buckets) is read with its table dropped.
+ * Format 3 (an AdjTable without tenure buckets) is read with its table dropped;
+ * formats 3 and 4 have no cold-start fit (it is COLD_CAPPED until the next refit),
+ * and 6 head inputs (extra = 6): their network is skipped and the model loads
+ * with status fallback (model_load's err says so).
  *   u32 crc32 of every byte before it. */
 
 /* The file's bytes: built in memory, then written at once (save); read
@@ -260,6 +299,12 @@ int model_save(const Model *m, const char *path)
     PUT(&fb, f->repeat_buyers);
     PUT(&fb, f->purchases);
     PUT(&fb, f->fitted_at);
+    PUT(&fb, f->cold.state);
+    put(&fb, f->cold.beta_p, sizeof f->cold.beta_p);
+    put(&fb, f->cold.beta_mu, sizeof f->cold.beta_mu);
+    PUT(&fb, f->cold.sigma);
+    PUT(&fb, f->cold.examples);
+    PUT(&fb, f->cold.converted);
     const TrainFigures *t = &m->train;
     PUT(&fb, t->examples);
     PUT(&fb, t->users);
@@ -326,6 +371,14 @@ static const char *model_values_bad(const LstmWeights *w, const FallbackFit *f, 
             return "fallback parameters out of range";
     if (f->gg.q <= 1.0)
         return "fallback parameter q <= 1 (infinite mean spend)";
+    if (f->cold.state > COLD_FITTED)
+        return "cold-start state out of range";
+    for (int i = 0; i < COLD_FEATURES; i++)
+        if (!isfinite(f->cold.beta_p[i]) || !isfinite(f->cold.beta_mu[i]) || fabs(f->cold.beta_p[i]) > 1e6 ||
+            fabs(f->cold.beta_mu[i]) > 1e6)
+            return "a cold-start coefficient out of range";
+    if (f->cold.state == COLD_FITTED && !(f->cold.sigma >= 0.05 && f->cold.sigma <= 5.0))
+        return "cold-start sigma out of range";
     if (horizon < 1 || horizon > 3650)
         return "horizon outside 1-3650 days";
     if (!isfinite(w->level_shift) || fabs(w->level_shift) > 50)
@@ -356,6 +409,8 @@ static const char *model_values_bad(const LstmWeights *w, const FallbackFit *f, 
 
 int model_load(Model **out, const char *path, int expect_hidden, char *err, size_t errlen)
 {
+    if (errlen)
+        err[0] = '\0';
     FILE *fp = fopen(path, "rb");
     if (!fp) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
@@ -389,8 +444,8 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
         snprintf(err, errlen, "%s: not an ltvd model file", path);
         goto fail;
     }
-    if (u32[0] != MODEL_FORMAT_VERSION && u32[0] != 3u) {
-        snprintf(err, errlen, "%s: format version %u, this build reads 3 and %u", path, u32[0], MODEL_FORMAT_VERSION);
+    if (u32[0] != MODEL_FORMAT_VERSION && u32[0] != 3u && u32[0] != 4u) {
+        snprintf(err, errlen, "%s: format version %u, this build reads 3 to %u", path, u32[0], MODEL_FORMAT_VERSION);
         goto fail;
     }
     if ((int)u32[2] != expect_hidden) {
@@ -399,7 +454,11 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
                  "the new size is trained)", path, u32[2], u32[2], expect_hidden);
         goto fail;
     }
-    if (u32[1] != FEATURE_DIM || u32[3] != HEAD_EXTRA) {
+    /* formats 3 and 4 had 6 head inputs: their network cannot serve with
+     * this build's head; their fallback loads, and the network is dropped
+     * (the fallback serves until the next retrain) */
+    const bool old_head = u32[0] < 5u && u32[3] == MODEL_V4_HEAD_EXTRA;
+    if (u32[1] != FEATURE_DIM || (u32[3] != HEAD_EXTRA && !old_head)) {
         snprintf(err, errlen, "%s: shapes input=%u hidden=%u extra=%u do not match this config (%d, %d, %d)", path,
                  u32[1], u32[2], u32[3], FEATURE_DIM, expect_hidden, HEAD_EXTRA);
         goto fail;
@@ -423,24 +482,47 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     GET(&fb, f.repeat_buyers);
     GET(&fb, f.purchases);
     GET(&fb, f.fitted_at);
+    memset(&f.cold, 0, sizeof f.cold);
+    f.cold.state = COLD_CAPPED;
+    if (u32[0] >= 5u) {
+        GET(&fb, f.cold.state);
+        get(&fb, f.cold.beta_p, sizeof f.cold.beta_p);
+        get(&fb, f.cold.beta_mu, sizeof f.cold.beta_mu);
+        GET(&fb, f.cold.sigma);
+        GET(&fb, f.cold.examples);
+        GET(&fb, f.cold.converted);
+    }
     GET(&fb, t.examples);
     GET(&fb, t.users);
     GET(&fb, t.epochs);
     GET(&fb, t.val_loss);
     GET(&fb, t.val_gini);
     GET(&fb, t.seconds);
-    get(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
-    get(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
-    get_f32(&fb, w->head_w, head_w_len(&w->cfg));
-    get_f32(&fb, w->head_b, HEAD_OUT);
+    if (old_head) { /* skipped: LSTM weights and biases, the old head (3 (H+6) + 3) */
+        size_t skip = sizeof(float) * (lstm_w_len(&w->cfg) + 4u * (size_t)w->cfg.hidden +
+                                       3u * ((size_t)w->cfg.hidden + MODEL_V4_HEAD_EXTRA) + HEAD_OUT);
+        if (fb.pos + skip > fb.b.len)
+            fb.err = -EINVAL;
+        else
+            fb.pos += skip;
+        w->level_shift = 0.0;
+    } else {
+        get(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
+        get(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
+        get_f32(&fb, w->head_w, head_w_len(&w->cfg));
+        get_f32(&fb, w->head_b, HEAD_OUT);
+    }
     uint32_t has_adj = 0;
     AdjTable adj;
     GET(&fb, has_adj);
-    if (has_adj && u32[0] == 3u) {
-        /* format 3: the adjuster table had no tenure; it is dropped (the
-         * next adjuster run learns a new one) */
+    if (has_adj && (u32[0] == 3u || old_head)) {
+        /* format 3: the adjuster table had no tenure; format 4's belongs to
+         * the dropped network: either is dropped (the next adjuster run
+         * learns a new one) */
         has_adj = 0;
-        fb.pos = fb.b.len;
+        fb.pos = u32[0] == 3u ? fb.b.len : fb.pos + sizeof adj;
+        if (fb.pos > fb.b.len)
+            fb.err = -EINVAL;
     } else if (has_adj)
         GET(&fb, adj);
     if (fb.err || fb.pos != fb.b.len || u32[5] > MODEL_TRAINED || has_adj > 1) {
@@ -452,8 +534,11 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
         snprintf(err, errlen, "%s: %s (the checksum is right: a damaged writer or a crafted file)", path, bad);
         goto fail;
     }
-    if ((rc = model_create(&m, w, &f, (int)u32[4], (ModelStatus)u32[5], version)) != 0)
+    if ((rc = model_create(&m, w, &f, (int)u32[4], old_head ? MODEL_FALLBACK : (ModelStatus)u32[5], version)) != 0)
         goto fail;
+    if (old_head && u32[5] == MODEL_TRAINED)
+        snprintf(err, errlen, "%s: format %u, a network with %d head inputs, which this build does not have: the "
+                 "fallback serves until the next retrain", path, u32[0], MODEL_V4_HEAD_EXTRA);
     m->trained_at = trained_at;
     m->train = t;
     m->has_adj = has_adj != 0;

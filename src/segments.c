@@ -148,7 +148,9 @@ static int predict_copies(void *arg)
         UserState *u = (UserState *)(w->copies + i * w->stride);
         service_ensure_state(w->s, u, w->m->net);
         Prediction p;
-        model_predict(w->m, store_user_h(w->s->store, u), &u->agg, w->as_of, &p);
+        RecentSummary rs;
+        service_recent_summary(w->s, u, w->as_of, &rs);
+        model_predict(w->m, store_user_h(w->s->store, u), &u->agg, &rs, w->as_of, &p);
         float pa = (float)p.p_active, peak = peak_of(w, u->hash);
         w->rec[w->n++] = (SegRecord){
             .hash = u->hash,

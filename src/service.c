@@ -212,9 +212,11 @@ static void fill_prediction(Service *s, const Model *m, UserState *u, const char
     out->known = u != NULL;
     out->events = u ? u->agg.events : 0;
     out->last_event_ts = u ? u->agg.last_ts : 0;
+    RecentSummary rs;
     if (u)
         service_ensure_state(s, u, m->net);
-    model_predict(m, u ? store_user_h(s->store, u) : NULL, u ? &u->agg : NULL, as_of, &out->p);
+    service_recent_summary(s, u, as_of, &rs);
+    model_predict(m, u ? store_user_h(s->store, u) : NULL, u ? &u->agg : NULL, &rs, as_of, &out->p);
     atomic_fetch_add_explicit(&s->metrics->predictions, 1, memory_order_relaxed);
 }
 
@@ -318,6 +320,19 @@ int service_replay_events(Service *s, const Event *ev, size_t n, const LstmWeigh
         rc = -ENOMEM;
     store_unlock(s->store);
     return rc;
+}
+
+/* What u's retained events up to as_of say of its browsing (u NULL or
+ * without events: nothing). u is a slot of s->store or a copy of one. */
+void service_recent_summary(const Service *s, const UserState *u, int64_t as_of, RecentSummary *rs)
+{
+    recent_summary_init(rs);
+    for (unsigned k = 0; u && k < u->ring_len; k++) {
+        Event ev;
+        store_ring_event(store_ring_at(s->store, (UserState *)u, k), &ev);
+        if (ev.ts <= as_of)
+            recent_summary_apply(rs, &ev);
+    }
 }
 
 void service_predict(Service *s, const char *id, size_t len, int64_t as_of, PredictionView *out)

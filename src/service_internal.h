@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 
 #include "dedupe.h"
+#include "encoding.h"
 #include "predlog.h"
 #include "service.h"
 #include "store.h"
@@ -87,6 +88,7 @@ int service_publish_if(Service *s, Model *m, uint64_t expect);
  * under other weights than net, so a prediction never mixes versions.
  * Store lock held. */
 void service_ensure_state(Service *s, UserState *u, const LstmWeights *net);
+void service_recent_summary(const Service *s, const UserState *u, int64_t as_of, RecentSummary *rs);
 
 /* Recovery (main thread, before serving): re-applies a logged batch under
  * net (-ENOSPC: it would overflow limits.max_users), and a logged erasure

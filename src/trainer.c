@@ -369,12 +369,12 @@ static double fallback_mean(const TrainCut *ct)
 
 typedef void (*ValCutFn)(void *arg, const TrainCut *ct, double pred);
 
-/* Calls fn for every validation cut, in order, with the mean spend the
+/* Calls fn for every validation cut (every cut, if all), in order, with the mean spend the
  * network theta (head variant hybrid, μ moved by level_shift) predicts
  * there: the prediction serving makes for that shopper at that time
  * (model_predict). theta NULL: the fallback's prediction. -ENOMEM. */
-static int predict_val_cuts(const double *theta, int H, bool hybrid, double level_shift, const Dataset *d,
-                            ValCutFn fn, void *arg)
+static int predict_cuts(const double *theta, int H, bool hybrid, double level_shift, const Dataset *d, bool all,
+                        ValCutFn fn, void *arg)
 {
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
     const double *W = theta, *b = theta ? theta + G * K : NULL;   /* W (4H, K), b (4H,) */
@@ -385,7 +385,7 @@ static int predict_val_cuts(const double *theta, int H, bool hybrid, double leve
     double *c = h + H, *z = c + H, *xh = z + G;
     for (size_t i = 0; i < d->nseq; i++) {
         const TrainSeq *s = &d->seqs[i];
-        if (!s->val)
+        if (!s->val && !all)
             continue;
         memset(h, 0, 2u * (size_t)H * sizeof(double));
         int ci = 0;
@@ -439,7 +439,7 @@ static double val_gini(const double *theta, int H, const Dataset *d, bool hybrid
         .pa = malloc((n ? n : 1) * 2 * sizeof(double)),
     };
     double g = 0;
-    if (gp.pp && gp.pf && gp.pa && predict_val_cuts(theta, H, hybrid, 0.0, d, add_gini_pair, &gp) == 0 && gp.n) {
+    if (gp.pp && gp.pf && gp.pa && predict_cuts(theta, H, hybrid, 0.0, d, false, add_gini_pair, &gp) == 0 && gp.n) {
         double gn = ranking_gini(gp.pp, gp.n, true), gf = ranking_gini(gp.pf, gp.n, true), ga = ranking_gini(gp.pa, gp.n, false);
         g = ga > 0 ? gn / ga : 0;
         *fallback = ga > 0 ? gf / ga : 0;
@@ -468,21 +468,22 @@ static double level_shift(const TrainSet *set, const TrainConfig *cfg, const Fal
         memset(h, 0, 2u * (size_t)H * sizeof(double));
         EncodeContext ctx = sh->ctx0;
         ShopperAgg agg = sh->agg0;
+        RecentSummary rs;
+        recent_summary_init(&rs);
         for (size_t t = 0; t < sh->n; t++) {
             encode_event(xf, &ev[t], &ctx);
             encode_context_advance(&ctx, &ev[t]);
             shopper_agg_apply(&agg, &ev[t]);
+            recent_summary_apply(&rs, &ev[t]);
             double x[NIN];
             for (int k = 0; k < NIN; k++)
                 x[k] = xf[k];
             step_forward(W, b, H, x, h, c, z, xh);
         }
-        CustomerSummary cs;
-        bool has = shopper_summary(&agg, set->now, &cs);
         FallbackOutput fo;
-        fallback_predict(&fit->bg, &fit->gg, has ? &cs : NULL, cfg->horizon_days / 7.0, &fo);
+        model_fallback(fit, cfg->horizon_days, &agg, &rs, set->now, &fo);
         float ef[NE];
-        encode_head_extra(ef, &agg, set->now, log1p(fo.ltv), fo.p_alive);
+        encode_head_extra(ef, &agg, &rs, set->now, log1p(fo.ltv), fo.p_alive);
         double e[NE], zo[HEAD_OUT];
         for (int j = 0; j < NE; j++)
             e[j] = ef[j];
@@ -497,6 +498,68 @@ static double level_shift(const TrainSet *set, const TrainConfig *cfg, const Fal
     if (sum_net <= 0 || sum_fb <= 0)
         return 0.0;
     return log(sum_fb / sum_net);
+}
+
+/* Sums for the level check: labels, the network's means (no level shift)
+ * and the fallback's, in two windows of cut times: [1] the latest matured
+ * held-out cuts (the validation cuts), [0] the cuts of any shopper one
+ * horizon earlier (training shoppers': validation shoppers have no cuts
+ * there). */
+typedef struct LevelSums {
+    int64_t lo[2], hi[2];
+    double y[2], net[2], fb[2];
+    size_t pos[2];
+} LevelSums;
+
+static void add_level_sums(void *arg, const TrainCut *ct, double pred)
+{
+    LevelSums *l = arg;
+    for (int w = 0; w < 2; w++)
+        if (ct->c >= l->lo[w] && ct->c <= l->hi[w] && (w == 0 || ct->val)) {
+            l->y[w] += ct->y;
+            l->net[w] += pred;
+            l->fb[w] += fallback_mean(ct);
+            l->pos[w] += ct->y > 0;
+        }
+}
+
+/* The level (docs/MODEL.md, "Training", step 6), chosen and checked on
+ * matured held-out cuts. Two rules: "fallback", the fallback's total at
+ * now (level_shift()), and "held_out", the network calibrated on the latest
+ * matured held-out cuts (shift = log Σ spend / Σ network there). Serving is
+ * at least a horizon after those cuts, so each rule is checked the way it
+ * is used, one horizon forward: the fallback rule by the fallback's total
+ * error on the latest cuts (anchoring makes the network's total the
+ * fallback's), the held-out rule by calibrating on the cuts one horizon
+ * earlier and applying that to the latest. The fallback rule is kept when
+ * its error is within LEVEL_TOLERANCE, or when either window holds fewer
+ * than LEVEL_MIN_POSITIVE cuts with spend (nothing to check it against);
+ * the held-out rule replaces it only with a smaller error. *rule gets which
+ * was chosen, *err_fb and *err_cal the two checked errors. */
+#define LEVEL_TOLERANCE 0.10
+#define LEVEL_MIN_POSITIVE 50
+
+static double choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
+                           bool hybrid, const Dataset *d, int *rule, double *err_fb, double *err_cal)
+{
+    double anchor = level_shift(set, cfg, fit, theta, hybrid);
+    *rule = LEVEL_RULE_FALLBACK;
+    *err_fb = *err_cal = 0.0;
+    const int64_t Hs = (int64_t)cfg->horizon_days * 86400, newest = set->now - Hs;
+    const int64_t span = 2 * (int64_t)cfg->grid_days * 86400;
+    LevelSums l = {.lo = {newest - span - Hs, newest - span}, .hi = {newest - Hs, newest}};
+    if (predict_cuts(theta, cfg->hidden, hybrid, 0.0, d, true, add_level_sums, &l) != 0)
+        return anchor;
+    if (!(l.y[1] > 0 && l.net[1] > 0 && l.fb[1] > 0))
+        return anchor;
+    *err_fb = l.fb[1] / l.y[1] - 1.0;
+    if (l.pos[0] < LEVEL_MIN_POSITIVE || l.pos[1] < LEVEL_MIN_POSITIVE || !(l.y[0] > 0 && l.net[0] > 0))
+        return anchor;
+    *err_cal = l.y[0] / l.net[0] * l.net[1] / l.y[1] - 1.0;
+    if (cfg->level == 1 || fabs(*err_fb) <= LEVEL_TOLERANCE || fabs(*err_cal) >= fabs(*err_fb))
+        return anchor;
+    *rule = LEVEL_RULE_HELD_OUT;
+    return log(l.y[1] / l.net[1]);
 }
 
 /* The head to serve (true: hybrid). The hybrid is the constrained variant
@@ -621,7 +684,8 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     }
     net_from_theta(net, win->theta);
     net->hybrid = hybrid;
-    net->level_shift = level_shift(set, cfg, fit, win->theta, hybrid);
+    net->level_shift = choose_level(set, cfg, fit, win->theta, hybrid, &d, &out->level_rule,
+                                    &out->val_total_error_fallback, &out->val_total_error_held_out);
     out->level_shift = net->level_shift;
     out->net = net;
     out->hybrid = hybrid;
@@ -674,7 +738,7 @@ int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const Fallback
     }
     if (net)
         theta_from_net(theta, net);
-    rc = predict_val_cuts(theta, H, net && net->hybrid, net ? net->level_shift : 0.0, &d, add_backtest_pair, &bp);
+    rc = predict_cuts(theta, H, net && net->hybrid, net ? net->level_shift : 0.0, &d, false, add_backtest_pair, &bp);
     free(theta);
     dataset_free(&d);
     if (!rc && !bp.n)

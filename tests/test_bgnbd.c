@@ -2,6 +2,7 @@
  * values; with --cdnow-fit PATH (its own meson test, `bgnbd-cdnow`), the fitter
  * reproduces the published CDNOW parameters, and without the file that test
  * is skipped (exit 77). */
+#include <errno.h>
 #include <string.h>
 
 #include "bgnbd.h"
@@ -85,6 +86,12 @@ static void test_fit_without_dropout(void)
         s[i] = (CustomerSummary){.x = x, .t_x = x > 0 ? T - (i % 4) * 0.3 : 0, .T = T, .m = x > 0 ? 15 + i % 7 : 0};
     }
     BgnbdParams bp = {1, 1, 1, 1};
+    /* a shutdown stops a fit at once and leaves the parameters as they were */
+    atomic_bool stop = true;
+    ASSERT(bgnbd_fit_cancel(s, 600, &bp, &stop) == -ECANCELED);
+    ASSERT(bp.r == 1 && bp.alpha == 1 && bp.a == 1 && bp.b == 1);
+    GammaGammaParams gq = {1, 1, 1};
+    ASSERT(gg_fit_cancel(s, 600, &gq, NULL, &stop) == -ECANCELED && gq.p == 1 && gq.q == 1 && gq.v == 1);
     ASSERT(bgnbd_fit(s, 600, &bp) == 0);
     GammaGammaParams gp = {1, 1, 1};
     size_t repeaters = 0;

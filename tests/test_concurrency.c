@@ -541,7 +541,7 @@ static void phase_swaps(void)
     ASSERT(mkdtemp(dir));
     LtvdConfig cfg;
     base_config(&cfg, dir);
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
     r.fit = fit;
     for (int k = 0; k < NNETS; k++)
         r.nets[k] = test_net(100 + (uint64_t)k, 100 + (uint32_t)k);
@@ -603,7 +603,7 @@ static void phase_jobs(void)
     cfg.train_max_epochs = 6;
     cfg.train_seed = 3;
     cfg.train_grid_days = 20;
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
     LstmWeights *init = test_net(9, 0x80000009u);
     metrics_init(&mx);
     ASSERT(service_create(&r.s, &cfg, &mx, model_of(init, &fit, MODEL_FALLBACK, 1)) == 0);

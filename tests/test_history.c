@@ -19,7 +19,7 @@ static Model *trained_model(int hidden, uint64_t seed, uint64_t version)
 {
     LstmWeights *net;
     ASSERT(lstm_weights_create(&net, hidden, seed, (uint32_t)version) == 0);
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
     Model *m;
     ASSERT(model_create(&m, net, &fit, 182, MODEL_TRAINED, version) == 0);
     lstm_weights_release(net);

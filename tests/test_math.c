@@ -3,6 +3,7 @@
  * dependence on silence, the model file's round trip and checksum, and the
  * CRC-32 against its definition. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,7 +119,7 @@ static void test_prediction_decays_with_silence(void)
 {
     LstmWeights *net;
     ASSERT(lstm_weights_create(&net, 8, 1, 1) == 0);
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
     Model *m;
     ASSERT(model_create(&m, net, &fit, 182, MODEL_FALLBACK, 1) == 0);
     ShopperAgg agg;
@@ -129,9 +130,9 @@ static void test_prediction_decays_with_silence(void)
         shopper_agg_apply(&agg, &ev);
     }
     Prediction soon, later, cold;
-    model_predict(m, NULL, &agg, agg.last_ts + 86400, &soon);
-    model_predict(m, NULL, &agg, agg.last_ts + 200 * 86400, &later);
-    model_predict(m, NULL, NULL, agg.last_ts, &cold);
+    model_predict(m, NULL, &agg, NULL, agg.last_ts + 86400, &soon);
+    model_predict(m, NULL, &agg, NULL, agg.last_ts + 200 * 86400, &later);
+    model_predict(m, NULL, NULL, NULL, agg.last_ts, &cold);
     ASSERT(soon.ltv > later.ltv);
     ASSERT(soon.p_active > later.p_active);
     ASSERT(soon.p10 <= soon.p50 && soon.p50 <= soon.p90);
@@ -176,8 +177,8 @@ static void test_prediction_decays_with_silence(void)
     ASSERT(model_load(&loaded, path, 8, err, sizeof err) == 0);
     ASSERT(loaded->has_adj && loaded->adj.runs == 3 && loaded->adj.action[ADJ_SEGMENTS - 1] == 0);
     Prediction a, b;
-    model_predict(m, NULL, &agg, agg.last_ts + 86400, &a);
-    model_predict(loaded, NULL, &agg, agg.last_ts + 86400, &b);
+    model_predict(m, NULL, &agg, NULL, agg.last_ts + 86400, &a);
+    model_predict(loaded, NULL, &agg, NULL, agg.last_ts + 86400, &b);
     ASSERT_REL(a.ltv, b.ltv, 1e-12);
     model_release(loaded);
     FILE *f3 = fopen(path, "r+b");
@@ -274,6 +275,82 @@ static void test_crc32(void)
         }
 }
 
+/* A browser's events at day offsets (views, one cart when cart_day >= 0). */
+static void browser(ShopperAgg *agg, RecentSummary *rs, int64_t t0, int views, int cart_day)
+{
+    shopper_agg_init(agg);
+    recent_summary_init(rs);
+    for (int k = 0; k < views; k++) {
+        Event ev = {.ts = t0 + k * 86400, .quantity = 1, .type = EV_VIEW};
+        shopper_agg_apply(agg, &ev);
+        recent_summary_apply(rs, &ev);
+    }
+    if (cart_day >= 0) {
+        Event ev = {.ts = t0 + cart_day * 86400, .quantity = 1, .type = EV_ADD_TO_CART};
+        shopper_agg_apply(agg, &ev);
+        recent_summary_apply(rs, &ev);
+    }
+}
+
+/* Cold start from behaviour: without a fit a browser is worth at most a
+ * one-time buyer known as long (and the textbook prior otherwise); with a
+ * fit on cuts where carts and recent visits announce purchases, browsers
+ * are ranked by what they did and a long silence costs. */
+static void test_cold_start(void)
+{
+    const int H = 182;
+    const int64_t t0 = time_days_from_civil(1997, 1, 1) * 86400, at = t0 + 300 * 86400;
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+    ShopperAgg agg, once;
+    RecentSummary rs;
+    browser(&agg, &rs, t0, 3, -1);
+    FallbackOutput prior, capped, buyer, fo;
+    fit.cold.state = COLD_PRIOR;
+    model_fallback(&fit, H, &agg, &rs, at, &prior);
+    model_fallback(&fit, H, NULL, NULL, at, &fo);
+    ASSERT_REL(prior.ltv, fo.ltv, 1e-12); /* the population prior */
+    fit.cold.state = COLD_CAPPED;
+    model_fallback(&fit, H, &agg, &rs, at, &capped);
+    shopper_agg_init(&once);
+    Event p = {.ts = t0, .value = 20, .quantity = 1, .type = EV_PURCHASE};
+    shopper_agg_apply(&once, &p);
+    model_fallback(&fit, H, &once, NULL, at, &buyer);
+    ASSERT(capped.ltv <= buyer.ltv * (1 + 1e-12)); /* no evidence: no more than a lapsed one-time buyer */
+    ASSERT(capped.ltv < prior.ltv);
+
+    /* examples: logit P(convert) = -3 + 2 (a cart) + 2 (a visit in the last
+     * 30 days): 5% for neither, 27% for one; spend 50 */
+    enum { N = 4000 };
+    ColdExample *ex = calloc(N, sizeof *ex);
+    ASSERT(ex != NULL);
+    for (int i = 0; i < N; i++) {
+        ShopperAgg a;
+        RecentSummary r;
+        int recent = i % 2, cart = (i / 2) % 2;
+        browser(&a, &r, t0, 2 + i % 5, cart ? 1 : -1);
+        int64_t c = recent ? t0 + 20 * 86400 : t0 + (60 + i % 300) * 86400;
+        coldstart_features(ex[i].f, &a, &r, c);
+        double u = (double)((uint32_t)i * 2654435761u % 1000u) / 1000.0; /* a fixed scramble of i */
+        ex[i].y = u < 1.0 / (1.0 + exp(3.0 - 2.0 * cart - 2.0 * recent)) ? 50.0 : 0.0;
+        ex[i].w = 1.0;
+    }
+    ASSERT(coldstart_fit(ex, 10, &fit.cold) == 0 && fit.cold.state == COLD_CAPPED); /* too few */
+    ASSERT(coldstart_fit(ex, N, &fit.cold) == 0 && fit.cold.state == COLD_FITTED);
+    ASSERT(fit.cold.examples == N && fit.cold.converted > 0);
+    FallbackOutput carted, silent, fresh;
+    browser(&agg, &rs, t0, 3, 1);
+    model_fallback(&fit, H, &agg, &rs, t0 + 200 * 86400, &carted);
+    browser(&agg, &rs, t0, 3, -1);
+    model_fallback(&fit, H, &agg, &rs, t0 + 200 * 86400, &silent);
+    model_fallback(&fit, H, &agg, &rs, t0 + 20 * 86400, &fresh);
+    ASSERT(carted.p_active > 2 * silent.p_active);
+    ASSERT(fresh.p_active > 2 * silent.p_active);
+    ASSERT(silent.p_active > 0.01 && silent.p_active < 0.15);
+    ASSERT(carted.ltv > silent.ltv && fresh.ltv > silent.ltv);
+    ASSERT_REL(fresh.ltv / fresh.p_active, 50.0, 0.05); /* spend given any, for a fixed spend */
+    free(ex);
+}
+
 int main(void)
 {
     test_crc32();
@@ -281,5 +358,6 @@ int main(void)
     test_ziln();
     test_encoding();
     test_prediction_decays_with_silence();
+    test_cold_start();
     TEST_DONE("test_math");
 }

@@ -21,7 +21,7 @@ static Model *trained_model(int hidden, uint64_t seed, uint32_t id, uint64_t ver
     net->hybrid = true;
     for (size_t i = 0; i < 3u * (size_t)(hidden + HEAD_EXTRA); i++)
         net->head_w[i] *= 0.5f; /* the head reads h: predictions depend on the state */
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
     Model *m;
     ASSERT(model_create(&m, net, &fit, 182, MODEL_TRAINED, version) == 0);
     lstm_weights_release(net);

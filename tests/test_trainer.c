@@ -16,10 +16,15 @@ static double urand(void) /* uniform in (-1, 1) */
     return (double)(rs >> 11) / 4503599627370496.0 - 1.0;
 }
 
+/* Central differences with h = 1e-6 on a loss of order 10 carry a
+ * rounding error of about 1e-16 * 10 / 1e-6 = 1e-9: differences below
+ * FD_NOISE are the finite difference's, not the gradient's. */
+#define FD_NOISE 2e-9
+
 static void check_rel(double analytic, double numeric, double tol, const char *what, size_t i)
 {
     double denom = fmax(fabs(analytic) + fabs(numeric), 1e-7);
-    if (fabs(analytic - numeric) / denom > tol) {
+    if (fabs(analytic - numeric) > FD_NOISE && fabs(analytic - numeric) / denom > tol) {
         fprintf(stderr, "%s[%zu]: analytic %.10g, finite difference %.10g\n", what, i, analytic, numeric);
         ASSERT(0);
     }
@@ -99,9 +104,59 @@ static void test_lstm_bptt_gradient(void)
     free(grad);
 }
 
+/* The head's inputs at the cut (e: recency, tenure, purchases, spend, the
+ * days since the last browse, cart and purchase, the fallback's two): for
+ * both variants, the gradient of every head weight matches finite
+ * differences; the LSTM-only head's weights on the fallback's two inputs get
+ * none (it sees them as 0), its weights on the time-since inputs do. */
+static void test_head_input_gradient(void)
+{
+    const int H = 4, n = 5, U = H + HEAD_EXTRA;
+    size_t P = trainer_param_count(H), hw0 = P - 3 - 3u * (size_t)U; /* head_w (3, U) then head_b (3,) */
+    double *theta = malloc(P * sizeof(double)), *grad = malloc(P * sizeof(double));
+    double x[5 * FEATURE_DIM];
+    for (size_t i = 0; i < P; i++)
+        theta[i] = urand() * 0.5;
+    for (int i = 0; i < n * FEATURE_DIM; i++)
+        x[i] = urand();
+    TrainCut cuts[2];
+    for (int k = 0; k < 2; k++) {
+        memset(&cuts[k], 0, sizeof cuts[k]);
+        cuts[k].t = 2 + 2 * k;
+        cuts[k].y = k ? 12.0 : 0.0;
+        cuts[k].a0 = urand();
+        cuts[k].a1 = urand();
+        for (int j = 0; j < HEAD_EXTRA; j++)
+            cuts[k].e[j] = 0.5 + urand();
+    }
+    for (int hybrid = 0; hybrid < 2; hybrid++) {
+        memset(grad, 0, P * sizeof(double));
+        trainer_sequence_loss(theta, H, x, n, cuts, 2, hybrid, 0, grad);
+        for (int r = 0; r < 3; r++)
+            for (int j = H; j < U; j++) {
+                size_t i = hw0 + (size_t)r * (size_t)U + (size_t)j;
+                double keep = theta[i], h = 1e-6;
+                theta[i] = keep + h;
+                double lp = trainer_sequence_loss(theta, H, x, n, cuts, 2, hybrid, 0, NULL);
+                theta[i] = keep - h;
+                double lm = trainer_sequence_loss(theta, H, x, n, cuts, 2, hybrid, 0, NULL);
+                theta[i] = keep;
+                check_rel(grad[i], (lp - lm) / (2 * h), 1e-5, hybrid ? "head input (hybrid)" : "head input", i);
+                int e = j - H;
+                if (!hybrid && e >= HEAD_EXTRA_SHOPPER)
+                    ASSERT_NEAR(grad[i], 0.0, 0);
+                if (e >= 4 && e < HEAD_EXTRA_SHOPPER)
+                    ASSERT(fabs(grad[i]) > 1e-6); /* the time-since inputs reach the loss */
+            }
+    }
+    free(theta);
+    free(grad);
+}
+
 int main(void)
 {
     test_ziln_gradient();
     test_lstm_bptt_gradient();
+    test_head_input_gradient();
     TEST_DONE("test_trainer");
 }

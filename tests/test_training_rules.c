@@ -152,7 +152,7 @@ static size_t check_examples(const Data *d, AdjPair **pairs_out)
 {
     TrainConfig tc;
     train_config(&tc, 100);
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
     AdjPair *pairs;
     size_t np;
     ASSERT(trainer_backtest(&d->set, &tc, &fit, NULL, &pairs, &np) == 0);
@@ -189,7 +189,7 @@ static void check_counts(const Data *d, uint64_t *examples)
 {
     TrainConfig tc;
     train_config(&tc, 30);
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0};
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
     uint64_t want = 0, want_val = 0, users = 0;
     for (int i = 0; i < (int)d->set.nshoppers; i++) {
         bool val = (int)(d->sh[i].key % 100) < tc.val_percent;

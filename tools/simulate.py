@@ -32,13 +32,17 @@ def season(day):
     return 1.0 + 0.6 * math.cos(2 * math.pi * (day % 365 - 340) / 365)
 
 
-def shopper_events(rng, uid, days):
+def shopper_events(rng, uid, days, browse_first=0.0):
     arrive = rng.uniform(0, 90)
     life = rng.expovariate(1 / 420.0)
     end = min(days, arrive + life)
     rate = rng.gammavariate(0.8, 1 / 0.8) / 45.0      # episodes per day (mean 1 / 45 days)
     level = math.exp(rng.gauss(3.3, 0.5))              # typical order value
-    out = [(arrive, "view", 0.0), (arrive + rng.uniform(0, 0.2), "purchase", level * math.exp(rng.gauss(0, 0.6)))]
+    if browse_first > 0 and rng.random() < browse_first:   # arrives browsing, buys nothing yet
+        out = [(arrive, "view", 0.0)]
+        out += [(arrive + rng.uniform(0, 2), "view", 0.0) for _ in range(int(rng.expovariate(1 / 3.0)))]
+    else:
+        out = [(arrive, "view", 0.0), (arrive + rng.uniform(0, 0.2), "purchase", level * math.exp(rng.gauss(0, 0.6)))]
     t = arrive
     while True:
         t += rng.expovariate(rate * 1.3)
@@ -72,13 +76,15 @@ def main():
     p.add_argument("--shoppers", type=int, default=1000)
     p.add_argument("--days", type=int, default=730)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--browse-first", type=float, default=0.0,
+                   help="share of shoppers who arrive browsing, without a purchase")
     args = p.parse_args()
     rng = random.Random(args.seed)
     w = sys.stdout.write
     w("user_id,ts,type,value,quantity,event_id\n")
     for i in range(args.shoppers):
         uid = f"sim{i}"
-        for k, (d, kind, value) in enumerate(shopper_events(rng, uid, args.days)):
+        for k, (d, kind, value) in enumerate(shopper_events(rng, uid, args.days, args.browse_first)):
             ts = START + int(d * DAY)
             val = f"{value:.2f}" if kind in ("purchase", "refund") else ""
             qty = "1" if kind in ("purchase", "add_to_cart") else ""
