@@ -33,6 +33,9 @@ static inline double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
  * 0, or -errno (-EIO if write returns 0). */
 int write_all(int fd, const void *p, size_t n);
 
+/* The value of a hexadecimal digit (either case), -1 if ch is not one. */
+int hex_digit(char ch);
+
 /* A growable byte buffer: p (cap,) of which len bytes are used. Zero-
  * initialise it ({0}); the owner frees it with bytebuf_free. */
 typedef struct ByteBuf {

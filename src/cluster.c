@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "util.h"
 
 int64_t cluster_now_ms(void)
 {
@@ -32,17 +33,6 @@ int64_t cluster_now_ms(void)
 
 /* ---- config ------------------------------------------------------------- */
 
-static int hex_value(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* 32 hex digits -> the 128-bit key (k0: the first 16). */
 static int parse_hash_key(const char *s, HashKey *out)
 {
@@ -50,7 +40,7 @@ static int parse_hash_key(const char *s, HashKey *out)
         return -EINVAL;
     uint64_t k[2] = {0, 0};
     for (int i = 0; i < 32; i++) {
-        int v = hex_value(s[i]);
+        int v = hex_digit(s[i]);
         if (v < 0)
             return -EINVAL;
         k[i / 16] = (k[i / 16] << 4) | (uint64_t)v;

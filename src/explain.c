@@ -23,21 +23,6 @@
 /* Scratch for one LSTM step: [x; h] and z. One per thread. */
 static _Thread_local float explain_scratch[LSTM_MAX_INPUT + LSTM_MAX_HIDDEN + 4 * LSTM_MAX_HIDDEN];
 
-static void fill_view(PredictionView *pv, const Model *m, const UserState *u, const char *id, size_t len,
-                      int64_t as_of)
-{
-    size_t n = len > USER_ID_MAX ? USER_ID_MAX : len;
-    memcpy(pv->user_id, id, n);
-    pv->user_id[n] = '\0';
-    pv->user_len = n;
-    pv->as_of = as_of;
-    pv->horizon_days = m->horizon_days;
-    pv->model_version = m->version;
-    pv->known = u != NULL;
-    pv->events = u ? u->agg.events : 0;
-    pv->last_event_ts = u ? u->agg.last_ts : 0;
-}
-
 /* The fallback's part, as model_predict computes it (model_fallback: BG/NBD
  * + Gamma-Gamma with a purchase, the cold start from behaviour without). */
 static void explain_fallback(const Model *m, const ShopperAgg *agg, const RecentSummary *rs, int64_t as_of,
@@ -135,7 +120,7 @@ void service_explain(Service *s, const char *id, size_t len, int64_t as_of, Pred
         ex->ltv = pv->p.ltv;
         return;
     }
-    fill_view(pv, m, u, id, len, as_of);
+    service_fill_view(pv, m, u, id, len, as_of);
     RecentSummary rs;
     service_recent_summary(s, u, as_of, &rs);
     model_predict(m, u ? store_user_h(s->store, u) : NULL, u ? &u->agg : NULL, &rs, as_of, &pv->p);

@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "http_handlers.h"
+#include "util.h"
 
 typedef struct RouteRow {
     const char *method;
@@ -186,17 +187,6 @@ static bool authorized(const HttpCall *c, TokenClass t)
 
 /* ---- percent-decoding (no libmicrohttpd: the fuzz build links it) ---- */
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 int http_percent_decode(const char *in, size_t n, char *out, size_t cap, size_t *out_len)
 {
     size_t o = 0;
@@ -206,7 +196,7 @@ int http_percent_decode(const char *in, size_t n, char *out, size_t cap, size_t 
             int hi, lo;
             if (i + 2 >= n)
                 return -EINVAL;
-            if ((hi = hexval(in[i + 1])) < 0 || (lo = hexval(in[i + 2])) < 0)
+            if ((hi = hex_digit(in[i + 1])) < 0 || (lo = hex_digit(in[i + 2])) < 0)
                 return -EINVAL;
             ch = (char)(hi * 16 + lo);
             i += 2;

@@ -199,19 +199,25 @@ static bool over_capacity(Service *s, const Event *events, size_t n, size_t *mis
     return distinct > room;
 }
 
+void service_fill_view(PredictionView *pv, const Model *m, const UserState *u, const char *id, size_t len,
+                       int64_t as_of)
+{
+    size_t n = len > USER_ID_MAX ? USER_ID_MAX : len;
+    memcpy(pv->user_id, id, n);
+    pv->user_id[n] = '\0';
+    pv->user_len = n;
+    pv->as_of = as_of;
+    pv->horizon_days = m->horizon_days;
+    pv->model_version = m->version;
+    pv->known = u != NULL;
+    pv->events = u ? u->agg.events : 0;
+    pv->last_event_ts = u ? u->agg.last_ts : 0;
+}
+
 static void fill_prediction(Service *s, const Model *m, UserState *u, const char *id, size_t len, int64_t as_of,
                             PredictionView *out)
 {
-    size_t n = len > USER_ID_MAX ? USER_ID_MAX : len;
-    memcpy(out->user_id, id, n);
-    out->user_id[n] = '\0';
-    out->user_len = n;
-    out->as_of = as_of;
-    out->horizon_days = m->horizon_days;
-    out->model_version = m->version;
-    out->known = u != NULL;
-    out->events = u ? u->agg.events : 0;
-    out->last_event_ts = u ? u->agg.last_ts : 0;
+    service_fill_view(out, m, u, id, len, as_of);
     RecentSummary rs;
     if (u)
         service_ensure_state(s, u, m->net);

@@ -88,6 +88,10 @@ int service_publish_if(Service *s, Model *m, uint64_t expect);
  * under other weights than net, so a prediction never mixes versions.
  * Store lock held. */
 void service_ensure_state(Service *s, UserState *u, const LstmWeights *net);
+/* The shopper's part of a prediction view: its id (cut at USER_ID_MAX),
+ * as_of, the model's horizon and version, what u (NULL: unknown) holds. */
+void service_fill_view(PredictionView *pv, const Model *m, const UserState *u, const char *id, size_t len,
+                       int64_t as_of);
 void service_recent_summary(const Service *s, const UserState *u, int64_t as_of, RecentSummary *rs);
 
 /* Recovery (main thread, before serving): re-applies a logged batch under

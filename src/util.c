@@ -105,3 +105,14 @@ void textbuf_free(TextBuf *t)
     bytebuf_free(&t->b);
     t->err = 0;
 }
+
+int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
