@@ -24,12 +24,13 @@ typedef struct ExplainEvent {
     int64_t ts;
     EventType type;
     double value;
-    double effect; /* served LTV minus the LTV with this event left out of the LSTM's memory */
+    double effect; /* the ring replay's LTV minus the LTV with this event left out of the LSTM's memory */
 } ExplainEvent;
 
 typedef struct Explanation {
     /* the fallback (BG/NBD + Gamma-Gamma) on the shopper's aggregates */
     bool has_purchase;          /* false: the cold-start prior */
+    const char *source; /* which fallback answered: "bgnbd", "prior", "cold_start", "cold_start_capped" */
     double frequency;           /* repeat purchase days (x) */
     double recency_weeks;       /* first to last purchase (t_x) */
     double tenure_weeks;        /* first purchase to as_of (T) */

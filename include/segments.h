@@ -15,7 +15,7 @@
  * reference-counted (atomic): service_segments_acquire gives the caller a
  * reference it drops with segments_release. The Service holds one
  * reference to the published result and, worker-only, the per-shopper
- * p_active peaks (12 bytes a shopper) that churn risk is measured from. */
+ * p_active peaks (20 bytes a shopper: id hash, first event time, peak) that churn risk is measured from. */
 #ifndef LTVD_SEGMENTS_H
 #define LTVD_SEGMENTS_H
 
@@ -52,6 +52,7 @@ typedef struct SegmentCell {
 /* One row of a list: a shopper as the refresh saw it. */
 typedef struct SegmentRow {
     uint64_t hash;         /* the store's id hash: rows of erased shoppers are skipped at read */
+    int64_t first_ts;      /* the shopper's first event: one erased and created again is not this row */
     float ltv, p_active;
     float p_active_peak;   /* the highest p_active any refresh since start saw */
     float spend;           /* realised net spend */

@@ -6,10 +6,12 @@
  * Leave-one-out: for each of the EXPLAIN_EVENTS newest retained events, the
  * LSTM is replayed over the ring without it (from the state before it,
  * saved in one forward pass) and the head evaluated on that state with the
- * same aggregates; the event's effect is the served LTV minus that one. So
+ * same aggregates; the event's effect is the LTV of the whole ring replayed
+ * from a zero state (the baseline: the served state also remembers events
+ * older than the ring) minus that one. So
  * it measures what the network remembers of the event; its part in the
  * aggregates (and so in the fallback) stays. Bounded: ring_len +
- * K(K-1)/2 steps and K head evaluations, K = EXPLAIN_EVENTS. */
+ * K(K-1)/2 steps and K + 1 head evaluations, K = EXPLAIN_EVENTS. */
 #include "explain.h"
 
 #include <math.h>
@@ -32,6 +34,13 @@ static void explain_fallback(const Model *m, const ShopperAgg *agg, const Recent
     FallbackOutput fo;
     ex->has_purchase = agg && shopper_summary(agg, as_of, &cs);
     model_fallback(&m->fallback, m->horizon_days, agg, rs, as_of, &fo);
+    /* the branch model_fallback took */
+    if (ex->has_purchase)
+        ex->source = "bgnbd";
+    else if (!agg || agg->events == 0 || m->fallback.cold.state == COLD_PRIOR)
+        ex->source = "prior";
+    else
+        ex->source = m->fallback.cold.state == COLD_FITTED ? "cold_start" : "cold_start_capped";
     if (ex->has_purchase) {
         ex->frequency = cs.x;
         ex->recency_weeks = cs.t_x;
@@ -50,7 +59,7 @@ static void explain_fallback(const Model *m, const ShopperAgg *agg, const Recent
 /* Leave-one-out over the newest retained events of u (a copy, its state
  * under m->net). state: (EXPLAIN_EVENTS + 1, 2H) floats of scratch. */
 static void explain_events(const Service *s, const Model *m, UserState *u, const RecentSummary *rs, int64_t as_of,
-                           double served, float *state, Explanation *ex)
+                           float *state, Explanation *ex)
 {
     const LstmWeights *net = m->net;
     size_t H = (size_t)net->cfg.hidden;
@@ -71,6 +80,10 @@ static void explain_events(const Service *s, const Model *m, UserState *u, const
         lstm_step(&net->cfg, net->w, net->b, x, h, c, explain_scratch);
         encode_context_advance(&ctx, &ev);
     }
+    /* the baseline: the ring replayed from a zero state, as each "without"
+     * is (the served state also remembers events older than the ring) */
+    Prediction base;
+    model_predict(m, h, &u->agg, rs, as_of, &base);
     for (unsigned j = first; j < n; j++) {
         memcpy(h, state + (size_t)(j - first) * 2 * H, 2 * H * sizeof(float));
         ctx = saved_ctx[j - first];
@@ -85,7 +98,7 @@ static void explain_events(const Service *s, const Model *m, UserState *u, const
         model_predict(m, h, &u->agg, rs, as_of, &without);
         Event ev;
         store_ring_event(store_ring_at(s->store, u, j), &ev);
-        ExplainEvent e = {.ts = ev.ts, .type = ev.type, .value = ev.value, .effect = served - without.ltv};
+        ExplainEvent e = {.ts = ev.ts, .type = ev.type, .value = ev.value, .effect = base.ltv - without.ltv};
         unsigned at = ex->nevents++;
         while (at > 0 && fabs(ex->events[at - 1].effect) < fabs(e.effect)) { /* by |effect|, largest first */
             ex->events[at] = ex->events[at - 1];
@@ -138,7 +151,7 @@ void service_explain(Service *s, const char *id, size_t len, int64_t as_of, Pred
     ex->ltv = pv->p.ltv;
     ex->ring_events = u ? u->ring_len : 0;
     if (u && ex->network_used)
-        explain_events(s, m, u, &rs, as_of, pv->p.ltv, (float *)(buf + stride), ex);
+        explain_events(s, m, u, &rs, as_of, (float *)(buf + stride), ex);
     free(buf);
     model_release(m);
 }

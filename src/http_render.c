@@ -508,10 +508,7 @@ void render_explained(TextBuf *b, const PredictionView *p, const Explanation *ex
     b->b.len--; /* the prediction's closing brace: the explanation goes inside */
     TEXT_LIT(b, ",\"explain\":{\"composition\":\"ltv = fallback.ltv + network.delta + adjuster.delta\","
                 "\"fallback\":{\"source\":");
-    if (ex->has_purchase)
-        TEXT_LIT(b, "\"bgnbd\"");
-    else
-        TEXT_LIT(b, "\"prior\"");
+    textbuf_printf(b, "\"%s\"", ex->source ? ex->source : "prior");
     TEXT_LIT(b, ",\"frequency\":");
     render_num(b, ex->frequency);
     TEXT_LIT(b, ",\"recency_weeks\":");

@@ -487,10 +487,11 @@ static enum MHD_Result send_held(HttpServer *h, HttpCall *call, HttpRequest *req
     int rc;
     if (req->abandoned)
         atomic_fetch_sub(&h->abandoned, 1);
-    if (req->abandoned && !service_durable(h->svc, req->wait_seq) && !service_log_failed(h->svc)) {
+    bool durable = service_durable(h->svc, req->wait_seq); /* durable wins: a later failure is not this write's */
+    if (req->abandoned && !durable && !service_log_failed(h->svc)) {
         textbuf_free(&req->held_reply);
         rc = http_send_error(call, 503, "not_ready", "shutting down before the write was durable", NULL, 0);
-    } else if (service_log_failed(h->svc)) {
+    } else if (!durable && service_log_failed(h->svc)) {
         textbuf_free(&req->held_reply);
         rc = http_send_error(call, 503, "storage_failed", "the write-ahead log failed before the write was durable",
                              NULL, 0);

@@ -60,6 +60,7 @@ void service_segments_destroy(Service *s)
 {
     segments_release(s->segments);
     free(s->seg_peak_keys);
+    free(s->seg_peak_firsts);
     free(s->seg_peak_vals);
     pthread_mutex_destroy(&s->seg_lock);
 }
@@ -89,16 +90,19 @@ void service_segments_live(Service *s, const SegmentRow *const *rows, size_t n, 
         if (k && k % SEG_ID_HOLD == 0)
             store_let_waiters(s->store);
         UserState *u = store_find_hash(s->store, rows[k]->hash);
-        live[k] = u && strcmp(u->id, rows[k]->user_id) == 0;
+        /* first_ts: a shopper erased and created again under the same id is
+         * another shopper, whose figures the row does not hold */
+        live[k] = u && strcmp(u->id, rows[k]->user_id) == 0 && u->agg.first_ts == rows[k]->first_ts;
     }
     store_unlock(s->store);
 }
 
 /* ---- the walk: copies out, predictions at nice 19 ------------------------ */
 
-/* One shopper as predicted: 24 bytes. */
+/* One shopper as predicted: 32 bytes. */
 typedef struct SegRecord {
     uint64_t hash;
+    int64_t first_ts; /* with hash, tells this shopper from one erased and created again */
     float ltv, p_active, spend, peak;
 } SegRecord;
 
@@ -111,6 +115,7 @@ typedef struct SegWalk {
     SegRecord *rec;        /* (cap,) */
     size_t n, cap;
     const uint64_t *peak_keys; /* (npeaks,) ascending */
+    const int64_t *peak_firsts; /* (npeaks,) the first_ts each peak was seen with */
     const float *peak_vals;    /* (npeaks,) */
     size_t npeaks;
 } SegWalk;
@@ -124,7 +129,7 @@ static int visit_copy(void *arg, UserState *u)
 }
 
 /* The highest p_active seen for key at earlier refreshes, or -1. */
-static float peak_of(const SegWalk *w, uint64_t key)
+static float peak_of(const SegWalk *w, uint64_t key, int64_t first_ts)
 {
     size_t lo = 0, hi = w->npeaks;
     while (lo < hi) {
@@ -134,7 +139,7 @@ static float peak_of(const SegWalk *w, uint64_t key)
         else
             hi = mid;
     }
-    return lo < w->npeaks && w->peak_keys[lo] == key ? w->peak_vals[lo] : -1.0f;
+    return lo < w->npeaks && w->peak_keys[lo] == key && w->peak_firsts[lo] == first_ts ? w->peak_vals[lo] : -1.0f;
 }
 
 /* Compute thread: predicts the copies (their states rebuilt first if they
@@ -151,9 +156,10 @@ static int predict_copies(void *arg)
         RecentSummary rs;
         service_recent_summary(w->s, u, w->as_of, &rs);
         model_predict(w->m, store_user_h(w->s->store, u), &u->agg, &rs, w->as_of, &p);
-        float pa = (float)p.p_active, peak = peak_of(w, u->hash);
+        float pa = (float)p.p_active, peak = peak_of(w, u->hash, u->agg.first_ts);
         w->rec[w->n++] = (SegRecord){
             .hash = u->hash,
+            .first_ts = u->agg.first_ts,
             .ltv = (float)(isfinite(p.ltv) && p.ltv > 0 ? p.ltv : 0.0),
             .p_active = pa,
             .spend = (float)u->agg.spend,
@@ -332,9 +338,9 @@ static size_t fill_rows(Service *s, const SegRecord *rec, const uint32_t *idx, s
             store_let_waiters(s->store);
         const SegRecord *r = &rec[idx[j]];
         UserState *u = store_find_hash(s->store, r->hash);
-        if (!u)
+        if (!u || u->agg.first_ts != r->first_ts)
             continue;
-        rows[k] = (SegmentRow){.hash = r->hash, .ltv = r->ltv, .p_active = r->p_active, .p_active_peak = r->peak,
+        rows[k] = (SegmentRow){.hash = r->hash, .first_ts = r->first_ts, .ltv = r->ltv, .p_active = r->p_active, .p_active_peak = r->peak,
                                .spend = r->spend};
         memcpy(rows[k].user_id, u->id, (size_t)u->id_len + 1);
         k++;
@@ -375,6 +381,7 @@ int service_segments_refresh(Service *s)
         .stride = store_slot_bytes(s->store),
         .cap = store_count(s->store) + SEG_COPY_SLOTS,
         .peak_keys = s->seg_peak_keys,
+        .peak_firsts = s->seg_peak_firsts,
         .peak_vals = s->seg_peak_vals,
         .npeaks = s->seg_npeaks,
     };
@@ -385,6 +392,7 @@ int service_segments_refresh(Service *s)
     a.top_idx = malloc((list_max + 1) * sizeof(uint32_t));
     a.churn_idx = malloc((list_max + 1) * sizeof(uint32_t));
     uint64_t *keys = NULL;
+    int64_t *firsts = NULL;
     float *vals = NULL;
     int rc = -ENOMEM;
     if (!w.copies || !w.rec || !g || !a.top_idx || !a.churn_idx)
@@ -400,17 +408,19 @@ int service_segments_refresh(Service *s)
     g->churn = malloc((a.nchurn + 1) * sizeof *g->churn);
     keys = malloc((w.n + 1) * sizeof *keys);
     vals = malloc((w.n + 1) * sizeof *vals);
+    firsts = malloc((w.n + 1) * sizeof *firsts);
     rc = -ENOMEM;
-    if (!g->top || !g->churn || !keys || !vals)
+    if (!g->top || !g->churn || !keys || !vals || !firsts)
         goto out;
     g->ntop = fill_rows(s, w.rec, a.top_idx, a.ntop, g->top);
     g->nchurn = fill_rows(s, w.rec, a.churn_idx, a.nchurn, g->churn);
     for (size_t i = 0; i < a.n; i++) /* the next peaks: the records are sorted by hash */
-        keys[i] = w.rec[i].hash, vals[i] = w.rec[i].peak;
+        keys[i] = w.rec[i].hash, firsts[i] = w.rec[i].first_ts, vals[i] = w.rec[i].peak;
     free(s->seg_peak_keys);
+    free(s->seg_peak_firsts);
     free(s->seg_peak_vals);
-    s->seg_peak_keys = keys, s->seg_peak_vals = vals, s->seg_npeaks = a.n;
-    keys = NULL, vals = NULL;
+    s->seg_peak_keys = keys, s->seg_peak_firsts = firsts, s->seg_peak_vals = vals, s->seg_npeaks = a.n;
+    keys = NULL, firsts = NULL, vals = NULL;
 
     atomic_init(&g->refs, 1);
     g->computed_at = time_now();
@@ -422,7 +432,7 @@ int service_segments_refresh(Service *s)
     g->shoppers = a.n;
     g->refresh_ms = (double)(g->computed_mono_ns - t0) / 1e6;
     g->work_bytes = (uint64_t)(SEG_COPY_SLOTS * w.stride + w.cap * sizeof(SegRecord) + w.n * sizeof(float) +
-                               2 * w.n * (sizeof(uint64_t) + sizeof(float)) +
+                               2 * w.n * (sizeof(uint64_t) + sizeof(int64_t) + sizeof(float)) +
                                2 * list_max * (sizeof(SegmentRow) + 2 * sizeof(uint32_t) + sizeof(float)));
     pthread_mutex_lock(&s->seg_lock);
     Segments *old = s->segments;
@@ -440,6 +450,7 @@ out:
         free(g);
     }
     free(keys);
+    free(firsts);
     free(vals);
     free(w.copies);
     free(w.rec);

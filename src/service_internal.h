@@ -70,6 +70,7 @@ struct Service {
     pthread_mutex_t seg_lock;    /* guards segments alone; a leaf, like model_lock */
     struct Segments *segments;   /* the published result, NULL before the first refresh */
     uint64_t *seg_peak_keys;     /* worker only: (seg_npeaks,) id hashes, ascending */
+    int64_t *seg_peak_firsts;    /* worker only: (seg_npeaks,) the first event time each was seen with */
     float *seg_peak_vals;        /* worker only: (seg_npeaks,) each one's highest p_active seen */
     size_t seg_npeaks;
 };

@@ -94,6 +94,8 @@ struct Wal {
     unsigned lane_head, lane_count;
     bool write_broken;          /* a ticket's write failed: no more writes until it has retired */
     pthread_cond_t lanes_cond;  /* a ticket retired (with io_lock) */
+    unsigned quiesce_waiters;   /* threads in quiesce_locked: no new tickets until they are through */
+    bool pipelined;             /* every sync descriptor of the segment opened: tickets may overlap */
 
     atomic_uint_fast64_t durable_seq;
     atomic_bool failed;
@@ -111,6 +113,17 @@ struct Wal {
 static void seg_path(char *out, size_t n, const char *dir, uint64_t first)
 {
     snprintf(out, n, "%s/wal-%016" PRIx64 ".log", dir, first);
+}
+
+/* fsyncs the file at path. 0 or -errno. */
+static int sync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) ? -errno : 0;
+    close(fd);
+    return rc;
 }
 
 static int fsync_dir(const char *dir)
@@ -143,12 +156,15 @@ static void close_segment(Wal *w)
 static void install_segment(Wal *w, int fd, const char *path, uint64_t first, size_t bytes)
 {
     close_segment(w);
+    w->pipelined = w->cfg.fsync == WAL_FSYNC_ALWAYS;
     for (unsigned i = 0; i < SYNC_LANES; i++) {
         if (w->cfg.fsync == WAL_FSYNC_ALWAYS) {
             w->sync_fds[i] = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
-            if (w->sync_fds[i] < 0)
-                log_msg(LOG_WARN, "cannot open a sync descriptor of the log segment; that slot syncs the shared one",
+            if (w->sync_fds[i] < 0 && w->pipelined) {
+                w->pipelined = false; /* a shared descriptor would bring back the errseq race above */
+                log_msg(LOG_WARN, "cannot open a sync descriptor of the log segment; syncs run one at a time",
                         "segment=\"%s\" error=\"%s\"", path, strerror(errno));
+            }
         }
     }
     w->fd = fd;
@@ -316,8 +332,10 @@ static int recover_locked(Wal *w)
  * waits). Afterwards the segment may be replaced and drain_locked used. */
 static void quiesce_locked(Wal *w)
 {
+    w->quiesce_waiters++; /* the flushers issue no new ticket meanwhile: a busy log still quiesces */
     while (w->lane_count)
         pthread_cond_wait(&w->lanes_cond, &w->io_lock);
+    w->quiesce_waiters--;
 }
 
 /* Retires the done tickets at the head of the ring, in write order: the
@@ -377,8 +395,7 @@ static SyncTicket *ticket_issue_locked(Wal *w)
     if (!len)
         return NULL;
     t->start = w->seg_bytes;
-    int sync_fd = w->sync_fds[t - w->lanes];
-    t->fd = sync_fd >= 0 ? sync_fd : w->fd;
+    t->fd = w->sync_fds[t - w->lanes]; /* open: pipelined */
     t->done = false;
     t->rc = 0;
     w->lane_count++;
@@ -450,8 +467,8 @@ static void *flusher_main(void *arg)
          * before it are: the ring can be full while its thread comes back */
         while (w->lane_count == SYNC_LANES)
             pthread_cond_wait(&w->lanes_cond, &w->io_lock);
-        if (w->cfg.fsync == WAL_FSYNC_ALWAYS && !atomic_load(&w->failed) && !w->write_broken &&
-            w->seg_bytes < w->cfg.segment_bytes) {
+        if (w->cfg.fsync == WAL_FSYNC_ALWAYS && w->pipelined && !w->quiesce_waiters && !atomic_load(&w->failed) &&
+            !w->write_broken && w->seg_bytes < w->cfg.segment_bytes) {
             t = ticket_issue_locked(w); /* the fast path: fdatasync below, outside the lock */
         } else {
             quiesce_locked(w); /* the segment may be replaced: nothing in flight on it */
@@ -941,6 +958,11 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
             off += rl;
         }
         free(data);
+        /* records a killed process wrote but had not synced are replayed
+         * from the page cache: sync them before new records are logged
+         * behind them, or a power cut could leave a hole in the log */
+        if (!rc && (rc = sync_path(path)) != 0)
+            snprintf(err, errlen, "cannot sync %s: %s", path, strerror(-rc));
     }
     /* A snapshot at from_seq is written after the log rotated to a segment
      * starting there (wal_rotate), and that segment is never removed while

@@ -50,10 +50,11 @@ def fallback_parts_add_up_and_name_the_shoppers_inputs():
         check(explain["network"]["used"] is False and abs(explain["network"]["delta"]) < 1e-4, explain)
         check(explain["adjuster"]["used"] is False and explain["adjuster"]["delta"] == 0, explain)
         check(explain["events"]["top"] == [] and explain["events"]["method"] == "leave_one_out", explain)
-        # no purchase yet, and unknown: the prior
-        for uid in ("b", "nobody"):
+        # events but no purchase yet: the cold start from behaviour (too few
+        # shoppers here to fit it: capped); unknown: the population prior
+        for uid, source in (("b", "cold_start_capped"), ("nobody", "prior")):
             status, p = s.json("GET", f"/v1/users/{uid}/ltv?explain=1")
-            check(status == 200 and p["explain"]["fallback"]["source"] == "prior", p)
+            check(status == 200 and p["explain"]["fallback"]["source"] == source, p)
             parts_add_up(p)
         for bad in ("yes", "TRUE", "", "2"):
             status, body = s.json("GET", f"/v1/users/a/ltv?explain={bad}")

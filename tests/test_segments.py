@@ -112,6 +112,10 @@ def cells_add_up_and_a_big_spender_is_top():
             check(status == 204, status)
             ids = [e["user_id"] for e in s.json("GET", "/v1/lists/top?limit=1000")[1]["entries"]]
             check("big" not in ids and len(ids) == 49, ids)
+            # created again under the same id: another shopper, not the erased one's row
+            post(s, [{"user_id": "big", "type": "view", "ts": T0 + 10 * DAY}])
+            ids = [e["user_id"] for e in s.json("GET", "/v1/lists/top?limit=1000")[1]["entries"]]
+            check("big" not in ids and len(ids) == 49, ids)
 
             # bad parameters: 400 with the error shape, and nothing served
             for q in ("limit=0", "limit=1001", "limit=x", "cursor=zz", "cursor=1.2.3", "cursor=-1.0"):

@@ -60,7 +60,12 @@ function checkReady() {
 function takeToken() {
   const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
   if (m) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    let value = m[1];
+    try {
+      value = decodeURIComponent(value);
+    } catch (e) { /* a malformed escape: the text as given (a token is plain ASCII) */
+    }
+    sessionStorage.setItem(TOKEN_KEY, value);
     history.replaceState(null, "", location.pathname + location.search); /* out of the address bar and history */
   }
   return sessionStorage.getItem(TOKEN_KEY) || "";
