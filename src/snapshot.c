@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "hash.h"
@@ -183,10 +184,20 @@ static int read_exact(int fd, void *p, size_t n)
  * slots: docs/PERFORMANCE.md, "Ten million shoppers"). */
 #define READ_BUF ((size_t)1 << 20)
 
+/* The read buffer for fd: READ_BUF, or the file's size if smaller (at
+ * least 4 KiB), so a small file does not cost a 1 MiB allocation. */
+static size_t read_buf_size(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0 || (uint64_t)st.st_size >= READ_BUF)
+        return READ_BUF;
+    return st.st_size < 4096 ? 4096 : (size_t)st.st_size;
+}
+
 typedef struct SnapReader {
     int fd;
-    unsigned char *buf; /* (READ_BUF,) */
-    size_t len, pos;
+    unsigned char *buf; /* (cap,) */
+    size_t cap, len, pos;
 } SnapReader;
 
 /* As read_exact, through the reader's buffer. 0 or -EBADMSG. */
@@ -195,7 +206,7 @@ static int sr_read(SnapReader *r, void *p, size_t n)
     unsigned char *c = p;
     while (n) {
         if (r->pos == r->len) {
-            ssize_t k = read(r->fd, r->buf, READ_BUF);
+            ssize_t k = read(r->fd, r->buf, r->cap);
             if (k < 0 && errno == EINTR)
                 continue;
             if (k <= 0)
@@ -270,7 +281,7 @@ int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, cha
         close(fd);
         return -EINVAL;
     }
-    size_t cap = READ_BUF;
+    size_t cap = read_buf_size(fd);
     unsigned char *buf = malloc(cap);
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     if (!buf) {
@@ -384,7 +395,8 @@ int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info,
     int fd = open_snapshot(path, &h, err, errlen);
     if (fd < 0)
         return fd;
-    SnapReader rd = {.fd = fd, .buf = malloc(READ_BUF)};
+    SnapReader rd = {.fd = fd, .cap = read_buf_size(fd)};
+    rd.buf = malloc(rd.cap);
     if (!rd.buf) {
         close(fd);
         snprintf(err, errlen, "%s: out of memory", path);
