@@ -191,7 +191,11 @@ class LtvdProcess:
                 raise RuntimeError(f"ltvd exited during start (status {self.proc.returncode}):\n" + tail(self.logs()))
             try:
                 status, _, _ = self.request("GET", "/readyz")
-                if status == 200:
+                # the 200 must be this ltvd's: another process may hold the
+                # port (free_port's race), and until this one fails to bind
+                # it would answer for it. ltvd logs "listening" once bound
+                # (at info, the level every test starts with).
+                if status == 200 and "listening" in self.logs():
                     return
             except OSError:
                 pass
@@ -272,7 +276,10 @@ class LtvdProcess:
         text = self.logs()
         reports = sanitizer_reports(text)
         if reports:
-            problems.append("sanitizer report in ltvd's output:\n  " + "\n  ".join(reports[:10]))
+            lines = text.splitlines()
+            first = next(i for i, line in enumerate(lines) if any(m in line for m in SANITIZER_MARKERS))
+            problems.append("sanitizer report in ltvd's output:\n  " + "\n  ".join(reports[:10]) +
+                            "\n--- the first report (its stacks) ---\n" + "\n".join(lines[first:first + 80]))
         self._release()
         if problems:
             raise ServerCheckError("\n".join(problems) + "\n--- ltvd output, last lines ---\n" + tail(text))
