@@ -31,6 +31,11 @@ int64_t cluster_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+bool cluster_lease_fresh(const Cluster *c, const Partition *p)
+{
+    return cluster_now_ms() - atomic_load(&p->renewed_ms) < c->cfg->cluster_lease_ms * 2 / 3;
+}
+
 /* ---- config ------------------------------------------------------------- */
 
 /* 32 hex digits -> the 128-bit key (k0: the first 16). */
@@ -418,9 +423,11 @@ static void *cluster_thread(void *arg)
         for (uint32_t p = 0; p < c->nparts; p++)
             reach = tick_partition(c, &c->parts[p], members_known, reach) && reach;
         check_consumers(c);
+        for (uint32_t p = 0; p < c->nparts; p++)
+            cluster_consume_retry(c, &c->parts[p]);
         pthread_mutex_lock(&c->stop_lock);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        struct timespec until; /* stop_cond waits on CLOCK_MONOTONIC (cluster_start) */
+        clock_gettime(CLOCK_MONOTONIC, &until);
         int64_t ns = until.tv_nsec + (tick_ms % 1000) * 1000000;
         until.tv_sec += tick_ms / 1000 + ns / 1000000000;
         until.tv_nsec = ns % 1000000000;
@@ -546,7 +553,11 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         c->nonce = (uint64_t)cluster_now_ms();
     pthread_mutex_init(&c->map_lock, NULL);
     pthread_mutex_init(&c->stop_lock, NULL);
-    pthread_cond_init(&c->stop_cond, NULL);
+    pthread_condattr_t ca; /* a tick is not stretched or cut short by a wall-clock step */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->stop_cond, &ca);
+    pthread_condattr_destroy(&ca);
     c->parts = calloc(c->nparts, sizeof *c->parts);
     c->owner = calloc(c->nparts, sizeof *c->owner);
     if (!c->parts || !c->owner) {
