@@ -38,6 +38,8 @@ bool cluster_lease_fresh(const Cluster *c, const Partition *p)
 
 /* ---- config ------------------------------------------------------------- */
 
+#define CLUSTER_MIN_THREADS 4 /* server.threads in cluster mode */
+
 /* 32 hex digits -> the 128-bit key (k0: the first 16). */
 static int parse_hash_key(const char *s, HashKey *out)
 {
@@ -85,10 +87,32 @@ int cluster_config_check(const LtvdConfig *cfg, char *err, size_t errlen)
                               "LTVD_CLUSTER_HASH_KEY)");
         return -EINVAL;
     }
-    const char *u = cfg->cluster_advertise_url;
-    if (u[0] && strncmp(u, "http://", 7) != 0) {
-        snprintf(err, errlen, "cluster.advertise_url must be http://IPV4:PORT (what the other nodes forward to)");
+    /* A node's HTTP thread blocks while it forwards a read to the owner;
+     * with too few threads two nodes forwarding to each other deadlock. */
+    if (cfg->server_threads < CLUSTER_MIN_THREADS) {
+        snprintf(err, errlen, "server.threads must be %d or more in cluster mode (it is %lld): reads forwarded "
+                 "between nodes wait on each other's HTTP threads", CLUSTER_MIN_THREADS,
+                 (long long)cfg->server_threads);
         return -EINVAL;
+    }
+    /* What the other nodes forward to, parsed as the forwarder does: the
+     * advertised URL, else http://server.bind:port. */
+    struct sockaddr_in sa;
+    const char *u = cfg->cluster_advertise_url;
+    if (u[0]) {
+        if (strlen(u) >= CLUSTER_URL_MAX || cluster_parse_base(u, &sa) || sa.sin_addr.s_addr == htonl(INADDR_ANY)) {
+            snprintf(err, errlen, "cluster.advertise_url must be http://IPV4:PORT, an address the other nodes can "
+                                  "reach (what they forward reads to), not \"%.64s\"", u);
+            return -EINVAL;
+        }
+    } else {
+        char base[CONFIG_STR_MAX + 16];
+        snprintf(base, sizeof base, "http://%.64s:1", cfg->server_bind);
+        if (cluster_parse_base(base, &sa) || sa.sin_addr.s_addr == htonl(INADDR_ANY)) {
+            snprintf(err, errlen, "cluster.advertise_url must be set (http://IPV4:PORT, what the other nodes forward "
+                                  "reads to) when server.bind (\"%.64s\") is not one IPv4 address", cfg->server_bind);
+            return -EINVAL;
+        }
     }
     return 0;
 }
