@@ -570,6 +570,9 @@ int handle_metrics(HttpCall *c)
 int handle_admin_snapshot(HttpCall *c)
 {
     uint64_t job;
+    if (c->cluster) /* no Wal, no snapshots: the stream is the log (docs/CLUSTER.md) */
+        return http_send_error(c, 409, "conflict",
+                               "cluster mode keeps no snapshots: the JetStream stream holds the state", NULL, 0);
     if (service_request_snapshot(c->svc, &job))
         return http_send_error(c, 409, "conflict", "a requested snapshot is already queued or being written", NULL,
                                0);
