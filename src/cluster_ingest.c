@@ -78,6 +78,12 @@ static int publish_all(Cluster *c, size_t n, const uint32_t *parts, const ByteBu
         natsMsgList pending = {0};
         if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
             natsMsgList_Destroy(&pending); /* unacknowledged: dropped, the call fails */
+        /* An acknowledgement whose on_pub_error is running right now was
+         * taken off the pending list before the call, and the library
+         * counts it until the handler returns: wait for those (nothing
+         * else is pending now), since f is on this stack. An answer that
+         * comes later finds no pending message and calls nothing. */
+        (void)js_PublishAsyncComplete(js, NULL);
         jsCtx_Destroy(js);
     }
     if (s == NATS_TIMEOUT) {
