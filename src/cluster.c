@@ -222,6 +222,31 @@ void cluster_render_metrics(Cluster *c, TextBuf *b)
 
 static void lease_key(uint32_t p, char *out, size_t cap) { snprintf(out, cap, "p-%u", p); }
 
+/* Gives our lease of p up: a delete marker for its key, stored only if the
+ * key's last revision is still rev (ours). kvStore_Delete cannot make that
+ * condition, so this publishes what it would (KV-Operation: DEL on the
+ * key's subject) with the expected last subject sequence: a lease another
+ * node took in between is left alone. Best effort: the lease expires
+ * anyway. The cluster thread, or main at stop. */
+static void lease_delete(Cluster *c, uint32_t p, uint64_t rev)
+{
+    if (!rev)
+        return;
+    char subject[64];
+    snprintf(subject, sizeof subject, "$KV." CLUSTER_LEASE_BUCKET ".p-%u", p);
+    natsMsg *m = NULL;
+    if (natsMsg_Create(&m, subject, NULL, NULL, 0) != NATS_OK)
+        return;
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.ExpectLastSubjectSeq = rev;
+    jsPubAck *ack = NULL;
+    if (natsMsgHeader_Set(m, "KV-Operation", "DEL") == NATS_OK)
+        (void)js_PublishMsg(&ack, c->js, m, &po, NULL);
+    jsPubAck_Destroy(ack);
+    natsMsg_Destroy(m);
+}
+
 /* Rendezvous hashing: the live member with the highest hash of (node, p)
  * prefers p, so a node joining or leaving moves only its share. NULL when
  * there are no members. Under map_lock. */
@@ -332,7 +357,7 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
     }
     if (mine && prefer_other) {
         stop_partition(c, part, "rebalance");
-        (void)kvStore_Delete(c->leases, key);
+        lease_delete(c, part->index, rev);
         pthread_mutex_lock(&c->map_lock);
         c->owner[part->index][0] = '\0';
         pthread_mutex_unlock(&c->map_lock);
@@ -635,10 +660,8 @@ void cluster_stop(Cluster *c)
     for (uint32_t p = 0; c->parts && p < c->nparts; p++) {
         Partition *part = &c->parts[p];
         if (owned(part)) {
-            char key[32];
             cluster_consume_stop(c, part);
-            lease_key(p, key, sizeof key);
-            (void)kvStore_Delete(c->leases, key);
+            lease_delete(c, p, part->lease_rev);
         }
     }
     if (c->nodes)
