@@ -3,7 +3,12 @@
  * the last one this process applied: the whole partition for a fresh
  * process, or the rest for a node that had it before), each message
  * applied to the service in stream order: an events batch (service_apply,
- * whose event_id window drops duplicates) or an erasure.
+ * whose event_id window drops duplicates) or an erasure. A message the
+ * service refuses whole for now (limits.max_users, memory), or one that
+ * arrives once the lease may be lapsing, is not applied and stalls the
+ * partition: nothing after it is applied until the cluster thread
+ * restarts the consumer from it (cluster_consume_retry). Only a malformed
+ * message is skipped.
  *
  * Threads: cluster_consume_start/stop on the cluster thread; on_message on
  * libnats' delivery threads, under the partition's apply_lock, which stop
