@@ -208,6 +208,17 @@ def events_through_random_nodes(binary):
         expected.update({u: 0 for u in erased})
         wait_counts(lc, expected)
 
+        # a full batch (limits.max_batch_events) of one shopper with long
+        # ids is more than NATS' max_payload (1 MiB) as one message: it is
+        # published as several, in order, and every event is applied
+        big = "L" * 120
+        events = [{"user_id": big, "type": "view", "ts": T0 + k, "event_id": f"{'E' * 100}-{k}"}
+                  for k in range(10000)]
+        status, body = nodes[2].json("POST", "/v1/events", {"events": events})
+        check(status == 200 and body["accepted"] == 10000, f"10,000 events of one partition: {status} {body}")
+        expected[big] = 10000
+        wait_counts(lc, expected)
+
         # no snapshots in cluster mode: a requested one is refused, not
         # queued for ever
         for n in nodes:
