@@ -21,6 +21,7 @@
 #ifndef LTVD_CLUSTER_H
 #define LTVD_CLUSTER_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -104,6 +105,10 @@ typedef struct ClusterReply {
  * it itself, never forwards again) and, when auth is not NULL, that
  * Authorization header. 0 with out filled, or -errno (-ETIMEDOUT,
  * -ECONNREFUSED, -EPROTO, -EMSGSIZE) within timeout_ms. */
+/* Any thread: "http://IPV4[:PORT][/...]" ("localhost" is 127.0.0.1; port
+ * 80 when absent) -> the address cluster_forward connects to. 0 or
+ * -EINVAL. cluster_config_check checks the advertised URL with it. */
+int cluster_parse_base(const char *url, struct sockaddr_in *sa);
 int cluster_forward(const char *base_url, const char *method, const char *path, const char *auth,
                     const char *body, size_t len, int timeout_ms, ClusterReply *out);
 

@@ -31,7 +31,14 @@ int64_t cluster_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+bool cluster_lease_fresh(const Cluster *c, const Partition *p)
+{
+    return cluster_now_ms() - atomic_load(&p->renewed_ms) < c->cfg->cluster_lease_ms * 2 / 3;
+}
+
 /* ---- config ------------------------------------------------------------- */
+
+#define CLUSTER_MIN_THREADS 4 /* server.threads in cluster mode */
 
 /* 32 hex digits -> the 128-bit key (k0: the first 16). */
 static int parse_hash_key(const char *s, HashKey *out)
@@ -80,10 +87,32 @@ int cluster_config_check(const LtvdConfig *cfg, char *err, size_t errlen)
                               "LTVD_CLUSTER_HASH_KEY)");
         return -EINVAL;
     }
-    const char *u = cfg->cluster_advertise_url;
-    if (u[0] && strncmp(u, "http://", 7) != 0) {
-        snprintf(err, errlen, "cluster.advertise_url must be http://IPV4:PORT (what the other nodes forward to)");
+    /* A node's HTTP thread blocks while it forwards a read to the owner;
+     * with too few threads two nodes forwarding to each other deadlock. */
+    if (cfg->server_threads < CLUSTER_MIN_THREADS) {
+        snprintf(err, errlen, "server.threads must be %d or more in cluster mode (it is %lld): reads forwarded "
+                 "between nodes wait on each other's HTTP threads", CLUSTER_MIN_THREADS,
+                 (long long)cfg->server_threads);
         return -EINVAL;
+    }
+    /* What the other nodes forward to, parsed as the forwarder does: the
+     * advertised URL, else http://server.bind:port. */
+    struct sockaddr_in sa;
+    const char *u = cfg->cluster_advertise_url;
+    if (u[0]) {
+        if (strlen(u) >= CLUSTER_URL_MAX || cluster_parse_base(u, &sa) || sa.sin_addr.s_addr == htonl(INADDR_ANY)) {
+            snprintf(err, errlen, "cluster.advertise_url must be http://IPV4:PORT, an address the other nodes can "
+                                  "reach (what they forward reads to), not \"%.64s\"", u);
+            return -EINVAL;
+        }
+    } else {
+        char base[CONFIG_STR_MAX + 16];
+        snprintf(base, sizeof base, "http://%.64s:1", cfg->server_bind);
+        if (cluster_parse_base(base, &sa) || sa.sin_addr.s_addr == htonl(INADDR_ANY)) {
+            snprintf(err, errlen, "cluster.advertise_url must be set (http://IPV4:PORT, what the other nodes forward "
+                                  "reads to) when server.bind (\"%.64s\") is not one IPv4 address", cfg->server_bind);
+            return -EINVAL;
+        }
     }
     return 0;
 }
@@ -192,6 +221,31 @@ void cluster_render_metrics(Cluster *c, TextBuf *b)
 /* ---- leases ------------------------------------------------------------- */
 
 static void lease_key(uint32_t p, char *out, size_t cap) { snprintf(out, cap, "p-%u", p); }
+
+/* Gives our lease of p up: a delete marker for its key, stored only if the
+ * key's last revision is still rev (ours). kvStore_Delete cannot make that
+ * condition, so this publishes what it would (KV-Operation: DEL on the
+ * key's subject) with the expected last subject sequence: a lease another
+ * node took in between is left alone. Best effort: the lease expires
+ * anyway. The cluster thread, or main at stop. */
+static void lease_delete(Cluster *c, uint32_t p, uint64_t rev)
+{
+    if (!rev)
+        return;
+    char subject[64];
+    snprintf(subject, sizeof subject, "$KV." CLUSTER_LEASE_BUCKET ".p-%u", p);
+    natsMsg *m = NULL;
+    if (natsMsg_Create(&m, subject, NULL, NULL, 0) != NATS_OK)
+        return;
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.ExpectLastSubjectSeq = rev;
+    jsPubAck *ack = NULL;
+    if (natsMsgHeader_Set(m, "KV-Operation", "DEL") == NATS_OK)
+        (void)js_PublishMsg(&ack, c->js, m, &po, NULL);
+    jsPubAck_Destroy(ack);
+    natsMsg_Destroy(m);
+}
 
 /* Rendezvous hashing: the live member with the highest hash of (node, p)
  * prefers p, so a node joining or leaving moves only its share. NULL when
@@ -303,7 +357,7 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
     }
     if (mine && prefer_other) {
         stop_partition(c, part, "rebalance");
-        (void)kvStore_Delete(c->leases, key);
+        lease_delete(c, part->index, rev);
         pthread_mutex_lock(&c->map_lock);
         c->owner[part->index][0] = '\0';
         pthread_mutex_unlock(&c->map_lock);
@@ -418,9 +472,11 @@ static void *cluster_thread(void *arg)
         for (uint32_t p = 0; p < c->nparts; p++)
             reach = tick_partition(c, &c->parts[p], members_known, reach) && reach;
         check_consumers(c);
+        for (uint32_t p = 0; p < c->nparts; p++)
+            cluster_consume_retry(c, &c->parts[p]);
         pthread_mutex_lock(&c->stop_lock);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        struct timespec until; /* stop_cond waits on CLOCK_MONOTONIC (cluster_start) */
+        clock_gettime(CLOCK_MONOTONIC, &until);
         int64_t ns = until.tv_nsec + (tick_ms % 1000) * 1000000;
         until.tv_sec += tick_ms / 1000 + ns / 1000000000;
         until.tv_nsec = ns % 1000000000;
@@ -546,7 +602,11 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         c->nonce = (uint64_t)cluster_now_ms();
     pthread_mutex_init(&c->map_lock, NULL);
     pthread_mutex_init(&c->stop_lock, NULL);
-    pthread_cond_init(&c->stop_cond, NULL);
+    pthread_condattr_t ca; /* a tick is not stretched or cut short by a wall-clock step */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->stop_cond, &ca);
+    pthread_condattr_destroy(&ca);
     c->parts = calloc(c->nparts, sizeof *c->parts);
     c->owner = calloc(c->nparts, sizeof *c->owner);
     if (!c->parts || !c->owner) {
@@ -600,10 +660,8 @@ void cluster_stop(Cluster *c)
     for (uint32_t p = 0; c->parts && p < c->nparts; p++) {
         Partition *part = &c->parts[p];
         if (owned(part)) {
-            char key[32];
             cluster_consume_stop(c, part);
-            lease_key(p, key, sizeof key);
-            (void)kvStore_Delete(c->leases, key);
+            lease_delete(c, p, part->lease_rev);
         }
     }
     if (c->nodes)

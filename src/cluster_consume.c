@@ -3,7 +3,12 @@
  * the last one this process applied: the whole partition for a fresh
  * process, or the rest for a node that had it before), each message
  * applied to the service in stream order: an events batch (service_apply,
- * whose event_id window drops duplicates) or an erasure.
+ * whose event_id window drops duplicates) or an erasure. A message the
+ * service refuses whole for now (limits.max_users, memory), or one that
+ * arrives once the lease may be lapsing, is not applied and stalls the
+ * partition: nothing after it is applied until the cluster thread
+ * restarts the consumer from it (cluster_consume_retry). Only a malformed
+ * message is skipped.
  *
  * Threads: cluster_consume_start/stop on the cluster thread; on_message on
  * libnats' delivery threads, under the partition's apply_lock, which stop
@@ -27,8 +32,10 @@ typedef struct ConsumeCtx {
 } ConsumeCtx;
 
 /* Applies one message's payload (kind byte, then wal_record.h's). Under
- * part->apply_lock. */
-static void apply_payload(Cluster *c, Partition *part, const unsigned char *p, size_t len, uint64_t seq)
+ * part->apply_lock. 0; -EBADMSG (malformed: it never will be applied, it
+ * is skipped); -ENOSPC (limits.max_users) or -ENOMEM, nothing of it
+ * applied: it is tried again later. */
+static int apply_payload(Cluster *c, const unsigned char *p, size_t len)
 {
     int rc = -EBADMSG;
     if (len >= 1 && p[0] == CLUSTER_MSG_EVENTS) {
@@ -49,18 +56,29 @@ static void apply_payload(Cluster *c, Partition *part, const unsigned char *p, s
         if (rc == -ENOENT)
             rc = 0; /* erased before, or never seen here */
     }
-    if (rc) {
+    return rc == -ENOSPC || rc == -ENOMEM || rc == -EBADMSG || !rc ? rc : -EBADMSG;
+}
+
+/* A message not applied now: the partition stalls (nothing after it is
+ * applied) until the cluster thread restarts its consumer from it. Logged
+ * and counted once per episode. Under part->apply_lock. */
+static void stall(Cluster *c, Partition *part, uint64_t seq, const char *why, bool is_error)
+{
+    part->stalled = true;
+    if (part->stall_logged)
+        return;
+    part->stall_logged = true;
+    if (is_error)
         atomic_fetch_add(&c->consume_errors, 1);
-        log_msg(LOG_ERROR, "cluster: a stream message was not applied", "partition=%u seq=%llu error=\"%s\"",
-                part->index, (unsigned long long)seq,
-                rc == -ENOSPC ? "limits.max_users reached" : rc == -EBADMSG ? "malformed message" : "out of memory");
-    }
+    log_msg(is_error ? LOG_ERROR : LOG_WARN, "cluster: a stream message was not applied; retrying it",
+            "partition=%u seq=%llu reason=\"%s\"", part->index, (unsigned long long)seq, why);
 }
 
 static void on_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     ConsumeCtx *ctx = closure;
     Partition *part = ctx->part;
+    Cluster *c = part->cluster;
     jsMsgMetaData *meta = NULL;
     if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) {
         natsMsg_Destroy(msg);
@@ -69,11 +87,29 @@ static void on_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     uint64_t seq = meta->Sequence.Stream;
     jsMsgMetaData_Destroy(meta);
     pthread_mutex_lock(&part->apply_lock);
-    if (part->owned && part->gen == ctx->gen && seq > atomic_load(&part->applied_seq)) {
-        apply_payload(part->cluster, part, (const unsigned char *)natsMsg_GetData(msg),
-                      (size_t)natsMsg_GetDataLength(msg), seq);
-        atomic_store(&part->applied_seq, seq);
-        atomic_fetch_add(&part->cluster->applied_msgs, 1);
+    if (part->owned && !part->stalled && part->gen == ctx->gen && seq > atomic_load(&part->applied_seq)) {
+        if (!cluster_lease_fresh(c, part)) {
+            /* the lease may lapse before this is applied: not now (the
+             * tick restarts the consumer once it renewed, or stops it) */
+            stall(c, part, seq, "lease_unrenewed", false);
+        } else {
+            int rc = apply_payload(c, (const unsigned char *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+            if (rc == -ENOSPC || rc == -ENOMEM) {
+                stall(c, part, seq, rc == -ENOSPC ? "limits.max_users reached" : "out of memory", true);
+            } else {
+                if (rc) { /* malformed: no retry can apply it */
+                    atomic_fetch_add(&c->consume_errors, 1);
+                    log_msg(LOG_ERROR, "cluster: a malformed stream message was skipped", "partition=%u seq=%llu",
+                            part->index, (unsigned long long)seq);
+                } else if (part->stall_logged) {
+                    part->stall_logged = false;
+                    log_msg(LOG_INFO, "cluster: applying again", "partition=%u seq=%llu", part->index,
+                            (unsigned long long)seq);
+                }
+                atomic_store(&part->applied_seq, seq);
+                atomic_fetch_add(&c->applied_msgs, 1);
+            }
+        }
     }
     pthread_mutex_unlock(&part->apply_lock);
     natsMsg_Destroy(msg);
@@ -88,6 +124,7 @@ int cluster_consume_start(Cluster *c, Partition *part)
         return -ENOMEM;
     pthread_mutex_lock(&part->apply_lock);
     part->owned = true;
+    part->stalled = false;
     ctx->gen = ++part->gen;
     pthread_mutex_unlock(&part->apply_lock);
     ctx->part = part;
@@ -154,4 +191,17 @@ void cluster_consume_check(Cluster *c, Partition *part)
     cluster_consume_stop(c, part);
     if (cluster_consume_start(c, part) != 0)
         log_msg(LOG_WARN, "cluster: cannot restart the consumer; the lease will lapse", "partition=%u", part->index);
+}
+
+void cluster_consume_retry(Cluster *c, Partition *part)
+{
+    pthread_mutex_lock(&part->apply_lock);
+    bool retry = part->owned && part->stalled;
+    pthread_mutex_unlock(&part->apply_lock);
+    if (!retry || !cluster_lease_fresh(c, part))
+        return;
+    cluster_consume_stop(c, part);
+    if (cluster_consume_start(c, part) != 0)
+        log_msg(LOG_WARN, "cluster: cannot restart the consumer; the next tick tries again", "partition=%u",
+                part->index);
 }

@@ -26,7 +26,7 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int parse_base(const char *url, struct sockaddr_in *sa)
+int cluster_parse_base(const char *url, struct sockaddr_in *sa)
 {
     char host[64];
     unsigned port = 80;
@@ -109,7 +109,7 @@ int cluster_forward(const char *base_url, const char *method, const char *path, 
 {
     memset(out, 0, sizeof *out);
     struct sockaddr_in sa;
-    if (parse_base(base_url, &sa))
+    if (cluster_parse_base(base_url, &sa))
         return -EINVAL;
     int64_t deadline = mono_ms() + timeout_ms;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -1,7 +1,8 @@
 /* cluster_ingest: POST /v1/events in cluster mode. The validated batch is
  * grouped by partition (each partition's events in their order, so one
  * shopper's events stay in order) and published as one JetStream message
- * per partition to ltvd.ev.<p>, all at once (async publish), each with a
+ * per partition (more, in order, if its events exceed the server's
+ * max_payload) to ltvd.ev.<p>, all at once (async publish), each with a
  * message id so that JetStream drops a retried copy within the stream's
  * duplicate window. The caller answers 200 only once every message is
  * acknowledged: stored by a quorum of the stream's replicas.
@@ -78,6 +79,12 @@ static int publish_all(Cluster *c, size_t n, const uint32_t *parts, const ByteBu
         natsMsgList pending = {0};
         if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
             natsMsgList_Destroy(&pending); /* unacknowledged: dropped, the call fails */
+        /* An acknowledgement whose on_pub_error is running right now was
+         * taken off the pending list before the call, and the library
+         * counts it until the handler returns: wait for those (nothing
+         * else is pending now), since f is on this stack. An answer that
+         * comes later finds no pending message and calls nothing. */
+        (void)js_PublishAsyncComplete(js, NULL);
         jsCtx_Destroy(js);
     }
     if (s == NATS_TIMEOUT) {
@@ -96,6 +103,39 @@ static int publish_all(Cluster *c, size_t n, const uint32_t *parts, const ByteBu
     }
     pthread_mutex_destroy(&f.lock);
     return rc;
+}
+
+/* Room for a message's headers (message id, expected stream) within the
+ * server's max_payload, which counts them. */
+#define HEADER_ROOM 1024
+
+/* Encodes one partition's run of events (n,) as messages of at most limit
+ * bytes each, appended to bodies/parts at *nmsg (room for one message per
+ * event is there): the whole run if it fits, else its halves, in order.
+ * A single event always fits (an event is at most a few hundred bytes).
+ * 0 or -ENOMEM. */
+static int encode_run(ByteBuf *bodies, uint32_t *parts, size_t *nmsg, uint32_t p, const Event *ev, size_t n,
+                      size_t limit)
+{
+    ByteBuf payload = {0};
+    if (wal_record_encode_events(&payload, ev, n))
+        return -ENOMEM;
+    if (payload.len + 1 > limit && n > 1) {
+        bytebuf_free(&payload);
+        int rc = encode_run(bodies, parts, nmsg, p, ev, n / 2, limit);
+        return rc ? rc : encode_run(bodies, parts, nmsg, p, ev + n / 2, n - n / 2, limit);
+    }
+    ByteBuf *b = &bodies[*nmsg];
+    if (bytebuf_reserve(b, payload.len + 1)) {
+        bytebuf_free(&payload);
+        return -ENOMEM;
+    }
+    b->p[0] = CLUSTER_MSG_EVENTS;
+    memcpy(b->p + 1, payload.p, payload.len);
+    b->len = payload.len + 1;
+    bytebuf_free(&payload);
+    parts[(*nmsg)++] = p;
+    return 0;
 }
 
 int cluster_publish_events(Cluster *c, const Event *ev, size_t n, char *err, size_t errlen)
@@ -124,22 +164,18 @@ int cluster_publish_events(Cluster *c, const Event *ev, size_t n, char *err, siz
         start[p + 1] += start[p];
     for (size_t i = 0; i < n; i++)
         sorted[start[part_of[i]]++] = ev[i];
+    /* A message over the server's max_payload would be refused on every
+     * try: a partition's run is split into messages that fit (published in
+     * order on one connection, so stored in order). */
+    int64_t max_payload = natsConnection_GetMaxPayload(c->nc);
+    size_t limit = max_payload > 4 * HEADER_ROOM ? (size_t)max_payload - HEADER_ROOM : 64u << 10;
     /* start[p] is now the end of partition p's run; its beginning is start[p - 1] (0 for p = 0) */
     for (uint32_t p = 0; p < P; p++) {
         size_t b = p ? start[p - 1] : 0, e = start[p];
-        if (e == b)
-            continue;
-        ByteBuf payload = {0};
-        if (wal_record_encode_events(&payload, sorted + b, e - b) || bytebuf_reserve(&bodies[nmsg], payload.len + 1)) {
-            bytebuf_free(&payload);
+        if (e > b && encode_run(bodies, parts, &nmsg, p, sorted + b, e - b, limit)) {
             snprintf(err, errlen, "out of memory");
             goto out;
         }
-        bodies[nmsg].p[0] = CLUSTER_MSG_EVENTS;
-        memcpy(bodies[nmsg].p + 1, payload.p, payload.len);
-        bodies[nmsg].len = payload.len + 1;
-        bytebuf_free(&payload);
-        parts[nmsg++] = p;
     }
     rc = publish_all(c, nmsg, parts, bodies, err, errlen);
 out:

@@ -35,9 +35,14 @@ typedef struct Partition {
     uint64_t gen;                   /* under apply_lock: bumped at every start and stop; a message of an older consumer is dropped */
     natsSubscription *sub;          /* the cluster thread's: the live consumer */
     _Atomic uint64_t applied_seq;   /* the stream sequence of the last message applied (0: none) */
+    bool stalled;                   /* under apply_lock: a message could not be applied now (limits.max_users,
+                                       out of memory, the lease about to lapse): the consumer applies nothing
+                                       more, the cluster thread restarts it from applied_seq + 1 */
+    bool stall_logged;              /* under apply_lock: this episode was logged and counted (cleared by the
+                                       next message applied) */
     /* the cluster thread's own */
     uint64_t lease_rev;             /* the revision of our lease entry */
-    int64_t renewed_ms;             /* monotonic time the last renewal was sent */
+    _Atomic int64_t renewed_ms;     /* monotonic time the last renewal was sent (the delivery threads read it) */
     uint64_t seen_seq;              /* applied_seq at the last tick */
     int idle_ticks;                 /* ticks since applied_seq last moved */
 } Partition;
@@ -77,6 +82,9 @@ struct Cluster {
 };
 
 int64_t cluster_now_ms(void);
+/* Does the lease of p surely still hold (less than 2/3 of cluster.lease_ms
+ * since its last renewal was sent)? Any thread. */
+bool cluster_lease_fresh(const Cluster *c, const Partition *p);
 
 /* cluster_consume.c, the cluster thread: starts applying partition p from
  * the message after its applied_seq (its lease just taken; p is owned
@@ -89,5 +97,9 @@ void cluster_consume_stop(Cluster *c, Partition *p);
  * died and the library did not recreate it)? Then it is restarted from
  * the message after applied_seq. One JetStream request. */
 void cluster_consume_check(Cluster *c, Partition *p);
+/* The cluster thread: p owned and stalled (a message it could not apply
+ * yet)? Then its consumer is restarted from the message after applied_seq:
+ * that message is tried again, nothing after it was applied. */
+void cluster_consume_retry(Cluster *c, Partition *p);
 
 #endif

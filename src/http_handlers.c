@@ -486,16 +486,13 @@ int handle_user_get(HttpCall *c)
 
 int handle_user_delete(HttpCall *c)
 {
-    int ret;
-    if (answered_by_owner(c, c->url, &ret))
-        return ret;
     if (c->cluster) {
-        /* the owner checks the shopper exists, then the erasure goes through
-         * the stream like an event; it applies it as it consumes */
-        UserSummaryView v;
+        /* Any node publishes the erasure to the shopper's partition, with
+         * no existence check: the owner may not have applied the shopper's
+         * acknowledged events yet (just ingested, or replaying after a
+         * failover), and they are before the erasure in the stream. The
+         * owner erases as it applies; an unknown id is a no-op there. */
         char err[256];
-        if (service_user_summary(c->svc, c->id, c->id_len, &v))
-            return http_send_error(c, 404, "not_found", "unknown user", NULL, 0);
         int rc = cluster_publish_erase(c->cluster, c->id, c->id_len, err, sizeof err);
         if (rc)
             return http_send_error(c, 503, "cluster_unavailable", err, NULL, 0);
@@ -573,6 +570,9 @@ int handle_metrics(HttpCall *c)
 int handle_admin_snapshot(HttpCall *c)
 {
     uint64_t job;
+    if (c->cluster) /* no Wal, no snapshots: the stream is the log (docs/CLUSTER.md) */
+        return http_send_error(c, 409, "conflict",
+                               "cluster mode keeps no snapshots: the JetStream stream holds the state", NULL, 0);
     if (service_request_snapshot(c->svc, &job))
         return http_send_error(c, 409, "conflict", "a requested snapshot is already queued or being written", NULL,
                                0);
@@ -807,8 +807,20 @@ static int list_query(HttpCall *c, const Segments *g, size_t total, bool churn, 
     return 0;
 }
 
+/* Cluster mode: does this node own the shopper's partition now (the map,
+ * at most a tick old)? A node keeps the shoppers of a partition it gave
+ * up, stale (even erased since by the new owner): its lists skip them. */
+static bool owned_here(HttpCall *c, const char *id)
+{
+    size_t len = strlen(id);
+    bool self;
+    char node[CLUSTER_NODE_MAX], url[CLUSTER_URL_MAX];
+    return cluster_owner(c->cluster, cluster_partition_of(c->cluster, id, len), &self, node, url) == 0 && self;
+}
+
 /* Answers one page of list (n,) from g: rows that pass the thresholds and
- * whose shopper still exists, from the cursor's position on. */
+ * whose shopper still exists (in cluster mode: in a partition this node
+ * owns), from the cursor's position on. */
 static int send_list(HttpCall *c, Segments *g, const SegmentRow *list, size_t total, bool churn)
 {
     ListQuery q;
@@ -832,7 +844,7 @@ static int send_list(HttpCall *c, Segments *g, const SegmentRow *list, size_t to
         }
         service_segments_live(c->svc, cand, k, live);
         for (size_t i = 0; i < k; i++)
-            if (live[i])
+            if (live[i] && (!c->cluster || owned_here(c, cand[i]->user_id)))
                 page[n++] = cand[i];
     }
     char cursor[64];

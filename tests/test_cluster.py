@@ -74,6 +74,26 @@ def single_node_default(binary):
     half = subprocess.run([binary, "--check-config", "--set", f"cluster.hash_key={HASH_KEY}"],
                           capture_output=True, text=True, timeout=scaled(30))
     check(half.returncode == 2 and "cluster.node_id" in half.stderr, f"no node id: {half.returncode} {half.stderr}")
+    # complete cluster settings, then one key wrong at a time: refused with
+    # the key named (server.threads 1, the default, would let two nodes'
+    # forwards to each other deadlock; the advertised URL must be one the
+    # forwarder can connect to)
+    whole = ["--check-config", "--set", "cluster.node_id=n1", "--set", "cluster.nats_urls=nats://127.0.0.1:1",
+             "--set", f"cluster.hash_key={HASH_KEY}"]
+    for extra, key in ((["--set", "server.threads=1"], "server.threads"),
+                       (["--set", "server.threads=3"], "server.threads"),
+                       (["--set", "server.threads=4", "--set", "cluster.advertise_url=http://ltvd-1:8080"],
+                        "cluster.advertise_url"),
+                       (["--set", "server.threads=4", "--set", "cluster.advertise_url=http://0.0.0.0:8080"],
+                        "cluster.advertise_url"),
+                       (["--set", "server.threads=4", "--set", "cluster.advertise_url=http://10.0.0.1:99999"],
+                        "cluster.advertise_url")):
+        r = subprocess.run([binary] + whole + extra, capture_output=True, text=True, timeout=scaled(30))
+        check(r.returncode == 2 and key in r.stderr, f"{extra}: {r.returncode} {r.stderr}")
+    ok = subprocess.run([binary] + whole + ["--set", "server.threads=4", "--set",
+                                            "cluster.advertise_url=http://10.0.0.1:8080"],
+                        capture_output=True, text=True, timeout=scaled(30))
+    check(ok.returncode == 0, f"a good cluster config refused: {ok.returncode} {ok.stderr}")
 
 
 @test
@@ -166,15 +186,45 @@ def events_through_random_nodes(binary):
                       f"GET {u} through haproxy: {status} {body[:200]}")
 
         # erasure through any node: 204 once the erasure is in the stream,
-        # then gone on every node; an unknown shopper is 404
+        # then gone on every node. No node checks that the shopper exists
+        # (its owner may not have applied its events yet): an unknown one is
+        # 204 too, and one erased right after its events were acknowledged
+        # is gone as well.
         erased = [u for u in users if acked[u]][:6]
         for u in erased:
             status, _, body = rng.choice(nodes).request("DELETE", f"/v1/users/{quote_id(u)}")
             check(status == 204, f"DELETE {u}: {status} {body[:200]}")
         status, _, _ = nodes[1].request("DELETE", "/v1/users/never-seen")
-        check(status == 404, f"DELETE of an unknown shopper: {status}")
+        check(status == 204, f"DELETE of an unknown shopper in cluster mode: {status}")
+        for i, n in enumerate(nodes):
+            u = f"fresh-{i}"
+            status, body = n.json("POST", "/v1/events", {"events": [
+                {"user_id": u, "type": "purchase", "ts": T0 + k, "value": 5.0, "event_id": f"fresh-{i}-{k}"}
+                for k in range(3)]})
+            check(status == 200, f"POST {u}: {status} {body}")
+            status, _, body = nodes[(i + 1) % 3].request("DELETE", f"/v1/users/{quote_id(u)}")
+            check(status == 204, f"DELETE {u} right after its events: {status} {body[:200]}")
+            expected[u] = 0
         expected.update({u: 0 for u in erased})
         wait_counts(lc, expected)
+
+        # a full batch (limits.max_batch_events) of one shopper with long
+        # ids is more than NATS' max_payload (1 MiB) as one message: it is
+        # published as several, in order, and every event is applied
+        big = "L" * 120
+        events = [{"user_id": big, "type": "view", "ts": T0 + k, "event_id": f"{'E' * 100}-{k}"}
+                  for k in range(10000)]
+        status, body = nodes[2].json("POST", "/v1/events", {"events": events})
+        check(status == 200 and body["accepted"] == 10000, f"10,000 events of one partition: {status} {body}")
+        expected[big] = 10000
+        wait_counts(lc, expected)
+
+        # no snapshots in cluster mode: a requested one is refused, not
+        # queued for ever
+        for n in nodes:
+            status, _, body = answer_as_documented(n, "POST", "/v1/admin/snapshot", "/v1/admin/snapshot")
+            check(status == 409 and body["error"]["code"] == "conflict" and "cluster" in body["error"]["message"],
+                  f"POST /v1/admin/snapshot in cluster mode: {status} {body}")
 
 
 class Poster:
@@ -267,7 +317,7 @@ def node_killed_under_load_and_back(binary):
     acknowledged event is counted exactly once, on every node, throughout;
     shoppers erased while it was away stay erased when it replays them."""
     users = [f"f{i}" for i in range(40)]
-    settings = {"cluster.publish_timeout_ms": "2000"}
+    settings = {"cluster.publish_timeout_ms": "2000", "segments.refresh_s": "1"}
     with NatsCluster() as nats, LtvdCluster(binary, nats, lease_ms=2000, settings=settings) as lc:
         before = lc.wait_stable()
         owner_before = {u: lc.nodes["n1"].request("GET", f"/v1/users/{u}/ltv")[1]["x-ltvd-owner"] for u in users}
@@ -297,7 +347,7 @@ def node_killed_under_load_and_back(binary):
         n1 = lc.nodes["n1"]
         for u in victims:
             status, _, body = n1.request("DELETE", f"/v1/users/{quote_id(u)}")
-            check(status in (204, 404), f"DELETE {u} after the failover: {status} {body[:200]}")
+            check(status == 204, f"DELETE {u} after the failover: {status} {body[:200]}")
             with poster.lock:
                 poster.acked[u] = 0
         lc.start_node("n2")
@@ -306,6 +356,21 @@ def node_killed_under_load_and_back(binary):
         acked = poster.stop()
         check(snapshot_batches > 5 and poster.batches > snapshot_batches, f"too little load: {poster.batches}")
         caught = wait_counts(lc, acked)
+        # n1 and n3 keep the shoppers of n2's partitions they held while it
+        # was away (stale now): each node's top list is its own partitions'
+        # shoppers only, and together the lists are every live shopper once
+        live_users = {u for u, k in acked.items() if k}
+        for name, node in lc.live().items():
+            want = {u for u in live_users if owner_before[u] == name}
+            deadline = time.monotonic() + scaled(30)
+            while True:
+                status, body = node.json("GET", "/v1/lists/top?limit=1000")
+                listed = {e["user_id"] for e in body["entries"]} if status == 200 else None
+                if listed == want or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            check(listed == want, f"{name}'s top list: {status}; not its own: {sorted((listed or set()) - want)}, "
+                                  f"missing: {sorted(want - (listed or set()))}")
         print(f"    failover: partitions re-owned {t_moved:.1f} s after the kill (lease 2.0 s); "
               f"{poster.batches} batches, {poster.retries} retried; counts agreed {caught:.1f} s after the last")
 
@@ -364,6 +429,48 @@ def nats_servers_lost_and_back(binary):
         caught_back = wait_counts(lc, acked, timeout=40)
         print(f"    one NATS server down: 10 more batches after {t_one:.1f} s, counts agreed {caught_one:.1f} s "
               f"later; two back: 10 batches after {t_back:.1f} s, counts agreed {caught_back:.1f} s later")
+
+
+@test
+def owner_full_then_room(binary):
+    """limits.max_users reached on the owner: acknowledged events of new
+    shoppers are not applied (counted once in
+    ltvd_cluster_apply_errors_total, however often they are retried) and
+    not lost: once erasures make room they are applied, in stream order
+    (an erasure published meanwhile after them)."""
+    settings = {"limits.max_users": "5"}
+    with NatsCluster() as nats, LtvdCluster(binary, nats, nodes=1, settings=settings) as lc:
+        lc.wait_stable()
+        node = lc.nodes["n1"]
+        first = [f"full-{i}" for i in range(5)]
+        for u in first:
+            status, body = node.json("POST", "/v1/events", {"user_id": u, "type": "view", "ts": T0,
+                                                             "event_id": f"{u}-0"})
+            check(status == 200, f"POST {u}: {status} {body}")
+        wait_counts(lc, {u: 1 for u in first})
+        late = [{"user_id": u, "type": "view", "ts": T0 + k, "event_id": f"{u}-{k}"}
+                for u in ("late-kept", "late-gone") for k in range(2)]
+        status, body = node.json("POST", "/v1/events", {"events": late})
+        check(status == 200, f"POST past limits.max_users (acknowledged: the stream holds it): {status} {body}")
+        errors = "ltvd_cluster_apply_errors_total"
+        check(wait_until(lambda: node.metric(errors) >= 1, 20), "the refused apply is not counted")
+        # acknowledged but not applied: an erasure is still taken (204), and
+        # goes after the shopper's events
+        status, _, body = node.request("DELETE", "/v1/users/late-gone")
+        check(status == 204, f"DELETE of a shopper whose events wait: {status} {body[:200]}")
+        episodes = node.metric(errors)
+        time.sleep(2.5)  # three ticks (lease 3 s): each retries the stalled partition(s)
+        check(node.metric(errors) == episodes and 1 <= episodes <= 2,
+              f"apply errors counted per retry, not once: {episodes} -> {node.metric(errors)}")
+        check(user_counts(node, ["late-kept", "late-gone"]) == {"late-kept": 0, "late-gone": 0},
+              "events past limits.max_users were applied")
+        for u in first:
+            status, _, body = node.request("DELETE", f"/v1/users/{quote_id(u)}")
+            check(status == 204, f"DELETE {u}: {status} {body[:200]}")
+        expected = {u: 0 for u in first}
+        expected.update({"late-kept": 2, "late-gone": 0})
+        wait_counts(lc, expected)
+        check(node.metric(errors) == episodes, "more apply errors once there was room")
 
 
 def main():
