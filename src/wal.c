@@ -115,10 +115,10 @@ static void seg_path(char *out, size_t n, const char *dir, uint64_t first)
     snprintf(out, n, "%s/wal-%016" PRIx64 ".log", dir, first);
 }
 
-/* fsyncs the file at path. 0 or -errno. */
-static int sync_path(const char *path)
+/* fsyncs what path names, opened read-only with `flags` added. 0 or -errno. */
+static int fsync_path(const char *path, int flags)
 {
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
     if (fd < 0)
         return -errno;
     int rc = fsync(fd) ? -errno : 0;
@@ -126,15 +126,9 @@ static int sync_path(const char *path)
     return rc;
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) ? -errno : 0;
-    close(fd);
-    return rc;
-}
+static int sync_path(const char *path) { return fsync_path(path, O_NOFOLLOW); }
+
+static int fsync_dir(const char *dir) { return fsync_path(dir, O_DIRECTORY); }
 
 /* Closes the segment and its sync descriptors (io_lock held or the log
  * stopped; nothing in flight). */
