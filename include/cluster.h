@@ -5,7 +5,9 @@
  * holds its lease in a JetStream key-value bucket.
  *
  * Files: cluster.c (connection, stream and buckets, membership, leases,
- * the partition map, the cluster thread), cluster_ingest.c (POST
+ * the partition map, the cluster thread), cluster_agree.c (a node whose
+ * partitions, hash key, replicas or lease differ from the cluster's
+ * record does not join), cluster_ingest.c (POST
  * /v1/events: one JetStream message per partition, answered once every
  * one is acknowledged), cluster_consume.c (the owner applies its
  * partitions' messages in order), cluster_forward.c (a read on a node
@@ -49,7 +51,8 @@ static inline bool cluster_configured(const LtvdConfig *cfg)
 int cluster_config_check(const LtvdConfig *cfg, char *err, size_t errlen);
 
 /* Main: connects to cluster.nats_urls, creates (or binds) the stream and
- * the buckets, joins the membership and starts the cluster thread, which
+ * the buckets, checks that this node's settings are the cluster's (else
+ * -EINVAL naming each key that differs and both values), joins the membership and starts the cluster thread, which
  * takes this node's share of the partitions. http_port: the port to
  * advertise when cluster.advertise_url is empty. 0, or -errno with why in
  * err (nothing left running). */

@@ -82,6 +82,16 @@ struct Cluster {
 };
 
 int64_t cluster_now_ms(void);
+/* Main: binds the key-value bucket name, or creates it (history 1, file
+ * storage, cluster.replicas, entries gone ttl_ms after their last put; 0:
+ * kept). 0 or -EIO with why in err. */
+int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, kvStore **out, char *err, size_t errlen);
+/* cluster_agree.c, main, at start: 0 if this node's cluster.partitions,
+ * hash_key, replicas and lease_ms are the cluster's (the first node to
+ * start records its own); -EINVAL naming every key that differs, with
+ * both values, in err (the node must not join); -EIO (JetStream did not
+ * answer: try again). */
+int cluster_agree(Cluster *c, char *err, size_t errlen);
 /* Does the lease of p surely still hold (less than 2/3 of cluster.lease_ms
  * since its last renewal was sent)? Any thread. */
 bool cluster_lease_fresh(const Cluster *c, const Partition *p);
