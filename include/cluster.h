@@ -106,13 +106,18 @@ typedef struct ClusterReply {
 /* One blocking HTTP/1.1 request to base_url (http://IPV4:PORT) + path
  * (with its query), with the header X-Ltvd-Forwarded: 1 (the owner answers
  * it itself, never forwards again) and, when auth is not NULL, that
- * Authorization header. 0 with out filled, or -errno (-ETIMEDOUT,
- * -ECONNREFUSED, -EPROTO, -EMSGSIZE) within timeout_ms. */
+ * Authorization header, on a kept-alive connection to that owner when one
+ * is idle (a few per owner, closed after 5 s idle). 0 with out filled, or
+ * -errno (-ETIMEDOUT, -ECONNREFUSED, -EPROTO, -EMSGSIZE) within
+ * timeout_ms. */
 /* Any thread: "http://IPV4[:PORT][/...]" ("localhost" is 127.0.0.1; port
  * 80 when absent) -> the address cluster_forward connects to. 0 or
  * -EINVAL. cluster_config_check checks the advertised URL with it. */
 int cluster_parse_base(const char *url, struct sockaddr_in *sa);
 int cluster_forward(const char *base_url, const char *method, const char *path, const char *auth,
                     const char *body, size_t len, int timeout_ms, ClusterReply *out);
+/* Main at stop (no forward running): closes the idle kept-alive
+ * connections. */
+void cluster_forward_close_all(void);
 
 #endif

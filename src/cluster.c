@@ -602,6 +602,7 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         c->nonce = (uint64_t)cluster_now_ms();
     pthread_mutex_init(&c->map_lock, NULL);
     pthread_mutex_init(&c->stop_lock, NULL);
+    pthread_mutex_init(&c->pub_lock, NULL);
     pthread_condattr_t ca; /* a tick is not stretched or cut short by a wall-clock step */
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -673,6 +674,8 @@ void cluster_stop(Cluster *c)
     }
     if (c->nodes && c->thread_started) /* a node refused at start leaves a live namesake's key alone */
         (void)kvStore_Delete(c->nodes, c->node);
+    cluster_ingest_close(c);
+    cluster_forward_close_all();
     kvStore_Destroy(c->leases);
     kvStore_Destroy(c->nodes);
     jsCtx_Destroy(c->js);
@@ -685,6 +688,7 @@ void cluster_stop(Cluster *c)
         pthread_mutex_destroy(&c->parts[p].apply_lock);
     pthread_mutex_destroy(&c->map_lock);
     pthread_mutex_destroy(&c->stop_lock);
+    pthread_mutex_destroy(&c->pub_lock);
     pthread_cond_destroy(&c->stop_cond);
     free(c->parts);
     free(c->owner);
