@@ -330,6 +330,59 @@ def nodes_refuse_other_settings(binary):
             b.close()
 
 
+def connections_to(port):
+    """Established TCP connections on this machine whose far end is
+    127.0.0.1:port (the connecting side of each), from /proc/net/tcp."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            rem_port, state = int(fields[2].split(":")[1], 16), fields[3]
+            n += rem_port == port and state == "01"
+    return n
+
+
+@test
+def forwards_reuse_connections(binary):
+    """Reads forwarded to the owner go over kept-alive connections: a burst
+    of concurrent forwarded reads leaves at most 4 (the pool's cap per
+    owner) connections open to the owner, sequential ones reuse one; once
+    the owner closed them (server.connection_timeout_s 1) the next
+    forwarded read still answers 200, on a new connection."""
+    with NatsCluster() as nats, LtvdCluster(binary, nats, nodes=2,
+                                            settings={"server.threads": "8",
+                                                      "server.connection_timeout_s": "1"}) as lc:
+        lc.wait_stable()
+        n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
+        users = [f"kept-{i}" for i in range(40)]
+        status, body = n1.json("POST", "/v1/events", {"events": [
+            {"user_id": u, "type": "view", "ts": T0, "event_id": f"kept-{u}"} for u in users]})
+        check(status == 200, f"POST: {status} {body}")
+        wait_counts(lc, {u: 1 for u in users})
+        remote = [u for u in users if n1.request("GET", f"/v1/users/{u}/ltv")[1].get("x-ltvd-owner") == "n2"]
+        check(len(remote) >= 5, f"too few shoppers owned by n2: {remote}")
+
+        def read(u):
+            status, hdrs, body = n1.request("GET", f"/v1/users/{u}/ltv")
+            check(status == 200 and hdrs.get("x-ltvd-owner") == "n2", f"forwarded GET {u}: {status} {body[:200]}")
+
+        threads = [threading.Thread(target=lambda: [read(u) for u in remote * 3]) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        kept = connections_to(n2.port)
+        check(1 <= kept <= 4, f"{kept} connections from n1 to n2 after a burst of forwards (want 1 to 4)")
+        for u in remote * 5:
+            read(u)
+        check(1 <= connections_to(n2.port) <= 4, "sequential forwards opened connections of their own")
+
+        time.sleep(2.5)  # n2 closes the idle connections after 1 s
+        for u in remote[:3]:
+            read(u)
+        check(connections_to(n2.port) == 1, f"after the owner closed them: {connections_to(n2.port)} connections")
+
+
 class Poster:
     """Posts seeded batches (every event with an event_id) in a thread,
     each through a random live node until one answers 200: a refused
