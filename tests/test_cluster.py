@@ -18,7 +18,8 @@ import threading
 import time
 
 from cluster_harness import HASH_KEY, Haproxy, LtvdCluster, NatsCluster, require_nats_server
-from ltvd_harness import check, free_port, main_exit, quote_id, run_tests, scaled, tail, test_registry, wait_until
+from ltvd_harness import (check, free_port, main_exit, quote_id, run_tests, sanitizer_reports, scaled, tail,
+                          test_registry, wait_until)
 from openapi_check import check as spec_problems, load_yaml, resolve, response_spec
 
 tests, test = test_registry()
@@ -282,8 +283,9 @@ def refused(binary, lc, **changes):
     a = Attempt(binary, lc, "n9", **changes)
     try:
         settle([a])
-        check(a.proc.poll() is not None and a.proc.returncode != 0 and not a.was_ready,
+        check(a.proc.poll() is not None and a.proc.returncode == 1 and not a.was_ready,
               f"a node with {changes} joined (exit {a.proc.poll()}, ready {a.was_ready}):\n{tail(a.logs())}")
+        check(not sanitizer_reports(a.logs()), f"a sanitizer report:\n{tail(a.logs())}")
         return a.logs()
     finally:
         a.close()
@@ -328,6 +330,8 @@ def nodes_refuse_other_settings(binary):
         finally:
             a.close()
             b.close()
+        check(joined[0].proc.returncode == 0, f"the first node's exit after SIGTERM: {joined[0].proc.returncode}")
+        check(not sanitizer_reports(a.logs() + b.logs()), "a sanitizer report:\n" + tail(a.logs() + b.logs()))
 
 
 def connections_to(port):
