@@ -111,8 +111,13 @@ static int compare_created(Cluster *c, char *err, size_t errlen, size_t *at)
     if (!file)
         add_diff(err, errlen, at, "the stream %s does not use file storage (not made by ltvd)", CLUSTER_STREAM);
     kvStore *kv = NULL;
-    if (js_KeyValue(&kv, c->js, CLUSTER_LEASE_BUCKET) != NATS_OK)
+    s = js_KeyValue(&kv, c->js, CLUSTER_LEASE_BUCKET);
+    if (s == NATS_NOT_FOUND)
         return 0; /* not created yet: this node creates it with its own settings */
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "cannot read the bucket %s: %s", CLUSTER_LEASE_BUCKET, natsStatus_GetText(s));
+        return -EIO;
+    }
     kvStatus *st = NULL;
     s = kvStore_Status(&st, kv);
     if (s == NATS_OK && kvStatus_TTL(st) != c->cfg->cluster_lease_ms * 1000000)
