@@ -5,7 +5,9 @@
  * holds its lease in a JetStream key-value bucket.
  *
  * Files: cluster.c (connection, stream and buckets, membership, leases,
- * the partition map, the cluster thread), cluster_ingest.c (POST
+ * the partition map, the cluster thread), cluster_agree.c (a node whose
+ * partitions, hash key, replicas or lease differ from the cluster's
+ * record does not join), cluster_ingest.c (POST
  * /v1/events: one JetStream message per partition, answered once every
  * one is acknowledged), cluster_consume.c (the owner applies its
  * partitions' messages in order), cluster_forward.c (a read on a node
@@ -49,7 +51,8 @@ static inline bool cluster_configured(const LtvdConfig *cfg)
 int cluster_config_check(const LtvdConfig *cfg, char *err, size_t errlen);
 
 /* Main: connects to cluster.nats_urls, creates (or binds) the stream and
- * the buckets, joins the membership and starts the cluster thread, which
+ * the buckets, checks that this node's settings are the cluster's (else
+ * -EINVAL naming each key that differs and both values), joins the membership and starts the cluster thread, which
  * takes this node's share of the partitions. http_port: the port to
  * advertise when cluster.advertise_url is empty. 0, or -errno with why in
  * err (nothing left running). */
@@ -103,13 +106,18 @@ typedef struct ClusterReply {
 /* One blocking HTTP/1.1 request to base_url (http://IPV4:PORT) + path
  * (with its query), with the header X-Ltvd-Forwarded: 1 (the owner answers
  * it itself, never forwards again) and, when auth is not NULL, that
- * Authorization header. 0 with out filled, or -errno (-ETIMEDOUT,
- * -ECONNREFUSED, -EPROTO, -EMSGSIZE) within timeout_ms. */
+ * Authorization header, on a kept-alive connection to that owner when one
+ * is idle (a few per owner, closed after 5 s idle). 0 with out filled, or
+ * -errno (-ETIMEDOUT, -ECONNREFUSED, -EPROTO, -EMSGSIZE) within
+ * timeout_ms. */
 /* Any thread: "http://IPV4[:PORT][/...]" ("localhost" is 127.0.0.1; port
  * 80 when absent) -> the address cluster_forward connects to. 0 or
  * -EINVAL. cluster_config_check checks the advertised URL with it. */
 int cluster_parse_base(const char *url, struct sockaddr_in *sa);
 int cluster_forward(const char *base_url, const char *method, const char *path, const char *auth,
                     const char *body, size_t len, int timeout_ms, ClusterReply *out);
+/* Main at stop (no forward running): closes the idle kept-alive
+ * connections. */
+void cluster_forward_close_all(void);
 
 #endif

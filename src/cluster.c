@@ -521,7 +521,7 @@ static int ensure_stream(Cluster *c, char *err, size_t errlen)
     return -EIO;
 }
 
-static int ensure_bucket(Cluster *c, const char *name, kvStore **out, char *err, size_t errlen)
+int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, kvStore **out, char *err, size_t errlen)
 {
     if (js_KeyValue(out, c->js, name) == NATS_OK)
         return 0;
@@ -529,7 +529,7 @@ static int ensure_bucket(Cluster *c, const char *name, kvStore **out, char *err,
     kvConfig_Init(&kc);
     kc.Bucket = name;
     kc.History = 1;
-    kc.TTL = c->cfg->cluster_lease_ms * 1000000; /* nanoseconds */
+    kc.TTL = ttl_ms * 1000000; /* nanoseconds; 0: none */
     kc.Replicas = (int)c->cfg->cluster_replicas;
     kc.StorageType = js_FileStorage;
     natsStatus s = js_CreateKeyValue(out, c->js, &kc);
@@ -602,6 +602,7 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         c->nonce = (uint64_t)cluster_now_ms();
     pthread_mutex_init(&c->map_lock, NULL);
     pthread_mutex_init(&c->stop_lock, NULL);
+    pthread_mutex_init(&c->pub_lock, NULL);
     pthread_condattr_t ca; /* a tick is not stretched or cut short by a wall-clock step */
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -622,10 +623,17 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         goto fail;
     /* A NATS cluster that just started elects its JetStream leaders first:
      * the stream and buckets get up to START_TRIES half-seconds. */
+    int64_t ttl = cfg->cluster_lease_ms;
+    bool agreed = false;
     for (int i = 0; i < START_TRIES; i++) {
-        if (!(rc = ensure_stream(c, err, errlen)) &&
-            (c->leases || !(rc = ensure_bucket(c, CLUSTER_LEASE_BUCKET, &c->leases, err, errlen))) &&
-            !(rc = ensure_bucket(c, CLUSTER_NODE_BUCKET, &c->nodes, err, errlen)))
+        rc = ensure_stream(c, err, errlen);
+        if (!rc && !agreed)
+            agreed = !(rc = cluster_agree(c, err, errlen));
+        if (!rc && !c->leases)
+            rc = cluster_ensure_bucket(c, CLUSTER_LEASE_BUCKET, ttl, &c->leases, err, errlen);
+        if (!rc)
+            rc = cluster_ensure_bucket(c, CLUSTER_NODE_BUCKET, ttl, &c->nodes, err, errlen);
+        if (!rc || rc == -EINVAL) /* -EINVAL: other settings than the cluster's, which no retry mends */
             break;
         nats_Sleep(500);
     }
@@ -664,8 +672,10 @@ void cluster_stop(Cluster *c)
             lease_delete(c, p, part->lease_rev);
         }
     }
-    if (c->nodes)
+    if (c->nodes && c->thread_started) /* a node refused at start leaves a live namesake's key alone */
         (void)kvStore_Delete(c->nodes, c->node);
+    cluster_ingest_close(c);
+    cluster_forward_close_all();
     kvStore_Destroy(c->leases);
     kvStore_Destroy(c->nodes);
     jsCtx_Destroy(c->js);
@@ -678,6 +688,7 @@ void cluster_stop(Cluster *c)
         pthread_mutex_destroy(&c->parts[p].apply_lock);
     pthread_mutex_destroy(&c->map_lock);
     pthread_mutex_destroy(&c->stop_lock);
+    pthread_mutex_destroy(&c->pub_lock);
     pthread_cond_destroy(&c->stop_cond);
     free(c->parts);
     free(c->owner);

@@ -7,9 +7,12 @@
  * duplicate window. The caller answers 200 only once every message is
  * acknowledged: stored by a quorum of the stream's replicas.
  *
- * Threads: any (an HTTP thread). Each call publishes through its own
- * JetStream context, so it waits for its own acknowledgements only; the
- * context is gone when the call returns. */
+ * Threads: any (an HTTP thread). Each call publishes through a JetStream
+ * context of its own for the call's length (the library's wait for
+ * acknowledgements and its error handler are per context): taken from a
+ * small pool (c->pub_*, under pub_lock) and given back after, so a context
+ * (and its reply subscription) is made once per concurrent caller, not
+ * once per request. */
 #include "cluster_internal.h"
 
 #include <errno.h>
@@ -26,6 +29,18 @@ typedef struct PubFailures {
     char why[160];
 } PubFailures;
 
+/* A JetStream context used by one call at a time, and the failures its
+ * error handler records for that call. */
+struct PubCtx {
+    jsCtx *js;
+    PubFailures f;
+    struct PubCtx *next; /* in the pool, under pub_lock */
+};
+
+/* Contexts kept for reuse: one per HTTP thread is enough (server.threads
+ * is at most 64); a caller beyond that makes and destroys its own. */
+#define PUB_POOL_MAX 64
+
 /* libnats' reply thread, for a message JetStream refused; the call waits
  * in js_PublishAsyncComplete until this returns. */
 static void on_pub_error(jsCtx *js, jsPubAckErr *pae, void *closure)
@@ -37,21 +52,84 @@ static void on_pub_error(jsCtx *js, jsPubAckErr *pae, void *closure)
     pthread_mutex_unlock(&f->lock);
 }
 
+static void pubctx_free(PubCtx *pc)
+{
+    jsCtx_Destroy(pc->js);
+    pthread_mutex_destroy(&pc->f.lock);
+    free(pc);
+}
+
+/* A context from the pool, or a new one; NULL with s set if none. */
+static PubCtx *pubctx_take(Cluster *c, natsStatus *s)
+{
+    pthread_mutex_lock(&c->pub_lock);
+    PubCtx *pc = c->pub_free;
+    if (pc) {
+        c->pub_free = pc->next;
+        c->pub_idle--;
+    }
+    pthread_mutex_unlock(&c->pub_lock);
+    *s = NATS_OK;
+    if (pc)
+        return pc;
+    if (!(pc = calloc(1, sizeof *pc))) {
+        *s = NATS_NO_MEMORY;
+        return NULL;
+    }
+    pthread_mutex_init(&pc->f.lock, NULL);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = c->cfg->cluster_publish_timeout_ms;
+    jo.PublishAsync.ErrHandler = on_pub_error;
+    jo.PublishAsync.ErrHandlerClosure = &pc->f;
+    if ((*s = natsConnection_JetStream(&pc->js, c->nc, &jo)) != NATS_OK) {
+        pubctx_free(pc);
+        return NULL;
+    }
+    return pc;
+}
+
+/* Back to the pool (nothing of the call is pending on it any more). */
+static void pubctx_give(Cluster *c, PubCtx *pc)
+{
+    pthread_mutex_lock(&c->pub_lock);
+    bool keep = c->pub_idle < PUB_POOL_MAX;
+    if (keep) {
+        pc->next = c->pub_free;
+        c->pub_free = pc;
+        c->pub_idle++;
+    }
+    pthread_mutex_unlock(&c->pub_lock);
+    if (!keep)
+        pubctx_free(pc);
+}
+
+void cluster_ingest_close(Cluster *c)
+{
+    while (c->pub_free) {
+        PubCtx *pc = c->pub_free;
+        c->pub_free = pc->next;
+        pubctx_free(pc);
+    }
+    c->pub_idle = 0;
+}
+
 /* Publishes n messages (partition parts[i], payload bodies[i]) and waits
  * for every acknowledgement. */
 static int publish_all(Cluster *c, size_t n, const uint32_t *parts, const ByteBuf *bodies, char *err,
                        size_t errlen)
 {
-    PubFailures f = {.n = 0};
-    pthread_mutex_init(&f.lock, NULL);
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = c->cfg->cluster_publish_timeout_ms;
-    jo.PublishAsync.ErrHandler = on_pub_error;
-    jo.PublishAsync.ErrHandlerClosure = &f;
-    jsCtx *js = NULL;
     int rc = 0;
-    natsStatus s = natsConnection_JetStream(&js, c->nc, &jo);
+    natsStatus s;
+    PubCtx *pc = pubctx_take(c, &s);
+    jsCtx *js = pc ? pc->js : NULL;
+    PubFailures *f = pc ? &pc->f : NULL;
+    if (f) {
+        pthread_mutex_lock(&f->lock);
+        f->n = 0;
+        f->why[0] = '\0';
+        pthread_mutex_unlock(&f->lock);
+    }
     uint64_t first = atomic_fetch_add(&c->next_msg, n);
     for (size_t i = 0; s == NATS_OK && i < n; i++) {
         char subject[48], msgid[CLUSTER_NODE_MAX + 64];
@@ -75,17 +153,24 @@ static int publish_all(Cluster *c, size_t n, const uint32_t *parts, const ByteBu
         po.MaxWait = c->cfg->cluster_publish_timeout_ms;
         s = js_PublishAsyncComplete(js, &po);
     }
-    if (js) {
+    size_t failed = 0;
+    char why[sizeof f->why] = "";
+    if (pc) {
         natsMsgList pending = {0};
         if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
             natsMsgList_Destroy(&pending); /* unacknowledged: dropped, the call fails */
         /* An acknowledgement whose on_pub_error is running right now was
          * taken off the pending list before the call, and the library
          * counts it until the handler returns: wait for those (nothing
-         * else is pending now), since f is on this stack. An answer that
-         * comes later finds no pending message and calls nothing. */
+         * else is pending now). An answer that comes later finds no
+         * pending message and calls nothing, so the context is clean for
+         * the next call. */
         (void)js_PublishAsyncComplete(js, NULL);
-        jsCtx_Destroy(js);
+        pthread_mutex_lock(&f->lock);
+        failed = f->n;
+        snprintf(why, sizeof why, "%s", f->why);
+        pthread_mutex_unlock(&f->lock);
+        pubctx_give(c, pc);
     }
     if (s == NATS_TIMEOUT) {
         snprintf(err, errlen, "JetStream did not acknowledge every message within cluster.publish_timeout_ms "
@@ -96,12 +181,11 @@ static int publish_all(Cluster *c, size_t n, const uint32_t *parts, const ByteBu
         snprintf(err, errlen, "cannot publish to JetStream: %s (is a quorum of the NATS servers up?)",
                  natsStatus_GetText(s));
         rc = -EIO;
-    } else if (f.n) {
-        snprintf(err, errlen, "JetStream refused %zu of %zu messages: %s (is a quorum of the NATS servers up?)", f.n,
-                 n, f.why);
+    } else if (failed) {
+        snprintf(err, errlen, "JetStream refused %zu of %zu messages: %s (is a quorum of the NATS servers up?)",
+                 failed, n, why);
         rc = -EIO;
     }
-    pthread_mutex_destroy(&f.lock);
     return rc;
 }
 

@@ -47,6 +47,8 @@ typedef struct Partition {
     int idle_ticks;                 /* ticks since applied_seq last moved */
 } Partition;
 
+typedef struct PubCtx PubCtx; /* cluster_ingest.c's */
+
 typedef struct Member {
     char node[CLUSTER_NODE_MAX];
     char url[CLUSTER_URL_MAX];
@@ -79,9 +81,25 @@ struct Cluster {
     bool stopping;                  /* under stop_lock */
     _Atomic uint64_t consume_errors;  /* messages not applied (malformed, limits.max_users) */
     _Atomic uint64_t applied_msgs;    /* messages applied */
+    pthread_mutex_t pub_lock;         /* a leaf: guards the two below */
+    PubCtx *pub_free;                 /* JetStream contexts for ingest, not in use (cluster_ingest.c) */
+    size_t pub_idle;                  /* how many */
 };
 
 int64_t cluster_now_ms(void);
+/* Main: binds the key-value bucket name, or creates it (history 1, file
+ * storage, cluster.replicas, entries gone ttl_ms after their last put; 0:
+ * kept). 0 or -EIO with why in err. */
+int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, kvStore **out, char *err, size_t errlen);
+/* cluster_agree.c, main, at start: 0 if this node's cluster.partitions,
+ * hash_key, replicas and lease_ms are the cluster's (the first node to
+ * start records its own); -EINVAL naming every key that differs, with
+ * both values, in err (the node must not join); -EIO (JetStream did not
+ * answer: try again). */
+int cluster_agree(Cluster *c, char *err, size_t errlen);
+/* cluster_ingest.c, main at stop (no ingest running any more): destroys
+ * the pooled JetStream contexts. */
+void cluster_ingest_close(Cluster *c);
 /* Does the lease of p surely still hold (less than 2/3 of cluster.lease_ms
  * since its last renewal was sent)? Any thread. */
 bool cluster_lease_fresh(const Cluster *c, const Partition *p);

@@ -81,33 +81,58 @@ class NatsServer:
 
 
 class NatsCluster:
-    """Three clustered nats-servers with JetStream, in a temp dir."""
+    """Three clustered nats-servers with JetStream, in a temp dir.
+
+    free_port() closes its socket before nats-server binds the port, so
+    another process may take it in between: a start where a server exits
+    with "address already in use" is retried from scratch (new ports, new
+    store directories), up to START_TRIES times."""
+
+    START_TRIES = 4
 
     def __init__(self, size=3):
         binary = require_nats_server()
         self.tmp = tempfile.TemporaryDirectory(prefix="ltvd-nats-")
-        ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
-        self.servers = []
-        for i, (cp, rp, mp) in enumerate(ports):
-            others = [ports[j][1] for j in range(size) if j != i]
-            self.servers.append(NatsServer(binary, f"nats{i + 1}", self.tmp.name, cp, rp, mp, others))
-        for s in self.servers:
-            s.start()
+        for attempt in range(self.START_TRIES):
+            root = os.path.join(self.tmp.name, f"try{attempt}")
+            ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+            self.servers = []
+            for i, (cp, rp, mp) in enumerate(ports):
+                others = [ports[j][1] for j in range(size) if j != i]
+                self.servers.append(NatsServer(binary, f"nats{i + 1}", root, cp, rp, mp, others))
+            for s in self.servers:
+                s.start()
+            problem = self._wait_healthy()
+            if problem is None:
+                return
+            lost_port = any(s.proc.poll() is not None and "address already in use" in s.logs()
+                            for s in self.servers)
+            self._stop_servers()
+            if not lost_port or attempt == self.START_TRIES - 1:
+                self.tmp.cleanup()
+                raise RuntimeError(problem)
+
+    def _wait_healthy(self):
+        """None once every server's JetStream is up; else why not (a server
+        exited, or the deadline passed)."""
         deadline = time.monotonic() + scaled(30)
         while not all(s.healthy() for s in self.servers):
             dead = [s for s in self.servers if s.proc.poll() is not None]
             if dead or time.monotonic() > deadline:
-                self.stop()
                 who = dead[0] if dead else self.servers[0]
-                raise RuntimeError(f"the NATS cluster did not come up ({who.name}):\n" + tail(who.logs()))
+                return f"the NATS cluster did not come up ({who.name}):\n" + tail(who.logs())
             time.sleep(0.1)
+        return None
 
     def urls(self):
         return ",".join(s.url() for s in self.servers)
 
-    def stop(self):
+    def _stop_servers(self):
         for s in reversed(self.servers):
             s.stop()
+
+    def stop(self):
+        self._stop_servers()
         self.tmp.cleanup()
 
     def __enter__(self):

@@ -6,17 +6,20 @@ Skipped (exit 77) only when nats-server is not installed; CI installs it
 
 usage: test_cluster.py LTVD_BINARY OPENAPI_SPEC
 """
+import http.client
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 from cluster_harness import HASH_KEY, Haproxy, LtvdCluster, NatsCluster, require_nats_server
-from ltvd_harness import check, main_exit, quote_id, run_tests, scaled, test_registry, wait_until
+from ltvd_harness import (check, free_port, main_exit, quote_id, run_tests, sanitizer_reports, scaled, tail,
+                          test_registry, wait_until)
 from openapi_check import check as spec_problems, load_yaml, resolve, response_spec
 
 tests, test = test_registry()
@@ -225,6 +228,163 @@ def events_through_random_nodes(binary):
             status, _, body = answer_as_documented(n, "POST", "/v1/admin/snapshot", "/v1/admin/snapshot")
             check(status == 409 and body["error"]["code"] == "conflict" and "cluster" in body["error"]["message"],
                   f"POST /v1/admin/snapshot in cluster mode: {status} {body}")
+
+
+class Attempt:
+    """An ltvd node started on its own (not through LtvdProcess, which
+    expects it to come up): polls its /readyz until it is ready or exits,
+    remembering whether /readyz ever answered 200."""
+
+    def __init__(self, binary, lc, name, **changes):
+        self.settings = lc.node_settings(name)
+        self.settings.update({"server.bind": "127.0.0.1", "server.port": str(free_port())})
+        self.settings.update({f"cluster.{k}": str(v) for k, v in changes.items()})
+        self.tmp = tempfile.TemporaryDirectory(prefix="ltvd-test-")
+        self.settings["storage.dir"] = self.tmp.name
+        args = [binary] + [a for k, v in self.settings.items() for a in ("--set", f"{k}={v}")]
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.was_ready = False
+
+    def ready(self):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", int(self.settings["server.port"]), timeout=scaled(5))
+            conn.request("GET", "/readyz")
+            self.was_ready = self.was_ready or conn.getresponse().status == 200
+            conn.close()
+        except OSError:
+            pass
+        return self.was_ready
+
+    def logs(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(scaled(20))
+        self.tmp.cleanup()
+
+
+def settle(attempts, timeout=40):
+    """Waits until each attempt is ready or has exited."""
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        if all(a.proc.poll() is not None or a.ready() for a in attempts):
+            return
+        time.sleep(0.1)
+    raise AssertionError("a node neither joined nor exited: " + tail(attempts[0].logs()))
+
+
+def refused(binary, lc, **changes):
+    """Starts a node with other cluster settings; checks it exits non-zero
+    without ever being ready; returns its log."""
+    a = Attempt(binary, lc, "n9", **changes)
+    try:
+        settle([a])
+        check(a.proc.poll() is not None and a.proc.returncode == 1 and not a.was_ready,
+              f"a node with {changes} joined (exit {a.proc.poll()}, ready {a.was_ready}):\n{tail(a.logs())}")
+        check(not sanitizer_reports(a.logs()), f"a sanitizer report:\n{tail(a.logs())}")
+        return a.logs()
+    finally:
+        a.close()
+
+
+@test
+def nodes_refuse_other_settings(binary):
+    """A node whose cluster.partitions, hash_key, replicas or lease_ms
+    differ from the running cluster's exits at start (non-zero, /readyz
+    never 200) with one log line naming the key and both values (the hash
+    key by fingerprint only, never the key); one with the same settings
+    joins. Two first nodes of a fresh cluster started together with
+    different partitions: exactly one joins, the other is refused."""
+    other_key = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
+    with NatsCluster() as nats, LtvdCluster(binary, nats, nodes=1) as lc:
+        lc.wait_stable()
+        log = refused(binary, lc, partitions=8)
+        lines = [ln for ln in log.splitlines() if "level=error" in ln]
+        check(len(lines) == 1 and "cluster.partitions is 8 here but 16" in lines[0] and "not starting" in lines[0],
+              f"the refusal does not name cluster.partitions and both values:\n{tail(log)}")
+        log = refused(binary, lc, hash_key=other_key)
+        check("cluster.hash_key" in log and "fingerprint" in log, f"hash key refusal:\n{tail(log)}")
+        check(other_key not in log.lower() and HASH_KEY not in log.lower(), "a hash key was logged")
+        log = refused(binary, lc, lease_ms=2000, replicas=1)
+        check("cluster.lease_ms is 2000 here but 3000" in log and "cluster.replicas is 1 here but 3" in log,
+              f"lease and replicas refusal:\n{tail(log)}")
+        lc.start_node("n2")
+        owners = lc.wait_stable()
+        check(set(owners.values()) == {"n1", "n2"}, f"the node with the same settings did not join: {owners}")
+
+    with NatsCluster() as nats:
+        lc = LtvdCluster(binary, nats, nodes=0)
+        a, b = Attempt(binary, lc, "n1"), Attempt(binary, lc, "n2", partitions=8)
+        try:
+            settle([a, b])
+            joined = [x for x in (a, b) if x.proc.poll() is None and x.was_ready]
+            out = [x for x in (a, b) if x not in joined]
+            check(len(joined) == 1 and len(out) == 1 and out[0].proc.returncode != 0 and not out[0].was_ready,
+                  f"two first nodes with different partitions: exits {a.proc.poll()} {b.proc.poll()}\n"
+                  f"{tail(a.logs())}\n{tail(b.logs())}")
+            check("cluster.partitions" in out[0].logs(), f"the refused first node:\n{tail(out[0].logs())}")
+        finally:
+            a.close()
+            b.close()
+        check(joined[0].proc.returncode == 0, f"the first node's exit after SIGTERM: {joined[0].proc.returncode}")
+        check(not sanitizer_reports(a.logs() + b.logs()), "a sanitizer report:\n" + tail(a.logs() + b.logs()))
+
+
+def connections_to(port):
+    """Established TCP connections on this machine whose far end is
+    127.0.0.1:port (the connecting side of each), from /proc/net/tcp."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            rem_port, state = int(fields[2].split(":")[1], 16), fields[3]
+            n += rem_port == port and state == "01"
+    return n
+
+
+@test
+def forwards_reuse_connections(binary):
+    """Reads forwarded to the owner go over kept-alive connections: a burst
+    of concurrent forwarded reads leaves at most 4 (the pool's cap per
+    owner) connections open to the owner, sequential ones reuse one; once
+    the owner closed them (server.connection_timeout_s 1) the next
+    forwarded read still answers 200, on a new connection."""
+    with NatsCluster() as nats, LtvdCluster(binary, nats, nodes=2,
+                                            settings={"server.threads": "8",
+                                                      "server.connection_timeout_s": "1"}) as lc:
+        lc.wait_stable()
+        n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
+        users = [f"kept-{i}" for i in range(40)]
+        status, body = n1.json("POST", "/v1/events", {"events": [
+            {"user_id": u, "type": "view", "ts": T0, "event_id": f"kept-{u}"} for u in users]})
+        check(status == 200, f"POST: {status} {body}")
+        wait_counts(lc, {u: 1 for u in users})
+        remote = [u for u in users if n1.request("GET", f"/v1/users/{u}/ltv")[1].get("x-ltvd-owner") == "n2"]
+        check(len(remote) >= 5, f"too few shoppers owned by n2: {remote}")
+
+        def read(u):
+            status, hdrs, body = n1.request("GET", f"/v1/users/{u}/ltv")
+            check(status == 200 and hdrs.get("x-ltvd-owner") == "n2", f"forwarded GET {u}: {status} {body[:200]}")
+
+        threads = [threading.Thread(target=lambda: [read(u) for u in remote * 3]) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        kept = connections_to(n2.port)
+        check(1 <= kept <= 4, f"{kept} connections from n1 to n2 after a burst of forwards (want 1 to 4)")
+        for u in remote * 5:
+            read(u)
+        check(1 <= connections_to(n2.port) <= 4, "sequential forwards opened connections of their own")
+
+        time.sleep(2.5)  # n2 closes the idle connections after 1 s
+        for u in remote[:3]:
+            read(u)
+        check(connections_to(n2.port) == 1, f"after the owner closed them: {connections_to(n2.port)} connections")
 
 
 class Poster:
