@@ -3,7 +3,7 @@
  * queuing answers, and holding the answers of writes until the write-ahead
  * log has them durable (group commit), then resuming them. The only file
  * that talks to libmicrohttpd; routing and handling are http_routes.c and
- * http_handlers.c.
+ * the handlers (http_handlers.c, http_admin.c, http_reports.c).
  *
  * Threads: libmicrohttpd's internal poll thread (or server.threads of them)
  * runs on_request and on_completed; the WAL flusher thread calls
