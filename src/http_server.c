@@ -3,7 +3,8 @@
  * limits.max_body_bytes and the body budget), queuing answers, and holding
  * the answers of writes until the write-ahead log has them durable (group
  * commit), then resuming them. The only file
- * that talks to libmicrohttpd; routing and handling are http_routes.c and
+ * that talks to libmicrohttpd (http_call.c holds the answers and helpers
+ * that need none of it); routing and handling are http_routes.c and
  * the handlers (http_handlers.c, http_admin.c, http_reports.c).
  *
  * Threads: libmicrohttpd's internal poll thread (or server.threads of them)
@@ -150,21 +151,6 @@ int http_send_page(HttpCall *c, int status, TextBuf *b, const char *content_type
     return send_with(c, status, b, content_type, hdrs);
 }
 
-int http_send_json(HttpCall *c, int status, TextBuf *b)
-{
-    return http_send(c, status, b, status == 204 ? NULL : "application/json", NULL, NULL);
-}
-
-int http_send_error(HttpCall *c, int status, const char *code, const char *message, const EventError *details,
-                    size_t ndetails)
-{
-    TextBuf b = {0};
-    render_error(&b, code, message, details, ndetails);
-    if (status == MHD_HTTP_UNAUTHORIZED)
-        return http_send(c, status, &b, "application/json", MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    return http_send(c, status, &b, "application/json", NULL, NULL);
-}
-
 int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b)
 {
     HttpServer *h = c->server;
@@ -279,14 +265,7 @@ const char *http_header(const HttpCall *c, const char *name)
 
 int http_query(const HttpCall *c, const char *name, char *buf, size_t cap)
 {
-    const char *v = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name);
-    if (!v)
-        return -ENOENT;
-    size_t len;
-    if (http_percent_decode(v, strlen(v), buf, cap - 1, &len))
-        return -EINVAL;
-    buf[len] = '\0';
-    return 0;
+    return http_query_decode(MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name), buf, cap);
 }
 
 /* libmicrohttpd would decode the path before routing, turning a%2Fb into a
