@@ -441,9 +441,9 @@ def retrain_conflict_and_trained_model_answer_as_documented():
             if status == 409:
                 conflict = body
                 break
-            wait_retrain(s)
+            s.wait_retrain(300)
         check_true(conflict is not None and conflict["error"]["code"] == "conflict", conflict)
-        wait_retrain(s)
+        s.wait_retrain(300)
         _, _, m = exchange(s, "GET", "/v1/model", want=200)
         check_true(m["retrain"]["last_training"]["epochs"] > 0, m["retrain"])
         check_true(m["adjuster"]["active"] and "segments" in m["adjuster"],
@@ -479,16 +479,6 @@ def retrain_conflict_and_trained_model_answer_as_documented():
         check_true(body["error"]["code"] == "conflict" and "model-999998.bin" in body["error"]["message"], body)
         _, _, h = exchange(s, "GET", "/v1/models", want=200)
         check_true(h["models"][0]["valid"] is False and h["models"][0]["error"], h["models"][0])
-
-
-def wait_retrain(s, timeout=300):
-    deadline = time.time() + timeout * SCALE
-    while True:
-        m = s.json("GET", "/v1/model")[1]
-        if m["retrain"]["state"] != "running":
-            return m
-        check_true(time.time() < deadline, f"retrain still running: {m['retrain']}")
-        time.sleep(0.1)
 
 
 @test
