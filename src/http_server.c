@@ -559,11 +559,11 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
     h->metrics = metrics;
     http_body_budget_init(&h->budget, cfg->limits_max_inflight_body_bytes, metrics);
     pthread_mutex_init(&h->held_lock, NULL);
+    int rc;
     uint64_t seed[3];
     if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
-        pthread_mutex_destroy(&h->held_lock);
-        free(h);
-        return -EIO;
+        rc = -EIO;
+        goto fail;
     }
     atomic_init(&h->next_request_id, seed[0]);
     h->user_key = (HashKey){seed[1], seed[2]};
@@ -571,9 +571,8 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)cfg->server_port);
     if (inet_pton(AF_INET, cfg->server_bind, &addr.sin_addr) != 1) {
-        pthread_mutex_destroy(&h->held_lock);
-        free(h);
-        return -EINVAL;
+        rc = -EINVAL;
+        goto fail;
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
     h->daemon = MHD_start_daemon(
@@ -585,12 +584,15 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         (unsigned)cfg->server_connection_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (!h->daemon) {
-        pthread_mutex_destroy(&h->held_lock);
-        free(h);
-        return -EADDRINUSE;
+        rc = -EADDRINUSE;
+        goto fail;
     }
     *out = h;
     return 0;
+fail:
+    pthread_mutex_destroy(&h->held_lock);
+    free(h);
+    return rc;
 }
 
 void http_quiesce(HttpServer *h)
