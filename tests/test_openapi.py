@@ -26,7 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ltvd_harness import (TIMEOUT_SCALE, SANITIZER_MARKERS, test_registry, check as check_true,
                           LtvdProcess, free_port, quote_id, run_tests, wait_until)  # noqa: E402
-from openapi_check import YamlError, check, load_yaml, resolve, response_spec  # noqa: E402
+from openapi_check import YamlError, check, header_problems, load_yaml, resolve, response_spec  # noqa: E402
 
 LTVD, SPEC_PATH = sys.argv[1], sys.argv[2]
 SCALE = TIMEOUT_SCALE
@@ -70,13 +70,8 @@ def exchange(s, method, template, path=None, body=None, headers=None, want=None,
     check_true(resp is not None, f"{what}: the spec documents no such answer")
     if key == "default":
         check_true(status == 405 or status >= 500, f"{what}: only 405 and 5xx may fall to `default`")
-    for name, h in (resp.get("headers") or {}).items():
-        h = resolve(SPEC, h)
-        value = hdrs.get(name.lower())
-        check_true(value is not None or not h.get("required"), f"{what}: header {name} missing")
-        if value is not None:
-            problems = check(value, h["schema"], SPEC, f"header {name}")
-            check_true(not problems, f"{what}: {problems}")
+    problems = header_problems(SPEC, resp, hdrs)
+    check_true(not problems, f"{what}: {problems}")
     content = resp.get("content")
     if not content:
         check_true(data == b"", f"{what}: the spec documents no body, got {data[:200]!r}")
