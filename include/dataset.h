@@ -42,6 +42,7 @@ typedef struct TrainSet {
     TrainShopper *shoppers; /* (nshoppers,) */
     size_t nshoppers;
     int64_t now;            /* labels must have matured by now */
+    size_t history_events;  /* of nevents, from the training history on disk (history.h) */
 } TrainSet;
 
 /* One example of a sequence: the head's inputs after step t. */
