@@ -76,14 +76,19 @@ static void unpack(HistRec *r, const unsigned char *p)
     r->ord = 0;
 }
 
-static int fsync_dir(const char *dir)
+/* A growing array of records (4096, then doubling). */
+static HistRec *push_record(HistRec **recs, size_t *n, size_t *cap, const HistRec *r)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) ? -errno : 0;
-    close(fd);
-    return rc;
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 4096;
+        HistRec *nr = realloc(*recs, nc * sizeof *nr);
+        if (!nr)
+            return NULL;
+        *recs = nr;
+        *cap = nc;
+    }
+    (*recs)[*n] = *r;
+    return &(*recs)[(*n)++];
 }
 
 /* ---- chunks --------------------------------------------------------------- */
@@ -329,7 +334,7 @@ void history_remove(const char *dir)
     if (unlink(path) == 0) {
         log_msg(LOG_INFO, "training history removed: train.history_events is 0", "file=\"%s\"", path);
         snprintf(path, sizeof path, "%s/history", dir);
-        fsync_dir(path);
+        fsync_path(path, O_DIRECTORY);
     }
 }
 
@@ -413,16 +418,9 @@ static int load_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
         const uint64_t *k = bsearch(&r[i].key, w->keys, w->nkeys, sizeof *w->keys, cmp_u64_asc);
         if (!k)
             continue;
-        if (w->n == w->cap) {
-            size_t nc = w->cap ? w->cap * 2 : 4096;
-            HistRec *nr = realloc(w->recs, nc * sizeof *nr);
-            if (!nr)
-                return -ENOMEM;
-            w->recs = nr;
-            w->cap = nc;
-        }
-        HistRec *d = &w->recs[w->n++];
-        *d = r[i];
+        HistRec *d = push_record(&w->recs, &w->n, &w->cap, &r[i]);
+        if (!d)
+            return -ENOMEM;
         d->key = (uint64_t)(k - w->keys);
         d->ord = w->ord++;
     }
@@ -484,17 +482,10 @@ static int pass_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     for (size_t i = 0; i < n; i++) {
         if (r[i].key % w->parts != w->part)
             continue;
-        if (w->n == w->cap) {
-            size_t nc = w->cap ? w->cap * 2 : 4096;
-            HistRec *nr = realloc(w->recs, nc * sizeof *nr);
-            if (!nr)
-                return -ENOMEM;
-            w->recs = nr;
-            w->cap = nc;
-        }
-        w->recs[w->n] = r[i];
-        w->recs[w->n].ord = (uint32_t)w->n;
-        w->n++;
+        HistRec *d = push_record(&w->recs, &w->n, &w->cap, &r[i]);
+        if (!d)
+            return -ENOMEM;
+        d->ord = (uint32_t)(w->n - 1);
     }
     return 0;
 }
@@ -550,7 +541,7 @@ static int install_tmp(History *h, ChunkWriter *out)
 {
     if (rename(h->tmp, h->path) != 0)
         return -errno;
-    fsync_dir(h->hdir);
+    fsync_path(h->hdir, O_DIRECTORY);
     close(h->fd);
     h->fd = out->fd;
     out->fd = -1;

@@ -29,17 +29,6 @@ void wal_seg_path(char *out, size_t n, const char *dir, uint64_t first)
     snprintf(out, n, "%s/wal-%016" PRIx64 ".log", dir, first);
 }
 
-/* fsyncs what path names, opened read-only with `flags` added. 0 or -errno. */
-static int fsync_path(const char *path, int flags)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) ? -errno : 0;
-    close(fd);
-    return rc;
-}
-
 int wal_sync_path(const char *path) { return fsync_path(path, O_NOFOLLOW); }
 
 int wal_fsync_dir(const char *dir) { return fsync_path(dir, O_DIRECTORY); }
