@@ -5,7 +5,9 @@ tests/test_training_history.c checks the file itself).
   it deletes the segments, and a retrain trains from them: with a ring of
   8 events (model.recent_events), shoppers with 40 events each over two
   years give the trainer more events than their rings hold, and more
-  matured examples than the same shoppers give with the history off.
+  matured examples than the same shoppers give with the history off;
+  the history and the events logged since the last snapshot (from the
+  rings) make up each shopper's sequence with every event once.
 - DELETE a shopper: the snapshot that the erasure schedules (within
   storage.erasure_snapshot_s) archives the tombstone and compacts, so the
   shopper's records are gone from the history file (its unique spend
@@ -105,16 +107,27 @@ def history_feeds_training():
         # the rings hold RING events a shopper; the trainer saw the histories
         check(off["events"] <= RING * SHOPPERS, off)
         check(on["events"] > 3 * RING * SHOPPERS and on["history_events"] > 0, on)
-        check(on["events"] <= total, on)
+        check(on["events"] == total and on["history_events"] == total, on)  # each event once
         check(on["examples"] > off["examples"], (on["examples"], off["examples"]))
         print(f"  ring: {off['events']} events, {off['examples']} examples; history: {on['events']} events "
               f"({on['history_events']} from disk), {on['examples']} examples")
-        # the next snapshot archives the new event, and nothing twice
-        status, body = s.json("POST", "/v1/events", {"events": [{"user_id": "new", "type": "view",
-                                                                 "ts": START + 800 * DAY}]})
-        check(status == 200 and body["accepted"] == 1, body)
+        # events logged since the snapshot come from the rings, after the
+        # history, each once: one at the same second as the shopper's last
+        # archived event (a tie the merge must count) and 4 later ones
+        fresh = []
+        for i in range(10):
+            last = events_of(i)[-1]["ts"]
+            fresh += [{"user_id": f"h{i}", "type": "view", "ts": last + 60 * k, "event_id": f"h{i}-new{k}"}
+                      for k in range(5)]
+        status, body = s.json("POST", "/v1/events", {"events": fresh})
+        check(status == 200 and body["accepted"] == len(fresh), body)
+        again = retrain(s)
+        check(again["events"] == total + len(fresh) and again["history_events"] == total, again)
+        # the next snapshot archives them, and nothing twice
         h2 = snapshot(s, h["archives"])
-        check(h2["records"] == total + 1 and h2["archived_seq"] > h["archived_seq"], (h, h2))
+        check(h2["records"] == total + len(fresh) and h2["archived_seq"] > h["archived_seq"], (h, h2))
+        third = retrain(s)
+        check(third["events"] == total + len(fresh) and third["history_events"] == total + len(fresh), third)
 
 
 def erasure_leaves_history():
