@@ -647,8 +647,8 @@ static int archive_record(void *arg, uint8_t kind, uint64_t seq, const unsigned 
 
 int history_archive(History *h, const char *wal_dir, uint64_t below_seq, int64_t now)
 {
-    if (below_seq == 0 || below_seq - 1 <= h->st.archived_seq)
-        return 0;
+    if (below_seq == 0 || below_seq - 1 <= h->st.archived_seq) /* nothing new; a compaction owed is retried */
+        return h->st.tombstones > 0 ? history_compact(h, now) : 0;
     ChunkWriter w;
     int rc = writer_init(&w, h->fd, h->good_end);
     if (rc)
