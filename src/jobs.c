@@ -470,6 +470,7 @@ static int backtest_serving(Service *s, const Model *cur, AdjPair **bt, size_t *
     int rc = service_run_niced(backtest_job, &job);
     free(set.events);
     free(set.shoppers);
+    free(set.served);
     if (rc == -ENODATA)
         return 0;
     if (rc)
@@ -634,6 +635,7 @@ static int train_network(Service *s, char *err, size_t errlen)
     uint64_t set_events = set.nevents, set_history = set.history_events;
     free(set.events);
     free(set.shoppers);
+    free(set.served);
     if (rc) {
         model_release(cur);
         return rc;

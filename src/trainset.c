@@ -210,6 +210,29 @@ static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals,
     return 0;
 }
 
+/* set->served: each shopper's last `ring` events, with the context and
+ * aggregates advanced through the ones before (what a rebuild from the ring
+ * starts from). */
+static int as_served(TrainSet *set, size_t ring)
+{
+    set->served = malloc((set->nshoppers ? set->nshoppers : 1) * sizeof *set->served);
+    if (!set->served)
+        return -ENOMEM;
+    for (size_t i = 0; i < set->nshoppers; i++) {
+        TrainShopper *v = &set->served[i];
+        *v = set->shoppers[i];
+        size_t skip = v->n > ring ? v->n - ring : 0;
+        for (size_t k = 0; k < skip; k++) {
+            const Event *e = &set->events[v->first + k];
+            encode_context_advance(&v->ctx0, e);
+            shopper_agg_apply(&v->agg0, e);
+        }
+        v->first += skip;
+        v->n -= skip;
+    }
+    return 0;
+}
+
 int service_collect_train_set(Service *s, TrainSet *set)
 {
     memset(set, 0, sizeof *set);
@@ -244,9 +267,12 @@ int service_collect_train_set(Service *s, TrainSet *set)
             hcap = DATASET_MAX_EVENTS;
         rc = merge_history(s, set, w.totals, hcap);
         free(w.totals);
+        if (!rc)
+            rc = as_served(set, ring);
         if (rc) {
             free(set->shoppers);
             free(set->events);
+            free(set->served);
             memset(set, 0, sizeof *set);
         }
     }
