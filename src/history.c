@@ -440,7 +440,8 @@ int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, Hi
         history_events_free(out);
         return rc ? rc : -ENOMEM;
     }
-    qsort(w.recs, w.n, sizeof *w.recs, cmp_key_ord);
+    if (w.n)
+        qsort(w.recs, w.n, sizeof *w.recs, cmp_key_ord);
     int64_t min_ts = min_ts_of(h, now);
     size_t i = 0;
     for (size_t k = 0; k < nkeys; k++) {
@@ -448,7 +449,7 @@ int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, Hi
         size_t j = i;
         while (j < w.n && w.recs[j].key == k)
             j++;
-        size_t kept = select_records(w.recs + i, j - i, min_ts, h->cfg.max_events);
+        size_t kept = j > i ? select_records(w.recs + i, j - i, min_ts, h->cfg.max_events) : 0;
         for (size_t e = 0; e < kept; e++) {
             const HistRec *r = &w.recs[i + e];
             out->events[out->nevents++] = (HistoryEvent){(int64_t)r->ts, r->value, r->quantity, r->type};
@@ -510,7 +511,7 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
         PassWalk w = {.parts = parts, .part = p};
         uint64_t end, seq_hi;
         rc = scan_chunks(h->fd, pass_chunk, &w, &end, &seq_hi);
-        if (!rc)
+        if (!rc && w.n)
             qsort(w.recs, w.n, sizeof *w.recs, cmp_key_ord);
         for (size_t i = 0; !rc && i < w.n;) {
             size_t j = i;
