@@ -3,7 +3,8 @@
  * segments (archived again, reopened, a chunk cut in the middle) neither
  * loses nor duplicates an event; an erasure's tombstone hides the
  * shopper's earlier records and compaction removes its hash's bytes from
- * the file; the per-shopper, days and byte bounds hold; late events are
+ * the file (a compaction that failed is retried at the next archive); the
+ * per-shopper, days and byte bounds hold; late events are
  * left out as the LSTM leaves them out; a corrupt chunk is cut with a
  * warning, never a crash. */
 #include <errno.h>
@@ -227,6 +228,39 @@ static void test_erasure(void)
     wal_close(wal);
 }
 
+/* A compaction that fails (here: its temporary file cannot be made) leaves
+ * the tombstone in the file, readers still skip the erased records, and the
+ * next snapshot's archive compacts even with nothing new to archive. */
+static void test_compaction_owed_is_retried(void)
+{
+    fresh_dir();
+    log_events("jon", 10, T0, 3600, EV_PURCHASE);
+    log_events("kim", 5, T0, DAY, EV_VIEW);
+    uint64_t s1 = rotate();
+    History *h = open_history(1024, 3650, 1 << 30);
+    ASSERT(history_archive(h, dir, s1, T0 + 100 * DAY) == 0);
+    log_erasure("jon");
+    uint64_t s2 = rotate();
+    char tmp[160];
+    snprintf(tmp, sizeof tmp, "%s.tmp", hpath);
+    ASSERT(mkdir(tmp, 0700) == 0);
+    ASSERT(history_archive(h, dir, s2, T0 + 100 * DAY) != 0);
+    HistoryStats st;
+    history_stats(h, &st);
+    ASSERT(st.tombstones == 1 && st.compactions == 0 && st.archived_seq == s2 - 1);
+    HistoryEvent ev[16];
+    ASSERT(load_user(h, "jon", T0 + 100 * DAY, ev, 16) == 0);
+    ASSERT(file_holds_hash("jon"));
+    ASSERT(rmdir(tmp) == 0);
+    ASSERT(history_archive(h, dir, s2, T0 + 100 * DAY) == 0); /* nothing new: the owed compaction */
+    history_stats(h, &st);
+    ASSERT(st.tombstones == 0 && st.compactions == 1 && st.records == 5);
+    ASSERT(!file_holds_hash("jon"));
+    ASSERT(load_user(h, "kim", T0 + 100 * DAY, ev, 16) == 5);
+    history_close(h);
+    wal_close(wal);
+}
+
 static void test_bounds(void)
 {
     fresh_dir();
@@ -328,6 +362,7 @@ int main(void)
     test_round_trip();
     test_crash_between_archive_and_delete();
     test_erasure();
+    test_compaction_owed_is_retried();
     test_bounds();
     test_late_events();
     test_corrupt_chunk();
