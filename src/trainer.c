@@ -449,8 +449,7 @@ static double val_gini(const double *theta, int H, const Dataset *d, bool hybrid
 }
 
 /* log(Σ fallback mean / Σ network mean) over every shopper of the set, as
- * of set->now, with each shopper's retained sequence as served
- * (set->served when the sequences are longer than the ring). */
+ * of set->now, with each shopper's sequence as served (set->served if set). */
 static double level_shift(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
                           bool hybrid)
 {
