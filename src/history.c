@@ -582,8 +582,8 @@ int history_compact(History *h, int64_t now)
     uint64_t before = h->st.bytes;
     int rc = compact_once(h, min_ts, days, ndays);
     if (!rc && h->st.bytes > h->cfg.max_bytes) {
-        /* over the byte cap: the oldest days go until it fits */
-        /* headers: 16 B for the file, 24 per 4096 records: a twentieth is room enough */
+        /* over the byte cap: the oldest days go until it fits (headers, 16 B
+         * and 24 per 4096 records, fit in the twentieth left over) */
         uint64_t room = (h->cfg.max_bytes > 64 ? h->cfg.max_bytes - 64 : 0) / (HISTORY_RECORD_BYTES + 1), sum = 0;
         size_t d = ndays;
         while (d > 0 && sum + days[d - 1] <= room)
