@@ -27,13 +27,13 @@
 #include <sys/resource.h>
 
 #include "log.h"
+#include "refit_data.h"
 #include "timeutil.h"
 #include "trainer.h"
 
 /* Slots a job visits per hold of the store lock, sized so that a hold
- * stays near 100 us (a GET's p99 at rest is about 500 us): a slot is a few
- * cache misses to summarise, about 0.5 us to copy its ring or itself. */
-#define WORKER_BATCH_SUMMARIES 512
+ * stays near 100 us (a GET's p99 at rest is about 500 us): about 0.5 us to
+ * copy a slot's ring or the slot (the refit's walk: refit_data.c). */
 #define WORKER_BATCH_COPY 128
 
 /* ---- compute at low priority ------------------------------------------- */
@@ -120,93 +120,6 @@ void service_snapshot_request_done(Service *s, uint64_t job, int rc)
 
 /* ---- fallback refit ---------------------------------------------------- */
 
-/* Customers a refit fits on, at most: each Nelder-Mead evaluation is a
- * pass over every customer fitted (about 0.3 ms per customer per fit on a
- * small machine), so beyond this a uniform sample drawn by id hash stands
- * for them all. Four parameters from 50,000 customers: the sampling error
- * is far below the model's (docs/PERFORMANCE.md, "Tail latency"). */
-#define FALLBACK_FIT_MAX_CUSTOMERS 50000
-
-/* Cold-start examples (coldstart.h) a refit collects at most: 80 bytes each (16 MB). */
-#define COLD_MAX_EXAMPLES 200000
-
-typedef struct SummaryWalk {
-    CustomerSummary *arr; /* (cap,) */
-    uint64_t *keys;       /* (cap,): the shoppers' id hashes */
-    size_t n, cap;
-    int64_t now;
-    const Store *store;
-    ColdExample *cold;    /* (COLD_MAX_EXAMPLES,), NULL: none wanted */
-    size_t ncold;
-    int horizon_days;
-    Event ring[1024];     /* one shopper's retained events (model.recent_events <= 1024) */
-} SummaryWalk;
-
-/* The cold-start cuts of u's retained events: only a ring that holds every
- * event since the shopper's first, or drops none of its purchases. */
-static void collect_cold_cuts(SummaryWalk *w, UserState *u)
-{
-    if (!w->cold || w->ncold >= COLD_MAX_EXAMPLES || u->ring_len == 0 || u->ring_ctx.purchases_before > 0)
-        return;
-    size_t n = u->ring_len;
-    for (unsigned k = 0; k < n; k++)
-        store_ring_event(store_ring_at(w->store, u, k), &w->ring[k]);
-    if (w->ring[0].type == EV_PURCHASE)
-        return;
-    int64_t first = u->ring_ctx.events_before > 0 ? u->ring_ctx.first_ts : w->ring[0].ts;
-    coldstart_cuts(w->cold, &w->ncold, COLD_MAX_EXAMPLES, w->ring, n, u->ring_ctx.events_before, first, w->now,
-                   w->horizon_days);
-}
-
-static int visit_summary(void *arg, UserState *u)
-{
-    SummaryWalk *w = arg;
-    if (w->n >= w->cap)
-        return 1;
-    collect_cold_cuts(w, u);
-    if (shopper_summary(&u->agg, w->now, &w->arr[w->n]))
-        w->keys[w->n++] = u->hash;
-    return w->n >= w->cap;
-}
-
-/* Worker: per-shopper BG/NBD summaries at now (malloc'd, caller frees):
- * every customer's, or, past FALLBACK_FIT_MAX_CUSTOMERS, those whose id
- * hash falls below the share that leaves about that many. *total gets the
- * number of customers before sampling. */
-static CustomerSummary *collect_summaries(Service *s, int64_t now, size_t *n_out, size_t *total, ColdExample *cold,
-                                          size_t *ncold)
-{
-    SummaryWalk *w = calloc(1, sizeof *w); /* its ring is 56 KiB: not on the stack */
-    if (!w)
-        return NULL;
-    *w = (SummaryWalk){.cap = store_count(s->store) + 1, .now = now, .store = s->store, .cold = cold,
-                       .horizon_days = (int)s->cfg.model_horizon_days};
-    w->arr = malloc(w->cap * sizeof *w->arr);
-    w->keys = malloc(w->cap * sizeof *w->keys);
-    if (!w->arr || !w->keys) {
-        free(w->arr);
-        free(w->keys);
-        free(w);
-        return NULL;
-    }
-    store_visit(s->store, WORKER_BATCH_SUMMARIES, visit_summary, w);
-    *total = w->n;
-    if (w->n > FALLBACK_FIT_MAX_CUSTOMERS) {
-        uint64_t keep_below = (uint64_t)((double)UINT64_MAX * ((double)FALLBACK_FIT_MAX_CUSTOMERS / (double)w->n));
-        size_t k = 0;
-        for (size_t i = 0; i < w->n; i++)
-            if (w->keys[i] <= keep_below)
-                w->arr[k++] = w->arr[i];
-        w->n = k;
-    }
-    CustomerSummary *arr = w->arr;
-    *n_out = w->n;
-    *ncold = w->ncold;
-    free(w->keys);
-    free(w);
-    return arr;
-}
-
 typedef struct FitJob {
     const CustomerSummary *sum;
     size_t n;
@@ -244,7 +157,7 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     bool behaviour = s->cfg.fallback_cold_start == 0;
     ColdExample *cold = behaviour ? malloc(COLD_MAX_EXAMPLES * sizeof *cold) : NULL;
     size_t ncold = 0;
-    CustomerSummary *sum = behaviour && !cold ? NULL : collect_summaries(s, now, &n, &total, cold, &ncold);
+    CustomerSummary *sum = behaviour && !cold ? NULL : service_collect_summaries(s, now, &n, &total, cold, &ncold);
     if (!sum) {
         free(cold);
         snprintf(err, errlen, "out of memory collecting summaries");

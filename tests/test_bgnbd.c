@@ -3,11 +3,14 @@
  * reproduces the published CDNOW parameters, and without the file that test
  * is skipped (exit 77). */
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bgnbd.h"
 #include "bgnbd_reference.h"
 #include "cdnow.h"
+#include "refit_data.h"
 #include "test_util.h"
 
 static void test_hyp2f1(void)
@@ -110,6 +113,49 @@ static void test_fit_without_dropout(void)
     ASSERT(out.value > 15 && out.value < 22); /* within the spends seen */
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The refit's sample (refit_data.h): of 200,000 customers added in a
+ * scrambled order, exactly the 500 with the smallest keys are kept, each
+ * with its own summary; with room for all, all are kept. */
+static void test_summary_sample(void)
+{
+    enum { N = 200000, CAP = 500 };
+    uint64_t *all = malloc(N * sizeof *all);
+    ASSERT(all != NULL);
+    SummarySample ss, every;
+    ASSERT(summary_sample_init(&ss, CAP) == 0);
+    ASSERT(summary_sample_init(&every, N) == 0);
+    uint64_t z = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < N; i++) {
+        z ^= z << 13, z ^= z >> 7, z ^= z << 17; /* xorshift: distinct, scrambled */
+        all[i] = z;
+        CustomerSummary cs = {.x = (double)(z % 1000003), .t_x = 1, .T = 2, .m = 3};
+        summary_sample_add(&ss, &cs, z);
+        summary_sample_add(&every, &cs, z);
+    }
+    ASSERT(ss.total == N && ss.n == CAP);
+    ASSERT(every.total == N && every.n == N);
+    qsort(all, N, sizeof *all, cmp_u64);
+    uint64_t *kept = malloc(CAP * sizeof *kept);
+    ASSERT(kept != NULL);
+    for (size_t i = 0; i < ss.n; i++) {
+        ASSERT(ss.arr[i].x == (double)(ss.keys[i] % 1000003)); /* its own summary */
+        kept[i] = ss.keys[i];
+    }
+    qsort(kept, CAP, sizeof *kept, cmp_u64);
+    for (int i = 0; i < CAP; i++)
+        ASSERT(kept[i] == all[i]);
+    summary_sample_free(&ss);
+    summary_sample_free(&every);
+    free(kept);
+    free(all);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--cdnow-fit") == 0) {
@@ -119,5 +165,6 @@ int main(int argc, char **argv)
     test_hyp2f1();
     test_expectation();
     test_fit_without_dropout();
+    test_summary_sample();
     TEST_DONE("test_bgnbd");
 }
