@@ -6,6 +6,7 @@
  * Threads: archive, compact and load from one thread at a time (the
  * service's worker); the figures (st_lock) from any. */
 #include "history.h"
+#include "history_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,25 +26,7 @@
 #include "wal.h"
 #include "wal_record.h"
 
-#define FILE_MAGIC "LTVDHIS1"
-#define FILE_VERSION 1u
-#define FILE_HEADER 16u
-#define CHUNK_MAGIC 0x4b484348u          /* "HCHK" */
-#define CHUNK_HEADER 24u
-#define CHUNK_RECORDS 4096u              /* a chunk is flushed at the first log record boundary past this */
-#define CHUNK_MAX ((size_t)1 << 20)      /* more records than this in a header: corrupt */
 #define PASS_RECORDS ((uint64_t)2 << 20) /* records a compaction pass holds (24 B each: 48 MiB) */
-#define HF_TOMBSTONE 1u
-
-/* One record in memory; ord keeps file order through a sort. */
-typedef struct HistRec {
-    uint64_t key;
-    uint32_t ts;
-    float value;
-    uint32_t ord;
-    uint16_t quantity;
-    uint8_t type, flags;
-} HistRec;
 
 struct History {
     HistoryConfig cfg;
@@ -55,159 +38,6 @@ struct History {
     HistoryStats st;
 };
 
-static void pack(unsigned char *p, const HistRec *r)
-{
-    memcpy(p, &r->key, 8);
-    memcpy(p + 8, &r->ts, 4);
-    memcpy(p + 12, &r->value, 4);
-    memcpy(p + 16, &r->quantity, 2);
-    p[18] = r->type;
-    p[19] = r->flags;
-}
-
-static void unpack(HistRec *r, const unsigned char *p)
-{
-    memcpy(&r->key, p, 8);
-    memcpy(&r->ts, p + 8, 4);
-    memcpy(&r->value, p + 12, 4);
-    memcpy(&r->quantity, p + 16, 2);
-    r->type = p[18];
-    r->flags = p[19];
-    r->ord = 0;
-}
-
-/* A growing array of records (4096, then doubling). */
-static HistRec *push_record(HistRec **recs, size_t *n, size_t *cap, const HistRec *r)
-{
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 4096;
-        HistRec *nr = realloc(*recs, nc * sizeof *nr);
-        if (!nr)
-            return NULL;
-        *recs = nr;
-        *cap = nc;
-    }
-    (*recs)[*n] = *r;
-    return &(*recs)[(*n)++];
-}
-
-/* ---- chunks --------------------------------------------------------------- */
-
-/* Records waiting to be written as one chunk. */
-typedef struct ChunkWriter {
-    int fd;
-    uint64_t offset;         /* where the next chunk goes */
-    unsigned char *buf;      /* CHUNK_HEADER + cap records */
-    size_t n, cap;
-    uint64_t records, tombstones;
-} ChunkWriter;
-
-static int writer_init(ChunkWriter *w, int fd, uint64_t offset)
-{
-    memset(w, 0, sizeof *w);
-    w->fd = fd;
-    w->offset = offset;
-    w->cap = CHUNK_RECORDS * 2;
-    w->buf = malloc(CHUNK_HEADER + w->cap * HISTORY_RECORD_BYTES);
-    return w->buf ? 0 : -ENOMEM;
-}
-
-static int writer_add(ChunkWriter *w, const HistRec *r)
-{
-    if (w->n == w->cap) {
-        unsigned char *nb = realloc(w->buf, CHUNK_HEADER + w->cap * 2 * HISTORY_RECORD_BYTES);
-        if (!nb)
-            return -ENOMEM;
-        w->buf = nb;
-        w->cap *= 2;
-    }
-    pack(w->buf + CHUNK_HEADER + w->n++ * HISTORY_RECORD_BYTES, r);
-    w->records++;
-    w->tombstones += (r->flags & HF_TOMBSTONE) != 0;
-    return 0;
-}
-
-/* Writes the pending records (maybe none: seq_hi alone is news) as a chunk
- * saying every log record up to seq_hi is in the file. */
-static int writer_flush(ChunkWriter *w, uint64_t seq_hi)
-{
-    uint32_t magic = CHUNK_MAGIC, n = (uint32_t)w->n, zero = 0;
-    memcpy(w->buf, &magic, 4);
-    memcpy(w->buf + 4, &n, 4);
-    memcpy(w->buf + 8, &seq_hi, 8);
-    uint32_t crc = crc32_update(crc32_update(0, w->buf + 4, 12), w->buf + CHUNK_HEADER, w->n * HISTORY_RECORD_BYTES);
-    memcpy(w->buf + 16, &crc, 4);
-    memcpy(w->buf + 20, &zero, 4);
-    size_t len = CHUNK_HEADER + w->n * HISTORY_RECORD_BYTES;
-    if (lseek(w->fd, (off_t)w->offset, SEEK_SET) < 0)
-        return -errno;
-    int rc = write_all(w->fd, w->buf, len);
-    if (rc)
-        return rc;
-    w->offset += len;
-    w->n = 0;
-    return 0;
-}
-
-typedef int (*ChunkFn)(void *arg, const HistRec *r, size_t n, uint64_t seq_hi);
-
-/* Calls fn for each valid chunk of the file open at fd, from the header
- * on; stops at the first bad one. *end gets the end of the last valid
- * chunk, *seq_hi its seq_hi (0: none). 0, fn's nonzero return, or -errno. */
-static int scan_chunks(int fd, ChunkFn fn, void *arg, uint64_t *end, uint64_t *seq_hi)
-{
-    *end = FILE_HEADER;
-    *seq_hi = 0;
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return -errno;
-    uint64_t size = (uint64_t)st.st_size, off = FILE_HEADER;
-    size_t cap = 0;
-    unsigned char *buf = NULL;
-    HistRec *recs = NULL;
-    int rc = 0;
-    while (off + CHUNK_HEADER <= size) {
-        unsigned char hdr[CHUNK_HEADER];
-        if (pread(fd, hdr, CHUNK_HEADER, (off_t)off) != (ssize_t)CHUNK_HEADER)
-            break;
-        uint32_t magic, n, crc;
-        uint64_t hi;
-        memcpy(&magic, hdr, 4);
-        memcpy(&n, hdr + 4, 4);
-        memcpy(&hi, hdr + 8, 8);
-        memcpy(&crc, hdr + 16, 4);
-        size_t len = (size_t)n * HISTORY_RECORD_BYTES;
-        if (magic != CHUNK_MAGIC || n > CHUNK_MAX || off + CHUNK_HEADER + len > size)
-            break;
-        if (n > cap) {
-            free(buf);
-            free(recs);
-            cap = n;
-            buf = malloc(len);
-            recs = malloc(n * sizeof *recs);
-            if (!buf || !recs) {
-                rc = -ENOMEM;
-                break;
-            }
-        }
-        if (len && pread(fd, buf, len, (off_t)(off + CHUNK_HEADER)) != (ssize_t)len)
-            break;
-        uint32_t c = crc32_update(crc32_update(0, hdr + 4, 12), buf, len);
-        if (c != crc)
-            break;
-        for (uint32_t i = 0; i < n; i++)
-            unpack(&recs[i], buf + (size_t)i * HISTORY_RECORD_BYTES);
-        if (fn && (rc = fn(arg, recs, n, hi)) != 0)
-            break;
-        off += CHUNK_HEADER + len;
-        *end = off;
-        *seq_hi = hi;
-    }
-    free(buf);
-    free(recs);
-    return rc;
-}
-
 /* ---- open ----------------------------------------------------------------- */
 
 static int count_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
@@ -218,27 +48,6 @@ static int count_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     for (size_t i = 0; i < n; i++)
         c[1] += (r[i].flags & HF_TOMBSTONE) != 0;
     return 0;
-}
-
-static int write_header(int fd)
-{
-    unsigned char h[FILE_HEADER];
-    uint32_t v = FILE_VERSION, rs = HISTORY_RECORD_BYTES;
-    memcpy(h, FILE_MAGIC, 8);
-    memcpy(h + 8, &v, 4);
-    memcpy(h + 12, &rs, 4);
-    return pwrite(fd, h, FILE_HEADER, 0) == (ssize_t)FILE_HEADER ? 0 : -EIO;
-}
-
-static bool header_ok(int fd)
-{
-    unsigned char h[FILE_HEADER];
-    uint32_t v, rs;
-    if (pread(fd, h, FILE_HEADER, 0) != (ssize_t)FILE_HEADER || memcmp(h, FILE_MAGIC, 8) != 0)
-        return false;
-    memcpy(&v, h + 8, 4);
-    memcpy(&rs, h + 12, 4);
-    return v == FILE_VERSION && rs == HISTORY_RECORD_BYTES;
 }
 
 /* Opens h->path, checks it and cuts what follows its last valid chunk;
@@ -253,17 +62,17 @@ static int load_file(History *h, char *err, size_t errlen)
     struct stat st;
     if (fstat(h->fd, &st) != 0)
         return -errno;
-    if (st.st_size > 0 && !header_ok(h->fd)) {
+    if (st.st_size > 0 && !hist_header_ok(h->fd)) {
         log_msg(LOG_WARN, "training history file has a bad header: started afresh", "file=\"%s\" bytes=%lld",
                 h->path, (long long)st.st_size);
         st.st_size = 0;
     }
-    if (st.st_size == 0 && (ftruncate(h->fd, 0) != 0 || write_header(h->fd) != 0 || fsync(h->fd) != 0)) {
+    if (st.st_size == 0 && (ftruncate(h->fd, 0) != 0 || hist_write_header(h->fd) != 0 || fsync(h->fd) != 0)) {
         snprintf(err, errlen, "cannot write %s: %s", h->path, strerror(errno));
         return -EIO;
     }
     uint64_t counts[2] = {0, 0}, end, seq_hi;
-    int rc = scan_chunks(h->fd, count_chunk, counts, &end, &seq_hi);
+    int rc = hist_scan_chunks(h->fd, count_chunk, counts, &end, &seq_hi);
     if (rc) {
         snprintf(err, errlen, "cannot read %s: %s", h->path, strerror(-rc));
         return rc;
@@ -418,7 +227,7 @@ static int load_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
         const uint64_t *k = bsearch(&r[i].key, w->keys, w->nkeys, sizeof *w->keys, cmp_u64_asc);
         if (!k)
             continue;
-        HistRec *d = push_record(&w->recs, &w->n, &w->cap, &r[i]);
+        HistRec *d = hist_push_record(&w->recs, &w->n, &w->cap, &r[i]);
         if (!d)
             return -ENOMEM;
         d->key = (uint64_t)(k - w->keys);
@@ -432,7 +241,7 @@ int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, Hi
     memset(out, 0, sizeof *out);
     LoadWalk w = {.keys = keys, .nkeys = nkeys};
     uint64_t end, seq_hi;
-    int rc = scan_chunks(h->fd, load_chunk, &w, &end, &seq_hi);
+    int rc = hist_scan_chunks(h->fd, load_chunk, &w, &end, &seq_hi);
     out->start = calloc(nkeys + 1, sizeof *out->start);
     out->events = malloc((w.n ? w.n : 1) * sizeof *out->events);
     if (rc || !out->start || !out->events) {
@@ -483,7 +292,7 @@ static int pass_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     for (size_t i = 0; i < n; i++) {
         if (r[i].key % w->parts != w->part)
             continue;
-        HistRec *d = push_record(&w->recs, &w->n, &w->cap, &r[i]);
+        HistRec *d = hist_push_record(&w->recs, &w->n, &w->cap, &r[i]);
         if (!d)
             return -ENOMEM;
         d->ord = (uint32_t)(w->n - 1);
@@ -500,9 +309,9 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
     int fd = open(h->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0)
         return -errno;
-    int rc = writer_init(out, fd, FILE_HEADER); /* out owns fd from here, even on failure */
+    int rc = hist_writer_init(out, fd, FILE_HEADER); /* out owns fd from here, even on failure */
     if (!rc)
-        rc = write_header(fd);
+        rc = hist_write_header(fd);
     if (rc)
         return rc;
     uint64_t parts = 1 + h->st.records / PASS_RECORDS, first_day = (uint64_t)min_ts / 86400;
@@ -510,7 +319,7 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
     for (uint64_t p = 0; p < parts && !rc; p++) {
         PassWalk w = {.parts = parts, .part = p};
         uint64_t end, seq_hi;
-        rc = scan_chunks(h->fd, pass_chunk, &w, &end, &seq_hi);
+        rc = hist_scan_chunks(h->fd, pass_chunk, &w, &end, &seq_hi);
         if (!rc && w.n)
             qsort(w.recs, w.n, sizeof *w.recs, cmp_key_ord);
         for (size_t i = 0; !rc && i < w.n;) {
@@ -522,16 +331,16 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
             for (size_t e = 0; e < kept && !rc; e++) {
                 uint64_t d = w.recs[i + e].ts / 86400u;
                 days[d < first_day ? 0 : d - first_day < ndays ? d - first_day : ndays - 1]++;
-                rc = writer_add(out, &w.recs[i + e]);
+                rc = hist_writer_add(out, &w.recs[i + e]);
                 if (!rc && out->n >= CHUNK_RECORDS)
-                    rc = writer_flush(out, h->st.archived_seq);
+                    rc = hist_writer_flush(out, h->st.archived_seq);
             }
             i = j;
         }
         free(w.recs);
     }
     if (!rc)
-        rc = writer_flush(out, h->st.archived_seq); /* maybe empty: archived_seq must survive */
+        rc = hist_writer_flush(out, h->st.archived_seq); /* maybe empty: archived_seq must survive */
     if (!rc && fsync(fd) != 0)
         rc = -errno;
     return rc;
@@ -622,7 +431,7 @@ static int archive_record(void *arg, uint8_t kind, uint64_t seq, const unsigned 
         size_t idlen;
         if (wal_record_decode_delete(p, len, &id, &idlen) == 0) {
             HistRec r = {.key = store_stable_hash_id(id, idlen), .flags = HF_TOMBSTONE};
-            rc = writer_add(w, &r);
+            rc = hist_writer_add(w, &r);
         }
     } else if (kind == WAL_REC_EVENTS) {
         Event *ev;
@@ -636,13 +445,13 @@ static int archive_record(void *arg, uint8_t kind, uint64_t seq, const unsigned 
                     .quantity = (uint16_t)(ev[i].quantity > UINT16_MAX ? UINT16_MAX : ev[i].quantity),
                     .type = (uint8_t)ev[i].type,
                 };
-                rc = writer_add(w, &r);
+                rc = hist_writer_add(w, &r);
             }
             free(ev);
         }
     }
     if (!rc && w->n >= CHUNK_RECORDS)
-        rc = writer_flush(w, seq);
+        rc = hist_writer_flush(w, seq);
     return rc;
 }
 
@@ -651,14 +460,14 @@ int history_archive(History *h, const char *wal_dir, uint64_t below_seq, int64_t
     if (below_seq == 0 || below_seq - 1 <= h->st.archived_seq) /* nothing new; a compaction owed is retried */
         return h->st.tombstones > 0 ? history_compact(h, now) : 0;
     ChunkWriter w;
-    int rc = writer_init(&w, h->fd, h->good_end);
+    int rc = hist_writer_init(&w, h->fd, h->good_end);
     if (rc)
         return rc;
     ArchiveWalk a = {.w = &w};
     uint64_t last = 0;
     rc = wal_scan(wal_dir, h->st.archived_seq + 1, below_seq, archive_record, &a, &last);
     if (!rc && last > h->st.archived_seq)
-        rc = writer_flush(&w, last);
+        rc = hist_writer_flush(&w, last);
     if (!rc && fsync(h->fd) != 0)
         rc = -errno;
     uint64_t added = w.records, tomb = w.tombstones;
