@@ -3,8 +3,12 @@
  * and appends chunks; compaction rewrites the file in hash-partitioned
  * passes; loading picks the sampled shoppers' records for training.
  *
- * Threads: archive, compact and load from one thread at a time (the
- * service's worker); the figures (st_lock) from any. */
+ * Threads: archive, compact and reset from one thread at a time (the
+ * snapshot worker); load from any thread, beside them: it takes fd_lock
+ * only to dup the fd and read the good end, and scans its own copy (a
+ * compaction or reset swaps the fd under fd_lock; the old file stays
+ * readable through the dup until it is closed). The figures (st_lock)
+ * from any. */
 #include "history.h"
 #include "history_internal.h"
 
@@ -31,8 +35,9 @@
 struct History {
     HistoryConfig cfg;
     char path[600], tmp[620], hdir[560];
-    int fd;                  /* O_RDWR; appends go to good_end */
+    int fd;                  /* O_RDWR (-1: a reset failed); appends go to good_end */
     uint64_t good_end;       /* the file up to its last valid chunk */
+    pthread_mutex_t fd_lock; /* fd and good_end change under it (their one writer reads them without) */
     uint64_t bytes_at_compaction;
     pthread_mutex_t st_lock;
     HistoryStats st;
@@ -72,7 +77,7 @@ static int load_file(History *h, char *err, size_t errlen)
         return -EIO;
     }
     uint64_t counts[2] = {0, 0}, end, seq_hi;
-    int rc = hist_scan_chunks(h->fd, count_chunk, counts, &end, &seq_hi);
+    int rc = hist_scan_chunks(h->fd, 0, count_chunk, counts, &end, &seq_hi);
     if (rc) {
         snprintf(err, errlen, "cannot read %s: %s", h->path, strerror(-rc));
         return rc;
@@ -107,6 +112,7 @@ int history_open(History **out, const HistoryConfig *cfg, char *err, size_t errl
     h->cfg = *cfg;
     h->fd = -1;
     pthread_mutex_init(&h->st_lock, NULL);
+    pthread_mutex_init(&h->fd_lock, NULL);
     snprintf(h->hdir, sizeof h->hdir, "%s/history", cfg->dir);
     snprintf(h->path, sizeof h->path, "%s/%s", h->hdir, HISTORY_FILE);
     snprintf(h->tmp, sizeof h->tmp, "%s.tmp", h->path);
@@ -133,6 +139,7 @@ void history_close(History *h)
     if (h->fd >= 0)
         close(h->fd);
     pthread_mutex_destroy(&h->st_lock);
+    pthread_mutex_destroy(&h->fd_lock);
     free(h);
 }
 
@@ -141,7 +148,7 @@ void history_remove(const char *dir)
     char path[600];
     snprintf(path, sizeof path, "%s/history/%s", dir, HISTORY_FILE);
     if (unlink(path) == 0) {
-        log_msg(LOG_INFO, "training history removed: train.history_events is 0", "file=\"%s\"", path);
+        log_msg(LOG_INFO, "training history removed", "file=\"%s\"", path);
         snprintf(path, sizeof path, "%s/history", dir);
         fsync_path(path, O_DIRECTORY);
     }
@@ -236,36 +243,63 @@ static int load_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     return 0;
 }
 
+/* A copy of the fd (the caller closes it) and the good end it has, taken
+ * under fd_lock. 0 or -errno. */
+static int dup_fd(History *h, int *fd, uint64_t *good_end)
+{
+    pthread_mutex_lock(&h->fd_lock);
+    *fd = h->fd >= 0 ? fcntl(h->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    int rc = *fd >= 0 ? 0 : h->fd >= 0 ? -errno : -EIO;
+    *good_end = h->good_end;
+    pthread_mutex_unlock(&h->fd_lock);
+    return rc;
+}
+
 int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, HistoryEvents *out)
 {
     memset(out, 0, sizeof *out);
     LoadWalk w = {.keys = keys, .nkeys = nkeys};
-    uint64_t end, seq_hi;
-    int rc = hist_scan_chunks(h->fd, load_chunk, &w, &end, &seq_hi);
+    uint64_t good_end, end, seq_hi;
+    int fd;
+    int rc = dup_fd(h, &fd, &good_end);
+    if (!rc) {
+        rc = hist_scan_chunks(fd, good_end, load_chunk, &w, &end, &seq_hi);
+        close(fd);
+    }
     out->start = calloc(nkeys + 1, sizeof *out->start);
-    out->events = malloc((w.n ? w.n : 1) * sizeof *out->events);
-    if (rc || !out->start || !out->events) {
+    if (rc || !out->start) {
         free(w.recs);
         history_events_free(out);
         return rc ? rc : -ENOMEM;
     }
     if (w.n)
         qsort(w.recs, w.n, sizeof *w.recs, cmp_key_ord);
+    /* each shopper's kept records move down to the front: the events
+     * array holds the kept ones only */
     int64_t min_ts = min_ts_of(h, now);
-    size_t i = 0;
+    size_t i = 0, total = 0;
     for (size_t k = 0; k < nkeys; k++) {
-        out->start[k] = out->nevents;
+        out->start[k] = total;
         size_t j = i;
         while (j < w.n && w.recs[j].key == k)
             j++;
         size_t kept = j > i ? select_records(w.recs + i, j - i, min_ts, h->cfg.max_events) : 0;
-        for (size_t e = 0; e < kept; e++) {
-            const HistRec *r = &w.recs[i + e];
-            out->events[out->nevents++] = (HistoryEvent){(int64_t)r->ts, r->value, r->quantity, r->type};
-        }
+        memmove(w.recs + total, w.recs + i, kept * sizeof *w.recs);
+        total += kept;
         i = j;
     }
-    out->start[nkeys] = out->nevents;
+    out->start[nkeys] = total;
+    out->events = malloc((total ? total : 1) * sizeof *out->events);
+    if (!out->events) {
+        free(w.recs);
+        history_events_free(out);
+        return -ENOMEM;
+    }
+    for (size_t e = 0; e < total; e++) {
+        const HistRec *r = &w.recs[e];
+        out->events[e] = (HistoryEvent){(int64_t)r->ts, r->value, r->quantity, r->type};
+    }
+    out->nevents = total;
     free(w.recs);
     return 0;
 }
@@ -319,7 +353,7 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
     for (uint64_t p = 0; p < parts && !rc; p++) {
         PassWalk w = {.parts = parts, .part = p};
         uint64_t end, seq_hi;
-        rc = hist_scan_chunks(h->fd, pass_chunk, &w, &end, &seq_hi);
+        rc = hist_scan_chunks(h->fd, h->good_end, pass_chunk, &w, &end, &seq_hi); /* short of it: -EIO */
         if (!rc && w.n)
             qsort(w.recs, w.n, sizeof *w.recs, cmp_key_ord);
         for (size_t i = 0; !rc && i < w.n;) {
@@ -346,17 +380,29 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
     return rc;
 }
 
-/* Replaces the file by h->tmp (written by out). */
+/* Makes fd (written to good_end) the history's, closing the old one. */
+static void swap_fd(History *h, int fd, uint64_t good_end)
+{
+    pthread_mutex_lock(&h->fd_lock);
+    int old = h->fd;
+    h->fd = fd;
+    h->good_end = good_end;
+    pthread_mutex_unlock(&h->fd_lock);
+    if (old >= 0)
+        close(old);
+}
+
+/* Replaces the file by h->tmp (written by out). A directory fsync that
+ * failed is an error (the old file could come back after a power cut),
+ * but the new file is in use. */
 static int install_tmp(History *h, ChunkWriter *out)
 {
     if (rename(h->tmp, h->path) != 0)
         return -errno;
-    fsync_path(h->hdir, O_DIRECTORY);
-    close(h->fd);
-    h->fd = out->fd;
+    int rc = fsync_path(h->hdir, O_DIRECTORY);
+    swap_fd(h, out->fd, out->offset);
     out->fd = -1;
-    h->good_end = out->offset;
-    return 0;
+    return rc;
 }
 
 static int compact_once(History *h, int64_t min_ts, uint64_t *days, size_t ndays)
@@ -416,6 +462,34 @@ int history_compact(History *h, int64_t now)
     return 0;
 }
 
+int history_reset(History *h)
+{
+    /* the old file's name goes first: whatever happens next, nothing on
+     * disk keeps its records (a load's dup reads it until it closes) */
+    int rc = unlink(h->path) == 0 || errno == ENOENT ? 0 : -errno;
+    int fd = rc ? -1 : open(h->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (!rc && fd < 0)
+        rc = -errno;
+    if (!rc && (rc = hist_write_header(fd)) == 0 && fsync(fd) != 0)
+        rc = -errno;
+    if (!rc)
+        rc = fsync_path(h->hdir, O_DIRECTORY);
+    if (rc && fd >= 0) {
+        close(fd);
+        fd = -1;
+        unlink(h->path);
+    }
+    swap_fd(h, fd, FILE_HEADER);
+    set_stats(h, 0, 0, FILE_HEADER);
+    h->bytes_at_compaction = FILE_HEADER;
+    if (rc)
+        log_msg(LOG_ERROR, "training history deleted but cannot be started afresh: retried at the next snapshot",
+                "file=\"%s\" error=\"%s\"", h->path, strerror(-rc));
+    else
+        log_msg(LOG_WARN, "training history deleted and started afresh", "file=\"%s\"", h->path);
+    return rc;
+}
+
 /* ---- archive ------------------------------------------------------------- */
 
 typedef struct ArchiveWalk {
@@ -457,6 +531,8 @@ static int archive_record(void *arg, uint8_t kind, uint64_t seq, const unsigned 
 
 int history_archive(History *h, const char *wal_dir, uint64_t below_seq, int64_t now)
 {
+    if (h->fd < 0 && history_reset(h) != 0)
+        return -EIO; /* no file since a reset failed, and still none */
     if (below_seq == 0 || below_seq - 1 <= h->st.archived_seq) /* nothing new; a compaction owed is retried */
         return h->st.tombstones > 0 ? history_compact(h, now) : 0;
     ChunkWriter w;
@@ -481,7 +557,9 @@ int history_archive(History *h, const char *wal_dir, uint64_t below_seq, int64_t
         return rc;
     }
     free(w.buf);
+    pthread_mutex_lock(&h->fd_lock);
     h->good_end = w.offset;
+    pthread_mutex_unlock(&h->fd_lock);
     pthread_mutex_lock(&h->st_lock);
     if (last > h->st.archived_seq)
         h->st.archived_seq = last;

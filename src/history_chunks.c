@@ -98,24 +98,45 @@ int hist_writer_flush(ChunkWriter *w, uint64_t seq_hi)
     return 0;
 }
 
-/* Calls fn for each valid chunk of the file open at fd, from the header
- * on; stops at the first bad one. *end gets the end of the last valid
- * chunk, *seq_hi its seq_hi (0: none). 0, fn's nonzero return, or -errno. */
-int hist_scan_chunks(int fd, ChunkFn fn, void *arg, uint64_t *end, uint64_t *seq_hi)
+/* Reads n bytes at off: n, fewer at the end of the file, or -errno. */
+static ssize_t pread_full(int fd, void *p, size_t n, uint64_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, (char *)p + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+int hist_scan_chunks(int fd, uint64_t limit, ChunkFn fn, void *arg, uint64_t *end, uint64_t *seq_hi)
 {
     *end = FILE_HEADER;
     *seq_hi = 0;
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return -errno;
-    uint64_t size = (uint64_t)st.st_size, off = FILE_HEADER;
+    bool strict = limit != 0;
+    if (!strict) {
+        struct stat st;
+        if (fstat(fd, &st) != 0)
+            return -errno;
+        limit = (uint64_t)st.st_size;
+    }
+    uint64_t off = FILE_HEADER;
     size_t cap = 0;
     unsigned char *buf = NULL;
     HistRec *recs = NULL;
     int rc = 0;
-    while (off + CHUNK_HEADER <= size) {
+    while (off + CHUNK_HEADER <= limit) {
         unsigned char hdr[CHUNK_HEADER];
-        if (pread(fd, hdr, CHUNK_HEADER, (off_t)off) != (ssize_t)CHUNK_HEADER)
+        ssize_t got = pread_full(fd, hdr, CHUNK_HEADER, off);
+        if (got < 0)
+            rc = (int)got;
+        if (got != (ssize_t)CHUNK_HEADER)
             break;
         uint32_t magic, n, crc;
         uint64_t hi;
@@ -124,7 +145,7 @@ int hist_scan_chunks(int fd, ChunkFn fn, void *arg, uint64_t *end, uint64_t *seq
         memcpy(&hi, hdr + 8, 8);
         memcpy(&crc, hdr + 16, 4);
         size_t len = (size_t)n * HISTORY_RECORD_BYTES;
-        if (magic != CHUNK_MAGIC || n > CHUNK_MAX || off + CHUNK_HEADER + len > size)
+        if (magic != CHUNK_MAGIC || n > CHUNK_MAX || off + CHUNK_HEADER + len > limit)
             break;
         if (n > cap) {
             free(buf);
@@ -137,7 +158,10 @@ int hist_scan_chunks(int fd, ChunkFn fn, void *arg, uint64_t *end, uint64_t *seq
                 break;
             }
         }
-        if (len && pread(fd, buf, len, (off_t)(off + CHUNK_HEADER)) != (ssize_t)len)
+        got = len ? pread_full(fd, buf, len, off + CHUNK_HEADER) : 0;
+        if (got < 0)
+            rc = (int)got;
+        if (got != (ssize_t)len)
             break;
         uint32_t c = crc32_update(crc32_update(0, hdr + 4, 12), buf, len);
         if (c != crc)
@@ -150,6 +174,8 @@ int hist_scan_chunks(int fd, ChunkFn fn, void *arg, uint64_t *end, uint64_t *seq
         *end = off;
         *seq_hi = hi;
     }
+    if (!rc && strict && off != limit)
+        rc = -EIO; /* short of what is known good: never taken as the end of the file */
     free(buf);
     free(recs);
     return rc;

@@ -55,10 +55,14 @@ int hist_writer_flush(ChunkWriter *w, uint64_t seq_hi);
 
 typedef int (*ChunkFn)(void *arg, const HistRec *r, size_t n, uint64_t seq_hi);
 
-/* Calls fn for each valid chunk of the file open at fd, from the header
- * on; stops at the first bad one. *end gets the end of the last valid
- * chunk, *seq_hi its seq_hi (0: none). 0, fn's nonzero return, or -errno. */
-int hist_scan_chunks(int fd, ChunkFn fn, void *arg, uint64_t *end, uint64_t *seq_hi);
+/* Calls fn for each valid chunk of the file open at fd (read with pread:
+ * a dup of another thread's fd does), from the header on. *end gets the
+ * end of the last valid chunk read, *seq_hi its seq_hi (0: none).
+ * limit 0 (opening the file): to its size, stopping at the first bad
+ * chunk, which is no error. limit > 0: exactly to limit, the end of the
+ * known good chunks: a bad chunk, a short read or a read error before it
+ * is -EIO (or -errno), never the end. 0, fn's nonzero return, or -errno. */
+int hist_scan_chunks(int fd, uint64_t limit, ChunkFn fn, void *arg, uint64_t *end, uint64_t *seq_hi);
 
 /* The file header: written at offset 0 (0 or -EIO), checked. */
 int hist_write_header(int fd);
