@@ -52,6 +52,8 @@ typedef struct HistoryConfig {
     int max_events;         /* train.history_events: newest kept per shopper (>= 1) */
     int max_days;           /* train.history_days */
     uint64_t max_bytes;     /* train.history_max_mb in bytes */
+    size_t pass_records;    /* records a compaction pass holds before it drops what it
+                             * will not keep; 0: 2Mi (48 MiB); tests set it low */
 } HistoryConfig;
 
 typedef struct HistoryStats {

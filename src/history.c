@@ -30,7 +30,9 @@
 #include "wal.h"
 #include "wal_record.h"
 
-#define PASS_RECORDS ((uint64_t)2 << 20) /* records a compaction pass holds (24 B each: 48 MiB) */
+/* records a compaction pass holds (24 B each: 48 MiB); past it the pass
+ * drops what it will not keep, and holds at most twice what it keeps */
+#define PASS_RECORDS ((size_t)2 << 20)
 
 struct History {
     HistoryConfig cfg;
@@ -110,6 +112,8 @@ int history_open(History **out, const HistoryConfig *cfg, char *err, size_t errl
     if (!h)
         return -ENOMEM;
     h->cfg = *cfg;
+    if (!h->cfg.pass_records)
+        h->cfg.pass_records = PASS_RECORDS;
     h->fd = -1;
     pthread_mutex_init(&h->st_lock, NULL);
     pthread_mutex_init(&h->fd_lock, NULL);
@@ -315,9 +319,32 @@ void history_events_free(HistoryEvents *e)
 
 typedef struct PassWalk {
     uint64_t parts, part;
+    int64_t min_ts;
+    int max_events;
     HistRec *recs;
-    size_t n, cap;
+    size_t n, cap, prune_at;
+    uint32_t ord;
 } PassWalk;
+
+/* Sorts the pass's records by shopper (file order within one) and keeps
+ * what each shopper's would keep: the same as keeping from all of its
+ * records at the end (a later tombstone still drops what is kept; the
+ * newest kept stays kept, so a later event older than it stays late). */
+static void pass_prune(PassWalk *w)
+{
+    qsort(w->recs, w->n, sizeof *w->recs, cmp_key_ord);
+    size_t out = 0;
+    for (size_t i = 0; i < w->n;) {
+        size_t j = i;
+        while (j < w->n && w->recs[j].key == w->recs[i].key)
+            j++;
+        size_t kept = select_records(w->recs + i, j - i, w->min_ts, w->max_events);
+        memmove(w->recs + out, w->recs + i, kept * sizeof *w->recs);
+        out += kept;
+        i = j;
+    }
+    w->n = out;
+}
 
 static int pass_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
 {
@@ -326,10 +353,16 @@ static int pass_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     for (size_t i = 0; i < n; i++) {
         if (r[i].key % w->parts != w->part)
             continue;
+        if (w->n >= w->prune_at) {
+            /* the pass's buffer at its bound (one shopper with many
+             * records): what is dropped goes now, not at the end */
+            pass_prune(w);
+            w->prune_at = w->n * 2 > w->prune_at ? w->n * 2 : w->prune_at;
+        }
         HistRec *d = hist_push_record(&w->recs, &w->n, &w->cap, &r[i]);
         if (!d)
             return -ENOMEM;
-        d->ord = (uint32_t)(w->n - 1);
+        d->ord = w->ord++;
     }
     return 0;
 }
@@ -351,7 +384,8 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
     uint64_t parts = 1 + h->st.records / PASS_RECORDS, first_day = (uint64_t)min_ts / 86400;
     *shoppers = 0;
     for (uint64_t p = 0; p < parts && !rc; p++) {
-        PassWalk w = {.parts = parts, .part = p};
+        PassWalk w = {.parts = parts, .part = p, .min_ts = min_ts, .max_events = h->cfg.max_events,
+                      .prune_at = h->cfg.pass_records};
         uint64_t end, seq_hi;
         rc = hist_scan_chunks(h->fd, h->good_end, pass_chunk, &w, &end, &seq_hi); /* short of it: -EIO */
         if (!rc && w.n)

@@ -10,7 +10,8 @@
  * the whole history every time; damage after open fails loads and
  * compaction instead of cutting the history short; a log segment with a
  * bad record fails the archive (its erasure is never skipped), and a reset
- * leaves nothing of the old file. */
+ * leaves nothing of the old file; a compaction pass that drops records as
+ * its buffer fills keeps what one that holds them all keeps. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -78,13 +79,18 @@ static uint64_t rotate(void)
     return seq;
 }
 
-static History *open_history(int max_events, int max_days, uint64_t max_bytes)
+static History *open_history_pass(int max_events, int max_days, uint64_t max_bytes, size_t pass_records)
 {
-    HistoryConfig hc = {dir, max_events, max_days, max_bytes};
+    HistoryConfig hc = {dir, max_events, max_days, max_bytes, pass_records};
     History *h;
     char err[256];
     ASSERT(history_open(&h, &hc, err, sizeof err) == 0);
     return h;
+}
+
+static History *open_history(int max_events, int max_days, uint64_t max_bytes)
+{
+    return open_history_pass(max_events, max_days, max_bytes, 0);
 }
 
 /* The events history_load returns for user. */
@@ -503,6 +509,33 @@ static void test_bad_segment_fails_archive(void)
     wal_close(wal);
 }
 
+/* A compaction pass whose buffer fills (pass_records 16 here, 2Mi in
+ * service) drops what it will not keep as it goes: the tombstone still
+ * hides what came before it, late events stay out, the newest max_events
+ * stay. */
+static void test_pass_drops_as_it_fills(void)
+{
+    fresh_dir();
+    log_events("pia", 100, T0, 3600, EV_VIEW);
+    log_events("quin", 30, T0, 3600, EV_PURCHASE);
+    log_erasure("pia");
+    log_events("pia", 120, T0 + 200 * 3600, 3600, EV_VIEW);
+    log_events("pia", 1, T0 + 250 * 3600 + 1, 0, EV_PURCHASE); /* late */
+    uint64_t s1 = rotate();
+    History *h = open_history_pass(50, 3650, 1 << 30, 16);
+    ASSERT(history_archive(h, dir, s1, T0 + 100 * DAY) == 0); /* the tombstone: compacted */
+    HistoryStats st;
+    history_stats(h, &st);
+    ASSERT(st.compactions == 1 && st.tombstones == 0 && st.records == 80 && st.shoppers == 2);
+    HistoryEvent ev[64];
+    ASSERT(load_user(h, "pia", T0 + 100 * DAY, ev, 64) == 50);
+    for (int k = 0; k < 50; k++)
+        ASSERT(ev[k].ts == T0 + (270 + k) * 3600 && ev[k].type == EV_VIEW);
+    ASSERT(load_user(h, "quin", T0 + 100 * DAY, ev, 64) == 30 && ev[29].ts == T0 + 29 * 3600);
+    history_close(h);
+    wal_close(wal);
+}
+
 int main(void)
 {
     test_round_trip();
@@ -515,6 +548,7 @@ int main(void)
     test_load_beside_compaction();
     test_damage_after_open();
     test_bad_segment_fails_archive();
+    test_pass_drops_as_it_fills();
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ASSERT(system(cmd) == 0);
