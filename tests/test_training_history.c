@@ -326,6 +326,17 @@ static void test_late_events(void)
     wal_close(wal);
 }
 
+static void flip_byte(const char *path, off_t at)
+{
+    int fd = open(path, O_RDWR);
+    ASSERT(fd >= 0);
+    unsigned char b;
+    ASSERT(pread(fd, &b, 1, at) == 1);
+    b ^= 0x40;
+    ASSERT(pwrite(fd, &b, 1, at) == 1);
+    close(fd);
+}
+
 static void test_corrupt_chunk(void)
 {
     fresh_dir();
@@ -339,13 +350,7 @@ static void test_corrupt_chunk(void)
     history_close(h);
     off_t size = file_size();
     /* a flipped byte in the first chunk's records: everything from there on is cut */
-    int fd = open(hpath, O_RDWR);
-    ASSERT(fd >= 0);
-    unsigned char b;
-    ASSERT(pread(fd, &b, 1, 16 + 24 + 5) == 1);
-    b ^= 0x40;
-    ASSERT(pwrite(fd, &b, 1, 16 + 24 + 5) == 1);
-    close(fd);
+    flip_byte(hpath, 16 + 24 + 5);
     h = open_history(1024, 3650, 1 << 30);
     HistoryStats st;
     history_stats(h, &st);
@@ -357,7 +362,7 @@ static void test_corrupt_chunk(void)
     ASSERT(load_user(h, "ivy", T0 + DAY, ev, 32) == 20);
     history_close(h);
     /* garbage for a header: started afresh */
-    fd = open(hpath, O_WRONLY | O_TRUNC);
+    int fd = open(hpath, O_WRONLY | O_TRUNC);
     ASSERT(fd >= 0 && write(fd, "not a history file at all", 25) == 25);
     close(fd);
     h = open_history(1024, 3650, 1 << 30);
@@ -424,17 +429,6 @@ static void test_load_beside_compaction(void)
     ASSERT(st.compactions == 200 && st.records == 40 * 60);
     history_close(l.h);
     wal_close(wal);
-}
-
-static void flip_byte(const char *path, off_t at)
-{
-    int fd = open(path, O_RDWR);
-    ASSERT(fd >= 0);
-    unsigned char b;
-    ASSERT(pread(fd, &b, 1, at) == 1);
-    b ^= 0x40;
-    ASSERT(pwrite(fd, &b, 1, at) == 1);
-    close(fd);
 }
 
 /* Damage after open (a bad disk): loads and compaction fail rather than
