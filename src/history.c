@@ -288,7 +288,8 @@ int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, Hi
         while (j < w.n && w.recs[j].key == k)
             j++;
         size_t kept = j > i ? select_records(w.recs + i, j - i, min_ts, h->cfg.max_events) : 0;
-        memmove(w.recs + total, w.recs + i, kept * sizeof *w.recs);
+        if (kept)
+            memmove(w.recs + total, w.recs + i, kept * sizeof *w.recs);
         total += kept;
         i = j;
     }
@@ -515,6 +516,9 @@ int history_reset(History *h)
     }
     swap_fd(h, fd, FILE_HEADER);
     set_stats(h, 0, 0, FILE_HEADER);
+    pthread_mutex_lock(&h->st_lock);
+    h->st.shoppers = 0;
+    pthread_mutex_unlock(&h->st_lock);
     h->bytes_at_compaction = FILE_HEADER;
     if (rc)
         log_msg(LOG_ERROR, "training history deleted but cannot be started afresh: retried at the next snapshot",
