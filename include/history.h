@@ -30,8 +30,11 @@
  * the file is over max_bytes, or grew to twice its size after the last
  * compaction.
  *
- * Threads: one History is used from one thread at a time for
- * archive/compact/load (the service's worker); history_stats from any. */
+ * Threads: archive, compact and reset from one thread at a time (the
+ * service's snapshot worker); history_load and history_stats from any
+ * thread at the same time as those (a retrain reads the history while a
+ * snapshot archives and compacts it: the load reads its own dup of the
+ * file up to its known good end). */
 #ifndef LTVD_HISTORY_H
 #define LTVD_HISTORY_H
 
@@ -49,6 +52,8 @@ typedef struct HistoryConfig {
     int max_events;         /* train.history_events: newest kept per shopper (>= 1) */
     int max_days;           /* train.history_days */
     uint64_t max_bytes;     /* train.history_max_mb in bytes */
+    size_t pass_records;    /* records a compaction pass holds before it drops what it
+                             * will not keep; 0: 2Mi (48 MiB); tests set it low */
 } HistoryConfig;
 
 typedef struct HistoryStats {
@@ -83,17 +88,29 @@ typedef struct History History;
 int history_open(History **out, const HistoryConfig *cfg, char *err, size_t errlen);
 void history_close(History *h);
 /* Deletes <dir>/history/events.hist if there is one (the history turned
- * off: nothing stays on disk that an erasure could not reach). */
+ * off, or a file that cannot be opened: nothing stays on disk that an
+ * erasure could not reach). */
 void history_remove(const char *dir);
 
 /* Archives the records of the log segments in wal_dir whose records are
  * all below below_seq and not archived yet, fsyncs, then compacts if due
  * (above). now: the service clock (max_days). 0 or -errno. */
 int history_archive(History *h, const char *wal_dir, uint64_t below_seq, int64_t now);
-/* Rewrites the file keeping what readers keep (above). 0 or -errno. */
+/* Rewrites the file keeping what readers keep (above). A chunk that cannot
+ * be read whole (I/O error, damage after open) fails it and leaves the file
+ * as it was. 0 or -errno. */
 int history_compact(History *h, int64_t now);
+/* Deletes the file and starts an empty one (an archive or compaction
+ * failed: the file may lack a tombstone of log segments about to go, or
+ * keep records an erasure removes; the history is a training aid, keeping
+ * erased data is not an option). The figures start at 0. If no new file
+ * can be made, loads fail (-EIO) and the next archive tries again. 0 or
+ * -errno. Same thread as history_archive. */
+int history_reset(History *h);
 /* The retained events of the shoppers whose hashes are keys (sorted
- * ascending, nkeys). 0 or -ENOMEM/-errno (out is then empty). */
+ * ascending, nkeys). Any thread, beside an archive or compaction. A chunk
+ * short of the file's known good end (I/O error, damage) is -EIO, never
+ * taken as the end. 0 or -ENOMEM/-errno (out is then empty). */
 int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, HistoryEvents *out);
 void history_events_free(HistoryEvents *e);
 void history_stats(History *h, HistoryStats *out);

@@ -105,10 +105,12 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
 
 /* Read-only, while the log is live: calls fn for every record with
  * from_seq <= seq < below_seq in the segments whose records are all below
- * below_seq (those a snapshot at below_seq supersedes), in seq order. A bad
- * record ends its segment's reading with a warning; a segment already gone
- * is skipped. *last gets the highest seq passed to fn (from_seq - 1: none).
- * 0, or fn's nonzero return (the scan stops there). */
+ * below_seq (those a snapshot at below_seq supersedes), in seq order. A
+ * segment that cannot be read, holds a bad record or ends before the next
+ * one's first record stops the scan with a warning and -errno/-EBADMSG
+ * (nothing after it is passed on: a hole is never skipped). *last gets the
+ * highest seq passed to fn (from_seq - 1: none). 0, fn's nonzero return
+ * (the scan stops there), or -errno. */
 int wal_scan(const char *dir, uint64_t from_seq, uint64_t below_seq, WalReplayFn fn, void *arg, uint64_t *last);
 
 #endif

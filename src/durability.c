@@ -81,7 +81,8 @@ static int replay_record(void *arg, uint8_t kind, uint64_t seq, const unsigned c
 
 /* The training history, when on (train.history_events > 0); off, a file
  * left from when it was on goes (an erasure could not reach it). A history
- * that cannot be opened is logged and training reads the rings. */
+ * that cannot be opened is logged and deleted, and training reads the
+ * rings. */
 static void open_history(Service *s)
 {
     if (s->cfg.train_history_events <= 0) {
@@ -95,8 +96,12 @@ static void open_history(Service *s)
         .max_bytes = (uint64_t)s->cfg.train_history_max_mb << 20,
     };
     char err[700];
-    if (history_open(&s->history, &hc, err, sizeof err))
-        log_msg(LOG_ERROR, "training history unusable: training reads the recent-event rings", "error=\"%s\"", err);
+    if (history_open(&s->history, &hc, err, sizeof err)) {
+        /* the file goes: no erasure would reach it while it is unusable */
+        log_msg(LOG_ERROR, "training history unusable: deleted, training reads the recent-event rings",
+                "error=\"%s\"", err);
+        history_remove(s->cfg.storage_dir);
+    }
 }
 
 int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen)
@@ -235,10 +240,20 @@ static void remove_superseded(Service *s, uint64_t seq, bool erasure)
             unlink(old);
         }
     }
-    /* the training history takes the segments' events first (fsynced); if it
-     * cannot, they go anyway: training loses them, an erasure waits for nothing */
-    if (s->history)
-        history_archive(s->history, s->cfg.storage_dir, seq, service_now(s));
+    /* the training history takes the segments' events first (fsynced). If
+     * it cannot (disk full, a bad segment) or cannot compact, it is deleted
+     * and started afresh before the segments go: it may lack an erasure's
+     * tombstone, and the history is a training aid, not worth keeping an
+     * erased shopper's records (docs/SECURITY.md). An erasure waits for
+     * nothing. */
+    if (s->history) {
+        int rc = history_archive(s->history, s->cfg.storage_dir, seq, service_now(s));
+        if (rc) {
+            log_msg(LOG_ERROR, "training history could not take the superseded log: deleted and started afresh",
+                    "error=\"%s\" below_seq=%" PRIu64, strerror(-rc), seq);
+            history_reset(s->history);
+        }
+    }
     wal_remove_before(s->wal, seq);
     if (erasure)
         wal_remove_torn(s->wal);

@@ -3,9 +3,14 @@
  * and appends chunks; compaction rewrites the file in hash-partitioned
  * passes; loading picks the sampled shoppers' records for training.
  *
- * Threads: archive, compact and load from one thread at a time (the
- * service's worker); the figures (st_lock) from any. */
+ * Threads: archive, compact and reset from one thread at a time (the
+ * snapshot worker); load from any thread, beside them: it takes fd_lock
+ * only to dup the fd and read the good end, and scans its own copy (a
+ * compaction or reset swaps the fd under fd_lock; the old file stays
+ * readable through the dup until it is closed). The figures (st_lock)
+ * from any. */
 #include "history.h"
+#include "history_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,188 +30,20 @@
 #include "wal.h"
 #include "wal_record.h"
 
-#define FILE_MAGIC "LTVDHIS1"
-#define FILE_VERSION 1u
-#define FILE_HEADER 16u
-#define CHUNK_MAGIC 0x4b484348u          /* "HCHK" */
-#define CHUNK_HEADER 24u
-#define CHUNK_RECORDS 4096u              /* a chunk is flushed at the first log record boundary past this */
-#define CHUNK_MAX ((size_t)1 << 20)      /* more records than this in a header: corrupt */
-#define PASS_RECORDS ((uint64_t)2 << 20) /* records a compaction pass holds (24 B each: 48 MiB) */
-#define HF_TOMBSTONE 1u
-
-/* One record in memory; ord keeps file order through a sort. */
-typedef struct HistRec {
-    uint64_t key;
-    uint32_t ts;
-    float value;
-    uint32_t ord;
-    uint16_t quantity;
-    uint8_t type, flags;
-} HistRec;
+/* records a compaction pass holds (24 B each: 48 MiB); past it the pass
+ * drops what it will not keep, and holds at most twice what it keeps */
+#define PASS_RECORDS ((size_t)2 << 20)
 
 struct History {
     HistoryConfig cfg;
     char path[600], tmp[620], hdir[560];
-    int fd;                  /* O_RDWR; appends go to good_end */
+    int fd;                  /* O_RDWR (-1: a reset failed); appends go to good_end */
     uint64_t good_end;       /* the file up to its last valid chunk */
+    pthread_mutex_t fd_lock; /* fd and good_end change under it (their one writer reads them without) */
     uint64_t bytes_at_compaction;
     pthread_mutex_t st_lock;
     HistoryStats st;
 };
-
-static void pack(unsigned char *p, const HistRec *r)
-{
-    memcpy(p, &r->key, 8);
-    memcpy(p + 8, &r->ts, 4);
-    memcpy(p + 12, &r->value, 4);
-    memcpy(p + 16, &r->quantity, 2);
-    p[18] = r->type;
-    p[19] = r->flags;
-}
-
-static void unpack(HistRec *r, const unsigned char *p)
-{
-    memcpy(&r->key, p, 8);
-    memcpy(&r->ts, p + 8, 4);
-    memcpy(&r->value, p + 12, 4);
-    memcpy(&r->quantity, p + 16, 2);
-    r->type = p[18];
-    r->flags = p[19];
-    r->ord = 0;
-}
-
-/* A growing array of records (4096, then doubling). */
-static HistRec *push_record(HistRec **recs, size_t *n, size_t *cap, const HistRec *r)
-{
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 4096;
-        HistRec *nr = realloc(*recs, nc * sizeof *nr);
-        if (!nr)
-            return NULL;
-        *recs = nr;
-        *cap = nc;
-    }
-    (*recs)[*n] = *r;
-    return &(*recs)[(*n)++];
-}
-
-/* ---- chunks --------------------------------------------------------------- */
-
-/* Records waiting to be written as one chunk. */
-typedef struct ChunkWriter {
-    int fd;
-    uint64_t offset;         /* where the next chunk goes */
-    unsigned char *buf;      /* CHUNK_HEADER + cap records */
-    size_t n, cap;
-    uint64_t records, tombstones;
-} ChunkWriter;
-
-static int writer_init(ChunkWriter *w, int fd, uint64_t offset)
-{
-    memset(w, 0, sizeof *w);
-    w->fd = fd;
-    w->offset = offset;
-    w->cap = CHUNK_RECORDS * 2;
-    w->buf = malloc(CHUNK_HEADER + w->cap * HISTORY_RECORD_BYTES);
-    return w->buf ? 0 : -ENOMEM;
-}
-
-static int writer_add(ChunkWriter *w, const HistRec *r)
-{
-    if (w->n == w->cap) {
-        unsigned char *nb = realloc(w->buf, CHUNK_HEADER + w->cap * 2 * HISTORY_RECORD_BYTES);
-        if (!nb)
-            return -ENOMEM;
-        w->buf = nb;
-        w->cap *= 2;
-    }
-    pack(w->buf + CHUNK_HEADER + w->n++ * HISTORY_RECORD_BYTES, r);
-    w->records++;
-    w->tombstones += (r->flags & HF_TOMBSTONE) != 0;
-    return 0;
-}
-
-/* Writes the pending records (maybe none: seq_hi alone is news) as a chunk
- * saying every log record up to seq_hi is in the file. */
-static int writer_flush(ChunkWriter *w, uint64_t seq_hi)
-{
-    uint32_t magic = CHUNK_MAGIC, n = (uint32_t)w->n, zero = 0;
-    memcpy(w->buf, &magic, 4);
-    memcpy(w->buf + 4, &n, 4);
-    memcpy(w->buf + 8, &seq_hi, 8);
-    uint32_t crc = crc32_update(crc32_update(0, w->buf + 4, 12), w->buf + CHUNK_HEADER, w->n * HISTORY_RECORD_BYTES);
-    memcpy(w->buf + 16, &crc, 4);
-    memcpy(w->buf + 20, &zero, 4);
-    size_t len = CHUNK_HEADER + w->n * HISTORY_RECORD_BYTES;
-    if (lseek(w->fd, (off_t)w->offset, SEEK_SET) < 0)
-        return -errno;
-    int rc = write_all(w->fd, w->buf, len);
-    if (rc)
-        return rc;
-    w->offset += len;
-    w->n = 0;
-    return 0;
-}
-
-typedef int (*ChunkFn)(void *arg, const HistRec *r, size_t n, uint64_t seq_hi);
-
-/* Calls fn for each valid chunk of the file open at fd, from the header
- * on; stops at the first bad one. *end gets the end of the last valid
- * chunk, *seq_hi its seq_hi (0: none). 0, fn's nonzero return, or -errno. */
-static int scan_chunks(int fd, ChunkFn fn, void *arg, uint64_t *end, uint64_t *seq_hi)
-{
-    *end = FILE_HEADER;
-    *seq_hi = 0;
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return -errno;
-    uint64_t size = (uint64_t)st.st_size, off = FILE_HEADER;
-    size_t cap = 0;
-    unsigned char *buf = NULL;
-    HistRec *recs = NULL;
-    int rc = 0;
-    while (off + CHUNK_HEADER <= size) {
-        unsigned char hdr[CHUNK_HEADER];
-        if (pread(fd, hdr, CHUNK_HEADER, (off_t)off) != (ssize_t)CHUNK_HEADER)
-            break;
-        uint32_t magic, n, crc;
-        uint64_t hi;
-        memcpy(&magic, hdr, 4);
-        memcpy(&n, hdr + 4, 4);
-        memcpy(&hi, hdr + 8, 8);
-        memcpy(&crc, hdr + 16, 4);
-        size_t len = (size_t)n * HISTORY_RECORD_BYTES;
-        if (magic != CHUNK_MAGIC || n > CHUNK_MAX || off + CHUNK_HEADER + len > size)
-            break;
-        if (n > cap) {
-            free(buf);
-            free(recs);
-            cap = n;
-            buf = malloc(len);
-            recs = malloc(n * sizeof *recs);
-            if (!buf || !recs) {
-                rc = -ENOMEM;
-                break;
-            }
-        }
-        if (len && pread(fd, buf, len, (off_t)(off + CHUNK_HEADER)) != (ssize_t)len)
-            break;
-        uint32_t c = crc32_update(crc32_update(0, hdr + 4, 12), buf, len);
-        if (c != crc)
-            break;
-        for (uint32_t i = 0; i < n; i++)
-            unpack(&recs[i], buf + (size_t)i * HISTORY_RECORD_BYTES);
-        if (fn && (rc = fn(arg, recs, n, hi)) != 0)
-            break;
-        off += CHUNK_HEADER + len;
-        *end = off;
-        *seq_hi = hi;
-    }
-    free(buf);
-    free(recs);
-    return rc;
-}
 
 /* ---- open ----------------------------------------------------------------- */
 
@@ -218,27 +55,6 @@ static int count_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     for (size_t i = 0; i < n; i++)
         c[1] += (r[i].flags & HF_TOMBSTONE) != 0;
     return 0;
-}
-
-static int write_header(int fd)
-{
-    unsigned char h[FILE_HEADER];
-    uint32_t v = FILE_VERSION, rs = HISTORY_RECORD_BYTES;
-    memcpy(h, FILE_MAGIC, 8);
-    memcpy(h + 8, &v, 4);
-    memcpy(h + 12, &rs, 4);
-    return pwrite(fd, h, FILE_HEADER, 0) == (ssize_t)FILE_HEADER ? 0 : -EIO;
-}
-
-static bool header_ok(int fd)
-{
-    unsigned char h[FILE_HEADER];
-    uint32_t v, rs;
-    if (pread(fd, h, FILE_HEADER, 0) != (ssize_t)FILE_HEADER || memcmp(h, FILE_MAGIC, 8) != 0)
-        return false;
-    memcpy(&v, h + 8, 4);
-    memcpy(&rs, h + 12, 4);
-    return v == FILE_VERSION && rs == HISTORY_RECORD_BYTES;
 }
 
 /* Opens h->path, checks it and cuts what follows its last valid chunk;
@@ -253,17 +69,17 @@ static int load_file(History *h, char *err, size_t errlen)
     struct stat st;
     if (fstat(h->fd, &st) != 0)
         return -errno;
-    if (st.st_size > 0 && !header_ok(h->fd)) {
+    if (st.st_size > 0 && !hist_header_ok(h->fd)) {
         log_msg(LOG_WARN, "training history file has a bad header: started afresh", "file=\"%s\" bytes=%lld",
                 h->path, (long long)st.st_size);
         st.st_size = 0;
     }
-    if (st.st_size == 0 && (ftruncate(h->fd, 0) != 0 || write_header(h->fd) != 0 || fsync(h->fd) != 0)) {
+    if (st.st_size == 0 && (ftruncate(h->fd, 0) != 0 || hist_write_header(h->fd) != 0 || fsync(h->fd) != 0)) {
         snprintf(err, errlen, "cannot write %s: %s", h->path, strerror(errno));
         return -EIO;
     }
     uint64_t counts[2] = {0, 0}, end, seq_hi;
-    int rc = scan_chunks(h->fd, count_chunk, counts, &end, &seq_hi);
+    int rc = hist_scan_chunks(h->fd, 0, count_chunk, counts, &end, &seq_hi);
     if (rc) {
         snprintf(err, errlen, "cannot read %s: %s", h->path, strerror(-rc));
         return rc;
@@ -296,8 +112,11 @@ int history_open(History **out, const HistoryConfig *cfg, char *err, size_t errl
     if (!h)
         return -ENOMEM;
     h->cfg = *cfg;
+    if (!h->cfg.pass_records)
+        h->cfg.pass_records = PASS_RECORDS;
     h->fd = -1;
     pthread_mutex_init(&h->st_lock, NULL);
+    pthread_mutex_init(&h->fd_lock, NULL);
     snprintf(h->hdir, sizeof h->hdir, "%s/history", cfg->dir);
     snprintf(h->path, sizeof h->path, "%s/%s", h->hdir, HISTORY_FILE);
     snprintf(h->tmp, sizeof h->tmp, "%s.tmp", h->path);
@@ -324,6 +143,7 @@ void history_close(History *h)
     if (h->fd >= 0)
         close(h->fd);
     pthread_mutex_destroy(&h->st_lock);
+    pthread_mutex_destroy(&h->fd_lock);
     free(h);
 }
 
@@ -332,7 +152,7 @@ void history_remove(const char *dir)
     char path[600];
     snprintf(path, sizeof path, "%s/history/%s", dir, HISTORY_FILE);
     if (unlink(path) == 0) {
-        log_msg(LOG_INFO, "training history removed: train.history_events is 0", "file=\"%s\"", path);
+        log_msg(LOG_INFO, "training history removed", "file=\"%s\"", path);
         snprintf(path, sizeof path, "%s/history", dir);
         fsync_path(path, O_DIRECTORY);
     }
@@ -418,7 +238,7 @@ static int load_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
         const uint64_t *k = bsearch(&r[i].key, w->keys, w->nkeys, sizeof *w->keys, cmp_u64_asc);
         if (!k)
             continue;
-        HistRec *d = push_record(&w->recs, &w->n, &w->cap, &r[i]);
+        HistRec *d = hist_push_record(&w->recs, &w->n, &w->cap, &r[i]);
         if (!d)
             return -ENOMEM;
         d->key = (uint64_t)(k - w->keys);
@@ -427,36 +247,64 @@ static int load_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     return 0;
 }
 
+/* A copy of the fd (the caller closes it) and the good end it has, taken
+ * under fd_lock. 0 or -errno. */
+static int dup_fd(History *h, int *fd, uint64_t *good_end)
+{
+    pthread_mutex_lock(&h->fd_lock);
+    *fd = h->fd >= 0 ? fcntl(h->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    int rc = *fd >= 0 ? 0 : h->fd >= 0 ? -errno : -EIO;
+    *good_end = h->good_end;
+    pthread_mutex_unlock(&h->fd_lock);
+    return rc;
+}
+
 int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, HistoryEvents *out)
 {
     memset(out, 0, sizeof *out);
     LoadWalk w = {.keys = keys, .nkeys = nkeys};
-    uint64_t end, seq_hi;
-    int rc = scan_chunks(h->fd, load_chunk, &w, &end, &seq_hi);
+    uint64_t good_end, end, seq_hi;
+    int fd;
+    int rc = dup_fd(h, &fd, &good_end);
+    if (!rc) {
+        rc = hist_scan_chunks(fd, good_end, load_chunk, &w, &end, &seq_hi);
+        close(fd);
+    }
     out->start = calloc(nkeys + 1, sizeof *out->start);
-    out->events = malloc((w.n ? w.n : 1) * sizeof *out->events);
-    if (rc || !out->start || !out->events) {
+    if (rc || !out->start) {
         free(w.recs);
         history_events_free(out);
         return rc ? rc : -ENOMEM;
     }
     if (w.n)
         qsort(w.recs, w.n, sizeof *w.recs, cmp_key_ord);
+    /* each shopper's kept records move down to the front: the events
+     * array holds the kept ones only */
     int64_t min_ts = min_ts_of(h, now);
-    size_t i = 0;
+    size_t i = 0, total = 0;
     for (size_t k = 0; k < nkeys; k++) {
-        out->start[k] = out->nevents;
+        out->start[k] = total;
         size_t j = i;
         while (j < w.n && w.recs[j].key == k)
             j++;
         size_t kept = j > i ? select_records(w.recs + i, j - i, min_ts, h->cfg.max_events) : 0;
-        for (size_t e = 0; e < kept; e++) {
-            const HistRec *r = &w.recs[i + e];
-            out->events[out->nevents++] = (HistoryEvent){(int64_t)r->ts, r->value, r->quantity, r->type};
-        }
+        if (kept)
+            memmove(w.recs + total, w.recs + i, kept * sizeof *w.recs);
+        total += kept;
         i = j;
     }
-    out->start[nkeys] = out->nevents;
+    out->start[nkeys] = total;
+    out->events = malloc((total ? total : 1) * sizeof *out->events);
+    if (!out->events) {
+        free(w.recs);
+        history_events_free(out);
+        return -ENOMEM;
+    }
+    for (size_t e = 0; e < total; e++) {
+        const HistRec *r = &w.recs[e];
+        out->events[e] = (HistoryEvent){(int64_t)r->ts, r->value, r->quantity, r->type};
+    }
+    out->nevents = total;
     free(w.recs);
     return 0;
 }
@@ -472,9 +320,32 @@ void history_events_free(HistoryEvents *e)
 
 typedef struct PassWalk {
     uint64_t parts, part;
+    int64_t min_ts;
+    int max_events;
     HistRec *recs;
-    size_t n, cap;
+    size_t n, cap, prune_at;
+    uint32_t ord;
 } PassWalk;
+
+/* Sorts the pass's records by shopper (file order within one) and keeps
+ * what each shopper's would keep: the same as keeping from all of its
+ * records at the end (a later tombstone still drops what is kept; the
+ * newest kept stays kept, so a later event older than it stays late). */
+static void pass_prune(PassWalk *w)
+{
+    qsort(w->recs, w->n, sizeof *w->recs, cmp_key_ord);
+    size_t out = 0;
+    for (size_t i = 0; i < w->n;) {
+        size_t j = i;
+        while (j < w->n && w->recs[j].key == w->recs[i].key)
+            j++;
+        size_t kept = select_records(w->recs + i, j - i, w->min_ts, w->max_events);
+        memmove(w->recs + out, w->recs + i, kept * sizeof *w->recs);
+        out += kept;
+        i = j;
+    }
+    w->n = out;
+}
 
 static int pass_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
 {
@@ -483,10 +354,16 @@ static int pass_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     for (size_t i = 0; i < n; i++) {
         if (r[i].key % w->parts != w->part)
             continue;
-        HistRec *d = push_record(&w->recs, &w->n, &w->cap, &r[i]);
+        if (w->n >= w->prune_at) {
+            /* the pass's buffer at its bound (one shopper with many
+             * records): what is dropped goes now, not at the end */
+            pass_prune(w);
+            w->prune_at = w->n * 2 > w->prune_at ? w->n * 2 : w->prune_at;
+        }
+        HistRec *d = hist_push_record(&w->recs, &w->n, &w->cap, &r[i]);
         if (!d)
             return -ENOMEM;
-        d->ord = (uint32_t)(w->n - 1);
+        d->ord = w->ord++;
     }
     return 0;
 }
@@ -500,17 +377,18 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
     int fd = open(h->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0)
         return -errno;
-    int rc = writer_init(out, fd, FILE_HEADER); /* out owns fd from here, even on failure */
+    int rc = hist_writer_init(out, fd, FILE_HEADER); /* out owns fd from here, even on failure */
     if (!rc)
-        rc = write_header(fd);
+        rc = hist_write_header(fd);
     if (rc)
         return rc;
     uint64_t parts = 1 + h->st.records / PASS_RECORDS, first_day = (uint64_t)min_ts / 86400;
     *shoppers = 0;
     for (uint64_t p = 0; p < parts && !rc; p++) {
-        PassWalk w = {.parts = parts, .part = p};
+        PassWalk w = {.parts = parts, .part = p, .min_ts = min_ts, .max_events = h->cfg.max_events,
+                      .prune_at = h->cfg.pass_records};
         uint64_t end, seq_hi;
-        rc = scan_chunks(h->fd, pass_chunk, &w, &end, &seq_hi);
+        rc = hist_scan_chunks(h->fd, h->good_end, pass_chunk, &w, &end, &seq_hi); /* short of it: -EIO */
         if (!rc && w.n)
             qsort(w.recs, w.n, sizeof *w.recs, cmp_key_ord);
         for (size_t i = 0; !rc && i < w.n;) {
@@ -522,32 +400,44 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
             for (size_t e = 0; e < kept && !rc; e++) {
                 uint64_t d = w.recs[i + e].ts / 86400u;
                 days[d < first_day ? 0 : d - first_day < ndays ? d - first_day : ndays - 1]++;
-                rc = writer_add(out, &w.recs[i + e]);
+                rc = hist_writer_add(out, &w.recs[i + e]);
                 if (!rc && out->n >= CHUNK_RECORDS)
-                    rc = writer_flush(out, h->st.archived_seq);
+                    rc = hist_writer_flush(out, h->st.archived_seq);
             }
             i = j;
         }
         free(w.recs);
     }
     if (!rc)
-        rc = writer_flush(out, h->st.archived_seq); /* maybe empty: archived_seq must survive */
+        rc = hist_writer_flush(out, h->st.archived_seq); /* maybe empty: archived_seq must survive */
     if (!rc && fsync(fd) != 0)
         rc = -errno;
     return rc;
 }
 
-/* Replaces the file by h->tmp (written by out). */
+/* Makes fd (written to good_end) the history's, closing the old one. */
+static void swap_fd(History *h, int fd, uint64_t good_end)
+{
+    pthread_mutex_lock(&h->fd_lock);
+    int old = h->fd;
+    h->fd = fd;
+    h->good_end = good_end;
+    pthread_mutex_unlock(&h->fd_lock);
+    if (old >= 0)
+        close(old);
+}
+
+/* Replaces the file by h->tmp (written by out). A directory fsync that
+ * failed is an error (the old file could come back after a power cut),
+ * but the new file is in use. */
 static int install_tmp(History *h, ChunkWriter *out)
 {
     if (rename(h->tmp, h->path) != 0)
         return -errno;
-    fsync_path(h->hdir, O_DIRECTORY);
-    close(h->fd);
-    h->fd = out->fd;
+    int rc = fsync_path(h->hdir, O_DIRECTORY);
+    swap_fd(h, out->fd, out->offset);
     out->fd = -1;
-    h->good_end = out->offset;
-    return 0;
+    return rc;
 }
 
 static int compact_once(History *h, int64_t min_ts, uint64_t *days, size_t ndays)
@@ -607,6 +497,37 @@ int history_compact(History *h, int64_t now)
     return 0;
 }
 
+int history_reset(History *h)
+{
+    /* the old file's name goes first: whatever happens next, nothing on
+     * disk keeps its records (a load's dup reads it until it closes) */
+    int rc = unlink(h->path) == 0 || errno == ENOENT ? 0 : -errno;
+    int fd = rc ? -1 : open(h->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (!rc && fd < 0)
+        rc = -errno;
+    if (!rc && (rc = hist_write_header(fd)) == 0 && fsync(fd) != 0)
+        rc = -errno;
+    if (!rc)
+        rc = fsync_path(h->hdir, O_DIRECTORY);
+    if (rc && fd >= 0) {
+        close(fd);
+        fd = -1;
+        unlink(h->path);
+    }
+    swap_fd(h, fd, FILE_HEADER);
+    set_stats(h, 0, 0, FILE_HEADER);
+    pthread_mutex_lock(&h->st_lock);
+    h->st.shoppers = 0;
+    pthread_mutex_unlock(&h->st_lock);
+    h->bytes_at_compaction = FILE_HEADER;
+    if (rc)
+        log_msg(LOG_ERROR, "training history deleted but cannot be started afresh: retried at the next snapshot",
+                "file=\"%s\" error=\"%s\"", h->path, strerror(-rc));
+    else
+        log_msg(LOG_WARN, "training history deleted and started afresh", "file=\"%s\"", h->path);
+    return rc;
+}
+
 /* ---- archive ------------------------------------------------------------- */
 
 typedef struct ArchiveWalk {
@@ -622,7 +543,7 @@ static int archive_record(void *arg, uint8_t kind, uint64_t seq, const unsigned 
         size_t idlen;
         if (wal_record_decode_delete(p, len, &id, &idlen) == 0) {
             HistRec r = {.key = store_stable_hash_id(id, idlen), .flags = HF_TOMBSTONE};
-            rc = writer_add(w, &r);
+            rc = hist_writer_add(w, &r);
         }
     } else if (kind == WAL_REC_EVENTS) {
         Event *ev;
@@ -636,29 +557,31 @@ static int archive_record(void *arg, uint8_t kind, uint64_t seq, const unsigned 
                     .quantity = (uint16_t)(ev[i].quantity > UINT16_MAX ? UINT16_MAX : ev[i].quantity),
                     .type = (uint8_t)ev[i].type,
                 };
-                rc = writer_add(w, &r);
+                rc = hist_writer_add(w, &r);
             }
             free(ev);
         }
     }
     if (!rc && w->n >= CHUNK_RECORDS)
-        rc = writer_flush(w, seq);
+        rc = hist_writer_flush(w, seq);
     return rc;
 }
 
 int history_archive(History *h, const char *wal_dir, uint64_t below_seq, int64_t now)
 {
+    if (h->fd < 0 && history_reset(h) != 0)
+        return -EIO; /* no file since a reset failed, and still none */
     if (below_seq == 0 || below_seq - 1 <= h->st.archived_seq) /* nothing new; a compaction owed is retried */
         return h->st.tombstones > 0 ? history_compact(h, now) : 0;
     ChunkWriter w;
-    int rc = writer_init(&w, h->fd, h->good_end);
+    int rc = hist_writer_init(&w, h->fd, h->good_end);
     if (rc)
         return rc;
     ArchiveWalk a = {.w = &w};
     uint64_t last = 0;
     rc = wal_scan(wal_dir, h->st.archived_seq + 1, below_seq, archive_record, &a, &last);
     if (!rc && last > h->st.archived_seq)
-        rc = writer_flush(&w, last);
+        rc = hist_writer_flush(&w, last);
     if (!rc && fsync(h->fd) != 0)
         rc = -errno;
     uint64_t added = w.records, tomb = w.tombstones;
@@ -672,7 +595,9 @@ int history_archive(History *h, const char *wal_dir, uint64_t below_seq, int64_t
         return rc;
     }
     free(w.buf);
+    pthread_mutex_lock(&h->fd_lock);
     h->good_end = w.offset;
+    pthread_mutex_unlock(&h->fd_lock);
     pthread_mutex_lock(&h->st_lock);
     if (last > h->st.archived_seq)
         h->st.archived_seq = last;

@@ -62,7 +62,8 @@ struct Service {
     Wal *wal;                    /* NULL until attached (and while replaying); set under the store lock */
     ByteBuf logbuf;              /* record being built; under the store lock */
     History *history;            /* training history (train.history_events > 0), opened by service_recover; the
-                                  * worker archives into it (service_snapshot) and reads it (training) */
+                                  * snapshot worker archives into it (service_snapshot) while a training job
+                                  * in another worker reads it (history.h: history_load may run beside) */
     atomic_int_fast64_t last_snapshot_mono_s;
     atomic_uint_fast64_t wal_bytes_at_snapshot;
     atomic_int_fast64_t erasure_pending_since; /* mono seconds, 0 = none */

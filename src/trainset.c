@@ -3,8 +3,10 @@
  * train.history_events > 0, the training history on disk (history.h)
  * before them (docs/MODEL.md, "Training history").
  *
- * Threads: the libuv worker thread (one job at a time); the store is read
- * in short locked batches (store_visit), the history outside the lock. */
+ * Threads: a libuv worker thread (one training job at a time); the store
+ * is read in short locked batches (store_visit), the history outside the
+ * lock, while a snapshot in another worker may archive into and compact it
+ * (history_load reads its own copy of the file). */
 #include "service_internal.h"
 
 #include <errno.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include "dataset.h"
+#include "log.h"
 
 /* Slots copied per hold of the store lock (about 0.5 us each: jobs.c). */
 #define TRAINSET_BATCH 128
@@ -122,7 +125,8 @@ static size_t ring_after(const HistoryEvent *hist, size_t nh, const Event *ring,
 
 /* Replaces each sampled shopper's ring in set by its history followed by
  * the ring events newer than it, the newest `cap` kept, with the context
- * and aggregates before them approximated from the totals. */
+ * and aggregates before them approximated from the totals. A history that
+ * cannot be read leaves set as the rings made it, with a warning. */
 static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals, size_t cap)
 {
     size_t n = set->nshoppers;
@@ -141,8 +145,11 @@ static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals,
     int rc = history_load(s->history, keys, n, set->now, &he);
     free(keys);
     if (rc) {
+        /* the set stays the rings': this training goes on without the history */
+        log_msg(LOG_WARN, "training history unreadable: this training reads the recent-event rings only",
+                "error=\"%s\"", strerror(-rc));
         free(ki);
-        return rc;
+        return 0;
     }
     size_t *slot = malloc((n ? n : 1) * sizeof *slot); /* shopper -> its place in keys */
     if (!slot) {

@@ -325,18 +325,18 @@ int wal_scan(const char *dir, uint64_t from_seq, uint64_t below_seq, WalReplayFn
         wal_seg_path(path, sizeof path, dir, segs[i]);
         unsigned char *data = NULL;
         size_t n = 0, off = 0;
-        if (read_file(path, &data, &n) != 0) {
-            log_msg(LOG_WARN, "write-ahead log segment unreadable for the training history", "file=\"%s\"", path);
-            continue;
+        if ((rc = read_file(path, &data, &n)) != 0) {
+            log_msg(LOG_WARN, "write-ahead log segment unreadable for the training history", "file=\"%s\" error=\"%s\"",
+                    path, strerror(-rc));
+            break;
         }
+        /* every record up to the next segment's first: a bad one, or a
+         * segment ending early, would leave a hole (maybe an erasure) */
         uint64_t expect = segs[i];
         while (off < n && !rc) {
             size_t rl = valid_record(data + off, n - off, expect, false);
-            if (!rl) {
-                log_msg(LOG_WARN, "write-ahead log segment has a bad record: the training history skips the rest "
-                        "of it", "file=\"%s\" offset=%zu record=%" PRIu64, path, off, expect);
+            if (!rl)
                 break;
-            }
             uint32_t len;
             memcpy(&len, data + off, 4);
             if (expect >= from_seq) {
@@ -346,6 +346,12 @@ int wal_scan(const char *dir, uint64_t from_seq, uint64_t below_seq, WalReplayFn
             }
             expect++;
             off += rl;
+        }
+        if (!rc && (off < n || expect != segs[i + 1])) {
+            log_msg(LOG_WARN, "write-ahead log segment has a bad record or ends early: the training history cannot "
+                    "take it", "file=\"%s\" offset=%zu record=%" PRIu64 " next_segment=%" PRIu64, path, off, expect,
+                    segs[i + 1]);
+            rc = -EBADMSG;
         }
         free(data);
     }

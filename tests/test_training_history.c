@@ -6,9 +6,17 @@
  * the file (a compaction that failed is retried at the next archive); the
  * per-shopper, days and byte bounds hold; late events are
  * left out as the LSTM leaves them out; a corrupt chunk is cut with a
- * warning, never a crash. */
+ * warning, never a crash. A load beside compactions (another thread) reads
+ * the whole history every time; damage after open fails loads and
+ * compaction instead of cutting the history short; a log segment with a
+ * bad record fails the archive (its erasure is never skipped), and a reset
+ * leaves nothing of the old file; a compaction pass that drops records as
+ * its buffer fills keeps what one that holds them all keeps. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,13 +79,18 @@ static uint64_t rotate(void)
     return seq;
 }
 
-static History *open_history(int max_events, int max_days, uint64_t max_bytes)
+static History *open_history_pass(int max_events, int max_days, uint64_t max_bytes, size_t pass_records)
 {
-    HistoryConfig hc = {dir, max_events, max_days, max_bytes};
+    HistoryConfig hc = {dir, max_events, max_days, max_bytes, pass_records};
     History *h;
     char err[256];
     ASSERT(history_open(&h, &hc, err, sizeof err) == 0);
     return h;
+}
+
+static History *open_history(int max_events, int max_days, uint64_t max_bytes)
+{
+    return open_history_pass(max_events, max_days, max_bytes, 0);
 }
 
 /* The events history_load returns for user. */
@@ -313,6 +326,17 @@ static void test_late_events(void)
     wal_close(wal);
 }
 
+static void flip_byte(const char *path, off_t at)
+{
+    int fd = open(path, O_RDWR);
+    ASSERT(fd >= 0);
+    unsigned char b;
+    ASSERT(pread(fd, &b, 1, at) == 1);
+    b ^= 0x40;
+    ASSERT(pwrite(fd, &b, 1, at) == 1);
+    close(fd);
+}
+
 static void test_corrupt_chunk(void)
 {
     fresh_dir();
@@ -326,13 +350,7 @@ static void test_corrupt_chunk(void)
     history_close(h);
     off_t size = file_size();
     /* a flipped byte in the first chunk's records: everything from there on is cut */
-    int fd = open(hpath, O_RDWR);
-    ASSERT(fd >= 0);
-    unsigned char b;
-    ASSERT(pread(fd, &b, 1, 16 + 24 + 5) == 1);
-    b ^= 0x40;
-    ASSERT(pwrite(fd, &b, 1, 16 + 24 + 5) == 1);
-    close(fd);
+    flip_byte(hpath, 16 + 24 + 5);
     h = open_history(1024, 3650, 1 << 30);
     HistoryStats st;
     history_stats(h, &st);
@@ -344,7 +362,7 @@ static void test_corrupt_chunk(void)
     ASSERT(load_user(h, "ivy", T0 + DAY, ev, 32) == 20);
     history_close(h);
     /* garbage for a header: started afresh */
-    fd = open(hpath, O_WRONLY | O_TRUNC);
+    int fd = open(hpath, O_WRONLY | O_TRUNC);
     ASSERT(fd >= 0 && write(fd, "not a history file at all", 25) == 25);
     close(fd);
     h = open_history(1024, 3650, 1 << 30);
@@ -357,6 +375,161 @@ static void test_corrupt_chunk(void)
     wal_close(wal);
 }
 
+/* A retrain loads while a snapshot compacts (two workers): every load
+ * sees the whole history, though each compaction swaps the file. */
+typedef struct LoadLoop {
+    History *h;
+    uint64_t keys[40];
+    atomic_bool stop;
+    int loads, bad;
+} LoadLoop;
+
+static void *load_loop(void *arg)
+{
+    LoadLoop *l = arg;
+    for (int i = 0; i < 100000 && (!atomic_load(&l->stop) || l->loads == 0); i++) {
+        HistoryEvents he;
+        if (history_load(l->h, l->keys, 40, T0 + 100 * DAY, &he) != 0 || he.nevents != 40 * 60)
+            l->bad++;
+        history_events_free(&he);
+        l->loads++;
+    }
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_load_beside_compaction(void)
+{
+    fresh_dir();
+    LoadLoop l = {0};
+    for (int u = 0; u < 40; u++) {
+        char name[16];
+        snprintf(name, sizeof name, "user%d", u);
+        log_events(name, 60, T0, 3600, EV_VIEW);
+        l.keys[u] = store_stable_hash_id(name, strlen(name));
+    }
+    qsort(l.keys, 40, sizeof *l.keys, cmp_u64);
+    uint64_t s1 = rotate();
+    l.h = open_history(1024, 3650, 1 << 30);
+    ASSERT(history_archive(l.h, dir, s1, T0 + 100 * DAY) == 0);
+    pthread_t t;
+    ASSERT(pthread_create(&t, NULL, load_loop, &l) == 0);
+    for (int i = 0; i < 200; i++)
+        ASSERT(history_compact(l.h, T0 + 100 * DAY) == 0);
+    atomic_store(&l.stop, true);
+    ASSERT(pthread_join(t, NULL) == 0);
+    ASSERT(l.loads > 0 && l.bad == 0);
+    HistoryStats st;
+    history_stats(l.h, &st);
+    ASSERT(st.compactions == 200 && st.records == 40 * 60);
+    history_close(l.h);
+    wal_close(wal);
+}
+
+/* Damage after open (a bad disk): loads and compaction fail rather than
+ * take the damaged chunk for the end of the file; compaction leaves the
+ * file as it was. history_reset leaves nothing of it. */
+static void test_damage_after_open(void)
+{
+    fresh_dir();
+    log_events("lea", 10, T0, 3600, EV_VIEW);
+    uint64_t s1 = rotate();
+    History *h = open_history(1024, 3650, 1 << 30);
+    ASSERT(history_archive(h, dir, s1, T0 + DAY) == 0);
+    off_t first = file_size();
+    log_events("max", 10, T0, 3600, EV_VIEW);
+    uint64_t s2 = rotate();
+    ASSERT(history_archive(h, dir, s2, T0 + DAY) == 0);
+    off_t size = file_size();
+    flip_byte(hpath, first + 24 + 3); /* the second chunk's first record */
+    uint64_t key = store_stable_hash_id("lea", 3);
+    HistoryEvents he;
+    ASSERT(history_load(h, &key, 1, T0 + DAY, &he) == -EIO && he.events == NULL);
+    ASSERT(history_compact(h, T0 + DAY) == -EIO);
+    ASSERT(file_size() == size && file_holds_hash("max"));
+    HistoryStats st;
+    history_stats(h, &st);
+    ASSERT(st.compactions == 0 && st.records == 20);
+    /* what the service does then: a fresh file, the old one's records gone */
+    ASSERT(history_reset(h) == 0);
+    ASSERT(file_size() == 16 && !file_holds_hash("lea") && !file_holds_hash("max"));
+    history_stats(h, &st);
+    ASSERT(st.records == 0 && st.bytes == 16);
+    HistoryEvent ev[16];
+    ASSERT(load_user(h, "lea", T0 + DAY, ev, 16) == 0);
+    /* and it takes new segments */
+    log_events("lea", 3, T0 + 20 * 3600, 3600, EV_VIEW);
+    uint64_t s3 = rotate();
+    ASSERT(history_archive(h, dir, s3, T0 + DAY) == 0);
+    ASSERT(load_user(h, "lea", T0 + DAY, ev, 16) == 3);
+    history_close(h);
+    wal_close(wal);
+}
+
+/* A log segment with a bad record in the middle: the archive fails and
+ * archives nothing of it or after it (the old wal_scan skipped the rest of
+ * the segment, here an erasure, and went on with the next). */
+static void test_bad_segment_fails_archive(void)
+{
+    fresh_dir();
+    log_events("ned", 10, T0, 3600, EV_VIEW);
+    uint64_t s1 = rotate();
+    log_events("oz", 1, T0, 3600, EV_VIEW);
+    log_erasure("ned");
+    log_events("oz", 1, T0 + 3600, 3600, EV_VIEW);
+    rotate();
+    log_events("oz", 1, T0 + 7200, 3600, EV_VIEW);
+    uint64_t s3 = rotate();
+    char seg[160];
+    snprintf(seg, sizeof seg, "%s/wal-%016" PRIx64 ".log", dir, s1);
+    flip_byte(seg, 20); /* the segment's first record: the erasure after it cannot be reached */
+    History *h = open_history(1024, 3650, 1 << 30);
+    ASSERT(history_archive(h, dir, s3, T0 + DAY) != 0);
+    HistoryStats st;
+    history_stats(h, &st);
+    ASSERT(st.archived_seq == 0 && st.records == 0 && file_size() == 16);
+    HistoryEvent ev[16];
+    ASSERT(load_user(h, "ned", T0 + DAY, ev, 16) == 0);
+    /* a segment cut short (it ends before the next one's first record) fails it too */
+    ASSERT(truncate(seg, 0) == 0);
+    ASSERT(history_archive(h, dir, s3, T0 + DAY) != 0);
+    ASSERT(load_user(h, "ned", T0 + DAY, ev, 16) == 0 && file_size() == 16);
+    history_close(h);
+    wal_close(wal);
+}
+
+/* A compaction pass whose buffer fills (pass_records 16 here, 2Mi in
+ * service) drops what it will not keep as it goes: the tombstone still
+ * hides what came before it, late events stay out, the newest max_events
+ * stay. */
+static void test_pass_drops_as_it_fills(void)
+{
+    fresh_dir();
+    log_events("pia", 100, T0, 3600, EV_VIEW);
+    log_events("quin", 30, T0, 3600, EV_PURCHASE);
+    log_erasure("pia");
+    log_events("pia", 120, T0 + 200 * 3600, 3600, EV_VIEW);
+    log_events("pia", 1, T0 + 250 * 3600 + 1, 0, EV_PURCHASE); /* late */
+    uint64_t s1 = rotate();
+    History *h = open_history_pass(50, 3650, 1 << 30, 16);
+    ASSERT(history_archive(h, dir, s1, T0 + 100 * DAY) == 0); /* the tombstone: compacted */
+    HistoryStats st;
+    history_stats(h, &st);
+    ASSERT(st.compactions == 1 && st.tombstones == 0 && st.records == 80 && st.shoppers == 2);
+    HistoryEvent ev[64];
+    ASSERT(load_user(h, "pia", T0 + 100 * DAY, ev, 64) == 50);
+    for (int k = 0; k < 50; k++)
+        ASSERT(ev[k].ts == T0 + (270 + k) * 3600 && ev[k].type == EV_VIEW);
+    ASSERT(load_user(h, "quin", T0 + 100 * DAY, ev, 64) == 30 && ev[29].ts == T0 + 29 * 3600);
+    history_close(h);
+    wal_close(wal);
+}
+
 int main(void)
 {
     test_round_trip();
@@ -366,6 +539,10 @@ int main(void)
     test_bounds();
     test_late_events();
     test_corrupt_chunk();
+    test_load_beside_compaction();
+    test_damage_after_open();
+    test_bad_segment_fails_archive();
+    test_pass_drops_as_it_fills();
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ASSERT(system(cmd) == 0);

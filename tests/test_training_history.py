@@ -14,6 +14,11 @@ tests/test_training_history.c checks the file itself).
   value, as the record's f32 bytes, is no longer in it) and the figures
   count them out.
 - train.history_events = 0 at a restart removes the file.
+- A history damaged on disk while ltvd runs (a flipped byte in its last
+  chunk): a retrain trains on the rings (with a warning) instead of
+  failing or reading half the file, and the erasure snapshot, whose
+  compaction cannot read the file whole, deletes it and starts afresh:
+  the erased shopper's records are not left behind the damaged chunk.
 Usage: test_training_history.py PATH_TO_LTVD"""
 import os
 import struct
@@ -156,6 +161,35 @@ def erasure_leaves_history():
             check("training history removed" in s2.logs(), s2.logs())
 
 
+def damaged_history_is_reset():
+    with LtvdProcess(LTVD, ON) as s:
+        post_all(s)
+        h = snapshot(s, 0)
+        last = START + 800 * DAY
+        more = [{"user_id": "h1", "type": "view", "ts": last + 60 * k, "event_id": f"h1-more{k}"} for k in range(5)]
+        status, body = s.json("POST", "/v1/events", {"events": more})
+        check(status == 200 and body["accepted"] == len(more), body)
+        h2 = snapshot(s, h["archives"])
+        check(h2["records"] == h["records"] + len(more), (h, h2))
+        with open(hist_file(s), "r+b") as f:  # the second chunk's first record
+            f.seek(h["bytes"] + 24 + 3)
+            b = f.read(1)
+            f.seek(h["bytes"] + 24 + 3)
+            f.write(bytes([b[0] ^ 0x40]))
+        t = retrain(s)
+        check(t["history_events"] == 0 and t["events"] <= RING * SHOPPERS, t)
+        check("training history unreadable" in s.logs(), "no warning for the unreadable history")
+        status, _ = s.request("DELETE", "/v1/users/h7")[:2]
+        check(status == 204, status)
+        ok = wait_until(lambda: "deleted and started afresh" in s.logs(), WAIT_S)
+        check(ok, f"the damaged history was not reset within {scaled(WAIT_S):.0f} s")
+        with open(hist_file(s), "rb") as f:
+            data = f.read()
+        check(value_bytes(7) not in data and value_bytes(8) not in data, "records left in the reset history")
+        h3 = history(s)
+        check(h3["records"] == 0 and h3["bytes"] == len(data) == 16, h3)
+
+
 def bad_keys_refused():
     for key, value in (("train.history_events", "2000"), ("train.history_events", "-1"),
                        ("train.history_days", "0"), ("train.history_max_mb", "0")):
@@ -166,7 +200,7 @@ def bad_keys_refused():
 
 
 def main():
-    tests = [history_feeds_training, erasure_leaves_history, bad_keys_refused]
+    tests = [history_feeds_training, erasure_leaves_history, damaged_history_is_reset, bad_keys_refused]
     only = [f for f in tests if f.__name__ in sys.argv[2:]]
     return main_exit(*run_tests(only or tests))
 
