@@ -26,7 +26,8 @@
  * the newest before them (late events: the LSTM never sees them either),
  * events older than max_days before now, and all but the newest
  * max_events. Compaction rewrites the file so (in hash-partitioned passes
- * of bounded memory), then drops the oldest days until it fits max_bytes;
+ * of bounded memory), then drops the oldest days until it fits max_bytes
+ * (all of it if today's events with any dated later do not fit alone);
  * it runs after every archive that brought a tombstone (erasure leaves the
  * history with the snapshot that deletes the erasure's log segment), when
  * the file is over max_bytes, or grew to twice its size after the last

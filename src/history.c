@@ -597,7 +597,8 @@ int history_compact(History *h, int64_t now)
         size_t d = ndays;
         while (d > 0 && sum + days[d - 1] <= room)
             sum += days[--d];
-        int64_t cut = (int64_t)((uint64_t)min_ts / 86400 + d) * 86400;
+        int64_t cut = d == ndays ? (int64_t)UINT32_MAX + 1 /* the last day, with later ones, too big: all go */
+                                 : (int64_t)((uint64_t)min_ts / 86400 + d) * 86400;
         memset(days, 0, ndays * sizeof *days);
         rc = compact_once(h, cut > min_ts ? cut : min_ts, days, ndays);
     }
