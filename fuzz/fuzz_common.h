@@ -115,6 +115,19 @@ static inline void fuzz_fix_history_crcs(unsigned char *buf, size_t n)
     }
 }
 
+/* Makes *buf (*cap bytes, kept from run to run) hold at least n bytes;
+ * its contents are not kept. */
+static inline void fuzz_reserve(unsigned char **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return;
+    free(*buf);
+    *cap = n;
+    *buf = malloc(n);
+    if (!*buf)
+        abort();
+}
+
 /* Runs run on the input as given, then on a copy with its checksums made
  * right by fix if that changes it: the first try meets the checks a
  * checksum guards, the second reaches the fields behind them (a file ltvd
@@ -128,13 +141,7 @@ static inline void fuzz_run_fixed(const uint8_t *data, size_t size, void (*fix)(
     run(data, size);
     if (size == 0)
         return;
-    if (size > scratch_cap) {
-        free(scratch);
-        scratch_cap = size;
-        scratch = malloc(scratch_cap);
-        if (!scratch)
-            abort();
-    }
+    fuzz_reserve(&scratch, &scratch_cap, size);
     memcpy(scratch, data, size);
     fix(scratch, size);
     if (memcmp(scratch, data, size) == 0)
