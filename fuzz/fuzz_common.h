@@ -97,6 +97,58 @@ static inline void fuzz_fix_trailing_crc(unsigned char *buf, size_t n)
     memcpy(buf + n - 4, &crc, 4);
 }
 
+/* Replaces the CRC of every whole chunk of a training history file (buf,
+ * n; include/history.h has the layout) with the one its header and
+ * records make, as far as the chunks' record counts fit in n. */
+static inline void fuzz_fix_history_crcs(unsigned char *buf, size_t n)
+{
+    size_t off = 16; /* the file header */
+    while (off + 24 <= n) {
+        uint32_t nrec;
+        memcpy(&nrec, buf + off + 4, 4);
+        size_t len = (size_t)nrec * 20;
+        if (len > n - off - 24)
+            return;
+        uint32_t crc = crc32_update(crc32_update(0, buf + off + 4, 12), buf + off + 24, len);
+        memcpy(buf + off + 16, &crc, 4);
+        off += 24 + len;
+    }
+}
+
+/* Makes *buf (*cap bytes, kept from run to run) hold at least n bytes;
+ * its contents are not kept. */
+static inline void fuzz_reserve(unsigned char **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return;
+    free(*buf);
+    *cap = n;
+    *buf = malloc(n);
+    if (!*buf)
+        abort();
+}
+
+/* Runs run on the input as given, then on a copy with its checksums made
+ * right by fix if that changes it: the first try meets the checks a
+ * checksum guards, the second reaches the fields behind them (a file ltvd
+ * wrote, then damaged where the CRC cannot tell, or written by a buggy
+ * build). The copy's buffer is kept from run to run. */
+static inline void fuzz_run_fixed(const uint8_t *data, size_t size, void (*fix)(unsigned char *, size_t),
+                                  void (*run)(const unsigned char *, size_t))
+{
+    static unsigned char *scratch;
+    static size_t scratch_cap;
+    run(data, size);
+    if (size == 0)
+        return;
+    fuzz_reserve(&scratch, &scratch_cap, size);
+    memcpy(scratch, data, size);
+    fix(scratch, size);
+    if (memcmp(scratch, data, size) == 0)
+        return; /* its checksums were right: tried already */
+    run(scratch, size);
+}
+
 /* The config the service-level harnesses run with: small tables, the seed
  * files' shape, quiet logs. */
 static inline void fuzz_config(LtvdConfig *cfg)

@@ -88,13 +88,7 @@ static void fix_records(unsigned char *p, size_t n)
 
 static void replay(const uint8_t *p, size_t n, bool fix)
 {
-    if (n > scratch_cap) {
-        free(scratch);
-        scratch_cap = n;
-        scratch = malloc(n);
-        if (!scratch)
-            abort();
-    }
+    fuzz_reserve(&scratch, &scratch_cap, n);
     if (n)
         memcpy(scratch, p, n);
     if (fix)

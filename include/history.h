@@ -20,11 +20,14 @@
  * The file is fsynced before the segments go.
  *
  * Readers (history_load, compaction) take a shopper's records in file
- * order and drop: everything up to its last tombstone, events older than
+ * order and drop: everything up to its last tombstone, records no event
+ * could have made (unknown type or flags, a value outside events_parse's
+ * [0, 1e12], quantity 0: damage the CRC missed), events older than
  * the newest before them (late events: the LSTM never sees them either),
  * events older than max_days before now, and all but the newest
  * max_events. Compaction rewrites the file so (in hash-partitioned passes
- * of bounded memory), then drops the oldest days until it fits max_bytes;
+ * of bounded memory), then drops the oldest days until it fits max_bytes
+ * (all of it if today's events with any dated later do not fit alone);
  * it runs after every archive that brought a tombstone (erasure leaves the
  * history with the snapshot that deletes the erasure's log segment), when
  * the file is over max_bytes, or grew to twice its size after the last

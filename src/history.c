@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +168,14 @@ void history_stats(History *h, HistoryStats *out)
 
 /* ---- the rules readers and compaction apply ------------------------------- */
 
+/* Could archive have written r as an event (events_parse's bounds)? If not
+ * (damage the CRC missed), readers and compaction leave it out. */
+static bool event_valid(const HistRec *r)
+{
+    return r->flags == 0 && r->type < EV_NTYPES && r->quantity >= 1 && isfinite(r->value) && r->value >= 0 &&
+           (double)r->value <= 1e12;
+}
+
 /* One shopper's records r (n, file order) in place: what is kept (the
  * header's rules). Returns how many. */
 static size_t select_records(HistRec *r, size_t n, int64_t min_ts, int max_events)
@@ -178,8 +187,8 @@ static size_t select_records(HistRec *r, size_t n, int64_t min_ts, int max_event
     size_t k = 0;
     uint32_t newest = 0;
     for (size_t i = start; i < n; i++) {
-        if (r[i].ts < newest)
-            continue; /* late: not in order */
+        if (!event_valid(&r[i]) || r[i].ts < newest)
+            continue; /* not an event, or late: not in order */
         newest = r[i].ts;
         if ((int64_t)r[i].ts >= min_ts)
             r[k++] = r[i];
@@ -478,7 +487,8 @@ int history_compact(History *h, int64_t now)
         size_t d = ndays;
         while (d > 0 && sum + days[d - 1] <= room)
             sum += days[--d];
-        int64_t cut = (int64_t)((uint64_t)min_ts / 86400 + d) * 86400;
+        int64_t cut = d == ndays ? (int64_t)UINT32_MAX + 1 /* the last day, with later ones, too big: all go */
+                                 : (int64_t)((uint64_t)min_ts / 86400 + d) * 86400;
         memset(days, 0, ndays * sizeof *days);
         rc = compact_once(h, cut > min_ts ? cut : min_ts, days, ndays);
     }

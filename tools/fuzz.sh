@@ -3,7 +3,7 @@
 #   tools/fuzz.sh build                 build every harness into build-fuzz/
 #   tools/fuzz.sh run NAME [SECONDS] [libFuzzer flags...]
 #                                       fuzz NAME (events, wal, snapshot, model,
-#                                       config, time, http) from its committed
+#                                       config, time, http, history) from its committed
 #                                       corpus; new inputs go to build-fuzz/corpus/NAME
 #   tools/fuzz.sh ci [SECONDS]          build, then each harness SECONDS (20) on its
 #                                       corpus; any crash, leak or sanitizer report fails
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 CC=${FUZZ_CC:-clang-14}
 OUT=build-fuzz
-HARNESSES="events wal snapshot model config time http"
+HARNESSES="events wal snapshot model config time http history"
 SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all"
 CFLAGS="-std=c11 -D_GNU_SOURCE -DSTORE_CHUNK_SLOTS=64u -g -O1 -fno-omit-frame-pointer -Iinclude -Isrc -Ifuzz -I$OUT/gen $SAN \
   $(pkg-config --cflags libcjson) -Wall -Wno-unused-parameter"
@@ -31,6 +31,7 @@ max_len() {
     events|http) echo 4096 ;;
     time) echo 128 ;;
     config) echo 4096 ;;
+    history) echo 8192 ;;
     *) echo 8192 ;;
   esac
 }
