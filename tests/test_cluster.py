@@ -387,6 +387,52 @@ def forwards_reuse_connections(binary):
         check(connections_to(n2.port) == 1, f"after the owner closed them: {connections_to(n2.port)} connections")
 
 
+@test
+def forwards_both_ways_never_stall(binary):
+    """server.threads 4 on two nodes, 12 clients reading n2's shoppers
+    through n1 while 12 read n1's through n2: every answer is 200 from the
+    right owner, none a 503 (a forward that blocked an HTTP worker would
+    let each node's workers wait on the other's, until the 5 s timeout).
+    A batch mixing both nodes' shoppers, sent through each node at the
+    same time, answers 200 too."""
+    with NatsCluster() as nats, LtvdCluster(binary, nats, nodes=2, settings={"server.threads": "4"}) as lc:
+        lc.wait_stable()
+        n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
+        users = [f"both-{i}" for i in range(40)]
+        status, body = n1.json("POST", "/v1/events", {"events": [
+            {"user_id": u, "type": "view", "ts": T0, "event_id": f"both-{u}"} for u in users]})
+        check(status == 200, f"POST: {status} {body}")
+        wait_counts(lc, {u: 1 for u in users})
+        owner = {u: n1.request("GET", f"/v1/users/{u}/ltv")[1].get("x-ltvd-owner") for u in users}
+        of = {n: [u for u in users if owner[u] == n] for n in ("n1", "n2")}
+        check(len(of["n1"]) >= 3 and len(of["n2"]) >= 3, f"shoppers not spread over both nodes: {owner}")
+        bad, lock = [], threading.Lock()
+
+        def reader(node, remote, k):
+            for j in range(15):
+                u = remote[(k + j) % len(remote)]
+                try:
+                    if j % 5 == 4:
+                        status, hdrs, data = node.request("POST", "/v1/ltv/batch", {"user_ids": users[:20]})
+                        good = status == 200 and len(json.loads(data)["predictions"]) == 20
+                    else:
+                        status, hdrs, data = node.request("GET", f"/v1/users/{u}/ltv")
+                        good = status == 200 and hdrs.get("x-ltvd-owner") == owner[u]
+                except OSError as e:
+                    status, data, good = 0, str(e).encode(), False
+                if not good:
+                    with lock:
+                        bad.append((node.port, u, status, data[:160]))
+
+        threads = [threading.Thread(target=reader, args=(src, of[dst], k))
+                   for k in range(12) for src, dst in ((n1, "n2"), (n2, "n1"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        check(not bad, f"{len(bad)} of {len(threads) * 15} reads were not answered 200 by the owner: {bad[:4]}")
+
+
 class Poster:
     """Posts seeded batches (every event with an event_id) in a thread,
     each through a random live node until one answers 200: a refused
