@@ -87,11 +87,13 @@ int cluster_config_check(const LtvdConfig *cfg, char *err, size_t errlen)
                               "LTVD_CLUSTER_HASH_KEY)");
         return -EINVAL;
     }
-    /* A node's HTTP thread blocks while it forwards a read to the owner;
-     * with too few threads two nodes forwarding to each other deadlock. */
+    /* An ingest holds its HTTP thread until JetStream acknowledges it (up
+     * to cluster.publish_timeout_ms); with too few threads a slow stream
+     * stalls every read of the node. (Forwarded reads run on the forwarder
+     * threads, never on an HTTP thread: http_defer.h.) */
     if (cfg->server_threads < CLUSTER_MIN_THREADS) {
-        snprintf(err, errlen, "server.threads must be %d or more in cluster mode (it is %lld): reads forwarded "
-                 "between nodes wait on each other's HTTP threads", CLUSTER_MIN_THREADS,
+        snprintf(err, errlen, "server.threads must be %d or more in cluster mode (it is %lld): an ingest holds an "
+                 "HTTP thread until JetStream acknowledges it", CLUSTER_MIN_THREADS,
                  (long long)cfg->server_threads);
         return -EINVAL;
     }

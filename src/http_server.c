@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "http_defer.h"
 #include "http_routes.h"
 #include "http_server.h"
 #include "log.h"
@@ -86,6 +87,7 @@ typedef struct HttpRequest {
     uint64_t wait_seq;
     struct MHD_Connection *conn;
     struct HttpRequest *next_held;
+    HttpDeferred *deferred; /* answered by a forwarder (http_defer): suspended until it is */
 } HttpRequest;
 
 struct HttpServer {
@@ -103,6 +105,8 @@ struct HttpServer {
     atomic_int abandoned;          /* resumed by http_stop and not yet answered */
     atomic_uint_fast64_t next_request_id; /* from a random start; mixed into the ids made here */
     HashKey user_key;              /* the access log's user hash key, random per process */
+    DeferPool *defer;              /* cluster mode: the forwarders (http_defer.h), else NULL */
+    atomic_int deferred;           /* requests http_defer suspended, not yet answered or ended */
 };
 
 /* ---- answering --------------------------------------------------------- */
@@ -111,6 +115,10 @@ struct HttpServer {
  * NULL): http_send's body. */
 static int send_with(HttpCall *c, int status, TextBuf *b, const char *content_type, const char *const *hdrs)
 {
+    if (c->capture) {
+        c->status = status;
+        return http_answer_capture(c->capture, status, b, content_type, hdrs);
+    }
     if (b->err) {
         textbuf_free(b);
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
@@ -282,12 +290,18 @@ static size_t held_release_all(HttpServer *h)
 
 const char *http_header(const HttpCall *c, const char *name)
 {
+    if (!c->conn) {
+        for (const char *const *p = c->headers; p && p[0]; p += 2)
+            if (strcasecmp(p[0], name) == 0)
+                return p[1];
+        return NULL;
+    }
     return MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, name);
 }
 
 int http_query(const HttpCall *c, const char *name, char *buf, size_t cap)
 {
-    const char *v = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name);
+    const char *v = c->conn ? MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name) : NULL;
     if (!v)
         return -ENOENT;
     size_t len;
@@ -503,6 +517,48 @@ static enum MHD_Result send_held(HttpServer *h, HttpCall *call, HttpRequest *req
     return rc ? MHD_NO : MHD_YES;
 }
 
+/* The answer of a deferred request, once its forwarder resumed it. */
+static enum MHD_Result send_deferred(HttpServer *h, HttpCall *call, HttpRequest *req)
+{
+    HttpAnswer *a = &req->deferred->answer;
+    int rc = http_send(call, a->status, &a->body, a->content_type, a->header, a->value);
+    http_deferred_free(req->deferred);
+    req->deferred = NULL;
+    atomic_fetch_sub(&h->deferred, 1);
+    metrics_observe(h->metrics, req->route, call->status, time_mono_ns() - req->t0);
+    access_log(h, req, call->status, NULL);
+    return rc ? MHD_NO : MHD_YES;
+}
+
+/* A forwarder's job is done: its connection goes back to libmicrohttpd. */
+static void deferred_done(void *ctx, HttpDeferred *d) { MHD_resume_connection(d->conn); }
+
+int http_defer(HttpCall *c, HttpDeferFn *fn, void *arg, void (*free_arg)(void *))
+{
+    HttpServer *h = c->server;
+    HttpDeferred *d = http_deferred_new(c, c->req->request_id, fn, arg, free_arg);
+    if (!d) {
+        if (free_arg)
+            free_arg(arg);
+        return http_send_error(c, 500, "internal", "out of memory", NULL, 0);
+    }
+    if (!h->defer || !defer_pool_reserve(h->defer)) {
+        http_deferred_free(d);
+        if (!h->defer || atomic_load(&h->draining))
+            return http_send_error(c, 503, "not_ready", "shutting down", NULL, 0);
+        TextBuf b = {0};
+        render_error(&b, "overloaded", "too many forwarded requests waiting (cluster.forward_threads); retry later",
+                     NULL, 0);
+        return http_send(c, 503, &b, "application/json", MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    }
+    d->conn = c->conn;
+    c->req->deferred = d;
+    atomic_fetch_add(&h->deferred, 1);
+    MHD_suspend_connection(c->conn); /* before the push: the forwarder resumes it */
+    defer_pool_push(h->defer, d);
+    return 0;
+}
+
 /* The call handed to routing and the handlers, with an empty body. */
 static HttpCall call_of(HttpServer *h, struct MHD_Connection *conn, HttpRequest *req, const char *method,
                         const char *url)
@@ -583,9 +639,11 @@ static enum MHD_Result request_step(HttpServer *h, struct MHD_Connection *conn, 
     call.route = req->route; /* the screen's, for an overloaded chunked body; the router sets it again */
     if (req->held)
         return send_held(h, &call, req); /* resumed: the log holds its records (or failed) */
+    if (req->deferred)
+        return send_deferred(h, &call, req); /* resumed: its forwarder has the answer */
     int rc = req->overloaded ? send_overloaded(&call) : http_dispatch(&call);
     request_note_route(h, req, &call);
-    if (req->held)
+    if (req->held || req->deferred)
         return MHD_YES; /* answered (measured, logged) once resumed */
     metrics_observe(h->metrics, call.route, call.status, time_mono_ns() - req->t0);
     access_log(h, req, call.status, NULL);
@@ -637,6 +695,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         pthread_mutex_unlock(&h->held_lock);
         if (req->abandoned)
             atomic_fetch_sub(&h->abandoned, 1);
+    }
+    if (req->deferred) { /* resumed, then ended before its answer went out */
+        http_deferred_free(req->deferred);
+        atomic_fetch_sub(&h->deferred, 1);
     }
     budget_release(h, req);
     textbuf_free(&req->held_reply);
@@ -710,6 +772,14 @@ void http_stop(HttpServer *h)
                 usleep(10000);
             usleep(20000); /* queued: let the poll thread write them out */
         }
+        /* the forwarders finish their jobs (each within its timeout) and
+         * answer the queued ones 503: every deferred connection resumed */
+        defer_pool_stop(h->defer);
+        if (atomic_load(&h->deferred) > 0) {
+            for (int i = 0; i < 100 && atomic_load(&h->deferred) > 0; i++)
+                usleep(10000);
+            usleep(20000);
+        }
         MHD_stop_daemon(h->daemon);
         h->daemon = NULL;
     }
@@ -720,6 +790,7 @@ void http_destroy(HttpServer *h)
     if (!h)
         return;
     http_stop(h);
+    defer_pool_free(h->defer);
     pthread_mutex_destroy(&h->held_lock);
     free(h);
 }
@@ -730,4 +801,14 @@ uint16_t http_port(HttpServer *h)
     return i ? i->port : 0;
 }
 
-void http_set_cluster(HttpServer *h, Cluster *cluster) { atomic_store(&h->cluster, cluster); }
+int http_set_cluster(HttpServer *h, Cluster *cluster)
+{
+    /* a waiting job holds a suspended connection: 32 per forwarder, each
+     * one a few ms while the owners answer, bounds them well below
+     * server.max_connections' default */
+    size_t n = (size_t)h->cfg->cluster_forward_threads;
+    int rc = defer_pool_start(&h->defer, n, n * 32, deferred_done, h);
+    if (rc == 0)
+        atomic_store(&h->cluster, cluster);
+    return rc;
+}
