@@ -6,19 +6,18 @@ Skipped (exit 77) only when nats-server is not installed; CI installs it
 
 usage: test_cluster.py LTVD_BINARY OPENAPI_SPEC
 """
-import http.client
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-from cluster_harness import HASH_KEY, Haproxy, LtvdCluster, NatsCluster, require_nats_server
-from ltvd_harness import (check, free_port, main_exit, quote_id, run_tests, sanitizer_reports, scaled, tail,
+from cluster_harness import (HASH_KEY, Attempt, Haproxy, LtvdCluster, NatsCluster, connections_to,
+                             require_nats_server, settle)
+from ltvd_harness import (check, main_exit, quote_id, run_tests, sanitizer_reports, scaled, tail,
                           test_registry, wait_until)
 from openapi_check import check as spec_problems, load_yaml, resolve, response_spec
 
@@ -230,53 +229,6 @@ def events_through_random_nodes(binary):
                   f"POST /v1/admin/snapshot in cluster mode: {status} {body}")
 
 
-class Attempt:
-    """An ltvd node started on its own (not through LtvdProcess, which
-    expects it to come up): polls its /readyz until it is ready or exits,
-    remembering whether /readyz ever answered 200."""
-
-    def __init__(self, binary, lc, name, **changes):
-        self.settings = lc.node_settings(name)
-        self.settings.update({"server.bind": "127.0.0.1", "server.port": str(free_port())})
-        self.settings.update({f"cluster.{k}": str(v) for k, v in changes.items()})
-        self.tmp = tempfile.TemporaryDirectory(prefix="ltvd-test-")
-        self.settings["storage.dir"] = self.tmp.name
-        args = [binary] + [a for k, v in self.settings.items() for a in ("--set", f"{k}={v}")]
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        self.was_ready = False
-
-    def ready(self):
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", int(self.settings["server.port"]), timeout=scaled(5))
-            conn.request("GET", "/readyz")
-            self.was_ready = self.was_ready or conn.getresponse().status == 200
-            conn.close()
-        except OSError:
-            pass
-        return self.was_ready
-
-    def logs(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(scaled(20))
-        self.tmp.cleanup()
-
-
-def settle(attempts, timeout=40):
-    """Waits until each attempt is ready or has exited."""
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        if all(a.proc.poll() is not None or a.ready() for a in attempts):
-            return
-        time.sleep(0.1)
-    raise AssertionError("a node neither joined nor exited: " + tail(attempts[0].logs()))
-
-
 def refused(binary, lc, **changes):
     """Starts a node with other cluster settings; checks it exits non-zero
     without ever being ready; returns its log."""
@@ -319,6 +271,7 @@ def nodes_refuse_other_settings(binary):
     with NatsCluster() as nats:
         lc = LtvdCluster(binary, nats, nodes=0)
         a, b = Attempt(binary, lc, "n1"), Attempt(binary, lc, "n2", partitions=8)
+        joined = []
         try:
             settle([a, b])
             joined = [x for x in (a, b) if x.proc.poll() is None and x.was_ready]
@@ -328,22 +281,13 @@ def nodes_refuse_other_settings(binary):
                   f"{tail(a.logs())}\n{tail(b.logs())}")
             check("cluster.partitions" in out[0].logs(), f"the refused first node:\n{tail(out[0].logs())}")
         finally:
-            a.close()
-            b.close()
-        check(joined[0].proc.returncode == 0, f"the first node's exit after SIGTERM: {joined[0].proc.returncode}")
+            try:
+                a.close()
+            finally:
+                b.close()
+        check(len(joined) == 1 and joined[0].proc.returncode == 0,
+              f"the first node's exit after SIGTERM: {[x.proc.returncode for x in joined]}")
         check(not sanitizer_reports(a.logs() + b.logs()), "a sanitizer report:\n" + tail(a.logs() + b.logs()))
-
-
-def connections_to(port):
-    """Established TCP connections on this machine whose far end is
-    127.0.0.1:port (the connecting side of each), from /proc/net/tcp."""
-    n = 0
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            rem_port, state = int(fields[2].split(":")[1], 16), fields[3]
-            n += rem_port == port and state == "01"
-    return n
 
 
 @test
