@@ -1,13 +1,16 @@
 /* http_server: ltvd's HTTP server on libmicrohttpd. Start and stop, the
- * per-request context, body collection (capped by limits.max_body_bytes),
- * queuing answers, and holding the answers of writes until the write-ahead
- * log has them durable (group commit), then resuming them. The only file
- * that talks to libmicrohttpd; routing and handling are http_routes.c and
- * http_handlers.c.
+ * per-request context, body collection (capped by limits.max_body_bytes)
+ * and queuing answers; the answers that wait on a suspended connection
+ * (a write's until the log has it durable, a read's until a forwarder has
+ * the owner's answer) are http_wait.c's. With http_wait.c the only file
+ * that talks to libmicrohttpd; routing and handling are http_routes.c,
+ * http_handlers.c and http_cluster.c.
  *
  * Threads: libmicrohttpd's internal poll thread (or server.threads of them)
  * runs on_request and on_completed; the WAL flusher thread calls
- * http_on_durable; the main thread starts, drains and stops. The held list
+ * http_on_durable; the forwarder threads (cluster mode, http_defer.h) run
+ * deferred requests and resume their connections; the main thread starts,
+ * drains and stops. The held list
  * is guarded by held_lock, last in the lock order but for libmicrohttpd's
  * own (docs/ARCHITECTURE.md): http_on_durable may run with the store lock
  * held (a snapshot's wal_rotate syncs the log) or the log's io_lock held
@@ -50,64 +53,14 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "hash.h"
-#include "http_defer.h"
+#include "http_internal.h"
 #include "http_routes.h"
-#include "http_server.h"
-#include "log.h"
 #include "timeutil.h"
 
 /* A body up to this size is admitted even over the body budget: a small
  * write or batch read keeps being served while big uploads fill it. What
  * such bodies can hold is bounded by server.max_connections × this. */
 #define SMALL_BODY_BYTES 65536
-
-/* Per-request context, created on the handler's first call. */
-typedef struct HttpRequest {
-    uint64_t t0;
-    char request_id[LOG_REQUEST_ID_MAX + 1];
-    char method[16];      /* for the access log, cut to fit */
-    int64_t max_body;     /* limits.max_body_bytes when the request came */
-    bool has_user;        /* the route holds a {user_id}: user_hash is its keyed hash */
-    uint64_t user_hash;
-    bool logged;          /* its access log line is out (or was not due) */
-    TextBuf body;
-    bool too_large;
-    int route;
-    bool answered_early;  /* refused on the first call, before the body */
-    bool chunked;         /* no Content-Length: reserved as the body arrives */
-    bool overloaded;      /* a chunked body outgrew the budget: answer 503 */
-    int64_t reserved;     /* bytes of the body budget held until on_completed */
-    /* a write whose answer waits for the log (group commit) */
-    bool held;
-    bool linked;          /* in the held list (guarded by held_lock) */
-    bool abandoned;       /* resumed by http_stop, not by the log */
-    int held_status;
-    TextBuf held_reply;
-    uint64_t wait_seq;
-    struct MHD_Connection *conn;
-    struct HttpRequest *next_held;
-    HttpDeferred *deferred; /* answered by a forwarder (http_defer): suspended until it is */
-} HttpRequest;
-
-struct HttpServer {
-    struct MHD_Daemon *daemon;
-    const LtvdConfig *cfg;
-    Service *svc;
-    Metrics *metrics;
-    _Atomic(Cluster *) cluster;  /* cluster mode: set once by main before ltvd is ready; NULL otherwise */
-    pthread_mutex_t held_lock; /* guards held, nheld, stopping and each request's linked */
-    HttpRequest *held;         /* suspended connections waiting for the log */
-    size_t nheld;
-    bool stopping;             /* http_stop began: nothing is held any more */
-    atomic_bool draining;
-    atomic_int_fast64_t inflight;  /* body budget reserved (declared bytes) */
-    atomic_int abandoned;          /* resumed by http_stop and not yet answered */
-    atomic_uint_fast64_t next_request_id; /* from a random start; mixed into the ids made here */
-    HashKey user_key;              /* the access log's user hash key, random per process */
-    DeferPool *defer;              /* cluster mode: the forwarders (http_defer.h), else NULL */
-    atomic_int deferred;           /* requests http_defer suspended, not yet answered or ended */
-};
 
 /* ---- answering --------------------------------------------------------- */
 
@@ -181,110 +134,7 @@ int http_send_error(HttpCall *c, int status, const char *code, const char *messa
     return http_send(c, status, &b, "application/json", NULL, NULL);
 }
 
-int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b)
-{
-    HttpServer *h = c->server;
-    HttpRequest *req = c->req;
-    if (seq) {
-        pthread_mutex_lock(&h->held_lock);
-        if (!service_durable(h->svc, seq) && service_log_failed(h->svc)) {
-            /* the failure's wake-up (http_on_durable) may have run already:
-             * holding now would wait for ever */
-            pthread_mutex_unlock(&h->held_lock);
-            textbuf_free(b);
-            return http_send_error(c, 503, "storage_failed", "the write-ahead log failed before the write was durable",
-                                   NULL, 0);
-        }
-        if (!service_durable(h->svc, seq) && h->stopping) {
-            /* http_stop released the held list: a connection suspended
-             * now would reach MHD_stop_daemon suspended */
-            pthread_mutex_unlock(&h->held_lock);
-            textbuf_free(b);
-            return http_send_error(c, 503, "not_ready", "shutting down before the write was durable", NULL, 0);
-        }
-        if (!service_durable(h->svc, seq)) {
-            req->held = true;
-            req->linked = true;
-            req->held_status = status;
-            req->held_reply = *b;
-            *b = (TextBuf){0};
-            req->wait_seq = seq;
-            req->conn = c->conn;
-            req->next_held = h->held;
-            h->held = req;
-            h->nheld++;
-            MHD_suspend_connection(c->conn);
-            pthread_mutex_unlock(&h->held_lock);
-            atomic_fetch_add_explicit(&h->metrics->durable_waits, 1, memory_order_relaxed);
-            return 0;
-        }
-        pthread_mutex_unlock(&h->held_lock);
-    }
-    return http_send_json(c, status, b);
-}
-
-void http_on_durable(void *arg, uint64_t seq)
-{
-    HttpServer *h = arg;
-    pthread_mutex_lock(&h->held_lock);
-    for (HttpRequest **pp = &h->held; *pp;) {
-        HttpRequest *req = *pp;
-        if (req->wait_seq <= seq) {
-            *pp = req->next_held;
-            h->nheld--;
-            req->linked = false;
-            MHD_resume_connection(req->conn);
-        } else {
-            pp = &req->next_held;
-        }
-    }
-    pthread_mutex_unlock(&h->held_lock);
-}
-
-size_t http_pending(HttpServer *h)
-{
-    pthread_mutex_lock(&h->held_lock);
-    size_t n = h->nheld;
-    pthread_mutex_unlock(&h->held_lock);
-    return n;
-}
-
 void http_drain(HttpServer *h) { atomic_store(&h->draining, true); }
-
-/* Takes req out of the held list. held_lock held. */
-static void held_unlink(HttpServer *h, HttpRequest *req)
-{
-    for (HttpRequest **pp = &h->held; *pp; pp = &(*pp)->next_held) {
-        if (*pp == req) {
-            *pp = req->next_held;
-            h->nheld--;
-            req->linked = false;
-            return;
-        }
-    }
-}
-
-/* Resumes every held request to be answered without waiting for the log
- * any longer (503 not_ready unless it became durable meanwhile), and
- * holds none from now on. Returns how many were resumed. */
-static size_t held_release_all(HttpServer *h)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&h->held_lock);
-    h->stopping = true;
-    while (h->held) {
-        HttpRequest *req = h->held;
-        h->held = req->next_held;
-        h->nheld--;
-        req->linked = false;
-        req->abandoned = true;
-        atomic_fetch_add(&h->abandoned, 1);
-        MHD_resume_connection(req->conn);
-        n++;
-    }
-    pthread_mutex_unlock(&h->held_lock);
-    return n;
-}
 
 /* ---- reading the request ----------------------------------------------- */
 
@@ -381,11 +231,7 @@ static void request_note_route(HttpServer *h, HttpRequest *req, const HttpCall *
                              : hash_siphash(&h->user_key, c->param, c->param_len, 2, 4);
 }
 
-/* The request's one access log line (if server.access_log is on now):
- * method, route template, user hash, status, microseconds since its first
- * byte, and how it ended (how: "early", "held", "aborted" or NULL). The
- * request id comes from the thread's (log_set_request_id). */
-static void access_log(HttpServer *h, HttpRequest *req, int status, const char *how)
+void http_access_log(HttpServer *h, HttpRequest *req, int status, const char *how)
 {
     if (req->logged)
         return;
@@ -494,71 +340,6 @@ static bool announces_body(struct MHD_Connection *conn, int64_t *declared)
 
 /* ---- libmicrohttpd callbacks ------------------------------------------- */
 
-/* The answer of a held write, once its connection is resumed. */
-static enum MHD_Result send_held(HttpServer *h, HttpCall *call, HttpRequest *req)
-{
-    req->held = false;
-    int rc;
-    if (req->abandoned)
-        atomic_fetch_sub(&h->abandoned, 1);
-    bool durable = service_durable(h->svc, req->wait_seq); /* durable wins: a later failure is not this write's */
-    if (req->abandoned && !durable && !service_log_failed(h->svc)) {
-        textbuf_free(&req->held_reply);
-        rc = http_send_error(call, 503, "not_ready", "shutting down before the write was durable", NULL, 0);
-    } else if (!durable && service_log_failed(h->svc)) {
-        textbuf_free(&req->held_reply);
-        rc = http_send_error(call, 503, "storage_failed", "the write-ahead log failed before the write was durable",
-                             NULL, 0);
-    } else {
-        rc = http_send_json(call, req->held_status, &req->held_reply);
-    }
-    metrics_observe(h->metrics, req->route, call->status, time_mono_ns() - req->t0);
-    access_log(h, req, call->status, "held");
-    return rc ? MHD_NO : MHD_YES;
-}
-
-/* The answer of a deferred request, once its forwarder resumed it. */
-static enum MHD_Result send_deferred(HttpServer *h, HttpCall *call, HttpRequest *req)
-{
-    HttpAnswer *a = &req->deferred->answer;
-    int rc = http_send(call, a->status, &a->body, a->content_type, a->header, a->value);
-    http_deferred_free(req->deferred);
-    req->deferred = NULL;
-    atomic_fetch_sub(&h->deferred, 1);
-    metrics_observe(h->metrics, req->route, call->status, time_mono_ns() - req->t0);
-    access_log(h, req, call->status, NULL);
-    return rc ? MHD_NO : MHD_YES;
-}
-
-/* A forwarder's job is done: its connection goes back to libmicrohttpd. */
-static void deferred_done(void *ctx, HttpDeferred *d) { MHD_resume_connection(d->conn); }
-
-int http_defer(HttpCall *c, HttpDeferFn *fn, void *arg, void (*free_arg)(void *))
-{
-    HttpServer *h = c->server;
-    HttpDeferred *d = http_deferred_new(c, c->req->request_id, fn, arg, free_arg);
-    if (!d) {
-        if (free_arg)
-            free_arg(arg);
-        return http_send_error(c, 500, "internal", "out of memory", NULL, 0);
-    }
-    if (!h->defer || !defer_pool_reserve(h->defer)) {
-        http_deferred_free(d);
-        if (!h->defer || atomic_load(&h->draining))
-            return http_send_error(c, 503, "not_ready", "shutting down", NULL, 0);
-        TextBuf b = {0};
-        render_error(&b, "overloaded", "too many forwarded requests waiting (cluster.forward_threads); retry later",
-                     NULL, 0);
-        return http_send(c, 503, &b, "application/json", MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    }
-    d->conn = c->conn;
-    c->req->deferred = d;
-    atomic_fetch_add(&h->deferred, 1);
-    MHD_suspend_connection(c->conn); /* before the push: the forwarder resumes it */
-    defer_pool_push(h->defer, d);
-    return 0;
-}
-
 /* The call handed to routing and the handlers, with an empty body. */
 static HttpCall call_of(HttpServer *h, struct MHD_Connection *conn, HttpRequest *req, const char *method,
                         const char *url)
@@ -606,7 +387,7 @@ static enum MHD_Result screen(HttpServer *h, struct MHD_Connection *conn, HttpRe
     req->answered_early = true;
     count_reject(h, reason);
     metrics_observe(h->metrics, call.route, call.status, time_mono_ns() - req->t0);
-    access_log(h, req, call.status, "early");
+    http_access_log(h, req, call.status, "early");
     return rc ? MHD_NO : MHD_YES;
 }
 
@@ -638,15 +419,15 @@ static enum MHD_Result request_step(HttpServer *h, struct MHD_Connection *conn, 
     call.body_too_large = req->too_large;
     call.route = req->route; /* the screen's, for an overloaded chunked body; the router sets it again */
     if (req->held)
-        return send_held(h, &call, req); /* resumed: the log holds its records (or failed) */
+        return http_send_held(h, &call, req); /* resumed: the log holds its records (or failed) */
     if (req->deferred)
-        return send_deferred(h, &call, req); /* resumed: its forwarder has the answer */
+        return http_send_deferred(h, &call, req); /* resumed: its forwarder has the answer */
     int rc = req->overloaded ? send_overloaded(&call) : http_dispatch(&call);
     request_note_route(h, req, &call);
     if (req->held || req->deferred)
         return MHD_YES; /* answered (measured, logged) once resumed */
     metrics_observe(h->metrics, call.route, call.status, time_mono_ns() - req->t0);
-    access_log(h, req, call.status, NULL);
+    http_access_log(h, req, call.status, NULL);
     return rc ? MHD_NO : MHD_YES;
 }
 
@@ -683,7 +464,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         /* never answered: the client went away (a held write's too), a
          * timeout, an error, or the daemon stopping */
         log_set_request_id(req->request_id);
-        access_log(h, req, 0, "aborted");
+        http_access_log(h, req, 0, "aborted");
         log_set_request_id(NULL);
     }
     if (req->held) {
@@ -691,7 +472,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
          * it may still be linked, where http_on_durable would find it */
         pthread_mutex_lock(&h->held_lock);
         if (req->linked)
-            held_unlink(h, req);
+            http_held_unlink(h, req);
         pthread_mutex_unlock(&h->held_lock);
         if (req->abandoned)
             atomic_fetch_sub(&h->abandoned, 1);
@@ -767,7 +548,7 @@ void http_stop(HttpServer *h)
         /* libmicrohttpd aborts on a connection still suspended: answer the
          * held ones now (not durable in time: 503), and give the resumed
          * a bounded moment to get their answer queued and sent */
-        if (held_release_all(h)) {
+        if (http_held_release_all(h)) {
             for (int i = 0; i < 100 && atomic_load(&h->abandoned) > 0; i++)
                 usleep(10000);
             usleep(20000); /* queued: let the poll thread write them out */
@@ -801,14 +582,3 @@ uint16_t http_port(HttpServer *h)
     return i ? i->port : 0;
 }
 
-int http_set_cluster(HttpServer *h, Cluster *cluster)
-{
-    /* a waiting job holds a suspended connection: 32 per forwarder, each
-     * one a few ms while the owners answer, bounds them well below
-     * server.max_connections' default */
-    size_t n = (size_t)h->cfg->cluster_forward_threads;
-    int rc = defer_pool_start(&h->defer, n, n * 32, deferred_done, h);
-    if (rc == 0)
-        atomic_store(&h->cluster, cluster);
-    return rc;
-}
