@@ -377,6 +377,60 @@ def forwards_both_ways_never_stall(binary):
         check(not bad, f"{len(bad)} of {len(threads) * 15} reads were not answered 200 by the owner: {bad[:4]}")
 
 
+@test
+def forward_queue_full_answers_overloaded(binary):
+    """cluster.forward_threads 1 (queue: 32 waiting): with the owner
+    frozen (SIGSTOP), 48 concurrent reads through the other node fill the
+    forwarder and its queue; the reads past them are answered 503
+    overloaded with Retry-After: 1 at once, as documented, while the owner
+    is still frozen; once it runs again the queued reads are answered 200
+    by it. A forward_threads of 0 is refused at start, naming the key."""
+    bad = subprocess.run([binary, "--check-config", "--set", "cluster.forward_threads=0"], capture_output=True,
+                         text=True, timeout=scaled(30))
+    check(bad.returncode == 2 and "cluster.forward_threads" in bad.stderr, f"forward_threads=0: {bad.stderr}")
+    with NatsCluster() as nats, LtvdCluster(binary, nats, nodes=2, lease_ms=20000,
+                                            settings={"cluster.forward_threads": "1"}) as lc:
+        lc.wait_stable()
+        n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
+        users = [f"queue-{i}" for i in range(40)]
+        status, body = n1.json("POST", "/v1/events", {"events": [
+            {"user_id": u, "type": "view", "ts": T0, "event_id": f"queue-{u}"} for u in users]})
+        check(status == 200, f"POST: {status} {body}")
+        wait_counts(lc, {u: 1 for u in users})
+        remote = [u for u in users if n1.request("GET", f"/v1/users/{u}/ltv")[1].get("x-ltvd-owner") == "n2"]
+        check(remote, "no shopper owned by n2")
+        answers, lock = [], threading.Lock()
+
+        def read(k):
+            path = f"/v1/users/{remote[k % len(remote)]}/ltv"
+            try:
+                got = answer_as_documented(n1, "GET", "/v1/users/{user_id}/ltv", path)
+            except (OSError, AssertionError) as e:
+                got = (0, {}, {"error": str(e)})
+            with lock:
+                answers.append(got)
+
+        n2.proc.send_signal(signal.SIGSTOP)
+        try:
+            threads = [threading.Thread(target=read, args=(k,)) for k in range(48)]
+            for t in threads:
+                t.start()
+            # the overloaded ones come back while n2 is still frozen
+            wait_until(lambda: len(answers) >= 48 - 33, 20)
+            early = list(answers)
+        finally:
+            n2.proc.send_signal(signal.SIGCONT)
+        for t in threads:
+            t.join()
+        check(early and all(a[0] == 503 and a[2]["error"]["code"] == "overloaded" and a[1].get("retry-after") == "1"
+                            for a in early), f"answers while the owner was frozen: {early[:3]}")
+        overloaded = [a for a in answers if a[0] == 503 and a[2]["error"]["code"] == "overloaded"]
+        served = [a for a in answers if a[0] == 200 and a[1].get("x-ltvd-owner") == "n2"]
+        check(len(overloaded) >= 48 - 33 and len(overloaded) + len(served) == 48,
+              f"{len(overloaded)} overloaded, {len(served)} served of 48: "
+              f"{[a for a in answers if a not in overloaded and a not in served][:3]}")
+
+
 class Poster:
     """Posts seeded batches (every event with an event_id) in a thread,
     each through a random live node until one answers 200: a refused
