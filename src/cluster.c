@@ -523,7 +523,8 @@ static int ensure_stream(Cluster *c, char *err, size_t errlen)
     return -EIO;
 }
 
-int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, kvStore **out, char *err, size_t errlen)
+int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int replicas, kvStore **out, char *err,
+                          size_t errlen)
 {
     if (js_KeyValue(out, c->js, name) == NATS_OK)
         return 0;
@@ -532,7 +533,7 @@ int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, kvStore 
     kc.Bucket = name;
     kc.History = 1;
     kc.TTL = ttl_ms * 1000000; /* nanoseconds; 0: none */
-    kc.Replicas = (int)c->cfg->cluster_replicas;
+    kc.Replicas = replicas ? replicas : (int)c->cfg->cluster_replicas;
     kc.StorageType = js_FileStorage;
     natsStatus s = js_CreateKeyValue(out, c->js, &kc);
     if (s == NATS_OK || js_KeyValue(out, c->js, name) == NATS_OK)
@@ -632,9 +633,9 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         if (!rc && !agreed)
             agreed = !(rc = cluster_agree(c, err, errlen));
         if (!rc && !c->leases)
-            rc = cluster_ensure_bucket(c, CLUSTER_LEASE_BUCKET, ttl, &c->leases, err, errlen);
+            rc = cluster_ensure_bucket(c, CLUSTER_LEASE_BUCKET, ttl, 0, &c->leases, err, errlen);
         if (!rc)
-            rc = cluster_ensure_bucket(c, CLUSTER_NODE_BUCKET, ttl, &c->nodes, err, errlen);
+            rc = cluster_ensure_bucket(c, CLUSTER_NODE_BUCKET, ttl, 0, &c->nodes, err, errlen);
         if (!rc || rc == -EINVAL) /* -EINVAL: other settings than the cluster's, which no retry mends */
             break;
         nats_Sleep(500);

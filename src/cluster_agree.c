@@ -206,17 +206,7 @@ static int agree_bucket(Cluster *c, kvStore **kv, char *err, size_t errlen, size
     int rc = compare_created(c, err, errlen, at, &replicas);
     if (rc || *at)
         return rc ? rc : -EINVAL;
-    kvConfig kc;
-    kvConfig_Init(&kc);
-    kc.Bucket = AGREE_BUCKET;
-    kc.History = 1;
-    kc.Replicas = replicas;
-    kc.StorageType = js_FileStorage;
-    s = js_CreateKeyValue(kv, c->js, &kc);
-    if (s == NATS_OK || js_KeyValue(kv, c->js, AGREE_BUCKET) == NATS_OK) /* or another node's create came first */
-        return 0;
-    snprintf(err, errlen, "cannot create the key-value bucket %s: %s", AGREE_BUCKET, natsStatus_GetText(s));
-    return -EIO;
+    return cluster_ensure_bucket(c, AGREE_BUCKET, 0, replicas, kv, err, errlen);
 }
 
 int cluster_agree(Cluster *c, char *err, size_t errlen)

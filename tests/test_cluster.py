@@ -290,6 +290,18 @@ def nodes_refuse_other_settings(binary):
         check(not sanitizer_reports(a.logs() + b.logs()), "a sanitizer report:\n" + tail(a.logs() + b.logs()))
 
 
+def seeded_owners(lc, tag, count=40):
+    """Posts one view of each of count shoppers "tag-i" through n1, waits
+    until every node has them, returns {user: owner} as n1 names it."""
+    n1 = lc.nodes["n1"]
+    users = [f"{tag}-{i}" for i in range(count)]
+    status, body = n1.json("POST", "/v1/events", {"events": [
+        {"user_id": u, "type": "view", "ts": T0, "event_id": f"{tag}-{u}"} for u in users]})
+    check(status == 200, f"POST: {status} {body}")
+    wait_counts(lc, {u: 1 for u in users})
+    return {u: n1.request("GET", f"/v1/users/{u}/ltv")[1].get("x-ltvd-owner") for u in users}
+
+
 @test
 def forwards_reuse_connections(binary):
     """Reads forwarded to the owner go over kept-alive connections: a burst
@@ -302,12 +314,8 @@ def forwards_reuse_connections(binary):
                                                       "server.connection_timeout_s": "1"}) as lc:
         lc.wait_stable()
         n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
-        users = [f"kept-{i}" for i in range(40)]
-        status, body = n1.json("POST", "/v1/events", {"events": [
-            {"user_id": u, "type": "view", "ts": T0, "event_id": f"kept-{u}"} for u in users]})
-        check(status == 200, f"POST: {status} {body}")
-        wait_counts(lc, {u: 1 for u in users})
-        remote = [u for u in users if n1.request("GET", f"/v1/users/{u}/ltv")[1].get("x-ltvd-owner") == "n2"]
+        owner = seeded_owners(lc, "kept")
+        remote = [u for u, o in owner.items() if o == "n2"]
         check(len(remote) >= 5, f"too few shoppers owned by n2: {remote}")
 
         def read(u):
@@ -342,12 +350,8 @@ def forwards_both_ways_never_stall(binary):
     with NatsCluster() as nats, LtvdCluster(binary, nats, nodes=2, settings={"server.threads": "4"}) as lc:
         lc.wait_stable()
         n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
-        users = [f"both-{i}" for i in range(40)]
-        status, body = n1.json("POST", "/v1/events", {"events": [
-            {"user_id": u, "type": "view", "ts": T0, "event_id": f"both-{u}"} for u in users]})
-        check(status == 200, f"POST: {status} {body}")
-        wait_counts(lc, {u: 1 for u in users})
-        owner = {u: n1.request("GET", f"/v1/users/{u}/ltv")[1].get("x-ltvd-owner") for u in users}
+        owner = seeded_owners(lc, "both")
+        users = list(owner)
         of = {n: [u for u in users if owner[u] == n] for n in ("n1", "n2")}
         check(len(of["n1"]) >= 3 and len(of["n2"]) >= 3, f"shoppers not spread over both nodes: {owner}")
         bad, lock = [], threading.Lock()
@@ -392,12 +396,7 @@ def forward_queue_full_answers_overloaded(binary):
                                             settings={"cluster.forward_threads": "1"}) as lc:
         lc.wait_stable()
         n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
-        users = [f"queue-{i}" for i in range(40)]
-        status, body = n1.json("POST", "/v1/events", {"events": [
-            {"user_id": u, "type": "view", "ts": T0, "event_id": f"queue-{u}"} for u in users]})
-        check(status == 200, f"POST: {status} {body}")
-        wait_counts(lc, {u: 1 for u in users})
-        remote = [u for u in users if n1.request("GET", f"/v1/users/{u}/ltv")[1].get("x-ltvd-owner") == "n2"]
+        remote = [u for u, o in seeded_owners(lc, "queue").items() if o == "n2"]
         check(remote, "no shopper owned by n2")
         answers, lock = [], threading.Lock()
 
