@@ -11,7 +11,8 @@
  * /v1/events: one JetStream message per partition, answered once every
  * one is acknowledged), cluster_consume.c (the owner applies its
  * partitions' messages in order), cluster_forward.c (a read on a node
- * that does not own the shopper goes to the owner over HTTP),
+ * that does not own the shopper goes to the owner over HTTP, from a
+ * forwarder thread: src/http_defer.h),
  * cluster_off.c (the same functions in a build without libnats: cluster
  * mode is refused).
  *
