@@ -1,7 +1,8 @@
 /* http_shim: http_server.h's functions for the fuzz build (http_shim.h).
  * What libmicrohttpd would send is kept in the HttpRequest for the harness
  * to check: exactly one answer per request, its status, type and body.
- * http_percent_decode is ltvd's own (http_routes.c), linked as is. */
+ * http_send_json, http_send_error and http_query_decode (http_call.c) and
+ * http_percent_decode (http_routes.c) are ltvd's own, linked as they are. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,21 +39,6 @@ int http_send_page(HttpCall *c, int status, TextBuf *b, const char *content_type
     return http_send(c, status, b, content_type, "Content-Security-Policy", "default-src 'none'");
 }
 
-int http_send_json(HttpCall *c, int status, TextBuf *b)
-{
-    return http_send(c, status, b, status == 204 ? NULL : "application/json", NULL, NULL);
-}
-
-int http_send_error(HttpCall *c, int status, const char *code, const char *message, const EventError *details,
-                    size_t ndetails)
-{
-    TextBuf b = {0};
-    render_error(&b, code, message, details, ndetails);
-    if (status == 401)
-        return http_send(c, status, &b, "application/json", "WWW-Authenticate", "Bearer");
-    return http_send(c, status, &b, "application/json", NULL, NULL);
-}
-
 int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b)
 {
     /* No log in the fuzz service: every write is "durable" at once. */
@@ -84,11 +70,5 @@ int http_query(const HttpCall *c, const char *name, char *buf, size_t cap)
     for (size_t i = 0; i < r->nargs && !v; i++)
         if (strcmp(r->args[i].name, name) == 0)
             v = r->args[i].value;
-    if (!v)
-        return -ENOENT;
-    size_t len;
-    if (http_percent_decode(v, strlen(v), buf, cap - 1, &len))
-        return -EINVAL;
-    buf[len] = '\0';
-    return 0;
+    return http_query_decode(v, buf, cap);
 }

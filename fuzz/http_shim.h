@@ -1,8 +1,10 @@
 /* http_shim: the request a fuzz input stands for, and what the answer
- * was. http_shim.c implements http_server.h's functions (http_send*,
- * http_header, http_query, http_percent_decode) over this instead of
- * libmicrohttpd, so fuzz_http.c drives http_dispatch, the handlers and the
- * service without a socket. Fuzz builds only; one thread. */
+ * was. http_shim.c implements http_server.h's functions that
+ * http_server.c bases on libmicrohttpd (http_send, http_send_page,
+ * http_send_when_durable, http_header, http_query) over this instead, so
+ * fuzz_http.c drives http_dispatch, the handlers and the service without a
+ * socket; the rest (http_call.c) is linked as it is. Fuzz builds only; one
+ * thread. */
 #ifndef LTVD_FUZZ_HTTP_SHIM_H
 #define LTVD_FUZZ_HTTP_SHIM_H
 

@@ -42,6 +42,13 @@ typedef struct TrainSet {
     TrainShopper *shoppers; /* (nshoppers,) */
     size_t nshoppers;
     int64_t now;            /* labels must have matured by now */
+    size_t history_events;  /* of nevents, from the training history on disk (history.h) */
+    /* (nshoppers,) or NULL: each shopper as a state rebuilt from its ring
+     * after a swap sees it (its last model.recent_events events, with the
+     * context and aggregates advanced through the earlier ones), where the
+     * sequences are longer than the ring (the training history); the level
+     * shift is computed on these, as predictions are served from them. */
+    TrainShopper *served;
 } TrainSet;
 
 /* One example of a sequence: the head's inputs after step t. */

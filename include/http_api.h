@@ -2,8 +2,8 @@
  * the server; tell it when the write-ahead log has made records durable;
  * list the routes. Inside: http_server.c (libmicrohttpd: requests, bodies,
  * held answers), http_routes.c (the one route table: routing, auth,
- * metrics labels), http_handlers.c (one handler per route),
- * http_render.c (the JSON).
+ * metrics labels), http_handlers.c, http_admin.c and http_reports.c (one
+ * handler per route), http_render.c (the JSON).
  *
  * Threads: libmicrohttpd runs one internal thread that waits with poll(2)
  * for all connections, or a pool of server.threads such threads; the

@@ -47,6 +47,7 @@ typedef struct TrainFigures {
     uint64_t examples, users, epochs;
     double val_loss, val_gini, seconds;
     /* of the last run, in memory only: */
+    uint64_t events, history_events; /* in the training set; from the training history on disk */
     double val_loss_other, val_loss_fallback, val_loss_serving, val_gini_fallback;
     double level_shift, val_total_error_fallback, val_total_error_held_out;
     int level_rule; /* LEVEL_RULE_* (trainer.h) */

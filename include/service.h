@@ -23,6 +23,7 @@
 #include "calibration.h"
 #include "config.h"
 #include "metrics.h"
+#include "history.h"
 #include "model.h"
 #include "shopper.h"
 #include "util.h"
@@ -80,6 +81,8 @@ typedef struct ModelInfo {
     bool has_adj;
     AdjTable adj;
     bool network_enabled, adjuster_enabled;
+    bool history_enabled;      /* train.history_events > 0 and the history opened */
+    HistoryStats history;      /* the training history's figures (history.h) */
 } ModelInfo;
 
 /* Takes ownership of initial (the serving model at start). */

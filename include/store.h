@@ -76,6 +76,8 @@ uint64_t store_hash(const Store *s, const char *id, size_t len);
  * same on every instance, for choices that must not depend on the key
  * (the training sample and its validation split), never for a table. */
 uint64_t store_stable_hash(const UserState *u);
+/* The same of an id (the training history's key, history.h). */
+uint64_t store_stable_hash_id(const char *id, size_t len);
 /* Allocates the slots n more store_insert calls need (at most up to
  * max_users), so that they cannot fail with -ENOMEM. 0 or -ENOMEM. */
 int store_reserve(Store *s, size_t n);

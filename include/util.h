@@ -32,6 +32,9 @@ static inline double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
 /* Writes all n bytes of p to fd, retrying short writes and EINTR.
  * 0, or -errno (-EIO if write returns 0). */
 int write_all(int fd, const void *p, size_t n);
+/* fsyncs what path names, opened read-only with flags added (O_DIRECTORY
+ * for a directory, O_NOFOLLOW). 0 or -errno. */
+int fsync_path(const char *path, int flags);
 
 /* The value of a hexadecimal digit (either case), -1 if ch is not one. */
 int hex_digit(char ch);

@@ -103,4 +103,12 @@ typedef int (*WalReplayFn)(void *arg, uint8_t kind, uint64_t seq, const unsigned
 int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, WalReplayStats *st, char *err,
                size_t errlen);
 
+/* Read-only, while the log is live: calls fn for every record with
+ * from_seq <= seq < below_seq in the segments whose records are all below
+ * below_seq (those a snapshot at below_seq supersedes), in seq order. A bad
+ * record ends its segment's reading with a warning; a segment already gone
+ * is skipped. *last gets the highest seq passed to fn (from_seq - 1: none).
+ * 0, or fn's nonzero return (the scan stops there). */
+int wal_scan(const char *dir, uint64_t from_seq, uint64_t below_seq, WalReplayFn fn, void *arg, uint64_t *last);
+
 #endif

@@ -79,9 +79,30 @@ static int replay_record(void *arg, uint8_t kind, uint64_t seq, const unsigned c
     return rc;
 }
 
+/* The training history, when on (train.history_events > 0); off, a file
+ * left from when it was on goes (an erasure could not reach it). A history
+ * that cannot be opened is logged and training reads the rings. */
+static void open_history(Service *s)
+{
+    if (s->cfg.train_history_events <= 0) {
+        history_remove(s->cfg.storage_dir);
+        return;
+    }
+    HistoryConfig hc = {
+        .dir = s->cfg.storage_dir,
+        .max_events = (int)s->cfg.train_history_events,
+        .max_days = (int)s->cfg.train_history_days,
+        .max_bytes = (uint64_t)s->cfg.train_history_max_mb << 20,
+    };
+    char err[700];
+    if (history_open(&s->history, &hc, err, sizeof err))
+        log_msg(LOG_ERROR, "training history unusable: training reads the recent-event rings", "error=\"%s\"", err);
+}
+
 int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen)
 {
     uint64_t t0 = time_mono_ns();
+    open_history(s);
     uint64_t seqs[SNAPSHOTS_LISTED];
     size_t n = snapshot_list(s->cfg.storage_dir, seqs, SNAPSHOTS_LISTED);
     SnapshotTables tables = tables_of(s);
@@ -214,6 +235,10 @@ static void remove_superseded(Service *s, uint64_t seq, bool erasure)
             unlink(old);
         }
     }
+    /* the training history takes the segments' events first (fsynced); if it
+     * cannot, they go anyway: training loses them, an erasure waits for nothing */
+    if (s->history)
+        history_archive(s->history, s->cfg.storage_dir, seq, service_now(s));
     wal_remove_before(s->wal, seq);
     if (erasure)
         wal_remove_torn(s->wal);

@@ -56,6 +56,21 @@ static void explain_fallback(const Model *m, const ShopperAgg *agg, const Recent
     ex->spend = agg ? agg->spend : 0.0;
 }
 
+/* Advances (h, c) (H,) each and ctx over u's retained events [from, to)
+ * under net: one LSTM step per event. */
+static void explain_replay(const Service *s, const LstmWeights *net, UserState *u, unsigned from, unsigned to,
+                           float *h, float *c, EncodeContext *ctx)
+{
+    float x[FEATURE_DIM]; /* (I,) */
+    for (unsigned k = from; k < to; k++) {
+        Event ev;
+        store_ring_event(store_ring_at(s->store, u, k), &ev);
+        encode_event(x, &ev, ctx);
+        lstm_step(&net->cfg, net->w, net->b, x, h, c, explain_scratch);
+        encode_context_advance(ctx, &ev);
+    }
+}
+
 /* Leave-one-out over the newest retained events of u (a copy, its state
  * under m->net). state: (EXPLAIN_EVENTS + 1, 2H) floats of scratch. */
 static void explain_events(const Service *s, const Model *m, UserState *u, const RecentSummary *rs, int64_t as_of,
@@ -66,19 +81,14 @@ static void explain_events(const Service *s, const Model *m, UserState *u, const
     unsigned n = u->ring_len, K = n < EXPLAIN_EVENTS ? n : EXPLAIN_EVENTS, first = n - K;
     EncodeContext saved_ctx[EXPLAIN_EVENTS];
     float *h = state + (size_t)EXPLAIN_EVENTS * 2 * H, *c = h + H; /* (H,) each */
-    float x[FEATURE_DIM];                                           /* (I,) */
     memset(h, 0, 2 * H * sizeof(float));
     EncodeContext ctx = u->ring_ctx;
-    for (unsigned k = 0; k < n; k++) { /* one pass, saving the state before each event left out */
-        if (k >= first) {
-            memcpy(state + (size_t)(k - first) * 2 * H, h, 2 * H * sizeof(float));
-            saved_ctx[k - first] = ctx;
-        }
-        Event ev;
-        store_ring_event(store_ring_at(s->store, u, k), &ev);
-        encode_event(x, &ev, &ctx);
-        lstm_step(&net->cfg, net->w, net->b, x, h, c, explain_scratch);
-        encode_context_advance(&ctx, &ev);
+    /* one pass, saving the state before each event left out */
+    explain_replay(s, net, u, 0, first, h, c, &ctx);
+    for (unsigned k = first; k < n; k++) {
+        memcpy(state + (size_t)(k - first) * 2 * H, h, 2 * H * sizeof(float));
+        saved_ctx[k - first] = ctx;
+        explain_replay(s, net, u, k, k + 1, h, c, &ctx);
     }
     /* the baseline: the ring replayed from a zero state, as each "without"
      * is (the served state also remembers events older than the ring) */
@@ -87,13 +97,7 @@ static void explain_events(const Service *s, const Model *m, UserState *u, const
     for (unsigned j = first; j < n; j++) {
         memcpy(h, state + (size_t)(j - first) * 2 * H, 2 * H * sizeof(float));
         ctx = saved_ctx[j - first];
-        for (unsigned k = j + 1; k < n; k++) {
-            Event ev;
-            store_ring_event(store_ring_at(s->store, u, k), &ev);
-            encode_event(x, &ev, &ctx);
-            lstm_step(&net->cfg, net->w, net->b, x, h, c, explain_scratch);
-            encode_context_advance(&ctx, &ev);
-        }
+        explain_replay(s, net, u, j + 1, n, h, c, &ctx);
         Prediction without;
         model_predict(m, h, &u->agg, rs, as_of, &without);
         Event ev;

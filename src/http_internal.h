@@ -14,6 +14,7 @@
 
 #include "hash.h"
 #include "http_api.h"
+#include "http_body.h"
 #include "http_defer.h"
 #include "http_server.h"
 #include "log.h"
@@ -23,17 +24,12 @@ typedef struct HttpRequest {
     uint64_t t0;
     char request_id[LOG_REQUEST_ID_MAX + 1];
     char method[16];      /* for the access log, cut to fit */
-    int64_t max_body;     /* limits.max_body_bytes when the request came */
     bool has_user;        /* the route holds a {user_id}: user_hash is its keyed hash */
     uint64_t user_hash;
     bool logged;          /* its access log line is out (or was not due) */
-    TextBuf body;
-    bool too_large;
+    HttpBody body;        /* its max: limits.max_body_bytes when the request came */
     int route;
     bool answered_early;  /* refused on the first call, before the body */
-    bool chunked;         /* no Content-Length: reserved as the body arrives */
-    bool overloaded;      /* a chunked body outgrew the budget: answer 503 */
-    int64_t reserved;     /* bytes of the body budget held until on_completed */
     /* a write whose answer waits for the log (group commit) */
     bool held;
     bool linked;          /* in the held list (guarded by held_lock) */
@@ -57,7 +53,7 @@ struct HttpServer {
     size_t nheld;
     bool stopping;             /* http_stop began: nothing is held any more */
     atomic_bool draining;
-    atomic_int_fast64_t inflight;  /* body budget reserved (declared bytes) */
+    HttpBodyBudget budget;         /* limits.max_inflight_body_bytes, bodies in flight */
     atomic_int abandoned;          /* resumed by http_stop and not yet answered */
     atomic_uint_fast64_t next_request_id; /* from a random start; mixed into the ids made here */
     HashKey user_key;              /* the access log's user hash key, random per process */

@@ -232,6 +232,26 @@ static void render_adjuster(TextBuf *b, const ModelInfo *mi, const PredLogStats 
     textbuf_printf(b, "}");
 }
 
+/* "history": the training history's figures (docs/MODEL.md, "Training history"). */
+static void render_history(TextBuf *b, const ModelInfo *mi)
+{
+    const HistoryStats *h = &mi->history;
+    char archived[TIME_RFC3339_LEN] = "", compacted[TIME_RFC3339_LEN] = "";
+    if (h->last_archive_unix)
+        time_format_rfc3339(h->last_archive_unix, archived);
+    if (h->last_compaction_unix)
+        time_format_rfc3339(h->last_compaction_unix, compacted);
+    textbuf_printf(b, "\"history\":{\"enabled\":%s,\"bytes\":%llu,\"records\":%llu,\"tombstones\":%llu,"
+                   "\"shoppers\":%llu,\"bytes_per_event\":%d,\"archived_seq\":%llu,\"archives\":%llu,"
+                   "\"compactions\":%llu,\"last_archive\":%s%s%s,\"last_compaction\":%s%s%s},",
+                   mi->history_enabled ? "true" : "false", (unsigned long long)h->bytes,
+                   (unsigned long long)h->records, (unsigned long long)h->tombstones,
+                   (unsigned long long)h->shoppers, HISTORY_RECORD_BYTES, (unsigned long long)h->archived_seq,
+                   (unsigned long long)h->archives, (unsigned long long)h->compactions,
+                   archived[0] ? "\"" : "", archived[0] ? archived : "null", archived[0] ? "\"" : "",
+                   compacted[0] ? "\"" : "", compacted[0] ? compacted : "null", compacted[0] ? "\"" : "");
+}
+
 void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
 {
     static const char *const states[] = {"idle", "running", "failed"};
@@ -281,13 +301,15 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
         textbuf_printf(b, "null");
     const TrainFigures *lt = &mi->last_train;
     textbuf_printf(b,
-                  ",\"network\":%s,\"last_training\":{\"examples\":%llu,\"users\":%llu,\"epochs\":%llu,"
+                  ",\"network\":%s,\"last_training\":{\"examples\":%llu,\"users\":%llu,\"events\":%llu,"
+                  "\"history_events\":%llu,\"epochs\":%llu,"
                   "\"head\":\"%s\",\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
                   "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,"
                   "\"swapped\":%s,\"level\":{\"rule\":\"%s\",\"shift\":%.6g,\"val_total_error_fallback\":%.6g,"
                   "\"val_total_error_held_out\":%.6g}},\"runs\":[",
                   mi->network_enabled ? "true" : "false", (unsigned long long)lt->examples,
-                  (unsigned long long)lt->users, (unsigned long long)lt->epochs,
+                  (unsigned long long)lt->users, (unsigned long long)lt->events,
+                  (unsigned long long)lt->history_events, (unsigned long long)lt->epochs,
                   lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none", finite_or_zero(lt->val_loss),
                   finite_or_zero(lt->val_loss_other), finite_or_zero(lt->val_loss_fallback),
                   finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini),
@@ -307,6 +329,7 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                        finite_or_zero(run->f.val_gini), finite_or_zero(run->f.val_gini_fallback));
     }
     textbuf_printf(b, "]},");
+    render_history(b, mi);
     render_adjuster(b, mi, pl);
     textbuf_printf(b, "}");
 }

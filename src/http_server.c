@@ -1,10 +1,12 @@
 /* http_server: ltvd's HTTP server on libmicrohttpd. Start and stop, the
- * per-request context, body collection (capped by limits.max_body_bytes)
- * and queuing answers; the answers that wait on a suspended connection
- * (a write's until the log has it durable, a read's until a forwarder has
- * the owner's answer) are http_wait.c's. With http_wait.c the only file
- * that talks to libmicrohttpd; routing and handling are http_routes.c,
- * http_handlers.c and http_cluster.c.
+ * per-request context, feeding each body to http_body.c (which caps it by
+ * limits.max_body_bytes and the body budget) and queuing answers; the
+ * answers that wait on a suspended connection (a write's until the log has
+ * it durable, a read's until a forwarder has the owner's answer) are
+ * http_wait.c's. With http_wait.c the only file that talks to
+ * libmicrohttpd (http_call.c holds the answers and helpers that need none
+ * of it); routing and handling are http_routes.c and the handlers
+ * (http_handlers.c, http_cluster.c, http_admin.c, http_reports.c).
  *
  * Threads: libmicrohttpd's internal poll thread (or server.threads of them)
  * runs on_request and on_completed; the WAL flusher thread calls
@@ -57,10 +59,6 @@
 #include "http_routes.h"
 #include "timeutil.h"
 
-/* A body up to this size is admitted even over the body budget: a small
- * write or batch read keeps being served while big uploads fill it. What
- * such bodies can hold is bounded by server.max_connections × this. */
-#define SMALL_BODY_BYTES 65536
 
 /* ---- answering --------------------------------------------------------- */
 
@@ -119,21 +117,6 @@ int http_send_page(HttpCall *c, int status, TextBuf *b, const char *content_type
     return send_with(c, status, b, content_type, hdrs);
 }
 
-int http_send_json(HttpCall *c, int status, TextBuf *b)
-{
-    return http_send(c, status, b, status == 204 ? NULL : "application/json", NULL, NULL);
-}
-
-int http_send_error(HttpCall *c, int status, const char *code, const char *message, const EventError *details,
-                    size_t ndetails)
-{
-    TextBuf b = {0};
-    render_error(&b, code, message, details, ndetails);
-    if (status == MHD_HTTP_UNAUTHORIZED)
-        return http_send(c, status, &b, "application/json", MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    return http_send(c, status, &b, "application/json", NULL, NULL);
-}
-
 void http_drain(HttpServer *h) { atomic_store(&h->draining, true); }
 
 /* ---- reading the request ----------------------------------------------- */
@@ -151,14 +134,8 @@ const char *http_header(const HttpCall *c, const char *name)
 
 int http_query(const HttpCall *c, const char *name, char *buf, size_t cap)
 {
-    const char *v = c->conn ? MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name) : NULL;
-    if (!v)
-        return -ENOENT;
-    size_t len;
-    if (http_percent_decode(v, strlen(v), buf, cap - 1, &len))
-        return -EINVAL;
-    buf[len] = '\0';
-    return 0;
+    return http_query_decode(c->conn ? MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name) : NULL,
+                             buf, cap);
 }
 
 /* libmicrohttpd would decode the path before routing, turning a%2Fb into a
@@ -254,70 +231,7 @@ void http_access_log(HttpServer *h, HttpRequest *req, int status, const char *ho
     log_end(&l);
 }
 
-/* ---- the body budget ---------------------------------------------------- */
-
-/* Reserves n bytes of limits.max_inflight_body_bytes for req: false if they
- * do not fit (nothing reserved). While req's total stays within
- * SMALL_BODY_BYTES the reservation is made even over the budget. */
-static bool budget_reserve(HttpServer *h, HttpRequest *req, int64_t n)
-{
-    int64_t cap = h->cfg->limits_max_inflight_body_bytes;
-    if (req->reserved + n <= SMALL_BODY_BYTES) {
-        atomic_fetch_add(&h->inflight, n);
-    } else {
-        int_fast64_t cur = atomic_load(&h->inflight);
-        do {
-            if (cur + n > cap)
-                return false;
-        } while (!atomic_compare_exchange_weak(&h->inflight, &cur, cur + n));
-    }
-    req->reserved += n;
-    atomic_fetch_add_explicit(&h->metrics->http_body_inflight_bytes, n, memory_order_relaxed);
-    return true;
-}
-
-static void budget_release(HttpServer *h, HttpRequest *req)
-{
-    if (!req->reserved)
-        return;
-    atomic_fetch_sub(&h->inflight, req->reserved);
-    atomic_fetch_sub_explicit(&h->metrics->http_body_inflight_bytes, req->reserved, memory_order_relaxed);
-    req->reserved = 0;
-}
-
-static void count_reject(HttpServer *h, int reason)
-{
-    atomic_fetch_add_explicit(&h->metrics->http_rejected[reason], 1, memory_order_relaxed);
-}
-
-static int send_overloaded(HttpCall *c)
-{
-    TextBuf b = {0};
-    render_error(&b, "overloaded", "too many request bodies in flight (limits.max_inflight_body_bytes); retry later",
-                 NULL, 0);
-    return http_send(c, 503, &b, "application/json", MHD_HTTP_HEADER_RETRY_AFTER, "1");
-}
-
-/* Appends an upload chunk to the body, or drops the body once it passes
- * limits.max_body_bytes (answered 413) or, chunked, outgrows the budget
- * (answered 503): its reservation is then given back. -ENOMEM. */
-static int collect_body(HttpServer *h, HttpRequest *req, const char *data, size_t n)
-{
-    if (req->too_large || req->overloaded)
-        return 0;
-    if (req->body.b.len + n > (size_t)req->max_body) {
-        req->too_large = true;
-    } else if (req->chunked && !budget_reserve(h, req, (int64_t)n)) {
-        req->overloaded = true;
-        count_reject(h, REJECT_OVERLOADED);
-    } else {
-        textbuf_append(&req->body, data, n);
-        return req->body.err;
-    }
-    textbuf_free(&req->body);
-    budget_release(h, req);
-    return 0;
-}
+/* ---- the body (http_body.c keeps it and the budget) --------------------- */
 
 /* Does the request announce a body? *declared: its Content-Length, or -1
  * when it comes chunked (libmicrohttpd has refused a malformed length). */
@@ -370,22 +284,17 @@ static enum MHD_Result screen(HttpServer *h, struct MHD_Connection *conn, HttpRe
     int rc = http_screen(&call, declared, &reason);
     request_note_route(h, req, &call);
     if (!call.status && declared < 0) {
-        req->chunked = true; /* reserved chunk by chunk in collect_body */
+        req->body.chunked = true; /* reserved chunk by chunk in http_body_append */
         return MHD_YES;
     }
-    if (!call.status && budget_reserve(h, req, declared)) {
-        /* the whole body at once: memory is what was reserved, not the
-         * doubling growth's up to twice that (pages come as bytes do) */
-        if (declared > SMALL_BODY_BYTES && (req->body.b.p = malloc((size_t)declared + 1)))
-            req->body.b.cap = (size_t)declared + 1;
+    if (!call.status && http_body_admit(&h->budget, &req->body, declared))
         return MHD_YES;
-    }
     if (!call.status) {
         reason = REJECT_OVERLOADED;
-        rc = send_overloaded(&call);
+        rc = http_body_send_overloaded(&call);
     }
     req->answered_early = true;
-    count_reject(h, reason);
+    atomic_fetch_add_explicit(&h->metrics->http_rejected[reason], 1, memory_order_relaxed);
     metrics_observe(h->metrics, call.route, call.status, time_mono_ns() - req->t0);
     http_access_log(h, req, call.status, "early");
     return rc ? MHD_NO : MHD_YES;
@@ -411,18 +320,18 @@ static enum MHD_Result request_step(HttpServer *h, struct MHD_Connection *conn, 
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        return collect_body(h, req, upload_data, n) ? MHD_NO : MHD_YES;
+        return http_body_append(&h->budget, &req->body, upload_data, n) ? MHD_NO : MHD_YES;
     }
     HttpCall call = call_of(h, conn, req, method, url);
-    call.body = req->body.b.p ? (const char *)req->body.b.p : "";
-    call.body_len = req->body.b.len;
-    call.body_too_large = req->too_large;
+    call.body = req->body.text.b.p ? (const char *)req->body.text.b.p : "";
+    call.body_len = req->body.text.b.len;
+    call.body_too_large = req->body.too_large;
     call.route = req->route; /* the screen's, for an overloaded chunked body; the router sets it again */
     if (req->held)
         return http_send_held(h, &call, req); /* resumed: the log holds its records (or failed) */
     if (req->deferred)
         return http_send_deferred(h, &call, req); /* resumed: its forwarder has the answer */
-    int rc = req->overloaded ? send_overloaded(&call) : http_dispatch(&call);
+    int rc = req->body.overloaded ? http_body_send_overloaded(&call) : http_dispatch(&call);
     request_note_route(h, req, &call);
     if (req->held || req->deferred)
         return MHD_YES; /* answered (measured, logged) once resumed */
@@ -445,7 +354,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->route = ROUTE_UNKNOWN;
         request_id_assign(h, conn, req);
         snprintf(req->method, sizeof req->method, "%s", method);
-        req->max_body = cfg_now(h)->limits_max_body_bytes;
+        req->body.max = cfg_now(h)->limits_max_body_bytes;
         *con_cls = req;
     }
     log_set_request_id(req->request_id); /* for every line logged while handling it */
@@ -481,9 +390,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         http_deferred_free(req->deferred);
         atomic_fetch_sub(&h->deferred, 1);
     }
-    budget_release(h, req);
+    http_body_end(&h->budget, &req->body);
     textbuf_free(&req->held_reply);
-    textbuf_free(&req->body);
     free(req);
     *con_cls = NULL;
 }
@@ -498,12 +406,13 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
     h->cfg = cfg;
     h->svc = svc;
     h->metrics = metrics;
+    http_body_budget_init(&h->budget, cfg->limits_max_inflight_body_bytes, metrics);
     pthread_mutex_init(&h->held_lock, NULL);
+    int rc;
     uint64_t seed[3];
     if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
-        pthread_mutex_destroy(&h->held_lock);
-        free(h);
-        return -EIO;
+        rc = -EIO;
+        goto fail;
     }
     atomic_init(&h->next_request_id, seed[0]);
     h->user_key = (HashKey){seed[1], seed[2]};
@@ -511,9 +420,8 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)cfg->server_port);
     if (inet_pton(AF_INET, cfg->server_bind, &addr.sin_addr) != 1) {
-        pthread_mutex_destroy(&h->held_lock);
-        free(h);
-        return -EINVAL;
+        rc = -EINVAL;
+        goto fail;
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
     h->daemon = MHD_start_daemon(
@@ -525,12 +433,15 @@ int http_start(HttpServer **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         (unsigned)cfg->server_connection_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (!h->daemon) {
-        pthread_mutex_destroy(&h->held_lock);
-        free(h);
-        return -EADDRINUSE;
+        rc = -EADDRINUSE;
+        goto fail;
     }
     *out = h;
     return 0;
+fail:
+    pthread_mutex_destroy(&h->held_lock);
+    free(h);
+    return rc;
 }
 
 void http_quiesce(HttpServer *h)

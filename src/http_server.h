@@ -61,7 +61,8 @@ int http_send(HttpCall *c, int status, TextBuf *b, const char *content_type, con
  * type and the page's headers: Content-Security-Policy (no inline script,
  * same-origin fetches, no framing), nosniff, no referrer, no-cache. */
 int http_send_page(HttpCall *c, int status, TextBuf *b, const char *content_type);
-/* application/json; 204 goes out with no body and no content type. */
+/* application/json; 204 goes out with no body and no content type.
+ * (http_call.c, as http_send_error and http_query_decode) */
 int http_send_json(HttpCall *c, int status, TextBuf *b);
 /* The error object of render_error; a 401 carries WWW-Authenticate: Bearer. */
 int http_send_error(HttpCall *c, int status, const char *code, const char *message, const EventError *details,
@@ -86,5 +87,8 @@ const char *http_header(const HttpCall *c, const char *name);
 /* The query argument name, percent-decoded into buf (cap bytes, NUL
  * included). -ENOENT if absent, -EINVAL if badly escaped or too long. */
 int http_query(const HttpCall *c, const char *name, char *buf, size_t cap);
+/* http_query's decoding of the raw (still percent-encoded) value raw, NULL
+ * if absent: the same returns. */
+int http_query_decode(const char *raw, char *buf, size_t cap);
 
 #endif

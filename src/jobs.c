@@ -1,5 +1,5 @@
 /* jobs: the worker jobs: the fallback refit, the retrain (training-set
- * collection, network training, the swap and the state rebuild), the RL
+ * collection is trainset.c's; network training, the swap and the state rebuild), the RL
  * adjuster (maturing logged predictions, learning corrections), and the
  * request state of a retrain and of an asked-for snapshot.
  *
@@ -302,82 +302,7 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     return 0;
 }
 
-/* ---- the training set, the rebuild --------------------------------------- */
-
-typedef struct TrainSetWalk {
-    TrainSet *set;
-    const Store *store;
-    size_t max_shoppers;
-    uint64_t keep_below;  /* id hashes above this are left out */
-} TrainSetWalk;
-
-/* Copies one shopper's retained events into the set. For a shopper whose
- * ring has dropped events, the aggregates before the ring are approximated
- * from the totals (docs/MODEL.md, "Training"). */
-static int visit_train_shopper(void *arg, UserState *u)
-{
-    TrainSetWalk *w = arg;
-    TrainSet *set = w->set;
-    if (set->nshoppers >= w->max_shoppers)
-        return 1;
-    uint64_t key = store_stable_hash(u); /* the same sample and split on every instance */
-    if (u->ring_len == 0 || key > w->keep_below)
-        return 0;
-    TrainShopper *t = &set->shoppers[set->nshoppers++];
-    t->first = set->nevents;
-    t->n = u->ring_len;
-    t->ctx0 = u->ring_ctx;
-    t->key = key;
-    double ring_spend = 0;
-    for (unsigned k = 0; k < u->ring_len; k++) {
-        Event *e = &set->events[set->nevents++];
-        store_ring_event(store_ring_at(w->store, u, k), e);
-        ring_spend += e->type == EV_PURCHASE ? e->value : e->type == EV_REFUND ? -e->value : 0;
-    }
-    shopper_agg_init(&t->agg0);
-    if (u->ring_ctx.events_before > 0) {
-        ShopperAgg *a = &t->agg0;
-        a->events = u->ring_ctx.events_before;
-        a->purchases = u->ring_ctx.purchases_before;
-        a->first_ts = u->ring_ctx.first_ts;
-        a->last_ts = u->ring_ctx.prev_ts;
-        a->spend = fmax(0.0, u->agg.spend - ring_spend);
-        int32_t ring_day0 = (int32_t)(set->events[t->first].ts / 86400);
-        if (u->agg.first_purchase_day >= 0 && u->agg.first_purchase_day < ring_day0 && a->purchases) {
-            a->first_purchase_day = a->last_purchase_day = u->agg.first_purchase_day;
-            a->purchase_days = 1;
-            a->first_day_spend = a->spend;
-        }
-    }
-    return set->nshoppers >= w->max_shoppers;
-}
-
-/* Worker: copies shoppers' retained events into a training set: at most
- * train.max_shoppers, chosen by id hash. Free set->events and
- * set->shoppers. */
-static int collect_train_set(Service *s, TrainSet *set)
-{
-    memset(set, 0, sizeof *set);
-    size_t users = store_count(s->store);
-    uint64_t cap = (uint64_t)s->cfg.train_max_shoppers;
-    size_t ring = (size_t)s->cfg.model_recent_events;
-    TrainSetWalk w = {
-        .set = set,
-        .store = s->store,
-        .max_shoppers = users < cap ? users : (size_t)cap,
-        .keep_below = users > cap ? (uint64_t)((double)UINT64_MAX * ((double)cap / (double)users)) : UINT64_MAX,
-    };
-    set->shoppers = calloc(w.max_shoppers + 1, sizeof *set->shoppers);
-    set->events = malloc((w.max_shoppers + 1) * ring * sizeof *set->events);
-    if (!set->shoppers || !set->events) {
-        free(set->shoppers);
-        free(set->events);
-        return -ENOMEM;
-    }
-    set->now = service_now(s);
-    store_visit(s->store, WORKER_BATCH_COPY, visit_train_shopper, &w);
-    return 0;
-}
+/* ---- the rebuild ------------------------------------------------------------ */
 
 /* Shoppers a rebuild copies out per hold of the store lock. */
 #define REBUILD_BATCH 256
@@ -536,7 +461,7 @@ static int backtest_serving(Service *s, const Model *cur, AdjPair **bt, size_t *
     *bt = NULL;
     *nbt = 0;
     TrainSet set;
-    if (collect_train_set(s, &set))
+    if (service_collect_train_set(s, &set))
         return -ENOMEM;
     TrainConfig tc;
     train_config(s, cur, &tc);
@@ -545,6 +470,7 @@ static int backtest_serving(Service *s, const Model *cur, AdjPair **bt, size_t *
     int rc = service_run_niced(backtest_job, &job);
     free(set.events);
     free(set.shoppers);
+    free(set.served);
     if (rc == -ENODATA)
         return 0;
     if (rc)
@@ -693,7 +619,7 @@ void service_run_adjuster(Service *s)
 static int train_network(Service *s, char *err, size_t errlen)
 {
     TrainSet set;
-    int rc = collect_train_set(s, &set);
+    int rc = service_collect_train_set(s, &set);
     if (rc) {
         snprintf(err, errlen, "out of memory collecting the training set");
         return rc;
@@ -706,8 +632,10 @@ static int train_network(Service *s, char *err, size_t errlen)
     TrainJob job = {.set = &set, .tc = &tc, .fit = &cur->fallback, .serving = cur->status == MODEL_TRAINED ? cur->net
                     : NULL, .new_id = (uint32_t)version, .out = &tr, .err = err, .errlen = errlen};
     rc = service_run_niced(train_job, &job);
+    uint64_t set_events = set.nevents, set_history = set.history_events;
     free(set.events);
     free(set.shoppers);
+    free(set.served);
     if (rc) {
         model_release(cur);
         return rc;
@@ -715,6 +643,8 @@ static int train_network(Service *s, char *err, size_t errlen)
     TrainFigures f = {
         .examples = tr.examples,
         .users = tr.users,
+        .events = set_events,
+        .history_events = set_history,
         .epochs = (uint64_t)tr.epochs,
         .val_loss = tr.val_loss,
         .val_gini = tr.val_gini,
@@ -732,12 +662,14 @@ static int train_network(Service *s, char *err, size_t errlen)
     };
     log_msg(LOG_INFO, "network trained", "hybrid=%s val_loss=%.5f other_variant=%.5f fallback=%.5f serving=%.5f "
             "val_gini=%.4f val_gini_fallback=%.4f level_shift=%.4f level_rule=%s val_total_error_fallback=%.4f "
-            "val_total_error_held_out=%.4f examples=%llu users=%llu epochs=%d seconds=%.2f swap=%s",
+            "val_total_error_held_out=%.4f examples=%llu users=%llu events=%llu history_events=%llu epochs=%d seconds=%.2f "
+            "swap=%s",
             tr.hybrid ? "true" : "false", tr.val_loss, tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving,
             tr.val_gini, tr.val_gini_fallback, tr.level_shift,
             tr.level_rule == LEVEL_RULE_HELD_OUT ? "held_out" : "fallback", tr.val_total_error_fallback,
             tr.val_total_error_held_out,
-            (unsigned long long)tr.examples, (unsigned long long)tr.users, tr.epochs, tr.seconds,
+            (unsigned long long)tr.examples, (unsigned long long)tr.users, (unsigned long long)set_events,
+            (unsigned long long)set_history, tr.epochs, tr.seconds,
             f.swapped ? "true" : "false");
     pthread_mutex_lock(&s->err_lock);
     s->last_train = f;

@@ -72,6 +72,7 @@ void service_destroy(Service *s)
     pthread_mutex_destroy(&s->err_lock);
     service_segments_destroy(s);
     bytebuf_free(&s->logbuf);
+    history_close(s->history);
     free(s);
 }
 
@@ -477,6 +478,11 @@ void service_model_info(Service *s, ModelInfo *out)
     pthread_mutex_unlock(&s->err_lock);
     out->network_enabled = s->cfg.train_network;
     out->adjuster_enabled = s->cfg.adjuster_enabled;
+    out->history_enabled = s->history != NULL;
+    if (s->history)
+        history_stats(s->history, &out->history);
+    else
+        memset(&out->history, 0, sizeof out->history);
 }
 
 void service_predlog_stats(Service *s, PredLogStats *out)

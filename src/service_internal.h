@@ -20,6 +20,7 @@
 
 #include "dedupe.h"
 #include "encoding.h"
+#include "history.h"
 #include "predlog.h"
 #include "service.h"
 #include "store.h"
@@ -60,6 +61,8 @@ struct Service {
     /* durability */
     Wal *wal;                    /* NULL until attached (and while replaying); set under the store lock */
     ByteBuf logbuf;              /* record being built; under the store lock */
+    History *history;            /* training history (train.history_events > 0), opened by service_recover; the
+                                  * worker archives into it (service_snapshot) and reads it (training) */
     atomic_int_fast64_t last_snapshot_mono_s;
     atomic_uint_fast64_t wal_bytes_at_snapshot;
     atomic_int_fast64_t erasure_pending_since; /* mono seconds, 0 = none */
@@ -100,6 +103,13 @@ void service_recent_summary(const Service *s, const UserState *u, int64_t as_of,
  * (absent shoppers are fine). Neither logs anything. */
 int service_replay_events(Service *s, const Event *ev, size_t n, const LstmWeights *net);
 void service_replay_erase(Service *s, const char *id, size_t len);
+
+/* Worker: the training set (trainset.c): the rings of at most
+ * train.max_shoppers shoppers chosen by id hash, after the training
+ * history's events when it is on. Free set->events and set->shoppers.
+ * 0 or -ENOMEM/-errno (set then empty). */
+struct TrainSet;
+int service_collect_train_set(Service *s, struct TrainSet *set);
 
 /* Worker: runs fn(arg) on a short-lived thread at nice 19 and waits for
  * it (jobs.c); fn must not take the store lock. */

@@ -128,7 +128,8 @@ int store_set_key(Store *s, const HashKey *key)
 const HashKey *store_key(const Store *s) { return &s->key; }
 uint64_t store_hash(const Store *s, const char *id, size_t len) { return hash_keyed(&s->key, id, len); }
 
-uint64_t store_stable_hash(const UserState *u) { return hash64(u->id, u->id_len, 0x6c7476645f757372ull); }
+uint64_t store_stable_hash_id(const char *id, size_t len) { return hash64(id, len, 0x6c7476645f757372ull); }
+uint64_t store_stable_hash(const UserState *u) { return store_stable_hash_id(u->id, u->id_len); }
 
 /* One more chunk of STORE_CHUNK_SLOTS zeroed slots. -ENOMEM. */
 static int add_chunk(Store *s)

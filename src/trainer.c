@@ -449,7 +449,7 @@ static double val_gini(const double *theta, int H, const Dataset *d, bool hybrid
 }
 
 /* log(Σ fallback mean / Σ network mean) over every shopper of the set, as
- * of set->now, with each shopper's whole retained sequence. */
+ * of set->now, with each shopper's sequence as served (set->served if set). */
 static double level_shift(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
                           bool hybrid)
 {
@@ -463,7 +463,7 @@ static double level_shift(const TrainSet *set, const TrainConfig *cfg, const Fal
     double sum_fb = 0, sum_net = 0;
     float xf[NIN];
     for (size_t si = 0; si < set->nshoppers; si++) {
-        const TrainShopper *sh = &set->shoppers[si];
+        const TrainShopper *sh = set->served ? &set->served[si] : &set->shoppers[si];
         const Event *ev = set->events + sh->first;
         memset(h, 0, 2u * (size_t)H * sizeof(double));
         EncodeContext ctx = sh->ctx0;

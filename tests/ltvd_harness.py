@@ -115,6 +115,18 @@ def sanitizer_reports(text):
     return [line for line in text.splitlines() if any(m in line for m in SANITIZER_MARKERS)]
 
 
+def flatten(obj, prefix=""):
+    """A nested config object (configs/ltvd.json) as its dotted keys
+    (model.horizon_days), as --set and src/config.c's key table name them."""
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def tail(text, lines=60):
     return "\n".join(text.splitlines()[-lines:])
 
@@ -245,6 +257,18 @@ class LtvdProcess:
         if value is None:
             raise AssertionError(f"/metrics has no {name}")
         return value
+
+    def wait_retrain(self, timeout=120.0, headers=None):
+        """GET /v1/model's body once no retrain runs (headers: its token, if
+        any); fails the test if one still runs after `timeout` (scaled)
+        seconds."""
+        def finished():
+            m = self.json("GET", "/v1/model", headers=headers)[1]
+            return m if m["retrain"]["state"] != "running" else None
+
+        m = wait_until(finished, timeout, 0.1)
+        check(m, f"the retrain did not finish within {scaled(timeout):.0f} s")
+        return m
 
     def send_signal(self, sig, expect=None):
         """Signals the server and records the exit status that must follow:

@@ -481,3 +481,18 @@ def response_spec(spec, path, method, status):
     responses = op["responses"]
     resp = responses.get(str(status), responses.get("default"))
     return resolve(spec, resp) if resp is not None else None
+
+
+def header_problems(spec, resp, headers):
+    """What is wrong with an answer's headers ({lower-case name: value})
+    against its response object resp: a required header missing, or a value
+    its schema refuses."""
+    problems = []
+    for name, h in (resp.get("headers") or {}).items():
+        h = resolve(spec, h)
+        value = headers.get(name.lower())
+        if value is not None:
+            problems += check(value, h["schema"], spec, f"header {name}")
+        elif h.get("required"):
+            problems.append(f"header {name} missing")
+    return problems

@@ -13,15 +13,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import purchase_histories, check, test_registry, TIMEOUT_SCALE, LtvdProcess, quote_id, run_tests, \
+from ltvd_harness import purchase_histories, check, test_registry, LtvdProcess, quote_id, run_tests, \
     wait_until  # noqa: E402
 
 LTVD = sys.argv[1]
 SPEC = sys.argv[2]
-SCALE = TIMEOUT_SCALE
 TOKENS = {"ingest": "ingest-Tok-1", "admin": "admin-Tok-2", "read": "read-Tok-3"}
 SETTINGS = {f"auth.{c}_token": t for c, t in TOKENS.items()}
 KNOWN = "known/shopper+1"  # needs percent-encoding in paths
@@ -258,16 +256,6 @@ def the_scheme_is_case_insensitive():
         check(status == 401, f"a token in other case is another token: {status}")
 
 
-def wait_retrain_done(s, timeout):
-    deadline = time.time() + timeout * SCALE
-    while True:
-        m = s.json("GET", "/v1/model", headers=bearer(TOKENS["read"]))[1]
-        if m["retrain"]["state"] != "running":
-            return m
-        check(time.time() < deadline, f"retrain still running after {timeout * SCALE:.0f}s: {m['retrain']}")
-        time.sleep(0.1)
-
-
 @test
 def second_retrain_while_one_runs_is_409():
     settings = dict(SETTINGS, **{"clock": "event", "model.horizon_days": "30", "train.interval_s": "0"})
@@ -290,7 +278,7 @@ def second_retrain_while_one_runs_is_409():
         check(body == {"error": {"code": "conflict", "message": body["error"]["message"], "details": []}}, body)
         m = s.json("GET", "/v1/model", headers=bearer(TOKENS["read"]))[1]
         check(m["retrain"]["job"] == 1, "the refused retrain was not queued")
-        m = wait_retrain_done(s, 600)
+        m = s.wait_retrain(600, bearer(TOKENS["read"]))
         check(m["retrain"]["state"] == "idle" and m["retrain"]["job"] == 1 and m["retrain"]["last_error"] is None,
               m["retrain"])
         check(m["retrain"]["last_training"]["epochs"] > 0, f"the network trained: {m['retrain']}")
@@ -298,7 +286,7 @@ def second_retrain_while_one_runs_is_409():
         # once it is over, the next one starts
         status, body = s.json("POST", "/v1/model/retrain", headers=bearer(TOKENS["admin"]))
         check(status == 202 and body == {"job": 2}, body)
-        m = wait_retrain_done(s, 600)
+        m = s.wait_retrain(600, bearer(TOKENS["read"]))
         check(m["retrain"]["state"] == "idle" and m["retrain"]["job"] == 2, m["retrain"])
         check(s.metric("ltvd_retrain_runs_total") == 2)
 

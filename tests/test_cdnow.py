@@ -11,8 +11,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import (check, LtvdProcess, main_exit, require_file, run_import, run_tests, scaled,  # noqa: E402
-                          wait_until)
+from ltvd_harness import (check, LtvdProcess, main_exit, require_file, run_import, run_tests,  # noqa: E402
+                          scaled)
 
 LTVD, ROOT, CDNOW = sys.argv[1], sys.argv[2], os.path.normpath(sys.argv[3])
 
@@ -21,17 +21,6 @@ def import_cdnow(s):
     r = run_import(ROOT, s.port, CDNOW, "--format", "cdnow", "--until", "1997-12-31", timeout=300)
     check(r.returncode == 0, r.stderr)
     return json.loads(r.stdout)
-
-
-def wait_retrain(s, timeout=120.0):
-    """GET /v1/model once the running retrain is over (fails if it is not)."""
-    def finished():
-        m = s.json("GET", "/v1/model")[1]
-        return m if m["retrain"]["state"] != "running" else None
-
-    m = wait_until(finished, timeout, 0.1)
-    check(m, f"the retrain did not finish within {scaled(timeout):.0f} s")
-    return m
 
 
 def cdnow_import():
@@ -64,7 +53,7 @@ def trained_model_survives_restart():
         with LtvdProcess(LTVD, settings, storage_dir=d) as s:
             import_cdnow(s)
             check(s.json("POST", "/v1/model/retrain")[0] == 202)
-            m = wait_retrain(s)
+            m = s.wait_retrain()
             check(m["status"] == "trained" and m["retrain"]["last_training"]["swapped"], m)
             before = s.json("POST", "/v1/ltv/batch", body)[1]
             check(all(p["source"] == "network" for p in before["predictions"] if p["known"]), before)
@@ -87,7 +76,7 @@ def adjuster_visible_when_enabled():
         with LtvdProcess(LTVD, settings) as s:
             import_cdnow(s)
             check(s.json("POST", "/v1/model/retrain")[0] == 202)
-            m = wait_retrain(s)
+            m = s.wait_retrain()
             check(m["retrain"]["state"] == "idle", m["retrain"])
             adj = m["adjuster"]
             check(adj["enabled"] is enabled and adj["active"] is enabled, adj)

@@ -61,6 +61,27 @@ def start_refused(args, env):
     return r.returncode, r.stderr
 
 
+def serve_until_ready_then_stop(cmd, env, log_path, ready, what):
+    """Runs ltvd as cmd (its output to log_path) until ready() holds, then
+    stops it with SIGTERM: it must not exit before, must exit 0 after, and
+    its output must hold no sanitizer report."""
+    with open(log_path, "w+") as log:
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_for(lambda: p.poll() is not None or ready(), 30, what)
+            if p.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"ltvd exited {p.returncode}:\n{log.read()[-2000:]}")
+            p.send_signal(signal.SIGTERM)
+            check(p.wait(scaled(30)) == 0, f"exit {p.returncode} after SIGTERM")
+            log.seek(0)
+            no_sanitizer_report(log.read())
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LTVD_AUTH_")}
     env.update(extra)
@@ -139,24 +160,10 @@ def loopback_needs_no_tokens():
     """Any 127/8 address is loopback (the harness only talks to 127.0.0.1)."""
     with tempfile.TemporaryDirectory(prefix="ltvd-deploy-") as d:
         port = free_port()
-        log = open(os.path.join(d, "ltvd.log"), "w+")
-        p = subprocess.Popen([LTVD, "--set", "server.bind=127.0.0.2", "--set", f"server.port={port}", "--set",
-                              f"storage.dir={d}/data"], stdout=log, stderr=subprocess.STDOUT, env=clean_env())
-        try:
-            wait_for(lambda: p.poll() is not None or health_check(f"http://127.0.0.2:{port}/readyz").returncode == 0,
-                     30, "ltvd on 127.0.0.2")
-            if p.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"ltvd exited {p.returncode}:\n{log.read()[-2000:]}")
-            p.send_signal(signal.SIGTERM)
-            check(p.wait(scaled(30)) == 0, f"exit {p.returncode} after SIGTERM")
-            log.seek(0)
-            no_sanitizer_report(log.read())
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            log.close()
+        serve_until_ready_then_stop([LTVD, "--set", "server.bind=127.0.0.2", "--set", f"server.port={port}", "--set",
+                                     f"storage.dir={d}/data"], clean_env(), os.path.join(d, "ltvd.log"),
+                                    lambda: health_check(f"http://127.0.0.2:{port}/readyz").returncode == 0,
+                                    "ltvd on 127.0.0.2")
 
 
 def tokens_from_the_environment_are_enforced():
@@ -227,24 +234,10 @@ def dockerfile_entrypoint_and_healthcheck_work():
         check(subprocess.run(probe, capture_output=True, timeout=scaled(30)).returncode == 1, "unhealthy when down")
         held.close()
         env = clean_env(LTVD_AUTH_INGEST_TOKEN="docker-ingest", LTVD_AUTH_ADMIN_TOKEN="docker-admin")
-        log = open(os.path.join(d, "ltvd.log"), "w+")
-        p = subprocess.Popen(entry, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_for(lambda: p.poll() is not None or
-                     subprocess.run(probe, capture_output=True, timeout=scaled(30)).returncode == 0,
-                     30, "the HEALTHCHECK to pass")
-            if p.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"ltvd exited {p.returncode}:\n{log.read()[-2000:]}")
-            p.send_signal(signal.SIGTERM)
-            check(p.wait(scaled(30)) == 0, f"exit {p.returncode} after SIGTERM")
-            log.seek(0)
-            no_sanitizer_report(log.read())
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            log.close()
+        serve_until_ready_then_stop(entry, env, os.path.join(d, "ltvd.log"),
+                                    lambda: subprocess.run(probe, capture_output=True,
+                                                           timeout=scaled(30)).returncode == 0,
+                                    "the HEALTHCHECK to pass")
 
 
 def dockerignore_patterns():

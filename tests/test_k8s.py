@@ -49,7 +49,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import check, LtvdProcess, main_exit, run_tests, scaled, skip, test_registry  # noqa: E402
+from ltvd_harness import check, flatten, LtvdProcess, main_exit, run_tests, scaled, skip, test_registry  # noqa: E402
 
 LTVD, ROOT = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 K8S = os.path.join(ROOT, "deploy", "k8s")
@@ -143,16 +143,6 @@ def config_table():
 def secret_env_names(table):
     """The environment variables config_apply_env (src/config.c) reads."""
     return {"LTVD_" + k.replace(".", "_").upper() for k, (_, secret) in table.items() if secret}
-
-
-def flatten(obj, prefix=""):
-    out = {}
-    for k, v in obj.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def ltvd_routes():

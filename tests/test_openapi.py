@@ -26,7 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ltvd_harness import (TIMEOUT_SCALE, SANITIZER_MARKERS, test_registry, check as check_true,
                           LtvdProcess, free_port, quote_id, run_tests, wait_until)  # noqa: E402
-from openapi_check import YamlError, check, load_yaml, resolve, response_spec  # noqa: E402
+from openapi_check import YamlError, check, header_problems, load_yaml, resolve, response_spec  # noqa: E402
 
 LTVD, SPEC_PATH = sys.argv[1], sys.argv[2]
 SCALE = TIMEOUT_SCALE
@@ -70,13 +70,8 @@ def exchange(s, method, template, path=None, body=None, headers=None, want=None,
     check_true(resp is not None, f"{what}: the spec documents no such answer")
     if key == "default":
         check_true(status == 405 or status >= 500, f"{what}: only 405 and 5xx may fall to `default`")
-    for name, h in (resp.get("headers") or {}).items():
-        h = resolve(SPEC, h)
-        value = hdrs.get(name.lower())
-        check_true(value is not None or not h.get("required"), f"{what}: header {name} missing")
-        if value is not None:
-            problems = check(value, h["schema"], SPEC, f"header {name}")
-            check_true(not problems, f"{what}: {problems}")
+    problems = header_problems(SPEC, resp, hdrs)
+    check_true(not problems, f"{what}: {problems}")
     content = resp.get("content")
     if not content:
         check_true(data == b"", f"{what}: the spec documents no body, got {data[:200]!r}")
@@ -441,9 +436,9 @@ def retrain_conflict_and_trained_model_answer_as_documented():
             if status == 409:
                 conflict = body
                 break
-            wait_retrain(s)
+            s.wait_retrain(300)
         check_true(conflict is not None and conflict["error"]["code"] == "conflict", conflict)
-        wait_retrain(s)
+        s.wait_retrain(300)
         _, _, m = exchange(s, "GET", "/v1/model", want=200)
         check_true(m["retrain"]["last_training"]["epochs"] > 0, m["retrain"])
         check_true(m["adjuster"]["active"] and "segments" in m["adjuster"],
@@ -479,16 +474,6 @@ def retrain_conflict_and_trained_model_answer_as_documented():
         check_true(body["error"]["code"] == "conflict" and "model-999998.bin" in body["error"]["message"], body)
         _, _, h = exchange(s, "GET", "/v1/models", want=200)
         check_true(h["models"][0]["valid"] is False and h["models"][0]["error"], h["models"][0])
-
-
-def wait_retrain(s, timeout=300):
-    deadline = time.time() + timeout * SCALE
-    while True:
-        m = s.json("GET", "/v1/model")[1]
-        if m["retrain"]["state"] != "running":
-            return m
-        check_true(time.time() < deadline, f"retrain still running: {m['retrain']}")
-        time.sleep(0.1)
 
 
 @test

@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import check, test_registry, LtvdProcess, quote_id, run_tests  # noqa: E402
+from ltvd_harness import check, flatten, test_registry, LtvdProcess, quote_id, run_tests  # noqa: E402
 
 LTVD = sys.argv[1]
 ROOT = sys.argv[2]
@@ -389,16 +389,6 @@ def refunds_lower_the_prediction():
 def as_setting(v):
     """A config file value as --set writes it."""
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
-
-
-def flatten(obj, prefix=""):
-    out = {}
-    for k, v in obj.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 @test

@@ -1,0 +1,280 @@
+/* trainset: the training set a retrain (and the backtest) reads: the
+ * sampled shoppers' events, from their recent-event rings and, with
+ * train.history_events > 0, the training history on disk (history.h)
+ * before them (docs/MODEL.md, "Training history").
+ *
+ * Threads: the libuv worker thread (one job at a time); the store is read
+ * in short locked batches (store_visit), the history outside the lock. */
+#include "service_internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataset.h"
+
+/* Slots copied per hold of the store lock (about 0.5 us each: jobs.c). */
+#define TRAINSET_BATCH 128
+
+/* What a merge with the history needs of a shopper besides its ring. */
+typedef struct ShopperTotals {
+    EncodeContext ctx;  /* after all its in-order events */
+    ShopperAgg agg;
+} ShopperTotals;
+
+typedef struct TrainSetWalk {
+    TrainSet *set;
+    ShopperTotals *totals; /* (max_shoppers,), NULL without a history */
+    const Store *store;
+    size_t max_shoppers;
+    uint64_t keep_below;  /* id hashes above this are left out */
+} TrainSetWalk;
+
+static double net_spend(const Event *e) { return e->type == EV_PURCHASE ? e->value : e->type == EV_REFUND ? -e->value : 0; }
+
+/* The aggregates before a shopper's first retained event (at day0) from
+ * its totals: ctx0 says how many events and purchases came before, the
+ * spend before is the total's minus the retained events' (docs/MODEL.md,
+ * "Training"). */
+static void agg_before(ShopperAgg *a, const EncodeContext *ctx0, const ShopperAgg *total, double retained_spend,
+                       int32_t day0)
+{
+    shopper_agg_init(a);
+    if (ctx0->events_before == 0)
+        return;
+    a->events = ctx0->events_before;
+    a->purchases = ctx0->purchases_before;
+    a->first_ts = ctx0->first_ts;
+    a->last_ts = ctx0->prev_ts;
+    a->spend = fmax(0.0, total->spend - retained_spend);
+    if (total->first_purchase_day >= 0 && total->first_purchase_day < day0 && a->purchases) {
+        a->first_purchase_day = a->last_purchase_day = total->first_purchase_day;
+        a->purchase_days = 1;
+        a->first_day_spend = a->spend;
+    }
+}
+
+/* Copies one shopper's ring into the set, with the encoder context and
+ * aggregates from before it. */
+static int visit_train_shopper(void *arg, UserState *u)
+{
+    TrainSetWalk *w = arg;
+    TrainSet *set = w->set;
+    if (set->nshoppers >= w->max_shoppers)
+        return 1;
+    uint64_t key = store_stable_hash(u); /* the same sample and split on every instance */
+    if (u->ring_len == 0 || key > w->keep_below)
+        return 0;
+    if (w->totals)
+        w->totals[set->nshoppers] = (ShopperTotals){.ctx = u->ctx, .agg = u->agg};
+    TrainShopper *t = &set->shoppers[set->nshoppers++];
+    t->first = set->nevents;
+    t->n = u->ring_len;
+    t->ctx0 = u->ring_ctx;
+    t->key = key;
+    double ring_spend = 0;
+    for (unsigned k = 0; k < u->ring_len; k++) {
+        Event *e = &set->events[set->nevents++];
+        store_ring_event(store_ring_at(w->store, u, k), e);
+        ring_spend += net_spend(e);
+    }
+    agg_before(&t->agg0, &u->ring_ctx, &u->agg, ring_spend, (int32_t)(set->events[t->first].ts / 86400));
+    return set->nshoppers >= w->max_shoppers;
+}
+
+/* ---- with the history ---------------------------------------------------- */
+
+typedef struct KeyIndex {
+    uint64_t key;
+    size_t shopper;
+} KeyIndex;
+
+static int cmp_key_index(const void *a, const void *b)
+{
+    const KeyIndex *x = a, *y = b;
+    return (x->key > y->key) - (x->key < y->key);
+}
+
+/* How many of ring (n) come after the history hist (nh, both oldest
+ * first); *from gets the first of them. The history holds a prefix of the
+ * shopper's events in log order, the ring the newest in-order ones: ring
+ * events older than the history's newest are in it, and of those at its
+ * newest time, as many as the history has there. */
+static size_t ring_after(const HistoryEvent *hist, size_t nh, const Event *ring, size_t n, size_t *from)
+{
+    *from = 0;
+    if (nh == 0)
+        return n;
+    int64_t last = hist[nh - 1].ts;
+    size_t same = 0;
+    for (size_t i = nh; i > 0 && hist[i - 1].ts == last; i--)
+        same++;
+    size_t k = 0;
+    while (k < n && (ring[k].ts < last || (ring[k].ts == last && same > 0))) {
+        if (ring[k].ts == last)
+            same--;
+        k++;
+    }
+    *from = k;
+    return n - k;
+}
+
+/* Replaces each sampled shopper's ring in set by its history followed by
+ * the ring events newer than it, the newest `cap` kept, with the context
+ * and aggregates before them approximated from the totals. */
+static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals, size_t cap)
+{
+    size_t n = set->nshoppers;
+    KeyIndex *ki = malloc((n ? n : 1) * sizeof *ki);
+    uint64_t *keys = malloc((n ? n : 1) * sizeof *keys);
+    if (!ki || !keys) {
+        free(ki), free(keys);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        ki[i] = (KeyIndex){set->shoppers[i].key, i};
+    qsort(ki, n, sizeof *ki, cmp_key_index);
+    for (size_t i = 0; i < n; i++)
+        keys[i] = ki[i].key;
+    HistoryEvents he;
+    int rc = history_load(s->history, keys, n, set->now, &he);
+    free(keys);
+    if (rc) {
+        free(ki);
+        return rc;
+    }
+    size_t *slot = malloc((n ? n : 1) * sizeof *slot); /* shopper -> its place in keys */
+    if (!slot) {
+        free(ki);
+        history_events_free(&he);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        slot[ki[i].shopper] = i;
+    free(ki);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        const TrainShopper *t = &set->shoppers[i];
+        size_t nh = he.start[slot[i] + 1] - he.start[slot[i]], from;
+        size_t m = nh + ring_after(he.events + he.start[slot[i]], nh, set->events + t->first, t->n, &from);
+        total += m < cap ? m : cap;
+    }
+    Event *ev = malloc((total ? total : 1) * sizeof *ev);
+    if (!ev) {
+        free(slot);
+        history_events_free(&he);
+        return -ENOMEM;
+    }
+    size_t at = 0, from_history = 0;
+    for (size_t i = 0; i < n; i++) {
+        TrainShopper *t = &set->shoppers[i];
+        const HistoryEvent *h = he.events + he.start[slot[i]];
+        size_t nh = he.start[slot[i] + 1] - he.start[slot[i]], from;
+        size_t nr = ring_after(h, nh, set->events + t->first, t->n, &from);
+        size_t m = nh + nr, skip = m > cap ? m - cap : 0, first = at;
+        for (size_t k = skip; k < nh; k++)
+            ev[at++] = (Event){.ts = h[k].ts, .value = h[k].value, .quantity = h[k].quantity,
+                               .type = (EventType)h[k].type};
+        for (size_t k = skip > nh ? skip - nh : 0; k < nr; k++)
+            ev[at++] = set->events[t->first + from + k];
+        size_t kept = at - first, kept_history = nh > skip ? nh - skip : 0;
+        from_history += kept_history;
+        t->first = first;
+        t->n = kept;
+        if (kept_history == 0)
+            continue; /* the ring alone: its exact context stays */
+        const ShopperTotals *tt = &totals[i];
+        uint32_t purchases = 0;
+        double spend = 0;
+        for (size_t k = first; k < at; k++) {
+            purchases += ev[k].type == EV_PURCHASE;
+            spend += net_spend(&ev[k]);
+        }
+        EncodeContext c = {0};
+        if (tt->ctx.events_before > kept) {
+            c.events_before = tt->ctx.events_before - (uint32_t)kept;
+            c.purchases_before = tt->ctx.purchases_before > purchases ? tt->ctx.purchases_before - purchases : 0;
+            c.first_ts = tt->ctx.first_ts;
+            c.prev_ts = ev[first].ts; /* not kept: the first retained event's time */
+        }
+        t->ctx0 = c;
+        agg_before(&t->agg0, &c, &tt->agg, spend, (int32_t)(ev[first].ts / 86400));
+    }
+    free(slot);
+    history_events_free(&he);
+    free(set->events);
+    set->events = ev;
+    set->nevents = at;
+    set->history_events = from_history;
+    return 0;
+}
+
+/* set->served: each shopper's last `ring` events, with the context and
+ * aggregates advanced through the ones before (what a rebuild from the ring
+ * starts from). */
+static int as_served(TrainSet *set, size_t ring)
+{
+    set->served = malloc((set->nshoppers ? set->nshoppers : 1) * sizeof *set->served);
+    if (!set->served)
+        return -ENOMEM;
+    for (size_t i = 0; i < set->nshoppers; i++) {
+        TrainShopper *v = &set->served[i];
+        *v = set->shoppers[i];
+        size_t skip = v->n > ring ? v->n - ring : 0;
+        for (size_t k = 0; k < skip; k++) {
+            const Event *e = &set->events[v->first + k];
+            encode_context_advance(&v->ctx0, e);
+            shopper_agg_apply(&v->agg0, e);
+        }
+        v->first += skip;
+        v->n -= skip;
+    }
+    return 0;
+}
+
+int service_collect_train_set(Service *s, TrainSet *set)
+{
+    memset(set, 0, sizeof *set);
+    size_t users = store_count(s->store);
+    uint64_t cap = (uint64_t)s->cfg.train_max_shoppers;
+    size_t ring = (size_t)s->cfg.model_recent_events;
+    TrainSetWalk w = {
+        .set = set,
+        .store = s->store,
+        .max_shoppers = users < cap ? users : (size_t)cap,
+        .keep_below = users > cap ? (uint64_t)((double)UINT64_MAX * ((double)cap / (double)users)) : UINT64_MAX,
+    };
+    set->shoppers = calloc(w.max_shoppers + 1, sizeof *set->shoppers);
+    set->events = malloc((w.max_shoppers + 1) * ring * sizeof *set->events);
+    if (s->history)
+        w.totals = malloc((w.max_shoppers + 1) * sizeof *w.totals);
+    if (!set->shoppers || !set->events || (s->history && !w.totals)) {
+        free(set->shoppers);
+        free(set->events);
+        free(w.totals);
+        memset(set, 0, sizeof *set);
+        return -ENOMEM;
+    }
+    set->now = service_now(s);
+    store_visit(s->store, TRAINSET_BATCH, visit_train_shopper, &w);
+    int rc = 0;
+    if (s->history) {
+        size_t hcap = (size_t)s->cfg.train_history_events;
+        if (hcap < ring)
+            hcap = ring;
+        if (hcap > DATASET_MAX_EVENTS)
+            hcap = DATASET_MAX_EVENTS;
+        rc = merge_history(s, set, w.totals, hcap);
+        free(w.totals);
+        if (!rc)
+            rc = as_served(set, ring);
+        if (rc) {
+            free(set->shoppers);
+            free(set->events);
+            free(set->served);
+            memset(set, 0, sizeof *set);
+        }
+    }
+    return rc;
+}

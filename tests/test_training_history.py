@@ -1,0 +1,175 @@
+"""The training history on disk over HTTP (train.history_events > 0;
+tests/test_training_history.c checks the file itself).
+
+- A snapshot archives the log's events into storage.dir/history before
+  it deletes the segments, and a retrain trains from them: with a ring of
+  8 events (model.recent_events), shoppers with 40 events each over two
+  years give the trainer more events than their rings hold, and more
+  matured examples than the same shoppers give with the history off;
+  the history and the events logged since the last snapshot (from the
+  rings) make up each shopper's sequence with every event once.
+- DELETE a shopper: the snapshot that the erasure schedules (within
+  storage.erasure_snapshot_s) archives the tombstone and compacts, so the
+  shopper's records are gone from the history file (its unique spend
+  value, as the record's f32 bytes, is no longer in it) and the figures
+  count them out.
+- train.history_events = 0 at a restart removes the file.
+Usage: test_training_history.py PATH_TO_LTVD"""
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ltvd_harness import check, LtvdProcess, main_exit, run_tests, scaled, wait_until  # noqa: E402
+
+LTVD = sys.argv[1]
+DAY = 86400
+START = 1640995200  # 2022-01-01
+SHOPPERS, EVENTS_EACH, RING = 120, 40, 8
+BASE = {"clock": "event", "model.hidden_size": "8", "model.recent_events": str(RING), "model.horizon_days": "60",
+        "train.network": "true", "train.interval_s": "0", "train.seed": "3", "train.max_epochs": "3",
+        "storage.snapshot_interval_s": "3600", "storage.erasure_snapshot_s": "1"}
+ON = dict(BASE, **{"train.history_events": "1024"})
+WAIT_S = 120  # bounds the polls (scaled); not a timing assertion
+TYPES = ["view", "click", "add_to_cart", "purchase"]
+
+
+def events_of(i):
+    """Shopper i: EVENTS_EACH events over about two years, every 4th a
+    purchase whose value is unique to the shopper (i + 0.25)."""
+    out = []
+    for k in range(EVENTS_EACH):
+        kind = TYPES[(k + i) % 4]
+        e = {"user_id": f"h{i}", "type": kind, "ts": START + (k * 17 + i % 11) * DAY + k * 60,
+             "event_id": f"h{i}-{k}"}
+        if kind == "purchase":
+            e["value"] = 1000 + i + 0.25
+        out.append(e)
+    return out
+
+
+def post_all(s):
+    events = [e for i in range(SHOPPERS) for e in events_of(i)]
+    for k in range(0, len(events), 1000):
+        status, body = s.json("POST", "/v1/events", {"events": events[k:k + 1000]})
+        check(status == 200 and body["accepted"] == len(events[k:k + 1000]), body)
+    return len(events)
+
+
+def history(s):
+    return s.json("GET", "/v1/model")[1]["history"]
+
+
+def snapshot(s, archives_before):
+    status, body = s.json("POST", "/v1/admin/snapshot")
+    check(status == 202, (status, body))
+    h = wait_until(lambda: (lambda h: h if h["archives"] > archives_before else None)(history(s)), WAIT_S)
+    check(h, f"no archive after {scaled(WAIT_S):.0f} s")
+    return h
+
+
+def retrain(s):
+    status, body = s.json("POST", "/v1/model/retrain")
+    check(status == 202, (status, body))
+    m = wait_until(lambda: (lambda m: m if m["retrain"]["state"] != "running" else None)(
+        s.json("GET", "/v1/model")[1]), WAIT_S)
+    check(m, f"a retrain still runs after {scaled(WAIT_S):.0f} s")
+    check(m["retrain"]["state"] == "idle" and m["retrain"]["last_error"] is None, m["retrain"])
+    return m["retrain"]["last_training"]
+
+
+def hist_file(s):
+    return os.path.join(s.storage_dir, "history", "events.hist")
+
+
+def value_bytes(i):
+    return struct.pack("<f", 1000 + i + 0.25)
+
+
+def history_feeds_training():
+    with LtvdProcess(LTVD, BASE) as s:
+        post_all(s)
+        h = history(s)
+        check(h["enabled"] is False and h["records"] == 0, h)
+        snapshot_off = s.json("POST", "/v1/admin/snapshot")
+        check(snapshot_off[0] == 202, snapshot_off)
+        off = retrain(s)
+        check(not os.path.exists(hist_file(s)), "history file written while off")
+    with LtvdProcess(LTVD, ON) as s:
+        total = post_all(s)
+        h = snapshot(s, 0)
+        check(h["enabled"] is True and h["records"] == total and h["archived_seq"] > 0, h)
+        check(h["bytes"] == os.path.getsize(hist_file(s)) and h["bytes_per_event"] == 20, h)
+        check(h["bytes"] < total * 21 + 4096, h)  # 20 bytes an event, and the headers
+        on = retrain(s)
+        # the rings hold RING events a shopper; the trainer saw the histories
+        check(off["events"] <= RING * SHOPPERS, off)
+        check(on["events"] > 3 * RING * SHOPPERS and on["history_events"] > 0, on)
+        check(on["events"] == total and on["history_events"] == total, on)  # each event once
+        check(on["examples"] > off["examples"], (on["examples"], off["examples"]))
+        print(f"  ring: {off['events']} events, {off['examples']} examples; history: {on['events']} events "
+              f"({on['history_events']} from disk), {on['examples']} examples")
+        # events logged since the snapshot come from the rings, after the
+        # history, each once: one at the same second as the shopper's last
+        # archived event (a tie the merge must count) and 4 later ones
+        fresh = []
+        for i in range(10):
+            last = events_of(i)[-1]["ts"]
+            fresh += [{"user_id": f"h{i}", "type": "view", "ts": last + 60 * k, "event_id": f"h{i}-new{k}"}
+                      for k in range(5)]
+        status, body = s.json("POST", "/v1/events", {"events": fresh})
+        check(status == 200 and body["accepted"] == len(fresh), body)
+        again = retrain(s)
+        check(again["events"] == total + len(fresh) and again["history_events"] == total, again)
+        # the next snapshot archives them, and nothing twice
+        h2 = snapshot(s, h["archives"])
+        check(h2["records"] == total + len(fresh) and h2["archived_seq"] > h["archived_seq"], (h, h2))
+        third = retrain(s)
+        check(third["events"] == total + len(fresh) and third["history_events"] == total + len(fresh), third)
+
+
+def erasure_leaves_history():
+    storage = tempfile.TemporaryDirectory(prefix="ltvd-test-")
+    with LtvdProcess(LTVD, ON, storage_dir=storage.name) as s:
+        total = post_all(s)
+        h = snapshot(s, 0)
+        with open(hist_file(s), "rb") as f:
+            data = f.read()
+        check(value_bytes(7) in data and value_bytes(8) in data, "the purchases are in the history file")
+        status, _ = s.request("DELETE", "/v1/users/h7")[:2]
+        check(status == 204, status)
+        # the erasure's own snapshot (storage.erasure_snapshot_s) archives its tombstone and compacts
+        h2 = wait_until(lambda: (lambda x: x if x["compactions"] > h["compactions"] else None)(history(s)), WAIT_S)
+        check(h2, f"no compaction after the erasure within {scaled(WAIT_S):.0f} s")
+        check(h2["records"] == total - EVENTS_EACH and h2["tombstones"] == 0, h2)
+        check(h2["shoppers"] == SHOPPERS - 1, h2)
+        with open(hist_file(s), "rb") as f:
+            data = f.read()
+        check(value_bytes(7) not in data, "the erased shopper's records are still in the history file")
+        check(value_bytes(8) in data, "the other shoppers' records must stay")
+    # restarted with the history off: the file goes
+    with storage:
+        with LtvdProcess(LTVD, BASE, storage_dir=storage.name) as s2:
+            check(not os.path.exists(hist_file(s2)), "history file left with train.history_events = 0")
+            check("training history removed" in s2.logs(), s2.logs())
+
+
+def bad_keys_refused():
+    for key, value in (("train.history_events", "2000"), ("train.history_events", "-1"),
+                       ("train.history_days", "0"), ("train.history_max_mb", "0")):
+        with tempfile.TemporaryDirectory(prefix="ltvd-test-") as d:
+            r = subprocess.run([LTVD, "--set", f"storage.dir={d}", "--set", f"{key}={value}", "--check-config"],
+                               capture_output=True, text=True, timeout=30)
+            check(r.returncode != 0 and key in (r.stdout + r.stderr), (key, value, r.returncode, r.stderr))
+
+
+def main():
+    tests = [history_feeds_training, erasure_leaves_history, bad_keys_refused]
+    only = [f for f in tests if f.__name__ in sys.argv[2:]]
+    return main_exit(*run_tests(only or tests))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
