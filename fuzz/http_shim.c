@@ -46,6 +46,14 @@ int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b)
     return http_send_json(c, status, b);
 }
 
+int http_defer(HttpCall *c, HttpDeferFn *fn, void *arg, void (*free_arg)(void *))
+{
+    /* only cluster mode defers, and the fuzz build has none */
+    if (free_arg)
+        free_arg(arg);
+    return http_send_error(c, 503, "not_ready", "no forwarders in the fuzz build", NULL, 0);
+}
+
 const char *http_header(const HttpCall *c, const char *name)
 {
     const struct HttpRequest *r = c->req;

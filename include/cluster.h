@@ -11,7 +11,8 @@
  * /v1/events: one JetStream message per partition, answered once every
  * one is acknowledged), cluster_consume.c (the owner applies its
  * partitions' messages in order), cluster_forward.c (a read on a node
- * that does not own the shopper goes to the owner over HTTP),
+ * that does not own the shopper goes to the owner over HTTP, from a
+ * forwarder thread: src/http_defer.h),
  * cluster_off.c (the same functions in a build without libnats: cluster
  * mode is refused).
  *
@@ -103,19 +104,28 @@ typedef struct ClusterReply {
     ByteBuf body; /* the caller frees it (bytebuf_free) */
 } ClusterReply;
 
-/* One blocking HTTP/1.1 request to base_url (http://IPV4:PORT) + path
- * (with its query), with the header X-Ltvd-Forwarded: 1 (the owner answers
- * it itself, never forwards again) and, when auth is not NULL, that
- * Authorization header, on a kept-alive connection to that owner when one
- * is idle (a few per owner, closed after 5 s idle). 0 with out filled, or
- * -errno (-ETIMEDOUT, -ECONNREFUSED, -EPROTO, -EMSGSIZE) within
- * timeout_ms. */
 /* Any thread: "http://IPV4[:PORT][/...]" ("localhost" is 127.0.0.1; port
  * 80 when absent) -> the address cluster_forward connects to. 0 or
  * -EINVAL. cluster_config_check checks the advertised URL with it. */
 int cluster_parse_base(const char *url, struct sockaddr_in *sa);
+/* One blocking HTTP/1.1 request to base_url (http://IPV4:PORT) + path
+ * (with its query), with the header X-Ltvd-Forwarded: 1 (the owner answers
+ * it itself, never forwards again) and, when auth is not NULL, that
+ * Authorization header, on a kept-alive connection to that owner when one
+ * is idle (a few per owner; one idle idle_ms or longer is closed, not
+ * used: keep it below the owners' server.connection_timeout_s, see
+ * cluster_forward_idle_ms). 0 with out filled, or -errno (-ETIMEDOUT,
+ * -ECONNREFUSED, -EPROTO, -EMSGSIZE) within timeout_ms. Blocks: never
+ * call it on an HTTP worker (http_defer). */
 int cluster_forward(const char *base_url, const char *method, const char *path, const char *auth,
-                    const char *body, size_t len, int timeout_ms, ClusterReply *out);
+                    const char *body, size_t len, int timeout_ms, int idle_ms, ClusterReply *out);
+/* How long a kept-alive forward connection may stay idle: 5 s, or half the
+ * server.connection_timeout_s of cfg (every node has the same) if less. */
+static inline int cluster_forward_idle_ms(const LtvdConfig *cfg)
+{
+    int64_t half = cfg->server_connection_timeout_s * 1000 / 2;
+    return half < 5000 ? (int)half : 5000;
+}
 /* Main at stop (no forward running): closes the idle kept-alive
  * connections. */
 void cluster_forward_close_all(void);

@@ -100,6 +100,7 @@ typedef struct LtvdConfig {
     int64_t cluster_replicas;      /* JetStream replicas of the stream and the buckets */
     int64_t cluster_lease_ms;      /* a partition lease expires this long after its last renewal */
     int64_t cluster_publish_timeout_ms; /* an ingest waits this long for JetStream's acks, else 503 */
+    int64_t cluster_forward_threads; /* threads that forward reads to their owners, off the HTTP threads */
 
     int64_t log_level;             /* LogLevel */
     int64_t log_format;            /* LogFormat: logfmt or json */

@@ -43,9 +43,11 @@ void http_stop(HttpServer *h);
  * reach h (wal_detach_callback). NULL-safe. */
 void http_destroy(HttpServer *h);
 uint16_t http_port(HttpServer *h);
-/* Main, cluster mode, before ltvd is ready: the handlers route writes
- * through the stream and forward reads to their owner (cluster.h). */
-void http_set_cluster(HttpServer *h, Cluster *cluster);
+/* Main, cluster mode, before ltvd is ready: starts the forwarder threads
+ * (cluster.forward_threads), then the handlers route writes through the
+ * stream and forward reads to their owner on those threads (cluster.h).
+ * 0, or -errno (no thread could start; h is left alone). */
+int http_set_cluster(HttpServer *h, Cluster *cluster);
 
 /* Write-ahead log callback (flusher thread): answers the requests that were
  * waiting for records up to seq to become durable. UINT64_MAX wakes all

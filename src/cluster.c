@@ -87,11 +87,13 @@ int cluster_config_check(const LtvdConfig *cfg, char *err, size_t errlen)
                               "LTVD_CLUSTER_HASH_KEY)");
         return -EINVAL;
     }
-    /* A node's HTTP thread blocks while it forwards a read to the owner;
-     * with too few threads two nodes forwarding to each other deadlock. */
+    /* An ingest holds its HTTP thread until JetStream acknowledges it (up
+     * to cluster.publish_timeout_ms); with too few threads a slow stream
+     * stalls every read of the node. (Forwarded reads run on the forwarder
+     * threads, never on an HTTP thread: http_defer.h.) */
     if (cfg->server_threads < CLUSTER_MIN_THREADS) {
-        snprintf(err, errlen, "server.threads must be %d or more in cluster mode (it is %lld): reads forwarded "
-                 "between nodes wait on each other's HTTP threads", CLUSTER_MIN_THREADS,
+        snprintf(err, errlen, "server.threads must be %d or more in cluster mode (it is %lld): an ingest holds an "
+                 "HTTP thread until JetStream acknowledges it", CLUSTER_MIN_THREADS,
                  (long long)cfg->server_threads);
         return -EINVAL;
     }
@@ -521,7 +523,8 @@ static int ensure_stream(Cluster *c, char *err, size_t errlen)
     return -EIO;
 }
 
-int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, kvStore **out, char *err, size_t errlen)
+int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int replicas, kvStore **out, char *err,
+                          size_t errlen)
 {
     if (js_KeyValue(out, c->js, name) == NATS_OK)
         return 0;
@@ -530,7 +533,7 @@ int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, kvStore 
     kc.Bucket = name;
     kc.History = 1;
     kc.TTL = ttl_ms * 1000000; /* nanoseconds; 0: none */
-    kc.Replicas = (int)c->cfg->cluster_replicas;
+    kc.Replicas = replicas ? replicas : (int)c->cfg->cluster_replicas;
     kc.StorageType = js_FileStorage;
     natsStatus s = js_CreateKeyValue(out, c->js, &kc);
     if (s == NATS_OK || js_KeyValue(out, c->js, name) == NATS_OK)
@@ -630,9 +633,9 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         if (!rc && !agreed)
             agreed = !(rc = cluster_agree(c, err, errlen));
         if (!rc && !c->leases)
-            rc = cluster_ensure_bucket(c, CLUSTER_LEASE_BUCKET, ttl, &c->leases, err, errlen);
+            rc = cluster_ensure_bucket(c, CLUSTER_LEASE_BUCKET, ttl, 0, &c->leases, err, errlen);
         if (!rc)
-            rc = cluster_ensure_bucket(c, CLUSTER_NODE_BUCKET, ttl, &c->nodes, err, errlen);
+            rc = cluster_ensure_bucket(c, CLUSTER_NODE_BUCKET, ttl, 0, &c->nodes, err, errlen);
         if (!rc || rc == -EINVAL) /* -EINVAL: other settings than the cluster's, which no retry mends */
             break;
         nats_Sleep(500);

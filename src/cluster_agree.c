@@ -9,7 +9,9 @@
  * two keys differ and reveals nothing of either. The existing stream's
  * replicas and storage and the lease bucket's TTL (what the first node
  * created them with) are compared too, which also covers a cluster
- * started before the record existed.
+ * started before the record existed. A node that differs creates
+ * nothing: the bucket is made (with the stream's replicas) only by a node
+ * whose settings match what exists.
  *
  * Threads: main (cluster_start), before the cluster thread exists. */
 #include "cluster_internal.h"
@@ -92,10 +94,11 @@ __attribute__((format(printf, 4, 5))) static void add_diff(char *err, size_t err
 
 #define DIFFERS_TAIL " (every node must have the cluster's; to change them, start a new cluster: docs/OPERATIONS.md)"
 
-/* What the first node created: the stream's replicas and storage, the
- * lease bucket's TTL (when it exists). -EINVAL with every difference in
- * err; -EIO: JetStream did not answer (retried by the caller). */
-static int compare_created(Cluster *c, char *err, size_t errlen, size_t *at)
+/* What the first node created: the stream's replicas (into
+ * *stream_replicas) and storage, the lease bucket's TTL (when it exists).
+ * Each difference appended to err (*at past them); -EIO: JetStream did
+ * not answer (retried by the caller). */
+static int compare_created(Cluster *c, char *err, size_t errlen, size_t *at, int *stream_replicas)
 {
     jsStreamInfo *si = NULL;
     natsStatus s = js_GetStreamInfo(&si, c->js, CLUSTER_STREAM, NULL, NULL);
@@ -103,6 +106,7 @@ static int compare_created(Cluster *c, char *err, size_t errlen, size_t *at)
         snprintf(err, errlen, "cannot read the stream %s: %s", CLUSTER_STREAM, natsStatus_GetText(s));
         return -EIO;
     }
+    *stream_replicas = (int)si->Config->Replicas;
     if (si->Config->Replicas != c->cfg->cluster_replicas)
         add_diff(err, errlen, at, "cluster.replicas is %lld here but %lld in %s", (long long)c->cfg->cluster_replicas,
                  (long long)si->Config->Replicas, "the stream " CLUSTER_STREAM);
@@ -160,7 +164,8 @@ static int read_record(kvStore *kv, Settings *theirs, char *err, size_t errlen)
 static int create_record(Cluster *c, kvStore *kv, const Settings *mine, Settings *theirs, char *err, size_t errlen,
                          size_t *at)
 {
-    int rc = compare_created(c, err, errlen, at);
+    int replicas;
+    int rc = compare_created(c, err, errlen, at, &replicas);
     if (rc || *at)
         return rc ? rc : -EINVAL;
     char *text = settings_json(mine);
@@ -184,6 +189,26 @@ static int create_record(Cluster *c, kvStore *kv, const Settings *mine, Settings
     return rc ? rc : 1;
 }
 
+/* The bucket AGREE_BUCKET into *kv: bound if it exists; else, only if
+ * what the first node created matches this node's settings, created with
+ * the stream's replicas (a refused node creates nothing). 0, -EINVAL
+ * (differences in err, *at past them), -EIO. */
+static int agree_bucket(Cluster *c, kvStore **kv, char *err, size_t errlen, size_t *at)
+{
+    natsStatus s = js_KeyValue(kv, c->js, AGREE_BUCKET);
+    if (s == NATS_OK)
+        return 0;
+    if (s != NATS_NOT_FOUND) {
+        snprintf(err, errlen, "cannot read the bucket %s: %s", AGREE_BUCKET, natsStatus_GetText(s));
+        return -EIO;
+    }
+    int replicas;
+    int rc = compare_created(c, err, errlen, at, &replicas);
+    if (rc || *at)
+        return rc ? rc : -EINVAL;
+    return cluster_ensure_bucket(c, AGREE_BUCKET, 0, replicas, kv, err, errlen);
+}
+
 int cluster_agree(Cluster *c, char *err, size_t errlen)
 {
     Settings mine, theirs;
@@ -191,7 +216,11 @@ int cluster_agree(Cluster *c, char *err, size_t errlen)
     size_t at = 0;
     err[0] = '\0';
     kvStore *kv = NULL;
-    int rc = cluster_ensure_bucket(c, AGREE_BUCKET, 0, &kv, err, errlen);
+    int rc = agree_bucket(c, &kv, err, errlen, &at);
+    if (rc == -EINVAL && at) {
+        snprintf(err + at, errlen - at, DIFFERS_TAIL);
+        return rc;
+    }
     if (rc)
         return rc;
     rc = read_record(kv, &theirs, err, errlen);

@@ -7,15 +7,19 @@
  * Keep-alive: a connection whose answer was complete (Content-Length, no
  * "Connection: close") goes back to a small pool per owner address, at
  * most POOL_PER_OWNER idle ones for each of POOL_OWNERS owners, each
- * closed once idle for POOL_IDLE_MS (well inside the owners'
- * server.connection_timeout_s). A pooled connection the owner has closed
+ * closed once idle for the caller's idle_ms (at most half the owners'
+ * server.connection_timeout_s, so never one the owner is closing). An
+ * answer must say where it ends: by Content-Length, or by the owner's
+ * close after "Connection: close"; a chunked one, or one with neither,
+ * is refused at once (-EPROTO) rather than read until the deadline (ltvd
+ * sends neither). A pooled connection the owner has closed
  * is seen (readable: its end, or bytes nobody asked for) and dropped
  * before use; one that breaks before a byte of the request was sent is
  * dropped and the request sent once more on a new connection. Once
  * anything was sent, a failure is the caller's (503 owner_unavailable).
  *
- * Threads: any (an HTTP thread, which waits for the owner: at most
- * timeout_ms). The pool is under its own lock, a leaf. Owns nothing past
+ * Threads: any (a forwarder thread, http_defer.h, which waits for the
+ * owner: at most timeout_ms; never an HTTP worker). The pool is under its own lock, a leaf. Owns nothing past
  * the call but out->body, the caller's, and the pooled sockets
  * (cluster_forward_close_all closes them). */
 #include "cluster.h"
@@ -101,7 +105,6 @@ static int send_all(int fd, const char *p, size_t n, int64_t deadline, size_t *s
 
 #define POOL_OWNERS CLUSTER_MEMBERS_MAX
 #define POOL_PER_OWNER 4
-#define POOL_IDLE_MS 5000
 
 typedef struct OwnerPool {
     struct sockaddr_in sa; /* meaningful while n > 0 */
@@ -118,12 +121,12 @@ static bool same_addr(const struct sockaddr_in *a, const struct sockaddr_in *b)
     return a->sin_addr.s_addr == b->sin_addr.s_addr && a->sin_port == b->sin_port;
 }
 
-/* Under pool_lock: closes op's connections idle too long. */
-static void pool_expire(OwnerPool *op, int64_t now)
+/* Under pool_lock: closes op's connections idle idle_ms or longer. */
+static void pool_expire(OwnerPool *op, int64_t now, int idle_ms)
 {
     size_t kept = 0;
     for (size_t i = 0; i < op->n; i++) {
-        if (now - op->since_ms[i] >= POOL_IDLE_MS) {
+        if (now - op->since_ms[i] >= idle_ms) {
             close(op->fd[i]);
             continue;
         }
@@ -134,7 +137,7 @@ static void pool_expire(OwnerPool *op, int64_t now)
 }
 
 /* An idle connection to sa that still looks open, or -1. */
-static int pool_take(const struct sockaddr_in *sa)
+static int pool_take(const struct sockaddr_in *sa, int idle_ms)
 {
     for (int tries = 0; tries <= POOL_PER_OWNER; tries++) {
         int fd = -1;
@@ -142,7 +145,7 @@ static int pool_take(const struct sockaddr_in *sa)
         pthread_mutex_lock(&pool_lock);
         for (size_t k = 0; k < POOL_OWNERS && fd < 0; k++) {
             OwnerPool *op = &pool[k];
-            pool_expire(op, now);
+            pool_expire(op, now, idle_ms);
             if (op->n && same_addr(&op->sa, sa))
                 fd = op->fd[--op->n]; /* the newest: the least likely to be closed by the owner */
         }
@@ -160,14 +163,14 @@ static int pool_take(const struct sockaddr_in *sa)
 }
 
 /* Keeps fd for the next request to sa, or closes it if the pool is full. */
-static void pool_give(const struct sockaddr_in *sa, int fd)
+static void pool_give(const struct sockaddr_in *sa, int fd, int idle_ms)
 {
     int64_t now = mono_ms();
     OwnerPool *slot = NULL;
     pthread_mutex_lock(&pool_lock);
     for (size_t k = 0; k < POOL_OWNERS; k++) {
         OwnerPool *op = &pool[k];
-        pool_expire(op, now);
+        pool_expire(op, now, idle_ms);
         if (op->n && same_addr(&op->sa, sa)) {
             slot = op;
             break;
@@ -200,12 +203,13 @@ void cluster_forward_close_all(void)
 /* ---- one request ---------------------------------------------------------- */
 
 /* In the answer's head (hlen bytes): its Content-Length (-1 when absent;
- * 0 for 204 and 304, which have no body) and whether the owner closes the
- * connection after it. */
-static void head_fields(const unsigned char *head, size_t hlen, long long *cl, bool *closes)
+ * 0 for 204 and 304, which have no body), whether the owner closes the
+ * connection after it and whether it comes chunked. */
+static void head_fields(const unsigned char *head, size_t hlen, long long *cl, bool *closes, bool *chunked)
 {
     *cl = -1;
     *closes = false;
+    *chunked = false;
     int status = 0;
     if (hlen > 12 && sscanf((const char *)head, "HTTP/1.%*c %3d", &status) == 1 && (status == 204 || status == 304))
         *cl = 0;
@@ -223,19 +227,22 @@ static void head_fields(const unsigned char *head, size_t hlen, long long *cl, b
                 *cl = (long long)v;
             else if (strncasecmp(line, "Connection:", 11) == 0 && strcasestr(line + 11, "close"))
                 *closes = true;
+            else if (strncasecmp(line, "Transfer-Encoding:", 18) == 0)
+                *chunked = true;
         }
         p += n + 1;
     }
 }
 
 /* Reads one answer into resp: up to its Content-Length, or to the end of
- * the connection when it has none. *reusable: the connection can carry
- * the next request. */
+ * the connection when it has none and says "Connection: close"; -EPROTO
+ * at once for a chunked answer or one that says neither. *reusable: the
+ * connection can carry the next request. */
 static int read_reply(int fd, int64_t deadline, ByteBuf *resp, bool *reusable)
 {
     size_t hlen = 0;
     long long cl = -1;
-    bool closes = false, eof = false;
+    bool closes = false, chunked = false, eof = false;
     *reusable = false;
     while (!(hlen && cl >= 0 && resp->len >= hlen + (size_t)cl)) {
         int rc = wait_fd(fd, POLLIN, deadline);
@@ -262,7 +269,9 @@ static int read_reply(int fd, int64_t deadline, ByteBuf *resp, bool *reusable)
                                             "\r\n\r\n", 4);
             if (e) {
                 hlen = (size_t)(e - resp->p) + 4;
-                head_fields(resp->p, hlen, &cl, &closes);
+                head_fields(resp->p, hlen, &cl, &closes, &chunked);
+                if (chunked || (cl < 0 && !closes))
+                    return -EPROTO; /* no end this reader can find before the deadline */
             }
         }
     }
@@ -320,7 +329,7 @@ static int open_conn(const struct sockaddr_in *sa, int64_t deadline)
 }
 
 int cluster_forward(const char *base_url, const char *method, const char *path, const char *auth,
-                    const char *body, size_t len, int timeout_ms, ClusterReply *out)
+                    const char *body, size_t len, int timeout_ms, int idle_ms, ClusterReply *out)
 {
     memset(out, 0, sizeof *out);
     struct sockaddr_in sa;
@@ -337,7 +346,7 @@ int cluster_forward(const char *base_url, const char *method, const char *path, 
         return -EINVAL;
     int rc;
     for (int attempt = 0;; attempt++) {
-        int fd = attempt == 0 ? pool_take(&sa) : -1;
+        int fd = attempt == 0 ? pool_take(&sa, idle_ms) : -1;
         bool pooled = fd >= 0;
         if (!pooled && (fd = open_conn(&sa, deadline)) < 0)
             return fd;
@@ -353,7 +362,7 @@ int cluster_forward(const char *base_url, const char *method, const char *path, 
             rc = parse_reply(&resp, out);
         bytebuf_free(&resp);
         if (!rc && reusable)
-            pool_give(&sa, fd);
+            pool_give(&sa, fd, idle_ms);
         else
             close(fd);
         /* a pooled connection found broken before anything went out: once

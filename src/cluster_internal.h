@@ -88,9 +88,10 @@ struct Cluster {
 
 int64_t cluster_now_ms(void);
 /* Main: binds the key-value bucket name, or creates it (history 1, file
- * storage, cluster.replicas, entries gone ttl_ms after their last put; 0:
- * kept). 0 or -EIO with why in err. */
-int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, kvStore **out, char *err, size_t errlen);
+ * storage, replicas copies, 0: cluster.replicas; entries gone ttl_ms after
+ * their last put, 0: kept). 0 or -EIO with why in err. */
+int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int replicas, kvStore **out, char *err,
+                          size_t errlen);
 /* cluster_agree.c, main, at start: 0 if this node's cluster.partitions,
  * hash_key, replicas and lease_ms are the cluster's (the first node to
  * start records its own); -EINVAL naming every key that differs, with

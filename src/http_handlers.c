@@ -1,6 +1,7 @@
 /* http_handlers: the handlers of the shoppers' and events' routes (events,
  * a shopper's prediction and summary, its erasure, batch predictions, the
- * cluster map), with cluster mode's forwarding to a shopper's owner; and
+ * cluster map; cluster mode's forwarding to a shopper's owner is
+ * http_cluster.c); and
  * http_parse_json, the JSON body parser every handler that takes a body
  * uses (http_admin.c's rollback too). The model and operations routes are
  * http_admin.c, the population reports and the dashboard http_reports.c.
@@ -9,7 +10,8 @@
  * (http_render.c) to http_send*. No routing, auth, JSON writing or
  * libmicrohttpd here.
  *
- * Threads: the libmicrohttpd thread of the call. Owns nothing past the
+ * Threads: the libmicrohttpd thread of the call (or a forwarder's, for a
+ * batch http_cluster.c deferred). Owns nothing past the
  * call: parsed JSON and scratch arrays are freed before returning. */
 #include "http_handlers.h"
 
@@ -20,6 +22,7 @@
 #include <string.h>
 
 #include "cluster.h"
+#include "http_cluster.h"
 #include "events.h"
 #include "timeutil.h"
 
@@ -67,62 +70,6 @@ cJSON *http_parse_json(HttpCall *c, int *ret)
     return root;
 }
 
-/* ---- cluster mode (cluster.h, docs/CLUSTER.md) --------------------------- */
-
-/* A forwarded read waits this long for the owner. */
-#define FORWARD_TIMEOUT_MS 5000
-
-/* A local answer; in cluster mode it names the owner (this node). */
-static int send_owned(HttpCall *c, int status, TextBuf *r)
-{
-    if (!c->cluster)
-        return http_send_json(c, status, r);
-    return http_send(c, status, r, "application/json", "X-Ltvd-Owner", cluster_node_id(c->cluster));
-}
-
-/* The owner's answer, relayed as it came (status and JSON body), naming it. */
-static int relay(HttpCall *c, ClusterReply *rep, const char *owner)
-{
-    TextBuf r = {.b = rep->body};
-    rep->body = (ByteBuf){0};
-    if (rep->status == 204)
-        return http_send_json(c, 204, &r);
-    return http_send(c, rep->status, &r, "application/json", "X-Ltvd-Owner", owner);
-}
-
-/* Cluster mode, a request about shopper c->id: true (and *ret) when it was
- * answered here: forwarded to the owner (path, with its query), or 503
- * when the shopper's partition has no live owner right now (it is moving,
- * or a forwarded request reached a node that no longer owns it). False:
- * this node owns it (or not cluster mode), answer locally. */
-static bool answered_by_owner(HttpCall *c, const char *path, int *ret)
-{
-    if (!c->cluster)
-        return false;
-    uint32_t p = cluster_partition_of(c->cluster, c->id, c->id_len);
-    bool self;
-    char node[CLUSTER_NODE_MAX], url[CLUSTER_URL_MAX];
-    int rc = cluster_owner(c->cluster, p, &self, node, url);
-    if (!rc && self)
-        return false;
-    if (rc || http_header(c, "X-Ltvd-Forwarded")) {
-        *ret = http_send_error(c, 503, "partition_unavailable",
-                               "the shopper's partition has no owner right now (it is moving to another node); retry",
-                               NULL, 0);
-        return true;
-    }
-    ClusterReply rep;
-    rc = cluster_forward(url, c->method, path, http_header(c, "Authorization"), c->body, c->body_len,
-                         FORWARD_TIMEOUT_MS, &rep);
-    if (rc) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "the shopper's owner (node %s at %s) did not answer: %s", node, url, strerror(-rc));
-        *ret = http_send_error(c, 503, "owner_unavailable", msg, NULL, 0);
-        return true;
-    }
-    *ret = relay(c, &rep, node);
-    return true;
-}
 
 /* Percent-encodes s for a query value into out (cap). */
 static void query_escape(const char *s, char *out, size_t cap)
@@ -240,7 +187,7 @@ int handle_user_ltv(HttpCall *c)
         snprintf(path, sizeof path, "%s?explain=%s%s%s", c->url, explain ? "true" : "false", q[0] ? "&as_of=" : "",
                  q);
     int ret;
-    if (answered_by_owner(c, path, &ret))
+    if (http_answered_by_owner(c, path, &ret))
         return ret;
     PredictionView pv;
     TextBuf r = {0};
@@ -252,7 +199,7 @@ int handle_user_ltv(HttpCall *c)
         service_predict(c->svc, c->id, c->id_len, as_of, &pv);
         render_prediction(&r, &pv);
     }
-    return send_owned(c, 200, &r);
+    return http_send_owned(c, 200, &r);
 }
 
 /* as_of of a batch body: absent or null (now), an RFC 3339 or Unix-seconds
@@ -269,135 +216,6 @@ static int batch_as_of(const cJSON *v, int64_t *out)
     return -EINVAL;
 }
 
-
-/* One remote owner's share of a batch: which ids (their positions in the
- * request) and, once it answered, its predictions in that order. */
-typedef struct BatchShare {
-    char node[CLUSTER_NODE_MAX], url[CLUSTER_URL_MAX];
-    cJSON *ids;     /* the body's user_ids */
-    cJSON *answer;  /* the owner's parsed answer */
-    const cJSON *next; /* its next prediction to merge */
-} BatchShare;
-
-/* POST /v1/ltv/batch in cluster mode: the ids this node owns are predicted
- * here, the others sent to their owners (one request per owner, with the
- * same as_of), and the answers merged in the request's order. ids (n,) are
- * valid; pos (n,) and pv (n,) are scratch. */
-static int cluster_batch(HttpCall *c, const cJSON *as_of_item, const char **idv, const size_t *lens, size_t n,
-                         int64_t as_of, PredictionView *pv, int *owner_of)
-{
-    BatchShare shares[CLUSTER_MEMBERS_MAX];
-    size_t nshares = 0, nlocal = 0;
-    int ret = 0;
-    bool forwarded = http_header(c, "X-Ltvd-Forwarded") != NULL;
-    for (size_t i = 0; i < n; i++) {
-        bool self;
-        char node[CLUSTER_NODE_MAX], url[CLUSTER_URL_MAX];
-        uint32_t p = cluster_partition_of(c->cluster, idv[i], lens[i]);
-        if (cluster_owner(c->cluster, p, &self, node, url) || (!self && forwarded)) {
-            ret = http_send_error(c, 503, "partition_unavailable",
-                                  "a shopper's partition has no owner right now (it is moving to another node); retry",
-                                  NULL, 0);
-            goto out;
-        }
-        if (self) {
-            owner_of[i] = -1;
-            nlocal++;
-            continue;
-        }
-        size_t k = 0;
-        while (k < nshares && strcmp(shares[k].node, node) != 0)
-            k++;
-        if (k == nshares) {
-            if (nshares == CLUSTER_MEMBERS_MAX) {
-                ret = http_send_error(c, 500, "internal", "too many owners", NULL, 0);
-                goto out;
-            }
-            memset(&shares[k], 0, sizeof shares[k]);
-            snprintf(shares[k].node, sizeof shares[k].node, "%s", node);
-            snprintf(shares[k].url, sizeof shares[k].url, "%s", url);
-            shares[k].ids = cJSON_CreateArray();
-            nshares++;
-        }
-        owner_of[i] = (int)k;
-        cJSON_AddItemToArray(shares[k].ids, cJSON_CreateStringReference(idv[i]));
-    }
-    for (size_t k = 0; k < nshares; k++) {
-        cJSON *body = cJSON_CreateObject();
-        cJSON_AddItemReferenceToObject(body, "user_ids", shares[k].ids);
-        if (as_of_item)
-            cJSON_AddItemToObject(body, "as_of", cJSON_Duplicate(as_of_item, true));
-        char *text = cJSON_PrintUnformatted(body);
-        cJSON_Delete(body);
-        ClusterReply rep;
-        int rc = text ? cluster_forward(shares[k].url, "POST", "/v1/ltv/batch", http_header(c, "Authorization"), text,
-                                        strlen(text), FORWARD_TIMEOUT_MS, &rep)
-                      : -ENOMEM;
-        free(text);
-        if (rc) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "an owner (node %s at %s) did not answer: %s", shares[k].node, shares[k].url,
-                     strerror(-rc));
-            ret = http_send_error(c, 503, "owner_unavailable", msg, NULL, 0);
-            goto out;
-        }
-        if (rep.status != 200) { /* its error is the request's */
-            ret = relay(c, &rep, shares[k].node);
-            goto out;
-        }
-        shares[k].answer = cJSON_ParseWithLength((const char *)rep.body.p, rep.body.len);
-        bytebuf_free(&rep.body);
-        const cJSON *preds = cJSON_GetObjectItemCaseSensitive(shares[k].answer, "predictions");
-        if (!cJSON_IsArray(preds) || cJSON_GetArraySize(preds) != cJSON_GetArraySize(shares[k].ids)) {
-            ret = http_send_error(c, 503, "owner_unavailable", "an owner's answer could not be read", NULL, 0);
-            goto out;
-        }
-        shares[k].next = preds->child;
-    }
-    /* local ones: one lock, one model, packed at the front of idv's copy */
-    const char **lid = malloc((nlocal + 1) * sizeof *lid);
-    size_t *llen = malloc((nlocal + 1) * sizeof *llen);
-    if (!lid || !llen) {
-        free(lid);
-        free(llen);
-        ret = http_send_error(c, 500, "internal", "out of memory", NULL, 0);
-        goto out;
-    }
-    for (size_t i = 0, j = 0; i < n; i++)
-        if (owner_of[i] < 0) {
-            lid[j] = idv[i];
-            llen[j++] = lens[i];
-        }
-    service_predict_many(c->svc, lid, llen, nlocal, as_of, pv);
-    free(lid);
-    free(llen);
-    TextBuf r = {0};
-    TEXT_LIT(&r, "{\"predictions\":[");
-    for (size_t i = 0, j = 0; i < n; i++) {
-        if (i)
-            TEXT_LIT(&r, ",");
-        if (owner_of[i] < 0) {
-            render_prediction(&r, &pv[j++]);
-            continue;
-        }
-        BatchShare *sh = &shares[owner_of[i]];
-        char *item = cJSON_PrintUnformatted(sh->next);
-        if (item)
-            textbuf_append(&r, item, strlen(item));
-        else
-            r.err = -ENOMEM;
-        free(item);
-        sh->next = sh->next->next;
-    }
-    TEXT_LIT(&r, "]}");
-    ret = send_owned(c, 200, &r);
-out:
-    for (size_t k = 0; k < nshares; k++) {
-        cJSON_Delete(shares[k].ids);
-        cJSON_Delete(shares[k].answer);
-    }
-    return ret;
-}
 
 int handle_ltv_batch(HttpCall *c)
 {
@@ -452,7 +270,7 @@ int handle_ltv_batch(HttpCall *c)
     }
     if (c->cluster) {
         int *owner_of = malloc((n + 1) * sizeof *owner_of); /* (n,) */
-        ret = owner_of ? cluster_batch(c, cJSON_GetObjectItemCaseSensitive(root, "as_of"), idv, lens, n, as_of, pv,
+        ret = owner_of ? http_cluster_batch(c, cJSON_GetObjectItemCaseSensitive(root, "as_of"), idv, lens, n, as_of, pv,
                                        owner_of)
                        : http_send_error(c, 500, "internal", "out of memory", NULL, 0);
         free(owner_of);
@@ -475,14 +293,14 @@ out:
 int handle_user_get(HttpCall *c)
 {
     int ret;
-    if (answered_by_owner(c, c->url, &ret))
+    if (http_answered_by_owner(c, c->url, &ret))
         return ret;
     UserSummaryView v;
     if (service_user_summary(c->svc, c->id, c->id_len, &v))
         return http_send_error(c, 404, "not_found", "unknown user", NULL, 0);
     TextBuf r = {0};
     render_user(&r, c->id, c->id_len, &v);
-    return send_owned(c, 200, &r);
+    return http_send_owned(c, 200, &r);
 }
 
 int handle_user_delete(HttpCall *c)

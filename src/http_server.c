@@ -1,15 +1,18 @@
 /* http_server: ltvd's HTTP server on libmicrohttpd. Start and stop, the
  * per-request context, feeding each body to http_body.c (which caps it by
- * limits.max_body_bytes and the body budget), queuing answers, and holding
- * the answers of writes until the write-ahead log has them durable (group
- * commit), then resuming them. The only file
- * that talks to libmicrohttpd (http_call.c holds the answers and helpers
- * that need none of it); routing and handling are http_routes.c and
- * the handlers (http_handlers.c, http_admin.c, http_reports.c).
+ * limits.max_body_bytes and the body budget) and queuing answers; the
+ * answers that wait on a suspended connection (a write's until the log has
+ * it durable, a read's until a forwarder has the owner's answer) are
+ * http_wait.c's. With http_wait.c the only file that talks to
+ * libmicrohttpd (http_call.c holds the answers and helpers that need none
+ * of it); routing and handling are http_routes.c and the handlers
+ * (http_handlers.c, http_cluster.c, http_admin.c, http_reports.c).
  *
  * Threads: libmicrohttpd's internal poll thread (or server.threads of them)
  * runs on_request and on_completed; the WAL flusher thread calls
- * http_on_durable; the main thread starts, drains and stops. The held list
+ * http_on_durable; the forwarder threads (cluster mode, http_defer.h) run
+ * deferred requests and resume their connections; the main thread starts,
+ * drains and stops. The held list
  * is guarded by held_lock, last in the lock order but for libmicrohttpd's
  * own (docs/ARCHITECTURE.md): http_on_durable may run with the store lock
  * held (a snapshot's wal_rotate syncs the log) or the log's io_lock held
@@ -52,51 +55,10 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "hash.h"
-#include "http_body.h"
+#include "http_internal.h"
 #include "http_routes.h"
-#include "http_server.h"
-#include "log.h"
 #include "timeutil.h"
 
-/* Per-request context, created on the handler's first call. */
-typedef struct HttpRequest {
-    uint64_t t0;
-    char request_id[LOG_REQUEST_ID_MAX + 1];
-    char method[16];      /* for the access log, cut to fit */
-    bool has_user;        /* the route holds a {user_id}: user_hash is its keyed hash */
-    uint64_t user_hash;
-    bool logged;          /* its access log line is out (or was not due) */
-    HttpBody body;        /* its max: limits.max_body_bytes when the request came */
-    int route;
-    bool answered_early;  /* refused on the first call, before the body */
-    /* a write whose answer waits for the log (group commit) */
-    bool held;
-    bool linked;          /* in the held list (guarded by held_lock) */
-    bool abandoned;       /* resumed by http_stop, not by the log */
-    int held_status;
-    TextBuf held_reply;
-    uint64_t wait_seq;
-    struct MHD_Connection *conn;
-    struct HttpRequest *next_held;
-} HttpRequest;
-
-struct HttpServer {
-    struct MHD_Daemon *daemon;
-    const LtvdConfig *cfg;
-    Service *svc;
-    Metrics *metrics;
-    _Atomic(Cluster *) cluster;  /* cluster mode: set once by main before ltvd is ready; NULL otherwise */
-    pthread_mutex_t held_lock; /* guards held, nheld, stopping and each request's linked */
-    HttpRequest *held;         /* suspended connections waiting for the log */
-    size_t nheld;
-    bool stopping;             /* http_stop began: nothing is held any more */
-    atomic_bool draining;
-    HttpBodyBudget budget;         /* limits.max_inflight_body_bytes, bodies in flight */
-    atomic_int abandoned;          /* resumed by http_stop and not yet answered */
-    atomic_uint_fast64_t next_request_id; /* from a random start; mixed into the ids made here */
-    HashKey user_key;              /* the access log's user hash key, random per process */
-};
 
 /* ---- answering --------------------------------------------------------- */
 
@@ -104,6 +66,10 @@ struct HttpServer {
  * NULL): http_send's body. */
 static int send_with(HttpCall *c, int status, TextBuf *b, const char *content_type, const char *const *hdrs)
 {
+    if (c->capture) {
+        c->status = status;
+        return http_answer_capture(c->capture, status, b, content_type, hdrs);
+    }
     if (b->err) {
         textbuf_free(b);
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
@@ -151,121 +117,25 @@ int http_send_page(HttpCall *c, int status, TextBuf *b, const char *content_type
     return send_with(c, status, b, content_type, hdrs);
 }
 
-int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b)
-{
-    HttpServer *h = c->server;
-    HttpRequest *req = c->req;
-    if (seq) {
-        pthread_mutex_lock(&h->held_lock);
-        if (!service_durable(h->svc, seq) && service_log_failed(h->svc)) {
-            /* the failure's wake-up (http_on_durable) may have run already:
-             * holding now would wait for ever */
-            pthread_mutex_unlock(&h->held_lock);
-            textbuf_free(b);
-            return http_send_error(c, 503, "storage_failed", "the write-ahead log failed before the write was durable",
-                                   NULL, 0);
-        }
-        if (!service_durable(h->svc, seq) && h->stopping) {
-            /* http_stop released the held list: a connection suspended
-             * now would reach MHD_stop_daemon suspended */
-            pthread_mutex_unlock(&h->held_lock);
-            textbuf_free(b);
-            return http_send_error(c, 503, "not_ready", "shutting down before the write was durable", NULL, 0);
-        }
-        if (!service_durable(h->svc, seq)) {
-            req->held = true;
-            req->linked = true;
-            req->held_status = status;
-            req->held_reply = *b;
-            *b = (TextBuf){0};
-            req->wait_seq = seq;
-            req->conn = c->conn;
-            req->next_held = h->held;
-            h->held = req;
-            h->nheld++;
-            MHD_suspend_connection(c->conn);
-            pthread_mutex_unlock(&h->held_lock);
-            atomic_fetch_add_explicit(&h->metrics->durable_waits, 1, memory_order_relaxed);
-            return 0;
-        }
-        pthread_mutex_unlock(&h->held_lock);
-    }
-    return http_send_json(c, status, b);
-}
-
-void http_on_durable(void *arg, uint64_t seq)
-{
-    HttpServer *h = arg;
-    pthread_mutex_lock(&h->held_lock);
-    for (HttpRequest **pp = &h->held; *pp;) {
-        HttpRequest *req = *pp;
-        if (req->wait_seq <= seq) {
-            *pp = req->next_held;
-            h->nheld--;
-            req->linked = false;
-            MHD_resume_connection(req->conn);
-        } else {
-            pp = &req->next_held;
-        }
-    }
-    pthread_mutex_unlock(&h->held_lock);
-}
-
-size_t http_pending(HttpServer *h)
-{
-    pthread_mutex_lock(&h->held_lock);
-    size_t n = h->nheld;
-    pthread_mutex_unlock(&h->held_lock);
-    return n;
-}
-
 void http_drain(HttpServer *h) { atomic_store(&h->draining, true); }
-
-/* Takes req out of the held list. held_lock held. */
-static void held_unlink(HttpServer *h, HttpRequest *req)
-{
-    for (HttpRequest **pp = &h->held; *pp; pp = &(*pp)->next_held) {
-        if (*pp == req) {
-            *pp = req->next_held;
-            h->nheld--;
-            req->linked = false;
-            return;
-        }
-    }
-}
-
-/* Resumes every held request to be answered without waiting for the log
- * any longer (503 not_ready unless it became durable meanwhile), and
- * holds none from now on. Returns how many were resumed. */
-static size_t held_release_all(HttpServer *h)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&h->held_lock);
-    h->stopping = true;
-    while (h->held) {
-        HttpRequest *req = h->held;
-        h->held = req->next_held;
-        h->nheld--;
-        req->linked = false;
-        req->abandoned = true;
-        atomic_fetch_add(&h->abandoned, 1);
-        MHD_resume_connection(req->conn);
-        n++;
-    }
-    pthread_mutex_unlock(&h->held_lock);
-    return n;
-}
 
 /* ---- reading the request ----------------------------------------------- */
 
 const char *http_header(const HttpCall *c, const char *name)
 {
+    if (!c->conn) {
+        for (const char *const *p = c->headers; p && p[0]; p += 2)
+            if (strcasecmp(p[0], name) == 0)
+                return p[1];
+        return NULL;
+    }
     return MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, name);
 }
 
 int http_query(const HttpCall *c, const char *name, char *buf, size_t cap)
 {
-    return http_query_decode(MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name), buf, cap);
+    return http_query_decode(c->conn ? MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name) : NULL,
+                             buf, cap);
 }
 
 /* libmicrohttpd would decode the path before routing, turning a%2Fb into a
@@ -338,11 +208,7 @@ static void request_note_route(HttpServer *h, HttpRequest *req, const HttpCall *
                              : hash_siphash(&h->user_key, c->param, c->param_len, 2, 4);
 }
 
-/* The request's one access log line (if server.access_log is on now):
- * method, route template, user hash, status, microseconds since its first
- * byte, and how it ended (how: "early", "held", "aborted" or NULL). The
- * request id comes from the thread's (log_set_request_id). */
-static void access_log(HttpServer *h, HttpRequest *req, int status, const char *how)
+void http_access_log(HttpServer *h, HttpRequest *req, int status, const char *how)
 {
     if (req->logged)
         return;
@@ -388,29 +254,6 @@ static bool announces_body(struct MHD_Connection *conn, int64_t *declared)
 
 /* ---- libmicrohttpd callbacks ------------------------------------------- */
 
-/* The answer of a held write, once its connection is resumed. */
-static enum MHD_Result send_held(HttpServer *h, HttpCall *call, HttpRequest *req)
-{
-    req->held = false;
-    int rc;
-    if (req->abandoned)
-        atomic_fetch_sub(&h->abandoned, 1);
-    bool durable = service_durable(h->svc, req->wait_seq); /* durable wins: a later failure is not this write's */
-    if (req->abandoned && !durable && !service_log_failed(h->svc)) {
-        textbuf_free(&req->held_reply);
-        rc = http_send_error(call, 503, "not_ready", "shutting down before the write was durable", NULL, 0);
-    } else if (!durable && service_log_failed(h->svc)) {
-        textbuf_free(&req->held_reply);
-        rc = http_send_error(call, 503, "storage_failed", "the write-ahead log failed before the write was durable",
-                             NULL, 0);
-    } else {
-        rc = http_send_json(call, req->held_status, &req->held_reply);
-    }
-    metrics_observe(h->metrics, req->route, call->status, time_mono_ns() - req->t0);
-    access_log(h, req, call->status, "held");
-    return rc ? MHD_NO : MHD_YES;
-}
-
 /* The call handed to routing and the handlers, with an empty body. */
 static HttpCall call_of(HttpServer *h, struct MHD_Connection *conn, HttpRequest *req, const char *method,
                         const char *url)
@@ -453,7 +296,7 @@ static enum MHD_Result screen(HttpServer *h, struct MHD_Connection *conn, HttpRe
     req->answered_early = true;
     atomic_fetch_add_explicit(&h->metrics->http_rejected[reason], 1, memory_order_relaxed);
     metrics_observe(h->metrics, call.route, call.status, time_mono_ns() - req->t0);
-    access_log(h, req, call.status, "early");
+    http_access_log(h, req, call.status, "early");
     return rc ? MHD_NO : MHD_YES;
 }
 
@@ -485,13 +328,15 @@ static enum MHD_Result request_step(HttpServer *h, struct MHD_Connection *conn, 
     call.body_too_large = req->body.too_large;
     call.route = req->route; /* the screen's, for an overloaded chunked body; the router sets it again */
     if (req->held)
-        return send_held(h, &call, req); /* resumed: the log holds its records (or failed) */
+        return http_send_held(h, &call, req); /* resumed: the log holds its records (or failed) */
+    if (req->deferred)
+        return http_send_deferred(h, &call, req); /* resumed: its forwarder has the answer */
     int rc = req->body.overloaded ? http_body_send_overloaded(&call) : http_dispatch(&call);
     request_note_route(h, req, &call);
-    if (req->held)
+    if (req->held || req->deferred)
         return MHD_YES; /* answered (measured, logged) once resumed */
     metrics_observe(h->metrics, call.route, call.status, time_mono_ns() - req->t0);
-    access_log(h, req, call.status, NULL);
+    http_access_log(h, req, call.status, NULL);
     return rc ? MHD_NO : MHD_YES;
 }
 
@@ -528,7 +373,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         /* never answered: the client went away (a held write's too), a
          * timeout, an error, or the daemon stopping */
         log_set_request_id(req->request_id);
-        access_log(h, req, 0, "aborted");
+        http_access_log(h, req, 0, "aborted");
         log_set_request_id(NULL);
     }
     if (req->held) {
@@ -536,10 +381,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
          * it may still be linked, where http_on_durable would find it */
         pthread_mutex_lock(&h->held_lock);
         if (req->linked)
-            held_unlink(h, req);
+            http_held_unlink(h, req);
         pthread_mutex_unlock(&h->held_lock);
         if (req->abandoned)
             atomic_fetch_sub(&h->abandoned, 1);
+    }
+    if (req->deferred) { /* resumed, then ended before its answer went out */
+        http_deferred_free(req->deferred);
+        atomic_fetch_sub(&h->deferred, 1);
     }
     http_body_end(&h->budget, &req->body);
     textbuf_free(&req->held_reply);
@@ -610,10 +459,18 @@ void http_stop(HttpServer *h)
         /* libmicrohttpd aborts on a connection still suspended: answer the
          * held ones now (not durable in time: 503), and give the resumed
          * a bounded moment to get their answer queued and sent */
-        if (held_release_all(h)) {
+        if (http_held_release_all(h)) {
             for (int i = 0; i < 100 && atomic_load(&h->abandoned) > 0; i++)
                 usleep(10000);
             usleep(20000); /* queued: let the poll thread write them out */
+        }
+        /* the forwarders finish their jobs (each within its timeout) and
+         * answer the queued ones 503: every deferred connection resumed */
+        defer_pool_stop(h->defer);
+        if (atomic_load(&h->deferred) > 0) {
+            for (int i = 0; i < 100 && atomic_load(&h->deferred) > 0; i++)
+                usleep(10000);
+            usleep(20000);
         }
         MHD_stop_daemon(h->daemon);
         h->daemon = NULL;
@@ -625,6 +482,7 @@ void http_destroy(HttpServer *h)
     if (!h)
         return;
     http_stop(h);
+    defer_pool_free(h->defer);
     pthread_mutex_destroy(&h->held_lock);
     free(h);
 }
@@ -635,4 +493,3 @@ uint16_t http_port(HttpServer *h)
     return i ? i->port : 0;
 }
 
-void http_set_cluster(HttpServer *h, Cluster *cluster) { atomic_store(&h->cluster, cluster); }

@@ -20,6 +20,7 @@
 
 struct MHD_Connection;
 struct HttpRequest;
+struct HttpAnswer;
 
 typedef struct HttpCall {
     /* borrowed from the server for the call */
@@ -43,6 +44,11 @@ typedef struct HttpCall {
     size_t id_len;
     /* set by http_send*: the status queued, 0 while none */
     int status;
+    /* a detached call (http_defer.h), run off libmicrohttpd's threads: conn
+     * is NULL, http_send* keeps its answer here, http_header reads headers
+     * (name, value, ..., NULL) and http_query finds nothing */
+    struct HttpAnswer *capture;
+    const char *const *headers;
 } HttpCall;
 
 /* Every http_send* returns 0 once the answer is queued, -EIO if
@@ -66,6 +72,15 @@ int http_send_error(HttpCall *c, int status, const char *code, const char *messa
  * connection once http_on_durable reports seq (503 storage_failed if the
  * log failed meanwhile). */
 int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b);
+
+/* Answers c later, off libmicrohttpd's threads: c's connection is
+ * suspended and fn(dc, arg) runs on a forwarder thread with dc a detached
+ * copy of c (http_defer.h); its answer is sent once it returns. free_arg
+ * (if not NULL) frees arg in any case. Answers at once instead: 503
+ * overloaded (Retry-After: 1) when the forwarders' queue is full, 503
+ * not_ready when stopping, 500 without memory. 0 or -EIO. */
+typedef void HttpDeferFn(HttpCall *dc, void *arg);
+int http_defer(HttpCall *c, HttpDeferFn *fn, void *arg, void (*free_arg)(void *));
 
 /* A request header, NULL if absent. Valid for the call. */
 const char *http_header(const HttpCall *c, const char *name);

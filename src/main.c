@@ -567,7 +567,13 @@ int main(int argc, char **argv)
             return 1;
         }
         service_history_init(app.svc);
-        http_set_cluster(app.http, app.cluster);
+        if ((rc = http_set_cluster(app.http, app.cluster)) != 0) {
+            log_msg(LOG_ERROR, "cannot start the forwarder threads: not starting", "error=\"%s\"", strerror(-rc));
+            http_destroy(app.http);
+            cluster_stop(app.cluster);
+            service_destroy(app.svc);
+            return 1;
+        }
         service_set_ready(app.svc, true);
         log_msg(LOG_INFO, "ready", "mode=cluster node=%s", cluster_node_id(app.cluster));
         uv_run(app.loop, UV_RUN_DEFAULT);

@@ -290,3 +290,71 @@ class Haproxy:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+class Attempt:
+    """An ltvd node started on its own (not through LtvdProcess, which
+    expects it to come up): polls its /readyz until it is ready or exits,
+    remembering whether /readyz ever answered 200."""
+
+    def __init__(self, binary, lc, name, **changes):
+        self.settings = lc.node_settings(name)
+        self.settings.update({"server.bind": "127.0.0.1", "server.port": str(free_port())})
+        self.settings.update({f"cluster.{k}": str(v) for k, v in changes.items()})
+        self.tmp = tempfile.TemporaryDirectory(prefix="ltvd-test-")
+        self.settings["storage.dir"] = self.tmp.name
+        args = [binary] + [a for k, v in self.settings.items() for a in ("--set", f"{k}={v}")]
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.was_ready = False
+
+    def ready(self):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", int(self.settings["server.port"]), timeout=scaled(5))
+            conn.request("GET", "/readyz")
+            self.was_ready = self.was_ready or conn.getresponse().status == 200
+            conn.close()
+        except OSError:
+            pass
+        return self.was_ready
+
+    def logs(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def close(self):
+        """SIGTERM, then SIGKILL if it has not exited in time: never left
+        running, whatever the test's outcome."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(scaled(20))
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(scaled(20))
+                    raise AssertionError("a node did not exit within 20 s of SIGTERM:\n" + tail(self.logs()))
+        finally:
+            self.tmp.cleanup()
+
+
+def settle(attempts, timeout=40):
+    """Waits until each attempt is ready or has exited."""
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        if all(a.proc.poll() is not None or a.ready() for a in attempts):
+            return
+        time.sleep(0.1)
+    raise AssertionError("a node neither joined nor exited: " + tail(attempts[0].logs()))
+
+
+def connections_to(port):
+    """Established TCP connections on this machine whose far end is
+    127.0.0.1:port (the connecting side of each), from /proc/net/tcp."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            rem_port, state = int(fields[2].split(":")[1], 16), fields[3]
+            n += rem_port == port and state == "01"
+    return n

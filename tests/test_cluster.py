@@ -6,19 +6,18 @@ Skipped (exit 77) only when nats-server is not installed; CI installs it
 
 usage: test_cluster.py LTVD_BINARY OPENAPI_SPEC
 """
-import http.client
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-from cluster_harness import HASH_KEY, Haproxy, LtvdCluster, NatsCluster, require_nats_server
-from ltvd_harness import (check, free_port, main_exit, quote_id, run_tests, sanitizer_reports, scaled, tail,
+from cluster_harness import (HASH_KEY, Attempt, Haproxy, LtvdCluster, NatsCluster, connections_to,
+                             require_nats_server, settle)
+from ltvd_harness import (check, main_exit, quote_id, run_tests, sanitizer_reports, scaled, tail,
                           test_registry, wait_until)
 from openapi_check import check as spec_problems, header_problems, load_yaml, response_spec
 
@@ -225,53 +224,6 @@ def events_through_random_nodes(binary):
                   f"POST /v1/admin/snapshot in cluster mode: {status} {body}")
 
 
-class Attempt:
-    """An ltvd node started on its own (not through LtvdProcess, which
-    expects it to come up): polls its /readyz until it is ready or exits,
-    remembering whether /readyz ever answered 200."""
-
-    def __init__(self, binary, lc, name, **changes):
-        self.settings = lc.node_settings(name)
-        self.settings.update({"server.bind": "127.0.0.1", "server.port": str(free_port())})
-        self.settings.update({f"cluster.{k}": str(v) for k, v in changes.items()})
-        self.tmp = tempfile.TemporaryDirectory(prefix="ltvd-test-")
-        self.settings["storage.dir"] = self.tmp.name
-        args = [binary] + [a for k, v in self.settings.items() for a in ("--set", f"{k}={v}")]
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        self.was_ready = False
-
-    def ready(self):
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", int(self.settings["server.port"]), timeout=scaled(5))
-            conn.request("GET", "/readyz")
-            self.was_ready = self.was_ready or conn.getresponse().status == 200
-            conn.close()
-        except OSError:
-            pass
-        return self.was_ready
-
-    def logs(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(scaled(20))
-        self.tmp.cleanup()
-
-
-def settle(attempts, timeout=40):
-    """Waits until each attempt is ready or has exited."""
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        if all(a.proc.poll() is not None or a.ready() for a in attempts):
-            return
-        time.sleep(0.1)
-    raise AssertionError("a node neither joined nor exited: " + tail(attempts[0].logs()))
-
-
 def refused(binary, lc, **changes):
     """Starts a node with other cluster settings; checks it exits non-zero
     without ever being ready; returns its log."""
@@ -314,6 +266,7 @@ def nodes_refuse_other_settings(binary):
     with NatsCluster() as nats:
         lc = LtvdCluster(binary, nats, nodes=0)
         a, b = Attempt(binary, lc, "n1"), Attempt(binary, lc, "n2", partitions=8)
+        joined = []
         try:
             settle([a, b])
             joined = [x for x in (a, b) if x.proc.poll() is None and x.was_ready]
@@ -323,22 +276,25 @@ def nodes_refuse_other_settings(binary):
                   f"{tail(a.logs())}\n{tail(b.logs())}")
             check("cluster.partitions" in out[0].logs(), f"the refused first node:\n{tail(out[0].logs())}")
         finally:
-            a.close()
-            b.close()
-        check(joined[0].proc.returncode == 0, f"the first node's exit after SIGTERM: {joined[0].proc.returncode}")
+            try:
+                a.close()
+            finally:
+                b.close()
+        check(len(joined) == 1 and joined[0].proc.returncode == 0,
+              f"the first node's exit after SIGTERM: {[x.proc.returncode for x in joined]}")
         check(not sanitizer_reports(a.logs() + b.logs()), "a sanitizer report:\n" + tail(a.logs() + b.logs()))
 
 
-def connections_to(port):
-    """Established TCP connections on this machine whose far end is
-    127.0.0.1:port (the connecting side of each), from /proc/net/tcp."""
-    n = 0
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            rem_port, state = int(fields[2].split(":")[1], 16), fields[3]
-            n += rem_port == port and state == "01"
-    return n
+def seeded_owners(lc, tag, count=40):
+    """Posts one view of each of count shoppers "tag-i" through n1, waits
+    until every node has them, returns {user: owner} as n1 names it."""
+    n1 = lc.nodes["n1"]
+    users = [f"{tag}-{i}" for i in range(count)]
+    status, body = n1.json("POST", "/v1/events", {"events": [
+        {"user_id": u, "type": "view", "ts": T0, "event_id": f"{tag}-{u}"} for u in users]})
+    check(status == 200, f"POST: {status} {body}")
+    wait_counts(lc, {u: 1 for u in users})
+    return {u: n1.request("GET", f"/v1/users/{u}/ltv")[1].get("x-ltvd-owner") for u in users}
 
 
 @test
@@ -353,12 +309,8 @@ def forwards_reuse_connections(binary):
                                                       "server.connection_timeout_s": "1"}) as lc:
         lc.wait_stable()
         n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
-        users = [f"kept-{i}" for i in range(40)]
-        status, body = n1.json("POST", "/v1/events", {"events": [
-            {"user_id": u, "type": "view", "ts": T0, "event_id": f"kept-{u}"} for u in users]})
-        check(status == 200, f"POST: {status} {body}")
-        wait_counts(lc, {u: 1 for u in users})
-        remote = [u for u in users if n1.request("GET", f"/v1/users/{u}/ltv")[1].get("x-ltvd-owner") == "n2"]
+        owner = seeded_owners(lc, "kept")
+        remote = [u for u, o in owner.items() if o == "n2"]
         check(len(remote) >= 5, f"too few shoppers owned by n2: {remote}")
 
         def read(u):
@@ -380,6 +332,97 @@ def forwards_reuse_connections(binary):
         for u in remote[:3]:
             read(u)
         check(connections_to(n2.port) == 1, f"after the owner closed them: {connections_to(n2.port)} connections")
+
+
+@test
+def forwards_both_ways_never_stall(binary):
+    """server.threads 4 on two nodes, 12 clients reading n2's shoppers
+    through n1 while 12 read n1's through n2: every answer is 200 from the
+    right owner, none a 503 (a forward that blocked an HTTP worker would
+    let each node's workers wait on the other's, until the 5 s timeout).
+    A batch mixing both nodes' shoppers, sent through each node at the
+    same time, answers 200 too."""
+    with NatsCluster() as nats, LtvdCluster(binary, nats, nodes=2, settings={"server.threads": "4"}) as lc:
+        lc.wait_stable()
+        n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
+        owner = seeded_owners(lc, "both")
+        users = list(owner)
+        of = {n: [u for u in users if owner[u] == n] for n in ("n1", "n2")}
+        check(len(of["n1"]) >= 3 and len(of["n2"]) >= 3, f"shoppers not spread over both nodes: {owner}")
+        bad, lock = [], threading.Lock()
+
+        def reader(node, remote, k):
+            for j in range(15):
+                u = remote[(k + j) % len(remote)]
+                try:
+                    if j % 5 == 4:
+                        status, hdrs, data = node.request("POST", "/v1/ltv/batch", {"user_ids": users[:20]})
+                        good = status == 200 and len(json.loads(data)["predictions"]) == 20
+                    else:
+                        status, hdrs, data = node.request("GET", f"/v1/users/{u}/ltv")
+                        good = status == 200 and hdrs.get("x-ltvd-owner") == owner[u]
+                except OSError as e:
+                    status, data, good = 0, str(e).encode(), False
+                if not good:
+                    with lock:
+                        bad.append((node.port, u, status, data[:160]))
+
+        threads = [threading.Thread(target=reader, args=(src, of[dst], k))
+                   for k in range(12) for src, dst in ((n1, "n2"), (n2, "n1"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        check(not bad, f"{len(bad)} of {len(threads) * 15} reads were not answered 200 by the owner: {bad[:4]}")
+
+
+@test
+def forward_queue_full_answers_overloaded(binary):
+    """cluster.forward_threads 1 (queue: 32 waiting): with the owner
+    frozen (SIGSTOP), 48 concurrent reads through the other node fill the
+    forwarder and its queue; the reads past them are answered 503
+    overloaded with Retry-After: 1 at once, as documented, while the owner
+    is still frozen; once it runs again the queued reads are answered 200
+    by it. A forward_threads of 0 is refused at start, naming the key."""
+    bad = subprocess.run([binary, "--check-config", "--set", "cluster.forward_threads=0"], capture_output=True,
+                         text=True, timeout=scaled(30))
+    check(bad.returncode == 2 and "cluster.forward_threads" in bad.stderr, f"forward_threads=0: {bad.stderr}")
+    with NatsCluster() as nats, LtvdCluster(binary, nats, nodes=2, lease_ms=20000,
+                                            settings={"cluster.forward_threads": "1"}) as lc:
+        lc.wait_stable()
+        n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
+        remote = [u for u, o in seeded_owners(lc, "queue").items() if o == "n2"]
+        check(remote, "no shopper owned by n2")
+        answers, lock = [], threading.Lock()
+
+        def read(k):
+            path = f"/v1/users/{remote[k % len(remote)]}/ltv"
+            try:
+                got = answer_as_documented(n1, "GET", "/v1/users/{user_id}/ltv", path)
+            except (OSError, AssertionError) as e:
+                got = (0, {}, {"error": str(e)})
+            with lock:
+                answers.append(got)
+
+        n2.proc.send_signal(signal.SIGSTOP)
+        try:
+            threads = [threading.Thread(target=read, args=(k,)) for k in range(48)]
+            for t in threads:
+                t.start()
+            # the overloaded ones come back while n2 is still frozen
+            wait_until(lambda: len(answers) >= 48 - 33, 20)
+            early = list(answers)
+        finally:
+            n2.proc.send_signal(signal.SIGCONT)
+        for t in threads:
+            t.join()
+        check(early and all(a[0] == 503 and a[2]["error"]["code"] == "overloaded" and a[1].get("retry-after") == "1"
+                            for a in early), f"answers while the owner was frozen: {early[:3]}")
+        overloaded = [a for a in answers if a[0] == 503 and a[2]["error"]["code"] == "overloaded"]
+        served = [a for a in answers if a[0] == 200 and a[1].get("x-ltvd-owner") == "n2"]
+        check(len(overloaded) >= 48 - 33 and len(overloaded) + len(served) == 48,
+              f"{len(overloaded)} overloaded, {len(served)} served of 48: "
+              f"{[a for a in answers if a not in overloaded and a not in served][:3]}")
 
 
 class Poster:

@@ -19,11 +19,13 @@ SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all"
 CFLAGS="-std=c11 -D_GNU_SOURCE -DSTORE_CHUNK_SLOTS=64u -g -O1 -fno-omit-frame-pointer -Iinclude -Isrc -Ifuzz -I$OUT/gen $SAN \
   $(pkg-config --cflags libcjson) -Wall -Wno-unused-parameter"
 LIBS="$(pkg-config --libs libcjson openblas) -lm -lpthread"
-# The production sources, but main.c, healthcheck.c and http_server.c (the
-# only file that talks to libmicrohttpd: fuzz/http_shim.c stands in for it),
-# built as without libnats: cluster_off.c in place of the files that talk to
-# NATS (as src/meson.build does when libnats-dev is absent).
+# The production sources, but main.c, healthcheck.c, http_server.c and
+# http_wait.c (the only files that talk to libmicrohttpd: fuzz/http_shim.c
+# stands in for them), built as without libnats: cluster_off.c in place of
+# the files that talk to NATS (as src/meson.build does when libnats-dev is
+# absent).
 LIB_SOURCES=$(ls src/*.c | grep -v -e '^src/main\.c$' -e '^src/healthcheck\.c$' -e '^src/http_server\.c$' \
+  -e '^src/http_wait\.c$' \
   -e '^src/cluster\.c$' -e '^src/cluster_ingest\.c$' -e '^src/cluster_consume\.c$')
 # Max input length per harness.
 max_len() {
