@@ -218,7 +218,7 @@ static int write_locked(Service *s, const char *tmp, uint64_t seq, bool fork_chi
         /* child: a frozen copy of memory; write it and leave (the fork
          * rules: no locks, no stdio, _exit) */
         child_detach(parent);
-        setpriority(PRIO_PROCESS, 0, 19); /* the forking worker runs at the HTTP thread's priority */
+        service_lower_priority(); /* the forking worker runs at the HTTP thread's priority */
         int rc = snapshot_write(tmp, &tables, &info, bytes);
         _exit(rc ? 1 : 0);
     }

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,20 +45,31 @@ typedef struct Niced {
     int rc;
 } Niced;
 
-/* The compute thread: nice 19 (on Linux setpriority(PRIO_PROCESS, 0)
- * applies to the calling thread; raising nice needs no privilege, lowering
- * it again would, so the worker thread itself is never reniced). Nice 19
- * rather than SCHED_IDLE, which starves a retrain for as long as the HTTP
- * side keeps the cores busy. */
+/* SCHED_IDLE rather than nice 19 alone: with a nice-19 trainer on one core
+ * and the load generator on the other, the HTTP thread waited 100-445 ms
+ * of every second for a core (its schedstat, bench/retrain_timeline): a
+ * waking nice-0 thread need not preempt a running nice-19 one at once (an
+ * EEVDF slice), while a waking normal thread always preempts a SCHED_IDLE
+ * one. SCHED_IDLE still gets a share (weight 3 against nice 19's 15), so a
+ * retrain under a saturating load is slower, not stopped. Both apply to the
+ * calling thread on Linux and need no privilege; the worker thread itself
+ * is never lowered (raising it again would need CAP_SYS_NICE). */
+void service_lower_priority(void)
+{
+    struct sched_param sp = {0};
+    setpriority(PRIO_PROCESS, 0, 19);
+    (void)sched_setscheduler(0, SCHED_IDLE, &sp);
+}
+
 static void *niced_main(void *arg)
 {
     Niced *n = arg;
-    setpriority(PRIO_PROCESS, 0, 19);
+    service_lower_priority();
     n->rc = n->fn(n->arg);
     return NULL;
 }
 
-/* Worker: runs fn(arg) on a new thread at nice 19 and waits for it; fn must
+/* Worker: runs fn(arg) on a new thread at the lowest priority and waits for it; fn must
  * not take the store lock. Runs it here if no thread can be made. */
 int service_run_niced(int (*fn)(void *arg), void *arg)
 {

@@ -112,8 +112,12 @@ void service_replay_erase(Service *s, const char *id, size_t len);
 struct TrainSet;
 int service_collect_train_set(Service *s, struct TrainSet *set);
 
-/* Worker: runs fn(arg) on a short-lived thread at nice 19 and waits for
+/* Worker: runs fn(arg) on a short-lived thread at the lowest priority
+ * (service_lower_priority) and waits for
  * it (jobs.c); fn must not take the store lock. */
 int service_run_niced(int (*fn)(void *arg), void *arg);
+/* The calling thread (or a forked child) to the lowest CPU priority:
+ * SCHED_IDLE, nice 19 if that is refused (jobs.c says why). */
+void service_lower_priority(void);
 
 #endif
