@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.request
 
-from ltvd_harness import LtvdProcess, free_port, scaled, skip, tail
+from ltvd_harness import LtvdProcess, free_port, read_shared, scaled, skip, tail
 
 HASH_KEY = "000102030405060708090a0b0c0d0e0f"  # the tests' cluster.hash_key
 
@@ -76,8 +76,7 @@ class NatsServer:
                 self.kill()
 
     def logs(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
+        return read_shared(self.log)
 
 
 class NatsCluster:
@@ -260,8 +259,7 @@ class Haproxy:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                self.log.seek(0)
-                raise RuntimeError("haproxy did not start:\n" + tail(self.log.read().decode(errors="replace")))
+                raise RuntimeError("haproxy did not start:\n" + tail(read_shared(self.log)))
             time.sleep(0.1)
 
     def request(self, method, path, body=None):
@@ -319,8 +317,7 @@ class Attempt:
         return self.was_ready
 
     def logs(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
+        return read_shared(self.log)
 
     def close(self):
         """SIGTERM, then SIGKILL if it has not exited in time: never left

@@ -39,6 +39,15 @@ def scaled(seconds):
     return seconds * TIMEOUT_SCALE
 
 
+def read_shared(f):
+    """The whole of a file a child process writes through the same open
+    file description (its stdout/stderr): pread, so that the shared offset
+    the child writes at is not moved (a seek(0) and read() while it writes
+    made it write over the start of the file)."""
+    fd = f.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+
 def check(cond, msg=""):
     """Fails the running test with msg unless cond holds."""
     if not cond:
@@ -215,8 +224,7 @@ class LtvdProcess:
         raise RuntimeError("ltvd did not become ready:\n" + tail(self.logs()))
 
     def logs(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
+        return read_shared(self.log)
 
     def request(self, method, path, body=None, headers=None, conn=None):
         """Returns (status, headers dict, body bytes). body may be bytes,
