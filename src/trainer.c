@@ -1,8 +1,8 @@
 /* trainer: fitting the LSTM and the ZILN head on a Dataset: the loss and
  * its gradient by BPTT in double precision, Adam with global-norm
  * clipping, early stopping on the validation loss, the choice between the
- * hybrid and the LSTM-only head (one-SE rule), the level shift, the
- * validation figures and the adjuster's backtest. The examples are
+ * hybrid and the LSTM-only head (one-SE rule); the level, the validation
+ * Gini and the adjuster's backtest are trainer_eval.c's. The examples are
  * dataset.c's, the head's forward pass head.c's. Worker thread; it owns
  * every buffer it allocates, and the network it returns is the caller's. */
 #include "trainer.h"
@@ -17,6 +17,7 @@
 #include "head.h"
 #include "ranking.h"
 #include "timeutil.h"
+#include "trainer_internal.h"
 #include "util.h"
 
 #define NIN FEATURE_DIM
@@ -35,8 +36,8 @@ size_t trainer_param_count(int H)
 
 /* Inference-only LSTM step in double (training's forward keeps the gates):
  *   W (4H, I+H), b (4H,), x (I,), h (H,), c (H,), scratch z (4H,), xh (I+H,) */
-static void step_forward(const double *W, const double *b, int H, const double *x, double *h, double *c, double *z,
-                         double *xh)
+void trainer_step_forward(const double *W, const double *b, int H, const double *x, double *h, double *c, double *z,
+                          double *xh)
 {
     const int K = NIN + H, G = 4 * H;
     memcpy(xh, x, NIN * sizeof(double));
@@ -51,7 +52,7 @@ static void step_forward(const double *W, const double *b, int H, const double *
 }
 
 /* The mean spend the head predicts from pre-activations z (3,). */
-static double head_mean(const double *z, double level_shift)
+double trainer_head_mean(const double *z, double level_shift)
 {
     ZilnParams zp = head_ziln(z, level_shift);
     return ziln_mean(&zp);
@@ -210,7 +211,7 @@ static double val_loss(const double *theta, int H, const Dataset *d, bool hybrid
     return val_loss_each(theta, H, d, hybrid, bptt, NULL);
 }
 
-static void theta_from_net(double *theta, const LstmWeights *w)
+void trainer_theta_from_net(double *theta, const LstmWeights *w)
 {
     int H = w->cfg.hidden;
     size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
@@ -267,7 +268,7 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
         free(theta), free(best), free(grad), free(m), free(v), free(order);
         return -ENOMEM;
     }
-    theta_from_net(theta, init);
+    trainer_theta_from_net(theta, init);
     lstm_weights_release(init);
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
     double *hw = theta + G * K + G, *hb = hw + 3 * U;
@@ -360,208 +361,6 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
     return 0;
 }
 
-/* The fallback's mean at a cut. */
-static double fallback_mean(const TrainCut *ct)
-{
-    ZilnParams z = {.p = ct->bg_p, .mu = ct->bg_mu, .sigma = ct->bg_sigma};
-    return ziln_mean(&z);
-}
-
-typedef void (*ValCutFn)(void *arg, const TrainCut *ct, double pred);
-
-/* Calls fn for every validation cut (every cut, if all), in order, with the mean spend the
- * network theta (head variant hybrid, μ moved by level_shift) predicts
- * there: the prediction serving makes for that shopper at that time
- * (model_predict). theta NULL: the fallback's prediction. -ENOMEM. */
-static int predict_cuts(const double *theta, int H, bool hybrid, double level_shift, const Dataset *d, bool all,
-                        ValCutFn fn, void *arg)
-{
-    const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
-    const double *W = theta, *b = theta ? theta + G * K : NULL;   /* W (4H, K), b (4H,) */
-    const double *hw = b ? b + G : NULL, *hb = hw ? hw + 3 * U : NULL; /* hw (3, U), hb (3,) */
-    double *h = calloc(2u * (size_t)H + G + K, sizeof(double)); /* h (H,), c (H,), z (4H,), xh (K,) */
-    if (!h)
-        return -ENOMEM;
-    double *c = h + H, *z = c + H, *xh = z + G;
-    for (size_t i = 0; i < d->nseq; i++) {
-        const TrainSeq *s = &d->seqs[i];
-        if (!s->val && !all)
-            continue;
-        memset(h, 0, 2u * (size_t)H * sizeof(double));
-        int ci = 0;
-        for (int t = 0; t < s->n && ci < s->ncuts; t++) {
-            if (theta)
-                step_forward(W, b, H, s->x + (size_t)t * NIN, h, c, z, xh);
-            for (; ci < s->ncuts && s->cuts[ci].t == t; ci++) {
-                const TrainCut *ct = &s->cuts[ci];
-                double pred = fallback_mean(ct);
-                if (theta) {
-                    double zo[HEAD_OUT];
-                    head_forward(zo, NULL, hw, hb, H, h, ct->e, ct->a0, ct->a1, hybrid);
-                    pred = head_mean(zo, level_shift);
-                }
-                fn(arg, ct, pred);
-            }
-        }
-    }
-    free(h);
-    return 0;
-}
-
-/* (prediction, label) of the network, of the fallback, and (label, label),
- * for the Gini of each. */
-typedef struct GiniPairs {
-    double *pp, *pf, *pa; /* (n, 2) each */
-    size_t n;
-} GiniPairs;
-
-static void add_gini_pair(void *arg, const TrainCut *ct, double pred)
-{
-    GiniPairs *g = arg;
-    size_t k = g->n++;
-    g->pp[2 * k] = g->pa[2 * k] = pred;
-    g->pf[2 * k] = fallback_mean(ct);
-    g->pp[2 * k + 1] = g->pa[2 * k + 1] = g->pf[2 * k + 1] = ct->y;
-}
-
-/* Normalised Gini of predicted means on the validation cuts; *fallback
- * gets the fallback's on the same cuts. */
-static double val_gini(const double *theta, int H, const Dataset *d, bool hybrid, double *fallback)
-{
-    *fallback = 0;
-    size_t n = 0;
-    for (size_t i = 0; i < d->nseq; i++)
-        if (d->seqs[i].val)
-            n += (size_t)d->seqs[i].ncuts;
-    GiniPairs gp = {
-        .pp = malloc((n ? n : 1) * 2 * sizeof(double)),
-        .pf = malloc((n ? n : 1) * 2 * sizeof(double)),
-        .pa = malloc((n ? n : 1) * 2 * sizeof(double)),
-    };
-    double g = 0;
-    if (gp.pp && gp.pf && gp.pa && predict_cuts(theta, H, hybrid, 0.0, d, false, add_gini_pair, &gp) == 0 && gp.n) {
-        double gn = ranking_gini(gp.pp, gp.n, true), gf = ranking_gini(gp.pf, gp.n, true), ga = ranking_gini(gp.pa, gp.n, false);
-        g = ga > 0 ? gn / ga : 0;
-        *fallback = ga > 0 ? gf / ga : 0;
-    }
-    free(gp.pp), free(gp.pf), free(gp.pa);
-    return g;
-}
-
-/* log(Σ fallback mean / Σ network mean) over every shopper of the set, as
- * of set->now, with each shopper's sequence as served (set->served if set). */
-static double level_shift(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
-                          bool hybrid)
-{
-    const int H = cfg->hidden;
-    const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
-    const double *W = theta, *b = theta + G * K, *hw = b + G, *hb = hw + 3 * U;
-    double *h = calloc(2u * (size_t)H + G + K, sizeof(double));
-    if (!h)
-        return 0.0;
-    double *c = h + H, *z = c + H, *xh = z + G;
-    double sum_fb = 0, sum_net = 0;
-    float xf[NIN];
-    for (size_t si = 0; si < set->nshoppers; si++) {
-        const TrainShopper *sh = set->served ? &set->served[si] : &set->shoppers[si];
-        const Event *ev = set->events + sh->first;
-        memset(h, 0, 2u * (size_t)H * sizeof(double));
-        EncodeContext ctx = sh->ctx0;
-        ShopperAgg agg = sh->agg0;
-        RecentSummary rs;
-        recent_summary_init(&rs);
-        for (size_t t = 0; t < sh->n; t++) {
-            encode_event(xf, &ev[t], &ctx);
-            encode_context_advance(&ctx, &ev[t]);
-            shopper_agg_apply(&agg, &ev[t]);
-            recent_summary_apply(&rs, &ev[t]);
-            double x[NIN];
-            for (int k = 0; k < NIN; k++)
-                x[k] = xf[k];
-            step_forward(W, b, H, x, h, c, z, xh);
-        }
-        FallbackOutput fo;
-        model_fallback(fit, cfg->horizon_days, &agg, &rs, set->now, &fo);
-        float ef[NE];
-        encode_head_extra(ef, &agg, &rs, set->now, log1p(fo.ltv), fo.p_alive);
-        double e[NE], zo[HEAD_OUT];
-        for (int j = 0; j < NE; j++)
-            e[j] = ef[j];
-        double a0 = 0, a1 = 0;
-        if (hybrid)
-            head_anchors(&fo, &a0, &a1);
-        head_forward(zo, NULL, hw, hb, H, h, e, a0, a1, hybrid);
-        sum_net += head_mean(zo, 0.0);
-        sum_fb += fo.ltv;
-    }
-    free(h);
-    if (sum_net <= 0 || sum_fb <= 0)
-        return 0.0;
-    return log(sum_fb / sum_net);
-}
-
-/* Sums for the level check: labels, the network's means (no level shift)
- * and the fallback's, in two windows of cut times: [1] the latest matured
- * held-out cuts (the validation cuts), [0] the cuts of any shopper one
- * horizon earlier (training shoppers': validation shoppers have no cuts
- * there). */
-typedef struct LevelSums {
-    int64_t lo[2], hi[2];
-    double y[2], net[2], fb[2];
-    size_t pos[2];
-} LevelSums;
-
-static void add_level_sums(void *arg, const TrainCut *ct, double pred)
-{
-    LevelSums *l = arg;
-    for (int w = 0; w < 2; w++)
-        if (ct->c >= l->lo[w] && ct->c <= l->hi[w] && (w == 0 || ct->val)) {
-            l->y[w] += ct->y;
-            l->net[w] += pred;
-            l->fb[w] += fallback_mean(ct);
-            l->pos[w] += ct->y > 0;
-        }
-}
-
-/* The level (docs/MODEL.md, "Training", step 6), chosen and checked on
- * matured held-out cuts. Two rules: "fallback", the fallback's total at
- * now (level_shift()), and "held_out", the network calibrated on the latest
- * matured held-out cuts (shift = log Σ spend / Σ network there). Serving is
- * at least a horizon after those cuts, so each rule is checked the way it
- * is used, one horizon forward: the fallback rule by the fallback's total
- * error on the latest cuts (anchoring makes the network's total the
- * fallback's), the held-out rule by calibrating on the cuts one horizon
- * earlier and applying that to the latest. The fallback rule is kept when
- * its error is within LEVEL_TOLERANCE, or when either window holds fewer
- * than LEVEL_MIN_POSITIVE cuts with spend (nothing to check it against);
- * the held-out rule replaces it only with a smaller error. *rule gets which
- * was chosen, *err_fb and *err_cal the two checked errors. */
-#define LEVEL_TOLERANCE 0.10
-#define LEVEL_MIN_POSITIVE 50
-
-static double choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
-                           bool hybrid, const Dataset *d, int *rule, double *err_fb, double *err_cal)
-{
-    double anchor = level_shift(set, cfg, fit, theta, hybrid);
-    *rule = LEVEL_RULE_FALLBACK;
-    *err_fb = *err_cal = 0.0;
-    const int64_t Hs = (int64_t)cfg->horizon_days * 86400, newest = set->now - Hs;
-    const int64_t span = 2 * (int64_t)cfg->grid_days * 86400;
-    LevelSums l = {.lo = {newest - span - Hs, newest - span}, .hi = {newest - Hs, newest}};
-    if (predict_cuts(theta, cfg->hidden, hybrid, 0.0, d, true, add_level_sums, &l) != 0)
-        return anchor;
-    if (!(l.y[1] > 0 && l.net[1] > 0 && l.fb[1] > 0))
-        return anchor;
-    *err_fb = l.fb[1] / l.y[1] - 1.0;
-    if (l.pos[0] < LEVEL_MIN_POSITIVE || l.pos[1] < LEVEL_MIN_POSITIVE || !(l.y[0] > 0 && l.net[0] > 0))
-        return anchor;
-    *err_cal = l.y[0] / l.net[0] * l.net[1] / l.y[1] - 1.0;
-    if (cfg->level == 1 || fabs(*err_fb) <= LEVEL_TOLERANCE || fabs(*err_cal) >= fabs(*err_fb))
-        return anchor;
-    *rule = LEVEL_RULE_HELD_OUT;
-    return log(l.y[1] / l.net[1]);
-}
-
 /* The head to serve (true: hybrid). The hybrid is the constrained variant
  * (zero residual reproduces the fallback), so by the one-standard-error
  * rule the LSTM-only head must beat it on validation by more than one
@@ -606,7 +405,7 @@ static bool choose_hybrid(const VariantResult *hy, const VariantResult *lo, cons
 }
 
 /* The cutting rules among the train.* keys. */
-static DatasetConfig dataset_config(const TrainConfig *cfg)
+DatasetConfig trainer_dataset_config(const TrainConfig *cfg)
 {
     return (DatasetConfig){
         .horizon_days = cfg->horizon_days,
@@ -623,7 +422,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
 {
     memset(out, 0, sizeof *out);
     uint64_t t0 = time_mono_ns();
-    const DatasetConfig dc = dataset_config(cfg);
+    const DatasetConfig dc = trainer_dataset_config(cfg);
     Dataset d;
     int rc = dataset_build(&d, set, &dc, fit);
     if (rc) {
@@ -670,7 +469,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     if (serving) {
         double *st = malloc(trainer_param_count(serving->cfg.hidden) * sizeof(double));
         if (st) {
-            theta_from_net(st, serving);
+            trainer_theta_from_net(st, serving);
             out->val_loss_serving = val_loss(st, serving->cfg.hidden, &d, serving->hybrid, cfg->bptt);
             free(st);
         }
@@ -684,14 +483,14 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     }
     net_from_theta(net, win->theta);
     net->hybrid = hybrid;
-    net->level_shift = choose_level(set, cfg, fit, win->theta, hybrid, &d, &out->level_rule,
+    net->level_shift = trainer_choose_level(set, cfg, fit, win->theta, hybrid, &d, &out->level_rule,
                                     &out->val_total_error_fallback, &out->val_total_error_held_out);
     out->level_shift = net->level_shift;
     out->net = net;
     out->hybrid = hybrid;
     out->val_loss = win->val;
     out->val_loss_other = hybrid ? lo.val : hy.val;
-    out->val_gini = val_gini(win->theta, cfg->hidden, &d, hybrid, &out->val_gini_fallback);
+    out->val_gini = trainer_val_gini(win->theta, cfg->hidden, &d, hybrid, &out->val_gini_fallback);
     out->examples = ntrain + nval;
     out->val_examples = nval;
     out->users = d.nseq;
@@ -700,54 +499,5 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     free(hy.theta);
     free(lo.theta);
     dataset_free(&d);
-    return 0;
-}
-
-/* The backtest's pairs, filled in validation-cut order. */
-typedef struct BacktestPairs {
-    AdjPair *pairs; /* (cap,) */
-    size_t n;
-} BacktestPairs;
-
-static void add_backtest_pair(void *arg, const TrainCut *ct, double pred)
-{
-    BacktestPairs *bp = arg;
-    bp->pairs[bp->n++] = (AdjPair){
-        .pred = pred,
-        .actual = ct->y,
-        .recency_days = expm1(ct->e[0]),
-        .tenure_days = expm1(ct->e[1]),
-    };
-}
-
-int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *net,
-                     AdjPair **out, size_t *n_out)
-{
-    const DatasetConfig dc = dataset_config(cfg);
-    Dataset d;
-    int rc = dataset_build(&d, set, &dc, fit);
-    if (rc)
-        return rc;
-    const int H = net ? net->cfg.hidden : cfg->hidden;
-    BacktestPairs bp = {.pairs = malloc((d.examples ? d.examples : 1) * sizeof *bp.pairs)};
-    double *theta = net ? malloc(trainer_param_count(H) * sizeof(double)) : NULL;
-    if (!bp.pairs || (net && !theta)) {
-        free(bp.pairs), free(theta);
-        dataset_free(&d);
-        return -ENOMEM;
-    }
-    if (net)
-        theta_from_net(theta, net);
-    rc = predict_cuts(theta, H, net && net->hybrid, net ? net->level_shift : 0.0, &d, false, add_backtest_pair, &bp);
-    free(theta);
-    dataset_free(&d);
-    if (!rc && !bp.n)
-        rc = -ENODATA;
-    if (rc) {
-        free(bp.pairs);
-        return rc;
-    }
-    *out = bp.pairs;
-    *n_out = bp.n;
     return 0;
 }

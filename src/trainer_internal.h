@@ -1,0 +1,38 @@
+/* trainer_internal: what trainer.c (fitting) shares with trainer_eval.c
+ * (predictions at the cuts, the Gini, the level, the backtest). Not a
+ * public interface; include/trainer.h is.
+ *
+ * Threads: none of its own; each function uses only what it is given. */
+#ifndef LTVD_TRAINER_INTERNAL_H
+#define LTVD_TRAINER_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "trainer.h"
+
+/* Inference-only LSTM step in double: W (4H, I+H), b (4H,), x (I,), h (H,),
+ * c (H,), scratch z (4H,), xh (I+H,). */
+void trainer_step_forward(const double *W, const double *b, int H, const double *x, double *h, double *c, double *z,
+                          double *xh);
+
+/* The mean spend the head predicts from pre-activations z (3,). */
+double trainer_head_mean(const double *z, double level_shift);
+
+/* A network's weights as the trainer's flat parameter vector theta
+ * (trainer_param_count(hidden) doubles). */
+void trainer_theta_from_net(double *theta, const LstmWeights *w);
+
+/* The cutting rules among the train.* keys. */
+DatasetConfig trainer_dataset_config(const TrainConfig *cfg);
+
+/* Normalised Gini of the network's predicted means on the validation cuts;
+ * *fallback gets the fallback's on the same cuts. */
+double trainer_val_gini(const double *theta, int H, const Dataset *d, bool hybrid, double *fallback);
+
+/* The level shift to serve with (docs/MODEL.md, "Training", step 6);
+ * *rule gets the rule chosen, *err_fb and *err_cal the two checked total
+ * errors. */
+double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
+                            bool hybrid, const Dataset *d, int *rule, double *err_fb, double *err_cal);
+
+#endif
