@@ -21,6 +21,7 @@
 #include "log.h"
 #include "segments.h"
 #include "timeutil.h"
+#include "util.h"
 
 /* ---- the dashboard: its data, its files ------------------------------------ */
 
@@ -110,9 +111,25 @@ typedef struct ListQuery {
     double min_value, max_p_active;
 } ListQuery;
 
+/* What a cursor is good for besides its summary: the churn list's
+ * thresholds, folded into 64 bits (a cursor given under one pair of
+ * thresholds points into that filtered list, not another). */
+static uint64_t filter_tag(const ListQuery *q)
+{
+    uint64_t a, b;
+    memcpy(&a, &q->min_value, sizeof a);
+    memcpy(&b, &q->max_p_active, sizeof b);
+    uint64_t st = a;
+    uint64_t h = splitmix64(&st);
+    st = h ^ b;
+    return splitmix64(&st);
+}
+
 /* Parses limit, cursor and (churn) the thresholds, or answers 400 (409 for a
- * cursor of another result) and returns -1 with *ret set. A cursor is
- * "<generation hex>.<position>": opaque to clients. */
+ * cursor of an earlier summary) and returns -1 with *ret set. A cursor is
+ * "t<generation hex>.<position>" for the top list and
+ * "c<generation hex>.<position>.<filter_tag hex>" for churn risk: opaque to
+ * clients, and refused by the other list or under other thresholds. */
 static int list_query(HttpCall *c, const Segments *g, size_t total, bool churn, ListQuery *q, int *ret)
 {
     *q = (ListQuery){.limit = LIST_LIMIT_DEFAULT, .max_p_active = 1.0};
@@ -137,16 +154,31 @@ static int list_query(HttpCall *c, const Segments *g, size_t total, bool churn, 
     rc = http_query(c, "cursor", text, sizeof text);
     if (rc == -ENOENT)
         return 0;
-    unsigned long long gen, pos;
+    unsigned long long gen, pos, tag = 0;
     int used = 0;
-    if (rc || sscanf(text, "%16llx.%llu%n", &gen, &pos, &used) != 2 || text[used] || text[0] == '-' ||
-        strchr(text, '+') || strchr(text, ' ')) {
+    char kind = rc ? 0 : text[0];
+    bool ok = !rc && (kind == 't' || kind == 'c') && !strpbrk(text, "+- ");
+    if (ok)
+        ok = kind == 'c' ? sscanf(text + 1, "%16llx.%llu.%16llx%n", &gen, &pos, &tag, &used) == 3
+                         : sscanf(text + 1, "%16llx.%llu%n", &gen, &pos, &used) == 2;
+    if (!ok || text[1 + used]) {
         *ret = http_send_error(c, 400, "invalid_request", "cursor must be a next_cursor this list returned", NULL, 0);
         return -1;
     }
-    if (gen != g->generation) {
+    if (gen != g->generation) { /* expired first: whichever list it came from, start again */
         *ret = http_send_error(c, 409, "cursor_expired",
                                "the list was recomputed since this cursor was given; start again without a cursor",
+                               NULL, 0);
+        return -1;
+    }
+    if (kind != (churn ? 'c' : 't')) {
+        *ret = http_send_error(c, 400, "invalid_request", "cursor is another list's: page a list with its own cursors",
+                               NULL, 0);
+        return -1;
+    }
+    if (churn && tag != filter_tag(q)) {
+        *ret = http_send_error(c, 400, "invalid_request",
+                               "cursor was given for other min_value/max_p_active: page with the same thresholds",
                                NULL, 0);
         return -1;
     }
@@ -199,8 +231,11 @@ static int send_list(HttpCall *c, Segments *g, const SegmentRow *list, size_t to
                 page[n++] = cand[i];
     }
     char cursor[64];
-    if (pos < total)
-        snprintf(cursor, sizeof cursor, "%llx.%zu", (unsigned long long)g->generation, pos);
+    if (pos < total && churn)
+        snprintf(cursor, sizeof cursor, "c%llx.%zu.%llx", (unsigned long long)g->generation, pos,
+                 (unsigned long long)filter_tag(&q));
+    else if (pos < total)
+        snprintf(cursor, sizeof cursor, "t%llx.%zu", (unsigned long long)g->generation, pos);
     TextBuf r = {0};
     render_segment_list(&r, g, segments_age(g), page, n, total, pos < total ? cursor : NULL);
     free(page), free(cand), free(live);
