@@ -91,7 +91,7 @@ static void gen_copy(const char *dir, const char *out, const char *name, size_t 
 static void gen_seeds(const char *out)
 {
     const char *dir = fuzz_scratch_dir("history-seeds");
-    WalConfig wc = {dir, WAL_FSYNC_NONE, 10, 1 << 24, 1 << 20, NULL};
+    WalConfig wc = {dir, WAL_FSYNC_NONE, 10, 1 << 24, 1 << 20, NULL, 1};
     Wal *w;
     History *h;
     char err[256];

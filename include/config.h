@@ -34,6 +34,7 @@ typedef struct LtvdConfig {
     char storage_dir[CONFIG_STR_MAX];
     int64_t storage_fsync;              /* WalFsync: always, interval, none */
     int64_t storage_fsync_interval_ms;
+    int64_t storage_sync_lanes;         /* fsync=always: flusher threads, overlapping fdatasyncs (1-4) */
     int64_t storage_wal_segment_bytes;
     int64_t storage_wal_buffer_bytes;
     int64_t storage_snapshot_interval_s;

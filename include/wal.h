@@ -35,7 +35,11 @@ typedef struct WalConfig {
     size_t segment_bytes;   /* rotate past this size */
     size_t buffer_bytes;    /* in-memory cap; appends wait for the flusher beyond it */
     struct MetricsFsync *fsync_latency; /* optional, not owned: each group-commit fdatasync observed */
+    int sync_lanes;         /* WAL_FSYNC_ALWAYS: fdatasyncs in flight at once, 1..WAL_SYNC_LANES_MAX; 0: 1 */
 } WalConfig;
+
+/* The most flusher threads (and overlapping fdatasyncs) fsync=always runs. */
+#define WAL_SYNC_LANES_MAX 4
 
 typedef struct WalStats {
     uint64_t records, bytes, fsyncs, segments_removed;

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wal.h"
+
 typedef enum { CT_INT, CT_DOUBLE, CT_BOOL, CT_STRING, CT_ENUM } ConfigType;
 
 typedef struct ConfigKey {
@@ -41,6 +43,7 @@ static const ConfigKey keys[] = {
     {"storage.dir", CT_STRING, F(storage_dir), "./ltvd-data", 1, CONFIG_STR_MAX - 1, {0}, false},
     {"storage.fsync", CT_ENUM, F(storage_fsync), "always", 0, 0, {"always", "interval", "none"}, false},
     {"storage.fsync_interval_ms", CT_INT, F(storage_fsync_interval_ms), "10", 1, 10000, {0}, false},
+    {"storage.sync_lanes", CT_INT, F(storage_sync_lanes), "1", 1, WAL_SYNC_LANES_MAX, {0}, false},
     {"storage.wal_segment_bytes", CT_INT, F(storage_wal_segment_bytes), "67108864", 65536, 17179869184.0, {0}, false},
     {"storage.wal_buffer_bytes", CT_INT, F(storage_wal_buffer_bytes), "67108864", 65536, 4294967296.0, {0}, false},
     {"storage.snapshot_interval_s", CT_INT, F(storage_snapshot_interval_s), "300", 1, 604800, {0}, false},

@@ -599,6 +599,7 @@ int main(int argc, char **argv)
         .segment_bytes = (size_t)app.cfg.storage_wal_segment_bytes,
         .buffer_bytes = (size_t)app.cfg.storage_wal_buffer_bytes,
         .fsync_latency = &app.metrics.wal_fsync,
+        .sync_lanes = (int)app.cfg.storage_sync_lanes,
     };
     if ((rc = wal_open(&app.wal, &wc, next_seq, http_on_durable, app.http)) != 0) {
         log_msg(LOG_ERROR, "cannot open the write-ahead log", "dir=\"%s\" error=\"%s\"", app.cfg.storage_dir,

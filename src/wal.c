@@ -8,7 +8,7 @@
  * buf_lock (the in-memory buffer) whenever both are held, so records reach
  * the file in the order they were appended.
  *
- * With fsync=always there are SYNC_LANES flusher threads (pipelined group
+ * With fsync=always there are storage.sync_lanes flusher threads (pipelined group
  * commit): each writes the buffered records under io_lock, in order, then
  * fdatasyncs outside it, so a record appended while one fdatasync runs need
  * not wait for it to end before its own starts (on this project's disk two
@@ -46,7 +46,6 @@
 #include "wal_internal.h"
 
 #define BUF_INITIAL (1u << 20)
-#define SYNC_LANES 4            /* fsync=always: fdatasyncs in flight at once, one per flusher thread */
 
 /* One write of the buffered records awaiting its fdatasync (io_lock). */
 typedef struct SyncTicket {
@@ -80,7 +79,7 @@ struct Wal {
      * file description: overlapping fdatasyncs on one shared description
      * could hand the error to the later ticket while the earlier one, whose
      * pages failed, returned 0 and was published durable. -1: use fd. */
-    int sync_fds[SYNC_LANES];
+    int sync_fds[WAL_SYNC_LANES_MAX];
     uint64_t seg_first;
     size_t seg_bytes;           /* the segment up to its last good record */
     /* After a failure (io_lock): the records not yet durable, in seq order
@@ -89,7 +88,8 @@ struct Wal {
     ByteBuf pending;
     uint64_t pending_last;
     bool unrecoverable;         /* pending lost some (out of memory): a restart must replay */
-    SyncTicket lanes[SYNC_LANES]; /* ring of tickets in write order, from lane_head */
+    SyncTicket lanes[WAL_SYNC_LANES_MAX]; /* ring of nlanes tickets in write order, from lane_head */
+    unsigned nlanes;              /* fsync=always: flusher threads, fdatasyncs in flight at most */
     unsigned lane_head, lane_count;
     bool write_broken;          /* a ticket's write failed: no more writes until it has retired */
     pthread_cond_t lanes_cond;  /* a ticket retired (with io_lock) */
@@ -98,7 +98,7 @@ struct Wal {
 
     atomic_uint_fast64_t durable_seq;
     atomic_bool failed;
-    pthread_t threads[SYNC_LANES];
+    pthread_t threads[WAL_SYNC_LANES_MAX];
     unsigned nthreads;
     void (*durable_cb)(void *, uint64_t);
     void *cb_arg;
@@ -116,7 +116,7 @@ static void close_segment(Wal *w)
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
-    for (unsigned i = 0; i < SYNC_LANES; i++) {
+    for (unsigned i = 0; i < WAL_SYNC_LANES_MAX; i++) {
         if (w->sync_fds[i] >= 0)
             close(w->sync_fds[i]);
         w->sync_fds[i] = -1;
@@ -130,7 +130,7 @@ static void install_segment(Wal *w, int fd, const char *path, uint64_t first, si
 {
     close_segment(w);
     w->pipelined = w->cfg.fsync == WAL_FSYNC_ALWAYS;
-    for (unsigned i = 0; i < SYNC_LANES; i++) {
+    for (unsigned i = 0; i < w->nlanes; i++) {
         if (w->cfg.fsync == WAL_FSYNC_ALWAYS) {
             w->sync_fds[i] = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
             if (w->sync_fds[i] < 0 && w->pipelined) {
@@ -337,7 +337,7 @@ static void retire_locked(Wal *w)
         t->data.len = 0;
         if (t->data.cap > BUF_INITIAL)
             bytebuf_free(&t->data); /* a burst's buffer is not kept: idle, the lanes hold 1 MiB each */
-        w->lane_head = (w->lane_head + 1) % SYNC_LANES;
+        w->lane_head = (w->lane_head + 1) % w->nlanes;
         w->lane_count--;
     }
     if (!w->lane_count)
@@ -352,7 +352,7 @@ static void retire_locked(Wal *w)
  * retired as failed). */
 static SyncTicket *ticket_issue_locked(Wal *w)
 {
-    SyncTicket *t = &w->lanes[(w->lane_head + w->lane_count) % SYNC_LANES]; /* free: lane_count < SYNC_LANES */
+    SyncTicket *t = &w->lanes[(w->lane_head + w->lane_count) % w->nlanes]; /* free: lane_count < nlanes */
     pthread_mutex_lock(&w->buf_lock);
     size_t len = w->buf.len;
     if (len) {
@@ -438,7 +438,7 @@ static void *flusher_main(void *arg)
         pthread_mutex_lock(&w->io_lock);
         /* a thread's ticket that is done stays in the ring until those
          * before it are: the ring can be full while its thread comes back */
-        while (w->lane_count == SYNC_LANES)
+        while (w->lane_count == w->nlanes)
             pthread_cond_wait(&w->lanes_cond, &w->io_lock);
         if (w->cfg.fsync == WAL_FSYNC_ALWAYS && w->pipelined && !w->quiesce_waiters && !atomic_load(&w->failed) &&
             !w->write_broken && w->seg_bytes < w->cfg.segment_bytes) {
@@ -482,7 +482,8 @@ int wal_open(Wal **out, const WalConfig *cfg, uint64_t next_seq, void (*durable_
     snprintf(w->dir, sizeof w->dir, "%s", cfg->dir);
     w->cfg.dir = w->dir;
     w->fd = -1;
-    for (unsigned i = 0; i < SYNC_LANES; i++)
+    w->nlanes = cfg->sync_lanes >= 1 && cfg->sync_lanes <= WAL_SYNC_LANES_MAX ? (unsigned)cfg->sync_lanes : 1;
+    for (unsigned i = 0; i < WAL_SYNC_LANES_MAX; i++)
         w->sync_fds[i] = -1;
     w->next_seq = next_seq;
     w->buf_last_seq = next_seq - 1;
@@ -497,7 +498,7 @@ int wal_open(Wal **out, const WalConfig *cfg, uint64_t next_seq, void (*durable_
     int rc = bytebuf_reserve(&w->buf, BUF_INITIAL);
     if (!rc)
         rc = open_segment(w, next_seq);
-    unsigned want = cfg->fsync == WAL_FSYNC_ALWAYS ? SYNC_LANES : 1;
+    unsigned want = cfg->fsync == WAL_FSYNC_ALWAYS ? w->nlanes : 1;
     while (!rc && w->nthreads < want) {
         if (pthread_create(&w->threads[w->nthreads], NULL, flusher_main, w) != 0)
             rc = -EAGAIN;
@@ -537,7 +538,7 @@ void wal_close(Wal *w)
     bytebuf_free(&w->buf);
     bytebuf_free(&w->spare);
     bytebuf_free(&w->pending);
-    for (unsigned i = 0; i < SYNC_LANES; i++)
+    for (unsigned i = 0; i < WAL_SYNC_LANES_MAX; i++)
         bytebuf_free(&w->lanes[i].data);
     pthread_mutex_destroy(&w->buf_lock);
     pthread_mutex_destroy(&w->io_lock);

@@ -526,7 +526,7 @@ static void run_threads(Run *r, void *(*model_thread)(void *), void *model_arg)
 
 static Wal *open_wal(const LtvdConfig *cfg)
 {
-    WalConfig wc = {cfg->storage_dir, WAL_FSYNC_NONE, 0, 64 * 1024, 1 << 20, NULL}; /* small segments: several files */
+    WalConfig wc = {cfg->storage_dir, WAL_FSYNC_NONE, 0, 64 * 1024, 1 << 20, NULL, 1}; /* small segments: several files */
     Wal *wal;
     ASSERT(wal_open(&wal, &wc, 1, NULL, NULL) == 0);
     return wal;

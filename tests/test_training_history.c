@@ -49,7 +49,7 @@ static void fresh_dir(void)
     snprintf(dir, sizeof dir, "/tmp/ltvd-thist-XXXXXX");
     ASSERT(mkdtemp(dir) != NULL);
     snprintf(hpath, sizeof hpath, "%s/history/%s", dir, HISTORY_FILE);
-    WalConfig cfg = {dir, WAL_FSYNC_NONE, 10, 1 << 24, 1 << 20, NULL};
+    WalConfig cfg = {dir, WAL_FSYNC_NONE, 10, 1 << 24, 1 << 20, NULL, 1};
     ASSERT(wal_open(&wal, &cfg, 1, NULL, NULL) == 0);
 }
 

@@ -101,7 +101,7 @@ static int check_record_shifted(void *arg, uint8_t kind, uint64_t seq, const uns
 
 static void test_replay_across_segments(void)
 {
-    WalConfig cfg = {dir, WAL_FSYNC_NONE, 10, 4096, 1 << 20, NULL};
+    WalConfig cfg = {dir, WAL_FSYNC_NONE, 10, 4096, 1 << 20, NULL, 1};
     Wal *w;
     ASSERT(wal_open(&w, &cfg, 1, NULL, NULL) == 0);
     unsigned char p[256];
@@ -264,7 +264,7 @@ static void *syncer(void *arg)
 
 static void test_durable_seq_monotonic(void)
 {
-    WalConfig cfg = {dir, WAL_FSYNC_ALWAYS, 10, 1 << 30, 1 << 20, NULL};
+    WalConfig cfg = {dir, WAL_FSYNC_ALWAYS, 10, 1 << 30, 1 << 20, NULL, WAL_SYNC_LANES_MAX};
     for (int round = 0; round < 5; round++) {
         Race r = {0};
         atomic_init(&r.stop, false);
@@ -315,8 +315,9 @@ static void on_durable_seen(void *arg, uint64_t seq)
  * once and in order, and durable seqs must be announced in order. */
 static void test_pipelined_commit(void)
 {
-    WalConfig cfg = {dir, WAL_FSYNC_ALWAYS, 10, 1 << 30, 1 << 20, NULL};
-    for (int round = 0; round < 3; round++) {
+    WalConfig cfg = {dir, WAL_FSYNC_ALWAYS, 10, 1 << 30, 1 << 20, NULL, 1};
+    for (int round = 0; round < 4; round++) {
+        cfg.sync_lanes = round == 0 ? 1 : WAL_SYNC_LANES_MAX; /* storage.sync_lanes' default, then overlapping */
         DurableSeen seen;
         atomic_init(&seen.last, 0);
         atomic_init(&seen.backwards, 0);
@@ -354,7 +355,7 @@ static void test_buffer_cap(void)
 {
     /* interval at its longest: only the cap makes the flusher write early */
     const size_t cap = 65536;
-    WalConfig cfg = {dir, WAL_FSYNC_INTERVAL, 10000, 1 << 30, cap, NULL};
+    WalConfig cfg = {dir, WAL_FSYNC_INTERVAL, 10000, 1 << 30, cap, NULL, 1};
     Wal *w;
     ASSERT(wal_open(&w, &cfg, 1, NULL, NULL) == 0);
     unsigned char p[1000];
@@ -385,7 +386,7 @@ static void test_fsync_histogram(void)
 {
     MetricsFsync h;
     memset(&h, 0, sizeof h);
-    WalConfig cfg = {dir, WAL_FSYNC_ALWAYS, 10, 1 << 30, 1 << 20, &h};
+    WalConfig cfg = {dir, WAL_FSYNC_ALWAYS, 10, 1 << 30, 1 << 20, &h, WAL_SYNC_LANES_MAX};
     Wal *w;
     ASSERT(wal_open(&w, &cfg, 1, NULL, NULL) == 0);
     unsigned char p[64];
@@ -418,7 +419,7 @@ static void test_recovers_after_failure(void)
     ASSERT(getrlimit(RLIMIT_FSIZE, &old) == 0);
     struct rlimit none = {0, old.rlim_max}; /* no file may grow: the retries fail too */
     WalConfig cfg = {.dir = dir, .fsync = WAL_FSYNC_ALWAYS, .interval_ms = 10, .segment_bytes = 1 << 20,
-                     .buffer_bytes = 1 << 20};
+                     .buffer_bytes = 1 << 20, .sync_lanes = WAL_SYNC_LANES_MAX};
     Wal *w;
     ASSERT(wal_open(&w, &cfg, 1, NULL, NULL) == 0);
     unsigned char p[256];
