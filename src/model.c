@@ -110,6 +110,32 @@ void model_release(Model *m)
     free(m);
 }
 
+/* The population prior's fallback output (no purchase history): the same
+ * for every shopper under one fit and horizon, and dear to compute (its
+ * 2F1 series converges slowly at T = 0: about 2,400 instructions, callgrind),
+ * so each thread keeps the last one it computed. */
+static void fallback_prior(const FallbackFit *fit, double t, FallbackOutput *out)
+{
+    static _Thread_local struct {
+        BgnbdParams bg;
+        GammaGammaParams gg;
+        double t;
+        FallbackOutput out;
+        bool valid;
+    } memo;
+    if (memo.valid && memo.t == t && memcmp(&memo.bg, &fit->bg, sizeof memo.bg) == 0 &&
+        memcmp(&memo.gg, &fit->gg, sizeof memo.gg) == 0) {
+        *out = memo.out;
+        return;
+    }
+    fallback_predict(&fit->bg, &fit->gg, NULL, t, out);
+    memo.bg = fit->bg;
+    memo.gg = fit->gg;
+    memo.t = t;
+    memo.out = *out;
+    memo.valid = true;
+}
+
 void model_fallback(const FallbackFit *fit, int horizon_days, const ShopperAgg *agg, const RecentSummary *rs,
                     int64_t as_of, FallbackOutput *out)
 {
@@ -119,7 +145,7 @@ void model_fallback(const FallbackFit *fit, int horizon_days, const ShopperAgg *
         fallback_predict(&fit->bg, &fit->gg, &s, t, out);
         return;
     }
-    fallback_predict(&fit->bg, &fit->gg, NULL, t, out); /* the population prior */
+    fallback_prior(fit, t, out); /* the population prior */
     out->p_alive = 1.0;
     if (!agg || agg->events == 0 || fit->cold.state == COLD_PRIOR)
         return;

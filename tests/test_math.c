@@ -309,6 +309,20 @@ static void test_cold_start(void)
     model_fallback(&fit, H, &agg, &rs, at, &prior);
     model_fallback(&fit, H, NULL, NULL, at, &fo);
     ASSERT_REL(prior.ltv, fo.ltv, 1e-12); /* the population prior */
+    /* the prior is kept per thread for the last fit and horizon: another
+     * fit or horizon gets its own, computed afresh */
+    FallbackFit other = fit;
+    other.bg.r *= 2;
+    FallbackOutput direct, fo2, fo3;
+    fallback_predict(&other.bg, &other.gg, NULL, H / 7.0, &direct);
+    model_fallback(&other, H, NULL, NULL, at, &fo2);
+    ASSERT_REL(fo2.ltv, direct.ltv, 1e-12);
+    ASSERT(fabs(fo2.ltv - fo.ltv) > 0.01 * fo.ltv);
+    fallback_predict(&fit.bg, &fit.gg, NULL, 2 * H / 7.0, &direct);
+    model_fallback(&fit, 2 * H, NULL, NULL, at, &fo3);
+    ASSERT_REL(fo3.ltv, direct.ltv, 1e-12);
+    model_fallback(&fit, H, NULL, NULL, at, &fo3);
+    ASSERT_REL(fo3.ltv, fo.ltv, 1e-12);
     fit.cold.state = COLD_CAPPED;
     model_fallback(&fit, H, &agg, &rs, at, &capped);
     shopper_agg_init(&once);
