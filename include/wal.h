@@ -7,8 +7,8 @@
  * Appending copies the record into a bounded in-memory buffer (the caller
  * serialises appends, so log order is apply order). A flusher thread writes
  * the buffer out and, by policy, fdatasyncs it: one fdatasync covers every
- * record appended meanwhile (group commit). With WAL_FSYNC_ALWAYS four
- * flusher threads overlap their fdatasyncs (writes stay in order; records
+ * record appended meanwhile (group commit). With WAL_FSYNC_ALWAYS
+ * WalConfig.sync_lanes flusher threads (1 by default) overlap their fdatasyncs (writes stay in order; records
  * are published durable in order). When records become durable the
  * durable callback gets the highest durable seq, on the flusher thread or on
  * the thread in wal_sync/wal_rotate, with the log's io lock held: seqs come

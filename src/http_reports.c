@@ -157,7 +157,8 @@ static int list_query(HttpCall *c, const Segments *g, size_t total, bool churn, 
     unsigned long long gen, pos, tag = 0;
     int used = 0;
     char kind = rc ? 0 : text[0];
-    bool ok = !rc && (kind == 't' || kind == 'c') && !strpbrk(text, "+- ");
+    /* only what next_cursor writes: sscanf alone would skip white space and take signs */
+    bool ok = !rc && (kind == 't' || kind == 'c') && text[1 + strspn(text + 1, "0123456789abcdef.")] == '\0';
     if (ok)
         ok = kind == 'c' ? sscanf(text + 1, "%16llx.%llu.%16llx%n", &gen, &pos, &tag, &used) == 3
                          : sscanf(text + 1, "%16llx.%llu%n", &gen, &pos, &used) == 2;

@@ -110,6 +110,10 @@ def cells_add_up_and_a_big_spender_is_top():
             top_cursor = s.json("GET", "/v1/lists/top?limit=7")[1]["next_cursor"]
             status, body = s.json("GET", f"/v1/lists/churn-risk?cursor={top_cursor}")
             check(status == 400 and body["error"]["code"] == "invalid_request", body)
+            for bent in (f"t%09{top_cursor[1:]}", top_cursor.replace(".", ".%20"), top_cursor.replace(".", ".+")):
+                status, body = s.json("GET", f"/v1/lists/top?cursor={bent}")
+                check(status == 400 and body["error"]["code"] == "invalid_request", (bent, body))
+            check(s.json("GET", f"/v1/lists/top?cursor={top_cursor}")[0] == 200, top_cursor)
             status, churn = s.json("GET", "/v1/lists/churn-risk?limit=1")
             check(status == 200, churn)
             if churn["next_cursor"]:
