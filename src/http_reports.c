@@ -116,9 +116,10 @@ typedef struct ListQuery {
  * thresholds points into that filtered list, not another). */
 static uint64_t filter_tag(const ListQuery *q)
 {
+    double mv = q->min_value + 0.0, mp = q->max_p_active + 0.0; /* -0 tags as 0: the same filter */
     uint64_t a, b;
-    memcpy(&a, &q->min_value, sizeof a);
-    memcpy(&b, &q->max_p_active, sizeof b);
+    memcpy(&a, &mv, sizeof a);
+    memcpy(&b, &mp, sizeof b);
     uint64_t st = a;
     uint64_t h = splitmix64(&st);
     st = h ^ b;
