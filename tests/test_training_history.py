@@ -181,7 +181,10 @@ def damaged_history_is_reset():
         check("training history unreadable" in s.logs(), "no warning for the unreadable history")
         status, _ = s.request("DELETE", "/v1/users/h7")[:2]
         check(status == 204, status)
-        ok = wait_until(lambda: "deleted and started afresh" in s.logs(), WAIT_S)
+        # history_reset's own line, logged once the new file and its figures are in place (the
+        # snapshot's line before it also ends in "deleted and started afresh": waiting for that
+        # one raced the reset)
+        ok = wait_until(lambda: 'msg="training history deleted and started afresh"' in s.logs(), WAIT_S)
         check(ok, f"the damaged history was not reset within {scaled(WAIT_S):.0f} s")
         with open(hist_file(s), "rb") as f:
             data = f.read()
