@@ -45,20 +45,18 @@ typedef struct Niced {
     int rc;
 } Niced;
 
-/* SCHED_IDLE rather than nice 19 alone: with a nice-19 trainer on one core
- * and the load generator on the other, the HTTP thread waited 100-445 ms
- * of every second for a core (its schedstat, bench/retrain_timeline): a
- * waking nice-0 thread need not preempt a running nice-19 one at once (an
- * EEVDF slice), while a waking normal thread always preempts a SCHED_IDLE
- * one. SCHED_IDLE still gets a share (weight 3 against nice 19's 15), so a
- * retrain under a saturating load is slower, not stopped. Both apply to the
- * calling thread on Linux and need no privilege; the worker thread itself
- * is never lowered (raising it again would need CAP_SYS_NICE). */
+/* nice 19. SCHED_IDLE was tried (5c7d655: it cut the HTTP thread's waits
+ * for a core during a retrain, docs/PERFORMANCE.md) and taken out: with
+ * the kernel's autogroup on (Debian's default), an idle-class trainer under
+ * ASan's slowdown kept an erasure's snapshot from coming within 60 s and
+ * shutdown waiting over 90 s (test_snapshots' erasure_snapshot_while_
+ * retrain_runs: fails with it, passes in 10 s without; autogroup off, it
+ * passed either way). Applies to the calling thread on Linux and needs no
+ * privilege; the worker thread itself is never lowered (raising it again
+ * would need CAP_SYS_NICE). */
 void service_lower_priority(void)
 {
-    struct sched_param sp = {0};
     setpriority(PRIO_PROCESS, 0, 19);
-    (void)sched_setscheduler(0, SCHED_IDLE, &sp);
 }
 
 static void *niced_main(void *arg)

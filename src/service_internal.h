@@ -117,7 +117,7 @@ int service_collect_train_set(Service *s, struct TrainSet *set);
  * it (jobs.c); fn must not take the store lock. */
 int service_run_niced(int (*fn)(void *arg), void *arg);
 /* The calling thread (or a forked child) to the lowest CPU priority:
- * SCHED_IDLE, nice 19 if that is refused (jobs.c says why). */
+ * nice 19 (jobs.c says why not SCHED_IDLE). */
 void service_lower_priority(void);
 
 #endif
