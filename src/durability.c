@@ -218,10 +218,10 @@ static int write_locked(Service *s, const char *tmp, uint64_t seq, bool fork_chi
         /* child: a frozen copy of memory; write it and leave (the fork
          * rules: no locks, no stdio, _exit) */
         child_detach(parent);
-        /* nice 19, not SCHED_IDLE as the compute threads: an erasure's
-         * snapshot has a deadline, and an idle-class child on a node kept
-         * busy by normal-priority work got almost no CPU (a CI run: no
-         * snapshot 60 s after an erasure under ASan) */
+        /* nice 19, as the compute threads, and not SCHED_IDLE: an
+         * erasure's snapshot has a deadline, and an idle-class child on a
+         * node kept busy by normal-priority work got almost no CPU (a CI
+         * run: no snapshot 60 s after an erasure under ASan) */
         setpriority(PRIO_PROCESS, 0, 19);
         int rc = snapshot_write(tmp, &tables, &info, bytes);
         _exit(rc ? 1 : 0);
