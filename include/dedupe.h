@@ -55,6 +55,24 @@ uint64_t dedupe_evicted_early(const Dedupe *d); /* since create */
 /* How many of the oldest keys are of the old unkeyed hash. */
 size_t dedupe_legacy_count(const Dedupe *d);
 
+/* Shards (cluster mode, docs/CLUSTER.md): each key may carry the shard
+ * (partition) of the event it stands for, so that a shard's part of the
+ * window can be handed to another node or forgotten. Off by default;
+ * dedupe_use_shards turns it on while the window is empty (-EBUSY
+ * otherwise, -ENOMEM): 2 more bytes per id of max_ids. */
+#define DEDUPE_NO_SHARD 0xFFFFu
+int dedupe_use_shards(Dedupe *d);
+/* Is this key (nonzero) in the window? */
+bool dedupe_holds(const Dedupe *d, uint64_t key);
+/* dedupe_insert, the key marked as of shard (< DEDUPE_NO_SHARD). */
+void dedupe_insert_shard(Dedupe *d, uint64_t key, int64_t now, uint32_t shard);
+/* Every key of shard with its arrival time, oldest first. */
+void dedupe_foreach_shard(const Dedupe *d, uint32_t shard, void (*fn)(void *arg, uint64_t key, int64_t arrival),
+                          void *arg);
+/* Forgets every key of every shard k < nshards with drop[k]; the others
+ * keep their order and arrival times. O(max_ids). */
+void dedupe_drop_shards(Dedupe *d, const bool *drop, size_t nshards);
+
 /* Snapshots: every key with its arrival time, oldest first; and restoring
  * them, oldest first (the legacy ones before any other). A key already held
  * is skipped. */

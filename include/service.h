@@ -22,6 +22,7 @@
 
 #include "calibration.h"
 #include "config.h"
+#include "hash.h"
 #include "metrics.h"
 #include "history.h"
 #include "model.h"
@@ -103,6 +104,33 @@ int64_t service_now(Service *s);
  * When single is not NULL it gets the updated prediction of
  * events[0]'s shopper (for a one-event post). */
 int service_apply(Service *s, const Event *events, size_t n, ApplyResult *res, PredictionView *single);
+
+/* ---- cluster mode: the state as shards (service_shard.c) ----------------
+ * shard_of(arg, id, len) < nshards: the shard (partition) of a shopper. */
+typedef uint32_t (*ServiceShardFn)(void *arg, const char *id, size_t len);
+/* Main, before any event: the state is sharded. The store's and the
+ * event_id window's hash keys are derived from key (the cluster's, so a
+ * shard's window means the same on every node), and the window's ids are
+ * marked with their shard. 0; -EBUSY (shoppers held already); -EINVAL
+ * (nshards 0 or above 65535); -ENOMEM. */
+int service_use_shards(Service *s, uint32_t nshards, ServiceShardFn shard_of, void *arg, const HashKey *key);
+/* Appends shard's shoppers and event_id window to out (the format is in
+ * service_shard.c); *users gets how many shoppers. The caller makes sure
+ * no event of the shard is applied meanwhile. Walks the store a batch at a
+ * time (the lock is free in between). 0, -ENOMEM (out as it was), -EINVAL
+ * (not sharded). */
+int service_shard_export(Service *s, uint32_t shard, ByteBuf *out, uint64_t *users);
+/* Forgets the shoppers and window ids of every shard k with drop[k]
+ * (nshards,); returns how many shoppers. Walks as above. */
+size_t service_shard_drop(Service *s, const bool *drop);
+/* Loads a copy made by service_shard_export into a node that holds none of
+ * the shard's shoppers (after service_shard_drop), all or nothing: each
+ * shopper's state is recomputed under this node's network at its first use.
+ * 0; -EBADMSG (corrupt, another shard, or another model.hidden_size /
+ * model.recent_events / build), -ENOSPC (limits.max_users), -ENOMEM, -EINVAL
+ * (not sharded); err says which. */
+int service_shard_import(Service *s, uint32_t shard, const void *data, size_t len, uint64_t *users, char *err,
+                         size_t errlen);
 
 /* Prediction for one shopper; as_of < 0 means now. */
 void service_predict(Service *s, const char *id, size_t len, int64_t as_of, PredictionView *out);

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The seed the unkeyed hash used before keyed hashing (snapshot format <= 2). */
 #define LEGACY_SEED 0x65766e745f696400ull
@@ -17,6 +18,7 @@ struct Dedupe {
     size_t mask;
     uint64_t *ring_key; /* (cap,) */
     uint32_t *ring_at;  /* (cap,): arrival, Unix seconds, nondecreasing from head */
+    uint16_t *ring_shard; /* (cap,) or NULL: shards off */
     size_t cap, head, len;
     size_t legacy;      /* the oldest `legacy` entries are hash64 keys */
     uint64_t evicted_early;
@@ -54,6 +56,7 @@ void dedupe_destroy(Dedupe *d)
     free(d->table);
     free(d->ring_key);
     free(d->ring_at);
+    free(d->ring_shard);
     free(d);
 }
 
@@ -106,6 +109,15 @@ static void table_remove(Dedupe *d, uint64_t key)
     }
 }
 
+/* key not in the table */
+static void table_put(Dedupe *d, uint64_t key)
+{
+    size_t i = (size_t)key & d->mask;
+    while (d->table[i] != 0)
+        i = (i + 1) & d->mask;
+    d->table[i] = key;
+}
+
 static void pop_oldest(Dedupe *d)
 {
     table_remove(d, d->ring_key[d->head]);
@@ -123,7 +135,7 @@ void dedupe_expire(Dedupe *d, int64_t now)
 
 static uint32_t clamp_time(int64_t t) { return t < 0 ? 0 : t > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)t; }
 
-static void push(Dedupe *d, uint64_t key, int64_t now)
+static void push(Dedupe *d, uint64_t key, int64_t now, uint32_t shard)
 {
     if (d->len == d->cap) {
         pop_oldest(d);
@@ -135,20 +147,25 @@ static void push(Dedupe *d, uint64_t key, int64_t now)
         if (at < newest)
             at = newest; /* keep the ring in arrival order if the clock steps back */
     }
-    size_t i = (size_t)key & d->mask;
-    while (d->table[i] != 0)
-        i = (i + 1) & d->mask;
-    d->table[i] = key;
+    table_put(d, key);
     size_t tail = (d->head + d->len) % d->cap;
     d->ring_key[tail] = key;
     d->ring_at[tail] = at;
+    if (d->ring_shard)
+        d->ring_shard[tail] = (uint16_t)(shard < DEDUPE_NO_SHARD ? shard : DEDUPE_NO_SHARD);
     d->len++;
 }
 
 void dedupe_insert(Dedupe *d, uint64_t key, int64_t now)
 {
     if (d->window_s > 0)
-        push(d, key, now);
+        push(d, key, now, DEDUPE_NO_SHARD);
+}
+
+void dedupe_insert_shard(Dedupe *d, uint64_t key, int64_t now, uint32_t shard)
+{
+    if (d->window_s > 0)
+        push(d, key, now, shard);
 }
 
 void dedupe_restore(Dedupe *d, uint64_t key, int64_t arrival, bool legacy)
@@ -156,7 +173,7 @@ void dedupe_restore(Dedupe *d, uint64_t key, int64_t arrival, bool legacy)
     key = nonzero(key);
     if (d->window_s == 0 || contains(d, key) || (legacy && d->len > d->legacy))
         return; /* a legacy key after a keyed one would break the front-of-ring rule */
-    push(d, key, arrival);
+    push(d, key, arrival, DEDUPE_NO_SHARD);
     if (legacy)
         d->legacy++;
 }
@@ -172,4 +189,57 @@ void dedupe_foreach(const Dedupe *d, void (*fn)(void *arg, uint64_t key, int64_t
         size_t k = (d->head + i) % d->cap;
         fn(arg, d->ring_key[k], d->ring_at[k]);
     }
+}
+
+bool dedupe_holds(const Dedupe *d, uint64_t key) { return d->len && contains(d, key); }
+
+int dedupe_use_shards(Dedupe *d)
+{
+    if (d->len)
+        return -EBUSY;
+    if (d->ring_shard)
+        return 0;
+    d->ring_shard = malloc(d->cap * sizeof *d->ring_shard);
+    return d->ring_shard ? 0 : -ENOMEM;
+}
+
+void dedupe_foreach_shard(const Dedupe *d, uint32_t shard, void (*fn)(void *arg, uint64_t key, int64_t arrival),
+                          void *arg)
+{
+    if (!d->ring_shard)
+        return;
+    for (size_t i = 0; i < d->len; i++) {
+        size_t k = (d->head + i) % d->cap;
+        if (d->ring_shard[k] == shard)
+            fn(arg, d->ring_key[k], d->ring_at[k]);
+    }
+}
+
+void dedupe_drop_shards(Dedupe *d, const bool *drop, size_t nshards)
+{
+    if (!d->ring_shard)
+        return;
+    /* compact the ring in place (the write index never passes the read
+     * index), then rebuild the table from what is left */
+    size_t kept = 0, legacy = 0;
+    for (size_t i = 0; i < d->len; i++) {
+        size_t r = (d->head + i) % d->cap;
+        uint16_t sh = d->ring_shard[r];
+        if (sh < nshards && drop[sh])
+            continue;
+        size_t w = (d->head + kept) % d->cap;
+        d->ring_key[w] = d->ring_key[r];
+        d->ring_at[w] = d->ring_at[r];
+        d->ring_shard[w] = sh;
+        if (i < d->legacy)
+            legacy++;
+        kept++;
+    }
+    if (kept == d->len)
+        return;
+    d->len = kept;
+    d->legacy = legacy;
+    memset(d->table, 0, (d->mask + 1) * sizeof *d->table);
+    for (size_t i = 0; i < d->len; i++)
+        table_put(d, d->ring_key[(d->head + i) % d->cap]);
 }

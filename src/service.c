@@ -254,7 +254,9 @@ static size_t apply_events_locked(Service *s, const Event *events, size_t n, con
             u->net_id = net->id;
         }
         apply_one(s, u, ev, net, res);
-        if (ev->event_id)
+        if (ev->event_id && s->shard_of)
+            dedupe_insert_shard(s->dedupe, key, now, s->shard_of(s->shard_arg, ev->user_id, ev->user_len));
+        else if (ev->event_id)
             dedupe_insert(s->dedupe, key, now);
         res->accepted++;
     }
@@ -400,7 +402,7 @@ int service_user_summary(Service *s, const char *id, size_t len, UserSummaryView
 }
 
 /* Removes a shopper and its pending logged prediction. Store lock held. */
-static void erase_locked(Service *s, const char *id, size_t len)
+void service_erase_locked(Service *s, const char *id, size_t len)
 {
     UserState *u = store_find(s->store, id, len);
     if (!u)
@@ -437,7 +439,7 @@ int service_delete_user(Service *s, const char *id, size_t len, uint64_t *wait_s
             *wait_seq = 0;
         note_erasure(s);
     }
-    erase_locked(s, id, len);
+    service_erase_locked(s, id, len);
     store_unlock(s->store);
     atomic_fetch_add(&s->metrics->users_deleted, 1);
     return 0;
@@ -446,7 +448,7 @@ int service_delete_user(Service *s, const char *id, size_t len, uint64_t *wait_s
 void service_replay_erase(Service *s, const char *id, size_t len)
 {
     store_lock(s->store);
-    erase_locked(s, id, len);
+    service_erase_locked(s, id, len);
     store_unlock(s->store);
     note_erasure(s);
 }

@@ -70,6 +70,11 @@ struct Service {
     atomic_uint_fast64_t snapshot_job;       /* asked-for snapshot queued or running, 0 = none */
     atomic_uint_fast64_t snapshot_jobs;      /* asked-for snapshots so far */
 
+    /* cluster mode (service_shard.c): set once before the first event */
+    uint32_t nshards;            /* 0: not sharded */
+    ServiceShardFn shard_of;
+    void *shard_arg;
+
     /* segments (segments.c) */
     pthread_mutex_t seg_lock;    /* guards segments alone; a leaf, like model_lock */
     struct Segments *segments;   /* the published result, NULL before the first refresh */
@@ -98,6 +103,10 @@ void service_ensure_state(Service *s, UserState *u, const LstmWeights *net);
 void service_fill_view(PredictionView *pv, const Model *m, const UserState *u, const char *id, size_t len,
                        int64_t as_of);
 void service_recent_summary(const Service *s, const UserState *u, int64_t as_of, RecentSummary *rs);
+
+/* Forgets a shopper (absent: nothing) and its pending predictions. Store
+ * lock held. */
+void service_erase_locked(Service *s, const char *id, size_t len);
 
 /* Recovery (main thread, before serving): re-applies a logged batch under
  * net (-ENOSPC: it would overflow limits.max_users), and a logged erasure

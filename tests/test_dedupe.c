@@ -195,6 +195,63 @@ static void test_cap(void)
     dedupe_destroy(d);
 }
 
+/* Cluster mode: a partition's ids can be listed and forgotten apart from the
+ * others' (a partition handed to another node takes its ids with it). */
+typedef struct ShardSeen {
+    uint64_t keys[64];
+    int64_t at[64];
+    size_t n;
+} ShardSeen;
+
+static void collect_shard(void *arg, uint64_t key, int64_t at)
+{
+    ShardSeen *s = arg;
+    ASSERT(s->n < 64);
+    s->keys[s->n] = key;
+    s->at[s->n++] = at;
+}
+
+static void test_shards(void)
+{
+    Dedupe *d;
+    ASSERT(dedupe_create(&d, 8, 600) == 0);
+    ASSERT(dedupe_use_shards(d) == 0);
+    char id[32];
+    uint64_t keys[10];
+    for (int k = 0; k < 10; k++) { /* shards 0,1,2,0,1,2,...; the cap of 8 evicts evt-0 and evt-1 */
+        snprintf(id, sizeof id, "evt-%d", k);
+        ASSERT(!dedupe_seen(d, id, strlen(id), &keys[k]));
+        dedupe_insert_shard(d, keys[k], 1000 + k, (uint32_t)(k % 3));
+    }
+    ASSERT(dedupe_use_shards(d) == -EBUSY);
+    ShardSeen s1 = {0};
+    dedupe_foreach_shard(d, 1, collect_shard, &s1);
+    ASSERT(s1.n == 2 && s1.keys[0] == keys[4] && s1.keys[1] == keys[7] && s1.at[0] == 1004 && s1.at[1] == 1007);
+
+    /* forget shard 1: its ids are new again, the others are still seen, in order */
+    bool drop[3] = {false, true, false};
+    dedupe_drop_shards(d, drop, 3);
+    ASSERT(dedupe_count(d) == 6);
+    for (int k = 2; k < 10; k++) {
+        snprintf(id, sizeof id, "evt-%d", k);
+        ASSERT(seen(d, id) == (k % 3 != 1));
+    }
+    ShardSeen s0 = {0};
+    dedupe_foreach_shard(d, 0, collect_shard, &s0);
+    ASSERT(s0.n == 3 && s0.keys[0] == keys[3] && s0.keys[2] == keys[9]);
+    /* expiry still goes oldest first after the compaction */
+    dedupe_expire(d, 1000 + 5 + 601);
+    ASSERT(dedupe_count(d) == 3 && !seen(d, "evt-5") && seen(d, "evt-6"));
+    /* the freed room is used: no early eviction until 8 are held again */
+    uint64_t before = dedupe_evicted_early(d);
+    for (int k = 0; k < 5; k++) {
+        snprintf(id, sizeof id, "new-%d", k);
+        accept(d, id, 1700);
+    }
+    ASSERT(dedupe_count(d) == 8 && dedupe_evicted_early(d) == before);
+    dedupe_destroy(d);
+}
+
 /* ---- snapshots ----------------------------------------------------------- */
 
 static const StoreConfig SHAPE = {100, 8, 4};
@@ -380,6 +437,7 @@ int main(void)
     test_crafted_collisions();
     test_window_by_time();
     test_cap();
+    test_shards();
     test_snapshots();
     TEST_DONE("test_dedupe");
 }

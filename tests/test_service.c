@@ -95,6 +95,98 @@ static void test_retry_after_failure(const LtvdConfig *base, Model *m)
     service_destroy(s);
 }
 
+/* Cluster mode's shards: shoppers of shard 0 ids start with "a", of shard 1
+ * with "b". */
+static uint32_t first_letter_shard(void *arg, const char *id, size_t len) { return id[0] == 'b'; }
+
+static int events_with_ids(Service *s, const LtvdConfig *cfg, ApplyResult *r)
+{
+    return try_apply(s, cfg,
+                     "{\"events\": ["
+                     "{\"user_id\": \"a1\", \"type\": \"purchase\", \"value\": 30, \"ts\": \"2024-01-02T00:00:00Z\", "
+                     "\"event_id\": \"e1\"},"
+                     "{\"user_id\": \"b1\", \"type\": \"view\", \"ts\": \"2024-01-03T00:00:00Z\", \"event_id\": \"e2\"},"
+                     "{\"user_id\": \"b1\", \"type\": \"purchase\", \"value\": 25, \"ts\": \"2024-01-09T00:00:00Z\", "
+                     "\"event_id\": \"e3\"},"
+                     "{\"user_id\": \"b2\", \"type\": \"purchase\", \"value\": 70, \"ts\": \"2024-02-01T00:00:00Z\", "
+                     "\"event_id\": \"e4\"}]}",
+                     r);
+}
+
+/* A shard handed from one node to another: the shoppers arrive with their
+ * history, their state recomputed under the receiver's weights (as if they
+ * had always lived there), their event_ids still duplicates; the sender
+ * forgets them and their ids; a corrupt or too large copy loads nothing. */
+static void test_shards(const LtvdConfig *base)
+{
+    LtvdConfig cfg = *base;
+    static Metrics ma, mb, mc;
+    metrics_init(&ma);
+    metrics_init(&mb);
+    metrics_init(&mc);
+    HashKey key = {11, 22};
+    Service *a, *b, *c;
+    ASSERT(service_create(&a, &cfg, &ma, trained_model(16, 1, 1, 1)) == 0);
+    ASSERT(service_create(&b, &cfg, &mb, trained_model(16, 2, 2, 2)) == 0);
+    ASSERT(service_create(&c, &cfg, &mc, trained_model(16, 2, 2, 2)) == 0); /* a reference: weights 2 always */
+    ASSERT(service_use_shards(a, 2, first_letter_shard, NULL, &key) == 0);
+    ASSERT(service_use_shards(b, 2, first_letter_shard, NULL, &key) == 0);
+    ApplyResult r;
+    ASSERT(events_with_ids(a, &cfg, &r) == 0 && r.accepted == 4);
+    ASSERT(events_with_ids(c, &cfg, &r) == 0);
+    ASSERT(service_use_shards(a, 2, first_letter_shard, NULL, &key) == -EBUSY);
+
+    ByteBuf copy = {0};
+    uint64_t users = 0;
+    ASSERT(service_shard_export(a, 1, &copy, &users) == 0 && users == 2);
+    char err[256];
+    /* corrupt: refused, nothing loaded */
+    copy.p[copy.len / 2] ^= 1;
+    ASSERT(service_shard_import(b, 1, copy.p, copy.len, &users, err, sizeof err) == -EBADMSG);
+    ASSERT(strstr(err, "CRC"));
+    copy.p[copy.len / 2] ^= 1;
+    ASSERT(service_shard_import(b, 0, copy.p, copy.len, &users, err, sizeof err) == -EBADMSG); /* another shard */
+    UserSummaryView us;
+    ASSERT(service_user_summary(b, "b1", 2, &us) == -ENOENT);
+    ASSERT(service_shard_import(b, 1, copy.p, copy.len, &users, err, sizeof err) == 0 && users == 2);
+
+    /* b's shoppers: the history as a had it, predictions as under weights 2 from the start */
+    ASSERT(service_user_summary(b, "b1", 2, &us) == 0 && us.agg.events == 2 && us.agg.purchases == 1);
+    ASSERT(service_user_summary(b, "a1", 2, &us) == -ENOENT);
+    int64_t as_of = 1712000000;
+    PredictionView pa, pb, pc;
+    service_predict(a, "b2", 2, as_of, &pa);
+    service_predict(b, "b2", 2, as_of, &pb);
+    service_predict(c, "b2", 2, as_of, &pc);
+    ASSERT(fabs(pa.p.ltv - pc.p.ltv) > 1e-6);
+    ASSERT_REL(pb.p.ltv, pc.p.ltv, 1e-6);
+    /* the ids came along: shard 1's events are duplicates on b, shard 0's are new */
+    ASSERT(events_with_ids(b, &cfg, &r) == 0 && r.duplicates == 3 && r.accepted == 1);
+    ASSERT(service_user_summary(b, "b1", 2, &us) == 0 && us.agg.events == 2);
+
+    /* a forgets shard 1: its shoppers and ids */
+    bool drop[2] = {false, true};
+    ASSERT(service_shard_drop(a, drop) == 2);
+    ASSERT(service_user_summary(a, "b1", 2, &us) == -ENOENT && service_user_summary(a, "a1", 2, &us) == 0);
+    ASSERT(events_with_ids(a, &cfg, &r) == 0 && r.duplicates == 1 && r.accepted == 3);
+
+    /* a copy larger than limits.max_users allows: nothing loaded */
+    LtvdConfig small = cfg;
+    small.limits_max_users = 1;
+    Service *d;
+    static Metrics md;
+    metrics_init(&md);
+    ASSERT(service_create(&d, &small, &md, trained_model(16, 2, 2, 2)) == 0);
+    ASSERT(service_use_shards(d, 2, first_letter_shard, NULL, &key) == 0);
+    ASSERT(service_shard_import(d, 1, copy.p, copy.len, &users, err, sizeof err) == -ENOSPC);
+    ASSERT(service_user_summary(d, "b1", 2, &us) == -ENOENT && service_user_summary(d, "b2", 2, &us) == -ENOENT);
+    bytebuf_free(&copy);
+    service_destroy(a);
+    service_destroy(b);
+    service_destroy(c);
+    service_destroy(d);
+}
+
 static const char *EVENTS =
     "{\"events\": ["
     "{\"user_id\": \"u\", \"type\": \"view\", \"ts\": \"2024-01-01T00:00:00Z\"},"
@@ -149,5 +241,6 @@ int main(void)
     service_destroy(b);
 
     test_retry_after_failure(&cfg, trained_model(16, 3, 3, 1));
+    test_shards(&cfg);
     TEST_DONE("test_service");
 }
