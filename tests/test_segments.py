@@ -3,8 +3,9 @@ ltvd on loopback (docs/SEMANTICS.md, "Segments and lists"): the cells add
 up to the population, a big spender is in the top tier and first on the top
 list, a shopper who stopped buying while time moved on (later events of
 others, the event clock) shows on churn-risk, paging with the cursor gives
-every entry exactly once, an erased shopper leaves the lists, and bad
-parameters are 400s.
+every entry exactly once, a churn-risk cursor pages only under the
+thresholds that gave it (-0 is 0; others are 400, an expired one 409), an
+erased shopper leaves the lists, and bad parameters are 400s.
 
 Usage: test_segments.py PATH_TO_LTVD"""
 import os
@@ -50,6 +51,20 @@ def segments_after(s, earlier=None, timeout=60):
     body = wait_until(probe, timeout, interval=0.2)
     check(body, "no population summary was computed")
     return body
+
+
+class SummaryChanged(Exception):
+    """A refresh came between requests that had to read one summary."""
+
+
+def list_page(s, path):
+    """(status, body) of GET path; SummaryChanged if its cursor expired
+    (409 cursor_expired)."""
+    status, body = s.json("GET", path)
+    if status == 409:
+        check(body["error"]["code"] == "cursor_expired", body)
+        raise SummaryChanged()
+    return status, body
 
 
 def whole_list(s, path, limit):
@@ -176,6 +191,93 @@ def a_lapsing_valuable_shopper_is_a_churn_risk():
         status, churn = s.json("GET", "/v1/lists/churn-risk?limit=1000")
         check("loyal" not in [e["user_id"] for e in churn["entries"]], churn)
 
+
+@test
+def a_churn_cursor_pages_only_under_its_thresholds():
+    # segments.refresh_s=2: a summary lasts for a few pages, and a try whose
+    # cursor expires anyway starts again with a fresh one
+    settings = {"clock": "event", "segments.refresh_s": "2", "auth.allow_open": "true"}
+    limit = 5
+    churn = "/v1/lists/churn-risk"
+    with LtvdProcess(LTVD, settings) as s:
+        post(s, population(60))
+        # a summary of all 61 records each shopper's peak p_active
+        check(wait_until(lambda: segments_after(s)["shoppers"] == 61, 60), "no summary of the whole population")
+        # time moves on: everyone but p0-p4 falls from that peak, and the
+        # churn-risk list grows to many pages
+        post(s, [{"user_id": f"p{i}", "type": "purchase", "ts": T0 + 600 * DAY + i, "value": 10.0}
+                 for i in range(5)])
+        grown = wait_until(lambda: s.json("GET", f"{churn}?limit=1000")[1].get("total", 0) > 3 * limit, 60,
+                           interval=0.2)
+        check(grown, s.json("GET", f"{churn}?limit=1000"))
+
+        def pages_of_one_summary():
+            status, first = list_page(s, f"{churn}?limit={limit}")
+            check(status == 200 and len(first["entries"]) == limit and first["next_cursor"], first)
+            cursor = first["next_cursor"]
+            whole = [e["user_id"] for e in list_page(s, f"{churn}?limit=1000")[1]["entries"]]
+            nxt = whole[limit:2 * limit]
+
+            def expect(cond, msg):
+                """check(cond, msg), unless a refresh came since the first
+                page (then its cursor has expired: SummaryChanged)."""
+                if not cond:
+                    list_page(s, f"{churn}?limit=1&cursor={cursor}")
+                check(cond, msg)
+
+            def ids(body):
+                return [e["user_id"] for e in body["entries"]]
+
+            # (a) the same thresholds, as the defaults, spelt out or left out:
+            # the next page, with none of the first's entries
+            for same in ("", "&min_value=0&max_p_active=1", "&max_p_active=1.0&min_value=0.0"):
+                status, second = list_page(s, f"{churn}?limit={limit}&cursor={cursor}{same}")
+                check(status == 200, (same, second))
+                both = ids(first) + ids(second)
+                expect(both == whole[:2 * limit] and len(set(both)) == 2 * limit, (same, both, whole))
+            # (b) other thresholds: 400, also those that filter nothing out of this list
+            for other in ("min_value=1", "min_value=1e-300", "max_p_active=0.5", "max_p_active=0.999999",
+                          "min_value=0&max_p_active=0.9"):
+                status, body = list_page(s, f"{churn}?limit={limit}&cursor={cursor}&{other}")
+                check(status == 400 and body["error"]["code"] == "invalid_request" and
+                      "min_value/max_p_active" in body["error"]["message"], (other, body))
+            # a cursor given under thresholds pages under those only (every
+            # shopper here spent 10 or more: min_value=1 keeps them all)
+            status, narrow = list_page(s, f"{churn}?limit={limit}&min_value=1")
+            check(status == 200 and narrow["next_cursor"], narrow)
+            status, body = list_page(s, f"{churn}?limit={limit}&cursor={narrow['next_cursor']}")
+            check(status == 400 and "min_value/max_p_active" in body["error"]["message"], body)
+            status, body = list_page(s, f"{churn}?limit={limit}&cursor={narrow['next_cursor']}&min_value=1")
+            check(status == 200, body)
+            expect(ids(body) == nxt, (ids(body), nxt))
+            # and on its own list only
+            status, body = list_page(s, f"/v1/lists/top?cursor={cursor}")
+            check(status == 400 and body["error"]["code"] == "invalid_request", body)
+            # (c) -0 is 0: the same filter, so the same cursor
+            for given, followed in (("", "min_value=-0"), ("min_value=-0", "min_value=0"),
+                                    ("min_value=-0.0", ""), ("max_p_active=1&min_value=-0", "min_value=0e0")):
+                status, page = list_page(s, f"{churn}?limit={limit}&{given}")
+                check(status == 200, (given, page))
+                expect(page["next_cursor"] == cursor, (given, page["next_cursor"], cursor))
+                status, body = list_page(s, f"{churn}?limit={limit}&cursor={page['next_cursor']}&{followed}")
+                check(status == 200, (given, followed, body))
+                expect(ids(body) == nxt, (given, followed, ids(body), nxt))
+            return cursor
+
+        for _ in range(20):
+            try:
+                cursor = pages_of_one_summary()
+                break
+            except SummaryChanged:
+                continue
+        else:
+            raise AssertionError("a refresh came between the pages of every try")
+        # expired: 409 under any thresholds (the cursor's summary is checked first)
+        expired = wait_until(lambda: s.json("GET", f"{churn}?cursor={cursor}")[0] == 409, 30, interval=0.2)
+        check(expired, "the cursor never expired (segments.refresh_s=2)")
+        for q in ("", "&min_value=1"):
+            status, body = s.json("GET", f"{churn}?cursor={cursor}{q}")
+            check(status == 409 and body["error"]["code"] == "cursor_expired", (q, body))
 
 if __name__ == "__main__":
     passed, failed = run_tests(TESTS)
