@@ -388,9 +388,11 @@ def quote_id(user_id):
 def run_tests(functions, *args):
     """Runs each test function (with args), prints ok/FAIL lines and
     returns (passed, failed). A server a test left running is stopped and
-    checked, and counts as a failure of that test."""
+    checked, and counts as a failure of that test. LTVD_TEST_ONLY=name runs
+    only the tests whose name contains it (while working on one)."""
     passed = failed = 0
-    for fn in functions:
+    only = os.environ.get("LTVD_TEST_ONLY", "")
+    for fn in [f for f in functions if only in f.__name__]:
         t0 = time.monotonic()
         error = None
         try:
