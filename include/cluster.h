@@ -10,14 +10,18 @@
  * record does not join), cluster_ingest.c (POST
  * /v1/events: one JetStream message per partition, answered once every
  * one is acknowledged), cluster_consume.c (the owner applies its
- * partitions' messages in order), cluster_forward.c (a read on a node
+ * partitions' messages in order), cluster_snapshot.c (partition
+ * snapshots in JetStream and the purge of the stream behind them; loading
+ * one when a partition is taken; forgetting partitions given up),
+ * cluster_report.c (the map and the metrics), cluster_forward.c (a read on a node
  * that does not own the shopper goes to the owner over HTTP, from a
  * forwarder thread: src/http_defer.h),
  * cluster_off.c (the same functions in a build without libnats: cluster
  * mode is refused).
  *
  * Threads: cluster_start and cluster_stop on main; the cluster thread
- * (cluster.c) renews leases and reads the map; libnats' delivery threads
+ * (cluster.c) renews leases and reads the map; the snapshot thread
+ * (cluster_snapshot.c) takes partition snapshots; libnats' delivery threads
  * apply messages (cluster_consume.c) and take acks; everything else may be
  * called from any thread (the HTTP threads call it). The Cluster borrows
  * cfg, svc and metrics, which must outlive it. */

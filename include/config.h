@@ -101,6 +101,7 @@ typedef struct LtvdConfig {
     int64_t cluster_replicas;      /* JetStream replicas of the stream and the buckets */
     int64_t cluster_lease_ms;      /* a partition lease expires this long after its last renewal */
     int64_t cluster_publish_timeout_ms; /* an ingest waits this long for JetStream's acks, else 503 */
+    int64_t cluster_snapshot_interval_s; /* an owner snapshots each partition it applied something to this often */
     int64_t cluster_forward_threads; /* threads that forward reads to their owners, off the HTTP threads */
 
     int64_t log_level;             /* LogLevel */

@@ -13,7 +13,6 @@
  * Threads: see cluster.h; the tick is the cluster thread's only. */
 #include "cluster_internal.h"
 
-#include <cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +28,29 @@ int64_t cluster_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool cluster_stopping(Cluster *c)
+{
+    pthread_mutex_lock(&c->stop_lock);
+    bool stop = c->stopping;
+    pthread_mutex_unlock(&c->stop_lock);
+    return stop;
+}
+
+bool cluster_wait_stop(Cluster *c, int64_t ms)
+{
+    pthread_mutex_lock(&c->stop_lock);
+    struct timespec until; /* stop_cond waits on CLOCK_MONOTONIC (cluster_start) */
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    int64_t ns = until.tv_nsec + (ms % 1000) * 1000000;
+    until.tv_sec += ms / 1000 + ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    while (!c->stopping && pthread_cond_timedwait(&c->stop_cond, &c->stop_lock, &until) != ETIMEDOUT)
+        ;
+    bool stop = c->stopping;
+    pthread_mutex_unlock(&c->stop_lock);
+    return stop;
 }
 
 bool cluster_lease_fresh(const Cluster *c, const Partition *p)
@@ -149,77 +171,6 @@ int cluster_owner(Cluster *c, uint32_t p, bool *self, char *node, char *url)
     return node[0] && url[0] ? 0 : -EAGAIN;
 }
 
-static const char *preferred_node(Cluster *c, uint32_t p);
-
-void cluster_render_map(Cluster *c, TextBuf *b)
-{
-    cJSON *root = cJSON_CreateObject();
-    cJSON *members = cJSON_AddArrayToObject(root, "members");
-    cJSON *map = cJSON_AddArrayToObject(root, "partitions");
-    cJSON_AddStringToObject(root, "mode", "cluster");
-    cJSON_AddStringToObject(root, "node", c->node);
-    cJSON_AddNumberToObject(root, "partition_count", c->nparts);
-    pthread_mutex_lock(&c->map_lock);
-    for (size_t i = 0; i < c->nmembers; i++) {
-        cJSON *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "node", c->members[i].node);
-        cJSON_AddStringToObject(m, "url", c->members[i].url);
-        cJSON_AddItemToArray(members, m);
-    }
-    for (uint32_t p = 0; p < c->nparts; p++) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddNumberToObject(e, "partition", p);
-        if (c->owner[p][0])
-            cJSON_AddStringToObject(e, "owner", c->owner[p]);
-        else
-            cJSON_AddNullToObject(e, "owner");
-        const char *pref = preferred_node(c, p); /* where it goes: differs from owner while it moves */
-        if (pref)
-            cJSON_AddStringToObject(e, "preferred", pref);
-        else
-            cJSON_AddNullToObject(e, "preferred");
-        if (strcmp(c->owner[p], c->node) == 0)
-            cJSON_AddNumberToObject(e, "applied_seq", (double)atomic_load(&c->parts[p].applied_seq));
-        cJSON_AddItemToArray(map, e);
-    }
-    pthread_mutex_unlock(&c->map_lock);
-    char *text = cJSON_PrintUnformatted(root);
-    if (text)
-        textbuf_append(b, text, strlen(text));
-    else
-        b->err = -ENOMEM;
-    free(text);
-    cJSON_Delete(root);
-}
-
-void cluster_render_metrics(Cluster *c, TextBuf *b)
-{
-    unsigned owned_n = 0;
-    for (uint32_t p = 0; p < c->nparts; p++) {
-        Partition *part = &c->parts[p];
-        pthread_mutex_lock(&part->apply_lock);
-        owned_n += part->owned;
-        pthread_mutex_unlock(&part->apply_lock);
-    }
-    pthread_mutex_lock(&c->map_lock);
-    size_t members = c->nmembers;
-    pthread_mutex_unlock(&c->map_lock);
-    textbuf_printf(b,
-                   "# HELP ltvd_cluster_partitions_owned Partitions this node holds the lease of and applies.\n"
-                   "# TYPE ltvd_cluster_partitions_owned gauge\nltvd_cluster_partitions_owned %u\n"
-                   "# HELP ltvd_cluster_partitions Partitions of the cluster (cluster.partitions).\n"
-                   "# TYPE ltvd_cluster_partitions gauge\nltvd_cluster_partitions %u\n"
-                   "# HELP ltvd_cluster_members Live nodes this node saw at its last tick.\n"
-                   "# TYPE ltvd_cluster_members gauge\nltvd_cluster_members %zu\n"
-                   "# HELP ltvd_cluster_messages_applied_total Stream messages this node applied.\n"
-                   "# TYPE ltvd_cluster_messages_applied_total counter\nltvd_cluster_messages_applied_total %llu\n"
-                   "# HELP ltvd_cluster_apply_errors_total Stream messages this node could not apply "
-                   "(malformed, or limits.max_users reached).\n"
-                   "# TYPE ltvd_cluster_apply_errors_total counter\nltvd_cluster_apply_errors_total %llu\n",
-                   owned_n, c->nparts, members, (unsigned long long)atomic_load(&c->applied_msgs),
-                   (unsigned long long)atomic_load(&c->consume_errors));
-}
-
 /* ---- leases ------------------------------------------------------------- */
 
 static void lease_key(uint32_t p, char *out, size_t cap) { snprintf(out, cap, "p-%u", p); }
@@ -252,7 +203,7 @@ static void lease_delete(Cluster *c, uint32_t p, uint64_t rev)
 /* Rendezvous hashing: the live member with the highest hash of (node, p)
  * prefers p, so a node joining or leaving moves only its share. NULL when
  * there are no members. Under map_lock. */
-static const char *preferred_node(Cluster *c, uint32_t p)
+const char *cluster_preferred_node(Cluster *c, uint32_t p)
 {
     const char *best = NULL;
     uint64_t best_score = 0;
@@ -342,7 +293,7 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
         return false;
     }
     pthread_mutex_lock(&c->map_lock);
-    const char *pref = members_known ? preferred_node(c, part->index) : NULL;
+    const char *pref = members_known ? cluster_preferred_node(c, part->index) : NULL;
     bool prefer_me = pref && strcmp(pref, c->node) == 0;
     bool prefer_other = pref && !prefer_me;
     /* The map keeps the last holder seen while a lease is gone and nobody
@@ -353,6 +304,12 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
     pthread_mutex_unlock(&c->map_lock);
 
     bool held_by_me = strcmp(holder, c->node) == 0;
+    /* Another node holds it: what this node still has of it is stale, and
+     * is forgotten (cluster_snapshot.c). Not while nobody holds it: without
+     * a NATS quorum nobody can take it, and this node's state is the newest
+     * there is, which reads keep being answered from. */
+    if (holder[0] && !held_by_me && atomic_load(&part->applied_seq))
+        atomic_store(&part->drop_pending, true);
     if (mine && !held_by_me) {
         stop_partition(c, part, holder[0] ? "lease_taken" : "lease_expired");
         mine = false;
@@ -476,17 +433,7 @@ static void *cluster_thread(void *arg)
         check_consumers(c);
         for (uint32_t p = 0; p < c->nparts; p++)
             cluster_consume_retry(c, &c->parts[p]);
-        pthread_mutex_lock(&c->stop_lock);
-        struct timespec until; /* stop_cond waits on CLOCK_MONOTONIC (cluster_start) */
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        int64_t ns = until.tv_nsec + (tick_ms % 1000) * 1000000;
-        until.tv_sec += tick_ms / 1000 + ns / 1000000000;
-        until.tv_nsec = ns % 1000000000;
-        while (!c->stopping && pthread_cond_timedwait(&c->stop_cond, &c->stop_lock, &until) != ETIMEDOUT)
-            ;
-        bool stop = c->stopping;
-        pthread_mutex_unlock(&c->stop_lock);
-        if (stop)
+        if (cluster_wait_stop(c, tick_ms))
             return NULL;
     }
 }
@@ -582,6 +529,8 @@ static int connect_nats(Cluster *c, char *err, size_t errlen)
 
 #define START_TRIES 40
 
+static uint32_t shard_of(void *arg, const char *id, size_t len) { return cluster_partition_of(arg, id, len); }
+
 int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *metrics, uint16_t http_port,
                   char *err, size_t errlen)
 {
@@ -630,6 +579,8 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
     bool agreed = false;
     for (int i = 0; i < START_TRIES; i++) {
         rc = ensure_stream(c, err, errlen);
+        if (!rc)
+            rc = cluster_snapshot_ensure_stream(c, err, errlen);
         if (!rc && !agreed)
             agreed = !(rc = cluster_agree(c, err, errlen));
         if (!rc && !c->leases)
@@ -640,14 +591,17 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
             break;
         nats_Sleep(500);
     }
+    if (!rc && (rc = service_use_shards(svc, c->nparts, shard_of, c, &c->key)) != 0)
+        snprintf(err, errlen, "cannot shard the state: %s", strerror(-rc));
     if (rc)
         goto fail;
-    if (pthread_create(&c->thread, NULL, cluster_thread, c) != 0) {
+    if (pthread_create(&c->thread, NULL, cluster_thread, c) == 0)
+        c->thread_started = true;
+    if (!c->thread_started || cluster_snapshot_start(c) != 0) {
         rc = -EAGAIN;
-        snprintf(err, errlen, "cannot start the cluster thread");
+        snprintf(err, errlen, "cannot start the cluster threads");
         goto fail;
     }
-    c->thread_started = true;
     log_msg(LOG_INFO, "cluster: joined", "node=%s url=%s partitions=%u nats=\"%s\"", c->node, c->url, c->nparts,
             cfg->cluster_nats_urls);
     *out = c;
@@ -664,10 +618,11 @@ void cluster_stop(Cluster *c)
     if (c->thread_started) {
         pthread_mutex_lock(&c->stop_lock);
         c->stopping = true;
-        pthread_cond_signal(&c->stop_cond);
+        pthread_cond_broadcast(&c->stop_cond);
         pthread_mutex_unlock(&c->stop_lock);
         pthread_join(c->thread, NULL);
     }
+    cluster_snapshot_stop(c);
     for (uint32_t p = 0; c->parts && p < c->nparts; p++) {
         Partition *part = &c->parts[p];
         if (owned(part)) {

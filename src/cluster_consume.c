@@ -35,7 +35,7 @@ typedef struct ConsumeCtx {
  * part->apply_lock. 0; -EBADMSG (malformed: it never will be applied, it
  * is skipped); -ENOSPC (limits.max_users) or -ENOMEM, nothing of it
  * applied: it is tried again later. */
-static int apply_payload(Cluster *c, const unsigned char *p, size_t len)
+static int apply_payload(Cluster *c, Partition *part, const unsigned char *p, size_t len)
 {
     int rc = -EBADMSG;
     if (len >= 1 && p[0] == CLUSTER_MSG_EVENTS) {
@@ -55,6 +55,9 @@ static int apply_payload(Cluster *c, const unsigned char *p, size_t len)
             rc = service_delete_user(c->svc, id, id_len, &(uint64_t){0});
         if (rc == -ENOENT)
             rc = 0; /* erased before, or never seen here */
+        int64_t none = 0; /* a snapshot is due, to purge the shopper's events from the stream */
+        if (!rc)
+            atomic_compare_exchange_strong(&part->erased_ms, &none, cluster_now_ms());
     }
     return rc == -ENOSPC || rc == -ENOMEM || rc == -EBADMSG || !rc ? rc : -EBADMSG;
 }
@@ -93,7 +96,7 @@ static void on_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
              * tick restarts the consumer once it renewed, or stops it) */
             stall(c, part, seq, "lease_unrenewed", false);
         } else {
-            int rc = apply_payload(c, (const unsigned char *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+            int rc = apply_payload(c, part, (const unsigned char *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
             if (rc == -ENOSPC || rc == -ENOMEM) {
                 stall(c, part, seq, rc == -ENOSPC ? "limits.max_users reached" : "out of memory", true);
             } else {
@@ -122,12 +125,22 @@ int cluster_consume_start(Cluster *c, Partition *part)
     ConsumeCtx *ctx = malloc(sizeof *ctx);
     if (!ctx)
         return -ENOMEM;
+    /* a drop of p's state asked for when it was given up is not wanted now;
+     * one under way ends first (it holds the lock) */
+    pthread_mutex_lock(&part->apply_lock);
+    atomic_store(&part->drop_pending, false);
+    pthread_mutex_unlock(&part->apply_lock);
+    int loaded = cluster_snapshot_load(c, part);
     pthread_mutex_lock(&part->apply_lock);
     part->owned = true;
     part->stalled = false;
     ctx->gen = ++part->gen;
     pthread_mutex_unlock(&part->apply_lock);
     ctx->part = part;
+    if (loaded) { /* still ours (the lease is kept): the next tick tries again */
+        free(ctx);
+        return -EIO;
+    }
 
     char subject[64];
     snprintf(subject, sizeof subject, CLUSTER_SUBJECT_PREFIX "%u", part->index);

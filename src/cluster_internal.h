@@ -40,6 +40,13 @@ typedef struct Partition {
                                        more, the cluster thread restarts it from applied_seq + 1 */
     bool stall_logged;              /* under apply_lock: this episode was logged and counted (cleared by the
                                        next message applied) */
+    /* snapshots (cluster_snapshot.c) */
+    _Atomic uint64_t snap_seq;      /* the stream sequence the last snapshot taken or loaded here covers (0: none) */
+    _Atomic uint64_t purged_seq;    /* the event stream's messages of p up to this were purged by this node */
+    _Atomic uint64_t manifest_seq;  /* the snapshot stream's sequence of p's last manifest known here (0: none) */
+    _Atomic int64_t snap_ms;        /* monotonic time of the last snapshot taken or loaded here */
+    _Atomic int64_t erased_ms;      /* monotonic time an erasure was applied that no snapshot covers yet (0: none) */
+    _Atomic bool drop_pending;      /* given up: its shoppers and ids are to be forgotten (the snapshot thread) */
     /* the cluster thread's own */
     uint64_t lease_rev;             /* the revision of our lease entry */
     _Atomic int64_t renewed_ms;     /* monotonic time the last renewal was sent (the delivery threads read it) */
@@ -81,12 +88,23 @@ struct Cluster {
     bool stopping;                  /* under stop_lock */
     _Atomic uint64_t consume_errors;  /* messages not applied (malformed, limits.max_users) */
     _Atomic uint64_t applied_msgs;    /* messages applied */
+    pthread_t snap_thread;            /* cluster_snapshot.c's */
+    bool snap_started;
+    _Atomic uint64_t snapshots, snapshot_errors; /* partition snapshots published; not published or not loaded */
+    _Atomic uint64_t snapshot_bytes;  /* the last one's size */
     pthread_mutex_t pub_lock;         /* a leaf: guards the two below */
     PubCtx *pub_free;                 /* JetStream contexts for ingest, not in use (cluster_ingest.c) */
     size_t pub_idle;                  /* how many */
 };
 
 int64_t cluster_now_ms(void);
+/* The live member that prefers partition p (rendezvous hashing), NULL when
+ * there are none. Under map_lock. */
+const char *cluster_preferred_node(Cluster *c, uint32_t p);
+/* Has cluster_stop begun? Any thread. */
+bool cluster_stopping(Cluster *c);
+/* Waits up to ms for cluster_stop; true if it has begun. */
+bool cluster_wait_stop(Cluster *c, int64_t ms);
 /* Main: binds the key-value bucket name, or creates it (history 1, file
  * storage, replicas copies, 0: cluster.replicas; entries gone ttl_ms after
  * their last put, 0: kept). 0 or -EIO with why in err. */
@@ -120,5 +138,17 @@ void cluster_consume_check(Cluster *c, Partition *p);
  * yet)? Then its consumer is restarted from the message after applied_seq:
  * that message is tried again, nothing after it was applied. */
 void cluster_consume_retry(Cluster *c, Partition *p);
+
+/* cluster_snapshot.c. Main, at start: creates or binds the snapshot
+ * stream (0, -EIO with why); starts and stops the snapshot thread (after
+ * the cluster thread has stopped). */
+int cluster_snapshot_ensure_stream(Cluster *c, char *err, size_t errlen);
+int cluster_snapshot_start(Cluster *c);
+void cluster_snapshot_stop(Cluster *c);
+/* The cluster thread, p just taken and not yet owned: loads p's latest
+ * snapshot if it covers more than this node's state of p (this node's own
+ * state of p is forgotten first). 0 (nothing to load, or loaded: applied_seq
+ * is the snapshot's), -EIO (try again). */
+int cluster_snapshot_load(Cluster *c, Partition *part);
 
 #endif

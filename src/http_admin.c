@@ -76,9 +76,11 @@ int handle_metrics(HttpCall *c)
 int handle_admin_snapshot(HttpCall *c)
 {
     uint64_t job;
-    if (c->cluster) /* no Wal, no snapshots: the stream is the log (docs/CLUSTER.md) */
+    if (c->cluster) /* no Wal, no snapshot file: partitions are snapshotted into JetStream (docs/CLUSTER.md) */
         return http_send_error(c, 409, "conflict",
-                               "cluster mode keeps no snapshots: the JetStream stream holds the state", NULL, 0);
+                               "cluster mode snapshots each partition into JetStream on its own schedule "
+                               "(cluster.snapshot_interval_s), not on request",
+                               NULL, 0);
     if (service_request_snapshot(c->svc, &job))
         return http_send_error(c, 409, "conflict", "a requested snapshot is already queued or being written", NULL,
                                0);

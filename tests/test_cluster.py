@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 from cluster_harness import (HASH_KEY, Attempt, Haproxy, LtvdCluster, NatsCluster, connections_to,
                              require_nats_server, settle)
@@ -554,9 +555,9 @@ def node_killed_under_load_and_back(binary):
         acked = poster.stop()
         check(snapshot_batches > 5 and poster.batches > snapshot_batches, f"too little load: {poster.batches}")
         caught = wait_counts(lc, acked)
-        # n1 and n3 keep the shoppers of n2's partitions they held while it
-        # was away (stale now): each node's top list is its own partitions'
-        # shoppers only, and together the lists are every live shopper once
+        # n1 and n3 forget the shoppers of n2's partitions they held while it
+        # was away: each node's top list is its own partitions' shoppers
+        # only, and together the lists are every live shopper once
         live_users = {u for u, k in acked.items() if k}
         for name, node in lc.live().items():
             want = {u for u in live_users if owner_before[u] == name}
@@ -669,6 +670,139 @@ def owner_full_then_room(binary):
         expected.update({"late-kept": 2, "late-gone": 0})
         wait_counts(lc, expected)
         check(node.metric(errors) == episodes, "more apply errors once there was room")
+
+
+def events_stream_messages(nats):
+    """Messages in the LTVD_EVENTS stream, as the NATS servers' monitoring
+    says (/jsz): the largest count among those that answer (a replica may
+    lag a moment behind its leader, never ahead)."""
+    counts = []
+    for s in nats.servers:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{s.monitor_port}/jsz?streams=true", timeout=2) as r:
+                jsz = json.loads(r.read())
+        except OSError:
+            continue
+        for acc in jsz.get("account_details", []):
+            for st in acc.get("stream_detail", []):
+                if st["name"] == "LTVD_EVENTS":
+                    counts.append(st["state"]["messages"])
+    return max(counts) if counts else None
+
+
+def snapshots_caught_up(lc):
+    """True once every partition that applied something has a snapshot
+    covering all of it (taken by its owner, or loaded when it took it)."""
+    for node in lc.live().values():
+        for e in lc.cluster_map(node)["partitions"]:
+            if e.get("applied_seq") and e["snapshot_seq"] != e["applied_seq"]:
+                return False
+    return True
+
+
+@test
+def snapshots_purge_the_stream_and_hand_over(binary):
+    """Each owner snapshots its partitions into JetStream and purges the
+    event stream behind them, so the stream does not grow without bound.
+    With the stream empty, a node killed -9 is replaced by nodes that can
+    only have its shoppers from the snapshots: every acknowledged event is
+    there exactly once, a re-sent batch is still a duplicate (the event_id
+    window travels with the snapshot), and an erasure is purged from the
+    stream within storage.erasure_snapshot_s. A node that gives partitions
+    up forgets their shoppers: the nodes together hold each shopper once."""
+    users = [f"s{i}" for i in range(60)]
+    settings = {"cluster.snapshot_interval_s": "1", "storage.erasure_snapshot_s": "2"}
+    with NatsCluster() as nats, LtvdCluster(binary, nats, lease_ms=2000, settings=settings) as lc:
+        before = lc.wait_stable()
+        n1 = lc.nodes["n1"]
+        batches = [[{"user_id": users[(b * 7 + k) % len(users)], "type": "view" if k % 3 else "purchase",
+                     "value": 10 + k, "ts": T0 + b * 3600 + k, "event_id": f"snap-{b}-{k}"} for k in range(15)]
+                   for b in range(12)]
+        acked = {u: 0 for u in users}
+        for b in batches:
+            status, body = random.choice(list(lc.live().values())).json("POST", "/v1/events", {"events": b})
+            check(status == 200, f"POST /v1/events: {status} {body}")
+            for e in b:
+                acked[e["user_id"]] += 1
+        wait_counts(lc, acked)
+        check(wait_until(lambda: snapshots_caught_up(lc), 30), "the snapshots did not catch up: " +
+              json.dumps({n: lc.cluster_map(p)["partitions"] for n, p in lc.live().items()})[:1500])
+        check(wait_until(lambda: events_stream_messages(nats) == 0, 10),
+              f"the event stream was not purged: {events_stream_messages(nats)} messages left")
+        check(sum(p.metric("ltvd_cluster_snapshots_total") for p in lc.live().values()) >= 1,
+              "no snapshot counted in ltvd_cluster_snapshots_total")
+
+        # the stream is empty: the killed node's shoppers come from its snapshots alone
+        victim = lc.nodes["n2"]
+        victim.send_signal(signal.SIGKILL)
+        victim.stop()
+        after = lc.wait_stable()
+        check(set(after.values()) == {"n1", "n3"}, f"map after the kill: {after}")
+        wait_counts(lc, acked)
+        status, body = n1.json("POST", "/v1/events", {"events": batches[0] + batches[5]})
+        check(status == 200, f"re-sent batches: {status} {body}")
+        fresh = {"user_id": users[1], "type": "view", "ts": T0 + 99999, "event_id": "snap-fresh"}
+        status, body = n1.json("POST", "/v1/events", {"events": [fresh]})
+        check(status == 200, f"POST: {status} {body}")
+        acked[users[1]] += 1
+        wait_counts(lc, acked)  # the fresh event is in: the re-sent ones before it were dropped
+
+        # an erasure: purged from the stream within storage.erasure_snapshot_s
+        gone = users[7]
+        status, _, body = n1.request("DELETE", f"/v1/users/{gone}")
+        check(status == 204, f"DELETE: {status} {body[:200]}")
+        acked[gone] = 0
+        t_erase = time.monotonic()
+        wait_counts(lc, acked)
+        check(wait_until(lambda: snapshots_caught_up(lc) and events_stream_messages(nats) == 0, 15),
+              f"the erasure was not purged from the stream: {events_stream_messages(nats)} messages; " +
+              json.dumps({n: [e for e in lc.cluster_map(p)["partitions"] if e.get("applied_seq")]
+                          for n, p in lc.live().items()})[:3000] + "\n" +
+              "\n".join(x for p in lc.live().values() for x in p.logs().splitlines() if "snapshot" in x)[-3000:])
+        print(f"    erasure purged from the stream {time.monotonic() - t_erase:.1f} s after its 204 "
+              f"(storage.erasure_snapshot_s 2)")
+
+        # n2 comes back: it takes its partitions back from the snapshots, and the
+        # others forget the shoppers they held for it
+        lc.start_node("n2")
+        check(lc.wait_stable() == before, "the returning node did not get its share back")
+        wait_counts(lc, acked)
+        live = sum(1 for k in acked.values() if k)
+
+        def held():
+            return sum(int(p.metric("ltvd_users")) for p in lc.live().values())
+        check(wait_until(lambda: held() == live, 20),
+              f"the nodes hold {held()} shoppers together, not each of the {live} once")
+        for node in lc.live().values():
+            status, _, _ = node.request("GET", f"/v1/users/{gone}")
+            check(status == 404, f"the erased shopper is back on port {node.port}: {status}")
+
+
+@test
+def erasure_purged_within_its_bound(binary):
+    """An erasure's partition is snapshotted within storage.erasure_snapshot_s
+    (here 1 s; the regular interval is an hour) and the stream purged
+    behind it: the shopper's events are no longer in JetStream."""
+    settings = {"cluster.snapshot_interval_s": "3600", "storage.erasure_snapshot_s": "1"}
+    with NatsCluster() as nats, LtvdCluster(binary, nats, nodes=1, lease_ms=2000, settings=settings) as lc:
+        lc.wait_stable()
+        node = lc.nodes["n1"]
+        events = [{"user_id": f"e{i % 4}", "type": "view", "ts": T0 + i} for i in range(20)]
+        status, body = node.json("POST", "/v1/events", {"events": events})
+        check(status == 200, f"POST: {status} {body}")
+        wait_counts(lc, {f"e{i}": 5 for i in range(4)})
+        time.sleep(1.5)
+        held = events_stream_messages(nats)
+        check(held and held > 0, "the stream was purged with no erasure and an hour's interval")
+        status, _, body = node.request("DELETE", "/v1/users/e2")
+        check(status == 204, f"DELETE: {status} {body[:200]}")
+        t0 = time.monotonic()
+        check(wait_until(lambda: events_stream_messages(nats) < held, 10),
+              f"the erased shopper's partition was not purged: {events_stream_messages(nats)} messages")
+        took = time.monotonic() - t0
+        check(took < scaled(1.0 + 2.0), f"purged {took:.1f} s after the erasure; the bound is 1 s (+ publishing)")
+        wait_counts(lc, {"e0": 5, "e1": 5, "e2": 0, "e3": 5})
+        print(f"    erasure purged from the stream {took:.1f} s after its 204 (storage.erasure_snapshot_s 1)")
 
 
 def main():
