@@ -132,6 +132,16 @@ size_t service_shard_drop(Service *s, const bool *drop);
 int service_shard_import(Service *s, uint32_t shard, const void *data, size_t len, uint64_t *users, char *err,
                          size_t errlen);
 
+/* Cluster mode: a node that follows the cluster's model (docs/CLUSTER.md,
+ * "One model for the cluster") changes its serving model only when told
+ * to (service_model_import and service_model_rollback still work): a
+ * requested retrain is refused (-EPERM), and scheduled refits and adjuster
+ * runs do nothing. Any thread. */
+void service_set_model_follower(Service *s, bool follow);
+bool service_model_follower(Service *s);
+/* The serving model's version. Any thread. */
+uint64_t service_model_version(Service *s);
+
 /* Prediction for one shopper; as_of < 0 means now. */
 void service_predict(Service *s, const char *id, size_t len, int64_t as_of, PredictionView *out);
 /* Predictions for n shoppers under one lock and one model. */

@@ -175,18 +175,18 @@ int cluster_owner(Cluster *c, uint32_t p, bool *self, char *node, char *url)
 
 static void lease_key(uint32_t p, char *out, size_t cap) { snprintf(out, cap, "p-%u", p); }
 
-/* Gives our lease of p up: a delete marker for its key, stored only if the
+/* Gives our lease up (key: p-<partition>, or "trainer"): a delete marker for its key, stored only if the
  * key's last revision is still rev (ours). kvStore_Delete cannot make that
  * condition, so this publishes what it would (KV-Operation: DEL on the
  * key's subject) with the expected last subject sequence: a lease another
  * node took in between is left alone. Best effort: the lease expires
  * anyway. The cluster thread, or main at stop. */
-static void lease_delete(Cluster *c, uint32_t p, uint64_t rev)
+void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev)
 {
     if (!rev)
         return;
     char subject[64];
-    snprintf(subject, sizeof subject, "$KV." CLUSTER_LEASE_BUCKET ".p-%u", p);
+    snprintf(subject, sizeof subject, "$KV." CLUSTER_LEASE_BUCKET ".%s", key);
     natsMsg *m = NULL;
     if (natsMsg_Create(&m, subject, NULL, NULL, 0) != NATS_OK)
         return;
@@ -316,7 +316,7 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
     }
     if (mine && prefer_other) {
         stop_partition(c, part, "rebalance");
-        lease_delete(c, part->index, rev);
+        cluster_lease_delete(c, key, rev);
         pthread_mutex_lock(&c->map_lock);
         c->owner[part->index][0] = '\0';
         pthread_mutex_unlock(&c->map_lock);
@@ -430,6 +430,8 @@ static void *cluster_thread(void *arg)
         bool members_known = tick_members(c), reach = true;
         for (uint32_t p = 0; p < c->nparts; p++)
             reach = tick_partition(c, &c->parts[p], members_known, reach) && reach;
+        if (reach)
+            cluster_model_tick(c);
         check_consumers(c);
         for (uint32_t p = 0; p < c->nparts; p++)
             cluster_consume_retry(c, &c->parts[p]);
@@ -593,6 +595,7 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
     }
     if (!rc && (rc = service_use_shards(svc, c->nparts, shard_of, c, &c->key)) != 0)
         snprintf(err, errlen, "cannot shard the state: %s", strerror(-rc));
+    service_set_model_follower(svc, true); /* until this node holds the trainer lease (cluster_model.c) */
     if (rc)
         goto fail;
     if (pthread_create(&c->thread, NULL, cluster_thread, c) == 0)
@@ -627,9 +630,12 @@ void cluster_stop(Cluster *c)
         Partition *part = &c->parts[p];
         if (owned(part)) {
             cluster_consume_stop(c, part);
-            lease_delete(c, p, part->lease_rev);
+            char key[32];
+            lease_key(p, key, sizeof key);
+            cluster_lease_delete(c, key, part->lease_rev);
         }
     }
+    cluster_lease_delete(c, CLUSTER_TRAINER_KEY, cluster_trainer_rev(c));
     if (c->nodes && c->thread_started) /* a node refused at start leaves a live namesake's key alone */
         (void)kvStore_Delete(c->nodes, c->node);
     cluster_ingest_close(c);

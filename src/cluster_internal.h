@@ -92,6 +92,14 @@ struct Cluster {
     bool snap_started;
     _Atomic uint64_t snapshots, snapshot_errors; /* partition snapshots published; not published or not loaded */
     _Atomic uint64_t snapshot_bytes;  /* the last one's size */
+    /* one model for the cluster (cluster_model.c) */
+    uint64_t trainer_rev;             /* the cluster thread's: our trainer lease's revision */
+    _Atomic int64_t trainer_renewed_ms; /* when our trainer lease was last renewed (0: not ours) */
+    char trainer[CLUSTER_NODE_MAX];   /* under map_lock: who held the trainer lease at the last tick ("": none) */
+    _Atomic uint64_t model_seq;       /* the model publication (its manifest's stream sequence) this node serves, 0: none */
+    _Atomic uint64_t model_trainer_version; /* its version on the trainer */
+    uint64_t model_version;           /* the snapshot thread's: the local version serving it */
+    uint64_t model_failed_seq;        /* the snapshot thread's: a publication that could not be loaded (logged once) */
     pthread_mutex_t pub_lock;         /* a leaf: guards the two below */
     PubCtx *pub_free;                 /* JetStream contexts for ingest, not in use (cluster_ingest.c) */
     size_t pub_idle;                  /* how many */
@@ -138,6 +146,45 @@ void cluster_consume_check(Cluster *c, Partition *p);
  * yet)? Then its consumer is restarted from the message after applied_seq:
  * that message is tried again, nothing after it was applied. */
 void cluster_consume_retry(Cluster *c, Partition *p);
+
+#define CLUSTER_SNAP_STREAM "LTVD_SNAPSHOTS" /* partition snapshots and the cluster's model */
+/* A chunk's data: JetStream's message get answers in base64 inside JSON,
+ * and the whole answer must stay below the server's max_payload (1 MiB). */
+#define CLUSTER_CHUNK_BYTES (256u << 10)
+
+/* cluster_snapshot.c, for itself and cluster_model.c: publishes copy to
+ * subject as count chunks of CLUSTER_CHUNK_BYTES, each headed by (p,
+ * covered, its index, count); seqs (count,) get their stream sequences.
+ * 0, -EIO, -ENOMEM. */
+int cluster_publish_chunks(Cluster *c, const char *subject, uint32_t p, uint64_t covered, const ByteBuf *copy,
+                           uint64_t *seqs, uint32_t count);
+/* Reads such chunks back in order into copy, checking each header and the
+ * total. 0, -EIO (one is missing), -EBADMSG, -ENOMEM. */
+int cluster_fetch_chunks(Cluster *c, uint32_t p, uint64_t covered, uint32_t count, uint64_t bytes,
+                         const uint64_t *seqs, ByteBuf *copy);
+/* Purges a stream's messages of subject below seq `below` (keep 0; below
+ * 1 purges nothing), or all but the last `keep`; the request waits at most
+ * wait_ms. */
+natsStatus cluster_purge(Cluster *c, const char *stream, const char *subject, uint64_t below, uint64_t keep,
+                         int64_t wait_ms);
+
+#define CLUSTER_TRAINER_KEY "trainer" /* the trainer lease's key in ltvd_leases */
+
+/* cluster.c: gives our lease of key up if its last revision is still rev. */
+void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev);
+
+/* cluster_model.c. The cluster thread, every tick NATS answered: takes,
+ * renews or loses the trainer lease, and makes the service follow the
+ * cluster's model unless this node holds it. */
+void cluster_model_tick(Cluster *c);
+/* Does this node hold the trainer lease (renewed within 2/3 of lease_ms)? */
+bool cluster_is_trainer(const Cluster *c);
+/* The trainer lease's revision when this node holds it, else 0. */
+uint64_t cluster_trainer_rev(const Cluster *c);
+/* The snapshot thread, about once a second: serves the cluster's latest
+ * model publication if it does not yet; on the trainer, publishes its
+ * serving model when it changed. */
+void cluster_model_sync(Cluster *c);
 
 /* cluster_snapshot.c. Main, at start: creates or binds the snapshot
  * stream (0, -EIO with why); starts and stops the snapshot thread (after

@@ -18,7 +18,15 @@ void cluster_render_map(Cluster *c, TextBuf *b)
     cJSON_AddStringToObject(root, "mode", "cluster");
     cJSON_AddStringToObject(root, "node", c->node);
     cJSON_AddNumberToObject(root, "partition_count", c->nparts);
+    cJSON *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddNumberToObject(model, "publication", (double)atomic_load(&c->model_seq));
+    cJSON_AddNumberToObject(model, "trainer_version", (double)atomic_load(&c->model_trainer_version));
+    cJSON_AddNumberToObject(model, "version", (double)service_model_version(c->svc));
     pthread_mutex_lock(&c->map_lock);
+    if (c->trainer[0])
+        cJSON_AddStringToObject(root, "trainer", c->trainer);
+    else
+        cJSON_AddNullToObject(root, "trainer");
     for (size_t i = 0; i < c->nmembers; i++) {
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "node", c->members[i].node);

@@ -18,7 +18,8 @@
  * (the drop, on this module's thread).
  *
  * Threads: one snapshot thread (cluster_snapshot_start/stop) takes the
- * snapshots and the drops; cluster_snapshot_load runs on the cluster
+ * snapshots and the drops, and keeps the cluster's model
+ * (cluster_model_sync); cluster_snapshot_load runs on the cluster
  * thread. Both take a partition's apply_lock around reading or replacing
  * its state, so nothing of it is applied meanwhile. */
 #include "cluster_internal.h"
@@ -30,12 +31,8 @@
 
 #include "log.h"
 
-#define SNAP_STREAM "LTVD_SNAPSHOTS"
 #define SNAP_CHUNK_PREFIX "ltvd.snap.c."
 #define SNAP_MANIFEST_PREFIX "ltvd.snap.m."
-/* A chunk's data: JetStream's message get answers in base64 inside JSON,
- * and the whole answer must stay below the server's max_payload (1 MiB). */
-#define SNAP_CHUNK_BYTES (256u << 10)
 #define SNAP_MAGIC_CHUNK 0x4b4e4843u    /* "CHNK" */
 #define SNAP_MAGIC_MANIFEST 0x544e464du /* "MFNT" */
 #define SNAP_FORMAT 1u
@@ -60,7 +57,7 @@ int cluster_snapshot_ensure_stream(Cluster *c, char *err, size_t errlen)
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
     const char *subjects[] = {"ltvd.snap.>"};
-    sc.Name = SNAP_STREAM;
+    sc.Name = CLUSTER_SNAP_STREAM;
     sc.Subjects = subjects;
     sc.SubjectsLen = 1;
     sc.Storage = js_FileStorage;
@@ -72,30 +69,27 @@ int cluster_snapshot_ensure_stream(Cluster *c, char *err, size_t errlen)
     if (s == NATS_OK)
         return 0;
     si = NULL;
-    if (js_GetStreamInfo(&si, c->js, SNAP_STREAM, NULL, NULL) == NATS_OK) {
+    if (js_GetStreamInfo(&si, c->js, CLUSTER_SNAP_STREAM, NULL, NULL) == NATS_OK) {
         jsStreamInfo_Destroy(si);
         return 0;
     }
-    snprintf(err, errlen, "cannot create the JetStream stream %s: %s (error %d)", SNAP_STREAM, natsStatus_GetText(s),
+    snprintf(err, errlen, "cannot create the JetStream stream %s: %s (error %d)", CLUSTER_SNAP_STREAM, natsStatus_GetText(s),
              (int)jerr);
     return -EIO;
 }
 
 /* ---- taking one ---------------------------------------------------------- */
 
-/* Publishes the copy as chunks; seqs (count,) get their stream sequences. */
-static int publish_chunks(Cluster *c, uint32_t p, uint64_t covered, const ByteBuf *copy, uint64_t *seqs,
-                          uint32_t count)
+int cluster_publish_chunks(Cluster *c, const char *subject, uint32_t p, uint64_t covered, const ByteBuf *copy,
+                           uint64_t *seqs, uint32_t count)
 {
-    char subject[64];
-    subject_of(subject, sizeof subject, SNAP_CHUNK_PREFIX, p);
-    unsigned char *msg = malloc(sizeof(ChunkHead) + SNAP_CHUNK_BYTES);
+    unsigned char *msg = malloc(sizeof(ChunkHead) + CLUSTER_CHUNK_BYTES);
     if (!msg)
         return -ENOMEM;
     int rc = 0;
     for (uint32_t i = 0; i < count && !rc; i++) {
-        size_t off = (size_t)i * SNAP_CHUNK_BYTES;
-        size_t n = copy->len - off < SNAP_CHUNK_BYTES ? copy->len - off : SNAP_CHUNK_BYTES;
+        size_t off = (size_t)i * CLUSTER_CHUNK_BYTES;
+        size_t n = copy->len - off < CLUSTER_CHUNK_BYTES ? copy->len - off : CLUSTER_CHUNK_BYTES;
         ChunkHead h = {SNAP_MAGIC_CHUNK, p, covered, i, count};
         memcpy(msg, &h, sizeof h);
         memcpy(msg + sizeof h, copy->p + off, n);
@@ -141,10 +135,13 @@ static int publish_manifest(Cluster *c, Partition *part, const ManifestHead *h, 
     return rc;
 }
 
-/* Purges subject's messages below seq (keep: 0), or all but the last keep. */
-static natsStatus purge(Cluster *c, const char *stream, const char *subject, uint64_t below, uint64_t keep,
+natsStatus cluster_purge(Cluster *c, const char *stream, const char *subject, uint64_t below, uint64_t keep,
                         int64_t wait_ms)
 {
+    /* JetStream reads a purge "up to sequence" of 0 or 1 as no limit at
+     * all: the subject's every message would go. Below 1 there is nothing. */
+    if (!keep && below <= 1)
+        return NATS_OK;
     jsOptions o;
     jsOptions_Init(&o);
     o.Wait = wait_ms;
@@ -183,7 +180,7 @@ static void purge_behind(Cluster *c, Partition *part, uint64_t covered, uint64_t
     natsStatus s = NATS_ILLEGAL_STATE;
     if (ok) {
         subject_of(subject, sizeof subject, CLUSTER_SUBJECT_PREFIX, part->index);
-        s = purge(c, CLUSTER_STREAM, subject, covered + 1, 0, wait);
+        s = cluster_purge(c, CLUSTER_STREAM, subject, covered + 1, 0, wait);
     }
     pthread_mutex_unlock(&part->apply_lock);
     if (s != NATS_OK) {
@@ -194,9 +191,9 @@ static void purge_behind(Cluster *c, Partition *part, uint64_t covered, uint64_t
     }
     atomic_store(&part->purged_seq, covered);
     subject_of(subject, sizeof subject, SNAP_CHUNK_PREFIX, part->index);
-    (void)purge(c, SNAP_STREAM, subject, first_chunk, 0, wait);
+    (void)cluster_purge(c, CLUSTER_SNAP_STREAM, subject, first_chunk, 0, wait);
     subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
-    (void)purge(c, SNAP_STREAM, subject, 0, 1, wait);
+    (void)cluster_purge(c, CLUSTER_SNAP_STREAM, subject, 0, 1, wait);
 }
 
 /* One snapshot of p, if it owns p and applied something since the last. */
@@ -213,14 +210,16 @@ static void take_snapshot(Cluster *c, Partition *part)
     if (!go)
         return;
     int64_t t0 = cluster_now_ms();
-    uint32_t count = (uint32_t)((copy.len + SNAP_CHUNK_BYTES - 1) / SNAP_CHUNK_BYTES);
+    uint32_t count = (uint32_t)((copy.len + CLUSTER_CHUNK_BYTES - 1) / CLUSTER_CHUNK_BYTES);
     uint64_t *seqs = NULL;
     if (!rc && count > SNAP_MAX_CHUNKS)
         rc = -EFBIG;
     if (!rc && !(seqs = malloc(count * sizeof *seqs)))
         rc = -ENOMEM;
+    char subject[64];
+    subject_of(subject, sizeof subject, SNAP_CHUNK_PREFIX, part->index);
     if (!rc)
-        rc = publish_chunks(c, part->index, covered, &copy, seqs, count);
+        rc = cluster_publish_chunks(c, subject, part->index, covered, &copy, seqs, count);
     if (!rc && !owned_with_margin(c, part))
         rc = -ESTALE;
     if (!rc) {
@@ -250,13 +249,17 @@ static void take_snapshot(Cluster *c, Partition *part)
 
 /* ---- loading one ---------------------------------------------------------- */
 
-/* Reads manifest h's chunks in order into copy. 0 or -EIO/-EBADMSG/-ENOMEM. */
-static int fetch_chunks(Cluster *c, const ManifestHead *h, const uint64_t *seqs, ByteBuf *copy)
+int cluster_fetch_chunks(Cluster *c, uint32_t p, uint64_t covered, uint32_t count, uint64_t bytes,
+                         const uint64_t *seqs, ByteBuf *copy)
 {
-    int rc = bytebuf_reserve(copy, h->bytes);
-    for (uint32_t i = 0; i < h->chunks && !rc; i++) {
+    int rc = bytebuf_reserve(copy, bytes);
+    for (uint32_t i = 0; i < count && !rc; i++) {
         natsMsg *m = NULL;
-        if (js_GetMsg(&m, c->js, SNAP_STREAM, seqs[i], NULL, NULL) != NATS_OK) {
+        jsErrCode jerr = 0;
+        natsStatus s = js_GetMsg(&m, c->js, CLUSTER_SNAP_STREAM, seqs[i], NULL, &jerr);
+        if (s != NATS_OK) {
+            log_msg(LOG_WARN, "cluster: a snapshot chunk cannot be read", "seq=%llu error=\"%s\" code=%d",
+                    (unsigned long long)seqs[i], natsStatus_GetText(s), (int)jerr);
             rc = -EIO;
             break;
         }
@@ -264,13 +267,13 @@ static int fetch_chunks(Cluster *c, const ManifestHead *h, const uint64_t *seqs,
         size_t n = (size_t)natsMsg_GetDataLength(m);
         ChunkHead ch;
         if (n < sizeof ch || (memcpy(&ch, d, sizeof ch), ch.magic != SNAP_MAGIC_CHUNK) ||
-            ch.partition != h->partition || ch.covered != h->covered || ch.index != i || ch.count != h->chunks)
+            ch.partition != p || ch.covered != covered || ch.index != i || ch.count != count)
             rc = -EBADMSG;
         else
             rc = bytebuf_put(copy, d + sizeof ch, n - sizeof ch);
         natsMsg_Destroy(m);
     }
-    return !rc && copy->len != h->bytes ? -EBADMSG : rc;
+    return !rc && copy->len != bytes ? -EBADMSG : rc;
 }
 
 int cluster_snapshot_load(Cluster *c, Partition *part)
@@ -279,7 +282,7 @@ int cluster_snapshot_load(Cluster *c, Partition *part)
     subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetLastMsg(&m, c->js, SNAP_STREAM, subject, NULL, &jerr);
+    natsStatus s = js_GetLastMsg(&m, c->js, CLUSTER_SNAP_STREAM, subject, NULL, &jerr);
     if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
         atomic_store(&part->manifest_seq, 0);
         return 0; /* never snapshotted: the stream holds all of it */
@@ -292,8 +295,8 @@ int cluster_snapshot_load(Cluster *c, Partition *part)
     int rc = 0;
     if (n < sizeof h || (memcpy(&h, d, sizeof h), h.magic != SNAP_MAGIC_MANIFEST) || h.format != SNAP_FORMAT ||
         h.partition != part->index || h.chunks == 0 || h.chunks > SNAP_MAX_CHUNKS ||
-        n != sizeof h + h.chunks * sizeof(uint64_t) || h.bytes > (uint64_t)h.chunks * SNAP_CHUNK_BYTES ||
-        h.bytes <= (uint64_t)(h.chunks - 1) * SNAP_CHUNK_BYTES)
+        n != sizeof h + h.chunks * sizeof(uint64_t) || h.bytes > (uint64_t)h.chunks * CLUSTER_CHUNK_BYTES ||
+        h.bytes <= (uint64_t)(h.chunks - 1) * CLUSTER_CHUNK_BYTES)
         rc = -EBADMSG;
     atomic_store(&part->manifest_seq, natsMsg_GetSequence(m));
     uint64_t applied = atomic_load(&part->applied_seq);
@@ -306,7 +309,7 @@ int cluster_snapshot_load(Cluster *c, Partition *part)
         if (seqs)
             memcpy(seqs, d + sizeof h, h.chunks * sizeof *seqs);
         if (!rc)
-            rc = fetch_chunks(c, &h, seqs, &copy);
+            rc = cluster_fetch_chunks(c, h.partition, h.covered, h.chunks, h.bytes, seqs, &copy);
         free(seqs);
         if (!rc) {
             /* this node's own older state of p (if any) goes first */
@@ -397,8 +400,10 @@ static bool snapshot_due(const Cluster *c, const Partition *part, int64_t now)
 static void *snapshot_thread(void *arg)
 {
     Cluster *c = arg;
-    for (;;) {
+    for (unsigned round = 0;; round++) {
         drop_given_up(c);
+        if (round % 4 == 0) /* about once a second */
+            cluster_model_sync(c);
         int64_t now = cluster_now_ms();
         for (uint32_t p = 0; p < c->nparts; p++) {
             Partition *part = &c->parts[p];

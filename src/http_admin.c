@@ -15,6 +15,11 @@
 
 #include "cluster.h"
 
+/* Cluster mode: the model is changed on the cluster's trainer only. */
+#define FOLLOWER_MSG                                                                                     \
+    "in cluster mode the model is trained and changed on the trainer node only (GET /v1/cluster's "     \
+    "trainer), and every node serves what it publishes"
+
 int handle_model(HttpCall *c)
 {
     ModelInfo mi;
@@ -29,7 +34,10 @@ int handle_model(HttpCall *c)
 int handle_retrain(HttpCall *c)
 {
     uint64_t job;
-    if (service_request_retrain(c->svc, &job))
+    int rc = service_request_retrain(c->svc, &job);
+    if (rc == -EPERM)
+        return http_send_error(c, 409, "conflict", FOLLOWER_MSG, NULL, 0);
+    if (rc)
         return http_send_error(c, 409, "conflict", "a retrain is already running", NULL, 0);
     TextBuf r = {0};
     render_job(&r, job);
@@ -138,6 +146,8 @@ int handle_model_export(HttpCall *c)
 
 int handle_model_import(HttpCall *c)
 {
+    if (service_model_follower(c->svc))
+        return http_send_error(c, 409, "conflict", FOLLOWER_MSG, NULL, 0);
     if (c->body_len == 0)
         return http_send_error(c, 400, "invalid_model", "send a model file (GET /v1/models/{version}) as the body",
                                NULL, 0);
@@ -155,6 +165,8 @@ int handle_model_import(HttpCall *c)
 
 int handle_model_rollback(HttpCall *c)
 {
+    if (service_model_follower(c->svc))
+        return http_send_error(c, 409, "conflict", FOLLOWER_MSG, NULL, 0);
     int ret;
     cJSON *root = http_parse_json(c, &ret);
     if (!root)

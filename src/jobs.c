@@ -88,6 +88,8 @@ void service_set_retrain_notify(Service *s, void (*fn)(void *), void *arg)
 
 int service_request_retrain(Service *s, uint64_t *job)
 {
+    if (atomic_load(&s->model_follower))
+        return -EPERM;
     int expected = RETRAIN_IDLE;
     if (!atomic_compare_exchange_strong(&s->retrain_state, &expected, RETRAIN_RUNNING)) {
         if (expected == RETRAIN_RUNNING)
@@ -159,7 +161,8 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
 {
     uint64_t purchases = atomic_load(&s->purchases_total);
     double growth = s->purchases_at_fit ? (double)purchases / (double)s->purchases_at_fit - 1.0 : INFINITY;
-    if (!force && (purchases == s->purchases_at_fit || growth < s->cfg.fallback_refit_growth))
+    if (!force && (purchases == s->purchases_at_fit || growth < s->cfg.fallback_refit_growth ||
+                   atomic_load(&s->model_follower)))
         return 1;
     int64_t now = service_now(s);
     size_t n = 0, total = 0;
@@ -527,7 +530,7 @@ static int run_adjuster(Service *s)
 
 void service_run_adjuster(Service *s)
 {
-    if (!s->cfg.adjuster_enabled)
+    if (!s->cfg.adjuster_enabled || atomic_load(&s->model_follower))
         return;
     int rc = run_adjuster(s);
     if (rc < 0)

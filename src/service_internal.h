@@ -55,6 +55,7 @@ struct Service {
     void *retrain_notify_arg;
 
     atomic_bool ready;
+    atomic_bool model_follower;  /* cluster mode: the model comes from the cluster's trainer (service_shard.c) */
     atomic_bool cancel_jobs;     /* set once at shutdown: a running retrain stops at its next batch */
     atomic_uint fail_inserts;    /* tests only (service_testing.h): shopper creations to fail */
 

@@ -1,7 +1,9 @@
-/* service_shard: cluster mode's view of the state as shards (partitions,
- * docs/CLUSTER.md): a shard's shoppers and event_id window written out so
- * that another node can load them, loaded from such a copy, and forgotten
- * when this node no longer applies the shard.
+/* service_shard: the service's side of cluster mode (docs/CLUSTER.md): the
+ * state as shards (partitions): a shard's shoppers and event_id window
+ * written out so that another node can load them, loaded from such a
+ * copy, and forgotten when this node no longer applies the shard; and the
+ * follower switch (a node that serves the cluster's model and trains none
+ * itself).
  *
  * A shard's copy (all numbers in this build's byte order; nodes of one
  * cluster run one build):
@@ -61,6 +63,17 @@ int service_use_shards(Service *s, uint32_t nshards, ServiceShardFn shard_of, vo
     }
     store_unlock(s->store);
     return rc;
+}
+
+void service_set_model_follower(Service *s, bool follow) { atomic_store(&s->model_follower, follow); }
+bool service_model_follower(Service *s) { return atomic_load(&s->model_follower); }
+
+uint64_t service_model_version(Service *s)
+{
+    Model *m = service_model_acquire(s);
+    uint64_t v = m->version;
+    model_release(m);
+    return v;
 }
 
 typedef struct ExportWalk {

@@ -805,6 +805,76 @@ def erasure_purged_within_its_bound(binary):
         print(f"    erasure purged from the stream {took:.1f} s after its 204 (storage.erasure_snapshot_s 1)")
 
 
+def cluster_models(lc):
+    """{node: (publication, trainer_version, GET /v1/model's fallback)}."""
+    out = {}
+    for name, node in lc.live().items():
+        m = lc.cluster_map(node)["model"]
+        status, body = node.json("GET", "/v1/model")
+        check(status == 200, f"GET /v1/model on {name}: {status}")
+        out[name] = (m["publication"], m["trainer_version"], json.dumps(body["fallback"], sort_keys=True))
+    return out
+
+
+def one_model_everywhere(lc):
+    """The trainer, once every live node serves its latest publication."""
+    trainers = {lc.cluster_map(n).get("trainer") for n in lc.live().values()}
+    models = cluster_models(lc)
+    if len(trainers) != 1 or None in trainers or len(set(models.values())) != 1:
+        return None
+    return trainers.pop() if next(iter(models.values()))[0] > 0 else None
+
+
+@test
+def one_model_for_the_cluster(binary):
+    """One node holds the trainer lease: only it retrains (a follower's
+    retrain, rollback or import is refused with 409 naming the trainer), and
+    every node serves the model it publishes. When it dies, another node
+    becomes the trainer and the cluster follows that one."""
+    settings = {"train.network": "false"}
+    with NatsCluster() as nats, LtvdCluster(binary, nats, lease_ms=2000, settings=settings) as lc:
+        lc.wait_stable()
+        check(wait_until(lambda: one_model_everywhere(lc), 20),
+              f"the nodes do not serve one model: {cluster_models(lc)}\n" +
+              "\n".join(x for p in lc.live().values() for x in p.logs().splitlines() if "cluster:" in x)[-3000:])
+        trainer = one_model_everywhere(lc)
+        follower = next(n for n in lc.live() if n != trainer)
+        for path, body in (("/v1/model/retrain", None), ("/v1/model/rollback", {"version": 1})):
+            status, answer = lc.nodes[follower].json("POST", path, body)
+            check(status == 409 and "trainer" in answer["error"]["message"],
+                  f"POST {path} on a follower: {status} {answer}")
+        # purchases enough for a fallback fit on the trainer's share of the shoppers
+        events = [{"user_id": f"m{u}", "type": "purchase", "value": 20 + u % 7, "ts": T0 + u * 60 + d * 86400 * 9,
+                   "event_id": f"m{u}-{d}"} for u in range(120) for d in range(3)]
+        status, body = lc.nodes[trainer].json("POST", "/v1/events", {"events": events})
+        check(status == 200, f"POST: {status} {body}")
+        wait_counts(lc, {f"m{u}": 3 for u in range(120)})
+        before = cluster_models(lc)[trainer]
+        status, body = lc.nodes[trainer].json("POST", "/v1/model/retrain")
+        check(status == 202, f"retrain on the trainer: {status} {body}")
+
+        def refitted():
+            t = one_model_everywhere(lc)
+            models = cluster_models(lc)
+            return t and models[t][0] != before[0] and '"fitted": true' in models[t][2]
+        check(wait_until(refitted, 30), f"the retrained model did not reach every node: {cluster_models(lc)}")
+
+        # the trainer dies: another takes the lease, and the cluster follows it
+        victim = lc.nodes[trainer]
+        victim.send_signal(signal.SIGKILL)
+        victim.stop()
+        lc.wait_stable()
+        check(wait_until(lambda: one_model_everywhere(lc) not in (None, trainer), 20),
+              f"no new trainer after the kill: {[lc.cluster_map(n).get('trainer') for n in lc.live().values()]}")
+        second = one_model_everywhere(lc)
+        published = cluster_models(lc)[second][0]
+        status, body = lc.nodes[second].json("POST", "/v1/model/retrain")
+        check(status == 202, f"retrain on the new trainer: {status} {body}")
+        check(wait_until(lambda: one_model_everywhere(lc) == second and
+                         cluster_models(lc)[second][0] != published, 30),
+              f"the new trainer's model did not reach the other node: {cluster_models(lc)}")
+
+
 def main():
     global SPEC
     binary = sys.argv[1]
