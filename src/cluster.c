@@ -181,6 +181,19 @@ static void lease_key(uint32_t p, char *out, size_t cap) { snprintf(out, cap, "p
  * key's subject) with the expected last subject sequence: a lease another
  * node took in between is left alone. Best effort: the lease expires
  * anyway. The cluster thread, or main at stop. */
+natsStatus cluster_lease_read(Cluster *c, const char *key, char *holder, uint64_t *rev)
+{
+    holder[0] = '\0';
+    kvEntry *e = NULL;
+    natsStatus s = kvStore_Get(&e, c->leases, key);
+    if (s == NATS_OK) {
+        snprintf(holder, CLUSTER_NODE_MAX, "%s", kvEntry_ValueString(e) ? kvEntry_ValueString(e) : "");
+        *rev = kvEntry_Revision(e);
+        kvEntry_Destroy(e);
+    }
+    return s;
+}
+
 void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev)
 {
     if (!rev)
@@ -276,14 +289,8 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
 {
     char key[32], holder[CLUSTER_NODE_MAX] = "";
     lease_key(part->index, key, sizeof key);
-    kvEntry *e = NULL;
-    natsStatus s = reach ? kvStore_Get(&e, c->leases, key) : NATS_TIMEOUT;
     uint64_t rev = 0;
-    if (s == NATS_OK) {
-        snprintf(holder, sizeof holder, "%s", kvEntry_ValueString(e) ? kvEntry_ValueString(e) : "");
-        rev = kvEntry_Revision(e);
-        kvEntry_Destroy(e);
-    }
+    natsStatus s = reach ? cluster_lease_read(c, key, holder, &rev) : NATS_TIMEOUT;
     bool mine = owned(part);
     int64_t now = cluster_now_ms();
     if (s != NATS_OK && s != NATS_NOT_FOUND) {
@@ -430,8 +437,7 @@ static void *cluster_thread(void *arg)
         bool members_known = tick_members(c), reach = true;
         for (uint32_t p = 0; p < c->nparts; p++)
             reach = tick_partition(c, &c->parts[p], members_known, reach) && reach;
-        if (reach)
-            cluster_model_tick(c);
+        cluster_model_tick(c, reach);
         check_consumers(c);
         for (uint32_t p = 0; p < c->nparts; p++)
             cluster_consume_retry(c, &c->parts[p]);
@@ -442,34 +448,34 @@ static void *cluster_thread(void *arg)
 
 /* ---- start and stop ----------------------------------------------------- */
 
-/* The stream every event goes through: file storage, cluster.replicas,
- * a two-minute message-id window for retried publishes. Created by the
- * first node; the others find it. */
-static int ensure_stream(Cluster *c, char *err, size_t errlen)
+int cluster_ensure_stream(Cluster *c, const char *name, const char *subject, int64_t dup_window_ms,
+                          int64_t *created, char *err, size_t errlen)
 {
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
-    const char *subjects[] = {CLUSTER_SUBJECT_PREFIX "*"};
-    sc.Name = CLUSTER_STREAM;
+    const char *subjects[] = {subject};
+    sc.Name = name;
     sc.Subjects = subjects;
     sc.SubjectsLen = 1;
     sc.Storage = js_FileStorage;
     sc.Replicas = c->cfg->cluster_replicas;
-    sc.Duplicates = (int64_t)120 * 1000000000;
+    sc.Duplicates = dup_window_ms * 1000000;
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_AddStream(&si, c->js, &sc, NULL, &jerr);
-    jsStreamInfo_Destroy(si);
-    if (s == NATS_OK)
-        return 0;
-    si = NULL;
-    if (js_GetStreamInfo(&si, c->js, CLUSTER_STREAM, NULL, NULL) == NATS_OK) {
+    if (s != NATS_OK) {
         jsStreamInfo_Destroy(si);
-        return 0;
+        si = NULL;
+        if (js_GetStreamInfo(&si, c->js, name, NULL, NULL) != NATS_OK) {
+            snprintf(err, errlen, "cannot create the JetStream stream %s: %s (error %d)", name,
+                     natsStatus_GetText(s), (int)jerr);
+            return -EIO;
+        }
     }
-    snprintf(err, errlen, "cannot create the JetStream stream %s: %s (error %d)", CLUSTER_STREAM,
-             natsStatus_GetText(s), (int)jerr);
-    return -EIO;
+    if (created)
+        *created = si ? si->Created : 0;
+    jsStreamInfo_Destroy(si);
+    return 0;
 }
 
 int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int replicas, kvStore **out, char *err,
@@ -530,6 +536,65 @@ static int connect_nats(Cluster *c, char *err, size_t errlen)
 }
 
 #define START_TRIES 40
+#define STREAM_THREADS 16 /* creating a replicated stream waits for its group's election: in parallel */
+
+/* Partition p's event stream (a two-minute message-id window for retried
+ * publishes), made or found; its creation time into the partition. */
+static int ensure_event_stream(Cluster *c, uint32_t p, char *err, size_t errlen)
+{
+    Partition *part = &c->parts[p];
+    if (part->stream_created)
+        return 0;
+    char name[32], subject[32];
+    cluster_stream_name(name, sizeof name, p);
+    snprintf(subject, sizeof subject, CLUSTER_SUBJECT_PREFIX "%u", p);
+    return cluster_ensure_stream(c, name, subject, 120000, &part->stream_created, err, errlen);
+}
+
+typedef struct StreamJob {
+    Cluster *c;
+    _Atomic uint32_t next;
+    _Atomic int rc;
+    pthread_mutex_t lock;
+    char err[256]; /* under lock: the first failure's */
+} StreamJob;
+
+static void *stream_worker(void *arg)
+{
+    StreamJob *j = arg;
+    char err[256];
+    for (uint32_t p; (p = atomic_fetch_add(&j->next, 1)) < j->c->nparts;) {
+        int rc = ensure_event_stream(j->c, p, err, sizeof err);
+        int none = 0;
+        if (rc && atomic_compare_exchange_strong(&j->rc, &none, rc)) {
+            pthread_mutex_lock(&j->lock);
+            snprintf(j->err, sizeof j->err, "%s", err);
+            pthread_mutex_unlock(&j->lock);
+        }
+    }
+    return NULL;
+}
+
+/* Every partition's event stream not made or found yet, STREAM_THREADS at
+ * a time. 0, or the first failure (the others are tried again). */
+static int ensure_event_streams(Cluster *c, char *err, size_t errlen)
+{
+    StreamJob j = {.c = c};
+    pthread_mutex_init(&j.lock, NULL);
+    pthread_t t[STREAM_THREADS];
+    int n = 0;
+    while (n < STREAM_THREADS && (uint32_t)n < c->nparts && pthread_create(&t[n], NULL, stream_worker, &j) == 0)
+        n++;
+    if (n == 0)
+        stream_worker(&j);
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    pthread_mutex_destroy(&j.lock);
+    int rc = atomic_load(&j.rc);
+    if (rc)
+        snprintf(err, errlen, "%s", j.err);
+    return rc;
+}
 
 static uint32_t shard_of(void *arg, const char *id, size_t len) { return cluster_partition_of(arg, id, len); }
 
@@ -580,11 +645,15 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
     int64_t ttl = cfg->cluster_lease_ms;
     bool agreed = false;
     for (int i = 0; i < START_TRIES; i++) {
-        rc = ensure_stream(c, err, errlen);
-        if (!rc)
-            rc = cluster_snapshot_ensure_stream(c, err, errlen);
+        /* partition 0's event stream first (what the cluster's settings are
+         * compared with: a node refused creates no other), then the rest */
+        rc = ensure_event_stream(c, 0, err, errlen);
         if (!rc && !agreed)
             agreed = !(rc = cluster_agree(c, err, errlen));
+        if (!rc)
+            rc = ensure_event_streams(c, err, errlen);
+        if (!rc)
+            rc = cluster_ensure_stream(c, CLUSTER_SNAP_STREAM, "ltvd.snap.>", 0, NULL, err, errlen);
         if (!rc && !c->leases)
             rc = cluster_ensure_bucket(c, CLUSTER_LEASE_BUCKET, ttl, 0, &c->leases, err, errlen);
         if (!rc)
@@ -648,12 +717,15 @@ void cluster_stop(Cluster *c)
      * closed, whose handler reads c->parts: wait for them all to end before
      * freeing anything (cluster_stop runs once, at exit). */
     nats_CloseAndWait(5000);
-    for (uint32_t p = 0; c->parts && p < c->nparts; p++)
+    for (uint32_t p = 0; c->parts && p < c->nparts; p++) {
         pthread_mutex_destroy(&c->parts[p].apply_lock);
+        free(c->parts[p].copy_chunks);
+    }
     pthread_mutex_destroy(&c->map_lock);
     pthread_mutex_destroy(&c->stop_lock);
     pthread_mutex_destroy(&c->pub_lock);
     pthread_cond_destroy(&c->stop_cond);
+    free(c->model_copy_chunks);
     free(c->parts);
     free(c->owner);
     free(c);

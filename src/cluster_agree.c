@@ -1,6 +1,8 @@
 /* cluster_agree: a node refuses to join a cluster whose settings differ
  * from its own. The settings every node must share (cluster.partitions,
- * cluster.hash_key, cluster.replicas, cluster.lease_ms) are kept in
+ * cluster.hash_key, cluster.replicas, cluster.lease_ms, and the shape of a
+ * shopper's slot that partition snapshots carry: model.hidden_size and
+ * model.recent_events) are kept in
  * JetStream: the key "settings" of the bucket ltvd_config (history 1, no
  * TTL), written create-only by the first node to start, so that two first
  * nodes starting together agree on one record (the other one's create
@@ -8,7 +10,8 @@
  * fingerprint only, the keyed hash of a fixed string: it tells whether
  * two keys differ and reveals nothing of either. The existing stream's
  * replicas and storage and the lease bucket's TTL (what the first node
- * created them with) are compared too, which also covers a cluster
+ * created them with; partition 0's event stream stands for all of them)
+ * are compared too, which also covers a cluster
  * started before the record existed. A node that differs creates
  * nothing: the bucket is made (with the stream's replicas) only by a node
  * whose settings match what exists.
@@ -30,6 +33,8 @@
 
 typedef struct Settings {
     long long partitions, replicas, lease_ms;
+    long long hidden, recent; /* model.hidden_size, model.recent_events: a partition's snapshot holds slots of
+                                 their shape; -1 in a record written before they were kept */
     char fingerprint[17]; /* 16 hex digits */
 } Settings;
 
@@ -38,6 +43,8 @@ static void own_settings(const Cluster *c, Settings *s)
     s->partitions = (long long)c->nparts;
     s->replicas = (long long)c->cfg->cluster_replicas;
     s->lease_ms = (long long)c->cfg->cluster_lease_ms;
+    s->hidden = (long long)c->cfg->model_hidden_size;
+    s->recent = (long long)c->cfg->model_recent_events;
     uint64_t h = hash_keyed(&c->key, FINGERPRINT_INPUT, sizeof FINGERPRINT_INPUT - 1);
     snprintf(s->fingerprint, sizeof s->fingerprint, "%016" PRIx64, h);
 }
@@ -48,6 +55,8 @@ static char *settings_json(const Settings *s)
     cJSON_AddNumberToObject(o, "partitions", (double)s->partitions);
     cJSON_AddNumberToObject(o, "replicas", (double)s->replicas);
     cJSON_AddNumberToObject(o, "lease_ms", (double)s->lease_ms);
+    cJSON_AddNumberToObject(o, "model_hidden_size", (double)s->hidden);
+    cJSON_AddNumberToObject(o, "model_recent_events", (double)s->recent);
     cJSON_AddStringToObject(o, "hash_key_fingerprint", s->fingerprint);
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -67,6 +76,10 @@ static int settings_parse(const char *text, int len, Settings *s)
         s->partitions = (long long)p->valuedouble;
         s->replicas = (long long)r->valuedouble;
         s->lease_ms = (long long)l->valuedouble;
+        const cJSON *hs = cJSON_GetObjectItemCaseSensitive(o, "model_hidden_size");
+        const cJSON *re = cJSON_GetObjectItemCaseSensitive(o, "model_recent_events");
+        s->hidden = cJSON_IsNumber(hs) ? (long long)hs->valuedouble : -1;
+        s->recent = cJSON_IsNumber(re) ? (long long)re->valuedouble : -1;
         snprintf(s->fingerprint, sizeof s->fingerprint, "%s", f->valuestring);
         rc = 0;
     }
@@ -101,19 +114,21 @@ __attribute__((format(printf, 4, 5))) static void add_diff(char *err, size_t err
 static int compare_created(Cluster *c, char *err, size_t errlen, size_t *at, int *stream_replicas)
 {
     jsStreamInfo *si = NULL;
-    natsStatus s = js_GetStreamInfo(&si, c->js, CLUSTER_STREAM, NULL, NULL);
+    char stream[32];
+    cluster_stream_name(stream, sizeof stream, 0); /* every partition's is made alike */
+    natsStatus s = js_GetStreamInfo(&si, c->js, stream, NULL, NULL);
     if (s != NATS_OK) {
-        snprintf(err, errlen, "cannot read the stream %s: %s", CLUSTER_STREAM, natsStatus_GetText(s));
+        snprintf(err, errlen, "cannot read the stream %s: %s", stream, natsStatus_GetText(s));
         return -EIO;
     }
     *stream_replicas = (int)si->Config->Replicas;
     if (si->Config->Replicas != c->cfg->cluster_replicas)
         add_diff(err, errlen, at, "cluster.replicas is %lld here but %lld in %s", (long long)c->cfg->cluster_replicas,
-                 (long long)si->Config->Replicas, "the stream " CLUSTER_STREAM);
+                 (long long)si->Config->Replicas, "the event streams");
     bool file = si->Config->Storage == js_FileStorage;
     jsStreamInfo_Destroy(si);
     if (!file)
-        add_diff(err, errlen, at, "the stream %s does not use file storage (not made by ltvd)", CLUSTER_STREAM);
+        add_diff(err, errlen, at, "the stream %s does not use file storage (not made by ltvd)", stream);
     kvStore *kv = NULL;
     s = js_KeyValue(&kv, c->js, CLUSTER_LEASE_BUCKET);
     if (s == NATS_NOT_FOUND)
@@ -245,6 +260,11 @@ int cluster_agree(Cluster *c, char *err, size_t errlen)
                  rec);
     if (mine.lease_ms != theirs.lease_ms)
         add_diff(err, errlen, &at, "cluster.lease_ms is %lld here but %lld in %s", mine.lease_ms, theirs.lease_ms,
+                 rec);
+    if (theirs.hidden >= 0 && mine.hidden != theirs.hidden)
+        add_diff(err, errlen, &at, "model.hidden_size is %lld here but %lld in %s", mine.hidden, theirs.hidden, rec);
+    if (theirs.recent >= 0 && mine.recent != theirs.recent)
+        add_diff(err, errlen, &at, "model.recent_events is %lld here but %lld in %s", mine.recent, theirs.recent,
                  rec);
     if (at == 0)
         return 0;

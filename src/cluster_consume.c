@@ -35,7 +35,7 @@ typedef struct ConsumeCtx {
  * part->apply_lock. 0; -EBADMSG (malformed: it never will be applied, it
  * is skipped); -ENOSPC (limits.max_users) or -ENOMEM, nothing of it
  * applied: it is tried again later. */
-static int apply_payload(Cluster *c, Partition *part, const unsigned char *p, size_t len)
+static int apply_payload(Cluster *c, Partition *part, uint64_t seq, const unsigned char *p, size_t len)
 {
     int rc = -EBADMSG;
     if (len >= 1 && p[0] == CLUSTER_MSG_EVENTS) {
@@ -55,9 +55,11 @@ static int apply_payload(Cluster *c, Partition *part, const unsigned char *p, si
             rc = service_delete_user(c->svc, id, id_len, &(uint64_t){0});
         if (rc == -ENOENT)
             rc = 0; /* erased before, or never seen here */
-        int64_t none = 0; /* a snapshot is due, to purge the shopper's events from the stream */
-        if (!rc)
-            atomic_compare_exchange_strong(&part->erased_ms, &none, cluster_now_ms());
+        if (!rc) { /* a snapshot and a purge are due, to take the shopper's events off the stream */
+            part->erase_seq = seq;
+            if (!atomic_load(&part->erased_ms))
+                atomic_store(&part->erased_ms, cluster_now_ms());
+        }
     }
     return rc == -ENOSPC || rc == -ENOMEM || rc == -EBADMSG || !rc ? rc : -EBADMSG;
 }
@@ -96,7 +98,7 @@ static void on_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
              * tick restarts the consumer once it renewed, or stops it) */
             stall(c, part, seq, "lease_unrenewed", false);
         } else {
-            int rc = apply_payload(c, part, (const unsigned char *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+            int rc = apply_payload(c, part, seq, (const unsigned char *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
             if (rc == -ENOSPC || rc == -ENOMEM) {
                 stall(c, part, seq, rc == -ENOSPC ? "limits.max_users reached" : "out of memory", true);
             } else {
@@ -126,12 +128,17 @@ int cluster_consume_start(Cluster *c, Partition *part)
     if (!ctx)
         return -ENOMEM;
     /* a drop of p's state asked for when it was given up is not wanted now;
-     * one under way ends first (it holds the lock) */
+     * one under way ends first (it holds the lock), and none starts while
+     * the snapshot loads (taking) */
     pthread_mutex_lock(&part->apply_lock);
     atomic_store(&part->drop_pending, false);
+    part->taking = true;
+    part->loaded = false;
     pthread_mutex_unlock(&part->apply_lock);
     int loaded = cluster_snapshot_load(c, part);
     pthread_mutex_lock(&part->apply_lock);
+    part->taking = false;
+    part->loaded = loaded == 0;
     part->owned = true;
     part->stalled = false;
     ctx->gen = ++part->gen;
@@ -147,7 +154,9 @@ int cluster_consume_start(Cluster *c, Partition *part)
     uint64_t from = atomic_load(&part->applied_seq) + 1;
     jsSubOptions so;
     jsSubOptions_Init(&so);
-    so.Stream = CLUSTER_STREAM;
+    char stream[32];
+    cluster_stream_name(stream, sizeof stream, part->index);
+    so.Stream = stream;
     so.Ordered = true;
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
     so.Config.OptStartSeq = from;

@@ -142,7 +142,9 @@ static int publish_all(Cluster *c, size_t n, const uint32_t *parts, const ByteBu
             jsPubOptions po;
             jsPubOptions_Init(&po);
             po.MsgId = msgid;
-            po.ExpectStream = CLUSTER_STREAM;
+            char stream[32];
+            cluster_stream_name(stream, sizeof stream, parts[i]);
+            po.ExpectStream = stream;
             s = js_PublishMsgAsync(js, &m, &po);
         }
         natsMsg_Destroy(m); /* a no-op once the library took it */

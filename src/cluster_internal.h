@@ -13,11 +13,12 @@
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 
 #include "cluster.h"
 #include "hash.h"
 
-#define CLUSTER_STREAM "LTVD_EVENTS"
+#define CLUSTER_STREAM_PREFIX "LTVD_EV_" /* partition p's event stream: LTVD_EV_<p> */
 #define CLUSTER_SUBJECT_PREFIX "ltvd.ev."
 #define CLUSTER_LEASE_BUCKET "ltvd_leases"
 #define CLUSTER_NODE_BUCKET "ltvd_nodes"
@@ -40,12 +41,21 @@ typedef struct Partition {
                                        more, the cluster thread restarts it from applied_seq + 1 */
     bool stall_logged;              /* under apply_lock: this episode was logged and counted (cleared by the
                                        next message applied) */
+    bool taking;                    /* under apply_lock: being taken (its snapshot loading): not to be dropped */
+    bool loaded;                    /* under apply_lock: its state here is its stream's up to applied_seq (the
+                                       snapshot, if any, loaded): only then is it snapshotted or purged */
+    int64_t stream_created;         /* its event stream's creation time (ns), set at start */
     /* snapshots (cluster_snapshot.c) */
     _Atomic uint64_t snap_seq;      /* the stream sequence the last snapshot taken or loaded here covers (0: none) */
     _Atomic uint64_t purged_seq;    /* the event stream's messages of p up to this were purged by this node */
     _Atomic uint64_t manifest_seq;  /* the snapshot stream's sequence of p's last manifest known here (0: none) */
     _Atomic int64_t snap_ms;        /* monotonic time of the last snapshot taken or loaded here */
-    _Atomic int64_t erased_ms;      /* monotonic time an erasure was applied that no snapshot covers yet (0: none) */
+    _Atomic int64_t erased_ms;      /* monotonic time an erasure was applied that no purge covers yet (0: none);
+                                       written under apply_lock */
+    uint64_t erase_seq;             /* under apply_lock: the stream sequence of the last erasure applied */
+    uint64_t *copy_chunks;          /* under apply_lock: the chunks of its latest copy known here, (copy_count,) */
+    uint32_t copy_count;
+    uint64_t copy_manifest;         /* under apply_lock: that copy's manifest (what a newer one replaces) */
     _Atomic bool drop_pending;      /* given up: its shoppers and ids are to be forgotten (the snapshot thread) */
     /* the cluster thread's own */
     uint64_t lease_rev;             /* the revision of our lease entry */
@@ -98,14 +108,25 @@ struct Cluster {
     char trainer[CLUSTER_NODE_MAX];   /* under map_lock: who held the trainer lease at the last tick ("": none) */
     _Atomic uint64_t model_seq;       /* the model publication (its manifest's stream sequence) this node serves, 0: none */
     _Atomic uint64_t model_trainer_version; /* its version on the trainer */
-    uint64_t model_version;           /* the snapshot thread's: the local version serving it */
-    uint64_t model_failed_seq;        /* the snapshot thread's: a publication that could not be loaded (logged once) */
+    /* the snapshot thread's: */
+    uint64_t model_version;           /* the local version serving it */
+    uint64_t model_last_seen;         /* the last publication's manifest sequence seen (a new one goes above it) */
+    uint64_t *model_copy_chunks;      /* that publication's chunks (deleted once the trainer publishes a newer) */
+    uint32_t model_copy_count;
+    uint64_t model_copy_manifest;
+    uint64_t model_failed_seq;        /* a publication that could not be served (logged once) */
+    unsigned model_failed_tries;
     pthread_mutex_t pub_lock;         /* a leaf: guards the two below */
     PubCtx *pub_free;                 /* JetStream contexts for ingest, not in use (cluster_ingest.c) */
     size_t pub_idle;                  /* how many */
 };
 
 int64_t cluster_now_ms(void);
+/* LTVD_EV_<p> into out. */
+static inline void cluster_stream_name(char *out, size_t n, uint32_t p)
+{
+    snprintf(out, n, CLUSTER_STREAM_PREFIX "%u", p);
+}
 /* The live member that prefers partition p (rendezvous hashing), NULL when
  * there are none. Under map_lock. */
 const char *cluster_preferred_node(Cluster *c, uint32_t p);
@@ -162,21 +183,37 @@ int cluster_publish_chunks(Cluster *c, const char *subject, uint32_t p, uint64_t
  * total. 0, -EIO (one is missing), -EBADMSG, -ENOMEM. */
 int cluster_fetch_chunks(Cluster *c, uint32_t p, uint64_t covered, uint32_t count, uint64_t bytes,
                          const uint64_t *seqs, ByteBuf *copy);
-/* Purges a stream's messages of subject below seq `below` (keep 0; below
- * 1 purges nothing), or all but the last `keep`; the request waits at most
- * wait_ms. */
-natsStatus cluster_purge(Cluster *c, const char *stream, const char *subject, uint64_t below, uint64_t keep,
-                         int64_t wait_ms);
 
 #define CLUSTER_TRAINER_KEY "trainer" /* the trainer lease's key in ltvd_leases */
 
+/* cluster.c: reads a lease (key: p-<partition>, or "trainer"): holder
+ * (CLUSTER_NODE_MAX) gets its node ("" when absent), *rev its revision.
+ * NATS_OK, NATS_NOT_FOUND, or NATS did not answer. */
+natsStatus cluster_lease_read(Cluster *c, const char *key, char *holder, uint64_t *rev);
+/* Creates or binds a stream of subject (file storage, cluster.replicas, a
+ * message-id window of dup_window_ms, 0: JetStream's default); *created
+ * (if not NULL) gets its creation time. 0 or -EIO with why in err. */
+int cluster_ensure_stream(Cluster *c, const char *name, const char *subject, int64_t dup_window_ms,
+                          int64_t *created, char *err, size_t errlen);
+/* cluster_snapshot.c: publishes body on subject only if the subject's last
+ * message is still `last` (0: none), waiting at most wait_ms; *seq gets
+ * its stream sequence. 0, -ESTALE (another came first), -EIO. */
+int cluster_publish_after(Cluster *c, const char *subject, const void *body, size_t len, uint64_t last,
+                          int64_t wait_ms, uint64_t *seq);
+/* Reads the snapshot stream's last message on subject: 0 with *m (the
+ * caller destroys it), -ENOENT (none), -EIO (NATS did not answer). */
+int cluster_last_manifest(Cluster *c, const char *subject, natsMsg **m);
+/* Deletes a copy's messages from the snapshot stream by sequence (0s are
+ * skipped), best effort. */
+void cluster_copy_delete(Cluster *c, uint64_t manifest, const uint64_t *chunks, uint32_t count);
 /* cluster.c: gives our lease of key up if its last revision is still rev. */
 void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev);
 
-/* cluster_model.c. The cluster thread, every tick NATS answered: takes,
- * renews or loses the trainer lease, and makes the service follow the
- * cluster's model unless this node holds it. */
-void cluster_model_tick(Cluster *c);
+/* cluster_model.c. The cluster thread, every tick: takes, renews or loses
+ * the trainer lease (reach: NATS answered this tick so far; else only the
+ * lease's time is looked at), and makes the service follow the cluster's
+ * model unless this node surely holds it. */
+void cluster_model_tick(Cluster *c, bool reach);
 /* Does this node hold the trainer lease (renewed within 2/3 of lease_ms)? */
 bool cluster_is_trainer(const Cluster *c);
 /* The trainer lease's revision when this node holds it, else 0. */
@@ -186,10 +223,8 @@ uint64_t cluster_trainer_rev(const Cluster *c);
  * serving model when it changed. */
 void cluster_model_sync(Cluster *c);
 
-/* cluster_snapshot.c. Main, at start: creates or binds the snapshot
- * stream (0, -EIO with why); starts and stops the snapshot thread (after
+/* cluster_snapshot.c. Main: starts and stops the snapshot thread (after
  * the cluster thread has stopped). */
-int cluster_snapshot_ensure_stream(Cluster *c, char *err, size_t errlen);
 int cluster_snapshot_start(Cluster *c);
 void cluster_snapshot_stop(Cluster *c);
 /* The cluster thread, p just taken and not yet owned: loads p's latest

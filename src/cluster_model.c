@@ -25,11 +25,11 @@
 #define MODEL_MANIFEST "ltvd.snap.model.m"
 #define MODEL_SHARD UINT32_MAX /* the chunks' "partition" */
 #define MODEL_MAGIC 0x4c444f4du /* "MODL" */
-#define MODEL_FORMAT 1u
+#define MODEL_FORMAT 2u
 #define MODEL_MAX_CHUNKS 1024u  /* 256 MiB */
 
 typedef struct ModelManifest {
-    uint32_t magic, format, chunks, reserved;
+    uint32_t magic, format, chunks, crc; /* crc: CRC-32 of the model file */
     uint64_t bytes, version;     /* the file's size; its version on the trainer */
     char node[CLUSTER_NODE_MAX]; /* the trainer */
 } ModelManifest;                 /* then chunks x u64: the chunks' stream sequences */
@@ -44,17 +44,11 @@ uint64_t cluster_trainer_rev(const Cluster *c) { return atomic_load(&c->trainer_
 
 /* ---- the lease (cluster thread) ------------------------------------------- */
 
-void cluster_model_tick(Cluster *c)
+void cluster_model_tick(Cluster *c, bool reach)
 {
-    kvEntry *e = NULL;
-    char holder[CLUSTER_NODE_MAX] = "";
+    char holder[CLUSTER_NODE_MAX];
     uint64_t rev = 0;
-    natsStatus s = kvStore_Get(&e, c->leases, CLUSTER_TRAINER_KEY);
-    if (s == NATS_OK) {
-        snprintf(holder, sizeof holder, "%s", kvEntry_ValueString(e) ? kvEntry_ValueString(e) : "");
-        rev = kvEntry_Revision(e);
-        kvEntry_Destroy(e);
-    }
+    natsStatus s = reach ? cluster_lease_read(c, CLUSTER_TRAINER_KEY, holder, &rev) : NATS_TIMEOUT;
     bool was = cluster_is_trainer(c);
     int64_t now = cluster_now_ms();
     if (s == NATS_OK || s == NATS_NOT_FOUND) {
@@ -87,7 +81,22 @@ void cluster_model_tick(Cluster *c)
 
 /* ---- publishing and following (snapshot thread) ---------------------------- */
 
-/* Publishes the serving model (version) as the cluster's. */
+/* The publication now latest (manifest seq, its chunks): the one a newer
+ * publication replaces, whose messages the trainer then deletes. */
+static void remember_latest(Cluster *c, uint64_t seq, const uint64_t *chunks, uint32_t count)
+{
+    uint64_t *copy = malloc(count * sizeof *copy);
+    if (!copy)
+        return;
+    memcpy(copy, chunks, count * sizeof *copy);
+    free(c->model_copy_chunks);
+    c->model_copy_chunks = copy;
+    c->model_copy_count = count;
+    c->model_copy_manifest = seq;
+}
+
+/* Publishes the serving model (version) as the cluster's, above the last
+ * publication this node saw. */
 static void publish_model(Cluster *c, uint64_t version)
 {
     ByteBuf file = {0};
@@ -96,45 +105,51 @@ static void publish_model(Cluster *c, uint64_t version)
     if (!rc && (count == 0 || count > MODEL_MAX_CHUNKS))
         rc = -EFBIG;
     size_t len = sizeof(ModelManifest) + count * sizeof(uint64_t);
-    unsigned char *body = rc ? NULL : calloc(1, len);
+    unsigned char *body = rc ? NULL : calloc(1, len); /* chunk sequences 0 until published */
     if (!rc && !body)
         rc = -ENOMEM;
     uint64_t *seqs = body ? (uint64_t *)(body + sizeof(ModelManifest)) : NULL;
     if (!rc)
         rc = cluster_publish_chunks(c, MODEL_CHUNKS, MODEL_SHARD, version, &file, seqs, count);
-    jsPubAck *ack = NULL;
+    uint64_t seq = 0;
     if (!rc && cluster_is_trainer(c)) {
-        ModelManifest h = {MODEL_MAGIC, MODEL_FORMAT, count, 0, file.len, version, ""};
+        ModelManifest h = {MODEL_MAGIC, MODEL_FORMAT, count, crc32_update(0, file.p, file.len), file.len, version,
+                           ""};
         snprintf(h.node, sizeof h.node, "%s", c->node);
         memcpy(body, &h, sizeof h);
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        uint64_t last = atomic_load(&c->model_seq);
-        if (last)
-            po.ExpectLastSubjectSeq = last;
-        else
-            po.ExpectNoMessage = true;
-        if (js_Publish(&ack, c->js, MODEL_MANIFEST, body, (int)len, &po, NULL) != NATS_OK || !ack)
-            rc = -EIO;
+        rc = cluster_publish_after(c, MODEL_MANIFEST, body, len, c->model_last_seen, c->cfg->cluster_lease_ms / 3,
+                                   &seq);
     } else if (!rc) {
         rc = -ESTALE;
     }
     if (rc) {
+        if (seqs) /* chunks nobody will read (a publication whose acknowledgement was lost is adopted later) */
+            cluster_copy_delete(c, 0, seqs, count);
         log_msg(LOG_WARN, "cluster: the model was not published; trying again", "version=%llu error=\"%s\"",
-                (unsigned long long)version, rc == -ESTALE ? "not_the_trainer" : strerror(-rc));
+                (unsigned long long)version, rc == -ESTALE ? "not_the_trainer_or_newer_model" : strerror(-rc));
     } else {
-        atomic_store(&c->model_seq, ack->Sequence);
+        cluster_copy_delete(c, c->model_copy_manifest, c->model_copy_chunks, c->model_copy_count);
+        remember_latest(c, seq, seqs, count);
+        c->model_last_seen = seq;
+        atomic_store(&c->model_seq, seq);
         atomic_store(&c->model_trainer_version, version);
         c->model_version = version;
-        int64_t wait = c->cfg->cluster_lease_ms / 3;
-        (void)cluster_purge(c, CLUSTER_SNAP_STREAM, MODEL_CHUNKS, seqs[0], 0, wait);
-        (void)cluster_purge(c, CLUSTER_SNAP_STREAM, MODEL_MANIFEST, 0, 1, wait);
         log_msg(LOG_INFO, "cluster: model published", "version=%llu bytes=%zu", (unsigned long long)version,
                 file.len);
     }
-    jsPubAck_Destroy(ack);
     free(body);
     bytebuf_free(&file);
+}
+
+/* Is publication h this node's serving model, byte for byte? */
+static bool serving_is(Cluster *c, const ModelManifest *h, uint64_t serving)
+{
+    ByteBuf file = {0};
+    bool same = strcmp(h->node, c->node) == 0 && h->version == serving &&
+                service_model_export(c->svc, serving, &file) == 0 && file.len == h->bytes &&
+                crc32_update(0, file.p, file.len) == h->crc;
+    bytebuf_free(&file);
+    return same;
 }
 
 /* Serves publication seq (manifest h, chunk sequences seqs): imported into
@@ -145,6 +160,10 @@ static int follow(Cluster *c, uint64_t seq, const ModelManifest *h, const uint64
     int rc = cluster_fetch_chunks(c, MODEL_SHARD, h->version, h->chunks, h->bytes, seqs, &file);
     if (rc)
         snprintf(err, errlen, "cannot read the model's chunks: %s", strerror(-rc));
+    if (!rc && crc32_update(0, file.p, file.len) != h->crc) {
+        rc = -EBADMSG;
+        snprintf(err, errlen, "the model's chunks do not match its manifest's CRC");
+    }
     ModelFileInfo info;
     if (!rc)
         rc = service_model_import(c->svc, file.p, file.len, &info, err, errlen);
@@ -161,50 +180,66 @@ static int follow(Cluster *c, uint64_t seq, const ModelManifest *h, const uint64
     return 0;
 }
 
-void cluster_model_sync(Cluster *c)
+/* The last publication: 0 with *h and *seqs (malloc'd) and *seq; -ENOENT
+ * (none, or not one of ours); -EIO (NATS did not answer). */
+static int last_publication(Cluster *c, ModelManifest *h, uint64_t **seqs, uint64_t *seq)
 {
     natsMsg *m = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_GetLastMsg(&m, c->js, CLUSTER_SNAP_STREAM, MODEL_MANIFEST, NULL, &jerr);
-    if (s != NATS_OK && s != NATS_NOT_FOUND && jerr != JSNoMessageFoundErr)
+    int rc = cluster_last_manifest(c, MODEL_MANIFEST, &m);
+    if (rc)
+        return rc;
+    *seq = natsMsg_GetSequence(m);
+    c->model_last_seen = *seq;
+    const unsigned char *d = (const unsigned char *)natsMsg_GetData(m);
+    size_t n = (size_t)natsMsg_GetDataLength(m);
+    bool valid = n >= sizeof *h && (memcpy(h, d, sizeof *h), h->magic == MODEL_MAGIC) && h->format == MODEL_FORMAT &&
+                 h->chunks >= 1 && h->chunks <= MODEL_MAX_CHUNKS && n == sizeof *h + h->chunks * sizeof(uint64_t) &&
+                 h->bytes <= (uint64_t)h->chunks * CLUSTER_CHUNK_BYTES &&
+                 h->bytes > (uint64_t)(h->chunks - 1) * CLUSTER_CHUNK_BYTES;
+    rc = valid ? 0 : -ENOENT;
+    if (valid) {
+        h->node[sizeof h->node - 1] = '\0';
+        if ((*seqs = malloc(h->chunks * sizeof **seqs)) != NULL)
+            memcpy(*seqs, d + sizeof *h, h->chunks * sizeof **seqs);
+        else
+            rc = -EIO;
+    }
+    natsMsg_Destroy(m);
+    return rc;
+}
+
+void cluster_model_sync(Cluster *c)
+{
+    ModelManifest h;
+    uint64_t *seqs = NULL, seq = 0;
+    int rc = last_publication(c, &h, &seqs, &seq);
+    if (rc == -EIO)
         return; /* NATS unreachable: next time */
     uint64_t serving = service_model_version(c->svc);
     bool trainer = cluster_is_trainer(c);
-    if (m) {
-        uint64_t seq = natsMsg_GetSequence(m);
-        const unsigned char *d = (const unsigned char *)natsMsg_GetData(m);
-        size_t n = (size_t)natsMsg_GetDataLength(m);
-        ModelManifest h;
-        bool valid = n >= sizeof h && (memcpy(&h, d, sizeof h), h.magic == MODEL_MAGIC) && h.format == MODEL_FORMAT &&
-                     h.chunks >= 1 && h.chunks <= MODEL_MAX_CHUNKS && n == sizeof h + h.chunks * sizeof(uint64_t) &&
-                     h.bytes <= (uint64_t)h.chunks * CLUSTER_CHUNK_BYTES &&
-                     h.bytes > (uint64_t)(h.chunks - 1) * CLUSTER_CHUNK_BYTES;
-        if (valid)
-            h.node[sizeof h.node - 1] = '\0';
-        bool mine = valid && strcmp(h.node, c->node) == 0 && h.version == serving;
-        if (valid && seq != atomic_load(&c->model_seq) && mine) { /* our own, or a former life's of the same file */
+    if (!rc) {
+        remember_latest(c, seq, seqs, h.chunks);
+        bool known = seq == atomic_load(&c->model_seq);
+        if (!known && serving_is(c, &h, serving)) { /* ours (its acknowledgement lost), or a former life's */
             atomic_store(&c->model_seq, seq);
             atomic_store(&c->model_trainer_version, h.version);
             c->model_version = serving;
-        } else if (valid && (seq != atomic_load(&c->model_seq) || (!trainer && serving != c->model_version))) {
+        } else if (!known || (!trainer && serving != c->model_version)) {
             /* a publication not served here yet, or this follower's model changed on its own (a retrain
-             * begun while it was the trainer): serve the cluster's */
-            uint64_t *seqs = malloc(h.chunks * sizeof *seqs);
-            char err[512] = "out of memory";
-            int rc = -ENOMEM;
-            if (seqs) {
-                memcpy(seqs, d + sizeof h, h.chunks * sizeof *seqs);
-                rc = follow(c, seq, &h, seqs, err, sizeof err);
-            }
-            free(seqs);
-            if (rc && c->model_failed_seq != seq) {
-                c->model_failed_seq = seq;
-                log_msg(LOG_ERROR, "cluster: cannot serve the cluster's model; trying again", "trainer=%s "
-                        "trainer_version=%llu error=\"%s\"", h.node, (unsigned long long)h.version, err);
+             * begun while it was the trainer): serve the cluster's. A failed one is tried every 10 s. */
+            char err[512] = "";
+            if (c->model_failed_seq != seq || c->model_failed_tries++ % 10 == 0) {
+                if (follow(c, seq, &h, seqs, err, sizeof err) != 0 && c->model_failed_seq != seq) {
+                    c->model_failed_seq = seq;
+                    c->model_failed_tries = 1;
+                    log_msg(LOG_ERROR, "cluster: cannot serve the cluster's model; trying again", "trainer=%s "
+                            "trainer_version=%llu error=\"%s\"", h.node, (unsigned long long)h.version, err);
+                }
             }
         }
-        natsMsg_Destroy(m);
+        free(seqs);
     }
-    if (trainer && service_model_version(c->svc) != c->model_version)
-        publish_model(c, service_model_version(c->svc));
+    serving = service_model_version(c->svc);
+    if (trainer && cluster_is_trainer(c) && serving != c->model_version)
+        publish_model(c, serving);
 }

@@ -1,27 +1,35 @@
 /* cluster_snapshot: partition snapshots in JetStream, and the purge of the
- * event stream behind them (docs/CLUSTER.md, "Snapshots and purge").
+ * event streams behind them (docs/CLUSTER.md, "Snapshots and purge").
  *
  * The owner of a partition writes its shoppers and event_id window
  * (service_shard_export) to the stream LTVD_SNAPSHOTS as chunks on
  * ltvd.snap.c.<p>, then a manifest on ltvd.snap.m.<p> naming the chunks'
- * stream sequences and the event-stream sequence the copy covers. The
- * manifest is published only if the last manifest of p is still the one
- * this node knows (expected last subject sequence), so a node that lost the
- * lease cannot put an older copy above a newer one. Then, the lease still
- * surely held, the event stream's messages of p up to the covered sequence
- * are purged, and so are p's older chunks and manifests.
+ * stream sequences, the sequence of p's event stream the copy covers and
+ * that stream's creation time. The manifest is published under p's
+ * apply_lock, only while this node applies p under the same generation as
+ * when the copy was made, with a third of its lease left, and only if p's
+ * last manifest is still the one this node knows (expected last subject
+ * sequence). Then the previous copy's messages are deleted (by sequence),
+ * and p's event stream is purged up to the covered sequence, again only
+ * while the lease surely holds.
+ *
+ * Nothing here purges by subject: nats-server before 2.9.18 replays a
+ * subject-filtered purge as a whole-stream compact when a replica
+ * recovers (nats-server#4196), which would take other partitions'
+ * messages. Each partition has its own event stream (LTVD_EV_<p>), purged
+ * whole up to a sequence, and snapshot messages are deleted one by one.
  *
  * A node that takes a partition (cluster_snapshot_load, from
  * cluster_consume_start) loads the latest manifest's copy when it covers
  * more than the node's own state of p, and consumes from after it. A node
- * that gave a partition up forgets its shoppers and ids of it
- * (the drop, on this module's thread).
+ * that gave a partition up forgets its shoppers and ids of it (the drop,
+ * on this module's thread).
  *
  * Threads: one snapshot thread (cluster_snapshot_start/stop) takes the
- * snapshots and the drops, and keeps the cluster's model
- * (cluster_model_sync); cluster_snapshot_load runs on the cluster
- * thread. Both take a partition's apply_lock around reading or replacing
- * its state, so nothing of it is applied meanwhile. */
+ * snapshots, the purges and the drops, and keeps the cluster's model
+ * (cluster_model_sync); cluster_snapshot_load runs on the cluster thread.
+ * Both take a partition's apply_lock around reading or replacing its
+ * state, so nothing of it is applied meanwhile. */
 #include "cluster_internal.h"
 
 #include <errno.h>
@@ -35,7 +43,7 @@
 #define SNAP_MANIFEST_PREFIX "ltvd.snap.m."
 #define SNAP_MAGIC_CHUNK 0x4b4e4843u    /* "CHNK" */
 #define SNAP_MAGIC_MANIFEST 0x544e464du /* "MFNT" */
-#define SNAP_FORMAT 1u
+#define SNAP_FORMAT 2u
 #define SNAP_MAX_CHUNKS 65536u /* 16 GiB a partition */
 
 typedef struct ChunkHead {
@@ -47,38 +55,13 @@ typedef struct ChunkHead {
 typedef struct ManifestHead {
     uint32_t magic, format, partition, chunks;
     uint64_t covered, bytes, users;
-    int64_t taken_at; /* Unix seconds */
-} ManifestHead;         /* then chunks x u64: the chunks' stream sequences */
+    int64_t taken_at;       /* Unix seconds */
+    int64_t stream_created; /* the event stream's creation time (ns): a copy of another stream's is not p's */
+} ManifestHead;             /* then chunks x u64: the chunks' stream sequences */
 
 static void subject_of(char *out, size_t n, const char *prefix, uint32_t p) { snprintf(out, n, "%s%u", prefix, p); }
 
-int cluster_snapshot_ensure_stream(Cluster *c, char *err, size_t errlen)
-{
-    jsStreamConfig sc;
-    jsStreamConfig_Init(&sc);
-    const char *subjects[] = {"ltvd.snap.>"};
-    sc.Name = CLUSTER_SNAP_STREAM;
-    sc.Subjects = subjects;
-    sc.SubjectsLen = 1;
-    sc.Storage = js_FileStorage;
-    sc.Replicas = c->cfg->cluster_replicas;
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_AddStream(&si, c->js, &sc, NULL, &jerr);
-    jsStreamInfo_Destroy(si);
-    if (s == NATS_OK)
-        return 0;
-    si = NULL;
-    if (js_GetStreamInfo(&si, c->js, CLUSTER_SNAP_STREAM, NULL, NULL) == NATS_OK) {
-        jsStreamInfo_Destroy(si);
-        return 0;
-    }
-    snprintf(err, errlen, "cannot create the JetStream stream %s: %s (error %d)", CLUSTER_SNAP_STREAM, natsStatus_GetText(s),
-             (int)jerr);
-    return -EIO;
-}
-
-/* ---- taking one ---------------------------------------------------------- */
+/* ---- chunked copies (also the model's: cluster_model.c) -------------------- */
 
 int cluster_publish_chunks(Cluster *c, const char *subject, uint32_t p, uint64_t covered, const ByteBuf *copy,
                            uint64_t *seqs, uint32_t count)
@@ -104,155 +87,10 @@ int cluster_publish_chunks(Cluster *c, const char *subject, uint32_t p, uint64_t
     return rc;
 }
 
-/* Publishes the manifest if p's last one is still part->manifest_seq (0:
- * none). 0 (part->manifest_seq updated), -ESTALE (another was published),
- * -EIO. */
-static int publish_manifest(Cluster *c, Partition *part, const ManifestHead *h, const uint64_t *seqs)
-{
-    size_t len = sizeof *h + h->chunks * sizeof(uint64_t);
-    unsigned char *body = malloc(len);
-    if (!body)
-        return -ENOMEM;
-    memcpy(body, h, sizeof *h);
-    memcpy(body + sizeof *h, seqs, h->chunks * sizeof(uint64_t));
-    char subject[64];
-    subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    uint64_t last = atomic_load(&part->manifest_seq);
-    if (last)
-        po.ExpectLastSubjectSeq = last;
-    else
-        po.ExpectNoMessage = true;
-    jsPubAck *ack = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_Publish(&ack, c->js, subject, body, (int)len, &po, &jerr);
-    free(body);
-    int rc = s == NATS_OK && ack ? 0 : jerr == JSStreamWrongLastSequenceErr ? -ESTALE : -EIO;
-    if (!rc)
-        atomic_store(&part->manifest_seq, ack->Sequence);
-    jsPubAck_Destroy(ack);
-    return rc;
-}
-
-natsStatus cluster_purge(Cluster *c, const char *stream, const char *subject, uint64_t below, uint64_t keep,
-                        int64_t wait_ms)
-{
-    /* JetStream reads a purge "up to sequence" of 0 or 1 as no limit at
-     * all: the subject's every message would go. Below 1 there is nothing. */
-    if (!keep && below <= 1)
-        return NATS_OK;
-    jsOptions o;
-    jsOptions_Init(&o);
-    o.Wait = wait_ms;
-    o.Stream.Purge.Subject = subject;
-    if (keep)
-        o.Stream.Purge.Keep = keep;
-    else
-        o.Stream.Purge.Sequence = below;
-    return js_PurgeStream(c->js, stream, &o, NULL);
-}
-
-/* Does the lease of p surely hold for another third of lease_ms? */
-static bool lease_margin(const Cluster *c, const Partition *part)
-{
-    return cluster_now_ms() - atomic_load(&part->renewed_ms) < c->cfg->cluster_lease_ms / 3;
-}
-
-static bool owned_with_margin(const Cluster *c, Partition *part)
-{
-    pthread_mutex_lock(&part->apply_lock);
-    bool ok = part->owned && lease_margin(c, part);
-    pthread_mutex_unlock(&part->apply_lock);
-    return ok;
-}
-
-/* The event stream's messages of p up to covered, now in a snapshot, and
- * p's older chunks and manifests. The event purge only while this node
- * applies p and surely holds its lease (a new owner replays from the
- * manifest it loaded: what it still needs must not go). */
-static void purge_behind(Cluster *c, Partition *part, uint64_t covered, uint64_t first_chunk)
-{
-    char subject[64];
-    int64_t wait = c->cfg->cluster_lease_ms / 3;
-    pthread_mutex_lock(&part->apply_lock);
-    bool ok = part->owned && lease_margin(c, part);
-    natsStatus s = NATS_ILLEGAL_STATE;
-    if (ok) {
-        subject_of(subject, sizeof subject, CLUSTER_SUBJECT_PREFIX, part->index);
-        s = cluster_purge(c, CLUSTER_STREAM, subject, covered + 1, 0, wait);
-    }
-    pthread_mutex_unlock(&part->apply_lock);
-    if (s != NATS_OK) {
-        log_msg(LOG_WARN, "cluster: the stream was not purged behind a snapshot; the next one tries again",
-                "partition=%u covered_seq=%llu error=\"%s\"", part->index, (unsigned long long)covered,
-                ok ? natsStatus_GetText(s) : "lease_not_surely_held");
-        return;
-    }
-    atomic_store(&part->purged_seq, covered);
-    subject_of(subject, sizeof subject, SNAP_CHUNK_PREFIX, part->index);
-    (void)cluster_purge(c, CLUSTER_SNAP_STREAM, subject, first_chunk, 0, wait);
-    subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
-    (void)cluster_purge(c, CLUSTER_SNAP_STREAM, subject, 0, 1, wait);
-}
-
-/* One snapshot of p, if it owns p and applied something since the last. */
-static void take_snapshot(Cluster *c, Partition *part)
-{
-    ByteBuf copy = {0};
-    uint64_t users = 0;
-    pthread_mutex_lock(&part->apply_lock);
-    uint64_t covered = atomic_load(&part->applied_seq);
-    int64_t erased_at = atomic_load(&part->erased_ms);
-    bool go = part->owned && !part->stalled && covered > atomic_load(&part->snap_seq);
-    int rc = go ? service_shard_export(c->svc, part->index, &copy, &users) : 0;
-    pthread_mutex_unlock(&part->apply_lock);
-    if (!go)
-        return;
-    int64_t t0 = cluster_now_ms();
-    uint32_t count = (uint32_t)((copy.len + CLUSTER_CHUNK_BYTES - 1) / CLUSTER_CHUNK_BYTES);
-    uint64_t *seqs = NULL;
-    if (!rc && count > SNAP_MAX_CHUNKS)
-        rc = -EFBIG;
-    if (!rc && !(seqs = malloc(count * sizeof *seqs)))
-        rc = -ENOMEM;
-    char subject[64];
-    subject_of(subject, sizeof subject, SNAP_CHUNK_PREFIX, part->index);
-    if (!rc)
-        rc = cluster_publish_chunks(c, subject, part->index, covered, &copy, seqs, count);
-    if (!rc && !owned_with_margin(c, part))
-        rc = -ESTALE;
-    if (!rc) {
-        ManifestHead h = {SNAP_MAGIC_MANIFEST, SNAP_FORMAT, part->index, count, covered, copy.len, users,
-                          (int64_t)time(NULL)};
-        rc = publish_manifest(c, part, &h, seqs);
-    }
-    if (rc) {
-        atomic_fetch_add(&c->snapshot_errors, 1);
-        log_msg(LOG_WARN, "cluster: partition snapshot not published; the next one tries again",
-                "partition=%u covered_seq=%llu error=\"%s\"", part->index, (unsigned long long)covered,
-                rc == -ESTALE ? "lease_lost_or_newer_snapshot" : strerror(-rc));
-    } else {
-        atomic_store(&part->snap_seq, covered);
-        atomic_store(&part->snap_ms, cluster_now_ms());
-        atomic_compare_exchange_strong(&part->erased_ms, &erased_at, 0);
-        atomic_fetch_add(&c->snapshots, 1);
-        atomic_store(&c->snapshot_bytes, copy.len);
-        purge_behind(c, part, covered, seqs[0]);
-        log_msg(LOG_DEBUG, "cluster: partition snapshot published", "partition=%u covered_seq=%llu users=%llu "
-                "bytes=%zu chunks=%u ms=%lld", part->index, (unsigned long long)covered, (unsigned long long)users,
-                copy.len, count, (long long)(cluster_now_ms() - t0));
-    }
-    free(seqs);
-    bytebuf_free(&copy);
-}
-
-/* ---- loading one ---------------------------------------------------------- */
-
 int cluster_fetch_chunks(Cluster *c, uint32_t p, uint64_t covered, uint32_t count, uint64_t bytes,
                          const uint64_t *seqs, ByteBuf *copy)
 {
-    int rc = bytebuf_reserve(copy, bytes);
+    int rc = 0;
     for (uint32_t i = 0; i < count && !rc; i++) {
         natsMsg *m = NULL;
         jsErrCode jerr = 0;
@@ -266,8 +104,12 @@ int cluster_fetch_chunks(Cluster *c, uint32_t p, uint64_t covered, uint32_t coun
         const unsigned char *d = (const unsigned char *)natsMsg_GetData(m);
         size_t n = (size_t)natsMsg_GetDataLength(m);
         ChunkHead ch;
-        if (n < sizeof ch || (memcpy(&ch, d, sizeof ch), ch.magic != SNAP_MAGIC_CHUNK) ||
-            ch.partition != p || ch.covered != covered || ch.index != i || ch.count != count)
+        /* every chunk full but the last, and never past the manifest's size:
+         * what is allocated is bounded by what the manifest says */
+        size_t want = i + 1 < count ? CLUSTER_CHUNK_BYTES : (size_t)(bytes - copy->len);
+        if (n < sizeof ch || (memcpy(&ch, d, sizeof ch), ch.magic != SNAP_MAGIC_CHUNK) || ch.partition != p ||
+            ch.covered != covered || ch.index != i || ch.count != count || n - sizeof ch != want ||
+            copy->len + want > bytes)
             rc = -EBADMSG;
         else
             rc = bytebuf_put(copy, d + sizeof ch, n - sizeof ch);
@@ -276,65 +118,313 @@ int cluster_fetch_chunks(Cluster *c, uint32_t p, uint64_t covered, uint32_t coun
     return !rc && copy->len != bytes ? -EBADMSG : rc;
 }
 
+int cluster_publish_after(Cluster *c, const char *subject, const void *body, size_t len, uint64_t last,
+                          int64_t wait_ms, uint64_t *seq)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = wait_ms;
+    if (last)
+        po.ExpectLastSubjectSeq = last;
+    else
+        po.ExpectNoMessage = true;
+    jsPubAck *ack = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_Publish(&ack, c->js, subject, body, (int)len, &po, &jerr);
+    int rc = s == NATS_OK && ack ? 0 : jerr == JSStreamWrongLastSequenceErr ? -ESTALE : -EIO;
+    if (!rc)
+        *seq = ack->Sequence;
+    jsPubAck_Destroy(ack);
+    return rc;
+}
+
+void cluster_copy_delete(Cluster *c, uint64_t manifest, const uint64_t *chunks, uint32_t count)
+{
+    int64_t wait = c->cfg->cluster_lease_ms / 3;
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = wait;
+    if (manifest)
+        (void)js_DeleteMsg(c->js, CLUSTER_SNAP_STREAM, manifest, &o, NULL);
+    for (uint32_t i = 0; i < count; i++)
+        if (chunks[i])
+            (void)js_DeleteMsg(c->js, CLUSTER_SNAP_STREAM, chunks[i], &o, NULL);
+}
+
+/* Reads the last manifest on subject: 0 with *m (the caller destroys it),
+ * -ENOENT (none), -EIO (NATS did not answer). */
+int cluster_last_manifest(Cluster *c, const char *subject, natsMsg **m)
+{
+    jsErrCode jerr = 0;
+    *m = NULL;
+    natsStatus s = js_GetLastMsg(m, c->js, CLUSTER_SNAP_STREAM, subject, NULL, &jerr);
+    if (s == NATS_OK)
+        return 0;
+    return jerr == JSNoMessageFoundErr ? -ENOENT : -EIO;
+}
+
+/* ---- taking one ---------------------------------------------------------- */
+
+/* Does the lease of p surely hold for another third of lease_ms? */
+static bool lease_margin(const Cluster *c, const Partition *part)
+{
+    return cluster_now_ms() - atomic_load(&part->renewed_ms) < c->cfg->cluster_lease_ms / 3;
+}
+
+/* Under apply_lock: may this node still speak for p as of generation gen? */
+static bool still_ours(const Cluster *c, const Partition *part, uint64_t gen)
+{
+    return part->owned && part->loaded && part->gen == gen && lease_margin(c, part);
+}
+
+/* Checks a manifest read from p's subject; fills *h and *seqs (malloc'd). */
+static int parse_manifest(const Partition *part, natsMsg *m, ManifestHead *h, uint64_t **seqs)
+{
+    const unsigned char *d = (const unsigned char *)natsMsg_GetData(m);
+    size_t n = (size_t)natsMsg_GetDataLength(m);
+    if (n < sizeof *h || (memcpy(h, d, sizeof *h), h->magic != SNAP_MAGIC_MANIFEST) || h->format != SNAP_FORMAT ||
+        h->partition != part->index || h->chunks == 0 || h->chunks > SNAP_MAX_CHUNKS ||
+        n != sizeof *h + h->chunks * sizeof(uint64_t) || h->bytes > (uint64_t)h->chunks * CLUSTER_CHUNK_BYTES ||
+        h->bytes <= (uint64_t)(h->chunks - 1) * CLUSTER_CHUNK_BYTES)
+        return -EBADMSG;
+    if (h->stream_created != part->stream_created)
+        return -ESRCH; /* another cluster's, or an event stream since deleted and made again */
+    if (!(*seqs = malloc(h->chunks * sizeof **seqs)))
+        return -ENOMEM;
+    memcpy(*seqs, d + sizeof *h, h->chunks * sizeof **seqs);
+    return 0;
+}
+
+/* Makes (manifest, chunks) p's latest copy; what it replaces is deleted
+ * (once no lock is held). Under apply_lock; takes chunks. */
+static void set_latest(Partition *part, uint64_t manifest, uint64_t *chunks, uint32_t count, uint64_t covered,
+                       uint64_t **old, uint32_t *old_count, uint64_t *old_manifest)
+{
+    *old = part->copy_chunks;
+    *old_count = part->copy_count;
+    *old_manifest = part->copy_manifest;
+    part->copy_chunks = chunks;
+    part->copy_count = count;
+    part->copy_manifest = manifest;
+    atomic_store(&part->manifest_seq, manifest);
+    atomic_store(&part->snap_seq, covered);
+    atomic_store(&part->snap_ms, cluster_now_ms());
+}
+
+/* After a manifest publish that failed: learns p's last manifest, so that
+ * the next try's condition holds. If it is this very copy (stored, its
+ * acknowledgement lost), it is adopted (true). Under apply_lock. */
+static bool after_failed_manifest(Cluster *c, Partition *part, uint64_t covered, const uint64_t *seqs,
+                                  uint32_t count)
+{
+    char subject[64];
+    subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
+    natsMsg *m = NULL;
+    if (cluster_last_manifest(c, subject, &m) != 0)
+        return false;
+    ManifestHead h;
+    uint64_t *theirs = NULL;
+    int rc = parse_manifest(part, m, &h, &theirs);
+    bool adopted = false;
+    if (!rc && h.covered == covered && h.chunks == count && memcmp(theirs, seqs, count * sizeof *seqs) == 0) {
+        uint64_t *mine = malloc(count * sizeof *mine);
+        if (mine) {
+            memcpy(mine, seqs, count * sizeof *mine);
+            uint64_t *old = NULL, old_manifest = 0;
+            uint32_t old_count = 0;
+            set_latest(part, natsMsg_GetSequence(m), mine, count, covered, &old, &old_count, &old_manifest);
+            cluster_copy_delete(c, old_manifest, old, old_count);
+            free(old);
+            adopted = true;
+        }
+    } else if (rc != -EBADMSG) {
+        atomic_store(&part->manifest_seq, natsMsg_GetSequence(m));
+    }
+    free(theirs);
+    natsMsg_Destroy(m);
+    return adopted;
+}
+
+/* One snapshot of p, if it applies p and applied something since the
+ * last. A partition stalled on a message it cannot apply yet is still
+ * consistent up to applied_seq, and is snapshotted like any other. */
+static void take_snapshot(Cluster *c, Partition *part)
+{
+    ByteBuf copy = {0};
+    uint64_t users = 0;
+    pthread_mutex_lock(&part->apply_lock);
+    uint64_t covered = atomic_load(&part->applied_seq), gen = part->gen;
+    bool go = part->owned && part->loaded && covered > atomic_load(&part->snap_seq);
+    int rc = go ? service_shard_export(c->svc, part->index, &copy, &users) : 0;
+    pthread_mutex_unlock(&part->apply_lock);
+    if (!go)
+        return;
+    int64_t t0 = cluster_now_ms();
+    uint32_t count = (uint32_t)((copy.len + CLUSTER_CHUNK_BYTES - 1) / CLUSTER_CHUNK_BYTES);
+    uint64_t *seqs = NULL;
+    if (!rc && count > SNAP_MAX_CHUNKS)
+        rc = -EFBIG;
+    if (!rc && !(seqs = calloc(count, sizeof *seqs))) /* 0: not published (cluster_copy_delete skips it) */
+        rc = -ENOMEM;
+    char subject[64];
+    subject_of(subject, sizeof subject, SNAP_CHUNK_PREFIX, part->index);
+    if (!rc)
+        rc = cluster_publish_chunks(c, subject, part->index, covered, &copy, seqs, count);
+    size_t len = sizeof(ManifestHead) + count * sizeof(uint64_t);
+    unsigned char *body = rc ? NULL : malloc(len);
+    if (!rc && !body)
+        rc = -ENOMEM;
+    uint64_t *old = NULL, old_manifest = 0;
+    uint32_t old_count = 0;
+    bool published = false;
+    pthread_mutex_lock(&part->apply_lock);
+    if (!rc && !still_ours(c, part, gen))
+        rc = -ESTALE;
+    if (!rc) {
+        ManifestHead h = {SNAP_MAGIC_MANIFEST, SNAP_FORMAT, part->index, count, covered, copy.len, users,
+                          (int64_t)time(NULL), part->stream_created};
+        memcpy(body, &h, sizeof h);
+        memcpy(body + sizeof h, seqs, count * sizeof *seqs);
+        subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
+        uint64_t seq = 0;
+        rc = cluster_publish_after(c, subject, body, len, atomic_load(&part->manifest_seq),
+                                   c->cfg->cluster_lease_ms / 3, &seq);
+        if (!rc) {
+            set_latest(part, seq, seqs, count, covered, &old, &old_count, &old_manifest);
+            seqs = NULL; /* p's now */
+            published = true;
+        } else if (after_failed_manifest(c, part, covered, seqs, count)) {
+            seqs = NULL;
+            published = true;
+            rc = 0;
+        }
+    }
+    if (!published)
+        atomic_store(&part->snap_ms, cluster_now_ms()); /* the next try waits an interval (or an erasure) */
+    pthread_mutex_unlock(&part->apply_lock);
+    if (published) {
+        cluster_copy_delete(c, old_manifest, old, old_count);
+        atomic_fetch_add(&c->snapshots, 1);
+        atomic_store(&c->snapshot_bytes, copy.len);
+        log_msg(LOG_DEBUG, "cluster: partition snapshot published", "partition=%u covered_seq=%llu users=%llu "
+                "bytes=%zu chunks=%u ms=%lld", part->index, (unsigned long long)covered, (unsigned long long)users,
+                copy.len, count, (long long)(cluster_now_ms() - t0));
+    } else {
+        if (seqs) /* chunks nobody will read */
+            cluster_copy_delete(c, 0, seqs, count);
+        atomic_fetch_add(&c->snapshot_errors, 1);
+        log_msg(LOG_WARN, "cluster: partition snapshot not published; the next one tries again",
+                "partition=%u covered_seq=%llu error=\"%s\"", part->index, (unsigned long long)covered,
+                rc == -ESTALE ? "lease_lost_or_newer_snapshot" : strerror(-rc));
+    }
+    free(old);
+    free(seqs);
+    free(body);
+    bytebuf_free(&copy);
+}
+
+/* Purges p's event stream up to its latest snapshot if that was not done
+ * yet: only while this node applies p and surely holds its lease (a new
+ * owner replays from the manifest it loaded: what it still needs must not
+ * go). The whole stream up to a sequence, never by subject. */
+static void purge_behind(Cluster *c, Partition *part)
+{
+    pthread_mutex_lock(&part->apply_lock);
+    uint64_t covered = atomic_load(&part->snap_seq);
+    bool due = part->owned && part->loaded && covered > atomic_load(&part->purged_seq);
+    bool ok = due && lease_margin(c, part);
+    natsStatus s = NATS_ILLEGAL_STATE;
+    if (ok) {
+        char stream[32];
+        cluster_stream_name(stream, sizeof stream, part->index);
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Wait = c->cfg->cluster_lease_ms / 3;
+        o.Stream.Purge.Sequence = covered + 1; /* >= 2: 0 and 1 would mean "everything" */
+        s = js_PurgeStream(c->js, stream, &o, NULL);
+    }
+    if (s == NATS_OK) {
+        atomic_store(&part->purged_seq, covered);
+        if (part->erase_seq <= covered)
+            atomic_store(&part->erased_ms, 0);
+    }
+    pthread_mutex_unlock(&part->apply_lock);
+    if (due && s != NATS_OK)
+        log_msg(LOG_WARN, "cluster: the stream was not purged behind a snapshot; trying again",
+                "partition=%u covered_seq=%llu error=\"%s\"", part->index, (unsigned long long)covered,
+                ok ? natsStatus_GetText(s) : "lease_not_surely_held");
+}
+
+/* ---- loading one ---------------------------------------------------------- */
+
+/* Replaces this node's state of p with the copy (manifest h, chunks seqs,
+ * taken over). Under apply_lock. */
+static int load_copy(Cluster *c, Partition *part, const ManifestHead *h, uint64_t manifest, uint64_t *seqs,
+                     const ByteBuf *copy, uint64_t *users, char *err, size_t errlen)
+{
+    bool *drop = calloc(c->nparts, sizeof *drop);
+    if (!drop)
+        return -ENOMEM;
+    drop[part->index] = true; /* this node's own older state of p (if any) goes first */
+    service_shard_drop(c->svc, drop);
+    free(drop);
+    int rc = service_shard_import(c->svc, part->index, copy->p, copy->len, users, err, errlen);
+    uint64_t *old = NULL, old_manifest = 0;
+    uint32_t old_count = 0;
+    if (rc) {
+        atomic_store(&part->applied_seq, 0);
+        atomic_store(&part->snap_seq, 0);
+        free(seqs);
+        return rc;
+    }
+    atomic_store(&part->applied_seq, h->covered);
+    set_latest(part, manifest, seqs, h->chunks, h->covered, &old, &old_count, &old_manifest);
+    free(old); /* another node's copy, or this node's from before: not deleted by a loader */
+    return 0;
+}
+
 int cluster_snapshot_load(Cluster *c, Partition *part)
 {
     char subject[64];
     subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
     natsMsg *m = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_GetLastMsg(&m, c->js, CLUSTER_SNAP_STREAM, subject, NULL, &jerr);
-    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+    int rc = cluster_last_manifest(c, subject, &m);
+    if (rc == -ENOENT) {
         atomic_store(&part->manifest_seq, 0);
         return 0; /* never snapshotted: the stream holds all of it */
     }
-    if (s != NATS_OK)
+    if (rc)
         return -EIO;
-    const unsigned char *d = (const unsigned char *)natsMsg_GetData(m);
-    size_t n = (size_t)natsMsg_GetDataLength(m);
     ManifestHead h;
-    int rc = 0;
-    if (n < sizeof h || (memcpy(&h, d, sizeof h), h.magic != SNAP_MAGIC_MANIFEST) || h.format != SNAP_FORMAT ||
-        h.partition != part->index || h.chunks == 0 || h.chunks > SNAP_MAX_CHUNKS ||
-        n != sizeof h + h.chunks * sizeof(uint64_t) || h.bytes > (uint64_t)h.chunks * CLUSTER_CHUNK_BYTES ||
-        h.bytes <= (uint64_t)(h.chunks - 1) * CLUSTER_CHUNK_BYTES)
-        rc = -EBADMSG;
-    atomic_store(&part->manifest_seq, natsMsg_GetSequence(m));
+    uint64_t *seqs = NULL;
+    rc = parse_manifest(part, m, &h, &seqs);
+    uint64_t manifest = natsMsg_GetSequence(m);
+    natsMsg_Destroy(m);
+    atomic_store(&part->manifest_seq, manifest);
+    if (rc == -ESRCH) { /* not of this stream: as if there were none (the next snapshot goes above it) */
+        log_msg(LOG_WARN, "cluster: a partition snapshot of another event stream is ignored",
+                "partition=%u manifest_seq=%llu", part->index, (unsigned long long)manifest);
+        return 0;
+    }
     uint64_t applied = atomic_load(&part->applied_seq);
     ByteBuf copy = {0};
     uint64_t users = 0;
     char err[256] = "";
     if (!rc && h.covered > applied) {
-        uint64_t *seqs = malloc(h.chunks * sizeof *seqs);
-        rc = seqs ? 0 : -ENOMEM;
-        if (seqs)
-            memcpy(seqs, d + sizeof h, h.chunks * sizeof *seqs);
-        if (!rc)
-            rc = cluster_fetch_chunks(c, h.partition, h.covered, h.chunks, h.bytes, seqs, &copy);
-        free(seqs);
+        rc = cluster_fetch_chunks(c, h.partition, h.covered, h.chunks, h.bytes, seqs, &copy);
         if (!rc) {
-            /* this node's own older state of p (if any) goes first */
-            bool *drop = calloc(c->nparts, sizeof *drop);
-            rc = drop ? 0 : -ENOMEM;
             pthread_mutex_lock(&part->apply_lock);
-            if (drop) {
-                drop[part->index] = true;
-                service_shard_drop(c->svc, drop);
-                rc = service_shard_import(c->svc, part->index, copy.p, copy.len, &users, err, sizeof err);
-                atomic_store(&part->applied_seq, rc ? 0 : h.covered);
-                atomic_store(&part->snap_seq, rc ? 0 : h.covered);
-                atomic_store(&part->snap_ms, cluster_now_ms());
-            }
+            rc = load_copy(c, part, &h, manifest, seqs, &copy, &users, err, sizeof err);
             pthread_mutex_unlock(&part->apply_lock);
-            free(drop);
+            seqs = NULL;
         }
     }
-    natsMsg_Destroy(m);
+    free(seqs);
     bytebuf_free(&copy);
     if (rc) {
         atomic_fetch_add(&c->snapshot_errors, 1);
         log_msg(LOG_ERROR, "cluster: cannot load a partition snapshot; trying again at the next tick",
-                "partition=%u manifest_seq=%llu error=\"%s\"", part->index,
-                (unsigned long long)atomic_load(&part->manifest_seq),
+                "partition=%u manifest_seq=%llu error=\"%s\"", part->index, (unsigned long long)manifest,
                 err[0] ? err : strerror(-rc));
         return -EIO;
     }
@@ -347,7 +437,7 @@ int cluster_snapshot_load(Cluster *c, Partition *part)
 /* ---- the thread ---------------------------------------------------------- */
 
 /* Forgets the state of every partition given up since (drop_pending) that
- * this node has not taken back, in one walk. */
+ * this node has not taken back (nor is taking), in one walk. */
 static void drop_given_up(Cluster *c)
 {
     bool *drop = calloc(c->nparts, sizeof *drop);
@@ -359,8 +449,7 @@ static void drop_given_up(Cluster *c)
         if (!atomic_load(&part->drop_pending))
             continue;
         pthread_mutex_lock(&part->apply_lock);
-        atomic_store(&part->drop_pending, false);
-        if (part->owned) {
+        if (!atomic_exchange(&part->drop_pending, false) || part->owned || part->taking) {
             pthread_mutex_unlock(&part->apply_lock);
             continue;
         }
@@ -377,16 +466,22 @@ static void drop_given_up(Cluster *c)
         Partition *part = &c->parts[p];
         atomic_store(&part->applied_seq, 0);
         atomic_store(&part->snap_seq, 0);
+        atomic_store(&part->purged_seq, 0);
         atomic_store(&part->manifest_seq, 0);
         atomic_store(&part->erased_ms, 0);
+        part->erase_seq = 0;
+        free(part->copy_chunks);
+        part->copy_chunks = NULL;
+        part->copy_count = 0;
+        part->copy_manifest = 0;
         pthread_mutex_unlock(&part->apply_lock);
     }
     free(drop);
 }
 
 /* Is a snapshot of p due: cluster.snapshot_interval_s since the last, or
- * half of storage.erasure_snapshot_s since an erasure it applied (the other
- * half is for taking it)? */
+ * half of storage.erasure_snapshot_s since an erasure it applied that no
+ * purge covers yet (the other half is for taking it)? */
 static bool snapshot_due(const Cluster *c, const Partition *part, int64_t now)
 {
     if (atomic_load(&part->applied_seq) <= atomic_load(&part->snap_seq))
@@ -411,6 +506,7 @@ static void *snapshot_thread(void *arg)
             atomic_compare_exchange_strong(&part->snap_ms, &never, now);
             if (snapshot_due(c, part, now))
                 take_snapshot(c, part);
+            purge_behind(c, part);
             if (cluster_stopping(c))
                 return NULL;
         }

@@ -536,6 +536,8 @@ int main(int argc, char **argv)
     app.refit_timer.data = app.retrain_timer.data = app.snapshot_timer.data = app.adjuster_timer.data = &app;
     app.segments_timer.data = &app;
     bool clustered = cluster_configured(&app.cfg);
+    if (clustered) /* no retrain, refit or model change of its own until it holds the trainer lease */
+        service_set_model_follower(app.svc, true);
     if (!clustered) /* in cluster mode the stream holds the state (docs/CLUSTER.md) */
         uv_timer_start(&app.snapshot_timer, snapshot_timer_cb, 1000, 1000);
     uv_timer_start(&app.segments_timer, segments_timer_cb, 1000, 1000);

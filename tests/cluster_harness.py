@@ -295,10 +295,11 @@ class Attempt:
     expects it to come up): polls its /readyz until it is ready or exits,
     remembering whether /readyz ever answered 200."""
 
-    def __init__(self, binary, lc, name, **changes):
+    def __init__(self, binary, lc, name, extra=None, **changes):
         self.settings = lc.node_settings(name)
         self.settings.update({"server.bind": "127.0.0.1", "server.port": str(free_port())})
         self.settings.update({f"cluster.{k}": str(v) for k, v in changes.items()})
+        self.settings.update(extra or {})
         self.tmp = tempfile.TemporaryDirectory(prefix="ltvd-test-")
         self.settings["storage.dir"] = self.tmp.name
         args = [binary] + [a for k, v in self.settings.items() for a in ("--set", f"{k}={v}")]
