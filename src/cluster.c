@@ -1,5 +1,6 @@
 /* cluster: the cluster's shape as one node sees it. The connection to
- * NATS, the stream (LTVD_EVENTS, subjects ltvd.ev.<partition>) and the two
+ * NATS, the streams (LTVD_EV_<p>, subject ltvd.ev.<p>, one per partition;
+ * LTVD_SNAPSHOTS, cluster_snapshot.c's) and the two
  * key-value buckets: ltvd_nodes (one key per live node, its HTTP URL,
  * refreshed every tick and gone lease_ms after the last) and ltvd_leases
  * (key p-<partition>: the owner's node id, created only if absent,

@@ -2,10 +2,15 @@
  * they share, and the calls between them.
  *
  * Threads and locks: each partition's apply_lock is taken by libnats'
- * delivery thread around one message's apply and by the cluster thread
- * around starting or stopping the partition; the service's store lock is
- * taken under it (by service_apply), never the other way. map_lock guards
- * the owner map and the members (cluster thread writes, HTTP threads
+ * delivery thread around one message's apply, by the cluster thread
+ * around starting or stopping the partition and around loading its
+ * snapshot, and by the snapshot thread around exporting a snapshot (a
+ * store walk), publishing its manifest and purging; the service's store
+ * lock is taken under it (by service_apply and the shard calls), never the
+ * other way. Only the snapshot thread holds several apply_locks at once
+ * (the drop of given-up partitions), taken in partition order; nobody
+ * holding one waits for another. map_lock guards the owner map, the
+ * members and the trainer's name (cluster thread writes, HTTP threads
  * read); it is a leaf. */
 #ifndef LTVD_CLUSTER_INTERNAL_H
 #define LTVD_CLUSTER_INTERNAL_H
