@@ -240,6 +240,11 @@ int service_shard_import(Service *s, uint32_t shard, const void *data, size_t le
     uint64_t done = 0;
     for (; done < h.users; done++) {
         const UserState *raw = (const UserState *)(slots + done * h.slot_bytes);
+        if (raw->id_len == 0 || raw->id_len > USER_ID_MAX ||
+            s->shard_of(s->shard_arg, raw->id, raw->id_len) != shard) { /* not one of this shard's */
+            rc = -EBADMSG;
+            break;
+        }
         if ((rc = store_restore(s->store, raw)) != 0)
             break;
         UserState *u = store_find(s->store, raw->id, raw->id_len);

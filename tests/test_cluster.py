@@ -759,6 +759,8 @@ def snapshots_purge_the_stream_and_hand_over(binary):
         check(status == 200, f"POST: {status} {body}")
         acked[users[1]] += 1
         wait_counts(lc, acked)  # the fresh event is in: the re-sent ones before it were dropped
+        time.sleep(1.0)
+        wait_counts(lc, acked, timeout=1)  # and none of them came in later
 
         # an erasure: purged from the stream within storage.erasure_snapshot_s
         gone = users[7]

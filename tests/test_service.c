@@ -146,7 +146,24 @@ static void test_shards(const LtvdConfig *base)
     ASSERT(strstr(err, "CRC"));
     copy.p[copy.len / 2] ^= 1;
     ASSERT(service_shard_import(b, 0, copy.p, copy.len, &users, err, sizeof err) == -EBADMSG); /* another shard */
+    /* crafted copies with a good CRC: relabelled as shard 0 (its shoppers are shard 1's), and one claiming a
+     * shopper more than it holds; neither loads anything */
     UserSummaryView us;
+    ByteBuf bad = {0};
+    ASSERT(bytebuf_put(&bad, copy.p, copy.len) == 0);
+    uint32_t zero = 0;
+    memcpy(bad.p + 8 + 4 * sizeof(uint32_t), &zero, sizeof zero); /* the header's shard field */
+    uint32_t crc = crc32_update(0, bad.p, bad.len - 4);
+    memcpy(bad.p + bad.len - 4, &crc, 4);
+    ASSERT(service_shard_import(b, 0, bad.p, bad.len, &users, err, sizeof err) == -EBADMSG);
+    ASSERT(service_user_summary(b, "b1", 2, &us) == -ENOENT && service_user_summary(b, "b2", 2, &us) == -ENOENT);
+    memcpy(bad.p, copy.p, copy.len);
+    uint64_t more = 3;
+    memcpy(bad.p + 8 + 6 * sizeof(uint32_t), &more, sizeof more); /* the header's user count */
+    crc = crc32_update(0, bad.p, bad.len - 4);
+    memcpy(bad.p + bad.len - 4, &crc, 4);
+    ASSERT(service_shard_import(b, 1, bad.p, bad.len, &users, err, sizeof err) == -EBADMSG && strstr(err, "hold"));
+    bytebuf_free(&bad);
     ASSERT(service_user_summary(b, "b1", 2, &us) == -ENOENT);
     ASSERT(service_shard_import(b, 1, copy.p, copy.len, &users, err, sizeof err) == 0 && users == 2);
 
