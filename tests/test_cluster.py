@@ -908,8 +908,9 @@ def one_model_for_the_cluster(binary):
               "\n".join(x for p in lc.live().values() for x in p.logs().splitlines() if "cluster:" in x)[-3000:])
         trainer = one_model_everywhere(lc)
         follower = next(n for n in lc.live() if n != trainer)
-        for path, body in (("/v1/model/retrain", None), ("/v1/model/rollback", {"version": 1})):
-            status, answer = lc.nodes[follower].json("POST", path, body)
+        for path, body in (("/v1/model/retrain", None), ("/v1/model/rollback", {"version": 1}),
+                           ("/v1/models", {"not": "a model file: refused before it is read"})):
+            status, _, answer = answer_as_documented(lc.nodes[follower], "POST", path, path, body)
             check(status == 409 and "trainer" in answer["error"]["message"],
                   f"POST {path} on a follower: {status} {answer}")
         # purchases enough for a fallback fit on the trainer's share of the shoppers
