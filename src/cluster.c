@@ -449,8 +449,8 @@ static void *cluster_thread(void *arg)
 
 /* ---- start and stop ----------------------------------------------------- */
 
-int cluster_ensure_stream(Cluster *c, const char *name, const char *subject, int64_t dup_window_ms,
-                          int64_t *created, char *err, size_t errlen)
+int cluster_ensure_stream(Cluster *c, const char *name, const char *subject, int64_t dup_window_ms, char *err,
+                          size_t errlen)
 {
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
@@ -464,19 +464,17 @@ int cluster_ensure_stream(Cluster *c, const char *name, const char *subject, int
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_AddStream(&si, c->js, &sc, NULL, &jerr);
-    if (s != NATS_OK) {
-        jsStreamInfo_Destroy(si);
-        si = NULL;
-        if (js_GetStreamInfo(&si, c->js, name, NULL, NULL) != NATS_OK) {
-            snprintf(err, errlen, "cannot create the JetStream stream %s: %s (error %d)", name,
-                     natsStatus_GetText(s), (int)jerr);
-            return -EIO;
-        }
-    }
-    if (created)
-        *created = si ? si->Created : 0;
     jsStreamInfo_Destroy(si);
-    return 0;
+    if (s == NATS_OK)
+        return 0;
+    si = NULL;
+    if (js_GetStreamInfo(&si, c->js, name, NULL, NULL) == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return 0;
+    }
+    snprintf(err, errlen, "cannot create the JetStream stream %s: %s (error %d)", name, natsStatus_GetText(s),
+             (int)jerr);
+    return -EIO;
 }
 
 int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int replicas, kvStore **out, char *err,
@@ -544,12 +542,14 @@ static int connect_nats(Cluster *c, char *err, size_t errlen)
 static int ensure_event_stream(Cluster *c, uint32_t p, char *err, size_t errlen)
 {
     Partition *part = &c->parts[p];
-    if (part->stream_created)
+    if (part->stream_ready)
         return 0;
     char name[32], subject[32];
     cluster_stream_name(name, sizeof name, p);
     snprintf(subject, sizeof subject, CLUSTER_SUBJECT_PREFIX "%u", p);
-    return cluster_ensure_stream(c, name, subject, 120000, &part->stream_created, err, errlen);
+    int rc = cluster_ensure_stream(c, name, subject, 120000, err, errlen);
+    part->stream_ready = rc == 0;
+    return rc;
 }
 
 typedef struct StreamJob {
@@ -654,7 +654,7 @@ int cluster_start(Cluster **out, const LtvdConfig *cfg, Service *svc, Metrics *m
         if (!rc)
             rc = ensure_event_streams(c, err, errlen);
         if (!rc)
-            rc = cluster_ensure_stream(c, CLUSTER_SNAP_STREAM, "ltvd.snap.>", 0, NULL, err, errlen);
+            rc = cluster_ensure_stream(c, CLUSTER_SNAP_STREAM, "ltvd.snap.>", 0, err, errlen);
         if (!rc && !c->leases)
             rc = cluster_ensure_bucket(c, CLUSTER_LEASE_BUCKET, ttl, 0, &c->leases, err, errlen);
         if (!rc)

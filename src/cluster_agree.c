@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define AGREE_BUCKET "ltvd_config"
 #define AGREE_KEY "settings"
@@ -36,6 +37,7 @@ typedef struct Settings {
     long long hidden, recent; /* model.hidden_size, model.recent_events: a partition's snapshot holds slots of
                                  their shape; -1 in a record written before they were kept */
     char fingerprint[17]; /* 16 hex digits */
+    char cluster_id[17];  /* 16 hex digits, drawn by the first node ("" in a record from before it was kept) */
 } Settings;
 
 static void own_settings(const Cluster *c, Settings *s)
@@ -47,6 +49,10 @@ static void own_settings(const Cluster *c, Settings *s)
     s->recent = (long long)c->cfg->model_recent_events;
     uint64_t h = hash_keyed(&c->key, FINGERPRINT_INPUT, sizeof FINGERPRINT_INPUT - 1);
     snprintf(s->fingerprint, sizeof s->fingerprint, "%016" PRIx64, h);
+    uint64_t id;
+    if (getrandom(&id, sizeof id, 0) != sizeof id)
+        id = (uint64_t)cluster_now_ms() ^ c->nonce;
+    snprintf(s->cluster_id, sizeof s->cluster_id, "%016" PRIx64, id);
 }
 
 static char *settings_json(const Settings *s)
@@ -58,6 +64,7 @@ static char *settings_json(const Settings *s)
     cJSON_AddNumberToObject(o, "model_hidden_size", (double)s->hidden);
     cJSON_AddNumberToObject(o, "model_recent_events", (double)s->recent);
     cJSON_AddStringToObject(o, "hash_key_fingerprint", s->fingerprint);
+    cJSON_AddStringToObject(o, "cluster_id", s->cluster_id);
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return text;
@@ -80,6 +87,9 @@ static int settings_parse(const char *text, int len, Settings *s)
         const cJSON *re = cJSON_GetObjectItemCaseSensitive(o, "model_recent_events");
         s->hidden = cJSON_IsNumber(hs) ? (long long)hs->valuedouble : -1;
         s->recent = cJSON_IsNumber(re) ? (long long)re->valuedouble : -1;
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "cluster_id");
+        snprintf(s->cluster_id, sizeof s->cluster_id, "%s",
+                 cJSON_IsString(id) && strlen(id->valuestring) < sizeof s->cluster_id ? id->valuestring : "");
         snprintf(s->fingerprint, sizeof s->fingerprint, "%s", f->valuestring);
         rc = 0;
     }
@@ -266,8 +276,10 @@ int cluster_agree(Cluster *c, char *err, size_t errlen)
     if (theirs.recent >= 0 && mine.recent != theirs.recent)
         add_diff(err, errlen, &at, "model.recent_events is %lld here but %lld in %s", mine.recent, theirs.recent,
                  rec);
-    if (at == 0)
+    if (at == 0) {
+        c->cluster_id = strtoull(theirs.cluster_id, NULL, 16); /* 0 for a record without one */
         return 0;
+    }
     snprintf(err + at, errlen - at, DIFFERS_TAIL);
     return -EINVAL;
 }

@@ -97,6 +97,12 @@ static void on_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
             /* the lease may lapse before this is applied: not now (the
              * tick restarts the consumer once it renewed, or stops it) */
             stall(c, part, seq, "lease_unrenewed", false);
+        } else if (seq != atomic_load(&part->applied_seq) + 1) {
+            /* p's stream numbers its messages without gaps but for purges:
+             * the ones before this were purged before this node applied
+             * them. Not applied: the restart loads the snapshot that covers
+             * them, or refuses to go on (cluster_snapshot_load) */
+            stall(c, part, seq, "messages purged before this node applied them", true);
         } else {
             int rc = apply_payload(c, part, seq, (const unsigned char *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
             if (rc == -ENOSPC || rc == -ENOMEM) {

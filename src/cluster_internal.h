@@ -49,7 +49,7 @@ typedef struct Partition {
     bool taking;                    /* under apply_lock: being taken (its snapshot loading): not to be dropped */
     bool loaded;                    /* under apply_lock: its state here is its stream's up to applied_seq (the
                                        snapshot, if any, loaded): only then is it snapshotted or purged */
-    int64_t stream_created;         /* its event stream's creation time (ns), set at start */
+    bool stream_ready;              /* main, at start: its event stream was made or found */
     /* snapshots (cluster_snapshot.c) */
     _Atomic uint64_t snap_seq;      /* the stream sequence the last snapshot taken or loaded here covers (0: none) */
     _Atomic uint64_t purged_seq;    /* the event stream's messages of p up to this were purged by this node */
@@ -58,6 +58,8 @@ typedef struct Partition {
     _Atomic int64_t erased_ms;      /* monotonic time an erasure was applied that no purge covers yet (0: none);
                                        written under apply_lock */
     uint64_t erase_seq;             /* under apply_lock: the stream sequence of the last erasure applied */
+    uint64_t purge_warned;          /* under apply_lock: the snapshot whose failed purge was last logged */
+    int64_t purge_try_ms;           /* under apply_lock: when a purge was last tried */
     uint64_t *copy_chunks;          /* under apply_lock: the chunks of its latest copy known here, (copy_count,) */
     uint32_t copy_count;
     uint64_t copy_manifest;         /* under apply_lock: that copy's manifest (what a newer one replaces) */
@@ -85,6 +87,8 @@ struct Cluster {
     char node[CLUSTER_NODE_MAX];
     char url[CLUSTER_URL_MAX];
     uint64_t nonce;                 /* random per process: message ids of two lives never meet */
+    uint64_t cluster_id;            /* drawn by the cluster's first node (cluster_agree.c): a snapshot
+                                       stamped with another is not this cluster's */
     _Atomic uint64_t next_msg;      /* message id counter */
     natsConnection *nc;
     jsCtx *js;
@@ -196,10 +200,10 @@ int cluster_fetch_chunks(Cluster *c, uint32_t p, uint64_t covered, uint32_t coun
  * NATS_OK, NATS_NOT_FOUND, or NATS did not answer. */
 natsStatus cluster_lease_read(Cluster *c, const char *key, char *holder, uint64_t *rev);
 /* Creates or binds a stream of subject (file storage, cluster.replicas, a
- * message-id window of dup_window_ms, 0: JetStream's default); *created
- * (if not NULL) gets its creation time. 0 or -EIO with why in err. */
-int cluster_ensure_stream(Cluster *c, const char *name, const char *subject, int64_t dup_window_ms,
-                          int64_t *created, char *err, size_t errlen);
+ * message-id window of dup_window_ms, 0: JetStream's default). 0 or -EIO
+ * with why in err. */
+int cluster_ensure_stream(Cluster *c, const char *name, const char *subject, int64_t dup_window_ms, char *err,
+                          size_t errlen);
 /* cluster_snapshot.c: publishes body on subject only if the subject's last
  * message is still `last` (0: none), waiting at most wait_ms; *seq gets
  * its stream sequence. 0, -ESTALE (another came first), -EIO. */

@@ -56,7 +56,7 @@ typedef struct ManifestHead {
     uint32_t magic, format, partition, chunks;
     uint64_t covered, bytes, users;
     int64_t taken_at;       /* Unix seconds */
-    int64_t stream_created; /* the event stream's creation time (ns): a copy of another stream's is not p's */
+    uint64_t cluster_id;    /* the cluster's (cluster_agree.c): a copy left by another cluster is not p's */
 } ManifestHead;             /* then chunks x u64: the chunks' stream sequences */
 
 static void subject_of(char *out, size_t n, const char *prefix, uint32_t p) { snprintf(out, n, "%s%u", prefix, p); }
@@ -165,6 +165,21 @@ int cluster_last_manifest(Cluster *c, const char *subject, natsMsg **m)
 
 /* ---- taking one ---------------------------------------------------------- */
 
+/* The first and last messages still in p's event stream (0, 0 when it
+ * never had one; last + 1, last after a purge of everything). */
+static int stream_seqs(Cluster *c, const Partition *part, uint64_t *first, uint64_t *last)
+{
+    char stream[32];
+    cluster_stream_name(stream, sizeof stream, part->index);
+    jsStreamInfo *si = NULL;
+    if (js_GetStreamInfo(&si, c->js, stream, NULL, NULL) != NATS_OK)
+        return -EIO;
+    *first = si->State.FirstSeq;
+    *last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    return 0;
+}
+
 /* Does the lease of p surely hold for another third of lease_ms? */
 static bool lease_margin(const Cluster *c, const Partition *part)
 {
@@ -187,8 +202,8 @@ static int parse_manifest(const Partition *part, natsMsg *m, ManifestHead *h, ui
         n != sizeof *h + h->chunks * sizeof(uint64_t) || h->bytes > (uint64_t)h->chunks * CLUSTER_CHUNK_BYTES ||
         h->bytes <= (uint64_t)(h->chunks - 1) * CLUSTER_CHUNK_BYTES)
         return -EBADMSG;
-    if (h->stream_created != part->stream_created)
-        return -ESRCH; /* another cluster's, or an event stream since deleted and made again */
+    if (h->cluster_id != part->cluster->cluster_id)
+        return -ESRCH; /* another cluster's, left in the stream */
     if (!(*seqs = malloc(h->chunks * sizeof **seqs)))
         return -ENOMEM;
     memcpy(*seqs, d + sizeof *h, h->chunks * sizeof **seqs);
@@ -280,9 +295,15 @@ static void take_snapshot(Cluster *c, Partition *part)
     pthread_mutex_lock(&part->apply_lock);
     if (!rc && !still_ours(c, part, gen))
         rc = -ESTALE;
+    /* a stream purged past this copy (by another node that believed it
+     * owned p: nats-server before 2.9.21 can let two take one lease) makes
+     * it useless: it must not become the latest */
+    uint64_t first = 0, last = 0;
+    if (!rc && (stream_seqs(c, part, &first, &last) != 0 || first > covered + 1))
+        rc = -ESTALE;
     if (!rc) {
         ManifestHead h = {SNAP_MAGIC_MANIFEST, SNAP_FORMAT, part->index, count, covered, copy.len, users,
-                          (int64_t)time(NULL), part->stream_created};
+                          (int64_t)time(NULL), c->cluster_id};
         memcpy(body, &h, sizeof h);
         memcpy(body + sizeof h, seqs, count * sizeof *seqs);
         subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
@@ -324,17 +345,45 @@ static void take_snapshot(Cluster *c, Partition *part)
 }
 
 /* Purges p's event stream up to its latest snapshot if that was not done
- * yet: only while this node applies p and surely holds its lease (a new
- * owner replays from the manifest it loaded: what it still needs must not
- * go). The whole stream up to a sequence, never by subject. */
+ * yet (tried at most once a second): only while this node applies p and
+ * surely holds its lease (a new owner replays from the manifest it loaded:
+ * what it still needs must not go), only behind this node's manifest if it
+ * is still the latest, and, unless cluster.purge_busy, only when nothing
+ * came after the snapshot. The whole stream up to a sequence, never by
+ * subject.
+ *
+ * Why "only when nothing came after": nats-server before 2.9.18 replays a
+ * purge, when a replica recovers from its log, as a compact up to the
+ * stream's last message at the time of the purge, whatever sequence it
+ * asked for (nats-server#4196): messages that came after the snapshot
+ * would be lost on that replica. With nothing after, the two agree. */
 static void purge_behind(Cluster *c, Partition *part)
 {
+    int64_t now = cluster_now_ms();
     pthread_mutex_lock(&part->apply_lock);
     uint64_t covered = atomic_load(&part->snap_seq);
-    bool due = part->owned && part->loaded && covered > atomic_load(&part->purged_seq);
-    bool ok = due && lease_margin(c, part);
+    if (!(part->owned && part->loaded && covered > atomic_load(&part->purged_seq) &&
+          now - part->purge_try_ms >= 1000)) {
+        pthread_mutex_unlock(&part->apply_lock);
+        return;
+    }
+    part->purge_try_ms = now;
+    const char *why = NULL;
     natsStatus s = NATS_ILLEGAL_STATE;
-    if (ok) {
+    char subject[64];
+    subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
+    natsMsg *m = NULL;
+    uint64_t first = 0, last = 0;
+    if (!lease_margin(c, part))
+        why = "lease_not_surely_held";
+    else if (cluster_last_manifest(c, subject, &m) != 0 || natsMsg_GetSequence(m) != atomic_load(&part->manifest_seq))
+        why = "newer_snapshot"; /* another node's came after this node's: its owner purges */
+    else if (stream_seqs(c, part, &first, &last) != 0)
+        why = "no_stream_info";
+    else if (!c->cfg->cluster_purge_busy && last != covered)
+        why = ""; /* events came after the snapshot: the next snapshot, in a quiet moment */
+    natsMsg_Destroy(m);
+    if (!why) {
         char stream[32];
         cluster_stream_name(stream, sizeof stream, part->index);
         jsOptions o;
@@ -342,17 +391,20 @@ static void purge_behind(Cluster *c, Partition *part)
         o.Wait = c->cfg->cluster_lease_ms / 3;
         o.Stream.Purge.Sequence = covered + 1; /* >= 2: 0 and 1 would mean "everything" */
         s = js_PurgeStream(c->js, stream, &o, NULL);
+        why = s == NATS_OK ? NULL : natsStatus_GetText(s);
     }
-    if (s == NATS_OK) {
+    if (!why) {
         atomic_store(&part->purged_seq, covered);
         if (part->erase_seq <= covered)
             atomic_store(&part->erased_ms, 0);
     }
+    bool warn = why && why[0] && part->purge_warned != covered; /* once per snapshot */
+    if (warn)
+        part->purge_warned = covered;
     pthread_mutex_unlock(&part->apply_lock);
-    if (due && s != NATS_OK)
+    if (warn)
         log_msg(LOG_WARN, "cluster: the stream was not purged behind a snapshot; trying again",
-                "partition=%u covered_seq=%llu error=\"%s\"", part->index, (unsigned long long)covered,
-                ok ? natsStatus_GetText(s) : "lease_not_surely_held");
+                "partition=%u covered_seq=%llu error=\"%s\"", part->index, (unsigned long long)covered, why);
 }
 
 /* ---- loading one ---------------------------------------------------------- */
@@ -383,7 +435,34 @@ static int load_copy(Cluster *c, Partition *part, const ManifestHead *h, uint64_
     return 0;
 }
 
+static int snapshot_load(Cluster *c, Partition *part);
+
+/* Would consuming p from the message after applied_seq skip any? Its
+ * stream's first message must be at most that one (a stream purged further
+ * than this node's state, and no snapshot to cover the gap, must not be
+ * consumed: it would lose what was purged). 0, -ERANGE (a gap), -EIO. */
+static int check_no_gap(Cluster *c, Partition *part)
+{
+    uint64_t first, last, applied = atomic_load(&part->applied_seq);
+    if (stream_seqs(c, part, &first, &last) != 0)
+        return -EIO;
+    if (first <= applied + 1)
+        return 0;
+    atomic_fetch_add(&c->snapshot_errors, 1);
+    log_msg(LOG_ERROR, "cluster: a partition's stream was purged past this node's state and no snapshot covers "
+            "the gap; not applying it", "partition=%u applied_seq=%llu first_seq=%llu", part->index,
+            (unsigned long long)applied, (unsigned long long)first);
+    return -ERANGE;
+}
+
 int cluster_snapshot_load(Cluster *c, Partition *part)
+{
+    int rc = snapshot_load(c, part);
+    return rc ? rc : check_no_gap(c, part) ? -EIO : 0;
+}
+
+/* cluster_snapshot_load without the gap check. */
+static int snapshot_load(Cluster *c, Partition *part)
 {
     char subject[64];
     subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
@@ -402,7 +481,7 @@ int cluster_snapshot_load(Cluster *c, Partition *part)
     natsMsg_Destroy(m);
     atomic_store(&part->manifest_seq, manifest);
     if (rc == -ESRCH) { /* not of this stream: as if there were none (the next snapshot goes above it) */
-        log_msg(LOG_WARN, "cluster: a partition snapshot of another event stream is ignored",
+        log_msg(LOG_WARN, "cluster: a partition snapshot of another cluster is ignored",
                 "partition=%u manifest_seq=%llu", part->index, (unsigned long long)manifest);
         return 0;
     }

@@ -105,6 +105,7 @@ static const ConfigKey keys[] = {
     {"cluster.lease_ms", CT_INT, F(cluster_lease_ms), "6000", 1000, 600000, {0}, false},
     {"cluster.publish_timeout_ms", CT_INT, F(cluster_publish_timeout_ms), "5000", 100, 60000, {0}, false},
     {"cluster.snapshot_interval_s", CT_INT, F(cluster_snapshot_interval_s), "300", 1, 86400, {0}, false},
+    {"cluster.purge_busy", CT_BOOL, F(cluster_purge_busy), "false", 0, 0, {0}, false},
     {"cluster.forward_threads", CT_INT, F(cluster_forward_threads), "8", 1, 256, {0}, false},
     {"log.level", CT_ENUM, F(log_level), "info", 0, 0, {"debug", "info", "warn", "error"}, false},
     {"log.format", CT_ENUM, F(log_format), "logfmt", 0, 0, {"logfmt", "json"}, false},

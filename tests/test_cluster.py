@@ -5,6 +5,9 @@ Skipped (exit 77) only when nats-server is not installed; CI installs it
 (tools/install-deps.sh), and .ci/run fails on any skip.
 
 usage: test_cluster.py LTVD_BINARY OPENAPI_SPEC
+(LTVD_TEST_ONLY=name runs the tests whose name has it; LTVD_DEBUG_DUMP=1
+writes every node's whole log to /tmp/dump-<node>.log when counts
+disagree.)
 """
 import json
 import os
@@ -507,6 +510,9 @@ def wait_counts(lc, expected, timeout=30):
             for n, p in lc.live().items():  # what each node did, for the failure's reader
                 lines = [x for x in p.logs().splitlines() if "cluster:" in x]
                 print(f"--- {n}: map {json.dumps(lc.cluster_map(p))[:1500]}\n" + "\n".join(lines[-30:]))
+                if os.environ.get("LTVD_DEBUG_DUMP"):
+                    with open(f"/tmp/dump-{n}.log", "w") as f:
+                        f.write(p.logs())
             for n, g in got.items():
                 wrong = {u: (g[u], expected[u]) for u in users if g[u] != expected[u]}
                 check(not wrong, f"node {n}: (answered, acknowledged) differ for {len(wrong)} shoppers: "
@@ -871,7 +877,12 @@ def purged_streams_survive_nats_restarts(binary):
         victim.stop()
         lc.wait_stable(60)
         post(5)
-        wait_counts(lc, acked, timeout=60)
+        try:
+            wait_counts(lc, acked, timeout=60)
+        finally:
+            if os.environ.get("LTVD_DEBUG_DUMP"):
+                with open("/tmp/dump-victim.log", "w") as f:
+                    f.write(victim.logs())
 
 
 def cluster_models(lc):
