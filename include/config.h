@@ -102,7 +102,7 @@ typedef struct LtvdConfig {
     int64_t cluster_lease_ms;      /* a partition lease expires this long after its last renewal */
     int64_t cluster_publish_timeout_ms; /* an ingest waits this long for JetStream's acks, else 503 */
     int64_t cluster_snapshot_interval_s; /* an owner snapshots each partition it applied something to this often */
-    bool cluster_purge_busy;       /* every NATS server is 2.9.18 or later: purge behind a snapshot even while events come */
+    bool cluster_purge_busy;       /* every NATS server is 2.9.18 or later: one purge behind a snapshot, not message by message */
     int64_t cluster_forward_threads; /* threads that forward reads to their owners, off the HTTP threads */
 
     int64_t log_level;             /* LogLevel */

@@ -344,19 +344,37 @@ static void take_snapshot(Cluster *c, Partition *part)
     bytebuf_free(&copy);
 }
 
-/* Purges p's event stream up to its latest snapshot if that was not done
- * yet (tried at most once a second): only while this node applies p and
- * surely holds its lease (a new owner replays from the manifest it loaded:
- * what it still needs must not go), only behind this node's manifest if it
- * is still the latest, and, unless cluster.purge_busy, only when nothing
- * came after the snapshot. The whole stream up to a sequence, never by
- * subject.
+#define DELETES_PER_TRY 20000 /* messages deleted one by one per partition and try */
+
+/* Deletes p's event-stream messages first..last one by one (JetStream's
+ * message-delete requests, sent without waiting for their answers: the
+ * next try reads the stream's first sequence to see what is done). 0, or
+ * a NATS status. */
+static natsStatus delete_range(Cluster *c, const Partition *part, uint64_t first, uint64_t last)
+{
+    char subject[64], body[64];
+    snprintf(subject, sizeof subject, "$JS.API.STREAM.MSG.DELETE." CLUSTER_STREAM_PREFIX "%u", part->index);
+    natsStatus s = NATS_OK;
+    for (uint64_t seq = first; seq <= last && s == NATS_OK; seq++) {
+        snprintf(body, sizeof body, "{\"seq\":%llu,\"no_erase\":true}", (unsigned long long)seq);
+        s = natsConnection_PublishRequestString(c->nc, subject, "_INBOX.ltvd.unanswered", body);
+    }
+    return s == NATS_OK ? natsConnection_FlushTimeout(c->nc, c->cfg->cluster_lease_ms / 3) : s;
+}
+
+/* Takes p's event stream up to its latest snapshot off JetStream if that
+ * was not done yet (tried at most once a second): only while this node
+ * applies p and surely holds its lease (a new owner replays from the
+ * manifest it loaded: what it still needs must not go), and only behind
+ * this node's manifest if it is still the latest.
  *
- * Why "only when nothing came after": nats-server before 2.9.18 replays a
+ * How: message by message (DELETES_PER_TRY a try), unless
+ * cluster.purge_busy says every NATS server is 2.9.18 or later, when one
+ * purge up to the sequence does it. nats-server before 2.9.18 replays a
  * purge, when a replica recovers from its log, as a compact up to the
  * stream's last message at the time of the purge, whatever sequence it
  * asked for (nats-server#4196): messages that came after the snapshot
- * would be lost on that replica. With nothing after, the two agree. */
+ * would be lost on that replica. A deletion replays exactly. */
 static void purge_behind(Cluster *c, Partition *part)
 {
     int64_t now = cluster_now_ms();
@@ -369,7 +387,7 @@ static void purge_behind(Cluster *c, Partition *part)
     }
     part->purge_try_ms = now;
     const char *why = NULL;
-    natsStatus s = NATS_ILLEGAL_STATE;
+    bool done = false;
     char subject[64];
     subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
     natsMsg *m = NULL;
@@ -380,25 +398,30 @@ static void purge_behind(Cluster *c, Partition *part)
         why = "newer_snapshot"; /* another node's came after this node's: its owner purges */
     else if (stream_seqs(c, part, &first, &last) != 0)
         why = "no_stream_info";
-    else if (!c->cfg->cluster_purge_busy && last != covered)
-        why = ""; /* events came after the snapshot: the next snapshot, in a quiet moment */
     natsMsg_Destroy(m);
-    if (!why) {
+    if (!why && first > covered) {
+        done = true; /* the deletions of earlier tries have all landed */
+    } else if (!why && c->cfg->cluster_purge_busy) {
         char stream[32];
         cluster_stream_name(stream, sizeof stream, part->index);
         jsOptions o;
         jsOptions_Init(&o);
         o.Wait = c->cfg->cluster_lease_ms / 3;
         o.Stream.Purge.Sequence = covered + 1; /* >= 2: 0 and 1 would mean "everything" */
-        s = js_PurgeStream(c->js, stream, &o, NULL);
-        why = s == NATS_OK ? NULL : natsStatus_GetText(s);
+        natsStatus s = js_PurgeStream(c->js, stream, &o, NULL);
+        done = s == NATS_OK;
+        why = done ? NULL : natsStatus_GetText(s);
+    } else if (!why) {
+        uint64_t to = covered - first + 1 > DELETES_PER_TRY ? first + DELETES_PER_TRY - 1 : covered;
+        natsStatus s = delete_range(c, part, first ? first : 1, to);
+        why = s == NATS_OK ? NULL : natsStatus_GetText(s); /* done at a later try, once the first moved */
     }
-    if (!why) {
+    if (done) {
         atomic_store(&part->purged_seq, covered);
         if (part->erase_seq <= covered)
             atomic_store(&part->erased_ms, 0);
     }
-    bool warn = why && why[0] && part->purge_warned != covered; /* once per snapshot */
+    bool warn = why && part->purge_warned != covered; /* once per snapshot */
     if (warn)
         part->purge_warned = covered;
     pthread_mutex_unlock(&part->apply_lock);
