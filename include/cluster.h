@@ -4,8 +4,9 @@
  * every partition, and each partition is applied by the one node that
  * holds its lease in a JetStream key-value bucket.
  *
- * Files: cluster.c (connection, stream and buckets, membership, leases,
- * the partition map, the cluster thread), cluster_agree.c (a node whose
+ * Files: cluster.c (connection, membership, leases,
+ * the partition map, the cluster thread), cluster_streams.c (the
+ * streams and buckets made or found at start), cluster_agree.c (a node whose
  * partitions, hash key, replicas or lease differ from the cluster's
  * record does not join), cluster_ingest.c (POST
  * /v1/events: one JetStream message per partition, answered once every

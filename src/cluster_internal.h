@@ -199,6 +199,11 @@ int cluster_fetch_chunks(Cluster *c, uint32_t p, uint64_t covered, uint32_t coun
  * (CLUSTER_NODE_MAX) gets its node ("" when absent), *rev its revision.
  * NATS_OK, NATS_NOT_FOUND, or NATS did not answer. */
 natsStatus cluster_lease_read(Cluster *c, const char *key, char *holder, uint64_t *rev);
+/* cluster_streams.c, main at start: partition p's event stream made or
+ * found; then every partition's not made yet, STREAM_THREADS at a time (0,
+ * or the first failure, the others tried again at the next call). */
+int cluster_ensure_event_stream(Cluster *c, uint32_t p, char *err, size_t errlen);
+int cluster_ensure_event_streams(Cluster *c, char *err, size_t errlen);
 /* Creates or binds a stream of subject (file storage, cluster.replicas, a
  * message-id window of dup_window_ms, 0: JetStream's default). 0 or -EIO
  * with why in err. */

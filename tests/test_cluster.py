@@ -415,6 +415,14 @@ def forward_queue_full_answers_overloaded(binary):
                 answers.append(got)
 
         n2.proc.send_signal(signal.SIGSTOP)
+
+        def stopped():  # the signal stops every thread of n2 soon, not at once (a CI run saw it answer one read)
+            states = []
+            for task in os.listdir(f"/proc/{n2.proc.pid}/task"):
+                with open(f"/proc/{n2.proc.pid}/task/{task}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            return all(st == "T" for st in states)
+        check(wait_until(stopped, 10), "n2 did not stop")
         try:
             threads = [threading.Thread(target=read, args=(k,)) for k in range(48)]
             for t in threads:
