@@ -253,13 +253,11 @@ static void take_partition(Cluster *c, Partition *part, uint64_t rev, int64_t se
             (unsigned long long)atomic_load(&part->applied_seq) + 1);
 }
 
-static bool owned(Partition *part)
-{
-    pthread_mutex_lock(&part->apply_lock);
-    bool o = part->owned;
-    pthread_mutex_unlock(&part->apply_lock);
-    return o;
-}
+/* The cluster thread (and main at stop, once it has ended): `owned` is
+ * written only by the cluster thread (cluster_consume_start/stop), under
+ * apply_lock for the other threads' sake, so its own read needs no lock,
+ * and the tick never waits for the snapshot thread holding one. */
+static bool owned(Partition *part) { return part->owned; }
 
 /* After a failed renewal: was it refused (the lease is someone else's now,
  * or gone), rather than not delivered (NATS unreachable, a leader

@@ -171,8 +171,11 @@ static int stream_seqs(Cluster *c, const Partition *part, uint64_t *first, uint6
 {
     char stream[32];
     cluster_stream_name(stream, sizeof stream, part->index);
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = c->cfg->cluster_lease_ms / 3; /* asked under a partition's apply_lock too: not long */
     jsStreamInfo *si = NULL;
-    if (js_GetStreamInfo(&si, c->js, stream, NULL, NULL) != NATS_OK)
+    if (js_GetStreamInfo(&si, c->js, stream, &o, NULL) != NATS_OK)
         return -EIO;
     *first = si->State.FirstSeq;
     *last = si->State.LastSeq;
@@ -379,22 +382,28 @@ static void purge_behind(Cluster *c, Partition *part)
 {
     int64_t now = cluster_now_ms();
     pthread_mutex_lock(&part->apply_lock);
-    uint64_t covered = atomic_load(&part->snap_seq);
-    if (!(part->owned && part->loaded && covered > atomic_load(&part->purged_seq) &&
-          now - part->purge_try_ms >= 1000)) {
-        pthread_mutex_unlock(&part->apply_lock);
+    uint64_t covered = atomic_load(&part->snap_seq), manifest = atomic_load(&part->manifest_seq), gen = part->gen;
+    bool due = part->owned && part->loaded && covered > atomic_load(&part->purged_seq) &&
+               now - part->purge_try_ms >= 1000;
+    if (due)
+        part->purge_try_ms = now;
+    bool margin = due && lease_margin(c, part);
+    pthread_mutex_unlock(&part->apply_lock);
+    if (!due)
         return;
-    }
-    part->purge_try_ms = now;
+    /* The requests go without the lock (the cluster thread's tick must not
+     * wait on them): what is deleted is covered by this node's manifest,
+     * still the latest when looked at, which any later owner loads or
+     * goes beyond. */
     const char *why = NULL;
     bool done = false;
     char subject[64];
     subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
     natsMsg *m = NULL;
     uint64_t first = 0, last = 0;
-    if (!lease_margin(c, part))
+    if (!margin)
         why = "lease_not_surely_held";
-    else if (cluster_last_manifest(c, subject, &m) != 0 || natsMsg_GetSequence(m) != atomic_load(&part->manifest_seq))
+    else if (cluster_last_manifest(c, subject, &m) != 0 || natsMsg_GetSequence(m) != manifest)
         why = "newer_snapshot"; /* another node's came after this node's: its owner purges */
     else if (stream_seqs(c, part, &first, &last) != 0)
         why = "no_stream_info";
@@ -416,7 +425,8 @@ static void purge_behind(Cluster *c, Partition *part)
         natsStatus s = delete_range(c, part, first ? first : 1, to);
         why = s == NATS_OK ? NULL : natsStatus_GetText(s); /* done at a later try, once the first moved */
     }
-    if (done) {
+    pthread_mutex_lock(&part->apply_lock);
+    if (done && part->gen == gen && atomic_load(&part->snap_seq) == covered) {
         atomic_store(&part->purged_seq, covered);
         if (part->erase_seq <= covered)
             atomic_store(&part->erased_ms, 0);
