@@ -5,7 +5,7 @@
  * (service_shard_export) to the stream LTVD_SNAPSHOTS as chunks on
  * ltvd.snap.c.<p>, then a manifest on ltvd.snap.m.<p> naming the chunks'
  * stream sequences, the sequence of p's event stream the copy covers and
- * that stream's creation time. The manifest is published under p's
+ * the cluster's id (cluster_agree.c). The manifest is published under p's
  * apply_lock, only while this node applies p under the same generation as
  * when the copy was made, with a third of its lease left, and only if p's
  * last manifest is still the one this node knows (expected last subject

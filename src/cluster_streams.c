@@ -59,7 +59,7 @@ int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int repl
 #define STREAM_THREADS 16 /* creating a replicated stream waits for its group's election: in parallel */
 
 /* Partition p's event stream (a two-minute message-id window for retried
- * publishes), made or found; its creation time into the partition. */
+ * publishes), made or found. */
 int cluster_ensure_event_stream(Cluster *c, uint32_t p, char *err, size_t errlen)
 {
     Partition *part = &c->parts[p];
