@@ -64,6 +64,7 @@ typedef struct Metrics {
     atomic_uint_fast64_t snapshots;
     atomic_uint_fast64_t snapshot_failures;
     atomic_uint_fast64_t snapshot_last_ns;
+    atomic_uint_fast64_t snapshot_last_pause_ns;      /* store lock held: log rotation and the fork */
     atomic_uint_fast64_t snapshot_last_bytes;
     atomic_uint_fast64_t snapshot_last_success_unix;  /* wall clock, s; 0: none since start */
     atomic_uint_fast64_t wal_truncations;

@@ -312,6 +312,7 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
      * in meanwhile */
     wal_sync(s->wal);
     store_lock(s->store);
+    uint64_t locked = time_mono_ns();
     SnapshotTables tables = tables_of(s);
     int rc = room_for_snapshot(s, snapshot_size_estimate(&tables), err, errlen);
     if (rc) {
@@ -333,6 +334,7 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
         rc = write_locked(s, tmp, seq, fork_child, &pid, &bytes);
     }
     store_unlock(s->store);
+    uint64_t pause_ns = time_mono_ns() - locked;
     if (!rc && pid > 0) {
         int status = 0;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
@@ -363,9 +365,11 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
     uint64_t ns = time_mono_ns() - t0, ms = ns / 1000000;
     atomic_fetch_add(&s->metrics->snapshots, 1);
     atomic_store(&s->metrics->snapshot_last_ns, ns);
+    atomic_store(&s->metrics->snapshot_last_pause_ns, pause_ns);
     atomic_store(&s->metrics->snapshot_last_success_unix, metrics_unix_now());
     atomic_store(&s->metrics->snapshot_last_bytes, bytes);
-    log_msg(LOG_INFO, "snapshot written", "path=\"%s\" seq=%" PRIu64 " users=%zu bytes=%zu ms=%" PRIu64, path, seq,
-            store_count(s->store), bytes, ms);
+    log_msg(LOG_INFO, "snapshot written",
+            "path=\"%s\" seq=%" PRIu64 " users=%zu bytes=%zu ms=%" PRIu64 " pause_us=%" PRIu64, path, seq,
+            store_count(s->store), bytes, ms, pause_ns / 1000);
     return 0;
 }

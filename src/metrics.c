@@ -385,6 +385,9 @@ int metrics_render(const Metrics *mc, const MetricsRoute *routes, int nroutes, c
     counter(o, "ltvd_snapshot_failures_total", "Snapshots that failed.", LOAD(m->snapshot_failures));
     gauge_f(o, "ltvd_snapshot_last_duration_seconds", "Duration of the last snapshot.",
             (double)LOAD(m->snapshot_last_ns) * 1e-9);
+    gauge_f(o, "ltvd_snapshot_last_pause_seconds",
+            "How long the last snapshot held the store lock (the log's rotation and the fork): requests wait that long.",
+            (double)LOAD(m->snapshot_last_pause_ns) * 1e-9);
     gauge(o, "ltvd_snapshot_last_bytes", "Size of the last snapshot.", (long long)LOAD(m->snapshot_last_bytes));
     gauge(o, "ltvd_snapshot_last_success_timestamp_seconds",
           "Unix time the last snapshot was written (0: none since the process started).",

@@ -77,6 +77,7 @@ def fresh_page_is_clean_and_complete(binary):
         # counters, gauges and the fsync histogram are there before anything happened
         for name in ("ltvd_snapshots_total", "ltvd_snapshot_failures_total", "ltvd_retrain_failures_total",
                      "ltvd_dedupe_evicted_early_total", "ltvd_wal_failed", "ltvd_snapshot_last_duration_seconds",
+                     "ltvd_snapshot_last_pause_seconds",
                      "ltvd_retrain_last_duration_seconds", "ltvd_snapshot_last_success_timestamp_seconds",
                      "ltvd_retrain_last_success_timestamp_seconds", "ltvd_model_last_trained_timestamp_seconds",
                      'ltvd_wal_fsync_duration_seconds_bucket{le="+Inf"}', "ltvd_wal_fsync_duration_seconds_count"):
@@ -185,6 +186,9 @@ def freshness_timestamps(binary):
         check(t0 - scaled(60) <= snap <= time.time() + 1, f"snapshot timestamp {snap}")
         check(0 < m["ltvd_retrain_last_duration_seconds"] < scaled(60), m["ltvd_retrain_last_duration_seconds"])
         check(0 < m["ltvd_snapshot_last_duration_seconds"] < scaled(60), m["ltvd_snapshot_last_duration_seconds"])
+        # the store lock is held for the fork, not for the write
+        pause = m["ltvd_snapshot_last_pause_seconds"]
+        check(0 < pause <= m["ltvd_snapshot_last_duration_seconds"], f"snapshot pause {pause}")
 
 
 # ---- deploy/prometheus and deploy/grafana ---------------------------------
