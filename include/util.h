@@ -36,6 +36,16 @@ int write_all(int fd, const void *p, size_t n);
  * for a directory, O_NOFOLLOW). 0 or -errno. */
 int fsync_path(const char *path, int flags);
 
+/* Zeroed memory for a large table (the shopper slots, their index): its
+ * own mapping, 2 MiB-aligned and marked for transparent huge pages, which
+ * the kernel honours in its default "madvise" mode. Random reads then miss
+ * the TLB less, and a fork (the snapshot child) copies one page-table
+ * entry per 2 MiB instead of 512: the store lock is held across the fork.
+ * Pages are still faulted in as first touched. NULL on failure; free with
+ * util_table_free and the same byte count. */
+void *util_table_alloc(size_t bytes);
+void util_table_free(void *p, size_t bytes);
+
 /* The value of a hexadecimal digit (either case), -1 if ch is not one. */
 int hex_digit(char ch);
 

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 /* The seed the unkeyed hash used before keyed hashing (snapshot format <= 2). */
 #define LEGACY_SEED 0x65766e745f696400ull
 
@@ -38,9 +40,9 @@ int dedupe_create(Dedupe **out, size_t max_ids, int64_t window_s)
     d->mask = size - 1;
     d->cap = cap;
     d->window_s = window_s;
-    d->table = calloc(size, sizeof(uint64_t));
-    d->ring_key = calloc(cap, sizeof(uint64_t));
-    d->ring_at = calloc(cap, sizeof(uint32_t));
+    d->table = util_table_alloc(size * sizeof(uint64_t)); /* probed at random: huge pages */
+    d->ring_key = util_table_alloc(cap * sizeof(uint64_t));
+    d->ring_at = util_table_alloc(cap * sizeof(uint32_t));
     if (!d->table || !d->ring_key || !d->ring_at) {
         dedupe_destroy(d);
         return -ENOMEM;
@@ -53,9 +55,9 @@ void dedupe_destroy(Dedupe *d)
 {
     if (!d)
         return;
-    free(d->table);
-    free(d->ring_key);
-    free(d->ring_at);
+    util_table_free(d->table, (d->mask + 1) * sizeof(uint64_t));
+    util_table_free(d->ring_key, d->cap * sizeof(uint64_t));
+    util_table_free(d->ring_at, d->cap * sizeof(uint32_t));
     free(d->ring_shard);
     free(d);
 }

@@ -13,6 +13,7 @@
 
 #include "hash.h"
 #include "timeutil.h"
+#include "util.h"
 
 #define NO_SLOT UINT32_MAX
 
@@ -86,12 +87,12 @@ int store_create(Store **out, const StoreConfig *cfg)
     while (isize < cfg->max_users * 2)
         isize <<= 1;
     s->index_mask = isize - 1;
-    s->index = calloc(isize, sizeof(uint32_t));
+    s->index = util_table_alloc(isize * sizeof(uint32_t));
     s->max_chunks = (cfg->max_users + STORE_CHUNK_SLOTS - 1) / STORE_CHUNK_SLOTS;
     s->chunks = calloc(s->max_chunks, sizeof(*s->chunks));
     s->free_head = NO_SLOT;
     if (!s->index || !s->chunks || pthread_mutex_init(&s->lock, NULL) != 0) {
-        free(s->index);
+        util_table_free(s->index, isize * sizeof(uint32_t));
         free(s->chunks);
         free(s);
         return -ENOMEM;
@@ -110,9 +111,9 @@ void store_destroy(Store *s)
         return;
     ls_stop(s);
     for (size_t i = 0; i < s->nchunks; i++)
-        free(s->chunks[i]);
+        util_table_free(s->chunks[i], STORE_CHUNK_SLOTS * s->stride);
     free(s->chunks);
-    free(s->index);
+    util_table_free(s->index, (s->index_mask + 1) * sizeof(uint32_t));
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -134,7 +135,7 @@ uint64_t store_stable_hash(const UserState *u) { return store_stable_hash_id(u->
 /* One more chunk of STORE_CHUNK_SLOTS zeroed slots. -ENOMEM. */
 static int add_chunk(Store *s)
 {
-    unsigned char *c = calloc(STORE_CHUNK_SLOTS, s->stride);
+    unsigned char *c = util_table_alloc(STORE_CHUNK_SLOTS * s->stride);
     if (!c)
         return -ENOMEM;
     s->chunks[s->nchunks++] = c;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define BYTEBUF_INITIAL 4096u
@@ -115,6 +116,42 @@ void textbuf_free(TextBuf *t)
 {
     bytebuf_free(&t->b);
     t->err = 0;
+}
+
+#define TABLE_PAGE ((size_t)4096)
+#define TABLE_HUGE ((size_t)2 << 20)
+
+static size_t table_len(size_t bytes) { return (bytes + TABLE_PAGE - 1) & ~(TABLE_PAGE - 1); }
+
+void *util_table_alloc(size_t bytes)
+{
+    size_t len = table_len(bytes ? bytes : 1);
+    if (len < TABLE_HUGE) {
+        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    /* map a huge page more than asked, then unmap the unaligned head and
+     * the rest of the tail: only 2 MiB-aligned ranges can be huge pages */
+    if (len > SIZE_MAX - TABLE_HUGE)
+        return NULL;
+    unsigned char *raw = mmap(NULL, len + TABLE_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    size_t head = (TABLE_HUGE - ((uintptr_t)raw & (TABLE_HUGE - 1))) & (TABLE_HUGE - 1);
+    if (head)
+        munmap(raw, head);
+    if (TABLE_HUGE - head)
+        munmap(raw + head + len, TABLE_HUGE - head);
+#ifdef MADV_HUGEPAGE
+    madvise(raw + head, len, MADV_HUGEPAGE); /* advice: refused (THP off) changes nothing */
+#endif
+    return raw + head;
+}
+
+void util_table_free(void *p, size_t bytes)
+{
+    if (p)
+        munmap(p, table_len(bytes ? bytes : 1));
 }
 
 int hex_digit(char ch)

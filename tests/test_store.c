@@ -1,11 +1,15 @@
 /* The shopper table: lookups after many inserts and deletes, the cap, the
  * recent-event ring. (The dedupe window: test_dedupe.c.) */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store.h"
 #include "test_util.h"
+#include "util.h"
 
 static void id_of(int k, char *buf, size_t n) { snprintf(buf, n, "user-%d", k); }
 
@@ -180,6 +184,59 @@ static void test_restore_checks(void)
     store_destroy(b);
 }
 
+/* Is p inside a mapping marked for transparent huge pages (VmFlags "hg"
+ * in /proc/self/smaps)? */
+static bool advised_huge(const void *p)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    ASSERT(f != NULL);
+    char line[512];
+    bool inside = false, hg = false;
+    while (fgets(line, sizeof line, f)) {
+        uintptr_t lo, hi;
+        if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            inside = lo <= (uintptr_t)p && (uintptr_t)p < hi;
+        else if (inside && strncmp(line, "VmFlags:", 8) == 0)
+            hg = strstr(line, " hg") != NULL;
+    }
+    fclose(f);
+    return hg;
+}
+
+/* The big tables live in mappings of their own, 2 MiB-aligned and marked
+ * for huge pages: a snapshot's fork (under the store lock) then copies one
+ * page-table entry per 2 MiB of shoppers, not 512. */
+static void test_huge_tables(void)
+{
+    bool thp = access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0;
+    size_t big = (5u << 20) + 100;
+    unsigned char *p = util_table_alloc(big);
+    ASSERT(p != NULL);
+    ASSERT(((uintptr_t)p & ((2u << 20) - 1)) == 0);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < big; i++)
+        nonzero += p[i] != 0;
+    ASSERT(nonzero == 0);
+    memset(p, 0xab, big); /* all of it writable */
+    if (thp)
+        ASSERT(advised_huge(p + big - 1));
+    util_table_free(p, big);
+    unsigned char *small = util_table_alloc(100);
+    ASSERT(small != NULL && small[99] == 0);
+    util_table_free(small, 100);
+
+    Store *s;
+    StoreConfig cfg = {100000, 32, 32};
+    ASSERT(store_create(&s, &cfg) == 0);
+    UserState *u;
+    ASSERT(store_insert(s, "a", 1, &u) == 0);
+    if (thp)
+        ASSERT(advised_huge(u));
+    else
+        printf("no transparent huge pages in this kernel: only the allocation was checked\n");
+    store_destroy(s);
+}
+
 int main(void)
 {
     test_table();
@@ -187,5 +244,6 @@ int main(void)
     test_ring();
     test_restore_checks();
     test_visit_from();
+    test_huge_tables();
     TEST_DONE("test_store");
 }
