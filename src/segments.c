@@ -59,9 +59,7 @@ void service_segments_init(Service *s) { pthread_mutex_init(&s->seg_lock, NULL);
 void service_segments_destroy(Service *s)
 {
     segments_release(s->segments);
-    free(s->seg_peak_keys);
-    free(s->seg_peak_firsts);
-    free(s->seg_peak_vals);
+    free(s->seg_peaks);
     pthread_mutex_destroy(&s->seg_lock);
 }
 
@@ -114,11 +112,41 @@ typedef struct SegWalk {
     size_t stride, ncopies;
     SegRecord *rec;        /* (cap,) */
     size_t n, cap;
-    const uint64_t *peak_keys; /* (npeaks,) ascending */
-    const int64_t *peak_firsts; /* (npeaks,) the first_ts each peak was seen with */
-    const float *peak_vals;    /* (npeaks,) */
+    const unsigned char *peaks; /* (npeaks,) the last refresh's, ascending by hash */
     size_t npeaks;
 } SegWalk;
+
+/* The peaks kept from one refresh to the next (Service.seg_peaks): per
+ * shopper, 20 bytes, ascending by id hash: the hash (u64), the first_ts it
+ * was seen with (i64) and the highest p_active seen (float), unaligned, so
+ * read and written with memcpy. They are made in place of the refresh's
+ * records (peaks_from_records), so a refresh holds its records and the
+ * last peaks at most: 52 bytes per shopper, not 72. */
+#define PEAK_BYTES 20u
+
+static uint64_t peak_hash(const unsigned char *peaks, size_t i)
+{
+    uint64_t h;
+    memcpy(&h, peaks + i * PEAK_BYTES, sizeof h);
+    return h;
+}
+
+/* The records rec (n,), sorted by hash, rewritten as peaks in their own
+ * memory, shrunk to fit; rec is gone. Entry i ends at byte 20i + 20, before
+ * record i + 1 starts (32i + 32): each record is read before any write
+ * reaches it. */
+static unsigned char *peaks_from_records(SegRecord *rec, size_t n)
+{
+    unsigned char *out = (unsigned char *)rec;
+    for (size_t i = 0; i < n; i++) {
+        SegRecord r = rec[i];
+        memcpy(out + i * PEAK_BYTES, &r.hash, 8);
+        memcpy(out + i * PEAK_BYTES + 8, &r.first_ts, 8);
+        memcpy(out + i * PEAK_BYTES + 16, &r.peak, 4);
+    }
+    unsigned char *fit = realloc(out, n ? n * PEAK_BYTES : 1);
+    return fit ? fit : out;
+}
 
 /* Copies the next shoppers' slots. Store lock held. */
 static int visit_copy(void *arg, UserState *u)
@@ -134,12 +162,18 @@ static float peak_of(const SegWalk *w, uint64_t key, int64_t first_ts)
     size_t lo = 0, hi = w->npeaks;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (w->peak_keys[mid] < key)
+        if (peak_hash(w->peaks, mid) < key)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < w->npeaks && w->peak_keys[lo] == key && w->peak_firsts[lo] == first_ts ? w->peak_vals[lo] : -1.0f;
+    if (lo == w->npeaks || peak_hash(w->peaks, lo) != key)
+        return -1.0f;
+    int64_t first;
+    float peak;
+    memcpy(&first, w->peaks + lo * PEAK_BYTES + 8, sizeof first);
+    memcpy(&peak, w->peaks + lo * PEAK_BYTES + 16, sizeof peak);
+    return first == first_ts ? peak : -1.0f;
 }
 
 /* Compute thread: predicts the copies (their states rebuilt first if they
@@ -177,10 +211,50 @@ static int cmp_float(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int cmp_rec_hash(const void *a, const void *b)
+static void rec_swap(SegRecord *r, size_t i, size_t j)
 {
-    uint64_t x = ((const SegRecord *)a)->hash, y = ((const SegRecord *)b)->hash;
-    return x < y ? -1 : x > y;
+    SegRecord t = r[i];
+    r[i] = r[j], r[j] = t;
+}
+
+/* Sorts r (n,) by hash in place. Not qsort: glibc's sorts a copy (a
+ * merge sort with an n-record buffer), which at 10M shoppers was 308 MiB
+ * more at the refresh's peak. Quicksort with the median of three, the
+ * smaller side first (a stack of log n), insertion sort below 16; the
+ * hashes are keyed, so no client can choose a worst case. */
+static void sort_by_hash(SegRecord *r, size_t n)
+{
+    while (n > 16) {
+        size_t mid = n / 2;
+        if (r[mid].hash < r[0].hash)
+            rec_swap(r, mid, 0);
+        if (r[n - 1].hash < r[0].hash)
+            rec_swap(r, n - 1, 0);
+        if (r[n - 1].hash < r[mid].hash)
+            rec_swap(r, n - 1, mid);
+        uint64_t pivot = r[mid].hash;
+        size_t i = 0, j = n - 1;
+        for (;;) { /* Hoare: r[0, j] <= pivot <= r[j+1, n) */
+            while (r[i].hash < pivot)
+                i++;
+            while (r[j].hash > pivot)
+                j--;
+            if (i >= j)
+                break;
+            rec_swap(r, i++, j--);
+        }
+        size_t left = j + 1;
+        if (left < n - left) {
+            sort_by_hash(r, left);
+            r += left, n -= left;
+        } else {
+            sort_by_hash(r + left, n - left);
+            n = left;
+        }
+    }
+    for (size_t i = 1; i < n; i++)
+        for (size_t k = i; k > 0 && r[k].hash < r[k - 1].hash; k--)
+            rec_swap(r, k, k - 1);
 }
 
 /* A bounded min-heap of record indices by score: the best `cap` seen. */
@@ -247,6 +321,7 @@ typedef struct SegAggregate {
     Segments *g;
     uint32_t *top_idx, *churn_idx; /* (list_max,) each */
     size_t ntop, nchurn;
+    bool sorted; /* rec is sorted by hash, one per shopper: it can become the peaks */
     int rc;
 } SegAggregate;
 
@@ -273,12 +348,13 @@ static int aggregate(void *arg)
     Segments *g = a->g;
     if (atomic_load(&a->cancel->cancel_jobs))
         return a->rc = -ECANCELED;
-    qsort(a->rec, a->n, sizeof *a->rec, cmp_rec_hash);
+    sort_by_hash(a->rec, a->n);
     size_t kept = 0;
     for (size_t i = 0; i < a->n; i++)
         if (!kept || a->rec[i].hash != a->rec[kept - 1].hash)
             a->rec[kept++] = a->rec[i];
     a->n = kept;
+    a->sorted = true;
     float *ltv = malloc((a->n + 1) * sizeof *ltv); /* (n,) */
     TopK top = {.idx = malloc((a->list_max + 1) * sizeof(uint32_t)), .score = malloc((a->list_max + 1) * sizeof(float)),
                 .cap = a->list_max};
@@ -380,9 +456,7 @@ int service_segments_refresh(Service *s)
         .as_of = service_now(s),
         .stride = store_slot_bytes(s->store),
         .cap = store_count(s->store) + SEG_COPY_SLOTS,
-        .peak_keys = s->seg_peak_keys,
-        .peak_firsts = s->seg_peak_firsts,
-        .peak_vals = s->seg_peak_vals,
+        .peaks = s->seg_peaks,
         .npeaks = s->seg_npeaks,
     };
     w.copies = malloc(SEG_COPY_SLOTS * w.stride);
@@ -391,9 +465,6 @@ int service_segments_refresh(Service *s)
     SegAggregate a = {.cancel = s, .list_max = list_max, .g = g};
     a.top_idx = malloc((list_max + 1) * sizeof(uint32_t));
     a.churn_idx = malloc((list_max + 1) * sizeof(uint32_t));
-    uint64_t *keys = NULL;
-    int64_t *firsts = NULL;
-    float *vals = NULL;
     int rc = -ENOMEM;
     if (!w.copies || !w.rec || !g || !a.top_idx || !a.churn_idx)
         goto out;
@@ -402,25 +473,21 @@ int service_segments_refresh(Service *s)
     free(w.copies);
     w.copies = NULL;
     a.rec = w.rec, a.n = w.n;
-    if ((rc = service_run_niced(aggregate, &a)) != 0)
+    size_t old_peaks = s->seg_npeaks;
+    rc = service_run_niced(aggregate, &a);
+    if (a.sorted) { /* each record's peak is the higher of the last peak and now: the last ones go */
+        free(s->seg_peaks);
+        s->seg_peaks = NULL, s->seg_npeaks = 0;
+    }
+    if (rc)
         goto out;
     g->top = malloc((a.ntop + 1) * sizeof *g->top);
     g->churn = malloc((a.nchurn + 1) * sizeof *g->churn);
-    keys = malloc((w.n + 1) * sizeof *keys);
-    vals = malloc((w.n + 1) * sizeof *vals);
-    firsts = malloc((w.n + 1) * sizeof *firsts);
     rc = -ENOMEM;
-    if (!g->top || !g->churn || !keys || !vals || !firsts)
+    if (!g->top || !g->churn)
         goto out;
     g->ntop = fill_rows(s, w.rec, a.top_idx, a.ntop, g->top);
     g->nchurn = fill_rows(s, w.rec, a.churn_idx, a.nchurn, g->churn);
-    for (size_t i = 0; i < a.n; i++) /* the next peaks: the records are sorted by hash */
-        keys[i] = w.rec[i].hash, firsts[i] = w.rec[i].first_ts, vals[i] = w.rec[i].peak;
-    free(s->seg_peak_keys);
-    free(s->seg_peak_firsts);
-    free(s->seg_peak_vals);
-    s->seg_peak_keys = keys, s->seg_peak_firsts = firsts, s->seg_peak_vals = vals, s->seg_npeaks = a.n;
-    keys = NULL, firsts = NULL, vals = NULL;
 
     atomic_init(&g->refs, 1);
     g->computed_at = time_now();
@@ -431,8 +498,8 @@ int service_segments_refresh(Service *s)
     g->horizon_days = m->horizon_days;
     g->shoppers = a.n;
     g->refresh_ms = (double)(g->computed_mono_ns - t0) / 1e6;
-    g->work_bytes = (uint64_t)(SEG_COPY_SLOTS * w.stride + w.cap * sizeof(SegRecord) + w.n * sizeof(float) +
-                               2 * w.n * (sizeof(uint64_t) + sizeof(int64_t) + sizeof(float)) +
+    g->work_bytes = (uint64_t)(SEG_COPY_SLOTS * w.stride + w.cap * sizeof(SegRecord) + old_peaks * PEAK_BYTES +
+                               w.n * sizeof(float) +
                                2 * list_max * (sizeof(SegmentRow) + 2 * sizeof(uint32_t) + sizeof(float)));
     pthread_mutex_lock(&s->seg_lock);
     Segments *old = s->segments;
@@ -449,9 +516,11 @@ out:
         free(g->churn);
         free(g);
     }
-    free(keys);
-    free(firsts);
-    free(vals);
+    if (a.sorted) { /* the next peaks, whether or not this refresh was published */
+        s->seg_peaks = peaks_from_records(w.rec, a.n);
+        s->seg_npeaks = a.n;
+        w.rec = NULL;
+    }
     free(w.copies);
     free(w.rec);
     free(a.top_idx);

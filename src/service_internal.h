@@ -79,9 +79,7 @@ struct Service {
     /* segments (segments.c) */
     pthread_mutex_t seg_lock;    /* guards segments alone; a leaf, like model_lock */
     struct Segments *segments;   /* the published result, NULL before the first refresh */
-    uint64_t *seg_peak_keys;     /* worker only: (seg_npeaks,) id hashes, ascending */
-    int64_t *seg_peak_firsts;    /* worker only: (seg_npeaks,) the first event time each was seen with */
-    float *seg_peak_vals;        /* worker only: (seg_npeaks,) each one's highest p_active seen */
+    unsigned char *seg_peaks;    /* worker only: (seg_npeaks,) 20-byte entries by id hash (segments.c) */
     size_t seg_npeaks;
 };
 
