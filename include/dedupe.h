@@ -37,6 +37,9 @@ typedef struct Dedupe Dedupe;
 /* max_ids >= 1; window_s >= 0 (0: off). */
 int dedupe_create(Dedupe **out, size_t max_ids, int64_t window_s);
 void dedupe_destroy(Dedupe *d); /* NULL-safe */
+/* store_collapse's counterpart for the window's arrays: any thread, no
+ * lock needed (the arrays never move). */
+void dedupe_collapse(Dedupe *d);
 /* Sets the secret hash key; only while the window is empty (-EBUSY). */
 int dedupe_set_key(Dedupe *d, const HashKey *key);
 

@@ -85,6 +85,12 @@ uint64_t store_stable_hash_id(const char *id, size_t len);
  * max_users), so that they cannot fail with -ENOMEM. 0 or -ENOMEM. */
 int store_reserve(Store *s, size_t n);
 
+/* After a snapshot's fork: the table's pages split by writes while the
+ * child lived merged back into huge pages (util_table_collapse), so the
+ * next fork is short again. Takes the lock only to read the chunk count;
+ * the copying runs outside it, on the caller's thread. */
+void store_collapse(Store *s);
+
 void store_lock(Store *s);
 void store_unlock(Store *s);
 

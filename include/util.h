@@ -8,6 +8,7 @@
 #define LTVD_UTIL_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,15 +37,25 @@ int write_all(int fd, const void *p, size_t n);
  * for a directory, O_NOFOLLOW). 0 or -errno. */
 int fsync_path(const char *path, int flags);
 
-/* Zeroed memory for a large table (the shopper slots, their index): its
- * own mapping, 2 MiB-aligned and marked for transparent huge pages, which
- * the kernel honours in its default "madvise" mode. Random reads then miss
- * the TLB less, and a fork (the snapshot child) copies one page-table
- * entry per 2 MiB instead of 512: the store lock is held across the fork.
- * Pages are still faulted in as first touched. NULL on failure; free with
- * util_table_free and the same byte count. */
+/* Zeroed memory for a large table (the shopper slots, their index, the
+ * event_id window): from 2 MiB up, a mapping of its own, 2 MiB-aligned and
+ * marked for transparent huge pages, which the kernel honours in its
+ * default "madvise" mode. Random reads then miss the TLB less, and a fork
+ * (the snapshot child) copies one page-table entry per 2 MiB instead of
+ * 512: the store lock is held across the fork. Pages are still faulted in
+ * as first touched, 2 MiB at a time. Smaller tables, and every table under
+ * AddressSanitizer (which checks heap blocks, not mappings), are calloc'd.
+ * NULL on failure; free with util_table_free and the same byte count. */
 void *util_table_alloc(size_t bytes);
 void util_table_free(void *p, size_t bytes);
+/* Does util_table_alloc map big tables for huge pages in this build? */
+bool util_table_huge(void);
+/* Asks the kernel to merge a mapped table's small pages back into huge
+ * ones (MADV_COLLAPSE, Linux >= 6.1; elsewhere nothing): a write to a huge
+ * page shared with a forked child splits it into 512 entries, which the
+ * next fork must copy again. Synchronous: the caller's thread does the
+ * copying. Any thread; the table may be read and written meanwhile. */
+void util_table_collapse(void *p, size_t bytes);
 
 /* The value of a hexadecimal digit (either case), -1 if ch is not one. */
 int hex_digit(char ch);

@@ -51,6 +51,13 @@ int dedupe_create(Dedupe **out, size_t max_ids, int64_t window_s)
     return 0;
 }
 
+void dedupe_collapse(Dedupe *d)
+{
+    util_table_collapse(d->table, (d->mask + 1) * sizeof(uint64_t));
+    util_table_collapse(d->ring_key, d->cap * sizeof(uint64_t));
+    util_table_collapse(d->ring_at, d->cap * sizeof(uint32_t));
+}
+
 void dedupe_destroy(Dedupe *d)
 {
     if (!d)

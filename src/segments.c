@@ -120,9 +120,11 @@ typedef struct SegWalk {
  * shopper, 20 bytes, ascending by id hash: the hash (u64), the first_ts it
  * was seen with (i64) and the highest p_active seen (float), unaligned, so
  * read and written with memcpy. They are made in place of the refresh's
- * records (peaks_from_records), so a refresh holds its records and the
- * last peaks at most: 52 bytes per shopper, not 72. */
+ * records (peaks_from_records), and the last ones are freed once the
+ * records are sorted: a refresh holds its records and the last peaks (52
+ * bytes per shopper) at most, not 72 as with separate arrays. */
 #define PEAK_BYTES 20u
+_Static_assert(sizeof(SegRecord) >= PEAK_BYTES, "peaks are written over the records they come from");
 
 static uint64_t peak_hash(const unsigned char *peaks, size_t i)
 {
@@ -315,7 +317,7 @@ static size_t topk_drain(TopK *h, uint32_t *out)
 }
 
 typedef struct SegAggregate {
-    Service *cancel; /* its cancel_jobs stops the run */
+    Service *cancel; /* its cancel_jobs stops the run; its last peaks go once rec holds them */
     SegRecord *rec;  /* (n,) */
     size_t n, list_max;
     Segments *g;
@@ -339,9 +341,10 @@ static int activity_of(float p)
 }
 
 /* Compute thread: sorts the records by hash (they become the next peaks)
- * and drops a shopper seen twice (erased and created again in a later slot
- * during the walk); then the cut points, cells, distributions and the
- * lists' members. */
+ * and keeps one record per hash, the newer shopper's for one seen twice
+ * (erased and created again in a later slot during the walk); frees the
+ * last peaks; then the cut points, cells, distributions and the lists'
+ * members. */
 static int aggregate(void *arg)
 {
     SegAggregate *a = arg;
@@ -350,11 +353,19 @@ static int aggregate(void *arg)
         return a->rc = -ECANCELED;
     sort_by_hash(a->rec, a->n);
     size_t kept = 0;
-    for (size_t i = 0; i < a->n; i++)
+    for (size_t i = 0; i < a->n; i++) {
         if (!kept || a->rec[i].hash != a->rec[kept - 1].hash)
             a->rec[kept++] = a->rec[i];
+        else if (a->rec[i].first_ts > a->rec[kept - 1].first_ts) /* erased and created again: the newer */
+            a->rec[kept - 1] = a->rec[i];
+    }
     a->n = kept;
     a->sorted = true;
+    /* each record's peak is the higher of the last refresh's and now's:
+     * the last peaks go before this run allocates (the worker waits for
+     * it in service_run_niced; nothing else reads them) */
+    free(a->cancel->seg_peaks);
+    a->cancel->seg_peaks = NULL, a->cancel->seg_npeaks = 0;
     float *ltv = malloc((a->n + 1) * sizeof *ltv); /* (n,) */
     TopK top = {.idx = malloc((a->list_max + 1) * sizeof(uint32_t)), .score = malloc((a->list_max + 1) * sizeof(float)),
                 .cap = a->list_max};
@@ -474,12 +485,7 @@ int service_segments_refresh(Service *s)
     w.copies = NULL;
     a.rec = w.rec, a.n = w.n;
     size_t old_peaks = s->seg_npeaks;
-    rc = service_run_niced(aggregate, &a);
-    if (a.sorted) { /* each record's peak is the higher of the last peak and now: the last ones go */
-        free(s->seg_peaks);
-        s->seg_peaks = NULL, s->seg_npeaks = 0;
-    }
-    if (rc)
+    if ((rc = service_run_niced(aggregate, &a)) != 0)
         goto out;
     g->top = malloc((a.ntop + 1) * sizeof *g->top);
     g->churn = malloc((a.nchurn + 1) * sizeof *g->churn);
@@ -498,8 +504,8 @@ int service_segments_refresh(Service *s)
     g->horizon_days = m->horizon_days;
     g->shoppers = a.n;
     g->refresh_ms = (double)(g->computed_mono_ns - t0) / 1e6;
-    g->work_bytes = (uint64_t)(SEG_COPY_SLOTS * w.stride + w.cap * sizeof(SegRecord) + old_peaks * PEAK_BYTES +
-                               w.n * sizeof(float) +
+    size_t peaks_or_ltv = old_peaks * PEAK_BYTES > w.n * sizeof(float) ? old_peaks * PEAK_BYTES : w.n * sizeof(float);
+    g->work_bytes = (uint64_t)(SEG_COPY_SLOTS * w.stride + w.cap * sizeof(SegRecord) + peaks_or_ltv +
                                2 * list_max * (sizeof(SegmentRow) + 2 * sizeof(uint32_t) + sizeof(float)));
     pthread_mutex_lock(&s->seg_lock);
     Segments *old = s->segments;

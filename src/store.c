@@ -155,6 +155,16 @@ int store_reserve(Store *s, size_t n)
     return 0;
 }
 
+void store_collapse(Store *s)
+{
+    store_lock(s);
+    size_t n = s->nchunks; /* chunks[0, n) never change once set */
+    store_unlock(s);
+    for (size_t i = 0; i < n; i++)
+        util_table_collapse(s->chunks[i], STORE_CHUNK_SLOTS * s->stride);
+    util_table_collapse(s->index, (s->index_mask + 1) * sizeof(uint32_t));
+}
+
 /* Takes the lock, counting the threads that had to wait for it: glibc's
  * mutex is not fair, and a walk that released it and took it straight back
  * could keep a woken waiter out for the whole walk (store_let_waiters). */

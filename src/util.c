@@ -118,22 +118,40 @@ void textbuf_free(TextBuf *t)
     t->err = 0;
 }
 
-#define TABLE_PAGE ((size_t)4096)
 #define TABLE_HUGE ((size_t)2 << 20)
 
-static size_t table_len(size_t bytes) { return (bytes + TABLE_PAGE - 1) & ~(TABLE_PAGE - 1); }
+#if defined(__SANITIZE_ADDRESS__)
+#define TABLE_PLAIN 1 /* AddressSanitizer checks heap blocks, not mappings */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TABLE_PLAIN 1
+#endif
+#endif
+#ifndef TABLE_PLAIN
+#define TABLE_PLAIN 0
+#endif
+
+/* bytes rounded up to whole pages; 0 if that overflows. Below a huge
+ * page (and under AddressSanitizer) a table is a calloc'd heap block. */
+static size_t table_len(size_t bytes)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (page == 0 || page > TABLE_HUGE || bytes > SIZE_MAX - TABLE_HUGE)
+        return 0;
+    return (bytes + page - 1) / page * page;
+}
+
+static bool table_mapped(size_t bytes) { return !TABLE_PLAIN && bytes >= TABLE_HUGE; }
 
 void *util_table_alloc(size_t bytes)
 {
-    size_t len = table_len(bytes ? bytes : 1);
-    if (len < TABLE_HUGE) {
-        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        return p == MAP_FAILED ? NULL : p;
-    }
+    if (!table_mapped(bytes))
+        return calloc(bytes ? bytes : 1, 1);
+    size_t len = table_len(bytes);
+    if (!len)
+        return NULL;
     /* map a huge page more than asked, then unmap the unaligned head and
      * the rest of the tail: only 2 MiB-aligned ranges can be huge pages */
-    if (len > SIZE_MAX - TABLE_HUGE)
-        return NULL;
     unsigned char *raw = mmap(NULL, len + TABLE_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED)
         return NULL;
@@ -150,8 +168,24 @@ void *util_table_alloc(size_t bytes)
 
 void util_table_free(void *p, size_t bytes)
 {
-    if (p)
-        munmap(p, table_len(bytes ? bytes : 1));
+    if (!p)
+        return;
+    if (table_mapped(bytes))
+        munmap(p, table_len(bytes));
+    else
+        free(p);
+}
+
+bool util_table_huge(void) { return !TABLE_PLAIN; }
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 /* Linux 6.1 UAPI; an older kernel answers EINVAL */
+#endif
+
+void util_table_collapse(void *p, size_t bytes)
+{
+    if (p && table_mapped(bytes))
+        madvise(p, table_len(bytes), MADV_COLLAPSE); /* advice: a refusal leaves small pages */
 }
 
 int hex_digit(char ch)

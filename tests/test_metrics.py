@@ -186,7 +186,7 @@ def freshness_timestamps(binary):
         check(t0 - scaled(60) <= snap <= time.time() + 1, f"snapshot timestamp {snap}")
         check(0 < m["ltvd_retrain_last_duration_seconds"] < scaled(60), m["ltvd_retrain_last_duration_seconds"])
         check(0 < m["ltvd_snapshot_last_duration_seconds"] < scaled(60), m["ltvd_snapshot_last_duration_seconds"])
-        # the store lock is held for the fork, not for the write
+        # the hold of the store lock (rotation and fork) is part of the snapshot's time
         pause = m["ltvd_snapshot_last_pause_seconds"]
         check(0 < pause <= m["ltvd_snapshot_last_duration_seconds"], f"snapshot pause {pause}")
 
