@@ -23,9 +23,10 @@
  * keys arrived at load_time, and pending predictions are re-keyed
  * (docs/DURABILITY.md, "Upgrading a snapshot").
  *
- * Threads: snapshot_write runs with the store lock held, or in a forked
+ * Threads: snapshot_write runs with the store lock held; in a forked
  * child that owns a frozen copy of memory (docs/ARCHITECTURE.md, "Fork
- * rules"): it takes no lock and uses no stdio, only malloc, open, write,
+ * rules") snapshot_write_with does, with a scratch the parent made: it
+ * takes no lock, uses no stdio and allocates nothing, only open, write,
  * fsync and close. The readers run on the main thread during recovery,
  * before anything else touches the tables. The caller owns the tables. */
 #ifndef LTVD_SNAPSHOT_H
@@ -62,6 +63,20 @@ typedef struct SnapshotInfo {
  * already there is unlinked first, a symlink is never followed) and fsyncs it;
  * *bytes gets the file's size. 0 or -errno. */
 int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo *info, size_t *bytes);
+/* What a write needs besides the tables (its buffer, room for the
+ * prediction log's pairs), allocated beforehand, with the store lock
+ * held, for a forked child: a child of a threaded process must not
+ * allocate. glibc's malloc is made safe across fork(), but a sanitizer's
+ * allocator can be left locked by a thread that was inside it at the
+ * fork, and the child then waits forever (docs/ARCHITECTURE.md, "Fork
+ * rules"). NULL when out of memory. */
+typedef struct SnapshotScratch SnapshotScratch;
+SnapshotScratch *snapshot_scratch_new(const SnapshotTables *t);
+void snapshot_scratch_free(SnapshotScratch *sc); /* NULL-safe */
+/* snapshot_write with sc from snapshot_scratch_new under the same hold of
+ * the store lock (or in the child forked under it). */
+int snapshot_write_with(const char *path, const SnapshotTables *t, const SnapshotInfo *info, SnapshotScratch *sc,
+                        size_t *bytes);
 /* About the bytes snapshot_write would write now: the shoppers and the
  * event_id window (the prediction log's part, at most a few MiB, is left
  * out). With the store lock held. */

@@ -212,6 +212,9 @@ static int write_locked(Service *s, const char *tmp, uint64_t seq, bool fork_chi
     *pid = -1;
     if (!fork_child)
         return snapshot_write(tmp, &tables, &info, bytes);
+    SnapshotScratch *sc = snapshot_scratch_new(&tables); /* the child allocates nothing */
+    if (!sc)
+        return -ENOMEM;
     pid_t parent = getpid();
     *pid = fork();
     if (*pid == 0) {
@@ -223,10 +226,12 @@ static int write_locked(Service *s, const char *tmp, uint64_t seq, bool fork_chi
          * node kept busy by normal-priority work got almost no CPU (a CI
          * run: no snapshot 60 s after an erasure under ASan) */
         setpriority(PRIO_PROCESS, 0, 19);
-        int rc = snapshot_write(tmp, &tables, &info, bytes);
+        int rc = snapshot_write_with(tmp, &tables, &info, sc, bytes);
         _exit(rc ? 1 : 0);
     }
-    return *pid < 0 ? -errno : 0;
+    int rc = *pid < 0 ? -errno : 0;
+    snapshot_scratch_free(sc); /* the parent's copy: the child has its own */
+    return rc;
 }
 
 /* Nice 19, after a forked snapshot: the tables' huge pages that writes

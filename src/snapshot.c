@@ -79,51 +79,84 @@ static void sw_dedupe_key(void *arg, uint64_t key, int64_t arrival)
 }
 static void sw_predlog_entry(void *arg, const PredLogEntry *e) { sw_put(arg, e, sizeof *e); }
 
-/* The prediction log: pending entries, then matured pairs (none without a log). */
-static void sw_predlog(SnapWriter *w, PredLog *l)
+struct SnapshotScratch {
+    SnapWriter w;
+    AdjPair *pairs; /* (npairs,): the prediction log's matured pairs */
+    size_t npairs;
+};
+
+SnapshotScratch *snapshot_scratch_new(const SnapshotTables *t)
+{
+    SnapshotScratch *sc = calloc(1, sizeof *sc);
+    if (!sc)
+        return NULL;
+    PredLogStats st = {0};
+    if (t->predlog)
+        predlog_stats(t->predlog, &st);
+    if (st.pairs && !(sc->pairs = malloc(st.pairs * sizeof *sc->pairs))) {
+        free(sc);
+        return NULL;
+    }
+    sc->npairs = st.pairs;
+    return sc;
+}
+
+void snapshot_scratch_free(SnapshotScratch *sc)
+{
+    if (!sc)
+        return;
+    free(sc->pairs);
+    free(sc);
+}
+
+/* The prediction log: pending entries, then matured pairs (none without a
+ * log), the pairs copied into the scratch's array. */
+static void sw_predlog(SnapWriter *w, PredLog *l, AdjPair *pairs, size_t cap)
 {
     PredLogStats st = {0};
     if (l)
         predlog_stats(l, &st);
-    AdjPair *pairs = st.pairs ? malloc(st.pairs * sizeof *pairs) : NULL;
-    uint64_t counts[2] = {st.pending, pairs ? st.pairs : 0};
+    size_t n = st.pairs < cap ? st.pairs : cap; /* the same, under the lock hold that made the scratch */
+    uint64_t counts[2] = {st.pending, n};
     sw_put(w, counts, sizeof counts);
     if (l)
         predlog_foreach_entry(l, sw_predlog_entry, w);
-    if (pairs) {
-        predlog_pairs(l, pairs, st.pairs);
-        sw_put(w, pairs, st.pairs * sizeof *pairs);
-        free(pairs);
+    if (n) {
+        predlog_pairs(l, pairs, n);
+        sw_put(w, pairs, n * sizeof *pairs);
     }
 }
 
 int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo *info, size_t *bytes)
 {
-    SnapWriter *w = malloc(sizeof *w);
-    if (!w)
+    SnapshotScratch *sc = snapshot_scratch_new(t);
+    if (!sc)
         return -ENOMEM;
+    int rc = snapshot_write_with(path, t, info, sc, bytes);
+    snapshot_scratch_free(sc);
+    return rc;
+}
+
+int snapshot_write_with(const char *path, const SnapshotTables *t, const SnapshotInfo *info, SnapshotScratch *sc,
+                        size_t *bytes)
+{
+    SnapWriter *w = &sc->w;
     /* A temp name is predictable: whatever is there (a stale file, a link
      * planted to redirect the write) goes, and the file is made afresh. */
-    if (unlink(path) != 0 && errno != ENOENT) {
-        int e = -errno;
-        free(w);
-        return e;
-    }
+    if (unlink(path) != 0 && errno != ENOENT)
+        return -errno;
     w->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
-    if (w->fd < 0) {
-        int e = -errno;
-        free(w);
-        return e;
-    }
+    if (w->fd < 0)
+        return -errno;
     w->crc = 0;
     w->len = w->total = 0;
     w->err = 0;
-    const StoreConfig *sc = store_config(t->store);
+    const StoreConfig *cfg = store_config(t->store);
     SnapHeader h = {
         .magic = "LTVDSNAP",
         .format = SNAPSHOT_FORMAT,
-        .hidden = (uint32_t)sc->hidden,
-        .ring_cap = (uint32_t)sc->ring_cap,
+        .hidden = (uint32_t)cfg->hidden,
+        .ring_cap = (uint32_t)cfg->ring_cap,
         .slot_bytes = (uint32_t)store_slot_bytes(t->store),
         .seq = info->seq,
         .event_clock = info->event_clock,
@@ -142,7 +175,7 @@ int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo
             sw_put(w, u, h.slot_bytes);
     }
     dedupe_foreach(t->dedupe, sw_dedupe_key, w);
-    sw_predlog(w, t->predlog);
+    sw_predlog(w, t->predlog, sc->pairs, sc->npairs);
     uint32_t crc = w->crc;
     sw_put(w, &crc, 4);
     if (!w->err) /* the last, partial buffer */
@@ -150,10 +183,8 @@ int snapshot_write(const char *path, const SnapshotTables *t, const SnapshotInfo
     if (!w->err && fsync(w->fd) != 0)
         w->err = -errno;
     close(w->fd);
-    int rc = w->err;
     *bytes = w->total;
-    free(w);
-    return rc;
+    return w->err;
 }
 
 size_t snapshot_size_estimate(const SnapshotTables *t)
