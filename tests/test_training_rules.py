@@ -128,7 +128,11 @@ def swap_only_when_better():
             p2 = s.json("POST", "/v1/ltv/batch", {"user_ids": ids, "as_of": as_of})[1]["predictions"]
             for p, q in zip(p1, p2):
                 check(q["source"] == "network" and q["model_version"] == m2["version"], q)
-                check(abs(p["ltv"] - q["ltv"]) <= 1e-6 * max(p["ltv"], 1e-6), (p, q))
+                # equal up to the answer's sixth decimal and the refit's own
+                # tolerance: the refit starts from the fitted parameters and
+                # may stop a hair away (a CI run under TSan: 0.252191 against
+                # 0.252192); another network would differ by far more
+                check(abs(p["ltv"] - q["ltv"]) <= 1e-6 + 1e-5 * max(p["ltv"], q["ltv"]), (p, q))
             print(f"  swapped: val loss {lt1['val_loss']:.4f} < fallback {lt1['val_loss_fallback']:.4f}; "
                   f"kept: candidate {lt['val_loss']:.4f} >= serving {lt['val_loss_serving']:.4f}")
 
