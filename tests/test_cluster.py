@@ -663,8 +663,16 @@ def owner_full_then_room(binary):
         node = lc.nodes["n1"]
         first = [f"full-{i}" for i in range(5)]
         for u in first:
-            status, body = node.json("POST", "/v1/events", {"user_id": u, "type": "view", "ts": T0,
-                                                             "event_id": f"{u}-0"})
+            # a stream of a cluster just made may still be electing its
+            # leader ("no responders", 503 cluster_unavailable): a client
+            # retries that with the same event_id (a CI run under TSan)
+            deadline = time.monotonic() + scaled(20)
+            while True:
+                status, body = node.json("POST", "/v1/events", {"user_id": u, "type": "view", "ts": T0,
+                                                                 "event_id": f"{u}-0"})
+                if status != 503 or body["error"]["code"] != "cluster_unavailable" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
             check(status == 200, f"POST {u}: {status} {body}")
         wait_counts(lc, {u: 1 for u in first})
         late = [{"user_id": u, "type": "view", "ts": T0 + k, "event_id": f"{u}-{k}"}
