@@ -63,6 +63,7 @@ typedef struct TrainResult {
     double val_total_error_held_out;  /* the network calibrated one horizon earlier, there */
     uint64_t examples, val_examples, users;
     int epochs;
+    int epochs_other;      /* of the other variant (0 if only one was trained) */
     double seconds;
 } TrainResult;
 
@@ -80,10 +81,42 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
 int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *net,
                      AdjPair **out, size_t *n);
 
+/* ---- the loss and its gradient (trainer_batch.c) ------------------------ */
+
+/* What trainer_batch_loss reuses between calls: grown as needed, at most
+ * about 12 MiB at hidden 32 (trainer_batch.c). Zero-initialise; free with
+ * trainer_scratch_free. */
+typedef struct TrainScratch {
+    double *buf;
+    size_t cap;
+    uint64_t *keys; /* room for keys_cap sort keys and keys_cap ints; a call with
+                       n sequences puts its n ints right after its n keys */
+    size_t keys_cap;
+} TrainScratch;
+
+void trainer_scratch_free(TrainScratch *sc);
+
+/* The summed loss (*loss) of nseqs sequences over their cuts under the head
+ * variant, with their steps computed together (trainer_batch.c); the
+ * gradient is added into grad and each sequence's loss written to
+ * per_seq[i] when they are not NULL. Equals the sum of step-by-step BPTT
+ * over the sequences up to rounding (the order of summation, the gates'
+ * vectorised exp). 0, or -ENOMEM (grad may then hold part of the sum). */
+int trainer_batch_loss(const double *theta, int H, const TrainSeq *const *seqs, int nseqs, bool hybrid, int bptt,
+                       double *grad, double *per_seq, double *loss, TrainScratch *sc);
+
+/* Calls fn(arg, i, k, h) with the LSTM state h (H,) of seqs[i] at its
+ * cut k, for every cut, computed in the same groups as
+ * trainer_batch_loss (in no particular order). 0 or -ENOMEM. */
+typedef void (*TrainStateFn)(void *arg, int i, int k, const double *h);
+int trainer_batch_states(const double *theta, int H, const TrainSeq *const *seqs, int nseqs, TrainStateFn fn,
+                         void *arg, TrainScratch *sc);
+
 /* ---- exposed for the gradient checks ------------------------------------ */
 
 /* The loss of one sequence (x: (n, FEATURE_DIM)) over its cuts under the
  * head variant (hybrid), and its gradient added into grad when not NULL
+ * (a batch of one: trainer_batch_loss; NAN when out of memory)
  * (same layout as theta: W (4H, I+H), b (4H), head_w (3, H+E),
  * head_b (3)). bptt <= 0: full BPTT. */
 double trainer_sequence_loss(const double *theta, int H, const double *x, int n, const TrainCut *cuts, int ncuts,

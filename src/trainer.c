@@ -1,7 +1,7 @@
-/* trainer: fitting the LSTM and the ZILN head on a Dataset: the loss and
- * its gradient by BPTT in double precision, Adam with global-norm
- * clipping, early stopping on the validation loss, the choice between the
- * hybrid and the LSTM-only head (one-SE rule); the level, the validation
+/* trainer: fitting the LSTM and the ZILN head on a Dataset: Adam with
+ * global-norm clipping, early stopping on the validation loss, the choice
+ * between the hybrid and the LSTM-only head (one-SE rule). The loss and its
+ * gradient by BPTT in double precision are trainer_batch.c's; the level, the validation
  * Gini and the adjuster's backtest are trainer_eval.c's. The examples are
  * dataset.c's, the head's forward pass head.c's. Worker thread; it owns
  * every buffer it allocates, and the network it returns is the caller's. */
@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,8 +47,8 @@ void trainer_step_forward(const double *W, const double *b, int H, const double 
     /* W (4H, K) @ xh (K,) + b -> z (4H,) */
     cblas_dgemv(CblasRowMajor, CblasNoTrans, G, K, 1.0, W, K, xh, 1, 1.0, z, 1);
     for (int j = 0; j < H; j++) {
-        c[j] = sigmoid(z[H + j]) * c[j] + sigmoid(z[j]) * tanh(z[2 * H + j]);
-        h[j] = sigmoid(z[3 * H + j]) * tanh(c[j]);
+        c[j] = sigmoid(z[H + j]) * c[j] + sigmoid(z[j]) * tanh_exp(z[2 * H + j]);
+        h[j] = sigmoid(z[3 * H + j]) * tanh_exp(c[j]);
     }
 }
 
@@ -91,124 +92,34 @@ static double ziln_nll(double p, double mu, double s, double y)
     return -log(p) + ly + log(s) + 0.5 * log(2.0 * M_PI) + r * r / (2.0 * s * s);
 }
 
-double trainer_sequence_loss(const double *theta, int H, const double *x, int n, const TrainCut *cuts, int ncuts,
-                             bool hybrid, int bptt, double *grad)
-{
-    const int K = NIN + H, G = 4 * H, U = H + NE;
-    const double *W = theta, *b = theta + (size_t)G * K;             /* W (4H, K), b (4H,) */
-    const double *hw = b + G, *hb = hw + 3 * U;                      /* hw (3, H+E), hb (3,) */
-    /* per step: xh (K), act (4H: i f g o), c (H), tc (H), h (H) */
-    size_t step = (size_t)K + (size_t)G + 3u * (size_t)H;
-    double *ws = calloc((size_t)n * step + 4u * (size_t)H + (size_t)G + (size_t)K + (size_t)n * H + U, sizeof(double));
-    if (!ws)
-        return NAN;
-    double *dh_cut = ws + (size_t)n * step;  /* (n, H) */
-    double *dh_next = dh_cut + (size_t)n * H, *dc_next = dh_next + H;
-    double *dz = dc_next + H, *dxh = dz + G, *u = dxh + K;
-#define XH(t) (ws + (size_t)(t) * step)
-#define ACT(t) (XH(t) + K)
-#define CC(t) (ACT(t) + G)
-#define TC(t) (CC(t) + H)
-#define HH(t) (TC(t) + H)
-    for (int t = 0; t < n; t++) {
-        double *xh = XH(t), *a = ACT(t);
-        memcpy(xh, x + (size_t)t * NIN, NIN * sizeof(double));
-        if (t > 0)
-            memcpy(xh + NIN, HH(t - 1), (size_t)H * sizeof(double));
-        memcpy(a, b, (size_t)G * sizeof(double));
-        /* W (4H, K) @ xh (K,) + b -> a (4H,) */
-        cblas_dgemv(CblasRowMajor, CblasNoTrans, G, K, 1.0, W, K, xh, 1, 1.0, a, 1);
-        for (int j = 0; j < H; j++) {
-            double ig = sigmoid(a[j]), fg = sigmoid(a[H + j]), gg = tanh(a[2 * H + j]), og = sigmoid(a[3 * H + j]);
-            a[j] = ig;
-            a[H + j] = fg;
-            a[2 * H + j] = gg;
-            a[3 * H + j] = og;
-            double cp = t > 0 ? CC(t - 1)[j] : 0.0;
-            CC(t)[j] = fg * cp + ig * gg;
-            TC(t)[j] = tanh(CC(t)[j]);
-            HH(t)[j] = og * TC(t)[j];
-        }
-    }
-    double loss = 0.0;
-    double *ghw = grad ? grad + (size_t)G * K + G : NULL, *ghb = ghw ? ghw + 3 * U : NULL;
-    for (int k = 0; k < ncuts; k++) {
-        const TrainCut *ct = &cuts[k];
-        double z[HEAD_OUT], d[HEAD_OUT];
-        head_forward(z, u, hw, hb, H, HH(ct->t), ct->e, ct->a0, ct->a1, hybrid); /* u (U,) = [h; e'] */
-        loss += trainer_ziln_loss(z, 0.0, 0.0, ct->y, grad ? d : NULL);
-        if (!grad)
-            continue;
-        for (int r = 0; r < 3; r++) {
-            ghb[r] += d[r];
-            for (int j = 0; j < U; j++)
-                ghw[r * U + j] += d[r] * u[j];
-        }
-        double *dht = dh_cut + (size_t)ct->t * H;
-        for (int j = 0; j < H; j++)
-            dht[j] += d[0] * hw[j] + d[1] * hw[U + j] + d[2] * hw[2 * U + j];
-    }
-    if (grad) {
-        double *gW = grad, *gb = grad + (size_t)G * K;
-        for (int t = n - 1; t >= 0; t--) {
-            if (bptt > 0 && t < n - 1 && (n - 1 - t) % bptt == 0) {
-                memset(dh_next, 0, (size_t)H * sizeof(double)); /* truncated BPTT: chunk boundary */
-                memset(dc_next, 0, (size_t)H * sizeof(double));
-            }
-            const double *a = ACT(t);
-            for (int j = 0; j < H; j++) {
-                double ig = a[j], fg = a[H + j], gg = a[2 * H + j], og = a[3 * H + j], tc = TC(t)[j];
-                double dhj = dh_cut[(size_t)t * H + j] + dh_next[j];
-                double dcj = dc_next[j] + dhj * og * (1.0 - tc * tc);
-                double cp = t > 0 ? CC(t - 1)[j] : 0.0;
-                dz[j] = dcj * gg * ig * (1.0 - ig);
-                dz[H + j] = dcj * cp * fg * (1.0 - fg);
-                dz[2 * H + j] = dcj * ig * (1.0 - gg * gg);
-                dz[3 * H + j] = dhj * tc * og * (1.0 - og);
-                dc_next[j] = dcj * fg;
-            }
-            /* gW (4H, K) += dz (4H,) ⊗ xh (K,) ; gb += dz */
-            cblas_dger(CblasRowMajor, G, K, 1.0, dz, 1, XH(t), 1, gW, K);
-            for (int j = 0; j < G; j++)
-                gb[j] += dz[j];
-            /* dxh (K,) = W^T (K, 4H) @ dz (4H,) */
-            cblas_dgemv(CblasRowMajor, CblasTrans, G, K, 1.0, W, K, dz, 1, 0.0, dxh, 1);
-            memcpy(dh_next, dxh + NIN, (size_t)H * sizeof(double));
-        }
-    }
-#undef XH
-#undef ACT
-#undef CC
-#undef TC
-#undef HH
-    free(ws);
-    return loss;
-}
-
 /* ---- training ------------------------------------------------------------- */
 
-/* Mean validation loss of theta under the head variant; per_seq (if not
- * NULL) gets each validation sequence's summed loss, in order. */
-static double val_loss_each(const double *theta, int H, const Dataset *d, bool hybrid, int bptt, double *per_seq)
+/* *mean gets the mean validation loss of theta under the head variant;
+ * per_seq (if not NULL) each validation sequence's summed loss, in order.
+ * 0 or -ENOMEM. */
+static int val_loss_each(const double *theta, int H, const Dataset *d, bool hybrid, int bptt, double *per_seq,
+                         double *mean, TrainScratch *sc)
 {
-    double sum = 0;
-    size_t k = 0;
-    for (size_t i = 0; i < d->nseq; i++) {
-        const TrainSeq *sq = &d->seqs[i];
-        if (!sq->val)
-            continue;
-        double l = trainer_sequence_loss(theta, H, sq->x, sq->n, sq->cuts, sq->ncuts, hybrid, bptt, NULL);
-        if (per_seq)
-            *per_seq++ = l;
-        sum += l;
-        k += (size_t)sq->ncuts;
-    }
-    return k ? sum / (double)k : INFINITY;
+    const TrainSeq **val = malloc((d->nseq ? d->nseq : 1) * sizeof *val);
+    if (!val)
+        return -ENOMEM;
+    size_t nv = 0, k = 0;
+    for (size_t i = 0; i < d->nseq; i++)
+        if (d->seqs[i].val) {
+            val[nv++] = &d->seqs[i];
+            k += (size_t)d->seqs[i].ncuts;
+        }
+    double sum = 0.0;
+    int rc = nv > INT_MAX ? -ENOMEM : trainer_batch_loss(theta, H, val, (int)nv, hybrid, bptt, NULL, per_seq, &sum, sc);
+    free(val);
+    *mean = k ? sum / (double)k : INFINITY;
+    return rc;
 }
 
-static double val_loss(const double *theta, int H, const Dataset *d, bool hybrid, int bptt)
+static int val_loss(const double *theta, int H, const Dataset *d, bool hybrid, int bptt, double *mean,
+                    TrainScratch *sc)
 {
-    return val_loss_each(theta, H, d, hybrid, bptt, NULL);
+    return val_loss_each(theta, H, d, hybrid, bptt, NULL, mean, sc);
 }
 
 void trainer_theta_from_net(double *theta, const LstmWeights *w)
@@ -253,21 +164,19 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
 {
     const int H = cfg->hidden;
     const size_t P = trainer_param_count(H);
+    const size_t nseq = d->nseq;
+    const int B = cfg->batch > 0 ? cfg->batch : 1;
     double *theta = calloc(P, sizeof(double)), *best = calloc(P, sizeof(double));
     double *grad = calloc(P, sizeof(double)), *m = calloc(P, sizeof(double)), *v = calloc(P, sizeof(double));
-    const size_t nseq = d->nseq;
     size_t *order = malloc((nseq ? nseq : 1) * sizeof(size_t));
-    if (!theta || !best || !grad || !m || !v || !order) {
-        free(theta), free(best), free(grad), free(m), free(v), free(order);
-        return -ENOMEM;
-    }
+    const TrainSeq **batch = malloc((size_t)B * sizeof *batch);
+    TrainScratch sc = {0};
+    LstmWeights *init = NULL;
+    int rc = -ENOMEM;
+    if (!theta || !best || !grad || !m || !v || !order || !batch || lstm_weights_create(&init, H, cfg->seed, 0))
+        goto out;
     /* init: the seeded random network; head near "predict the anchor"
      * (hybrid) or the training set's base rates (LSTM-only) */
-    LstmWeights *init;
-    if (lstm_weights_create(&init, H, cfg->seed, 0)) {
-        free(theta), free(best), free(grad), free(m), free(v), free(order);
-        return -ENOMEM;
-    }
     trainer_theta_from_net(theta, init);
     lstm_weights_release(init);
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
@@ -297,7 +206,9 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
     for (size_t i = 0; i < nseq; i++)
         order[i] = i;
     uint64_t rng = cfg->seed * 0x632be59bd9b4e019ull + (hybrid ? 1 : 2);
-    double best_val = val_loss(theta, H, d, hybrid, cfg->bptt);
+    double best_val;
+    if (val_loss(theta, H, d, hybrid, cfg->bptt, &best_val, &sc))
+        goto out;
     memcpy(best, theta, P * sizeof(double));
     int since_best = 0, epochs = 0;
     const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
@@ -313,22 +224,24 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
         size_t i = 0;
         while (i < nseq) {
             if (cfg->cancel && atomic_load_explicit(cfg->cancel, memory_order_relaxed)) {
-                free(theta), free(best), free(grad), free(m), free(v), free(order);
-                return -ECANCELED;
+                rc = -ECANCELED;
+                goto out;
             }
             memset(grad, 0, P * sizeof(double));
             size_t ncut = 0;
             int taken = 0;
-            for (; i < nseq && taken < cfg->batch; i++) {
+            for (; i < nseq && taken < B; i++) {
                 const TrainSeq *s = &d->seqs[order[i]];
                 if (s->val)
                     continue;
-                trainer_sequence_loss(theta, H, s->x, s->n, s->cuts, s->ncuts, hybrid, cfg->bptt, grad);
+                batch[taken++] = s;
                 ncut += (size_t)s->ncuts;
-                taken++;
             }
             if (!ncut)
                 continue;
+            double loss;
+            if (trainer_batch_loss(theta, H, batch, taken, hybrid, cfg->bptt, grad, NULL, &loss, &sc))
+                goto out;
             double norm = 0;
             for (size_t p = 0; p < P; p++) {
                 grad[p] /= (double)ncut;
@@ -345,7 +258,9 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
                 theta[p] -= cfg->lr * (m[p] / c1) / (sqrt(v[p] / c2) + eps);
             }
         }
-        double vl = val_loss(theta, H, d, hybrid, cfg->bptt);
+        double vl;
+        if (val_loss(theta, H, d, hybrid, cfg->bptt, &vl, &sc))
+            goto out;
         if (vl < best_val - 1e-5) {
             best_val = vl;
             memcpy(best, theta, P * sizeof(double));
@@ -354,11 +269,15 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
             since_best++;
         }
     }
-    free(theta), free(grad), free(m), free(v), free(order);
     res->theta = best;
     res->val = best_val;
     res->epochs = epochs;
-    return 0;
+    best = NULL;
+    rc = 0;
+out:
+    trainer_scratch_free(&sc);
+    free(theta), free(best), free(grad), free(m), free(v), free(order), free(batch);
+    return rc;
 }
 
 /* The head to serve (true: hybrid). The hybrid is the constrained variant
@@ -381,8 +300,16 @@ static bool choose_hybrid(const VariantResult *hy, const VariantResult *lo, cons
         free(a), free(b);
         return hy->val <= lo->val;
     }
-    val_loss_each(hy->theta, cfg->hidden, d, true, cfg->bptt, a);
-    val_loss_each(lo->theta, cfg->hidden, d, false, cfg->bptt, b);
+    TrainScratch sc = {0};
+    double la, lb;
+    int rc = val_loss_each(hy->theta, cfg->hidden, d, true, cfg->bptt, a, &la, &sc);
+    if (!rc)
+        rc = val_loss_each(lo->theta, cfg->hidden, d, false, cfg->bptt, b, &lb, &sc);
+    trainer_scratch_free(&sc);
+    if (rc) {
+        free(a), free(b);
+        return hy->val <= lo->val;
+    }
     double sd = 0, sn = 0;
     size_t k = 0;
     for (size_t i = 0; i < nseq; i++)
@@ -470,7 +397,11 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
         double *st = malloc(trainer_param_count(serving->cfg.hidden) * sizeof(double));
         if (st) {
             trainer_theta_from_net(st, serving);
-            out->val_loss_serving = val_loss(st, serving->cfg.hidden, &d, serving->hybrid, cfg->bptt);
+            TrainScratch sc = {0};
+            double vs;
+            if (val_loss(st, serving->cfg.hidden, &d, serving->hybrid, cfg->bptt, &vs, &sc) == 0)
+                out->val_loss_serving = vs;
+            trainer_scratch_free(&sc);
             free(st);
         }
     }
@@ -495,6 +426,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     out->val_examples = nval;
     out->users = d.nseq;
     out->epochs = win->epochs;
+    out->epochs_other = hybrid ? lo.epochs : hy.epochs;
     out->seconds = (double)(time_mono_ns() - t0) * 1e-9;
     free(hy.theta);
     free(lo.theta);

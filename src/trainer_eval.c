@@ -4,6 +4,7 @@
  * Split from trainer.c, which fits the network; both run on the worker's
  * compute thread. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,42 +26,69 @@ static double fallback_mean(const TrainCut *ct)
 
 typedef void (*ValCutFn)(void *arg, const TrainCut *ct, double pred);
 
+/* The network's mean at every cut of the sequences predict_cuts picked. */
+typedef struct CutPreds {
+    const TrainSeq **seqs;
+    size_t *first;   /* (nseqs,): the first cut's place in pred */
+    double *pred;
+    const double *hw, *hb;
+    int H;
+    bool hybrid;
+    double level_shift;
+} CutPreds;
+
+static void cut_pred(void *arg, int i, int k, const double *h)
+{
+    CutPreds *cp = arg;
+    const TrainCut *ct = &cp->seqs[i]->cuts[k];
+    double zo[HEAD_OUT];
+    head_forward(zo, NULL, cp->hw, cp->hb, cp->H, h, ct->e, ct->a0, ct->a1, cp->hybrid);
+    cp->pred[cp->first[i] + (size_t)k] = trainer_head_mean(zo, cp->level_shift);
+}
+
 /* Calls fn for every validation cut (every cut, if all), in order, with the mean spend the
  * network theta (head variant hybrid, μ moved by level_shift) predicts
  * there: the prediction serving makes for that shopper at that time
- * (model_predict). theta NULL: the fallback's prediction. -ENOMEM. */
+ * (model_predict). theta NULL: the fallback's prediction. The states come
+ * from trainer_batch_states. -ENOMEM. */
 static int predict_cuts(const double *theta, int H, bool hybrid, double level_shift, const Dataset *d, bool all,
                         ValCutFn fn, void *arg)
 {
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
-    const double *W = theta, *b = theta ? theta + G * K : NULL;   /* W (4H, K), b (4H,) */
-    const double *hw = b ? b + G : NULL, *hb = hw ? hw + 3 * U : NULL; /* hw (3, U), hb (3,) */
-    double *h = calloc(2u * (size_t)H + G + K, sizeof(double)); /* h (H,), c (H,), z (4H,), xh (K,) */
-    if (!h)
-        return -ENOMEM;
-    double *c = h + H, *z = c + H, *xh = z + G;
+    CutPreds cp = {.H = H, .hybrid = hybrid, .level_shift = level_shift};
+    size_t ns = 0, nc = 0;
+    if (theta) {
+        cp.hw = theta + G * K + G;
+        cp.hb = cp.hw + 3 * U;
+        cp.seqs = malloc((d->nseq ? d->nseq : 1) * sizeof *cp.seqs);
+        cp.first = malloc((d->nseq ? d->nseq : 1) * sizeof *cp.first);
+        cp.pred = malloc((d->examples ? d->examples : 1) * sizeof *cp.pred);
+        int rc = -ENOMEM;
+        if (cp.seqs && cp.first && cp.pred) {
+            for (size_t i = 0; i < d->nseq; i++)
+                if (d->seqs[i].val || all) {
+                    cp.seqs[ns] = &d->seqs[i];
+                    cp.first[ns++] = nc;
+                    nc += (size_t)d->seqs[i].ncuts;
+                }
+            TrainScratch sc = {0};
+            rc = ns > INT_MAX ? -ENOMEM : trainer_batch_states(theta, H, cp.seqs, (int)ns, cut_pred, &cp, &sc);
+            trainer_scratch_free(&sc);
+        }
+        if (rc) {
+            free(cp.seqs), free(cp.first), free(cp.pred);
+            return rc;
+        }
+    }
+    size_t k = 0;
     for (size_t i = 0; i < d->nseq; i++) {
         const TrainSeq *s = &d->seqs[i];
         if (!s->val && !all)
             continue;
-        memset(h, 0, 2u * (size_t)H * sizeof(double));
-        int ci = 0;
-        for (int t = 0; t < s->n && ci < s->ncuts; t++) {
-            if (theta)
-                trainer_step_forward(W, b, H, s->x + (size_t)t * NIN, h, c, z, xh);
-            for (; ci < s->ncuts && s->cuts[ci].t == t; ci++) {
-                const TrainCut *ct = &s->cuts[ci];
-                double pred = fallback_mean(ct);
-                if (theta) {
-                    double zo[HEAD_OUT];
-                    head_forward(zo, NULL, hw, hb, H, h, ct->e, ct->a0, ct->a1, hybrid);
-                    pred = trainer_head_mean(zo, level_shift);
-                }
-                fn(arg, ct, pred);
-            }
-        }
+        for (int ci = 0; ci < s->ncuts; ci++, k++)
+            fn(arg, &s->cuts[ci], theta ? cp.pred[k] : fallback_mean(&s->cuts[ci]));
     }
-    free(h);
+    free(cp.seqs), free(cp.first), free(cp.pred);
     return 0;
 }
 

@@ -1,9 +1,11 @@
 /* Gradient checks: the analytic gradients of the ZILN loss and of the LSTM
  * through time (with the head on several cut points) against central finite
- * differences, in double precision. */
+ * differences, in double precision; a batch of sequences against the same
+ * sequences one at a time. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "head.h"
 #include "test_util.h"
 #include "trainer.h"
 
@@ -153,10 +155,168 @@ static void test_head_input_gradient(void)
     free(grad);
 }
 
+/* The loss and gradient of one sequence, step by step with plain loops:
+ * the reference trainer_batch_loss is checked against. The gradient is
+ * added into grad; truncation cuts the carried gradient every bptt steps
+ * counted from the sequence's end (docs/MODEL.md, "Fit"). */
+static double ref_sequence_loss(const double *theta, int H, const TrainSeq *s, bool hybrid, int bptt, double *grad)
+{
+    const int I = FEATURE_DIM, K = I + H, G = 4 * H, U = H + HEAD_EXTRA, n = s->n;
+    const double *W = theta, *b = W + (size_t)G * K, *hw = b + G, *hb = hw + 3 * U;
+    double *act = calloc((size_t)n * G, sizeof(double)), *cc = calloc((size_t)n * H, sizeof(double));
+    double *hh = calloc((size_t)n * H, sizeof(double)), *dh = calloc((size_t)n * H, sizeof(double));
+    double *dhn = calloc((size_t)H, sizeof(double)), *dcn = calloc((size_t)H, sizeof(double));
+    double *xh = calloc((size_t)K, sizeof(double)), *dz = calloc((size_t)G, sizeof(double));
+    for (int t = 0; t < n; t++) {
+        for (int k = 0; k < K; k++)
+            xh[k] = k < I ? s->x[(size_t)t * I + k] : t > 0 ? hh[(size_t)(t - 1) * H + k - I] : 0.0;
+        double *a = act + (size_t)t * G;
+        for (int g = 0; g < G; g++) {
+            double z = b[g];
+            for (int k = 0; k < K; k++)
+                z += W[(size_t)g * K + k] * xh[k];
+            a[g] = g >= 2 * H && g < 3 * H ? tanh(z) : 1.0 / (1.0 + exp(-z));
+        }
+        for (int j = 0; j < H; j++) {
+            double cp = t > 0 ? cc[(size_t)(t - 1) * H + j] : 0.0;
+            cc[(size_t)t * H + j] = a[H + j] * cp + a[j] * a[2 * H + j];
+            hh[(size_t)t * H + j] = a[3 * H + j] * tanh(cc[(size_t)t * H + j]);
+        }
+    }
+    double loss = 0, *ghw = grad + (size_t)G * K + G, *ghb = ghw + 3 * U;
+    for (int k = 0; k < s->ncuts; k++) {
+        const TrainCut *ct = &s->cuts[k];
+        double z[HEAD_OUT], d[HEAD_OUT], u[64];
+        head_forward(z, u, hw, hb, H, hh + (size_t)ct->t * H, ct->e, ct->a0, ct->a1, hybrid);
+        loss += trainer_ziln_loss(z, 0.0, 0.0, ct->y, d);
+        for (int q = 0; q < HEAD_OUT; q++) {
+            ghb[q] += d[q];
+            for (int j = 0; j < U; j++)
+                ghw[q * U + j] += d[q] * u[j];
+            for (int j = 0; j < H; j++)
+                dh[(size_t)ct->t * H + j] += d[q] * hw[q * U + j];
+        }
+    }
+    for (int t = n - 1; t >= 0; t--) {
+        if (bptt > 0 && t < n - 1 && (n - 1 - t) % bptt == 0)
+            for (int j = 0; j < H; j++)
+                dhn[j] = dcn[j] = 0.0;
+        const double *a = act + (size_t)t * G;
+        for (int j = 0; j < H; j++) {
+            double c = cc[(size_t)t * H + j], tc = tanh(c), cp = t > 0 ? cc[(size_t)(t - 1) * H + j] : 0.0;
+            double dhj = dh[(size_t)t * H + j] + dhn[j], dcj = dcn[j] + dhj * a[3 * H + j] * (1 - tc * tc);
+            dz[j] = dcj * a[2 * H + j] * a[j] * (1 - a[j]);
+            dz[H + j] = dcj * cp * a[H + j] * (1 - a[H + j]);
+            dz[2 * H + j] = dcj * a[j] * (1 - a[2 * H + j] * a[2 * H + j]);
+            dz[3 * H + j] = dhj * tc * a[3 * H + j] * (1 - a[3 * H + j]);
+            dcn[j] = dcj * a[H + j];
+        }
+        for (int k = 0; k < K; k++)
+            xh[k] = k < I ? s->x[(size_t)t * I + k] : t > 0 ? hh[(size_t)(t - 1) * H + k - I] : 0.0;
+        for (int g = 0; g < G; g++) {
+            grad[(size_t)G * K + g] += dz[g];
+            for (int k = 0; k < K; k++)
+                grad[(size_t)g * K + k] += dz[g] * xh[k];
+        }
+        for (int j = 0; j < H; j++) {
+            dhn[j] = 0;
+            for (int g = 0; g < G; g++)
+                dhn[j] += W[(size_t)g * K + I + j] * dz[g];
+        }
+    }
+    free(act), free(cc), free(hh), free(dh), free(dhn), free(dcn), free(xh), free(dz);
+    return loss;
+}
+
+/* A batch of sequences of different lengths gives the loss and gradient
+ * of the plain reference above, summed over the sequences, and each
+ * sequence's own loss in per_seq, for both heads, with and without
+ * truncation. The batch has long sequences (longer than a BPTT chunk, with
+ * steps after their last cut, chunks without a cut and two cuts at one
+ * step), enough steps up to the last cuts for three groups of BATCH_ROWS
+ * (trainer_batch.c), more short sequences than GROUP_SEQS, and one with
+ * no cut. */
+static void test_batch_equals_sequences(void)
+{
+    enum { NLONG = 19, NSHORT = 1100, NB = NLONG + NSHORT + 1 };
+    const int H = 4;
+    const int lens[NLONG] = {1, 3, 700, 7, 2, 1000, 33, 5, 1000, 900, 64, 1, 980, 17, 1000, 1024, 1000, 999, 1000};
+    size_t P = trainer_param_count(H);
+    double *theta = malloc(P * sizeof(double)), *g1 = calloc(P, sizeof(double)), *gb = calloc(P, sizeof(double));
+    TrainSeq *seq = calloc(NB, sizeof *seq);
+    const TrainSeq **ptr = calloc(NB, sizeof *ptr);
+    double *one = calloc(NB, sizeof(double)), *per = calloc(NB, sizeof(double));
+    int steps = 0; /* up to each sequence's last cut: what the groups hold */
+    for (size_t i = 0; i < P; i++)
+        theta[i] = urand() * 0.3;
+    for (int s = 0; s < NB; s++) {
+        int n = s < NLONG ? lens[s] : s < NLONG + NSHORT ? 1 + s % 6 : 9;
+        seq[s].n = n;
+        seq[s].x = malloc((size_t)n * FEATURE_DIM * sizeof(double));
+        for (int i = 0; i < n * FEATURE_DIM; i++)
+            seq[s].x[i] = urand();
+        seq[s].ncuts = s == NB - 1 ? 0 : s >= NLONG ? (n < 2 ? n : 2) : n < 4 ? n : 4;
+        seq[s].cuts = calloc((size_t)(seq[s].ncuts ? seq[s].ncuts : 1), sizeof(TrainCut));
+        for (int k = 0; k < seq[s].ncuts; k++) {
+            TrainCut *ct = &seq[s].cuts[k];
+            /* long ones: cuts at 1/5, 2/5, 2/5 again and 4/5 of the way */
+            ct->t = n < 4 || s >= NLONG ? k : (k + 1 - (k == 2)) * (n - 1) / 5;
+            ct->y = k % 2 ? 10.0 * (1.0 + urand()) : 0.0;
+            ct->a0 = urand();
+            ct->a1 = urand();
+            for (int j = 0; j < HEAD_EXTRA; j++)
+                ct->e[j] = urand();
+        }
+        if (seq[s].ncuts)
+            steps += seq[s].cuts[seq[s].ncuts - 1].t + 1;
+        ptr[s] = &seq[s];
+    }
+    ASSERT(steps > 2 * 4096 && NSHORT > 1024);
+    TrainScratch sc = {0};
+    for (int variant = 0; variant < 4; variant++) {
+        bool hybrid = variant % 2 == 0;
+        int bptt = variant < 2 ? 0 : 32;
+        memset(g1, 0, P * sizeof(double));
+        memset(gb, 0, P * sizeof(double));
+        double sum = 0, lb;
+        for (int s = 0; s < NB; s++) {
+            one[s] = ref_sequence_loss(theta, H, &seq[s], hybrid, bptt, g1);
+            sum += one[s];
+        }
+        ASSERT(trainer_batch_loss(theta, H, ptr, NB, hybrid, bptt, gb, per, &lb, &sc) == 0);
+        ASSERT_NEAR(lb, sum, 1e-9 * fabs(sum));
+        for (int s = 0; s < NB; s++)
+            ASSERT_NEAR(per[s], one[s], 1e-12 * fmax(fabs(one[s]), 1.0));
+        ASSERT(per[NB - 1] == 0.0);
+        double worst = 0;
+        for (size_t i = 0; i < P; i++) {
+            double rel = fabs(gb[i] - g1[i]) / fmax(fabs(g1[i]), 1e-9);
+            worst = fmax(worst, rel);
+            ASSERT(fabs(gb[i] - g1[i]) <= 1e-9 * fmax(fabs(g1[i]), 1e-3));
+        }
+        printf("batch of %d sequences (%d steps to their last cuts), %s head, bptt %d: loss %.6f, gradient worst "
+               "relative difference %.1e\n", NB, steps, hybrid ? "hybrid" : "LSTM-only", bptt, lb, worst);
+    }
+    /* truncation must change the gradient of the recurrent weights */
+    double *gt = calloc(P, sizeof(double)), l0, l32;
+    memset(gb, 0, P * sizeof(double));
+    ASSERT(trainer_batch_loss(theta, H, ptr, NB, true, 0, gb, NULL, &l0, &sc) == 0);
+    ASSERT(trainer_batch_loss(theta, H, ptr, NB, true, 32, gt, NULL, &l32, &sc) == 0);
+    ASSERT(l0 == l32); /* the loss does not depend on truncation */
+    ASSERT(fabs(gt[FEATURE_DIM] - gb[FEATURE_DIM]) > 1e-12); /* W[0][I]: input gate on h[0] */
+    trainer_scratch_free(&sc);
+    for (int s = 0; s < NB; s++) {
+        free(seq[s].x);
+        free(seq[s].cuts);
+    }
+    free(seq), free(ptr), free(one), free(per), free(gt), free(theta), free(g1), free(gb);
+}
+
 int main(void)
 {
     test_ziln_gradient();
     test_lstm_bptt_gradient();
     test_head_input_gradient();
+    test_batch_equals_sequences();
     TEST_DONE("test_trainer");
 }
