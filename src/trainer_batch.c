@@ -359,13 +359,11 @@ static int next_group(Group *grp, const double *theta, int H, const TrainSeq *co
     return 1;
 }
 
-int trainer_batch_loss(const double *theta, int H, const TrainSeq *const *seqs, int nseqs, bool hybrid, int bptt,
-                       double *grad, double *per_seq, double *loss, TrainScratch *sc)
+/* Runs the forward of every group of seqs (longest first) and hands each
+ * to fn. 0 or -ENOMEM. */
+static int each_group(const double *theta, int H, const TrainSeq *const *seqs, int nseqs, TrainScratch *sc,
+                      void (*fn)(Group *grp, void *arg), void *arg)
 {
-    *loss = 0.0;
-    if (per_seq)
-        for (int i = 0; i < nseqs; i++)
-            per_seq[i] = 0.0;
     if (nseqs <= 0)
         return 0;
     const int *idx = longest_first(seqs, nseqs, sc);
@@ -374,37 +372,59 @@ int trainer_batch_loss(const double *theta, int H, const TrainSeq *const *seqs, 
     for (int g = 0; g < nseqs;) {
         Group grp;
         int rc = next_group(&grp, theta, H, seqs, idx, nseqs, &g, sc);
-        if (rc < 0)
-            return rc;
-        if (rc == 0)
-            break;
-        *loss += group_loss(&grp, theta, H, hybrid, bptt, grad, per_seq);
+        if (rc <= 0)
+            return rc; /* 0: no steps left */
+        fn(&grp, arg);
     }
     return 0;
+}
+
+typedef struct LossArgs {
+    const double *theta;
+    int H, bptt;
+    bool hybrid;
+    double *grad, *per_seq, loss;
+} LossArgs;
+
+static void group_loss_fn(Group *grp, void *arg)
+{
+    LossArgs *a = arg;
+    a->loss += group_loss(grp, a->theta, a->H, a->hybrid, a->bptt, a->grad, a->per_seq);
+}
+
+int trainer_batch_loss(const double *theta, int H, const TrainSeq *const *seqs, int nseqs, bool hybrid, int bptt,
+                       double *grad, double *per_seq, double *loss, TrainScratch *sc)
+{
+    if (per_seq)
+        for (int i = 0; i < nseqs; i++)
+            per_seq[i] = 0.0;
+    LossArgs a = {.theta = theta, .H = H, .bptt = bptt, .hybrid = hybrid, .grad = grad, .per_seq = per_seq};
+    int rc = each_group(theta, H, seqs, nseqs, sc, group_loss_fn, &a);
+    *loss = a.loss;
+    return rc;
+}
+
+typedef struct StateArgs {
+    int H;
+    TrainStateFn fn;
+    void *arg;
+} StateArgs;
+
+static void group_states_fn(Group *grp, void *arg)
+{
+    StateArgs *a = arg;
+    for (int i = 0; i < grp->m; i++) {
+        const TrainSeq *s = grp->seqs[grp->idx[i]];
+        for (int k = 0; k < s->ncuts; k++)
+            a->fn(a->arg, grp->idx[i], k, grp->HH + (grp->off[s->cuts[k].t] + (size_t)i) * a->H);
+    }
 }
 
 int trainer_batch_states(const double *theta, int H, const TrainSeq *const *seqs, int nseqs, TrainStateFn fn,
                          void *arg, TrainScratch *sc)
 {
-    if (nseqs <= 0)
-        return 0;
-    const int *idx = longest_first(seqs, nseqs, sc);
-    if (!idx)
-        return -ENOMEM;
-    for (int g = 0; g < nseqs;) {
-        Group grp;
-        int rc = next_group(&grp, theta, H, seqs, idx, nseqs, &g, sc);
-        if (rc < 0)
-            return rc;
-        if (rc == 0)
-            break;
-        for (int i = 0; i < grp.m; i++) {
-            const TrainSeq *s = seqs[grp.idx[i]];
-            for (int k = 0; k < s->ncuts; k++)
-                fn(arg, grp.idx[i], k, grp.HH + (grp.off[s->cuts[k].t] + (size_t)i) * H);
-        }
-    }
-    return 0;
+    StateArgs a = {.H = H, .fn = fn, .arg = arg};
+    return each_group(theta, H, seqs, nseqs, sc, group_states_fn, &a);
 }
 
 double trainer_sequence_loss(const double *theta, int H, const double *x, int n, const TrainCut *cuts, int ncuts,
