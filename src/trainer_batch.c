@@ -44,22 +44,30 @@
 
 void trainer_scratch_free(TrainScratch *sc)
 {
-    free(sc->buf);
+    if (sc->buf)
+        util_table_free(sc->buf, sc->cap * sizeof(double));
     free(sc->keys);
     memset(sc, 0, sizeof *sc);
 }
 
-/* At least n doubles in sc->buf. */
+/* At least n doubles in sc->buf, in steps of 2 MiB. The buffer is a
+ * mapping of its own (util_table_alloc; a heap block under ASan), so that
+ * freeing it gives the memory back: from the heap, the scratches of the
+ * two heads and of the predictions after them stayed resident side by
+ * side (peak RSS of a retrain +30 MiB at 25,000 shoppers). */
 static int scratch_reserve(TrainScratch *sc, size_t n)
 {
     if (n <= sc->cap)
         return 0;
-    double *b = malloc(n * sizeof(double));
+    const size_t step = (size_t)2 << 20;
+    size_t bytes = (n * sizeof(double) + step - 1) / step * step;
+    double *b = util_table_alloc(bytes);
     if (!b)
         return -ENOMEM;
-    free(sc->buf);
+    if (sc->buf)
+        util_table_free(sc->buf, sc->cap * sizeof(double));
     sc->buf = b;
-    sc->cap = n;
+    sc->cap = bytes / sizeof(double);
     return 0;
 }
 
