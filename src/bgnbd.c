@@ -196,15 +196,49 @@ typedef struct FitData {
     size_t n;
 } FitData;
 
+/* The fits' objectives evaluate each customer's log-likelihood at every
+ * Nelder-Mead step. Its lgamma terms depend on the customer only through
+ * x, a count of repeat purchase days, so they are computed once per step
+ * for each count under X_CACHE that occurs (about a hundred distinct
+ * counts against tens of thousands of customers) instead of once per
+ * customer. Each cached value is the same expression, summed in the same
+ * order, as bgnbd_loglik's and gg_loglik's, so the objective is the same
+ * to the bit (a refit of 25,000 customers took 4.0 s, mostly lgamma). */
+#define X_CACHE 512
+
+/* x as a cache index, or -1 when it is not a small whole count. */
+static int x_slot(double x)
+{
+    return x >= 0 && x < X_CACHE && x == (double)(int)x ? (int)x : -1;
+}
+
 static double bgnbd_objective(const double *th, const void *ctx)
 {
     const FitData *d = ctx;
     if (!in_bounds(th, 4))
         return 1e300;
     BgnbdParams p = {exp(th[0]), exp(th[1]), exp(th[2]), exp(th[3])};
+    const double r = p.r, al = p.alpha, a = p.a, b = p.b;
+    double l12[X_CACHE], c4[X_CACHE]; /* l1 + l2, log(a) - log(b + x - 1), of bgnbd_loglik */
+    bool have[X_CACHE] = {false};
     double ll = 0.0;
-    for (size_t i = 0; i < d->n; i++)
-        ll += bgnbd_loglik(&p, d->s[i].x, d->s[i].t_x, d->s[i].T);
+    for (size_t i = 0; i < d->n; i++) {
+        const double x = d->s[i].x, t_x = d->s[i].t_x, T = d->s[i].T;
+        int k = x_slot(x);
+        if (k < 0) {
+            ll += bgnbd_loglik(&p, x, t_x, T);
+            continue;
+        }
+        if (!have[k]) {
+            double l1 = lgamma(r + x) - lgamma(r) + r * log(al);
+            double l2 = lgamma(a + b) + lgamma(b + x) - lgamma(b) - lgamma(a + b + x);
+            l12[k] = l1 + l2;
+            c4[k] = x > 0 ? log(a) - log(b + x - 1) : 0.0;
+            have[k] = true;
+        }
+        double l3 = -(r + x) * log(al + T);
+        ll += x <= 0 ? l12[k] + l3 : l12[k] + logaddexp(l3, c4[k] - (r + x) * log(al + t_x));
+    }
     return isfinite(ll) ? -ll / (double)d->n : 1e300;
 }
 
@@ -214,13 +248,26 @@ static double gg_objective(const double *th, const void *ctx)
     if (!in_bounds(th, 3))
         return 1e300;
     GammaGammaParams p = {exp(th[0]), exp(th[1]), exp(th[2])};
+    double head[X_CACHE]; /* gg_loglik's terms up to px log x */
+    bool have[X_CACHE] = {false};
     double ll = 0.0;
     size_t used = 0;
     for (size_t i = 0; i < d->n; i++) {
-        if (d->s[i].x > 0 && d->s[i].m > 0) {
-            ll += gg_loglik(&p, d->s[i].x, d->s[i].m);
-            used++;
+        const double x = d->s[i].x, m = d->s[i].m;
+        if (!(x > 0 && m > 0))
+            continue;
+        used++;
+        int k = x_slot(x);
+        if (k < 0) {
+            ll += gg_loglik(&p, x, m);
+            continue;
         }
+        double px = p.p * x;
+        if (!have[k]) {
+            head[k] = lgamma(px + p.q) - lgamma(px) - lgamma(p.q) + p.q * log(p.v) + px * log(x);
+            have[k] = true;
+        }
+        ll += head[k] + (px - 1) * log(m) - (px + p.q) * log(p.v + x * m);
     }
     return isfinite(ll) && used ? -ll / (double)used : 1e300;
 }
