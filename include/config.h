@@ -63,8 +63,8 @@ typedef struct LtvdConfig {
     int64_t train_history_events;       /* training history on disk, per shopper (history.h); 0: off, the ring */
     int64_t train_history_days;         /* events older than this leave the history */
     int64_t train_history_max_mb;       /* the history file's cap; compaction drops the oldest days past it */
-    int64_t train_level;                /* 0 auto (checked on held-out cuts), 1 fallback (its total, always; default) */
-    int64_t train_head;                 /* 0 auto (validation loss, one-SE rule), 1 hybrid, 2 lstm_only */
+    int64_t train_level;                /* 0 auto (network when seasonal and from the history; default), 1 fallback, 2 network */
+    int64_t train_head;                 /* 0 auto (validation loss, one-SE rule), 1 hybrid (default), 2 lstm_only */
 
     int64_t fallback_refit_s;      /* timer that checks whether the fallback needs a refit */
     double fallback_refit_growth;  /* refit when logged purchases grew by this fraction */

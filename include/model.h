@@ -25,8 +25,9 @@
 #include "ziln.h"
 
 #define MODEL_FILE_NAME "model.bin"
-#define MODEL_FORMAT_VERSION 5u
+#define MODEL_FORMAT_VERSION 6u
 #define MODEL_V4_HEAD_EXTRA 6 /* head inputs of formats 3 and 4 */
+#define MODEL_V5_HEAD_EXTRA 9 /* of format 5: no time of year at as_of (e[7], e[8] now) */
 
 typedef enum { MODEL_FALLBACK = 0, MODEL_TRAINED = 1 } ModelStatus;
 
@@ -43,15 +44,22 @@ typedef struct LstmWeights {
     double *head_b;   /* (3,) */
 } LstmWeights;
 
+/* How a network's level was chosen (docs/MODEL.md, "Training", step 6):
+ * the fallback's total at now, or the network's own (no shift). */
+enum { LEVEL_RULE_FALLBACK = 0, LEVEL_RULE_NETWORK = 1 };
+
+/* "fallback" or "network". */
+const char *model_level_rule_name(int rule);
+
 typedef struct TrainFigures {
     uint64_t examples, users, epochs;
     double val_loss, val_gini, seconds;
     /* of the last run, in memory only: */
     uint64_t events, history_events; /* in the training set; from the training history on disk */
     double val_loss_other, val_loss_fallback, val_loss_serving, val_gini_fallback;
-    double level_shift, val_total_error_fallback, val_total_error_held_out;
-    int level_rule; /* LEVEL_RULE_* (trainer.h) */
-    bool hybrid, swapped;
+    double level_shift, val_total_error_fallback, val_total_error_held_out, val_total_error_network;
+    int level_rule; /* LEVEL_RULE_* */
+    bool hybrid, swapped, seasonal;
 } TrainFigures;
 
 typedef struct FallbackFit {
@@ -113,7 +121,8 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, const 
  * Save writes to a temp file, fsyncs and renames. Load verifies everything
  * and fails with -EINVAL and a message on any mismatch. A file of formats 3
  * or 4 loads without its network (status fallback) and with err saying so
- * (err[0] is 0 when there is nothing to say). */
+ * (err[0] is 0 when there is nothing to say); one of format 5 loads with
+ * zero weights on the two head inputs it lacked, so it predicts as it did. */
 int model_save(const Model *m, const char *path);
 int model_load(Model **out, const char *path, int expect_hidden, char *err, size_t errlen);
 

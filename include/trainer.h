@@ -39,18 +39,15 @@ typedef struct TrainConfig {
     int bptt;              /* gradient flows back at most this many steps */
     int val_percent;
     int head;              /* 0: train both, keep the better; 1: hybrid only; 2: LSTM-only only */
-    int level;             /* 0: auto (choose_level), 1: always the fallback's total */
+    int level;             /* 0: auto (trainer_choose_level), 1: the fallback's total, 2: the network's own */
     const atomic_bool *cancel; /* NULL, or set from another thread to stop at the next batch (-ECANCELED) */
 } TrainConfig;
 
-/* How the level was chosen: the fallback's total at now (its total on the
- * latest matured held-out cuts was within 10%), or the network calibrated on
- * those cuts. */
-enum { LEVEL_RULE_FALLBACK = 0, LEVEL_RULE_HELD_OUT = 1 };
 
 typedef struct TrainResult {
     LstmWeights *net;      /* the better variant, float, refs = 1 (caller releases) */
     bool hybrid;
+    bool seasonal;         /* the head uses the time of year at as_of (the matured cuts span a year) */
     double val_loss;       /* of net */
     double val_loss_other; /* of the other variant */
     double val_loss_fallback;
@@ -60,7 +57,8 @@ typedef struct TrainResult {
     double level_shift;    /* added to μ (docs/MODEL.md, "Training", step 6) */
     int level_rule;        /* LEVEL_RULE_*: how level_shift was chosen */
     double val_total_error_fallback;  /* the fallback's total error on the validation cuts */
-    double val_total_error_held_out;  /* the network calibrated one horizon earlier, there */
+    double val_total_error_held_out;  /* the network calibrated one horizon earlier, there (a diagnostic) */
+    double val_total_error_network;   /* the network's own (no shift), there */
     uint64_t examples, val_examples, users;
     int epochs;
     int epochs_other;      /* of the other variant (0 if only one was trained) */

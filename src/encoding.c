@@ -8,6 +8,12 @@
 
 static const double two_pi = 6.283185307179586;
 
+/* Where ts falls in the (mean Gregorian) year, in [0, 1). */
+static double year_phase(int64_t ts)
+{
+    return fmod((double)ts / 86400.0, 365.2425) / 365.2425;
+}
+
 void encode_event(float *x, const Event *ev, const EncodeContext *ctx)
 {
     memset(x, 0, sizeof(float) * FEATURE_DIM);
@@ -23,9 +29,8 @@ void encode_event(float *x, const Event *ev, const EncodeContext *ctx)
     double dow = fmod(days + 3.0, 7.0) / 7.0;             /* 1970-01-01 was a Thursday */
     x[9] = (float)sin(two_pi * dow);                      /* 9,10: day of week */
     x[10] = (float)cos(two_pi * dow);
-    double doy = fmod(days, 365.2425) / 365.2425;
-    x[11] = (float)sin(two_pi * doy);                     /* 11,12: time of year */
-    x[12] = (float)cos(two_pi * doy);
+    x[11] = (float)sin(two_pi * year_phase(ev->ts));      /* 11,12: time of year */
+    x[12] = (float)cos(two_pi * year_phase(ev->ts));
     x[13] = (float)log1p((double)ctx->events_before);     /* 13: log events so far */
     x[14] = (float)log1p((double)ctx->purchases_before);  /* 14: log purchases so far */
     double age_days = first ? 0.0 : fmax(0.0, (double)(ev->ts - ctx->first_ts) / 86400.0);
@@ -100,6 +105,8 @@ void encode_head_extra(float *e, const ShopperAgg *agg, const RecentSummary *rs,
     e[4] = (float)log1p(days_since(browse, as_of, age));   /* since the last view or click */
     e[5] = (float)log1p(days_since(cart, as_of, age));     /* since the last add-to-cart */
     e[6] = (float)log1p(days_since(purchase, as_of, age)); /* since the last purchase */
-    e[7] = (float)bg_log_ltv;       /* fallback's expectation: anchors the level */
-    e[8] = (float)bg_p_alive;
+    e[7] = (float)sin(two_pi * year_phase(as_of)); /* the season of the horizon ahead */
+    e[8] = (float)cos(two_pi * year_phase(as_of));
+    e[9] = (float)bg_log_ltv;       /* fallback's expectation: anchors the level */
+    e[10] = (float)bg_p_alive;
 }

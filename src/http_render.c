@@ -303,19 +303,21 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
     textbuf_printf(b,
                   ",\"network\":%s,\"last_training\":{\"examples\":%llu,\"users\":%llu,\"events\":%llu,"
                   "\"history_events\":%llu,\"epochs\":%llu,"
-                  "\"head\":\"%s\",\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
+                  "\"head\":\"%s\",\"seasonal\":%s,\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
                   "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,"
                   "\"swapped\":%s,\"level\":{\"rule\":\"%s\",\"shift\":%.6g,\"val_total_error_fallback\":%.6g,"
-                  "\"val_total_error_held_out\":%.6g}},\"runs\":[",
+                  "\"val_total_error_held_out\":%.6g,\"val_total_error_network\":%.6g}},\"runs\":[",
                   mi->network_enabled ? "true" : "false", (unsigned long long)lt->examples,
                   (unsigned long long)lt->users, (unsigned long long)lt->events,
                   (unsigned long long)lt->history_events, (unsigned long long)lt->epochs,
-                  lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none", finite_or_zero(lt->val_loss),
+                  lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none", lt->seasonal ? "true" : "false",
+                  finite_or_zero(lt->val_loss),
                   finite_or_zero(lt->val_loss_other), finite_or_zero(lt->val_loss_fallback),
                   finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini),
                   finite_or_zero(lt->val_gini_fallback), lt->seconds, lt->swapped ? "true" : "false",
-                  lt->level_rule == 1 ? "held_out" : "fallback", finite_or_zero(lt->level_shift),
-                  finite_or_zero(lt->val_total_error_fallback), finite_or_zero(lt->val_total_error_held_out));
+                  model_level_rule_name(lt->level_rule), finite_or_zero(lt->level_shift),
+                  finite_or_zero(lt->val_total_error_fallback), finite_or_zero(lt->val_total_error_held_out),
+                  finite_or_zero(lt->val_total_error_network));
     for (unsigned k = 0; k < mi->nruns; k++) {
         const TrainRun *run = &mi->runs[k];
         char at[TIME_RFC3339_LEN];

@@ -581,18 +581,20 @@ static int train_network(Service *s, char *err, size_t errlen)
         .level_shift = tr.level_shift,
         .val_total_error_fallback = tr.val_total_error_fallback,
         .val_total_error_held_out = tr.val_total_error_held_out,
+        .val_total_error_network = tr.val_total_error_network,
         .level_rule = tr.level_rule,
         .hybrid = tr.hybrid,
+        .seasonal = tr.seasonal,
         .swapped = tr.val_loss < tr.val_loss_serving,
     };
-    log_msg(LOG_INFO, "network trained", "hybrid=%s val_loss=%.5f other_variant=%.5f fallback=%.5f serving=%.5f "
+    log_msg(LOG_INFO, "network trained", "hybrid=%s seasonal=%s val_loss=%.5f other_variant=%.5f fallback=%.5f serving=%.5f "
             "val_gini=%.4f val_gini_fallback=%.4f level_shift=%.4f level_rule=%s val_total_error_fallback=%.4f "
-            "val_total_error_held_out=%.4f examples=%llu users=%llu events=%llu history_events=%llu epochs=%d "
+            "val_total_error_held_out=%.4f val_total_error_network=%.4f examples=%llu users=%llu events=%llu history_events=%llu epochs=%d "
             "epochs_other=%d seconds=%.2f swap=%s",
-            tr.hybrid ? "true" : "false", tr.val_loss, tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving,
+            tr.hybrid ? "true" : "false", tr.seasonal ? "true" : "false", tr.val_loss, tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving,
             tr.val_gini, tr.val_gini_fallback, tr.level_shift,
-            tr.level_rule == LEVEL_RULE_HELD_OUT ? "held_out" : "fallback", tr.val_total_error_fallback,
-            tr.val_total_error_held_out,
+            model_level_rule_name(tr.level_rule), tr.val_total_error_fallback, tr.val_total_error_held_out,
+            tr.val_total_error_network,
             (unsigned long long)tr.examples, (unsigned long long)tr.users, (unsigned long long)set_events,
             (unsigned long long)set_history, tr.epochs, tr.epochs_other, tr.seconds,
             f.swapped ? "true" : "false");

@@ -222,6 +222,11 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, const 
     out->p90 = sum.p90;
 }
 
+const char *model_level_rule_name(int rule)
+{
+    return rule == LEVEL_RULE_NETWORK ? "network" : "fallback";
+}
+
 /* ---- file format -------------------------------------------------------
  * All integers little-endian as stored by this (x86-64/arm64) build:
  *   char magic[8] "LTVDMODL"; u32 format; u32 input; u32 hidden; u32 extra;
@@ -236,7 +241,9 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, const 
  * Format 3 (an AdjTable without tenure buckets) is read with its table dropped;
  * formats 3 and 4 have no cold-start fit (it is COLD_CAPPED until the next refit),
  * and 6 head inputs (extra = 6): their network is skipped and the model loads
- * with status fallback (model_load's err says so).
+ * with status fallback (model_load's err says so). Format 5 has 9 head inputs
+ * (no time of year at as_of): its head_w rows are [h, e0..e6, e9, e10] and
+ * load with zero weights on e7, e8, which leaves its predictions as they were.
  *   u32 crc32 of every byte before it. */
 
 /* The file's bytes: built in memory, then written at once (save); read
@@ -281,6 +288,21 @@ static void get_f32(FileBuf *f, double *v, size_t n)
         float x;
         get(f, &x, sizeof x);
         v[i] = x;
+    }
+}
+
+/* A format-5 head_w (3, H+9) into this build's (3, H+11): the time of year
+ * at as_of (e7, e8) was not an input, so its weights are 0, and the
+ * fallback's two inputs move from e7, e8 to e9, e10. */
+_Static_assert(MODEL_V5_HEAD_EXTRA + 2 == HEAD_EXTRA && HEAD_EXTRA - HEAD_EXTRA_SHOPPER == 2, "format 5 head layout");
+static void get_v5_head(FileBuf *f, double *head_w, int H)
+{
+    const size_t U = (size_t)H + HEAD_EXTRA, shopper = (size_t)H + HEAD_EXTRA_SHOPPER - 2;
+    for (int r = 0; r < HEAD_OUT; r++) {
+        double *row = head_w + (size_t)r * U;
+        get_f32(f, row, shopper);
+        row[shopper] = row[shopper + 1] = 0.0;
+        get_f32(f, row + shopper + 2, HEAD_EXTRA - HEAD_EXTRA_SHOPPER);
     }
 }
 
@@ -470,7 +492,7 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
         snprintf(err, errlen, "%s: not an ltvd model file", path);
         goto fail;
     }
-    if (u32[0] != MODEL_FORMAT_VERSION && u32[0] != 3u && u32[0] != 4u) {
+    if (u32[0] < 3u || u32[0] > MODEL_FORMAT_VERSION) {
         snprintf(err, errlen, "%s: format version %u, this build reads 3 to %u", path, u32[0], MODEL_FORMAT_VERSION);
         goto fail;
     }
@@ -484,7 +506,8 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
      * this build's head; their fallback loads, and the network is dropped
      * (the fallback serves until the next retrain) */
     const bool old_head = u32[0] < 5u && u32[3] == MODEL_V4_HEAD_EXTRA;
-    if (u32[1] != FEATURE_DIM || (u32[3] != HEAD_EXTRA && !old_head)) {
+    const bool v5_head = u32[0] == 5u && u32[3] == MODEL_V5_HEAD_EXTRA;
+    if (u32[1] != FEATURE_DIM || (u32[3] != HEAD_EXTRA && !old_head && !v5_head)) {
         snprintf(err, errlen, "%s: shapes input=%u hidden=%u extra=%u do not match this config (%d, %d, %d)", path,
                  u32[1], u32[2], u32[3], FEATURE_DIM, expect_hidden, HEAD_EXTRA);
         goto fail;
@@ -535,7 +558,10 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     } else {
         get(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
         get(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
-        get_f32(&fb, w->head_w, head_w_len(&w->cfg));
+        if (v5_head)
+            get_v5_head(&fb, w->head_w, w->cfg.hidden);
+        else
+            get_f32(&fb, w->head_w, head_w_len(&w->cfg));
         get_f32(&fb, w->head_b, HEAD_OUT);
     }
     uint32_t has_adj = 0;

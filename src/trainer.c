@@ -28,6 +28,7 @@
  * validation loss, and the global gradient-norm clip. */
 #define PATIENCE 4
 #define CLIP_NORM 5.0
+#define SEASON_SPAN_DAYS 365 /* matured cuts spanning at least this: the head learns the time of year */
 
 size_t trainer_param_count(int H)
 {
@@ -160,7 +161,19 @@ typedef struct VariantResult {
     int epochs;
 } VariantResult;
 
-static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, VariantResult *res)
+/* Zeroes the head's weights (or their gradient) on the time of year at
+ * as_of, for a network trained without it (trainer_run: seasonal). */
+static void zero_season(double *theta, int H)
+{
+    const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
+    double *hw = theta + G * K + G;
+    for (size_t r = 0; r < 3; r++)
+        hw[r * U + (size_t)H + HEAD_EXTRA_SEASON] = hw[r * U + (size_t)H + HEAD_EXTRA_SEASON + 1] = 0.0;
+}
+
+/* Fits one head variant from its seeded start with Adam and early stopping.
+ * seasonal false: the weights on the time of year at as_of stay 0. */
+static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, bool seasonal, VariantResult *res)
 {
     const int H = cfg->hidden;
     const size_t P = trainer_param_count(H);
@@ -183,6 +196,8 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
     double *hw = theta + G * K + G, *hb = hw + 3 * U;
     for (size_t i = 0; i < 3 * U; i++)
         hw[i] *= 0.1;
+    if (!seasonal)
+        zero_season(theta, H);
     double pos = 0, cnt = 0, ly = 0, ly2 = 0;
     for (size_t i = 0; i < nseq; i++)
         for (int c = 0; c < d->seqs[i].ncuts; c++) {
@@ -242,6 +257,8 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
             double loss;
             if (trainer_batch_loss(theta, H, batch, taken, hybrid, cfg->bptt, grad, NULL, &loss, &sc))
                 goto out;
+            if (!seasonal)
+                zero_season(grad, H); /* Adam then leaves those weights at 0 */
             double norm = 0;
             for (size_t p = 0; p < P; p++) {
                 grad[p] /= (double)ncut;
@@ -369,10 +386,21 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
         dataset_free(&d);
         return -ENODATA;
     }
+    /* The time of year at as_of is learned only from cuts that span a
+     * year: with less, serving asks about seasons no label has shown (CDNOW's
+     * matured cuts cover half a year; a network given the season there
+     * extrapolated it and lost calibration by decile). */
+    int64_t c_lo = INT64_MAX, c_hi = INT64_MIN;
+    for (size_t i = 0; i < d.nseq; i++)
+        for (int c = 0; c < d.seqs[i].ncuts; c++) {
+            c_lo = d.seqs[i].cuts[c].c < c_lo ? d.seqs[i].cuts[c].c : c_lo;
+            c_hi = d.seqs[i].cuts[c].c > c_hi ? d.seqs[i].cuts[c].c : c_hi;
+        }
+    const bool seasonal = c_hi - c_lo >= (int64_t)SEASON_SPAN_DAYS * 86400;
     VariantResult hy = {.val = INFINITY}, lo = {.val = INFINITY};
-    rc = cfg->head == 2 ? 0 : train_variant(&d, cfg, true, &hy);
+    rc = cfg->head == 2 ? 0 : train_variant(&d, cfg, true, seasonal, &hy);
     if (!rc && cfg->head != 1)
-        rc = train_variant(&d, cfg, false, &lo);
+        rc = train_variant(&d, cfg, false, seasonal, &lo);
     if (rc) {
         snprintf(err, errlen, rc == -ECANCELED ? "training stopped: ltvd is shutting down" : "out of memory while training");
         free(hy.theta);
@@ -414,8 +442,8 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     }
     net_from_theta(net, win->theta);
     net->hybrid = hybrid;
-    net->level_shift = trainer_choose_level(set, cfg, fit, win->theta, hybrid, &d, &out->level_rule,
-                                    &out->val_total_error_fallback, &out->val_total_error_held_out);
+    out->seasonal = seasonal;
+    net->level_shift = trainer_choose_level(set, cfg, fit, win->theta, hybrid, &d, out);
     out->level_shift = net->level_shift;
     out->net = net;
     out->hybrid = hybrid;

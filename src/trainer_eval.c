@@ -207,43 +207,37 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred)
         }
 }
 
-/* The level (docs/MODEL.md, "Training", step 6), chosen and checked on
- * matured held-out cuts. Two rules: "fallback", the fallback's total at
- * now (level_shift()), and "held_out", the network calibrated on the latest
- * matured held-out cuts (shift = log Σ spend / Σ network there). Serving is
- * at least a horizon after those cuts, so each rule is checked the way it
- * is used, one horizon forward: the fallback rule by the fallback's total
- * error on the latest cuts (anchoring makes the network's total the
- * fallback's), the held-out rule by calibrating on the cuts one horizon
- * earlier and applying that to the latest. The fallback rule is kept when
- * its error is within LEVEL_TOLERANCE, or when either window holds fewer
- * than LEVEL_MIN_POSITIVE cuts with spend (nothing to check it against);
- * the held-out rule replaces it only with a smaller error. *rule gets which
- * was chosen, *err_fb and *err_cal the two checked errors. */
-#define LEVEL_TOLERANCE 0.10
-#define LEVEL_MIN_POSITIVE 50
+#define LEVEL_MIN_POSITIVE 50 /* cuts with spend in both windows, to report the carried calibration */
 
+/* The level (docs/MODEL.md, "Training", step 6). Two rules: "fallback",
+ * the fallback's total at now (level_shift()), and "network", the
+ * network's own level (no shift: what it learned from every matured cut).
+ * auto takes the network's own when it can stand on it: the head learned
+ * the time of year (out->seasonal) and the set is the training history
+ * (set->served), so the shoppers of the latest matured cuts are all the
+ * shoppers, not only those whose ring reaches back that far. Both rules are
+ * checked on the latest matured held-out cuts and reported, with a third
+ * figure no rule uses any more: the network calibrated on the cuts one
+ * horizon earlier and carried to the latest ("held_out"; calibrated so, a
+ * serving cut in October took May-July's level into the December peak). */
 double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
-                            bool hybrid, const Dataset *d, int *rule, double *err_fb, double *err_cal)
+                            bool hybrid, const Dataset *d, TrainResult *out)
 {
-    double anchor = level_shift(set, cfg, fit, theta, hybrid);
-    *rule = LEVEL_RULE_FALLBACK;
-    *err_fb = *err_cal = 0.0;
+    const bool own = cfg->level == 2 || (cfg->level == 0 && out->seasonal && set->served);
+    out->level_rule = own ? LEVEL_RULE_NETWORK : LEVEL_RULE_FALLBACK;
+    out->val_total_error_fallback = out->val_total_error_held_out = out->val_total_error_network = 0.0;
+    const double shift = own ? 0.0 : level_shift(set, cfg, fit, theta, hybrid);
     const int64_t Hs = (int64_t)cfg->horizon_days * 86400, newest = set->now - Hs;
     const int64_t span = 2 * (int64_t)cfg->grid_days * 86400;
     LevelSums l = {.lo = {newest - span - Hs, newest - span}, .hi = {newest - Hs, newest}};
-    if (predict_cuts(theta, cfg->hidden, hybrid, 0.0, d, true, add_level_sums, &l) != 0)
-        return anchor;
-    if (!(l.y[1] > 0 && l.net[1] > 0 && l.fb[1] > 0))
-        return anchor;
-    *err_fb = l.fb[1] / l.y[1] - 1.0;
-    if (l.pos[0] < LEVEL_MIN_POSITIVE || l.pos[1] < LEVEL_MIN_POSITIVE || !(l.y[0] > 0 && l.net[0] > 0))
-        return anchor;
-    *err_cal = l.y[0] / l.net[0] * l.net[1] / l.y[1] - 1.0;
-    if (cfg->level == 1 || fabs(*err_fb) <= LEVEL_TOLERANCE || fabs(*err_cal) >= fabs(*err_fb))
-        return anchor;
-    *rule = LEVEL_RULE_HELD_OUT;
-    return log(l.y[1] / l.net[1]);
+    if (predict_cuts(theta, cfg->hidden, hybrid, 0.0, d, true, add_level_sums, &l) != 0 ||
+        !(l.y[1] > 0 && l.net[1] > 0 && l.fb[1] > 0))
+        return shift;
+    out->val_total_error_fallback = l.fb[1] / l.y[1] - 1.0;
+    out->val_total_error_network = l.net[1] / l.y[1] - 1.0;
+    if (l.pos[0] >= LEVEL_MIN_POSITIVE && l.pos[1] >= LEVEL_MIN_POSITIVE && l.y[0] > 0 && l.net[0] > 0)
+        out->val_total_error_held_out = l.y[0] / l.net[0] * l.net[1] / l.y[1] - 1.0;
+    return shift;
 }
 
 /* The backtest's pairs, filled in validation-cut order. */

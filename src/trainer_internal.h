@@ -45,10 +45,10 @@ DatasetConfig trainer_dataset_config(const TrainConfig *cfg);
  * *fallback gets the fallback's on the same cuts. */
 double trainer_val_gini(const double *theta, int H, const Dataset *d, bool hybrid, double *fallback);
 
-/* The level shift to serve with (docs/MODEL.md, "Training", step 6);
- * *rule gets the rule chosen, *err_fb and *err_cal the two checked total
- * errors. */
+/* The level shift to serve with (docs/MODEL.md, "Training", step 6); out
+ * gets the rule chosen (level_rule) and the checked total errors
+ * (val_total_error_*). */
 double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
-                            bool hybrid, const Dataset *d, int *rule, double *err_fb, double *err_cal);
+                            bool hybrid, const Dataset *d, TrainResult *out);
 
 #endif

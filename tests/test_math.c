@@ -13,6 +13,7 @@
 #include "bgnbd_reference.h"
 #include "encoding.h"
 #include "hash.h"
+#include "head.h"
 #include "lstm.h"
 #include "model.h"
 #include "test_util.h"
@@ -113,6 +114,96 @@ static void test_encoding(void)
     ASSERT_NEAR(x[13], log(2.0), 1e-6);   /* one event before */
     ASSERT_NEAR(x[14], log(2.0), 1e-6);   /* one purchase before */
     ASSERT_NEAR(x[15], log(3.0), 1e-6);   /* shopper is two days old */
+
+    /* the head's time of year is as_of's, the same phase an event at
+     * as_of gets: a prediction in November and one in May, six months
+     * apart, see opposite seasons whatever the shopper did */
+    ShopperAgg agg;
+    shopper_agg_init(&agg);
+    shopper_agg_apply(&agg, &ev);
+    float e_nov[HEAD_EXTRA], e_may[HEAD_EXTRA];
+    int64_t nov = time_days_from_civil(2024, 11, 15) * 86400, may = nov + (int64_t)(365.2425 / 2 * 86400);
+    encode_head_extra(e_nov, &agg, NULL, nov, 1.0, 0.5);
+    encode_head_extra(e_may, &agg, NULL, may, 1.0, 0.5);
+    Event at_nov = {.ts = nov, .type = EV_VIEW};
+    encode_event(x, &at_nov, &ctx);
+    ASSERT_NEAR(e_nov[7], x[11], 1e-6);
+    ASSERT_NEAR(e_nov[8], x[12], 1e-6);
+    ASSERT_NEAR(e_may[7], -e_nov[7], 1e-5);
+    ASSERT_NEAR(e_may[8], -e_nov[8], 1e-5);
+    ASSERT_NEAR(e_nov[9], 1.0, 0);        /* then the fallback's two */
+    ASSERT_NEAR(e_nov[10], 0.5, 0);
+}
+
+/* A model file of format 5 (9 head inputs: no time of year at as_of) loads
+ * as a trained network that predicts what it did: its head weights land on
+ * their inputs, and the two new inputs get weight 0. Made from a format-6
+ * file whose season weights are 0, with those two columns cut out. */
+static void test_format5_head(const LstmWeights *proto, const FallbackFit *fit, const ShopperAgg *agg,
+                              const char *path)
+{
+    const int H = proto->cfg.hidden, U = H + HEAD_EXTRA;
+    LstmWeights *net;
+    ASSERT(lstm_weights_create(&net, H, 7, 2) == 0);
+    net->hybrid = true;
+    for (int r = 0; r < HEAD_OUT; r++) {
+        for (int j = 0; j < U; j++)
+            net->head_w[r * U + j] = (float)(0.01 * (j % 7) - 0.02 * r);
+        net->head_w[r * U + H + 7] = net->head_w[r * U + H + 8] = 0.0;
+    }
+    Model *m;
+    ASSERT(model_create(&m, net, fit, 182, MODEL_TRAINED, 1) == 0);
+    ASSERT(model_save(m, path) == 0);
+    FILE *f = fopen(path, "rb");
+    ASSERT(f);
+    fseek(f, 0, SEEK_END);
+    size_t len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b6 = malloc(len), *b5 = malloc(len);
+    ASSERT(b6 && b5 && fread(b6, 1, len, f) == len);
+    fclose(f);
+    /* tail: head_w (3 U floats), head_b (3), has_adjuster (u32 0), crc */
+    size_t tail = (3u * (size_t)U + 3u) * 4u + 4u + 4u, hw = len - tail, n5 = 0;
+    memcpy(b5, b6, hw);
+    n5 = hw;
+    for (int r = 0; r < HEAD_OUT; r++)
+        for (int j = 0; j < U; j++)
+            if (j != H + 7 && j != H + 8) {
+                memcpy(b5 + n5, b6 + hw + ((size_t)r * (size_t)U + (size_t)j) * 4u, 4);
+                n5 += 4;
+            }
+    memcpy(b5 + n5, b6 + hw + 3u * (size_t)U * 4u, 3u * 4u + 4u);
+    n5 += 3u * 4u + 4u;
+    uint32_t five = 5, nine = 9;
+    memcpy(b5 + 8, &five, 4);  /* format, after the magic */
+    memcpy(b5 + 20, &nine, 4); /* extra: format, input, hidden, extra */
+    uint32_t crc = crc32_update(0, b5, n5);
+    memcpy(b5 + n5, &crc, 4);
+    n5 += 4;
+    f = fopen(path, "wb");
+    ASSERT(f && fwrite(b5, 1, n5, f) == n5);
+    fclose(f);
+    free(b5), free(b6);
+    Model *loaded;
+    char err[256];
+    ASSERT(model_load(&loaded, path, H, err, sizeof err) == 0);
+    ASSERT(loaded->status == MODEL_TRAINED && loaded->net->hybrid);
+    ASSERT(memcmp(loaded->net->head_w, net->head_w, sizeof(double) * 3u * (size_t)U) == 0);
+    float h[LSTM_MAX_HIDDEN];
+    for (int j = 0; j < H; j++)
+        h[j] = 0.1f * (float)(j % 5) - 0.2f;
+    for (int k = 0; k < 3; k++) { /* three seasons */
+        int64_t at = agg->last_ts + (1 + 120 * k) * 86400;
+        Prediction a, b;
+        model_predict(m, h, agg, NULL, at, &a);
+        model_predict(loaded, h, agg, NULL, at, &b);
+        ASSERT(a.from_network && b.from_network);
+        ASSERT_REL(a.ltv, b.ltv, 1e-12);
+        ASSERT_REL(a.p_active, b.p_active, 1e-12);
+    }
+    model_release(loaded);
+    model_release(m);
+    lstm_weights_release(net);
 }
 
 static void test_prediction_decays_with_silence(void)
@@ -199,6 +290,7 @@ static void test_prediction_decays_with_silence(void)
     ASSERT(model_load(&loaded, path, 8, err, sizeof err) == 0);
     ASSERT(!loaded->has_adj && loaded->version == m->version);
     model_release(loaded);
+    test_format5_head(net, &fit, &agg, path);
     /* values no writer makes, behind a right checksum, are refused by name */
     float w3 = m->net->w[3];
     m->net->w[3] = NAN;

@@ -15,7 +15,11 @@
  *     holds them;
  *   - a shopper first seen within the last H days yields no example;
  *   - trainer_run's example counts (train and validation) are the number
- *     of cuts the rule allows. */
+ *     of cuts the rule allows;
+ *   - the head learns the time of year at as_of only when the matured cuts
+ *     span a year: with 340 days of them its weights there stay exactly 0,
+ *     with 380 days they move. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -210,6 +214,39 @@ static void check_counts(const Data *d, uint64_t *examples)
     *examples = tr.examples;
 }
 
+/* The season gate: the same shoppers, matured cuts spanning 340 days (H =
+ * 60: not seasonal) or 380 days (H = 20: seasonal). */
+static void check_season_gate(const Data *d)
+{
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+    for (int h = 0; h < 2; h++) {
+        TrainConfig tc;
+        train_config(&tc, 30);
+        tc.horizon_days = h ? 20 : H_DAYS;
+        tc.max_epochs = 2;
+        TrainResult tr;
+        char err[256];
+        int rc = trainer_run(&d->set, &tc, &fit, NULL, 9, &tr, err, sizeof err);
+        if (rc)
+            fprintf(stderr, "trainer_run: %s\n", err);
+        ASSERT(rc == 0);
+        ASSERT(tr.seasonal == (h == 1));
+        const int U = tr.net->cfg.hidden + HEAD_EXTRA;
+        double season = 0, other = 0;
+        for (int r = 0; r < 3; r++) {
+            const double *row = tr.net->head_w + (size_t)r * (size_t)U + tr.net->cfg.hidden;
+            season += fabs(row[HEAD_EXTRA_SEASON]) + fabs(row[HEAD_EXTRA_SEASON + 1]);
+            other += fabs(row[0]) + fabs(row[1]);
+        }
+        ASSERT(other > 0);
+        if (h)
+            ASSERT(season > 0);
+        else
+            ASSERT(season == 0);
+        lstm_weights_release(tr.net);
+    }
+}
+
 int main(void)
 {
     static Data base, young, late, recent;
@@ -248,6 +285,7 @@ int main(void)
     check_counts(&young, &e_young);
     check_counts(&late, &e_late);
     ASSERT(e_late == e_young);
+    check_season_gate(&young);
     printf("trainer_run: %llu examples, %zu labels moved by (now - H, now] values\n", (unsigned long long)e_young,
            changed);
     free(p_base);
