@@ -1,6 +1,6 @@
 """Shared pieces of the HTTP benchmarks: wrk runs, the peer servers (bare
 libmicrohttpd, nginx), the wrk Lua scripts, and open-loop runs
-(bench/openloop). Standard library only."""
+(bench/openloop), and a snapshot on demand. Standard library only."""
 import json
 import os
 import re
@@ -268,3 +268,17 @@ def openloop(binary, port, rate, duration, warmup=2.0, connections=32, path="/v1
     if out.returncode != 0:
         raise RuntimeError(f"openloop failed ({out.returncode}): {out.stderr.strip()}")
     return json.loads(out.stdout)
+
+
+def snapshot_now(s, timeout):
+    """POST /v1/admin/snapshot and wait until it is written (the training
+    history archives the log's segments on the way)."""
+    before = s.metric("ltvd_snapshots_total")
+    status, body = s.json("POST", "/v1/admin/snapshot")
+    if status != 202:
+        raise RuntimeError(f"snapshot refused: {body}")
+    t0 = time.time()
+    while s.metric("ltvd_snapshots_total") <= before:
+        if time.time() - t0 > timeout:
+            raise RuntimeError("snapshot did not finish")
+        time.sleep(0.2)
