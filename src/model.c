@@ -234,7 +234,7 @@ const char *model_level_rule_name(int rule)
  *   u64 version; i64 trained_at; f64 level_shift;
  *   f64 r, alpha, a, b, p, q, v; u64 customers, repeat_buyers, purchases;
  *   i64 fitted_at;
- *   (format 5:) u32 cold_state; f64 cold_beta_p[6], cold_beta_mu[6], cold_sigma; u64 cold_examples, cold_converted;
+ *   (formats 5, 6:) u32 cold_state; f64 cold_beta_p[6], cold_beta_mu[6], cold_sigma; u64 cold_examples, cold_converted;
  *   u64 examples, users, epochs; f64 val_loss, val_gini, seconds;
  *   f32 lstm_w[4H(I+H)], lstm_b[4H], head_w[3(H+E)], head_b[3];
  *   u32 has_adjuster; AdjTable (raw, when has_adjuster);

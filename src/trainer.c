@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "head.h"
+#include "log.h"
 #include "ranking.h"
 #include "timeutil.h"
 #include "trainer_internal.h"
@@ -278,6 +279,8 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
         double vl;
         if (val_loss(theta, H, d, hybrid, cfg->bptt, &vl, &sc))
             goto out;
+        log_msg(LOG_DEBUG, "training epoch", "head=%s epoch=%d val_loss=%.6f best=%.6f", hybrid ? "hybrid" : "lstm_only",
+                epochs, vl, best_val);
         if (vl < best_val - 1e-5) {
             best_val = vl;
             memcpy(best, theta, P * sizeof(double));

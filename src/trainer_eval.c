@@ -207,37 +207,41 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred)
         }
 }
 
-#define LEVEL_MIN_POSITIVE 50 /* cuts with spend in both windows, to report the carried calibration */
+#define LEVEL_MIN_POSITIVE 50 /* held-out cuts with spend needed to calibrate on them */
 
 /* The level (docs/MODEL.md, "Training", step 6). Two rules: "fallback",
  * the fallback's total at now (level_shift()), and "network", the
- * network's own level (no shift: what it learned from every matured cut).
- * auto takes the network's own when it can stand on it: the head learned
- * the time of year (out->seasonal) and the set is the training history
- * (set->served), so the shoppers of the latest matured cuts are all the
- * shoppers, not only those whose ring reaches back that far. Both rules are
- * checked on the latest matured held-out cuts and reported, with a third
- * figure no rule uses any more: the network calibrated on the cuts one
- * horizon earlier and carried to the latest ("held_out"; calibrated so, a
- * serving cut in October took May-July's level into the December peak). */
+ * network's own level (what it learned from every matured cut, the time of
+ * year at as_of among its inputs) with the bias it shows on the latest
+ * matured held-out cuts taken out (shift = log Σ spend / Σ network there;
+ * 0 when fewer than LEVEL_MIN_POSITIVE of them have spend). auto takes the
+ * network's when it can stand on it: the head learned the time of year
+ * (out->seasonal), so the season moves with as_of, not with the shift, and
+ * the set is the training history (set->served), so the shoppers of the
+ * latest matured cuts are all the shoppers, not only those whose ring
+ * reaches back that far. Reported, on those held-out cuts: the fallback's
+ * total error, the network's own (before the shift), and the network
+ * calibrated on the cuts one horizon earlier and carried to them. */
 double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
                             bool hybrid, const Dataset *d, TrainResult *out)
 {
     const bool own = cfg->level == 2 || (cfg->level == 0 && out->seasonal && set->served);
     out->level_rule = own ? LEVEL_RULE_NETWORK : LEVEL_RULE_FALLBACK;
     out->val_total_error_fallback = out->val_total_error_held_out = out->val_total_error_network = 0.0;
-    const double shift = own ? 0.0 : level_shift(set, cfg, fit, theta, hybrid);
+    const double anchor = own ? 0.0 : level_shift(set, cfg, fit, theta, hybrid);
     const int64_t Hs = (int64_t)cfg->horizon_days * 86400, newest = set->now - Hs;
     const int64_t span = 2 * (int64_t)cfg->grid_days * 86400;
     LevelSums l = {.lo = {newest - span - Hs, newest - span}, .hi = {newest - Hs, newest}};
     if (predict_cuts(theta, cfg->hidden, hybrid, 0.0, d, true, add_level_sums, &l) != 0 ||
         !(l.y[1] > 0 && l.net[1] > 0 && l.fb[1] > 0))
-        return shift;
+        return anchor;
     out->val_total_error_fallback = l.fb[1] / l.y[1] - 1.0;
     out->val_total_error_network = l.net[1] / l.y[1] - 1.0;
     if (l.pos[0] >= LEVEL_MIN_POSITIVE && l.pos[1] >= LEVEL_MIN_POSITIVE && l.y[0] > 0 && l.net[0] > 0)
         out->val_total_error_held_out = l.y[0] / l.net[0] * l.net[1] / l.y[1] - 1.0;
-    return shift;
+    if (own && l.pos[1] >= LEVEL_MIN_POSITIVE)
+        return log(l.y[1] / l.net[1]);
+    return anchor;
 }
 
 /* The backtest's pairs, filled in validation-cut order. */

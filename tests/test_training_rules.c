@@ -18,7 +18,11 @@
  *     of cuts the rule allows;
  *   - the head learns the time of year at as_of only when the matured cuts
  *     span a year: with 340 days of them its weights there stay exactly 0,
- *     with 380 days they move. */
+ *     with 380 days they move;
+ *   - the level rule: train.level=auto takes the network's own level only
+ *     for a seasonal network trained from the history (set.served), and
+ *     that level is the network calibrated on the latest matured held-out
+ *     cuts (its shift undoes its own error there). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,6 +251,48 @@ static void check_season_gate(const Data *d)
     }
 }
 
+/* The level rule for each train.level, seasonal or not, from the history
+ * or the rings. */
+static void check_level_rules(const Data *d)
+{
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+    struct {
+        int level, horizon;
+        bool history;
+        int rule;
+    } cases[] = {
+        {0, 20, true, LEVEL_RULE_NETWORK},   {0, 20, false, LEVEL_RULE_FALLBACK},
+        {0, H_DAYS, true, LEVEL_RULE_FALLBACK}, /* not seasonal */
+        {1, 20, true, LEVEL_RULE_FALLBACK},  {2, 20, false, LEVEL_RULE_NETWORK},
+        {2, H_DAYS, false, LEVEL_RULE_NETWORK},
+    };
+    int calibrated = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        TrainConfig tc;
+        train_config(&tc, 30);
+        tc.horizon_days = cases[k].horizon;
+        tc.level = cases[k].level;
+        TrainSet set = d->set;
+        set.served = cases[k].history ? (TrainShopper *)d->sh : NULL; /* the full histories, as served */
+        TrainResult tr;
+        char err[256];
+        int rc = trainer_run(&set, &tc, &fit, NULL, 11, &tr, err, sizeof err);
+        if (rc)
+            fprintf(stderr, "trainer_run: %s\n", err);
+        ASSERT(rc == 0);
+        ASSERT(tr.level_rule == cases[k].rule);
+        ASSERT(tr.net->level_shift == tr.level_shift && isfinite(tr.level_shift));
+        if (tr.level_rule == LEVEL_RULE_NETWORK) { /* calibrated where it can be checked, or no shift */
+            ASSERT(tr.level_shift == 0.0 || fabs(tr.level_shift + log1p(tr.val_total_error_network)) < 1e-9);
+            calibrated += tr.level_shift != 0.0;
+        }
+        else
+            ASSERT(tr.level_shift != 0.0); /* the fallback's total at now */
+        lstm_weights_release(tr.net);
+    }
+    ASSERT(calibrated > 0); /* the held-out window had enough spend to calibrate on */
+}
+
 int main(void)
 {
     static Data base, young, late, recent;
@@ -286,6 +332,7 @@ int main(void)
     check_counts(&late, &e_late);
     ASSERT(e_late == e_young);
     check_season_gate(&young);
+    check_level_rules(&young);
     printf("trainer_run: %llu examples, %zu labels moved by (now - H, now] values\n", (unsigned long long)e_young,
            changed);
     free(p_base);
