@@ -234,7 +234,7 @@ const char *model_level_rule_name(int rule)
  *   u64 version; i64 trained_at; f64 level_shift;
  *   f64 r, alpha, a, b, p, q, v; u64 customers, repeat_buyers, purchases;
  *   i64 fitted_at;
- *   (formats 5, 6:) u32 cold_state; f64 cold_beta_p[6], cold_beta_mu[6], cold_sigma; u64 cold_examples, cold_converted;
+ *   (formats 5, 6:) u32 cold_state; f64 cold_beta_p[COLD_FEATURES], cold_beta_mu[COLD_FEATURES], cold_sigma; u64 cold_examples, cold_converted;
  *   u64 examples, users, epochs; f64 val_loss, val_gini, seconds;
  *   f32 lstm_w[4H(I+H)], lstm_b[4H], head_w[3(H+E)], head_b[3];
  *   u32 has_adjuster; AdjTable (raw, when has_adjuster);
@@ -294,10 +294,12 @@ static void get_f32(FileBuf *f, double *v, size_t n)
 /* A format-5 head_w (3, H+9) into this build's (3, H+11): the time of year
  * at as_of (e7, e8) was not an input, so its weights are 0, and the
  * fallback's two inputs move from e7, e8 to e9, e10. */
-_Static_assert(MODEL_V5_HEAD_EXTRA + 2 == HEAD_EXTRA && HEAD_EXTRA - HEAD_EXTRA_SHOPPER == 2, "format 5 head layout");
+_Static_assert(MODEL_V5_HEAD_EXTRA + 2 == HEAD_EXTRA && HEAD_EXTRA_SEASON + 2 == HEAD_EXTRA_SHOPPER &&
+                   HEAD_EXTRA - HEAD_EXTRA_SHOPPER == 2,
+               "format 5 head layout: the shopper's 7, then the fallback's 2; format 6 puts the season between");
 static void get_v5_head(FileBuf *f, double *head_w, int H)
 {
-    const size_t U = (size_t)H + HEAD_EXTRA, shopper = (size_t)H + HEAD_EXTRA_SHOPPER - 2;
+    const size_t U = (size_t)H + HEAD_EXTRA, shopper = (size_t)H + HEAD_EXTRA_SEASON;
     for (int r = 0; r < HEAD_OUT; r++) {
         double *row = head_w + (size_t)r * U;
         get_f32(f, row, shopper);
@@ -505,9 +507,11 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     /* formats 3 and 4 had 6 head inputs: their network cannot serve with
      * this build's head; their fallback loads, and the network is dropped
      * (the fallback serves until the next retrain) */
+    /* each format has its one count of head inputs */
     const bool old_head = u32[0] < 5u && u32[3] == MODEL_V4_HEAD_EXTRA;
     const bool v5_head = u32[0] == 5u && u32[3] == MODEL_V5_HEAD_EXTRA;
-    if (u32[1] != FEATURE_DIM || (u32[3] != HEAD_EXTRA && !old_head && !v5_head)) {
+    const bool this_head = u32[0] == MODEL_FORMAT_VERSION && u32[3] == HEAD_EXTRA;
+    if (u32[1] != FEATURE_DIM || !(old_head || v5_head || this_head)) {
         snprintf(err, errlen, "%s: shapes input=%u hidden=%u extra=%u do not match this config (%d, %d, %d)", path,
                  u32[1], u32[2], u32[3], FEATURE_DIM, expect_hidden, HEAD_EXTRA);
         goto fail;

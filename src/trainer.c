@@ -29,7 +29,8 @@
  * validation loss, and the global gradient-norm clip. */
 #define PATIENCE 4
 #define CLIP_NORM 5.0
-#define SEASON_SPAN_DAYS 365 /* matured cuts spanning at least this: the head learns the time of year */
+#define SEASON_SPAN_DAYS 365   /* matured cuts spanning at least this ... */
+#define SEASON_MIN_SHARE 0.01  /* ... with this share of them that old: the head learns the time of year */
 
 size_t trainer_param_count(int H)
 {
@@ -391,15 +392,18 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     }
     /* The time of year at as_of is learned only from cuts that span a
      * year: with less, serving asks about seasons no label has shown (CDNOW's
-     * matured cuts cover half a year; a network given the season there
-     * extrapolated it and lost calibration by decile). */
-    int64_t c_lo = INT64_MAX, c_hi = INT64_MIN;
+     * matured cuts cover half a year). "Span" counts only when at least
+     * SEASON_MIN_SHARE of the cuts are a year or more older than the
+     * latest, so a few old or backfilled shoppers do not make it. */
+    int64_t c_hi = INT64_MIN;
+    size_t ncuts = 0, old = 0;
     for (size_t i = 0; i < d.nseq; i++)
-        for (int c = 0; c < d.seqs[i].ncuts; c++) {
-            c_lo = d.seqs[i].cuts[c].c < c_lo ? d.seqs[i].cuts[c].c : c_lo;
+        for (int c = 0; c < d.seqs[i].ncuts; c++)
             c_hi = d.seqs[i].cuts[c].c > c_hi ? d.seqs[i].cuts[c].c : c_hi;
-        }
-    const bool seasonal = c_hi - c_lo >= (int64_t)SEASON_SPAN_DAYS * 86400;
+    for (size_t i = 0; i < d.nseq; i++)
+        for (int c = 0; c < d.seqs[i].ncuts; c++, ncuts++)
+            old += d.seqs[i].cuts[c].c <= c_hi - (int64_t)SEASON_SPAN_DAYS * 86400;
+    const bool seasonal = old > 0 && (double)old >= SEASON_MIN_SHARE * (double)ncuts;
     VariantResult hy = {.val = INFINITY}, lo = {.val = INFINITY};
     rc = cfg->head == 2 ? 0 : train_variant(&d, cfg, true, seasonal, &hy);
     if (!rc && cfg->head != 1)

@@ -132,22 +132,24 @@ double trainer_val_gini(const double *theta, int H, const Dataset *d, bool hybri
     return g;
 }
 
-/* log(Σ fallback mean / Σ network mean) over every shopper of the set, as
- * of set->now, with each shopper's sequence as served (set->served if set). */
-static double level_shift(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
-                          bool hybrid)
+/* Σ network mean (no level shift) and Σ fallback mean over every shopper
+ * of the set as of set->now, each advanced through its sequence in sh
+ * (set->shoppers: the whole training sequence; set->served: what serving
+ * rebuilds its state from). 0 or -ENOMEM. */
+static int totals_at_now(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
+                         bool hybrid, const TrainShopper *sh_all, double *sum_net, double *sum_fb)
 {
     const int H = cfg->hidden;
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
     const double *W = theta, *b = theta + G * K, *hw = b + G, *hb = hw + 3 * U;
     double *h = calloc(2u * (size_t)H + G + K, sizeof(double));
     if (!h)
-        return 0.0;
+        return -ENOMEM;
     double *c = h + H, *z = c + H, *xh = z + G;
-    double sum_fb = 0, sum_net = 0;
+    *sum_net = *sum_fb = 0;
     float xf[NIN];
     for (size_t si = 0; si < set->nshoppers; si++) {
-        const TrainShopper *sh = set->served ? &set->served[si] : &set->shoppers[si];
+        const TrainShopper *sh = &sh_all[si];
         const Event *ev = set->events + sh->first;
         memset(h, 0, 2u * (size_t)H * sizeof(double));
         EncodeContext ctx = sh->ctx0;
@@ -175,13 +177,28 @@ static double level_shift(const TrainSet *set, const TrainConfig *cfg, const Fal
         if (hybrid)
             head_anchors(&fo, &a0, &a1);
         head_forward(zo, NULL, hw, hb, H, h, e, a0, a1, hybrid);
-        sum_net += trainer_head_mean(zo, 0.0);
-        sum_fb += fo.ltv;
+        *sum_net += trainer_head_mean(zo, 0.0);
+        *sum_fb += fo.ltv;
     }
     free(h);
-    if (sum_net <= 0 || sum_fb <= 0)
+    return 0;
+}
+
+/* log(a / b), or 0 unless both are finite and positive. */
+static double log_ratio(double a, double b)
+{
+    return a > 0 && b > 0 && isfinite(a) && isfinite(b) ? log(a / b) : 0.0;
+}
+
+/* The fallback rule's shift: log(Σ fallback mean / Σ network mean) over
+ * every shopper as of now, each as served (set->served if set). */
+static double fallback_shift(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
+                             bool hybrid)
+{
+    double net, fb;
+    if (totals_at_now(set, cfg, fit, theta, hybrid, set->served ? set->served : set->shoppers, &net, &fb))
         return 0.0;
-    return log(sum_fb / sum_net);
+    return log_ratio(fb, net);
 }
 
 /* Sums for the level check: labels, the network's means (no level shift)
@@ -210,38 +227,58 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred)
 #define LEVEL_MIN_POSITIVE 50 /* held-out cuts with spend needed to calibrate on them */
 
 /* The level (docs/MODEL.md, "Training", step 6). Two rules: "fallback",
- * the fallback's total at now (level_shift()), and "network", the
+ * the fallback's total at now (fallback_shift()), and "network", the
  * network's own level (what it learned from every matured cut, the time of
  * year at as_of among its inputs) with the bias it shows on the latest
- * matured held-out cuts taken out (shift = log Σ spend / Σ network there;
- * 0 when fewer than LEVEL_MIN_POSITIVE of them have spend). auto takes the
- * network's when it can stand on it: the head learned the time of year
- * (out->seasonal), so the season moves with as_of, not with the shift, and
- * the set is the training history (set->served), so the shoppers of the
+ * matured held-out cuts taken out (log Σ spend / Σ network there; nothing
+ * when fewer than LEVEL_MIN_POSITIVE of them have spend), and, when the
+ * training sequences are longer than what serving rebuilds states from,
+ * the ratio of the network's total at now over the two (so the calibrated
+ * total is the one served). auto takes the network's when it can stand on
+ * it: the head learned the time of year (out->seasonal), so the season
+ * moves with as_of and not with the shift, and the set holds events from
+ * the training history (set->history_events), so the shoppers of the
  * latest matured cuts are all the shoppers, not only those whose ring
- * reaches back that far. Reported, on those held-out cuts: the fallback's
- * total error, the network's own (before the shift), and the network
- * calibrated on the cuts one horizon earlier and carried to them. */
+ * reaches back that far. A shift that is not finite or beyond
+ * LEVEL_SHIFT_MAX (a diverged network) gives way to the fallback rule.
+ * Reported, on those held-out cuts: the fallback's total error, the
+ * network's own (before the shift), and the network calibrated on the cuts
+ * one horizon earlier and carried to them. */
+#define LEVEL_SHIFT_MAX 20.0 /* model_load refuses beyond 50 */
+
 double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
                             bool hybrid, const Dataset *d, TrainResult *out)
 {
-    const bool own = cfg->level == 2 || (cfg->level == 0 && out->seasonal && set->served);
-    out->level_rule = own ? LEVEL_RULE_NETWORK : LEVEL_RULE_FALLBACK;
+    const bool own = cfg->level == 2 || (cfg->level == 0 && out->seasonal && set->history_events > 0);
+    out->level_rule = LEVEL_RULE_FALLBACK;
     out->val_total_error_fallback = out->val_total_error_held_out = out->val_total_error_network = 0.0;
-    const double anchor = own ? 0.0 : level_shift(set, cfg, fit, theta, hybrid);
     const int64_t Hs = (int64_t)cfg->horizon_days * 86400, newest = set->now - Hs;
     const int64_t span = 2 * (int64_t)cfg->grid_days * 86400;
     LevelSums l = {.lo = {newest - span - Hs, newest - span}, .hi = {newest - Hs, newest}};
-    if (predict_cuts(theta, cfg->hidden, hybrid, 0.0, d, true, add_level_sums, &l) != 0 ||
-        !(l.y[1] > 0 && l.net[1] > 0 && l.fb[1] > 0))
-        return anchor;
-    out->val_total_error_fallback = l.fb[1] / l.y[1] - 1.0;
-    out->val_total_error_network = l.net[1] / l.y[1] - 1.0;
-    if (l.pos[0] >= LEVEL_MIN_POSITIVE && l.pos[1] >= LEVEL_MIN_POSITIVE && l.y[0] > 0 && l.net[0] > 0)
-        out->val_total_error_held_out = l.y[0] / l.net[0] * l.net[1] / l.y[1] - 1.0;
-    if (own && l.pos[1] >= LEVEL_MIN_POSITIVE)
-        return log(l.y[1] / l.net[1]);
-    return anchor;
+    bool sums = predict_cuts(theta, cfg->hidden, hybrid, 0.0, d, true, add_level_sums, &l) == 0 && l.y[1] > 0 &&
+                l.net[1] > 0 && isfinite(l.net[1]);
+    if (sums) {
+        out->val_total_error_network = l.net[1] / l.y[1] - 1.0;
+        if (l.fb[1] > 0)
+            out->val_total_error_fallback = l.fb[1] / l.y[1] - 1.0;
+        if (l.pos[0] >= LEVEL_MIN_POSITIVE && l.pos[1] >= LEVEL_MIN_POSITIVE && l.y[0] > 0 && l.net[0] > 0)
+            out->val_total_error_held_out = l.y[0] / l.net[0] * l.net[1] / l.y[1] - 1.0;
+    }
+    if (own) {
+        double shift = sums && l.pos[1] >= LEVEL_MIN_POSITIVE ? log_ratio(l.y[1], l.net[1]) : 0.0;
+        if (set->served) {
+            double full, served, fb;
+            if (totals_at_now(set, cfg, fit, theta, hybrid, set->shoppers, &full, &fb) == 0 &&
+                totals_at_now(set, cfg, fit, theta, hybrid, set->served, &served, &fb) == 0)
+                shift += log_ratio(full, served);
+        }
+        if (isfinite(shift) && fabs(shift) <= LEVEL_SHIFT_MAX) {
+            out->level_rule = LEVEL_RULE_NETWORK;
+            return shift;
+        }
+    }
+    double shift = fallback_shift(set, cfg, fit, theta, hybrid);
+    return isfinite(shift) && fabs(shift) <= LEVEL_SHIFT_MAX ? shift : 0.0;
 }
 
 /* The backtest's pairs, filled in validation-cut order. */

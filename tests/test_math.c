@@ -258,7 +258,7 @@ static void test_prediction_decays_with_silence(void)
     ASSERT(!loaded->has_adj);
     model_release(loaded);
 
-    /* with an adjuster table: kept in format 4, dropped when read as format 3 */
+    /* with an adjuster table: kept across a save and a load */
     m->has_adj = true;
     memset(&m->adj, 0, sizeof m->adj);
     memset(m->adj.action, ADJ_IDENTITY, sizeof m->adj.action);
@@ -287,9 +287,9 @@ static void test_prediction_decays_with_silence(void)
     ASSERT(fwrite(bytes, 1, (size_t)len, f3) == (size_t)len);
     fclose(f3);
     free(bytes);
-    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == 0);
-    ASSERT(!loaded->has_adj && loaded->version == m->version);
-    model_release(loaded);
+    /* a format-3 header on this build's body: each format has its one count
+     * of head inputs (3 and 4: 6), so no writer made this file */
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "extra=11"));
     test_format5_head(net, &fit, &agg, path);
     /* values no writer makes, behind a right checksum, are refused by name */
     float w3 = m->net->w[3];

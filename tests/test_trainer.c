@@ -107,10 +107,11 @@ static void test_lstm_bptt_gradient(void)
 }
 
 /* The head's inputs at the cut (e: recency, tenure, purchases, spend, the
- * days since the last browse, cart and purchase, the fallback's two): for
- * both variants, the gradient of every head weight matches finite
- * differences; the LSTM-only head's weights on the fallback's two inputs get
- * none (it sees them as 0), its weights on the time-since inputs do. */
+ * days since the last browse, cart and purchase, the time of year at the
+ * cut, the fallback's two): for both variants, the gradient of every head
+ * weight matches finite differences; the LSTM-only head's weights on the
+ * fallback's two inputs get none (it sees them as 0), its weights on the
+ * time-since and time-of-year inputs do. */
 static void test_head_input_gradient(void)
 {
     const int H = 4, n = 5, U = H + HEAD_EXTRA;
@@ -148,7 +149,7 @@ static void test_head_input_gradient(void)
                 if (!hybrid && e >= HEAD_EXTRA_SHOPPER)
                     ASSERT_NEAR(grad[i], 0.0, 0);
                 if (e >= 4 && e < HEAD_EXTRA_SHOPPER)
-                    ASSERT(fabs(grad[i]) > 1e-6); /* the time-since inputs reach the loss */
+                    ASSERT(fabs(grad[i]) > 1e-6); /* the time-since and time-of-year inputs reach the loss */
             }
     }
     free(theta);

@@ -18,9 +18,10 @@
  *     of cuts the rule allows;
  *   - the head learns the time of year at as_of only when the matured cuts
  *     span a year: with 340 days of them its weights there stay exactly 0,
- *     with 380 days they move;
+ *     with two years of them they move;
  *   - the level rule: train.level=auto takes the network's own level only
- *     for a seasonal network trained from the history (set.served), and
+ *     for a seasonal network trained from the history (events loaded from
+ *     it, not only the history on), and
  *     that level is the network calibrated on the latest matured held-out
  *     cuts (its shift undoes its own error there). */
 #include <math.h>
@@ -192,12 +193,23 @@ static size_t check_examples(const Data *d, AdjPair **pairs_out)
     return np;
 }
 
+/* trainer_run on set under tc with the published CDNOW prior as the
+ * fallback; fails the test if it fails. */
+static void train_ok(const TrainSet *set, const TrainConfig *tc, uint32_t id, TrainResult *tr)
+{
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+    char err[256];
+    int rc = trainer_run(set, tc, &fit, NULL, id, tr, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "trainer_run: %s\n", err);
+    ASSERT(rc == 0);
+}
+
 /* trainer_run's counts are those of the allowed cuts, split by key. */
 static void check_counts(const Data *d, uint64_t *examples)
 {
     TrainConfig tc;
     train_config(&tc, 30);
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
     uint64_t want = 0, want_val = 0, users = 0;
     for (int i = 0; i < (int)d->set.nshoppers; i++) {
         bool val = (int)(d->sh[i].key % 100) < tc.val_percent;
@@ -208,32 +220,51 @@ static void check_counts(const Data *d, uint64_t *examples)
         users += nc > 0;
     }
     TrainResult tr;
-    char err[256];
-    int rc = trainer_run(&d->set, &tc, &fit, NULL, 7, &tr, err, sizeof err);
-    if (rc)
-        fprintf(stderr, "trainer_run: %s\n", err);
-    ASSERT(rc == 0);
+    train_ok(&d->set, &tc, 7, &tr);
     ASSERT(tr.examples == want && tr.val_examples == want_val && tr.users == users);
     lstm_weights_release(tr.net);
     *examples = tr.examples;
 }
 
-/* The season gate: the same shoppers, matured cuts spanning 340 days (H =
- * 60: not seasonal) or 380 days (H = 20: seasonal). */
+/* Shoppers with an event every 6 days (a purchase every third) from
+ * days_back before now up to now. */
+static void make_span(Data *d, int nshoppers, int days_back)
+{
+    memset(d, 0, sizeof *d);
+    size_t ne = 0;
+    for (int i = 0; i < nshoppers; i++) {
+        TrainShopper *t = &d->sh[i];
+        t->first = ne;
+        shopper_agg_init(&t->agg0);
+        t->key = (uint64_t)i * 37u + 11u;
+        for (int k = 0; k < MAX_EV && k * 6 <= days_back; k++) {
+            Event *e = &d->ev[ne++];
+            e->ts = NOW - (int64_t)(days_back - k * 6) * DAY + (int64_t)(1 + i % 12) * 3600;
+            e->quantity = 1;
+            e->type = k % 3 == 2 ? EV_PURCHASE : EV_VIEW;
+            e->value = e->type == EV_PURCHASE ? 10.0 + i % 7 : 0.0;
+        }
+        t->n = ne - t->first;
+    }
+    d->set.events = d->ev;
+    d->set.nevents = ne;
+    d->set.shoppers = d->sh;
+    d->set.nshoppers = (size_t)nshoppers;
+    d->set.now = NOW;
+}
+
+/* The season gate: matured cuts spanning 340 days (the `young` data, H =
+ * 60: not seasonal) or two years (seasonal). */
 static void check_season_gate(const Data *d)
 {
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+    static Data span;
+    make_span(&span, NOLD, 720);
     for (int h = 0; h < 2; h++) {
         TrainConfig tc;
         train_config(&tc, 30);
-        tc.horizon_days = h ? 20 : H_DAYS;
         tc.max_epochs = 2;
         TrainResult tr;
-        char err[256];
-        int rc = trainer_run(&d->set, &tc, &fit, NULL, 9, &tr, err, sizeof err);
-        if (rc)
-            fprintf(stderr, "trainer_run: %s\n", err);
-        ASSERT(rc == 0);
+        train_ok(h ? &span.set : &d->set, &tc, 9, &tr);
         ASSERT(tr.seasonal == (h == 1));
         const int U = tr.net->cfg.hidden + HEAD_EXTRA;
         double season = 0, other = 0;
@@ -251,38 +282,38 @@ static void check_season_gate(const Data *d)
     }
 }
 
-/* The level rule for each train.level, seasonal or not, from the history
- * or the rings. */
+/* The level rule for each train.level, seasonal (two years of shoppers) or
+ * not (the `young` data), from the history or the rings. */
 static void check_level_rules(const Data *d)
 {
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+    static Data span;
+    make_span(&span, NOLD, 720);
     struct {
-        int level, horizon;
-        bool history;
+        int level, seasonal; /* seasonal: the two-year data */
+        bool history, loaded;
         int rule;
     } cases[] = {
-        {0, 20, true, LEVEL_RULE_NETWORK},   {0, 20, false, LEVEL_RULE_FALLBACK},
-        {0, H_DAYS, true, LEVEL_RULE_FALLBACK}, /* not seasonal */
-        {1, 20, true, LEVEL_RULE_FALLBACK},  {2, 20, false, LEVEL_RULE_NETWORK},
-        {2, H_DAYS, false, LEVEL_RULE_NETWORK},
+        {0, 1, true, true, LEVEL_RULE_NETWORK},      {0, 1, false, false, LEVEL_RULE_FALLBACK},
+        {0, 1, true, false, LEVEL_RULE_FALLBACK},    /* the history on, nothing loaded from it */
+        {0, 0, true, true, LEVEL_RULE_FALLBACK},     /* not seasonal */
+        {1, 1, true, true, LEVEL_RULE_FALLBACK},     {2, 1, false, false, LEVEL_RULE_NETWORK},
+        {2, 0, false, false, LEVEL_RULE_NETWORK},
     };
     int calibrated = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         TrainConfig tc;
         train_config(&tc, 30);
-        tc.horizon_days = cases[k].horizon;
         tc.level = cases[k].level;
-        TrainSet set = d->set;
-        set.served = cases[k].history ? (TrainShopper *)d->sh : NULL; /* the full histories, as served */
+        const Data *data = cases[k].seasonal ? &span : d;
+        TrainSet set = data->set;
+        set.served = cases[k].history ? (TrainShopper *)data->sh : NULL; /* the full histories, as served */
+        set.history_events = cases[k].loaded ? set.nevents : 0;
         TrainResult tr;
-        char err[256];
-        int rc = trainer_run(&set, &tc, &fit, NULL, 11, &tr, err, sizeof err);
-        if (rc)
-            fprintf(stderr, "trainer_run: %s\n", err);
-        ASSERT(rc == 0);
-        ASSERT(tr.level_rule == cases[k].rule);
+        train_ok(&set, &tc, 11, &tr);
+        ASSERT(tr.level_rule == cases[k].rule && tr.seasonal == (cases[k].seasonal != 0));
         ASSERT(tr.net->level_shift == tr.level_shift && isfinite(tr.level_shift));
-        if (tr.level_rule == LEVEL_RULE_NETWORK) { /* calibrated where it can be checked, or no shift */
+        if (tr.level_rule == LEVEL_RULE_NETWORK) { /* calibrated where it can be checked, or no shift
+                                                    * (served = the training sequences: no further ratio) */
             ASSERT(tr.level_shift == 0.0 || fabs(tr.level_shift + log1p(tr.val_total_error_network)) < 1e-9);
             calibrated += tr.level_shift != 0.0;
         }
