@@ -25,8 +25,9 @@
 #define NIN FEATURE_DIM
 #define NE HEAD_EXTRA
 
-/* Not configurable: early stopping after this many epochs without a better
- * validation loss, and the global gradient-norm clip. */
+/* Not configurable: early stopping after this many epochs without a gain
+ * on validation larger than one standard error (paired_diff), and the
+ * global gradient-norm clip. */
 #define PATIENCE 4
 #define CLIP_NORM 5.0
 #define SEASON_SPAN_DAYS 365   /* matured cuts spanning at least this ... */
@@ -125,6 +126,30 @@ static int val_loss(const double *theta, int H, const Dataset *d, bool hybrid, i
     return val_loss_each(theta, H, d, hybrid, bptt, NULL, mean, sc);
 }
 
+/* Mean and standard error, per validation cut, of the difference b - a
+ * between two networks' validation losses, shoppers as units: a[k] and b[k]
+ * are validation sequence k's summed losses (val_loss_each's order). */
+static void paired_diff(const Dataset *d, const double *a, const double *b, double *mean, double *se)
+{
+    double sd = 0, sn = 0, var = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < d->nseq; i++)
+        if (d->seqs[i].val) {
+            sd += b[k] - a[k];
+            sn += d->seqs[i].ncuts;
+            k++;
+        }
+    *mean = sn > 0 ? sd / sn : 0;
+    k = 0;
+    for (size_t i = 0; i < d->nseq; i++)
+        if (d->seqs[i].val) {
+            double r = (b[k] - a[k]) - *mean * d->seqs[i].ncuts;
+            var += r * r;
+            k++;
+        }
+    *se = sn > 0 ? sqrt(var) / sn : 0;
+}
+
 void trainer_theta_from_net(double *theta, const LstmWeights *w)
 {
     int H = w->cfg.hidden;
@@ -173,7 +198,11 @@ static void zero_season(double *theta, int H)
         hw[r * U + (size_t)H + HEAD_EXTRA_SEASON] = hw[r * U + (size_t)H + HEAD_EXTRA_SEASON + 1] = 0.0;
 }
 
-/* Fits one head variant from its seeded start with Adam and early stopping.
+/* Fits one head variant from its seeded start with Adam and early stopping:
+ * training stops after PATIENCE epochs that did not lower the validation
+ * loss by more than one standard error of the paired difference from the
+ * last epoch that did (so the validation sample's noise is not taken for
+ * progress), and the weights of the lowest validation loss seen are kept.
  * seasonal false: the weights on the time of year at as_of stay 0. */
 static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, bool seasonal, VariantResult *res)
 {
@@ -185,10 +214,16 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
     double *grad = calloc(P, sizeof(double)), *m = calloc(P, sizeof(double)), *v = calloc(P, sizeof(double));
     size_t *order = malloc((nseq ? nseq : 1) * sizeof(size_t));
     const TrainSeq **batch = malloc((size_t)B * sizeof *batch);
+    size_t nv = 0;
+    for (size_t i = 0; i < nseq; i++)
+        nv += d->seqs[i].val;
+    /* per validation sequence: the reference epoch's losses, and this one's */
+    double *ref = malloc((nv ? nv : 1) * sizeof(double)), *cur = malloc((nv ? nv : 1) * sizeof(double));
     TrainScratch sc = {0};
     LstmWeights *init = NULL;
     int rc = -ENOMEM;
-    if (!theta || !best || !grad || !m || !v || !order || !batch || lstm_weights_create(&init, H, cfg->seed, 0))
+    if (!theta || !best || !grad || !m || !v || !order || !batch || !ref || !cur ||
+        lstm_weights_create(&init, H, cfg->seed, 0))
         goto out;
     /* init: the seeded random network; head near "predict the anchor"
      * (hybrid) or the training set's base rates (LSTM-only) */
@@ -224,7 +259,7 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
         order[i] = i;
     uint64_t rng = cfg->seed * 0x632be59bd9b4e019ull + (hybrid ? 1 : 2);
     double best_val;
-    if (val_loss(theta, H, d, hybrid, cfg->bptt, &best_val, &sc))
+    if (val_loss_each(theta, H, d, hybrid, cfg->bptt, ref, &best_val, &sc))
         goto out;
     memcpy(best, theta, P * sizeof(double));
     int since_best = 0, epochs = 0;
@@ -277,14 +312,20 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
                 theta[p] -= cfg->lr * (m[p] / c1) / (sqrt(v[p] / c2) + eps);
             }
         }
-        double vl;
-        if (val_loss(theta, H, d, hybrid, cfg->bptt, &vl, &sc))
+        double vl, gain, se;
+        if (val_loss_each(theta, H, d, hybrid, cfg->bptt, cur, &vl, &sc))
             goto out;
-        log_msg(LOG_DEBUG, "training epoch", "head=%s epoch=%d val_loss=%.6f best=%.6f", hybrid ? "hybrid" : "lstm_only",
-                epochs, vl, best_val);
-        if (vl < best_val - 1e-5) {
+        paired_diff(d, cur, ref, &gain, &se); /* ref - cur: > 0 when this epoch is better */
+        log_msg(LOG_DEBUG, "training epoch", "head=%s epoch=%d val_loss=%.6f best=%.6f gain=%.6f se=%.6f",
+                hybrid ? "hybrid" : "lstm_only", epochs, vl, best_val, gain, se);
+        if (vl < best_val) {
             best_val = vl;
             memcpy(best, theta, P * sizeof(double));
+        }
+        if (gain > se) { /* a gain the validation sample can tell: this epoch is the new reference */
+            double *t = ref;
+            ref = cur;
+            cur = t;
             since_best = 0;
         } else {
             since_best++;
@@ -297,7 +338,7 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
     rc = 0;
 out:
     trainer_scratch_free(&sc);
-    free(theta), free(best), free(grad), free(m), free(v), free(order), free(batch);
+    free(theta), free(best), free(grad), free(m), free(v), free(order), free(batch), free(ref), free(cur);
     return rc;
 }
 
@@ -331,24 +372,9 @@ static bool choose_hybrid(const VariantResult *hy, const VariantResult *lo, cons
         free(a), free(b);
         return hy->val <= lo->val;
     }
-    double sd = 0, sn = 0;
-    size_t k = 0;
-    for (size_t i = 0; i < nseq; i++)
-        if (seqs[i].val) {
-            sd += b[k] - a[k];
-            sn += seqs[i].ncuts;
-            k++;
-        }
-    double mean = sn > 0 ? sd / sn : 0, var = 0;
-    k = 0;
-    for (size_t i = 0; i < nseq; i++)
-        if (seqs[i].val) {
-            double r = (b[k] - a[k]) - mean * seqs[i].ncuts;
-            var += r * r;
-            k++;
-        }
+    double mean, se;
+    paired_diff(d, a, b, &mean, &se);
     free(a), free(b);
-    double se = sn > 0 ? sqrt(var) / sn : 0;
     return !(mean < -se); /* LSTM-only only if lower by more than one SE */
 }
 
