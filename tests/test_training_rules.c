@@ -46,6 +46,16 @@ typedef struct Data {
     TrainSet set;
 } Data;
 
+/* Points d's training set at its events and shoppers, as of NOW. */
+static void finish_set(Data *d, size_t ne, int nshoppers)
+{
+    d->set.events = d->ev;
+    d->set.nevents = ne;
+    d->set.shoppers = d->sh;
+    d->set.nshoppers = (size_t)nshoppers;
+    d->set.now = NOW;
+}
+
 /* Builds the histories. after_now: append events after now; scale_recent:
  * multiply the values of events in (now - H, now] by this. The first event
  * of a shopper is at midnight and every later one at 1 to 12 h past it, so
@@ -85,11 +95,7 @@ static void make_data(Data *d, bool with_young, bool after_now, double scale_rec
             }
         t->n = ne - t->first;
     }
-    d->set.events = d->ev;
-    d->set.nevents = ne;
-    d->set.shoppers = d->sh;
-    d->set.nshoppers = (size_t)nsh;
-    d->set.now = NOW;
+    finish_set(d, ne, nsh);
 }
 
 static void train_config(TrainConfig *tc, int val_percent)
@@ -246,11 +252,7 @@ static void make_span(Data *d, int nshoppers, int days_back)
         }
         t->n = ne - t->first;
     }
-    d->set.events = d->ev;
-    d->set.nevents = ne;
-    d->set.shoppers = d->sh;
-    d->set.nshoppers = (size_t)nshoppers;
-    d->set.now = NOW;
+    finish_set(d, ne, nshoppers);
 }
 
 /* The season gate: matured cuts spanning 340 days (the `young` data, H =
