@@ -45,7 +45,8 @@ typedef struct LstmWeights {
 } LstmWeights;
 
 /* How a network's level was chosen (docs/MODEL.md, "Training", step 6):
- * the fallback's total at now, or the network's own (no shift). */
+ * the fallback's total at now, or the network's own, calibrated on the
+ * latest matured held-out cuts. */
 enum { LEVEL_RULE_FALLBACK = 0, LEVEL_RULE_NETWORK = 1 };
 
 /* "fallback" or "network". */

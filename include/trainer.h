@@ -47,7 +47,7 @@ typedef struct TrainConfig {
 typedef struct TrainResult {
     LstmWeights *net;      /* the better variant, float, refs = 1 (caller releases) */
     bool hybrid;
-    bool seasonal;         /* the head uses the time of year at as_of (the matured cuts span a year) */
+    bool seasonal;         /* the head uses the time of year at as_of (1% of the cuts a year older than the latest) */
     double val_loss;       /* of net */
     double val_loss_other; /* of the other variant */
     double val_loss_fallback;
@@ -58,7 +58,7 @@ typedef struct TrainResult {
     int level_rule;        /* LEVEL_RULE_*: how level_shift was chosen */
     double val_total_error_fallback;  /* the fallback's total error on the validation cuts */
     double val_total_error_held_out;  /* the network calibrated one horizon earlier, there (a diagnostic) */
-    double val_total_error_network;   /* the network's own (no shift), there */
+    double val_total_error_network;   /* the network's own before its level shift, there */
     uint64_t examples, val_examples, users;
     int epochs;
     int epochs_other;      /* of the other variant (0 if only one was trained) */

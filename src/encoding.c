@@ -29,8 +29,9 @@ void encode_event(float *x, const Event *ev, const EncodeContext *ctx)
     double dow = fmod(days + 3.0, 7.0) / 7.0;             /* 1970-01-01 was a Thursday */
     x[9] = (float)sin(two_pi * dow);                      /* 9,10: day of week */
     x[10] = (float)cos(two_pi * dow);
-    x[11] = (float)sin(two_pi * year_phase(ev->ts));      /* 11,12: time of year */
-    x[12] = (float)cos(two_pi * year_phase(ev->ts));
+    double year = two_pi * year_phase(ev->ts);
+    x[11] = (float)sin(year);                             /* 11,12: time of year */
+    x[12] = (float)cos(year);
     x[13] = (float)log1p((double)ctx->events_before);     /* 13: log events so far */
     x[14] = (float)log1p((double)ctx->purchases_before);  /* 14: log purchases so far */
     double age_days = first ? 0.0 : fmax(0.0, (double)(ev->ts - ctx->first_ts) / 86400.0);
@@ -105,8 +106,9 @@ void encode_head_extra(float *e, const ShopperAgg *agg, const RecentSummary *rs,
     e[4] = (float)log1p(days_since(browse, as_of, age));   /* since the last view or click */
     e[5] = (float)log1p(days_since(cart, as_of, age));     /* since the last add-to-cart */
     e[6] = (float)log1p(days_since(purchase, as_of, age)); /* since the last purchase */
-    e[7] = (float)sin(two_pi * year_phase(as_of)); /* the season of the horizon ahead */
-    e[8] = (float)cos(two_pi * year_phase(as_of));
+    double year = two_pi * year_phase(as_of);
+    e[7] = (float)sin(year);        /* the time of year at as_of: the season of the horizon ahead */
+    e[8] = (float)cos(year);
     e[9] = (float)bg_log_ltv;       /* fallback's expectation: anchors the level */
     e[10] = (float)bg_p_alive;
 }
