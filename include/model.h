@@ -46,7 +46,7 @@ typedef struct LstmWeights {
 
 /* How a network's level was chosen (docs/MODEL.md, "Training", step 6):
  * the fallback's total at now, or the network's own, calibrated on the
- * latest matured held-out cuts. */
+ * held-out shoppers at the latest matured cut time (now - H). */
 enum { LEVEL_RULE_FALLBACK = 0, LEVEL_RULE_NETWORK = 1 };
 
 /* "fallback" or "network". */

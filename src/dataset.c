@@ -69,9 +69,19 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
         if (nc == 0)
             continue;
         qsort(cand, (size_t)nc, sizeof cand[0], cmp_i64);
-        /* keep at most cuts_per_shopper, drawn without replacement */
+        /* keep at most cuts_per_shopper, drawn without replacement; a
+         * validation shopper always keeps its cut at newest (the level's
+         * calibration takes each held-out shopper once, there): it is the
+         * last candidate, kept in front of the draw */
         int keep = nc < cfg->cuts_per_shopper ? nc : cfg->cuts_per_shopper;
-        for (int i = 0; i < keep; i++) {
+        int first = 0;
+        if (val && cand[nc - 1] == newest && keep < nc) {
+            int64_t t = cand[0];
+            cand[0] = cand[nc - 1];
+            cand[nc - 1] = t;
+            first = 1;
+        }
+        for (int i = first; i < keep; i++) {
             int j = i + (int)(splitmix64(&rng) % (uint64_t)(nc - i));
             int64_t t = cand[i];
             cand[i] = cand[j];

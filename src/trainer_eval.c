@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "head.h"
+#include "log.h"
 #include "ranking.h"
 #include "trainer.h"
 #include "trainer_internal.h"
@@ -203,13 +204,15 @@ static double fallback_shift(const TrainSet *set, const TrainConfig *cfg, const 
 
 /* Sums for the level check: labels, the network's means (no level shift)
  * and the fallback's, in two windows of cut times: [1] the latest matured
- * held-out cuts (the validation cuts), [0] the cuts of any shopper one
- * horizon earlier (training shoppers': validation shoppers have no cuts
- * there). */
+ * cut, newest, of every held-out shopper (each once, at one time, as
+ * serving takes every shopper at now; dataset_build keeps that cut), [0]
+ * the cuts of any shopper one horizon earlier (training shoppers':
+ * validation shoppers have no cuts there). */
 typedef struct LevelSums {
     int64_t lo[2], hi[2];
     double y[2], net[2], fb[2];
-    size_t pos[2];
+    size_t pos[2], n1;
+    double yy1, nn1, yn1; /* [1]'s Σ y², Σ network², Σ y × network: the calibration's standard error */
 } LevelSums;
 
 static void add_level_sums(void *arg, const TrainCut *ct, double pred)
@@ -221,29 +224,32 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred)
             l->net[w] += pred;
             l->fb[w] += fallback_mean(ct);
             l->pos[w] += ct->y > 0;
+            if (w == 1)
+                l->n1++, l->yy1 += ct->y * ct->y, l->nn1 += pred * pred, l->yn1 += ct->y * pred;
         }
 }
 
-#define LEVEL_MIN_POSITIVE 50 /* held-out cuts with spend needed to calibrate on them */
+#define LEVEL_MIN_POSITIVE 50 /* held-out shoppers with spend at now - H needed to calibrate on them */
 
 /* The level (docs/MODEL.md, "Training", step 6). Two rules: "fallback",
  * the fallback's total at now (fallback_shift()), and "network", the
  * network's own level (what it learned from every matured cut, the time of
- * year at as_of among its inputs) with the bias it shows on the latest
- * matured held-out cuts taken out (log Σ spend / Σ network there; nothing
- * when fewer than LEVEL_MIN_POSITIVE of them have spend), and, when the
+ * year at as_of among its inputs) with the bias it shows on the held-out
+ * shoppers at the latest matured cut time, now - H, taken out (log Σ spend
+ * / Σ network there, each shopper once, as serving takes every shopper
+ * once at now; nothing when fewer than LEVEL_MIN_POSITIVE of them have
+ * spend), and, when the
  * training sequences are longer than what serving rebuilds states from,
  * the ratio of the network's total at now over the two (so the calibrated
  * total is the one served). auto takes the network's when it can stand on
  * it: the head learned the time of year (out->seasonal), so the season
  * moves with as_of and not with the shift, and the set holds events from
- * the training history (set->history_events), so the shoppers of the
- * latest matured cuts are all the shoppers, not only those whose ring
- * reaches back that far. A shift that is not finite or beyond
+ * the training history (set->history_events), so the shoppers at now - H
+ * are all the shoppers, not only those whose ring reaches back that far. A shift that is not finite or beyond
  * LEVEL_SHIFT_MAX (a diverged network) gives way to the fallback rule.
- * Reported, on those held-out cuts: the fallback's total error, the
- * network's own (before the shift), and the network calibrated on the cuts
- * one horizon earlier and carried to them. */
+ * Reported, on those held-out shoppers at now - H: the fallback's total
+ * error, the network's own (before the shift), and the network calibrated
+ * on the training shoppers' cuts one horizon earlier and carried to them. */
 #define LEVEL_SHIFT_MAX 20.0 /* model_load refuses beyond 50 */
 
 double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
@@ -254,7 +260,7 @@ double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const F
     out->val_total_error_fallback = out->val_total_error_held_out = out->val_total_error_network = 0.0;
     const int64_t Hs = (int64_t)cfg->horizon_days * 86400, newest = set->now - Hs;
     const int64_t span = 2 * (int64_t)cfg->grid_days * 86400;
-    LevelSums l = {.lo = {newest - span - Hs, newest - span}, .hi = {newest - Hs, newest}};
+    LevelSums l = {.lo = {newest - span - Hs, newest}, .hi = {newest - Hs, newest}};
     bool sums = predict_cuts(theta, cfg->hidden, hybrid, 0.0, d, true, add_level_sums, &l) == 0 && l.y[1] > 0 &&
                 l.net[1] > 0 && isfinite(l.net[1]);
     if (sums) {
@@ -263,6 +269,11 @@ double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const F
             out->val_total_error_fallback = l.fb[1] / l.y[1] - 1.0;
         if (l.pos[0] >= LEVEL_MIN_POSITIVE && l.pos[1] >= LEVEL_MIN_POSITIVE && l.y[0] > 0 && l.net[0] > 0)
             out->val_total_error_held_out = l.y[0] / l.net[0] * l.net[1] / l.y[1] - 1.0;
+    }
+    if (sums) { /* the calibration's own noise: log(Σy / Σnet) over the shoppers, by the delta method */
+        const double r = l.y[1] / l.net[1], v = l.yy1 - 2 * r * l.yn1 + r * r * l.nn1;
+        log_msg(LOG_DEBUG, "level calibration", "shoppers=%zu with_spend=%zu log_ratio=%.4f se=%.4f", l.n1, l.pos[1],
+                log_ratio(l.y[1], l.net[1]), sqrt(v > 0 ? v : 0) / l.y[1]);
     }
     if (own) {
         double shift = sums && l.pos[1] >= LEVEL_MIN_POSITIVE ? log_ratio(l.y[1], l.net[1]) : 0.0;

@@ -15,15 +15,16 @@
  *     holds them;
  *   - a shopper first seen within the last H days yields no example;
  *   - trainer_run's example counts (train and validation) are the number
- *     of cuts the rule allows;
+ *     of cuts the rule allows; when fewer are kept, a validation shopper
+ *     still keeps its cut at now - H;
  *   - the head learns the time of year at as_of only when the matured cuts
  *     span a year: with 340 days of them its weights there stay exactly 0,
  *     with two years of them they move;
  *   - the level rule: train.level=auto takes the network's own level only
  *     for a seasonal network trained from the history (events loaded from
  *     it, not only the history on), and
- *     that level is the network calibrated on the latest matured held-out
- *     cuts (its shift undoes its own error there). */
+ *     that level is the network calibrated on the held-out shoppers at
+ *     now - H (its shift undoes its own error there). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,10 +40,12 @@
 #define NYOUNG 6       /* shoppers whose first event is within the last H days */
 #define MAX_EV 128
 #define AFTER_NOW 5    /* events appended after now in the third data set */
+#define NSPAN 240      /* shoppers of the level rules' two years: enough held-out ones to calibrate on */
+#define MAX_SHOPPERS (NSPAN > NOLD + NYOUNG ? NSPAN : NOLD + NYOUNG)
 
 typedef struct Data {
-    Event ev[(NOLD + NYOUNG) * (MAX_EV + AFTER_NOW)];
-    TrainShopper sh[NOLD + NYOUNG];
+    Event ev[MAX_SHOPPERS * (MAX_EV + AFTER_NOW)];
+    TrainShopper sh[MAX_SHOPPERS];
     TrainSet set;
 } Data;
 
@@ -199,6 +202,36 @@ static size_t check_examples(const Data *d, AdjPair **pairs_out)
     return np;
 }
 
+/* With fewer cuts kept than allowed, every validation shopper still keeps
+ * its cut at now - H (the level is calibrated there, one cut per held-out
+ * shopper): the last of its examples, in cut order, is at that age. */
+static void check_newest_kept(const Data *d)
+{
+    TrainConfig tc;
+    train_config(&tc, 100);
+    tc.cuts_per_shopper = 2;
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+    AdjPair *pairs;
+    size_t np, k = 0;
+    ASSERT(trainer_backtest(&d->set, &tc, &fit, NULL, &pairs, &np) == 0);
+    const int64_t newest = NOW - (int64_t)H_DAYS * DAY;
+    int thinned = 0;
+    for (int i = 0; i < (int)d->set.nshoppers; i++) {
+        int64_t cuts[MAX_EV + 64];
+        int nc = allowed_cuts(d, i, true, cuts);
+        int keep = nc < 2 ? nc : 2;
+        thinned += nc > 2;
+        k += (size_t)keep;
+        if (keep) {
+            double age = (double)(newest - d->ev[d->sh[i].first].ts) / DAY;
+            ASSERT(k <= np);
+            ASSERT_NEAR(pairs[k - 1].tenure_days, age, 1e-3 * (1 + age));
+        }
+    }
+    ASSERT(k == np && thinned > 0);
+    free(pairs);
+}
+
 /* trainer_run on set under tc with the published CDNOW prior as the
  * fallback; fails the test if it fails. */
 static void train_ok(const TrainSet *set, const TrainConfig *tc, uint32_t id, TrainResult *tr)
@@ -289,7 +322,7 @@ static void check_season_gate(const Data *d)
 static void check_level_rules(const Data *d)
 {
     static Data span;
-    make_span(&span, NOLD, 720);
+    make_span(&span, NSPAN, 720);
     struct {
         int level, seasonal; /* seasonal: the two-year data */
         bool history, loaded;
@@ -364,6 +397,7 @@ int main(void)
     check_counts(&young, &e_young);
     check_counts(&late, &e_late);
     ASSERT(e_late == e_young);
+    check_newest_kept(&young);
     check_season_gate(&young);
     check_level_rules(&young);
     printf("trainer_run: %llu examples, %zu labels moved by (now - H, now] values\n", (unsigned long long)e_young,
