@@ -82,6 +82,7 @@ typedef struct DatasetConfig {
     int horizon_days, grid_days, cuts_per_shopper, val_percent;
     size_t max_examples;   /* stop adding shoppers past this many cuts */
     uint64_t seed;         /* which cuts are kept when there are more */
+    int ring;              /* the recent summary at a cut: the last ring events (0: all) */
 } DatasetConfig;
 
 /* Cuts every shopper of set into a sequence of examples, with the

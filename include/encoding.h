@@ -35,6 +35,9 @@ typedef struct RecentSummary {
 
 void recent_summary_init(RecentSummary *r);
 void recent_summary_apply(RecentSummary *r, const Event *ev);
+/* The summary of the last ring of ev[0, n) (all of them when ring is 0):
+ * what serving's ring of that size would hold after ev[n - 1]. */
+void recent_summary_of(RecentSummary *r, const Event *ev, size_t n, size_t ring);
 
 /* x (FEATURE_DIM,) for event ev. */
 void encode_event(float *x, const Event *ev, const EncodeContext *ctx);

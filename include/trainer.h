@@ -40,6 +40,8 @@ typedef struct TrainConfig {
     int val_percent;
     int head;              /* 0: train both, keep the better; 1: hybrid only; 2: LSTM-only only */
     int level;             /* 0: auto (trainer_choose_level), 1: the fallback's total, 2: the network's own */
+    int ring;              /* model.recent_events: the browse and cart summary at a cut covers as many events
+                            * as serving's ring holds (0: every event before the cut) */
     const atomic_bool *cancel; /* NULL, or set from another thread to stop at the next batch (-ECANCELED) */
 } TrainConfig;
 

@@ -112,20 +112,20 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
         }
         ShopperAgg agg = sh->agg0;
         RecentSummary rs;
-        recent_summary_init(&rs);
         int applied = 0;
         for (int k = 0; k < keep; k++) {
             int64_t c = cand[k];
-            while (applied < n && ev[applied].ts <= c) {
-                recent_summary_apply(&rs, &ev[applied]);
+            while (applied < n && ev[applied].ts <= c)
                 shopper_agg_apply(&agg, &ev[applied++]);
-            }
             TrainCut *ct = &s->cuts[s->ncuts];
             ct->t = applied - 1;
             ct->c = c;
             ct->val = val;
             if (ct->t < 0)
                 continue;
+            /* as serving sees it: the browse and cart summary of the
+             * ring's events, however long the training sequence */
+            recent_summary_of(&rs, ev, (size_t)applied, (size_t)(cfg->ring > 0 ? cfg->ring : 0));
             FallbackOutput fo;
             model_fallback(fit, cfg->horizon_days, &agg, &rs, c, &fo);
             float e[NE];

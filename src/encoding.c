@@ -72,6 +72,13 @@ void recent_summary_apply(RecentSummary *r, const Event *ev)
     }
 }
 
+void recent_summary_of(RecentSummary *r, const Event *ev, size_t n, size_t ring)
+{
+    recent_summary_init(r);
+    for (size_t i = ring && n > ring ? n - ring : 0; i < n; i++)
+        recent_summary_apply(r, &ev[i]);
+}
+
 /* Days from ts to as_of, 0 when ts is later; none (ts <= 0): the tenure. */
 static double days_since(int64_t ts, int64_t as_of, double tenure)
 {

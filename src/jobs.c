@@ -307,6 +307,7 @@ static void train_config(Service *s, const Model *cur, TrainConfig *tc)
         .val_percent = (int)s->cfg.train_val_percent,
         .head = (int)s->cfg.train_head,
         .level = (int)s->cfg.train_level,
+        .ring = (int)s->cfg.model_recent_events,
         .cancel = &s->cancel_jobs,
     };
 }

@@ -388,6 +388,7 @@ DatasetConfig trainer_dataset_config(const TrainConfig *cfg)
         .val_percent = cfg->val_percent,
         .max_examples = cfg->max_examples,
         .seed = cfg->seed,
+        .ring = cfg->ring,
     };
 }
 

@@ -156,17 +156,16 @@ static int totals_at_now(const TrainSet *set, const TrainConfig *cfg, const Fall
         EncodeContext ctx = sh->ctx0;
         ShopperAgg agg = sh->agg0;
         RecentSummary rs;
-        recent_summary_init(&rs);
         for (size_t t = 0; t < sh->n; t++) {
             encode_event(xf, &ev[t], &ctx);
             encode_context_advance(&ctx, &ev[t]);
             shopper_agg_apply(&agg, &ev[t]);
-            recent_summary_apply(&rs, &ev[t]);
             double x[NIN];
             for (int k = 0; k < NIN; k++)
                 x[k] = xf[k];
             trainer_step_forward(W, b, H, x, h, c, z, xh);
         }
+        recent_summary_of(&rs, ev, sh->n, (size_t)(cfg->ring > 0 ? cfg->ring : 0)); /* as in dataset_build */
         FallbackOutput fo;
         model_fallback(fit, cfg->horizon_days, &agg, &rs, set->now, &fo);
         float ef[NE];

@@ -17,6 +17,8 @@
  *   - trainer_run's example counts (train and validation) are the number
  *     of cuts the rule allows; when fewer are kept, a validation shopper
  *     still keeps its cut at now - H;
+ *   - the browse and cart summary at a cut covers the ring's worth of
+ *     events before it, as serving's does;
  *   - the head learns the time of year at as_of only when the matured cuts
  *     span a year: with 340 days of them its weights there stay exactly 0,
  *     with two years of them they move;
@@ -29,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dataset.h"
 #include "test_util.h"
 #include "trainer.h"
 
@@ -232,6 +235,45 @@ static void check_newest_kept(const Data *d)
     free(pairs);
 }
 
+/* The browse and cart summary at a training cut covers the last `ring`
+ * events, as serving's ring does, however long the sequence: a shopper
+ * views, adds to cart 20 days later, then views once a day. At a cut with
+ * more than 3 views after the cart a ring of 4 no longer holds it ("since
+ * the last add-to-cart" is then the shopper's age, as for none), while the
+ * whole sequence (ring 0) does. */
+static void check_ring_summary(void)
+{
+    enum { N = 40 };
+    static Event ev[N];
+    const int64_t start = NOW - (int64_t)(H_DAYS + 60) * DAY + 3600;
+    for (int k = 0; k < N; k++)
+        ev[k] = (Event){.ts = start + (int64_t)(k == 0 ? 0 : 19 + k) * DAY, .type = k == 1 ? EV_ADD_TO_CART : EV_VIEW,
+                        .quantity = 1};
+    TrainShopper sh = {.first = 0, .n = N, .key = 1};
+    shopper_agg_init(&sh.agg0);
+    TrainSet set = {.events = ev, .nevents = N, .shoppers = &sh, .nshoppers = 1, .now = NOW};
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+    int held = 0, gone = 0;
+    for (int ring = 0; ring <= 4; ring += 4) {
+        DatasetConfig dc = {.horizon_days = H_DAYS, .grid_days = GRID_DAYS, .cuts_per_shopper = 256,
+                            .max_examples = 1000, .seed = 1, .ring = ring};
+        Dataset d;
+        ASSERT(dataset_build(&d, &set, &dc, &fit) == 0 && d.nseq == 1);
+        for (int k = 0; k < d.seqs[0].ncuts; k++) {
+            const TrainCut *ct = &d.seqs[0].cuts[k];
+            if (ct->t < 1)
+                continue; /* before the cart */
+            double age = (double)(ct->c - ev[0].ts) / DAY, since = (double)(ct->c - ev[1].ts) / DAY;
+            bool in_ring = ring == 0 || ct->t - 1 < ring;
+            ASSERT_NEAR(ct->e[5], log1p(in_ring ? since : age), 1e-5); /* e[5]: days since the last add-to-cart */
+            held += in_ring;
+            gone += !in_ring;
+        }
+        dataset_free(&d);
+    }
+    ASSERT(held > 0 && gone > 0);
+}
+
 /* trainer_run on set under tc with the published CDNOW prior as the
  * fallback; fails the test if it fails. */
 static void train_ok(const TrainSet *set, const TrainConfig *tc, uint32_t id, TrainResult *tr)
@@ -398,6 +440,7 @@ int main(void)
     check_counts(&late, &e_late);
     ASSERT(e_late == e_young);
     check_newest_kept(&young);
+    check_ring_summary();
     check_season_gate(&young);
     check_level_rules(&young);
     printf("trainer_run: %llu examples, %zu labels moved by (now - H, now] values\n", (unsigned long long)e_young,
