@@ -35,9 +35,10 @@ typedef struct RecentSummary {
 
 void recent_summary_init(RecentSummary *r);
 void recent_summary_apply(RecentSummary *r, const Event *ev);
-/* The summary of the last ring of ev[0, n) (all of them when ring is 0):
- * what serving's ring of that size would hold after ev[n - 1]. */
-void recent_summary_of(RecentSummary *r, const Event *ev, size_t n, size_t ring);
+/* The summary of those of the last ring of ev[0, n) (all of them when ring
+ * is 0) dated at or before as_of: what serving reads at as_of from a ring of
+ * that size holding ev[0, n) (service_recent_summary). */
+void recent_summary_of(RecentSummary *r, const Event *ev, size_t n, size_t ring, int64_t as_of);
 
 /* x (FEATURE_DIM,) for event ev. */
 void encode_event(float *x, const Event *ev, const EncodeContext *ctx);

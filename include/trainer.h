@@ -58,9 +58,10 @@ typedef struct TrainResult {
     double val_gini_fallback; /* the fallback's on the same validation cuts */
     double level_shift;    /* added to μ (docs/MODEL.md, "Training", step 6) */
     int level_rule;        /* LEVEL_RULE_*: how level_shift was chosen */
-    double val_total_error_fallback;  /* the fallback's total error on the validation cuts */
-    double val_total_error_held_out;  /* the network calibrated one horizon earlier, there (a diagnostic) */
+    double val_total_error_fallback;  /* the fallback's total error on the held-out shoppers at now - H */
+    double val_total_error_held_out;  /* the network calibrated on training cuts one horizon earlier, there (a diagnostic) */
     double val_total_error_network;   /* the network's own before its level shift, there */
+    uint64_t level_shoppers;          /* the held-out shoppers at now - H: the level's calibration set */
     uint64_t examples, val_examples, users;
     int epochs;
     int epochs_other;      /* of the other variant (0 if only one was trained) */

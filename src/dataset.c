@@ -52,9 +52,10 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
         if (n == 0 || n > DATASET_MAX_EVENTS)
             continue;
         /* candidate cut times: every event time, and a grid through quiet
-         * periods. Validation shoppers are judged the way predictions are
-         * served, as late as possible: only cut times in the last
-         * 2 x grid_days before labels stop maturing, plus that last time. */
+         * periods, each time once. Validation shoppers are judged the way
+         * predictions are served, as late as possible: only cut times in
+         * the last 2 x grid_days before labels stop maturing, plus that
+         * last time, newest, which they always keep (below). */
         bool val = (int)(sh->key % 100) < cfg->val_percent;
         const int64_t newest = set->now - Hs, oldest = val ? newest - 2 * grid : INT64_MIN;
         int nc = 0;
@@ -64,15 +65,22 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
         for (int64_t c = ev[0].ts + grid; c <= newest && nc < (int)(sizeof cand / sizeof cand[0]) - 1; c += grid)
             if (c >= oldest)
                 cand[nc++] = c;
-        if (val && ev[0].ts <= newest && (nc == 0 || cand[nc - 1] != newest))
+        if (val && ev[0].ts <= newest)
             cand[nc++] = newest;
         if (nc == 0)
             continue;
         qsort(cand, (size_t)nc, sizeof cand[0], cmp_i64);
+        int distinct = 1; /* an event on a grid time, or on newest, is one cut */
+        for (int i = 1; i < nc; i++)
+            if (cand[i] != cand[distinct - 1])
+                cand[distinct++] = cand[i];
+        nc = distinct;
         /* keep at most cuts_per_shopper, drawn without replacement; a
          * validation shopper always keeps its cut at newest (the level's
          * calibration takes each held-out shopper once, there): it is the
-         * last candidate, kept in front of the draw */
+         * last candidate, kept in front of the draw, and the draw it
+         * replaces is made all the same, so the shoppers after this one
+         * get the cuts they would get without the rule */
         int keep = nc < cfg->cuts_per_shopper ? nc : cfg->cuts_per_shopper;
         int first = 0;
         if (val && cand[nc - 1] == newest && keep < nc) {
@@ -80,6 +88,7 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
             cand[0] = cand[nc - 1];
             cand[nc - 1] = t;
             first = 1;
+            (void)splitmix64(&rng);
         }
         for (int i = first; i < keep; i++) {
             int j = i + (int)(splitmix64(&rng) % (uint64_t)(nc - i));
@@ -125,7 +134,7 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
                 continue;
             /* as serving sees it: the browse and cart summary of the
              * ring's events, however long the training sequence */
-            recent_summary_of(&rs, ev, (size_t)applied, (size_t)(cfg->ring > 0 ? cfg->ring : 0));
+            recent_summary_of(&rs, ev, (size_t)applied, (size_t)(cfg->ring > 0 ? cfg->ring : 0), c);
             FallbackOutput fo;
             model_fallback(fit, cfg->horizon_days, &agg, &rs, c, &fo);
             float e[NE];

@@ -72,11 +72,12 @@ void recent_summary_apply(RecentSummary *r, const Event *ev)
     }
 }
 
-void recent_summary_of(RecentSummary *r, const Event *ev, size_t n, size_t ring)
+void recent_summary_of(RecentSummary *r, const Event *ev, size_t n, size_t ring, int64_t as_of)
 {
     recent_summary_init(r);
     for (size_t i = ring && n > ring ? n - ring : 0; i < n; i++)
-        recent_summary_apply(r, &ev[i]);
+        if (ev[i].ts <= as_of)
+            recent_summary_apply(r, &ev[i]);
 }
 
 /* Days from ts to as_of, 0 when ts is later; none (ts <= 0): the tenure. */

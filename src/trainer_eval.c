@@ -165,7 +165,7 @@ static int totals_at_now(const TrainSet *set, const TrainConfig *cfg, const Fall
                 x[k] = xf[k];
             trainer_step_forward(W, b, H, x, h, c, z, xh);
         }
-        recent_summary_of(&rs, ev, sh->n, (size_t)(cfg->ring > 0 ? cfg->ring : 0)); /* as in dataset_build */
+        recent_summary_of(&rs, ev, sh->n, (size_t)(cfg->ring > 0 ? cfg->ring : 0), set->now); /* as serving reads it */
         FallbackOutput fo;
         model_fallback(fit, cfg->horizon_days, &agg, &rs, set->now, &fo);
         float ef[NE];
@@ -205,8 +205,8 @@ static double fallback_shift(const TrainSet *set, const TrainConfig *cfg, const 
  * and the fallback's, in two windows of cut times: [1] the latest matured
  * cut, newest, of every held-out shopper (each once, at one time, as
  * serving takes every shopper at now; dataset_build keeps that cut), [0]
- * the cuts of any shopper one horizon earlier (training shoppers':
- * validation shoppers have no cuts there). */
+ * the training shoppers' cuts in the 2 x grid_days one horizon earlier
+ * (every such cut: a busy shopper has more of them). */
 typedef struct LevelSums {
     int64_t lo[2], hi[2];
     double y[2], net[2], fb[2];
@@ -218,7 +218,7 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred)
 {
     LevelSums *l = arg;
     for (int w = 0; w < 2; w++)
-        if (ct->c >= l->lo[w] && ct->c <= l->hi[w] && (w == 0 || ct->val)) {
+        if (ct->c >= l->lo[w] && ct->c <= l->hi[w] && ct->val == (w == 1)) {
             l->y[w] += ct->y;
             l->net[w] += pred;
             l->fb[w] += fallback_mean(ct);
@@ -254,7 +254,6 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred)
 double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
                             bool hybrid, const Dataset *d, TrainResult *out)
 {
-    const bool own = cfg->level == 2 || (cfg->level == 0 && out->seasonal && set->history_events > 0);
     out->level_rule = LEVEL_RULE_FALLBACK;
     out->val_total_error_fallback = out->val_total_error_held_out = out->val_total_error_network = 0.0;
     const int64_t Hs = (int64_t)cfg->horizon_days * 86400, newest = set->now - Hs;
@@ -274,8 +273,12 @@ double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const F
         log_msg(LOG_DEBUG, "level calibration", "shoppers=%zu with_spend=%zu log_ratio=%.4f se=%.4f", l.n1, l.pos[1],
                 log_ratio(l.y[1], l.net[1]), sqrt(v > 0 ? v : 0) / l.y[1]);
     }
+    out->level_shoppers = l.n1;
+    /* auto needs the calibration: a network's own level unchecked on held-out shoppers is not taken by default */
+    const bool calibrated = sums && l.pos[1] >= LEVEL_MIN_POSITIVE;
+    const bool own = cfg->level == 2 || (cfg->level == 0 && out->seasonal && set->history_events > 0 && calibrated);
     if (own) {
-        double shift = sums && l.pos[1] >= LEVEL_MIN_POSITIVE ? log_ratio(l.y[1], l.net[1]) : 0.0;
+        double shift = calibrated ? log_ratio(l.y[1], l.net[1]) : 0.0;
         if (set->served) {
             double full, served, fb;
             if (totals_at_now(set, cfg, fit, theta, hybrid, set->shoppers, &full, &fb) == 0 &&

@@ -17,6 +17,8 @@
  *   - trainer_run's example counts (train and validation) are the number
  *     of cuts the rule allows; when fewer are kept, a validation shopper
  *     still keeps its cut at now - H;
+ *   - a cut time that is an event time, a grid time and now - H at once
+ *     is one cut;
  *   - the browse and cart summary at a cut covers the ring's worth of
  *     events before it, as serving's does;
  *   - the head learns the time of year at as_of only when the matured cuts
@@ -235,6 +237,32 @@ static void check_newest_kept(const Data *d)
     free(pairs);
 }
 
+/* A cut time is one cut however many rules give it: a held-out shopper
+ * with daily events at midnight, one of them at now - H, which is also a
+ * grid time (its first event + 2 x grid), has each cut time once. */
+static void check_cut_times_once(void)
+{
+    enum { N = 61 };
+    static Event ev[N];
+    const int64_t newest = NOW - (int64_t)H_DAYS * DAY;
+    for (int k = 0; k < N; k++)
+        ev[k] = (Event){.ts = newest - (int64_t)(2 * GRID_DAYS - k) * DAY, .type = k % 5 ? EV_VIEW : EV_PURCHASE,
+                        .value = k % 5 ? 0.0 : 20.0, .quantity = 1};
+    TrainShopper sh = {.first = 0, .n = N, .key = 1};
+    shopper_agg_init(&sh.agg0);
+    TrainSet set = {.events = ev, .nevents = N, .shoppers = &sh, .nshoppers = 1, .now = NOW};
+    TrainConfig tc;
+    train_config(&tc, 100);
+    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+    AdjPair *pairs;
+    size_t np;
+    ASSERT(trainer_backtest(&set, &tc, &fit, NULL, &pairs, &np) == 0);
+    ASSERT(np == N); /* the 61 event days, the last of them now - H and a grid time */
+    for (size_t k = 1; k < np; k++)
+        ASSERT(pairs[k].tenure_days > pairs[k - 1].tenure_days);
+    free(pairs);
+}
+
 /* The browse and cart summary at a training cut covers the last `ring`
  * events, as serving's ring does, however long the sequence: a shopper
  * views, adds to cart 20 days later, then views once a day. At a cut with
@@ -359,29 +387,43 @@ static void check_season_gate(const Data *d)
     }
 }
 
+/* The held-out shoppers of data with an event by now - H: the level's
+ * calibration set (each once). */
+static uint64_t held_out_at_newest(const Data *data, int val_percent)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < data->set.nshoppers; i++)
+        n += (int)(data->sh[i].key % 100) < val_percent && data->sh[i].n > 0 &&
+             data->ev[data->sh[i].first].ts <= NOW - (int64_t)H_DAYS * DAY;
+    return n;
+}
+
 /* The level rule for each train.level, seasonal (two years of shoppers) or
- * not (the `young` data), from the history or the rings. */
+ * not (the `young` data), from the history or the rings; auto does not
+ * take an uncalibrated network's level (two years of too few shoppers). */
 static void check_level_rules(const Data *d)
 {
-    static Data span;
+    static Data span, few;
     make_span(&span, NSPAN, 720);
+    make_span(&few, NOLD, 720);
     struct {
-        int level, seasonal; /* seasonal: the two-year data */
+        int level, seasonal; /* seasonal: the two-year data (2: of NOLD shoppers, too few held out) */
         bool history, loaded;
         int rule;
     } cases[] = {
         {0, 1, true, true, LEVEL_RULE_NETWORK},      {0, 1, false, false, LEVEL_RULE_FALLBACK},
         {0, 1, true, false, LEVEL_RULE_FALLBACK},    /* the history on, nothing loaded from it */
         {0, 0, true, true, LEVEL_RULE_FALLBACK},     /* not seasonal */
+        {0, 2, true, true, LEVEL_RULE_FALLBACK},     /* too few held-out shoppers with spend to calibrate */
         {1, 1, true, true, LEVEL_RULE_FALLBACK},     {2, 1, false, false, LEVEL_RULE_NETWORK},
-        {2, 0, false, false, LEVEL_RULE_NETWORK},
+        {2, 0, false, false, LEVEL_RULE_NETWORK},    {2, 2, true, true, LEVEL_RULE_NETWORK},
     };
     int calibrated = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         TrainConfig tc;
         train_config(&tc, 30);
         tc.level = cases[k].level;
-        const Data *data = cases[k].seasonal ? &span : d;
+        const Data *data = cases[k].seasonal == 2 ? &few : cases[k].seasonal ? &span : d;
         TrainSet set = data->set;
         set.served = cases[k].history ? (TrainShopper *)data->sh : NULL; /* the full histories, as served */
         set.history_events = cases[k].loaded ? set.nevents : 0;
@@ -389,6 +431,9 @@ static void check_level_rules(const Data *d)
         train_ok(&set, &tc, 11, &tr);
         ASSERT(tr.level_rule == cases[k].rule && tr.seasonal == (cases[k].seasonal != 0));
         ASSERT(tr.net->level_shift == tr.level_shift && isfinite(tr.level_shift));
+        ASSERT(tr.level_shoppers == held_out_at_newest(data, tc.val_percent) && tr.level_shoppers > 0);
+        if (cases[k].seasonal == 2 && tr.level_rule == LEVEL_RULE_NETWORK)
+            ASSERT(tr.level_shift == 0.0); /* train.level=network: its own level, unshifted */
         if (tr.level_rule == LEVEL_RULE_NETWORK) { /* calibrated where it can be checked, or no shift
                                                     * (served = the training sequences: no further ratio) */
             ASSERT(tr.level_shift == 0.0 || fabs(tr.level_shift + log1p(tr.val_total_error_network)) < 1e-9);
@@ -441,6 +486,7 @@ int main(void)
     ASSERT(e_late == e_young);
     check_newest_kept(&young);
     check_ring_summary();
+    check_cut_times_once();
     check_season_gate(&young);
     check_level_rules(&young);
     printf("trainer_run: %llu examples, %zu labels moved by (now - H, now] values\n", (unsigned long long)e_young,
