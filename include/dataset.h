@@ -2,11 +2,13 @@
  *
  * Example: a shopper's history up to a cut time c, the head's inputs at c,
  * and the label "net spend in (c, c + H]". Cut times are the shopper's
- * event times and a grid every grid_days through quiet periods, kept only
- * when c + H <= now (matured). A shopper is in the validation split when
- * its id hash says so (val_percent); validation shoppers are cut only in
- * the last 2 x grid_days before labels stop maturing, plus that last
- * time, the way predictions are served: as late as possible.
+ * event times and a grid every grid_days through quiet periods, each time
+ * once, kept only when c + H <= now (matured). A shopper is in the
+ * validation split when its id hash says so (val_percent); validation
+ * shoppers are cut only in the last 2 x grid_days before labels stop
+ * maturing, plus that last time, now - H, which they always keep (the
+ * level is calibrated there: src/trainer_eval.c), the way predictions are
+ * served: as late as possible.
  *
  * Pure computation on the worker thread. A TrainSet is the caller's (the
  * service copies it out of the store); a Dataset owns its arrays until
