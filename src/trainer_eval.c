@@ -237,14 +237,15 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred)
  * shoppers at the latest matured cut time, now - H, taken out (log Σ spend
  * / Σ network there, each shopper once, as serving takes every shopper
  * once at now; nothing when fewer than LEVEL_MIN_POSITIVE of them have
- * spend), and, when the
- * training sequences are longer than what serving rebuilds states from,
- * the ratio of the network's total at now over the two (so the calibrated
- * total is the one served). auto takes the network's when it can stand on
- * it: the head learned the time of year (out->seasonal), so the season
- * moves with as_of and not with the shift, and the set holds events from
- * the training history (set->history_events), so the shoppers at now - H
- * are all the shoppers, not only those whose ring reaches back that far. A shift that is not finite or beyond
+ * spend), and, when the training sequences are longer than what serving
+ * rebuilds states from, the ratio of the network's total at now over the
+ * two (so the calibrated total is the one served). auto takes the
+ * network's when it can stand on it: the head learned the time of year
+ * (out->seasonal), so the season moves with as_of and not with the shift;
+ * the set holds events from the training history (set->history_events), so
+ * the shoppers at now - H are all the shoppers, not only those whose ring
+ * reaches back that far; and the calibration had LEVEL_MIN_POSITIVE
+ * shoppers with spend. A shift that is not finite or beyond
  * LEVEL_SHIFT_MAX (a diverged network) gives way to the fallback rule.
  * Reported, on those held-out shoppers at now - H: the fallback's total
  * error, the network's own (before the shift), and the network calibrated
