@@ -55,6 +55,7 @@ struct HttpServer {
     atomic_bool draining;
     HttpBodyBudget budget;         /* limits.max_inflight_body_bytes, bodies in flight */
     atomic_int abandoned;          /* resumed by http_stop and not yet answered */
+    atomic_int resuming;           /* http_on_durable calls between unlinking and resuming */
     atomic_uint_fast64_t next_request_id; /* from a random start; mixed into the ids made here */
     HashKey user_key;              /* the access log's user hash key, random per process */
     DeferPool *defer;              /* cluster mode: the forwarders (http_defer.h), else NULL */

@@ -17,8 +17,9 @@
  * own (docs/ARCHITECTURE.md): http_on_durable may run with the store lock
  * held (a snapshot's wal_rotate syncs the log) or the log's io_lock held
  * (a write failure), so nothing under held_lock may take either; only
- * libmicrohttpd's suspend and resume run under it, and service_durable
- * there is an atomic read.
+ * libmicrohttpd's suspend (and, at stop, its resume) runs under it, and
+ * service_durable there is an atomic read. http_on_durable resumes outside
+ * it (http_wait.c).
  *
  * Before any body byte is read, a request that announces a body is screened
  * on the handler's first call (headers complete): route, method, size and
@@ -459,7 +460,12 @@ void http_stop(HttpServer *h)
         /* libmicrohttpd aborts on a connection still suspended: answer the
          * held ones now (not durable in time: 503), and give the resumed
          * a bounded moment to get their answer queued and sent */
-        if (http_held_release_all(h)) {
+        bool released = http_held_release_all(h) > 0;
+        /* a flusher may have unlinked some to resume them just before:
+         * they are suspended until it has */
+        for (int i = 0; i < 1000 && atomic_load(&h->resuming) > 0; i++)
+            usleep(1000);
+        if (released) {
             for (int i = 0; i < 100 && atomic_load(&h->abandoned) > 0; i++)
                 usleep(10000);
             usleep(20000); /* queued: let the poll thread write them out */

@@ -66,22 +66,45 @@ int http_send_when_durable(HttpCall *c, uint64_t seq, int status, TextBuf *b)
     return http_send_json(c, status, b);
 }
 
+/* Resumes the held connections whose write is now durable. They are taken
+ * off the list under held_lock and resumed after it is released, RESUME_BATCH
+ * at a time: each MHD_resume_connection takes libmicrohttpd's own lock and
+ * writes its wake-up descriptor, and the HTTP thread, which takes held_lock
+ * for every write it holds, must not wait behind those (on 2 cores the
+ * flusher can lose its core while holding the lock). An unlinked connection
+ * stays suspended until resumed here, so it cannot end meanwhile; `resuming`
+ * tells http_stop to wait for these before it stops the daemon. */
+#define RESUME_BATCH 64
+
 void http_on_durable(void *arg, uint64_t seq)
 {
     HttpServer *h = arg;
-    pthread_mutex_lock(&h->held_lock);
-    for (HttpRequest **pp = &h->held; *pp;) {
-        HttpRequest *req = *pp;
-        if (req->wait_seq <= seq) {
-            *pp = req->next_held;
-            h->nheld--;
-            req->linked = false;
-            MHD_resume_connection(req->conn);
-        } else {
-            pp = &req->next_held;
+    struct MHD_Connection *due[RESUME_BATCH];
+    for (;;) {
+        size_t n = 0;
+        pthread_mutex_lock(&h->held_lock);
+        for (HttpRequest **pp = &h->held; *pp && n < RESUME_BATCH;) {
+            HttpRequest *req = *pp;
+            if (req->wait_seq <= seq) {
+                *pp = req->next_held;
+                h->nheld--;
+                req->linked = false;
+                due[n++] = req->conn;
+            } else {
+                pp = &req->next_held;
+            }
         }
+        if (n)
+            atomic_fetch_add(&h->resuming, 1);
+        pthread_mutex_unlock(&h->held_lock);
+        if (!n)
+            return;
+        for (size_t i = 0; i < n; i++)
+            MHD_resume_connection(due[i]);
+        atomic_fetch_sub(&h->resuming, 1);
+        if (n < RESUME_BATCH)
+            return;
     }
-    pthread_mutex_unlock(&h->held_lock);
 }
 
 size_t http_pending(HttpServer *h)
