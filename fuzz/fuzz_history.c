@@ -1,5 +1,6 @@
-/* fuzz_history: the training history file (history.c) as ltvd finds
- * storage.dir/history/events.hist at start. Each input is tried as given
+/* fuzz_history: a training history file (history.c) as ltvd finds it at
+ * start: one part, storage.dir/history/events-00.hist (the history opened
+ * with one part; the parts are alike). Each input is tried as given
  * and with every chunk's CRC recomputed (fuzz_common.h). Then:
  * history_open succeeds or fails with a message; its figures fit the
  * file; history_load of a few keys (the input's, and one it lacks) returns
@@ -37,7 +38,7 @@ static char root[160], hist_path[200], wal_empty[200];
 
 static HistoryConfig config(const char *dir)
 {
-    return (HistoryConfig){dir, MAX_EVENTS, MAX_DAYS, (uint64_t)1 << 20};
+    return (HistoryConfig){dir, MAX_EVENTS, MAX_DAYS, (uint64_t)1 << 20, 0, 1};
 }
 
 /* ---- seeds ---------------------------------------------------------------- */
@@ -76,7 +77,7 @@ static int gen_archive(Wal *w, History *h, const char *dir)
 static void gen_copy(const char *dir, const char *out, const char *name, size_t cut)
 {
     char src[300], dst[300];
-    snprintf(src, sizeof src, "%s/history/%s", dir, HISTORY_FILE);
+    history_part_path(src, sizeof src, dir, 0);
     snprintf(dst, sizeof dst, "%s/%s", out, name);
     FILE *f = fopen(src, "rb");
     static unsigned char buf[1 << 16];
@@ -121,7 +122,8 @@ static void gen_seeds(const char *out)
     /* an erasure whose compaction could not run (its temporary path is a
      * directory): the tombstone stays in the file, events follow it */
     char tmp[300];
-    snprintf(tmp, sizeof tmp, "%s/history/%s.tmp", dir, HISTORY_FILE);
+    history_part_path(tmp, sizeof tmp - 4, dir, 0);
+    strcat(tmp, ".tmp");
     if (mkdir(tmp, 0700))
         abort();
     gen_erase(w, "ann");
@@ -155,7 +157,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(hist_path, sizeof hist_path, "%s/history", root);
     if (mkdir(hist_path, 0700))
         abort();
-    snprintf(hist_path, sizeof hist_path, "%s/history/%s", root, HISTORY_FILE);
+    history_part_path(hist_path, sizeof hist_path, root, 0);
     snprintf(wal_empty, sizeof wal_empty, "%s/wal-empty", root);
     if (mkdir(wal_empty, 0700))
         abort();

@@ -1,22 +1,25 @@
 /* history: the training history on disk (include/history.h has the format
  * and the rules). Archiving reads the superseded log segments (wal_scan)
- * and appends chunks; compaction rewrites the file in hash-partitioned
- * passes; loading picks the sampled shoppers' records for training.
+ * and appends chunks to the parts their shoppers hash to; compaction
+ * rewrites one part in hash-partitioned passes; loading picks the sampled
+ * shoppers' records from every part for training.
  *
  * Threads: archive, compact and reset from one thread at a time (the
- * snapshot worker); load from any thread, beside them: it takes fd_lock
- * only to dup the fd and read the good end, and scans its own copy (a
- * compaction or reset swaps the fd under fd_lock; the old file stays
+ * snapshot worker); load from any thread, beside them: it takes a part's
+ * fd_lock only to dup its fd and read its good end, and scans its own copy
+ * (a compaction or reset swaps the fd under fd_lock; the old file stays
  * readable through the dup until it is closed). The figures (st_lock)
  * from any. */
 #include "history.h"
 #include "history_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,16 +38,99 @@
  * drops what it will not keep, and holds at most twice what it keeps */
 #define PASS_RECORDS ((size_t)2 << 20)
 
-struct History {
-    HistoryConfig cfg;
-    char path[600], tmp[620], hdir[560];
+/* One part: one file, the shoppers whose hashes history_part_of gives it. */
+typedef struct HistPart {
+    char path[600], tmp[620];
     int fd;                  /* O_RDWR (-1: a reset failed); appends go to good_end */
     uint64_t good_end;       /* the file up to its last valid chunk */
     pthread_mutex_t fd_lock; /* fd and good_end change under it (their one writer reads them without) */
     uint64_t bytes_at_compaction;
+    atomic_bool damaged;     /* a load found a bad chunk: the next archive compacts it (and fails) */
+    /* the part's figures (the history's st_lock) */
+    uint64_t bytes, records, tombstones, shoppers, archived_seq;
+} HistPart;
+
+struct History {
+    HistoryConfig cfg;
+    char hdir[560];
     pthread_mutex_t st_lock;
-    HistoryStats st;
+    HistoryStats st;         /* archives, compactions, cut_bytes and times; the rest is the parts' */
+    unsigned nparts;
+    HistPart parts[];
 };
+
+unsigned history_part_of(uint64_t key, unsigned nparts)
+{
+    /* the high bits: compaction's passes split a part by the low ones */
+    return nparts > 1 ? (unsigned)((key >> 32) % nparts) : 0;
+}
+
+void history_part_path(char *out, size_t n, const char *dir, unsigned part)
+{
+    snprintf(out, n, "%s/history/events-%02u.hist", dir, part);
+}
+
+/* ---- appending to every part (archive, and the single file's move) ------- */
+
+/* One chunk writer per part, each appending at its part's good end; NULL
+ * without memory. */
+static ChunkWriter *writers_open(History *h)
+{
+    ChunkWriter *w = calloc(h->nparts, sizeof *w);
+    for (unsigned i = 0; w && i < h->nparts; i++) {
+        if (hist_writer_init(&w[i], h->parts[i].fd, h->parts[i].good_end)) {
+            for (unsigned j = 0; j < i; j++)
+                free(w[j].buf);
+            free(w);
+            w = NULL;
+        }
+    }
+    return w;
+}
+
+/* A part's seq_hi for a chunk that ends where the log record seq does:
+ * never below what the part had. */
+static uint64_t part_seq(const HistPart *p, uint64_t seq)
+{
+    return seq > p->archived_seq ? seq : p->archived_seq;
+}
+
+/* Ends an append to every part, rc saying how it went so far: each part's
+ * pending records, or its new seq alone, go as a last chunk saying every
+ * log record up to seq is in the part (an empty chunk keeps the parts'
+ * seqs together: the next archive starts after the lowest); the parts are
+ * fsynced; then their new ends and figures are taken, or, on failure,
+ * each is cut back to its last good chunk (a run of valid chunks for the
+ * next append to extend). Frees w. rc, or the first error here. */
+static int writers_close(History *h, ChunkWriter *w, uint64_t seq, int rc)
+{
+    for (unsigned i = 0; i < h->nparts && !rc; i++)
+        if (w[i].n || seq > h->parts[i].archived_seq)
+            rc = hist_writer_flush(&w[i], part_seq(&h->parts[i], seq));
+    for (unsigned i = 0; i < h->nparts && !rc; i++)
+        if (fsync(h->parts[i].fd) != 0)
+            rc = -errno;
+    for (unsigned i = 0; i < h->nparts; i++) {
+        HistPart *p = &h->parts[i];
+        if (rc) {
+            if (ftruncate(p->fd, (off_t)p->good_end) != 0 || fsync(p->fd) != 0)
+                log_msg(LOG_WARN, "cannot cut the training history back", "file=\"%s\"", p->path);
+        } else {
+            pthread_mutex_lock(&p->fd_lock);
+            p->good_end = w[i].offset;
+            pthread_mutex_unlock(&p->fd_lock);
+            pthread_mutex_lock(&h->st_lock);
+            p->archived_seq = part_seq(p, seq);
+            p->records += w[i].records;
+            p->tombstones += w[i].tombstones;
+            p->bytes = p->good_end;
+            pthread_mutex_unlock(&h->st_lock);
+        }
+        free(w[i].buf);
+    }
+    free(w);
+    return rc;
+}
 
 /* ---- open ----------------------------------------------------------------- */
 
@@ -58,77 +144,158 @@ static int count_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     return 0;
 }
 
-/* Opens h->path, checks it and cuts what follows its last valid chunk;
- * sets the figures. */
-static int load_file(History *h, char *err, size_t errlen)
+/* Opens the part's file, checks it and cuts what follows its last valid
+ * chunk; sets its figures. */
+static int load_file(History *h, HistPart *p, char *err, size_t errlen)
 {
-    h->fd = open(h->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-    if (h->fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", h->path, strerror(errno));
+    p->fd = open(p->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (p->fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", p->path, strerror(errno));
         return -errno;
     }
     struct stat st;
-    if (fstat(h->fd, &st) != 0)
+    if (fstat(p->fd, &st) != 0)
         return -errno;
-    if (st.st_size > 0 && !hist_header_ok(h->fd)) {
+    if (st.st_size > 0 && !hist_header_ok(p->fd)) {
         log_msg(LOG_WARN, "training history file has a bad header: started afresh", "file=\"%s\" bytes=%lld",
-                h->path, (long long)st.st_size);
+                p->path, (long long)st.st_size);
         st.st_size = 0;
     }
-    if (st.st_size == 0 && (ftruncate(h->fd, 0) != 0 || hist_write_header(h->fd) != 0 || fsync(h->fd) != 0)) {
-        snprintf(err, errlen, "cannot write %s: %s", h->path, strerror(errno));
+    if (st.st_size == 0 && (ftruncate(p->fd, 0) != 0 || hist_write_header(p->fd) != 0 || fsync(p->fd) != 0)) {
+        snprintf(err, errlen, "cannot write %s: %s", p->path, strerror(errno));
         return -EIO;
     }
     uint64_t counts[2] = {0, 0}, end, seq_hi;
-    int rc = hist_scan_chunks(h->fd, 0, count_chunk, counts, &end, &seq_hi);
+    int rc = hist_scan_chunks(p->fd, 0, count_chunk, counts, &end, &seq_hi);
     if (rc) {
-        snprintf(err, errlen, "cannot read %s: %s", h->path, strerror(-rc));
+        snprintf(err, errlen, "cannot read %s: %s", p->path, strerror(-rc));
         return rc;
     }
-    if (fstat(h->fd, &st) != 0)
+    if (fstat(p->fd, &st) != 0)
         return -errno;
     if ((uint64_t)st.st_size > end) {
         log_msg(LOG_WARN, "training history file has a torn or corrupt chunk: cut there", "file=\"%s\" offset=%"
-                PRIu64 " bytes_dropped=%" PRIu64 " archived_seq=%" PRIu64, h->path, end,
+                PRIu64 " bytes_dropped=%" PRIu64 " archived_seq=%" PRIu64, p->path, end,
                 (uint64_t)st.st_size - end, seq_hi);
-        if (ftruncate(h->fd, (off_t)end) != 0 || fsync(h->fd) != 0) {
-            snprintf(err, errlen, "cannot cut %s: %s", h->path, strerror(errno));
+        if (ftruncate(p->fd, (off_t)end) != 0 || fsync(p->fd) != 0) {
+            snprintf(err, errlen, "cannot cut %s: %s", p->path, strerror(errno));
             return -EIO;
         }
         h->st.cut_bytes += (uint64_t)st.st_size - end;
     }
-    h->good_end = end;
-    h->st.bytes = end;
-    h->st.records = counts[0];
-    h->st.tombstones = counts[1];
-    h->st.archived_seq = seq_hi;
-    h->bytes_at_compaction = end;
+    p->good_end = end;
+    p->bytes = end;
+    p->records = counts[0];
+    p->tombstones = counts[1];
+    p->archived_seq = seq_hi;
+    p->bytes_at_compaction = end;
     return 0;
+}
+
+/* ---- the single file of before the parts (2026-11-30) --------------------- */
+
+typedef struct MigrateWalk {
+    History *h;
+    ChunkWriter *w;          /* one per part */
+    uint64_t seq_hi;         /* of the last chunk read */
+} MigrateWalk;
+
+/* One chunk of the old file: its records to their parts, in file order;
+ * a part's chunk is flushed at an old chunk's end (a log record's end). */
+static int migrate_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
+{
+    MigrateWalk *m = arg;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = hist_writer_add(&m->w[history_part_of(r[i].key, m->h->nparts)], &r[i]);
+    for (unsigned i = 0; i < m->h->nparts && !rc; i++)
+        if (m->w[i].n >= CHUNK_RECORDS)
+            rc = hist_writer_flush(&m->w[i], part_seq(&m->h->parts[i], seq_hi));
+    m->seq_hi = seq_hi;
+    return rc;
+}
+
+/* Appends the valid chunks of fd (an events.hist) to the parts and fsyncs
+ * them. On failure every part is cut back to where it was. */
+static int migrate_into_parts(History *h, int fd)
+{
+    ChunkWriter *w = writers_open(h);
+    if (!w)
+        return -ENOMEM;
+    MigrateWalk m = {.h = h, .w = w};
+    uint64_t end, seq_hi;
+    int rc = hist_header_ok(fd) ? hist_scan_chunks(fd, 0, migrate_chunk, &m, &end, &seq_hi) : -EINVAL;
+    return writers_close(h, w, m.seq_hi, rc);
+}
+
+/* A single-file history of an earlier version (storage.dir/history/
+ * events.hist): its records are appended to the parts, then it is
+ * deleted (if it cannot be read, the parts are started afresh with it). Appending is right whatever the parts hold: they can hold
+ * records only from a run of this version before a rollback to the old one
+ * (which wrote the file afresh), older than the file's, and a tombstone
+ * the file brings then hides them as it hides any earlier record of its
+ * shopper. A crash before the delete appends the file again at the next
+ * open: the copies are events older than their shopper's newest (dropped,
+ * as late events are, but for one at its shopper's newest second) and
+ * tombstones (the last one counts). Its compaction copy goes. */
+static void migrate_single_file(History *h)
+{
+    char path[620], tmp[630];
+    snprintf(path, sizeof path, "%s/events.hist", h->hdir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unlink(tmp);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return;
+    int rc = migrate_into_parts(h, fd);
+    close(fd);
+    if (rc) {
+        /* the parts may hold what a tombstone of the file would have hidden */
+        log_msg(LOG_WARN, "training history: a single-file history of an earlier version could not be read; "
+                "deleted", "file=\"%s\" error=\"%s\"", path, strerror(-rc));
+        history_reset(h);
+    } else
+        log_msg(LOG_INFO, "training history: a single-file history of an earlier version moved into parts",
+                "file=\"%s\" parts=%u", path, h->nparts);
+    unlink(path);
+    fsync_path(h->hdir, O_DIRECTORY);
 }
 
 int history_open(History **out, const HistoryConfig *cfg, char *err, size_t errlen)
 {
     *out = NULL;
-    History *h = calloc(1, sizeof *h);
+    unsigned nparts = cfg->parts ? cfg->parts : HISTORY_PARTS;
+    if (nparts > HISTORY_PARTS_MAX) {
+        snprintf(err, errlen, "%u parts: at most %u", nparts, (unsigned)HISTORY_PARTS_MAX);
+        return -EINVAL;
+    }
+    History *h = calloc(1, sizeof *h + nparts * sizeof h->parts[0]);
     if (!h)
         return -ENOMEM;
     h->cfg = *cfg;
+    h->nparts = nparts;
     if (!h->cfg.pass_records)
         h->cfg.pass_records = PASS_RECORDS;
-    h->fd = -1;
     pthread_mutex_init(&h->st_lock, NULL);
-    pthread_mutex_init(&h->fd_lock, NULL);
     snprintf(h->hdir, sizeof h->hdir, "%s/history", cfg->dir);
-    snprintf(h->path, sizeof h->path, "%s/%s", h->hdir, HISTORY_FILE);
-    snprintf(h->tmp, sizeof h->tmp, "%s.tmp", h->path);
+    for (unsigned i = 0; i < nparts; i++) {
+        HistPart *p = &h->parts[i];
+        p->fd = -1;
+        pthread_mutex_init(&p->fd_lock, NULL);
+        history_part_path(p->path, sizeof p->path, cfg->dir, i);
+        snprintf(p->tmp, sizeof p->tmp, "%s.tmp", p->path);
+    }
     int rc = 0;
     if (mkdir(h->hdir, 0750) != 0 && errno != EEXIST) {
         rc = -errno;
         snprintf(err, errlen, "cannot create %s: %s", h->hdir, strerror(errno));
     }
-    unlink(h->tmp); /* a compaction cut short */
+    for (unsigned i = 0; i < nparts && !rc; i++) {
+        unlink(h->parts[i].tmp); /* a compaction cut short */
+        rc = load_file(h, &h->parts[i], err, errlen);
+    }
     if (!rc)
-        rc = load_file(h, err, errlen);
+        migrate_single_file(h);
     if (rc) {
         history_close(h);
         return rc;
@@ -141,21 +308,43 @@ void history_close(History *h)
 {
     if (!h)
         return;
-    if (h->fd >= 0)
-        close(h->fd);
+    for (unsigned i = 0; i < h->nparts; i++) {
+        if (h->parts[i].fd >= 0)
+            close(h->parts[i].fd);
+        pthread_mutex_destroy(&h->parts[i].fd_lock);
+    }
     pthread_mutex_destroy(&h->st_lock);
-    pthread_mutex_destroy(&h->fd_lock);
     free(h);
+}
+
+/* Is name one of the history's files (a part, its compaction's copy, or
+ * the single file of before)? */
+static bool is_history_file(const char *name)
+{
+    size_t n = strlen(name);
+    if (strncmp(name, "events", 6) != 0)
+        return false;
+    return (n >= 11 && strcmp(name + n - 5, ".hist") == 0) || (n >= 15 && strcmp(name + n - 9, ".hist.tmp") == 0);
 }
 
 void history_remove(const char *dir)
 {
-    char path[600];
-    snprintf(path, sizeof path, "%s/history/%s", dir, HISTORY_FILE);
-    if (unlink(path) == 0) {
-        log_msg(LOG_INFO, "training history removed", "file=\"%s\"", path);
-        snprintf(path, sizeof path, "%s/history", dir);
-        fsync_path(path, O_DIRECTORY);
+    char hdir[560], path[900];
+    snprintf(hdir, sizeof hdir, "%s/history", dir);
+    DIR *d = opendir(hdir);
+    if (!d)
+        return;
+    unsigned removed = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!is_history_file(e->d_name))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", hdir, e->d_name);
+        removed += unlink(path) == 0;
+    }
+    closedir(d);
+    if (removed) {
+        log_msg(LOG_INFO, "training history removed", "dir=\"%s\" files=%u", hdir, removed);
+        fsync_path(hdir, O_DIRECTORY);
     }
 }
 
@@ -163,6 +352,17 @@ void history_stats(History *h, HistoryStats *out)
 {
     pthread_mutex_lock(&h->st_lock);
     *out = h->st;
+    out->bytes = out->records = out->tombstones = out->shoppers = 0;
+    out->archived_seq = UINT64_MAX;
+    for (unsigned i = 0; i < h->nparts; i++) {
+        const HistPart *p = &h->parts[i];
+        out->bytes += p->bytes;
+        out->records += p->records;
+        out->tombstones += p->tombstones;
+        out->shoppers += p->shoppers;
+        if (p->archived_seq < out->archived_seq)
+            out->archived_seq = p->archived_seq;
+    }
     pthread_mutex_unlock(&h->st_lock);
 }
 
@@ -220,12 +420,12 @@ static int cmp_key_ord(const void *a, const void *b)
     return (x->ord > y->ord) - (x->ord < y->ord);
 }
 
-static void set_stats(History *h, uint64_t records, uint64_t tombstones, uint64_t bytes)
+static void set_stats(History *h, HistPart *p, uint64_t records, uint64_t tombstones, uint64_t bytes)
 {
     pthread_mutex_lock(&h->st_lock);
-    h->st.records = records;
-    h->st.tombstones = tombstones;
-    h->st.bytes = bytes;
+    p->records = records;
+    p->tombstones = tombstones;
+    p->bytes = bytes;
     pthread_mutex_unlock(&h->st_lock);
 }
 
@@ -256,15 +456,15 @@ static int load_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     return 0;
 }
 
-/* A copy of the fd (the caller closes it) and the good end it has, taken
- * under fd_lock. 0 or -errno. */
-static int dup_fd(History *h, int *fd, uint64_t *good_end)
+/* A copy of the part's fd (the caller closes it) and the good end it has,
+ * taken under fd_lock. 0 or -errno. */
+static int dup_fd(HistPart *p, int *fd, uint64_t *good_end)
 {
-    pthread_mutex_lock(&h->fd_lock);
-    *fd = h->fd >= 0 ? fcntl(h->fd, F_DUPFD_CLOEXEC, 0) : -1;
-    int rc = *fd >= 0 ? 0 : h->fd >= 0 ? -errno : -EIO;
-    *good_end = h->good_end;
-    pthread_mutex_unlock(&h->fd_lock);
+    pthread_mutex_lock(&p->fd_lock);
+    *fd = p->fd >= 0 ? fcntl(p->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    int rc = *fd >= 0 ? 0 : p->fd >= 0 ? -errno : -EIO;
+    *good_end = p->good_end;
+    pthread_mutex_unlock(&p->fd_lock);
     return rc;
 }
 
@@ -272,12 +472,19 @@ int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, Hi
 {
     memset(out, 0, sizeof *out);
     LoadWalk w = {.keys = keys, .nkeys = nkeys};
-    uint64_t good_end, end, seq_hi;
-    int fd;
-    int rc = dup_fd(h, &fd, &good_end);
-    if (!rc) {
-        rc = hist_scan_chunks(fd, good_end, load_chunk, &w, &end, &seq_hi);
-        close(fd);
+    int rc = 0;
+    /* a shopper's records are all in one part: file order within it is
+     * the order they are read in */
+    for (unsigned i = 0; i < h->nparts && !rc; i++) {
+        uint64_t good_end, end, seq_hi;
+        int fd;
+        rc = dup_fd(&h->parts[i], &fd, &good_end);
+        if (!rc) {
+            rc = hist_scan_chunks(fd, good_end, load_chunk, &w, &end, &seq_hi);
+            close(fd);
+            if (rc && rc != -ENOMEM)
+                atomic_store(&h->parts[i].damaged, true);
+        }
     }
     out->start = calloc(nkeys + 1, sizeof *out->start);
     if (rc || !out->start) {
@@ -377,13 +584,14 @@ static int pass_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
     return 0;
 }
 
-/* Rewrites the file into h->tmp keeping what readers keep with events from
- * min_ts on; kept records per day from min_ts's day into days (ndays, the
- * last one takes later days too). *shoppers gets the hashes kept. */
-static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t ndays, ChunkWriter *out,
-                            uint64_t *shoppers)
+/* Rewrites the part into its tmp file keeping what readers keep with
+ * events from min_ts on; kept records per day from min_ts's day into days
+ * (ndays, the last one takes later days too). *shoppers gets the hashes
+ * kept. */
+static int compact_into_tmp(History *h, HistPart *p, int64_t min_ts, uint64_t *days, size_t ndays,
+                            ChunkWriter *out, uint64_t *shoppers)
 {
-    int fd = open(h->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
+    int fd = open(p->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0)
         return -errno;
     int rc = hist_writer_init(out, fd, FILE_HEADER); /* out owns fd from here, even on failure */
@@ -391,13 +599,13 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
         rc = hist_write_header(fd);
     if (rc)
         return rc;
-    uint64_t parts = 1 + h->st.records / PASS_RECORDS, first_day = (uint64_t)min_ts / 86400;
+    uint64_t passes = 1 + p->records / PASS_RECORDS, first_day = (uint64_t)min_ts / 86400;
     *shoppers = 0;
-    for (uint64_t p = 0; p < parts && !rc; p++) {
-        PassWalk w = {.parts = parts, .part = p, .min_ts = min_ts, .max_events = h->cfg.max_events,
+    for (uint64_t k = 0; k < passes && !rc; k++) {
+        PassWalk w = {.parts = passes, .part = k, .min_ts = min_ts, .max_events = h->cfg.max_events,
                       .prune_at = h->cfg.pass_records};
         uint64_t end, seq_hi;
-        rc = hist_scan_chunks(h->fd, h->good_end, pass_chunk, &w, &end, &seq_hi); /* short of it: -EIO */
+        rc = hist_scan_chunks(p->fd, p->good_end, pass_chunk, &w, &end, &seq_hi); /* short of it: -EIO */
         if (!rc && w.n)
             qsort(w.recs, w.n, sizeof *w.recs, cmp_key_ord);
         for (size_t i = 0; !rc && i < w.n;) {
@@ -411,149 +619,208 @@ static int compact_into_tmp(History *h, int64_t min_ts, uint64_t *days, size_t n
                 days[d < first_day ? 0 : d - first_day < ndays ? d - first_day : ndays - 1]++;
                 rc = hist_writer_add(out, &w.recs[i + e]);
                 if (!rc && out->n >= CHUNK_RECORDS)
-                    rc = hist_writer_flush(out, h->st.archived_seq);
+                    rc = hist_writer_flush(out, p->archived_seq);
             }
             i = j;
         }
         free(w.recs);
     }
     if (!rc)
-        rc = hist_writer_flush(out, h->st.archived_seq); /* maybe empty: archived_seq must survive */
+        rc = hist_writer_flush(out, p->archived_seq); /* maybe empty: archived_seq must survive */
     if (!rc && fsync(fd) != 0)
         rc = -errno;
     return rc;
 }
 
-/* Makes fd (written to good_end) the history's, closing the old one. */
-static void swap_fd(History *h, int fd, uint64_t good_end)
+/* Makes fd (written to good_end) the part's, closing the old one. */
+static void swap_fd(HistPart *p, int fd, uint64_t good_end)
 {
-    pthread_mutex_lock(&h->fd_lock);
-    int old = h->fd;
-    h->fd = fd;
-    h->good_end = good_end;
-    pthread_mutex_unlock(&h->fd_lock);
+    pthread_mutex_lock(&p->fd_lock);
+    int old = p->fd;
+    p->fd = fd;
+    p->good_end = good_end;
+    pthread_mutex_unlock(&p->fd_lock);
     if (old >= 0)
         close(old);
 }
 
-/* Replaces the file by h->tmp (written by out). A directory fsync that
- * failed is an error (the old file could come back after a power cut),
- * but the new file is in use. */
-static int install_tmp(History *h, ChunkWriter *out)
+/* Replaces the part's file by its tmp (written by out). A directory fsync
+ * that failed is an error (the old file could come back after a power
+ * cut), but the new file is in use. */
+static int install_tmp(History *h, HistPart *p, ChunkWriter *out)
 {
-    if (rename(h->tmp, h->path) != 0)
+    if (rename(p->tmp, p->path) != 0)
         return -errno;
     int rc = fsync_path(h->hdir, O_DIRECTORY);
-    swap_fd(h, out->fd, out->offset);
+    swap_fd(p, out->fd, out->offset);
     out->fd = -1;
     return rc;
 }
 
-static int compact_once(History *h, int64_t min_ts, uint64_t *days, size_t ndays)
+static int compact_once(History *h, HistPart *p, int64_t min_ts, uint64_t *days, size_t ndays)
 {
     ChunkWriter out = {.fd = -1};
     uint64_t shoppers = 0;
-    int rc = compact_into_tmp(h, min_ts, days, ndays, &out, &shoppers);
+    int rc = compact_into_tmp(h, p, min_ts, days, ndays, &out, &shoppers);
     if (!rc)
-        rc = install_tmp(h, &out);
+        rc = install_tmp(h, p, &out);
     if (rc) {
         if (out.fd >= 0)
             close(out.fd);
-        unlink(h->tmp);
+        unlink(p->tmp);
     }
     free(out.buf);
     if (!rc) {
-        set_stats(h, out.records, 0, h->good_end);
+        atomic_store(&p->damaged, false); /* read whole: a load's error was not the file's */
+        set_stats(h, p, out.records, 0, p->good_end);
         pthread_mutex_lock(&h->st_lock);
-        h->st.shoppers = shoppers;
+        p->shoppers = shoppers;
         pthread_mutex_unlock(&h->st_lock);
     }
     return rc;
 }
 
-int history_compact(History *h, int64_t now)
+/* Compacts one part; its byte cap is max_bytes / parts (the hash spreads
+ * the shoppers evenly). */
+static int compact_part(History *h, HistPart *p, int64_t now)
 {
     int64_t min_ts = min_ts_of(h, now);
     size_t ndays = (size_t)h->cfg.max_days + 2;
     uint64_t *days = calloc(ndays, sizeof *days);
     if (!days)
         return -ENOMEM;
-    uint64_t before = h->st.bytes;
-    int rc = compact_once(h, min_ts, days, ndays);
-    if (!rc && h->st.bytes > h->cfg.max_bytes) {
+    uint64_t before = p->bytes, cap = h->cfg.max_bytes / h->nparts;
+    int rc = compact_once(h, p, min_ts, days, ndays);
+    if (!rc && p->bytes > cap) {
         /* over the byte cap: the oldest days go until it fits (headers, 16 B
          * and 24 per 4096 records, fit in the twentieth left over) */
-        uint64_t room = (h->cfg.max_bytes > 64 ? h->cfg.max_bytes - 64 : 0) / (HISTORY_RECORD_BYTES + 1), sum = 0;
+        uint64_t room = (cap > 64 ? cap - 64 : 0) / (HISTORY_RECORD_BYTES + 1), sum = 0;
         size_t d = ndays;
         while (d > 0 && sum + days[d - 1] <= room)
             sum += days[--d];
         int64_t cut = d == ndays ? (int64_t)UINT32_MAX + 1 /* the last day, with later ones, too big: all go */
                                  : (int64_t)((uint64_t)min_ts / 86400 + d) * 86400;
         memset(days, 0, ndays * sizeof *days);
-        rc = compact_once(h, cut > min_ts ? cut : min_ts, days, ndays);
+        rc = compact_once(h, p, cut > min_ts ? cut : min_ts, days, ndays);
     }
     free(days);
     if (rc) {
-        log_msg(LOG_WARN, "training history compaction failed", "file=\"%s\" error=\"%s\"", h->path, strerror(-rc));
+        log_msg(LOG_WARN, "training history compaction failed", "file=\"%s\" error=\"%s\"", p->path, strerror(-rc));
         return rc;
     }
-    h->bytes_at_compaction = h->st.bytes;
+    p->bytes_at_compaction = p->bytes;
     pthread_mutex_lock(&h->st_lock);
     h->st.compactions++;
     h->st.last_compaction_unix = time(NULL);
     pthread_mutex_unlock(&h->st_lock);
-    log_msg(LOG_INFO, "training history compacted", "bytes_before=%" PRIu64 " bytes=%" PRIu64 " records=%" PRIu64
-            " shoppers=%" PRIu64, before, h->st.bytes, h->st.records, h->st.shoppers);
+    log_msg(LOG_INFO, "training history compacted", "file=\"%s\" bytes_before=%" PRIu64 " bytes=%" PRIu64
+            " records=%" PRIu64 " shoppers=%" PRIu64, p->path, before, p->bytes, p->records, p->shoppers);
     return 0;
 }
 
-int history_reset(History *h)
+/* Is the part's compaction due (include/history.h)? */
+static bool compaction_due(const History *h, const HistPart *p)
+{
+    uint64_t floor = p->bytes_at_compaction > ((uint64_t)1 << 20) ? p->bytes_at_compaction : (uint64_t)1 << 20;
+    return p->tombstones > 0 || p->bytes > h->cfg.max_bytes / h->nparts || p->bytes > 2 * floor ||
+           atomic_load(&p->damaged);
+}
+
+int history_compact(History *h, int64_t now)
+{
+    for (unsigned i = 0; i < h->nparts; i++) {
+        int rc = compact_part(h, &h->parts[i], now);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Compacts the parts whose compaction is due. */
+static int compact_due(History *h, int64_t now)
+{
+    for (unsigned i = 0; i < h->nparts; i++) {
+        if (compaction_due(h, &h->parts[i])) {
+            int rc = compact_part(h, &h->parts[i], now);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Deletes the part's file and starts an empty one (history_reset). */
+static int reset_part(History *h, HistPart *p)
 {
     /* the old file's name goes first: whatever happens next, nothing on
      * disk keeps its records (a load's dup reads it until it closes) */
-    int rc = unlink(h->path) == 0 || errno == ENOENT ? 0 : -errno;
-    int fd = rc ? -1 : open(h->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
+    int rc = unlink(p->path) == 0 || errno == ENOENT ? 0 : -errno;
+    int fd = rc ? -1 : open(p->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (!rc && fd < 0)
         rc = -errno;
     if (!rc && (rc = hist_write_header(fd)) == 0 && fsync(fd) != 0)
         rc = -errno;
-    if (!rc)
-        rc = fsync_path(h->hdir, O_DIRECTORY);
     if (rc && fd >= 0) {
         close(fd);
         fd = -1;
-        unlink(h->path);
+        unlink(p->path);
     }
-    swap_fd(h, fd, FILE_HEADER);
-    set_stats(h, 0, 0, FILE_HEADER);
+    swap_fd(p, fd, FILE_HEADER);
+    atomic_store(&p->damaged, false);
+    set_stats(h, p, 0, 0, FILE_HEADER);
     pthread_mutex_lock(&h->st_lock);
-    h->st.shoppers = 0;
+    p->shoppers = 0; /* archived_seq stays: what was archived is not archived again */
     pthread_mutex_unlock(&h->st_lock);
-    h->bytes_at_compaction = FILE_HEADER;
+    p->bytes_at_compaction = FILE_HEADER;
+    return rc;
+}
+
+int history_reset(History *h)
+{
+    int rc = 0;
+    for (unsigned i = 0; i < h->nparts; i++) {
+        int prc = reset_part(h, &h->parts[i]);
+        if (prc && !rc)
+            rc = prc;
+    }
+    int drc = fsync_path(h->hdir, O_DIRECTORY);
+    if (!rc)
+        rc = drc;
     if (rc)
         log_msg(LOG_ERROR, "training history deleted but cannot be started afresh: retried at the next snapshot",
-                "file=\"%s\" error=\"%s\"", h->path, strerror(-rc));
+                "dir=\"%s\" error=\"%s\"", h->hdir, strerror(-rc));
     else
-        log_msg(LOG_WARN, "training history deleted and started afresh", "file=\"%s\"", h->path);
+        log_msg(LOG_WARN, "training history deleted and started afresh", "dir=\"%s\"", h->hdir);
     return rc;
 }
 
 /* ---- archive ------------------------------------------------------------- */
 
 typedef struct ArchiveWalk {
-    ChunkWriter *w;
+    History *h;
+    ChunkWriter *w;          /* one per part */
 } ArchiveWalk;
+
+/* r into its part's writer, unless that part has the log record already
+ * (an archive cut short after some parts took it). */
+static int archive_add(ArchiveWalk *a, uint64_t seq, const HistRec *r)
+{
+    unsigned i = history_part_of(r->key, a->h->nparts);
+    if (seq <= a->h->parts[i].archived_seq)
+        return 0;
+    return hist_writer_add(&a->w[i], r);
+}
 
 static int archive_record(void *arg, uint8_t kind, uint64_t seq, const unsigned char *p, size_t len)
 {
-    ChunkWriter *w = ((ArchiveWalk *)arg)->w;
+    ArchiveWalk *a = arg;
     int rc = 0;
     if (kind == WAL_REC_DELETE) {
         const char *id;
         size_t idlen;
         if (wal_record_decode_delete(p, len, &id, &idlen) == 0) {
             HistRec r = {.key = store_stable_hash_id(id, idlen), .flags = HF_TOMBSTONE};
-            rc = hist_writer_add(w, &r);
+            rc = archive_add(a, seq, &r);
         }
     } else if (kind == WAL_REC_EVENTS) {
         Event *ev;
@@ -567,58 +834,44 @@ static int archive_record(void *arg, uint8_t kind, uint64_t seq, const unsigned 
                     .quantity = (uint16_t)(ev[i].quantity > UINT16_MAX ? UINT16_MAX : ev[i].quantity),
                     .type = (uint8_t)ev[i].type,
                 };
-                rc = hist_writer_add(w, &r);
+                rc = archive_add(a, seq, &r);
             }
             free(ev);
         }
     }
-    if (!rc && w->n >= CHUNK_RECORDS)
-        rc = hist_writer_flush(w, seq);
+    /* at a log record's end: a chunk's seq_hi says its part has every log
+     * record up to it */
+    for (unsigned i = 0; i < a->h->nparts && !rc; i++)
+        if (a->w[i].n >= CHUNK_RECORDS)
+            rc = hist_writer_flush(&a->w[i], seq);
     return rc;
 }
 
 int history_archive(History *h, const char *wal_dir, uint64_t below_seq, int64_t now)
 {
-    if (h->fd < 0 && history_reset(h) != 0)
-        return -EIO; /* no file since a reset failed, and still none */
-    if (below_seq == 0 || below_seq - 1 <= h->st.archived_seq) /* nothing new; a compaction owed is retried */
-        return h->st.tombstones > 0 ? history_compact(h, now) : 0;
-    ChunkWriter w;
-    int rc = hist_writer_init(&w, h->fd, h->good_end);
-    if (rc)
-        return rc;
-    ArchiveWalk a = {.w = &w};
+    uint64_t from = UINT64_MAX;
+    for (unsigned i = 0; i < h->nparts; i++) {
+        if (h->parts[i].fd < 0 && history_reset(h) != 0)
+            return -EIO; /* no file since a reset failed, and still none */
+        if (h->parts[i].archived_seq < from)
+            from = h->parts[i].archived_seq;
+    }
+    if (below_seq == 0 || below_seq - 1 <= from) /* nothing new; a compaction owed is retried */
+        return compact_due(h, now);
+    ChunkWriter *w = writers_open(h);
+    if (!w)
+        return -ENOMEM;
+    ArchiveWalk a = {.h = h, .w = w};
     uint64_t last = 0;
-    rc = wal_scan(wal_dir, h->st.archived_seq + 1, below_seq, archive_record, &a, &last);
-    if (!rc && last > h->st.archived_seq)
-        rc = hist_writer_flush(&w, last);
-    if (!rc && fsync(h->fd) != 0)
-        rc = -errno;
-    uint64_t added = w.records, tomb = w.tombstones;
+    int rc = wal_scan(wal_dir, from + 1, below_seq, archive_record, &a, &last);
+    rc = writers_close(h, w, last, rc);
     if (rc) {
-        /* what was written past the last good chunk goes: the file stays
-         * a run of valid chunks for the next archive to extend */
-        if (ftruncate(h->fd, (off_t)h->good_end) != 0 || fsync(h->fd) != 0)
-            log_msg(LOG_WARN, "cannot cut the training history back", "file=\"%s\"", h->path);
-        free(w.buf);
-        log_msg(LOG_WARN, "training history archive failed", "file=\"%s\" error=\"%s\"", h->path, strerror(-rc));
+        log_msg(LOG_WARN, "training history archive failed", "dir=\"%s\" error=\"%s\"", h->hdir, strerror(-rc));
         return rc;
     }
-    free(w.buf);
-    pthread_mutex_lock(&h->fd_lock);
-    h->good_end = w.offset;
-    pthread_mutex_unlock(&h->fd_lock);
     pthread_mutex_lock(&h->st_lock);
-    if (last > h->st.archived_seq)
-        h->st.archived_seq = last;
-    h->st.records += added;
-    h->st.tombstones += tomb;
-    h->st.bytes = h->good_end;
     h->st.archives++;
     h->st.last_archive_unix = time(NULL);
     pthread_mutex_unlock(&h->st_lock);
-    uint64_t floor = h->bytes_at_compaction > ((uint64_t)1 << 20) ? h->bytes_at_compaction : (uint64_t)1 << 20;
-    if (h->st.tombstones > 0 || h->st.bytes > h->cfg.max_bytes || h->st.bytes > 2 * floor)
-        return history_compact(h, now);
-    return 0;
+    return compact_due(h, now);
 }

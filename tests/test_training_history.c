@@ -12,7 +12,12 @@
  * bad record fails the archive (its erasure is never skipped), and a reset
  * leaves nothing of the old file; a compaction pass that drops records as
  * its buffer fills keeps what one that holds them all keeps.
- * A record no event could make is left out. */
+ * A record no event could make is left out. These run on one part (the
+ * file's bytes are checked); test_parts runs on several: each shopper's
+ * records in its own part, an erasure compacting that part alone, a crash
+ * that leaves the parts at different archived seqs archived again once;
+ * test_single_file_moves_into_parts: the single file of before the parts
+ * moved into them at open, after a rollback too. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -38,6 +43,7 @@
 static char dir[64];
 static char hpath[128];
 static Wal *wal;
+static unsigned nparts = 1; /* the history's parts in the tests that open it */
 
 static void fresh_dir(void)
 {
@@ -48,7 +54,7 @@ static void fresh_dir(void)
     }
     snprintf(dir, sizeof dir, "/tmp/ltvd-thist-XXXXXX");
     ASSERT(mkdtemp(dir) != NULL);
-    snprintf(hpath, sizeof hpath, "%s/history/%s", dir, HISTORY_FILE);
+    history_part_path(hpath, sizeof hpath, dir, 0);
     WalConfig cfg = {dir, WAL_FSYNC_NONE, 10, 1 << 24, 1 << 20, NULL, 1};
     ASSERT(wal_open(&wal, &cfg, 1, NULL, NULL) == 0);
 }
@@ -84,7 +90,7 @@ static uint64_t rotate(void)
 
 static History *open_history_pass(int max_events, int max_days, uint64_t max_bytes, size_t pass_records)
 {
-    HistoryConfig hc = {dir, max_events, max_days, max_bytes, pass_records};
+    HistoryConfig hc = {dir, max_events, max_days, max_bytes, pass_records, nparts};
     History *h;
     char err[256];
     ASSERT(history_open(&h, &hc, err, sizeof err) == 0);
@@ -603,6 +609,193 @@ static void test_invalid_records(void)
     wal_close(wal);
 }
 
+/* Does part i's file hold the 8 bytes of user's hash? */
+static bool part_holds_hash(unsigned i, const char *user)
+{
+    char saved[128];
+    memcpy(saved, hpath, sizeof saved);
+    history_part_path(hpath, sizeof hpath, dir, i);
+    bool yes = file_holds_hash(user);
+    memcpy(hpath, saved, sizeof saved);
+    return yes;
+}
+
+static ino_t part_inode(unsigned i)
+{
+    char path[128];
+    history_part_path(path, sizeof path, dir, i);
+    struct stat st;
+    ASSERT(stat(path, &st) == 0);
+    return st.st_ino;
+}
+
+static void test_parts(void)
+{
+    enum { USERS = 40, PARTS = 4 };
+    nparts = PARTS;
+    fresh_dir();
+    char users[USERS][16];
+    unsigned part[USERS], used[PARTS] = {0};
+    for (int u = 0; u < USERS; u++) {
+        snprintf(users[u], sizeof users[u], "u%02d", u);
+        part[u] = history_part_of(store_stable_hash_id(users[u], strlen(users[u])), PARTS);
+        used[part[u]]++;
+        log_events(users[u], 5 + u % 4, T0 + u * 60, 3600, EV_PURCHASE);
+    }
+    for (unsigned i = 0; i < PARTS; i++)
+        ASSERT(used[i] > 0); /* 40 shoppers reach every one of 4 parts */
+    uint64_t s1 = rotate();
+    History *h = open_history(1024, 3650, 1 << 30);
+    ASSERT(history_archive(h, dir, s1, T0 + 100 * DAY) == 0);
+    HistoryStats st;
+    history_stats(h, &st);
+    uint64_t total = 0;
+    for (int u = 0; u < USERS; u++)
+        total += 5 + u % 4;
+    ASSERT(st.records == total && st.archived_seq == s1 - 1 && st.archives == 1 && st.compactions == 0);
+    HistoryEvent ev[16];
+    for (int u = 0; u < USERS; u++) {
+        ASSERT(load_user(h, users[u], T0 + 100 * DAY, ev, 16) == (size_t)(5 + u % 4));
+        for (unsigned i = 0; i < PARTS; i++)
+            ASSERT(part_holds_hash(i, users[u]) == (i == part[u]));
+    }
+    /* one shopper erased: its part alone is rewritten */
+    ino_t ino[PARTS];
+    for (unsigned i = 0; i < PARTS; i++)
+        ino[i] = part_inode(i);
+    log_erasure(users[7]);
+    uint64_t s2 = rotate();
+    ASSERT(history_archive(h, dir, s2, T0 + 100 * DAY) == 0);
+    history_stats(h, &st);
+    ASSERT(st.compactions == 1 && st.tombstones == 0 && st.records == total - (5 + 7 % 4));
+    for (unsigned i = 0; i < PARTS; i++)
+        ASSERT((part_inode(i) != ino[i]) == (i == part[7]));
+    ASSERT(!part_holds_hash(part[7], users[7]));
+    ASSERT(load_user(h, users[7], T0 + 100 * DAY, ev, 16) == 0);
+    ASSERT(load_user(h, users[8], T0 + 100 * DAY, ev, 16) == (size_t)(5 + 8 % 4));
+    history_close(h);
+
+    /* a crash as the next archive ended: one part lost its new chunk (not
+     * yet on disk), the others have it; the next archive adds it to that
+     * part alone, and nothing twice */
+    unsigned lost = part[3];
+    char lost_path[128];
+    history_part_path(lost_path, sizeof lost_path, dir, lost);
+    struct stat before;
+    ASSERT(stat(lost_path, &before) == 0);
+    for (int u = 0; u < USERS; u++)
+        log_events(users[u], 2, T0 + 50 * DAY + u * 60, 3600, EV_VIEW);
+    uint64_t s3 = rotate();
+    h = open_history(1024, 3650, 1 << 30);
+    ASSERT(history_archive(h, dir, s3, T0 + 100 * DAY) == 0);
+    history_close(h);
+    ASSERT(truncate(lost_path, before.st_size) == 0);
+    h = open_history(1024, 3650, 1 << 30);
+    history_stats(h, &st);
+    ASSERT(st.archived_seq == s2 - 1); /* the lowest part's */
+    ASSERT(history_archive(h, dir, s3, T0 + 100 * DAY) == 0);
+    history_stats(h, &st);
+    ASSERT(st.archived_seq == s3 - 1 && st.records == total - (5 + 7 % 4) + 2 * USERS);
+    for (int u = 0; u < USERS; u++)
+        ASSERT(load_user(h, users[u], T0 + 100 * DAY, ev, 16) == (u == 7 ? 2 : (size_t)(5 + u % 4 + 2)));
+    history_close(h);
+    /* off: every part goes */
+    history_remove(dir);
+    for (unsigned i = 0; i < PARTS; i++) {
+        char path[128];
+        history_part_path(path, sizeof path, dir, i);
+        ASSERT(access(path, F_OK) != 0 && errno == ENOENT);
+    }
+    wal_close(wal);
+    nparts = 1;
+}
+
+/* An upgrade: the single file of before the parts (events.hist, the same
+ * format as a part) is moved into the parts, each shopper's records to its
+ * own, and deleted. Then a rollback and a return: the parts kept records
+ * the old version's new file knows nothing of, and that file brings an
+ * erasure of one of those shoppers (its tombstone still in it: the old
+ * version's compaction had failed): appended, the tombstone hides them,
+ * and the next archive's compaction removes them from disk. */
+static void test_single_file_moves_into_parts(void)
+{
+    enum { USERS = 30, PARTS = 4 };
+    nparts = 1;
+    fresh_dir();
+    char users[USERS][16];
+    for (int u = 0; u < USERS; u++) {
+        snprintf(users[u], sizeof users[u], "m%02d", u);
+        log_events(users[u], 3 + u % 5, T0 + u * 60, 3600, EV_CLICK);
+    }
+    uint64_t s1 = rotate();
+    History *h = open_history(1024, 3650, 1 << 30);
+    ASSERT(history_archive(h, dir, s1, T0 + 100 * DAY) == 0);
+    HistoryStats st;
+    history_stats(h, &st);
+    uint64_t records = st.records;
+    history_close(h);
+    char single[160], tmp[170];
+    snprintf(single, sizeof single, "%s/history/events.hist", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", single);
+    ASSERT(rename(hpath, single) == 0);
+    FILE *f = fopen(tmp, "wb"); /* an old compaction's copy, cut short */
+    ASSERT(f && fputs("LTVDHIS1", f) >= 0 && fclose(f) == 0);
+
+    nparts = PARTS;
+    h = open_history(1024, 3650, 1 << 30);
+    ASSERT(access(single, F_OK) != 0 && errno == ENOENT);
+    ASSERT(access(tmp, F_OK) != 0 && errno == ENOENT);
+    history_stats(h, &st);
+    ASSERT(st.records == records && st.archived_seq == s1 - 1);
+    HistoryEvent ev[16];
+    for (int u = 0; u < USERS; u++) {
+        ASSERT(load_user(h, users[u], T0 + 100 * DAY, ev, 16) == (size_t)(3 + u % 5));
+        ASSERT(ev[0].ts == T0 + u * 60 && ev[0].type == EV_CLICK);
+        unsigned part = history_part_of(store_stable_hash_id(users[u], strlen(users[u])), PARTS);
+        for (unsigned i = 0; i < PARTS; i++)
+            ASSERT(part_holds_hash(i, users[u]) == (i == part));
+    }
+    history_close(h);
+
+    /* the rollback: the old version archives the log since s1 into a new
+     * events.hist; m05 erased there, and that file's compaction failed */
+    wal_remove_before(wal, s1);
+    log_erasure(users[5]);
+    log_events(users[6], 2, T0 + 50 * DAY, 3600, EV_PURCHASE);
+    uint64_t s2 = rotate();
+    char old_dir[96];
+    snprintf(old_dir, sizeof old_dir, "%s/old", dir);
+    ASSERT(mkdir(old_dir, 0700) == 0);
+    HistoryConfig oc = {old_dir, 1024, 3650, 1 << 30, 0, 1};
+    char err[256], old_part[160], old_tmp[170];
+    ASSERT(history_open(&h, &oc, err, sizeof err) == 0);
+    history_part_path(old_part, sizeof old_part, old_dir, 0);
+    snprintf(old_tmp, sizeof old_tmp, "%s.tmp", old_part);
+    ASSERT(mkdir(old_tmp, 0700) == 0);
+    ASSERT(history_archive(h, dir, s2, T0 + 100 * DAY) != 0); /* archived, not compacted */
+    history_stats(h, &st);
+    ASSERT(st.tombstones == 1);
+    history_close(h);
+    ASSERT(rename(old_part, single) == 0);
+
+    h = open_history(1024, 3650, 1 << 30);
+    history_stats(h, &st);
+    ASSERT(st.tombstones == 1 && st.archived_seq == s2 - 1);
+    ASSERT(load_user(h, users[5], T0 + 100 * DAY, ev, 16) == 0);
+    ASSERT(load_user(h, users[6], T0 + 100 * DAY, ev, 16) == (size_t)(3 + 6 % 5 + 2));
+    ASSERT(load_user(h, users[7], T0 + 100 * DAY, ev, 16) == (size_t)(3 + 7 % 5));
+    unsigned part5 = history_part_of(store_stable_hash_id(users[5], 3), PARTS);
+    ASSERT(part_holds_hash(part5, users[5]));
+    /* the next snapshot's archive: nothing new, the owed compaction */
+    ASSERT(history_archive(h, dir, s2, T0 + 100 * DAY) == 0);
+    history_stats(h, &st);
+    ASSERT(st.tombstones == 0 && st.compactions == 1);
+    ASSERT(!part_holds_hash(part5, users[5]));
+    history_close(h);
+    wal_close(wal);
+    nparts = 1;
+}
+
 int main(void)
 {
     test_round_trip();
@@ -617,6 +810,8 @@ int main(void)
     test_bad_segment_fails_archive();
     test_pass_drops_as_it_fills();
     test_invalid_records();
+    test_parts();
+    test_single_file_moves_into_parts();
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ASSERT(system(cmd) == 0);

@@ -10,16 +10,17 @@ tests/test_training_history.c checks the file itself).
   rings) make up each shopper's sequence with every event once.
 - DELETE a shopper: the snapshot that the erasure schedules (within
   storage.erasure_snapshot_s) archives the tombstone and compacts, so the
-  shopper's records are gone from the history file (its unique spend
-  value, as the record's f32 bytes, is no longer in it) and the figures
-  count them out.
-- train.history_events = 0 at a restart removes the file.
-- A history damaged on disk while ltvd runs (a flipped byte in its last
-  chunk): a retrain trains on the rings (with a warning) instead of
+  shopper's records are gone from the history's files (its unique spend
+  value, as the record's f32 bytes, is no longer in them), the figures
+  count them out, and of the 16 parts only the shopper's was rewritten.
+- train.history_events = 0 at a restart removes the files.
+- A history damaged on disk while ltvd runs (a flipped byte in a part's
+  last chunk): a retrain trains on the rings (with a warning) instead of
   failing or reading half the file, and the erasure snapshot, whose
   compaction cannot read the file whole, deletes it and starts afresh:
   the erased shopper's records are not left behind the damaged chunk.
 Usage: test_training_history.py PATH_TO_LTVD"""
+import glob
 import os
 import struct
 import subprocess
@@ -35,7 +36,7 @@ START = 1640995200  # 2022-01-01
 SHOPPERS, EVENTS_EACH, RING = 120, 40, 8
 BASE = {"clock": "event", "model.hidden_size": "8", "model.recent_events": str(RING), "model.horizon_days": "60",
         "train.network": "true", "train.interval_s": "0", "train.seed": "3", "train.max_epochs": "3",
-        "storage.snapshot_interval_s": "3600", "storage.erasure_snapshot_s": "1"}
+        "storage.snapshot_interval_s": "3600", "storage.erasure_snapshot_s": "1", "train.history_events": "0"}
 ON = dict(BASE, **{"train.history_events": "1024"})
 WAIT_S = 120  # bounds the polls (scaled); not a timing assertion
 TYPES = ["view", "click", "add_to_cart", "purchase"]
@@ -85,8 +86,21 @@ def retrain(s):
     return m["retrain"]["last_training"]
 
 
-def hist_file(s):
-    return os.path.join(s.storage_dir, "history", "events.hist")
+def hist_files(s):
+    """The history's parts (events-NN.hist), in part order."""
+    return sorted(glob.glob(os.path.join(s.storage_dir, "history", "events*.hist")))
+
+
+def hist_data(s):
+    data = b""
+    for path in hist_files(s):
+        with open(path, "rb") as f:
+            data += f.read()
+    return data
+
+
+def part_sizes(s):
+    return {path: os.path.getsize(path) for path in hist_files(s)}
 
 
 def value_bytes(i):
@@ -101,12 +115,12 @@ def history_feeds_training():
         snapshot_off = s.json("POST", "/v1/admin/snapshot")
         check(snapshot_off[0] == 202, snapshot_off)
         off = retrain(s)
-        check(not os.path.exists(hist_file(s)), "history file written while off")
+        check(not hist_files(s), "history file written while off")
     with LtvdProcess(LTVD, ON) as s:
         total = post_all(s)
         h = snapshot(s, 0)
         check(h["enabled"] is True and h["records"] == total and h["archived_seq"] > 0, h)
-        check(h["bytes"] == os.path.getsize(hist_file(s)) and h["bytes_per_event"] == 20, h)
+        check(h["bytes"] == len(hist_data(s)) and h["bytes_per_event"] == 20, h)
         check(h["bytes"] < total * 21 + 4096, h)  # 20 bytes an event, and the headers
         on = retrain(s)
         # the rings hold RING events a shopper; the trainer saw the histories
@@ -140,24 +154,26 @@ def erasure_leaves_history():
     with LtvdProcess(LTVD, ON, storage_dir=storage.name) as s:
         total = post_all(s)
         h = snapshot(s, 0)
-        with open(hist_file(s), "rb") as f:
-            data = f.read()
+        data = hist_data(s)
         check(value_bytes(7) in data and value_bytes(8) in data, "the purchases are in the history file")
+        sizes = part_sizes(s)
         status, _ = s.request("DELETE", "/v1/users/h7")[:2]
         check(status == 204, status)
         # the erasure's own snapshot (storage.erasure_snapshot_s) archives its tombstone and compacts
         h2 = wait_until(lambda: (lambda x: x if x["compactions"] > h["compactions"] else None)(history(s)), WAIT_S)
         check(h2, f"no compaction after the erasure within {scaled(WAIT_S):.0f} s")
         check(h2["records"] == total - EVENTS_EACH and h2["tombstones"] == 0, h2)
-        check(h2["shoppers"] == SHOPPERS - 1, h2)
-        with open(hist_file(s), "rb") as f:
-            data = f.read()
+        check(0 < h2["shoppers"] < SHOPPERS, h2)  # the compacted part's shoppers: the others are not counted
+        data = hist_data(s)
         check(value_bytes(7) not in data, "the erased shopper's records are still in the history file")
         check(value_bytes(8) in data, "the other shoppers' records must stay")
+        # the erasure rewrote one part: the others only grew by the archive's (empty) chunk
+        changed = [p for p, n in part_sizes(s).items() if n < sizes[p]]
+        check(len(changed) == 1 and len(sizes) == 16, (changed, len(sizes)))
     # restarted with the history off: the file goes
     with storage:
         with LtvdProcess(LTVD, BASE, storage_dir=storage.name) as s2:
-            check(not os.path.exists(hist_file(s2)), "history file left with train.history_events = 0")
+            check(not hist_files(s2), "history file left with train.history_events = 0")
             check("training history removed" in s2.logs(), s2.logs())
 
 
@@ -165,16 +181,20 @@ def damaged_history_is_reset():
     with LtvdProcess(LTVD, ON) as s:
         post_all(s)
         h = snapshot(s, 0)
+        sizes = part_sizes(s)
         last = START + 800 * DAY
         more = [{"user_id": "h1", "type": "view", "ts": last + 60 * k, "event_id": f"h1-more{k}"} for k in range(5)]
         status, body = s.json("POST", "/v1/events", {"events": more})
         check(status == 200 and body["accepted"] == len(more), body)
         h2 = snapshot(s, h["archives"])
         check(h2["records"] == h["records"] + len(more), (h, h2))
-        with open(hist_file(s), "r+b") as f:  # the second chunk's first record
-            f.seek(h["bytes"] + 24 + 3)
+        # h1's part: the one whose new chunk holds records, not only a header
+        grown = [p for p, n in part_sizes(s).items() if n > sizes[p] + 24]
+        check(len(grown) == 1, grown)
+        with open(grown[0], "r+b") as f:  # the new chunk's first record
+            f.seek(sizes[grown[0]] + 24 + 3)
             b = f.read(1)
-            f.seek(h["bytes"] + 24 + 3)
+            f.seek(sizes[grown[0]] + 24 + 3)
             f.write(bytes([b[0] ^ 0x40]))
         t = retrain(s)
         check(t["history_events"] == 0 and t["events"] <= RING * SHOPPERS, t)
@@ -186,11 +206,10 @@ def damaged_history_is_reset():
         # one raced the reset)
         ok = wait_until(lambda: 'msg="training history deleted and started afresh"' in s.logs(), WAIT_S)
         check(ok, f"the damaged history was not reset within {scaled(WAIT_S):.0f} s")
-        with open(hist_file(s), "rb") as f:
-            data = f.read()
+        data = hist_data(s)
         check(value_bytes(7) not in data and value_bytes(8) not in data, "records left in the reset history")
         h3 = history(s)
-        check(h3["records"] == 0 and h3["bytes"] == len(data) == 16, h3)
+        check(h3["records"] == 0 and h3["bytes"] == len(data) == 16 * 16, h3)
 
 
 def bad_keys_refused():
