@@ -58,6 +58,7 @@ typedef struct LtvdConfig {
     int64_t train_grid_days;
     int64_t train_max_examples;
     int64_t train_max_shoppers;
+    int64_t train_max_events; /* events a training set holds at most (the sample shrinks by id hash) */
     int64_t train_bptt_steps;
     int64_t train_val_percent;
     int64_t train_history_events;       /* training history on disk, per shopper (history.h); 0: off, the ring */

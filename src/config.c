@@ -64,6 +64,7 @@ static const ConfigKey keys[] = {
     {"train.grid_days", CT_INT, F(train_grid_days), "30", 1, 3650, {0}, false},
     {"train.max_examples", CT_INT, F(train_max_examples), "400000", 100, 100000000, {0}, false},
     {"train.max_shoppers", CT_INT, F(train_max_shoppers), "200000", 100, 100000000, {0}, false},
+    {"train.max_events", CT_INT, F(train_max_events), "6400000", 1000, 1000000000, {0}, false},
     {"train.bptt_steps", CT_INT, F(train_bptt_steps), "32", 1, 1024, {0}, false},
     {"train.val_percent", CT_INT, F(train_val_percent), "20", 5, 50, {0}, false},
     {"train.history_events", CT_INT, F(train_history_events), "0", 0, 1024, {0}, false},

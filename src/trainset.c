@@ -86,18 +86,82 @@ static int visit_train_shopper(void *arg, UserState *u)
     return set->nshoppers >= w->max_shoppers;
 }
 
+/* ---- the event budget ------------------------------------------------------ */
+
+typedef struct KeyEvents {
+    uint64_t key; /* first: cmp_leading_key */
+    uint64_t events;
+} KeyEvents;
+
+/* Orders KeyEvents and KeyIndex alike: by their leading key. */
+static int cmp_leading_key(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Keeps the set within `budget` events (train.max_events): each sampled
+ * shopper will hold at most min(its events, per_shopper) (its ring, or
+ * with the history its events ever, capped), and if together they hold
+ * more, the shoppers with the highest id hashes go until they fit (one
+ * shopper stays whatever its size). The sample stays a uniform one by id
+ * hash, the same on every instance, with a lower threshold. totals (NULL
+ * without the history) is kept in step. 0 or -ENOMEM. */
+static int fit_event_budget(TrainSet *set, ShopperTotals *totals, size_t per_shopper, uint64_t budget)
+{
+    size_t n = set->nshoppers;
+    KeyEvents *ke = malloc((n ? n : 1) * sizeof *ke);
+    if (!ke)
+        return -ENOMEM;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        /* with the history: every in-order event it ever had (its context
+         * after them), of which the history holds at most per_shopper */
+        uint64_t ev = set->shoppers[i].n;
+        if (totals && totals[i].ctx.events_before > ev)
+            ev = totals[i].ctx.events_before;
+        ke[i] = (KeyEvents){set->shoppers[i].key, ev < per_shopper ? ev : per_shopper};
+        sum += ke[i].events;
+    }
+    if (sum <= budget) {
+        free(ke);
+        return 0;
+    }
+    qsort(ke, n, sizeof *ke, cmp_leading_key);
+    uint64_t held = ke[0].events, cutoff = ke[0].key; /* one shopper at least, whatever its size */
+    for (size_t k = 1; k < n && held + ke[k].events <= budget; k++) {
+        held += ke[k].events;
+        cutoff = ke[k].key;
+    }
+    free(ke);
+    /* the kept shoppers and their ring events move down, in walk order */
+    size_t out = 0, at = 0;
+    for (size_t i = 0; i < n; i++) {
+        TrainShopper t = set->shoppers[i];
+        if (t.key > cutoff)
+            continue;
+        memmove(set->events + at, set->events + t.first, t.n * sizeof *set->events);
+        t.first = at;
+        at += t.n;
+        set->shoppers[out] = t;
+        if (totals)
+            totals[out] = totals[i];
+        out++;
+    }
+    set->nevents = at;
+    log_msg(LOG_INFO, "training sample cut to train.max_events", "shoppers_before=%zu shoppers=%zu events=%llu "
+            "budget=%llu", n, out, (unsigned long long)held, (unsigned long long)budget);
+    set->nshoppers = out;
+    return 0;
+}
+
 /* ---- with the history ---------------------------------------------------- */
 
 typedef struct KeyIndex {
-    uint64_t key;
+    uint64_t key; /* first: cmp_leading_key */
     size_t shopper;
 } KeyIndex;
 
-static int cmp_key_index(const void *a, const void *b)
-{
-    const KeyIndex *x = a, *y = b;
-    return (x->key > y->key) - (x->key < y->key);
-}
 
 /* How many of ring (n) come after the history hist (nh, both oldest
  * first); *from gets the first of them. The history holds a prefix of the
@@ -138,7 +202,7 @@ static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals,
     }
     for (size_t i = 0; i < n; i++)
         ki[i] = (KeyIndex){set->shoppers[i].key, i};
-    qsort(ki, n, sizeof *ki, cmp_key_index);
+    qsort(ki, n, sizeof *ki, cmp_leading_key);
     for (size_t i = 0; i < n; i++)
         keys[i] = ki[i].key;
     HistoryEvents he;
@@ -265,23 +329,23 @@ int service_collect_train_set(Service *s, TrainSet *set)
     }
     set->now = service_now(s);
     store_visit(s->store, TRAINSET_BATCH, visit_train_shopper, &w);
-    int rc = 0;
-    if (s->history) {
-        size_t hcap = (size_t)s->cfg.train_history_events;
-        if (hcap < ring)
-            hcap = ring;
-        if (hcap > DATASET_MAX_EVENTS)
-            hcap = DATASET_MAX_EVENTS;
+    size_t hcap = (size_t)s->cfg.train_history_events;
+    if (hcap < ring)
+        hcap = ring;
+    if (hcap > DATASET_MAX_EVENTS)
+        hcap = DATASET_MAX_EVENTS;
+    int rc = fit_event_budget(set, w.totals, s->history ? hcap : ring, (uint64_t)s->cfg.train_max_events);
+    if (!rc && s->history) {
         rc = merge_history(s, set, w.totals, hcap);
-        free(w.totals);
         if (!rc)
             rc = as_served(set, ring);
-        if (rc) {
-            free(set->shoppers);
-            free(set->events);
-            free(set->served);
-            memset(set, 0, sizeof *set);
-        }
+    }
+    free(w.totals);
+    if (rc) {
+        free(set->shoppers);
+        free(set->events);
+        free(set->served);
+        memset(set, 0, sizeof *set);
     }
     return rc;
 }

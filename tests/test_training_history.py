@@ -14,6 +14,8 @@ tests/test_training_history.c checks the file itself).
   value, as the record's f32 bytes, is no longer in them), the figures
   count them out, and of the 16 parts only the shopper's was rewritten.
 - train.history_events = 0 at a restart removes the files.
+- train.max_events cuts the sample by id hash to fit its budget, with the
+  history and from the rings.
 - A history damaged on disk while ltvd runs (a flipped byte in a part's
   last chunk): a retrain trains on the rings (with a warning) instead of
   failing or reading half the file, and the erasure snapshot, whose
@@ -212,8 +214,23 @@ def damaged_history_is_reset():
         check(h3["records"] == 0 and h3["bytes"] == len(data) == 16 * 16, h3)
 
 
+def event_budget_cuts_the_sample():
+    """train.max_events: a training set that would hold more events loses
+    the shoppers with the highest id hashes until it fits (one the same
+    with the history, 40 events each, and from the rings, 8 each)."""
+    for settings, each, budget in ((ON, EVENTS_EACH, 1000), (dict(BASE, **{"model.recent_events": "16"}), 16, 1000)):
+        with LtvdProcess(LTVD, dict(settings, **{"train.max_events": str(budget)})) as s:
+            total = post_all(s)
+            if settings is ON:
+                snapshot(s, 0)
+            retrain(s)  # finishes without an error (here with too few examples to train a network)
+            kept = budget // each
+            line = f"shoppers_before={SHOPPERS} shoppers={kept} events={kept * each} budget={budget}"
+            check(total > budget and line in s.logs(), (line, [x for x in s.logs().splitlines() if "cut" in x]))
+
+
 def bad_keys_refused():
-    for key, value in (("train.history_events", "2000"), ("train.history_events", "-1"),
+    for key, value in (("train.history_events", "2000"), ("train.history_events", "-1"), ("train.max_events", "999"),
                        ("train.history_days", "0"), ("train.history_max_mb", "0")):
         with tempfile.TemporaryDirectory(prefix="ltvd-test-") as d:
             r = subprocess.run([LTVD, "--set", f"storage.dir={d}", "--set", f"{key}={value}", "--check-config"],
@@ -222,7 +239,8 @@ def bad_keys_refused():
 
 
 def main():
-    tests = [history_feeds_training, erasure_leaves_history, damaged_history_is_reset, bad_keys_refused]
+    tests = [history_feeds_training, erasure_leaves_history, damaged_history_is_reset, event_budget_cuts_the_sample,
+             bad_keys_refused]
     only = [f for f in tests if f.__name__ in sys.argv[2:]]
     return main_exit(*run_tests(only or tests))
 
