@@ -141,6 +141,11 @@ int history_reset(History *h);
  * taken as the end. 0 or -ENOMEM/-errno (out is then empty). */
 int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, HistoryEvents *out);
 void history_events_free(HistoryEvents *e);
+/* How many records (events and tombstones, before the readers' rules
+ * drop any) the history holds for each of keys (sorted ascending) into
+ * counts (nkeys): an upper bound of what history_load keeps, and what it
+ * holds while it reads. Any thread, as history_load. 0 or -errno. */
+int history_count(History *h, const uint64_t *keys, size_t nkeys, uint32_t *counts);
 void history_stats(History *h, HistoryStats *out);
 
 #endif

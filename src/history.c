@@ -468,10 +468,28 @@ static int dup_fd(HistPart *p, int *fd, uint64_t *good_end)
     return rc;
 }
 
-int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, HistoryEvents *out)
+typedef struct CountWalk {
+    const uint64_t *keys;
+    size_t nkeys;
+    uint32_t *counts;
+} CountWalk;
+
+static int count_keys_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
 {
-    memset(out, 0, sizeof *out);
-    LoadWalk w = {.keys = keys, .nkeys = nkeys};
+    (void)seq_hi;
+    CountWalk *w = arg;
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t *k = bsearch(&r[i].key, w->keys, w->nkeys, sizeof *w->keys, cmp_u64_asc);
+        if (k && w->counts[k - w->keys] < UINT32_MAX)
+            w->counts[k - w->keys]++;
+    }
+    return 0;
+}
+
+/* Scans every part with fn (a LoadWalk or CountWalk), each from its own
+ * dup; a part that cannot be read whole is marked damaged. */
+static int scan_parts(History *h, ChunkFn fn, void *walk)
+{
     int rc = 0;
     /* a shopper's records are all in one part: file order within it is
      * the order they are read in */
@@ -480,12 +498,27 @@ int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, Hi
         int fd;
         rc = dup_fd(&h->parts[i], &fd, &good_end);
         if (!rc) {
-            rc = hist_scan_chunks(fd, good_end, load_chunk, &w, &end, &seq_hi);
+            rc = hist_scan_chunks(fd, good_end, fn, walk, &end, &seq_hi);
             close(fd);
             if (rc && rc != -ENOMEM)
                 atomic_store(&h->parts[i].damaged, true);
         }
     }
+    return rc;
+}
+
+int history_count(History *h, const uint64_t *keys, size_t nkeys, uint32_t *counts)
+{
+    memset(counts, 0, nkeys * sizeof *counts);
+    CountWalk w = {.keys = keys, .nkeys = nkeys, .counts = counts};
+    return scan_parts(h, count_keys_chunk, &w);
+}
+
+int history_load(History *h, const uint64_t *keys, size_t nkeys, int64_t now, HistoryEvents *out)
+{
+    memset(out, 0, sizeof *out);
+    LoadWalk w = {.keys = keys, .nkeys = nkeys};
+    int rc = scan_parts(h, load_chunk, &w);
     out->start = calloc(nkeys + 1, sizeof *out->start);
     if (rc || !out->start) {
         free(w.recs);

@@ -88,6 +88,11 @@ static int visit_train_shopper(void *arg, UserState *u)
 
 /* ---- the event budget ------------------------------------------------------ */
 
+typedef struct KeyIndex {
+    uint64_t key; /* first: cmp_leading_key */
+    size_t shopper;
+} KeyIndex;
+
 typedef struct KeyEvents {
     uint64_t key; /* first: cmp_leading_key */
     uint64_t events;
@@ -100,32 +105,87 @@ static int cmp_leading_key(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Keeps the set within `budget` events (train.max_events): each sampled
- * shopper will hold at most min(its events, per_shopper) (its ring, or
- * with the history its events ever, capped), and if together they hold
- * more, the shoppers with the highest id hashes go until they fit (one
- * shopper stays whatever its size). The sample stays a uniform one by id
- * hash, the same on every instance, with a lower threshold. totals (NULL
- * without the history) is kept in step. 0 or -ENOMEM. */
-static int fit_event_budget(TrainSet *set, ShopperTotals *totals, size_t per_shopper, uint64_t budget)
+/* The sampled shoppers by id hash: ki (key, index in set), keys alone;
+ * both malloc'd. 0 or -ENOMEM. */
+static int sorted_keys(const TrainSet *set, KeyIndex **ki_out, uint64_t **keys_out)
 {
     size_t n = set->nshoppers;
-    KeyEvents *ke = malloc((n ? n : 1) * sizeof *ke);
-    if (!ke)
+    KeyIndex *ki = malloc((n ? n : 1) * sizeof *ki);
+    uint64_t *keys = malloc((n ? n : 1) * sizeof *keys);
+    if (!ki || !keys) {
+        free(ki), free(keys);
         return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        ki[i] = (KeyIndex){set->shoppers[i].key, i};
+    qsort(ki, n, sizeof *ki, cmp_leading_key);
+    for (size_t i = 0; i < n; i++)
+        keys[i] = ki[i].key;
+    *ki_out = ki;
+    *keys_out = keys;
+    return 0;
+}
+
+/* The history's records of each sampled shopper, in set order (*out
+ * malloc'd); NULL if the history cannot be read (a warning: this training
+ * reads the rings). 0 or -ENOMEM. */
+static int count_history(Service *s, const TrainSet *set, uint32_t **out)
+{
+    *out = NULL;
+    size_t n = set->nshoppers;
+    KeyIndex *ki;
+    uint64_t *keys;
+    if (sorted_keys(set, &ki, &keys))
+        return -ENOMEM;
+    uint32_t *sorted = malloc((n ? n : 1) * sizeof *sorted), *counts = malloc((n ? n : 1) * sizeof *counts);
+    int rc = sorted && counts ? history_count(s->history, keys, n, sorted) : -ENOMEM;
+    if (!rc) {
+        for (size_t i = 0; i < n; i++)
+            counts[ki[i].shopper] = sorted[i];
+        *out = counts;
+        counts = NULL;
+    } else if (rc != -ENOMEM) {
+        log_msg(LOG_WARN, "training history unreadable: this training reads the recent-event rings only",
+                "error=\"%s\"", strerror(-rc));
+        rc = 0;
+    }
+    free(ki), free(keys), free(sorted), free(counts);
+    return rc;
+}
+
+/* Shopper i's events: its ring, or with the history (counts, in set
+ * order) its records there or its ring if more (the ring's events are
+ * mostly archived already; those logged since the last snapshot are not,
+ * at most a ring's worth, so the set can pass the budget by that). */
+static uint64_t events_of(const TrainSet *set, const uint32_t *counts, size_t i)
+{
+    uint64_t n = set->shoppers[i].n;
+    return counts && counts[i] > n ? counts[i] : n;
+}
+
+/* Keeps the set within `budget` events (train.max_events): each sampled
+ * shopper will hold at most min(events_of, per_shopper). If together they hold more, the shoppers with the highest id
+ * hashes go until they fit (one shopper stays whatever its size). The
+ * sample stays a uniform one by id hash, the same on every instance, with
+ * a lower threshold. totals (NULL without the history) is kept in step.
+ * 0 or -ENOMEM. */
+static int fit_event_budget(TrainSet *set, ShopperTotals *totals, const uint32_t *counts, size_t per_shopper,
+                            uint64_t budget)
+{
+    size_t n = set->nshoppers;
     uint64_t sum = 0;
     for (size_t i = 0; i < n; i++) {
-        /* with the history: every in-order event it ever had (its context
-         * after them), of which the history holds at most per_shopper */
-        uint64_t ev = set->shoppers[i].n;
-        if (totals && totals[i].ctx.events_before > ev)
-            ev = totals[i].ctx.events_before;
-        ke[i] = (KeyEvents){set->shoppers[i].key, ev < per_shopper ? ev : per_shopper};
-        sum += ke[i].events;
+        uint64_t ev = events_of(set, counts, i);
+        sum += ev < per_shopper ? ev : per_shopper;
     }
-    if (sum <= budget) {
-        free(ke);
+    if (sum <= budget)
         return 0;
+    KeyEvents *ke = malloc(n * sizeof *ke);
+    if (!ke)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t ev = events_of(set, counts, i);
+        ke[i] = (KeyEvents){set->shoppers[i].key, ev < per_shopper ? ev : per_shopper};
     }
     qsort(ke, n, sizeof *ke, cmp_leading_key);
     uint64_t held = ke[0].events, cutoff = ke[0].key; /* one shopper at least, whatever its size */
@@ -149,6 +209,9 @@ static int fit_event_budget(TrainSet *set, ShopperTotals *totals, size_t per_sho
         out++;
     }
     set->nevents = at;
+    Event *shrunk = realloc(set->events, (at ? at : 1) * sizeof *set->events);
+    if (shrunk)
+        set->events = shrunk; /* the copy was sized for every sampled ring */
     log_msg(LOG_INFO, "training sample cut to train.max_events", "shoppers_before=%zu shoppers=%zu events=%llu "
             "budget=%llu", n, out, (unsigned long long)held, (unsigned long long)budget);
     set->nshoppers = out;
@@ -156,11 +219,6 @@ static int fit_event_budget(TrainSet *set, ShopperTotals *totals, size_t per_sho
 }
 
 /* ---- with the history ---------------------------------------------------- */
-
-typedef struct KeyIndex {
-    uint64_t key; /* first: cmp_leading_key */
-    size_t shopper;
-} KeyIndex;
 
 
 /* How many of ring (n) come after the history hist (nh, both oldest
@@ -194,17 +252,10 @@ static size_t ring_after(const HistoryEvent *hist, size_t nh, const Event *ring,
 static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals, size_t cap)
 {
     size_t n = set->nshoppers;
-    KeyIndex *ki = malloc((n ? n : 1) * sizeof *ki);
-    uint64_t *keys = malloc((n ? n : 1) * sizeof *keys);
-    if (!ki || !keys) {
-        free(ki), free(keys);
+    KeyIndex *ki;
+    uint64_t *keys;
+    if (sorted_keys(set, &ki, &keys))
         return -ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++)
-        ki[i] = (KeyIndex){set->shoppers[i].key, i};
-    qsort(ki, n, sizeof *ki, cmp_leading_key);
-    for (size_t i = 0; i < n; i++)
-        keys[i] = ki[i].key;
     HistoryEvents he;
     int rc = history_load(s->history, keys, n, set->now, &he);
     free(keys);
@@ -334,8 +385,14 @@ int service_collect_train_set(Service *s, TrainSet *set)
         hcap = ring;
     if (hcap > DATASET_MAX_EVENTS)
         hcap = DATASET_MAX_EVENTS;
-    int rc = fit_event_budget(set, w.totals, s->history ? hcap : ring, (uint64_t)s->cfg.train_max_events);
-    if (!rc && s->history) {
+    uint32_t *counts = NULL; /* the history's records of each sampled shopper */
+    int rc = s->history ? count_history(s, set, &counts) : 0;
+    if (!rc)
+        rc = fit_event_budget(set, counts ? w.totals : NULL, counts, counts ? hcap : ring,
+                              (uint64_t)s->cfg.train_max_events);
+    bool history = counts != NULL;
+    free(counts);
+    if (!rc && history) {
         rc = merge_history(s, set, w.totals, hcap);
         if (!rc)
             rc = as_served(set, ring);

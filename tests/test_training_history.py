@@ -216,17 +216,28 @@ def damaged_history_is_reset():
 
 def event_budget_cuts_the_sample():
     """train.max_events: a training set that would hold more events loses
-    the shoppers with the highest id hashes until it fits (one the same
-    with the history, 40 events each, and from the rings, 8 each)."""
-    for settings, each, budget in ((ON, EVENTS_EACH, 1000), (dict(BASE, **{"model.recent_events": "16"}), 16, 1000)):
-        with LtvdProcess(LTVD, dict(settings, **{"train.max_events": str(budget)})) as s:
-            total = post_all(s)
-            if settings is ON:
-                snapshot(s, 0)
-            retrain(s)  # finishes without an error (here with too few examples to train a network)
-            kept = budget // each
-            line = f"shoppers_before={SHOPPERS} shoppers={kept} events={kept * each} budget={budget}"
-            check(total > budget and line in s.logs(), (line, [x for x in s.logs().splitlines() if "cut" in x]))
+    the shoppers with the highest id hashes until it fits. With the
+    history, each shopper is counted by its records there (40), so the
+    budget cuts only once a snapshot has archived them (before, the rings
+    of 8 fit); from the rings (of 16 here), by its ring."""
+    budget = 3200
+    with LtvdProcess(LTVD, dict(ON, **{"train.max_events": str(budget)})) as s:
+        total = post_all(s)
+        retrain(s)
+        check("training sample cut" not in s.logs(), "cut while the history was empty: the rings fit")
+        snapshot(s, 0)
+        t = retrain(s)
+        kept = budget // EVENTS_EACH
+        line = f"shoppers_before={SHOPPERS} shoppers={kept} events={budget} budget={budget}"
+        check(total > budget and line in s.logs(), (line, [x for x in s.logs().splitlines() if "cut" in x]))
+        check(t["events"] == budget and t["history_events"] == budget, t)  # 80 shoppers' 40 events, from disk
+    ring = 16
+    with LtvdProcess(LTVD, dict(BASE, **{"model.recent_events": str(ring), "train.max_events": "1000"})) as s:
+        post_all(s)
+        retrain(s)
+        kept = 1000 // ring
+        line = f"shoppers_before={SHOPPERS} shoppers={kept} events={kept * ring} budget=1000"
+        check(line in s.logs(), (line, [x for x in s.logs().splitlines() if "cut" in x]))
 
 
 def bad_keys_refused():
