@@ -67,7 +67,7 @@ static const ConfigKey keys[] = {
     {"train.max_events", CT_INT, F(train_max_events), "6400000", 1000, 1000000000, {0}, false},
     {"train.bptt_steps", CT_INT, F(train_bptt_steps), "32", 1, 1024, {0}, false},
     {"train.val_percent", CT_INT, F(train_val_percent), "20", 5, 50, {0}, false},
-    {"train.history_events", CT_INT, F(train_history_events), "0", 0, 1024, {0}, false},
+    {"train.history_events", CT_INT, F(train_history_events), "1024", 0, 1024, {0}, false},
     {"train.history_days", CT_INT, F(train_history_days), "1095", 1, 36500, {0}, false},
     {"train.history_max_mb", CT_INT, F(train_history_max_mb), "1024", 1, 1048576, {0}, false},
     {"train.head", CT_ENUM, F(train_head), "hybrid", 0, 0, {"auto", "hybrid", "lstm_only"}, false},

@@ -57,14 +57,28 @@ tests, test = test_registry()
 
 # docs/PERFORMANCE.md: RSS per shopper with 1M shoppers (H = 32, 32 recent
 # events), and the bounds of docs/MODEL.md ("Training": 56 B per copied
-# event, 128 B per encoded event, 104 B per example), docs/DURABILITY.md
+# event, 128 B per encoded event, 104 B per example; with the training
+# history 32 B more per event read from it, and at most train.max_events
+# events), docs/DURABILITY.md
 # (two log buffers), docs/OPERATIONS.md (4096 connections x 8 KiB, 28 B per
 # dedupe entry).
 BYTES_PER_SHOPPER = 909
 TRAIN_BYTES_PER_EVENT = 56 + 128
+HISTORY_BYTES_PER_EVENT = 32
 TRAIN_BYTES_PER_EXAMPLE = 104
 CONNECTION_BYTES = 4096 * 8192
 DEDUPE_BYTES_PER_ENTRY = 28
+
+
+def train_events(eff):
+    """The events a retrain holds at most (src/trainset.c): each sampled
+    shopper's ring, or with the history up to train.history_events
+    (at least the ring, at most 1,024), all within train.max_events."""
+    ring, hist = int(eff["model.recent_events"]), int(eff["train.history_events"])
+    each = min(max(ring, hist), 1024) if hist else ring
+    return min(int(eff["train.max_shoppers"]) * each, int(eff["train.max_events"]))
+
+
 DRAIN_S = 5  # src/main.c on_signal: held answers are waited for up to 500 x 10 ms
 MIN_STARTUP_BUDGET_S = 300  # restart to ready: 3.7 s at 1M shoppers, far more at 10M
 
@@ -314,7 +328,8 @@ def manifest_problems(objs, table, routes):
         need = (int(eff["limits.max_users"]) * BYTES_PER_SHOPPER
                 + int(eff["limits.dedupe_max_ids"]) * DEDUPE_BYTES_PER_ENTRY
                 + 2 * int(eff["storage.wal_buffer_bytes"]) + CONNECTION_BYTES
-                + int(eff["train.max_shoppers"]) * int(eff["model.recent_events"]) * TRAIN_BYTES_PER_EVENT
+                + train_events(eff) * (TRAIN_BYTES_PER_EVENT
+                                       + (HISTORY_BYTES_PER_EVENT if int(eff["train.history_events"]) else 0))
                 + int(eff["train.max_examples"]) * TRAIN_BYTES_PER_EXAMPLE)
         limit = quantity(res["limits"]["memory"])
         if limit < need:
