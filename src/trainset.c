@@ -222,10 +222,11 @@ static int fit_event_budget(TrainSet *set, ShopperTotals *totals, const uint32_t
 
 
 /* How many of ring (n) come after the history hist (nh, both oldest
- * first); *from gets the first of them. The history holds a prefix of the
- * shopper's events in log order, the ring the newest in-order ones: ring
- * events older than the history's newest are in it, and of those at its
- * newest time, as many as the history has there. */
+ * first); *from gets the first of them. The history holds a run of the
+ * shopper's events in log order (all of them since the history was turned
+ * on or last reset), the ring the newest in-order ones: ring events older
+ * than the history's newest are in it (or before it: ring_before), and of
+ * those at its newest time, as many as the history has there. */
 static size_t ring_after(const HistoryEvent *hist, size_t nh, const Event *ring, size_t n, size_t *from)
 {
     *from = 0;
@@ -245,8 +246,20 @@ static size_t ring_after(const HistoryEvent *hist, size_t nh, const Event *ring,
     return n - k;
 }
 
-/* Replaces each sampled shopper's ring in set by its history followed by
- * the ring events newer than it, the newest `cap` kept, with the context
+/* How many of ring (n) come before the history's oldest event: events
+ * logged before the history began (a history turned on or reset since),
+ * which it does not have. 0 without a history. */
+static size_t ring_before(const HistoryEvent *hist, size_t nh, const Event *ring, size_t n)
+{
+    size_t k = 0;
+    while (nh > 0 && k < n && ring[k].ts < hist[0].ts)
+        k++;
+    return k;
+}
+
+/* Replaces each sampled shopper's ring in set by the ring events older
+ * than its history (a young history), its history, and the ring events
+ * newer than it, the newest `cap` kept, with the context
  * and aggregates before them approximated from the totals. A history that
  * cannot be read leaves set as the rings made it, with a warning. */
 static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals, size_t cap)
@@ -278,8 +291,10 @@ static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals,
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         const TrainShopper *t = &set->shoppers[i];
+        const HistoryEvent *h = he.events + he.start[slot[i]];
         size_t nh = he.start[slot[i] + 1] - he.start[slot[i]], from;
-        size_t m = nh + ring_after(he.events + he.start[slot[i]], nh, set->events + t->first, t->n, &from);
+        size_t m = ring_before(h, nh, set->events + t->first, t->n) + nh +
+                   ring_after(h, nh, set->events + t->first, t->n, &from);
         total += m < cap ? m : cap;
     }
     Event *ev = malloc((total ? total : 1) * sizeof *ev);
@@ -293,14 +308,19 @@ static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals,
         TrainShopper *t = &set->shoppers[i];
         const HistoryEvent *h = he.events + he.start[slot[i]];
         size_t nh = he.start[slot[i] + 1] - he.start[slot[i]], from;
+        size_t nb = ring_before(h, nh, set->events + t->first, t->n);
         size_t nr = ring_after(h, nh, set->events + t->first, t->n, &from);
-        size_t m = nh + nr, skip = m > cap ? m - cap : 0, first = at;
-        for (size_t k = skip; k < nh; k++)
+        size_t m = nb + nh + nr, skip = m > cap ? m - cap : 0, first = at;
+        /* oldest first, the oldest `skip` left out: ring before, history, ring after */
+        for (size_t k = skip; k < nb; k++)
+            ev[at++] = set->events[t->first + k];
+        size_t hskip = skip > nb ? skip - nb : 0;
+        for (size_t k = hskip; k < nh; k++)
             ev[at++] = (Event){.ts = h[k].ts, .value = h[k].value, .quantity = h[k].quantity,
                                .type = (EventType)h[k].type};
-        for (size_t k = skip > nh ? skip - nh : 0; k < nr; k++)
+        for (size_t k = hskip > nh ? hskip - nh : 0; k < nr; k++)
             ev[at++] = set->events[t->first + from + k];
-        size_t kept = at - first, kept_history = nh > skip ? nh - skip : 0;
+        size_t kept = at - first, kept_history = nh > hskip ? nh - hskip : 0;
         from_history += kept_history;
         t->first = first;
         t->n = kept;

@@ -16,6 +16,8 @@ tests/test_training_history.c checks the file itself).
 - train.history_events = 0 at a restart removes the files.
 - train.max_events cuts the sample by id hash to fit its budget, with the
   history and from the rings.
+- A history turned on after the rings filled (an upgrade) keeps each
+  shopper's older ring events before what it archived.
 - A history damaged on disk while ltvd runs (a flipped byte in a part's
   last chunk): a retrain trains on the rings (with a warning) instead of
   failing or reading half the file, and the erasure snapshot, whose
@@ -240,6 +242,28 @@ def event_budget_cuts_the_sample():
         check(line in s.logs(), (line, [x for x in s.logs().splitlines() if "cut" in x]))
 
 
+def young_history_keeps_the_ring():
+    """The history turned on where shoppers already have rings (an
+    upgrade): it holds only what was archived since, so each shopper's
+    older ring events come before it in the training sequence, not
+    dropped. Each shopper: 40 events with the history off, then one more
+    with it on and a snapshot: the retrain reads its 8-event ring (7 old, 1
+    new), one of them from the history."""
+    storage = tempfile.TemporaryDirectory(prefix="ltvd-test-")
+    with storage:
+        with LtvdProcess(LTVD, BASE, storage_dir=storage.name) as s:
+            post_all(s)
+        with LtvdProcess(LTVD, ON, storage_dir=storage.name) as s:
+            more = [{"user_id": f"h{i}", "type": "view", "ts": events_of(i)[-1]["ts"] + 3600,
+                     "event_id": f"h{i}-late"} for i in range(SHOPPERS)]
+            status, body = s.json("POST", "/v1/events", {"events": more})
+            check(status == 200 and body["accepted"] == SHOPPERS, body)
+            h = snapshot(s, 0)
+            check(h["records"] == SHOPPERS, h)
+            t = retrain(s)
+            check(t["events"] == SHOPPERS * RING and t["history_events"] == SHOPPERS, t)
+
+
 def bad_keys_refused():
     for key, value in (("train.history_events", "2000"), ("train.history_events", "-1"), ("train.max_events", "999"),
                        ("train.history_days", "0"), ("train.history_max_mb", "0")):
@@ -251,7 +275,7 @@ def bad_keys_refused():
 
 def main():
     tests = [history_feeds_training, erasure_leaves_history, damaged_history_is_reset, event_budget_cuts_the_sample,
-             bad_keys_refused]
+             young_history_keeps_the_ring, bad_keys_refused]
     only = [f for f in tests if f.__name__ in sys.argv[2:]]
     return main_exit(*run_tests(only or tests))
 
