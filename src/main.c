@@ -13,6 +13,7 @@
 #include "cluster.h"
 #include "config.h"
 #include "healthcheck.h"
+#include "history.h"
 #include "http_api.h"
 #include "log.h"
 #include "metrics.h"
@@ -569,6 +570,9 @@ int main(int argc, char **argv)
             return 1;
         }
         service_history_init(app.svc);
+        /* cluster mode trains from the rings (docs/CLUSTER.md): a training
+         * history a single node left here would be out of every erasure's reach */
+        history_remove(app.cfg.storage_dir);
         if ((rc = http_set_cluster(app.http, app.cluster)) != 0) {
             log_msg(LOG_ERROR, "cannot start the forwarder threads: not starting", "error=\"%s\"", strerror(-rc));
             http_destroy(app.http);
