@@ -1,12 +1,15 @@
-/* history_internal: the training history's file format, shared by
- * history.c (open, archive, compaction, load) and history_chunks.c (the
- * chunk reader and writer). include/history.h has the format. Not a public
- * interface.
+/* history_internal: the training history's file format and state, shared
+ * by history.c (open, archive, load), history_compact.c (the readers'
+ * rules, compaction) and history_chunks.c (the chunk reader and writer).
+ * include/history.h has the format. Not a public interface.
  *
- * Threads: none of its own; each function uses only what it is given. */
+ * Threads: none of its own; each function uses only what it is given
+ * (History's locks: history.c's header comment). */
 #ifndef LTVD_HISTORY_INTERNAL_H
 #define LTVD_HISTORY_INTERNAL_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,5 +70,47 @@ int hist_scan_chunks(int fd, uint64_t limit, ChunkFn fn, void *arg, uint64_t *en
 /* The file header: written at offset 0 (0 or -EIO), checked. */
 int hist_write_header(int fd);
 bool hist_header_ok(int fd);
+
+/* ---- the history's state (history.c, history_compact.c) ------------------ */
+
+/* records a compaction pass holds (24 B each: 48 MiB); past it the pass
+ * drops what it will not keep, and holds at most twice what it keeps */
+#define PASS_RECORDS ((size_t)2 << 20)
+
+/* One part: one file, the shoppers whose hashes history_part_of gives it. */
+typedef struct HistPart {
+    char path[600], tmp[620];
+    int fd;                  /* O_RDWR (-1: a reset failed); appends go to good_end */
+    uint64_t good_end;       /* the file up to its last valid chunk */
+    pthread_mutex_t fd_lock; /* fd and good_end change under it (their one writer reads them without) */
+    uint64_t bytes_at_compaction;
+    atomic_bool damaged;     /* a load found a bad chunk: the next archive compacts it (and fails) */
+    /* the part's figures (the history's st_lock) */
+    uint64_t bytes, records, tombstones, shoppers, archived_seq;
+} HistPart;
+
+struct History {
+    HistoryConfig cfg;
+    char hdir[560];
+    pthread_mutex_t st_lock;
+    HistoryStats st;         /* archives, compactions, cut_bytes and times; the rest is the parts' */
+    unsigned nparts;
+    HistPart parts[];
+};
+
+/* history.c: a part's figures (under st_lock); a part's new file, written
+ * to good_end, swapped in under its fd_lock (the old one closed). */
+void hist_set_stats(History *h, HistPart *p, uint64_t records, uint64_t tombstones, uint64_t bytes);
+void hist_swap_fd(HistPart *p, int fd, uint64_t good_end);
+
+/* history_compact.c: one shopper's records r (n, file order) in place:
+ * what readers keep (include/history.h's rules); how many. */
+size_t hist_select_records(HistRec *r, size_t n, int64_t min_ts, int max_events);
+/* The oldest time kept: now - train.history_days. */
+int64_t hist_min_ts(const History *h, int64_t now);
+/* qsort order of HistRec: by key, then file order (ord). */
+int hist_cmp_key_ord(const void *a, const void *b);
+/* Compacts the parts whose compaction is due. 0 or -errno. */
+int hist_compact_due(History *h, int64_t now);
 
 #endif
