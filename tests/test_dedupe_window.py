@@ -15,7 +15,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import check, test_registry, LtvdProcess, run_tests, scaled  # noqa: E402
+from ltvd_harness import check, log_holds, test_registry, LtvdProcess, run_tests, scaled  # noqa: E402
 
 LTVD = sys.argv[1]
 TESTS, test = test_registry()
@@ -139,11 +139,7 @@ def each_data_dir_has_its_own_key_kept_across_restarts():
             snaps = snapshots(a)
             if not snaps or snaps[-1] == first:
                 return False
-            for seg in glob.glob(os.path.join(a, "wal-*.log")):
-                with open(seg, "rb") as f:
-                    if b"before-kill" in f.read():
-                        return False
-            return True
+            return not log_holds(a, b"before-kill")
 
         deadline = time.monotonic() + scaled(30)
         while not only_in_snapshot() and time.monotonic() < deadline:

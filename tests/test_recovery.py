@@ -28,7 +28,7 @@ import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ltvd_harness import (check, purchase_histories, test_registry, LtvdProcess, free_port, quote_id, sanitizer_reports, scaled,
-                          stop_all_live, wait_until)  # noqa: E402
+                          stop_all_live, wait_until, wal_bytes, wal_records, log_holds)  # noqa: E402
 
 LTVD = sys.argv[1] if len(sys.argv) > 1 else ""
 TESTS, test = test_registry()
@@ -152,17 +152,7 @@ def post_ok(s, body, conn=None):
 
 # ---- WAL records as written by src/wal.c: u32 len, u32 crc32, u64 seq, u8 kind, payload
 
-def read_records(path):
-    """[(offset, len, seq)] of the well-formed records of a segment."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out, off = [], 0
-    while off + 17 <= len(data):
-        ln, _crc, seq = struct.unpack_from("<IIQ", data, off)
-        out.append((off, ln, seq))
-        off += 8 + ln
-    check(off == len(data), f"{path}: a record runs past the end")
-    return out
+read_records = wal_records
 
 
 def set_record_seq(path, index, new_seq):
@@ -629,11 +619,7 @@ def dedupe_window_from_periodic_snapshot_after_kill9():
         def only_in_snapshot():
             if not snapshots(d) or seq_of(snapshots(d)[-1]) <= 5:
                 return False
-            for seg in segments(d):
-                with open(seg, "rb") as f:
-                    if b"periodic-id-" in f.read():
-                        return False
-            return True
+            return not log_holds(d, b"periodic-id-")
 
         end = until("snapshot", 30)
         while not only_in_snapshot() and time.monotonic() < end:
@@ -1044,7 +1030,7 @@ def wal_buffer_back_pressure():
             post_ok(s, {"events": events})
             users[f"bp-{b % 30}"] = users.get(f"bp-{b % 30}", 0) + 50
             appended += record_bytes(events)
-            on_disk = sum(os.path.getsize(p) for p in segments(d))
+            on_disk = sum(wal_bytes(p) for p in segments(d))
             worst = max(worst, appended - on_disk)
             check(appended - on_disk <= 2 * cap, f"{appended - on_disk} acknowledged bytes unwritten, cap {cap}")
         print(f"  {appended} bytes acknowledged; at most {worst} of them unwritten at a time")
@@ -1081,7 +1067,7 @@ def fsync_interval_and_none():
             while s.metric("ltvd_wal_durable_seq") < 31 and time.monotonic() < end:
                 time.sleep(0.02)
             check(s.metric("ltvd_wal_durable_seq") == 31, f"{mode}: the flusher writes on its own")
-            check(sum(os.path.getsize(p) for p in segments(d)) == expect, f"{mode}: all 31 records are in the file")
+            check(sum(wal_bytes(p) for p in segments(d)) == expect, f"{mode}: all 31 records are in the file")
             fsyncs = s.metric("ltvd_wal_fsyncs_total")
             check(fsyncs >= 1 if mode == "interval" else fsyncs == 0, f"{mode}: {fsyncs} fsyncs")
             seen = snapshot_of(s, sorted({e["user_id"] for e in events}))
