@@ -205,14 +205,16 @@ static int migrate_into_parts(History *h, int fd)
 
 /* A single-file history of an earlier version (storage.dir/history/
  * events.hist): its records are appended to the parts, then it is
- * deleted (if it cannot be read, the parts are started afresh with it). Appending is right whatever the parts hold: they can hold
- * records only from a run of this version before a rollback to the old one
+ * deleted (if it cannot be read, the parts are started afresh with it).
+ * Appending is right whatever the parts hold: they can hold records
+ * only from a run of this version before a rollback to the old one
  * (which wrote the file afresh), older than the file's, and a tombstone
  * the file brings then hides them as it hides any earlier record of its
  * shopper. A crash before the delete appends the file again at the next
- * open: the copies are events older than their shopper's newest (dropped,
- * as late events are, but for one at its shopper's newest second) and
- * tombstones (the last one counts). Its compaction copy goes. */
+ * open: the copies are events older than their shopper's newest
+ * (dropped, as late events are, but for one at its shopper's newest
+ * second) and tombstones (the last one counts). Its compaction copy
+ * goes. */
 static void migrate_single_file(History *h)
 {
     char path[620], tmp[630];

@@ -125,7 +125,8 @@ double trainer_val_gini(const double *theta, int H, const Dataset *d, bool hybri
     };
     double g = 0;
     if (gp.pp && gp.pf && gp.pa && predict_cuts(theta, H, hybrid, 0.0, d, false, add_gini_pair, &gp) == 0 && gp.n) {
-        double gn = ranking_gini(gp.pp, gp.n, true), gf = ranking_gini(gp.pf, gp.n, true), ga = ranking_gini(gp.pa, gp.n, false);
+        double gn = ranking_gini(gp.pp, gp.n, true), gf = ranking_gini(gp.pf, gp.n, true);
+        double ga = ranking_gini(gp.pa, gp.n, false);
         g = ga > 0 ? gn / ga : 0;
         *fallback = ga > 0 ? gf / ga : 0;
     }

@@ -34,7 +34,10 @@ typedef struct TrainSetWalk {
     uint64_t keep_below;  /* id hashes above this are left out */
 } TrainSetWalk;
 
-static double net_spend(const Event *e) { return e->type == EV_PURCHASE ? e->value : e->type == EV_REFUND ? -e->value : 0; }
+static double net_spend(const Event *e)
+{
+    return e->type == EV_PURCHASE ? e->value : e->type == EV_REFUND ? -e->value : 0;
+}
 
 /* The aggregates before a shopper's first retained event (at day0) from
  * its totals: ctx0 says how many events and purchases came before, the
@@ -164,11 +167,11 @@ static uint64_t events_of(const TrainSet *set, const uint32_t *counts, size_t i)
 }
 
 /* Keeps the set within `budget` events (train.max_events): each sampled
- * shopper will hold at most min(events_of, per_shopper). If together they hold more, the shoppers with the highest id
- * hashes go until they fit (one shopper stays whatever its size). The
- * sample stays a uniform one by id hash, the same on every instance, with
- * a lower threshold. totals (NULL without the history) is kept in step.
- * 0 or -ENOMEM. */
+ * shopper will hold at most min(events_of, per_shopper). If together they
+ * hold more, the shoppers with the highest id hashes go until they fit (one
+ * shopper stays whatever its size). The sample stays a uniform one by id
+ * hash, the same on every instance, with a lower threshold. totals (NULL
+ * without the history) is kept in step. 0 or -ENOMEM. */
 static int fit_event_budget(TrainSet *set, ShopperTotals *totals, const uint32_t *counts, size_t per_shopper,
                             uint64_t budget)
 {
@@ -219,7 +222,6 @@ static int fit_event_budget(TrainSet *set, ShopperTotals *totals, const uint32_t
 }
 
 /* ---- with the history ---------------------------------------------------- */
-
 
 /* How many of ring (n) come after the history hist (nh, both oldest
  * first); *from gets the first of them. The history holds a run of the
