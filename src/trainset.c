@@ -16,6 +16,7 @@
 
 #include "dataset.h"
 #include "log.h"
+#include "timeutil.h"
 
 /* Slots copied per hold of the store lock (about 0.5 us each: jobs.c). */
 #define TRAINSET_BATCH 128
@@ -131,7 +132,8 @@ static int sorted_keys(const TrainSet *set, KeyIndex **ki_out, uint64_t **keys_o
 
 /* The history's records of each sampled shopper, in set order (*out
  * malloc'd); NULL if the history cannot be read (a warning: this training
- * reads the rings). 0 or -ENOMEM. */
+ * reads the rings). A read of the whole history: logged at debug with its
+ * time. 0 or -ENOMEM. */
 static int count_history(Service *s, const TrainSet *set, uint32_t **out)
 {
     *out = NULL;
@@ -140,13 +142,18 @@ static int count_history(Service *s, const TrainSet *set, uint32_t **out)
     uint64_t *keys;
     if (sorted_keys(set, &ki, &keys))
         return -ENOMEM;
+    uint64_t t0 = time_mono_ns(), records = 0;
     uint32_t *sorted = malloc((n ? n : 1) * sizeof *sorted), *counts = malloc((n ? n : 1) * sizeof *counts);
     int rc = sorted && counts ? history_count(s->history, keys, n, sorted) : -ENOMEM;
     if (!rc) {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             counts[ki[i].shopper] = sorted[i];
+            records += sorted[i];
+        }
         *out = counts;
         counts = NULL;
+        log_msg(LOG_DEBUG, "training history counted for train.max_events", "shoppers=%zu records=%llu ms=%.1f", n,
+                (unsigned long long)records, (double)(time_mono_ns() - t0) / 1e6);
     } else if (rc != -ENOMEM) {
         log_msg(LOG_WARN, "training history unreadable: this training reads the recent-event rings only",
                 "error=\"%s\"", strerror(-rc));
@@ -262,10 +269,12 @@ static size_t ring_before(const HistoryEvent *hist, size_t nh, const Event *ring
 /* Replaces each sampled shopper's ring in set by the ring events older
  * than its history (a young history), its history, and the ring events
  * newer than it, the newest `cap` kept, with the context
- * and aggregates before them approximated from the totals. A history that
- * cannot be read leaves set as the rings made it, with a warning. */
-static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals, size_t cap)
+ * and aggregates before them approximated from the totals; *merged says
+ * so. A history that cannot be read leaves set as the rings made it, with
+ * a warning (*merged false). 0 or -ENOMEM. */
+static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals, size_t cap, bool *merged)
 {
+    *merged = false;
     size_t n = set->nshoppers;
     KeyIndex *ki;
     uint64_t *keys;
@@ -351,6 +360,7 @@ static int merge_history(Service *s, TrainSet *set, const ShopperTotals *totals,
     set->events = ev;
     set->nevents = at;
     set->history_events = from_history;
+    *merged = true;
     return 0;
 }
 
@@ -407,18 +417,23 @@ int service_collect_train_set(Service *s, TrainSet *set)
         hcap = ring;
     if (hcap > DATASET_MAX_EVENTS)
         hcap = DATASET_MAX_EVENTS;
+    uint64_t budget = (uint64_t)s->cfg.train_max_events;
     uint32_t *counts = NULL; /* the history's records of each sampled shopper */
-    int rc = s->history ? count_history(s, set, &counts) : 0;
-    if (!rc)
-        rc = fit_event_budget(set, counts ? w.totals : NULL, counts, counts ? hcap : ring,
-                              (uint64_t)s->cfg.train_max_events);
-    bool history = counts != NULL;
-    free(counts);
-    if (!rc && history) {
-        rc = merge_history(s, set, w.totals, hcap);
-        if (!rc)
-            rc = as_served(set, ring);
+    bool history = s->history != NULL, merged = false;
+    int rc = 0;
+    /* each shopper holds at most hcap events: at or below nshoppers x hcap
+     * the budget cannot bind, and the history is not read just to count */
+    if (history && (uint64_t)set->nshoppers * hcap > budget) {
+        rc = count_history(s, set, &counts);
+        history = counts != NULL; /* unreadable: the rings */
     }
+    if (!rc)
+        rc = fit_event_budget(set, history ? w.totals : NULL, counts, history ? hcap : ring, budget);
+    free(counts);
+    if (!rc && history)
+        rc = merge_history(s, set, w.totals, hcap, &merged);
+    if (!rc && merged)
+        rc = as_served(set, ring);
     free(w.totals);
     if (rc) {
         free(set->shoppers);

@@ -15,7 +15,9 @@ tests/test_training_history.c checks the file itself).
   count them out, and of the 16 parts only the shopper's was rewritten.
 - train.history_events = 0 at a restart removes the files.
 - train.max_events cuts the sample by id hash to fit its budget, with the
-  history and from the rings.
+  history and from the rings; a budget that cannot bind (sampled shoppers
+  x train.history_events within it) is not checked by a count of the
+  history's records (one read of it fewer).
 - A history turned on after the rings filled (an upgrade) keeps each
   shopper's older ring events before what it archived.
 - A history damaged on disk while ltvd runs (a flipped byte in a part's
@@ -44,6 +46,7 @@ BASE = {"clock": "event", "model.hidden_size": "8", "model.recent_events": str(R
 ON = dict(BASE, **{"train.history_events": "1024"})
 WAIT_S = 120  # bounds the polls (scaled); not a timing assertion
 TYPES = ["view", "click", "add_to_cart", "purchase"]
+COUNTED = "training history counted for train.max_events"  # trainset.c's debug line: a read of the history
 
 
 def events_of(i):
@@ -223,7 +226,7 @@ def event_budget_cuts_the_sample():
     budget cuts only once a snapshot has archived them (before, the rings
     of 8 fit); from the rings (of 16 here), by its ring."""
     budget = 3200
-    with LtvdProcess(LTVD, dict(ON, **{"train.max_events": str(budget)})) as s:
+    with LtvdProcess(LTVD, dict(ON, **{"train.max_events": str(budget), "log.level": "debug"})) as s:
         total = post_all(s)
         retrain(s)
         check("training sample cut" not in s.logs(), "cut while the history was empty: the rings fit")
@@ -233,6 +236,8 @@ def event_budget_cuts_the_sample():
         line = f"shoppers_before={SHOPPERS} shoppers={kept} events={budget} budget={budget}"
         check(total > budget and line in s.logs(), (line, [x for x in s.logs().splitlines() if "cut" in x]))
         check(t["events"] == budget and t["history_events"] == budget, t)  # 80 shoppers' 40 events, from disk
+        counted = f"shoppers={SHOPPERS} records={total}"
+        check(any(COUNTED in x and counted in x for x in s.logs().splitlines()), (counted, s.logs()[-2000:]))
     ring = 16
     with LtvdProcess(LTVD, dict(BASE, **{"model.recent_events": str(ring), "train.max_events": "1000"})) as s:
         post_all(s)
@@ -240,6 +245,24 @@ def event_budget_cuts_the_sample():
         kept = 1000 // ring
         line = f"shoppers_before={SHOPPERS} shoppers={kept} events={kept * ring} budget=1000"
         check(line in s.logs(), (line, [x for x in s.logs().splitlines() if "cut" in x]))
+
+
+def unbound_budget_reads_no_count():
+    """A budget that cannot bind (sampled shoppers x train.history_events
+    at most train.max_events: 120 x 40 = 4800 here) is not checked by
+    reading the history once more to count each shopper's records: no
+    count is logged, and the retrain still trains on every event of the
+    history, uncut."""
+    cap = EVENTS_EACH
+    conf = {"train.history_events": str(cap), "train.max_events": str(SHOPPERS * cap), "log.level": "debug"}
+    with LtvdProcess(LTVD, dict(ON, **conf)) as s:
+        total = post_all(s)
+        snapshot(s, 0)
+        t = retrain(s)
+        check(t["events"] == total and t["history_events"] == total, t)
+        check("network trained" in s.logs() and "training epoch" in s.logs(), "no debug lines: log.level ignored?")
+        check(COUNTED not in s.logs() and "training sample cut" not in s.logs(),
+              [x for x in s.logs().splitlines() if "counted" in x or "cut" in x])
 
 
 def young_history_keeps_the_ring():
@@ -275,7 +298,7 @@ def bad_keys_refused():
 
 def main():
     tests = [history_feeds_training, erasure_leaves_history, damaged_history_is_reset, event_budget_cuts_the_sample,
-             young_history_keeps_the_ring, bad_keys_refused]
+             unbound_budget_reads_no_count, young_history_keeps_the_ring, bad_keys_refused]
     only = [f for f in tests if f.__name__ in sys.argv[2:]]
     return main_exit(*run_tests(only or tests))
 
