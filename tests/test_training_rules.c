@@ -28,7 +28,10 @@
  *     for a seasonal network trained from the history (events loaded from
  *     it, not only the history on), and
  *     that level is the network calibrated on the held-out shoppers at
- *     now - H (its shift undoes its own error there). */
+ *     now - H (its shift undoes its own error there);
+ *   - train.level=fallback from sequences longer than the ring: what is
+ *     served after the swap (states rebuilt from the rings) sums to the
+ *     fallback's total at now. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,11 +305,17 @@ static void check_ring_summary(void)
     ASSERT(held > 0 && gone > 0);
 }
 
-/* trainer_run on set under tc with the published CDNOW prior as the
- * fallback; fails the test if it fails. */
+/* The fallback every training here uses: the published CDNOW prior. */
+static FallbackFit prior_fit(void)
+{
+    return (FallbackFit){BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+}
+
+/* trainer_run on set under tc with prior_fit() as the fallback; fails the
+ * test if it fails. */
 static void train_ok(const TrainSet *set, const TrainConfig *tc, uint32_t id, TrainResult *tr)
 {
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+    FallbackFit fit = prior_fit();
     char err[256];
     int rc = trainer_run(set, tc, &fit, NULL, id, tr, err, sizeof err);
     if (rc)
@@ -446,6 +455,102 @@ static void check_level_rules(const Data *d)
     ASSERT(calibrated > 0); /* the held-out window had enough spend to calibrate on */
 }
 
+/* served (d's nshoppers,): each of d's sequences as a state rebuilt from a
+ * ring of `ring` events sees it: its last `ring` events, with the encoder
+ * context and aggregates advanced through the ones before (the service
+ * gives the trainer these as set->served with the training history). */
+static void serve_windows(const Data *d, TrainShopper *served, size_t ring)
+{
+    for (size_t i = 0; i < d->set.nshoppers; i++) {
+        TrainShopper *v = &served[i];
+        *v = d->sh[i];
+        size_t skip = v->n > ring ? v->n - ring : 0;
+        for (size_t k = 0; k < skip; k++) {
+            encode_context_advance(&v->ctx0, &d->ev[v->first + k]);
+            shopper_agg_apply(&v->agg0, &d->ev[v->first + k]);
+        }
+        v->first += skip;
+        v->n -= skip;
+    }
+}
+
+/* What m serves at NOW, summed over d's shoppers: *net the predictions
+ * (each state rebuilt from zero through the events of seqs[i] in float,
+ * as service_ensure_state does, read with a ring of `ring` events), *fb
+ * the fallback's for the same shoppers. */
+static void served_totals(const Data *d, const TrainShopper *seqs, const Model *m, size_t ring, double *net, double *fb)
+{
+    const LstmWeights *w = m->net;
+    float h[LSTM_MAX_HIDDEN], c[LSTM_MAX_HIDDEN], x[FEATURE_DIM], scratch[LSTM_MAX_INPUT + 5 * LSTM_MAX_HIDDEN];
+    *net = *fb = 0;
+    for (size_t i = 0; i < d->set.nshoppers; i++) {
+        const TrainShopper *t = &seqs[i];
+        const Event *ev = d->ev + t->first;
+        memset(h, 0, sizeof h);
+        memset(c, 0, sizeof c);
+        EncodeContext ctx = t->ctx0;
+        ShopperAgg agg = t->agg0;
+        for (size_t k = 0; k < t->n; k++) {
+            encode_event(x, &ev[k], &ctx);
+            lstm_step(&w->cfg, w->w, w->b, x, h, c, scratch);
+            encode_context_advance(&ctx, &ev[k]);
+            shopper_agg_apply(&agg, &ev[k]);
+        }
+        RecentSummary rs;
+        recent_summary_of(&rs, ev, t->n, ring, NOW);
+        Prediction p;
+        model_predict(m, h, &agg, &rs, NOW, &p);
+        FallbackOutput fo;
+        model_fallback(&m->fallback, m->horizon_days, &agg, &rs, NOW, &fo);
+        ASSERT(p.from_network);
+        *net += p.ltv;
+        *fb += fo.ltv;
+    }
+}
+
+/* train.level=fallback from the training history: the sequences (two years,
+ * 121 events) are longer than the ring serving rebuilds states from
+ * (SERVE_RING), and the level is set so that what serving predicts after
+ * the swap, the states rebuilt from the rings, sums to the fallback's
+ * total at now; not the network's total over the whole sequences, which
+ * no shopper is served from. A short ring: this network forgets fast (its
+ * total from a ring of 8 is within 1e-5 of the whole sequences', from 2
+ * about 5e-3 off), and the test must tell the two apart. */
+#define SERVE_RING 2
+#define SERVE_TOL 1e-5 /* float states against the trainer's double: 1e-8 measured */
+static void check_fallback_level_as_served(void)
+{
+    static Data span;
+    static TrainShopper served[MAX_SHOPPERS];
+    make_span(&span, NSPAN, 720);
+    serve_windows(&span, served, SERVE_RING);
+    TrainConfig tc;
+    train_config(&tc, 30);
+    tc.level = 1;
+    tc.ring = SERVE_RING;
+    TrainSet set = span.set;
+    set.served = served;
+    set.history_events = set.nevents;
+    TrainResult tr;
+    train_ok(&set, &tc, 13, &tr);
+    ASSERT(tr.level_rule == LEVEL_RULE_FALLBACK && tr.level_shift != 0.0);
+    FallbackFit fit = prior_fit();
+    Model *m;
+    ASSERT(model_create(&m, tr.net, &fit, H_DAYS, MODEL_TRAINED, 1) == 0);
+    double net_ring, fb_ring, net_all, fb_all;
+    served_totals(&span, served, m, SERVE_RING, &net_ring, &fb_ring);
+    served_totals(&span, span.sh, m, SERVE_RING, &net_all, &fb_all);
+    printf("fallback level: served %.4f, fallback %.4f; from the whole sequences %.4f\n", net_ring, fb_ring,
+           net_all);
+    ASSERT_REL(fb_all, fb_ring, 1e-12); /* the same shoppers, aggregates and rings: only the states differ */
+    /* the rings' states are not the whole sequences' (else this test could not tell the two apart) */
+    ASSERT(fabs(net_all / net_ring - 1.0) > 100 * SERVE_TOL);
+    /* what is served sums to the fallback's total */
+    ASSERT_REL(net_ring, fb_ring, SERVE_TOL);
+    model_release(m);
+    lstm_weights_release(tr.net);
+}
+
 int main(void)
 {
     static Data base, young, late, recent;
@@ -489,6 +594,7 @@ int main(void)
     check_cut_times_once();
     check_season_gate(&young);
     check_level_rules(&young);
+    check_fallback_level_as_served();
     printf("trainer_run: %llu examples, %zu labels moved by (now - H, now] values\n", (unsigned long long)e_young,
            changed);
     free(p_base);
