@@ -79,8 +79,15 @@ typedef struct HistoryConfig {
 
 typedef struct HistoryStats {
     uint64_t bytes, records, tombstones;   /* the parts now, summed */
-    uint64_t shoppers;                     /* distinct hashes at each part's last compaction, summed
-                                            * (a part not compacted since it was made counts 0) */
+    /* Shoppers with records kept, as of each part's last compaction since
+     * the history was opened or reset, summed: shoppers archived since are
+     * not in it, and a part not compacted since counts 0 (part_compacted
+     * says which). Exact counting would hold every part's distinct hashes
+     * in memory (a shopper's records are spread over its part's chunks):
+     * only a compaction, which sorts them by shopper, counts. */
+    uint64_t shoppers;
+    unsigned parts, parts_compacted;        /* all the parts; those shoppers counts */
+    bool part_compacted[HISTORY_PARTS_MAX]; /* (parts,): compacted since the open or reset */
     uint64_t archived_seq;                 /* every log record up to it is archived (the lowest part's) */
     uint64_t archives, compactions, cut_bytes; /* compactions: of a part */
     int64_t last_archive_unix, last_compaction_unix; /* 0: never */

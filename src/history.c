@@ -331,12 +331,17 @@ void history_stats(History *h, HistoryStats *out)
     *out = h->st;
     out->bytes = out->records = out->tombstones = out->shoppers = 0;
     out->archived_seq = UINT64_MAX;
+    out->parts = h->nparts;
+    out->parts_compacted = 0;
+    memset(out->part_compacted, 0, sizeof out->part_compacted);
     for (unsigned i = 0; i < h->nparts; i++) {
         const HistPart *p = &h->parts[i];
         out->bytes += p->bytes;
         out->records += p->records;
         out->tombstones += p->tombstones;
         out->shoppers += p->shoppers;
+        out->part_compacted[i] = p->compacted;
+        out->parts_compacted += p->compacted;
         if (p->archived_seq < out->archived_seq)
             out->archived_seq = p->archived_seq;
     }
@@ -527,6 +532,7 @@ static int reset_part(History *h, HistPart *p)
     hist_set_stats(h, p, 0, 0, FILE_HEADER);
     pthread_mutex_lock(&h->st_lock);
     p->shoppers = 0; /* archived_seq stays: what was archived is not archived again */
+    p->compacted = false; /* its shoppers archived from now on are not counted */
     pthread_mutex_unlock(&h->st_lock);
     p->bytes_at_compaction = FILE_HEADER;
     return rc;

@@ -201,6 +201,7 @@ static int compact_once(History *h, HistPart *p, int64_t min_ts, uint64_t *days,
         hist_set_stats(h, p, out.records, 0, p->good_end);
         pthread_mutex_lock(&h->st_lock);
         p->shoppers = shoppers;
+        p->compacted = true;
         pthread_mutex_unlock(&h->st_lock);
     }
     return rc;

@@ -85,8 +85,9 @@ typedef struct HistPart {
     pthread_mutex_t fd_lock; /* fd and good_end change under it (their one writer reads them without) */
     uint64_t bytes_at_compaction;
     atomic_bool damaged;     /* a load found a bad chunk: the next archive compacts it (and fails) */
-    /* the part's figures (the history's st_lock) */
+    /* the part's figures (the history's st_lock); shoppers only once compacted */
     uint64_t bytes, records, tombstones, shoppers, archived_seq;
+    bool compacted;          /* since the open or the last reset */
 } HistPart;
 
 struct History {

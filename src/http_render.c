@@ -242,11 +242,16 @@ static void render_history(TextBuf *b, const ModelInfo *mi)
     if (h->last_compaction_unix)
         time_format_rfc3339(h->last_compaction_unix, compacted);
     textbuf_printf(b, "\"history\":{\"enabled\":%s,\"bytes\":%llu,\"records\":%llu,\"tombstones\":%llu,"
-                   "\"shoppers\":%llu,\"bytes_per_event\":%d,\"archived_seq\":%llu,\"archives\":%llu,"
+                   "\"shoppers\":%llu,\"parts\":%u,\"parts_not_compacted\":[", mi->history_enabled ? "true" : "false",
+                   (unsigned long long)h->bytes, (unsigned long long)h->records, (unsigned long long)h->tombstones,
+                   (unsigned long long)h->shoppers, h->parts);
+    /* the parts whose shoppers the figure leaves out (history.h) */
+    for (unsigned i = 0, n = 0; i < h->parts && i < HISTORY_PARTS_MAX; i++)
+        if (!h->part_compacted[i])
+            textbuf_printf(b, "%s%u", n++ ? "," : "", i);
+    textbuf_printf(b, "],\"bytes_per_event\":%d,\"archived_seq\":%llu,\"archives\":%llu,"
                    "\"compactions\":%llu,\"last_archive\":%s%s%s,\"last_compaction\":%s%s%s},",
-                   mi->history_enabled ? "true" : "false", (unsigned long long)h->bytes,
-                   (unsigned long long)h->records, (unsigned long long)h->tombstones,
-                   (unsigned long long)h->shoppers, HISTORY_RECORD_BYTES, (unsigned long long)h->archived_seq,
+                   HISTORY_RECORD_BYTES, (unsigned long long)h->archived_seq,
                    (unsigned long long)h->archives, (unsigned long long)h->compactions,
                    archived[0] ? "\"" : "", archived[0] ? archived : "null", archived[0] ? "\"" : "",
                    compacted[0] ? "\"" : "", compacted[0] ? compacted : "null", compacted[0] ? "\"" : "");

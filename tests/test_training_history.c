@@ -238,6 +238,7 @@ static void test_erasure(void)
     HistoryStats st;
     history_stats(h, &st);
     ASSERT(st.compactions == 1 && st.tombstones == 0 && st.records == 3 && st.shoppers == 1);
+    ASSERT(st.parts == 1 && st.parts_compacted == 1 && st.part_compacted[0]);
     ASSERT(!file_holds_hash("dora"));
     ASSERT(file_holds_hash("erin"));
     history_close(h);
@@ -246,6 +247,8 @@ static void test_erasure(void)
     ASSERT(load_user(h, "dora", T0 + 100 * DAY, ev, 64) == 0);
     history_stats(h, &st);
     ASSERT(st.records == 3 && st.archived_seq == s2 - 1);
+    /* the shoppers are counted by compactions only, since the open */
+    ASSERT(st.shoppers == 0 && st.parts_compacted == 0 && !st.part_compacted[0]);
     history_close(h);
     wal_close(wal);
 }
@@ -653,6 +656,7 @@ static void test_parts(void)
     for (int u = 0; u < USERS; u++)
         total += 5 + u % 4;
     ASSERT(st.records == total && st.archived_seq == s1 - 1 && st.archives == 1 && st.compactions == 0);
+    ASSERT(st.parts == PARTS && st.parts_compacted == 0 && st.shoppers == 0); /* none counted yet */
     HistoryEvent ev[16];
     for (int u = 0; u < USERS; u++) {
         ASSERT(load_user(h, users[u], T0 + 100 * DAY, ev, 16) == (size_t)(5 + u % 4));
@@ -668,8 +672,12 @@ static void test_parts(void)
     ASSERT(history_archive(h, dir, s2, T0 + 100 * DAY) == 0);
     history_stats(h, &st);
     ASSERT(st.compactions == 1 && st.tombstones == 0 && st.records == total - (5 + 7 % 4));
-    for (unsigned i = 0; i < PARTS; i++)
+    /* the figure counts the rewritten part's shoppers alone, and says so */
+    ASSERT(st.shoppers == used[part[7]] - 1 && st.parts_compacted == 1);
+    for (unsigned i = 0; i < PARTS; i++) {
         ASSERT((part_inode(i) != ino[i]) == (i == part[7]));
+        ASSERT(st.part_compacted[i] == (i == part[7]));
+    }
     ASSERT(!part_holds_hash(part[7], users[7]));
     ASSERT(load_user(h, users[7], T0 + 100 * DAY, ev, 16) == 0);
     ASSERT(load_user(h, users[8], T0 + 100 * DAY, ev, 16) == (size_t)(5 + 8 % 4));
