@@ -11,7 +11,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 /* splitmix64 (Steele, Lea, Flood 2014): advances *state and returns the next
  * 64 random bits. Every seeded draw in ltvd (initial weights, example cuts,
@@ -34,8 +33,6 @@ static inline double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
 /* Writes all n bytes of p to fd, retrying short writes and EINTR.
  * 0, or -errno (-EIO if write returns 0). */
 int write_all(int fd, const void *p, size_t n);
-/* As write_all, at offset off (the file position is not used). */
-int pwrite_all(int fd, const void *p, size_t n, off_t off);
 /* fsyncs what path names, opened read-only with flags added (O_DIRECTORY
  * for a directory, O_NOFOLLOW). 0 or -errno. */
 int fsync_path(const char *path, int flags);

@@ -1,8 +1,7 @@
-/* wal: the write-ahead log.
+/* wal: the append-only write-ahead log.
  *
  * Files: storage.dir/wal-<first seq, 16 hex digits>.log, each capped at
- * segment_bytes; the one being written is preallocated (unless fsync=none)
- * and reads as zeros after its last record until it is closed. Record: u32 len (of what follows the crc), u32 crc32,
+ * segment_bytes. Record: u32 len (of what follows the crc), u32 crc32,
  * u64 seq, u8 kind, payload. Sequence numbers increase by one per record.
  *
  * Appending copies the record into a bounded in-memory buffer (the caller
@@ -101,11 +100,9 @@ typedef int (*WalReplayFn)(void *arg, uint8_t kind, uint64_t seq, const unsigned
 
 /* Calls fn for every record with seq >= from_seq, in order. A bad record
  * (short, bad CRC, bad seq) with nothing valid after it is a torn tail: its
- * bytes (without the zeros at their end; up to WAL_TORN_KEEP_MAX) are
- * copied to <segment>.torn-<offset>, then the file is truncated there,
- * synced with its directory, and it is reported in *st. Nothing but zeros
- * where a record would start is a segment's clean end (its preallocated
- * space): the zeros are truncated the same way, not reported. A bad record followed by
+ * bytes (up to WAL_TORN_KEEP_MAX) are copied to <segment>.torn-<offset>,
+ * then the file is truncated there, synced with its directory, and it is
+ * reported in *st. A bad record followed by
  * valid data is corruption in the middle: -EBADMSG with a message. */
 int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, WalReplayStats *st, char *err,
                size_t errlen);
@@ -113,8 +110,8 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
 /* Read-only, while the log is live: calls fn for every record with
  * from_seq <= seq < below_seq in the segments whose records are all below
  * below_seq (those a snapshot at below_seq supersedes), in seq order. A
- * segment that cannot be read, holds a bad record (zeros after the last
- * record are its end) or ends before the next one's first record stops the scan with a warning and -errno/-EBADMSG
+ * segment that cannot be read, holds a bad record or ends before the next
+ * one's first record stops the scan with a warning and -errno/-EBADMSG
  * (nothing after it is passed on: a hole is never skipped). *last gets the
  * highest seq passed to fn (from_seq - 1: none). 0, fn's nonzero return
  * (the scan stops there), or -errno. */

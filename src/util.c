@@ -42,24 +42,6 @@ int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-int pwrite_all(int fd, const void *p, size_t n, off_t off)
-{
-    const unsigned char *c = p;
-    while (n) {
-        ssize_t k = pwrite(fd, c, n, off);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            return -errno;
-        if (k == 0)
-            return -EIO;
-        c += k;
-        n -= (size_t)k;
-        off += k;
-    }
-    return 0;
-}
-
 int bytebuf_reserve(ByteBuf *b, size_t n)
 {
     if (n <= b->cap - b->len)

@@ -22,16 +22,7 @@
  * ticket whose pages failed could get 0 while a later one got the error.
  * Whatever replaces or closes the segment, rotates, drains for
  * wal_sync or recovers from a failure first waits until no ticket is in
- * flight (quiesce_locked).
- *
- * A new segment is preallocated (fallocate, its size set; PREALLOC_STEP at
- * a time, up to segment_bytes) unless fsync=none, and written with pwrite
- * at its good length: an
- * fdatasync then has no file size to commit with the data (on this
- * project's disk 154-178 us against 219-246 us appending:
- * docs/PERFORMANCE.md). The unwritten rest reads as zeros, which replay and
- * the scan take for the segment's end (wal_replay.c); closing a segment
- * cuts it back to its records. */
+ * flight (quiesce_locked). */
 #include "wal.h"
 
 #include <dirent.h>
@@ -55,7 +46,6 @@
 #include "wal_internal.h"
 
 #define BUF_INITIAL (1u << 20)
-#define PREALLOC_STEP ((size_t)64 << 20) /* the default segment_bytes: one step a segment */
 
 /* One write of the buffered records awaiting its fdatasync (io_lock). */
 typedef struct SyncTicket {
@@ -91,9 +81,7 @@ struct Wal {
      * pages failed, returned 0 and was published durable. -1: use fd. */
     int sync_fds[WAL_SYNC_LANES_MAX];
     uint64_t seg_first;
-    size_t seg_bytes;           /* the segment up to its last good record: where the next write goes */
-    size_t seg_alloc;           /* the segment's size as preallocated (0: not), cut back to seg_bytes at close */
-    bool seg_grow;              /* preallocate more as the writes reach seg_alloc (a step failed: no more) */
+    size_t seg_bytes;           /* the segment up to its last good record */
     /* After a failure (io_lock): the records not yet durable, in seq order
      * from durable_seq + 1 to pending_last, kept to be rewritten into a new
      * segment once the disk takes them (recover_locked). */
@@ -125,10 +113,6 @@ struct Wal {
  * stopped; nothing in flight). */
 static void close_segment(Wal *w)
 {
-    if (w->fd >= 0 && w->seg_alloc > w->seg_bytes && ftruncate(w->fd, (off_t)w->seg_bytes) != 0)
-        log_msg(LOG_WARN, "cannot cut a log segment's preallocated space back; replay takes it for the end",
-                "first=%" PRIu64 " error=\"%s\"", w->seg_first, strerror(errno));
-    w->seg_alloc = 0;
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
@@ -140,8 +124,8 @@ static void close_segment(Wal *w)
 }
 
 /* io_lock held, nothing in flight: makes fd (the segment at path, first
- * record `first`, `bytes` long, not preallocated) the one written to, closing the previous one, and opens the slots' sync
- * descriptors of it. */
+ * record `first`, `bytes` long) the one appended to, closing the previous
+ * one, and opens the slots' sync descriptors of it. */
 static void install_segment(Wal *w, int fd, const char *path, uint64_t first, size_t bytes)
 {
     close_segment(w);
@@ -159,29 +143,6 @@ static void install_segment(Wal *w, int fd, const char *path, uint64_t first, si
     w->fd = fd;
     w->seg_first = first;
     w->seg_bytes = bytes;
-    w->seg_alloc = 0;
-    w->seg_grow = false;
-}
-
-/* Grows the segment's preallocation (io_lock held) by a step, not past
- * segment_bytes, when a write of `len` would pass it. Where the file system
- * cannot, the segment is appended to from there on, as before. */
-static void preallocate(Wal *w, size_t len)
-{
-    if (!w->seg_grow || w->seg_bytes + len <= w->seg_alloc)
-        return;
-    size_t step = w->cfg.segment_bytes > w->seg_alloc ? w->cfg.segment_bytes - w->seg_alloc : 0;
-    if (step > PREALLOC_STEP)
-        step = PREALLOC_STEP;
-    /* fallocate, not posix_fallocate: where the file system cannot, glibc's
-     * fallback writes the zeros itself, here under io_lock */
-    if (step && fallocate(w->fd, 0, (off_t)w->seg_alloc, (off_t)step) == 0) {
-        w->seg_alloc += step;
-        return;
-    }
-    w->seg_grow = false;
-    if (step) /* a part may have been allocated: close_segment cuts it */
-        log_msg(LOG_DEBUG, "log segment not preallocated further", "error=\"%s\"", strerror(errno));
 }
 
 /* io_lock held */
@@ -189,20 +150,12 @@ static int open_segment(Wal *w, uint64_t first)
 {
     char path[600];
     wal_seg_path(path, sizeof path, w->dir, first);
-    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0)
         return -errno;
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int rc = -errno;
-        close(fd);
-        return rc;
-    }
+    fstat(fd, &st);
     install_segment(w, fd, path, first, (size_t)st.st_size);
-    /* a file there already (its records replayed: replay cut any zero
-     * tail) is written after its end, as it is */
-    w->seg_grow = st.st_size == 0 && w->cfg.fsync != WAL_FSYNC_NONE; /* none syncs nothing: nothing to gain */
-    preallocate(w, 1);
     return wal_fsync_dir(w->dir);
 }
 
@@ -241,9 +194,7 @@ static uint64_t drain_locked(Wal *w, bool sync)
     pthread_mutex_unlock(&w->buf_lock);
     if (!len)
         return 0;
-    if (!atomic_load(&w->failed))
-        preallocate(w, len);
-    int rc = atomic_load(&w->failed) ? -EIO : pwrite_all(w->fd, data.p, len, (off_t)w->seg_bytes);
+    int rc = atomic_load(&w->failed) ? -EIO : write_all(w->fd, data.p, len);
     if (rc)
         fail(w, "write", rc);
     if (!rc && sync) {
@@ -323,7 +274,7 @@ static int recover_locked(Wal *w)
     snprintf(tmp, sizeof tmp, "%s.new", path);
     if (unlink(tmp) != 0 && errno != ENOENT)
         return -errno;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0)
         return -errno;
     int rc = write_all(fd, w->pending.p, w->pending.len);
@@ -421,8 +372,7 @@ static SyncTicket *ticket_issue_locked(Wal *w)
     t->done = false;
     t->rc = 0;
     w->lane_count++;
-    preallocate(w, len);
-    int rc = pwrite_all(w->fd, t->data.p, len, (off_t)t->start);
+    int rc = write_all(w->fd, t->data.p, len);
     atomic_fetch_add(&w->st_bytes, len);
     if (rc) {
         t->rc = rc;

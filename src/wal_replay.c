@@ -109,17 +109,6 @@ static size_t valid_record(const unsigned char *p, size_t n, uint64_t want_seq, 
     return REC_HEADER + len;
 }
 
-/* Are p[0, n) all zeros? A segment's preallocated space that no record
- * reached reads so (wal.c): its end, not a torn record. A torn write
- * leaves its header's nonzero length. */
-static bool zero_tail(const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i])
-            return false;
-    return true;
-}
-
 /* Is there a valid record (any seq) anywhere in p[from, n)? Only called on
  * the error path: it tries every offset. */
 static bool any_valid_after(const unsigned char *p, size_t from, size_t n)
@@ -253,14 +242,6 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
         size_t off = 0;
         while (off < n) {
             size_t rl = valid_record(data + off, n - off, expect, false);
-            if (!rl && zero_tail(data + off, n - off)) {
-                /* the preallocated rest of a segment a crash left open: cut
-                 * back, so that a segment reopened at this seq (no record
-                 * in it) is written from its start */
-                if ((rc = cut_segment(dir, path, off)) != 0)
-                    snprintf(err, errlen, "cannot truncate %s: %s", path, strerror(-rc));
-                break;
-            }
             if (!rl) {
                 /* Torn tail, or corruption in the middle? Anything valid after
                  * this point (here or in a later segment) means the middle. */
@@ -272,14 +253,10 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
                              path, expect, off);
                     rc = -EBADMSG;
                 } else {
-                    /* the bad bytes: the preallocated zeros after them are no data */
-                    size_t span = n - off;
-                    while (span > 0 && data[off + span - 1] == 0)
-                        span--;
                     st->truncated = true;
-                    st->truncated_bytes = span;
+                    st->truncated_bytes = n - off;
                     char kept[700];
-                    ssize_t k = keep_torn_tail(dir, path, off, data + off, span, kept, sizeof kept);
+                    ssize_t k = keep_torn_tail(dir, path, off, data + off, n - off, kept, sizeof kept);
                     if (k < 0) /* evidence is worth a warning, not a refused start */
                         log_msg(LOG_WARN, "cannot keep the torn tail of the write-ahead log", "file=\"%s\" "
                                 "error=\"%s\"", kept, strerror((int)-k));
@@ -290,7 +267,7 @@ int wal_replay(const char *dir, uint64_t from_seq, WalReplayFn fn, void *arg, Wa
                     } else {
                         log_msg(LOG_WARN, "write-ahead log tail was torn or corrupt: truncated",
                                 "file=\"%s\" offset=%zu bytes_dropped=%zu kept=\"%s\" kept_bytes=%zd", path, off,
-                                span, k < 0 ? "" : kept, k < 0 ? (ssize_t)0 : k);
+                                n - off, k < 0 ? "" : kept, k < 0 ? (ssize_t)0 : k);
                     }
                 }
                 break;
@@ -370,7 +347,7 @@ int wal_scan(const char *dir, uint64_t from_seq, uint64_t below_seq, WalReplayFn
             expect++;
             off += rl;
         }
-        if (!rc && (!zero_tail(data + off, n - off) || expect != segs[i + 1])) {
+        if (!rc && (off < n || expect != segs[i + 1])) {
             log_msg(LOG_WARN, "write-ahead log segment has a bad record or ends early: the training history cannot "
                     "take it", "file=\"%s\" offset=%zu record=%" PRIu64 " next_segment=%" PRIu64, path, off, expect,
                     segs[i + 1]);

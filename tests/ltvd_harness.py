@@ -19,7 +19,6 @@ import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -39,32 +38,6 @@ SKIP_EXIT = 77
 def scaled(seconds):
     """A deadline or timeout in seconds, stretched for slow (sanitizer) builds."""
     return seconds * TIMEOUT_SCALE
-
-
-def wal_records(path):
-    """[(offset, len, seq)] of the well-formed records of a write-ahead log
-    segment (u32 len, u32 crc, u64 seq, ...). The segment being written is
-    preallocated: after its last record it reads as zeros up to its size,
-    and a killed process leaves it so."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out, off = [], 0
-    while off + 17 <= len(data):
-        ln, _crc, seq = struct.unpack_from("<IIQ", data, off)
-        if ln == 0:
-            break
-        out.append((off, ln, seq))
-        off += 8 + ln
-    check(off <= len(data), f"{path}: a record runs past the end")
-    check(not any(data[off:]), f"{path}: bytes after the last record that are not the preallocated zeros")
-    return out
-
-
-def wal_bytes(path):
-    """The bytes a segment's records take (its size less any preallocated
-    zeros after them)."""
-    recs = wal_records(path)
-    return recs[-1][0] + 8 + recs[-1][1] if recs else 0
 
 
 def log_holds(d, needle):

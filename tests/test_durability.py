@@ -13,7 +13,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ltvd_harness import check, LtvdProcess, main_exit, run_ltvd, run_tests, scaled, wait_until, wal_bytes  # noqa: E402
+from ltvd_harness import check, LtvdProcess, main_exit, run_ltvd, run_tests, scaled, wait_until  # noqa: E402
 
 LTVD = sys.argv[1]
 SETTINGS = {"storage.fsync": "always", "storage.snapshot_interval_s": "3600", "storage.erasure_snapshot_s": "1"}
@@ -136,12 +136,10 @@ def damaged_tail(kind):
         s.stop(signal.SIGKILL)
         seg = sorted(glob.glob(os.path.join(d, "wal-*.log")))[-1]
         data = bytearray(open(seg, "rb").read())
-        end = wal_bytes(seg)            # the segment is preallocated: zeros after the records
-        check(end > 0 and not any(data[end:]))
         if kind == "truncated":
-            data[end - 7:end] = bytes(7)  # the last record loses its end (a torn write leaves the zeros)
+            data = data[:-7]            # the last record loses its end
         else:
-            data[end - 3] ^= 0x40       # one bit of the last record flips
+            data[-3] ^= 0x40            # one bit of the last record flips
         open(seg, "wb").write(data)
         with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
             got = s.json("GET", "/v1/users/tail")[1]["events"]
