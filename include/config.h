@@ -69,6 +69,7 @@ typedef struct LtvdConfig {
 
     int64_t fallback_refit_s;      /* timer that checks whether the fallback needs a refit */
     double fallback_refit_growth;  /* refit when logged purchases grew by this fraction */
+    double jobs_busy_cpu_share;    /* a job's compute thread's share of a core while the server is busy (pace.h) */
     int64_t fallback_cold_start;   /* 0 behaviour (coldstart.h), 1 prior (the textbook population prior) */
 
     bool adjuster_enabled;

@@ -58,6 +58,7 @@ typedef struct Metrics {
     atomic_uint_fast64_t retrain_runs;
     atomic_uint_fast64_t retrain_failures;
     atomic_uint_fast64_t retrain_last_ns;             /* duration of the last retrain job */
+    atomic_uint_fast64_t jobs_paced_ns;               /* compute threads asleep in pace_point (jobs.busy_cpu_share) */
     atomic_uint_fast64_t retrain_last_success_unix;   /* wall clock, s; 0: none since start */
     atomic_uint_fast64_t model_last_trained_unix;     /* wall clock, s, of the last refit or swap; 0: none */
 
@@ -112,6 +113,8 @@ void metrics_init(Metrics *m);
 /* Any thread: one answered request. Statuses outside metrics.c's list are
  * counted as code="other". */
 void metrics_observe(Metrics *m, int route, int http_status, uint64_t ns);
+/* Requests answered so far, every route and status (m: a Metrics). */
+uint64_t metrics_requests_total(const void *m);
 /* Any thread: one fdatasync of the log that took ns. */
 void metrics_fsync_observe(MetricsFsync *h, uint64_t ns);
 /* Wall-clock Unix seconds, for the *_timestamp_seconds fields. */

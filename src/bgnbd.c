@@ -7,6 +7,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "pace.h"
+
 const BgnbdParams BGNBD_CDNOW_PRIOR = {0.2426, 4.4136, 0.7929, 2.4259};
 const GammaGammaParams GG_CDNOW_PRIOR = {6.25, 3.74, 15.44};
 
@@ -174,6 +176,7 @@ static int nelder_mead(ObjectiveFn f, const void *ctx, double *theta, int k, con
             }
             if (cancel && iter % 50 == 0 && atomic_load_explicit(cancel, memory_order_relaxed))
                 return -ECANCELED;
+            pace_point(); /* a job's iteration: a few ms at the refit's sample */
             double cen[4] = {0};
             for (int i = 0; i < k; i++)
                 for (int d = 0; d < k; d++)

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "pace.h"
 #include "util.h"
 
 #define DAY 86400.0
@@ -163,6 +164,8 @@ int coldstart_fit(const ColdExample *ex, size_t n, ColdStartFit *out)
     for (int it = 0; it < COLD_NEWTON_STEPS; it++) {
         double A[NF][NF] = {{0}}, g[NF] = {0}, step[NF];
         for (size_t i = 0; i < n; i++) {
+            if (i % 4096 == 0)
+                pace_point();
             double p = sigmoid(dot(beta, ex[i].f)), r = ex[i].w * ((ex[i].y > 0) - p), wgt = ex[i].w * p * (1.0 - p);
             for (int a = 0; a < NF; a++) {
                 g[a] += r * ex[i].f[a];

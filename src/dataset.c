@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "head.h"
+#include "pace.h"
 #include "util.h"
 
 #define NIN FEATURE_DIM
@@ -46,6 +47,8 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
     size_t nseq = 0, total = 0;
     int64_t cand[DATASET_MAX_EVENTS + 256];
     for (size_t si = 0; si < set->nshoppers && total < cfg->max_examples; si++) {
+        if (si % 64 == 0)
+            pace_point(); /* a job's unit: 64 shoppers' sequences encoded */
         const TrainShopper *sh = &set->shoppers[si];
         const Event *ev = set->events + sh->first;
         int n = (int)sh->n;

@@ -29,6 +29,7 @@
 
 #include "hash.h"
 #include "log.h"
+#include "pace.h"
 #include "store.h"
 #include "util.h"
 #include "wal.h"
@@ -377,6 +378,7 @@ static int load_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_hi)
 {
     (void)seq_hi;
     LoadWalk *w = arg;
+    pace_point(); /* a chunk: one archive's records of a part (a training's read of the history) */
     for (size_t i = 0; i < n; i++) {
         const uint64_t *k = bsearch(&r[i].key, w->keys, w->nkeys, sizeof *w->keys, cmp_u64_asc);
         if (!k)
@@ -412,6 +414,7 @@ static int count_keys_chunk(void *arg, const HistRec *r, size_t n, uint64_t seq_
 {
     (void)seq_hi;
     CountWalk *w = arg;
+    pace_point();
     for (size_t i = 0; i < n; i++) {
         const uint64_t *k = bsearch(&r[i].key, w->keys, w->nkeys, sizeof *w->keys, cmp_u64_asc);
         if (k && w->counts[k - w->keys] < UINT32_MAX)

@@ -41,6 +41,7 @@
 typedef struct Niced {
     int (*fn)(void *arg);
     void *arg;
+    Service *s;
     int rc;
 } Niced;
 
@@ -62,15 +63,18 @@ static void *niced_main(void *arg)
 {
     Niced *n = arg;
     service_lower_priority();
+    pace_attach(&n->s->pace);
     n->rc = n->fn(n->arg);
+    pace_attach(NULL);
     return NULL;
 }
 
-/* Worker: runs fn(arg) on a new thread at the lowest priority and waits for it; fn must
- * not take the store lock. Runs it here if no thread can be made. */
-int service_run_niced(int (*fn)(void *arg), void *arg)
+/* Worker: runs fn(arg) on a new thread at the lowest priority, paced
+ * (pace.h), and waits for it; fn must not take the store lock. Runs it
+ * here, unpaced, if no thread can be made. */
+int service_run_niced(Service *s, int (*fn)(void *arg), void *arg)
 {
-    Niced n = {.fn = fn, .arg = arg};
+    Niced n = {.fn = fn, .arg = arg, .s = s};
     pthread_t t;
     if (pthread_create(&t, NULL, niced_main, &n) != 0)
         return fn(arg);
@@ -157,7 +161,19 @@ static int fit_fallback(void *arg)
     return 0;
 }
 
+static int refit_fallback(Service *s, bool force, char *err, size_t errlen);
+
+/* The worker thread is paced too while it runs a job (between its walks'
+ * batches, off the store lock: store.c); a job inside another keeps it. */
 int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
+{
+    Pace *was = pace_attach(&s->pace);
+    int rc = refit_fallback(s, force, err, errlen);
+    pace_attach(was);
+    return rc;
+}
+
+static int refit_fallback(Service *s, bool force, char *err, size_t errlen)
 {
     uint64_t purchases = atomic_load(&s->purchases_total);
     double growth = s->purchases_at_fit ? (double)purchases / (double)s->purchases_at_fit - 1.0 : INFINITY;
@@ -179,7 +195,7 @@ int service_refit_fallback(Service *s, bool force, char *err, size_t errlen)
     FallbackFit fit = cur->fallback;
     uint64_t t0 = time_mono_ns();
     FitJob job = {.sum = sum, .n = n, .fit = &fit, .cold = cold, .ncold = ncold, .cancel = &s->cancel_jobs};
-    int rc = service_run_niced(fit_fallback, &job);
+    int rc = service_run_niced(s, fit_fallback, &job);
     size_t repeaters = job.repeaters;
     free(sum);
     free(cold);
@@ -255,8 +271,11 @@ static int rebuild_copies(void *arg)
 {
     RebuildWalk *w = arg;
     memcpy(w->built, w->copies, w->n * w->stride);
-    for (size_t i = 0; i < w->n; i++)
+    for (size_t i = 0; i < w->n; i++) {
+        if (i % 16 == 0)
+            pace_point(); /* a job's unit: 16 states, about 0.5 ms */
         service_ensure_state(w->s, (UserState *)(w->built + i * w->stride), w->net);
+    }
     return 0;
 }
 
@@ -275,7 +294,7 @@ static void rebuild_all(Service *s, const LstmWeights *net)
         w.n = 0;
         at = store_visit_from(s->store, at, WORKER_BATCH_COPY, visit_rebuild_copy, &w);
         if (w.n)
-            service_run_niced(rebuild_copies, &w);
+            service_run_niced(s, rebuild_copies, &w);
         store_lock(s->store);
         for (size_t i = 0; i < w.n; i++) {
             UserState *was = (UserState *)(w.copies + i * w.stride), *now = (UserState *)(w.built + i * w.stride);
@@ -393,7 +412,7 @@ static int backtest_serving(Service *s, const Model *cur, AdjPair **bt, size_t *
     train_config(s, cur, &tc);
     TrainJob job = {.set = &set, .tc = &tc, .fit = &cur->fallback, .serving = cur->status == MODEL_TRAINED ? cur->net
                     : NULL, .pairs = bt, .npairs = nbt};
-    int rc = service_run_niced(backtest_job, &job);
+    int rc = service_run_niced(s, backtest_job, &job);
     free(set.events);
     free(set.shoppers);
     free(set.served);
@@ -491,7 +510,7 @@ static int run_adjuster(Service *s)
     LearnJob job = {.pairs = pairs, .n = n, .seed = (uint64_t)s->cfg.train_seed, .prev = cur->has_adj ? &cur->adj
                     : NULL, .out = &t};
     if (!rc)
-        rc = service_run_niced(learn_job, &job);
+        rc = service_run_niced(s, learn_job, &job);
     free(pairs);
     if (rc) {
         model_release(cur);
@@ -533,7 +552,9 @@ void service_run_adjuster(Service *s)
 {
     if (!s->cfg.adjuster_enabled || atomic_load(&s->model_follower))
         return;
+    Pace *was = pace_attach(&s->pace);
     int rc = run_adjuster(s);
+    pace_attach(was);
     if (rc < 0)
         log_msg(LOG_WARN, "adjuster failed", "error=\"%s\"", strerror(-rc));
 }
@@ -557,7 +578,7 @@ static int train_network(Service *s, char *err, size_t errlen)
     TrainResult tr;
     TrainJob job = {.set = &set, .tc = &tc, .fit = &cur->fallback, .serving = cur->status == MODEL_TRAINED ? cur->net
                     : NULL, .new_id = (uint32_t)version, .out = &tr, .err = err, .errlen = errlen};
-    rc = service_run_niced(train_job, &job);
+    rc = service_run_niced(s, train_job, &job);
     uint64_t set_events = set.nevents, set_history = set.history_events;
     free(set.events);
     free(set.shoppers);
@@ -636,7 +657,16 @@ void service_cancel_jobs(Service *s)
     atomic_store(&s->cancel_jobs, true);
 }
 
+static void run_retrain(Service *s);
+
 void service_run_retrain(Service *s)
+{
+    Pace *was = pace_attach(&s->pace);
+    run_retrain(s);
+    pace_attach(was);
+}
+
+static void run_retrain(Service *s)
 {
     uint64_t t0 = time_mono_ns();
     char err[256] = "";

@@ -63,6 +63,16 @@ static int bucket_of(const double *le, int nbounds, double sec)
     return b;
 }
 
+uint64_t metrics_requests_total(const void *arg)
+{
+    const Metrics *m = arg;
+    uint64_t n = 0;
+    for (int r = 0; r < METRICS_MAX_ROUTES; r++)
+        for (int c = 0; c < METRICS_NCODES; c++)
+            n += atomic_load_explicit(&m->req_count[r][c], memory_order_relaxed);
+    return n;
+}
+
 void metrics_observe(Metrics *m, int route, int http_status, uint64_t ns)
 {
     if (route < 0 || route >= METRICS_MAX_ROUTES)
@@ -373,6 +383,9 @@ int metrics_render(const Metrics *mc, const MetricsRoute *routes, int nroutes, c
             LOAD(m->fallback_fit_failures));
     counter(o, "ltvd_retrain_runs_total", "Retrain jobs run.", LOAD(m->retrain_runs));
     counter(o, "ltvd_retrain_failures_total", "Retrain jobs that failed.", LOAD(m->retrain_failures));
+    header(o, "ltvd_jobs_paced_seconds_total", "counter",
+           "Time the jobs' compute threads slept to leave the HTTP thread a core (jobs.busy_cpu_share).");
+    textbuf_printf(o, "ltvd_jobs_paced_seconds_total %.9g\n", (double)LOAD(m->jobs_paced_ns) * 1e-9);
     gauge_f(o, "ltvd_retrain_last_duration_seconds", "Duration of the last retrain job.",
             (double)LOAD(m->retrain_last_ns) * 1e-9);
     gauge(o, "ltvd_retrain_last_success_timestamp_seconds",

@@ -186,6 +186,8 @@ static int predict_copies(void *arg)
     for (size_t i = 0; i < w->ncopies && w->n < w->cap; i++) {
         if (atomic_load_explicit(&w->s->cancel_jobs, memory_order_relaxed))
             return -ECANCELED; /* shutting down: a starved nice-19 thread must not hold up SIGTERM */
+        if (i % 64 == 0)
+            pace_point();
         UserState *u = (UserState *)(w->copies + i * w->stride);
         service_ensure_state(w->s, u, w->m->net);
         Prediction p;
@@ -450,13 +452,23 @@ static int walk_shoppers(Service *s, SegWalk *w)
         }
         w->ncopies = 0; /* the walk stops once SEG_COPY_SLOTS are copied, or at the end */
         at = store_visit_from(s->store, at, SEG_BATCH_HOLD, visit_copy, w);
-        if (w->ncopies && service_run_niced(predict_copies, w))
+        if (w->ncopies && service_run_niced(s, predict_copies, w))
             break;
     }
     return atomic_load(&s->cancel_jobs) ? -ECANCELED : 0;
 }
 
+static int segments_refresh(Service *s);
+
 int service_segments_refresh(Service *s)
+{
+    Pace *was = pace_attach(&s->pace); /* its walk's batches on the worker: pace.h */
+    int rc = segments_refresh(s);
+    pace_attach(was);
+    return rc;
+}
+
+static int segments_refresh(Service *s)
 {
     uint64_t t0 = time_mono_ns();
     size_t list_max = (size_t)s->cfg.segments_list_max;
@@ -485,7 +497,7 @@ int service_segments_refresh(Service *s)
     w.copies = NULL;
     a.rec = w.rec, a.n = w.n;
     size_t old_peaks = s->seg_npeaks;
-    if ((rc = service_run_niced(aggregate, &a)) != 0)
+    if ((rc = service_run_niced(s, aggregate, &a)) != 0)
         goto out;
     g->top = malloc((a.ntop + 1) * sizeof *g->top);
     g->churn = malloc((a.nchurn + 1) * sizeof *g->churn);

@@ -21,6 +21,7 @@
 #include "dedupe.h"
 #include "encoding.h"
 #include "history.h"
+#include "pace.h"
 #include "predlog.h"
 #include "service.h"
 #include "store.h"
@@ -29,6 +30,7 @@
 struct Service {
     LtvdConfig cfg;
     Metrics *metrics;
+    Pace pace;                   /* the compute threads' share of a core while the server is busy */
     Store *store;
     Dedupe *dedupe;              /* under the store lock */
     PredLog *predlog;            /* under the store lock; NULL: adjuster off or adjuster.log_size = 0 */
@@ -121,9 +123,9 @@ struct TrainSet;
 int service_collect_train_set(Service *s, struct TrainSet *set);
 
 /* Worker: runs fn(arg) on a short-lived thread at the lowest priority
- * (service_lower_priority) and waits for
- * it (jobs.c); fn must not take the store lock. */
-int service_run_niced(int (*fn)(void *arg), void *arg);
+ * (service_lower_priority), paced by s->pace while the server is busy
+ * (pace.h), and waits for it (jobs.c); fn must not take the store lock. */
+int service_run_niced(Service *s, int (*fn)(void *arg), void *arg);
 /* The calling thread (or a forked child) to the lowest CPU priority:
  * nice 19 (jobs.c says why not SCHED_IDLE). */
 void service_lower_priority(void);

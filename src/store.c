@@ -13,6 +13,7 @@
 
 #include "hash.h"
 #include "timeutil.h"
+#include "pace.h"
 #include "util.h"
 
 #define NO_SLOT UINT32_MAX
@@ -522,6 +523,7 @@ size_t store_slot_high(Store *s) { return s->high; }
  * waiting for it gets it first. */
 static void walk_pause(Store *s)
 {
+    pace_point(); /* a job's walk on a paced worker sleeps here, off the lock (pace.h) */
     if (!atomic_load(&s->waiters))
         return;
     struct timespec t0, t;

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "head.h"
+#include "pace.h"
 #include "trainer.h"
 #include "util.h"
 
@@ -183,6 +184,7 @@ static void group_forward(Group *g, const double *theta, int H, const TrainSeq *
     }
 
     for (int t = 0; t < T; t++) {
+        pace_point(); /* a job's step: one matrix product over the batch's sequences */
         const int r = mt[t];
         double *xh = XH + off[t] * K, *a = ACT + off[t] * G;
         for (int i = 0; i < r; i++) {
@@ -271,6 +273,7 @@ static double group_loss(Group *g, const double *theta, int H, bool hybrid, int 
     memset(dc_next, 0, (size_t)m * H * sizeof(double));
     memset(live, 0, (size_t)m * sizeof(int));
     for (int t = T - 1; t >= 0; t--) {
+        pace_point();
         const int r = mt[t];
         const double *xh = XH + off[t] * K, *a = ACT + off[t] * G;
         int nl = 0;

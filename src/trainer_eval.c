@@ -11,6 +11,7 @@
 
 #include "head.h"
 #include "log.h"
+#include "pace.h"
 #include "ranking.h"
 #include "trainer.h"
 #include "trainer_internal.h"
@@ -151,6 +152,8 @@ static int totals_at_now(const TrainSet *set, const TrainConfig *cfg, const Fall
     *sum_net = *sum_fb = 0;
     float xf[NIN];
     for (size_t si = 0; si < set->nshoppers; si++) {
+        if (si % 64 == 0)
+            pace_point();
         const TrainShopper *sh = &sh_all[si];
         const Event *ev = set->events + sh->first;
         memset(h, 0, 2u * (size_t)H * sizeof(double));
