@@ -39,22 +39,27 @@ typedef struct Pace {
     atomic_bool busy;                    /* the rate at that reading was PACE_BUSY_RPS or more */
     atomic_uint_fast64_t carry_ns;       /* the slice a detached thread had run */
     atomic_uint_fast64_t *slept_total;   /* optional: every paced thread's sleep added here (a metric) */
+    const atomic_bool *cancel;           /* optional: once set (shutting down), nothing sleeps */
 } Pace;
 
 /* Sets p up: share (>= 1: never paced), the request counter and its arg,
  * and where the sleep is counted (NULL: nowhere). */
 void pace_init(Pace *p, double share, uint64_t (*requests)(const void *), const void *arg,
-               atomic_uint_fast64_t *slept_total);
+               atomic_uint_fast64_t *slept_total, const atomic_bool *cancel);
 /* Paces this thread by p from now on (NULL: not at all); returns the
  * attachment it replaces, for the caller to put back (a job's walk on the
  * worker inside a job that is paced already). */
 Pace *pace_attach(Pace *p);
 /* A point between units of work: may sleep (see above). */
 void pace_point(void);
+/* After waiting for another thread of the same job (a join): this thread's
+ * slice goes on from where that one left it, not from before the wait. */
+void pace_resume(void);
 /* The sleep owed after running `run_ns` in a slice at `share`: what makes
  * run / (run + sleep) = share. Pure. */
 uint64_t pace_sleep_ns(uint64_t run_ns, double share);
-/* Total time this thread slept in pace_point since it attached. */
+/* Total time this thread slept in pace_point since it attached (as slept,
+ * not as asked). */
 uint64_t pace_slept_ns(void);
 
 #endif

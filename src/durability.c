@@ -357,7 +357,8 @@ int service_snapshot(Service *s, bool fork_child, char *err, size_t errlen)
             ;
         rc = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
         uint64_t c0 = time_mono_ns();
-        service_run_niced(s, collapse_tables, s); /* the child is gone: nothing shares the pages now */
+        service_run_niced(NULL, collapse_tables, s); /* the child is gone: nothing shares the pages now; not
+                                                       * paced: it runs beside a job, which owns the pace */
         collapse_ns = time_mono_ns() - c0;
         struct stat st;
         if (!rc && stat(tmp, &st) == 0)

@@ -15,7 +15,10 @@
  * compute (fits, training, state rebuilds) runs on a short-lived thread at
  * nice 19 (service_run_niced) that never takes it. A nice-19 thread preempted while
  * it held the lock kept the HTTP thread waiting for as long as the busy
- * cores did not run it (docs/PERFORMANCE.md, "Tail latency"). */
+ * cores did not run it (docs/PERFORMANCE.md, "Tail latency"). While the
+ * server is busy both are paced to jobs.busy_cpu_share of the time (pace.h):
+ * the compute threads between units of work, the worker between its walks'
+ * batches, off the lock. */
 #include "service_internal.h"
 
 #include <errno.h>
@@ -63,15 +66,18 @@ static void *niced_main(void *arg)
 {
     Niced *n = arg;
     service_lower_priority();
-    pace_attach(&n->s->pace);
+    if (n->s)
+        pace_attach(&n->s->pace);
     n->rc = n->fn(n->arg);
-    pace_attach(NULL);
+    if (n->s)
+        pace_attach(NULL);
     return NULL;
 }
 
-/* Worker: runs fn(arg) on a new thread at the lowest priority, paced
- * (pace.h), and waits for it; fn must not take the store lock. Runs it
- * here, unpaced, if no thread can be made. */
+/* Worker: runs fn(arg) on a new thread at the lowest priority, paced by
+ * s (pace.h; s NULL: not paced, as the snapshot's merge beside a job), and
+ * waits for it; fn must not take the store lock. Runs it here if no
+ * thread can be made (paced as this thread is). */
 int service_run_niced(Service *s, int (*fn)(void *arg), void *arg)
 {
     Niced n = {.fn = fn, .arg = arg, .s = s};
@@ -79,6 +85,7 @@ int service_run_niced(Service *s, int (*fn)(void *arg), void *arg)
     if (pthread_create(&t, NULL, niced_main, &n) != 0)
         return fn(arg);
     pthread_join(t, NULL);
+    pace_resume(); /* the wait was not this thread's work: its slice goes on from the other's */
     return n.rc;
 }
 

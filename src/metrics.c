@@ -384,7 +384,7 @@ int metrics_render(const Metrics *mc, const MetricsRoute *routes, int nroutes, c
     counter(o, "ltvd_retrain_runs_total", "Retrain jobs run.", LOAD(m->retrain_runs));
     counter(o, "ltvd_retrain_failures_total", "Retrain jobs that failed.", LOAD(m->retrain_failures));
     header(o, "ltvd_jobs_paced_seconds_total", "counter",
-           "Time the jobs' compute threads slept to leave the HTTP thread a core (jobs.busy_cpu_share).");
+           "Time the jobs' threads slept to leave the HTTP thread a core (jobs.busy_cpu_share).");
     textbuf_printf(o, "ltvd_jobs_paced_seconds_total %.9g\n", (double)LOAD(m->jobs_paced_ns) * 1e-9);
     gauge_f(o, "ltvd_retrain_last_duration_seconds", "Duration of the last retrain job.",
             (double)LOAD(m->retrain_last_ns) * 1e-9);

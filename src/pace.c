@@ -18,9 +18,10 @@ static _Thread_local struct {
 } th;
 
 void pace_init(Pace *p, double share, uint64_t (*requests)(const void *), const void *arg,
-               atomic_uint_fast64_t *slept_total)
+               atomic_uint_fast64_t *slept_total, const atomic_bool *cancel)
 {
     p->slept_total = slept_total;
+    p->cancel = cancel;
     p->share = share;
     p->requests = requests;
     p->arg = arg;
@@ -30,7 +31,10 @@ void pace_init(Pace *p, double share, uint64_t (*requests)(const void *), const 
     atomic_init(&p->carry_ns, 0);
 }
 
-static bool active(const Pace *p) { return p && p->share < 1 && p->requests; }
+static bool active(const Pace *p)
+{
+    return p && p->share < 1 && p->requests && !(p->cancel && atomic_load_explicit(p->cancel, memory_order_relaxed));
+}
 
 Pace *pace_attach(Pace *p)
 {
@@ -62,13 +66,20 @@ uint64_t pace_sleep_ns(uint64_t run_ns, double share)
 
 uint64_t pace_slept_ns(void) { return th.slept; }
 
+void pace_resume(void)
+{
+    if (active(th.p))
+        th.slice_start = time_mono_ns() - atomic_exchange(&th.p->carry_ns, 0);
+}
+
 /* Reads the request rate when its window has passed (one thread does). */
 static bool busy_now(Pace *p, uint64_t now)
 {
     uint64_t at = atomic_load(&p->rate_at);
-    if (now - at >= RATE_WINDOW_NS && atomic_compare_exchange_strong(&p->rate_at, &at, now)) {
+    if (now > at && now - at >= RATE_WINDOW_NS && atomic_compare_exchange_strong(&p->rate_at, &at, now)) {
         uint64_t count = p->requests(p->arg), before = atomic_exchange(&p->rate_count, count);
-        atomic_store(&p->busy, (double)(count - before) * 1e9 / (double)(now - at) >= PACE_BUSY_RPS);
+        if (count >= before) /* a reading out of order says nothing */
+            atomic_store(&p->busy, (double)(count - before) * 1e9 / (double)(now - at) >= PACE_BUSY_RPS);
     }
     return atomic_load(&p->busy);
 }
@@ -90,8 +101,9 @@ void pace_point(void)
     struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
-    th.slept += ns;
-    if (p->slept_total)
-        atomic_fetch_add_explicit(p->slept_total, ns, memory_order_relaxed);
     th.slice_start = time_mono_ns();
+    uint64_t slept = th.slice_start - now;
+    th.slept += slept;
+    if (p->slept_total)
+        atomic_fetch_add_explicit(p->slept_total, slept, memory_order_relaxed);
 }

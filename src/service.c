@@ -28,7 +28,8 @@ int service_create(Service **out, const LtvdConfig *cfg, Metrics *metrics, Model
     s->cfg = *cfg;
     s->metrics = metrics;
     pace_init(&s->pace, cfg->jobs_busy_cpu_share > 0 ? cfg->jobs_busy_cpu_share : 1.0,
-              metrics ? metrics_requests_total : NULL, metrics, metrics ? &metrics->jobs_paced_ns : NULL);
+              metrics ? metrics_requests_total : NULL, metrics, metrics ? &metrics->jobs_paced_ns : NULL,
+              &s->cancel_jobs);
     StoreConfig sc = {
         .max_users = (size_t)cfg->limits_max_users,
         .hidden = (int)cfg->model_hidden_size,

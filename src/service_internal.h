@@ -124,7 +124,8 @@ int service_collect_train_set(Service *s, struct TrainSet *set);
 
 /* Worker: runs fn(arg) on a short-lived thread at the lowest priority
  * (service_lower_priority), paced by s->pace while the server is busy
- * (pace.h), and waits for it (jobs.c); fn must not take the store lock. */
+ * (pace.h; s NULL: not paced), and waits for it (jobs.c); fn must not take
+ * the store lock. */
 int service_run_niced(Service *s, int (*fn)(void *arg), void *arg);
 /* The calling thread (or a forked child) to the lowest CPU priority:
  * nice 19 (jobs.c says why not SCHED_IDLE). */

@@ -2,6 +2,7 @@
  * the server is busy, and never while it is idle; a job's short threads
  * are paced as one; the sleep owed for a slice is what makes
  * run / (run + sleep) the share, capped. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -10,6 +11,7 @@
 #include "timeutil.h"
 
 static atomic_uint_fast64_t served, total;
+static atomic_bool cancel;
 
 /* A server answering about 100,000 requests a second (busy) or none. */
 static uint64_t requests_busy(const void *arg)
@@ -63,6 +65,47 @@ static double spin_short(Pace *p, double ms)
     return (double)slept / (double)(time_mono_ns() - t0);
 }
 
+/* Busy work for `ms`, pace_point every 50 us. */
+static void *work(void *arg)
+{
+    double ms = *(const double *)arg;
+    uint64_t end = time_mono_ns() + (uint64_t)(ms * 1e6);
+    volatile double x = 0;
+    while (time_mono_ns() < end) {
+        uint64_t unit = time_mono_ns() + 50000;
+        while (time_mono_ns() < unit)
+            x += 1.0;
+        pace_point();
+    }
+    return NULL;
+}
+
+static void *paced_work(void *arg)
+{
+    pace_attach((Pace *)((void **)arg)[0]);
+    work(((void **)arg)[1]);
+    pace_attach(NULL);
+    return NULL;
+}
+
+/* A job's thread that waits for its compute thread (a join) is not charged
+ * for the wait: after pace_resume its next point owes at most a slice's
+ * sleep, not the cap's 50 ms. */
+static void test_no_charge_for_a_join(Pace *busy)
+{
+    pace_attach(busy);
+    double long_ms = 60, short_ms = 0.1;
+    void *args[2] = {busy, &long_ms};
+    pthread_t t;
+    ASSERT(pthread_create(&t, NULL, paced_work, args) == 0);
+    ASSERT(pthread_join(t, NULL) == 0);
+    pace_resume();
+    uint64_t before = pace_slept_ns();
+    work(&short_ms);
+    ASSERT(pace_slept_ns() - before < 20000000ull); /* the 60 ms spent joining would have cost 50 */
+    pace_attach(NULL);
+}
+
 int main(void)
 {
     /* the arithmetic */
@@ -75,7 +118,7 @@ int main(void)
     /* busy: about three quarters of the time asleep at share 0.25 (the
      * first 100 ms, before a rate is known, run unpaced) */
     Pace busy;
-    pace_init(&busy, 0.25, requests_busy, NULL, &total);
+    pace_init(&busy, 0.25, requests_busy, NULL, &total, &cancel);
     double asleep = spin_paced(&busy, 600);
     ASSERT(asleep > 0.45 && asleep < 0.9);
     /* the rate is known now: threads of 1 ms each are paced as one */
@@ -85,12 +128,17 @@ int main(void)
     /* an attachment inside another gives the outer one back */
     Pace *was = pace_attach(&busy);
     ASSERT(was == NULL && pace_attach(NULL) == &busy);
+    test_no_charge_for_a_join(&busy);
+    /* shutting down (cancel_jobs set): a job runs flat out to its end */
+    atomic_store(&cancel, true);
+    ASSERT(spin_paced(&busy, 300) == 0.0);
+    atomic_store(&cancel, false);
     /* idle server, or share 1, or a thread never attached: never asleep */
     Pace idle;
-    pace_init(&idle, 0.25, requests_idle, NULL, NULL);
+    pace_init(&idle, 0.25, requests_idle, NULL, NULL, NULL);
     ASSERT(spin_paced(&idle, 300) == 0.0);
     Pace full;
-    pace_init(&full, 1.0, requests_busy, NULL, NULL);
+    pace_init(&full, 1.0, requests_busy, NULL, NULL, NULL);
     ASSERT(spin_paced(&full, 300) == 0.0);
     ASSERT(spin_paced(NULL, 50) == 0.0);
     TEST_DONE("pace");
