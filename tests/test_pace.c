@@ -102,7 +102,7 @@ static void test_no_charge_for_a_join(Pace *busy)
     pace_resume();
     uint64_t before = pace_slept_ns();
     work(&short_ms);
-    ASSERT(pace_slept_ns() - before < 20000000ull); /* the 60 ms spent joining would have cost 50 */
+    ASSERT(pace_slept_ns() - before < 45000000ull); /* the 60 ms spent joining would have cost the 50 ms cap */
     pace_attach(NULL);
 }
 
