@@ -26,45 +26,6 @@ static uint64_t requests_idle(const void *arg)
     return 42;
 }
 
-/* Calls pace_point between units of ~50 us of work for `ms` of wall time;
- * the share of it spent asleep in pace_point. */
-static double spin_paced(Pace *p, double ms)
-{
-    pace_attach(p);
-    uint64_t t0 = time_mono_ns(), end = t0 + (uint64_t)(ms * 1e6);
-    volatile double x = 0;
-    while (time_mono_ns() < end) {
-        uint64_t unit = time_mono_ns() + 50000;
-        while (time_mono_ns() < unit)
-            x += 1.0;
-        pace_point();
-    }
-    double slept = (double)pace_slept_ns() / (double)(time_mono_ns() - t0);
-    pace_attach(NULL);
-    return slept;
-}
-
-/* The same in short attachments of 1 ms each (a rebuild's thread per batch
- * of states): the slice goes on from one to the next. */
-static double spin_short(Pace *p, double ms)
-{
-    uint64_t t0 = time_mono_ns(), end = t0 + (uint64_t)(ms * 1e6), slept = 0;
-    volatile double x = 0;
-    while (time_mono_ns() < end) {
-        pace_attach(p);
-        uint64_t stop = time_mono_ns() + 1000000;
-        while (time_mono_ns() < stop) {
-            uint64_t unit = time_mono_ns() + 50000;
-            while (time_mono_ns() < unit)
-                x += 1.0;
-            pace_point();
-        }
-        slept += pace_slept_ns();
-        pace_attach(NULL);
-    }
-    return (double)slept / (double)(time_mono_ns() - t0);
-}
-
 /* Busy work for `ms`, pace_point every 50 us. */
 static void *work(void *arg)
 {
@@ -78,6 +39,33 @@ static void *work(void *arg)
         pace_point();
     }
     return NULL;
+}
+
+/* work() for `ms` of wall time attached to p; the share of it spent asleep
+ * in pace_point. */
+static double spin_paced(Pace *p, double ms)
+{
+    pace_attach(p);
+    uint64_t t0 = time_mono_ns();
+    work(&ms);
+    double slept = (double)pace_slept_ns() / (double)(time_mono_ns() - t0);
+    pace_attach(NULL);
+    return slept;
+}
+
+/* The same in short attachments of 1 ms each (a rebuild's thread per batch
+ * of states): the slice goes on from one to the next. */
+static double spin_short(Pace *p, double ms)
+{
+    uint64_t t0 = time_mono_ns(), end = t0 + (uint64_t)(ms * 1e6), slept = 0;
+    double piece = 1.0;
+    while (time_mono_ns() < end) {
+        pace_attach(p);
+        work(&piece);
+        slept += pace_slept_ns();
+        pace_attach(NULL);
+    }
+    return (double)slept / (double)(time_mono_ns() - t0);
 }
 
 static void *paced_work(void *arg)
