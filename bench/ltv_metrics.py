@@ -49,23 +49,27 @@ def normalised_gini(pred, actual):
     return gini_of(actual, pred) / gini_of(actual, actual)
 
 
-def decile_mape(pred, actual):
+def decile_means(pred, actual):
     """Customers sorted by prediction, highest first (ties in input order),
     cut into 10 groups of sizes as numpy.array_split makes them (the first
-    n % 10 groups one larger); mean over groups of |mean pred - mean actual|
-    / mean actual. With many tied predictions the figure moves by about
-    ±0.01 with the tie order and the sort direction (docs/ACCURACY.md)."""
+    n % 10 groups one larger): each group's (mean pred, mean actual)."""
     order = sorted(range(len(pred)), key=lambda i: -pred[i])
     n = len(order)
-    errs, start = [], 0
+    groups, start = [], 0
     for d in range(10):
         size = n // 10 + (1 if d < n % 10 else 0)
         idx = order[start:start + size]
         start += size
-        mp = statistics.fmean(pred[i] for i in idx)
-        ma = statistics.fmean(actual[i] for i in idx)
-        if ma > 0:
-            errs.append(abs(mp - ma) / ma)
+        groups.append((statistics.fmean(pred[i] for i in idx), statistics.fmean(actual[i] for i in idx)))
+    return groups
+
+
+def decile_mape(pred, actual):
+    """Mean over the deciles of decile_means of |mean pred - mean actual| /
+    mean actual (deciles with no spend left out). With many tied
+    predictions the figure moves by about ±0.01 with the tie order and the
+    sort direction (docs/ACCURACY.md)."""
+    errs = [abs(mp - ma) / ma for mp, ma in decile_means(pred, actual) if ma > 0]
     return statistics.fmean(errs)
 
 
