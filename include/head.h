@@ -5,7 +5,7 @@
  *
  *   o = head_w [h; e'] + head_b        head_w (3, H+E), head_b (3,)
  *   z = (o0 + a0', o1 + a1', o2)       pre-activations
- *   p = σ(z0), μ = z1 + level_shift, σ = softplus(z2) + 0.05
+ *   p = σ(p_scale z0 + p_offset), μ = z1 + level_shift, σ = softplus(z2) + 0.05
  *
  * Two variants (docs/MODEL.md):
  *   hybrid:    e' = e and a' = the fallback's anchors (head_anchors), so
@@ -38,7 +38,16 @@ void head_anchors(const FallbackOutput *fo, double *a0, double *a1);
 void head_forward(double *z, double *u, const double *w, const double *b, int H, const double *h, const double *e,
                   double a0, double a1, bool hybrid);
 
-/* The distribution pre-activations z describe, μ moved by level_shift. */
-ZilnParams head_ziln(const double *z, double level_shift);
+/* What training sets after the fit (docs/MODEL.md, "Training", step 6):
+ * μ moved by level_shift, and p's logit taken to p_scale z0 + p_offset (a
+ * Platt calibration fitted on matured held-out cuts; 1 and 0 when none). */
+typedef struct HeadCalib {
+    double level_shift, p_scale, p_offset;
+} HeadCalib;
+
+#define HEAD_CALIB_NONE ((HeadCalib){.level_shift = 0.0, .p_scale = 1.0, .p_offset = 0.0})
+
+/* The distribution pre-activations z describe, under calibration c. */
+ZilnParams head_ziln(const double *z, const HeadCalib *c);
 
 #endif

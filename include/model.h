@@ -20,12 +20,13 @@
 #include "bgnbd.h"
 #include "coldstart.h"
 #include "encoding.h"
+#include "head.h"
 #include "lstm.h"
 #include "shopper.h"
 #include "ziln.h"
 
 #define MODEL_FILE_NAME "model.bin"
-#define MODEL_FORMAT_VERSION 6u
+#define MODEL_FORMAT_VERSION 7u
 #define MODEL_V4_HEAD_EXTRA 6 /* head inputs of formats 3 and 4 */
 #define MODEL_V5_HEAD_EXTRA 9 /* of format 5: no time of year at as_of (e[7], e[8] now) */
 
@@ -36,7 +37,7 @@ typedef struct LstmWeights {
     atomic_int refs;
     uint32_t id;      /* identity that shoppers' states are tagged with */
     bool hybrid;      /* head predicts a residual on the fallback (docs/MODEL.md) */
-    double level_shift; /* added to mu: anchors the population level to the fallback's */
+    HeadCalib calib;  /* the level shift added to mu and the calibration of p (head.h) */
     LstmConfig cfg;   /* input = FEATURE_DIM, hidden = H */
     float *w;         /* (4H, I+H) stacked gates i, f, g, o */
     float *b;         /* (4H,) */
@@ -58,7 +59,7 @@ typedef struct TrainFigures {
     /* of the last run, in memory only: */
     uint64_t events, history_events; /* in the training set; from the training history on disk */
     double val_loss_other, val_loss_fallback, val_loss_serving, val_gini_fallback;
-    double level_shift, val_total_error_fallback, val_total_error_held_out, val_total_error_network;
+    double level_shift, p_scale, p_offset, val_total_error_fallback, val_total_error_held_out, val_total_error_network;
     int level_rule; /* LEVEL_RULE_* */
     bool hybrid, swapped, seasonal;
 } TrainFigures;

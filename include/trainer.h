@@ -57,6 +57,7 @@ typedef struct TrainResult {
     double val_gini;
     double val_gini_fallback; /* the fallback's on the same validation cuts */
     double level_shift;    /* added to μ (docs/MODEL.md, "Training", step 6) */
+    double p_scale, p_offset; /* p = σ(p_scale z0 + p_offset): the calibration of p (1, 0: none; step 6) */
     int level_rule;        /* LEVEL_RULE_*: how level_shift was chosen */
     double val_total_error_fallback;  /* the fallback's total error on the held-out shoppers at now - H */
     double val_total_error_held_out;  /* the network calibrated on training cuts one horizon earlier, there (a diagnostic) */

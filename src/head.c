@@ -41,11 +41,11 @@ void head_forward(double *z, double *u, const double *w, const double *b, int H,
     }
 }
 
-ZilnParams head_ziln(const double *z, double level_shift)
+ZilnParams head_ziln(const double *z, const HeadCalib *c)
 {
     return (ZilnParams){
-        .p = sigmoid(z[0]),
-        .mu = z[1] + level_shift,
+        .p = sigmoid(c->p_scale * z[0] + c->p_offset),
+        .mu = z[1] + c->level_shift,
         .sigma = softplus(z[2]) + HEAD_SIGMA_MIN,
     };
 }

@@ -310,7 +310,8 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   "\"history_events\":%llu,\"epochs\":%llu,"
                   "\"head\":\"%s\",\"seasonal\":%s,\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
                   "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,"
-                  "\"swapped\":%s,\"level\":{\"rule\":\"%s\",\"shift\":%.6g,\"val_total_error_fallback\":%.6g,"
+                  "\"swapped\":%s,\"level\":{\"rule\":\"%s\",\"shift\":%.6g,\"p_scale\":%.6g,\"p_offset\":%.6g,"
+                  "\"val_total_error_fallback\":%.6g,"
                   "\"val_total_error_held_out\":%.6g,\"val_total_error_network\":%.6g}},\"runs\":[",
                   mi->network_enabled ? "true" : "false", (unsigned long long)lt->examples,
                   (unsigned long long)lt->users, (unsigned long long)lt->events,
@@ -321,6 +322,7 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini),
                   finite_or_zero(lt->val_gini_fallback), lt->seconds, lt->swapped ? "true" : "false",
                   model_level_rule_name(lt->level_rule), finite_or_zero(lt->level_shift),
+                  lt->p_scale > 0 ? lt->p_scale : 1.0, finite_or_zero(lt->p_offset), /* 0: no training yet */
                   finite_or_zero(lt->val_total_error_fallback), finite_or_zero(lt->val_total_error_held_out),
                   finite_or_zero(lt->val_total_error_network));
     for (unsigned k = 0; k < mi->nruns; k++) {

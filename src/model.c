@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "platt.h"
 #include "hash.h"
 #include "head.h"
 #include "util.h"
@@ -32,6 +33,7 @@ static int lstm_weights_alloc(LstmWeights **out, int hidden, uint32_t id)
     w->cfg.input = FEATURE_DIM;
     w->cfg.hidden = hidden;
     w->id = id;
+    w->calib = HEAD_CALIB_NONE;
     atomic_init(&w->refs, 1);
     w->w = calloc(lstm_w_len(&w->cfg), sizeof(float));
     w->b = calloc(4u * (size_t)hidden, sizeof(float));
@@ -201,7 +203,7 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, const 
         if (w->hybrid)
             head_anchors(&fo, &a0, &a1);
         head_forward(zo, NULL, w->head_w, w->head_b, H, hd, e, a0, a1, w->hybrid);
-        z = head_ziln(zo, w->level_shift);
+        z = head_ziln(zo, &w->calib);
         out->from_network = true;
     }
     out->uncorrected = ziln_mean(&z);
@@ -232,6 +234,7 @@ const char *model_level_rule_name(int rule)
  *   char magic[8] "LTVDMODL"; u32 format; u32 input; u32 hidden; u32 extra;
  *   u32 horizon_days; u32 status; u32 net_id; u32 flags (1: hybrid head);
  *   u64 version; i64 trained_at; f64 level_shift;
+ *   (format 7:) f64 p_scale, p_offset;
  *   f64 r, alpha, a, b, p, q, v; u64 customers, repeat_buyers, purchases;
  *   i64 fitted_at;
  *   (formats 5, 6:) u32 cold_state; f64 cold_beta_p[COLD_FEATURES], cold_beta_mu[COLD_FEATURES], cold_sigma; u64 cold_examples, cold_converted;
@@ -341,7 +344,9 @@ int model_save(const Model *m, const char *path)
     put(&fb, u32, sizeof u32);
     PUT(&fb, m->version);
     PUT(&fb, m->trained_at);
-    PUT(&fb, w->level_shift);
+    PUT(&fb, w->calib.level_shift);
+    PUT(&fb, w->calib.p_scale);
+    PUT(&fb, w->calib.p_offset);
     const FallbackFit *f = &m->fallback;
     double d7[7] = {f->bg.r, f->bg.alpha, f->bg.a, f->bg.b, f->gg.p, f->gg.q, f->gg.v};
     put(&fb, d7, sizeof d7);
@@ -431,8 +436,11 @@ static const char *model_values_bad(const LstmWeights *w, const FallbackFit *f, 
         return "cold-start sigma out of range";
     if (horizon < 1 || horizon > 3650)
         return "horizon outside 1-3650 days";
-    if (!isfinite(w->level_shift) || fabs(w->level_shift) > 50)
+    if (!isfinite(w->calib.level_shift) || fabs(w->calib.level_shift) > 50)
         return "level shift out of range";
+    if (!(w->calib.p_scale >= PLATT_SCALE_MIN && w->calib.p_scale <= PLATT_SCALE_MAX) ||
+        !(fabs(w->calib.p_offset) <= 50))
+        return "probability calibration out of range";
     size_t nw = lstm_w_len(&w->cfg), nb = 4u * (size_t)w->cfg.hidden, nh = head_w_len(&w->cfg);
     for (size_t i = 0; i < nw; i++)
         if (!isfinite(w->w[i]))
@@ -510,7 +518,7 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     /* each format has its one count of head inputs */
     const bool old_head = u32[0] < 5u && u32[3] == MODEL_V4_HEAD_EXTRA;
     const bool v5_head = u32[0] == 5u && u32[3] == MODEL_V5_HEAD_EXTRA;
-    const bool this_head = u32[0] == MODEL_FORMAT_VERSION && u32[3] == HEAD_EXTRA;
+    const bool this_head = (u32[0] == 6u || u32[0] == MODEL_FORMAT_VERSION) && u32[3] == HEAD_EXTRA; /* 6: no calibration of p */
     if (u32[1] != FEATURE_DIM || !(old_head || v5_head || this_head)) {
         snprintf(err, errlen, "%s: shapes input=%u hidden=%u extra=%u do not match this config (%d, %d, %d)", path,
                  u32[1], u32[2], u32[3], FEATURE_DIM, expect_hidden, HEAD_EXTRA);
@@ -527,7 +535,11 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     TrainFigures t;
     GET(&fb, version);
     GET(&fb, trained_at);
-    GET(&fb, w->level_shift);
+    GET(&fb, w->calib.level_shift);
+    if (u32[0] >= 7u) {
+        GET(&fb, w->calib.p_scale);
+        GET(&fb, w->calib.p_offset);
+    }
     get(&fb, d7, sizeof d7);
     f.bg = (BgnbdParams){d7[0], d7[1], d7[2], d7[3]};
     f.gg = (GammaGammaParams){d7[4], d7[5], d7[6]};
@@ -558,7 +570,7 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
             fb.err = -EINVAL;
         else
             fb.pos += skip;
-        w->level_shift = 0.0;
+        w->calib = HEAD_CALIB_NONE;
     } else {
         get(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
         get(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);

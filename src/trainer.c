@@ -57,16 +57,16 @@ void trainer_step_forward(const double *W, const double *b, int H, const double 
 }
 
 /* The mean spend the head predicts from pre-activations z (3,). */
-double trainer_head_mean(const double *z, double level_shift)
+double trainer_head_mean(const double *z, const HeadCalib *c)
 {
-    ZilnParams zp = head_ziln(z, level_shift);
+    ZilnParams zp = head_ziln(z, c);
     return ziln_mean(&zp);
 }
 
 double trainer_ziln_loss(const double *o, double a0, double a1, double y, double *dldo)
 {
     const double z[HEAD_OUT] = {o[0] + a0, o[1] + a1, o[2]};
-    const ZilnParams zp = head_ziln(z, 0.0);
+    const ZilnParams zp = head_ziln(z, &HEAD_CALIB_NONE);
     double z0 = z[0], p = zp.p;
     double s = zp.sigma, ds = sigmoid(o[2]);
     double mu = zp.mu;
@@ -477,8 +477,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     net_from_theta(net, win->theta);
     net->hybrid = hybrid;
     out->seasonal = seasonal;
-    net->level_shift = trainer_choose_level(set, cfg, fit, win->theta, hybrid, &d, out);
-    out->level_shift = net->level_shift;
+    net->calib = trainer_choose_level(set, cfg, fit, win->theta, hybrid, &d, out);
     out->net = net;
     out->hybrid = hybrid;
     out->val_loss = win->val;

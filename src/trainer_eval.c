@@ -9,12 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "platt.h"
 #include "head.h"
 #include "log.h"
 #include "pace.h"
 #include "ranking.h"
 #include "trainer.h"
 #include "trainer_internal.h"
+#include "util.h"
 
 #define NIN FEATURE_DIM
 #define NE HEAD_EXTRA
@@ -26,17 +28,18 @@ static double fallback_mean(const TrainCut *ct)
     return ziln_mean(&z);
 }
 
-typedef void (*ValCutFn)(void *arg, const TrainCut *ct, double pred);
+/* pred: the mean predicted at cut ct; logit: the network's p-logit there before any calibration (0 for the fallback). */
+typedef void (*ValCutFn)(void *arg, const TrainCut *ct, double pred, double logit);
 
 /* The network's mean at every cut of the sequences predict_cuts picked. */
 typedef struct CutPreds {
     const TrainSeq **seqs;
     size_t *first;   /* (nseqs,): the first cut's place in pred */
-    double *pred;
+    double *pred, *logit;
     const double *hw, *hb;
     int H;
     bool hybrid;
-    double level_shift;
+    HeadCalib cal;
 } CutPreds;
 
 static void cut_pred(void *arg, int i, int k, const double *h)
@@ -45,19 +48,20 @@ static void cut_pred(void *arg, int i, int k, const double *h)
     const TrainCut *ct = &cp->seqs[i]->cuts[k];
     double zo[HEAD_OUT];
     head_forward(zo, NULL, cp->hw, cp->hb, cp->H, h, ct->e, ct->a0, ct->a1, cp->hybrid);
-    cp->pred[cp->first[i] + (size_t)k] = trainer_head_mean(zo, cp->level_shift);
+    cp->pred[cp->first[i] + (size_t)k] = trainer_head_mean(zo, &cp->cal);
+    cp->logit[cp->first[i] + (size_t)k] = zo[0];
 }
 
 /* Calls fn for every validation cut (every cut, if all), in order, with the mean spend the
- * network theta (head variant hybrid, μ moved by level_shift) predicts
+ * network theta (head variant hybrid, under calibration cal) predicts
  * there: the prediction serving makes for that shopper at that time
  * (model_predict). theta NULL: the fallback's prediction. The states come
  * from trainer_batch_states. -ENOMEM. */
-static int predict_cuts(const double *theta, int H, bool hybrid, double level_shift, const Dataset *d, bool all,
+static int predict_cuts(const double *theta, int H, bool hybrid, const HeadCalib *cal, const Dataset *d, bool all,
                         ValCutFn fn, void *arg)
 {
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
-    CutPreds cp = {.H = H, .hybrid = hybrid, .level_shift = level_shift};
+    CutPreds cp = {.H = H, .hybrid = hybrid, .cal = *cal};
     size_t ns = 0, nc = 0;
     if (theta) {
         cp.hw = theta + G * K + G;
@@ -65,8 +69,9 @@ static int predict_cuts(const double *theta, int H, bool hybrid, double level_sh
         cp.seqs = malloc((d->nseq ? d->nseq : 1) * sizeof *cp.seqs);
         cp.first = malloc((d->nseq ? d->nseq : 1) * sizeof *cp.first);
         cp.pred = malloc((d->examples ? d->examples : 1) * sizeof *cp.pred);
+        cp.logit = malloc((d->examples ? d->examples : 1) * sizeof *cp.logit);
         int rc = -ENOMEM;
-        if (cp.seqs && cp.first && cp.pred) {
+        if (cp.seqs && cp.first && cp.pred && cp.logit) {
             for (size_t i = 0; i < d->nseq; i++)
                 if (d->seqs[i].val || all) {
                     cp.seqs[ns] = &d->seqs[i];
@@ -78,7 +83,7 @@ static int predict_cuts(const double *theta, int H, bool hybrid, double level_sh
             trainer_scratch_free(&sc);
         }
         if (rc) {
-            free(cp.seqs), free(cp.first), free(cp.pred);
+            free(cp.seqs), free(cp.first), free(cp.pred), free(cp.logit);
             return rc;
         }
     }
@@ -88,9 +93,9 @@ static int predict_cuts(const double *theta, int H, bool hybrid, double level_sh
         if (!s->val && !all)
             continue;
         for (int ci = 0; ci < s->ncuts; ci++, k++)
-            fn(arg, &s->cuts[ci], theta ? cp.pred[k] : fallback_mean(&s->cuts[ci]));
+            fn(arg, &s->cuts[ci], theta ? cp.pred[k] : fallback_mean(&s->cuts[ci]), theta ? cp.logit[k] : 0.0);
     }
-    free(cp.seqs), free(cp.first), free(cp.pred);
+    free(cp.seqs), free(cp.first), free(cp.pred), free(cp.logit);
     return 0;
 }
 
@@ -101,8 +106,9 @@ typedef struct GiniPairs {
     size_t n;
 } GiniPairs;
 
-static void add_gini_pair(void *arg, const TrainCut *ct, double pred)
+static void add_gini_pair(void *arg, const TrainCut *ct, double pred, double logit)
 {
+    (void)logit;
     GiniPairs *g = arg;
     size_t k = g->n++;
     g->pp[2 * k] = g->pa[2 * k] = pred;
@@ -125,7 +131,7 @@ double trainer_val_gini(const double *theta, int H, const Dataset *d, bool hybri
         .pa = malloc((n ? n : 1) * 2 * sizeof(double)),
     };
     double g = 0;
-    if (gp.pp && gp.pf && gp.pa && predict_cuts(theta, H, hybrid, 0.0, d, false, add_gini_pair, &gp) == 0 && gp.n) {
+    if (gp.pp && gp.pf && gp.pa && predict_cuts(theta, H, hybrid, &HEAD_CALIB_NONE, d, false, add_gini_pair, &gp) == 0 && gp.n) {
         double gn = ranking_gini(gp.pp, gp.n, true), gf = ranking_gini(gp.pf, gp.n, true);
         double ga = ranking_gini(gp.pa, gp.n, false);
         g = ga > 0 ? gn / ga : 0;
@@ -135,12 +141,13 @@ double trainer_val_gini(const double *theta, int H, const Dataset *d, bool hybri
     return g;
 }
 
-/* Σ network mean (no level shift) and Σ fallback mean over every shopper
+/* Σ network mean (under cal) and Σ fallback mean over every shopper
  * of the set as of set->now, each advanced through its sequence in sh
  * (set->shoppers: the whole training sequence; set->served: what serving
  * rebuilds its state from). 0 or -ENOMEM. */
 static int totals_at_now(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
-                         bool hybrid, const TrainShopper *sh_all, double *sum_net, double *sum_fb)
+                         bool hybrid, const HeadCalib *cal, const TrainShopper *sh_all, double *sum_net,
+                         double *sum_fb)
 {
     const int H = cfg->hidden;
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
@@ -181,7 +188,7 @@ static int totals_at_now(const TrainSet *set, const TrainConfig *cfg, const Fall
         if (hybrid)
             head_anchors(&fo, &a0, &a1);
         head_forward(zo, NULL, hw, hb, H, h, e, a0, a1, hybrid);
-        *sum_net += trainer_head_mean(zo, 0.0);
+        *sum_net += trainer_head_mean(zo, cal);
         *sum_fb += fo.ltv;
     }
     free(h);
@@ -200,7 +207,8 @@ static double fallback_shift(const TrainSet *set, const TrainConfig *cfg, const 
                              bool hybrid)
 {
     double net, fb;
-    if (totals_at_now(set, cfg, fit, theta, hybrid, set->served ? set->served : set->shoppers, &net, &fb))
+    if (totals_at_now(set, cfg, fit, theta, hybrid, &HEAD_CALIB_NONE, set->served ? set->served : set->shoppers, &net,
+                      &fb))
         return 0.0;
     return log_ratio(fb, net);
 }
@@ -214,11 +222,12 @@ static double fallback_shift(const TrainSet *set, const TrainConfig *cfg, const 
 typedef struct LevelSums {
     int64_t lo[2], hi[2];
     double y[2], net[2], fb[2];
-    size_t pos[2], n1;
+    size_t pos[2], n1, cap1;
     double yy1, nn1, yn1; /* [1]'s Σ y², Σ network², Σ y × network: the calibration's standard error */
+    double *logit1, *pred1, *y1; /* (cap1,): [1]'s cuts, for the calibration of p */
 } LevelSums;
 
-static void add_level_sums(void *arg, const TrainCut *ct, double pred)
+static void add_level_sums(void *arg, const TrainCut *ct, double pred, double logit)
 {
     LevelSums *l = arg;
     for (int w = 0; w < 2; w++)
@@ -227,12 +236,39 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred)
             l->net[w] += pred;
             l->fb[w] += fallback_mean(ct);
             l->pos[w] += ct->y > 0;
-            if (w == 1)
+            if (w == 1 && l->n1 < l->cap1) {
+                l->logit1[l->n1] = logit, l->pred1[l->n1] = pred, l->y1[l->n1] = ct->y;
                 l->n1++, l->yy1 += ct->y * ct->y, l->nn1 += pred * pred, l->yn1 += ct->y * pred;
+            }
         }
 }
 
-#define LEVEL_MIN_POSITIVE 50 /* held-out shoppers with spend at now - H needed to calibrate on them */
+#define LEVEL_MIN_POSITIVE 50 /* held-out shoppers with spend at now - H needed to calibrate on them (and
+                               * without, for p's calibration) */
+
+/* The calibration of p on the held-out shoppers at now - H (l's [1]):
+ * Platt's fit of their purchase or none on the network's p-logit
+ * (platt_fit), with the level shift that then makes their total
+ * spend exact, log(Σ y / Σ p' m / p) for each shopper's network p and mean
+ * m. The shift alone when the fit is refused or fewer than
+ * LEVEL_MIN_POSITIVE of them had no spend. */
+static HeadCalib calibrate_held_out(const LevelSums *l)
+{
+    HeadCalib cal = HEAD_CALIB_NONE;
+    double net = l->net[1];
+    if (l->n1 - l->pos[1] >= LEVEL_MIN_POSITIVE &&
+        platt_fit(l->logit1, l->y1, l->n1, &cal.p_scale, &cal.p_offset) == 0) {
+        double sum = 0;
+        for (size_t i = 0; i < l->n1; i++) /* the mean with p recalibrated: m p' / p */
+            sum += l->pred1[i] * sigmoid(cal.p_scale * l->logit1[i] + cal.p_offset) / sigmoid(l->logit1[i]);
+        if (sum > 0 && isfinite(sum))
+            net = sum;
+        else
+            cal = HEAD_CALIB_NONE;
+    }
+    cal.level_shift = log_ratio(l->y[1], net);
+    return cal;
+}
 
 /* The level (docs/MODEL.md, "Training", step 6). Two rules: "fallback",
  * the fallback's total at now (fallback_shift()), and "network", the
@@ -256,47 +292,70 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred)
  * on the training shoppers' cuts one horizon earlier and carried to them. */
 #define LEVEL_SHIFT_MAX 20.0 /* model_load refuses beyond 50 */
 
-double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
-                            bool hybrid, const Dataset *d, TrainResult *out)
+static HeadCalib choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit,
+                              const double *theta, bool hybrid, const Dataset *d, LevelSums *l, TrainResult *out)
 {
     out->level_rule = LEVEL_RULE_FALLBACK;
     out->val_total_error_fallback = out->val_total_error_held_out = out->val_total_error_network = 0.0;
+    bool sums = l->cap1 > 0 &&
+                predict_cuts(theta, cfg->hidden, hybrid, &HEAD_CALIB_NONE, d, true, add_level_sums, l) == 0 &&
+                l->y[1] > 0 && l->net[1] > 0 && isfinite(l->net[1]);
+    if (sums) {
+        out->val_total_error_network = l->net[1] / l->y[1] - 1.0;
+        if (l->fb[1] > 0)
+            out->val_total_error_fallback = l->fb[1] / l->y[1] - 1.0;
+        if (l->pos[0] >= LEVEL_MIN_POSITIVE && l->pos[1] >= LEVEL_MIN_POSITIVE && l->y[0] > 0 && l->net[0] > 0)
+            out->val_total_error_held_out = l->y[0] / l->net[0] * l->net[1] / l->y[1] - 1.0;
+    }
+    if (sums) { /* the calibration's own noise: log(Σy / Σnet) over the shoppers, by the delta method */
+        const double r = l->y[1] / l->net[1], v = l->yy1 - 2 * r * l->yn1 + r * r * l->nn1;
+        log_msg(LOG_DEBUG, "level calibration", "shoppers=%zu with_spend=%zu log_ratio=%.4f se=%.4f", l->n1, l->pos[1],
+                log_ratio(l->y[1], l->net[1]), sqrt(v > 0 ? v : 0) / l->y[1]);
+    }
+    out->level_shoppers = l->n1;
+    /* auto needs the calibration: a network's own level unchecked on held-out shoppers is not taken by default */
+    const bool calibrated = sums && l->pos[1] >= LEVEL_MIN_POSITIVE;
+    const bool own = cfg->level == 2 || (cfg->level == 0 && out->seasonal && set->history_events > 0 && calibrated);
+    if (own) {
+        HeadCalib cal = calibrated ? calibrate_held_out(l) : HEAD_CALIB_NONE;
+        if (set->served) {
+            double full, served, fb;
+            HeadCalib p_only = cal;
+            p_only.level_shift = 0.0;
+            if (totals_at_now(set, cfg, fit, theta, hybrid, &p_only, set->shoppers, &full, &fb) == 0 &&
+                totals_at_now(set, cfg, fit, theta, hybrid, &p_only, set->served, &served, &fb) == 0)
+                cal.level_shift += log_ratio(full, served);
+        }
+        if (isfinite(cal.level_shift) && fabs(cal.level_shift) <= LEVEL_SHIFT_MAX) {
+            out->level_rule = LEVEL_RULE_NETWORK;
+            return cal;
+        }
+    }
+    HeadCalib cal = HEAD_CALIB_NONE;
+    double shift = fallback_shift(set, cfg, fit, theta, hybrid);
+    cal.level_shift = isfinite(shift) && fabs(shift) <= LEVEL_SHIFT_MAX ? shift : 0.0;
+    return cal;
+}
+
+HeadCalib trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit,
+                               const double *theta, bool hybrid, const Dataset *d, TrainResult *out)
+{
     const int64_t Hs = (int64_t)cfg->horizon_days * 86400, newest = set->now - Hs;
     const int64_t span = 2 * (int64_t)cfg->grid_days * 86400;
     LevelSums l = {.lo = {newest - span - Hs, newest}, .hi = {newest - Hs, newest}};
-    bool sums = predict_cuts(theta, cfg->hidden, hybrid, 0.0, d, true, add_level_sums, &l) == 0 && l.y[1] > 0 &&
-                l.net[1] > 0 && isfinite(l.net[1]);
-    if (sums) {
-        out->val_total_error_network = l.net[1] / l.y[1] - 1.0;
-        if (l.fb[1] > 0)
-            out->val_total_error_fallback = l.fb[1] / l.y[1] - 1.0;
-        if (l.pos[0] >= LEVEL_MIN_POSITIVE && l.pos[1] >= LEVEL_MIN_POSITIVE && l.y[0] > 0 && l.net[0] > 0)
-            out->val_total_error_held_out = l.y[0] / l.net[0] * l.net[1] / l.y[1] - 1.0;
-    }
-    if (sums) { /* the calibration's own noise: log(Σy / Σnet) over the shoppers, by the delta method */
-        const double r = l.y[1] / l.net[1], v = l.yy1 - 2 * r * l.yn1 + r * r * l.nn1;
-        log_msg(LOG_DEBUG, "level calibration", "shoppers=%zu with_spend=%zu log_ratio=%.4f se=%.4f", l.n1, l.pos[1],
-                log_ratio(l.y[1], l.net[1]), sqrt(v > 0 ? v : 0) / l.y[1]);
-    }
-    out->level_shoppers = l.n1;
-    /* auto needs the calibration: a network's own level unchecked on held-out shoppers is not taken by default */
-    const bool calibrated = sums && l.pos[1] >= LEVEL_MIN_POSITIVE;
-    const bool own = cfg->level == 2 || (cfg->level == 0 && out->seasonal && set->history_events > 0 && calibrated);
-    if (own) {
-        double shift = calibrated ? log_ratio(l.y[1], l.net[1]) : 0.0;
-        if (set->served) {
-            double full, served, fb;
-            if (totals_at_now(set, cfg, fit, theta, hybrid, set->shoppers, &full, &fb) == 0 &&
-                totals_at_now(set, cfg, fit, theta, hybrid, set->served, &served, &fb) == 0)
-                shift += log_ratio(full, served);
-        }
-        if (isfinite(shift) && fabs(shift) <= LEVEL_SHIFT_MAX) {
-            out->level_rule = LEVEL_RULE_NETWORK;
-            return shift;
-        }
-    }
-    double shift = fallback_shift(set, cfg, fit, theta, hybrid);
-    return isfinite(shift) && fabs(shift) <= LEVEL_SHIFT_MAX ? shift : 0.0;
+    for (size_t i = 0; i < d->nseq; i++) /* each held-out shopper has at most one cut at now - H */
+        l.cap1 += d->seqs[i].val;
+    l.logit1 = malloc((l.cap1 ? l.cap1 : 1) * sizeof(double));
+    l.pred1 = malloc((l.cap1 ? l.cap1 : 1) * sizeof(double));
+    l.y1 = malloc((l.cap1 ? l.cap1 : 1) * sizeof(double));
+    if (!l.logit1 || !l.pred1 || !l.y1)
+        l.cap1 = 0; /* no calibration: the fallback's level */
+    HeadCalib cal = choose_level(set, cfg, fit, theta, hybrid, d, &l, out);
+    free(l.logit1), free(l.pred1), free(l.y1);
+    out->level_shift = cal.level_shift;
+    out->p_scale = cal.p_scale;
+    out->p_offset = cal.p_offset;
+    return cal;
 }
 
 /* The backtest's pairs, filled in validation-cut order. */
@@ -305,8 +364,9 @@ typedef struct BacktestPairs {
     size_t n;
 } BacktestPairs;
 
-static void add_backtest_pair(void *arg, const TrainCut *ct, double pred)
+static void add_backtest_pair(void *arg, const TrainCut *ct, double pred, double logit)
 {
+    (void)logit;
     BacktestPairs *bp = arg;
     bp->pairs[bp->n++] = (AdjPair){
         .pred = pred,
@@ -334,7 +394,8 @@ int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const Fallback
     }
     if (net)
         trainer_theta_from_net(theta, net);
-    rc = predict_cuts(theta, H, net && net->hybrid, net ? net->level_shift : 0.0, &d, false, add_backtest_pair, &bp);
+    rc = predict_cuts(theta, H, net && net->hybrid, net ? &net->calib : &HEAD_CALIB_NONE, &d, false, add_backtest_pair,
+                      &bp);
     free(theta);
     dataset_free(&d);
     if (!rc && !bp.n)

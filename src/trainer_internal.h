@@ -31,8 +31,8 @@ static inline double tanh_exp(double x)
 void trainer_step_forward(const double *W, const double *b, int H, const double *x, double *h, double *c, double *z,
                           double *xh);
 
-/* The mean spend the head predicts from pre-activations z (3,). */
-double trainer_head_mean(const double *z, double level_shift);
+/* The mean spend the head predicts from pre-activations z (3,) under calibration c. */
+double trainer_head_mean(const double *z, const HeadCalib *c);
 
 /* A network's weights as the trainer's flat parameter vector theta
  * (trainer_param_count(hidden) doubles). */
@@ -45,10 +45,10 @@ DatasetConfig trainer_dataset_config(const TrainConfig *cfg);
  * *fallback gets the fallback's on the same cuts. */
 double trainer_val_gini(const double *theta, int H, const Dataset *d, bool hybrid, double *fallback);
 
-/* The level shift to serve with (docs/MODEL.md, "Training", step 6); out
- * gets the rule chosen (level_rule) and the checked total errors
- * (val_total_error_*). */
-double trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
+/* The level shift and the calibration of p to serve with (docs/MODEL.md,
+ * "Training", step 6); out gets them, the rule chosen (level_rule) and the
+ * checked total errors (val_total_error_*). */
+HeadCalib trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
                             bool hybrid, const Dataset *d, TrainResult *out);
 
 #endif

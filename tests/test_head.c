@@ -65,7 +65,7 @@ static Model *network_model(bool hybrid, const FallbackFit *fit)
     LstmWeights *net;
     ASSERT(lstm_weights_create(&net, HIDDEN, 3, 7) == 0);
     net->hybrid = hybrid;
-    net->level_shift = 0.3;
+    net->calib.level_shift = 0.3;
     Model *m;
     ASSERT(model_create(&m, net, fit, HORIZON, MODEL_TRAINED, 1) == 0);
     lstm_weights_release(net);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bgnbd_reference.h"
+#include "platt.h"
 #include "encoding.h"
 #include "hash.h"
 #include "head.h"
@@ -18,6 +19,7 @@
 #include "model.h"
 #include "test_util.h"
 #include "timeutil.h"
+#include "util.h"
 #include "ziln.h"
 
 static double sig(double z) { return 1.0 / (1.0 + exp(-z)); }
@@ -135,10 +137,111 @@ static void test_encoding(void)
     ASSERT_NEAR(e_nov[10], 0.5, 0);
 }
 
+/* The bytes of a file; *len its length. */
+static unsigned char *file_bytes(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ASSERT(f);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(*len);
+    ASSERT(b && fread(b, 1, *len, f) == *len);
+    fclose(f);
+    return b;
+}
+
+/* Rewrites b (n bytes, its CRC not included) as a model file of format
+ * `format`, with its CRC. */
+static void write_model_bytes(const char *path, unsigned char *b, size_t n, uint32_t format)
+{
+    memcpy(b + 8, &format, 4); /* after the magic */
+    uint32_t crc = crc32_update(0, b, n);
+    FILE *f = fopen(path, "wb");
+    ASSERT(f && fwrite(b, 1, n, f) == n && fwrite(&crc, 1, 4, f) == 4);
+    fclose(f);
+}
+
+/* Format 7 added p's calibration (f64 p_scale, p_offset) after the level
+ * shift, at byte 64: the magic (8), eight u32 (32), version, trained_at,
+ * level_shift (8 each). A format-7 file's bytes (CRC included) as format 6
+ * (CRC not included): those 16 bytes cut. */
+#define CALIB_AT 64u
+static unsigned char *as_format6(const unsigned char *b7, size_t len7, size_t *n6)
+{
+    unsigned char *b6 = malloc(len7);
+    ASSERT(b6);
+    memcpy(b6, b7, CALIB_AT);
+    memcpy(b6 + CALIB_AT, b7 + CALIB_AT + 16u, len7 - CALIB_AT - 16u - 4u);
+    *n6 = len7 - 16u - 4u;
+    return b6;
+}
+
+/* p's calibration is saved and loaded with the network (format 7), and a
+ * file of format 6, before it, loads whole with none: its network predicts
+ * exactly what a network with p_scale 1 and p_offset 0 does. */
+static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *agg, const char *path)
+{
+    const int H = 8;
+    LstmWeights *net;
+    ASSERT(lstm_weights_create(&net, H, 9, 3) == 0);
+    net->hybrid = true;
+    ASSERT(net->calib.p_scale == 1.0 && net->calib.p_offset == 0.0); /* a new network: no calibration */
+    net->calib = (HeadCalib){.level_shift = 0.2, .p_scale = 1.3, .p_offset = -0.4};
+    Model *m, *loaded, *none, *six;
+    ASSERT(model_create(&m, net, fit, 182, MODEL_TRAINED, 1) == 0);
+    ASSERT(model_save(m, path) == 0);
+    char err[256];
+    ASSERT(model_load(&loaded, path, H, err, sizeof err) == 0);
+    ASSERT(loaded->net->calib.level_shift == 0.2 && loaded->net->calib.p_scale == 1.3 &&
+           loaded->net->calib.p_offset == -0.4);
+    size_t len7, n6;
+    unsigned char *b7 = file_bytes(path, &len7);
+    unsigned char *b6 = as_format6(b7, len7, &n6);
+    write_model_bytes(path, b6, n6, 6);
+    ASSERT(model_load(&six, path, H, err, sizeof err) == 0);
+    ASSERT(six->status == MODEL_TRAINED && six->net->calib.level_shift == 0.2);
+    ASSERT(six->net->calib.p_scale == 1.0 && six->net->calib.p_offset == 0.0);
+    LstmWeights *plain; /* the same weights (the same seed), p uncalibrated: a model shares its weights */
+    ASSERT(lstm_weights_create(&plain, H, 9, 3) == 0);
+    plain->hybrid = true;
+    plain->calib.level_shift = 0.2;
+    ASSERT(model_create(&none, plain, fit, 182, MODEL_TRAINED, 1) == 0);
+    lstm_weights_release(plain);
+    float h[LSTM_MAX_HIDDEN];
+    for (int j = 0; j < H; j++)
+        h[j] = 0.15f * (float)(j % 4) - 0.2f;
+    Prediction a, b, c, d;
+    int64_t at = agg->last_ts + 30 * 86400;
+    model_predict(m, h, agg, NULL, at, &a);
+    model_predict(loaded, h, agg, NULL, at, &b);
+    model_predict(none, h, agg, NULL, at, &c);
+    model_predict(six, h, agg, NULL, at, &d);
+    ASSERT(a.from_network && b.from_network && c.from_network && d.from_network);
+    ASSERT_REL(a.ltv, b.ltv, 1e-12);
+    ASSERT_REL(c.ltv, d.ltv, 1e-12);
+    ASSERT_REL(c.p_active, d.p_active, 1e-12);
+    /* the calibration moved p, and the mean with it: logit p' = 1.3 logit p - 0.4 */
+    double lc = log(c.p_active / (1 - c.p_active)), la = log(a.p_active / (1 - a.p_active));
+    ASSERT_NEAR(la, 1.3 * lc - 0.4, 1e-9);
+    ASSERT_REL(a.ltv / a.p_active, c.ltv / c.p_active, 1e-9); /* the mean given a purchase is p's calibration's own */
+    /* a format-7 file whose calibration is out of range is refused */
+    double bad = 9.0;
+    memcpy(b7 + CALIB_AT, &bad, sizeof bad);
+    write_model_bytes(path, b7, len7 - 4u, 7);
+    Model *refused = NULL;
+    ASSERT(model_load(&refused, path, H, err, sizeof err) != 0 && refused == NULL);
+    ASSERT(strstr(err, "calibration") != NULL);
+    free(b7), free(b6);
+    model_release(m), model_release(loaded), model_release(none), model_release(six);
+    lstm_weights_release(net);
+}
+
 /* A model file of format 5 (9 head inputs: no time of year at as_of) loads
  * as a trained network that predicts what it did: its head weights land on
- * their inputs, and the two new inputs get weight 0. Made from a format-6
- * file whose season weights are 0, with those two columns cut out. */
+ * their inputs, and the two new inputs get weight 0. Made from a format-7
+ * file whose season weights are 0 and p uncalibrated, with the calibration
+ * and those two columns cut out. */
 static void test_format5_head(const LstmWeights *proto, const FallbackFit *fit, const ShopperAgg *agg,
                               const char *path)
 {
@@ -154,16 +257,12 @@ static void test_format5_head(const LstmWeights *proto, const FallbackFit *fit, 
     Model *m;
     ASSERT(model_create(&m, net, fit, 182, MODEL_TRAINED, 1) == 0);
     ASSERT(model_save(m, path) == 0);
-    FILE *f = fopen(path, "rb");
-    ASSERT(f);
-    fseek(f, 0, SEEK_END);
-    size_t len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b6 = malloc(len), *b5 = malloc(len);
-    ASSERT(b6 && b5 && fread(b6, 1, len, f) == len);
-    fclose(f);
-    /* tail: head_w (3 U floats), head_b (3), has_adjuster (u32 0), crc */
-    size_t tail = (3u * (size_t)U + 3u) * 4u + 4u + 4u, hw = len - tail, n5 = 0;
+    size_t len7, len;
+    unsigned char *b7 = file_bytes(path, &len7);
+    unsigned char *b6 = as_format6(b7, len7, &len), *b5 = malloc(len);
+    ASSERT(b5);
+    /* tail: head_w (3 U floats), head_b (3), has_adjuster (u32 0) */
+    size_t tail = (3u * (size_t)U + 3u) * 4u + 4u, hw = len - tail, n5 = 0;
     memcpy(b5, b6, hw);
     n5 = hw;
     for (int r = 0; r < HEAD_OUT; r++)
@@ -174,16 +273,10 @@ static void test_format5_head(const LstmWeights *proto, const FallbackFit *fit, 
             }
     memcpy(b5 + n5, b6 + hw + 3u * (size_t)U * 4u, 3u * 4u + 4u);
     n5 += 3u * 4u + 4u;
-    uint32_t five = 5, nine = 9;
-    memcpy(b5 + 8, &five, 4);  /* format, after the magic */
+    uint32_t nine = 9;
     memcpy(b5 + 20, &nine, 4); /* extra: format, input, hidden, extra */
-    uint32_t crc = crc32_update(0, b5, n5);
-    memcpy(b5 + n5, &crc, 4);
-    n5 += 4;
-    f = fopen(path, "wb");
-    ASSERT(f && fwrite(b5, 1, n5, f) == n5);
-    fclose(f);
-    free(b5), free(b6);
+    write_model_bytes(path, b5, n5, 5);
+    free(b5), free(b6), free(b7);
     Model *loaded;
     char err[256];
     ASSERT(model_load(&loaded, path, H, err, sizeof err) == 0);
@@ -291,6 +384,7 @@ static void test_prediction_decays_with_silence(void)
      * of head inputs (3 and 4: 6), so no writer made this file */
     ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "extra=11"));
     test_format5_head(net, &fit, &agg, path);
+    test_format6_calibration(&fit, &agg, path);
     /* values no writer makes, behind a right checksum, are refused by name */
     float w3 = m->net->w[3];
     m->net->w[3] = NAN;
@@ -457,9 +551,53 @@ static void test_cold_start(void)
     free(ex);
 }
 
+/* A uniform draw in (0, 1). */
+static double unit_draw(uint64_t *s)
+{
+    return ((double)(splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+/* Platt's calibration: outcomes drawn from σ(b z + a) give back a and b
+ * within their sampling error, at the likelihood's maximum (where the
+ * predicted buyers sum to the observed ones: what makes the level's total
+ * exact after it); outcomes of one kind, or unrelated to z, are refused
+ * and change nothing. */
+static void test_platt(void)
+{
+    enum { N = 40000 };
+    static double z[N], y[N];
+    const double truth[][2] = {{0.5, 1.4}, {0.0, 1.0}, {-1.0, 0.7}};
+    uint64_t s = 42;
+    for (size_t t = 0; t < sizeof truth / sizeof truth[0]; t++) {
+        for (int i = 0; i < N; i++) {
+            z[i] = 4.0 * unit_draw(&s) - 3.0; /* logits in (-3, 1): mostly unlikely buyers, as shoppers are */
+            y[i] = unit_draw(&s) < sigmoid(truth[t][1] * z[i] + truth[t][0]) ? 12.5 : 0.0;
+        }
+        double b = 0, a = 0;
+        ASSERT(platt_fit(z, y, N, &b, &a) == 0);
+        ASSERT_NEAR(a, truth[t][0], 0.1);
+        ASSERT_NEAR(b, truth[t][1], 0.08);
+        double ga = 0, gb = 0, buyers = 0;
+        for (int i = 0; i < N; i++) {
+            double r = (y[i] > 0) - sigmoid(b * z[i] + a);
+            ga += r, gb += r * z[i], buyers += y[i] > 0;
+        }
+        ASSERT(fabs(ga) < 1e-6 * buyers && fabs(gb) < 1e-6 * buyers);
+    }
+    double b = 7, a = 7;
+    for (int i = 0; i < N; i++)
+        y[i] = 0.0;
+    ASSERT(platt_fit(z, y, N, &b, &a) == -EDOM && b == 7 && a == 7);
+    for (int i = 0; i < N; i++)
+        y[i] = unit_draw(&s) < 0.1 ? 1.0 : 0.0; /* unrelated to z: a scale near 0 */
+    ASSERT(platt_fit(z, y, N, &b, &a) == -EDOM && b == 7 && a == 7);
+    ASSERT(platt_fit(z, y, 0, &b, &a) == -EDOM);
+}
+
 int main(void)
 {
     test_crc32();
+    test_platt();
     test_lstm_step();
     test_ziln();
     test_encoding();

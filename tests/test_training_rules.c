@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "platt.h"
 #include "dataset.h"
 #include "test_util.h"
 #include "trainer.h"
@@ -49,7 +50,8 @@
 #define MAX_EV 128
 #define AFTER_NOW 5    /* events appended after now in the third data set */
 #define NSPAN 240      /* shoppers of the level rules' two years: enough held-out ones to calibrate on */
-#define MAX_SHOPPERS (NSPAN > NOLD + NYOUNG ? NSPAN : NOLD + NYOUNG)
+#define NCHURN 480     /* of p's calibration: half of them churn, enough held out with spend and without */
+#define MAX_SHOPPERS (NCHURN > NOLD + NYOUNG ? NCHURN : NOLD + NYOUNG)
 
 typedef struct Data {
     Event ev[MAX_SHOPPERS * (MAX_EV + AFTER_NOW)];
@@ -345,8 +347,11 @@ static void check_counts(const Data *d, uint64_t *examples)
 }
 
 /* Shoppers with an event every 6 days (a purchase every third) from
- * days_back before now up to now. */
-static void make_span(Data *d, int nshoppers, int days_back)
+ * days_back before now up to now; with churn, every second one stops
+ * 10-59 days before now - H, and half of those come back for one purchase
+ * H / 2 days before now (so that a network cannot tell at now - H which of
+ * them will buy). */
+static void make_span_churn(Data *d, int nshoppers, int days_back, bool churn)
 {
     memset(d, 0, sizeof *d);
     size_t ne = 0;
@@ -355,16 +360,25 @@ static void make_span(Data *d, int nshoppers, int days_back)
         t->first = ne;
         shopper_agg_init(&t->agg0);
         t->key = (uint64_t)i * 37u + 11u;
-        for (int k = 0; k < MAX_EV && k * 6 <= days_back; k++) {
+        const int stop = churn && i % 2 ? H_DAYS + 10 + i % 50 : -1; /* days before now */
+        for (int k = 0; k < MAX_EV && k * 6 <= days_back && days_back - k * 6 > stop; k++) {
             Event *e = &d->ev[ne++];
             e->ts = NOW - (int64_t)(days_back - k * 6) * DAY + (int64_t)(1 + i % 12) * 3600;
             e->quantity = 1;
             e->type = k % 3 == 2 ? EV_PURCHASE : EV_VIEW;
             e->value = e->type == EV_PURCHASE ? 10.0 + i % 7 : 0.0;
         }
+        if (stop >= 0 && i % 4 == 3)
+            d->ev[ne++] = (Event){.ts = NOW - (int64_t)(H_DAYS / 2) * DAY, .type = EV_PURCHASE, .quantity = 1,
+                                  .value = 20.0};
         t->n = ne - t->first;
     }
     finish_set(d, ne, nshoppers);
+}
+
+static void make_span(Data *d, int nshoppers, int days_back)
+{
+    make_span_churn(d, nshoppers, days_back, false);
 }
 
 /* The season gate: matured cuts spanning 340 days (the `young` data, H =
@@ -427,7 +441,7 @@ static void check_level_rules(const Data *d)
         {1, 1, true, true, LEVEL_RULE_FALLBACK},     {2, 1, false, false, LEVEL_RULE_NETWORK},
         {2, 0, false, false, LEVEL_RULE_NETWORK},    {2, 2, true, true, LEVEL_RULE_NETWORK},
     };
-    int calibrated = 0;
+    int calibrated = 0, platt_fits = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         TrainConfig tc;
         train_config(&tc, 30);
@@ -439,20 +453,115 @@ static void check_level_rules(const Data *d)
         TrainResult tr;
         train_ok(&set, &tc, 11, &tr);
         ASSERT(tr.level_rule == cases[k].rule && tr.seasonal == (cases[k].seasonal != 0));
-        ASSERT(tr.net->level_shift == tr.level_shift && isfinite(tr.level_shift));
+        ASSERT(tr.net->calib.level_shift == tr.level_shift && isfinite(tr.level_shift));
+        ASSERT(tr.net->calib.p_scale == tr.p_scale && tr.net->calib.p_offset == tr.p_offset);
+        const bool platt = tr.p_scale != 1.0 || tr.p_offset != 0.0;
         ASSERT(tr.level_shoppers == held_out_at_newest(data, tc.val_percent) && tr.level_shoppers > 0);
         if (cases[k].seasonal == 2 && tr.level_rule == LEVEL_RULE_NETWORK)
             ASSERT(tr.level_shift == 0.0); /* train.level=network: its own level, unshifted */
         if (tr.level_rule == LEVEL_RULE_NETWORK) { /* calibrated where it can be checked, or no shift
                                                     * (served = the training sequences: no further ratio) */
-            ASSERT(tr.level_shift == 0.0 || fabs(tr.level_shift + log1p(tr.val_total_error_network)) < 1e-9);
+            ASSERT(tr.level_shift == 0.0 || platt || fabs(tr.level_shift + log1p(tr.val_total_error_network)) < 1e-9);
+            /* p is calibrated with the level (Platt's fit on the same held-out shoppers), never without it */
+            ASSERT(!platt || (tr.level_shift != 0.0 && tr.p_scale >= PLATT_SCALE_MIN &&
+                              tr.p_scale <= PLATT_SCALE_MAX && isfinite(tr.p_offset)));
             calibrated += tr.level_shift != 0.0;
+            platt_fits += platt;
         }
         else
-            ASSERT(tr.level_shift != 0.0); /* the fallback's total at now */
+            ASSERT(tr.level_shift != 0.0 && !platt); /* the fallback's total at now; p as the network has it */
         lstm_weights_release(tr.net);
     }
     ASSERT(calibrated > 0); /* the held-out window had enough spend to calibrate on */
+    printf("level rules: %d networks calibrated, %d of them with p's calibration\n", calibrated, platt_fits);
+}
+
+/* What m serves at `at` to the shopper whose events (from t->ctx0 and
+ * t->agg0 on) are ev[0, n): its state rebuilt from zero in float, as
+ * service_ensure_state does, read with a ring of `ring` events (0: all);
+ * *fo gets the fallback's prediction for it. */
+static void serve_one(const Model *m, const TrainShopper *t, const Event *ev, size_t n, size_t ring, int64_t at,
+                      Prediction *out, FallbackOutput *fo)
+{
+    const LstmWeights *w = m->net;
+    float h[LSTM_MAX_HIDDEN] = {0}, c[LSTM_MAX_HIDDEN] = {0}, x[FEATURE_DIM];
+    float scratch[LSTM_MAX_INPUT + 5 * LSTM_MAX_HIDDEN];
+    EncodeContext ctx = t->ctx0;
+    ShopperAgg agg = t->agg0;
+    for (size_t k = 0; k < n; k++) {
+        encode_event(x, &ev[k], &ctx);
+        lstm_step(&w->cfg, w->w, w->b, x, h, c, scratch);
+        encode_context_advance(&ctx, &ev[k]);
+        shopper_agg_apply(&agg, &ev[k]);
+    }
+    RecentSummary rs;
+    recent_summary_of(&rs, ev, n, ring, at);
+    model_predict(m, h, &agg, &rs, at, out);
+    model_fallback(&m->fallback, m->horizon_days, &agg, &rs, at, fo);
+    ASSERT(out->from_network);
+}
+
+/* What m serves at `cut` to d's held-out shoppers seen by then (*pred,
+ * from their events up to cut), and their net spend in (cut, cut + H]
+ * (*actual). */
+static void held_out_totals(const Data *d, const Model *m, int val_percent, int64_t cut, double *pred,
+                            double *actual)
+{
+    *pred = *actual = 0;
+    for (size_t i = 0; i < d->set.nshoppers; i++) {
+        const TrainShopper *t = &d->sh[i];
+        const Event *ev = d->ev + t->first;
+        if ((int)(t->key % 100) >= val_percent || t->n == 0 || ev[0].ts > cut)
+            continue;
+        size_t k = 0;
+        while (k < t->n && ev[k].ts <= cut)
+            k++;
+        Prediction p;
+        FallbackOutput fo;
+        serve_one(m, t, ev, k, 0, cut, &p, &fo);
+        *pred += p.ltv;
+        for (; k < t->n && ev[k].ts <= cut + (int64_t)H_DAYS * DAY; k++)
+            *actual += ev[k].type == EV_PURCHASE ? ev[k].value : ev[k].type == EV_REFUND ? -ev[k].value : 0.0;
+    }
+}
+
+/* p's calibration: where held-out shoppers at now - H both bought and did
+ * not, the network's own level comes with Platt's calibration of p fitted
+ * on them, and what that network serves them at now - H sums to what they
+ * spent after (the level's calibration, p's included); the fallback's
+ * level leaves p as the network has it. */
+static void check_p_calibration(void)
+{
+    static Data churn;
+    make_span_churn(&churn, NCHURN, 720, true);
+    for (int level = 1; level <= 2; level++) {
+        TrainConfig tc;
+        train_config(&tc, 50);
+        tc.level = level;
+        TrainSet set = churn.set;
+        set.history_events = set.nevents;
+        TrainResult tr;
+        train_ok(&set, &tc, 17, &tr);
+        ASSERT(tr.net->calib.p_scale == tr.p_scale && tr.net->calib.p_offset == tr.p_offset);
+        if (level == 2) {
+            printf("p's calibration: p_scale %.4f p_offset %.4f level_shift %.4f over %llu held-out shoppers\n",
+                   tr.p_scale, tr.p_offset, tr.level_shift, (unsigned long long)tr.level_shoppers);
+            ASSERT(tr.level_rule == LEVEL_RULE_NETWORK && tr.level_shoppers >= 100);
+            ASSERT(tr.p_scale != 1.0 && tr.p_scale >= PLATT_SCALE_MIN && tr.p_scale <= PLATT_SCALE_MAX);
+            ASSERT(isfinite(tr.p_offset) && isfinite(tr.level_shift));
+            FallbackFit fit = prior_fit();
+            Model *m;
+            ASSERT(model_create(&m, tr.net, &fit, H_DAYS, MODEL_TRAINED, 1) == 0);
+            double pred, actual;
+            held_out_totals(&churn, m, tc.val_percent, NOW - (int64_t)H_DAYS * DAY, &pred, &actual);
+            printf("served at now - H to the held-out shoppers: %.4f, their spend after %.4f\n", pred, actual);
+            ASSERT(actual > 0);
+            ASSERT_REL(pred, actual, 1e-5); /* float states against the trainer's double */
+            model_release(m);
+        } else
+            ASSERT(tr.level_rule == LEVEL_RULE_FALLBACK && tr.p_scale == 1.0 && tr.p_offset == 0.0);
+        lstm_weights_release(tr.net);
+    }
 }
 
 /* served (d's nshoppers,): each of d's sequences as a state rebuilt from a
@@ -475,34 +584,15 @@ static void serve_windows(const Data *d, TrainShopper *served, size_t ring)
 }
 
 /* What m serves at NOW, summed over d's shoppers: *net the predictions
- * (each state rebuilt from zero through the events of seqs[i] in float,
- * as service_ensure_state does, read with a ring of `ring` events), *fb
- * the fallback's for the same shoppers. */
+ * (each state rebuilt through the events of seqs[i], serve_one), *fb the
+ * fallback's for the same shoppers. */
 static void served_totals(const Data *d, const TrainShopper *seqs, const Model *m, size_t ring, double *net, double *fb)
 {
-    const LstmWeights *w = m->net;
-    float h[LSTM_MAX_HIDDEN], c[LSTM_MAX_HIDDEN], x[FEATURE_DIM], scratch[LSTM_MAX_INPUT + 5 * LSTM_MAX_HIDDEN];
     *net = *fb = 0;
     for (size_t i = 0; i < d->set.nshoppers; i++) {
-        const TrainShopper *t = &seqs[i];
-        const Event *ev = d->ev + t->first;
-        memset(h, 0, sizeof h);
-        memset(c, 0, sizeof c);
-        EncodeContext ctx = t->ctx0;
-        ShopperAgg agg = t->agg0;
-        for (size_t k = 0; k < t->n; k++) {
-            encode_event(x, &ev[k], &ctx);
-            lstm_step(&w->cfg, w->w, w->b, x, h, c, scratch);
-            encode_context_advance(&ctx, &ev[k]);
-            shopper_agg_apply(&agg, &ev[k]);
-        }
-        RecentSummary rs;
-        recent_summary_of(&rs, ev, t->n, ring, NOW);
         Prediction p;
-        model_predict(m, h, &agg, &rs, NOW, &p);
         FallbackOutput fo;
-        model_fallback(&m->fallback, m->horizon_days, &agg, &rs, NOW, &fo);
-        ASSERT(p.from_network);
+        serve_one(m, &seqs[i], d->ev + seqs[i].first, seqs[i].n, ring, NOW, &p, &fo);
         *net += p.ltv;
         *fb += fo.ltv;
     }
@@ -595,6 +685,7 @@ int main(void)
     check_season_gate(&young);
     check_level_rules(&young);
     check_fallback_level_as_served();
+    check_p_calibration();
     printf("trainer_run: %llu examples, %zu labels moved by (now - H, now] values\n", (unsigned long long)e_young,
            changed);
     free(p_base);
