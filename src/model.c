@@ -237,7 +237,7 @@ const char *model_level_rule_name(int rule)
  *   (format 7:) f64 p_scale, p_offset;
  *   f64 r, alpha, a, b, p, q, v; u64 customers, repeat_buyers, purchases;
  *   i64 fitted_at;
- *   (formats 5, 6:) u32 cold_state; f64 cold_beta_p[COLD_FEATURES], cold_beta_mu[COLD_FEATURES], cold_sigma; u64 cold_examples, cold_converted;
+ *   (formats 5 to 7:) u32 cold_state; f64 cold_beta_p[COLD_FEATURES], cold_beta_mu[COLD_FEATURES], cold_sigma; u64 cold_examples, cold_converted;
  *   u64 examples, users, epochs; f64 val_loss, val_gini, seconds;
  *   f32 lstm_w[4H(I+H)], lstm_b[4H], head_w[3(H+E)], head_b[3];
  *   u32 has_adjuster; AdjTable (raw, when has_adjuster);
@@ -247,6 +247,7 @@ const char *model_level_rule_name(int rule)
  * with status fallback (model_load's err says so). Format 5 has 9 head inputs
  * (no time of year at as_of): its head_w rows are [h, e0..e6, e9, e10] and
  * load with zero weights on e7, e8, which leaves its predictions as they were.
+ * Formats 3 to 6 have no calibration of p: it loads as p_scale 1, p_offset 0.
  *   u32 crc32 of every byte before it. */
 
 /* The file's bytes: built in memory, then written at once (save); read
@@ -414,9 +415,10 @@ out:
 /* Values a file with a good checksum may still carry that no fit or
  * training writes (a damaged writer, a crafted file): NULL when every one is
  * usable, else what is wrong. The fallback's parameters as bgnbd.c keeps
- * them (finite, in (0, 1e7], q > 1), a finite level shift, finite network
- * weights, a horizon within model.horizon_days's bounds, and adjuster
- * actions that name one. */
+ * them (finite, in (0, 1e7], q > 1), a level shift within ±50, p's
+ * calibration as platt_fit makes it (scale in [0.2, 5], |offset| <= 50; the
+ * fit itself keeps the offset within 20), finite network weights, a horizon
+ * within model.horizon_days's bounds, and adjuster actions that name one. */
 static const char *model_values_bad(const LstmWeights *w, const FallbackFit *f, uint32_t horizon,
                                     const AdjTable *adj, bool has_adj)
 {

@@ -50,7 +50,8 @@ int platt_fit(const double *logit, const double *y, size_t n, double *scale, dou
         converged = next - ll < 1e-10 * (1 + fabs(ll)) && fabs(step * da) + fabs(step * db) < 1e-8;
         ll = next;
     }
-    if (!converged || !isfinite(a) || !isfinite(b) || b < PLATT_SCALE_MIN || b > PLATT_SCALE_MAX)
+    if (!converged || !isfinite(a) || !isfinite(b) || b < PLATT_SCALE_MIN || b > PLATT_SCALE_MAX ||
+        fabs(a) > PLATT_OFFSET_MAX)
         return -EDOM;
     *scale = b;
     *offset = a;

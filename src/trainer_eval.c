@@ -28,14 +28,15 @@ static double fallback_mean(const TrainCut *ct)
     return ziln_mean(&z);
 }
 
-/* pred: the mean predicted at cut ct; logit: the network's p-logit there before any calibration (0 for the fallback). */
-typedef void (*ValCutFn)(void *arg, const TrainCut *ct, double pred, double logit);
+/* pred: the mean predicted at cut ct; z (3,): the network's pre-activations
+ * there (NULL for the fallback). */
+typedef void (*ValCutFn)(void *arg, const TrainCut *ct, double pred, const double *z);
 
 /* The network's mean at every cut of the sequences predict_cuts picked. */
 typedef struct CutPreds {
     const TrainSeq **seqs;
     size_t *first;   /* (nseqs,): the first cut's place in pred */
-    double *pred, *logit;
+    double *pred, *z; /* (cuts,), (cuts, 3) */
     const double *hw, *hb;
     int H;
     bool hybrid;
@@ -48,8 +49,9 @@ static void cut_pred(void *arg, int i, int k, const double *h)
     const TrainCut *ct = &cp->seqs[i]->cuts[k];
     double zo[HEAD_OUT];
     head_forward(zo, NULL, cp->hw, cp->hb, cp->H, h, ct->e, ct->a0, ct->a1, cp->hybrid);
-    cp->pred[cp->first[i] + (size_t)k] = trainer_head_mean(zo, &cp->cal);
-    cp->logit[cp->first[i] + (size_t)k] = zo[0];
+    const size_t at = cp->first[i] + (size_t)k;
+    cp->pred[at] = trainer_head_mean(zo, &cp->cal);
+    memcpy(cp->z + HEAD_OUT * at, zo, sizeof zo);
 }
 
 /* Calls fn for every validation cut (every cut, if all), in order, with the mean spend the
@@ -69,9 +71,9 @@ static int predict_cuts(const double *theta, int H, bool hybrid, const HeadCalib
         cp.seqs = malloc((d->nseq ? d->nseq : 1) * sizeof *cp.seqs);
         cp.first = malloc((d->nseq ? d->nseq : 1) * sizeof *cp.first);
         cp.pred = malloc((d->examples ? d->examples : 1) * sizeof *cp.pred);
-        cp.logit = malloc((d->examples ? d->examples : 1) * sizeof *cp.logit);
+        cp.z = malloc((d->examples ? d->examples : 1) * HEAD_OUT * sizeof *cp.z);
         int rc = -ENOMEM;
-        if (cp.seqs && cp.first && cp.pred && cp.logit) {
+        if (cp.seqs && cp.first && cp.pred && cp.z) {
             for (size_t i = 0; i < d->nseq; i++)
                 if (d->seqs[i].val || all) {
                     cp.seqs[ns] = &d->seqs[i];
@@ -83,7 +85,7 @@ static int predict_cuts(const double *theta, int H, bool hybrid, const HeadCalib
             trainer_scratch_free(&sc);
         }
         if (rc) {
-            free(cp.seqs), free(cp.first), free(cp.pred), free(cp.logit);
+            free(cp.seqs), free(cp.first), free(cp.pred), free(cp.z);
             return rc;
         }
     }
@@ -93,9 +95,9 @@ static int predict_cuts(const double *theta, int H, bool hybrid, const HeadCalib
         if (!s->val && !all)
             continue;
         for (int ci = 0; ci < s->ncuts; ci++, k++)
-            fn(arg, &s->cuts[ci], theta ? cp.pred[k] : fallback_mean(&s->cuts[ci]), theta ? cp.logit[k] : 0.0);
+            fn(arg, &s->cuts[ci], theta ? cp.pred[k] : fallback_mean(&s->cuts[ci]), theta ? cp.z + HEAD_OUT * k : NULL);
     }
-    free(cp.seqs), free(cp.first), free(cp.pred), free(cp.logit);
+    free(cp.seqs), free(cp.first), free(cp.pred), free(cp.z);
     return 0;
 }
 
@@ -106,9 +108,9 @@ typedef struct GiniPairs {
     size_t n;
 } GiniPairs;
 
-static void add_gini_pair(void *arg, const TrainCut *ct, double pred, double logit)
+static void add_gini_pair(void *arg, const TrainCut *ct, double pred, const double *z)
 {
-    (void)logit;
+    (void)z;
     GiniPairs *g = arg;
     size_t k = g->n++;
     g->pp[2 * k] = g->pa[2 * k] = pred;
@@ -213,6 +215,11 @@ static double fallback_shift(const TrainSet *set, const TrainConfig *cfg, const 
     return log_ratio(fb, net);
 }
 
+/* A held-out shopper at now - H: the network's pre-activations there and the label. */
+typedef struct HeldOut {
+    double z[HEAD_OUT], y;
+} HeldOut;
+
 /* Sums for the level check: labels, the network's means (no level shift)
  * and the fallback's, in two windows of cut times: [1] the latest matured
  * cut, newest, of every held-out shopper (each once, at one time, as
@@ -224,10 +231,10 @@ typedef struct LevelSums {
     double y[2], net[2], fb[2];
     size_t pos[2], n1, cap1;
     double yy1, nn1, yn1; /* [1]'s Σ y², Σ network², Σ y × network: the calibration's standard error */
-    double *logit1, *pred1, *y1; /* (cap1,): [1]'s cuts, for the calibration of p */
+    HeldOut *held; /* (cap1,): [1]'s cuts, for the calibration of p */
 } LevelSums;
 
-static void add_level_sums(void *arg, const TrainCut *ct, double pred, double logit)
+static void add_level_sums(void *arg, const TrainCut *ct, double pred, const double *z)
 {
     LevelSums *l = arg;
     for (int w = 0; w < 2; w++)
@@ -236,8 +243,8 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred, double lo
             l->net[w] += pred;
             l->fb[w] += fallback_mean(ct);
             l->pos[w] += ct->y > 0;
-            if (w == 1 && l->n1 < l->cap1) {
-                l->logit1[l->n1] = logit, l->pred1[l->n1] = pred, l->y1[l->n1] = ct->y;
+            if (w == 1 && l->n1 < l->cap1 && z) {
+                l->held[l->n1] = (HeldOut){.z = {z[0], z[1], z[2]}, .y = ct->y};
                 l->n1++, l->yy1 += ct->y * ct->y, l->nn1 += pred * pred, l->yn1 += ct->y * pred;
             }
         }
@@ -246,25 +253,29 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred, double lo
 #define LEVEL_MIN_POSITIVE 50 /* held-out shoppers with spend at now - H needed to calibrate on them (and
                                * without, for p's calibration) */
 
-/* The calibration of p on the held-out shoppers at now - H (l's [1]):
- * Platt's fit of their purchase or none on the network's p-logit
- * (platt_fit), with the level shift that then makes their total
- * spend exact, log(Σ y / Σ p' m / p) for each shopper's network p and mean
- * m. The shift alone when the fit is refused or fewer than
- * LEVEL_MIN_POSITIVE of them had no spend. */
+/* The calibration of p on the held-out shoppers at now - H (l's [1], each
+ * once): Platt's fit of their purchase or none on the network's p-logit
+ * (platt_fit), when LEVEL_MIN_POSITIVE of them had spend and as many none;
+ * then the shift that makes their total spend exact with it, log(Σ y / Σ
+ * network mean). The shift alone when the fit is refused. */
 static HeadCalib calibrate_held_out(const LevelSums *l)
 {
     HeadCalib cal = HEAD_CALIB_NONE;
-    double net = l->net[1];
-    if (l->n1 - l->pos[1] >= LEVEL_MIN_POSITIVE &&
-        platt_fit(l->logit1, l->y1, l->n1, &cal.p_scale, &cal.p_offset) == 0) {
-        double sum = 0;
-        for (size_t i = 0; i < l->n1; i++) /* the mean with p recalibrated: m p' / p */
-            sum += l->pred1[i] * sigmoid(cal.p_scale * l->logit1[i] + cal.p_offset) / sigmoid(l->logit1[i]);
-        if (sum > 0 && isfinite(sum))
-            net = sum;
-        else
-            cal = HEAD_CALIB_NONE;
+    const size_t n = l->n1;
+    double *buf = n - l->pos[1] >= LEVEL_MIN_POSITIVE ? malloc(2 * n * sizeof(double)) : NULL;
+    if (buf) {
+        double *x = buf, *y = buf + n;
+        for (size_t i = 0; i < n; i++)
+            x[i] = l->held[i].z[0], y[i] = l->held[i].y;
+        platt_fit(x, y, n, &cal.p_scale, &cal.p_offset); /* leaves 1, 0 when refused */
+        free(buf);
+    }
+    double net = 0;
+    for (size_t i = 0; i < n; i++)
+        net += trainer_head_mean(l->held[i].z, &cal);
+    if (!(net > 0 && isfinite(net))) {
+        cal = HEAD_CALIB_NONE;
+        net = l->net[1];
     }
     cal.level_shift = log_ratio(l->y[1], net);
     return cal;
@@ -345,13 +356,11 @@ HeadCalib trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, cons
     LevelSums l = {.lo = {newest - span - Hs, newest}, .hi = {newest - Hs, newest}};
     for (size_t i = 0; i < d->nseq; i++) /* each held-out shopper has at most one cut at now - H */
         l.cap1 += d->seqs[i].val;
-    l.logit1 = malloc((l.cap1 ? l.cap1 : 1) * sizeof(double));
-    l.pred1 = malloc((l.cap1 ? l.cap1 : 1) * sizeof(double));
-    l.y1 = malloc((l.cap1 ? l.cap1 : 1) * sizeof(double));
-    if (!l.logit1 || !l.pred1 || !l.y1)
-        l.cap1 = 0; /* no calibration: the fallback's level */
+    l.held = malloc((l.cap1 ? l.cap1 : 1) * sizeof *l.held);
+    if (!l.held)
+        l.cap1 = 0; /* nothing to calibrate on: auto takes the fallback's level */
     HeadCalib cal = choose_level(set, cfg, fit, theta, hybrid, d, &l, out);
-    free(l.logit1), free(l.pred1), free(l.y1);
+    free(l.held);
     out->level_shift = cal.level_shift;
     out->p_scale = cal.p_scale;
     out->p_offset = cal.p_offset;
@@ -364,9 +373,9 @@ typedef struct BacktestPairs {
     size_t n;
 } BacktestPairs;
 
-static void add_backtest_pair(void *arg, const TrainCut *ct, double pred, double logit)
+static void add_backtest_pair(void *arg, const TrainCut *ct, double pred, const double *z)
 {
-    (void)logit;
+    (void)z;
     BacktestPairs *bp = arg;
     bp->pairs[bp->n++] = (AdjPair){
         .pred = pred,

@@ -177,6 +177,20 @@ static unsigned char *as_format6(const unsigned char *b7, size_t len7, size_t *n
     return b6;
 }
 
+/* The head under a calibration: p = σ(p_scale z0 + p_offset), μ = z1 +
+ * level_shift; none leaves z as it is. */
+static void test_head_calibration(void)
+{
+    const double z[HEAD_OUT] = {0.3, 2.0, 0.1};
+    const HeadCalib cal = {.level_shift = 0.2, .p_scale = 1.3, .p_offset = -0.4};
+    ZilnParams c = head_ziln(z, &cal), none = head_ziln(z, &HEAD_CALIB_NONE);
+    ASSERT_NEAR(c.p, 1.0 / (1.0 + exp(-(1.3 * 0.3 - 0.4))), 1e-15);
+    ASSERT_NEAR(c.mu, 2.0 + 0.2, 1e-15);
+    ASSERT_NEAR(c.sigma, log1p(exp(0.1)) + HEAD_SIGMA_MIN, 1e-15);
+    ASSERT_NEAR(none.p, 1.0 / (1.0 + exp(-0.3)), 1e-15);
+    ASSERT(none.mu == 2.0 && none.sigma == c.sigma);
+}
+
 /* p's calibration is saved and loaded with the network (format 7), and a
  * file of format 6, before it, loads whole with none: its network predicts
  * exactly what a network with p_scale 1 and p_offset 0 does. */
@@ -230,6 +244,12 @@ static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *a
     memcpy(b7 + CALIB_AT, &bad, sizeof bad);
     write_model_bytes(path, b7, len7 - 4u, 7);
     Model *refused = NULL;
+    ASSERT(model_load(&refused, path, H, err, sizeof err) != 0 && refused == NULL);
+    ASSERT(strstr(err, "calibration") != NULL);
+    double one = 1.0, over = 51.0; /* p_scale back, p_offset beyond 50 */
+    memcpy(b7 + CALIB_AT, &one, sizeof one);
+    memcpy(b7 + CALIB_AT + 8u, &over, sizeof over);
+    write_model_bytes(path, b7, len7 - 4u, 7);
     ASSERT(model_load(&refused, path, H, err, sizeof err) != 0 && refused == NULL);
     ASSERT(strstr(err, "calibration") != NULL);
     free(b7), free(b6);
@@ -385,6 +405,7 @@ static void test_prediction_decays_with_silence(void)
     ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "extra=11"));
     test_format5_head(net, &fit, &agg, path);
     test_format6_calibration(&fit, &agg, path);
+    test_head_calibration();
     /* values no writer makes, behind a right checksum, are refused by name */
     float w3 = m->net->w[3];
     m->net->w[3] = NAN;
@@ -592,6 +613,14 @@ static void test_platt(void)
         y[i] = unit_draw(&s) < 0.1 ? 1.0 : 0.0; /* unrelated to z: a scale near 0 */
     ASSERT(platt_fit(z, y, N, &b, &a) == -EDOM && b == 7 && a == 7);
     ASSERT(platt_fit(z, y, 0, &b, &a) == -EDOM);
+    /* a saturated p (logits near 12, compressed): the fit would need an
+     * offset near -55, beyond what a model file may hold; refused */
+    for (int i = 0; i < N; i++) {
+        z[i] = 11.0 + 2.0 * unit_draw(&s);
+        y[i] = unit_draw(&s) < sigmoid(4.5 * (z[i] - 12.0) - 1.0) ? 1.0 : 0.0;
+    }
+    b = a = 7;
+    ASSERT(platt_fit(z, y, N, &b, &a) == -EDOM && b == 7 && a == 7);
 }
 
 int main(void)

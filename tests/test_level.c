@@ -1,0 +1,305 @@
+/* The level a trained network serves with, and p's calibration
+ * (docs/MODEL.md, "Training", step 6), on shoppers made here
+ * (training_data.h). Asserted:
+ *   - the level rule for each train.level: auto takes the network's own
+ *     level only for a seasonal network trained from the history (events
+ *     loaded from it, not only the history on) with enough held-out
+ *     shoppers with spend; that level is the network calibrated on the
+ *     held-out shoppers at now - H (its shift undoes its own error there),
+ *     and what it serves them at now - H sums to their spend after;
+ *   - train.level=fallback from sequences longer than the ring: what is
+ *     served after the swap (states rebuilt from the rings) sums to the
+ *     fallback's total at now;
+ *   - p's calibration: fitted on the held-out shoppers at now - H with the
+ *     network's own level when 50 of them bought and 50 did not, never with
+ *     the fallback's; what is served there, p's calibration included, sums
+ *     to their spend after, also when serving's states come from rings. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "platt.h"
+#include "training_data.h"
+
+/* The held-out shoppers of data with an event by now - H: the level's
+ * calibration set (each once). */
+static uint64_t held_out_at_newest(const Data *data, int val_percent)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < data->set.nshoppers; i++)
+        n += (int)(data->sh[i].key % 100) < val_percent && data->sh[i].n > 0 &&
+             data->ev[data->sh[i].first].ts <= NOW - (int64_t)H_DAYS * DAY;
+    return n;
+}
+
+static void held_out_totals(const Data *d, const Model *m, int val_percent, size_t ring, int64_t cut,
+                            double *pred, double *actual);
+
+/* The level rule for each train.level, seasonal (two years of shoppers) or
+ * not (the `young` data), from the history or the rings; auto does not
+ * take an uncalibrated network's level (two years of too few shoppers). */
+static void check_level_rules(const Data *d)
+{
+    static Data span, few;
+    make_span(&span, NSPAN, 720);
+    make_span(&few, NOLD, 720);
+    struct {
+        int level, seasonal; /* seasonal: the two-year data (2: of NOLD shoppers, too few held out) */
+        bool history, loaded;
+        int rule;
+    } cases[] = {
+        {0, 1, true, true, LEVEL_RULE_NETWORK},      {0, 1, false, false, LEVEL_RULE_FALLBACK},
+        {0, 1, true, false, LEVEL_RULE_FALLBACK},    /* the history on, nothing loaded from it */
+        {0, 0, true, true, LEVEL_RULE_FALLBACK},     /* not seasonal */
+        {0, 2, true, true, LEVEL_RULE_FALLBACK},     /* too few held-out shoppers with spend to calibrate */
+        {1, 1, true, true, LEVEL_RULE_FALLBACK},     {2, 1, false, false, LEVEL_RULE_NETWORK},
+        {2, 0, false, false, LEVEL_RULE_NETWORK},    {2, 2, true, true, LEVEL_RULE_NETWORK},
+    };
+    int calibrated = 0, platt_fits = 0, exact = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        TrainConfig tc;
+        train_config(&tc, 30);
+        tc.level = cases[k].level;
+        const Data *data = cases[k].seasonal == 2 ? &few : cases[k].seasonal ? &span : d;
+        TrainSet set = data->set;
+        set.served = cases[k].history ? (TrainShopper *)data->sh : NULL; /* the full histories, as served */
+        set.history_events = cases[k].loaded ? set.nevents : 0;
+        TrainResult tr;
+        train_ok(&set, &tc, 11, &tr);
+        ASSERT(tr.level_rule == cases[k].rule && tr.seasonal == (cases[k].seasonal != 0));
+        ASSERT(tr.net->calib.level_shift == tr.level_shift && isfinite(tr.level_shift));
+        ASSERT(tr.net->calib.p_scale == tr.p_scale && tr.net->calib.p_offset == tr.p_offset);
+        const bool platt = tr.p_scale != 1.0 || tr.p_offset != 0.0;
+        ASSERT(tr.level_shoppers == held_out_at_newest(data, tc.val_percent) && tr.level_shoppers > 0);
+        if (cases[k].seasonal == 2 && tr.level_rule == LEVEL_RULE_NETWORK)
+            ASSERT(tr.level_shift == 0.0); /* train.level=network: its own level, unshifted */
+        if (tr.level_rule == LEVEL_RULE_NETWORK) { /* calibrated where it can be checked, or no shift
+                                                    * (served = the training sequences: no further ratio) */
+            ASSERT(tr.level_shift == 0.0 || platt || fabs(tr.level_shift + log1p(tr.val_total_error_network)) < 1e-9);
+            /* p is calibrated with the level (Platt's fit on the same held-out shoppers), never without it */
+            ASSERT(!platt || (tr.level_shift != 0.0 && tr.p_scale >= PLATT_SCALE_MIN &&
+                              tr.p_scale <= PLATT_SCALE_MAX && isfinite(tr.p_offset)));
+            calibrated += tr.level_shift != 0.0;
+            platt_fits += platt;
+            if (tr.level_shift != 0.0 && !set.served) { /* what it serves the held-out shoppers at now - H is
+                                                          * what they spent after */
+                FallbackFit fit = prior_fit();
+                Model *m;
+                ASSERT(model_create(&m, tr.net, &fit, H_DAYS, MODEL_TRAINED, 1) == 0);
+                double pred, actual;
+                held_out_totals(data, m, tc.val_percent, 0, NOW - (int64_t)H_DAYS * DAY, &pred, &actual);
+                ASSERT(actual > 0);
+                ASSERT_REL(pred, actual, 1e-5);
+                exact++;
+                model_release(m);
+            }
+        }
+        else
+            ASSERT(tr.level_shift != 0.0 && !platt); /* the fallback's total at now; p as the network has it */
+        lstm_weights_release(tr.net);
+    }
+    ASSERT(calibrated > 0); /* the held-out window had enough spend to calibrate on */
+    printf("level rules: %d networks calibrated, %d of them with p calibrated, %d checked as served\n",
+           calibrated, platt_fits, exact);
+    ASSERT(exact > 0);
+}
+
+/* What m serves at `at` to the shopper whose events (from t->ctx0 and
+ * t->agg0 on) are ev[0, n): its state rebuilt from zero in float, as
+ * service_ensure_state does, read with a ring of `ring` events (0: all);
+ * *fo gets the fallback's prediction for it. */
+static void serve_one(const Model *m, const TrainShopper *t, const Event *ev, size_t n, size_t ring, int64_t at,
+                      Prediction *out, FallbackOutput *fo)
+{
+    const LstmWeights *w = m->net;
+    float h[LSTM_MAX_HIDDEN] = {0}, c[LSTM_MAX_HIDDEN] = {0}, x[FEATURE_DIM];
+    float scratch[LSTM_MAX_INPUT + 5 * LSTM_MAX_HIDDEN];
+    EncodeContext ctx = t->ctx0;
+    ShopperAgg agg = t->agg0;
+    for (size_t k = 0; k < n; k++) {
+        encode_event(x, &ev[k], &ctx);
+        lstm_step(&w->cfg, w->w, w->b, x, h, c, scratch);
+        encode_context_advance(&ctx, &ev[k]);
+        shopper_agg_apply(&agg, &ev[k]);
+    }
+    RecentSummary rs;
+    recent_summary_of(&rs, ev, n, ring, at);
+    model_predict(m, h, &agg, &rs, at, out);
+    model_fallback(&m->fallback, m->horizon_days, &agg, &rs, at, fo);
+    ASSERT(out->from_network);
+}
+
+/* What m serves at `cut` to d's held-out shoppers seen by then (*pred,
+ * from their events up to cut, read with a ring of `ring`), and their net
+ * spend in (cut, cut + H] (*actual). */
+static void held_out_totals(const Data *d, const Model *m, int val_percent, size_t ring, int64_t cut,
+                            double *pred, double *actual)
+{
+    *pred = *actual = 0;
+    for (size_t i = 0; i < d->set.nshoppers; i++) {
+        const TrainShopper *t = &d->sh[i];
+        const Event *ev = d->ev + t->first;
+        if ((int)(t->key % 100) >= val_percent || t->n == 0 || ev[0].ts > cut)
+            continue;
+        size_t k = 0;
+        while (k < t->n && ev[k].ts <= cut)
+            k++;
+        Prediction p;
+        FallbackOutput fo;
+        serve_one(m, t, ev, k, ring, cut, &p, &fo);
+        *pred += p.ltv;
+        for (; k < t->n && ev[k].ts <= cut + (int64_t)H_DAYS * DAY; k++)
+            *actual += ev[k].type == EV_PURCHASE ? ev[k].value : ev[k].type == EV_REFUND ? -ev[k].value : 0.0;
+    }
+}
+
+/* served (d's nshoppers,): each of d's sequences as a state rebuilt from a
+ * ring of `ring` events sees it: its last `ring` events, with the encoder
+ * context and aggregates advanced through the ones before (the service
+ * gives the trainer these as set->served with the training history). */
+static void serve_windows(const Data *d, TrainShopper *served, size_t ring)
+{
+    for (size_t i = 0; i < d->set.nshoppers; i++) {
+        TrainShopper *v = &served[i];
+        *v = d->sh[i];
+        size_t skip = v->n > ring ? v->n - ring : 0;
+        for (size_t k = 0; k < skip; k++) {
+            encode_context_advance(&v->ctx0, &d->ev[v->first + k]);
+            shopper_agg_apply(&v->agg0, &d->ev[v->first + k]);
+        }
+        v->first += skip;
+        v->n -= skip;
+    }
+}
+
+/* What m serves at NOW, summed over d's shoppers: *net the predictions
+ * (each state rebuilt through the events of seqs[i], serve_one), *fb the
+ * fallback's for the same shoppers. */
+static void served_totals(const Data *d, const TrainShopper *seqs, const Model *m, size_t ring, double *net, double *fb)
+{
+    *net = *fb = 0;
+    for (size_t i = 0; i < d->set.nshoppers; i++) {
+        Prediction p;
+        FallbackOutput fo;
+        serve_one(m, &seqs[i], d->ev + seqs[i].first, seqs[i].n, ring, NOW, &p, &fo);
+        *net += p.ltv;
+        *fb += fo.ltv;
+    }
+}
+
+/* train.level=fallback from the training history: the sequences (two years,
+ * 121 events) are longer than the ring serving rebuilds states from
+ * (SERVE_RING), and the level is set so that what serving predicts after
+ * the swap, the states rebuilt from the rings, sums to the fallback's
+ * total at now; not the network's total over the whole sequences, which
+ * no shopper is served from. A short ring: this network forgets fast (its
+ * total from a ring of 8 is within 1e-5 of the whole sequences', from 2
+ * about 5e-3 off), and the test must tell the two apart. */
+#define SERVE_RING 2
+#define SERVE_TOL 1e-5 /* float states against the trainer's double: 1e-8 measured */
+static void check_fallback_level_as_served(void)
+{
+    static Data span;
+    static TrainShopper served[MAX_SHOPPERS];
+    make_span(&span, NSPAN, 720);
+    serve_windows(&span, served, SERVE_RING);
+    TrainConfig tc;
+    train_config(&tc, 30);
+    tc.level = 1;
+    tc.ring = SERVE_RING;
+    TrainSet set = span.set;
+    set.served = served;
+    set.history_events = set.nevents;
+    TrainResult tr;
+    train_ok(&set, &tc, 13, &tr);
+    ASSERT(tr.level_rule == LEVEL_RULE_FALLBACK && tr.level_shift != 0.0);
+    FallbackFit fit = prior_fit();
+    Model *m;
+    ASSERT(model_create(&m, tr.net, &fit, H_DAYS, MODEL_TRAINED, 1) == 0);
+    double net_ring, fb_ring, net_all, fb_all;
+    served_totals(&span, served, m, SERVE_RING, &net_ring, &fb_ring);
+    served_totals(&span, span.sh, m, SERVE_RING, &net_all, &fb_all);
+    printf("fallback level: served %.4f, fallback %.4f; from the whole sequences %.4f\n", net_ring, fb_ring,
+           net_all);
+    ASSERT_REL(fb_all, fb_ring, 1e-12); /* the same shoppers, aggregates and rings: only the states differ */
+    /* the rings' states are not the whole sequences' (else this test could not tell the two apart) */
+    ASSERT(fabs(net_all / net_ring - 1.0) > 100 * SERVE_TOL);
+    /* what is served sums to the fallback's total */
+    ASSERT_REL(net_ring, fb_ring, SERVE_TOL);
+    model_release(m);
+    lstm_weights_release(tr.net);
+}
+
+/* p's calibration: where held-out shoppers at now - H both bought and did
+ * not, the network's own level comes with Platt's calibration of p fitted
+ * on them, and what that network serves them at now - H sums to what they
+ * spent after (the level's calibration, p's included). With serving's
+ * states rebuilt from short rings (set->served), the served/trained ratio
+ * is taken with the calibrated p too: the held-out total, scaled by the
+ * rings' total at now over the whole sequences', is still exact. With
+ * fewer than 50 held-out shoppers without spend, p is left alone; the
+ * fallback's level always leaves it alone. */
+static void check_p_calibration(void)
+{
+    static Data churn;
+    static TrainShopper served[MAX_SHOPPERS];
+    make_span_churn(&churn, NCHURN, 720, true);
+    serve_windows(&churn, served, SERVE_RING);
+    const struct {
+        int level, val_percent;
+        bool rings;
+    } cases[] = {{2, 50, false}, {2, 50, true}, {2, 40, false}, {1, 50, false}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        TrainConfig tc;
+        train_config(&tc, cases[k].val_percent);
+        tc.level = cases[k].level;
+        tc.ring = cases[k].rings ? SERVE_RING : 0;
+        TrainSet set = churn.set;
+        set.history_events = set.nevents;
+        set.served = cases[k].rings ? served : NULL;
+        TrainResult tr;
+        train_ok(&set, &tc, 17, &tr);
+        ASSERT(tr.net->calib.p_scale == tr.p_scale && tr.net->calib.p_offset == tr.p_offset);
+        if (tc.level == 1) {
+            ASSERT(tr.level_rule == LEVEL_RULE_FALLBACK && tr.p_scale == 1.0 && tr.p_offset == 0.0);
+            lstm_weights_release(tr.net);
+            continue;
+        }
+        printf("p's calibration (%d%% held out%s): p_scale %.4f p_offset %.4f level_shift %.4f over %llu shoppers\n",
+               cases[k].val_percent, cases[k].rings ? ", served from rings" : "", tr.p_scale, tr.p_offset,
+               tr.level_shift, (unsigned long long)tr.level_shoppers);
+        ASSERT(tr.level_rule == LEVEL_RULE_NETWORK && tr.level_shoppers >= 100 && isfinite(tr.level_shift));
+        if (cases[k].val_percent == 40) /* 192 held out, 47 of them without spend: too few to fit p on */
+            ASSERT(tr.p_scale == 1.0 && tr.p_offset == 0.0);
+        else
+            ASSERT(tr.p_scale != 1.0 && tr.p_scale >= PLATT_SCALE_MIN && tr.p_scale <= PLATT_SCALE_MAX &&
+                   fabs(tr.p_offset) <= PLATT_OFFSET_MAX);
+        FallbackFit fit = prior_fit();
+        Model *m;
+        ASSERT(model_create(&m, tr.net, &fit, H_DAYS, MODEL_TRAINED, 1) == 0);
+        double pred, actual, scale = 1.0;
+        held_out_totals(&churn, m, tc.val_percent, (size_t)tc.ring, NOW - (int64_t)H_DAYS * DAY, &pred, &actual);
+        if (cases[k].rings) {
+            double net_ring, net_all, fb;
+            served_totals(&churn, served, m, SERVE_RING, &net_ring, &fb);
+            served_totals(&churn, churn.sh, m, SERVE_RING, &net_all, &fb);
+            ASSERT(fabs(net_all / net_ring - 1.0) > 100 * SERVE_TOL); /* the rings' states differ */
+            scale = net_ring / net_all;
+        }
+        printf("  served at now - H to the held-out shoppers: %.4f (x %.4f), their spend after %.4f\n", pred, scale,
+               actual);
+        ASSERT(actual > 0);
+        ASSERT_REL(pred * scale, actual, SERVE_TOL);
+        model_release(m);
+        lstm_weights_release(tr.net);
+    }
+}
+
+int main(void)
+{
+    static Data young;
+    make_data(&young, true, false, 1.0);
+    check_level_rules(&young);
+    check_fallback_level_as_served();
+    check_p_calibration();
+    TEST_DONE("test_level");
+}
