@@ -262,7 +262,7 @@ static HeadCalib calibrate_held_out(const LevelSums *l)
 {
     HeadCalib cal = HEAD_CALIB_NONE;
     const size_t n = l->n1;
-    double *buf = n - l->pos[1] >= LEVEL_MIN_POSITIVE ? malloc(2 * n * sizeof(double)) : NULL;
+    double *buf = l->pos[1] <= n && n - l->pos[1] >= LEVEL_MIN_POSITIVE ? malloc(2 * n * sizeof(double)) : NULL;
     if (buf) {
         double *x = buf, *y = buf + n;
         for (size_t i = 0; i < n; i++)

@@ -32,7 +32,7 @@ static uint64_t held_out_at_newest(const Data *data, int val_percent)
 }
 
 static void held_out_totals(const Data *d, const Model *m, int val_percent, size_t ring, int64_t cut,
-                            double *pred, double *actual);
+                            double *pred, double *actual, size_t *idle);
 
 /* The level rule for each train.level, seasonal (two years of shoppers) or
  * not (the `young` data), from the history or the rings; auto does not
@@ -86,7 +86,7 @@ static void check_level_rules(const Data *d)
                 Model *m;
                 ASSERT(model_create(&m, tr.net, &fit, H_DAYS, MODEL_TRAINED, 1) == 0);
                 double pred, actual;
-                held_out_totals(data, m, tc.val_percent, 0, NOW - (int64_t)H_DAYS * DAY, &pred, &actual);
+                held_out_totals(data, m, tc.val_percent, 0, NOW - (int64_t)H_DAYS * DAY, &pred, &actual, NULL);
                 ASSERT(actual > 0);
                 ASSERT_REL(pred, actual, 1e-5);
                 exact++;
@@ -129,12 +129,15 @@ static void serve_one(const Model *m, const TrainShopper *t, const Event *ev, si
 }
 
 /* What m serves at `cut` to d's held-out shoppers seen by then (*pred,
- * from their events up to cut, read with a ring of `ring`), and their net
- * spend in (cut, cut + H] (*actual). */
+ * from their events up to cut, read with a ring of `ring`), their net
+ * spend in (cut, cut + H] (*actual), and how many of them spent nothing
+ * there (*idle, when not NULL). */
 static void held_out_totals(const Data *d, const Model *m, int val_percent, size_t ring, int64_t cut,
-                            double *pred, double *actual)
+                            double *pred, double *actual, size_t *idle)
 {
     *pred = *actual = 0;
+    if (idle)
+        *idle = 0;
     for (size_t i = 0; i < d->set.nshoppers; i++) {
         const TrainShopper *t = &d->sh[i];
         const Event *ev = d->ev + t->first;
@@ -147,8 +150,12 @@ static void held_out_totals(const Data *d, const Model *m, int val_percent, size
         FallbackOutput fo;
         serve_one(m, t, ev, k, ring, cut, &p, &fo);
         *pred += p.ltv;
+        double spend = 0;
         for (; k < t->n && ev[k].ts <= cut + (int64_t)H_DAYS * DAY; k++)
-            *actual += ev[k].type == EV_PURCHASE ? ev[k].value : ev[k].type == EV_REFUND ? -ev[k].value : 0.0;
+            spend += ev[k].type == EV_PURCHASE ? ev[k].value : ev[k].type == EV_REFUND ? -ev[k].value : 0.0;
+        *actual += spend;
+        if (idle)
+            *idle += spend <= 0;
     }
 }
 
@@ -277,7 +284,11 @@ static void check_p_calibration(void)
         Model *m;
         ASSERT(model_create(&m, tr.net, &fit, H_DAYS, MODEL_TRAINED, 1) == 0);
         double pred, actual, scale = 1.0;
-        held_out_totals(&churn, m, tc.val_percent, (size_t)tc.ring, NOW - (int64_t)H_DAYS * DAY, &pred, &actual);
+        size_t idle;
+        held_out_totals(&churn, m, tc.val_percent, (size_t)tc.ring, NOW - (int64_t)H_DAYS * DAY, &pred, &actual,
+                        &idle);
+        /* the premises: the gate's case has too few held-out shoppers without spend, the others enough */
+        ASSERT(cases[k].val_percent == 40 ? idle < 50 : idle >= 50);
         if (cases[k].rings) {
             double net_ring, net_all, fb;
             served_totals(&churn, served, m, SERVE_RING, &net_ring, &fb);

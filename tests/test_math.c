@@ -587,11 +587,14 @@ static void test_platt(void)
 {
     enum { N = 40000 };
     static double z[N], y[N];
-    const double truth[][2] = {{0.5, 1.4}, {0.0, 1.0}, {-1.0, 0.7}};
+    /* the last: far from the start (0, 1), where a full Newton step
+     * overshoots and only the halved steps reach the maximum */
+    const double truth[][2] = {{0.5, 1.4}, {0.0, 1.0}, {-1.0, 0.7}, {7.26, 2.5}};
     uint64_t s = 42;
     for (size_t t = 0; t < sizeof truth / sizeof truth[0]; t++) {
         for (int i = 0; i < N; i++) {
-            z[i] = 4.0 * unit_draw(&s) - 3.0; /* logits in (-3, 1): mostly unlikely buyers, as shoppers are */
+            z[i] = t < 3 ? 4.0 * unit_draw(&s) - 3.0 /* logits in (-3, 1): mostly unlikely buyers, as shoppers are */
+                         : 3.6 * unit_draw(&s) - 3.15;
             y[i] = unit_draw(&s) < sigmoid(truth[t][1] * z[i] + truth[t][0]) ? 12.5 : 0.0;
         }
         double b = 0, a = 0;
