@@ -72,6 +72,7 @@ typedef struct ModelInfo {
     int64_t trained_at;
     int horizon_days, hidden_size;
     TrainFigures train;
+    HeadCalib calib;           /* the serving network's level shift and p's calibration (HEAD_CALIB_NONE: fallback) */
     FallbackFit fallback;
     RetrainState retrain_state;
     uint64_t retrain_job;

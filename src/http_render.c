@@ -274,10 +274,11 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
     textbuf_printf(b,
                   "\"horizon_days\":%d,\"hidden_size\":%d,"
                   "\"training\":{\"examples\":%llu,\"users\":%llu,\"epochs\":%llu,\"val_loss\":%.6g,"
-                  "\"val_gini\":%.6g,\"seconds\":%.3f},",
+                  "\"val_gini\":%.6g,\"seconds\":%.3f,\"level_shift\":%.6g,\"p_scale\":%.6g,\"p_offset\":%.6g},",
                   mi->horizon_days, mi->hidden_size, (unsigned long long)mi->train.examples,
                   (unsigned long long)mi->train.users, (unsigned long long)mi->train.epochs,
-                  finite_or_zero(mi->train.val_loss), finite_or_zero(mi->train.val_gini), mi->train.seconds);
+                  finite_or_zero(mi->train.val_loss), finite_or_zero(mi->train.val_gini), mi->train.seconds,
+                  mi->calib.level_shift, mi->calib.p_scale, mi->calib.p_offset);
     const FallbackFit *f = &mi->fallback;
     textbuf_printf(b,
                   "\"fallback\":{\"model\":\"bgnbd+gamma_gamma\",\"fitted\":%s,\"fitted_at\":%s%s%s,"

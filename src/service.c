@@ -468,6 +468,7 @@ void service_model_info(Service *s, ModelInfo *out)
     out->horizon_days = m->horizon_days;
     out->hidden_size = m->net->cfg.hidden;
     out->train = m->train;
+    out->calib = m->status == MODEL_TRAINED ? m->net->calib : HEAD_CALIB_NONE;
     out->fallback = m->fallback;
     out->has_adj = m->has_adj;
     out->adj = m->adj;

@@ -7,7 +7,9 @@ cutting itself.
   (clock=event) has moved far enough, the same shoppers' early cut times
   have matured and the network trains.
 - A new network serves only if it beats the serving model on validation:
-  the first network beats the fallback and is swapped in; after a restart, a
+  the first network beats the fallback and is swapped in, and GET /v1/model's
+  `training` gives the level and p's calibration it serves with, also after
+  a restart; after the restart, a
   retrain that cannot beat it (learning rate 1e-6, one epoch: it stays near
   its random start) is reported as not swapped, and the serving network,
   its figures and its predictions stay as they were, with no state rebuilt.
@@ -104,6 +106,11 @@ def swap_only_when_better():
             check(m1["status"] == "trained" and m1["trained_at"] is not None and m1["version"] > v0, m1)
             check(m1["training"]["examples"] == lt1["examples"] and m1["training"]["val_loss"] == lt1["val_loss"],
                   m1)
+            # what the serving network applies is what its training chose
+            tr1 = m1["training"]
+            check((tr1["level_shift"], tr1["p_scale"], tr1["p_offset"]) ==
+                  (lt1["level"]["shift"], lt1["level"]["p_scale"], lt1["level"]["p_offset"]), (tr1, lt1["level"]))
+            check(tr1["level_shift"] != 0, tr1)
             p1 = s.json("POST", "/v1/ltv/batch", {"user_ids": ids, "as_of": as_of})[1]["predictions"]
             check(all(p["source"] == "network" and p["model_version"] == m1["version"] for p in p1), p1)
 
@@ -113,6 +120,9 @@ def swap_only_when_better():
                                              "train.learning_rate": "0.000001"}), storage_dir=d) as s:
             m0 = s.json("GET", "/v1/model")[1]
             check(m0["status"] == "trained" and m0["version"] == m1["version"], m0)
+            # after the restart the serving network's figures, its level and p's calibration included, are the
+            # file's (the last training's are gone with the process)
+            check(m0["training"] == m1["training"], (m0["training"], m1["training"]))
             m2 = retrain(s)
             lt = m2["retrain"]["last_training"]
             check(lt["epochs"] == 1 and lt["swapped"] is False, lt)
