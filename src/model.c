@@ -12,9 +12,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "platt.h"
 #include "hash.h"
 #include "head.h"
+#include "platt.h"
 #include "util.h"
 
 static float uniform_pm(uint64_t *s, float scale)
@@ -520,7 +520,8 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     /* each format has its one count of head inputs */
     const bool old_head = u32[0] < 5u && u32[3] == MODEL_V4_HEAD_EXTRA;
     const bool v5_head = u32[0] == 5u && u32[3] == MODEL_V5_HEAD_EXTRA;
-    const bool this_head = (u32[0] == 6u || u32[0] == MODEL_FORMAT_VERSION) && u32[3] == HEAD_EXTRA; /* 6: no calibration of p */
+    /* format 6 is this head without p's calibration */
+    const bool this_head = (u32[0] == 6u || u32[0] == MODEL_FORMAT_VERSION) && u32[3] == HEAD_EXTRA;
     if (u32[1] != FEATURE_DIM || !(old_head || v5_head || this_head)) {
         snprintf(err, errlen, "%s: shapes input=%u hidden=%u extra=%u do not match this config (%d, %d, %d)", path,
                  u32[1], u32[2], u32[3], FEATURE_DIM, expect_hidden, HEAD_EXTRA);

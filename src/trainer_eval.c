@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "platt.h"
 #include "head.h"
 #include "log.h"
 #include "pace.h"
+#include "platt.h"
 #include "ranking.h"
 #include "trainer.h"
 #include "trainer_internal.h"
@@ -95,7 +95,8 @@ static int predict_cuts(const double *theta, int H, bool hybrid, const HeadCalib
         if (!s->val && !all)
             continue;
         for (int ci = 0; ci < s->ncuts; ci++, k++)
-            fn(arg, &s->cuts[ci], theta ? cp.pred[k] : fallback_mean(&s->cuts[ci]), theta ? cp.z + HEAD_OUT * k : NULL);
+            fn(arg, &s->cuts[ci], theta ? cp.pred[k] : fallback_mean(&s->cuts[ci]),
+               theta ? cp.z + HEAD_OUT * k : NULL);
     }
     free(cp.seqs), free(cp.first), free(cp.pred), free(cp.z);
     return 0;
@@ -133,7 +134,8 @@ double trainer_val_gini(const double *theta, int H, const Dataset *d, bool hybri
         .pa = malloc((n ? n : 1) * 2 * sizeof(double)),
     };
     double g = 0;
-    if (gp.pp && gp.pf && gp.pa && predict_cuts(theta, H, hybrid, &HEAD_CALIB_NONE, d, false, add_gini_pair, &gp) == 0 && gp.n) {
+    if (gp.pp && gp.pf && gp.pa &&
+        predict_cuts(theta, H, hybrid, &HEAD_CALIB_NONE, d, false, add_gini_pair, &gp) == 0 && gp.n) {
         double gn = ranking_gini(gp.pp, gp.n, true), gf = ranking_gini(gp.pf, gp.n, true);
         double ga = ranking_gini(gp.pa, gp.n, false);
         g = ga > 0 ? gn / ga : 0;
