@@ -9,9 +9,10 @@
 #include "shopper.h"
 
 #define FEATURE_DIM 16   /* I: LSTM input width */
-#define HEAD_EXTRA 11    /* E: head inputs besides h */
-#define HEAD_EXTRA_SHOPPER 9 /* e[0..8] describe the shopper and as_of; e[9], e[10] are the fallback's */
-#define HEAD_EXTRA_SEASON 7  /* e[7], e[8]: the time of year at as_of */
+#define HEAD_EXTRA 13    /* E: head inputs besides h */
+#define HEAD_EXTRA_SHOPPER 11 /* e[0..10] describe the shopper and as_of; e[11], e[12] are the fallback's */
+#define HEAD_EXTRA_SEASON 9   /* e[9], e[10]: the time of year at as_of */
+#define HEAD_EXTRA_SILENCE 7  /* e[7], e[8]: the silence's log beyond 30 and 180 days */
 
 /* What the encoder knows of a shopper's in-order history before an event.
  * It is kept per shopper and for the oldest event of the recent-event ring,
@@ -48,7 +49,10 @@ void encode_context_advance(EncodeContext *ctx, const Event *ev);
 /* e (HEAD_EXTRA,) for a shopper at as_of (docs/MODEL.md, "Head"): recency,
  * tenure, purchases, spend, the days since the last browse, cart and
  * purchase (log-scaled; as long as the tenure when there was none), the
- * time of year at as_of (sin, cos: the season of the horizon ahead), then
+ * log-scaled recency again beyond 30 and beyond 180 days (hinges: the head
+ * is linear in its inputs, and a purchase's odds do not fall linearly in
+ * log silence), the time of year at as_of (sin, cos: the season of the
+ * horizon ahead), then
  * bg_log_ltv, log1p of the fallback's expected spend, and bg_p_alive, its
  * P(alive). agg may be NULL for an unknown shopper, rs NULL when no event
  * is retained. */

@@ -114,9 +114,12 @@ void encode_head_extra(float *e, const ShopperAgg *agg, const RecentSummary *rs,
     e[4] = (float)log1p(days_since(browse, as_of, age));   /* since the last view or click */
     e[5] = (float)log1p(days_since(cart, as_of, age));     /* since the last add-to-cart */
     e[6] = (float)log1p(days_since(purchase, as_of, age)); /* since the last purchase */
+    const double silence = log1p(recency);
+    e[7] = (float)fmax(0.0, silence - log1p(30.0));  /* the silence beyond a month */
+    e[8] = (float)fmax(0.0, silence - log1p(180.0)); /* and beyond half a year */
     double year = two_pi * year_phase(as_of);
-    e[7] = (float)sin(year);        /* the time of year at as_of: the season of the horizon ahead */
-    e[8] = (float)cos(year);
-    e[9] = (float)bg_log_ltv;       /* fallback's expectation: anchors the level */
-    e[10] = (float)bg_p_alive;
+    e[9] = (float)sin(year);        /* the time of year at as_of: the season of the horizon ahead */
+    e[10] = (float)cos(year);
+    e[11] = (float)bg_log_ltv;      /* fallback's expectation: anchors the level */
+    e[12] = (float)bg_p_alive;
 }

@@ -129,12 +129,25 @@ static void test_encoding(void)
     encode_head_extra(e_may, &agg, NULL, may, 1.0, 0.5);
     Event at_nov = {.ts = nov, .type = EV_VIEW};
     encode_event(x, &at_nov, &ctx);
-    ASSERT_NEAR(e_nov[7], x[11], 1e-6);
-    ASSERT_NEAR(e_nov[8], x[12], 1e-6);
-    ASSERT_NEAR(e_may[7], -e_nov[7], 1e-5);
-    ASSERT_NEAR(e_may[8], -e_nov[8], 1e-5);
-    ASSERT_NEAR(e_nov[9], 1.0, 0);        /* then the fallback's two */
-    ASSERT_NEAR(e_nov[10], 0.5, 0);
+    const int S = HEAD_EXTRA_SEASON;
+    ASSERT_NEAR(e_nov[S], x[11], 1e-6);
+    ASSERT_NEAR(e_nov[S + 1], x[12], 1e-6);
+    ASSERT_NEAR(e_may[S], -e_nov[S], 1e-5);
+    ASSERT_NEAR(e_may[S + 1], -e_nov[S + 1], 1e-5);
+    ASSERT_NEAR(e_nov[HEAD_EXTRA_SHOPPER], 1.0, 0); /* then the fallback's two */
+    ASSERT_NEAR(e_nov[HEAD_EXTRA_SHOPPER + 1], 0.5, 0);
+    /* the silence hinges: log1p of the recency beyond 30 and 180 days, 0 before */
+    const int Q = HEAD_EXTRA_SILENCE;
+    float e[HEAD_EXTRA];
+    encode_head_extra(e, &agg, NULL, agg.last_ts + 10 * 86400, 1.0, 0.5);
+    ASSERT(e[Q] == 0.0f && e[Q + 1] == 0.0f);
+    encode_head_extra(e, &agg, NULL, agg.last_ts + 90 * 86400, 1.0, 0.5);
+    ASSERT_NEAR(e[Q], log(91.0) - log(31.0), 1e-6);
+    ASSERT(e[Q + 1] == 0.0f);
+    encode_head_extra(e, &agg, NULL, agg.last_ts + 400 * 86400, 1.0, 0.5);
+    ASSERT_NEAR(e[0], log(401.0), 1e-5);
+    ASSERT_NEAR(e[Q], log(401.0) - log(31.0), 1e-5);
+    ASSERT_NEAR(e[Q + 1], log(401.0) - log(181.0), 1e-5);
 }
 
 /* The bytes of a file; *len its length. */
@@ -164,17 +177,51 @@ static void write_model_bytes(const char *path, unsigned char *b, size_t n, uint
 
 /* Format 7 added p's calibration (f64 p_scale, p_offset) after the level
  * shift, at byte 64: the magic (8), eight u32 (32), version, trained_at,
- * level_shift (8 each). A format-7 file's bytes (CRC included) as format 6
- * (CRC not included): those 16 bytes cut. */
+ * level_shift (8 each). Format 8 added the two silence hinges to the head's
+ * inputs, format 6 the time of year (two each; docs/MODEL.md, "Model
+ * file"). */
 #define CALIB_AT 64u
-static unsigned char *as_format6(const unsigned char *b7, size_t len7, size_t *n6)
+
+/* A file of this build (bytes b, len with its CRC, hidden H, no adjuster
+ * table) as the older format `format` (5, 6 or 7; its CRC not included,
+ * *n its length): the calibration cut before format 7, the hinges' head
+ * columns cut before format 8, the time of year's before format 6. */
+static unsigned char *as_format(const unsigned char *b, size_t len, int H, uint32_t format, size_t *n)
 {
-    unsigned char *b6 = malloc(len7);
-    ASSERT(b6);
-    memcpy(b6, b7, CALIB_AT);
-    memcpy(b6 + CALIB_AT, b7 + CALIB_AT + 16u, len7 - CALIB_AT - 16u - 4u);
-    *n6 = len7 - 16u - 4u;
-    return b6;
+    unsigned char *o = malloc(len);
+    ASSERT(o);
+    const size_t U = (size_t)H + HEAD_EXTRA, cut = format < 7u ? 16u : 0u;
+    /* tail: head_w (3 U floats), head_b (3), has_adjuster (u32 0), CRC */
+    const size_t hw = len - ((3u * U + 3u) * 4u + 4u + 4u);
+    memcpy(o, b, CALIB_AT);
+    memcpy(o + CALIB_AT, b + CALIB_AT + cut, hw - CALIB_AT - cut);
+    size_t k = hw - cut;
+    uint32_t extra = 0;
+    for (int r = 0; r < HEAD_OUT; r++)
+        for (size_t j = 0; j < U; j++) {
+            const int e = (int)j - H;
+            if (e >= HEAD_EXTRA_SILENCE && e < HEAD_EXTRA_SEASON)
+                continue;
+            if (format < 6u && e >= HEAD_EXTRA_SEASON && e < HEAD_EXTRA_SHOPPER)
+                continue;
+            memcpy(o + k, b + hw + ((size_t)r * U + j) * 4u, 4);
+            k += 4;
+            extra += r == 0 && e >= 0;
+        }
+    memcpy(o + k, b + hw + 3u * U * 4u, 3u * 4u + 4u);
+    *n = k + 3u * 4u + 4u;
+    memcpy(o + 20, &extra, 4); /* after the magic: format, input, hidden, extra */
+    return o;
+}
+
+/* Sets the head's weights on inputs [from, to) to 0: what an older format
+ * had no input for. */
+static void zero_head_inputs(LstmWeights *w, int from, int to)
+{
+    const int H = w->cfg.hidden, U = H + HEAD_EXTRA;
+    for (int r = 0; r < HEAD_OUT; r++)
+        for (int e = from; e < to; e++)
+            w->head_w[r * U + H + e] = 0.0;
 }
 
 /* The head under a calibration: p = σ(p_scale z0 + p_offset), μ = z1 +
@@ -191,15 +238,17 @@ static void test_head_calibration(void)
     ASSERT(none.mu == 2.0 && none.sigma == c.sigma);
 }
 
-/* p's calibration is saved and loaded with the network (format 7), and a
- * file of format 6, before it, loads whole with none: its network predicts
- * exactly what a network with p_scale 1 and p_offset 0 does. */
+/* p's calibration is saved and loaded with the network (since format 7),
+ * and a file of format 6, before it, loads whole with none: its network
+ * predicts exactly what a network with p_scale 1 and p_offset 0 does. A
+ * format-7 file (no silence hinges) loads with its calibration. */
 static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *agg, const char *path)
 {
     const int H = 8;
     LstmWeights *net;
     ASSERT(lstm_weights_create(&net, H, 9, 3) == 0);
     net->hybrid = true;
+    zero_head_inputs(net, HEAD_EXTRA_SILENCE, HEAD_EXTRA_SEASON); /* formats 6 and 7 have no hinges */
     ASSERT(net->calib.p_scale == 1.0 && net->calib.p_offset == 0.0); /* a new network: no calibration */
     net->calib = (HeadCalib){.level_shift = 0.2, .p_scale = 1.3, .p_offset = -0.4};
     Model *m, *loaded, *none, *six;
@@ -209,9 +258,16 @@ static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *a
     ASSERT(model_load(&loaded, path, H, err, sizeof err) == 0);
     ASSERT(loaded->net->calib.level_shift == 0.2 && loaded->net->calib.p_scale == 1.3 &&
            loaded->net->calib.p_offset == -0.4);
-    size_t len7, n6;
-    unsigned char *b7 = file_bytes(path, &len7);
-    unsigned char *b6 = as_format6(b7, len7, &n6);
+    size_t len8, n6, n7;
+    unsigned char *b8 = file_bytes(path, &len8);
+    unsigned char *b7 = as_format(b8, len8, H, 7, &n7), *b6 = as_format(b8, len8, H, 6, &n6);
+    write_model_bytes(path, b7, n7, 7);
+    Model *seven;
+    ASSERT(model_load(&seven, path, H, err, sizeof err) == 0);
+    ASSERT(seven->net->calib.level_shift == 0.2 && seven->net->calib.p_scale == 1.3 &&
+           seven->net->calib.p_offset == -0.4);
+    ASSERT(memcmp(seven->net->head_w, net->head_w, sizeof(double) * 3u * (size_t)(H + HEAD_EXTRA)) == 0);
+    model_release(seven);
     write_model_bytes(path, b6, n6, 6);
     ASSERT(model_load(&six, path, H, err, sizeof err) == 0);
     ASSERT(six->status == MODEL_TRAINED && six->net->calib.level_shift == 0.2);
@@ -219,6 +275,7 @@ static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *a
     LstmWeights *plain; /* the same weights (the same seed), p uncalibrated: a model shares its weights */
     ASSERT(lstm_weights_create(&plain, H, 9, 3) == 0);
     plain->hybrid = true;
+    zero_head_inputs(plain, HEAD_EXTRA_SILENCE, HEAD_EXTRA_SEASON);
     plain->calib.level_shift = 0.2;
     ASSERT(model_create(&none, plain, fit, 182, MODEL_TRAINED, 1) == 0);
     lstm_weights_release(plain);
@@ -239,29 +296,29 @@ static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *a
     double lc = log(c.p_active / (1 - c.p_active)), la = log(a.p_active / (1 - a.p_active));
     ASSERT_NEAR(la, 1.3 * lc - 0.4, 1e-9);
     ASSERT_REL(a.ltv / a.p_active, c.ltv / c.p_active, 1e-9); /* the mean given a purchase is p's calibration's own */
-    /* a format-7 file whose calibration is out of range is refused */
+    /* a file whose calibration is out of range is refused */
     double bad = 9.0;
-    memcpy(b7 + CALIB_AT, &bad, sizeof bad);
-    write_model_bytes(path, b7, len7 - 4u, 7);
+    memcpy(b8 + CALIB_AT, &bad, sizeof bad);
+    write_model_bytes(path, b8, len8 - 4u, MODEL_FORMAT_VERSION);
     Model *refused = NULL;
     ASSERT(model_load(&refused, path, H, err, sizeof err) != 0 && refused == NULL);
     ASSERT(strstr(err, "calibration") != NULL);
     double one = 1.0, over = 51.0; /* p_scale back, p_offset beyond 50 */
-    memcpy(b7 + CALIB_AT, &one, sizeof one);
-    memcpy(b7 + CALIB_AT + 8u, &over, sizeof over);
-    write_model_bytes(path, b7, len7 - 4u, 7);
+    memcpy(b8 + CALIB_AT, &one, sizeof one);
+    memcpy(b8 + CALIB_AT + 8u, &over, sizeof over);
+    write_model_bytes(path, b8, len8 - 4u, MODEL_FORMAT_VERSION);
     ASSERT(model_load(&refused, path, H, err, sizeof err) != 0 && refused == NULL);
     ASSERT(strstr(err, "calibration") != NULL);
-    free(b7), free(b6);
+    free(b8), free(b7), free(b6);
     model_release(m), model_release(loaded), model_release(none), model_release(six);
     lstm_weights_release(net);
 }
 
-/* A model file of format 5 (9 head inputs: no time of year at as_of) loads
- * as a trained network that predicts what it did: its head weights land on
- * their inputs, and the two new inputs get weight 0. Made from a format-7
- * file whose season weights are 0 and p uncalibrated, with the calibration
- * and those two columns cut out. */
+/* A model file of format 5 (9 head inputs: no time of year at as_of, no
+ * silence hinges) loads as a trained network that predicts what it did:
+ * its head weights land on their inputs, and the four new inputs get
+ * weight 0. Made from a file of this build whose weights on those inputs
+ * are 0 and p uncalibrated, with the calibration and those columns cut. */
 static void test_format5_head(const LstmWeights *proto, const FallbackFit *fit, const ShopperAgg *agg,
                               const char *path)
 {
@@ -269,34 +326,20 @@ static void test_format5_head(const LstmWeights *proto, const FallbackFit *fit, 
     LstmWeights *net;
     ASSERT(lstm_weights_create(&net, H, 7, 2) == 0);
     net->hybrid = true;
-    for (int r = 0; r < HEAD_OUT; r++) {
+    for (int r = 0; r < HEAD_OUT; r++)
         for (int j = 0; j < U; j++)
             net->head_w[r * U + j] = (float)(0.01 * (j % 7) - 0.02 * r);
-        net->head_w[r * U + H + 7] = net->head_w[r * U + H + 8] = 0.0;
-    }
+    zero_head_inputs(net, HEAD_EXTRA_SILENCE, HEAD_EXTRA_SHOPPER);
     Model *m;
     ASSERT(model_create(&m, net, fit, 182, MODEL_TRAINED, 1) == 0);
     ASSERT(model_save(m, path) == 0);
-    size_t len7, len;
-    unsigned char *b7 = file_bytes(path, &len7);
-    unsigned char *b6 = as_format6(b7, len7, &len), *b5 = malloc(len);
-    ASSERT(b5);
-    /* tail: head_w (3 U floats), head_b (3), has_adjuster (u32 0) */
-    size_t tail = (3u * (size_t)U + 3u) * 4u + 4u, hw = len - tail, n5 = 0;
-    memcpy(b5, b6, hw);
-    n5 = hw;
-    for (int r = 0; r < HEAD_OUT; r++)
-        for (int j = 0; j < U; j++)
-            if (j != H + 7 && j != H + 8) {
-                memcpy(b5 + n5, b6 + hw + ((size_t)r * (size_t)U + (size_t)j) * 4u, 4);
-                n5 += 4;
-            }
-    memcpy(b5 + n5, b6 + hw + 3u * (size_t)U * 4u, 3u * 4u + 4u);
-    n5 += 3u * 4u + 4u;
-    uint32_t nine = 9;
-    memcpy(b5 + 20, &nine, 4); /* extra: format, input, hidden, extra */
+    size_t len8, n5;
+    unsigned char *b8 = file_bytes(path, &len8), *b5 = as_format(b8, len8, H, 5, &n5);
+    uint32_t nine;
+    memcpy(&nine, b5 + 20, 4);
+    ASSERT(nine == MODEL_V5_HEAD_EXTRA);
     write_model_bytes(path, b5, n5, 5);
-    free(b5), free(b6), free(b7);
+    free(b5), free(b8);
     Model *loaded;
     char err[256];
     ASSERT(model_load(&loaded, path, H, err, sizeof err) == 0);
@@ -305,7 +348,7 @@ static void test_format5_head(const LstmWeights *proto, const FallbackFit *fit, 
     float h[LSTM_MAX_HIDDEN];
     for (int j = 0; j < H; j++)
         h[j] = 0.1f * (float)(j % 5) - 0.2f;
-    for (int k = 0; k < 3; k++) { /* three seasons */
+    for (int k = 0; k < 3; k++) { /* three seasons, and silences of 1 to 241 days */
         int64_t at = agg->last_ts + (1 + 120 * k) * 86400;
         Prediction a, b;
         model_predict(m, h, agg, NULL, at, &a);
@@ -402,7 +445,7 @@ static void test_prediction_decays_with_silence(void)
     free(bytes);
     /* a format-3 header on this build's body: each format has its one count
      * of head inputs (3 and 4: 6), so no writer made this file */
-    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "extra=11"));
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "extra=13"));
     test_format5_head(net, &fit, &agg, path);
     test_format6_calibration(&fit, &agg, path);
     test_head_calibration();
