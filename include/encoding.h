@@ -9,10 +9,11 @@
 #include "shopper.h"
 
 #define FEATURE_DIM 16   /* I: LSTM input width */
-#define HEAD_EXTRA 13    /* E: head inputs besides h */
-#define HEAD_EXTRA_SHOPPER 11 /* e[0..10] describe the shopper and as_of; e[11], e[12] are the fallback's */
+#define HEAD_EXTRA 15    /* E: head inputs besides h */
+#define HEAD_EXTRA_SHOPPER 11 /* e[0..10] describe the shopper and as_of; e[11..14] carry the fallback's */
 #define HEAD_EXTRA_SEASON 9   /* e[9], e[10]: the time of year at as_of */
 #define HEAD_EXTRA_SILENCE 7  /* e[7], e[8]: the silence's log beyond 30 and 180 days */
+#define HEAD_EXTRA_SEASON_BY_P 13 /* e[13], e[14]: the time of year times the fallback's p */
 
 /* What the encoder knows of a shopper's in-order history before an event.
  * It is kept per shopper and for the oldest event of the recent-event ring,
@@ -54,9 +55,12 @@ void encode_context_advance(EncodeContext *ctx, const Event *ev);
  * log silence), the time of year at as_of (sin, cos: the season of the
  * horizon ahead), then
  * bg_log_ltv, log1p of the fallback's expected spend, and bg_p_alive, its
- * P(alive). agg may be NULL for an unknown shopper, rs NULL when no event
+ * P(alive), and last the time of year times bg_p_active, the fallback's
+ * probability of a purchase in the horizon (so the season can move an
+ * active shopper's spend and a rare buyer's odds by different amounts; a
+ * linear head otherwise gives every shopper the same season term). agg may be NULL for an unknown shopper, rs NULL when no event
  * is retained. */
 void encode_head_extra(float *e, const ShopperAgg *agg, const RecentSummary *rs, int64_t as_of, double bg_log_ltv,
-                       double bg_p_alive);
+                       double bg_p_alive, double bg_p_active);
 
 #endif

@@ -10,7 +10,7 @@
  * Two variants (docs/MODEL.md):
  *   hybrid:    e' = e and a' = the fallback's anchors (head_anchors), so
  *              o = 0 reproduces the fallback's p and mean;
- *   lstm-only: e' = e with the fallback's inputs e[9], e[10] read as 0, and
+ *   lstm-only: e' = e with the fallback's inputs e[11..14] read as 0, and
  *              a' = 0: nothing of the fallback reaches it.
  * Double precision (serving widens its float state). Pure functions, any
  * thread, no allocation. */

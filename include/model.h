@@ -26,10 +26,11 @@
 #include "ziln.h"
 
 #define MODEL_FILE_NAME "model.bin"
-#define MODEL_FORMAT_VERSION 8u
+#define MODEL_FORMAT_VERSION 9u
 #define MODEL_V4_HEAD_EXTRA 6 /* head inputs of formats 3 and 4 */
 #define MODEL_V5_HEAD_EXTRA 9 /* of format 5: no time of year at as_of, no silence hinges */
 #define MODEL_V7_HEAD_EXTRA 11 /* of formats 6 and 7: no silence hinges (e[7], e[8] now) */
+#define MODEL_V8_HEAD_EXTRA 13 /* of format 8: no season by the fallback's p (e[13], e[14] now) */
 
 typedef enum { MODEL_FALLBACK = 0, MODEL_TRAINED = 1 } ModelStatus;
 

@@ -141,7 +141,7 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
             FallbackOutput fo;
             model_fallback(fit, cfg->horizon_days, &agg, &rs, c, &fo);
             float e[NE];
-            encode_head_extra(e, &agg, &rs, c, log1p(fo.ltv), fo.p_alive);
+            encode_head_extra(e, &agg, &rs, c, log1p(fo.ltv), fo.p_alive, fo.p_active);
             for (int j = 0; j < NE; j++)
                 ct->e[j] = e[j];
             head_anchors(&fo, &ct->a0, &ct->a1);

@@ -89,7 +89,7 @@ static double days_since(int64_t ts, int64_t as_of, double tenure)
 }
 
 void encode_head_extra(float *e, const ShopperAgg *agg, const RecentSummary *rs, int64_t as_of, double bg_log_ltv,
-                       double bg_p_alive)
+                       double bg_p_alive, double bg_p_active)
 {
     double recency = 0.0, age = 0.0, purchases = 0.0, spend = 0.0;
     int64_t browse = 0, cart = 0, purchase = 0;
@@ -122,4 +122,6 @@ void encode_head_extra(float *e, const ShopperAgg *agg, const RecentSummary *rs,
     e[10] = (float)cos(year);
     e[11] = (float)bg_log_ltv;      /* fallback's expectation: anchors the level */
     e[12] = (float)bg_p_alive;
+    e[13] = (float)(bg_p_active * sin(year)); /* the season, by how active the fallback finds the shopper */
+    e[14] = (float)(bg_p_active * cos(year));
 }

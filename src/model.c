@@ -193,7 +193,7 @@ void model_predict(const Model *m, const float *h, const ShopperAgg *agg, const 
         const LstmWeights *w = m->net;
         const int H = w->cfg.hidden;
         float ef[HEAD_EXTRA]; /* (E,) */
-        encode_head_extra(ef, agg, rs, as_of, log1p(fo.ltv), fo.p_alive);
+        encode_head_extra(ef, agg, rs, as_of, log1p(fo.ltv), fo.p_alive, fo.p_active);
         double hd[LSTM_MAX_HIDDEN], e[HEAD_EXTRA], zo[HEAD_OUT]; /* h (H,), e (E,), z (3,) in double */
         for (int j = 0; j < H; j++)
             hd[j] = h[j];
@@ -295,27 +295,30 @@ static void get_f32(FileBuf *f, double *v, size_t n)
     }
 }
 
-/* An older format's head_w into this build's (3, H+13): the columns an
+/* An older format's head_w into this build's (3, H+15): the columns an
  * older head did not have read as weight 0, which gives the network it
  * was. Format 5's rows: h, the shopper's 7, the fallback's 2; formats 6
  * and 7 add the time of year (2) before the fallback's; format 8 the
- * silence hinges (2) before the time of year. */
+ * silence hinges (2) before the time of year; format 9 the time of year
+ * times the fallback's p (2) last. */
 _Static_assert(HEAD_EXTRA_SILENCE == 7 && HEAD_EXTRA_SEASON == HEAD_EXTRA_SILENCE + 2 &&
-                   HEAD_EXTRA_SHOPPER == HEAD_EXTRA_SEASON + 2 && HEAD_EXTRA == HEAD_EXTRA_SHOPPER + 2 &&
-                   MODEL_V5_HEAD_EXTRA == HEAD_EXTRA_SILENCE + 2 && MODEL_V7_HEAD_EXTRA == MODEL_V5_HEAD_EXTRA + 2,
-               "head layout: the shopper's 7, the silence hinges 2, the time of year 2, the fallback's 2");
-static void get_old_head(FileBuf *f, double *head_w, int H, bool has_season)
+                   HEAD_EXTRA_SHOPPER == HEAD_EXTRA_SEASON + 2 && HEAD_EXTRA_SEASON_BY_P == HEAD_EXTRA_SHOPPER + 2 &&
+                   HEAD_EXTRA == HEAD_EXTRA_SEASON_BY_P + 2 && MODEL_V5_HEAD_EXTRA == HEAD_EXTRA_SILENCE + 2 &&
+                   MODEL_V7_HEAD_EXTRA == MODEL_V5_HEAD_EXTRA + 2 && MODEL_V8_HEAD_EXTRA == MODEL_V7_HEAD_EXTRA + 2,
+               "head layout: the shopper's 7, the silence hinges 2, the time of year 2, the fallback's 2, the season "
+               "by the fallback's p 2");
+static void get_old_head(FileBuf *f, double *head_w, int H, bool has_season, bool has_hinges)
 {
     const size_t U = (size_t)H + HEAD_EXTRA;
     for (int r = 0; r < HEAD_OUT; r++) {
         double *row = head_w + (size_t)r * U;
+        memset(row, 0, U * sizeof *row);
         get_f32(f, row, (size_t)H + HEAD_EXTRA_SILENCE);
-        row[H + HEAD_EXTRA_SILENCE] = row[H + HEAD_EXTRA_SILENCE + 1] = 0.0;
+        if (has_hinges)
+            get_f32(f, row + H + HEAD_EXTRA_SILENCE, 2);
         if (has_season)
             get_f32(f, row + H + HEAD_EXTRA_SEASON, 2);
-        else
-            row[H + HEAD_EXTRA_SEASON] = row[H + HEAD_EXTRA_SEASON + 1] = 0.0;
-        get_f32(f, row + H + HEAD_EXTRA_SHOPPER, HEAD_EXTRA - HEAD_EXTRA_SHOPPER);
+        get_f32(f, row + H + HEAD_EXTRA_SHOPPER, 2);
     }
 }
 
@@ -529,8 +532,9 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     const bool v5_head = u32[0] == 5u && u32[3] == MODEL_V5_HEAD_EXTRA;
     /* format 6 is format 7 without p's calibration */
     const bool v7_head = (u32[0] == 6u || u32[0] == 7u) && u32[3] == MODEL_V7_HEAD_EXTRA;
+    const bool v8_head = u32[0] == 8u && u32[3] == MODEL_V8_HEAD_EXTRA;
     const bool this_head = u32[0] == MODEL_FORMAT_VERSION && u32[3] == HEAD_EXTRA;
-    if (u32[1] != FEATURE_DIM || !(old_head || v5_head || v7_head || this_head)) {
+    if (u32[1] != FEATURE_DIM || !(old_head || v5_head || v7_head || v8_head || this_head)) {
         snprintf(err, errlen, "%s: shapes input=%u hidden=%u extra=%u do not match this config (%d, %d, %d)", path,
                  u32[1], u32[2], u32[3], FEATURE_DIM, expect_hidden, HEAD_EXTRA);
         goto fail;
@@ -585,8 +589,8 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     } else {
         get(&fb, w->w, sizeof(float) * lstm_w_len(&w->cfg));
         get(&fb, w->b, sizeof(float) * 4u * (size_t)w->cfg.hidden);
-        if (v5_head || v7_head)
-            get_old_head(&fb, w->head_w, w->cfg.hidden, v7_head);
+        if (v5_head || v7_head || v8_head)
+            get_old_head(&fb, w->head_w, w->cfg.hidden, v7_head || v8_head, v8_head);
         else
             get_f32(&fb, w->head_w, head_w_len(&w->cfg));
         get_f32(&fb, w->head_b, HEAD_OUT);

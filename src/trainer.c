@@ -189,13 +189,15 @@ typedef struct VariantResult {
 } VariantResult;
 
 /* Zeroes the head's weights (or their gradient) on the time of year at
- * as_of, for a network trained without it (trainer_run: seasonal). */
+ * as_of, alone and times the fallback's p, for a network trained without
+ * it (trainer_run: seasonal). */
 static void zero_season(double *theta, int H)
 {
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
     double *hw = theta + G * K + G;
     for (size_t r = 0; r < 3; r++)
-        hw[r * U + (size_t)H + HEAD_EXTRA_SEASON] = hw[r * U + (size_t)H + HEAD_EXTRA_SEASON + 1] = 0.0;
+        for (int j = 0; j < 2; j++)
+            hw[r * U + (size_t)H + HEAD_EXTRA_SEASON + j] = hw[r * U + (size_t)H + HEAD_EXTRA_SEASON_BY_P + j] = 0.0;
 }
 
 /* Fits one head variant from its seeded start with Adam and early stopping:

@@ -184,7 +184,7 @@ static int totals_at_now(const TrainSet *set, const TrainConfig *cfg, const Fall
         FallbackOutput fo;
         model_fallback(fit, cfg->horizon_days, &agg, &rs, set->now, &fo);
         float ef[NE];
-        encode_head_extra(ef, &agg, &rs, set->now, log1p(fo.ltv), fo.p_alive);
+        encode_head_extra(ef, &agg, &rs, set->now, log1p(fo.ltv), fo.p_alive, fo.p_active);
         double e[NE], zo[HEAD_OUT];
         for (int j = 0; j < NE; j++)
             e[j] = ef[j];

@@ -57,7 +57,7 @@ tests, test = test_registry()
 
 # docs/PERFORMANCE.md: RSS per shopper with 1M shoppers (H = 32, 32 recent
 # events), and the bounds of docs/MODEL.md ("Training": 56 B per copied
-# event, 128 B per encoded event, 176 B per example; with the training
+# event, 128 B per encoded event, 192 B per example; with the training
 # history 32 B more per event read from it, and at most train.max_events
 # events), docs/DURABILITY.md
 # (two log buffers), docs/OPERATIONS.md (4096 connections x 8 KiB, 28 B per
@@ -65,7 +65,7 @@ tests, test = test_registry()
 BYTES_PER_SHOPPER = 909
 TRAIN_BYTES_PER_EVENT = 56 + 128
 HISTORY_BYTES_PER_EVENT = 32
-TRAIN_BYTES_PER_EXAMPLE = 176
+TRAIN_BYTES_PER_EXAMPLE = 192
 CONNECTION_BYTES = 4096 * 8192
 DEDUPE_BYTES_PER_ENTRY = 28
 

@@ -125,8 +125,8 @@ static void test_encoding(void)
     shopper_agg_apply(&agg, &ev);
     float e_nov[HEAD_EXTRA], e_may[HEAD_EXTRA];
     int64_t nov = time_days_from_civil(2024, 11, 15) * 86400, may = nov + (int64_t)(365.2425 / 2 * 86400);
-    encode_head_extra(e_nov, &agg, NULL, nov, 1.0, 0.5);
-    encode_head_extra(e_may, &agg, NULL, may, 1.0, 0.5);
+    encode_head_extra(e_nov, &agg, NULL, nov, 1.0, 0.5, 0.25);
+    encode_head_extra(e_may, &agg, NULL, may, 1.0, 0.5, 0.25);
     Event at_nov = {.ts = nov, .type = EV_VIEW};
     encode_event(x, &at_nov, &ctx);
     const int S = HEAD_EXTRA_SEASON;
@@ -136,15 +136,19 @@ static void test_encoding(void)
     ASSERT_NEAR(e_may[S + 1], -e_nov[S + 1], 1e-5);
     ASSERT_NEAR(e_nov[HEAD_EXTRA_SHOPPER], 1.0, 0); /* then the fallback's two */
     ASSERT_NEAR(e_nov[HEAD_EXTRA_SHOPPER + 1], 0.5, 0);
+    /* and the time of year times the fallback's p */
+    ASSERT_NEAR(e_nov[HEAD_EXTRA_SEASON_BY_P], 0.25 * e_nov[S], 1e-7);
+    ASSERT_NEAR(e_nov[HEAD_EXTRA_SEASON_BY_P + 1], 0.25 * e_nov[S + 1], 1e-7);
+    ASSERT_NEAR(e_may[HEAD_EXTRA_SEASON_BY_P], -0.25 * e_nov[S], 1e-5);
     /* the silence hinges: log1p of the recency beyond 30 and 180 days, 0 before */
     const int Q = HEAD_EXTRA_SILENCE;
     float e[HEAD_EXTRA];
-    encode_head_extra(e, &agg, NULL, agg.last_ts + 10 * 86400, 1.0, 0.5);
+    encode_head_extra(e, &agg, NULL, agg.last_ts + 10 * 86400, 1.0, 0.5, 0.25);
     ASSERT(e[Q] == 0.0f && e[Q + 1] == 0.0f);
-    encode_head_extra(e, &agg, NULL, agg.last_ts + 90 * 86400, 1.0, 0.5);
+    encode_head_extra(e, &agg, NULL, agg.last_ts + 90 * 86400, 1.0, 0.5, 0.25);
     ASSERT_NEAR(e[Q], log(91.0) - log(31.0), 1e-6);
     ASSERT(e[Q + 1] == 0.0f);
-    encode_head_extra(e, &agg, NULL, agg.last_ts + 400 * 86400, 1.0, 0.5);
+    encode_head_extra(e, &agg, NULL, agg.last_ts + 400 * 86400, 1.0, 0.5, 0.25);
     ASSERT_NEAR(e[0], log(401.0), 1e-5);
     ASSERT_NEAR(e[Q], log(401.0) - log(31.0), 1e-5);
     ASSERT_NEAR(e[Q + 1], log(401.0) - log(181.0), 1e-5);
@@ -177,15 +181,16 @@ static void write_model_bytes(const char *path, unsigned char *b, size_t n, uint
 
 /* Format 7 added p's calibration (f64 p_scale, p_offset) after the level
  * shift, at byte 64: the magic (8), eight u32 (32), version, trained_at,
- * level_shift (8 each). Format 8 added the two silence hinges to the head's
- * inputs, format 6 the time of year (two each; docs/MODEL.md, "Model
- * file"). */
+ * level_shift (8 each). Format 9 added the time of year times the
+ * fallback's p to the head's inputs, format 8 the two silence hinges,
+ * format 6 the time of year (two each; docs/MODEL.md, "Model file"). */
 #define CALIB_AT 64u
 
 /* A file of this build (bytes b, len with its CRC, hidden H, no adjuster
- * table) as the older format `format` (5, 6 or 7; its CRC not included,
- * *n its length): the calibration cut before format 7, the hinges' head
- * columns cut before format 8, the time of year's before format 6. */
+ * table) as the older format `format` (5 to 8; its CRC not included, *n
+ * its length): the calibration cut before format 7, and the head columns
+ * of the season by the fallback's p before format 9, of the hinges before
+ * format 8, of the time of year before format 6. */
 static unsigned char *as_format(const unsigned char *b, size_t len, int H, uint32_t format, size_t *n)
 {
     unsigned char *o = malloc(len);
@@ -200,7 +205,9 @@ static unsigned char *as_format(const unsigned char *b, size_t len, int H, uint3
     for (int r = 0; r < HEAD_OUT; r++)
         for (size_t j = 0; j < U; j++) {
             const int e = (int)j - H;
-            if (e >= HEAD_EXTRA_SILENCE && e < HEAD_EXTRA_SEASON)
+            if (format < 9u && e >= HEAD_EXTRA_SEASON_BY_P)
+                continue;
+            if (format < 8u && e >= HEAD_EXTRA_SILENCE && e < HEAD_EXTRA_SEASON)
                 continue;
             if (format < 6u && e >= HEAD_EXTRA_SEASON && e < HEAD_EXTRA_SHOPPER)
                 continue;
@@ -249,6 +256,7 @@ static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *a
     ASSERT(lstm_weights_create(&net, H, 9, 3) == 0);
     net->hybrid = true;
     zero_head_inputs(net, HEAD_EXTRA_SILENCE, HEAD_EXTRA_SEASON); /* formats 6 and 7 have no hinges */
+    zero_head_inputs(net, HEAD_EXTRA_SEASON_BY_P, HEAD_EXTRA);   /* nor season by p */
     ASSERT(net->calib.p_scale == 1.0 && net->calib.p_offset == 0.0); /* a new network: no calibration */
     net->calib = (HeadCalib){.level_shift = 0.2, .p_scale = 1.3, .p_offset = -0.4};
     Model *m, *loaded, *none, *six;
@@ -258,9 +266,17 @@ static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *a
     ASSERT(model_load(&loaded, path, H, err, sizeof err) == 0);
     ASSERT(loaded->net->calib.level_shift == 0.2 && loaded->net->calib.p_scale == 1.3 &&
            loaded->net->calib.p_offset == -0.4);
-    size_t len8, n6, n7;
-    unsigned char *b8 = file_bytes(path, &len8);
+    size_t len8, n6, n7, n8;
+    unsigned char *b8 = file_bytes(path, &len8); /* this build's format */
     unsigned char *b7 = as_format(b8, len8, H, 7, &n7), *b6 = as_format(b8, len8, H, 6, &n6);
+    unsigned char *f8 = as_format(b8, len8, H, 8, &n8);
+    write_model_bytes(path, f8, n8, 8); /* format 8: calibrated, hinges, no season by p */
+    Model *eight;
+    ASSERT(model_load(&eight, path, H, err, sizeof err) == 0);
+    ASSERT(eight->net->calib.p_scale == 1.3 && eight->net->calib.p_offset == -0.4);
+    ASSERT(memcmp(eight->net->head_w, net->head_w, sizeof(double) * 3u * (size_t)(H + HEAD_EXTRA)) == 0);
+    model_release(eight);
+    free(f8);
     write_model_bytes(path, b7, n7, 7);
     Model *seven;
     ASSERT(model_load(&seven, path, H, err, sizeof err) == 0);
@@ -276,6 +292,7 @@ static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *a
     ASSERT(lstm_weights_create(&plain, H, 9, 3) == 0);
     plain->hybrid = true;
     zero_head_inputs(plain, HEAD_EXTRA_SILENCE, HEAD_EXTRA_SEASON);
+    zero_head_inputs(plain, HEAD_EXTRA_SEASON_BY_P, HEAD_EXTRA);
     plain->calib.level_shift = 0.2;
     ASSERT(model_create(&none, plain, fit, 182, MODEL_TRAINED, 1) == 0);
     lstm_weights_release(plain);
@@ -330,6 +347,7 @@ static void test_format5_head(const LstmWeights *proto, const FallbackFit *fit, 
         for (int j = 0; j < U; j++)
             net->head_w[r * U + j] = (float)(0.01 * (j % 7) - 0.02 * r);
     zero_head_inputs(net, HEAD_EXTRA_SILENCE, HEAD_EXTRA_SHOPPER);
+    zero_head_inputs(net, HEAD_EXTRA_SEASON_BY_P, HEAD_EXTRA);
     Model *m;
     ASSERT(model_create(&m, net, fit, 182, MODEL_TRAINED, 1) == 0);
     ASSERT(model_save(m, path) == 0);
@@ -445,7 +463,7 @@ static void test_prediction_decays_with_silence(void)
     free(bytes);
     /* a format-3 header on this build's body: each format has its one count
      * of head inputs (3 and 4: 6), so no writer made this file */
-    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "extra=13"));
+    ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "extra=15"));
     test_format5_head(net, &fit, &agg, path);
     test_format6_calibration(&fit, &agg, path);
     test_head_calibration();

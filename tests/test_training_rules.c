@@ -245,17 +245,18 @@ static void check_season_gate(const Data *d)
         train_ok(h ? &span.set : &d->set, &tc, 9, &tr);
         ASSERT(tr.seasonal == (h == 1));
         const int U = tr.net->cfg.hidden + HEAD_EXTRA;
-        double season = 0, other = 0;
+        double season = 0, by_p = 0, other = 0; /* the time of year alone, and times the fallback's p */
         for (int r = 0; r < 3; r++) {
             const double *row = tr.net->head_w + (size_t)r * (size_t)U + tr.net->cfg.hidden;
             season += fabs(row[HEAD_EXTRA_SEASON]) + fabs(row[HEAD_EXTRA_SEASON + 1]);
+            by_p += fabs(row[HEAD_EXTRA_SEASON_BY_P]) + fabs(row[HEAD_EXTRA_SEASON_BY_P + 1]);
             other += fabs(row[0]) + fabs(row[1]);
         }
         ASSERT(other > 0);
         if (h)
-            ASSERT(season > 0);
+            ASSERT(season > 0 && by_p > 0);
         else
-            ASSERT(season == 0);
+            ASSERT(season == 0 && by_p == 0);
         lstm_weights_release(tr.net);
     }
 }
