@@ -58,8 +58,8 @@ void encode_context_advance(EncodeContext *ctx, const Event *ev);
  * P(alive), and last the time of year times bg_p_active, the fallback's
  * probability of a purchase in the horizon (so the season can move an
  * active shopper's spend and a rare buyer's odds by different amounts; a
- * linear head otherwise gives every shopper the same season term). agg may be NULL for an unknown shopper, rs NULL when no event
- * is retained. */
+ * linear head otherwise gives every shopper the same season term). agg
+ * may be NULL for an unknown shopper, rs NULL when no event is retained. */
 void encode_head_extra(float *e, const ShopperAgg *agg, const RecentSummary *rs, int64_t as_of, double bg_log_ltv,
                        double bg_p_alive, double bg_p_active);
 

@@ -234,20 +234,20 @@ const char *model_level_rule_name(int rule)
  *   char magic[8] "LTVDMODL"; u32 format; u32 input; u32 hidden; u32 extra;
  *   u32 horizon_days; u32 status; u32 net_id; u32 flags (1: hybrid head);
  *   u64 version; i64 trained_at; f64 level_shift;
- *   (format 7:) f64 p_scale, p_offset;
+ *   (formats 7 to 9:) f64 p_scale, p_offset;
  *   f64 r, alpha, a, b, p, q, v; u64 customers, repeat_buyers, purchases;
  *   i64 fitted_at;
- *   (formats 5 to 7:) u32 cold_state; f64 cold_beta_p[COLD_FEATURES], cold_beta_mu[COLD_FEATURES], cold_sigma; u64 cold_examples, cold_converted;
+ *   (formats 5 to 9:) u32 cold_state; f64 cold_beta_p[COLD_FEATURES], cold_beta_mu[COLD_FEATURES], cold_sigma; u64 cold_examples, cold_converted;
  *   u64 examples, users, epochs; f64 val_loss, val_gini, seconds;
  *   f32 lstm_w[4H(I+H)], lstm_b[4H], head_w[3(H+E)], head_b[3];
  *   u32 has_adjuster; AdjTable (raw, when has_adjuster);
  * Format 3 (an AdjTable without tenure buckets) is read with its table dropped;
  * formats 3 and 4 have no cold-start fit (it is COLD_CAPPED until the next refit),
  * and 6 head inputs (extra = 6): their network is skipped and the model loads
- * with status fallback (model_load's err says so). Format 5 has 9 head inputs
- * (no time of year at as_of): its head_w rows are [h, e0..e6, e9, e10] and
- * load with zero weights on e7, e8, which leaves its predictions as they were.
- * Formats 3 to 6 have no calibration of p: it loads as p_scale 1, p_offset 0.
+ * with status fallback (model_load's err says so). Formats 5 to 8 have 9, 11
+ * and 13 head inputs and load with zero weights on the inputs they lacked
+ * (get_old_head), which leaves their predictions as they were. Formats 3 to
+ * 6 have no calibration of p: it loads as p_scale 1, p_offset 0.
  *   u32 crc32 of every byte before it. */
 
 /* The file's bytes: built in memory, then written at once (save); read
@@ -320,6 +320,16 @@ static void get_old_head(FileBuf *f, double *head_w, int H, bool has_season, boo
             get_f32(f, row + H + HEAD_EXTRA_SEASON, 2);
         get_f32(f, row + H + HEAD_EXTRA_SHOPPER, 2);
     }
+}
+
+/* The head inputs a file of this format has (3 to MODEL_FORMAT_VERSION). */
+static int format_head_extra(uint32_t format)
+{
+    return format < 5u ? MODEL_V4_HEAD_EXTRA
+           : format == 5u ? MODEL_V5_HEAD_EXTRA
+           : format < 8u ? MODEL_V7_HEAD_EXTRA
+           : format == 8u ? MODEL_V8_HEAD_EXTRA
+                          : HEAD_EXTRA;
 }
 
 #define PUT(b, v) put(b, &(v), sizeof(v))
@@ -535,8 +545,9 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     const bool v8_head = u32[0] == 8u && u32[3] == MODEL_V8_HEAD_EXTRA;
     const bool this_head = u32[0] == MODEL_FORMAT_VERSION && u32[3] == HEAD_EXTRA;
     if (u32[1] != FEATURE_DIM || !(old_head || v5_head || v7_head || v8_head || this_head)) {
-        snprintf(err, errlen, "%s: shapes input=%u hidden=%u extra=%u do not match this config (%d, %d, %d)", path,
-                 u32[1], u32[2], u32[3], FEATURE_DIM, expect_hidden, HEAD_EXTRA);
+        snprintf(err, errlen, "%s: format %u with shapes input=%u extra=%u: a format-%u file has input=%d and "
+                 "extra=%d (damaged, or not written by ltvd)", path, u32[0], u32[1], u32[3], u32[0], FEATURE_DIM,
+                 format_head_extra(u32[0]));
         goto fail;
     }
     if ((rc = lstm_weights_alloc(&w, (int)u32[2], u32[6])) != 0)

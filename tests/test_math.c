@@ -331,6 +331,58 @@ static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *a
     lstm_weights_release(net);
 }
 
+/* A model file of format 8 (13 head inputs: no season by the fallback's p)
+ * loads as the network with weight 0 on those two and its own weights on
+ * the silence hinges, which predicts what it did at any silence (1 to 400
+ * days: the hinges read 0 before 30 days, and both are non-zero past
+ * 180). A format-9 header on that body, or a format-8 header on a format-9
+ * body, is refused by name. */
+static void test_format8_hinges(const FallbackFit *fit, const ShopperAgg *agg, const char *path)
+{
+    const int H = 8, U = H + HEAD_EXTRA;
+    LstmWeights *net;
+    ASSERT(lstm_weights_create(&net, H, 11, 3) == 0);
+    net->hybrid = true;
+    zero_head_inputs(net, HEAD_EXTRA_SEASON_BY_P, HEAD_EXTRA);
+    for (int r = 0; r < HEAD_OUT; r++) /* hinge weights large enough to move a prediction */
+        for (int j = 0; j < 2; j++)
+            net->head_w[r * U + H + HEAD_EXTRA_SILENCE + j] = (float)(0.3 - 0.2 * j + 0.1 * r);
+    Model *m, *loaded = NULL;
+    ASSERT(model_create(&m, net, fit, 182, MODEL_TRAINED, 1) == 0);
+    ASSERT(model_save(m, path) == 0);
+    size_t len, n8;
+    unsigned char *b9 = file_bytes(path, &len), *b8 = as_format(b9, len, H, 8, &n8);
+    char err[256];
+    write_model_bytes(path, b8, n8, MODEL_FORMAT_VERSION); /* a format-9 header, 13 head inputs */
+    ASSERT(model_load(&loaded, path, H, err, sizeof err) == -EINVAL && loaded == NULL);
+    ASSERT(strstr(err, "format 9 with") && strstr(err, "extra=13") && strstr(err, "has input=16 and extra=15"));
+    write_model_bytes(path, b9, len - 4u, 8); /* a format-8 header, 15 head inputs */
+    ASSERT(model_load(&loaded, path, H, err, sizeof err) == -EINVAL && loaded == NULL);
+    ASSERT(strstr(err, "extra=15") && strstr(err, "has input=16 and extra=13"));
+    write_model_bytes(path, b8, n8, 8);
+    ASSERT(model_load(&loaded, path, H, err, sizeof err) == 0);
+    ASSERT(memcmp(loaded->net->head_w, net->head_w, sizeof(double) * 3u * (size_t)U) == 0);
+    float h[LSTM_MAX_HIDDEN];
+    for (int j = 0; j < H; j++)
+        h[j] = 0.1f * (float)(j % 3) - 0.1f;
+    double far = 0, near = 0;
+    for (int days = 1; days <= 400; days += 57) {
+        Prediction a, b;
+        model_predict(m, h, agg, NULL, agg->last_ts + (int64_t)days * 86400, &a);
+        model_predict(loaded, h, agg, NULL, agg->last_ts + (int64_t)days * 86400, &b);
+        ASSERT(a.from_network && b.from_network);
+        ASSERT_REL(a.ltv, b.ltv, 1e-12);
+        ASSERT_REL(a.p_active, b.p_active, 1e-12);
+        if (days == 1)
+            near = a.ltv;
+        far = a.ltv;
+    }
+    ASSERT(far != near);
+    free(b9), free(b8);
+    model_release(loaded), model_release(m);
+    lstm_weights_release(net);
+}
+
 /* A model file of format 5 (9 head inputs: no time of year at as_of, no
  * silence hinges) loads as a trained network that predicts what it did:
  * its head weights land on their inputs, and the four new inputs get
@@ -466,6 +518,7 @@ static void test_prediction_decays_with_silence(void)
     ASSERT(model_load(&loaded, path, 8, err, sizeof err) == -EINVAL && strstr(err, "extra=15"));
     test_format5_head(net, &fit, &agg, path);
     test_format6_calibration(&fit, &agg, path);
+    test_format8_hinges(&fit, &agg, path);
     test_head_calibration();
     /* values no writer makes, behind a right checksum, are refused by name */
     float w3 = m->net->w[3];

@@ -107,11 +107,12 @@ static void test_lstm_bptt_gradient(void)
 }
 
 /* The head's inputs at the cut (e: recency, tenure, purchases, spend, the
- * days since the last browse, cart and purchase, the time of year at the
- * cut, the fallback's two): for both variants, the gradient of every head
- * weight matches finite differences; the LSTM-only head's weights on the
- * fallback's two inputs get none (it sees them as 0), its weights on the
- * time-since and time-of-year inputs do. */
+ * days since the last browse, cart and purchase, the silence hinges, the
+ * time of year at the cut, the fallback's two, the time of year times the
+ * fallback's p): for both variants, the gradient of every head weight
+ * matches finite differences; the LSTM-only head's weights on the four
+ * inputs from the fallback get none (it sees them as 0), its weights on
+ * the time-since, hinge and time-of-year inputs do. */
 static void test_head_input_gradient(void)
 {
     const int H = 4, n = 5, U = H + HEAD_EXTRA;
