@@ -117,11 +117,11 @@ void encode_head_extra(float *e, const ShopperAgg *agg, const RecentSummary *rs,
     const double silence = log1p(recency);
     e[7] = (float)fmax(0.0, silence - log1p(30.0));  /* the silence beyond a month */
     e[8] = (float)fmax(0.0, silence - log1p(180.0)); /* and beyond half a year */
-    double year = two_pi * year_phase(as_of);
-    e[9] = (float)sin(year);        /* the time of year at as_of: the season of the horizon ahead */
-    e[10] = (float)cos(year);
+    const double year = two_pi * year_phase(as_of), sy = sin(year), cy = cos(year);
+    e[9] = (float)sy;               /* the time of year at as_of: the season of the horizon ahead */
+    e[10] = (float)cy;
     e[11] = (float)bg_log_ltv;      /* fallback's expectation: anchors the level */
     e[12] = (float)bg_p_alive;
-    e[13] = (float)(bg_p_active * sin(year)); /* the season, by how active the fallback finds the shopper */
-    e[14] = (float)(bg_p_active * cos(year));
+    e[13] = (float)(bg_p_active * sy); /* the season, by how active the fallback finds the shopper */
+    e[14] = (float)(bg_p_active * cy);
 }
