@@ -16,6 +16,7 @@
 #include "head.h"
 #include "lstm.h"
 #include "model.h"
+#include "model_fixture.h"
 #include "test_util.h"
 #include "timeutil.h"
 #include "util.h"
@@ -170,17 +171,8 @@ static void test_head_calibration(void)
 static void test_prediction_decays_with_silence(void)
 {
     LstmWeights *net;
-    ASSERT(lstm_weights_create(&net, 8, 1, 1) == 0);
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
-    Model *m;
-    ASSERT(model_create(&m, net, &fit, 182, MODEL_FALLBACK, 1) == 0);
     ShopperAgg agg;
-    shopper_agg_init(&agg);
-    int64_t t0 = time_days_from_civil(1997, 1, 1) * 86400;
-    for (int k = 0; k < 4; k++) {
-        Event ev = {.ts = t0 + k * 30 * 86400, .value = 20, .quantity = 1, .type = EV_PURCHASE};
-        shopper_agg_apply(&agg, &ev);
-    }
+    Model *m = fixture_model(&net, &agg);
     Prediction soon, later, cold;
     model_predict(m, NULL, &agg, NULL, agg.last_ts + 86400, &soon);
     model_predict(m, NULL, &agg, NULL, agg.last_ts + 200 * 86400, &later);

@@ -16,6 +16,7 @@
 #include "head.h"
 #include "lstm.h"
 #include "model.h"
+#include "model_fixture.h"
 #include "test_util.h"
 #include "timeutil.h"
 
@@ -286,17 +287,9 @@ static void test_format5_head(const LstmWeights *proto, const FallbackFit *fit, 
 static void test_model_file(void)
 {
     LstmWeights *net;
-    ASSERT(lstm_weights_create(&net, 8, 1, 1) == 0);
-    FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
-    Model *m;
-    ASSERT(model_create(&m, net, &fit, 182, MODEL_FALLBACK, 1) == 0);
     ShopperAgg agg;
-    shopper_agg_init(&agg);
-    int64_t t0 = time_days_from_civil(1997, 1, 1) * 86400;
-    for (int k = 0; k < 4; k++) {
-        Event ev = {.ts = t0 + k * 30 * 86400, .value = 20, .quantity = 1, .type = EV_PURCHASE};
-        shopper_agg_apply(&agg, &ev);
-    }
+    Model *m = fixture_model(&net, &agg);
+    const FallbackFit fit = m->fallback;
 
     /* model file: round trip, then a flipped byte is refused */
     char path[] = "/tmp/ltvd_test_modelXXXXXX";
