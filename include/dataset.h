@@ -1,14 +1,15 @@
 /* dataset: the training examples, cut from shoppers' retained events.
  *
  * Example: a shopper's history up to a cut time c, the head's inputs at c,
- * and the label "net spend in (c, c + H]". Cut times are the shopper's
- * event times and a grid every grid_days through quiet periods, each time
- * once, kept only when c + H <= now (matured). A shopper is in the
- * validation split when its id hash says so (val_percent); validation
- * shoppers are cut only in the last 2 x grid_days before labels stop
- * maturing, plus that last time, now - H, which they always keep (the
- * level is calibrated there: src/trainer_eval.c), the way predictions are
- * served: as late as possible.
+ * and the label "net spend in (c, c + H]". Cut times are one calendar
+ * grid for every shopper, every grid_days back from now - H (the latest
+ * time whose label has matured), from the shopper's first event on: each
+ * cut meets the shoppers as serving does, all at one time. A shopper is in
+ * the validation split when its id hash says so (val_percent); validation
+ * shoppers are cut only at the grid times in the last 2 x grid_days, now -
+ * H among them, which they always keep (the level is calibrated there:
+ * src/trainer_eval.c), the way predictions are served: as late as
+ * possible.
  *
  * Pure computation on the worker thread. A TrainSet is the caller's (the
  * service copies it out of the store); a Dataset owns its arrays until

@@ -29,6 +29,8 @@ static double net_spend(const Event *ev, int n, int64_t from_excl, int64_t to_in
     return y > 0 ? y : 0;
 }
 
+#define MAX_CANDIDATES 1280 /* grid times per shopper: 3.5 years of daily ones */
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -45,7 +47,7 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
     const int64_t Hs = (int64_t)cfg->horizon_days * 86400;
     const int64_t grid = (int64_t)cfg->grid_days * 86400;
     size_t nseq = 0, total = 0;
-    int64_t cand[DATASET_MAX_EVENTS + 256];
+    int64_t cand[MAX_CANDIDATES];
     for (size_t si = 0; si < set->nshoppers && total < cfg->max_examples; si++) {
         if (si % 64 == 0)
             pace_point(); /* a job's unit: 64 shoppers' sequences encoded */
@@ -54,30 +56,28 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
         int n = (int)sh->n;
         if (n == 0 || n > DATASET_MAX_EVENTS)
             continue;
-        /* candidate cut times: every event time, and a grid through quiet
-         * periods, each time once. Validation shoppers are judged the way
-         * predictions are served, as late as possible: only cut times in
-         * the last 2 x grid_days before labels stop maturing, plus that
-         * last time, newest, which they always keep (below). */
+        /* candidate cut times: one calendar grid for every shopper, every
+         * grid_days back from newest (the latest time whose label has
+         * matured) to the shopper's first event. Serving asks about every
+         * shopper at one time, whatever each was doing then, and so does
+         * a grid time. Cutting at the shoppers' event times as well
+         * over-represented shoppers in the middle of a visit; the
+         * network's bias then moved with the season and the population's
+         * age, so the level calibrated at now - H did not carry to now
+         * (docs/ACCURACY.md, "Cut times on one calendar grid").
+         * Validation shoppers are judged the way predictions are served,
+         * as late as possible: only the grid times in the last
+         * 2 x grid_days, newest among them, which they always keep
+         * (below). Past MAX_CANDIDATES, the oldest grid times go. */
         bool val = (int)(sh->key % 100) < cfg->val_percent;
-        const int64_t newest = set->now - Hs, oldest = val ? newest - 2 * grid : INT64_MIN;
+        const int64_t newest = set->now - Hs, oldest = val ? newest - 2 * grid : ev[0].ts;
         int nc = 0;
-        for (int i = 0; i < n; i++)
-            if (ev[i].ts <= newest && ev[i].ts >= oldest && (i + 1 == n || ev[i + 1].ts != ev[i].ts))
-                cand[nc++] = ev[i].ts;
-        for (int64_t c = ev[0].ts + grid; c <= newest && nc < (int)(sizeof cand / sizeof cand[0]) - 1; c += grid)
-            if (c >= oldest)
-                cand[nc++] = c;
-        if (val && ev[0].ts <= newest)
-            cand[nc++] = newest;
+        for (int64_t c = newest; c >= ev[0].ts && c >= oldest && nc < MAX_CANDIDATES; c -= grid)
+            nc++;
         if (nc == 0)
             continue;
-        qsort(cand, (size_t)nc, sizeof cand[0], cmp_i64);
-        int distinct = 1; /* an event on a grid time, or on newest, is one cut */
-        for (int i = 1; i < nc; i++)
-            if (cand[i] != cand[distinct - 1])
-                cand[distinct++] = cand[i];
-        nc = distinct;
+        for (int i = 0; i < nc; i++) /* ascending */
+            cand[i] = newest - (int64_t)(nc - 1 - i) * grid;
         /* keep at most cuts_per_shopper, drawn without replacement; a
          * validation shopper always keeps its cut at newest (the level's
          * calibration takes each held-out shopper once, there): it is the
@@ -86,7 +86,7 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
          * get the cuts they would get without the rule */
         int keep = nc < cfg->cuts_per_shopper ? nc : cfg->cuts_per_shopper;
         int first = 0;
-        if (val && cand[nc - 1] == newest && keep < nc) {
+        if (val && keep < nc) { /* cand[nc - 1] is newest */
             int64_t t = cand[0];
             cand[0] = cand[nc - 1];
             cand[nc - 1] = t;

@@ -227,7 +227,7 @@ typedef struct HeldOut {
  * cut, newest, of every held-out shopper (each once, at one time, as
  * serving takes every shopper at now; dataset_build keeps that cut), [0]
  * the training shoppers' cuts in the 2 x grid_days one horizon earlier
- * (every such cut: a busy shopper has more of them). */
+ * (every such cut: the grid's times there, those the draw kept). */
 typedef struct LevelSums {
     int64_t lo[2], hi[2];
     double y[2], net[2], fb[2];

@@ -6,8 +6,9 @@
  * (brief §4, docs/MODEL.md "Training"). The histories here run right up to
  * now, so half a year of possible cut times is too young. Asserted:
  *   - every example's cut has c + H <= now, and the cuts are exactly the
- *     documented ones (event times and the grid, validation shoppers only
- *     in the last 2 x grid_days before now - H, plus now - H itself);
+ *     documented ones (one calendar grid back from now - H, from the
+ *     shopper's first event on; validation shoppers only its times in the
+ *     last 2 x grid_days, now - H among them);
  *   - every label equals the net spend in (c, c + H] computed here from
  *     the events, floored at 0;
  *   - events after now change no example and no label; changing the values
@@ -17,8 +18,9 @@
  *   - trainer_run's example counts (train and validation) are the number
  *     of cuts the rule allows; when fewer are kept, a validation shopper
  *     still keeps its cut at now - H;
- *   - a cut time that is an event time, a grid time and now - H at once
- *     is one cut;
+ *   - the cut times are the grid's whatever the events: a shopper with
+ *     daily events is cut at the grid times only, the same times as a
+ *     shopper with one event;
  *   - the browse and cart summary at a cut covers the ring's worth of
  *     events before it, as serving's does;
  *   - the head learns the time of year at as_of only when the matured cuts
@@ -39,23 +41,9 @@ static int allowed_cuts(const Data *d, int i, bool val, int64_t *out)
     const int64_t newest = NOW - (int64_t)H_DAYS * DAY;
     const int64_t oldest = val ? newest - 2 * (int64_t)GRID_DAYS * DAY : INT64_MIN;
     int n = 0;
-    for (size_t k = 0; k < t->n; k++)
-        if (ev[k].ts <= newest && ev[k].ts >= oldest)
-            out[n++] = ev[k].ts;
-    for (int64_t c = ev[0].ts + (int64_t)GRID_DAYS * DAY; c <= newest; c += (int64_t)GRID_DAYS * DAY)
-        if (c >= oldest)
+    for (int64_t c = newest - 400 * DAY; c <= newest; c += DAY) /* every day: the grid's are kept */
+        if (c >= ev[0].ts && c >= oldest && (newest - c) % ((int64_t)GRID_DAYS * DAY) == 0)
             out[n++] = c;
-    bool has_newest = false;
-    for (int k = 0; k < n; k++)
-        has_newest |= out[k] == newest;
-    if (val && ev[0].ts <= newest && !has_newest)
-        out[n++] = newest; /* a grid cut may fall on it: one example, not two */
-    for (int a = 1; a < n; a++) /* insertion sort: a few dozen */
-        for (int b = a; b > 0 && out[b] < out[b - 1]; b--) {
-            int64_t x = out[b];
-            out[b] = out[b - 1];
-            out[b - 1] = x;
-        }
     return n;
 }
 
@@ -145,30 +133,37 @@ static void check_newest_kept(const Data *d)
     free(pairs);
 }
 
-/* A cut time is one cut however many rules give it: a held-out shopper
- * with daily events at midnight, one of them at now - H, which is also a
- * grid time (its first event + 2 x grid), has each cut time once. */
-static void check_cut_times_once(void)
+/* The cut times are the calendar grid's, whatever the shopper did: a
+ * shopper with a purchase or a view every day for 61 days (one of them at
+ * now - H) and a shopper with one view 60 days less an hour before
+ * now - H, both in training, are cut at exactly the same times,
+ * now - H - k x grid, from their first event on. */
+static void check_grid_times(void)
 {
     enum { N = 61 };
-    static Event ev[N];
-    const int64_t newest = NOW - (int64_t)H_DAYS * DAY;
+    static Event ev[N + 1];
+    const int64_t newest = NOW - (int64_t)H_DAYS * DAY, grid = (int64_t)GRID_DAYS * DAY;
     for (int k = 0; k < N; k++)
-        ev[k] = (Event){.ts = newest - (int64_t)(2 * GRID_DAYS - k) * DAY, .type = k % 5 ? EV_VIEW : EV_PURCHASE,
+        ev[k] = (Event){.ts = newest - (int64_t)(N - 1 - k) * DAY, .type = k % 5 ? EV_VIEW : EV_PURCHASE,
                         .value = k % 5 ? 0.0 : 20.0, .quantity = 1};
-    TrainShopper sh = {.first = 0, .n = N, .key = 1};
-    shopper_agg_init(&sh.agg0);
-    TrainSet set = {.events = ev, .nevents = N, .shoppers = &sh, .nshoppers = 1, .now = NOW};
-    TrainConfig tc;
-    train_config(&tc, 100);
+    ev[N] = (Event){.ts = newest - (int64_t)(N - 1) * DAY + 3600, .type = EV_VIEW, .quantity = 1}; /* the other */
+    TrainShopper sh[2] = {{.first = 0, .n = N, .key = 1}, {.first = N, .n = 1, .key = 2}};
+    shopper_agg_init(&sh[0].agg0);
+    shopper_agg_init(&sh[1].agg0);
+    TrainSet set = {.events = ev, .nevents = N + 1, .shoppers = sh, .nshoppers = 2, .now = NOW};
     FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
-    AdjPair *pairs;
-    size_t np;
-    ASSERT(trainer_backtest(&set, &tc, &fit, NULL, &pairs, &np) == 0);
-    ASSERT(np == N); /* the 61 event days, the last of them now - H and a grid time */
-    for (size_t k = 1; k < np; k++)
-        ASSERT(pairs[k].tenure_days > pairs[k - 1].tenure_days);
-    free(pairs);
+    DatasetConfig dc = {.horizon_days = H_DAYS, .grid_days = GRID_DAYS, .cuts_per_shopper = 256,
+                        .max_examples = 1000, .seed = 1, .val_percent = 0};
+    Dataset d;
+    ASSERT(dataset_build(&d, &set, &dc, &fit) == 0 && d.nseq == 2);
+    for (int s = 0; s < 2; s++) {
+        /* the daily shopper's first event is at now - H - 2 x grid, a grid time, which is cut (events at c
+         * count); the other's is an hour later: its first grid time is now - H - grid */
+        ASSERT(d.seqs[s].ncuts == (s == 0 ? 3 : 2));
+        for (int k = 0; k < d.seqs[s].ncuts; k++)
+            ASSERT(d.seqs[s].cuts[k].c == newest - (int64_t)(d.seqs[s].ncuts - 1 - k) * grid);
+    }
+    dataset_free(&d);
 }
 
 /* The browse and cart summary at a training cut covers the last `ring`
@@ -191,7 +186,7 @@ static void check_ring_summary(void)
     FallbackFit fit = {BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
     int held = 0, gone = 0;
     for (int ring = 0; ring <= 4; ring += 4) {
-        DatasetConfig dc = {.horizon_days = H_DAYS, .grid_days = GRID_DAYS, .cuts_per_shopper = 256,
+        DatasetConfig dc = {.horizon_days = H_DAYS, .grid_days = 1, .cuts_per_shopper = 256, /* a cut a day */
                             .max_examples = 1000, .seed = 1, .ring = ring};
         Dataset d;
         ASSERT(dataset_build(&d, &set, &dc, &fit) == 0 && d.nseq == 1);
@@ -301,7 +296,7 @@ int main(void)
     ASSERT(e_late == e_young);
     check_newest_kept(&young);
     check_ring_summary();
-    check_cut_times_once();
+    check_grid_times();
     check_season_gate(&young);
     printf("trainer_run: %llu examples, %zu labels moved by (now - H, now] values\n", (unsigned long long)e_young,
            changed);

@@ -79,24 +79,25 @@ def only_matured_labels_train():
         lt = m["retrain"]["last_training"]
         check(lt["examples"] == 0 and lt["epochs"] == 0 and lt["swapped"] is False, lt)
         check("network training skipped" in s.logs() and "too few matured examples" in s.logs())
-        # one event 90 days after the last: now - H reaches day 28, and the
-        # first weeks' cut times have matured
+        # one event 150 days after the last: now - H reaches day 88, and the
+        # cut times of the grid there (days 88 and 58, every shopper seen
+        # by then) have matured
         last = max(e["ts"] for e in events)
-        status, _ = s.json("POST", "/v1/events", {"user_id": "clock", "type": "view", "ts": last + 90 * DAY})
+        status, _ = s.json("POST", "/v1/events", {"user_id": "clock", "type": "view", "ts": last + 150 * DAY})
         check(status == 200)
         m = retrain(s)
         lt = m["retrain"]["last_training"]
         check(lt["examples"] >= 70 and lt["epochs"] >= 1, lt)  # 50 training + 20 validation cuts at least
-        print(f"  young: no network; 90 days later: {lt['examples']} matured examples, swapped={lt['swapped']}")
+        print(f"  young: no network; 150 days later: {lt['examples']} matured examples, swapped={lt['swapped']}")
 
 
 def swap_only_when_better():
-    ids = [f"s{i}" for i in range(0, 300, 7)]
+    ids = [f"s{i}" for i in range(0, 1000, 23)]
     as_of = "2025-01-01T00:00:00Z"
     with tempfile.TemporaryDirectory(prefix="ltvd-rules-") as d:
         with LtvdProcess(LTVD, dict(BASE, **{"model.horizon_days": "60", "train.max_epochs": "20"}),
                          storage_dir=d) as s:
-            post_all(s, shoppers(300, 360, seed=22))
+            post_all(s, shoppers(1000, 360, seed=22))
             v0 = s.json("GET", "/v1/model")[1]["version"]
             m1 = retrain(s)
             lt1 = m1["retrain"]["last_training"]
