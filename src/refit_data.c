@@ -110,6 +110,17 @@ static int visit_summary(void *arg, UserState *u)
     return 0;
 }
 
+/* Summaries by value: x, then t_x, T and m. */
+static int cmp_summary(const void *a, const void *b)
+{
+    const CustomerSummary *x = a, *y = b;
+    const double u[4] = {x->x, x->t_x, x->T, x->m}, v[4] = {y->x, y->t_x, y->T, y->m};
+    for (int k = 0; k < 4; k++)
+        if (u[k] != v[k])
+            return u[k] < v[k] ? -1 : 1;
+    return 0;
+}
+
 CustomerSummary *service_collect_summaries(Service *s, int64_t now, size_t *n_out, size_t *total, ColdExample *cold,
                                            size_t *ncold)
 {
@@ -123,6 +134,14 @@ CustomerSummary *service_collect_summaries(Service *s, int64_t now, size_t *n_ou
     }
     store_visit(s->store, REFIT_BATCH_SUMMARIES, visit_summary, w);
     CustomerSummary *arr = w->sample.arr;
+    /* The sample's heap order follows the keyed hash, whose key each process
+     * draws: sorted by value, the fit sums the same numbers in the same order
+     * in every process, so the same shoppers give the same fit to the last
+     * digit (and a network trained on it the same weights: its inputs
+     * include the fallback's prediction). Which shoppers are sampled past
+     * FALLBACK_FIT_MAX_CUSTOMERS still follows the keyed hash, so ids chosen
+     * to be sampled cannot be made. */
+    qsort(arr, w->sample.n, sizeof *arr, cmp_summary);
     *total = w->sample.total;
     *n_out = w->sample.n;
     *ncold = w->ncold;

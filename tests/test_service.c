@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <string.h>
 
+#include "bgnbd.h"
 #include "events.h"
+#include "refit_data.h"
 #include "service.h"
 #include "service_testing.h"
 #include "test_util.h"
@@ -204,6 +206,60 @@ static void test_shards(const LtvdConfig *base)
     service_destroy(d);
 }
 
+/* The fallback's fit does not depend on the process: two services (each
+ * draws its own hash key for its table) given the same 300 shoppers, in
+ * opposite orders, collect the same summaries in the same order, and
+ * BG/NBD and Gamma-Gamma fitted on them agree to the last bit. (The
+ * summaries came in the order of the keyed hash, so the fit's sums, and
+ * with them its last digits and every network trained on its predictions,
+ * differed from one run of ltvd to the next.) */
+static void test_fit_order(const LtvdConfig *base)
+{
+    enum { N = 300, PER = 6 };
+    static char ids[N][8];
+    static Event ev[N * PER];
+    const int64_t t0 = 1704067200; /* 2024-01-01 */
+    size_t n = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "c%d", i);
+        int buys = 1 + (i * 7) % PER;
+        for (int k = 0; k < buys; k++)
+            ev[n++] = (Event){.user_id = ids[i], .user_len = strlen(ids[i]), .type = EV_PURCHASE, .quantity = 1,
+                              .ts = t0 + (int64_t)((i % 50) + 23 * k + (i * k) % 11) * 86400,
+                              .value = 5.0 + (double)((i * 13 + k * 29) % 97)};
+    }
+    LtvdConfig cfg = *base;
+    cfg.limits_max_users = 2 * N;
+    cfg.limits_dedupe_max_ids = N * PER;
+    static Metrics m[2];
+    Service *s[2];
+    CustomerSummary *sum[2];
+    size_t ns[2];
+    FallbackFit fit[2];
+    for (int k = 0; k < 2; k++) {
+        metrics_init(&m[k]);
+        ASSERT(service_create(&s[k], &cfg, &m[k], trained_model(16, 1, 1, 1)) == 0);
+        for (size_t e = 0; e < n; e++) { /* the second service gets the shoppers in reverse */
+            ApplyResult r;
+            ASSERT(service_apply(s[k], &ev[k ? n - 1 - e : e], 1, &r, NULL) == 0 && r.accepted == 1);
+        }
+        size_t total, ncold;
+        sum[k] = service_collect_summaries(s[k], t0 + 200 * 86400, &ns[k], &total, NULL, &ncold);
+        ASSERT(sum[k] && ns[k] == N && total == N);
+        fit[k] = (FallbackFit){BGNBD_CDNOW_PRIOR, GG_CDNOW_PRIOR, 0, 0, 0, 0, {0}};
+        size_t repeaters;
+        ASSERT(bgnbd_fit(sum[k], ns[k], &fit[k].bg) == 0 && gg_fit(sum[k], ns[k], &fit[k].gg, &repeaters) == 0);
+    }
+    ASSERT(memcmp(sum[0], sum[1], N * sizeof *sum[0]) == 0);
+    ASSERT(memcmp(&fit[0].bg, &fit[1].bg, sizeof fit[0].bg) == 0);
+    ASSERT(memcmp(&fit[0].gg, &fit[1].gg, sizeof fit[0].gg) == 0);
+    ASSERT(fit[0].bg.r != BGNBD_CDNOW_PRIOR.r); /* it did fit */
+    for (int k = 0; k < 2; k++) {
+        free(sum[k]);
+        service_destroy(s[k]);
+    }
+}
+
 static const char *EVENTS =
     "{\"events\": ["
     "{\"user_id\": \"u\", \"type\": \"view\", \"ts\": \"2024-01-01T00:00:00Z\"},"
@@ -258,6 +314,7 @@ int main(void)
     service_destroy(b);
 
     test_retry_after_failure(&cfg, trained_model(16, 3, 3, 1));
+    test_fit_order(&cfg);
     test_shards(&cfg);
     TEST_DONE("test_service");
 }
