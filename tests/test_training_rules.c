@@ -20,7 +20,8 @@
  *     still keeps its cut at now - H;
  *   - the cut times are the grid's whatever the events: a shopper with
  *     daily events is cut at the grid times only, the same times as a
- *     shopper with one event;
+ *     shopper with one event; past 1,280 grid times (the candidates'
+ *     bound) the oldest are left out;
  *   - the browse and cart summary at a cut covers the ring's worth of
  *     events before it, as serving's does;
  *   - the head learns the time of year at as_of only when the matured cuts
@@ -163,6 +164,18 @@ static void check_grid_times(void)
         for (int k = 0; k < d.seqs[s].ncuts; k++)
             ASSERT(d.seqs[s].cuts[k].c == newest - (int64_t)(d.seqs[s].ncuts - 1 - k) * grid);
     }
+    dataset_free(&d);
+    /* a daily grid over 1,500 days: the newest 1,280 grid times are the candidates (the bound), the older ones go */
+    ev[0] = (Event){.ts = newest - 1500 * (int64_t)DAY, .type = EV_PURCHASE, .value = 10.0, .quantity = 1};
+    ev[1] = (Event){.ts = newest, .type = EV_VIEW, .quantity = 1};
+    sh[0].n = 2;
+    set.nshoppers = 1;
+    dc.grid_days = 1;
+    dc.cuts_per_shopper = 2000; /* above the config's bound, to keep every candidate */
+    dc.max_examples = 5000;
+    ASSERT(dataset_build(&d, &set, &dc, &fit) == 0 && d.nseq == 1);
+    ASSERT(d.seqs[0].ncuts == 1280);
+    ASSERT(d.seqs[0].cuts[0].c == newest - 1279 * (int64_t)DAY && d.seqs[0].cuts[1279].c == newest);
     dataset_free(&d);
 }
 
