@@ -58,9 +58,12 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
             continue;
         /* candidate cut times: one calendar grid for every shopper, every
          * grid_days back from newest (the latest time whose label has
-         * matured) to the shopper's first event. Serving asks about every
-         * shopper at one time, whatever each was doing then, and so does
-         * a grid time. Cutting at the shoppers' event times as well
+         * matured) to the shopper's first retained event. Serving asks
+         * about every shopper at one time, whatever each was doing then,
+         * and so does a grid time (the draw below keeps each of a
+         * shopper's times with probability cuts_per_shopper / its count,
+         * so long-standing shoppers weigh less at one time: docs/MODEL.md,
+         * "Training", step 2). Cutting at the shoppers' event times as well
          * over-represented shoppers in the middle of a visit; the
          * network's bias then moved with the season and the population's
          * age, so the level calibrated at now - H did not carry to now
