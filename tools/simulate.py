@@ -3,8 +3,8 @@
 with heavy-tailed values, yearly seasonality and churn, where browsing
 carries information about coming purchases.
 
-Each shopper arrives in the first 90 days and churns after an exponential
-lifetime. While alive, "interest episodes" arrive at a shopper-specific rate
+Each shopper arrives in the first 90 days (--arrive-days: a population that
+keeps arriving) and churns after an exponential lifetime. While alive, "interest episodes" arrive at a shopper-specific rate
 (gamma-distributed across shoppers, higher in the seasonal peak); an episode
 is a burst of views and clicks over ~10 days, often with add-to-carts, and
 ends in a purchase with probability 0.55 about 1-3 weeks after it starts. A
@@ -32,8 +32,8 @@ def season(day):
     return 1.0 + 0.6 * math.cos(2 * math.pi * (day % 365 - 340) / 365)
 
 
-def shopper_events(rng, uid, days, browse_first=0.0):
-    arrive = rng.uniform(0, 90)
+def shopper_events(rng, uid, days, browse_first=0.0, arrive_days=90.0):
+    arrive = rng.uniform(0, arrive_days)
     life = rng.expovariate(1 / 420.0)
     end = min(days, arrive + life)
     rate = rng.gammavariate(0.8, 1 / 0.8) / 45.0      # episodes per day (mean 1 / 45 days)
@@ -78,13 +78,17 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--browse-first", type=float, default=0.0,
                    help="share of shoppers who arrive browsing, without a purchase")
+    p.add_argument("--arrive-days", type=float, default=90.0,
+                   help="shoppers arrive uniformly over the first this many days (default 90: one cohort)")
     args = p.parse_args()
+    if not 0 < args.arrive_days <= args.days:
+        p.error("--arrive-days must be in (0, --days]")
     rng = random.Random(args.seed)
     w = sys.stdout.write
     w("user_id,ts,type,value,quantity,event_id\n")
     for i in range(args.shoppers):
         uid = f"sim{i}"
-        for k, (d, kind, value) in enumerate(shopper_events(rng, uid, args.days, args.browse_first)):
+        for k, (d, kind, value) in enumerate(shopper_events(rng, uid, args.days, args.browse_first, args.arrive_days)):
             ts = START + int(d * DAY)
             val = f"{value:.2f}" if kind in ("purchase", "refund") else ""
             qty = "1" if kind in ("purchase", "add_to_cart") else ""
