@@ -37,6 +37,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(cfg.auth_ingest_token, sizeof cfg.auth_ingest_token, "ti");
     snprintf(cfg.auth_admin_token, sizeof cfg.auth_admin_token, "ta");
     snprintf(cfg.auth_read_token, sizeof cfg.auth_read_token, "tr");
+    /* a model import (POST /v1/models) writes into storage.dir: a fresh one,
+     * so its answer is the file's verdict (400), not a missing directory's
+     * 500 (the default ./ltvd-data is not there in a fresh clone) */
+    static char dir[] = "/tmp/ltvd-fuzz-http-XXXXXX";
+    if (!mkdtemp(dir))
+        abort();
+    snprintf(cfg.storage_dir, sizeof cfg.storage_dir, "%s", dir);
     metrics_init(&metrics);
     if (service_create(&svc, &cfg, &metrics, fuzz_model()))
         abort();
