@@ -278,15 +278,16 @@ static void on_sighup(uv_signal_t *s, int signum)
         rc = config_diff(cur, &next, changed, sizeof changed, err, sizeof err);
     if (!rc && changed[0])
         rc = config_publish(&next, err, sizeof err);
+    /* logged, then counted: a reload the metric shows is already in the log */
     if (rc) {
-        atomic_fetch_add(&app->metrics.config_reloads_error, 1);
         log_msg(LOG_ERROR, "config reload failed: the running config is kept", "error=\"%s\"", err);
+        atomic_fetch_add(&app->metrics.config_reloads_error, 1);
         return;
     }
     log_set_level((LogLevel)next.log_level);
     log_set_format((LogFormat)next.log_format);
-    atomic_fetch_add(&app->metrics.config_reloads_ok, 1);
     log_msg(LOG_INFO, "config reloaded", "changed=\"%s\"", changed[0] ? changed : "nothing");
+    atomic_fetch_add(&app->metrics.config_reloads_ok, 1);
 }
 
 /* ---- shutdown ----------------------------------------------------------- */
