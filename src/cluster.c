@@ -364,6 +364,17 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
     return true;
 }
 
+/* Whether node is among the first n of found. The key listing is a watch
+ * of the bucket, and a heartbeat put while it runs can list a key twice
+ * (seen in CI: one node counted 4 members of 3). */
+static bool member_listed(const Member *found, size_t n, const char *node)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(found[i].node, node, CLUSTER_NODE_MAX - 1) == 0)
+            return true;
+    return false;
+}
+
 /* Heartbeat, then the live members (the nodes bucket's keys). False if
  * either failed: the member list is then last tick's. */
 static bool tick_members(Cluster *c)
@@ -377,6 +388,8 @@ static bool tick_members(Cluster *c)
     size_t n = 0;
     bool complete = true;
     for (int i = 0; i < keys.Count && n < CLUSTER_MEMBERS_MAX; i++) {
+        if (member_listed(found, n, keys.Keys[i]))
+            continue;
         kvEntry *e = NULL;
         natsStatus s = kvStore_Get(&e, c->nodes, keys.Keys[i]);
         if (s == NATS_NOT_FOUND) /* gone since the listing */
