@@ -4,9 +4,11 @@
  * and the label "net spend in (c, c + H]". Cut times are one calendar
  * grid for every shopper, every grid_days back from now - H (the latest
  * time whose label has matured), from the shopper's first retained event
- * on: a grid time meets the shoppers as serving does, all at one time
- * (the draw of cuts_per_shopper thins a long-standing shopper's times more
- * than a new one's: docs/MODEL.md, "Training", step 2). A shopper is in
+ * on, and a training shopper's purchase times up to now - H: a grid time
+ * meets the shoppers as serving does, all at one time, a purchase time
+ * the state a repeat purchase leaves (the draw of cuts_per_shopper thins
+ * a long-standing shopper's times more than a new one's: docs/MODEL.md,
+ * "Training", step 2). A shopper is in
  * the validation split when its id hash says so (val_percent); validation
  * shoppers are cut only at the grid times in the last 2 x grid_days, now -
  * H among them, which they always keep (the level is calibrated there:

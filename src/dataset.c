@@ -37,6 +37,38 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The candidate cut times of one shopper's n events (ascending, by ts),
+ * ascending into cand (MAX_CANDIDATES): the grid times newest - k x grid
+ * from newest back to oldest, merged with the times of the purchases at or
+ * before newest when purchases is set; each time once, the newest ones
+ * when there are more. Returns their count. */
+static int candidate_times(int64_t *cand, const Event *ev, int n, int64_t newest, int64_t oldest, int64_t grid,
+                           bool purchases)
+{
+    int nc = 0, i = n - 1;
+    int64_t g = newest;
+    while (nc < MAX_CANDIDATES) { /* newest first, then reversed */
+        while (purchases && i >= 0 && (ev[i].type != EV_PURCHASE || ev[i].ts > newest))
+            i--;
+        const bool has_g = g >= ev[0].ts && g >= oldest, has_p = purchases && i >= 0;
+        if (!has_g && !has_p)
+            break;
+        int64_t t = has_g && (!has_p || g >= ev[i].ts) ? g : ev[i].ts;
+        if (has_g && g == t)
+            g -= grid;
+        while (has_p && i >= 0 && ev[i].ts == t)
+            i--;
+        if (nc == 0 || cand[nc - 1] != t)
+            cand[nc++] = t;
+    }
+    for (int a = 0, b = nc - 1; a < b; a++, b--) {
+        int64_t t = cand[a];
+        cand[a] = cand[b];
+        cand[b] = t;
+    }
+    return nc;
+}
+
 int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, const FallbackFit *fit)
 {
     memset(d, 0, sizeof *d);
@@ -58,29 +90,29 @@ int dataset_build(Dataset *d, const TrainSet *set, const DatasetConfig *cfg, con
             continue;
         /* candidate cut times: one calendar grid for every shopper, every
          * grid_days back from newest (the latest time whose label has
-         * matured) to the shopper's first retained event. Serving asks
-         * about every shopper at one time, whatever each was doing then,
-         * and so does a grid time (the draw below keeps each of a
-         * shopper's times with probability cuts_per_shopper / its count,
-         * so long-standing shoppers weigh less at one time: docs/MODEL.md,
-         * "Training", step 2). Cutting at the shoppers' event times as well
-         * over-represented shoppers in the middle of a visit; the
-         * network's bias then moved with the season and the population's
-         * age, so the level calibrated at now - H did not carry to now
-         * (docs/ACCURACY.md, "Cut times on one calendar grid").
-         * Validation shoppers are judged the way predictions are served,
-         * as late as possible: only the grid times in the last
-         * 2 x grid_days, newest among them, which they always keep
-         * (below). Past MAX_CANDIDATES, the oldest grid times go. */
+         * matured) to the shopper's first retained event, and for a
+         * training shopper also the times of its purchases up to newest.
+         * Serving asks about every shopper at one time, whatever each was
+         * doing then, and so does a grid time (the draw below keeps each
+         * candidate with probability cuts_per_shopper / their count, so
+         * long-standing shoppers weigh less at one time: docs/MODEL.md,
+         * "Training", step 2). A purchase time shows the state a repeat
+         * purchase leaves, which a coarse grid meets rarely where
+         * histories are short (CDNOW: 4-7 grid times a shopper). Cutting
+         * at every event time instead (views as well) over-represented
+         * shoppers in the middle of a visit; the network's bias then moved
+         * with the season and the population's age, so the level
+         * calibrated at now - H did not carry to now (docs/ACCURACY.md,
+         * "Cut times on one calendar grid"). Validation shoppers are
+         * judged the way predictions are served, as late as possible:
+         * only the grid times in the last 2 x grid_days, newest among
+         * them, which they always keep (below). Past MAX_CANDIDATES, the
+         * oldest candidates go. */
         bool val = (int)(sh->key % 100) < cfg->val_percent;
-        const int64_t newest = set->now - Hs, oldest = val ? newest - 2 * grid : ev[0].ts;
-        int nc = 0;
-        for (int64_t c = newest; c >= ev[0].ts && c >= oldest && nc < MAX_CANDIDATES; c -= grid)
-            nc++;
+        const int64_t newest = set->now - Hs;
+        int nc = candidate_times(cand, ev, n, newest, val ? newest - 2 * grid : ev[0].ts, grid, !val);
         if (nc == 0)
             continue;
-        for (int i = 0; i < nc; i++) /* ascending */
-            cand[i] = newest - (int64_t)(nc - 1 - i) * grid;
         /* keep at most cuts_per_shopper, drawn without replacement; a
          * validation shopper always keeps its cut at newest (the level's
          * calibration takes each held-out shopper once, there): it is the

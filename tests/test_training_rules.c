@@ -7,8 +7,9 @@
  * now, so half a year of possible cut times is too young. Asserted:
  *   - every example's cut has c + H <= now, and the cuts are exactly the
  *     documented ones (one calendar grid back from now - H, from the
- *     shopper's first event on; validation shoppers only its times in the
- *     last 2 x grid_days, now - H among them);
+ *     shopper's first event on, and a training shopper's purchase times
+ *     up to now - H; validation shoppers only the grid's times in the last
+ *     2 x grid_days, now - H among them);
  *   - every label equals the net spend in (c, c + H] computed here from
  *     the events, floored at 0;
  *   - events after now change no example and no label; changing the values
@@ -18,10 +19,10 @@
  *   - trainer_run's example counts (train and validation) are the number
  *     of cuts the rule allows; when fewer are kept, a validation shopper
  *     still keeps its cut at now - H;
- *   - the cut times are the grid's whatever the events: a shopper with
- *     daily events is cut at the grid times only, the same times as a
- *     shopper with one event; past 1,280 grid times (the candidates'
- *     bound) the oldest are left out;
+ *   - the cut times are the grid's and a training shopper's purchase
+ *     times: a shopper with daily views is not cut at its views, one with
+ *     one event is cut at the grid times, a held-out one at the grid's
+ *     only; past 1,280 candidates (their bound) the oldest are left out;
  *   - the browse and cart summary at a cut covers the ring's worth of
  *     events before it, as serving's does;
  *   - the head learns the time of year at as_of only when the matured cuts
@@ -34,7 +35,15 @@
 
 #include "training_data.h"
 
-/* The cut times the rule allows for one shopper, ascending. */
+static int cmp_ts(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The cut times the rule allows for one shopper, ascending: the grid's
+ * from its first event on and, for a training shopper, its purchases' up
+ * to now - H. */
 static int allowed_cuts(const Data *d, int i, bool val, int64_t *out)
 {
     const TrainShopper *t = &d->sh[i];
@@ -45,6 +54,14 @@ static int allowed_cuts(const Data *d, int i, bool val, int64_t *out)
     for (int64_t c = newest - 400 * DAY; c <= newest; c += DAY) /* every day: the grid's are kept */
         if (c >= ev[0].ts && c >= oldest && (newest - c) % ((int64_t)GRID_DAYS * DAY) == 0)
             out[n++] = c;
+    for (size_t k = 0; !val && k < t->n; k++) {
+        bool known = false;
+        for (int j = 0; j < n; j++)
+            known |= out[j] == ev[k].ts;
+        if (ev[k].type == EV_PURCHASE && ev[k].ts <= newest && !known)
+            out[n++] = ev[k].ts;
+    }
+    qsort(out, (size_t)n, sizeof out[0], cmp_ts);
     return n;
 }
 
@@ -134,11 +151,13 @@ static void check_newest_kept(const Data *d)
     free(pairs);
 }
 
-/* The cut times are the calendar grid's, whatever the shopper did: a
- * shopper with a purchase or a view every day for 61 days (one of them at
- * now - H) and a shopper with one view 60 days less an hour before
- * now - H, both in training, are cut at exactly the same times,
- * now - H - k x grid, from their first event on. */
+/* The cut times are the calendar grid's and a training shopper's
+ * purchase times, whatever else it did: a shopper with a view every day
+ * for 61 days and a purchase every fifth (one of them at now - H) is cut
+ * at its purchase days, the grid's among them, and not at its views; a
+ * shopper with one view 60 days less an hour before now - H is cut at the
+ * grid times, now - H - k x grid, from its first event on. Held out, the
+ * first is cut at the grid times only. */
 static void check_grid_times(void)
 {
     enum { N = 61 };
@@ -157,19 +176,26 @@ static void check_grid_times(void)
                         .max_examples = 1000, .seed = 1, .val_percent = 0};
     Dataset d;
     ASSERT(dataset_build(&d, &set, &dc, &fit) == 0 && d.nseq == 2);
-    for (int s = 0; s < 2; s++) {
-        /* the daily shopper's first event is at now - H - 2 x grid, a grid time, which is cut (events at c
-         * count); the other's is an hour later: its first grid time is now - H - grid */
-        ASSERT(d.seqs[s].ncuts == (s == 0 ? 3 : 2));
-        for (int k = 0; k < d.seqs[s].ncuts; k++)
-            ASSERT(d.seqs[s].cuts[k].c == newest - (int64_t)(d.seqs[s].ncuts - 1 - k) * grid);
-    }
+    /* the daily shopper: 13 purchase days, newest - 5k days (the grid's three among them: events at c count) */
+    ASSERT(d.seqs[0].ncuts == 13);
+    for (int k = 0; k < 13; k++)
+        ASSERT(d.seqs[0].cuts[k].c == newest - (int64_t)(12 - k) * 5 * DAY);
+    /* the other's first event is an hour after a grid time: its first grid time is now - H - grid */
+    ASSERT(d.seqs[1].ncuts == 2);
+    for (int k = 0; k < 2; k++)
+        ASSERT(d.seqs[1].cuts[k].c == newest - (int64_t)(1 - k) * grid);
+    dataset_free(&d);
+    dc.val_percent = 100; /* held out: the grid's times in the last 2 x grid_days only */
+    set.nshoppers = 1;
+    ASSERT(dataset_build(&d, &set, &dc, &fit) == 0 && d.nseq == 1 && d.seqs[0].ncuts == 3);
+    for (int k = 0; k < 3; k++)
+        ASSERT(d.seqs[0].cuts[k].c == newest - (int64_t)(2 - k) * grid && d.seqs[0].val);
     dataset_free(&d);
     /* a daily grid over 1,500 days: the newest 1,280 grid times are the candidates (the bound), the older ones go */
     ev[0] = (Event){.ts = newest - 1500 * (int64_t)DAY, .type = EV_PURCHASE, .value = 10.0, .quantity = 1};
     ev[1] = (Event){.ts = newest, .type = EV_VIEW, .quantity = 1};
     sh[0].n = 2;
-    set.nshoppers = 1;
+    dc.val_percent = 0;
     dc.grid_days = 1;
     dc.cuts_per_shopper = 2000; /* above the config's bound, to keep every candidate */
     dc.max_examples = 5000;
