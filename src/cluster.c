@@ -366,7 +366,9 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
 
 /* Whether node is among the first n of found. The key listing is a watch
  * of the bucket, and a heartbeat put while it runs can list a key twice
- * (seen in CI: one node counted 4 members of 3). */
+ * (seen in CI: one node counted 4 members of 3; with libnats 3.4.1, three
+ * keys put in a loop while listing came out as 4-6 keys in 420 listings
+ * of 2,000). */
 static bool member_listed(const Member *found, size_t n, const char *node)
 {
     for (size_t i = 0; i < n; i++)
