@@ -1,10 +1,10 @@
 /* dataset: the training examples, cut from shoppers' retained events.
  *
  * Example: a shopper's history up to a cut time c, the head's inputs at c,
- * and the label "net spend in (c, c + H]". Cut times are one calendar
- * grid for every shopper, every grid_days back from now - H (the latest
- * time whose label has matured), from the shopper's first retained event
- * on, and a training shopper's purchase times up to now - H: a grid time
+ * and the label "net spend in (c, c + H]". Cut times are the times of one
+ * calendar grid, every grid_days back from now - H (the latest time whose
+ * label has matured), from the shopper's first retained event on, and a
+ * training shopper's own purchase times up to now - H: a grid time
  * meets the shoppers as serving does, all at one time, a purchase time
  * the state a repeat purchase leaves (the draw of cuts_per_shopper thins
  * a long-standing shopper's times more than a new one's: docs/MODEL.md,

@@ -29,7 +29,7 @@ static double net_spend(const Event *ev, int n, int64_t from_excl, int64_t to_in
     return y > 0 ? y : 0;
 }
 
-#define MAX_CANDIDATES 1280 /* grid times per shopper: 3.5 years of daily ones */
+#define MAX_CANDIDATES 1280 /* candidate cut times per shopper, grid and purchase times: 3.5 years of daily ones */
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -41,7 +41,9 @@ static int cmp_i64(const void *a, const void *b)
  * ascending into cand (MAX_CANDIDATES): the grid times newest - k x grid
  * from newest back to oldest, merged with the times of the purchases at or
  * before newest when purchases is set; each time once, the newest ones
- * when there are more. Returns their count. */
+ * when there are more. Returns their count. grid <= 0 (only a caller that
+ * builds its own config: the configuration's is at least a day): newest
+ * is the one grid time. */
 static int candidate_times(int64_t *cand, const Event *ev, int n, int64_t newest, int64_t oldest, int64_t grid,
                            bool purchases)
 {
@@ -55,7 +57,7 @@ static int candidate_times(int64_t *cand, const Event *ev, int n, int64_t newest
             break;
         int64_t t = has_g && (!has_p || g >= ev[i].ts) ? g : ev[i].ts;
         if (has_g && g == t)
-            g -= grid;
+            g = grid > 0 ? g - grid : INT64_MIN;
         while (has_p && i >= 0 && ev[i].ts == t)
             i--;
         if (nc == 0 || cand[nc - 1] != t)

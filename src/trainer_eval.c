@@ -226,10 +226,11 @@ typedef struct HeldOut {
  * and the fallback's, in two windows of cut times: [1] the latest matured
  * cut, newest, of every held-out shopper (each once, at one time, as
  * serving takes every shopper at now; dataset_build keeps that cut), [0]
- * the training shoppers' cuts in the 2 x grid_days one horizon earlier
- * (every such cut: the grid's times there, those the draw kept). */
+ * the training shoppers' cuts at the grid times in the 2 x grid_days one
+ * horizon earlier (those the draw kept; not their purchase times, which
+ * are not serving's mix). */
 typedef struct LevelSums {
-    int64_t lo[2], hi[2];
+    int64_t lo[2], hi[2], newest, grid;
     double y[2], net[2], fb[2];
     size_t pos[2], n1, cap1;
     double yy1, nn1, yn1; /* [1]'s Σ y², Σ network², Σ y × network: the calibration's standard error */
@@ -240,7 +241,8 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred, const dou
 {
     LevelSums *l = arg;
     for (int w = 0; w < 2; w++)
-        if (ct->c >= l->lo[w] && ct->c <= l->hi[w] && ct->val == (w == 1)) {
+        if (ct->c >= l->lo[w] && ct->c <= l->hi[w] && ct->val == (w == 1) &&
+            (w == 1 || (l->grid > 0 && (l->newest - ct->c) % l->grid == 0))) {
             l->y[w] += ct->y;
             l->net[w] += pred;
             l->fb[w] += fallback_mean(ct);
@@ -355,7 +357,8 @@ HeadCalib trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, cons
 {
     const int64_t Hs = (int64_t)cfg->horizon_days * 86400, newest = set->now - Hs;
     const int64_t span = 2 * (int64_t)cfg->grid_days * 86400;
-    LevelSums l = {.lo = {newest - span - Hs, newest}, .hi = {newest - Hs, newest}};
+    LevelSums l = {.lo = {newest - span - Hs, newest}, .hi = {newest - Hs, newest}, .newest = newest,
+                   .grid = (int64_t)cfg->grid_days * 86400};
     for (size_t i = 0; i < d->nseq; i++) /* each held-out shopper has at most one cut at now - H */
         l.cap1 += d->seqs[i].val;
     l.held = malloc((l.cap1 ? l.cap1 : 1) * sizeof *l.held);

@@ -22,7 +22,9 @@
  *   - the cut times are the grid's and a training shopper's purchase
  *     times: a shopper with daily views is not cut at its views, one with
  *     one event is cut at the grid times, a held-out one at the grid's
- *     only; past 1,280 candidates (their bound) the oldest are left out;
+ *     only, and the labels at purchase times leave out the purchase at
+ *     the cut; past 1,280 candidates (their bound) the oldest are left
+ *     out, purchases at one time count once and refunds are not cut at;
  *   - the browse and cart summary at a cut covers the ring's worth of
  *     events before it, as serving's does;
  *   - the head learns the time of year at as_of only when the matured cuts
@@ -178,8 +180,14 @@ static void check_grid_times(void)
     ASSERT(dataset_build(&d, &set, &dc, &fit) == 0 && d.nseq == 2);
     /* the daily shopper: 13 purchase days, newest - 5k days (the grid's three among them: events at c count) */
     ASSERT(d.seqs[0].ncuts == 13);
-    for (int k = 0; k < 13; k++)
-        ASSERT(d.seqs[0].cuts[k].c == newest - (int64_t)(12 - k) * 5 * DAY);
+    for (int k = 0; k < 13; k++) {
+        const TrainCut *ct = &d.seqs[0].cuts[k];
+        ASSERT(ct->c == newest - (int64_t)(12 - k) * 5 * DAY);
+        double y = 0; /* the label: the purchases in (c, c + H], the one at c not among them */
+        for (int e = 0; e < N; e++)
+            y += ev[e].ts > ct->c && ev[e].ts <= ct->c + (int64_t)H_DAYS * DAY ? ev[e].value : 0.0;
+        ASSERT(ct->y == y && ev[ct->t].ts == ct->c); /* and the inputs end with the purchase at c */
+    }
     /* the other's first event is an hour after a grid time: its first grid time is now - H - grid */
     ASSERT(d.seqs[1].ncuts == 2);
     for (int k = 0; k < 2; k++)
@@ -202,6 +210,29 @@ static void check_grid_times(void)
     ASSERT(dataset_build(&d, &set, &dc, &fit) == 0 && d.nseq == 1);
     ASSERT(d.seqs[0].ncuts == 1280);
     ASSERT(d.seqs[0].cuts[0].c == newest - 1279 * (int64_t)DAY && d.seqs[0].cuts[1279].c == newest);
+    dataset_free(&d);
+    /* and 100 purchases half a day off the grid in its last 100 days, two of them at one time, and a refund:
+     * the newest 1,280 candidates are 1,180 grid times and 99 purchase times (one for the pair) and now - H */
+    static Event many[104];
+    int m = 0;
+    many[m++] = (Event){.ts = newest - 1500 * (int64_t)DAY, .type = EV_PURCHASE, .value = 10.0, .quantity = 1};
+    for (int k = 99; k >= 0; k--)
+        many[m++] = (Event){.ts = newest - (int64_t)k * DAY - (k == 0 ? DAY + DAY / 2 : DAY / 2), .type = EV_PURCHASE,
+                            .value = 5.0, .quantity = 1}; /* k = 1 and 0: both at now - H - 1.5 days */
+    many[m++] = (Event){.ts = newest - DAY / 4, .type = EV_REFUND, .value = 5.0, .quantity = 1};
+    many[m++] = (Event){.ts = newest, .type = EV_VIEW, .quantity = 1};
+    TrainShopper one = {.first = 0, .n = (size_t)m, .key = 1};
+    shopper_agg_init(&one.agg0);
+    TrainSet mset = {.events = many, .nevents = (size_t)m, .shoppers = &one, .nshoppers = 1, .now = NOW};
+    ASSERT(dataset_build(&d, &mset, &dc, &fit) == 0 && d.nseq == 1 && d.seqs[0].ncuts == 1280);
+    int off_grid = 0;
+    for (int k = 0; k < 1280; k++) {
+        const int64_t c = d.seqs[0].cuts[k].c;
+        ASSERT(k == 0 || c > d.seqs[0].cuts[k - 1].c);
+        off_grid += (newest - c) % DAY != 0;
+    }
+    ASSERT(off_grid == 99 && d.seqs[0].cuts[0].c == newest - 1180 * (int64_t)DAY);
+    ASSERT(d.seqs[0].cuts[1279].c == newest);
     dataset_free(&d);
 }
 

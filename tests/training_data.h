@@ -43,8 +43,9 @@ static inline void finish_set(Data *d, size_t ne, int nshoppers)
 /* Builds the histories. after_now: append events after now; scale_recent:
  * multiply the values of events in (now - H, now] by this. The first event
  * of a shopper is at midnight, as are the grid's cut times (now - H -
- * k x grid), and every later one at 1 to 12 h past it: a cut may fall on
- * a shopper's first event (which it then holds), never on a later one. */
+ * k x grid), and every later one at 1 to 12 h past it: a grid time may
+ * fall on a shopper's first event (which it then holds), never on a later
+ * one; a training shopper's purchase times are cut times too. */
 static inline void make_data(Data *d, bool with_young, bool after_now, double scale_recent)
 {
     memset(d, 0, sizeof *d);
