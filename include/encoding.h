@@ -9,6 +9,7 @@
 #include "shopper.h"
 
 #define FEATURE_DIM 16   /* I: LSTM input width */
+#define FEATURE_SEASON 11 /* x[11], x[12]: the event's time of year */
 #define HEAD_EXTRA 15    /* E: head inputs besides h */
 #define HEAD_EXTRA_SHOPPER 11 /* e[0..10] describe the shopper and as_of; e[11..14] carry the fallback's */
 #define HEAD_EXTRA_SEASON 9   /* e[9], e[10]: the time of year at as_of */

@@ -30,8 +30,8 @@ void encode_event(float *x, const Event *ev, const EncodeContext *ctx)
     x[9] = (float)sin(two_pi * dow);                      /* 9,10: day of week */
     x[10] = (float)cos(two_pi * dow);
     double year = two_pi * year_phase(ev->ts);
-    x[11] = (float)sin(year);                             /* 11,12: time of year */
-    x[12] = (float)cos(year);
+    x[FEATURE_SEASON] = (float)sin(year);                 /* 11,12: time of year */
+    x[FEATURE_SEASON + 1] = (float)cos(year);
     x[13] = (float)log1p((double)ctx->events_before);     /* 13: log events so far */
     x[14] = (float)log1p((double)ctx->purchases_before);  /* 14: log purchases so far */
     double age_days = first ? 0.0 : fmax(0.0, (double)(ev->ts - ctx->first_ts) / 86400.0);

@@ -27,9 +27,10 @@
  *     out, purchases at one time count once and refunds are not cut at;
  *   - the browse and cart summary at a cut covers the ring's worth of
  *     events before it, as serving's does;
- *   - the head learns the time of year at as_of only when the matured cuts
- *     span a year: with 340 days of them its weights there stay exactly 0,
- *     with two years of them they move;
+ *   - the network learns the time of year (the head's at as_of, the
+ *     LSTM's of each event) only when the matured cuts span a year: with
+ *     340 days of them its weights there stay exactly 0, with two years of
+ *     them they move;
  *   - the level and p's calibration: tests/test_level.c. */
 #include <math.h>
 #include <stdlib.h>
@@ -317,11 +318,16 @@ static void check_season_gate(const Data *d)
             by_p += fabs(row[HEAD_EXTRA_SEASON_BY_P]) + fabs(row[HEAD_EXTRA_SEASON_BY_P + 1]);
             other += fabs(row[0]) + fabs(row[1]);
         }
+        const int H = tr.net->cfg.hidden, K = FEATURE_DIM + H;
+        double event_season = 0; /* the LSTM's weights on each event's time of year, inputs 11 and 12 */
+        for (int g = 0; g < 4 * H; g++)
+            event_season += fabs(tr.net->w[(size_t)g * (size_t)K + FEATURE_SEASON]) +
+                            fabs(tr.net->w[(size_t)g * (size_t)K + FEATURE_SEASON + 1]);
         ASSERT(other > 0);
         if (h)
-            ASSERT(season > 0 && by_p > 0);
+            ASSERT(season > 0 && by_p > 0 && event_season > 0);
         else
-            ASSERT(season == 0 && by_p == 0);
+            ASSERT(season == 0 && by_p == 0 && event_season == 0);
         lstm_weights_release(tr.net);
     }
 }
