@@ -30,8 +30,8 @@
  * global gradient-norm clip. */
 #define PATIENCE 4
 #define CLIP_NORM 5.0
-#define SEASON_SPAN_DAYS 365   /* matured cuts spanning at least this ... */
-#define SEASON_MIN_SHARE 0.01  /* ... with this share of them that old: the head learns the time of year */
+#define SEASON_YEAR_DAYS 365   /* a matured cut at serving's time of year a whole number of these back ... */
+#define SEASON_MIN_SHARE 0.01  /* ... with this share of the cuts that old: the network learns the time of year */
 
 size_t trainer_param_count(int H)
 {
@@ -427,19 +427,24 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
         dataset_free(&d);
         return -ENODATA;
     }
-    /* The time of year at as_of is learned only from cuts that span a
-     * year: with less, serving asks about seasons no label has shown (CDNOW's
-     * matured cuts cover half a year). "Span" counts only when at least
-     * SEASON_MIN_SHARE of the cuts are a year or more older than the
-     * latest, so a few old or backfilled shoppers do not make it. */
+    /* The time of year is learned only when a matured label has shown the
+     * one serving asks about: some cuts at or before the latest matured
+     * cut time at serving's time of year, now - 365 days (now - 730 for a
+     * horizon over a year), which is the latest cut c_hi = now - H minus
+     * 365 - H days. With less, serving asks about a season no label has
+     * shown (CDNOW's matured cuts cover a quarter of a year). It counts
+     * only when at least SEASON_MIN_SHARE of the cuts are that old, so a
+     * few old or backfilled shoppers do not make it. */
     int64_t c_hi = INT64_MIN;
     size_t ncuts = 0, old = 0;
     for (size_t i = 0; i < d.nseq; i++)
         for (int c = 0; c < d.seqs[i].ncuts; c++)
             c_hi = d.seqs[i].cuts[c].c > c_hi ? d.seqs[i].cuts[c].c : c_hi;
+    const int64_t years = (cfg->horizon_days + SEASON_YEAR_DAYS - 1) / SEASON_YEAR_DAYS;
+    const int64_t back = (years * SEASON_YEAR_DAYS - cfg->horizon_days) * 86400;
     for (size_t i = 0; i < d.nseq; i++)
         for (int c = 0; c < d.seqs[i].ncuts; c++, ncuts++)
-            old += d.seqs[i].cuts[c].c <= c_hi - (int64_t)SEASON_SPAN_DAYS * 86400;
+            old += d.seqs[i].cuts[c].c <= c_hi - back;
     const bool seasonal = old > 0 && (double)old >= SEASON_MIN_SHARE * (double)ncuts;
     VariantResult hy = {.val = INFINITY}, lo = {.val = INFINITY};
     rc = cfg->head == 2 ? 0 : train_variant(&d, cfg, true, seasonal, &hy);

@@ -297,19 +297,32 @@ static void check_counts(const Data *d, uint64_t *examples)
     *examples = tr.examples;
 }
 
-/* The season gate: matured cuts spanning 340 days (the `young` data, H =
- * 60: not seasonal) or two years (seasonal). */
-static void check_season_gate(const Data *d)
+/* The season gate: the network learns the time of year only when some
+ * matured cuts (1% or more) are at or before now - 365 days, where serving's
+ * time of year has a label. H = 60: shoppers from 330 days back have none
+ * (not seasonal); from 400 days back they have, although no cut is a year
+ * older than the latest, now - H (seasonal; not so before 2026-12-01); two
+ * years, seasonal; two years at a horizon of 400 days, not seasonal: the
+ * cut at serving's time of year would be now - 730 days. */
+static void check_season_gate(void)
 {
-    static Data span;
+    static Data brief, year, span;
+    make_span(&brief, NOLD, 330);
+    make_span(&year, NOLD, 400);
     make_span(&span, NOLD, 720);
-    for (int h = 0; h < 2; h++) {
+    const struct {
+        const Data *data;
+        int horizon_days;
+        bool seasonal;
+    } cases[] = {{&brief, H_DAYS, false}, {&year, H_DAYS, true}, {&span, H_DAYS, true}, {&span, 400, false}};
+    for (size_t h = 0; h < sizeof cases / sizeof cases[0]; h++) {
         TrainConfig tc;
         train_config(&tc, 30);
         tc.max_epochs = 2;
+        tc.horizon_days = cases[h].horizon_days;
         TrainResult tr;
-        train_ok(h ? &span.set : &d->set, &tc, 9, &tr);
-        ASSERT(tr.seasonal == (h == 1));
+        train_ok(&cases[h].data->set, &tc, 9, &tr);
+        ASSERT(tr.seasonal == cases[h].seasonal);
         const int U = tr.net->cfg.hidden + HEAD_EXTRA;
         double season = 0, by_p = 0, other = 0; /* the time of year alone, and times the fallback's p */
         for (int r = 0; r < 3; r++) {
@@ -324,7 +337,7 @@ static void check_season_gate(const Data *d)
             event_season += fabs(tr.net->w[(size_t)g * (size_t)K + FEATURE_SEASON]) +
                             fabs(tr.net->w[(size_t)g * (size_t)K + FEATURE_SEASON + 1]);
         ASSERT(other > 0);
-        if (h)
+        if (cases[h].seasonal)
             ASSERT(season > 0 && by_p > 0 && event_season > 0);
         else
             ASSERT(season == 0 && by_p == 0 && event_season == 0);
@@ -373,7 +386,7 @@ int main(void)
     check_newest_kept(&young);
     check_ring_summary();
     check_grid_times();
-    check_season_gate(&young);
+    check_season_gate();
     printf("trainer_run: %llu examples, %zu labels moved by (now - H, now] values\n", (unsigned long long)e_young,
            changed);
     free(p_base);
