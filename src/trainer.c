@@ -432,7 +432,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
      * cut time at serving's time of year, now - 365 days (now - 730 for a
      * horizon over a year), which is the latest cut c_hi = now - H minus
      * 365 - H days. With less, serving asks about a season no label has
-     * shown (CDNOW's matured cuts cover a quarter of a year). It counts
+     * shown (CDNOW's matured cuts cover half a year). It counts
      * only when at least SEASON_MIN_SHARE of the cuts are that old, so a
      * few old or backfilled shoppers do not make it. */
     int64_t c_hi = INT64_MIN;

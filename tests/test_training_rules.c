@@ -28,9 +28,10 @@
  *   - the browse and cart summary at a cut covers the ring's worth of
  *     events before it, as serving's does;
  *   - the network learns the time of year (the head's at as_of, the
- *     LSTM's of each event) only when the matured cuts span a year: with
- *     340 days of them its weights there stay exactly 0, with two years of
- *     them they move;
+ *     LSTM's of each event) only when 1% of the matured cuts are at or
+ *     before now - 365 days (serving's time of year; now - 730 for a
+ *     horizon over a year): otherwise its weights there stay exactly 0;
+ *     with such cuts they move;
  *   - the level and p's calibration: tests/test_level.c. */
 #include <math.h>
 #include <stdlib.h>
