@@ -63,7 +63,7 @@ typedef struct TrainFigures {
     double val_loss_other, val_loss_fallback, val_loss_serving, val_gini_fallback;
     double level_shift, p_scale, p_offset, val_total_error_fallback, val_total_error_held_out, val_total_error_network;
     int level_rule; /* LEVEL_RULE_* */
-    bool hybrid, swapped, seasonal;
+    bool hybrid, swapped, seasonal, seasonal_events;
 } TrainFigures;
 
 typedef struct FallbackFit {

@@ -49,7 +49,8 @@ typedef struct TrainConfig {
 typedef struct TrainResult {
     LstmWeights *net;      /* the better variant, float, refs = 1 (caller releases) */
     bool hybrid;
-    bool seasonal;         /* the network uses the time of year (1% of the cuts at or before now - 365 days) */
+    bool seasonal;         /* the head uses the time of year at as_of (1% of the cuts at or before now - 365 days) */
+    bool seasonal_events;  /* the LSTM uses each event's (1% of the cuts a year older than the latest) */
     double val_loss;       /* of net */
     double val_loss_other; /* of the other variant */
     double val_loss_fallback;

@@ -309,7 +309,7 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
     textbuf_printf(b,
                   ",\"network\":%s,\"last_training\":{\"examples\":%llu,\"users\":%llu,\"events\":%llu,"
                   "\"history_events\":%llu,\"epochs\":%llu,"
-                  "\"head\":\"%s\",\"seasonal\":%s,\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
+                  "\"head\":\"%s\",\"seasonal\":%s,\"seasonal_events\":%s,\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
                   "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,"
                   "\"swapped\":%s,\"level\":{\"rule\":\"%s\",\"shift\":%.6g,\"p_scale\":%.6g,\"p_offset\":%.6g,"
                   "\"val_total_error_fallback\":%.6g,"
@@ -318,7 +318,7 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   (unsigned long long)lt->users, (unsigned long long)lt->events,
                   (unsigned long long)lt->history_events, (unsigned long long)lt->epochs,
                   lt->epochs ? (lt->hybrid ? "hybrid" : "lstm_only") : "none", lt->seasonal ? "true" : "false",
-                  finite_or_zero(lt->val_loss),
+                  lt->seasonal_events ? "true" : "false", finite_or_zero(lt->val_loss),
                   finite_or_zero(lt->val_loss_other), finite_or_zero(lt->val_loss_fallback),
                   finite_or_zero(lt->val_loss_serving), finite_or_zero(lt->val_gini),
                   finite_or_zero(lt->val_gini_fallback), lt->seconds, lt->swapped ? "true" : "false",

@@ -565,14 +565,15 @@ static int train_network(Service *s, char *err, size_t errlen)
         .level_rule = tr.level_rule,
         .hybrid = tr.hybrid,
         .seasonal = tr.seasonal,
+        .seasonal_events = tr.seasonal_events,
         .swapped = tr.val_loss < tr.val_loss_serving,
     };
-    log_msg(LOG_INFO, "network trained", "hybrid=%s seasonal=%s val_loss=%.5f other_variant=%.5f fallback=%.5f serving=%.5f "
+    log_msg(LOG_INFO, "network trained", "hybrid=%s seasonal=%s seasonal_events=%s val_loss=%.5f other_variant=%.5f fallback=%.5f serving=%.5f "
             "val_gini=%.4f val_gini_fallback=%.4f level_shift=%.4f p_scale=%.4f p_offset=%.4f level_rule=%s "
             "val_total_error_fallback=%.4f "
             "val_total_error_held_out=%.4f val_total_error_network=%.4f examples=%llu users=%llu events=%llu history_events=%llu epochs=%d "
             "epochs_other=%d seconds=%.2f swap=%s",
-            tr.hybrid ? "true" : "false", tr.seasonal ? "true" : "false", tr.val_loss, tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving,
+            tr.hybrid ? "true" : "false", tr.seasonal ? "true" : "false", tr.seasonal_events ? "true" : "false", tr.val_loss, tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving,
             tr.val_gini, tr.val_gini_fallback, tr.level_shift, tr.p_scale, tr.p_offset,
             model_level_rule_name(tr.level_rule), tr.val_total_error_fallback, tr.val_total_error_held_out,
             tr.val_total_error_network,

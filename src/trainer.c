@@ -30,8 +30,8 @@
  * global gradient-norm clip. */
 #define PATIENCE 4
 #define CLIP_NORM 5.0
-#define SEASON_YEAR_DAYS 365   /* a matured cut at serving's time of year a whole number of these back ... */
-#define SEASON_MIN_SHARE 0.01  /* ... with this share of the cuts that old: the network learns the time of year */
+#define SEASON_YEAR_DAYS 365  /* matured cuts this many days back (trainer_run: the season gates) ... */
+#define SEASON_MIN_SHARE 0.01 /* ... this share of them: the network learns a time of year */
 
 size_t trainer_param_count(int H)
 {
@@ -188,22 +188,17 @@ typedef struct VariantResult {
     int epochs;
 } VariantResult;
 
-/* Zeroes every weight (or its gradient) on a time of year, for a network
- * trained without it (trainer_run: seasonal): the head's on the time of
- * year at as_of, alone and times the fallback's p, and the LSTM's on each
- * event's (inputs 11 and 12). The events' too: with under a year of
- * matured cuts, every event of some months of the year comes from the
- * cohort's first weeks, so the event's season stood for a shopper's age
- * (20,000 simulated shoppers served in April after 15 months: Gini / AUC
- * 0.779 / 0.846 with those weights, 0.805 / 0.874 without;
- * docs/ACCURACY.md, "The events' time of year"). */
-static void zero_season(double *theta, int H)
+/* Zeroes the weights (or their gradients) on a time of year that its gate
+ * keeps closed (trainer_run: the season gates): !head, the head's on the
+ * time of year at as_of, alone and times the fallback's p; !events, the
+ * LSTM's on each event's (inputs 11 and 12). */
+static void zero_season(double *theta, int H, bool head, bool events)
 {
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
-    for (size_t g = 0; g < G; g++)
+    for (size_t g = 0; g < G && !events; g++)
         theta[g * K + FEATURE_SEASON] = theta[g * K + FEATURE_SEASON + 1] = 0.0;
     double *hw = theta + G * K + G;
-    for (size_t r = 0; r < 3; r++)
+    for (size_t r = 0; r < 3 && !head; r++)
         for (int j = 0; j < 2; j++)
             hw[r * U + (size_t)H + HEAD_EXTRA_SEASON + j] = hw[r * U + (size_t)H + HEAD_EXTRA_SEASON_BY_P + j] = 0.0;
 }
@@ -213,8 +208,10 @@ static void zero_season(double *theta, int H)
  * loss by more than one standard error of the paired difference from the
  * last epoch that did (so the validation sample's noise is not taken for
  * progress), and the weights of the lowest validation loss seen are kept.
- * seasonal false: the weights on the time of year at as_of stay 0. */
-static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, bool seasonal, VariantResult *res)
+ * seasonal, seasonal_events false: the weights on the time of year at as_of,
+ * on each event's, stay 0. */
+static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, bool seasonal, bool seasonal_events,
+                         VariantResult *res)
 {
     const int H = cfg->hidden;
     const size_t P = trainer_param_count(H);
@@ -243,8 +240,7 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
     double *hw = theta + G * K + G, *hb = hw + 3 * U;
     for (size_t i = 0; i < 3 * U; i++)
         hw[i] *= 0.1;
-    if (!seasonal)
-        zero_season(theta, H);
+    zero_season(theta, H, seasonal, seasonal_events);
     double pos = 0, cnt = 0, ly = 0, ly2 = 0;
     for (size_t i = 0; i < nseq; i++)
         for (int c = 0; c < d->seqs[i].ncuts; c++) {
@@ -304,8 +300,7 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
             double loss;
             if (trainer_batch_loss(theta, H, batch, taken, hybrid, cfg->bptt, grad, NULL, &loss, &sc))
                 goto out;
-            if (!seasonal)
-                zero_season(grad, H); /* Adam then leaves those weights at 0 */
+            zero_season(grad, H, seasonal, seasonal_events); /* Adam then leaves those weights at 0 */
             double norm = 0;
             for (size_t p = 0; p < P; p++) {
                 grad[p] /= (double)ncut;
@@ -427,29 +422,39 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
         dataset_free(&d);
         return -ENODATA;
     }
-    /* The time of year is learned only when a matured label has shown the
-     * one serving asks about: some cuts at or before the latest matured
-     * cut time at serving's time of year, now - 365 days (now - 730 for a
-     * horizon over a year), which is the latest cut c_hi = now - H minus
-     * 365 - H days. With less, serving asks about a season no label has
-     * shown (CDNOW's matured cuts cover half a year). It counts
-     * only when at least SEASON_MIN_SHARE of the cuts are that old, so a
-     * few old or backfilled shoppers do not make it. */
+    /* The season gates. Each time of year is learned only where the
+     * matured cuts have shown it, SEASON_MIN_SHARE of them (a few old or
+     * backfilled shoppers do not make it):
+     * - the head's at as_of (seasonal): cuts at or before now - 365 days
+     *   (now - 365 k for a horizon over k - 1 years), where a label has
+     *   shown the time of year serving asks about. CDNOW's matured cuts
+     *   cover half a year: not seasonal.
+     * - the LSTM's of each event (seasonal_events): cuts a year older than
+     *   the latest, now - H - 365 days, so the training sequences hold
+     *   events of every time of year that serving's states hold. Short of
+     *   that, the events of some months all came from the cohort's first
+     *   weeks and the LSTM read the month as the shopper's age (20,000
+     *   simulated shoppers served in April after 15 months: Gini / AUC
+     *   0.779 / 0.846 with those weights, 0.805 / 0.874 without;
+     *   docs/ACCURACY.md, "The events' time of year"). */
     int64_t c_hi = INT64_MIN;
-    size_t ncuts = 0, old = 0;
+    size_t ncuts = 0, label_old = 0, events_old = 0;
     for (size_t i = 0; i < d.nseq; i++)
         for (int c = 0; c < d.seqs[i].ncuts; c++)
             c_hi = d.seqs[i].cuts[c].c > c_hi ? d.seqs[i].cuts[c].c : c_hi;
     const int64_t years = (cfg->horizon_days + SEASON_YEAR_DAYS - 1) / SEASON_YEAR_DAYS;
-    const int64_t back = (years * SEASON_YEAR_DAYS - cfg->horizon_days) * 86400;
+    const int64_t label_at = set->now - years * SEASON_YEAR_DAYS * 86400, events_at = c_hi - SEASON_YEAR_DAYS * 86400;
     for (size_t i = 0; i < d.nseq; i++)
-        for (int c = 0; c < d.seqs[i].ncuts; c++, ncuts++)
-            old += d.seqs[i].cuts[c].c <= c_hi - back;
-    const bool seasonal = old > 0 && (double)old >= SEASON_MIN_SHARE * (double)ncuts;
+        for (int c = 0; c < d.seqs[i].ncuts; c++, ncuts++) {
+            label_old += d.seqs[i].cuts[c].c <= label_at;
+            events_old += d.seqs[i].cuts[c].c <= events_at;
+        }
+    const bool seasonal = label_old > 0 && (double)label_old >= SEASON_MIN_SHARE * (double)ncuts;
+    const bool seasonal_events = events_old > 0 && (double)events_old >= SEASON_MIN_SHARE * (double)ncuts;
     VariantResult hy = {.val = INFINITY}, lo = {.val = INFINITY};
-    rc = cfg->head == 2 ? 0 : train_variant(&d, cfg, true, seasonal, &hy);
+    rc = cfg->head == 2 ? 0 : train_variant(&d, cfg, true, seasonal, seasonal_events, &hy);
     if (!rc && cfg->head != 1)
-        rc = train_variant(&d, cfg, false, seasonal, &lo);
+        rc = train_variant(&d, cfg, false, seasonal, seasonal_events, &lo);
     if (rc) {
         snprintf(err, errlen, rc == -ECANCELED ? "training stopped: ltvd is shutting down" : "out of memory while training");
         free(hy.theta);
@@ -492,6 +497,7 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     net_from_theta(net, win->theta);
     net->hybrid = hybrid;
     out->seasonal = seasonal;
+    out->seasonal_events = seasonal_events;
     net->calib = trainer_choose_level(set, cfg, fit, win->theta, hybrid, &d, out);
     out->net = net;
     out->hybrid = hybrid;

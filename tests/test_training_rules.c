@@ -27,11 +27,11 @@
  *     out, purchases at one time count once and refunds are not cut at;
  *   - the browse and cart summary at a cut covers the ring's worth of
  *     events before it, as serving's does;
- *   - the network learns the time of year (the head's at as_of, the
- *     LSTM's of each event) only when 1% of the matured cuts are at or
- *     before now - 365 days (serving's time of year; now - 730 for a
- *     horizon over a year): otherwise its weights there stay exactly 0;
- *     with such cuts they move;
+ *   - the head learns the time of year at as_of only when 1% of the
+ *     matured cuts are at or before now - 365 k days (serving's time of
+ *     year; k the horizon's years, rounded up), the LSTM each event's only
+ *     when 1% are a year older than the latest: otherwise their weights
+ *     stay exactly 0; with such cuts they move;
  *   - the level and p's calibration: tests/test_level.c. */
 #include <math.h>
 #include <stdlib.h>
@@ -298,24 +298,38 @@ static void check_counts(const Data *d, uint64_t *examples)
     *examples = tr.examples;
 }
 
-/* The season gate: the network learns the time of year only when some
- * matured cuts (1% or more) are at or before now - 365 days, where serving's
- * time of year has a label. H = 60: shoppers from 330 days back have none
- * (not seasonal); from 400 days back they have, although no cut is a year
- * older than the latest, now - H (seasonal; not so before 2026-12-01); two
- * years, seasonal; two years at a horizon of 400 days, not seasonal: the
- * cut at serving's time of year would be now - 730 days. */
+/* The season gates. The head learns the time of year at as_of only when
+ * 1% of the matured cuts are at or before now - 365 k days (k the horizon's
+ * years, rounded up), where a label has shown serving's time of year; the
+ * LSTM learns each event's only when 1% are a year older than the latest,
+ * now - H - 365 days. Shoppers with an event every 6 days and a purchase
+ * (a cut) every 18 from D days back, at H = 60 unless said:
+ *   - D = 330: neither; D = 377: its oldest cut at now - 365 d + 1-12 h,
+ *     neither; D = 378: a purchase at now - 366 d + 1-12 h, the head only
+ *     (under the gate before 2026-12-01, neither); D = 400, the head only;
+ *   - D = 720: both; at H = 400 neither (the head's would be now - 730);
+ *   - H = 400, D = 731: the grid cut at now - H - 11 x 30 d = now - 730 d,
+ *     the head only; D = 730: that cut is before the first event, neither;
+ *   - H = 365, D = 400: every cut is at or before now - 365, the head. */
 static void check_season_gate(void)
 {
-    static Data brief, year, span;
-    make_span(&brief, NOLD, 330);
-    make_span(&year, NOLD, 400);
-    make_span(&span, NOLD, 720);
+    static Data d330, d377, d378, d400, d720, d730, d731;
+    make_span(&d330, NOLD, 330);
+    make_span(&d377, NOLD, 377);
+    make_span(&d378, NOLD, 378);
+    make_span(&d400, NOLD, 400);
+    make_span(&d720, NOLD, 720);
+    make_span(&d730, NOLD, 730);
+    make_span(&d731, NOLD, 731);
     const struct {
         const Data *data;
         int horizon_days;
-        bool seasonal;
-    } cases[] = {{&brief, H_DAYS, false}, {&year, H_DAYS, true}, {&span, H_DAYS, true}, {&span, 400, false}};
+        bool head, events;
+    } cases[] = {
+        {&d330, H_DAYS, false, false}, {&d377, H_DAYS, false, false}, {&d378, H_DAYS, true, false},
+        {&d400, H_DAYS, true, false},  {&d720, H_DAYS, true, true},   {&d720, 400, false, false},
+        {&d731, 400, true, false},     {&d730, 400, false, false},    {&d400, 365, true, false},
+    };
     for (size_t h = 0; h < sizeof cases / sizeof cases[0]; h++) {
         TrainConfig tc;
         train_config(&tc, 30);
@@ -323,7 +337,7 @@ static void check_season_gate(void)
         tc.horizon_days = cases[h].horizon_days;
         TrainResult tr;
         train_ok(&cases[h].data->set, &tc, 9, &tr);
-        ASSERT(tr.seasonal == cases[h].seasonal);
+        ASSERT(tr.seasonal == cases[h].head && tr.seasonal_events == cases[h].events);
         const int U = tr.net->cfg.hidden + HEAD_EXTRA;
         double season = 0, by_p = 0, other = 0; /* the time of year alone, and times the fallback's p */
         for (int r = 0; r < 3; r++) {
@@ -338,10 +352,8 @@ static void check_season_gate(void)
             event_season += fabs(tr.net->w[(size_t)g * (size_t)K + FEATURE_SEASON]) +
                             fabs(tr.net->w[(size_t)g * (size_t)K + FEATURE_SEASON + 1]);
         ASSERT(other > 0);
-        if (cases[h].seasonal)
-            ASSERT(season > 0 && by_p > 0 && event_season > 0);
-        else
-            ASSERT(season == 0 && by_p == 0 && event_season == 0);
+        ASSERT(cases[h].head ? season > 0 && by_p > 0 : season == 0 && by_p == 0);
+        ASSERT(cases[h].events ? event_season > 0 : event_season == 0);
         lstm_weights_release(tr.net);
     }
 }
