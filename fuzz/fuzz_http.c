@@ -12,6 +12,9 @@
  * read "tr"). Two test-only headers: "X-Fuzz-Draining" answers as while
  * shutting down, "X-Fuzz-Not-Ready" as while recovering. */
 #include <cJSON.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <strings.h>
 
 #include "fuzz_common.h"
@@ -30,6 +33,17 @@ static size_t buf_cap;
 
 static void on_retrain(void *arg) { (void)arg; /* no worker: the job stays "running" (409 after) */ }
 
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path) ? -1 : 0;
+}
+
+/* At the end of a run (libFuzzer exits normally after -runs or
+ * -max_total_time): the storage directory goes, with anything an import
+ * left in it. After a crash it stays, beside the artifact. */
+static void remove_storage_dir(void) { nftw(cfg.storage_dir, remove_one, 8, FTW_DEPTH | FTW_PHYS); }
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     fuzz_config(&cfg);
@@ -44,6 +58,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!mkdtemp(dir))
         abort();
     snprintf(cfg.storage_dir, sizeof cfg.storage_dir, "%s", dir);
+    atexit(remove_storage_dir);
     metrics_init(&metrics);
     if (service_create(&svc, &cfg, &metrics, fuzz_model()))
         abort();
