@@ -22,7 +22,9 @@
  * first tried ADJ_MIN_VISITS times), and updates Q by the sample mean.
  * Serving uses the greedy policy, but keeps ×1.0 unless the segment's ratio
  * is off 1 by ADJ_MIN_EFFECT and by more than ADJ_Z standard errors over at
- * least ADJ_MIN_PAIRS distinct pairs.
+ * least ADJ_MIN_PAIRS distinct pairs. It learns from the newest outcomes
+ * alone once there are enough of them (adjuster_select): older ones describe
+ * a season or a behaviour that may have passed.
  * Pure functions; the table is immutable once published. */
 #ifndef LTVD_ADJUSTER_H
 #define LTVD_ADJUSTER_H
@@ -41,6 +43,7 @@
 #define ADJ_Z 3.0          /* a segment is corrected only if its ratio is this many SEs from 1 */
 #define ADJ_MIN_VISITS 20
 #define ADJ_BATCH 32
+#define ADJ_RECENT_MIN 1000 /* live pairs of the newest horizon that replace all older evidence */
 #ifndef ADJ_OVER_WEIGHT
 #define ADJ_OVER_WEIGHT 2.0 /* an over-predicted total costs this many times an under-predicted one */
 #endif
@@ -52,6 +55,8 @@ typedef struct AdjPair {
     double actual;        /* realised spend in its window */
     double recency_days;  /* days since the shopper's last event at prediction time */
     double tenure_days;   /* days since the shopper's first event at prediction time */
+    int64_t t;            /* when the prediction was served (its as_of, Unix s); 0: not known (a
+                           * backtest's pair, or one restored from a snapshot of format 3 or older) */
 } AdjPair;
 
 typedef struct AdjTable {
@@ -69,6 +74,14 @@ typedef struct AdjTable {
     uint32_t backtest_pairs;                    /* ... and from the backtest after a retrain */
 } AdjTable;
 
+/* The pairs to learn from, the newest evidence first (docs/MODEL.md,
+ * "Recent outcomes first"): when at least ADJ_RECENT_MIN live pairs were
+ * served within `window` seconds (the horizon) of the newest live one, those
+ * alone; otherwise every live pair, then every backtest pair. out has room
+ * for nlive + nbt; returns how many it holds, and *from_live how many of
+ * them are live (the rest follow them and are the backtest's). */
+size_t adjuster_select(const AdjPair *live, size_t nlive, const AdjPair *bt, size_t nbt, int64_t window,
+                       AdjPair *out, size_t *from_live);
 int adjuster_segment(const AdjTable *t, double pred, double recency_days, double tenure_days);
 double adjuster_multiplier(const AdjTable *t, double pred, double recency_days, double tenure_days);
 /* Learns a table from pairs (starting from prev's trend, or NULL). -ENODATA

@@ -29,6 +29,29 @@ double adjuster_multiplier(const AdjTable *t, double pred, double recency_days, 
     return ADJ_MULTIPLIERS[t->action[adjuster_segment(t, pred, recency_days, tenure_days)]];
 }
 
+size_t adjuster_select(const AdjPair *live, size_t nlive, const AdjPair *bt, size_t nbt, int64_t window,
+                       AdjPair *out, size_t *from_live)
+{
+    int64_t newest = 0;
+    for (size_t i = 0; i < nlive; i++)
+        if (live[i].t > newest)
+            newest = live[i].t;
+    size_t n = 0;
+    for (size_t i = 0; newest && i < nlive; i++) /* t == 0: when it was served is not known */
+        if (live[i].t > 0 && live[i].t > newest - window)
+            out[n++] = live[i];
+    if (n >= ADJ_RECENT_MIN) {
+        *from_live = n;
+        return n;
+    }
+    if (nlive)
+        memcpy(out, live, nlive * sizeof *live);
+    if (nbt)
+        memcpy(out + nlive, bt, nbt * sizeof *bt);
+    *from_live = nlive;
+    return nlive + nbt;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;

@@ -387,38 +387,36 @@ static int backtest_serving(Service *s, const Model *cur, AdjPair **bt, size_t *
     return 0;
 }
 
-/* Worker: the matured pairs the adjuster learns from: the prediction log's,
- * then a backtest of the serving model on matured validation cuts. */
+/* Worker: the matured pairs the adjuster learns from (adjuster_select): the
+ * prediction log's newest horizon when it holds ADJ_RECENT_MIN of them;
+ * otherwise all of the log's, then a backtest of the serving model on
+ * matured validation cuts. The backtest runs either way: it is also
+ * GET /v1/calibration's. */
 static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n, size_t *live)
 {
-    size_t cap = s->predlog ? (size_t)s->cfg.adjuster_log_size : 0;
+    size_t cap = s->predlog ? (size_t)s->cfg.adjuster_log_size : 0, nlive = 0;
     AdjPair *logged = malloc((cap ? cap : 1) * sizeof *logged);
     if (!logged)
         return -ENOMEM;
-    *live = 0;
     if (s->predlog) {
         mature_predictions(s);
         store_lock(s->store);
-        *live = predlog_pairs(s->predlog, logged, cap);
+        nlive = predlog_pairs(s->predlog, logged, cap);
         store_unlock(s->store);
     }
     AdjPair *bt = NULL;
     size_t nbt = 0;
     int rc = backtest_serving(s, cur, &bt, &nbt);
-    if (rc) {
-        free(logged);
-        return rc;
-    }
-    AdjPair *all = realloc(logged, (*live + nbt + 1) * sizeof *all);
-    if (!all) {
-        free(logged), free(bt);
-        return -ENOMEM;
-    }
-    if (nbt)
-        memcpy(all + *live, bt, nbt * sizeof *bt);
+    AdjPair *all = rc ? NULL : malloc((nlive + nbt + 1) * sizeof *all);
+    if (all)
+        *n = adjuster_select(logged, nlive, bt, nbt, (int64_t)s->cfg.model_horizon_days * 86400, all, live);
+    free(logged);
     free(bt);
+    if (rc)
+        return rc;
+    if (!all)
+        return -ENOMEM;
     *out = all;
-    *n = *live + nbt;
     return 0;
 }
 

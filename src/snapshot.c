@@ -40,6 +40,10 @@ typedef struct SnapDedupe {
 
 static size_t dedupe_entry_bytes(uint32_t format) { return format >= 3 ? sizeof(SnapDedupe) : sizeof(uint64_t); }
 
+/* One of the adjuster's pairs: AdjPair from format 4; formats 2 and 3 had
+ * no serving time (AdjPair's leading four fields, read with t = 0). */
+static size_t pair_bytes(uint32_t format) { return format >= 4 ? sizeof(AdjPair) : offsetof(AdjPair, t); }
+
 /* Sections larger than this are not believed (a corrupt count). */
 #define SNAP_MAX_COUNT ((uint64_t)1 << 40)
 
@@ -332,7 +336,7 @@ int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, cha
         if (counts[0] > SNAP_MAX_COUNT || counts[1] > SNAP_MAX_COUNT)
             rc = -EBADMSG;
         else
-            rc = crc_section(fd, counts[0] * sizeof(PredLogEntry) + counts[1] * sizeof(AdjPair), &crc, buf, cap);
+            rc = crc_section(fd, counts[0] * sizeof(PredLogEntry) + counts[1] * pair_bytes(h.format), &crc, buf, cap);
     }
     uint32_t stored = 0;
     if (!rc)
@@ -478,8 +482,8 @@ int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info,
         predlog_restore_entry(t->predlog, &e);
     }
     for (uint64_t i = 0; i < counts[1] && !rc; i++) {
-        AdjPair p;
-        if ((rc = sr_read(&rd, &p, sizeof p)) == 0 && t->predlog)
+        AdjPair p = {0};
+        if ((rc = sr_read(&rd, &p, pair_bytes(h.format))) == 0 && t->predlog)
             predlog_restore_pair(t->predlog, &p);
         else if (rc)
             where = "the adjuster's pairs";

@@ -7,7 +7,9 @@
  * leaves unbiased segments at x1.0, for several seeds. A segment with fewer
  * than ADJ_MIN_PAIRS outcomes is never corrected; one with that many is.
  * Over-prediction costs more: between a segment over-predicted by 1/0.7
- * and one under-predicted by as much, the cut outweighs the raise. */
+ * and one under-predicted by as much, the cut outweighs the raise. The
+ * newest horizon's outcomes, once there are ADJ_RECENT_MIN of them, replace
+ * older ones and the backtest (adjuster_select). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,6 +103,60 @@ static void test_over_costs_more(AdjPair *pairs, size_t N)
     }
 }
 
+/* Pairs of one segment (recent, young shoppers, pred 10) whose outcomes
+ * are `ratio` times the prediction, served at times t0, t0 + step, ... */
+static void fill_pairs(AdjPair *p, size_t n, double ratio, int64_t t0, int64_t step)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (AdjPair){.pred = 10.0, .actual = 10.0 * ratio * (0.5 + (double)(i % 5) / 4.0), .recency_days = 5,
+                         .tenure_days = 60, .t = t0 ? t0 + (int64_t)i * step : 0};
+}
+
+/* The newest evidence first. Live pairs of a year ago and the backtest say
+ * the model under-predicts by half; the newest horizon's say it now
+ * over-predicts by 2x. With ADJ_RECENT_MIN such pairs the adjuster learns
+ * from them alone and cuts; with one fewer it learns from everything, as
+ * before, and raises. Pairs without a serving time are never the newest,
+ * and the window's edge is exclusive. */
+static void test_recent_first(void)
+{
+    enum { OLD = 3000, BT = 2000, NEW = ADJ_RECENT_MIN };
+    const int64_t H = 90 * 86400, now = 1700000000;
+    static AdjPair live[OLD + NEW + 1], bt[BT], out[OLD + NEW + 1 + BT];
+    fill_pairs(live, OLD, 2.0, now - 400 * 86400, 3600); /* a year and more ago */
+    fill_pairs(bt, BT, 2.0, 0, 0);
+    for (int fewer = 0; fewer <= 1; fewer++) {
+        size_t nnew = NEW - (size_t)fewer;
+        fill_pairs(live + OLD, nnew, 0.5, now - H + 1, (H - 1) / (int64_t)nnew); /* within H of the newest */
+        size_t nlive = OLD + nnew, from_live = 0;
+        size_t n = adjuster_select(live, nlive, bt, BT, H, out, &from_live);
+        AdjTable t;
+        ASSERT(adjuster_learn(out, n, 7, 400, NULL, &t) == 0);
+        double m = adjuster_multiplier(&t, 10.0, 5, 60);
+        if (!fewer) {
+            ASSERT(n == NEW && from_live == NEW);
+            ASSERT(memcmp(out, live + OLD, NEW * sizeof *out) == 0);
+            ASSERT(m < 1.0); /* the model over-predicts now: cut */
+        } else {
+            ASSERT(n == nlive + BT && from_live == nlive);
+            ASSERT(memcmp(out, live, nlive * sizeof *out) == 0 && memcmp(out + nlive, bt, BT * sizeof *out) == 0);
+            ASSERT(m > 1.0); /* the older evidence outvotes it */
+        }
+    }
+    /* the window: a pair served exactly H before the newest is outside it */
+    fill_pairs(live + OLD, NEW, 0.5, now - H + 1, 1);
+    live[OLD + NEW - 1].t = now;
+    live[OLD].t = now - H;
+    size_t from_live, n = adjuster_select(live, OLD + NEW, NULL, 0, H, out, &from_live);
+    ASSERT(n == OLD + NEW && from_live == OLD + NEW); /* one short: everything */
+    live[OLD].t = now - H + 1;
+    ASSERT(adjuster_select(live, OLD + NEW, NULL, 0, H, out, &from_live) == NEW);
+    /* no serving times (a format-3 snapshot's pairs): everything, in order */
+    for (size_t i = 0; i < OLD + NEW; i++)
+        live[i].t = 0;
+    ASSERT(adjuster_select(live, OLD + NEW, bt, BT, H, out, &from_live) == OLD + NEW + BT && from_live == OLD + NEW);
+}
+
 int main(void)
 {
     const size_t N = 400000; /* about 750 pairs in the biased segment */
@@ -166,5 +222,6 @@ int main(void)
     test_over_costs_more(pairs, N);
     free(pairs);
     test_min_pairs();
+    test_recent_first();
     TEST_DONE("test_adjuster");
 }

@@ -33,14 +33,16 @@ static void mature_batch(PredLog *l, uint64_t first, int n)
 }
 
 /* 1 if p[0..n) holds exactly the pairs of keys first..first+n-1 (in any
- * order: maturing goes in table order), each with its own outcome. */
+ * order: maturing goes in table order), each with its own outcome and the
+ * time its prediction was served (mature_batch: the key). */
 static int check_batch(const AdjPair *p, int first, int n)
 {
     char *seen = calloc((size_t)n, 1);
     int ok = seen != NULL;
     for (int i = 0; ok && i < n; i++) {
         int k = (int)p[i].pred - first;
-        ok = p[i].pred == (double)(first + k) && k >= 0 && k < n && !seen[k] && p[i].actual == 10.0 * p[i].pred;
+        ok = p[i].pred == (double)(first + k) && k >= 0 && k < n && !seen[k] && p[i].actual == 10.0 * p[i].pred &&
+             p[i].t == first + k;
         if (ok)
             seen[k] = 1;
     }

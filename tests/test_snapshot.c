@@ -1,7 +1,9 @@
 /* Snapshot files: a round trip, and every way snapshot_load can fail says
  * which file and why (issue 12, item 10): missing, not a snapshot, cut
  * short in each section, more shoppers than limits.max_users, tables that
- * are not empty (the file's hash key cannot be set under their layout). */
+ * are not empty (the file's hash key cannot be set under their layout).
+ * The adjuster's pairs keep the time their prediction was served; a
+ * format-3 file's pairs (without it) load with that time unknown. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 #include "snapshot.h"
 #include "store.h"
 #include "test_util.h"
+#include "util.h"
 
 #define SHOPPERS 50
 #define KEYS 20
@@ -69,6 +72,79 @@ static void expect_text(const char *err, const char *a, const char *b)
         exit(1);
     }
     test_checks++;
+}
+
+static double spent_twice(void *arg, const PredLogEntry *e)
+{
+    (void)arg;
+    return 2.0 * e->pred;
+}
+
+/* Writes a snapshot holding PAIRS matured pairs, loads it back (pairs and
+ * their times intact), then rewrites it as format 3 (each pair without its
+ * last 8 bytes, the time) and loads that: same pairs, time 0. */
+#define PAIRS 3
+static void check_pairs(void)
+{
+    Store *s;
+    Dedupe *d;
+    PredLog *l, *back;
+    fresh(&s, &d, 1000, NULL);
+    ASSERT(predlog_create(&l, 10) == 0);
+    for (int k = 0; k < PAIRS; k++) {
+        PredLogEntry e = {.key = 100 + (uint64_t)k, .t = 1700000000 + k, .pred = 1.5 + k, .recency_days = 3.0f + (float)k,
+                          .tenure_days = 40.0f, .model_version = 1};
+        predlog_record(l, &e);
+    }
+    size_t cursor = 0;
+    while (predlog_mature(l, 1700000000 + PAIRS, &cursor, 64, spent_twice, NULL))
+        ;
+    AdjPair want[PAIRS], got[PAIRS];
+    ASSERT(predlog_pairs(l, want, PAIRS) == PAIRS);
+    SnapshotTables t = {.store = s, .dedupe = d, .predlog = l};
+    SnapshotInfo info = {.seq = 42};
+    size_t bytes = 0;
+    ASSERT(snapshot_write(path, &t, &info, &bytes) == 0);
+    store_destroy(s);
+    dedupe_destroy(d);
+    char err[512];
+    for (int fmt = 4; fmt >= 3; fmt--) {
+        fresh(&s, &d, 1000, NULL);
+        ASSERT(predlog_create(&back, 10) == 0);
+        t = (SnapshotTables){.store = s, .dedupe = d, .predlog = back};
+        ASSERT(snapshot_load(path, &t, &info, err, sizeof err) == 0);
+        ASSERT(predlog_pairs(back, got, PAIRS) == PAIRS);
+        for (int k = 0; k < PAIRS; k++) {
+            ASSERT(got[k].pred == want[k].pred && got[k].actual == want[k].actual && got[k].actual > 0);
+            ASSERT(got[k].recency_days == want[k].recency_days && got[k].tenure_days == want[k].tenure_days);
+            ASSERT(got[k].t == (fmt == 4 ? want[k].t : 0) && want[k].t >= 1700000000);
+        }
+        predlog_destroy(back);
+        store_destroy(s);
+        dedupe_destroy(d);
+        if (fmt == 3)
+            break;
+        /* the same file as format 3: the pairs end it, before the crc */
+        FILE *f = fopen(path, "rb");
+        unsigned char *buf = malloc(bytes), *old = malloc(bytes);
+        ASSERT(f && buf && old && fread(buf, 1, bytes, f) == bytes);
+        fclose(f);
+        size_t pairs_at = bytes - 4 - PAIRS * sizeof(AdjPair), n = pairs_at;
+        memcpy(old, buf, pairs_at);
+        uint32_t three = 3;
+        memcpy(old + 8, &three, 4);
+        for (int k = 0; k < PAIRS; k++, n += sizeof(AdjPair) - 8)
+            memcpy(old + n, buf + pairs_at + k * sizeof(AdjPair), sizeof(AdjPair) - 8);
+        uint32_t crc = crc32_update(0, old, n);
+        memcpy(old + n, &crc, 4);
+        f = fopen(path, "wb");
+        ASSERT(f && fwrite(old, 1, n + 4, f) == n + 4);
+        fclose(f);
+        free(buf);
+        free(old);
+    }
+    predlog_destroy(l);
+    unlink(path);
 }
 
 int main(void)
@@ -148,6 +224,7 @@ int main(void)
     store_destroy(s);
     dedupe_destroy(d);
 
+    check_pairs();
     unlink(tmp);
     unlink(cut);
     unlink(path);
