@@ -53,11 +53,11 @@ def snapshots(d):
 
 
 def snapshot_key(path):
-    """The secret hash key a format-3 snapshot carries (after the 72-byte header)."""
+    """The secret hash key a snapshot of format 3 or later carries (after the 72-byte header)."""
     with open(path, "rb") as f:
         head = f.read(88)
     check(head[:8] == b"LTVDSNAP", path)
-    check(struct.unpack_from("<I", head, 8)[0] == 3, f"{path}: format {struct.unpack_from('<I', head, 8)[0]}")
+    check(struct.unpack_from("<I", head, 8)[0] == 4, f"{path}: format {struct.unpack_from('<I', head, 8)[0]}")
     return head[72:88]
 
 
