@@ -76,7 +76,7 @@ static const ConfigKey keys[] = {
     {"fallback.refit_growth", CT_DOUBLE, F(fallback_refit_growth), "0.1", 0, 100, {0}, false},
     {"jobs.busy_cpu_share", CT_DOUBLE, F(jobs_busy_cpu_share), "0.25", 0.05, 1, {0}, false},
     {"fallback.cold_start", CT_ENUM, F(fallback_cold_start), "behaviour", 0, 0, {"behaviour", "prior"}, false},
-    {"adjuster.enabled", CT_BOOL, F(adjuster_enabled), "false", 0, 0, {0}, false},
+    {"adjuster.enabled", CT_BOOL, F(adjuster_enabled), "true", 0, 0, {0}, false},
     {"adjuster.interval_s", CT_INT, F(adjuster_interval_s), "3600", 0, 31536000, {0}, false},
     {"adjuster.log_size", CT_INT, F(adjuster_log_size), "100000", 0, 10000000, {0}, false},
     {"dashboard.chartjs_path", CT_STRING, F(dashboard_chartjs_path), "/usr/share/javascript/chart.js/chart.min.js", 1,
