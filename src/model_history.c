@@ -195,7 +195,7 @@ void service_history_init(Service *s)
     pthread_mutex_unlock(&history_lock);
 }
 
-void service_model_save(Service *s)
+void service_model_save(Service *s, uint64_t replaces)
 {
     pthread_mutex_lock(&history_lock);
     Model *m = service_model_acquire(s);
@@ -207,6 +207,12 @@ void service_model_save(Service *s)
     if (rc)
         log_msg(LOG_WARN, "model save failed", "path=\"%s\" error=\"%s\"", path, strerror(-rc));
     make_serving(s, m);
+    /* only once the new file is there, and never the serving one (a
+     * rollback to it may have come first) */
+    version_path(s, replaces, path, sizeof path);
+    if (!rc && replaces && replaces != m->version && unlink(path) == 0)
+        log_msg(LOG_INFO, "model file replaced in the history", "version=%" PRIu64 " by=%" PRIu64, replaces,
+                m->version);
     prune(s, m->version);
     model_release(m);
     pthread_mutex_unlock(&history_lock);

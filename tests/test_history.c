@@ -3,7 +3,8 @@
  * and becomes model.bin; a job that built its model from the model serving
  * before a rollback cannot publish over it; an import is checked like a
  * start's model_load and joins the history without serving; model.keep
- * bounds the files, the serving one always kept. */
+ * bounds the files, the serving one always kept; an adjuster run's model
+ * replaces its parent's file, unless a rollback made the parent serve. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -94,9 +95,9 @@ int main(void)
 
     /* two saved models: files and model.bin follow the serving one */
     service_model_swap(s, trained_model(8, 2, 2));
-    service_model_save(s);
+    service_model_save(s, 0);
     service_model_swap(s, trained_model(8, 3, 3));
-    service_model_save(s);
+    service_model_save(s, 0);
     files(dir, list, sizeof list);
     ASSERT(strcmp(list, "2,3") == 0 && model_bin_version(dir, 8) == 3);
     ModelFileInfo info[8];
@@ -137,9 +138,21 @@ int main(void)
     Model *m = service_model_acquire(s);
     ASSERT(m->net->id == (uint32_t)imported); /* its states are its own, not version 3's */
     model_release(m);
-    service_model_save(s);
+    service_model_save(s, 0);
     files(dir, list, sizeof list);
     ASSERT(strcmp(list, "3,4") == 0);
+
+    /* an adjuster run (4 with a new table, as version 5) replaces 4's file:
+     * version 3, the model before, stays within model.keep = 2 */
+    ASSERT(service_model_swap_if(s, trained_model(8, 4, 5), imported) == 0);
+    service_model_save(s, imported);
+    files(dir, list, sizeof list);
+    ASSERT(strcmp(list, "3,5") == 0 && model_bin_version(dir, 8) == 5);
+    /* a rollback to the parent before the save: the parent serves, and stays */
+    ASSERT(service_model_rollback(s, 3, &got, err, sizeof err) == 0);
+    service_model_save(s, 3);
+    files(dir, list, sizeof list);
+    ASSERT(strcmp(list, "3,5") == 0 && serving(s) == 3 && model_bin_version(dir, 8) == 3);
 
     /* a file of another width is refused, saying so */
     Service *wide;

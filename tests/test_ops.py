@@ -306,11 +306,15 @@ def model_history_rollback_export_import():
 
 @test
 def model_keep_bounds_the_history():
-    # the adjuster off: each retrain then makes one version (with it, its run after the refit makes another)
-    with LtvdProcess(LTVD, {**HIST, "model.keep": "2", "train.network": "false", "adjuster.enabled": "false"}) as s:
+    # the adjuster on (the default): each retrain makes two versions, the
+    # refit's and the adjuster's, which replaces the refit's file, so the
+    # history reaches back two retrains
+    with LtvdProcess(LTVD, {**HIST, "model.keep": "2", "train.network": "false"}) as s:
         events = purchase_histories(300, seed=12)
         check(s.json("POST", "/v1/events", {"events": events})[0] == 200)
         served = [retrain(s)["version"] for _ in range(4)]
+        check(s.metrics()["ltvd_adjuster_runs_total"] == 4, "the adjuster ran after each retrain")
+        check(all(b - a == 2 for a, b in zip(served, served[1:])), served)
         h = models(s)
         check([e["version"] for e in h["models"]] == served[-1:-3:-1], (served, h))
         check(history_files(s.storage_dir) == sorted(f"model-{v}.bin" for v in served[-2:]),
