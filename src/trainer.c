@@ -32,6 +32,7 @@
 #define CLIP_NORM 5.0
 #define SEASON_YEAR_DAYS 365  /* matured cuts this many days back (trainer_run: the season gates) ... */
 #define SEASON_MIN_SHARE 0.01 /* ... this share of them: the network learns a time of year */
+#define SEASON_MIN_SHOPPERS 20 /* ... from at least this many shoppers (not a handful's tenure) */
 
 size_t trainer_param_count(int H)
 {
@@ -423,8 +424,10 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
         return -ENODATA;
     }
     /* The season gates. Each time of year is learned only where the
-     * matured cuts have shown it, SEASON_MIN_SHARE of them (a few old or
-     * backfilled shoppers do not make it):
+     * matured cuts have shown it, SEASON_MIN_SHARE of them from at least
+     * SEASON_MIN_SHOPPERS shoppers (a few old or backfilled shoppers do not
+     * make it, nor do a small store's oldest handful, whose season would
+     * be their tenure):
      * - the head's at as_of (seasonal): cuts at or before now - 365 days
      *   (now - 365 k for a horizon over k - 1 years), where a label has
      *   shown the time of year serving asks about. CDNOW's matured cuts
@@ -438,19 +441,24 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
      *   0.779 / 0.846 with those weights, 0.805 / 0.874 without;
      *   docs/ACCURACY.md, "The events' time of year"). */
     int64_t c_hi = INT64_MIN;
-    size_t ncuts = 0, label_old = 0, events_old = 0;
+    size_t ncuts = 0, label_old = 0, events_old = 0, label_shoppers = 0, events_shoppers = 0;
     for (size_t i = 0; i < d.nseq; i++)
         for (int c = 0; c < d.seqs[i].ncuts; c++)
             c_hi = d.seqs[i].cuts[c].c > c_hi ? d.seqs[i].cuts[c].c : c_hi;
     const int64_t years = (cfg->horizon_days + SEASON_YEAR_DAYS - 1) / SEASON_YEAR_DAYS;
     const int64_t label_at = set->now - years * SEASON_YEAR_DAYS * 86400, events_at = c_hi - SEASON_YEAR_DAYS * 86400;
-    for (size_t i = 0; i < d.nseq; i++)
+    for (size_t i = 0; i < d.nseq; i++) {
+        size_t label_before = label_old, events_before = events_old;
         for (int c = 0; c < d.seqs[i].ncuts; c++, ncuts++) {
             label_old += d.seqs[i].cuts[c].c <= label_at;
             events_old += d.seqs[i].cuts[c].c <= events_at;
         }
-    const bool seasonal = label_old > 0 && (double)label_old >= SEASON_MIN_SHARE * (double)ncuts;
-    const bool seasonal_events = events_old > 0 && (double)events_old >= SEASON_MIN_SHARE * (double)ncuts;
+        label_shoppers += label_old > label_before;
+        events_shoppers += events_old > events_before;
+    }
+    const bool seasonal = label_shoppers >= SEASON_MIN_SHOPPERS && (double)label_old >= SEASON_MIN_SHARE * (double)ncuts;
+    const bool seasonal_events =
+        events_shoppers >= SEASON_MIN_SHOPPERS && (double)events_old >= SEASON_MIN_SHARE * (double)ncuts;
     VariantResult hy = {.val = INFINITY}, lo = {.val = INFINITY};
     rc = cfg->head == 2 ? 0 : train_variant(&d, cfg, true, seasonal, seasonal_events, &hy);
     if (!rc && cfg->head != 1)

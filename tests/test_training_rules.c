@@ -311,9 +311,28 @@ static void check_counts(const Data *d, uint64_t *examples)
  *   - H = 400, D = 731: the grid cut at now - H - 11 x 30 d = now - 730 d,
  *     the head only; D = 730: that cut is before the first event, neither;
  *   - H = 365, D = 400: every cut is at or before now - 365, the head. */
+/* How many shoppers, from index 0 (make_span_mixed's older ones), hold
+ * `want` of the training split at check_season_gate's val_percent (30): a
+ * shopper is held out when its key (make_span_churn: 37 i + 11) % 100 is
+ * below it (src/dataset.c). */
+static int older_in_training(int want)
+{
+    int n = 0;
+    for (int training = 0; training < want; n++)
+        training += (37 * n + 11) % 100 >= 30;
+    return n;
+}
+
 static void check_season_gate(void)
 {
-    static Data d330, d377, d378, d400, d720, d730, d731;
+    /* a small store: 40 shoppers of 330 days, and its oldest of 720 days,
+     * whose cuts before now - 365 (and before the latest - 365) are well
+     * over 1% of all: 19 such shoppers in the training split are not
+     * enough for a season, 20 are (validation shoppers are cut only near
+     * now - H, so the gate counts the others) */
+    static Data d330, d377, d378, d400, d720, d730, d731, few19, few20;
+    make_span_mixed(&few19, NOLD + older_in_training(19), 330, false, older_in_training(19), 720);
+    make_span_mixed(&few20, NOLD + older_in_training(20), 330, false, older_in_training(20), 720);
     make_span(&d330, NOLD, 330);
     make_span(&d377, NOLD, 377);
     make_span(&d378, NOLD, 378);
@@ -329,6 +348,7 @@ static void check_season_gate(void)
         {&d330, H_DAYS, false, false}, {&d377, H_DAYS, false, false}, {&d378, H_DAYS, true, false},
         {&d400, H_DAYS, true, false},  {&d720, H_DAYS, true, true},   {&d720, 400, false, false},
         {&d731, 400, true, false},     {&d730, 400, false, false},    {&d400, 365, true, false},
+        {&few19, H_DAYS, false, false}, {&few20, H_DAYS, true, true},
     };
     for (size_t h = 0; h < sizeof cases / sizeof cases[0]; h++) {
         TrainConfig tc;
@@ -337,6 +357,8 @@ static void check_season_gate(void)
         tc.horizon_days = cases[h].horizon_days;
         TrainResult tr;
         train_ok(&cases[h].data->set, &tc, 9, &tr);
+        if (tr.seasonal != cases[h].head || tr.seasonal_events != cases[h].events)
+            fprintf(stderr, "season gate case %zu: head %d events %d\n", h, tr.seasonal, tr.seasonal_events);
         ASSERT(tr.seasonal == cases[h].head && tr.seasonal_events == cases[h].events);
         const int U = tr.net->cfg.hidden + HEAD_EXTRA;
         double season = 0, by_p = 0, other = 0; /* the time of year alone, and times the fallback's p */

@@ -124,7 +124,15 @@ static inline void train_ok(const TrainSet *set, const TrainConfig *tc, uint32_t
  * 10-59 days before now - H, and half of those come back for one purchase
  * H / 2 days before now (so that a network cannot tell at now - H which of
  * them will buy); with churn, each shopper spends its own amount, 5 to 53. */
+static inline void make_span_mixed(Data *d, int nshoppers, int days_back, bool churn, int nolder, int older_days_back);
+
 static inline void make_span_churn(Data *d, int nshoppers, int days_back, bool churn)
+{
+    make_span_mixed(d, nshoppers, days_back, churn, 0, 0);
+}
+
+/* The same, the first nolder shoppers from older_days_back instead. */
+static inline void make_span_mixed(Data *d, int nshoppers, int days_back, bool churn, int nolder, int older_days_back)
 {
     memset(d, 0, sizeof *d);
     size_t ne = 0;
@@ -135,9 +143,10 @@ static inline void make_span_churn(Data *d, int nshoppers, int days_back, bool c
         t->key = (uint64_t)i * 37u + 11u;
         const int stop = churn && i % 2 ? H_DAYS + 10 + i % 50 : -1; /* days before now */
         const double value = 5.0 + 6.0 * (i % 9);                    /* with churn: each shopper its own spend */
-        for (int k = 0; k < MAX_EV && k * 6 <= days_back && days_back - k * 6 > stop; k++) {
+        const int back = i < nolder ? older_days_back : days_back;
+        for (int k = 0; k < MAX_EV && k * 6 <= back && back - k * 6 > stop; k++) {
             Event *e = &d->ev[ne++];
-            e->ts = NOW - (int64_t)(days_back - k * 6) * DAY + (int64_t)(1 + i % 12) * 3600;
+            e->ts = NOW - (int64_t)(back - k * 6) * DAY + (int64_t)(1 + i % 12) * 3600;
             e->quantity = 1;
             e->type = k % 3 == 2 ? EV_PURCHASE : EV_VIEW;
             e->value = e->type != EV_PURCHASE ? 0.0 : churn ? value : 10.0 + i % 7;
