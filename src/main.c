@@ -43,6 +43,7 @@ typedef struct App {
     uv_work_t snapshot_work;
     bool snapshot_running; /* snapshots have their own slot: a retrain never delays one */
     bool retrain_wanted;
+    bool adjuster_wanted; /* its timer ticked: it runs when the worker is free */
     bool stopping;
 } App;
 
@@ -135,6 +136,12 @@ static void retrain_work_cb(uv_work_t *w)
     service_run_retrain(app->svc);
 }
 
+static void adjuster_work_cb(uv_work_t *w)
+{
+    App *app = w->data;
+    service_run_adjuster(app->svc);
+}
+
 static void refit_work_cb(uv_work_t *w)
 {
     App *app = w->data;
@@ -148,20 +155,31 @@ static void job_done_cb(uv_work_t *w, int status)
 {
     App *app = w->data;
     app->job_running = false;
-    if (app->retrain_wanted && !app->stopping)
+    if (!app->stopping)
         start_job(app);
 }
 
-/* Runs the pending retrain if any, else nothing; refits go through
- * refit_timer_cb. Main thread. */
+/* Runs the pending retrain if any, else the adjuster's pending timer run
+ * (a retrain runs the adjuster too, so it takes both), else nothing. A
+ * wanted job waits for the worker rather than being dropped: the refit
+ * timer's period divides the adjuster's by default (60 s, 3600 s), so
+ * their ticks meet every time, and a dropped adjuster tick never ran.
+ * Refits and the segments' refresh go through queue_job. Main thread. */
 static void start_job(App *app)
 {
-    if (app->job_running || !app->retrain_wanted)
+    if (app->job_running)
         return;
-    app->retrain_wanted = false;
+    uv_work_cb fn;
+    if (app->retrain_wanted)
+        fn = retrain_work_cb;
+    else if (app->adjuster_wanted && !app->stopping)
+        fn = adjuster_work_cb;
+    else
+        return;
+    app->retrain_wanted = app->adjuster_wanted = false;
     app->job_running = true;
     app->work.data = app;
-    uv_queue_work(app->loop, &app->work, retrain_work_cb, job_done_cb);
+    uv_queue_work(app->loop, &app->work, fn, job_done_cb);
 }
 
 static void retrain_async_cb(uv_async_t *a)
@@ -199,13 +217,12 @@ static void queue_job(App *app, uv_work_cb fn)
 
 static void refit_timer_cb(uv_timer_t *t) { queue_job(t->data, refit_work_cb); }
 
-static void adjuster_work_cb(uv_work_t *w)
+static void adjuster_timer_cb(uv_timer_t *t)
 {
-    App *app = w->data;
-    service_run_adjuster(app->svc);
+    App *app = t->data;
+    app->adjuster_wanted = true;
+    start_job(app);
 }
-
-static void adjuster_timer_cb(uv_timer_t *t) { queue_job(t->data, adjuster_work_cb); }
 
 static void segments_work_cb(uv_work_t *w)
 {

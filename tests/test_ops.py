@@ -328,6 +328,25 @@ def model_keep_bounds_the_history():
         check(len(kept) == 3 and served[-2] in kept, kept)
 
 
+@test
+def adjuster_timer_runs_beside_the_refit_timer():
+    """The adjuster's timer runs it even when the refit timer ticks at the
+    same moment (at the defaults, 60 s and 3600 s, every adjuster tick
+    meets a refit tick): a tick that finds the worker busy waits for it.
+    Before, the refit took the worker and the adjuster's tick was dropped,
+    so it ran only after retrains."""
+    settings = {**HIST, "train.network": "false", "fallback.refit_s": "1", "fallback.refit_growth": "0",
+                "adjuster.interval_s": "1"}
+    with LtvdProcess(LTVD, settings) as s:
+        check(s.json("POST", "/v1/events", {"events": purchase_histories(300, seed=5)})[0] == 200)
+        retrain(s)  # the adjuster's first run, after the retrain: the backtest gives it pairs
+        first = s.metrics()["ltvd_adjuster_runs_total"]
+        check(first >= 1, first)
+        runs = wait_until(lambda: s.metrics()["ltvd_adjuster_runs_total"] >= first + 3, 30)
+        check(runs, f"the adjuster's 1 s timer ran {s.metrics()['ltvd_adjuster_runs_total'] - first:.0f} times "
+                    f"in {scaled(30):.0f} s beside a 1 s refit timer")
+
+
 # ---- --check-config ------------------------------------------------------------
 
 @test
