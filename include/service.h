@@ -252,11 +252,12 @@ typedef struct ModelFileInfo {
  * file if it has none, and new versions start above every file's. */
 void service_history_init(Service *s);
 /* Worker: saves the serving model (model-<version>.bin, model.bin) and
- * trims the history to model.keep. replaces: the version this model
+ * trims the history to model.keep. replaces: the version that version `by`
  * supersedes in the history (an adjuster run's parent: the same network
- * and fallback with an older table), whose file is removed unless it
- * serves; 0: none. */
-void service_model_save(Service *s, uint64_t replaces);
+ * and fallback with an older table), whose file is removed only when `by`
+ * is the model serving and its file is written (a rollback in between
+ * leaves both alone); 0: none. */
+void service_model_save(Service *s, uint64_t replaces, uint64_t by);
 /* The history, newest first, into out (cap,); returns how many. */
 size_t service_models_list(Service *s, ModelFileInfo *out, size_t cap);
 /* model-<version>.bin serves from now on (swapped in like a retrain's) and

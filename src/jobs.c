@@ -67,7 +67,7 @@ bool service_retrain_running(Service *s) { return atomic_load(&s->retrain_state)
 
 /* Worker: writes the serving model to storage.dir and its history
  * (model_history.c). */
-static void save_serving_model(Service *s) { service_model_save(s, 0); }
+static void save_serving_model(Service *s) { service_model_save(s, 0, 0); }
 
 /* ---- an asked-for snapshot (POST /v1/admin/snapshot) -------------------- */
 
@@ -485,7 +485,7 @@ static int run_adjuster(Service *s)
     next->train = cur->train;
     next->has_adj = true;
     next->adj = t;
-    uint64_t from = cur->version;
+    uint64_t from = cur->version, to = next->version;
     model_release(cur);
     int corrected = 0;
     for (int k = 0; k < ADJ_SEGMENTS; k++)
@@ -494,7 +494,7 @@ static int run_adjuster(Service *s)
         log_msg(LOG_INFO, "adjuster skipped", "reason=\"the serving model changed meanwhile (a rollback)\"");
         return 1;
     }
-    service_model_save(s, from); /* the parent with an older table: its history file goes */
+    service_model_save(s, from, to); /* the parent with an older table: its history file goes */
     atomic_fetch_add(&s->metrics->adjuster_runs, 1);
     atomic_fetch_add(&s->metrics->adjuster_episodes, t.episodes);
     log_msg(LOG_INFO, "adjuster updated", "pairs=%zu live_pairs=%zu episodes=%llu corrected_segments=%d reward=%.4f",

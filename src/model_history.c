@@ -195,7 +195,7 @@ void service_history_init(Service *s)
     pthread_mutex_unlock(&history_lock);
 }
 
-void service_model_save(Service *s, uint64_t replaces)
+void service_model_save(Service *s, uint64_t replaces, uint64_t by)
 {
     pthread_mutex_lock(&history_lock);
     Model *m = service_model_acquire(s);
@@ -207,10 +207,11 @@ void service_model_save(Service *s, uint64_t replaces)
     if (rc)
         log_msg(LOG_WARN, "model save failed", "path=\"%s\" error=\"%s\"", path, strerror(-rc));
     make_serving(s, m);
-    /* only once the new file is there, and never the serving one (a
-     * rollback to it may have come first) */
+    /* only once the file of the model that supersedes it is there: a
+     * rollback after the publication (to the parent or to any other
+     * version) leaves the parent's file alone */
     version_path(s, replaces, path, sizeof path);
-    if (!rc && replaces && replaces != m->version && unlink(path) == 0)
+    if (!rc && replaces && m->version == by && replaces != by && unlink(path) == 0)
         log_msg(LOG_INFO, "model file replaced in the history", "version=%" PRIu64 " by=%" PRIu64, replaces,
                 m->version);
     prune(s, m->version);

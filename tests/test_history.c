@@ -95,9 +95,9 @@ int main(void)
 
     /* two saved models: files and model.bin follow the serving one */
     service_model_swap(s, trained_model(8, 2, 2));
-    service_model_save(s, 0);
+    service_model_save(s, 0, 0);
     service_model_swap(s, trained_model(8, 3, 3));
-    service_model_save(s, 0);
+    service_model_save(s, 0, 0);
     files(dir, list, sizeof list);
     ASSERT(strcmp(list, "2,3") == 0 && model_bin_version(dir, 8) == 3);
     ModelFileInfo info[8];
@@ -138,21 +138,28 @@ int main(void)
     Model *m = service_model_acquire(s);
     ASSERT(m->net->id == (uint32_t)imported); /* its states are its own, not version 3's */
     model_release(m);
-    service_model_save(s, 0);
+    service_model_save(s, 0, 0);
     files(dir, list, sizeof list);
     ASSERT(strcmp(list, "3,4") == 0);
 
     /* an adjuster run (4 with a new table, as version 5) replaces 4's file:
      * version 3, the model before, stays within model.keep = 2 */
     ASSERT(service_model_swap_if(s, trained_model(8, 4, 5), imported) == 0);
-    service_model_save(s, imported);
+    service_model_save(s, imported, 5);
     files(dir, list, sizeof list);
     ASSERT(strcmp(list, "3,5") == 0 && model_bin_version(dir, 8) == 5);
     /* a rollback to the parent before the save: the parent serves, and stays */
     ASSERT(service_model_rollback(s, 3, &got, err, sizeof err) == 0);
-    service_model_save(s, 3);
+    service_model_save(s, 3, 5);
     files(dir, list, sizeof list);
     ASSERT(strcmp(list, "3,5") == 0 && serving(s) == 3 && model_bin_version(dir, 8) == 3);
+    /* a rollback to a third version before the save: the parent (3) stays,
+     * and the child (6), no longer serving, gets no file */
+    ASSERT(service_model_swap_if(s, trained_model(8, 3, 6), 3) == 0);
+    ASSERT(service_model_rollback(s, 5, &got, err, sizeof err) == 0);
+    service_model_save(s, 3, 6);
+    files(dir, list, sizeof list);
+    ASSERT(strcmp(list, "3,5") == 0 && serving(s) == 5 && model_bin_version(dir, 8) == 5);
 
     /* a file of another width is refused, saying so */
     Service *wide;
