@@ -424,8 +424,9 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
         return -ENODATA;
     }
     /* The season gates. Each time of year is learned only where the
-     * matured cuts have shown it, SEASON_MIN_SHARE of them from at least
-     * SEASON_MIN_SHOPPERS shoppers (a few old or backfilled shoppers do not
+     * matured cuts of the training split have shown it, SEASON_MIN_SHARE
+     * of all matured cuts from at least SEASON_MIN_SHOPPERS shoppers of
+     * the training split (a few old or backfilled shoppers do not
      * make it, nor do a small store's oldest handful, whose season would
      * be their tenure):
      * - the head's at as_of (seasonal): cuts at or before now - 365 days
@@ -449,7 +450,10 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
     const int64_t label_at = set->now - years * SEASON_YEAR_DAYS * 86400, events_at = c_hi - SEASON_YEAR_DAYS * 86400;
     for (size_t i = 0; i < d.nseq; i++) {
         size_t label_before = label_old, events_before = events_old;
-        for (int c = 0; c < d.seqs[i].ncuts; c++, ncuts++) {
+        ncuts += (size_t)d.seqs[i].ncuts;
+        if (d.seqs[i].val) /* what shows a season is what training learns from */
+            continue;
+        for (int c = 0; c < d.seqs[i].ncuts; c++) {
             label_old += d.seqs[i].cuts[c].c <= label_at;
             events_old += d.seqs[i].cuts[c].c <= events_at;
         }

@@ -328,8 +328,8 @@ static void check_season_gate(void)
     /* a small store: 40 shoppers of 330 days, and its oldest of 720 days,
      * whose cuts before now - 365 (and before the latest - 365) are well
      * over 1% of all: 19 such shoppers in the training split are not
-     * enough for a season, 20 are (validation shoppers are cut only near
-     * now - H, so the gate counts the others) */
+     * enough for a season, 20 are (the gate counts the training split's
+     * shoppers and cuts; a validation shopper's learn nothing) */
     static Data d330, d377, d378, d400, d720, d730, d731, few19, few20;
     make_span_mixed(&few19, NOLD + older_in_training(19), 330, false, older_in_training(19), 720);
     make_span_mixed(&few20, NOLD + older_in_training(20), 330, false, older_in_training(20), 720);
@@ -349,6 +349,9 @@ static void check_season_gate(void)
         {&d400, H_DAYS, true, false},  {&d720, H_DAYS, true, true},   {&d720, 400, false, false},
         {&d731, 400, true, false},     {&d730, 400, false, false},    {&d400, 365, true, false},
         {&few19, H_DAYS, false, false}, {&few20, H_DAYS, true, true},
+        /* at H = 365 the held-out shoppers' cuts (now - H and the two grid
+         * times before) are at or before now - 365 too: they do not count */
+        {&few19, 365, false, false},    {&few20, 365, true, false},
     };
     for (size_t h = 0; h < sizeof cases / sizeof cases[0]; h++) {
         TrainConfig tc;
