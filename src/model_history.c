@@ -155,6 +155,7 @@ static void prune(Service *s, uint64_t serving)
 
 int service_publish_if(Service *s, Model *m, uint64_t expect)
 {
+    service_adopt_model(s, m);
     pthread_mutex_lock(&s->model_lock);
     Model *old = s->model;
     if (old->version != expect) {

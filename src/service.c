@@ -51,6 +51,7 @@ int service_create(Service **out, const LtvdConfig *cfg, Metrics *metrics, Model
     pthread_mutex_init(&s->model_lock, NULL);
     pthread_mutex_init(&s->err_lock, NULL);
     service_segments_init(s);
+    service_adopt_model(s, initial);
     s->model = initial;
     atomic_init(&s->next_version, initial->version + 1);
     atomic_init(&s->last_snapshot_mono_s, (int64_t)(time_mono_ns() / 1000000000ull));
@@ -97,8 +98,15 @@ Model *service_model_acquire(Service *s)
     return m;
 }
 
+void service_adopt_model(const Service *s, Model *m)
+{
+    if (!s->cfg.adjuster_enabled)
+        m->has_adj = false;
+}
+
 void service_publish(Service *s, Model *m)
 {
+    service_adopt_model(s, m);
     pthread_mutex_lock(&s->model_lock);
     Model *old = s->model;
     s->model = m;

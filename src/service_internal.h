@@ -85,6 +85,13 @@ struct Service {
     size_t seg_npeaks;
 };
 
+/* Readies a model about to serve (not yet shared): with the adjuster off
+ * its table, if it carries one, is set aside (has_adj false), so
+ * adjuster.enabled=false serves the network's own predictions whatever
+ * file or job the model came from. Called by the publications below and
+ * for the initial model. */
+void service_adopt_model(const Service *s, Model *m);
+
 /* Makes m (ownership taken) the serving model. Shoppers' states catch up
  * lazily (service_ensure_state) before a prediction or event uses them. Any
  * thread; takes model_lock only. */

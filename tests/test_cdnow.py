@@ -69,26 +69,45 @@ def trained_model_survives_restart():
 
 def adjuster_visible_when_enabled():
     """adjuster.enabled=true: after a retrain GET /v1/model shows the table
-    and /metrics its counters; with the default (off) it stays inactive."""
+    and /metrics its counters; off, it stays inactive, and a table saved
+    while it was on is not served after a restart with it off."""
     for enabled in (True, False):
         settings = {"clock": "event", "train.network": "false", "train.interval_s": "0",
                     "adjuster.enabled": "true" if enabled else "false"}
-        with LtvdProcess(LTVD, settings) as s:
-            import_cdnow(s)
-            check(s.json("POST", "/v1/model/retrain")[0] == 202)
-            m = s.wait_retrain()
-            check(m["retrain"]["state"] == "idle", m["retrain"])
-            adj = m["adjuster"]
-            check(adj["enabled"] is enabled and adj["active"] is enabled, adj)
-            if enabled:
-                check(adj["segments"] and all(g["pairs"] > 0 for g in adj["segments"]), adj)
-                check(adj["episodes"] > 0 and adj["runs"] == 1 and adj["backtest_pairs"] > 100, adj)
-                # a segment with fewer than 100 outcomes is never corrected
-                check(all(g["action"] == 1 for g in adj["segments"] if g["pairs"] < 100), adj)
-                check(all(len(g["q"]) == len(adj["multipliers"]) for g in adj["segments"]))
-                check(s.metrics()["ltvd_adjuster_runs_total"] == 1)
-            else:
-                check(s.metrics()["ltvd_adjuster_runs_total"] == 0)
+        with tempfile.TemporaryDirectory(prefix="ltvd-adjuster-") as d:
+            adjuster_run(settings, enabled, d)
+
+
+def adjuster_run(settings, enabled, d):
+    """One ltvd on d: import, retrain, check the adjuster's state; with it on,
+    then off and on again after restarts on the same data."""
+    with LtvdProcess(LTVD, settings, storage_dir=d) as s:
+        import_cdnow(s)
+        check(s.json("POST", "/v1/model/retrain")[0] == 202)
+        m = s.wait_retrain()
+        check(m["retrain"]["state"] == "idle", m["retrain"])
+        adj = m["adjuster"]
+        check(adj["enabled"] is enabled and adj["active"] is enabled, adj)
+        if enabled:
+            check(adj["segments"] and all(g["pairs"] > 0 for g in adj["segments"]), adj)
+            check(adj["episodes"] > 0 and adj["runs"] == 1 and adj["backtest_pairs"] > 100, adj)
+            # a segment with fewer than 100 outcomes is never corrected
+            check(all(g["action"] == 1 for g in adj["segments"] if g["pairs"] < 100), adj)
+            check(all(len(g["q"]) == len(adj["multipliers"]) for g in adj["segments"]))
+            check(s.metrics()["ltvd_adjuster_runs_total"] == 1)
+        else:
+            check(s.metrics()["ltvd_adjuster_runs_total"] == 0)
+        check(s.stop() == 0)
+    if not enabled:
+        return
+    for on in (False, True):  # the saved table: set aside while off, served again when back on
+        with LtvdProcess(LTVD, dict(settings, **{"adjuster.enabled": "true" if on else "false"}),
+                         storage_dir=d) as s:
+            adj = s.json("GET", "/v1/model")[1]["adjuster"]
+            check(adj["enabled"] is on and adj["active"] is on, adj)
+            e = s.json("GET", "/v1/users/00004/ltv?as_of=1997-12-31T23:59:59Z&explain=true")[1]
+            check(e["explain"]["adjuster"]["used"] is on, e["explain"]["adjuster"])
+            check(s.stop() == 0)
 
 
 def main():
