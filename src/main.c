@@ -44,6 +44,7 @@ typedef struct App {
     bool snapshot_running; /* snapshots have their own slot: a retrain never delays one */
     bool retrain_wanted;
     bool adjuster_wanted; /* its timer ticked: it runs when the worker is free */
+    bool adjusting;       /* the running job runs the adjuster (a retrain or the adjuster's own) */
     bool stopping;
 } App;
 
@@ -154,7 +155,7 @@ static void refit_work_cb(uv_work_t *w)
 static void job_done_cb(uv_work_t *w, int status)
 {
     App *app = w->data;
-    app->job_running = false;
+    app->job_running = app->adjusting = false;
     if (!app->stopping)
         start_job(app);
 }
@@ -165,6 +166,10 @@ static void job_done_cb(uv_work_t *w, int status)
  * timer's period divides the adjuster's by default (60 s, 3600 s), so
  * their ticks meet every time, and a dropped adjuster tick never ran.
  * Refits and the segments' refresh go through queue_job. Main thread. */
+/* (An adjuster tick during a job that runs the adjuster is dropped
+ * instead, adjuster_timer_cb: waiting, it would start the next run the
+ * moment this one ends, and a run longer than adjuster.interval_s would
+ * then keep the worker from the refit and the segments for good.) */
 static void start_job(App *app)
 {
     if (app->job_running)
@@ -177,7 +182,7 @@ static void start_job(App *app)
     else
         return;
     app->retrain_wanted = app->adjuster_wanted = false;
-    app->job_running = true;
+    app->job_running = app->adjusting = true;
     app->work.data = app;
     uv_queue_work(app->loop, &app->work, fn, job_done_cb);
 }
@@ -220,6 +225,8 @@ static void refit_timer_cb(uv_timer_t *t) { queue_job(t->data, refit_work_cb); }
 static void adjuster_timer_cb(uv_timer_t *t)
 {
     App *app = t->data;
+    if (app->adjusting) /* the running job ends with an adjuster run: this tick is served */
+        return;
     app->adjuster_wanted = true;
     start_job(app);
 }

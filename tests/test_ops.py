@@ -334,17 +334,32 @@ def adjuster_timer_runs_beside_the_refit_timer():
     same moment (at the defaults, 60 s and 3600 s, every adjuster tick
     meets a refit tick): a tick that finds the worker busy waits for it.
     Before, the refit took the worker and the adjuster's tick was dropped,
-    so it ran only after retrains."""
+    so it ran only after retrains. The refits go on beside it too (a tick
+    during an adjuster run is not kept waiting, or runs longer than the
+    interval would follow each other and keep the worker)."""
     settings = {**HIST, "train.network": "false", "fallback.refit_s": "1", "fallback.refit_growth": "0",
                 "adjuster.interval_s": "1"}
     with LtvdProcess(LTVD, settings) as s:
         check(s.json("POST", "/v1/events", {"events": purchase_histories(300, seed=5)})[0] == 200)
         retrain(s)  # the adjuster's first run, after the retrain: the backtest gives it pairs
-        first = s.metrics()["ltvd_adjuster_runs_total"]
+        first, fits = s.metrics()["ltvd_adjuster_runs_total"], s.metrics()["ltvd_fallback_fits_total"]
         check(first >= 1, first)
         runs = wait_until(lambda: s.metrics()["ltvd_adjuster_runs_total"] >= first + 3, 30)
         check(runs, f"the adjuster's 1 s timer ran {s.metrics()['ltvd_adjuster_runs_total'] - first:.0f} times "
                     f"in {scaled(30):.0f} s beside a 1 s refit timer")
+        posted = []
+
+        def refitted():  # a refit needs new purchases: one more each poll
+            k = len(posted)
+            posted.append(s.json("POST", "/v1/events", {"events": [
+                {"user_id": f"s{k % 300}", "type": "purchase", "ts": 852076800 + 541 * 86400 + 60 * k,
+                 "value": 10.0}]})[0])
+            return s.metrics()["ltvd_fallback_fits_total"] >= fits + 3
+
+        refits = wait_until(refitted, 30, interval=0.2)
+        check(set(posted) == {200}, posted)
+        check(refits, f"the 1 s refit timer ran {s.metrics()['ltvd_fallback_fits_total'] - fits:.0f} times in "
+                      f"{scaled(30):.0f} s beside a 1 s adjuster timer")
 
 
 # ---- --check-config ------------------------------------------------------------
