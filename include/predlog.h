@@ -53,7 +53,12 @@ size_t predlog_mature(PredLog *l, int64_t matured_at, size_t *cursor, size_t spa
                       void *arg);
 /* Copies up to max matured pairs, oldest first; returns how many. */
 size_t predlog_pairs(const PredLog *l, AdjPair *out, size_t max);
+/* O(1): the pair sums are kept as pairs come and go (a /metrics scrape
+ * holds the store lock for this). */
 void predlog_stats(const PredLog *l, PredLogStats *out);
+/* Changes whenever the kept pairs change (a pair matured or restored):
+ * what a cached calibration of them is checked against. */
+uint64_t predlog_pair_generation(const PredLog *l);
 
 /* Snapshots: every pending entry (table order), and the kept pairs. */
 void predlog_foreach_entry(const PredLog *l, void (*fn)(void *arg, const PredLogEntry *e), void *arg);

@@ -171,9 +171,15 @@ typedef struct CalibrationView {
     int64_t backtest_at;
 } CalibrationView;
 
-/* Fills out; copies the matured pairs under the store lock (at most
- * adjuster.log_size) and groups them outside it. 0 or -ENOMEM. */
+/* Fills out. The live part is the one grouped when the pairs last
+ * changed (an adjuster run's maturing, recovery); only if the pairs
+ * changed without it does the call copy them under the store lock and
+ * group them itself. 0 or -ENOMEM. */
 int service_calibration(Service *s, CalibrationView *out);
+
+/* Groups the prediction log's pairs for GET /v1/calibration (after a
+ * snapshot restored them). Main, before serving; or the worker. */
+void service_live_calibration_refresh(Service *s);
 
 /* ---- worker jobs (jobs.c) ---------------------------------------------- */
 

@@ -144,6 +144,7 @@ int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen)
         atomic_fetch_add(&s->metrics->wal_truncated_bytes, st.truncated_bytes);
     }
     *next_seq = st.last_seq + 1;
+    service_live_calibration_refresh(s); /* the pairs a snapshot restored, grouped once */
     if (st.records > 0)
         atomic_store(&s->last_snapshot_mono_s, INT64_MIN / 2); /* snapshot soon: the next start replays less */
     uint64_t ns = time_mono_ns() - t0, ms = ns / 1000000;

@@ -402,7 +402,9 @@ static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n
         mature_predictions(s);
         store_lock(s->store);
         nlive = predlog_pairs(s->predlog, logged, cap);
+        uint64_t generation = predlog_pair_generation(s->predlog);
         store_unlock(s->store);
+        service_live_calibration_set(s, logged, nlive, generation); /* GET /v1/calibration's live part */
     }
     AdjPair *bt = NULL;
     size_t nbt = 0;

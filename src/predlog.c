@@ -15,6 +15,9 @@ struct PredLog {
     size_t mask, cap, count;
     AdjPair *pairs;       /* ring (cap,) */
     size_t pair_head, pair_len;
+    double pairs_predicted, pairs_realised; /* the ring's sums, kept as pairs come and go */
+    size_t pushes_since_sum;                /* summed afresh every cap pushes: no drift */
+    uint64_t pair_generation;               /* + 1 per pair pushed */
     uint64_t logged, matured, dropped_full, dropped_unknown;
 };
 
@@ -114,11 +117,26 @@ void predlog_forget(PredLog *l, uint64_t key)
 
 static void push_pair(PredLog *l, const AdjPair *p)
 {
-    l->pairs[(l->pair_head + l->pair_len) % l->cap] = *p;
-    if (l->pair_len < l->cap)
+    AdjPair *slot = &l->pairs[(l->pair_head + l->pair_len) % l->cap];
+    if (l->pair_len < l->cap) {
         l->pair_len++;
-    else
+    } else {
+        l->pairs_predicted -= slot->pred;
+        l->pairs_realised -= slot->actual;
         l->pair_head = (l->pair_head + 1) % l->cap;
+    }
+    *slot = *p;
+    l->pairs_predicted += p->pred;
+    l->pairs_realised += p->actual;
+    l->pair_generation++;
+    if (++l->pushes_since_sum >= l->cap) { /* amortised O(1): the subtractions' rounding never builds up */
+        l->pushes_since_sum = 0;
+        l->pairs_predicted = l->pairs_realised = 0;
+        for (size_t k = 0; k < l->pair_len; k++) {
+            l->pairs_predicted += l->pairs[k].pred;
+            l->pairs_realised += l->pairs[k].actual;
+        }
+    }
 }
 
 size_t predlog_mature(PredLog *l, int64_t matured_at, size_t *cursor, size_t span, PredLogOutcome outcome,
@@ -160,9 +178,7 @@ size_t predlog_pairs(const PredLog *l, AdjPair *out, size_t max)
 void predlog_stats(const PredLog *l, PredLogStats *out)
 {
     *out = (PredLogStats){l->logged, l->matured, l->dropped_full, l->dropped_unknown,
-                          l->count, l->pair_len, l->cap, 0, 0};
-    for (size_t k = 0; k < l->pair_len; k++) {
-        out->pairs_predicted += l->pairs[k].pred;
-        out->pairs_realised += l->pairs[k].actual;
-    }
+                          l->count, l->pair_len, l->cap, l->pairs_predicted, l->pairs_realised};
 }
+
+uint64_t predlog_pair_generation(const PredLog *l) { return l->pair_generation; }

@@ -521,17 +521,46 @@ int service_calibration(Service *s, CalibrationView *out)
     pthread_mutex_unlock(&s->err_lock);
     if (!s->predlog)
         return 0;
+    store_lock(s->store);
+    uint64_t generation = predlog_pair_generation(s->predlog);
+    store_unlock(s->store);
+    pthread_mutex_lock(&s->err_lock);
+    bool cached = s->live_cal_generation == generation + 1;
+    pthread_mutex_unlock(&s->err_lock);
+    if (!cached)
+        service_live_calibration_refresh(s);
+    pthread_mutex_lock(&s->err_lock);
+    out->has_live = s->live_cal_generation != 0;
+    out->live = s->live_cal;
+    pthread_mutex_unlock(&s->err_lock);
+    return out->has_live ? 0 : -ENOMEM;
+}
+
+void service_live_calibration_set(Service *s, const AdjPair *pairs, size_t n, uint64_t generation)
+{
+    Calibration cal;
+    if (calibration_compute(pairs, n, &cal))
+        return; /* out of memory: the last one stays */
+    pthread_mutex_lock(&s->err_lock);
+    s->live_cal = cal;
+    s->live_cal_generation = generation + 1; /* 0 stays "never" */
+    pthread_mutex_unlock(&s->err_lock);
+}
+
+void service_live_calibration_refresh(Service *s)
+{
+    if (!s->predlog)
+        return;
     size_t cap = (size_t)s->cfg.adjuster_log_size;
     AdjPair *pairs = malloc(cap * sizeof *pairs); /* (cap,): the log's pair ring holds at most cap */
     if (!pairs)
-        return -ENOMEM;
+        return;
     store_lock(s->store);
     size_t n = predlog_pairs(s->predlog, pairs, cap);
+    uint64_t generation = predlog_pair_generation(s->predlog);
     store_unlock(s->store);
-    int rc = calibration_compute(pairs, n, &out->live);
+    service_live_calibration_set(s, pairs, n, generation);
     free(pairs);
-    out->has_live = rc == 0;
-    return rc;
 }
 
 void service_set_ready(Service *s, bool ready) { atomic_store(&s->ready, ready); }

@@ -53,6 +53,8 @@ struct Service {
     Calibration backtest_cal;    /* under err_lock: the serving model's backtest by decile (pairs 0: none yet) */
     uint64_t backtest_cal_version; /* under err_lock: the model it backtested */
     int64_t backtest_cal_at;     /* under err_lock: when (service_now) */
+    Calibration live_cal;        /* under err_lock: the prediction log's pairs by decile, as of... */
+    uint64_t live_cal_generation; /* under err_lock: ...this predlog_pair_generation (0: never computed) */
     void (*retrain_notify)(void *);
     void *retrain_notify_arg;
 
@@ -91,6 +93,11 @@ struct Service {
  * file or job the model came from. Called by the publications below and
  * for the initial model. */
 void service_adopt_model(const Service *s, Model *m);
+
+/* Groups the log's pairs (n,), copied when its pair generation was
+ * `generation`, into the calibration GET /v1/calibration serves (so no
+ * request sorts them or copies them under the store lock). Worker or main. */
+void service_live_calibration_set(Service *s, const AdjPair *pairs, size_t n, uint64_t generation);
 
 /* Makes m (ownership taken) the serving model. Shoppers' states catch up
  * lazily (service_ensure_state) before a prediction or event uses them. Any

@@ -362,6 +362,41 @@ def adjuster_timer_runs_beside_the_refit_timer():
                       f"{scaled(30):.0f} s beside a 1 s adjuster timer")
 
 
+@test
+def calibration_live_part_survives_a_restart():
+    """GET /v1/calibration's live part (the prediction log's matured pairs by
+    decile) is grouped when the pairs change, not per request; after a
+    restart it is grouped again from the pairs the final snapshot kept."""
+    settings = {**HIST, "train.network": "false", "model.horizon_days": "30", "adjuster.interval_s": "0"}
+    with tempfile.TemporaryDirectory(prefix="ltvd-cal-") as d:
+        with LtvdProcess(LTVD, settings, storage_dir=d) as s:
+            events = purchase_histories(300, seed=7)
+            check(s.json("POST", "/v1/events", {"events": events})[0] == 200)
+            ids = [f"s{i}" for i in range(300)]
+            status, body = s.json("POST", "/v1/ltv/batch", {"user_ids": ids})  # logged, as of now
+            check(status == 200 and all(p["known"] for p in body["predictions"]), status)
+            empty = s.json("GET", "/v1/calibration")[1]["live"]
+            check(empty["pairs"] == 0 and empty["deciles"] == [], empty)
+            later = max(e["ts"] for e in events) + 31 * 86400  # the event clock passes their horizon
+            check(s.json("POST", "/v1/events", {"events": [{"user_id": "s0", "type": "view", "ts": later}]})[0] == 200)
+            retrain(s)  # its adjuster run matures them
+            live = s.json("GET", "/v1/calibration")[1]["live"]
+            check(live["pairs"] >= 250 and len(live["deciles"]) == 10, live)
+            check(sum(g["count"] for g in live["deciles"]) == live["pairs"], live)
+            check(s.stop() == 0)
+        with LtvdProcess(LTVD, settings, storage_dir=d) as s:
+            again = s.json("GET", "/v1/calibration")[1]["live"]
+            check(again == live, (again, live))
+            # a second round of predictions matures: the grouping follows the pairs
+            check(s.json("POST", "/v1/ltv/batch", {"user_ids": ids})[0] == 200)
+            check(s.json("POST", "/v1/events", {"events": [{"user_id": "s1", "type": "view",
+                                                            "ts": later + 31 * 86400}]})[0] == 200)
+            retrain(s)
+            more = s.json("GET", "/v1/calibration")[1]["live"]
+            check(more["pairs"] >= live["pairs"] + 250, (more["pairs"], live["pairs"]))
+            check(sum(g["count"] for g in more["deciles"]) == more["pairs"], more)
+
+
 # ---- --check-config ------------------------------------------------------------
 
 @test

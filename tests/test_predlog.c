@@ -114,7 +114,13 @@ int main(void)
     ASSERT(memcmp(pairs, before + old_pairs - 300, 300 * sizeof *pairs) == 0);
     ASSERT(check_batch(pairs + 300, 3001, 700));
     free(before);
+    /* the generation a cached calibration is checked against moves with the
+     * pairs only */
+    uint64_t gen = predlog_pair_generation(l);
+    predlog_stats(l, &st);
+    ASSERT(predlog_pairs(l, pairs, 1000) == 1000 && predlog_pair_generation(l) == gen);
     mature_batch(l, 5001, 300);
+    ASSERT(predlog_pair_generation(l) == gen + 300);
     predlog_stats(l, &st);
     ASSERT(st.pairs == 1000);
     ASSERT(predlog_pairs(l, pairs, 1000) == 1000);
