@@ -74,14 +74,19 @@ typedef struct AdjTable {
     uint32_t backtest_pairs;                    /* ... and from the backtest after a retrain */
 } AdjTable;
 
-/* The pairs to learn from, the newest evidence first (docs/MODEL.md,
- * "Recent outcomes first"): when at least ADJ_RECENT_MIN live pairs were
- * served within `window` seconds (the horizon) of the newest live one, those
- * alone; otherwise every live pair, then every backtest pair. out has room
- * for nlive + nbt; returns how many it holds, and *from_live how many of
- * them are live (the rest follow them and are the backtest's). */
+/* The pairs to learn from: the serving network's own, the newest evidence
+ * first (docs/MODEL.md, "Recent outcomes first"). A live pair is the
+ * network's own when it was served at or after `since`, the time the
+ * network was trained (0: every pair, for a fallback, whose refits keep
+ * it); the others were another network's, whose errors a new network,
+ * calibrated on newer outcomes, does not make. When at least
+ * ADJ_RECENT_MIN own pairs were served within `window` seconds (the
+ * horizon) of the newest own one, those alone; otherwise every own pair,
+ * then every backtest pair (the backtest is the serving network's). out
+ * has room for nlive + nbt; returns how many it holds, and *from_live how
+ * many of them are live (the rest follow them and are the backtest's). */
 size_t adjuster_select(const AdjPair *live, size_t nlive, const AdjPair *bt, size_t nbt, int64_t window,
-                       AdjPair *out, size_t *from_live);
+                       int64_t since, AdjPair *out, size_t *from_live);
 int adjuster_segment(const AdjTable *t, double pred, double recency_days, double tenure_days);
 double adjuster_multiplier(const AdjTable *t, double pred, double recency_days, double tenure_days);
 /* Learns a table from pairs (starting from prev's trend, or NULL). -ENODATA

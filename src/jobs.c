@@ -387,10 +387,11 @@ static int backtest_serving(Service *s, const Model *cur, AdjPair **bt, size_t *
     return 0;
 }
 
-/* Worker: the matured pairs the adjuster learns from (adjuster_select): the
- * prediction log's newest horizon when it holds ADJ_RECENT_MIN of them;
- * otherwise all of the log's, then a backtest of the serving model on
- * matured validation cuts. The backtest runs either way: it is also
+/* Worker: the matured pairs the adjuster learns from (adjuster_select):
+ * those the serving network served (since it was trained; a fallback's,
+ * all), its newest horizon of them when that holds ADJ_RECENT_MIN;
+ * otherwise all of them, then a backtest of the serving model on matured
+ * validation cuts. The backtest runs either way: it is also
  * GET /v1/calibration's. */
 static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n, size_t *live)
 {
@@ -411,7 +412,8 @@ static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n
     int rc = backtest_serving(s, cur, &bt, &nbt);
     AdjPair *all = rc ? NULL : malloc((nlive + nbt + 1) * sizeof *all);
     if (all)
-        *n = adjuster_select(logged, nlive, bt, nbt, (int64_t)s->cfg.model_horizon_days * 86400, all, live);
+        *n = adjuster_select(logged, nlive, bt, nbt, (int64_t)s->cfg.model_horizon_days * 86400,
+                             cur->status == MODEL_TRAINED ? cur->trained_at : 0, all, live);
     free(logged);
     free(bt);
     if (rc)

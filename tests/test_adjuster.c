@@ -129,7 +129,7 @@ static void test_recent_first(void)
         size_t nnew = NEW - (size_t)fewer;
         fill_pairs(live + OLD, nnew, 0.5, now - H + 1, (H - 1) / (int64_t)nnew); /* within H of the newest */
         size_t nlive = OLD + nnew, from_live = 0;
-        size_t n = adjuster_select(live, nlive, bt, BT, H, out, &from_live);
+        size_t n = adjuster_select(live, nlive, bt, BT, H, 0, out, &from_live);
         AdjTable t;
         ASSERT(adjuster_learn(out, n, 7, 400, NULL, &t) == 0);
         double m = adjuster_multiplier(&t, 10.0, 5, 60);
@@ -147,14 +147,45 @@ static void test_recent_first(void)
     fill_pairs(live + OLD, NEW, 0.5, now - H + 1, 1);
     live[OLD + NEW - 1].t = now;
     live[OLD].t = now - H;
-    size_t from_live, n = adjuster_select(live, OLD + NEW, NULL, 0, H, out, &from_live);
+    size_t from_live, n = adjuster_select(live, OLD + NEW, NULL, 0, H, 0, out, &from_live);
     ASSERT(n == OLD + NEW && from_live == OLD + NEW); /* one short: everything */
     live[OLD].t = now - H + 1;
-    ASSERT(adjuster_select(live, OLD + NEW, NULL, 0, H, out, &from_live) == NEW);
+    ASSERT(adjuster_select(live, OLD + NEW, NULL, 0, H, 0, out, &from_live) == NEW);
     /* no serving times (a format-3 snapshot's pairs): everything, in order */
     for (size_t i = 0; i < OLD + NEW; i++)
         live[i].t = 0;
-    ASSERT(adjuster_select(live, OLD + NEW, bt, BT, H, out, &from_live) == OLD + NEW + BT && from_live == OLD + NEW);
+    ASSERT(adjuster_select(live, OLD + NEW, bt, BT, H, 0, out, &from_live) == OLD + NEW + BT && from_live == OLD + NEW);
+    /* ... and none of them is a network's trained since (since > 0): the
+     * backtest alone */
+    ASSERT(adjuster_select(live, OLD + NEW, bt, BT, H, now - 10, out, &from_live) == BT && from_live == 0);
+}
+
+/* After a retrain swaps in a network, the pairs the older networks served
+ * are not learned from: the new one was calibrated on newer outcomes, and
+ * their errors applied to it would correct it twice. */
+static void test_own_network(void)
+{
+    enum { NEW = ADJ_RECENT_MIN + 200, BT = 2000 };
+    const int64_t H = 90 * 86400, now = 1700000000;
+    static AdjPair live[NEW], bt[BT], out[NEW + BT];
+    fill_pairs(live, NEW, 0.5, now - H + 1, (H - 1) / NEW); /* the newest horizon: over-predicted */
+    fill_pairs(bt, BT, 2.0, 0, 0);                          /* the new network's backtest */
+    size_t from_live;
+    /* the network serving since before them: its own, the newest first: cut */
+    size_t n = adjuster_select(live, NEW, bt, BT, H, now - 2 * H, out, &from_live);
+    AdjTable t;
+    ASSERT(n == NEW && from_live == NEW);
+    ASSERT(adjuster_learn(out, n, 7, 400, NULL, &t) == 0 && adjuster_multiplier(&t, 10.0, 5, 60) < 1.0);
+    /* a network trained after them: the backtest alone, which raises */
+    n = adjuster_select(live, NEW, bt, BT, H, now + 1, out, &from_live);
+    ASSERT(n == BT && from_live == 0 && memcmp(out, bt, BT * sizeof *out) == 0);
+    ASSERT(adjuster_learn(out, n, 7, 400, NULL, &t) == 0 && adjuster_multiplier(&t, 10.0, 5, 60) > 1.0);
+    /* trained halfway through them: its 600 are too few to stand alone,
+     * so they come with the backtest, the older ones left out */
+    const int64_t since = live[NEW - 600].t;
+    n = adjuster_select(live, NEW, bt, BT, H, since, out, &from_live);
+    ASSERT(from_live == 600 && n == 600 + BT);
+    ASSERT(memcmp(out, live + NEW - 600, 600 * sizeof *out) == 0 && memcmp(out + 600, bt, BT * sizeof *out) == 0);
 }
 
 int main(void)
@@ -223,5 +254,6 @@ int main(void)
     free(pairs);
     test_min_pairs();
     test_recent_first();
+    test_own_network();
     TEST_DONE("test_adjuster");
 }
