@@ -77,9 +77,9 @@ void snapshot_scratch_free(SnapshotScratch *sc); /* NULL-safe */
  * the store lock (or in the child forked under it). */
 int snapshot_write_with(const char *path, const SnapshotTables *t, const SnapshotInfo *info, SnapshotScratch *sc,
                         size_t *bytes);
-/* About the bytes snapshot_write would write now: the shoppers and the
- * event_id window (the prediction log's part, at most a few MiB, is left
- * out). With the store lock held. */
+/* About the bytes snapshot_write would write now: the shoppers, the
+ * event_id window and the prediction log (about 9 MB full at the default
+ * adjuster.log_size). With the store lock held. */
 size_t snapshot_size_estimate(const SnapshotTables *t);
 
 /* Checks a file's header against the store's shape and its CRC, without

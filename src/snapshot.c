@@ -41,8 +41,13 @@ typedef struct SnapDedupe {
 static size_t dedupe_entry_bytes(uint32_t format) { return format >= 3 ? sizeof(SnapDedupe) : sizeof(uint64_t); }
 
 /* One of the adjuster's pairs: AdjPair from format 4; formats 2 and 3 had
- * no serving time (AdjPair's leading four fields, read with t = 0). */
+ * no serving time (AdjPair's leading four fields, read with t = 0). The
+ * file holds the structs as they are: a field added to either changes the
+ * format, so their layouts are pinned here. */
 static size_t pair_bytes(uint32_t format) { return format >= 4 ? sizeof(AdjPair) : offsetof(AdjPair, t); }
+_Static_assert(sizeof(AdjPair) == 40 && offsetof(AdjPair, t) == 32, "AdjPair is snapshot format 4's pair");
+_Static_assert(sizeof(PredLogEntry) == 48 && offsetof(PredLogEntry, model_version) == 40,
+               "PredLogEntry is snapshot format 2-4's prediction log entry");
 
 /* Sections larger than this are not believed (a corrupt count). */
 #define SNAP_MAX_COUNT ((uint64_t)1 << 40)
@@ -193,8 +198,12 @@ int snapshot_write_with(const char *path, const SnapshotTables *t, const Snapsho
 
 size_t snapshot_size_estimate(const SnapshotTables *t)
 {
+    PredLogStats st = {0};
+    if (t->predlog)
+        predlog_stats(t->predlog, &st);
     return sizeof(SnapHeader) + sizeof(SnapKeys) + store_count(t->store) * store_slot_bytes(t->store) +
-           dedupe_count(t->dedupe) * dedupe_entry_bytes(SNAPSHOT_FORMAT) + 4;
+           dedupe_count(t->dedupe) * dedupe_entry_bytes(SNAPSHOT_FORMAT) + 2 * sizeof(uint64_t) +
+           st.pending * sizeof(PredLogEntry) + st.pairs * pair_bytes(SNAPSHOT_FORMAT) + 4;
 }
 
 /* ---- reading ------------------------------------------------------------ */

@@ -397,6 +397,27 @@ def calibration_live_part_survives_a_restart():
             check(sum(g["count"] for g in more["deciles"]) == more["pairs"], more)
 
 
+@test
+def adjuster_learns_from_the_newest_horizon_alone():
+    """With 1,000 matured predictions served within one horizon of the
+    newest, the adjuster learns from those alone (backtest_pairs 0); the
+    window is the horizon in seconds: two batches a day apart are both in
+    it at H = 30 days."""
+    settings = {**HIST, "train.network": "false", "model.horizon_days": "30", "adjuster.interval_s": "0"}
+    with LtvdProcess(LTVD, settings) as s:
+        events = purchase_histories(1200, seed=9)
+        for k in range(0, len(events), 10000):
+            check(s.json("POST", "/v1/events", {"events": events[k:k + 10000]})[0] == 200)
+        t = max(e["ts"] for e in events)
+        ids = [f"s{i}" for i in range(1200)]
+        for half, day in ((ids[:600], 1), (ids[600:], 32)):
+            check(s.json("POST", "/v1/ltv/batch", {"user_ids": half})[0] == 200)  # logged, as of now
+            check(s.json("POST", "/v1/events", {"events": [{"user_id": "s0", "type": "view",
+                                                            "ts": t + day * 86400}]})[0] == 200)
+        adj = retrain(s)["adjuster"]  # its run matures both batches
+        check(adj["live_pairs"] == 1200 and adj["backtest_pairs"] == 0, adj)
+
+
 # ---- --check-config ------------------------------------------------------------
 
 @test

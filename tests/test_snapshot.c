@@ -101,10 +101,13 @@ static void check_pairs(void)
         ;
     AdjPair want[PAIRS], got[PAIRS];
     ASSERT(predlog_pairs(l, want, PAIRS) == PAIRS);
+    PredLogEntry pending = {.key = 200, .t = 1700000000 + 99, .pred = 2.0, .model_version = 1};
+    predlog_record(l, &pending); /* one still waiting for its outcome */
     SnapshotTables t = {.store = s, .dedupe = d, .predlog = l};
     SnapshotInfo info = {.seq = 42};
     size_t bytes = 0;
     ASSERT(snapshot_write(path, &t, &info, &bytes) == 0);
+    ASSERT(snapshot_size_estimate(&t) == bytes); /* the disk-space check counts the log too */
     store_destroy(s);
     dedupe_destroy(d);
     char err[512];
