@@ -57,6 +57,9 @@ typedef struct AdjPair {
     double tenure_days;   /* days since the shopper's first event at prediction time */
     int64_t t;            /* when the prediction was served (its as_of, Unix s); 0: not known (a
                            * backtest's pair, or one restored from a snapshot of format 3 or older) */
+    uint32_t net;         /* the network of the model that served it (LstmWeights.id); 0: not known (a
+                           * backtest's pair, or one restored from a snapshot of format 4 or older) */
+    uint32_t reserved;    /* 0 (snapshots hold the struct: its padding is explicit) */
 } AdjPair;
 
 typedef struct AdjTable {
@@ -76,17 +79,17 @@ typedef struct AdjTable {
 
 /* The pairs to learn from: the serving network's own, the newest evidence
  * first (docs/MODEL.md, "Recent outcomes first"). A live pair is the
- * network's own when it was served at or after `since`, the time the
- * network was trained (0: every pair, for a fallback, whose refits keep
- * it); the others were another network's, whose errors a new network,
- * calibrated on newer outcomes, does not make. When at least
- * ADJ_RECENT_MIN own pairs were served within `window` seconds (the
- * horizon) of the newest own one, those alone; otherwise every own pair,
- * then every backtest pair (the backtest is the serving network's). out
- * has room for nlive + nbt; returns how many it holds, and *from_live how
- * many of them are live (the rest follow them and are the backtest's). */
+ * network's own when a model with network `net` served it (its refits and
+ * adjuster runs keep the network; a fallback has one too); the others were
+ * another network's, whose errors a new network, calibrated on newer
+ * outcomes, does not make. When at least ADJ_RECENT_MIN own pairs were
+ * served within `window` seconds (the horizon) of the newest own one,
+ * those alone; otherwise every own pair, then every backtest pair (the
+ * backtest is the serving network's). out has room for nlive + nbt;
+ * returns how many it holds, and *from_live how many of them are live (the
+ * rest follow them and are the backtest's). */
 size_t adjuster_select(const AdjPair *live, size_t nlive, const AdjPair *bt, size_t nbt, int64_t window,
-                       int64_t since, AdjPair *out, size_t *from_live);
+                       uint32_t net, AdjPair *out, size_t *from_live);
 int adjuster_segment(const AdjTable *t, double pred, double recency_days, double tenure_days);
 double adjuster_multiplier(const AdjTable *t, double pred, double recency_days, double tenure_days);
 /* Learns a table from pairs (starting from prev's trend, or NULL). -ENODATA

@@ -24,6 +24,8 @@ typedef struct PredLogEntry {
     float recency_days;   /* at t */
     float tenure_days;    /* at t */
     uint64_t model_version;
+    uint32_t net_id;      /* the serving model's network (LstmWeights.id, never 0): whose prediction it was */
+    uint32_t reserved;    /* 0 (snapshots hold the struct: its padding is explicit) */
 } PredLogEntry;
 
 typedef struct PredLogStats {

@@ -40,7 +40,7 @@
 #include "predlog.h"
 #include "store.h"
 
-#define SNAPSHOT_FORMAT 4u /* 4: the adjuster's pairs carry when they were served */
+#define SNAPSHOT_FORMAT 5u /* 5: the prediction log's entries and pairs carry the network that served them */
 
 /* The tables a snapshot saves and restores. predlog may be NULL (adjuster
  * off): then an empty log is written, and a file's log is skipped. */

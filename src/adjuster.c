@@ -29,20 +29,20 @@ double adjuster_multiplier(const AdjTable *t, double pred, double recency_days, 
     return ADJ_MULTIPLIERS[t->action[adjuster_segment(t, pred, recency_days, tenure_days)]];
 }
 
-/* A live pair served by the network trained at `since` (0: any). A pair of
- * unknown time (t == 0) is nobody's in particular: only since == 0 takes it. */
-static bool own_pair(const AdjPair *p, int64_t since) { return since <= 0 || p->t >= since; }
+/* A live pair served by network `net` (a pair of unknown network, 0, is
+ * nobody's: ids are never 0). */
+static bool own_pair(const AdjPair *p, uint32_t net) { return p->net == net && net != 0; }
 
 size_t adjuster_select(const AdjPair *live, size_t nlive, const AdjPair *bt, size_t nbt, int64_t window,
-                       int64_t since, AdjPair *out, size_t *from_live)
+                       uint32_t net, AdjPair *out, size_t *from_live)
 {
     int64_t newest = 0;
     for (size_t i = 0; i < nlive; i++)
-        if (own_pair(&live[i], since) && live[i].t > newest)
+        if (own_pair(&live[i], net) && live[i].t > newest)
             newest = live[i].t;
     size_t n = 0;
     for (size_t i = 0; newest && i < nlive; i++) /* t == 0: when it was served is not known */
-        if (own_pair(&live[i], since) && live[i].t > 0 && live[i].t > newest - window)
+        if (own_pair(&live[i], net) && live[i].t > 0 && live[i].t > newest - window)
             out[n++] = live[i];
     if (n >= ADJ_RECENT_MIN) {
         *from_live = n;
@@ -50,7 +50,7 @@ size_t adjuster_select(const AdjPair *live, size_t nlive, const AdjPair *bt, siz
     }
     n = 0;
     for (size_t i = 0; i < nlive; i++)
-        if (own_pair(&live[i], since))
+        if (own_pair(&live[i], net))
             out[n++] = live[i];
     if (nbt)
         memcpy(out + n, bt, nbt * sizeof *bt);

@@ -388,8 +388,8 @@ static int backtest_serving(Service *s, const Model *cur, AdjPair **bt, size_t *
 }
 
 /* Worker: the matured pairs the adjuster learns from (adjuster_select):
- * those the serving network served (since it was trained; a fallback's,
- * all), its newest horizon of them when that holds ADJ_RECENT_MIN;
+ * those the serving network served (by its id), its newest horizon of them
+ * when that holds ADJ_RECENT_MIN;
  * otherwise all of them, then a backtest of the serving model on matured
  * validation cuts. The backtest runs either way: it is also
  * GET /v1/calibration's. */
@@ -412,8 +412,8 @@ static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n
     int rc = backtest_serving(s, cur, &bt, &nbt);
     AdjPair *all = rc ? NULL : malloc((nlive + nbt + 1) * sizeof *all);
     if (all)
-        *n = adjuster_select(logged, nlive, bt, nbt, (int64_t)s->cfg.model_horizon_days * 86400,
-                             cur->status == MODEL_TRAINED ? cur->trained_at : 0, all, live);
+        *n = adjuster_select(logged, nlive, bt, nbt, (int64_t)s->cfg.model_horizon_days * 86400, cur->net->id, all,
+                             live);
     free(logged);
     free(bt);
     if (rc)

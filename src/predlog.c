@@ -153,7 +153,7 @@ size_t predlog_mature(PredLog *l, int64_t matured_at, size_t *cursor, size_t spa
         double y = outcome(arg, e);
         if (y >= 0) {
             AdjPair p = {.pred = e->pred, .actual = y, .recency_days = e->recency_days, .tenure_days = e->tenure_days,
-                         .t = e->t};
+                         .t = e->t, .net = e->net_id};
             push_pair(l, &p);
             l->matured++;
         } else {

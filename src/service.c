@@ -392,6 +392,7 @@ void service_predict_many(Service *s, const char *const *ids, const size_t *lens
                 .recency_days = (float)((double)(as_of - u->agg.last_ts) / 86400.0),
                 .tenure_days = (float)((double)(as_of - u->agg.first_ts) / 86400.0),
                 .model_version = m->version,
+                .net_id = m->net->id,
             };
             predlog_record(s->predlog, &e);
         }

@@ -40,14 +40,21 @@ typedef struct SnapDedupe {
 
 static size_t dedupe_entry_bytes(uint32_t format) { return format >= 3 ? sizeof(SnapDedupe) : sizeof(uint64_t); }
 
-/* One of the adjuster's pairs: AdjPair from format 4; formats 2 and 3 had
- * no serving time (AdjPair's leading four fields, read with t = 0). The
- * file holds the structs as they are: a field added to either changes the
+/* One of the adjuster's pairs: AdjPair from format 5; format 4 had no
+ * network (AdjPair up to t, read with net = 0), formats 2 and 3 no serving
+ * time either (its leading four fields, t = 0). One pending prediction:
+ * PredLogEntry from format 5, before it without the network. The file
+ * holds the structs as they are: a field added to either changes the
  * format, so their layouts are pinned here. */
-static size_t pair_bytes(uint32_t format) { return format >= 4 ? sizeof(AdjPair) : offsetof(AdjPair, t); }
-_Static_assert(sizeof(AdjPair) == 40 && offsetof(AdjPair, t) == 32, "AdjPair is snapshot format 4's pair");
-_Static_assert(sizeof(PredLogEntry) == 48 && offsetof(PredLogEntry, model_version) == 40,
-               "PredLogEntry is snapshot format 2-4's prediction log entry");
+static size_t pair_bytes(uint32_t format)
+{
+    return format >= 5 ? sizeof(AdjPair) : format == 4 ? offsetof(AdjPair, net) : offsetof(AdjPair, t);
+}
+static size_t entry_bytes(uint32_t format) { return format >= 5 ? sizeof(PredLogEntry) : offsetof(PredLogEntry, net_id); }
+_Static_assert(sizeof(AdjPair) == 48 && offsetof(AdjPair, net) == 40 && offsetof(AdjPair, t) == 32,
+               "AdjPair is snapshot format 5's pair");
+_Static_assert(sizeof(PredLogEntry) == 56 && offsetof(PredLogEntry, net_id) == 48,
+               "PredLogEntry is snapshot format 5's prediction log entry");
 
 /* Sections larger than this are not believed (a corrupt count). */
 #define SNAP_MAX_COUNT ((uint64_t)1 << 40)
@@ -203,7 +210,7 @@ size_t snapshot_size_estimate(const SnapshotTables *t)
         predlog_stats(t->predlog, &st);
     return sizeof(SnapHeader) + sizeof(SnapKeys) + store_count(t->store) * store_slot_bytes(t->store) +
            dedupe_count(t->dedupe) * dedupe_entry_bytes(SNAPSHOT_FORMAT) + 2 * sizeof(uint64_t) +
-           st.pending * sizeof(PredLogEntry) + st.pairs * pair_bytes(SNAPSHOT_FORMAT) + 4;
+           st.pending * entry_bytes(SNAPSHOT_FORMAT) + st.pairs * pair_bytes(SNAPSHOT_FORMAT) + 4;
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -345,7 +352,8 @@ int snapshot_check(const char *path, const Store *shape, SnapshotInfo *info, cha
         if (counts[0] > SNAP_MAX_COUNT || counts[1] > SNAP_MAX_COUNT)
             rc = -EBADMSG;
         else
-            rc = crc_section(fd, counts[0] * sizeof(PredLogEntry) + counts[1] * pair_bytes(h.format), &crc, buf, cap);
+            rc = crc_section(fd, counts[0] * entry_bytes(h.format) + counts[1] * pair_bytes(h.format), &crc, buf,
+                             cap);
     }
     uint32_t stored = 0;
     if (!rc)
@@ -476,8 +484,8 @@ int snapshot_load(const char *path, const SnapshotTables *t, SnapshotInfo *info,
     if (!rc && h.format >= 2 && (rc = sr_read(&rd, counts, sizeof counts)) != 0)
         where = "the prediction log's counts";
     for (uint64_t i = 0; i < counts[0] && !rc; i++) { /* kept only while the adjuster is on */
-        PredLogEntry e;
-        if ((rc = sr_read(&rd, &e, sizeof e)) != 0)
+        PredLogEntry e = {0};
+        if ((rc = sr_read(&rd, &e, entry_bytes(h.format))) != 0)
             where = "the prediction log";
         if (rc || !t->predlog)
             continue;

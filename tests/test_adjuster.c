@@ -105,11 +105,15 @@ static void test_over_costs_more(AdjPair *pairs, size_t N)
 
 /* Pairs of one segment (recent, young shoppers, pred 10) whose outcomes
  * are `ratio` times the prediction, served at times t0, t0 + step, ... */
+#define NET 7u /* the serving network's id in these tests */
+
+/* n pairs of prediction 10 and mean outcome 10 ratio; with t0, served from t0
+ * every step seconds by network NET, else a backtest's (no time, no network). */
 static void fill_pairs(AdjPair *p, size_t n, double ratio, int64_t t0, int64_t step)
 {
     for (size_t i = 0; i < n; i++)
         p[i] = (AdjPair){.pred = 10.0, .actual = 10.0 * ratio * (0.5 + (double)(i % 5) / 4.0), .recency_days = 5,
-                         .tenure_days = 60, .t = t0 ? t0 + (int64_t)i * step : 0};
+                         .tenure_days = 60, .t = t0 ? t0 + (int64_t)i * step : 0, .net = t0 ? NET : 0};
 }
 
 /* The newest evidence first. Live pairs of a year ago and the backtest say
@@ -129,7 +133,7 @@ static void test_recent_first(void)
         size_t nnew = NEW - (size_t)fewer;
         fill_pairs(live + OLD, nnew, 0.5, now - H + 1, (H - 1) / (int64_t)nnew); /* within H of the newest */
         size_t nlive = OLD + nnew, from_live = 0;
-        size_t n = adjuster_select(live, nlive, bt, BT, H, 0, out, &from_live);
+        size_t n = adjuster_select(live, nlive, bt, BT, H, NET, out, &from_live);
         AdjTable t;
         ASSERT(adjuster_learn(out, n, 7, 400, NULL, &t) == 0);
         double m = adjuster_multiplier(&t, 10.0, 5, 60);
@@ -147,45 +151,52 @@ static void test_recent_first(void)
     fill_pairs(live + OLD, NEW, 0.5, now - H + 1, 1);
     live[OLD + NEW - 1].t = now;
     live[OLD].t = now - H;
-    size_t from_live, n = adjuster_select(live, OLD + NEW, NULL, 0, H, 0, out, &from_live);
+    size_t from_live, n = adjuster_select(live, OLD + NEW, NULL, 0, H, NET, out, &from_live);
     ASSERT(n == OLD + NEW && from_live == OLD + NEW); /* one short: everything */
     live[OLD].t = now - H + 1;
-    ASSERT(adjuster_select(live, OLD + NEW, NULL, 0, H, 0, out, &from_live) == NEW);
+    ASSERT(adjuster_select(live, OLD + NEW, NULL, 0, H, NET, out, &from_live) == NEW);
     /* no serving times (a format-3 snapshot's pairs): everything, in order */
     for (size_t i = 0; i < OLD + NEW; i++)
         live[i].t = 0;
-    ASSERT(adjuster_select(live, OLD + NEW, bt, BT, H, 0, out, &from_live) == OLD + NEW + BT && from_live == OLD + NEW);
-    /* ... and none of them is a network's trained since (since > 0): the
-     * backtest alone */
-    ASSERT(adjuster_select(live, OLD + NEW, bt, BT, H, now - 10, out, &from_live) == BT && from_live == 0);
+    ASSERT(adjuster_select(live, OLD + NEW, bt, BT, H, NET, out, &from_live) == OLD + NEW + BT &&
+           from_live == OLD + NEW);
 }
 
 /* After a retrain swaps in a network, the pairs the older networks served
  * are not learned from: the new one was calibrated on newer outcomes, and
- * their errors applied to it would correct it twice. */
+ * their errors applied to it would correct it twice. Which network served
+ * a pair is its id, not a time: predictions served at the very time of a
+ * swap (an event clock that stands still) are the old network's. */
 static void test_own_network(void)
 {
     enum { NEW = ADJ_RECENT_MIN + 200, BT = 2000 };
     const int64_t H = 90 * 86400, now = 1700000000;
     static AdjPair live[NEW], bt[BT], out[NEW + BT];
-    fill_pairs(live, NEW, 0.5, now - H + 1, (H - 1) / NEW); /* the newest horizon: over-predicted */
-    fill_pairs(bt, BT, 2.0, 0, 0);                          /* the new network's backtest */
+    fill_pairs(live, NEW, 0.5, now - H + 1, (H - 1) / NEW); /* the newest horizon, NET's: over-predicted */
+    fill_pairs(bt, BT, 2.0, 0, 0);                          /* the serving network's backtest */
     size_t from_live;
-    /* the network serving since before them: its own, the newest first: cut */
-    size_t n = adjuster_select(live, NEW, bt, BT, H, now - 2 * H, out, &from_live);
+    /* NET serves: its own, the newest first: cut */
+    size_t n = adjuster_select(live, NEW, bt, BT, H, NET, out, &from_live);
     AdjTable t;
     ASSERT(n == NEW && from_live == NEW);
     ASSERT(adjuster_learn(out, n, 7, 400, NULL, &t) == 0 && adjuster_multiplier(&t, 10.0, 5, 60) < 1.0);
-    /* a network trained after them: the backtest alone, which raises */
-    n = adjuster_select(live, NEW, bt, BT, H, now + 1, out, &from_live);
+    /* a new network serves: the backtest alone, which raises */
+    n = adjuster_select(live, NEW, bt, BT, H, NET + 1, out, &from_live);
     ASSERT(n == BT && from_live == 0 && memcmp(out, bt, BT * sizeof *out) == 0);
     ASSERT(adjuster_learn(out, n, 7, 400, NULL, &t) == 0 && adjuster_multiplier(&t, 10.0, 5, 60) > 1.0);
-    /* trained halfway through them: its 600 are too few to stand alone,
-     * so they come with the backtest, the older ones left out */
-    const int64_t since = live[NEW - 600].t;
-    n = adjuster_select(live, NEW, bt, BT, H, since, out, &from_live);
+    /* the new network served the last 600, the first of them at the same
+     * time as the old one's last: too few to stand alone, so they come with
+     * the backtest, the old network's left out */
+    for (int i = NEW - 600; i < NEW; i++)
+        live[i].net = NET + 1;
+    live[NEW - 600].t = live[NEW - 601].t;
+    n = adjuster_select(live, NEW, bt, BT, H, NET + 1, out, &from_live);
     ASSERT(from_live == 600 && n == 600 + BT);
     ASSERT(memcmp(out, live + NEW - 600, 600 * sizeof *out) == 0 && memcmp(out + 600, bt, BT * sizeof *out) == 0);
+    /* pairs of no known network (a format-4 snapshot's) are nobody's */
+    for (int i = 0; i < NEW; i++)
+        live[i].net = 0;
+    ASSERT(adjuster_select(live, NEW, bt, BT, H, 0, out, &from_live) == BT && from_live == 0);
 }
 
 int main(void)

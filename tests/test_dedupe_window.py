@@ -57,7 +57,7 @@ def snapshot_key(path):
     with open(path, "rb") as f:
         head = f.read(88)
     check(head[:8] == b"LTVDSNAP", path)
-    check(struct.unpack_from("<I", head, 8)[0] == 4, f"{path}: format {struct.unpack_from('<I', head, 8)[0]}")
+    check(struct.unpack_from("<I", head, 8)[0] == 5, f"{path}: format {struct.unpack_from('<I', head, 8)[0]}")
     return head[72:88]
 
 

@@ -215,23 +215,24 @@ def old_hash64(data, seed):
 
 def old_format_snapshots_are_read():
     """Snapshots of the earlier formats still restore their shoppers and
-    their dedupe window: format 3 (the adjuster's pairs without their
-    serving time; tests/test_snapshot.c reads such pairs), format 2 (no
-    hash key, dedupe keys of the unkeyed hash without arrival times) and
-    format 1 (no prediction log either), made here from a format-4 one. The
-    event_ids in them are duplicates after the start, new ones are not, and
-    the next snapshot is format 4."""
+    their dedupe window: formats 4 and 3 (the prediction log without its
+    networks, and without its pairs' serving time; tests/test_snapshot.c
+    reads such entries and pairs), format 2 (no hash key, dedupe keys of the
+    unkeyed hash without arrival times) and format 1 (no prediction log
+    either), made here from a format-5 one. The event_ids in them are
+    duplicates after the start, new ones are not, and the next snapshot is
+    format 5."""
     import struct
     import zlib
     ids = [f"old-eid-{k}" for k in range(20)]
-    for fmt in (3, 2, 1):
+    for fmt in (4, 3, 2, 1):
         with tempfile.TemporaryDirectory(prefix=f"ltvd-snap{fmt}-") as d:
             with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
                 s.json("POST", "/v1/events", {"events": [{"user_id": f"f{k}", "type": "view", "event_id": ids[k]}
                                                          for k in range(20)]})
             [path] = glob.glob(os.path.join(d, "snapshot-*.snap"))
             data = open(path, "rb").read()
-            check(struct.unpack_from("<I", data, 8)[0] == 4, "snapshots are written in format 4")
+            check(struct.unpack_from("<I", data, 8)[0] == 5, "snapshots are written in format 5")
             slot_bytes, = struct.unpack_from("<I", data, 20)
             users, keys = struct.unpack_from("<QQ", data, 48)
             check(users == 20 and keys == 20, (users, keys))
@@ -241,7 +242,7 @@ def old_format_snapshots_are_read():
             check(tail == bytes(16), "no prediction log: both counts are zero")
             old = bytearray(data[:72])
             struct.pack_into("<I", old, 8, fmt)
-            if fmt == 3:  # with no pairs, format 3 differs from 4 in its number alone
+            if fmt >= 3:  # with an empty log, formats 3 and 4 differ from 5 in their number alone
                 old += data[72:-4]
             else:
                 old += data[slots_at:dedupe_at]
@@ -261,7 +262,7 @@ def old_format_snapshots_are_read():
                       f"format {fmt}: the old ids are recognised: {body}")
                 check(s.json("GET", "/v1/users/f7")[1]["events"] == 2)
             [path] = glob.glob(os.path.join(d, "snapshot-*.snap"))
-            check(struct.unpack_from("<I", open(path, "rb").read(), 8)[0] == 4)
+            check(struct.unpack_from("<I", open(path, "rb").read(), 8)[0] == 5)
             with LtvdProcess(LTVD, SETTINGS, storage_dir=d) as s:
                 status, body = s.json("POST", "/v1/events", {"events": [
                     {"user_id": "f3", "type": "view", "event_id": eid} for eid in ids + ["new-eid"]]})

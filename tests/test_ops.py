@@ -418,6 +418,37 @@ def adjuster_learns_from_the_newest_horizon_alone():
         check(adj["live_pairs"] == 1200 and adj["backtest_pairs"] == 0, adj)
 
 
+@test
+def adjuster_learns_only_from_the_serving_networks_predictions():
+    """Predictions the fallback served are not a network's evidence: after a
+    retrain swaps in a network at the same event time (the event clock stands
+    still), their matured pairs are not learned from; the network's own are."""
+    settings = {**HIST, "model.horizon_days": "30", "adjuster.interval_s": "1"}
+    with LtvdProcess(LTVD, settings) as s:
+        events = purchase_histories(1200, seed=11)
+        for k in range(0, len(events), 10000):
+            check(s.json("POST", "/v1/events", {"events": events[k:k + 10000]})[0] == 200)
+        t = max(e["ts"] for e in events)
+        ids = [f"s{i}" for i in range(1200)]
+        body = s.json("POST", "/v1/ltv/batch", {"user_ids": ids})[1]  # the fallback's, logged
+        check(all(p["source"] != "network" for p in body["predictions"]), body["predictions"][:3])
+        m = retrain(s)
+        check(m["status"] == "trained" and m["retrain"]["last_training"]["swapped"], m["retrain"])
+
+        def adjusted(day):  # moves the event clock to t + day, then waits for two adjuster runs
+            check(s.json("POST", "/v1/events", {"events": [{"user_id": "s0", "type": "view",
+                                                            "ts": t + day * 86400}]})[0] == 200)
+            runs = s.metrics()["ltvd_adjuster_runs_total"]
+            check(wait_until(lambda: s.metrics()["ltvd_adjuster_runs_total"] >= runs + 2, 30), "adjuster runs")
+            return s.json("GET", "/v1/model")[1]["adjuster"]
+
+        adj = adjusted(31)  # the fallback's 1,200 predictions matured
+        check(adj["live_pairs"] == 0 and adj["backtest_pairs"] > 0, adj)
+        check(s.json("POST", "/v1/ltv/batch", {"user_ids": ids})[0] == 200)  # the network's, logged
+        adj = adjusted(62)
+        check(adj["live_pairs"] == 1200 and adj["backtest_pairs"] == 0, adj)
+
+
 # ---- --check-config ------------------------------------------------------------
 
 @test

@@ -24,7 +24,7 @@ static double outcome_known(void *arg, const PredLogEntry *e)
 static void mature_batch(PredLog *l, uint64_t first, int n)
 {
     for (uint64_t k = first; k < first + (uint64_t)n; k++) {
-        PredLogEntry e = {k, (int64_t)k, (double)k, 0, 5, 50, 1};
+        PredLogEntry e = {k, (int64_t)k, (double)k, 0, 5, 50, 1, (uint32_t)(k % 3 + 1), 0};
         predlog_record(l, &e);
     }
     size_t cursor = 0;
@@ -33,8 +33,9 @@ static void mature_batch(PredLog *l, uint64_t first, int n)
 }
 
 /* 1 if p[0..n) holds exactly the pairs of keys first..first+n-1 (in any
- * order: maturing goes in table order), each with its own outcome and the
- * time its prediction was served (mature_batch: the key). */
+ * order: maturing goes in table order), each with its own outcome, the
+ * time its prediction was served (mature_batch: the key) and the network
+ * that served it (key % 3 + 1). */
 static int check_batch(const AdjPair *p, int first, int n)
 {
     char *seen = calloc((size_t)n, 1);
@@ -42,7 +43,7 @@ static int check_batch(const AdjPair *p, int first, int n)
     for (int i = 0; ok && i < n; i++) {
         int k = (int)p[i].pred - first;
         ok = p[i].pred == (double)(first + k) && k >= 0 && k < n && !seen[k] && p[i].actual == 10.0 * p[i].pred &&
-             p[i].t == first + k;
+             p[i].t == first + k && p[i].net == (uint32_t)((first + k) % 3 + 1);
         if (ok)
             seen[k] = 1;
     }
@@ -55,13 +56,13 @@ int main(void)
     PredLog *l;
     ASSERT(predlog_create(&l, 1000) == 0);
     for (uint64_t k = 1; k <= 1200; k++) { /* 200 more than fit */
-        PredLogEntry e = {k, (int64_t)k, 1.0 * (double)k, 0, 5, 50, 1};
+        PredLogEntry e = {k, (int64_t)k, 1.0 * (double)k, 0, 5, 50, 1, 1, 0};
         predlog_record(l, &e);
     }
     PredLogStats st;
     predlog_stats(l, &st);
     ASSERT(st.pending == 1000 && st.logged == 1000 && st.dropped_full == 200);
-    PredLogEntry again = {5, 9999, 1, 0, 0, 0, 2};
+    PredLogEntry again = {5, 9999, 1, 0, 0, 0, 2, 1, 0};
     predlog_record(l, &again); /* shopper 5 already pending: not logged */
     predlog_forget(l, 10);     /* erased */
     predlog_forget(l, 5000);   /* never logged: no effect */

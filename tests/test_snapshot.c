@@ -80,10 +80,40 @@ static double spent_twice(void *arg, const PredLogEntry *e)
     return 2.0 * e->pred;
 }
 
-/* Writes a snapshot holding PAIRS matured pairs, loads it back (pairs and
- * their times intact), then rewrites it as format 3 (each pair without its
- * last 8 bytes, the time) and loads that: same pairs, time 0. */
 #define PAIRS 3
+
+/* Rewrites the snapshot at path (bytes long, format `from`, one pending
+ * prediction and PAIRS pairs last, before the crc) as format from - 1: each
+ * entry and pair cut to that format's size. Returns the new length. */
+static size_t downgrade(size_t bytes, uint32_t from, size_t entry, size_t pair, size_t entry_old, size_t pair_old)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf = malloc(bytes), *old = malloc(bytes);
+    ASSERT(f && buf && old && fread(buf, 1, bytes, f) == bytes);
+    fclose(f);
+    size_t log_at = bytes - 4 - PAIRS * pair - entry, n = log_at;
+    memcpy(old, buf, log_at);
+    uint32_t format = from - 1;
+    memcpy(old + 8, &format, 4);
+    memcpy(old + n, buf + log_at, entry_old);
+    n += entry_old;
+    for (int k = 0; k < PAIRS; k++, n += pair_old)
+        memcpy(old + n, buf + log_at + entry + k * pair, pair_old);
+    uint32_t crc = crc32_update(0, old, n);
+    memcpy(old + n, &crc, 4);
+    f = fopen(path, "wb");
+    ASSERT(f && fwrite(old, 1, n + 4, f) == n + 4);
+    fclose(f);
+    free(buf);
+    free(old);
+    return n + 4;
+}
+
+/* Writes a snapshot holding PAIRS matured pairs and one pending
+ * prediction, loads it back (pairs, their times and networks intact), then
+ * rewrites it as format 4 (no network: each entry and pair without its
+ * last 8 bytes) and loads that (network 0), then as format 3 (each pair
+ * without its time as well: time 0). */
 static void check_pairs(void)
 {
     Store *s;
@@ -93,15 +123,15 @@ static void check_pairs(void)
     ASSERT(predlog_create(&l, 10) == 0);
     for (int k = 0; k < PAIRS; k++) {
         PredLogEntry e = {.key = 100 + (uint64_t)k, .t = 1700000000 + k, .pred = 1.5 + k, .recency_days = 3.0f + (float)k,
-                          .tenure_days = 40.0f, .model_version = 1};
+                          .tenure_days = 40.0f, .model_version = 1, .net_id = 9};
         predlog_record(l, &e);
     }
     size_t cursor = 0;
     while (predlog_mature(l, 1700000000 + PAIRS, &cursor, 64, spent_twice, NULL))
         ;
-    AdjPair want[PAIRS], got[PAIRS];
+    AdjPair want[PAIRS], got[PAIRS + 1];
     ASSERT(predlog_pairs(l, want, PAIRS) == PAIRS);
-    PredLogEntry pending = {.key = 200, .t = 1700000000 + 99, .pred = 2.0, .model_version = 1};
+    PredLogEntry pending = {.key = 200, .t = 1700000000 + 99, .pred = 2.0, .model_version = 1, .net_id = 9};
     predlog_record(l, &pending); /* one still waiting for its outcome */
     SnapshotTables t = {.store = s, .dedupe = d, .predlog = l};
     SnapshotInfo info = {.seq = 42};
@@ -111,40 +141,34 @@ static void check_pairs(void)
     store_destroy(s);
     dedupe_destroy(d);
     char err[512];
-    for (int fmt = 4; fmt >= 3; fmt--) {
+    for (uint32_t fmt = 5; fmt >= 3; fmt--) {
         fresh(&s, &d, 1000, NULL);
         ASSERT(predlog_create(&back, 10) == 0);
         t = (SnapshotTables){.store = s, .dedupe = d, .predlog = back};
+        ASSERT(snapshot_check(path, s, &info, err, sizeof err) == 0); /* what recovery runs first */
         ASSERT(snapshot_load(path, &t, &info, err, sizeof err) == 0);
         ASSERT(predlog_pairs(back, got, PAIRS) == PAIRS);
         for (int k = 0; k < PAIRS; k++) {
             ASSERT(got[k].pred == want[k].pred && got[k].actual == want[k].actual && got[k].actual > 0);
             ASSERT(got[k].recency_days == want[k].recency_days && got[k].tenure_days == want[k].tenure_days);
-            ASSERT(got[k].t == (fmt == 4 ? want[k].t : 0) && want[k].t >= 1700000000);
+            ASSERT(got[k].t == (fmt >= 4 ? want[k].t : 0) && want[k].t >= 1700000000);
+            ASSERT(got[k].net == (fmt >= 5 ? 9u : 0u) && want[k].net == 9);
         }
+        /* the pending prediction comes back, its network with it (format 5) */
+        cursor = 0;
+        while (predlog_mature(back, 1700000000 + 99, &cursor, 64, spent_twice, NULL))
+            ;
+        ASSERT(predlog_pairs(back, got, PAIRS + 1) == PAIRS + 1 && got[PAIRS].pred == 2.0);
+        ASSERT(got[PAIRS].net == (fmt >= 5 ? 9u : 0u) && got[PAIRS].t == 1700000000 + 99);
         predlog_destroy(back);
         store_destroy(s);
         dedupe_destroy(d);
-        if (fmt == 3)
-            break;
-        /* the same file as format 3: the pairs end it, before the crc */
-        FILE *f = fopen(path, "rb");
-        unsigned char *buf = malloc(bytes), *old = malloc(bytes);
-        ASSERT(f && buf && old && fread(buf, 1, bytes, f) == bytes);
-        fclose(f);
-        size_t pairs_at = bytes - 4 - PAIRS * sizeof(AdjPair), n = pairs_at;
-        memcpy(old, buf, pairs_at);
-        uint32_t three = 3;
-        memcpy(old + 8, &three, 4);
-        for (int k = 0; k < PAIRS; k++, n += sizeof(AdjPair) - 8)
-            memcpy(old + n, buf + pairs_at + k * sizeof(AdjPair), sizeof(AdjPair) - 8);
-        uint32_t crc = crc32_update(0, old, n);
-        memcpy(old + n, &crc, 4);
-        f = fopen(path, "wb");
-        ASSERT(f && fwrite(old, 1, n + 4, f) == n + 4);
-        fclose(f);
-        free(buf);
-        free(old);
+        if (fmt == 5)
+            bytes = downgrade(bytes, 5, sizeof(PredLogEntry), sizeof(AdjPair), offsetof(PredLogEntry, net_id),
+                              offsetof(AdjPair, net));
+        else if (fmt == 4)
+            bytes = downgrade(bytes, 4, offsetof(PredLogEntry, net_id), offsetof(AdjPair, net),
+                              offsetof(PredLogEntry, net_id), offsetof(AdjPair, t));
     }
     predlog_destroy(l);
     unlink(path);
