@@ -222,10 +222,21 @@ static void queue_job(App *app, uv_work_cb fn)
 
 static void refit_timer_cb(uv_timer_t *t) { queue_job(t->data, refit_work_cb); }
 
+/* A tick is served without a run of its own when a retrain (which ends with
+ * an adjuster run) runs, was asked for, or is due in this turn of the loop:
+ * at the defaults both timers tick hourly, and the retrain's tick, which
+ * only asks (uv_async), would otherwise follow an adjuster run that its own
+ * run repeats. Main thread. */
+static bool adjuster_run_coming(App *app)
+{
+    return app->adjusting || app->retrain_wanted || service_retrain_running(app->svc) ||
+           (uv_is_active((uv_handle_t *)&app->retrain_timer) && uv_timer_get_due_in(&app->retrain_timer) == 0);
+}
+
 static void adjuster_timer_cb(uv_timer_t *t)
 {
     App *app = t->data;
-    if (app->adjusting) /* the running job ends with an adjuster run: this tick is served */
+    if (adjuster_run_coming(app))
         return;
     app->adjuster_wanted = true;
     start_job(app);

@@ -449,6 +449,22 @@ def adjuster_learns_only_from_the_serving_networks_predictions():
         check(adj["live_pairs"] == 1200 and adj["backtest_pairs"] == 0, adj)
 
 
+@test
+def adjuster_tick_beside_a_retrain_tick_runs_once():
+    """At equal periods (the defaults: both hourly) the retrain's tick and
+    the adjuster's come together; the retrain ends with an adjuster run, so
+    the adjuster's tick adds none. Before, the adjuster's tick started a run
+    while the retrain's request was still on its way, and each period ran
+    the adjuster twice."""
+    settings = {**HIST, "train.network": "false", "train.interval_s": "2", "adjuster.interval_s": "2"}
+    with LtvdProcess(LTVD, settings) as s:
+        check(s.json("POST", "/v1/events", {"events": purchase_histories(300, seed=5)})[0] == 200)
+        check(wait_until(lambda: s.metrics()["ltvd_retrain_runs_total"] >= 4, 60), "four periodic retrains")
+        m = s.metrics()
+        retrains, runs = m["ltvd_retrain_runs_total"], m["ltvd_adjuster_runs_total"]
+        check(retrains - 1 <= runs <= retrains + 1, f"{runs:.0f} adjuster runs for {retrains:.0f} retrains")
+
+
 # ---- --check-config ------------------------------------------------------------
 
 @test
