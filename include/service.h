@@ -172,9 +172,9 @@ typedef struct CalibrationView {
 } CalibrationView;
 
 /* Fills out. The live part is the one grouped when the pairs last
- * changed (an adjuster run's maturing, recovery); only if the pairs
- * changed without it does the call copy them under the store lock and
- * group them itself. 0 or -ENOMEM. */
+ * changed (an adjuster run's maturing, recovery); only if they were never
+ * grouped does the call copy them under the store lock and group them
+ * itself. 0 or -ENOMEM. */
 int service_calibration(Service *s, CalibrationView *out);
 
 /* Groups the prediction log's pairs for GET /v1/calibration (after a

@@ -5,23 +5,39 @@
 #include "predlog.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hash.h"
+
+typedef struct KahanSum {
+    double s, c; /* the sum, and what rounding took from it */
+} KahanSum;
 
 struct PredLog {
     PredLogEntry *slots;  /* (mask + 1,); key 0 marks an empty slot */
     size_t mask, cap, count;
     AdjPair *pairs;       /* ring (cap,) */
     size_t pair_head, pair_len;
-    double pairs_predicted, pairs_realised; /* the ring's sums, kept as pairs come and go */
-    size_t pushes_since_sum;                /* summed afresh every cap pushes: no drift */
-    uint64_t pair_generation;               /* + 1 per pair pushed */
+    KahanSum pairs_predicted, pairs_realised; /* the ring's sums, kept as pairs come and go */
+    uint64_t pair_generation;                 /* + 1 per pair pushed */
     uint64_t logged, matured, dropped_full, dropped_unknown;
 };
 
 static uint64_t nonzero(uint64_t key) { return key ? key : 1; }
+
+/* Neumaier's compensated sum: what the running sums lose to rounding as
+ * pairs are added and taken away is carried in c, so they stay within a
+ * rounding of the ring's exact sum however many pairs pass, and no pass
+ * over the ring (milliseconds under the store lock at the largest
+ * adjuster.log_size) is needed to correct them. */
+static void kahan_add(KahanSum *k, double x)
+{
+    double t = k->s + x;
+    k->c += fabs(k->s) >= fabs(x) ? (k->s - t) + x : (x - t) + k->s;
+    k->s = t;
+}
 
 int predlog_create(PredLog **out, size_t cap)
 {
@@ -121,22 +137,14 @@ static void push_pair(PredLog *l, const AdjPair *p)
     if (l->pair_len < l->cap) {
         l->pair_len++;
     } else {
-        l->pairs_predicted -= slot->pred;
-        l->pairs_realised -= slot->actual;
+        kahan_add(&l->pairs_predicted, -slot->pred);
+        kahan_add(&l->pairs_realised, -slot->actual);
         l->pair_head = (l->pair_head + 1) % l->cap;
     }
     *slot = *p;
-    l->pairs_predicted += p->pred;
-    l->pairs_realised += p->actual;
+    kahan_add(&l->pairs_predicted, p->pred);
+    kahan_add(&l->pairs_realised, p->actual);
     l->pair_generation++;
-    if (++l->pushes_since_sum >= l->cap) { /* amortised O(1): the subtractions' rounding never builds up */
-        l->pushes_since_sum = 0;
-        l->pairs_predicted = l->pairs_realised = 0;
-        for (size_t k = 0; k < l->pair_len; k++) {
-            l->pairs_predicted += l->pairs[k].pred;
-            l->pairs_realised += l->pairs[k].actual;
-        }
-    }
 }
 
 size_t predlog_mature(PredLog *l, int64_t matured_at, size_t *cursor, size_t span, PredLogOutcome outcome,
@@ -178,7 +186,8 @@ size_t predlog_pairs(const PredLog *l, AdjPair *out, size_t max)
 void predlog_stats(const PredLog *l, PredLogStats *out)
 {
     *out = (PredLogStats){l->logged, l->matured, l->dropped_full, l->dropped_unknown,
-                          l->count, l->pair_len, l->cap, l->pairs_predicted, l->pairs_realised};
+                          l->count, l->pair_len, l->cap, l->pairs_predicted.s + l->pairs_predicted.c,
+                          l->pairs_realised.s + l->pairs_realised.c};
 }
 
 uint64_t predlog_pair_generation(const PredLog *l) { return l->pair_generation; }

@@ -522,11 +522,11 @@ int service_calibration(Service *s, CalibrationView *out)
     pthread_mutex_unlock(&s->err_lock);
     if (!s->predlog)
         return 0;
-    store_lock(s->store);
-    uint64_t generation = predlog_pair_generation(s->predlog);
-    store_unlock(s->store);
+    /* the pairs change only as an adjuster run matures them (which groups
+     * them next) and at recovery (which groups them): between the two, as
+     * during a maturing pass, the last grouping is served */
     pthread_mutex_lock(&s->err_lock);
-    bool cached = s->live_cal_generation == generation + 1;
+    bool cached = s->live_cal_generation != 0;
     pthread_mutex_unlock(&s->err_lock);
     if (!cached)
         service_live_calibration_refresh(s);
@@ -543,8 +543,10 @@ void service_live_calibration_set(Service *s, const AdjPair *pairs, size_t n, ui
     if (calibration_compute(pairs, n, &cal))
         return; /* out of memory: the last one stays */
     pthread_mutex_lock(&s->err_lock);
-    s->live_cal = cal;
-    s->live_cal_generation = generation + 1; /* 0 stays "never" */
+    if (generation + 1 >= s->live_cal_generation) { /* never an older copy's over a newer one's (0: never) */
+        s->live_cal = cal;
+        s->live_cal_generation = generation + 1;
+    }
     pthread_mutex_unlock(&s->err_lock);
 }
 
