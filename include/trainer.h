@@ -78,6 +78,17 @@ typedef struct TrainResult {
 int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *serving,
                 uint32_t new_id, TrainResult *out, char *err, size_t errlen);
 
+/* train.level=auto's choice (docs/MODEL.md, "Training", step 6): the
+ * network's own level rather than the fallback's, when the head learned
+ * the time of year at as_of (seasonal), the set came from the training
+ * history (from_history), and, on the held-out shoppers at now - H (their
+ * spend after, y; the network's unshifted total, net; the fallback's, fb;
+ * `buyers` of them with spend): TRAINER_LEVEL_MIN_BUYERS bought (the
+ * level is then calibrated on them), or the network missed their total by
+ * less than the fallback did. */
+#define TRAINER_LEVEL_MIN_BUYERS 50
+bool trainer_level_auto_own(bool seasonal, bool from_history, size_t buyers, double y, double net, double fb);
+
 /* Backtest: the predictions a model would have served at the validation
  * cut times, with the matured outcomes (for the RL adjuster). net NULL means
  * the fallback. *out is malloc'd (caller frees). -ENODATA if none. */

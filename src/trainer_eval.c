@@ -254,8 +254,8 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred, const dou
         }
 }
 
-#define LEVEL_MIN_POSITIVE 50 /* held-out shoppers with spend at now - H needed to calibrate on them (and
-                               * without, for p's calibration) */
+#define LEVEL_MIN_POSITIVE TRAINER_LEVEL_MIN_BUYERS /* held-out shoppers with spend at now - H needed to
+                                                     * calibrate on them (and without, for p's calibration) */
 
 /* The calibration of p on the held-out shoppers at now - H (l's [1], each
  * once): Platt's fit of their purchase or none on the network's p-logit
@@ -328,9 +328,10 @@ static HeadCalib choose_level(const TrainSet *set, const TrainConfig *cfg, const
                 log_ratio(l->y[1], l->net[1]), sqrt(v > 0 ? v : 0) / l->y[1]);
     }
     out->level_shoppers = l->n1;
-    /* auto needs the calibration: a network's own level unchecked on held-out shoppers is not taken by default */
     const bool calibrated = sums && l->pos[1] >= LEVEL_MIN_POSITIVE;
-    const bool own = cfg->level == 2 || (cfg->level == 0 && out->seasonal && set->history_events > 0 && calibrated);
+    const bool own = cfg->level == 2 || (cfg->level == 0 && sums &&
+                                         trainer_level_auto_own(out->seasonal, set->history_events > 0, l->pos[1],
+                                                                l->y[1], l->net[1], l->fb[1]));
     if (own) {
         HeadCalib cal = calibrated ? calibrate_held_out(l) : HEAD_CALIB_NONE;
         if (set->served) {
@@ -350,6 +351,22 @@ static HeadCalib choose_level(const TrainSet *set, const TrainConfig *cfg, const
     double shift = fallback_shift(set, cfg, fit, theta, hybrid);
     cal.level_shift = isfinite(shift) && fabs(shift) <= LEVEL_SHIFT_MAX ? shift : 0.0;
     return cal;
+}
+
+/* With LEVEL_MIN_POSITIVE buyers among the held-out shoppers at now - H,
+ * the network's level calibrated on them. With fewer (a small store, a
+ * short horizon, the season's trough), too few to calibrate a shift on,
+ * its own level as it is when it missed their total by less than the
+ * fallback did: both read on the same shoppers, a choice between two
+ * levels stands on fewer outcomes than a shift would, and where the
+ * season moves the total the fallback, which knows no season, is the one
+ * that misses (a store that retrains monthly, in the trough after 17
+ * months: +136% with the fallback's level; docs/ACCURACY.md). */
+bool trainer_level_auto_own(bool seasonal, bool from_history, size_t buyers, double y, double net, double fb)
+{
+    if (!seasonal || !from_history || !(y > 0) || !(net > 0) || !isfinite(net))
+        return false;
+    return buyers >= LEVEL_MIN_POSITIVE || (fb > 0 && fabs(net - y) < fabs(fb - y));
 }
 
 HeadCalib trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit,

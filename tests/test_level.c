@@ -34,10 +34,28 @@ static uint64_t held_out_at_newest(const Data *data, int val_percent)
 static void held_out_totals(const Data *d, const Model *m, int val_percent, size_t ring, int64_t cut,
                             double *pred, double *actual, size_t *idle);
 
+/* auto's rule itself: seasonal, from the history, and either enough buyers
+ * among the held-out shoppers at now - H or a network closer to their total
+ * than the fallback. */
+static void check_auto_rule(void)
+{
+    const size_t many = TRAINER_LEVEL_MIN_BUYERS, few = TRAINER_LEVEL_MIN_BUYERS - 1;
+    ASSERT(trainer_level_auto_own(true, true, many, 100, 180, 101));  /* calibrated on them: whatever it missed */
+    ASSERT(trainer_level_auto_own(true, true, few, 100, 105, 186));   /* the fallback missed by more */
+    ASSERT(!trainer_level_auto_own(true, true, few, 100, 130, 110));  /* the network missed by more */
+    ASSERT(!trainer_level_auto_own(true, true, few, 100, 110, 110));  /* a tie: the fallback */
+    ASSERT(!trainer_level_auto_own(true, true, few, 100, 95, 0));     /* no fallback total to compare */
+    ASSERT(!trainer_level_auto_own(false, true, many, 100, 100, 186)); /* not seasonal */
+    ASSERT(!trainer_level_auto_own(true, false, many, 100, 100, 186)); /* not from the history */
+    ASSERT(!trainer_level_auto_own(true, true, few, 0, 100, 186));    /* no spend after: nothing to read */
+    ASSERT(!trainer_level_auto_own(true, true, many, 100, NAN, 186));
+}
+
 /* The level rule for each train.level, seasonal (two years of shoppers) or
  * not (330 days: no matured cut at now - 365 days), from the history or the
- * rings; auto does not take an uncalibrated network's level (two years of
- * too few shoppers). */
+ * rings; with too few held-out buyers to calibrate on (two years of too few
+ * shoppers) auto takes the network's level unshifted, as it misses their
+ * total by less than the fallback. */
 static void check_level_rules(void)
 {
     static Data span, few, brief;
@@ -52,7 +70,9 @@ static void check_level_rules(void)
         {0, 1, true, true, LEVEL_RULE_NETWORK},      {0, 1, false, false, LEVEL_RULE_FALLBACK},
         {0, 1, true, false, LEVEL_RULE_FALLBACK},    /* the history on, nothing loaded from it */
         {0, 0, true, true, LEVEL_RULE_FALLBACK},     /* not seasonal */
-        {0, 2, true, true, LEVEL_RULE_FALLBACK},     /* too few held-out shoppers with spend to calibrate */
+        {0, 2, true, true, LEVEL_RULE_NETWORK},      /* too few held-out shoppers with spend to calibrate on,
+                                                      * and the network misses their total by less than the
+                                                      * fallback (the CDNOW prior here): its level, unshifted */
         {1, 1, true, true, LEVEL_RULE_FALLBACK},     {2, 1, false, false, LEVEL_RULE_NETWORK},
         {2, 0, false, false, LEVEL_RULE_NETWORK},    {2, 2, true, true, LEVEL_RULE_NETWORK},
     };
@@ -72,8 +92,8 @@ static void check_level_rules(void)
         ASSERT(tr.net->calib.p_scale == tr.p_scale && tr.net->calib.p_offset == tr.p_offset);
         const bool platt = tr.p_scale != 1.0 || tr.p_offset != 0.0;
         ASSERT(tr.level_shoppers == held_out_at_newest(data, tc.val_percent) && tr.level_shoppers > 0);
-        if (cases[k].seasonal == 2 && tr.level_rule == LEVEL_RULE_NETWORK)
-            ASSERT(tr.level_shift == 0.0); /* train.level=network: its own level, unshifted */
+        if (cases[k].seasonal == 2 && tr.level_rule == LEVEL_RULE_NETWORK) /* its own level, unshifted */
+            ASSERT(tr.level_shift == 0.0 && fabs(tr.val_total_error_network) < fabs(tr.val_total_error_fallback));
         if (tr.level_rule == LEVEL_RULE_NETWORK) { /* calibrated where it can be checked, or no shift
                                                     * (served = the training sequences: no further ratio) */
             ASSERT(tr.level_shift == 0.0 || platt || fabs(tr.level_shift + log1p(tr.val_total_error_network)) < 1e-9);
@@ -309,6 +329,7 @@ static void check_p_calibration(void)
 
 int main(void)
 {
+    check_auto_rule();
     check_level_rules();
     check_fallback_level_as_served();
     check_p_calibration();
