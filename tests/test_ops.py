@@ -397,6 +397,14 @@ def calibration_live_part_survives_a_restart():
             check(sum(g["count"] for g in more["deciles"]) == more["pairs"], more)
 
 
+def post_shoppers(s, n, seed):
+    """Posts purchase_histories(n, seed); returns the newest event's time and the ids."""
+    events = purchase_histories(n, seed=seed)
+    for k in range(0, len(events), 10000):
+        check(s.json("POST", "/v1/events", {"events": events[k:k + 10000]})[0] == 200)
+    return max(e["ts"] for e in events), [f"s{i}" for i in range(n)]
+
+
 @test
 def adjuster_learns_from_the_newest_horizon_alone():
     """With 1,000 matured predictions served within one horizon of the
@@ -405,11 +413,7 @@ def adjuster_learns_from_the_newest_horizon_alone():
     it at H = 30 days."""
     settings = {**HIST, "train.network": "false", "model.horizon_days": "30", "adjuster.interval_s": "0"}
     with LtvdProcess(LTVD, settings) as s:
-        events = purchase_histories(1200, seed=9)
-        for k in range(0, len(events), 10000):
-            check(s.json("POST", "/v1/events", {"events": events[k:k + 10000]})[0] == 200)
-        t = max(e["ts"] for e in events)
-        ids = [f"s{i}" for i in range(1200)]
+        t, ids = post_shoppers(s, 1200, seed=9)
         for half, day in ((ids[:600], 1), (ids[600:], 32)):
             check(s.json("POST", "/v1/ltv/batch", {"user_ids": half})[0] == 200)  # logged, as of now
             check(s.json("POST", "/v1/events", {"events": [{"user_id": "s0", "type": "view",
@@ -425,11 +429,7 @@ def adjuster_learns_only_from_the_serving_networks_predictions():
     still), their matured pairs are not learned from; the network's own are."""
     settings = {**HIST, "model.horizon_days": "30", "adjuster.interval_s": "1"}
     with LtvdProcess(LTVD, settings) as s:
-        events = purchase_histories(1200, seed=11)
-        for k in range(0, len(events), 10000):
-            check(s.json("POST", "/v1/events", {"events": events[k:k + 10000]})[0] == 200)
-        t = max(e["ts"] for e in events)
-        ids = [f"s{i}" for i in range(1200)]
+        t, ids = post_shoppers(s, 1200, seed=11)
         body = s.json("POST", "/v1/ltv/batch", {"user_ids": ids})[1]  # the fallback's, logged
         check(all(p["source"] != "network" for p in body["predictions"]), body["predictions"][:3])
         m = retrain(s)
