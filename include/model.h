@@ -99,6 +99,9 @@ typedef struct Prediction {
 int lstm_weights_create(LstmWeights **out, int hidden, uint64_t seed, uint32_t id);
 void lstm_weights_retain(LstmWeights *w);
 void lstm_weights_release(LstmWeights *w);
+/* The same network: shape, head kind, calibration and every weight equal
+ * (the id aside). */
+bool lstm_weights_same(const LstmWeights *a, const LstmWeights *b);
 
 /* A new model around net (retained), with the fallback fit; refs = 1.
  * Precomputes the cold-start prediction. */

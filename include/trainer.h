@@ -84,10 +84,14 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
  * history (from_history), and, on the held-out shoppers at now - H (their
  * spend after, y; the network's unshifted total, net; the fallback's, fb;
  * `buyers` of them with spend): TRAINER_LEVEL_MIN_BUYERS bought (the
- * level is then calibrated on them), or the network missed their total by
- * less than the fallback did. */
+ * level is then calibrated on them), or at least TRAINER_LEVEL_MIN_COMPARE
+ * did and the network missed their total by less than the fallback did, in
+ * log ratio, by more than se (the standard error of the network's log
+ * ratio there). */
 #define TRAINER_LEVEL_MIN_BUYERS 50
-bool trainer_level_auto_own(bool seasonal, bool from_history, size_t buyers, double y, double net, double fb);
+#define TRAINER_LEVEL_MIN_COMPARE 10
+bool trainer_level_auto_own(bool seasonal, bool from_history, size_t buyers, double y, double net, double fb,
+                            double se);
 
 /* Backtest: the predictions a model would have served at the validation
  * cut times, with the matured outcomes (for the RL adjuster). net NULL means

@@ -25,6 +25,16 @@ static float uniform_pm(uint64_t *s, float scale)
 static size_t lstm_w_len(const LstmConfig *c) { return 4u * (size_t)c->hidden * (size_t)(c->input + c->hidden); }
 static size_t head_w_len(const LstmConfig *c) { return 3u * (size_t)(c->hidden + HEAD_EXTRA); }
 
+bool lstm_weights_same(const LstmWeights *a, const LstmWeights *b)
+{
+    return a->cfg.input == b->cfg.input && a->cfg.hidden == b->cfg.hidden && a->hybrid == b->hybrid &&
+           memcmp(&a->calib, &b->calib, sizeof a->calib) == 0 &&
+           memcmp(a->w, b->w, lstm_w_len(&a->cfg) * sizeof *a->w) == 0 &&
+           memcmp(a->b, b->b, 4u * (size_t)a->cfg.hidden * sizeof *a->b) == 0 &&
+           memcmp(a->head_w, b->head_w, head_w_len(&a->cfg) * sizeof *a->head_w) == 0 &&
+           memcmp(a->head_b, b->head_b, HEAD_OUT * sizeof *a->head_b) == 0;
+}
+
 static int lstm_weights_alloc(LstmWeights **out, int hidden, uint32_t id)
 {
     LstmWeights *w = calloc(1, sizeof *w);

@@ -380,12 +380,20 @@ int service_model_import(Service *s, const void *data, size_t len, ModelFileInfo
         return rc;
     }
     /* Still private: a version (and, for a trained network, the id states
-     * are tagged with) of this instance, so it never passes for another. */
+     * are tagged with) of this instance, so it never passes for another;
+     * but the serving model's network, byte for byte (a cluster follower
+     * imports each of the trainer's refits and adjuster runs), keeps the
+     * serving id: its shoppers' states stay valid, and the predictions it
+     * logged stay that network's own for the adjuster. */
     uint64_t version = reserve_version(s);
     uint64_t was = m->version;
     m->version = version;
-    if (m->status == MODEL_TRAINED)
-        m->net->id = (uint32_t)version;
+    if (m->status == MODEL_TRAINED) {
+        Model *cur = service_model_acquire(s);
+        bool same = cur->status == MODEL_TRAINED && lstm_weights_same(cur->net, m->net);
+        m->net->id = same ? cur->net->id : (uint32_t)version;
+        model_release(cur);
+    }
     version_path(s, version, path, sizeof path);
     if ((rc = model_save(m, path)) != 0) {
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(-rc));

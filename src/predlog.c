@@ -34,6 +34,8 @@ static uint64_t nonzero(uint64_t key) { return key ? key : 1; }
  * adjuster.log_size) is needed to correct them. */
 static void kahan_add(KahanSum *k, double x)
 {
+    if (!isfinite(x)) /* never one (a pair's values are finite): it would stay in the sums for good */
+        return;
     double t = k->s + x;
     k->c += fabs(k->s) >= fabs(x) ? (k->s - t) + x : (x - t) + k->s;
     k->s = t;

@@ -322,16 +322,18 @@ static HeadCalib choose_level(const TrainSet *set, const TrainConfig *cfg, const
         if (l->pos[0] >= LEVEL_MIN_POSITIVE && l->pos[1] >= LEVEL_MIN_POSITIVE && l->y[0] > 0 && l->net[0] > 0)
             out->val_total_error_held_out = l->y[0] / l->net[0] * l->net[1] / l->y[1] - 1.0;
     }
+    double se = INFINITY;
     if (sums) { /* the calibration's own noise: log(Σy / Σnet) over the shoppers, by the delta method */
         const double r = l->y[1] / l->net[1], v = l->yy1 - 2 * r * l->yn1 + r * r * l->nn1;
+        se = sqrt(v > 0 ? v : 0) / l->y[1];
         log_msg(LOG_DEBUG, "level calibration", "shoppers=%zu with_spend=%zu log_ratio=%.4f se=%.4f", l->n1, l->pos[1],
-                log_ratio(l->y[1], l->net[1]), sqrt(v > 0 ? v : 0) / l->y[1]);
+                log_ratio(l->y[1], l->net[1]), se);
     }
     out->level_shoppers = l->n1;
     const bool calibrated = sums && l->pos[1] >= LEVEL_MIN_POSITIVE;
     const bool own = cfg->level == 2 || (cfg->level == 0 && sums &&
                                          trainer_level_auto_own(out->seasonal, set->history_events > 0, l->pos[1],
-                                                                l->y[1], l->net[1], l->fb[1]));
+                                                                l->y[1], l->net[1], l->fb[1], se));
     if (own) {
         HeadCalib cal = calibrated ? calibrate_held_out(l) : HEAD_CALIB_NONE;
         if (set->served) {
@@ -356,17 +358,25 @@ static HeadCalib choose_level(const TrainSet *set, const TrainConfig *cfg, const
 /* With LEVEL_MIN_POSITIVE buyers among the held-out shoppers at now - H,
  * the network's level calibrated on them. With fewer (a small store, a
  * short horizon, the season's trough), too few to calibrate a shift on,
- * its own level as it is when it missed their total by less than the
- * fallback did: both read on the same shoppers, a choice between two
- * levels stands on fewer outcomes than a shift would, and where the
- * season moves the total the fallback, which knows no season, is the one
- * that misses (a store that retrains monthly, in the trough after 17
- * months: +136% with the fallback's level; docs/ACCURACY.md). */
-bool trainer_level_auto_own(bool seasonal, bool from_history, size_t buyers, double y, double net, double fb)
+ * its own level as it is when it missed their total by clearly less than
+ * the fallback did (by more than its own standard error, in log ratio,
+ * from at least TRAINER_LEVEL_MIN_COMPARE buyers): both read on the same
+ * shoppers, a choice between two levels stands on fewer outcomes than a
+ * shift would, and where the season moves the total the fallback, which
+ * knows no season, is the one that misses (a store that retrains monthly,
+ * in the trough after 17 months: +136% with the fallback's level;
+ * docs/ACCURACY.md). */
+bool trainer_level_auto_own(bool seasonal, bool from_history, size_t buyers, double y, double net, double fb,
+                            double se)
 {
     if (!seasonal || !from_history || !(y > 0) || !(net > 0) || !isfinite(net))
         return false;
-    return buyers >= LEVEL_MIN_POSITIVE || (fb > 0 && fabs(net - y) < fabs(fb - y));
+    if (buyers >= LEVEL_MIN_POSITIVE)
+        return true;
+    /* log ratios: a network at half the spend misses by as much as a
+     * fallback at twice it; and the gap must beat the network's own noise */
+    return buyers >= TRAINER_LEVEL_MIN_COMPARE && fb > 0 && isfinite(fb) && isfinite(se) &&
+           fabs(log(fb / y)) - fabs(log(net / y)) > se;
 }
 
 HeadCalib trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit,

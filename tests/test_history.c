@@ -161,6 +161,27 @@ int main(void)
     files(dir, list, sizeof list);
     ASSERT(strcmp(list, "3,5") == 0 && serving(s) == 5 && model_bin_version(dir, 8) == 5);
 
+    /* another network's file: a new version, its version as id; importing
+     * the serving network again (a cluster follower takes each of the
+     * trainer's refits and adjuster runs): a new version, the serving
+     * network's id (its states and logged predictions stay its own) */
+    read_all(s, 3, &b);
+    ASSERT(service_model_import(s, b.p, b.len, &got, err, sizeof err) == 0);
+    bytebuf_free(&b);
+    ASSERT(service_model_rollback(s, got.version, &got, err, sizeof err) == 0);
+    Model *now = service_model_acquire(s);
+    const uint32_t other_id = now->net->id;
+    const uint64_t other_version = now->version;
+    ASSERT(other_id == (uint32_t)other_version);
+    model_release(now);
+    read_all(s, other_version, &b);
+    ASSERT(service_model_import(s, b.p, b.len, &got, err, sizeof err) == 0 && got.version > other_version);
+    bytebuf_free(&b);
+    ASSERT(service_model_rollback(s, got.version, &got, err, sizeof err) == 0);
+    now = service_model_acquire(s);
+    ASSERT(now->version == got.version && now->net->id == other_id);
+    model_release(now);
+
     /* a file of another width is refused, saying so */
     Service *wide;
     LtvdConfig cfg16 = cfg;

@@ -40,15 +40,21 @@ static void held_out_totals(const Data *d, const Model *m, int val_percent, size
 static void check_auto_rule(void)
 {
     const size_t many = TRAINER_LEVEL_MIN_BUYERS, few = TRAINER_LEVEL_MIN_BUYERS - 1;
-    ASSERT(trainer_level_auto_own(true, true, many, 100, 180, 101));  /* calibrated on them: whatever it missed */
-    ASSERT(trainer_level_auto_own(true, true, few, 100, 105, 186));   /* the fallback missed by more */
-    ASSERT(!trainer_level_auto_own(true, true, few, 100, 130, 110));  /* the network missed by more */
-    ASSERT(!trainer_level_auto_own(true, true, few, 100, 110, 110));  /* a tie: the fallback */
-    ASSERT(!trainer_level_auto_own(true, true, few, 100, 95, 0));     /* no fallback total to compare */
-    ASSERT(!trainer_level_auto_own(false, true, many, 100, 100, 186)); /* not seasonal */
-    ASSERT(!trainer_level_auto_own(true, false, many, 100, 100, 186)); /* not from the history */
-    ASSERT(!trainer_level_auto_own(true, true, few, 0, 100, 186));    /* no spend after: nothing to read */
-    ASSERT(!trainer_level_auto_own(true, true, many, 100, NAN, 186));
+    const size_t least = TRAINER_LEVEL_MIN_COMPARE;
+    ASSERT(trainer_level_auto_own(true, true, many, 100, 180, 101, 0.5));  /* calibrated on them: whatever it missed */
+    ASSERT(trainer_level_auto_own(true, true, few, 100, 105, 186, 0.1));   /* the fallback missed by more */
+    ASSERT(trainer_level_auto_own(true, true, least, 100, 99.6, 185, 0.5)); /* ACCURACY's case: |log 1.85| = 0.62 */
+    ASSERT(!trainer_level_auto_own(true, true, least - 1, 100, 99.6, 185, 0.1)); /* too few buyers to compare */
+    ASSERT(!trainer_level_auto_own(true, true, few, 100, 105, 186, 0.6));  /* within the network's noise */
+    ASSERT(!trainer_level_auto_own(true, true, few, 100, 130, 110, 0.01)); /* the network missed by more */
+    ASSERT(!trainer_level_auto_own(true, true, few, 100, 5, 200, 0.01));   /* -95% misses by more than x2 in log */
+    ASSERT(!trainer_level_auto_own(true, true, few, 100, 20, 185, 0.01));  /* -80% against +85%: the fallback */
+    ASSERT(!trainer_level_auto_own(true, true, few, 100, 95, 0, 0.01));    /* no fallback total to compare */
+    ASSERT(!trainer_level_auto_own(true, true, few, 100, 95, 186, NAN));
+    ASSERT(!trainer_level_auto_own(false, true, many, 100, 100, 186, 0.1)); /* not seasonal */
+    ASSERT(!trainer_level_auto_own(true, false, many, 100, 100, 186, 0.1)); /* not from the history */
+    ASSERT(!trainer_level_auto_own(true, true, few, 0, 100, 186, 0.1));    /* no spend after: nothing to read */
+    ASSERT(!trainer_level_auto_own(true, true, many, 100, NAN, 186, 0.1));
 }
 
 /* The level rule for each train.level, seasonal (two years of shoppers) or
