@@ -62,6 +62,7 @@ typedef struct TrainFigures {
     uint64_t events, history_events; /* in the training set; from the training history on disk */
     double val_loss_other, val_loss_fallback, val_loss_serving, val_gini_fallback;
     double level_shift, p_scale, p_offset, val_total_error_fallback, val_total_error_held_out, val_total_error_network;
+    uint64_t level_shoppers, level_buyers; /* the held-out shoppers at now - H, and those with spend after */
     int level_rule; /* LEVEL_RULE_* */
     bool hybrid, swapped, seasonal, seasonal_events;
 } TrainFigures;

@@ -64,6 +64,7 @@ typedef struct TrainResult {
     double val_total_error_held_out;  /* the network calibrated on training cuts one horizon earlier, there (a diagnostic) */
     double val_total_error_network;   /* the network's own before its level shift, there */
     uint64_t level_shoppers;          /* the held-out shoppers at now - H: the level's calibration set */
+    uint64_t level_buyers;            /* of them, those with spend in (now - H, now] */
     uint64_t examples, val_examples, users;
     int epochs;
     int epochs_other;      /* of the other variant (0 if only one was trained) */

@@ -313,7 +313,8 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,"
                   "\"swapped\":%s,\"level\":{\"rule\":\"%s\",\"shift\":%.6g,\"p_scale\":%.6g,\"p_offset\":%.6g,"
                   "\"val_total_error_fallback\":%.6g,"
-                  "\"val_total_error_held_out\":%.6g,\"val_total_error_network\":%.6g}},\"runs\":[",
+                  "\"val_total_error_held_out\":%.6g,\"val_total_error_network\":%.6g,\"shoppers\":%llu,"
+                  "\"buyers\":%llu}},\"runs\":[",
                   mi->network_enabled ? "true" : "false", (unsigned long long)lt->examples,
                   (unsigned long long)lt->users, (unsigned long long)lt->events,
                   (unsigned long long)lt->history_events, (unsigned long long)lt->epochs,
@@ -325,7 +326,8 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   model_level_rule_name(lt->level_rule), finite_or_zero(lt->level_shift),
                   lt->p_scale > 0 ? lt->p_scale : 1.0, finite_or_zero(lt->p_offset), /* 0: no training yet */
                   finite_or_zero(lt->val_total_error_fallback), finite_or_zero(lt->val_total_error_held_out),
-                  finite_or_zero(lt->val_total_error_network));
+                  finite_or_zero(lt->val_total_error_network), (unsigned long long)lt->level_shoppers,
+                  (unsigned long long)lt->level_buyers);
     for (unsigned k = 0; k < mi->nruns; k++) {
         const TrainRun *run = &mi->runs[k];
         char at[TIME_RFC3339_LEN];

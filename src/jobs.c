@@ -564,6 +564,8 @@ static int train_network(Service *s, char *err, size_t errlen)
         .val_total_error_fallback = tr.val_total_error_fallback,
         .val_total_error_held_out = tr.val_total_error_held_out,
         .val_total_error_network = tr.val_total_error_network,
+        .level_shoppers = tr.level_shoppers,
+        .level_buyers = tr.level_buyers,
         .level_rule = tr.level_rule,
         .hybrid = tr.hybrid,
         .seasonal = tr.seasonal,

@@ -330,6 +330,7 @@ static HeadCalib choose_level(const TrainSet *set, const TrainConfig *cfg, const
                 log_ratio(l->y[1], l->net[1]), se);
     }
     out->level_shoppers = l->n1;
+    out->level_buyers = sums ? l->pos[1] : 0;
     const bool calibrated = sums && l->pos[1] >= LEVEL_MIN_POSITIVE;
     const bool own = cfg->level == 2 || (cfg->level == 0 && sums &&
                                          trainer_level_auto_own(out->seasonal, set->history_events > 0, l->pos[1],

@@ -55,6 +55,8 @@ def trained_model_survives_restart():
             check(s.json("POST", "/v1/model/retrain")[0] == 202)
             m = s.wait_retrain()
             check(m["status"] == "trained" and m["retrain"]["last_training"]["swapped"], m)
+            lvl = m["retrain"]["last_training"]["level"]  # the held-out shoppers the level was checked on
+            check(0 < lvl["buyers"] <= lvl["shoppers"], lvl)
             before = s.json("POST", "/v1/ltv/batch", body)[1]
             check(all(p["source"] == "network" for p in before["predictions"] if p["known"]), before)
             check(s.stop() == 0)

@@ -98,6 +98,9 @@ static void check_level_rules(void)
         ASSERT(tr.net->calib.p_scale == tr.p_scale && tr.net->calib.p_offset == tr.p_offset);
         const bool platt = tr.p_scale != 1.0 || tr.p_offset != 0.0;
         ASSERT(tr.level_shoppers == held_out_at_newest(data, tc.val_percent) && tr.level_shoppers > 0);
+        ASSERT(tr.level_buyers > 0 && tr.level_buyers <= tr.level_shoppers);
+        if (cases[k].seasonal == 2) /* too few to calibrate on, enough to compare */
+            ASSERT(tr.level_buyers >= TRAINER_LEVEL_MIN_COMPARE && tr.level_buyers < TRAINER_LEVEL_MIN_BUYERS);
         if (cases[k].seasonal == 2 && tr.level_rule == LEVEL_RULE_NETWORK) /* its own level, unshifted */
             ASSERT(tr.level_shift == 0.0 && fabs(tr.val_total_error_network) < fabs(tr.val_total_error_fallback));
         if (tr.level_rule == LEVEL_RULE_NETWORK) { /* calibrated where it can be checked, or no shift
