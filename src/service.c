@@ -554,13 +554,19 @@ void service_live_calibration_refresh(Service *s)
 {
     if (!s->predlog)
         return;
-    size_t cap = (size_t)s->cfg.adjuster_log_size;
-    AdjPair *pairs = malloc(cap * sizeof *pairs); /* (cap,): the log's pair ring holds at most cap */
+    PredLogStats st;
+    store_lock(s->store);
+    predlog_stats(s->predlog, &st);
+    uint64_t generation = predlog_pair_generation(s->predlog); /* as of the count: never newer than the copy */
+    store_unlock(s->store);
+    /* as many as the ring holds now (not its capacity: at the largest
+     * adjuster.log_size that would be 480 MB at every start); any that
+     * mature meanwhile are grouped by the adjuster run that matures them */
+    AdjPair *pairs = malloc((st.pairs ? st.pairs : 1) * sizeof *pairs);
     if (!pairs)
         return;
     store_lock(s->store);
-    size_t n = predlog_pairs(s->predlog, pairs, cap);
-    uint64_t generation = predlog_pair_generation(s->predlog);
+    size_t n = predlog_pairs(s->predlog, pairs, st.pairs);
     store_unlock(s->store);
     service_live_calibration_set(s, pairs, n, generation);
     free(pairs);
