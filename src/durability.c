@@ -104,6 +104,27 @@ static void open_history(Service *s)
     }
 }
 
+/* Network ids are versions (src/model_history.c), which restart from the
+ * model files; states and logged predictions name the network they were
+ * made under, and a snapshot keeps them. Versions start above every id the
+ * snapshot restored, so a network trained after model.bin and the history
+ * were deleted never takes an old network's id: its shoppers' states would
+ * pass for its own, and the old network's predictions for its evidence. */
+static void versions_above_restored_ids(Service *s)
+{
+    uint32_t max = s->predlog ? predlog_max_net(s->predlog) : 0;
+    store_lock(s->store);
+    size_t high = store_slot_high(s->store);
+    for (size_t i = 0; i < high; i++) {
+        const UserState *u = store_slot_at(s->store, i);
+        if (u && u->net_id > max)
+            max = u->net_id;
+    }
+    store_unlock(s->store);
+    if ((uint64_t)max + 1 > atomic_load(&s->next_version))
+        atomic_store(&s->next_version, (uint64_t)max + 1);
+}
+
 int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen)
 {
     uint64_t t0 = time_mono_ns();
@@ -128,6 +149,7 @@ int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen)
         atomic_store(&s->event_clock, info.event_clock);
         atomic_store(&s->purchases_total, info.purchases_total);
         from = info.seq;
+        versions_above_restored_ids(s);
         log_msg(LOG_INFO, "snapshot loaded", "path=\"%s\" seq=%" PRIu64 " users=%" PRIu64 " ms=%.0f", path, info.seq,
                 info.users, (time_mono_ns() - t0) / 1e6);
         break;

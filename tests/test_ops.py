@@ -305,6 +305,55 @@ def model_history_rollback_export_import():
 
 
 @test
+def a_wiped_model_history_leaves_no_state_of_the_old_network():
+    """Shoppers' states (and logged predictions) name the network they were
+    computed under, and a snapshot keeps them. With model.bin and the model
+    history deleted but the snapshot kept, the next network trained must
+    still rebuild every state: it predicts exactly as the same model file
+    imported into a fresh ltvd with the same events. Before, ids restarted
+    from the files and the new network could take the old one's id, so its
+    shoppers kept the old network's states."""
+    events = purchase_histories(800, seed=11)
+
+    def post_all(s):
+        for k in range(0, len(events), 5000):
+            check(s.json("POST", "/v1/events", {"events": events[k:k + 5000]})[0] == 200)
+
+    def served(s):
+        out = {}
+        for uid in ("s1", "s2", "s3"):
+            p = ltv(s, uid)
+            p.pop("model_version")
+            out[uid] = p
+        return out
+
+    with tempfile.TemporaryDirectory(prefix="ltvd-ids-") as d:
+        with LtvdProcess(LTVD, HIST, storage_dir=d) as s:
+            post_all(s)
+            check(retrain(s)["status"] == "trained", "a network serves")
+            check(s.stop() == 0)  # the final snapshot keeps the states
+        for path in glob.glob(os.path.join(d, "model*.bin")):
+            os.unlink(path)
+        other = {**HIST, "train.seed": "4"}  # another network from the same events
+        with LtvdProcess(LTVD, other, storage_dir=d) as s:
+            check(s.json("GET", "/v1/model")[1]["status"] == "fallback", "no model file: the fallback serves")
+            m = retrain(s)  # the same order of versions as the first life: before, the same network id
+            check(m["status"] == "trained" and m["retrain"]["last_training"]["swapped"], m["retrain"])
+            version = m["version"]
+            status, _, blob = s.request("GET", f"/v1/models/{version}", headers=ADM)
+            check(status == 200 and blob[:8] == b"LTVDMODL", status)
+            got = served(s)
+        with LtvdProcess(LTVD, other) as fresh:
+            post_all(fresh)
+            status, _, data = fresh.request("POST", "/v1/models", blob,
+                                            {"Content-Type": "application/octet-stream", **ADM})
+            check(status == 201, (status, data))
+            check(fresh.json("POST", "/v1/model/rollback", {"version": json.loads(data)["version"]}, ADM)[0] == 200)
+            want = served(fresh)
+        check(got == want, f"the new network's predictions after the wipe: {got} against a fresh ltvd's {want}")
+
+
+@test
 def model_keep_bounds_the_history():
     # the adjuster on (the default): each retrain makes two versions, the
     # refit's and the adjuster's, which replaces the refit's file, so the

@@ -177,6 +177,17 @@ int main(void)
     ASSERT_NEAR(st.pairs_realised, want_real, 0);
     /* asking for fewer gives the newest ones */
     ASSERT(predlog_pairs(l, pairs, 300) == 300 && check_batch(pairs, 5001, 300));
+    /* the largest network id named (recovery keeps new ids above it): the
+     * pairs' (mature_batch: 1..3), then a pending entry's, until it matures
+     * into a pair and the ring pushes that pair out */
+    ASSERT(predlog_max_net(l) == 3);
+    PredLogEntry pending = {9001, 9001, 1, 0, 5, 50, 1, 77, 0};
+    predlog_record(l, &pending);
+    ASSERT(predlog_max_net(l) == 77);
+    mature_batch(l, 9001, 1); /* already pending: matures as it was, net 77 */
+    ASSERT(predlog_max_net(l) == 77);
+    mature_batch(l, 10001, 1000);
+    ASSERT(predlog_max_net(l) == 3);
     free(pairs);
     predlog_destroy(l);
     TEST_DONE("test_predlog");
