@@ -83,13 +83,15 @@ typedef struct AdjTable {
  * adjuster runs keep the network; a fallback has one too); the others were
  * another network's, whose errors a new network, calibrated on newer
  * outcomes, does not make. When at least ADJ_RECENT_MIN own pairs were
- * served within `window` seconds (the horizon) of the newest own one,
- * those alone; otherwise every own pair, then every backtest pair (the
+ * served within `window` seconds (the horizon) of the newest own one
+ * served by `latest` (now − H: a pair served later cannot have matured, so
+ * one that says so, from a crafted snapshot or a clock stepped back, would
+ * only move the window off the real ones), those alone; otherwise every own pair, then every backtest pair (the
  * backtest is the serving network's). out has room for nlive + nbt;
  * returns how many it holds, and *from_live how many of them are live (the
  * rest follow them and are the backtest's). */
 size_t adjuster_select(const AdjPair *live, size_t nlive, const AdjPair *bt, size_t nbt, int64_t window,
-                       uint32_t net, AdjPair *out, size_t *from_live);
+                       int64_t latest, uint32_t net, AdjPair *out, size_t *from_live);
 int adjuster_segment(const AdjTable *t, double pred, double recency_days, double tenure_days);
 double adjuster_multiplier(const AdjTable *t, double pred, double recency_days, double tenure_days);
 /* Learns a table from pairs (starting from prev's trend, or NULL). -ENODATA

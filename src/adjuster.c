@@ -34,15 +34,15 @@ double adjuster_multiplier(const AdjTable *t, double pred, double recency_days, 
 static bool own_pair(const AdjPair *p, uint32_t net) { return p->net == net && net != 0; }
 
 size_t adjuster_select(const AdjPair *live, size_t nlive, const AdjPair *bt, size_t nbt, int64_t window,
-                       uint32_t net, AdjPair *out, size_t *from_live)
+                       int64_t latest, uint32_t net, AdjPair *out, size_t *from_live)
 {
     int64_t newest = 0;
     for (size_t i = 0; i < nlive; i++)
-        if (own_pair(&live[i], net) && live[i].t > newest)
+        if (own_pair(&live[i], net) && live[i].t > newest && live[i].t <= latest)
             newest = live[i].t;
     size_t n = 0;
     for (size_t i = 0; newest && i < nlive; i++) /* t == 0: when it was served is not known */
-        if (own_pair(&live[i], net) && live[i].t > 0 && live[i].t > newest - window)
+        if (own_pair(&live[i], net) && live[i].t > 0 && live[i].t > newest - window && live[i].t <= newest)
             out[n++] = live[i];
     if (n >= ADJ_RECENT_MIN) {
         *from_live = n;

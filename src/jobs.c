@@ -411,9 +411,10 @@ static int adjuster_pairs(Service *s, const Model *cur, AdjPair **out, size_t *n
     size_t nbt = 0;
     int rc = backtest_serving(s, cur, &bt, &nbt);
     AdjPair *all = rc ? NULL : malloc((nlive + nbt + 1) * sizeof *all);
-    if (all)
-        *n = adjuster_select(logged, nlive, bt, nbt, (int64_t)s->cfg.model_horizon_days * 86400, cur->net->id, all,
-                             live);
+    if (all) {
+        int64_t h = (int64_t)s->cfg.model_horizon_days * 86400;
+        *n = adjuster_select(logged, nlive, bt, nbt, h, service_now(s) - h, cur->net->id, all, live);
+    }
     free(logged);
     free(bt);
     if (rc)

@@ -133,7 +133,7 @@ static void test_recent_first(void)
         size_t nnew = NEW - (size_t)fewer;
         fill_pairs(live + OLD, nnew, 0.5, now - H + 1, (H - 1) / (int64_t)nnew); /* within H of the newest */
         size_t nlive = OLD + nnew, from_live = 0;
-        size_t n = adjuster_select(live, nlive, bt, BT, H, NET, out, &from_live);
+        size_t n = adjuster_select(live, nlive, bt, BT, H, now, NET, out, &from_live);
         AdjTable t;
         ASSERT(adjuster_learn(out, n, 7, 400, NULL, &t) == 0);
         double m = adjuster_multiplier(&t, 10.0, 5, 60);
@@ -151,14 +151,20 @@ static void test_recent_first(void)
     fill_pairs(live + OLD, NEW, 0.5, now - H + 1, 1);
     live[OLD + NEW - 1].t = now;
     live[OLD].t = now - H;
-    size_t from_live, n = adjuster_select(live, OLD + NEW, NULL, 0, H, NET, out, &from_live);
+    size_t from_live, n = adjuster_select(live, OLD + NEW, NULL, 0, H, now, NET, out, &from_live);
     ASSERT(n == OLD + NEW && from_live == OLD + NEW); /* one short: everything */
     live[OLD].t = now - H + 1;
-    ASSERT(adjuster_select(live, OLD + NEW, NULL, 0, H, NET, out, &from_live) == NEW);
+    ASSERT(adjuster_select(live, OLD + NEW, NULL, 0, H, now, NET, out, &from_live) == NEW);
+    /* a pair said to be served after now − H (a crafted snapshot, a clock
+     * stepped back) cannot have matured: it does not move the window off
+     * the real ones (before, it left every real pair outside the window) */
+    live[0].t = now + 10 * 365 * 86400;
+    ASSERT(adjuster_select(live, OLD + NEW, NULL, 0, H, now, NET, out, &from_live) == NEW && from_live == NEW);
+    ASSERT(memcmp(out, live + OLD, NEW * sizeof *out) == 0);
     /* no serving times (a format-3 snapshot's pairs): everything, in order */
     for (size_t i = 0; i < OLD + NEW; i++)
         live[i].t = 0;
-    ASSERT(adjuster_select(live, OLD + NEW, bt, BT, H, NET, out, &from_live) == OLD + NEW + BT &&
+    ASSERT(adjuster_select(live, OLD + NEW, bt, BT, H, now, NET, out, &from_live) == OLD + NEW + BT &&
            from_live == OLD + NEW);
 }
 
@@ -176,12 +182,12 @@ static void test_own_network(void)
     fill_pairs(bt, BT, 2.0, 0, 0);                          /* the serving network's backtest */
     size_t from_live;
     /* NET serves: its own, the newest first: cut */
-    size_t n = adjuster_select(live, NEW, bt, BT, H, NET, out, &from_live);
+    size_t n = adjuster_select(live, NEW, bt, BT, H, now, NET, out, &from_live);
     AdjTable t;
     ASSERT(n == NEW && from_live == NEW);
     ASSERT(adjuster_learn(out, n, 7, 400, NULL, &t) == 0 && adjuster_multiplier(&t, 10.0, 5, 60) < 1.0);
     /* a new network serves: the backtest alone, which raises */
-    n = adjuster_select(live, NEW, bt, BT, H, NET + 1, out, &from_live);
+    n = adjuster_select(live, NEW, bt, BT, H, now, NET + 1, out, &from_live);
     ASSERT(n == BT && from_live == 0 && memcmp(out, bt, BT * sizeof *out) == 0);
     ASSERT(adjuster_learn(out, n, 7, 400, NULL, &t) == 0 && adjuster_multiplier(&t, 10.0, 5, 60) > 1.0);
     /* the new network served the last 600, the first of them at the same
@@ -190,13 +196,13 @@ static void test_own_network(void)
     for (int i = NEW - 600; i < NEW; i++)
         live[i].net = NET + 1;
     live[NEW - 600].t = live[NEW - 601].t;
-    n = adjuster_select(live, NEW, bt, BT, H, NET + 1, out, &from_live);
+    n = adjuster_select(live, NEW, bt, BT, H, now, NET + 1, out, &from_live);
     ASSERT(from_live == 600 && n == 600 + BT);
     ASSERT(memcmp(out, live + NEW - 600, 600 * sizeof *out) == 0 && memcmp(out + 600, bt, BT * sizeof *out) == 0);
     /* pairs of no known network (a format-4 snapshot's) are nobody's */
     for (int i = 0; i < NEW; i++)
         live[i].net = 0;
-    ASSERT(adjuster_select(live, NEW, bt, BT, H, 0, out, &from_live) == BT && from_live == 0);
+    ASSERT(adjuster_select(live, NEW, bt, BT, H, now, 0, out, &from_live) == BT && from_live == 0);
 }
 
 int main(void)
