@@ -35,10 +35,11 @@ typedef struct ShardId {
     int64_t arrival;
 } ShardId;
 
-/* The net_id of a loaded shopper: no weights have it, so its state is
- * recomputed under this node's network before it is used (the copy's h and
- * c were computed under the sender's). */
-#define NET_ID_NONE UINT32_MAX
+/* The net_id of a loaded shopper: no weights have it (ids are never 0,
+ * include/model.h), so its state is recomputed under this node's network
+ * before it is used (the copy's h and c were computed under the sender's).
+ * (It was UINT32_MAX, the untrained network's id at train.seed 2^31 - 1.) */
+#define NET_ID_NONE 0u
 
 int service_use_shards(Service *s, uint32_t nshards, ServiceShardFn shard_of, void *arg, const HashKey *key)
 {
