@@ -26,6 +26,11 @@
 #include "ziln.h"
 
 #define MODEL_FILE_NAME "model.bin"
+/* Network ids (LstmWeights.id): a trained network takes the model version
+ * it was trained as, below this bit; an untrained one (the fallback's) has
+ * it set, with train.seed in the rest (src/main.c). Never 0: a state
+ * tagged 0 belongs to no network (src/service_shard.c). */
+#define NET_ID_UNTRAINED 0x80000000u
 #define MODEL_FORMAT_VERSION 9u
 #define MODEL_V4_HEAD_EXTRA 6 /* head inputs of formats 3 and 4 */
 #define MODEL_V5_HEAD_EXTRA 9 /* of format 5: no time of year at as_of, no silence hinges */

@@ -61,9 +61,9 @@ void predlog_stats(const PredLog *l, PredLogStats *out);
 /* Changes whenever the kept pairs change (a pair matured or restored):
  * what a cached calibration of them is checked against. */
 uint64_t predlog_pair_generation(const PredLog *l);
-/* The largest network id among the pending entries and the kept pairs (0
- * when none names one): recovery keeps new networks' ids above it. */
-uint32_t predlog_max_net(const PredLog *l);
+/* The largest network id below `below` among the pending entries and the
+ * kept pairs (0 when none): recovery keeps new networks' ids above it. */
+uint32_t predlog_max_net(const PredLog *l, uint32_t below);
 
 /* Snapshots: every pending entry (table order), and the kept pairs. */
 void predlog_foreach_entry(const PredLog *l, void (*fn)(void *arg, const PredLogEntry *e), void *arg);

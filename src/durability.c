@@ -104,25 +104,28 @@ static void open_history(Service *s)
     }
 }
 
-/* Network ids are versions (src/model_history.c), which restart from the
- * model files; states and logged predictions name the network they were
- * made under, and a snapshot keeps them. Versions start above every id the
- * snapshot restored, so a network trained after model.bin and the history
- * were deleted never takes an old network's id: its shoppers' states would
- * pass for its own, and the old network's predictions for its evidence. */
+/* A trained network's id is its model version (NET_ID_UNTRAINED), and
+ * versions restart from the model files; states and logged predictions
+ * name the network they were made under, and a snapshot keeps them.
+ * Versions start above every trained network's id the snapshot restored,
+ * so a network trained after model.bin and the history were deleted never
+ * takes an old one's id: its shoppers' states would pass for its own, and
+ * the old network's predictions for its evidence. (Untrained networks'
+ * ids, with the top bit, are not versions and are left out.) */
 static void versions_above_restored_ids(Service *s)
 {
-    uint32_t max = s->predlog ? predlog_max_net(s->predlog) : 0;
-    store_lock(s->store);
+    store_lock(s->store); /* the prediction log's lock too */
+    uint32_t max = s->predlog ? predlog_max_net(s->predlog, NET_ID_UNTRAINED) : 0;
     size_t high = store_slot_high(s->store);
     for (size_t i = 0; i < high; i++) {
         const UserState *u = store_slot_at(s->store, i);
-        if (u && u->net_id > max)
+        if (u && u->net_id < NET_ID_UNTRAINED && u->net_id > max)
             max = u->net_id;
     }
     store_unlock(s->store);
-    if ((uint64_t)max + 1 > atomic_load(&s->next_version))
-        atomic_store(&s->next_version, (uint64_t)max + 1);
+    uint64_t cur = atomic_load(&s->next_version);
+    while (cur < (uint64_t)max + 1 && !atomic_compare_exchange_weak(&s->next_version, &cur, (uint64_t)max + 1))
+        ;
 }
 
 int service_recover(Service *s, uint64_t *next_seq, char *err, size_t errlen)

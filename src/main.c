@@ -468,7 +468,7 @@ static int load_or_create_model(const LtvdConfig *cfg, Model **out)
     /* ids of untrained networks have the top bit set and follow the seed,
      * so states computed under another seed are never taken for ours;
      * trained networks take their model version as id */
-    uint32_t id = 0x80000000u | ((uint32_t)cfg->train_seed & 0x7fffffffu);
+    uint32_t id = NET_ID_UNTRAINED | ((uint32_t)cfg->train_seed & ~NET_ID_UNTRAINED);
     int rc = lstm_weights_create(&net, (int)cfg->model_hidden_size, (uint64_t)cfg->train_seed, id);
     if (rc)
         return rc;

@@ -194,16 +194,15 @@ void predlog_stats(const PredLog *l, PredLogStats *out)
 
 uint64_t predlog_pair_generation(const PredLog *l) { return l->pair_generation; }
 
-uint32_t predlog_max_net(const PredLog *l)
+static uint32_t max_below(uint32_t max, uint32_t id, uint32_t below) { return id < below && id > max ? id : max; }
+
+uint32_t predlog_max_net(const PredLog *l, uint32_t below)
 {
     uint32_t max = 0;
     for (size_t i = 0; i <= l->mask; i++)
-        if (l->slots[i].key && l->slots[i].net_id > max)
-            max = l->slots[i].net_id;
-    for (size_t k = 0; k < l->pair_len; k++) {
-        uint32_t net = l->pairs[(l->pair_head + k) % l->cap].net;
-        if (net > max)
-            max = net;
-    }
+        if (l->slots[i].key)
+            max = max_below(max, l->slots[i].net_id, below);
+    for (size_t k = 0; k < l->pair_len; k++)
+        max = max_below(max, l->pairs[(l->pair_head + k) % l->cap].net, below);
     return max;
 }

@@ -354,6 +354,26 @@ def a_wiped_model_history_leaves_no_state_of_the_old_network():
 
 
 @test
+def versions_stay_versions_after_a_restart_on_the_fallback():
+    """Shoppers' states and logged predictions made under the fallback name
+    its untrained network, whose id is no version (the top bit and the
+    seed): a restart does not raise the versions to it. Before the id floor
+    left those out, the next retrain's version was 2^31 and more, and a
+    trained network's id could then equal a fallback's of another seed."""
+    settings = {**HIST, "train.network": "false"}
+    with tempfile.TemporaryDirectory(prefix="ltvd-fallback-ids-") as d:
+        with LtvdProcess(LTVD, settings, storage_dir=d) as s:
+            check(s.json("POST", "/v1/events", {"events": purchase_histories(200, seed=13)})[0] == 200)
+            ltv(s, "s1")  # a state computed under the fallback's network
+            check(s.json("POST", "/v1/ltv/batch", {"user_ids": ["s2", "s3"]})[0] == 200)  # logged
+            v = retrain(s)["version"]
+            check(s.stop() == 0)
+        with LtvdProcess(LTVD, settings, storage_dir=d) as s:
+            again = retrain(s)["version"]
+            check(v < again < v + 10, f"versions {v} before the restart, {again} after")
+
+
+@test
 def model_keep_bounds_the_history():
     # the adjuster on (the default): each retrain makes two versions, the
     # refit's and the adjuster's, which replaces the refit's file, so the

@@ -177,17 +177,21 @@ int main(void)
     ASSERT_NEAR(st.pairs_realised, want_real, 0);
     /* asking for fewer gives the newest ones */
     ASSERT(predlog_pairs(l, pairs, 300) == 300 && check_batch(pairs, 5001, 300));
-    /* the largest network id named (recovery keeps new ids above it): the
-     * pairs' (mature_batch: 1..3), then a pending entry's, until it matures
-     * into a pair and the ring pushes that pair out */
-    ASSERT(predlog_max_net(l) == 3);
+    /* the largest network id below a bound (recovery keeps new ids above
+     * the trained networks'): the pairs' (mature_batch: 1..3), then a
+     * pending entry's, until it matures into a pair and the ring pushes
+     * that pair out; an id at or over the bound (an untrained network's)
+     * never counts */
+    ASSERT(predlog_max_net(l, 1000) == 3 && predlog_max_net(l, 3) == 2);
     PredLogEntry pending = {9001, 9001, 1, 0, 5, 50, 1, 77, 0};
     predlog_record(l, &pending);
-    ASSERT(predlog_max_net(l) == 77);
-    mature_batch(l, 9001, 1); /* already pending: matures as it was, net 77 */
-    ASSERT(predlog_max_net(l) == 77);
+    PredLogEntry untrained = {9002, 9002, 1, 0, 5, 50, 1, 0x80000005u, 0};
+    predlog_record(l, &untrained);
+    ASSERT(predlog_max_net(l, 1000) == 77 && predlog_max_net(l, UINT32_MAX) == 0x80000005u);
+    mature_batch(l, 9001, 2); /* already pending: they mature as they were */
+    ASSERT(predlog_max_net(l, 1000) == 77 && predlog_max_net(l, UINT32_MAX) == 0x80000005u);
     mature_batch(l, 10001, 1000);
-    ASSERT(predlog_max_net(l) == 3);
+    ASSERT(predlog_max_net(l, 1000) == 3);
     free(pairs);
     predlog_destroy(l);
     TEST_DONE("test_predlog");
