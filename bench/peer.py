@@ -74,7 +74,7 @@ def load(path):
     return out
 
 
-def features(d, cuts, types):
+def features(d, cuts, types, windows=WINDOWS, spend_windows=SPEND_WINDOWS):
     """The feature rows of one shopper at the given cut times (numpy)."""
     import numpy as np
     cuts = np.asarray(cuts, dtype=np.int64)
@@ -83,14 +83,14 @@ def features(d, cuts, types):
     for t in types:
         ts = d[t]
         upto = np.searchsorted(ts, cuts, side="right")
-        for w in WINDOWS:
+        for w in windows:
             cols.append(upto - np.searchsorted(ts, cuts - w * DAY, side="right"))
         last = np.where(upto > 0, ts[np.maximum(upto - 1, 0)] if len(ts) else 0, -1)
         cols.append(np.where(upto > 0, (cuts - last) / DAY, tenure))
     pts = d["purchase"]
     pupto = np.searchsorted(pts, cuts, side="right")
     pcum = d["pur_val_cum"]
-    for w in SPEND_WINDOWS:
+    for w in spend_windows:
         cols.append(pcum[pupto] - pcum[np.searchsorted(pts, cuts - w * DAY, side="right")])
     mupto = np.searchsorted(d["money_ts"], cuts, side="right")
     net = d["money_cum"][mupto]
@@ -111,10 +111,16 @@ def spend_between(d, a, b):
     return d["money_cum"][np.searchsorted(ts, b, side="right")] - d["money_cum"][np.searchsorted(ts, a, side="right")]
 
 
-def fit_predict(shoppers, now, horizon, seed, grid_days=30, types=TYPES):
-    """Trains on matured grid cuts before now - H; predicts every shopper at now."""
+def fit_predict(shoppers, now, horizon, seed, grid_days=30, types=TYPES, featurize=None, tree=None):
+    """Trains on matured grid cuts before now - H; predicts every shopper at now.
+    featurize(d, cuts) replaces the feature rows (default: features() over
+    types) and tree the boosting parameters (bench/peer_ablation)."""
     import numpy as np
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    if featurize is None:
+        def featurize(d, c):
+            return features(d, c, types)
+    params = {"max_iter": 300, "learning_rate": 0.05, **(tree or {})}
     latest = now - horizon * DAY
     first = min(d["first"] for d in shoppers.values())
     cuts = list(range(latest, first, -grid_days * DAY))[::-1]
@@ -124,17 +130,17 @@ def fit_predict(shoppers, now, horizon, seed, grid_days=30, types=TYPES):
         if not mine:
             continue
         c = np.array(mine, dtype=np.int64)
-        X.append(features(d, c, types))
+        X.append(featurize(d, c))
         y.append(np.maximum(0.0, spend_between(d, c, c + horizon * DAY)))
     X, y = np.vstack(X), np.concatenate(y)
-    reg = HistGradientBoostingRegressor(loss="poisson", max_iter=300, learning_rate=0.05, early_stopping=True,
-                                        validation_fraction=0.2, n_iter_no_change=20, random_state=seed)
+    reg = HistGradientBoostingRegressor(loss="poisson", early_stopping=True, validation_fraction=0.2,
+                                        n_iter_no_change=20, random_state=seed, **params)
     reg.fit(X, y)
-    clf = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, early_stopping=True,
-                                         validation_fraction=0.2, n_iter_no_change=20, random_state=seed)
+    clf = HistGradientBoostingClassifier(early_stopping=True, validation_fraction=0.2, n_iter_no_change=20,
+                                         random_state=seed, **params)
     clf.fit(X, y > 0)
     ids = list(shoppers)
-    Xs = np.vstack([features(shoppers[u], [now], types) for u in ids])
+    Xs = np.vstack([featurize(shoppers[u], [now]) for u in ids])
     ltv = reg.predict(Xs)
     pbuy = clf.predict_proba(Xs)[:, 1]
     return {"ltv": dict(zip(ids, map(float, ltv))), "p_buy": dict(zip(ids, map(float, pbuy))),
