@@ -15,6 +15,7 @@
 #include "healthcheck.h"
 #include "history.h"
 #include "http_api.h"
+#include "jobsched.h"
 #include "log.h"
 #include "metrics.h"
 #include "model.h"
@@ -39,12 +40,9 @@ typedef struct App {
     Cluster *cluster;   /* cluster mode (docs/CLUSTER.md): the stream is the log, no Wal */
     uv_async_t retrain_async;
     uv_work_t work;
-    bool job_running;   /* one worker job at a time (main thread only) */
+    JobSched jobs;      /* which worker job runs next, one at a time (main thread only) */
     uv_work_t snapshot_work;
     bool snapshot_running; /* snapshots have their own slot: a retrain never delays one */
-    bool retrain_wanted;
-    bool adjuster_wanted; /* its timer ticked: it runs when the worker is free */
-    bool adjusting;       /* the running job runs the adjuster (a retrain or the adjuster's own) */
     bool stopping;
 } App;
 
@@ -155,34 +153,25 @@ static void refit_work_cb(uv_work_t *w)
 static void job_done_cb(uv_work_t *w, int status)
 {
     App *app = w->data;
-    app->job_running = app->adjusting = false;
+    jobsched_done(&app->jobs);
     if (!app->stopping)
         start_job(app);
 }
 
-/* Runs the pending retrain if any, else the adjuster's pending timer run
- * (a retrain runs the adjuster too, so it takes both), else nothing. A
- * wanted job waits for the worker rather than being dropped: the refit
- * timer's period divides the adjuster's by default (60 s, 3600 s), so
- * their ticks meet every time, and a dropped adjuster tick never ran.
- * Refits and the segments' refresh go through queue_job. Main thread. */
-/* (An adjuster tick during a job that runs the adjuster is dropped
- * instead, adjuster_timer_cb: waiting, it would start the next run the
- * moment this one ends, and a run longer than adjuster.interval_s would
- * then keep the worker from the refit and the segments for good.) */
+static void segments_work_cb(uv_work_t *w);
+
+/* Starts the next wanted job, if any and the worker is free
+ * (jobsched_next). Main thread. */
 static void start_job(App *app)
 {
-    if (app->job_running)
+    JobKind k = jobsched_next(&app->jobs);
+    uv_work_cb fn = k == JOB_RETRAIN    ? retrain_work_cb
+                    : k == JOB_REFIT    ? refit_work_cb
+                    : k == JOB_SEGMENTS ? segments_work_cb
+                    : k == JOB_ADJUSTER ? adjuster_work_cb
+                                        : NULL;
+    if (!fn)
         return;
-    uv_work_cb fn;
-    if (app->retrain_wanted)
-        fn = retrain_work_cb;
-    else if (app->adjuster_wanted && !app->stopping)
-        fn = adjuster_work_cb;
-    else
-        return;
-    app->retrain_wanted = app->adjuster_wanted = false;
-    app->job_running = app->adjusting = true;
     app->work.data = app;
     uv_queue_work(app->loop, &app->work, fn, job_done_cb);
 }
@@ -190,7 +179,7 @@ static void start_job(App *app)
 static void retrain_async_cb(uv_async_t *a)
 {
     App *app = a->data;
-    app->retrain_wanted = true;
+    jobsched_want(&app->jobs, JOB_RETRAIN);
     start_job(app);
 }
 
@@ -209,36 +198,21 @@ static void retrain_timer_cb(uv_timer_t *t)
         log_msg(LOG_INFO, "periodic retrain", "job=%llu", (unsigned long long)job);
 }
 
-/* Starts a timer's worker job unless one is running (then this tick is
- * skipped; the timer comes back). Main thread. */
-static void queue_job(App *app, uv_work_cb fn)
+static void refit_timer_cb(uv_timer_t *t)
 {
-    if (app->job_running)
-        return;
-    app->job_running = true;
-    app->work.data = app;
-    uv_queue_work(app->loop, &app->work, fn, job_done_cb);
+    App *app = t->data;
+    jobsched_want(&app->jobs, JOB_REFIT);
+    start_job(app);
 }
 
-static void refit_timer_cb(uv_timer_t *t) { queue_job(t->data, refit_work_cb); }
-
-/* A tick is served without a run of its own when a retrain (which ends with
- * an adjuster run) runs, was asked for, or is due in this turn of the loop:
- * at the defaults both timers tick hourly, and the retrain's tick, which
- * only asks (uv_async), would otherwise follow an adjuster run that its own
- * run repeats. Main thread. */
-static bool adjuster_run_coming(App *app)
-{
-    return app->adjusting || app->retrain_wanted || service_retrain_running(app->svc) ||
-           (uv_is_active((uv_handle_t *)&app->retrain_timer) && uv_timer_get_due_in(&app->retrain_timer) == 0);
-}
-
+/* jobsched_adjuster_tick says when a tick adds no run of its own. Main
+ * thread. */
 static void adjuster_timer_cb(uv_timer_t *t)
 {
     App *app = t->data;
-    if (adjuster_run_coming(app))
-        return;
-    app->adjuster_wanted = true;
+    bool retrain_due_now =
+        uv_is_active((uv_handle_t *)&app->retrain_timer) && uv_timer_get_due_in(&app->retrain_timer) == 0;
+    jobsched_adjuster_tick(&app->jobs, service_retrain_running(app->svc), retrain_due_now);
     start_job(app);
 }
 
@@ -252,13 +226,13 @@ static void segments_work_cb(uv_work_t *w)
 
 /* Every second: the population summary (segments.c) is refreshed once it
  * is segments.refresh_s old, and as soon after start as the worker is
- * free; a tick that finds another job running waits for the next. Main
- * thread. */
+ * free. Main thread. */
 static void segments_timer_cb(uv_timer_t *t)
 {
     App *app = t->data;
-    if (!app->job_running && !app->stopping && service_segments_due(app->svc))
-        queue_job(app, segments_work_cb);
+    if (service_segments_due(app->svc))
+        jobsched_want(&app->jobs, JOB_SEGMENTS);
+    start_job(app);
 }
 
 static void snapshot_work_cb(uv_work_t *w)
@@ -332,7 +306,7 @@ static void on_signal(uv_signal_t *s, int signum)
     App *app = s->data;
     if (app->stopping)
         return;
-    app->stopping = true;
+    app->stopping = app->jobs.stopping = true;
     log_msg(LOG_INFO, "shutdown", "signal=%d", signum);
     service_cancel_jobs(app->svc); /* a running retrain stops at its next batch */
     http_quiesce(app->http);  /* stop accepting connections */
