@@ -2,8 +2,10 @@
  * worker: a retrain, a fallback refit, the segments' refresh or an
  * adjuster run. Timers and retrain requests only say that a job is
  * wanted; the wanted jobs run in that order of priority whenever the
- * worker is free, so none is starved by another that is asked for more
- * often. The decisions are here, free of libuv, so that tests drive them
+ * worker is free, so a tick that finds the worker busy is not lost to
+ * another timer that ticks more often (the priority is strict: refits and
+ * refreshes that kept the worker busy without a gap would hold off the
+ * adjuster's timer runs; a retrain still ends with one). The decisions are here, free of libuv, so that tests drive them
  * tick by tick (tests/test_jobsched.c); src/main.c turns them into
  * uv_queue_work calls. Main thread only. */
 #ifndef LTVD_JOBSCHED_H

@@ -67,6 +67,40 @@ static void test_equal_periods(void)
     ASSERT(c.runs[JOB_RETRAIN] == 4 && c.runs[JOB_ADJUSTER] == 4);
 }
 
+/* main.c's order within a turn: the retrain's timer asks the service
+ * (service_retrain_running is then true) and the uv_async that wants it
+ * comes later in the loop; an adjuster tick in between, with a refit
+ * running, adds nothing: the retrain's own run serves it. */
+static void test_retrain_asked_not_yet_wanted(void)
+{
+    JobSched q = {0};
+    Counts c = {0};
+    jobsched_want(&q, JOB_REFIT);
+    start(&q, &c);
+    jobsched_adjuster_tick(&q, true, false);
+    ASSERT(!q.wanted[JOB_ADJUSTER]);
+    jobsched_want(&q, JOB_RETRAIN); /* the uv_async */
+    jobsched_done(&q);
+    ASSERT(start(&q, &c) == JOB_RETRAIN);
+    jobsched_done(&q);
+    ASSERT(start(&q, &c) == JOB_NONE && c.runs[JOB_ADJUSTER] == 0);
+}
+
+/* A retrain asked for while one runs is kept: the service marks the
+ * running retrain finished (idle) before the worker is free, and a request
+ * in that gap, answered 202, must run, or the service would report it
+ * running for good and refuse every later one with 409. */
+static void test_retrain_asked_during_a_retrain_runs(void)
+{
+    JobSched q = {0};
+    Counts c = {0};
+    jobsched_want(&q, JOB_RETRAIN);
+    start(&q, &c);
+    jobsched_want(&q, JOB_RETRAIN);
+    jobsched_done(&q);
+    ASSERT(start(&q, &c) == JOB_RETRAIN && c.runs[JOB_RETRAIN] == 2);
+}
+
 /* The refit timer (60 s) divides the adjuster's (3600 s): the adjuster's
  * tick finds a refit running, waits, and runs when it ends. */
 static void test_adjuster_waits_for_a_refit(void)
@@ -151,6 +185,8 @@ int main(void)
 {
     test_equal_periods();
     test_adjuster_waits_for_a_refit();
+    test_retrain_asked_not_yet_wanted();
+    test_retrain_asked_during_a_retrain_runs();
     test_long_adjuster_runs_leave_room();
     test_order_and_stop();
     TEST_DONE("test_jobsched");
