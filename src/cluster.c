@@ -364,56 +364,22 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
     return true;
 }
 
-/* Whether node is among the first n of found. The key listing is a watch
- * of the bucket, and a heartbeat put while it runs can list a key twice
- * (seen in CI: one node counted 4 members of 3; with libnats 3.4.1, three
- * keys put in a loop while listing came out as 4-6 keys in 420 listings
- * of 2,000). */
-static bool member_listed(const Member *found, size_t n, const char *node)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(found[i].node, node, CLUSTER_NODE_MAX - 1) == 0)
-            return true;
-    return false;
-}
-
-/* Heartbeat, then the live members (the nodes bucket's keys). False if
- * either failed: the member list is then last tick's. */
+/* Heartbeat, then the live members (cluster_members.c). False if either
+ * failed: the member list is then last tick's. Only this thread writes
+ * the list, so it reads it without map_lock. */
 static bool tick_members(Cluster *c)
 {
     if (kvStore_PutString(NULL, c->nodes, c->node, c->url) != NATS_OK)
         return false;
-    kvKeysList keys = {0};
-    if (kvStore_Keys(&keys, c->nodes, NULL) != NATS_OK)
-        return false;
     Member found[CLUSTER_MEMBERS_MAX];
     size_t n = 0;
-    bool complete = true;
-    for (int i = 0; i < keys.Count && n < CLUSTER_MEMBERS_MAX; i++) {
-        if (member_listed(found, n, keys.Keys[i]))
-            continue;
-        kvEntry *e = NULL;
-        natsStatus s = kvStore_Get(&e, c->nodes, keys.Keys[i]);
-        if (s == NATS_NOT_FOUND) /* gone since the listing */
-            continue;
-        if (s != NATS_OK) { /* a member missing by accident would move its partitions */
-            complete = false;
-            break;
-        }
-        const char *v = kvEntry_ValueString(e);
-        snprintf(found[n].node, CLUSTER_NODE_MAX, "%s", keys.Keys[i]);
-        snprintf(found[n].url, CLUSTER_URL_MAX, "%s", v ? v : "");
-        n++;
-        kvEntry_Destroy(e);
-    }
-    kvKeysList_Destroy(&keys);
-    if (!complete)
+    if (cluster_members_read(c->nodes, c->node, c->members, c->nmembers, found, CLUSTER_MEMBERS_MAX, &n) || !n)
         return false;
     pthread_mutex_lock(&c->map_lock);
     memcpy(c->members, found, n * sizeof found[0]);
     c->nmembers = n;
     pthread_mutex_unlock(&c->map_lock);
-    return n > 0;
+    return true;
 }
 
 /* A consumer whose NATS server died is normally recreated by libnats after
@@ -448,6 +414,7 @@ static void *cluster_thread(void *arg)
     Cluster *c = arg;
     int64_t tick_ms = c->cfg->cluster_lease_ms / 4;
     for (;;) {
+        int64_t t0 = cluster_now_ms();
         bool members_known = tick_members(c), reach = true;
         for (uint32_t p = 0; p < c->nparts; p++)
             reach = tick_partition(c, &c->parts[p], members_known, reach) && reach;
@@ -455,6 +422,12 @@ static void *cluster_thread(void *arg)
         check_consumers(c);
         for (uint32_t p = 0; p < c->nparts; p++)
             cluster_consume_retry(c, &c->parts[p]);
+        int64_t took = cluster_now_ms() - t0;
+        /* NATS answered, but slowly enough to put the leases at risk (a
+         * tick without NATS spends its timeouts: not news) */
+        if (reach && took > c->cfg->cluster_lease_ms / 2)
+            log_msg(LOG_WARN, "cluster: slow tick", "took_ms=%lld lease_ms=%lld", (long long)took,
+                    (long long)c->cfg->cluster_lease_ms);
         if (cluster_wait_stop(c, tick_ms))
             return NULL;
     }

@@ -220,6 +220,13 @@ int cluster_last_manifest(Cluster *c, const char *subject, natsMsg **m);
 /* Deletes a copy's messages from the snapshot stream by sequence (0s are
  * skipped), best effort. */
 void cluster_copy_delete(Cluster *c, uint64_t manifest, const uint64_t *chunks, uint32_t count);
+/* cluster_members.c, the cluster thread each tick: the live members (at
+ * most cap into out, *n of them): every node whose key is in the nodes
+ * bucket among the bucket's listing, the last tick's members (known) and
+ * self, each read back with a get. 0, or -EIO (NATS did not answer: the
+ * list is incomplete and must not be used). */
+int cluster_members_read(kvStore *nodes, const char *self, const Member *known, size_t nknown, Member *out,
+                         size_t cap, size_t *n);
 /* cluster.c: gives our lease of key up if its last revision is still rev. */
 void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev);
 

@@ -213,6 +213,22 @@ class LtvdCluster:
         maps = {n: self.cluster_map(p) for n, p in self.live().items()}
         raise AssertionError("the partition map did not settle:\n" + json.dumps(maps)[:2000])
 
+    def diagnosis(self, lines=25):
+        """Each live node's members, the partitions it maps to no one or to
+        a node it does not list, and the tail of its log: for a failure
+        message."""
+        out = []
+        for n, p in self.live().items():
+            try:
+                m = self.cluster_map(p)
+                members = [x["node"] for x in m["members"]]
+                odd = [(e["partition"], e["owner"]) for e in m["partitions"] if e["owner"] not in members]
+                out.append(f"{n}: members {members}, partitions owned by no member {odd}")
+            except (OSError, AssertionError, ValueError) as e:
+                out.append(f"{n}: GET /v1/cluster failed: {e}")
+            out.append(tail(p.logs(), lines))
+        return "\n".join(out)
+
     def stop(self):
         for p in reversed(list(self.nodes.values())):
             if not p.stopped:

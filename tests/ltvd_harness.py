@@ -64,9 +64,10 @@ def read_shared(f):
 
 
 def check(cond, msg=""):
-    """Fails the running test with msg unless cond holds."""
+    """Fails the running test with msg unless cond holds (msg may be a
+    function, called only then: a diagnosis that costs requests)."""
     if not cond:
-        raise AssertionError(msg)
+        raise AssertionError(msg() if callable(msg) else msg)
 
 
 def test_registry():

@@ -325,7 +325,8 @@ def forwards_reuse_connections(binary):
 
         def read(u):
             status, hdrs, body = n1.request("GET", f"/v1/users/{u}/ltv")
-            check(status == 200 and hdrs.get("x-ltvd-owner") == "n2", f"forwarded GET {u}: {status} {body[:200]}")
+            check(status == 200 and hdrs.get("x-ltvd-owner") == "n2", lambda: f"forwarded GET {u}: {status} "
+                  f"{body[:200]}\n{lc.diagnosis()}")
 
         threads = [threading.Thread(target=lambda: [read(u) for u in remote * 3]) for _ in range(12)]
         for t in threads:
@@ -633,7 +634,7 @@ def nats_servers_lost_and_back(binary):
         time.sleep(4.5)  # past two thirds of the lease: the owners stopped applying, reads must go on
         for n, p in lc.live().items():
             got = user_counts(p, users)
-            check(got == acked, f"reads on {n} without a NATS quorum: {got} vs {acked}")
+            check(got == acked, lambda: f"reads on {n} without a NATS quorum: {got} vs {acked}\n{lc.diagnosis()}")
 
         t0 = time.monotonic()
         nats.servers[1].start()
