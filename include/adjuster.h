@@ -86,8 +86,9 @@ typedef struct AdjTable {
  * served within `window` seconds (the horizon) of the newest own one
  * served by `latest` (now − H: a pair served later cannot have matured, so
  * one that says so, from a crafted snapshot or a clock stepped back, would
- * only move the window off the real ones), those alone; otherwise every own pair, then every backtest pair (the
- * backtest is the serving network's). out has room for nlive + nbt;
+ * only move the window off the real ones), those alone; otherwise every
+ * own pair served by `latest` (or at an unknown time, 0), then every
+ * backtest pair (the backtest is the serving network's). out has room for nlive + nbt;
  * returns how many it holds, and *from_live how many of them are live (the
  * rest follow them and are the backtest's). */
 size_t adjuster_select(const AdjPair *live, size_t nlive, const AdjPair *bt, size_t nbt, int64_t window,

@@ -50,7 +50,7 @@ size_t adjuster_select(const AdjPair *live, size_t nlive, const AdjPair *bt, siz
     }
     n = 0;
     for (size_t i = 0; i < nlive; i++)
-        if (own_pair(&live[i], net))
+        if (own_pair(&live[i], net) && live[i].t <= latest)
             out[n++] = live[i];
     if (nbt)
         memcpy(out + n, bt, nbt * sizeof *bt);

@@ -161,6 +161,11 @@ static void test_recent_first(void)
     live[0].t = now + 10 * 365 * 86400;
     ASSERT(adjuster_select(live, OLD + NEW, NULL, 0, H, now, NET, out, &from_live) == NEW && from_live == NEW);
     ASSERT(memcmp(out, live + OLD, NEW * sizeof *out) == 0);
+    /* nor is it learned from when too few are recent and every own pair is */
+    live[OLD].t = now - H;
+    n = adjuster_select(live, OLD + NEW, bt, BT, H, now, NET, out, &from_live);
+    ASSERT(n == OLD + NEW - 1 + BT && from_live == OLD + NEW - 1);
+    ASSERT(memcmp(out, live + 1, from_live * sizeof *out) == 0);
     /* no serving times (a format-3 snapshot's pairs): everything, in order */
     for (size_t i = 0; i < OLD + NEW; i++)
         live[i].t = 0;
