@@ -369,6 +369,7 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
  * the list, so it reads it without map_lock. */
 static bool tick_members(Cluster *c)
 {
+    c->beat_ms = cluster_now_ms();
     if (kvStore_PutString(NULL, c->nodes, c->node, c->url) != NATS_OK)
         return false;
     Member found[CLUSTER_MEMBERS_MAX];
@@ -382,6 +383,45 @@ static bool tick_members(Cluster *c)
     return true;
 }
 
+/* Called between a tick's steps. A step can be slow: starting a consumer
+ * or loading a snapshot spends a JetStream timeout while a stream elects
+ * its leader, one partition after another (seen: ticks of 3 to 9 s
+ * against a 6 s lease while one NATS server of three was down; the
+ * heartbeat and the leases lapsed, the node dropped out of the others'
+ * members and partitions moved for no failure). So once tick_ms has
+ * passed since the last heartbeat (put or tried), it and every lease this node
+ * holds are renewed here. A renewal refused is left to the tick's own read
+ * of that lease; at the first NATS timeout it stops (*reach false). */
+static void keep_alive(Cluster *c, int64_t tick_ms, bool *reach)
+{
+    int64_t now = cluster_now_ms();
+    if (!*reach || now - c->beat_ms < tick_ms)
+        return;
+    c->beat_ms = now;
+    if (kvStore_PutString(NULL, c->nodes, c->node, c->url) != NATS_OK) {
+        *reach = false;
+        return;
+    }
+    for (uint32_t p = 0; p < c->nparts; p++) {
+        Partition *part = &c->parts[p];
+        if (!owned(part))
+            continue;
+        char key[32];
+        lease_key(p, key, sizeof key);
+        uint64_t nrev = 0;
+        int64_t sent = cluster_now_ms();
+        natsStatus s = kvStore_UpdateString(&nrev, c->leases, key, c->node, part->lease_rev);
+        if (s == NATS_OK) {
+            part->lease_rev = nrev;
+            part->renewed_ms = sent;
+        } else if (s == NATS_TIMEOUT) {
+            *reach = false;
+            return;
+        }
+    }
+    *reach = cluster_model_keep(c);
+}
+
 /* A consumer whose NATS server died is normally recreated by libnats after
  * two missed heartbeats, but not always soon (seen: 30 s after one server
  * of three was killed). So each tick looks at up to CHECKS_PER_TICK owned
@@ -389,7 +429,7 @@ static bool tick_members(Cluster *c)
  * JetStream no longer has. Only while connected: each look is a request. */
 #define CHECKS_PER_TICK 4
 
-static void check_consumers(Cluster *c)
+static void check_consumers(Cluster *c, int64_t tick_ms, bool *reach)
 {
     int checks = 0;
     bool connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
@@ -405,6 +445,7 @@ static void check_consumers(Cluster *c)
             continue;
         checks++;
         part->idle_ticks = 0;
+        keep_alive(c, tick_ms, reach);
         cluster_consume_check(c, part);
     }
 }
@@ -416,15 +457,20 @@ static void *cluster_thread(void *arg)
     for (;;) {
         int64_t t0 = cluster_now_ms();
         bool members_known = tick_members(c), reach = true;
-        for (uint32_t p = 0; p < c->nparts; p++)
+        for (uint32_t p = 0; p < c->nparts; p++) {
+            keep_alive(c, tick_ms, &reach);
             reach = tick_partition(c, &c->parts[p], members_known, reach) && reach;
+        }
         cluster_model_tick(c, reach);
-        check_consumers(c);
-        for (uint32_t p = 0; p < c->nparts; p++)
+        check_consumers(c, tick_ms, &reach);
+        for (uint32_t p = 0; p < c->nparts; p++) {
+            keep_alive(c, tick_ms, &reach);
             cluster_consume_retry(c, &c->parts[p]);
+        }
         int64_t took = cluster_now_ms() - t0;
-        /* NATS answered, but slowly enough to put the leases at risk (a
-         * tick without NATS spends its timeouts: not news) */
+        /* NATS answered, but slowly: JetStream timeouts in the tick's steps
+         * (keep_alive holds the leases meanwhile; a tick without NATS
+         * spends its timeouts: not news) */
         if (reach && took > c->cfg->cluster_lease_ms / 2)
             log_msg(LOG_WARN, "cluster: slow tick", "took_ms=%lld lease_ms=%lld", (long long)took,
                     (long long)c->cfg->cluster_lease_ms);

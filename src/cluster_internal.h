@@ -100,6 +100,8 @@ struct Cluster {
     Member members[CLUSTER_MEMBERS_MAX]; /* under map_lock */
     size_t nmembers;
 
+    int64_t beat_ms;                /* the cluster thread's: when it last put (or tried to) its heartbeat */
+
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t stop_lock;
@@ -235,6 +237,10 @@ void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev);
  * lease's time is looked at), and makes the service follow the cluster's
  * model unless this node surely holds it. */
 void cluster_model_tick(Cluster *c, bool reach);
+/* The cluster thread, between a tick's slow steps: renews the trainer
+ * lease if this node holds it (cluster.c, keep_alive). False if NATS did
+ * not answer. */
+bool cluster_model_keep(Cluster *c);
 /* Does this node hold the trainer lease (renewed within 2/3 of lease_ms)? */
 bool cluster_is_trainer(const Cluster *c);
 /* The trainer lease's revision when this node holds it, else 0. */

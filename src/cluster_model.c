@@ -79,6 +79,20 @@ void cluster_model_tick(Cluster *c, bool reach)
                 "node=%s", c->node);
 }
 
+bool cluster_model_keep(Cluster *c)
+{
+    if (!atomic_load(&c->trainer_renewed_ms))
+        return true;
+    int64_t now = cluster_now_ms();
+    uint64_t nrev = 0;
+    natsStatus s = kvStore_UpdateString(&nrev, c->leases, CLUSTER_TRAINER_KEY, c->node, c->trainer_rev);
+    if (s == NATS_OK) {
+        c->trainer_rev = nrev;
+        atomic_store(&c->trainer_renewed_ms, now);
+    }
+    return s != NATS_TIMEOUT; /* refused: the tick's read finds out why */
+}
+
 /* ---- publishing and following (snapshot thread) ---------------------------- */
 
 /* The publication now latest (manifest seq, its chunks): the one a newer
