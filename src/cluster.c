@@ -389,19 +389,18 @@ static bool tick_members(Cluster *c)
  * against a 6 s lease while one NATS server of three was down; the
  * heartbeat and the leases lapsed, the node dropped out of the others'
  * members and partitions moved for no failure). So once tick_ms has
- * passed since the last heartbeat (put or tried), it and every lease this node
- * holds are renewed here. A renewal refused is left to the tick's own read
- * of that lease; at the first NATS timeout it stops (*reach false). */
+ * passed since the last heartbeat (put or tried), every lease this node
+ * holds, the trainer's among them, and then the heartbeat are renewed
+ * here. The leases come first and only a timeout on them stops the rest
+ * (*reach false): the heartbeat lives in another stream, whose trouble
+ * must not cost the partitions. A renewal refused is looked up as the
+ * tick's own is: still ours at a newer revision, or given up. */
 static void keep_alive(Cluster *c, int64_t tick_ms, bool *reach)
 {
     int64_t now = cluster_now_ms();
     if (!*reach || now - c->beat_ms < tick_ms)
         return;
     c->beat_ms = now;
-    if (kvStore_PutString(NULL, c->nodes, c->node, c->url) != NATS_OK) {
-        *reach = false;
-        return;
-    }
     for (uint32_t p = 0; p < c->nparts; p++) {
         Partition *part = &c->parts[p];
         if (!owned(part))
@@ -417,9 +416,15 @@ static void keep_alive(Cluster *c, int64_t tick_ms, bool *reach)
         } else if (s == NATS_TIMEOUT) {
             *reach = false;
             return;
+        } else if (renewal_refused(c, part, key)) {
+            stop_partition(c, part, "renewal_refused");
         }
     }
-    *reach = cluster_model_keep(c);
+    if (!cluster_model_keep(c)) {
+        *reach = false;
+        return;
+    }
+    kvStore_PutString(NULL, c->nodes, c->node, c->url); /* its failure: the next tick's */
 }
 
 /* A consumer whose NATS server died is normally recreated by libnats after
@@ -509,7 +514,14 @@ static int connect_nats(Cluster *c, char *err, size_t errlen)
     if (s == NATS_OK) {
         jsOptions jo;
         jsOptions_Init(&jo);
-        jo.Wait = c->cfg->cluster_publish_timeout_ms;
+        /* The cluster and snapshot threads' requests (leases, heartbeat,
+         * consumers, snapshots) wait at most a tick: keep_alive runs
+         * between such steps, so one step waiting out its timeout still
+         * leaves the leases renewed before two thirds of lease_ms. An
+         * ingest's acknowledgements wait publish_timeout_ms on its own
+         * context (cluster_ingest.c). */
+        int64_t tick_ms = c->cfg->cluster_lease_ms / 4;
+        jo.Wait = c->cfg->cluster_publish_timeout_ms < tick_ms ? c->cfg->cluster_publish_timeout_ms : tick_ms;
         s = natsConnection_JetStream(&c->js, c->nc, &jo);
     }
     if (s != NATS_OK) {

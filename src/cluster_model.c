@@ -56,9 +56,11 @@ void cluster_model_tick(Cluster *c, bool reach)
         snprintf(c->trainer, sizeof c->trainer, "%s", holder);
         pthread_mutex_unlock(&c->map_lock);
         uint64_t nrev = 0;
-        if (strcmp(holder, c->node) == 0) /* ours, or a former life's */
-            s = kvStore_UpdateString(&nrev, c->leases, CLUSTER_TRAINER_KEY, c->node,
-                                     atomic_load(&c->trainer_renewed_ms) ? c->trainer_rev : rev);
+        /* ours, or a former life's: renewed at the revision just read, so a
+         * renewal stored whose answer was lost (trainer_rev behind) does
+         * not make every later one refused */
+        if (strcmp(holder, c->node) == 0)
+            s = kvStore_UpdateString(&nrev, c->leases, CLUSTER_TRAINER_KEY, c->node, rev);
         else if (!holder[0])
             s = kvStore_CreateString(&nrev, c->leases, CLUSTER_TRAINER_KEY, c->node);
         else
