@@ -273,7 +273,8 @@ static bool renewal_refused(Cluster *c, Partition *part, const char *key)
         return false;
     const char *v = kvEntry_ValueString(e);
     bool refused = !v || strcmp(v, c->node) != 0;
-    if (!refused)
+    /* only raised: a get may be answered by a replica behind the leader */
+    if (!refused && kvEntry_Revision(e) > part->lease_rev)
         part->lease_rev = kvEntry_Revision(e);
     kvEntry_Destroy(e);
     return refused;
@@ -367,14 +368,13 @@ static bool tick_partition(Cluster *c, Partition *part, bool members_known, bool
 /* Heartbeat, then the live members (cluster_members.c). False if either
  * failed: the member list is then last tick's. Only this thread writes
  * the list, so it reads it without map_lock. */
-static bool tick_members(Cluster *c)
+static bool tick_members(Cluster *c, int64_t tick_ms)
 {
-    c->beat_ms = cluster_now_ms();
     if (kvStore_PutString(NULL, c->nodes, c->node, c->url) != NATS_OK)
         return false;
     Member found[CLUSTER_MEMBERS_MAX];
     size_t n = 0;
-    if (cluster_members_read(c->nodes, c->node, c->members, c->nmembers, found, CLUSTER_MEMBERS_MAX, &n) || !n)
+    if (cluster_members_read(c->nodes, tick_ms, c->node, c->members, c->nmembers, found, CLUSTER_MEMBERS_MAX, &n) || !n)
         return false;
     pthread_mutex_lock(&c->map_lock);
     memcpy(c->members, found, n * sizeof found[0]);
@@ -388,17 +388,17 @@ static bool tick_members(Cluster *c)
  * its leader, one partition after another (seen: ticks of 3 to 9 s
  * against a 6 s lease while one NATS server of three was down; the
  * heartbeat and the leases lapsed, the node dropped out of the others'
- * members and partitions moved for no failure). So once tick_ms has
- * passed since the last heartbeat (put or tried), every lease this node
- * holds, the trainer's among them, and then the heartbeat are renewed
+ * members and partitions moved for no failure). So once `after` ms have
+ * passed since the leases were last renewed (beat_ms), every lease this
+ * node holds, the trainer's among them, and then the heartbeat are renewed
  * here. The leases come first and only a timeout on them stops the rest
  * (*reach false): the heartbeat lives in another stream, whose trouble
  * must not cost the partitions. A renewal refused is looked up as the
  * tick's own is: still ours at a newer revision, or given up. */
-static void keep_alive(Cluster *c, int64_t tick_ms, bool *reach)
+static void keep_alive(Cluster *c, int64_t after, bool *reach)
 {
     int64_t now = cluster_now_ms();
-    if (!*reach || now - c->beat_ms < tick_ms)
+    if (!*reach || now - c->beat_ms < after)
         return;
     c->beat_ms = now;
     for (uint32_t p = 0; p < c->nparts; p++) {
@@ -459,9 +459,16 @@ static void *cluster_thread(void *arg)
 {
     Cluster *c = arg;
     int64_t tick_ms = c->cfg->cluster_lease_ms / 4;
+    c->beat_ms = cluster_now_ms(); /* nothing held yet */
     for (;;) {
         int64_t t0 = cluster_now_ms();
-        bool members_known = tick_members(c), reach = true;
+        bool reach = true;
+        /* the last tick ended slowly: the leases before the heartbeat and
+         * the member listing (a fast tick's next starts a tick after its
+         * partition loop did, under this bar) */
+        keep_alive(c, tick_ms * 3 / 2, &reach);
+        bool members_known = reach && tick_members(c, tick_ms);
+        c->beat_ms = cluster_now_ms(); /* the loop renews every lease held, from now */
         for (uint32_t p = 0; p < c->nparts; p++) {
             keep_alive(c, tick_ms, &reach);
             reach = tick_partition(c, &c->parts[p], members_known, reach) && reach;
@@ -479,7 +486,14 @@ static void *cluster_thread(void *arg)
         if (reach && took > c->cfg->cluster_lease_ms / 2)
             log_msg(LOG_WARN, "cluster: slow tick", "took_ms=%lld lease_ms=%lld", (long long)took,
                     (long long)c->cfg->cluster_lease_ms);
-        if (cluster_wait_stop(c, tick_ms))
+        /* the next tick starts a tick after this one's renewals began, and
+         * after a slow tick soon (the sleep would come on top of it) */
+        int64_t sleep_ms = c->beat_ms + tick_ms - cluster_now_ms();
+        if (sleep_ms > tick_ms)
+            sleep_ms = tick_ms;
+        if (sleep_ms < tick_ms / 10)
+            sleep_ms = tick_ms / 10;
+        if (cluster_wait_stop(c, sleep_ms))
             return NULL;
     }
 }
@@ -514,15 +528,19 @@ static int connect_nats(Cluster *c, char *err, size_t errlen)
     if (s == NATS_OK) {
         jsOptions jo;
         jsOptions_Init(&jo);
-        /* The cluster and snapshot threads' requests (leases, heartbeat,
-         * consumers, snapshots) wait at most a tick: keep_alive runs
-         * between such steps, so one step waiting out its timeout still
-         * leaves the leases renewed before two thirds of lease_ms. An
-         * ingest's acknowledgements wait publish_timeout_ms on its own
-         * context (cluster_ingest.c). */
+        jo.Wait = c->cfg->cluster_publish_timeout_ms;
+        s = natsConnection_JetStream(&c->js, c->nc, &jo);
+    }
+    if (s == NATS_OK) {
+        /* The cluster thread's requests (leases, heartbeat, consumers,
+         * snapshot reads) wait at most a tick: keep_alive runs between
+         * its steps, so a step that waits out its timeout still leaves the
+         * leases renewed in time (docs/CLUSTER.md, "Ownership"). */
+        jsOptions jo;
+        jsOptions_Init(&jo);
         int64_t tick_ms = c->cfg->cluster_lease_ms / 4;
         jo.Wait = c->cfg->cluster_publish_timeout_ms < tick_ms ? c->cfg->cluster_publish_timeout_ms : tick_ms;
-        s = natsConnection_JetStream(&c->js, c->nc, &jo);
+        s = natsConnection_JetStream(&c->js_tick, c->nc, &jo);
     }
     if (s != NATS_OK) {
         snprintf(err, errlen, "cannot connect to NATS at %s: %s", c->cfg->cluster_nats_urls, natsStatus_GetText(s));
@@ -648,6 +666,7 @@ void cluster_stop(Cluster *c)
     kvStore_Destroy(c->leases);
     kvStore_Destroy(c->nodes);
     jsCtx_Destroy(c->js);
+    jsCtx_Destroy(c->js_tick);
     natsConnection_Destroy(c->nc);
     /* libnats' delivery threads may still hold a message of a consumer just
      * closed, whose handler reads c->parts: wait for them all to end before

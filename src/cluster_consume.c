@@ -171,7 +171,7 @@ int cluster_consume_start(Cluster *c, Partition *part)
     so.Config.Heartbeat = (int64_t)1000 * 1000000;
     jsErrCode jerr = 0;
     natsSubscription *sub = NULL;
-    natsStatus s = js_Subscribe(&sub, c->js, subject, on_message, ctx, NULL, &so, &jerr);
+    natsStatus s = js_Subscribe(&sub, c->js_tick, subject, on_message, ctx, NULL, &so, &jerr);
     if (s == NATS_OK)
         s = natsSubscription_SetOnCompleteCB(sub, on_complete, ctx);
     if (s != NATS_OK) {
@@ -223,7 +223,10 @@ void cluster_consume_check(Cluster *c, Partition *part)
 
 void cluster_consume_retry(Cluster *c, Partition *part)
 {
-    pthread_mutex_lock(&part->apply_lock);
+    /* the snapshot thread holds the lock through its requests: skipped
+     * this tick rather than waited for (the leases are renewed meanwhile) */
+    if (pthread_mutex_trylock(&part->apply_lock) != 0)
+        return;
     bool retry = part->owned && part->stalled;
     pthread_mutex_unlock(&part->apply_lock);
     if (!retry || !cluster_lease_fresh(c, part))

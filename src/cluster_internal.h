@@ -91,8 +91,10 @@ struct Cluster {
                                        stamped with another is not this cluster's */
     _Atomic uint64_t next_msg;      /* message id counter */
     natsConnection *nc;
-    jsCtx *js;
-    kvStore *leases, *nodes;
+    jsCtx *js;                      /* requests wait cluster.publish_timeout_ms (the snapshot thread's) */
+    jsCtx *js_tick;                 /* requests wait at most a tick, lease_ms/4 (the cluster thread's:
+                                       the lease and node buckets, consumers, snapshot reads) */
+    kvStore *leases, *nodes;        /* bound to js_tick */
     Partition *parts;               /* (nparts,) */
 
     pthread_mutex_t map_lock;
@@ -100,7 +102,8 @@ struct Cluster {
     Member members[CLUSTER_MEMBERS_MAX]; /* under map_lock */
     size_t nmembers;
 
-    int64_t beat_ms;                /* the cluster thread's: when it last put (or tried to) its heartbeat */
+    int64_t beat_ms;                /* the cluster thread's: when it last began renewing every lease it
+                                       holds (a tick's partition loop, or keep_alive) */
 
     pthread_t thread;
     bool thread_started;
@@ -225,10 +228,11 @@ void cluster_copy_delete(Cluster *c, uint64_t manifest, const uint64_t *chunks, 
 /* cluster_members.c, the cluster thread each tick: the live members (at
  * most cap into out, *n of them): every node whose key is in the nodes
  * bucket among the bucket's listing, the last tick's members (known) and
- * self, each read back with a get. 0, or -EIO (NATS did not answer: the
- * list is incomplete and must not be used). */
-int cluster_members_read(kvStore *nodes, const char *self, const Member *known, size_t nknown, Member *out,
-                         size_t cap, size_t *n);
+ * self, each read back with a get; the listing waits at most wait_ms. 0,
+ * or -EIO (NATS did not answer: the list is incomplete and must not be
+ * used). */
+int cluster_members_read(kvStore *nodes, int64_t wait_ms, const char *self, const Member *known, size_t nknown,
+                         Member *out, size_t cap, size_t *n);
 /* cluster.c: gives our lease of key up if its last revision is still rev. */
 void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev);
 

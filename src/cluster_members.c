@@ -48,12 +48,15 @@ static int confirm(kvStore *nodes, const char *node, Member *out, size_t *n)
     return 0;
 }
 
-int cluster_members_read(kvStore *nodes, const char *self, const Member *known, size_t nknown, Member *out,
-                         size_t cap, size_t *n)
+int cluster_members_read(kvStore *nodes, int64_t wait_ms, const char *self, const Member *known, size_t nknown,
+                         Member *out, size_t cap, size_t *n)
 {
     *n = 0;
     kvKeysList keys = {0};
-    if (kvStore_Keys(&keys, nodes, NULL) != NATS_OK)
+    kvWatchOptions wo;
+    kvWatchOptions_Init(&wo);
+    wo.Timeout = wait_ms; /* without it the listing waits for its watch for ever */
+    if (kvStore_Keys(&keys, nodes, &wo) != NATS_OK)
         return -EIO;
     /* the names to read back: self, the last tick's, then the listing's */
     char names[NAMES_MAX][CLUSTER_NODE_MAX];

@@ -56,11 +56,15 @@ void cluster_model_tick(Cluster *c, bool reach)
         snprintf(c->trainer, sizeof c->trainer, "%s", holder);
         pthread_mutex_unlock(&c->map_lock);
         uint64_t nrev = 0;
-        /* ours, or a former life's: renewed at the revision just read, so a
-         * renewal stored whose answer was lost (trainer_rev behind) does
-         * not make every later one refused */
+        /* ours, or a former life's: renewed at the newer of the revision
+         * just read (a renewal stored whose answer was lost leaves
+         * trainer_rev behind, and would make every later one refused) and
+         * trainer_rev (a get may be answered by a replica behind the
+         * leader; revisions only grow) */
         if (strcmp(holder, c->node) == 0)
-            s = kvStore_UpdateString(&nrev, c->leases, CLUSTER_TRAINER_KEY, c->node, rev);
+            s = kvStore_UpdateString(&nrev, c->leases, CLUSTER_TRAINER_KEY, c->node,
+                                     atomic_load(&c->trainer_renewed_ms) && c->trainer_rev > rev ? c->trainer_rev
+                                                                                                 : rev);
         else if (!holder[0])
             s = kvStore_CreateString(&nrev, c->leases, CLUSTER_TRAINER_KEY, c->node);
         else

@@ -94,7 +94,7 @@ int cluster_fetch_chunks(Cluster *c, uint32_t p, uint64_t covered, uint32_t coun
     for (uint32_t i = 0; i < count && !rc; i++) {
         natsMsg *m = NULL;
         jsErrCode jerr = 0;
-        natsStatus s = js_GetMsg(&m, c->js, CLUSTER_SNAP_STREAM, seqs[i], NULL, &jerr);
+        natsStatus s = js_GetMsg(&m, c->js_tick, CLUSTER_SNAP_STREAM, seqs[i], NULL, &jerr);
         if (s != NATS_OK) {
             log_msg(LOG_WARN, "cluster: a snapshot chunk cannot be read", "seq=%llu error=\"%s\" code=%d",
                     (unsigned long long)seqs[i], natsStatus_GetText(s), (int)jerr);
@@ -157,7 +157,7 @@ int cluster_last_manifest(Cluster *c, const char *subject, natsMsg **m)
 {
     jsErrCode jerr = 0;
     *m = NULL;
-    natsStatus s = js_GetLastMsg(m, c->js, CLUSTER_SNAP_STREAM, subject, NULL, &jerr);
+    natsStatus s = js_GetLastMsg(m, c->js_tick, CLUSTER_SNAP_STREAM, subject, NULL, &jerr);
     if (s == NATS_OK)
         return 0;
     return jerr == JSNoMessageFoundErr ? -ENOENT : -EIO;
@@ -173,7 +173,7 @@ static int stream_seqs(Cluster *c, const Partition *part, uint64_t *first, uint6
     cluster_stream_name(stream, sizeof stream, part->index);
     jsOptions o;
     jsOptions_Init(&o);
-    o.Wait = c->cfg->cluster_lease_ms / 3; /* asked under a partition's apply_lock too: not long */
+    o.Wait = c->cfg->cluster_lease_ms / 4; /* asked under a partition's apply_lock, and on the cluster thread: a tick */
     jsStreamInfo *si = NULL;
     if (js_GetStreamInfo(&si, c->js, stream, &o, NULL) != NATS_OK)
         return -EIO;

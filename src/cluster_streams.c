@@ -40,7 +40,7 @@ int cluster_ensure_stream(Cluster *c, const char *name, const char *subject, int
 int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int replicas, kvStore **out, char *err,
                           size_t errlen)
 {
-    if (js_KeyValue(out, c->js, name) == NATS_OK)
+    if (js_KeyValue(out, c->js_tick, name) == NATS_OK)
         return 0;
     kvConfig kc;
     kvConfig_Init(&kc);
@@ -50,7 +50,9 @@ int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int repl
     kc.Replicas = replicas ? replicas : (int)c->cfg->cluster_replicas;
     kc.StorageType = js_FileStorage;
     natsStatus s = js_CreateKeyValue(out, c->js, &kc);
-    if (s == NATS_OK || js_KeyValue(out, c->js, name) == NATS_OK)
+    if (s == NATS_OK) /* bound again to the cluster thread's context */
+        kvStore_Destroy(*out);
+    if (js_KeyValue(out, c->js_tick, name) == NATS_OK)
         return 0;
     snprintf(err, errlen, "cannot create the key-value bucket %s: %s", name, natsStatus_GetText(s));
     return -EIO;

@@ -123,7 +123,7 @@ static void no_live_node_missed(kvStore *kv)
     ASSERT(kvStore_PutString(NULL, kv, "n3", "http://127.0.0.1:3") == NATS_OK);
     Member known[CLUSTER_MEMBERS_MAX], found[CLUSTER_MEMBERS_MAX];
     size_t nknown = 0, n = 0;
-    ASSERT(cluster_members_read(kv, "n1", NULL, 0, known, CLUSTER_MEMBERS_MAX, &nknown) == 0);
+    ASSERT(cluster_members_read(kv, 2000, "n1", NULL, 0, known, CLUSTER_MEMBERS_MAX, &nknown) == 0);
     ASSERT(nknown == 3);
 
     atomic_bool stop = false;
@@ -133,7 +133,7 @@ static void no_live_node_missed(kvStore *kv)
     int short_lists = 0, reads = 1000;
     for (int i = 0; i < reads; i++) {
         ASSERT(kvStore_PutString(NULL, kv, "n1", "http://127.0.0.1:1") == NATS_OK); /* as a tick does */
-        ASSERT(cluster_members_read(kv, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
+        ASSERT(cluster_members_read(kv, 2000, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
         if (n != 3 || !url_of(found, n, "n1") || !url_of(found, n, "n2") || !url_of(found, n, "n3"))
             short_lists++;
         else
@@ -155,7 +155,7 @@ static void gone_and_new(kvStore *kv, int64_t ttl_ms)
 {
     Member known[CLUSTER_MEMBERS_MAX], found[CLUSTER_MEMBERS_MAX];
     size_t nknown = 0, n = 0;
-    ASSERT(cluster_members_read(kv, "n1", NULL, 0, known, CLUSTER_MEMBERS_MAX, &nknown) == 0);
+    ASSERT(cluster_members_read(kv, 2000, "n1", NULL, 0, known, CLUSTER_MEMBERS_MAX, &nknown) == 0);
     ASSERT(url_of(known, nknown, "n3"));
     /* n1 and n2 keep beating; n3 stops */
     struct timespec t0, now;
@@ -166,13 +166,13 @@ static void gone_and_new(kvStore *kv, int64_t ttl_ms)
         usleep(100000);
         clock_gettime(CLOCK_MONOTONIC, &now);
     } while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < ttl_ms + 1500);
-    ASSERT(cluster_members_read(kv, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
+    ASSERT(cluster_members_read(kv, 2000, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
     ASSERT(n == 2 && url_of(found, n, "n1") && url_of(found, n, "n2") && !url_of(found, n, "n3"));
 
     ASSERT(kvStore_PutString(NULL, kv, "n4", "http://127.0.0.1:4") == NATS_OK);
     memcpy(known, found, n * sizeof found[0]);
     nknown = n;
-    ASSERT(cluster_members_read(kv, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
+    ASSERT(cluster_members_read(kv, 2000, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
     ASSERT(n == 3 && url_of(found, n, "n4") && strcmp(url_of(found, n, "n4"), "http://127.0.0.1:4") == 0);
 }
 
@@ -186,7 +186,7 @@ static void bounded(kvStore *kv)
     }
     Member found[4];
     size_t n = 0;
-    ASSERT(cluster_members_read(kv, "n1", NULL, 0, found, 4, &n) == 0);
+    ASSERT(cluster_members_read(kv, 2000, "n1", NULL, 0, found, 4, &n) == 0);
     ASSERT(n == 4 && url_of(found, n, "n1"));
 }
 
