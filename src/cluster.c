@@ -273,7 +273,8 @@ static bool renewal_refused(Cluster *c, Partition *part, const char *key)
         return false;
     const char *v = kvEntry_ValueString(e);
     bool refused = !v || strcmp(v, c->node) != 0;
-    /* only raised: a get may be answered by a replica behind the leader */
+    /* only raised: where direct gets could not be turned off
+     * (cluster_ensure_bucket), a replica behind the leader answers */
     if (!refused && kvEntry_Revision(e) > part->lease_rev)
         part->lease_rev = kvEntry_Revision(e);
     kvEntry_Destroy(e);

@@ -150,7 +150,8 @@ bool cluster_stopping(Cluster *c);
 bool cluster_wait_stop(Cluster *c, int64_t ms);
 /* Main: binds the key-value bucket name, or creates it (history 1, file
  * storage, replicas copies, 0: cluster.replicas; entries gone ttl_ms after
- * their last put, 0: kept). 0 or -EIO with why in err. */
+ * their last put, 0: kept), its gets answered by the stream's leader
+ * (direct gets off). 0 or -EIO with why in err. */
 int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int replicas, kvStore **out, char *err,
                           size_t errlen);
 /* cluster_agree.c, main, at start: 0 if this node's cluster.partitions,
