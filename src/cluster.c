@@ -176,25 +176,20 @@ int cluster_owner(Cluster *c, uint32_t p, bool *self, char *node, char *url)
 
 static void lease_key(uint32_t p, char *out, size_t cap) { snprintf(out, cap, "p-%u", p); }
 
+/* key's lease (p-<partition>, or "trainer"): its holder (CLUSTER_NODE_MAX
+ * bytes) and revision, read from the leases bucket's leader
+ * (cluster_kv_get). */
+natsStatus cluster_lease_read(Cluster *c, const char *key, char *holder, uint64_t *rev)
+{
+    return cluster_kv_get(c->js_tick, CLUSTER_LEASE_BUCKET, key, holder, CLUSTER_NODE_MAX, rev);
+}
+
 /* Gives our lease up (key: p-<partition>, or "trainer"): a delete marker for its key, stored only if the
  * key's last revision is still rev (ours). kvStore_Delete cannot make that
  * condition, so this publishes what it would (KV-Operation: DEL on the
  * key's subject) with the expected last subject sequence: a lease another
  * node took in between is left alone. Best effort: the lease expires
  * anyway. The cluster thread, or main at stop. */
-natsStatus cluster_lease_read(Cluster *c, const char *key, char *holder, uint64_t *rev)
-{
-    holder[0] = '\0';
-    kvEntry *e = NULL;
-    natsStatus s = kvStore_Get(&e, c->leases, key);
-    if (s == NATS_OK) {
-        snprintf(holder, CLUSTER_NODE_MAX, "%s", kvEntry_ValueString(e) ? kvEntry_ValueString(e) : "");
-        *rev = kvEntry_Revision(e);
-        kvEntry_Destroy(e);
-    }
-    return s;
-}
-
 void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev)
 {
     if (!rev)
@@ -265,19 +260,16 @@ static bool owned(Partition *part) { return part->owned; }
  * lease is then still ours, at a newer revision, which part takes. */
 static bool renewal_refused(Cluster *c, Partition *part, const char *key)
 {
-    kvEntry *e = NULL;
-    natsStatus s = kvStore_Get(&e, c->leases, key);
+    char holder[CLUSTER_NODE_MAX];
+    uint64_t rev = 0;
+    natsStatus s = cluster_lease_read(c, key, holder, &rev);
     if (s == NATS_NOT_FOUND)
         return true;
     if (s != NATS_OK)
         return false;
-    const char *v = kvEntry_ValueString(e);
-    bool refused = !v || strcmp(v, c->node) != 0;
-    /* only raised: where direct gets could not be turned off
-     * (cluster_ensure_bucket), a replica behind the leader answers */
-    if (!refused && kvEntry_Revision(e) > part->lease_rev)
-        part->lease_rev = kvEntry_Revision(e);
-    kvEntry_Destroy(e);
+    bool refused = strcmp(holder, c->node) != 0;
+    if (!refused && rev > part->lease_rev) /* only raised */
+        part->lease_rev = rev;
     return refused;
 }
 
@@ -375,7 +367,7 @@ static bool tick_members(Cluster *c, int64_t tick_ms)
         return false;
     Member found[CLUSTER_MEMBERS_MAX];
     size_t n = 0;
-    if (cluster_members_read(c->nodes, tick_ms, c->node, c->members, c->nmembers, found, CLUSTER_MEMBERS_MAX, &n) || !n)
+    if (cluster_members_read(c->nodes, c->js_tick, tick_ms, c->node, c->members, c->nmembers, found, CLUSTER_MEMBERS_MAX, &n) || !n)
         return false;
     pthread_mutex_lock(&c->map_lock);
     memcpy(c->members, found, n * sizeof found[0]);

@@ -93,7 +93,8 @@ struct Cluster {
     natsConnection *nc;
     jsCtx *js;                      /* requests wait cluster.publish_timeout_ms (the snapshot thread's) */
     jsCtx *js_tick;                 /* requests wait at most a tick, lease_ms/4 (the cluster thread's:
-                                       the lease and node buckets, consumers, snapshot reads) */
+                                       the lease and node buckets, consumers, snapshot reads; also
+                                       the snapshot thread's model copies and purges) */
     kvStore *leases, *nodes;        /* bound to js_tick */
     Partition *parts;               /* (nparts,) */
 
@@ -150,8 +151,7 @@ bool cluster_stopping(Cluster *c);
 bool cluster_wait_stop(Cluster *c, int64_t ms);
 /* Main: binds the key-value bucket name, or creates it (history 1, file
  * storage, replicas copies, 0: cluster.replicas; entries gone ttl_ms after
- * their last put, 0: kept), its gets answered by the stream's leader
- * (direct gets off). 0 or -EIO with why in err. */
+ * their last put, 0: kept). 0 or -EIO with why in err. */
 int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int replicas, kvStore **out, char *err,
                           size_t errlen);
 /* cluster_agree.c, main, at start: 0 if this node's cluster.partitions,
@@ -201,9 +201,10 @@ int cluster_fetch_chunks(Cluster *c, uint32_t p, uint64_t covered, uint32_t coun
 
 #define CLUSTER_TRAINER_KEY "trainer" /* the trainer lease's key in ltvd_leases */
 
-/* cluster.c: reads a lease (key: p-<partition>, or "trainer"): holder
- * (CLUSTER_NODE_MAX) gets its node ("" when absent), *rev its revision.
- * NATS_OK, NATS_NOT_FOUND, or NATS did not answer. */
+/* cluster.c: reads a lease (key: p-<partition>, or "trainer") from the
+ * leases bucket's leader (cluster_kv_get): holder (CLUSTER_NODE_MAX) gets
+ * its node ("" when absent), *rev its revision. NATS_OK, NATS_NOT_FOUND,
+ * or NATS did not answer. */
 natsStatus cluster_lease_read(Cluster *c, const char *key, char *holder, uint64_t *rev);
 /* cluster_streams.c, main at start: partition p's event stream made or
  * found; then every partition's not made yet, STREAM_THREADS at a time (0,
@@ -229,11 +230,18 @@ void cluster_copy_delete(Cluster *c, uint64_t manifest, const uint64_t *chunks, 
 /* cluster_members.c, the cluster thread each tick: the live members (at
  * most cap into out, *n of them): every node whose key is in the nodes
  * bucket among the bucket's listing, the last tick's members (known) and
- * self, each read back with a get; the listing waits at most wait_ms. 0,
+ * self, each read back with a get of the bucket's leader on js
+ * (cluster_kv_get); the listing waits at most wait_ms. 0,
  * or -EIO (NATS did not answer: the list is incomplete and must not be
  * used). */
-int cluster_members_read(kvStore *nodes, int64_t wait_ms, const char *self, const Member *known, size_t nknown,
-                         Member *out, size_t cap, size_t *n);
+int cluster_members_read(kvStore *nodes, jsCtx *js, int64_t wait_ms, const char *self, const Member *known,
+                         size_t nknown, Member *out, size_t cap, size_t *n);
+/* cluster_kv.c, any thread: key's entry in bucket, asked of the bucket's
+ * stream leader on js (its wait): NATS_OK with its value in val (cap
+ * bytes, cut there) and its revision in *rev; NATS_NOT_FOUND when the key
+ * has no entry (never put, expired, deleted or purged); another status
+ * when NATS did not answer, the bucket is gone or key is not a key. */
+natsStatus cluster_kv_get(jsCtx *js, const char *bucket, const char *key, char *val, size_t cap, uint64_t *rev);
 /* cluster.c: gives our lease of key up if its last revision is still rev. */
 void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev);
 

@@ -11,11 +11,12 @@
  * of its shoppers there answered 503 partition_unavailable (the likely
  * cause of a CI run's failure, 2026-12-01). So the listing only proposes
  * names: each name listed, each member known from the last tick and this
- * node itself is read back with a get of its key, which is exact, and is
- * a member if the key is there. */
+ * node itself is read back with a get of its key from the bucket's leader
+ * (cluster_kv.c), which is exact, and is a member if the key is there. */
 #include "cluster_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #define NAMES_MAX (CLUSTER_MEMBERS_MAX * 2 + 1)
@@ -32,24 +33,21 @@ static void add_name(char (*names)[CLUSTER_NODE_MAX], size_t *n, const char *nod
 
 /* Reads node's key: a member appended to out (0), gone (0, nothing
  * appended), or -EIO. */
-static int confirm(kvStore *nodes, const char *node, Member *out, size_t *n)
+static int confirm(jsCtx *js, const char *bucket, const char *node, Member *out, size_t *n)
 {
-    kvEntry *e = NULL;
-    natsStatus s = kvStore_Get(&e, nodes, node);
+    uint64_t rev;
+    natsStatus s = cluster_kv_get(js, bucket, node, out[*n].url, CLUSTER_URL_MAX, &rev);
     if (s == NATS_NOT_FOUND)
         return 0;
     if (s != NATS_OK)
         return -EIO;
-    const char *v = kvEntry_ValueString(e);
     snprintf(out[*n].node, CLUSTER_NODE_MAX, "%s", node);
-    snprintf(out[*n].url, CLUSTER_URL_MAX, "%s", v ? v : "");
     (*n)++;
-    kvEntry_Destroy(e);
     return 0;
 }
 
-int cluster_members_read(kvStore *nodes, int64_t wait_ms, const char *self, const Member *known, size_t nknown,
-                         Member *out, size_t cap, size_t *n)
+int cluster_members_read(kvStore *nodes, jsCtx *js, int64_t wait_ms, const char *self, const Member *known,
+                         size_t nknown, Member *out, size_t cap, size_t *n)
 {
     *n = 0;
     kvKeysList keys = {0};
@@ -68,7 +66,7 @@ int cluster_members_read(kvStore *nodes, int64_t wait_ms, const char *self, cons
         add_name(names, &nnames, keys.Keys[i]);
     kvKeysList_Destroy(&keys);
     for (size_t i = 0; i < nnames && *n < cap; i++)
-        if (confirm(nodes, names[i], out, n)) /* a member missing by accident would move its partitions */
+        if (confirm(js, kvStore_Bucket(nodes), names[i], out, n)) /* a member missing by accident would move its partitions */
             return -EIO;
     return 0;
 }

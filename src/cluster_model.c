@@ -59,8 +59,7 @@ void cluster_model_tick(Cluster *c, bool reach)
         /* ours, or a former life's: renewed at the newer of the revision
          * just read (a renewal stored whose answer was lost leaves
          * trainer_rev behind, and would make every later one refused) and
-         * trainer_rev (a get may be answered by a replica behind the
-         * leader; revisions only grow) */
+         * trainer_rev (revisions only grow) */
         if (strcmp(holder, c->node) == 0)
             s = kvStore_UpdateString(&nrev, c->leases, CLUSTER_TRAINER_KEY, c->node,
                                      atomic_load(&c->trainer_renewed_ms) && c->trainer_rev > rev ? c->trainer_rev

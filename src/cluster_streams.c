@@ -1,10 +1,9 @@
 /* cluster_streams: what a node makes or finds in JetStream at start: the
  * partitions' event streams (LTVD_EV_<p>, made STREAM_THREADS at a time),
- * the snapshot stream, the key-value buckets (their gets the leader's).
- * Main, at start, before the cluster thread exists (the stream workers
- * are its own short-lived threads). */
+ * the snapshot stream, the key-value buckets. Main, at start, before the
+ * cluster thread exists (the stream workers are its own short-lived
+ * threads). */
 #include "cluster_internal.h"
-#include "log.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -38,59 +37,30 @@ int cluster_ensure_stream(Cluster *c, const char *name, const char *subject, int
     return -EIO;
 }
 
-/* Gets of the bucket's keys answered by its stream's leader. JetStream
- * makes a key-value bucket's stream with direct gets allowed, which any
- * replica answers, and a replica behind its leader (nats-server before
- * 2.9.17, Debian 12's 2.9.10 among them) answers with what it has: a lease
- * read there is taken for lost, expired or another node's, and its
- * partition given up and taken again. Turned off on the stream, made now
- * or by an older ltvd; kvStore binds read the setting. */
-static natsStatus gets_from_leader(Cluster *c, const char *name)
-{
-    char stream[64];
-    snprintf(stream, sizeof stream, "KV_%s", name);
-    jsStreamInfo *si = NULL;
-    natsStatus s = js_GetStreamInfo(&si, c->js_tick, stream, NULL, NULL);
-    if (s == NATS_OK && si->Config->AllowDirect) {
-        jsStreamConfig sc = *si->Config; /* its pointers stay si's */
-        sc.AllowDirect = false;
-        jsStreamInfo *ui = NULL;
-        s = js_UpdateStream(&ui, c->js_tick, &sc, NULL, NULL);
-        jsStreamInfo_Destroy(ui);
-    }
-    jsStreamInfo_Destroy(si);
-    return s;
-}
-
 int cluster_ensure_bucket(Cluster *c, const char *name, int64_t ttl_ms, int replicas, kvStore **out, char *err,
                           size_t errlen)
 {
-    natsStatus s = js_KeyValue(out, c->js_tick, name);
-    if (s != NATS_OK) {
-        kvConfig kc;
-        kvConfig_Init(&kc);
-        kc.Bucket = name;
-        kc.History = 1;
-        kc.TTL = ttl_ms * 1000000; /* nanoseconds; 0: none */
-        kc.Replicas = replicas ? replicas : (int)c->cfg->cluster_replicas;
-        kc.StorageType = js_FileStorage;
-        s = js_CreateKeyValue(out, c->js, &kc);
-        if (s != NATS_OK && js_KeyValue(out, c->js_tick, name) != NATS_OK) { /* or another node made it first */
-            snprintf(err, errlen, "cannot create the key-value bucket %s: %s", name, natsStatus_GetText(s));
-            return -EIO;
-        }
-    }
-    kvStore_Destroy(*out);
-    *out = NULL;
-    s = gets_from_leader(c, name);
-    if (s != NATS_OK)
-        log_msg(LOG_WARN, "cluster: a bucket's gets stay direct (a replica behind its leader may answer them)",
-                "bucket=%s error=%s", name, natsStatus_GetText(s));
-    /* bound again, to the cluster thread's context and the stream's setting */
-    s = js_KeyValue(out, c->js_tick, name);
-    if (s == NATS_OK)
+    if (js_KeyValue(out, c->js_tick, name) == NATS_OK)
         return 0;
-    snprintf(err, errlen, "cannot open the key-value bucket %s: %s", name, natsStatus_GetText(s));
+    kvConfig kc;
+    kvConfig_Init(&kc);
+    kc.Bucket = name;
+    kc.History = 1;
+    kc.TTL = ttl_ms * 1000000; /* nanoseconds; 0: none */
+    kc.Replicas = replicas ? replicas : (int)c->cfg->cluster_replicas;
+    kc.StorageType = js_FileStorage;
+    natsStatus s = js_CreateKeyValue(out, c->js, &kc);
+    if (s == NATS_OK) { /* bound again to the cluster thread's context */
+        kvStore_Destroy(*out);
+        *out = NULL; /* js_KeyValue sets it only when it succeeds */
+    }
+    natsStatus b = js_KeyValue(out, c->js_tick, name);
+    if (b == NATS_OK)
+        return 0;
+    if (s == NATS_OK) /* made, but not found again within the tick's wait */
+        snprintf(err, errlen, "cannot open the key-value bucket %s just made: %s", name, natsStatus_GetText(b));
+    else
+        snprintf(err, errlen, "cannot create the key-value bucket %s: %s", name, natsStatus_GetText(s));
     return -EIO;
 }
 

@@ -139,20 +139,6 @@ def events_through_random_nodes(binary):
             check(not wrong, f"node n{i + 1}: (answered, acknowledged) differ for {len(wrong)} shoppers: "
                              f"{dict(list(wrong.items())[:5])}")
 
-        # the buckets' gets are their leaders' on every NATS server: a replica
-        # behind its leader answering a lease read would release a partition
-        buckets = {}
-        for srv in nats.servers:
-            with urllib.request.urlopen(f"http://127.0.0.1:{srv.monitor_port}/jsz?streams=true&config=true",
-                                        timeout=2) as r:
-                for acc in json.loads(r.read()).get("account_details", []):
-                    for st in acc.get("stream_detail", []):
-                        if st["name"].startswith("KV_ltvd_"):
-                            buckets.setdefault(st["name"], set()).add(bool(st["config"].get("allow_direct")))
-        check(set(buckets) == {"KV_ltvd_leases", "KV_ltvd_nodes", "KV_ltvd_config"},
-              f"the buckets' streams: {sorted(buckets)}")
-        check(all(v == {False} for v in buckets.values()), f"direct gets on a bucket's stream: {buckets}")
-
         # the owner is named; the map says who
         _, _, m = answer_as_documented(nodes[0], "GET", "/v1/cluster", "/v1/cluster")
         by_partition = {e["partition"]: e["owner"] for e in m["partitions"]}

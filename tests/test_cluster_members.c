@@ -2,7 +2,9 @@
  * nats-server with JetStream: no live node is missed while the others
  * re-put their keys (the bucket's listing alone missed one in about 8% of
  * listings here), a node whose key expired is gone, a new one is seen, and
- * the list stays within its bound. Skips (77) without nats-server. */
+ * the list stays within its bound. And the gets from a bucket's leader
+ * that the members' and the leases' reads make (src/cluster_kv.c). Skips
+ * (77) without nats-server. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -72,13 +74,15 @@ static natsConnection *start_server(void)
     return nc;
 }
 
-static kvStore *make_bucket(natsConnection *nc, int64_t ttl_ms)
+static jsCtx *js; /* the reads' context, as the cluster thread's */
+
+static kvStore *make_bucket(natsConnection *nc, const char *name, int64_t ttl_ms)
 {
-    jsCtx *js = NULL;
-    ASSERT(natsConnection_JetStream(&js, nc, NULL) == NATS_OK);
+    if (!js)
+        ASSERT(natsConnection_JetStream(&js, nc, NULL) == NATS_OK);
     kvConfig kc;
     kvConfig_Init(&kc);
-    kc.Bucket = CLUSTER_NODE_BUCKET;
+    kc.Bucket = name;
     kc.History = 1;
     kc.TTL = ttl_ms * 1000000;
     kc.StorageType = js_FileStorage;
@@ -87,7 +91,6 @@ static kvStore *make_bucket(natsConnection *nc, int64_t ttl_ms)
     for (int i = 0; i < 100 && (s = js_CreateKeyValue(&kv, js, &kc)) != NATS_OK; i++)
         usleep(100000); /* JetStream may still be starting */
     ASSERT(s == NATS_OK);
-    jsCtx_Destroy(js);
     return kv;
 }
 
@@ -123,7 +126,7 @@ static void no_live_node_missed(kvStore *kv)
     ASSERT(kvStore_PutString(NULL, kv, "n3", "http://127.0.0.1:3") == NATS_OK);
     Member known[CLUSTER_MEMBERS_MAX], found[CLUSTER_MEMBERS_MAX];
     size_t nknown = 0, n = 0;
-    ASSERT(cluster_members_read(kv, 2000, "n1", NULL, 0, known, CLUSTER_MEMBERS_MAX, &nknown) == 0);
+    ASSERT(cluster_members_read(kv, js, 2000, "n1", NULL, 0, known, CLUSTER_MEMBERS_MAX, &nknown) == 0);
     ASSERT(nknown == 3);
 
     atomic_bool stop = false;
@@ -133,7 +136,7 @@ static void no_live_node_missed(kvStore *kv)
     int short_lists = 0, reads = 1000;
     for (int i = 0; i < reads; i++) {
         ASSERT(kvStore_PutString(NULL, kv, "n1", "http://127.0.0.1:1") == NATS_OK); /* as a tick does */
-        ASSERT(cluster_members_read(kv, 2000, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
+        ASSERT(cluster_members_read(kv, js, 2000, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
         if (n != 3 || !url_of(found, n, "n1") || !url_of(found, n, "n2") || !url_of(found, n, "n3"))
             short_lists++;
         else
@@ -155,7 +158,7 @@ static void gone_and_new(kvStore *kv, int64_t ttl_ms)
 {
     Member known[CLUSTER_MEMBERS_MAX], found[CLUSTER_MEMBERS_MAX];
     size_t nknown = 0, n = 0;
-    ASSERT(cluster_members_read(kv, 2000, "n1", NULL, 0, known, CLUSTER_MEMBERS_MAX, &nknown) == 0);
+    ASSERT(cluster_members_read(kv, js, 2000, "n1", NULL, 0, known, CLUSTER_MEMBERS_MAX, &nknown) == 0);
     ASSERT(url_of(known, nknown, "n3"));
     /* n1 and n2 keep beating; n3 stops */
     struct timespec t0, now;
@@ -166,14 +169,44 @@ static void gone_and_new(kvStore *kv, int64_t ttl_ms)
         usleep(100000);
         clock_gettime(CLOCK_MONOTONIC, &now);
     } while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < ttl_ms + 1500);
-    ASSERT(cluster_members_read(kv, 2000, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
+    ASSERT(cluster_members_read(kv, js, 2000, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
     ASSERT(n == 2 && url_of(found, n, "n1") && url_of(found, n, "n2") && !url_of(found, n, "n3"));
 
     ASSERT(kvStore_PutString(NULL, kv, "n4", "http://127.0.0.1:4") == NATS_OK);
     memcpy(known, found, n * sizeof found[0]);
     nknown = n;
-    ASSERT(cluster_members_read(kv, 2000, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
+    ASSERT(cluster_members_read(kv, js, 2000, "n1", known, nknown, found, CLUSTER_MEMBERS_MAX, &n) == 0);
     ASSERT(n == 3 && url_of(found, n, "n4") && strcmp(url_of(found, n, "n4"), "http://127.0.0.1:4") == 0);
+}
+
+/* A key read from the bucket's leader (cluster_kv_get, as the leases and
+ * the members' keys are): the last value put and its revision, cut to the
+ * buffer; no entry once deleted or purged (a lease given back) or never
+ * put; a bucket that is not there, or a wildcard for a key, is no answer
+ * about the key. On a bucket of its own without expiry, so a slow machine
+ * does not see its keys expire. */
+static void leader_gets(kvStore *kv, const char *bucket)
+{
+    char v[8];
+    uint64_t rev = 1, r1 = 0, r2 = 0;
+    ASSERT(cluster_kv_get(js, bucket, "k-absent", v, sizeof v, &rev) == NATS_NOT_FOUND && rev == 0 && !v[0]);
+    ASSERT(kvStore_PutString(&r1, kv, "k", "value-one") == NATS_OK);
+    ASSERT(cluster_kv_get(js, bucket, "k", v, sizeof v, &rev) == NATS_OK && rev == r1 && strcmp(v, "value-o") == 0);
+    ASSERT(kvStore_PutString(&r2, kv, "k", "v2") == NATS_OK && r2 > r1);
+    ASSERT(cluster_kv_get(js, bucket, "k", v, sizeof v, &rev) == NATS_OK && rev == r2 && strcmp(v, "v2") == 0);
+    ASSERT(kvStore_PutString(&r1, kv, "empty", "") == NATS_OK);
+    ASSERT(cluster_kv_get(js, bucket, "empty", v, sizeof v, &rev) == NATS_OK && rev == r1 && !v[0]);
+    ASSERT(kvStore_Delete(kv, "k") == NATS_OK);
+    ASSERT(cluster_kv_get(js, bucket, "k", v, sizeof v, &rev) == NATS_NOT_FOUND);
+    ASSERT(kvStore_PutString(&r1, kv, "k", "v3") == NATS_OK);
+    ASSERT(cluster_kv_get(js, bucket, "k", v, sizeof v, &rev) == NATS_OK && rev == r1 && strcmp(v, "v3") == 0);
+    ASSERT(kvStore_Purge(kv, "k", NULL) == NATS_OK);
+    ASSERT(cluster_kv_get(js, bucket, "k", v, sizeof v, &rev) == NATS_NOT_FOUND);
+    natsStatus s = cluster_kv_get(js, "no_such_bucket", "k", v, sizeof v, &rev);
+    ASSERT(s != NATS_OK && s != NATS_NOT_FOUND);
+    ASSERT(kvStore_PutString(NULL, kv, "k2", "other") == NATS_OK);
+    ASSERT(cluster_kv_get(js, bucket, "*", v, sizeof v, &rev) == NATS_INVALID_ARG);
+    ASSERT(cluster_kv_get(js, bucket, ">", v, sizeof v, &rev) == NATS_INVALID_ARG);
 }
 
 /* More nodes than the list holds: it holds cap of them, self among them. */
@@ -186,7 +219,7 @@ static void bounded(kvStore *kv)
     }
     Member found[4];
     size_t n = 0;
-    ASSERT(cluster_members_read(kv, 2000, "n1", NULL, 0, found, 4, &n) == 0);
+    ASSERT(cluster_members_read(kv, js, 2000, "n1", NULL, 0, found, 4, &n) == 0);
     ASSERT(n == 4 && url_of(found, n, "n1"));
 }
 
@@ -194,11 +227,15 @@ int main(void)
 {
     natsConnection *nc = start_server();
     const int64_t ttl_ms = 1000;
-    kvStore *kv = make_bucket(nc, ttl_ms);
+    kvStore *kv = make_bucket(nc, CLUSTER_NODE_BUCKET, ttl_ms);
     no_live_node_missed(kv);
     gone_and_new(kv, ttl_ms);
     bounded(kv);
     kvStore_Destroy(kv);
+    kv = make_bucket(nc, "ltvd_test_gets", 0);
+    leader_gets(kv, "ltvd_test_gets");
+    kvStore_Destroy(kv);
+    jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     stop_server();
     TEST_DONE("cluster_members");
