@@ -486,8 +486,13 @@ static void *cluster_thread(void *arg)
             sleep_ms = tick_ms;
         if (sleep_ms < tick_ms / 10)
             sleep_ms = tick_ms / 10;
-        if (cluster_wait_stop(c, sleep_ms))
+        if (cluster_wait_stop(c, sleep_ms)) {
+            /* a last renewal: the stop's last snapshots go while the
+             * leases surely hold (cluster_snapshot_last) */
+            bool last = true;
+            keep_alive(c, 0, &last);
             return NULL;
+        }
     }
 }
 
@@ -642,6 +647,8 @@ void cluster_stop(Cluster *c)
         pthread_join(c->thread, NULL);
     }
     cluster_snapshot_stop(c);
+    if (c->thread_started)
+        cluster_snapshot_last(c);
     for (uint32_t p = 0; c->parts && p < c->nparts; p++) {
         Partition *part = &c->parts[p];
         if (owned(part)) {

@@ -227,6 +227,15 @@ int cluster_last_manifest(Cluster *c, const char *subject, natsMsg **m);
 /* Deletes a copy's messages from the snapshot stream by sequence (0s are
  * skipped), best effort. */
 void cluster_copy_delete(Cluster *c, uint64_t manifest, const uint64_t *chunks, uint32_t count);
+/* cluster_snapshot.c, main at a clean stop, after the cluster and snapshot
+ * threads have ended and before the leases are given back: a last
+ * snapshot of each partition this node applies and applied something of
+ * since its last, so its next owner loads it instead of replaying up to
+ * cluster.snapshot_interval_s of messages. Only while a partition's lease
+ * surely holds (a third of the lease after the cluster thread's last
+ * renewal, checked again before each manifest), and not without NATS: the
+ * stop waits out no timeout per partition. */
+void cluster_snapshot_last(Cluster *c);
 /* cluster_members.c, the cluster thread each tick: the live members (at
  * most cap into out, *n of them): every node whose key is in the nodes
  * bucket among the bucket's listing, the last tick's members (known) and

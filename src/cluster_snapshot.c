@@ -27,7 +27,8 @@
  *
  * Threads: one snapshot thread (cluster_snapshot_start/stop) takes the
  * snapshots, the purges and the drops, and keeps the cluster's model
- * (cluster_model_sync); cluster_snapshot_load runs on the cluster thread.
+ * (cluster_model_sync); cluster_snapshot_load runs on the cluster thread;
+ * cluster_snapshot_last on main at a clean stop, once both have ended.
  * Both take a partition's apply_lock around reading or replacing its
  * state, so nothing of it is applied meanwhile. */
 #include "cluster_internal.h"
@@ -602,6 +603,17 @@ static bool snapshot_due(const Cluster *c, const Partition *part, int64_t now)
     if (erased && now - erased >= c->cfg->storage_erasure_snapshot_s * 1000 / 2)
         return true;
     return now - atomic_load(&part->snap_ms) >= c->cfg->cluster_snapshot_interval_s * 1000;
+}
+
+void cluster_snapshot_last(Cluster *c)
+{
+    for (uint32_t p = 0; p < c->nparts; p++) {
+        Partition *part = &c->parts[p];
+        if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED)
+            return;
+        if (lease_margin(c, part) && atomic_load(&part->applied_seq) > atomic_load(&part->snap_seq))
+            take_snapshot(c, part);
+    }
 }
 
 static void *snapshot_thread(void *arg)
