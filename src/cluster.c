@@ -203,10 +203,19 @@ void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev)
     jsPubOptions_Init(&po);
     po.ExpectLastSubjectSeq = rev;
     jsPubAck *ack = NULL;
-    if (natsMsgHeader_Set(m, "KV-Operation", "DEL") == NATS_OK)
-        (void)js_PublishMsg(&ack, c->js, m, &po, NULL);
+    jsErrCode jerr = 0;
+    natsStatus s = natsMsgHeader_Set(m, "KV-Operation", "DEL");
+    if (s == NATS_OK)
+        s = js_PublishMsg(&ack, c->js, m, &po, &jerr);
     jsPubAck_Destroy(ack);
     natsMsg_Destroy(m);
+    /* refused at rev: a renewal stored whose answer was lost leaves the
+     * lease ours at a newer revision, deleted at that one */
+    char holder[CLUSTER_NODE_MAX];
+    uint64_t now_rev = 0;
+    if (s != NATS_OK && jerr == JSStreamWrongLastSequenceErr && cluster_lease_read(c, key, holder, &now_rev) == NATS_OK &&
+        now_rev > rev && strcmp(holder, c->node) == 0)
+        cluster_lease_delete(c, key, now_rev);
 }
 
 /* Rendezvous hashing: the live member with the highest hash of (node, p)
@@ -486,13 +495,8 @@ static void *cluster_thread(void *arg)
             sleep_ms = tick_ms;
         if (sleep_ms < tick_ms / 10)
             sleep_ms = tick_ms / 10;
-        if (cluster_wait_stop(c, sleep_ms)) {
-            /* a last renewal: the stop's last snapshots go while the
-             * leases surely hold (cluster_snapshot_last) */
-            bool last = true;
-            keep_alive(c, 0, &last);
+        if (cluster_wait_stop(c, sleep_ms))
             return NULL;
-        }
     }
 }
 
@@ -635,6 +639,31 @@ fail:
     return rc;
 }
 
+/* Main at a clean stop, once the cluster and snapshot threads have ended:
+ * the last snapshots (cluster_snapshot_last), with the leases renewed
+ * first and then between partitions as a tick renews them; new ones are
+ * started for a lease's time at most, and none once NATS is not there. */
+static void last_snapshots(Cluster *c)
+{
+    const int64_t tick_ms = c->cfg->cluster_lease_ms / 4, until = cluster_now_ms() + c->cfg->cluster_lease_ms;
+    bool reach = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+    keep_alive(c, 0, &reach);
+    unsigned taken = 0, missed = 0;
+    for (uint32_t p = 0; p < c->nparts; p++) {
+        Partition *part = &c->parts[p];
+        if (!owned(part))
+            continue;
+        keep_alive(c, tick_ms, &reach);
+        bool may = reach && cluster_now_ms() < until && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+        int rc = cluster_snapshot_last(c, part, may);
+        taken += rc > 0;
+        missed += rc < 0;
+    }
+    if (taken || missed)
+        log_msg(missed ? LOG_WARN : LOG_INFO, "cluster: last snapshots before the leases are given back",
+                "taken=%u not_taken=%u", taken, missed);
+}
+
 void cluster_stop(Cluster *c)
 {
     if (!c)
@@ -648,18 +677,22 @@ void cluster_stop(Cluster *c)
     }
     cluster_snapshot_stop(c);
     if (c->thread_started)
-        cluster_snapshot_last(c);
+        last_snapshots(c);
+    const bool connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
     for (uint32_t p = 0; c->parts && p < c->nparts; p++) {
         Partition *part = &c->parts[p];
-        if (owned(part)) {
+        if (owned(part) && !connected) /* no delete can go: the lease expires by itself */
+            cluster_consume_stop(c, part);
+        else if (owned(part)) {
             cluster_consume_stop(c, part);
             char key[32];
             lease_key(p, key, sizeof key);
             cluster_lease_delete(c, key, part->lease_rev);
         }
     }
-    cluster_lease_delete(c, CLUSTER_TRAINER_KEY, cluster_trainer_rev(c));
-    if (c->nodes && c->thread_started) /* a node refused at start leaves a live namesake's key alone */
+    if (connected)
+        cluster_lease_delete(c, CLUSTER_TRAINER_KEY, cluster_trainer_rev(c));
+    if (c->nodes && c->thread_started && connected) /* a node refused at start leaves a live namesake's key alone */
         (void)kvStore_Delete(c->nodes, c->node);
     cluster_ingest_close(c);
     cluster_forward_close_all();
