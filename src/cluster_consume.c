@@ -198,7 +198,12 @@ void cluster_consume_stop(Cluster *c, Partition *part)
     part->gen++;
     pthread_mutex_unlock(&part->apply_lock);
     if (part->sub) {
-        natsSubscription_Unsubscribe(part->sub);
+        /* an unsubscribe deletes the ordered consumer, a JetStream request:
+         * not without a connection, where it would wait out its timeout (a
+         * tick) for every partition stopped; JetStream drops an ephemeral
+         * consumer nobody listens to by itself */
+        if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
+            natsSubscription_Unsubscribe(part->sub);
         natsSubscription_Destroy(part->sub);
         part->sub = NULL;
     }
