@@ -213,8 +213,8 @@ void cluster_lease_delete(Cluster *c, const char *key, uint64_t rev)
      * lease ours at a newer revision, deleted at that one */
     char holder[CLUSTER_NODE_MAX];
     uint64_t now_rev = 0;
-    if (s != NATS_OK && jerr == JSStreamWrongLastSequenceErr && cluster_lease_read(c, key, holder, &now_rev) == NATS_OK &&
-        now_rev > rev && strcmp(holder, c->node) == 0)
+    if (s != NATS_OK && jerr == JSStreamWrongLastSequenceErr &&
+        cluster_lease_read(c, key, holder, &now_rev) == NATS_OK && now_rev > rev && strcmp(holder, c->node) == 0)
         cluster_lease_delete(c, key, now_rev);
 }
 
@@ -376,7 +376,9 @@ static bool tick_members(Cluster *c, int64_t tick_ms)
         return false;
     Member found[CLUSTER_MEMBERS_MAX];
     size_t n = 0;
-    if (cluster_members_read(c->nodes, c->js_tick, tick_ms, c->node, c->members, c->nmembers, found, CLUSTER_MEMBERS_MAX, &n) || !n)
+    int rc = cluster_members_read(c->nodes, c->js_tick, tick_ms, c->node, c->members, c->nmembers, found,
+                                  CLUSTER_MEMBERS_MAX, &n);
+    if (rc || !n)
         return false;
     pthread_mutex_lock(&c->map_lock);
     memcpy(c->members, found, n * sizeof found[0]);
@@ -639,31 +641,6 @@ fail:
     return rc;
 }
 
-/* Main at a clean stop, once the cluster and snapshot threads have ended:
- * the last snapshots (cluster_snapshot_last), with the leases renewed
- * first and then between partitions as a tick renews them; new ones are
- * started for a lease's time at most, and none once NATS is not there. */
-static void last_snapshots(Cluster *c)
-{
-    const int64_t tick_ms = c->cfg->cluster_lease_ms / 4, until = cluster_now_ms() + c->cfg->cluster_lease_ms;
-    bool reach = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
-    keep_alive(c, 0, &reach);
-    unsigned taken = 0, missed = 0;
-    for (uint32_t p = 0; p < c->nparts; p++) {
-        Partition *part = &c->parts[p];
-        if (!owned(part))
-            continue;
-        keep_alive(c, tick_ms, &reach);
-        bool may = reach && cluster_now_ms() < until && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
-        int rc = cluster_snapshot_last(c, part, may);
-        taken += rc > 0;
-        missed += rc < 0;
-    }
-    if (taken || missed)
-        log_msg(missed ? LOG_WARN : LOG_INFO, "cluster: last snapshots before the leases are given back",
-                "taken=%u not_taken=%u", taken, missed);
-}
-
 void cluster_stop(Cluster *c)
 {
     if (!c)
@@ -676,15 +653,15 @@ void cluster_stop(Cluster *c)
         pthread_join(c->thread, NULL);
     }
     cluster_snapshot_stop(c);
-    if (c->thread_started)
-        last_snapshots(c);
+    /* without a connection no delete can go (each would wait out its
+     * timeout): the leases and the heartbeat expire by themselves */
     const bool connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
     for (uint32_t p = 0; c->parts && p < c->nparts; p++) {
         Partition *part = &c->parts[p];
-        if (owned(part) && !connected) /* no delete can go: the lease expires by itself */
-            cluster_consume_stop(c, part);
-        else if (owned(part)) {
-            cluster_consume_stop(c, part);
+        if (!owned(part))
+            continue;
+        cluster_consume_stop(c, part);
+        if (connected) {
             char key[32];
             lease_key(p, key, sizeof key);
             cluster_lease_delete(c, key, part->lease_rev);

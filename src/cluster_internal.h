@@ -4,10 +4,8 @@
  * Threads and locks: each partition's apply_lock is taken by libnats'
  * delivery thread around one message's apply, by the cluster thread
  * around starting or stopping the partition and around loading its
- * snapshot, by the snapshot thread around exporting a snapshot (a store
- * walk), publishing its manifest and purging, and by main the same way for
- * the last snapshots at a clean stop (once both threads have ended) and
- * around stopping the partitions; the service's store
+ * snapshot, and by the snapshot thread around exporting a snapshot (a
+ * store walk), publishing its manifest and purging; the service's store
  * lock is taken under it (by service_apply and the shard calls), never the
  * other way. Only the snapshot thread holds several apply_locks at once
  * (the drop of given-up partitions), taken in partition order; nobody
@@ -229,15 +227,6 @@ int cluster_last_manifest(Cluster *c, const char *subject, natsMsg **m);
 /* Deletes a copy's messages from the snapshot stream by sequence (0s are
  * skipped), best effort. */
 void cluster_copy_delete(Cluster *c, uint64_t manifest, const uint64_t *chunks, uint32_t count);
-/* cluster_snapshot.c, main at a clean stop, once the cluster and snapshot
- * threads have ended and before the leases are given back (cluster_stop):
- * a last snapshot of p if this node applied something of it since its
- * last, so its next owner loads it instead of replaying up to
- * cluster.snapshot_interval_s of messages; only if may and while p's lease
- * surely holds (a third of the lease after its last renewal, checked again
- * before the manifest). 1 published, 0 nothing new to take, -1 not taken
- * or not published. */
-int cluster_snapshot_last(Cluster *c, Partition *part, bool may);
 /* cluster_members.c, the cluster thread each tick: the live members (at
  * most cap into out, *n of them): every node whose key is in the nodes
  * bucket among the bucket's listing, the last tick's members (known) and

@@ -66,7 +66,8 @@ int cluster_members_read(kvStore *nodes, jsCtx *js, int64_t wait_ms, const char 
         add_name(names, &nnames, keys.Keys[i]);
     kvKeysList_Destroy(&keys);
     for (size_t i = 0; i < nnames && *n < cap; i++)
-        if (confirm(js, kvStore_Bucket(nodes), names[i], out, n)) /* a member missing by accident would move its partitions */
+        /* a member missing by accident would move its partitions */
+        if (confirm(js, kvStore_Bucket(nodes), names[i], out, n))
             return -EIO;
     return 0;
 }

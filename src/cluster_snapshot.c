@@ -27,9 +27,8 @@
  *
  * Threads: one snapshot thread (cluster_snapshot_start/stop) takes the
  * snapshots, the purges and the drops, and keeps the cluster's model
- * (cluster_model_sync); cluster_snapshot_load runs on the cluster thread;
- * cluster_snapshot_last on main at a clean stop, once both have ended.
- * Each takes a partition's apply_lock around reading or replacing its
+ * (cluster_model_sync); cluster_snapshot_load runs on the cluster thread.
+ * Both take a partition's apply_lock around reading or replacing its
  * state, so nothing of it is applied meanwhile. */
 #include "cluster_internal.h"
 
@@ -266,9 +265,8 @@ static bool after_failed_manifest(Cluster *c, Partition *part, uint64_t covered,
 
 /* One snapshot of p, if it applies p and applied something since the
  * last. A partition stalled on a message it cannot apply yet is still
- * consistent up to applied_seq, and is snapshotted like any other. True if
- * one was published. */
-static bool take_snapshot(Cluster *c, Partition *part)
+ * consistent up to applied_seq, and is snapshotted like any other. */
+static void take_snapshot(Cluster *c, Partition *part)
 {
     ByteBuf copy = {0};
     uint64_t users = 0;
@@ -278,7 +276,7 @@ static bool take_snapshot(Cluster *c, Partition *part)
     int rc = go ? service_shard_export(c->svc, part->index, &copy, &users) : 0;
     pthread_mutex_unlock(&part->apply_lock);
     if (!go)
-        return false;
+        return;
     int64_t t0 = cluster_now_ms();
     uint32_t count = (uint32_t)((copy.len + CLUSTER_CHUNK_BYTES - 1) / CLUSTER_CHUNK_BYTES);
     uint64_t *seqs = NULL;
@@ -347,7 +345,6 @@ static bool take_snapshot(Cluster *c, Partition *part)
     free(seqs);
     free(body);
     bytebuf_free(&copy);
-    return published;
 }
 
 #define DELETES_PER_TRY 20000 /* messages deleted one by one per partition and try */
@@ -605,13 +602,6 @@ static bool snapshot_due(const Cluster *c, const Partition *part, int64_t now)
     if (erased && now - erased >= c->cfg->storage_erasure_snapshot_s * 1000 / 2)
         return true;
     return now - atomic_load(&part->snap_ms) >= c->cfg->cluster_snapshot_interval_s * 1000;
-}
-
-int cluster_snapshot_last(Cluster *c, Partition *part, bool may)
-{
-    if (atomic_load(&part->applied_seq) <= atomic_load(&part->snap_seq))
-        return 0;
-    return may && lease_margin(c, part) && take_snapshot(c, part) ? 1 : -1;
 }
 
 static void *snapshot_thread(void *arg)

@@ -839,43 +839,6 @@ def snapshots_purge_the_stream_and_hand_over(binary):
 
 
 @test
-def clean_stop_hands_over_a_snapshot(binary):
-    """A node stopped cleanly (SIGTERM) snapshots the partitions it applies
-    before it gives their leases back, though no periodic snapshot is due
-    (cluster.snapshot_interval_s is an hour): their next owners load those
-    copies, which cover everything it applied, so nothing from before the
-    stop is replayed from the stream, and every acknowledged event is
-    there once."""
-    users = [f"h{i}" for i in range(80)]
-    settings = {"cluster.snapshot_interval_s": "3600"}
-    with NatsCluster() as nats, LtvdCluster(binary, nats, lease_ms=3000, settings=settings) as lc:
-        owners = lc.wait_stable()
-        n1, n2 = lc.nodes["n1"], lc.nodes["n2"]
-        events = [{"user_id": users[k % len(users)], "type": "view", "ts": T0 + k, "event_id": f"cs-{k}"}
-                  for k in range(400)]
-        status, body = n1.json("POST", "/v1/events", {"events": events})
-        check(status == 200 and body["accepted"] == len(events), f"POST /v1/events: {status} {body}")
-        acked = {u: 5 for u in users}
-        wait_counts(lc, acked)
-        applied = {e["partition"]: e.get("applied_seq", 0) for e in lc.cluster_map(n2)["partitions"]
-                   if owners[e["partition"]] == "n2"}
-        check(any(applied.values()), f"n2 applied nothing of its partitions: {applied}")
-        check(all(e.get("snapshot_seq", 0) == 0 for e in lc.cluster_map(n2)["partitions"]),
-              "a periodic snapshot was taken within the hour's interval")
-        t0 = time.monotonic()
-        n2.stop()
-        print(f"    n2 stopped in {time.monotonic() - t0:.2f} s, its last snapshots taken")
-        now_owners = lc.wait_stable()
-        wait_counts(lc, acked)
-        maps = {n: {e["partition"]: e for e in lc.cluster_map(p)["partitions"]} for n, p in lc.live().items()}
-        after = {p: maps[now_owners[p]][p] for p in applied}  # a partition's seqs as its owner has them
-        missed = {p: (seq, after[p].get("snapshot_seq"), now_owners[p]) for p, seq in applied.items()
-                  if seq and after[p].get("snapshot_seq") != seq}
-        check(not missed, "partitions n2 applied, (its applied_seq, the new owner's snapshot_seq, owner) where "
-                          f"no snapshot of the stop covers them: {missed}\n" + lc.diagnosis())
-
-
-@test
 def erasure_purged_within_its_bound(binary):
     """An erasure's partition is snapshotted within storage.erasure_snapshot_s
     (here 1 s; the regular interval is an hour) and its event stream purged:
