@@ -201,7 +201,8 @@ void cluster_consume_stop(Cluster *c, Partition *part)
         /* an unsubscribe deletes the ordered consumer, a JetStream request:
          * not without a connection, where it would wait out its timeout (a
          * tick) for every partition stopped; JetStream drops an ephemeral
-         * consumer nobody listens to by itself */
+         * consumer nobody listens to by itself, after its inactivity
+         * threshold */
         if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
             natsSubscription_Unsubscribe(part->sub);
         natsSubscription_Destroy(part->sub);
