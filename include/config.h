@@ -53,6 +53,7 @@ typedef struct LtvdConfig {
     bool train_network;
     int64_t train_max_epochs;
     double train_learning_rate;
+    double train_mean_loss_weight;
     int64_t train_batch;
     int64_t train_cuts_per_shopper;
     int64_t train_grid_days;

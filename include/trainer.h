@@ -40,6 +40,7 @@ typedef struct TrainConfig {
     int val_percent;
     int head;              /* 0: train both, keep the better; 1: hybrid only; 2: LSTM-only only */
     int level;             /* 0: auto (trainer_choose_level), 1: the fallback's total, 2: the network's own */
+    double mean_loss_weight; /* train.mean_loss_weight: the Poisson term on the predicted mean (trainer_head_loss) */
     int ring;              /* model.recent_events: the browse and cart summary at a cut covers as many events
                             * as serving's ring holds (0: every event before the cut) */
     const atomic_bool *cancel; /* NULL, or set from another thread to stop at the next batch (-ECANCELED) */
@@ -102,6 +103,21 @@ int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const Fallback
 
 /* ---- the loss and its gradient (trainer_batch.c) ------------------------ */
 
+/* The training loss at a cut beside the ZILN likelihood (docs/MODEL.md,
+ * "Training", step 4, and "The mean's own loss"): mean_weight times the Poisson deviance's terms in
+ * the head's mean m = p exp(mu + sigma^2/2), (m - y log m) / mean_scale,
+ * with mean_scale the training labels' mean and log m capped at
+ * log_mean_cap (the term's gradient in mu and sigma is 0 above it). */
+typedef struct TrainLoss {
+    double mean_weight, mean_scale, log_mean_cap;
+} TrainLoss;
+
+/* The loss at one cut for head pre-activations z (3, anchors included:
+ * head_forward's z) and label y: the ZILN negative log-likelihood, plus
+ * the mean's term when l is not NULL and its weight is above 0; dldz (3)
+ * receives its gradient when not NULL. */
+double trainer_head_loss(const double *z, double y, const TrainLoss *l, double *dldz);
+
 /* What trainer_batch_loss reuses between calls: grown as needed, at most
  * about 12 MiB at hidden 32 (trainer_batch.c). Zero-initialise; free with
  * trainer_scratch_free. */
@@ -115,14 +131,15 @@ typedef struct TrainScratch {
 
 void trainer_scratch_free(TrainScratch *sc);
 
-/* The summed loss (*loss) of nseqs sequences over their cuts under the head
- * variant, with their steps computed together (trainer_batch.c); the
- * gradient is added into grad and each sequence's loss written to
+/* The summed loss (*loss: trainer_head_loss under tl; tl NULL: the ZILN
+ * likelihood alone, as validation scores) of nseqs sequences over their
+ * cuts under the head variant, with their steps computed together
+ * (trainer_batch.c); the gradient is added into grad and each sequence's loss written to
  * per_seq[i] when they are not NULL. Equals the sum of step-by-step BPTT
  * over the sequences up to rounding (the order of summation, the gates'
  * vectorised exp). 0, or -ENOMEM (grad may then hold part of the sum). */
 int trainer_batch_loss(const double *theta, int H, const TrainSeq *const *seqs, int nseqs, bool hybrid, int bptt,
-                       double *grad, double *per_seq, double *loss, TrainScratch *sc);
+                       const TrainLoss *tl, double *grad, double *per_seq, double *loss, TrainScratch *sc);
 
 /* Calls fn(arg, i, k, h) with the LSTM state h (H,) of seqs[i] at its
  * cut k, for every cut, computed in the same groups as
@@ -134,12 +151,12 @@ int trainer_batch_states(const double *theta, int H, const TrainSeq *const *seqs
 /* ---- exposed for the gradient checks ------------------------------------ */
 
 /* The loss of one sequence (x: (n, FEATURE_DIM)) over its cuts under the
- * head variant (hybrid), and its gradient added into grad when not NULL
- * (a batch of one: trainer_batch_loss; NAN when out of memory)
+ * head variant (hybrid) and tl (as trainer_batch_loss's), and its gradient
+ * added into grad when not NULL (a batch of one: trainer_batch_loss; NAN when out of memory)
  * (same layout as theta: W (4H, I+H), b (4H), head_w (3, H+E),
  * head_b (3)). bptt <= 0: full BPTT. */
 double trainer_sequence_loss(const double *theta, int H, const double *x, int n, const TrainCut *cuts, int ncuts,
-                             bool hybrid, int bptt, double *grad);
+                             bool hybrid, int bptt, const TrainLoss *tl, double *grad);
 size_t trainer_param_count(int H);
 /* ZILN negative log-likelihood of y for head outputs o (3) plus anchors
  * a0, a1 (0 when o already holds them: head_forward's z); dldo (3)

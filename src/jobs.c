@@ -274,6 +274,7 @@ static void train_config(Service *s, const Model *cur, TrainConfig *tc)
         .seed = (uint64_t)s->cfg.train_seed,
         .max_epochs = (int)s->cfg.train_max_epochs,
         .lr = s->cfg.train_learning_rate,
+        .mean_loss_weight = s->cfg.train_mean_loss_weight,
         .batch = (int)s->cfg.train_batch,
         .cuts_per_shopper = (int)s->cfg.train_cuts_per_shopper,
         .grid_days = (int)s->cfg.train_grid_days,

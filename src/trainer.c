@@ -87,6 +87,28 @@ double trainer_ziln_loss(const double *o, double a0, double a1, double y, double
     return softplus(-z0) + ly + log(s) + 0.5 * log(2.0 * M_PI) + r * r / (2.0 * s * s);
 }
 
+double trainer_head_loss(const double *z, double y, const TrainLoss *l, double *dldz)
+{
+    double loss = trainer_ziln_loss(z, 0.0, 0.0, y, dldz);
+    if (!l || !(l->mean_weight > 0))
+        return loss;
+    /* log m = log p + mu + sigma^2 / 2, with log p = -softplus(-z0) (no log of 0) */
+    const ZilnParams zp = head_ziln(z, &HEAD_CALIB_NONE);
+    const double s = zp.sigma, lm = zp.mu + 0.5 * s * s;
+    const bool capped = lm > l->log_mean_cap;
+    const double logm = -softplus(-z[0]) + (capped ? l->log_mean_cap : lm), m = exp(logm);
+    const double w = l->mean_weight / l->mean_scale;
+    if (dldz) { /* d/dm (m - y log m) = 1 - y/m, times dm/dz = m (1 - p, 1, sigma sigmoid(z2)) */
+        const double f = w * (m - y);
+        dldz[0] += f * (1.0 - zp.p);
+        if (!capped) {
+            dldz[1] += f;
+            dldz[2] += f * s * sigmoid(z[2]);
+        }
+    }
+    return loss + w * (m - y * logm);
+}
+
 /* NLL of y under explicit ZILN parameters (the fallback's). */
 static double ziln_nll(double p, double mu, double s, double y)
 {
@@ -115,7 +137,8 @@ static int val_loss_each(const double *theta, int H, const Dataset *d, bool hybr
             k += (size_t)d->seqs[i].ncuts;
         }
     double sum = 0.0;
-    int rc = nv > INT_MAX ? -ENOMEM : trainer_batch_loss(theta, H, val, (int)nv, hybrid, bptt, NULL, per_seq, &sum, sc);
+    int rc = nv > INT_MAX ? -ENOMEM
+                          : trainer_batch_loss(theta, H, val, (int)nv, hybrid, bptt, NULL, NULL, per_seq, &sum, sc);
     free(val);
     *mean = k ? sum / (double)k : INFINITY;
     return rc;
@@ -204,11 +227,15 @@ static void zero_season(double *theta, int H, bool head, bool events)
             hw[r * U + (size_t)H + HEAD_EXTRA_SEASON + j] = hw[r * U + (size_t)H + HEAD_EXTRA_SEASON_BY_P + j] = 0.0;
 }
 
-/* Fits one head variant from its seeded start with Adam and early stopping:
- * training stops after PATIENCE epochs that did not lower the validation
- * loss by more than one standard error of the paired difference from the
- * last epoch that did (so the validation sample's noise is not taken for
- * progress), and the weights of the lowest validation loss seen are kept.
+/* Fits one head variant from its seeded start with Adam and early stopping.
+ * The batches' loss is trainer_head_loss (the ZILN likelihood and, at
+ * train.mean_loss_weight, the Poisson term on the mean); the validation
+ * loss is the likelihood alone, the unit the head variants, the fallback
+ * and the serving model are compared in. Training stops after PATIENCE
+ * epochs that did not lower the validation loss by more than one standard
+ * error of the paired difference from the last epoch that did (so the
+ * validation sample's noise is not taken for progress), and the weights of
+ * the lowest validation loss seen are kept.
  * seasonal, seasonal_events false: the weights on the time of year at as_of,
  * on each event's, stay 0. */
 static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, bool seasonal, bool seasonal_events,
@@ -242,17 +269,25 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
     for (size_t i = 0; i < 3 * U; i++)
         hw[i] *= 0.1;
     zero_season(theta, H, seasonal, seasonal_events);
-    double pos = 0, cnt = 0, ly = 0, ly2 = 0;
+    double pos = 0, cnt = 0, ly = 0, ly2 = 0, sy = 0, ny = 0;
     for (size_t i = 0; i < nseq; i++)
         for (int c = 0; c < d->seqs[i].ncuts; c++) {
             double y = d->seqs[i].cuts[c].y;
             cnt++;
+            if (!d->seqs[i].val) {
+                sy += y;
+                ny++;
+            }
             if (y > 0) {
                 pos++;
                 ly += log(y);
                 ly2 += log(y) * log(y);
             }
         }
+    /* the mean's term in units of the training labels' mean; a mean
+     * predicted above 10^4 times it is not pushed further */
+    const double ybar = sy > 0 ? sy / ny : 1.0;
+    const TrainLoss tl = {.mean_weight = cfg->mean_loss_weight, .mean_scale = ybar, .log_mean_cap = log(ybar * 1e4)};
     double sd = pos > 1 ? sqrt(fmax(ly2 / pos - (ly / pos) * (ly / pos), 0.01)) : 1.0;
     hb[2] = log(expm1(fmax(sd - 0.05, 0.05)));
     if (hybrid) {
@@ -299,7 +334,7 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
             if (!ncut)
                 continue;
             double loss;
-            if (trainer_batch_loss(theta, H, batch, taken, hybrid, cfg->bptt, grad, NULL, &loss, &sc))
+            if (trainer_batch_loss(theta, H, batch, taken, hybrid, cfg->bptt, &tl, grad, NULL, &loss, &sc))
                 goto out;
             zero_season(grad, H, seasonal, seasonal_events); /* Adam then leaves those weights at 0 */
             double norm = 0;

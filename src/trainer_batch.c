@@ -216,7 +216,8 @@ static void group_forward(Group *g, const double *theta, int H, const TrainSeq *
 /* One group's loss (its forward done): adds each sequence's loss into
  * per_seq[idx] (if not NULL) and the gradient into grad (if not NULL);
  * returns the group's loss. */
-static double group_loss(Group *g, const double *theta, int H, bool hybrid, int bptt, double *grad, double *per_seq)
+static double group_loss(Group *g, const double *theta, int H, bool hybrid, int bptt, const TrainLoss *tl, double *grad,
+                         double *per_seq)
 {
     const int K = NIN + H, G = 4 * H, U = H + NE;
     const double *W = theta, *b = theta + (size_t)G * K;  /* W (4H, K), b (4H,) */
@@ -243,7 +244,7 @@ static double group_loss(Group *g, const double *theta, int H, bool hybrid, int 
             const size_t row = off[ct->t] + (size_t)i;
             double z[HEAD_OUT], d[HEAD_OUT];
             head_forward(z, u, hw, hb, H, HH + row * H, ct->e, ct->a0, ct->a1, hybrid); /* u (U,) = [h; e'] */
-            ls += trainer_ziln_loss(z, 0.0, 0.0, ct->y, grad ? d : NULL);
+            ls += trainer_head_loss(z, ct->y, tl, grad ? d : NULL);
             if (!grad)
                 continue;
             for (int q = 0; q < HEAD_OUT; q++) {
@@ -394,22 +395,23 @@ typedef struct LossArgs {
     const double *theta;
     int H, bptt;
     bool hybrid;
+    const TrainLoss *tl;
     double *grad, *per_seq, loss;
 } LossArgs;
 
 static void group_loss_fn(Group *grp, void *arg)
 {
     LossArgs *a = arg;
-    a->loss += group_loss(grp, a->theta, a->H, a->hybrid, a->bptt, a->grad, a->per_seq);
+    a->loss += group_loss(grp, a->theta, a->H, a->hybrid, a->bptt, a->tl, a->grad, a->per_seq);
 }
 
 int trainer_batch_loss(const double *theta, int H, const TrainSeq *const *seqs, int nseqs, bool hybrid, int bptt,
-                       double *grad, double *per_seq, double *loss, TrainScratch *sc)
+                       const TrainLoss *tl, double *grad, double *per_seq, double *loss, TrainScratch *sc)
 {
     if (per_seq)
         for (int i = 0; i < nseqs; i++)
             per_seq[i] = 0.0;
-    LossArgs a = {.theta = theta, .H = H, .bptt = bptt, .hybrid = hybrid, .grad = grad, .per_seq = per_seq};
+    LossArgs a = {.theta = theta, .H = H, .bptt = bptt, .hybrid = hybrid, .tl = tl, .grad = grad, .per_seq = per_seq};
     int rc = each_group(theta, H, seqs, nseqs, sc, group_loss_fn, &a);
     *loss = a.loss;
     return rc;
@@ -439,13 +441,13 @@ int trainer_batch_states(const double *theta, int H, const TrainSeq *const *seqs
 }
 
 double trainer_sequence_loss(const double *theta, int H, const double *x, int n, const TrainCut *cuts, int ncuts,
-                             bool hybrid, int bptt, double *grad)
+                             bool hybrid, int bptt, const TrainLoss *tl, double *grad)
 {
     TrainSeq s = {.x = (double *)x, .n = n, .cuts = (TrainCut *)cuts, .ncuts = ncuts};
     const TrainSeq *one = &s;
     TrainScratch sc = {0};
     double l;
-    int rc = trainer_batch_loss(theta, H, &one, 1, hybrid, bptt, grad, NULL, &l, &sc);
+    int rc = trainer_batch_loss(theta, H, &one, 1, hybrid, bptt, tl, grad, NULL, &l, &sc);
     trainer_scratch_free(&sc);
     return rc ? NAN : l;
 }

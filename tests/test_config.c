@@ -56,6 +56,14 @@ int main(void)
     expect_error("{\"clock\": \"sundial\"}", "clock");
     expect_error("{\"train\": {\"network\": \"yes\"}}", "train.network");
     expect_error("{\"limits\": {\"max_users\": 0}}", "limits.max_users");
+    /* the training loss's weight on the mean: 8 by default, 0 allowed (the
+     * likelihood alone), negative or absurd refused */
+    LtvdConfig w;
+    config_defaults(&w);
+    ASSERT_NEAR(w.train_mean_loss_weight, 8.0, 0);
+    ASSERT(config_apply_set(&w, "train.mean_loss_weight=0", err, sizeof err) == 0 && w.train_mean_loss_weight == 0);
+    expect_error("{\"train\": {\"mean_loss_weight\": -1}}", "train.mean_loss_weight");
+    expect_error("{\"train\": {\"mean_loss_weight\": 1e6}}", "train.mean_loss_weight");
     expect_error("[1, 2]", "not a JSON object");
     expect_error("{\"model\": ", "not a JSON object");
 

@@ -1,4 +1,5 @@
-/* Gradient checks: the analytic gradients of the ZILN loss and of the LSTM
+/* Gradient checks: the analytic gradients of the ZILN loss (with and
+ * without the Poisson term on the mean, trainer_head_loss) and of the LSTM
  * through time (with the head on several cut points) against central finite
  * differences, in double precision; a batch of sequences against the same
  * sequences one at a time. */
@@ -58,6 +59,57 @@ static void test_ziln_gradient(void)
     ASSERT_NEAR(trainer_ziln_loss(o, 0.0, 0.0, 0.0, NULL), -log(1.0 - 1.0 / (1.0 + exp(-0.3))), 1e-12);
 }
 
+/* The head's training loss with the Poisson term on the mean: its gradient
+ * against finite differences, below and above the cap on log m; the term's
+ * value is w (m - y log m) / scale for the ZILN mean m; with no TrainLoss
+ * or weight 0 the loss is the ZILN likelihood alone. Over a grid of mean
+ * parameters the term alone is lowest where m equals y (the mean of the
+ * labels, not their typical log: what makes the total come out right). */
+static void test_head_loss(void)
+{
+    const TrainLoss tl = {.mean_weight = 3.0, .mean_scale = 7.0, .log_mean_cap = 2.0};
+    double ys[] = {0.0, 0.5, 12.0, 300.0};
+    int capped = 0;
+    for (int k = 0; k < 4; k++)
+        for (int rep = 0; rep < 40; rep++) {
+            double z[3] = {urand() * 2, urand() * 3, urand() * 2}, d[3];
+            trainer_head_loss(z, ys[k], &tl, d);
+            double sg = log1p(exp(z[2])) + HEAD_SIGMA_MIN;
+            capped += z[1] + 0.5 * sg * sg > tl.log_mean_cap;
+            for (size_t j = 0; j < 3; j++) {
+                double h = 1e-6, zp[3], zm[3];
+                memcpy(zp, z, sizeof zp);
+                memcpy(zm, z, sizeof zm);
+                zp[j] += h;
+                zm[j] -= h;
+                double num = (trainer_head_loss(zp, ys[k], &tl, NULL) - trainer_head_loss(zm, ys[k], &tl, NULL)) / (2 * h);
+                check_rel(d[j], num, 1e-6, "head loss", j);
+            }
+        }
+    ASSERT(capped > 10); /* both sides of the cap were checked */
+    double z[3] = {0.4, 1.2, -0.3}, y = 5.0;
+    ZilnParams zp = head_ziln(z, &HEAD_CALIB_NONE);
+    double m = ziln_mean(&zp);
+    ASSERT_NEAR(trainer_head_loss(z, y, &tl, NULL) - trainer_ziln_loss(z, 0, 0, y, NULL), 3.0 * (m - y * log(m)) / 7.0,
+                1e-12);
+    const TrainLoss off = {.mean_weight = 0.0, .mean_scale = 7.0, .log_mean_cap = 2.0};
+    ASSERT(trainer_head_loss(z, y, NULL, NULL) == trainer_ziln_loss(z, 0, 0, y, NULL));
+    ASSERT(trainer_head_loss(z, y, &off, NULL) == trainer_ziln_loss(z, 0, 0, y, NULL));
+    /* the term's minimum over mu (p and sigma fixed) is at m = y */
+    const TrainLoss big = {.mean_weight = 1.0, .mean_scale = 1.0, .log_mean_cap = 50.0};
+    double best = INFINITY, best_m = 0;
+    for (int i = 0; i <= 4000; i++) {
+        z[1] = -2.0 + i * 0.001;
+        double l = trainer_head_loss(z, y, &big, NULL) - trainer_ziln_loss(z, 0, 0, y, NULL);
+        if (l < best) {
+            best = l;
+            zp = head_ziln(z, &HEAD_CALIB_NONE);
+            best_m = ziln_mean(&zp);
+        }
+    }
+    ASSERT_NEAR(best_m, y, 0.01);
+}
+
 static void test_lstm_bptt_gradient(void)
 {
     const int H = 5, n = 7;
@@ -80,14 +132,17 @@ static void test_lstm_bptt_gradient(void)
         for (int j = 0; j < HEAD_EXTRA; j++)
             cuts[k].e[j] = urand();
     }
-    trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 0, grad);
+    /* with the Poisson term on the mean: its gradient goes through the head
+     * into the recurrence like the likelihood's */
+    const TrainLoss tl = {.mean_weight = 2.0, .mean_scale = 8.0, .log_mean_cap = 30.0};
+    trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 0, &tl, grad);
     double worst = 0;
     for (size_t i = 0; i < P; i++) {
         double keep = theta[i], h = 1e-6;
         theta[i] = keep + h;
-        double lp = trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 0, NULL);
+        double lp = trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 0, &tl, NULL);
         theta[i] = keep - h;
-        double lm = trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 0, NULL);
+        double lm = trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 0, &tl, NULL);
         theta[i] = keep;
         double num = (lp - lm) / (2 * h);
         check_rel(grad[i], num, 1e-4, "bptt", i);
@@ -97,7 +152,7 @@ static void test_lstm_bptt_gradient(void)
     printf("BPTT gradient check: %zu parameters, worst relative error %.2e\n", P, worst);
     /* truncated BPTT changes the gradient of early steps only */
     double *gt = calloc(P, sizeof(double));
-    trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 2, gt);
+    trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 2, &tl, gt);
     size_t hb = P - 3;
     for (size_t j = 0; j < 3; j++)
         ASSERT_NEAR(gt[hb + j], grad[hb + j], 1e-12); /* head bias: no recurrence involved */
@@ -135,15 +190,15 @@ static void test_head_input_gradient(void)
     }
     for (int hybrid = 0; hybrid < 2; hybrid++) {
         memset(grad, 0, P * sizeof(double));
-        trainer_sequence_loss(theta, H, x, n, cuts, 2, hybrid, 0, grad);
+        trainer_sequence_loss(theta, H, x, n, cuts, 2, hybrid, 0, NULL, grad);
         for (int r = 0; r < 3; r++)
             for (int j = H; j < U; j++) {
                 size_t i = hw0 + (size_t)r * (size_t)U + (size_t)j;
                 double keep = theta[i], h = 1e-6;
                 theta[i] = keep + h;
-                double lp = trainer_sequence_loss(theta, H, x, n, cuts, 2, hybrid, 0, NULL);
+                double lp = trainer_sequence_loss(theta, H, x, n, cuts, 2, hybrid, 0, NULL, NULL);
                 theta[i] = keep - h;
-                double lm = trainer_sequence_loss(theta, H, x, n, cuts, 2, hybrid, 0, NULL);
+                double lm = trainer_sequence_loss(theta, H, x, n, cuts, 2, hybrid, 0, NULL, NULL);
                 theta[i] = keep;
                 check_rel(grad[i], (lp - lm) / (2 * h), 1e-5, hybrid ? "head input (hybrid)" : "head input", i);
                 int e = j - H;
@@ -161,7 +216,8 @@ static void test_head_input_gradient(void)
  * the reference trainer_batch_loss is checked against. The gradient is
  * added into grad; truncation cuts the carried gradient every bptt steps
  * counted from the sequence's end (docs/MODEL.md, "Fit"). */
-static double ref_sequence_loss(const double *theta, int H, const TrainSeq *s, bool hybrid, int bptt, double *grad)
+static double ref_sequence_loss(const double *theta, int H, const TrainSeq *s, bool hybrid, int bptt,
+                                const TrainLoss *tl, double *grad)
 {
     const int I = FEATURE_DIM, K = I + H, G = 4 * H, U = H + HEAD_EXTRA, n = s->n;
     const double *W = theta, *b = W + (size_t)G * K, *hw = b + G, *hb = hw + 3 * U;
@@ -190,7 +246,7 @@ static double ref_sequence_loss(const double *theta, int H, const TrainSeq *s, b
         const TrainCut *ct = &s->cuts[k];
         double z[HEAD_OUT], d[HEAD_OUT], u[64];
         head_forward(z, u, hw, hb, H, hh + (size_t)ct->t * H, ct->e, ct->a0, ct->a1, hybrid);
-        loss += trainer_ziln_loss(z, 0.0, 0.0, ct->y, d);
+        loss += trainer_head_loss(z, ct->y, tl, d);
         for (int q = 0; q < HEAD_OUT; q++) {
             ghb[q] += d[q];
             for (int j = 0; j < U; j++)
@@ -275,17 +331,19 @@ static void test_batch_equals_sequences(void)
     }
     ASSERT(steps > 2 * 4096 && NSHORT > 1024);
     TrainScratch sc = {0};
-    for (int variant = 0; variant < 4; variant++) {
+    const TrainLoss tl = {.mean_weight = 8.0, .mean_scale = 10.0, .log_mean_cap = 30.0};
+    for (int variant = 0; variant < 6; variant++) { /* the last two: with the mean's term */
         bool hybrid = variant % 2 == 0;
-        int bptt = variant < 2 ? 0 : 32;
+        int bptt = variant < 2 || variant >= 4 ? 0 : 32;
+        const TrainLoss *l = variant >= 4 ? &tl : NULL;
         memset(g1, 0, P * sizeof(double));
         memset(gb, 0, P * sizeof(double));
         double sum = 0, lb;
         for (int s = 0; s < NB; s++) {
-            one[s] = ref_sequence_loss(theta, H, &seq[s], hybrid, bptt, g1);
+            one[s] = ref_sequence_loss(theta, H, &seq[s], hybrid, bptt, l, g1);
             sum += one[s];
         }
-        ASSERT(trainer_batch_loss(theta, H, ptr, NB, hybrid, bptt, gb, per, &lb, &sc) == 0);
+        ASSERT(trainer_batch_loss(theta, H, ptr, NB, hybrid, bptt, l, gb, per, &lb, &sc) == 0);
         ASSERT_NEAR(lb, sum, 1e-9 * fabs(sum));
         for (int s = 0; s < NB; s++)
             ASSERT_NEAR(per[s], one[s], 1e-12 * fmax(fabs(one[s]), 1.0));
@@ -296,14 +354,15 @@ static void test_batch_equals_sequences(void)
             worst = fmax(worst, rel);
             ASSERT(fabs(gb[i] - g1[i]) <= 1e-9 * fmax(fabs(g1[i]), 1e-3));
         }
-        printf("batch of %d sequences (%d steps to their last cuts), %s head, bptt %d: loss %.6f, gradient worst "
-               "relative difference %.1e\n", NB, steps, hybrid ? "hybrid" : "LSTM-only", bptt, lb, worst);
+        printf("batch of %d sequences (%d steps to their last cuts), %s head, bptt %d%s: loss %.6f, gradient worst "
+               "relative difference %.1e\n", NB, steps, hybrid ? "hybrid" : "LSTM-only", bptt, l ? ", mean term" : "", lb,
+               worst);
     }
     /* truncation must change the gradient of the recurrent weights */
     double *gt = calloc(P, sizeof(double)), l0, l32;
     memset(gb, 0, P * sizeof(double));
-    ASSERT(trainer_batch_loss(theta, H, ptr, NB, true, 0, gb, NULL, &l0, &sc) == 0);
-    ASSERT(trainer_batch_loss(theta, H, ptr, NB, true, 32, gt, NULL, &l32, &sc) == 0);
+    ASSERT(trainer_batch_loss(theta, H, ptr, NB, true, 0, NULL, gb, NULL, &l0, &sc) == 0);
+    ASSERT(trainer_batch_loss(theta, H, ptr, NB, true, 32, NULL, gt, NULL, &l32, &sc) == 0);
     ASSERT(l0 == l32); /* the loss does not depend on truncation */
     ASSERT(fabs(gt[FEATURE_DIM] - gb[FEATURE_DIM]) > 1e-12); /* W[0][I]: input gate on h[0] */
     trainer_scratch_free(&sc);
@@ -317,6 +376,7 @@ static void test_batch_equals_sequences(void)
 int main(void)
 {
     test_ziln_gradient();
+    test_head_loss();
     test_lstm_bptt_gradient();
     test_head_input_gradient();
     test_batch_equals_sequences();
