@@ -98,6 +98,7 @@ double trainer_head_loss(const double *z, double y, const TrainLoss *l, double *
     const bool capped = lm > l->log_mean_cap;
     const double logm = -softplus(-z[0]) + (capped ? l->log_mean_cap : lm), m = exp(logm);
     const double w = l->mean_weight / l->mean_scale;
+    y = y > 0 ? y : 0.0; /* as the likelihood reads it; a negative y would make the term unbounded below */
     if (dldz) { /* d/dm (m - y log m) = 1 - y/m, times dm/dz = m (1 - p, 1, sigma sigmoid(z2)) */
         const double f = w * (m - y);
         dldz[0] += f * (1.0 - zp.p);

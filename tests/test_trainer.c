@@ -95,6 +95,8 @@ static void test_head_loss(void)
     const TrainLoss off = {.mean_weight = 0.0, .mean_scale = 7.0, .log_mean_cap = 2.0};
     ASSERT(trainer_head_loss(z, y, NULL, NULL) == trainer_ziln_loss(z, 0, 0, y, NULL));
     ASSERT(trainer_head_loss(z, y, &off, NULL) == trainer_ziln_loss(z, 0, 0, y, NULL));
+    /* a negative label counts as no spend in both parts */
+    ASSERT(trainer_head_loss(z, -3.0, &tl, NULL) == trainer_head_loss(z, 0.0, &tl, NULL));
     /* the term's minimum over mu (p and sigma fixed) is at m = y */
     const TrainLoss big = {.mean_weight = 1.0, .mean_scale = 1.0, .log_mean_cap = 50.0};
     double best = INFINITY, best_m = 0;
