@@ -104,12 +104,14 @@ int trainer_backtest(const TrainSet *set, const TrainConfig *cfg, const Fallback
 /* ---- the loss and its gradient (trainer_batch.c) ------------------------ */
 
 /* The training loss at a cut beside the ZILN likelihood (docs/MODEL.md,
- * "Training", step 4, and "The mean's own loss"): mean_weight times the Poisson deviance's terms in
- * the head's mean m = p exp(mu + sigma^2/2), (m - y log m) / mean_scale,
- * with mean_scale the training labels' mean and log m capped at
- * log_mean_cap (the term's gradient in mu and sigma is 0 above it). */
+ * "Training", step 4, and "The mean's own loss"): mean_weight times the
+ * Poisson deviance's terms in the head's mean m = p exp(mu + sigma^2/2),
+ * (m - y log m) / mean_scale, with mean_scale the training labels' mean.
+ * Where mu + sigma^2/2 (the log of the mean given a purchase) passes
+ * log_cond_mean_cap, the term takes it at the cap: it then no longer acts
+ * on mu and sigma (an overflow guard; the likelihood still does). */
 typedef struct TrainLoss {
-    double mean_weight, mean_scale, log_mean_cap;
+    double mean_weight, mean_scale, log_cond_mean_cap;
 } TrainLoss;
 
 /* The loss at one cut for head pre-activations z (3, anchors included:

@@ -64,52 +64,6 @@ double trainer_head_mean(const double *z, const HeadCalib *c)
     return ziln_mean(&zp);
 }
 
-double trainer_ziln_loss(const double *o, double a0, double a1, double y, double *dldo)
-{
-    const double z[HEAD_OUT] = {o[0] + a0, o[1] + a1, o[2]};
-    const ZilnParams zp = head_ziln(z, &HEAD_CALIB_NONE);
-    double z0 = z[0], p = zp.p;
-    double s = zp.sigma, ds = sigmoid(o[2]);
-    double mu = zp.mu;
-    if (y <= 0) {
-        if (dldo) {
-            dldo[0] = p;
-            dldo[1] = dldo[2] = 0.0;
-        }
-        return softplus(z0);
-    }
-    double ly = log(y), r = ly - mu;
-    if (dldo) {
-        dldo[0] = p - 1.0;
-        dldo[1] = -r / (s * s);
-        dldo[2] = (1.0 / s - r * r / (s * s * s)) * ds;
-    }
-    return softplus(-z0) + ly + log(s) + 0.5 * log(2.0 * M_PI) + r * r / (2.0 * s * s);
-}
-
-double trainer_head_loss(const double *z, double y, const TrainLoss *l, double *dldz)
-{
-    double loss = trainer_ziln_loss(z, 0.0, 0.0, y, dldz);
-    if (!l || !(l->mean_weight > 0))
-        return loss;
-    /* log m = log p + mu + sigma^2 / 2, with log p = -softplus(-z0) (no log of 0) */
-    const ZilnParams zp = head_ziln(z, &HEAD_CALIB_NONE);
-    const double s = zp.sigma, lm = zp.mu + 0.5 * s * s;
-    const bool capped = lm > l->log_mean_cap;
-    const double logm = -softplus(-z[0]) + (capped ? l->log_mean_cap : lm), m = exp(logm);
-    const double w = l->mean_weight / l->mean_scale;
-    y = y > 0 ? y : 0.0; /* as the likelihood reads it; a negative y would make the term unbounded below */
-    if (dldz) { /* d/dm (m - y log m) = 1 - y/m, times dm/dz = m (1 - p, 1, sigma sigmoid(z2)) */
-        const double f = w * (m - y);
-        dldz[0] += f * (1.0 - zp.p);
-        if (!capped) {
-            dldz[1] += f;
-            dldz[2] += f * s * sigmoid(z[2]);
-        }
-    }
-    return loss + w * (m - y * logm);
-}
-
 /* NLL of y under explicit ZILN parameters (the fallback's). */
 static double ziln_nll(double p, double mu, double s, double y)
 {
@@ -285,10 +239,11 @@ static int train_variant(const Dataset *d, const TrainConfig *cfg, bool hybrid, 
                 ly2 += log(y) * log(y);
             }
         }
-    /* the mean's term in units of the training labels' mean; a mean
-     * predicted above 10^4 times it is not pushed further */
+    /* the mean's term in units of the training labels' mean; past a mean
+     * given a purchase of 10^4 times it, the term leaves mu and sigma to
+     * the likelihood (trainer_head_loss) */
     const double ybar = sy > 0 ? sy / ny : 1.0;
-    const TrainLoss tl = {.mean_weight = cfg->mean_loss_weight, .mean_scale = ybar, .log_mean_cap = log(ybar * 1e4)};
+    const TrainLoss tl = {.mean_weight = cfg->mean_loss_weight, .mean_scale = ybar, .log_cond_mean_cap = log(ybar * 1e4)};
     double sd = pos > 1 ? sqrt(fmax(ly2 / pos - (ly / pos) * (ly / pos), 0.01)) : 1.0;
     hb[2] = log(expm1(fmax(sd - 0.05, 0.05)));
     if (hybrid) {

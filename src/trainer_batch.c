@@ -1,5 +1,7 @@
 /* trainer_batch: the loss of a batch of sequences and its gradient by
- * BPTT, with the batch's steps computed together.
+ * BPTT, with the batch's steps computed together, and the loss at one cut
+ * (trainer_ziln_loss, trainer_head_loss: the likelihood and the mean's
+ * Poisson term).
  *
  * The sequences are sorted by length, longest first, and aligned at their
  * first event, so at step t the sequences still running are the first m(t)
@@ -211,6 +213,53 @@ static void group_forward(Group *g, const double *theta, int H, const TrainSeq *
                 h[j] = ai[3 * H + j] * tc[j];
         }
     }
+}
+
+double trainer_ziln_loss(const double *o, double a0, double a1, double y, double *dldo)
+{
+    const double z[HEAD_OUT] = {o[0] + a0, o[1] + a1, o[2]};
+    const ZilnParams zp = head_ziln(z, &HEAD_CALIB_NONE);
+    double z0 = z[0], p = zp.p;
+    double s = zp.sigma, ds = sigmoid(o[2]);
+    double mu = zp.mu;
+    if (y <= 0) {
+        if (dldo) {
+            dldo[0] = p;
+            dldo[1] = dldo[2] = 0.0;
+        }
+        return softplus(z0);
+    }
+    double ly = log(y), r = ly - mu;
+    if (dldo) {
+        dldo[0] = p - 1.0;
+        dldo[1] = -r / (s * s);
+        dldo[2] = (1.0 / s - r * r / (s * s * s)) * ds;
+    }
+    return softplus(-z0) + ly + log(s) + 0.5 * log(2.0 * M_PI) + r * r / (2.0 * s * s);
+}
+
+double trainer_head_loss(const double *z, double y, const TrainLoss *l, double *dldz)
+{
+    double loss = trainer_ziln_loss(z, 0.0, 0.0, y, dldz);
+    if (!l || !(l->mean_weight > 0))
+        return loss;
+    /* log m = log p + lc, lc = mu + sigma^2 / 2 (the log of the mean given a
+     * purchase), log p = -softplus(-z0) (no log of 0) */
+    const ZilnParams zp = head_ziln(z, &HEAD_CALIB_NONE);
+    const double s = zp.sigma, lc = zp.mu + 0.5 * s * s;
+    const bool capped = lc > l->log_cond_mean_cap;
+    const double logm = -softplus(-z[0]) + (capped ? l->log_cond_mean_cap : lc), m = exp(logm);
+    const double w = l->mean_weight / l->mean_scale;
+    y = y > 0 ? y : 0.0; /* as the likelihood reads it; a negative y would make the term unbounded below */
+    if (dldz) { /* d/dm (m - y log m) = 1 - y/m, times dm/dz = m (1 - p, 1, sigma sigmoid(z2)) */
+        const double f = w * (m - y);
+        dldz[0] += f * (1.0 - zp.p);
+        if (!capped) {
+            dldz[1] += f;
+            dldz[2] += f * s * sigmoid(z[2]);
+        }
+    }
+    return loss + w * (m - y * logm);
 }
 
 /* One group's loss (its forward done): adds each sequence's loss into

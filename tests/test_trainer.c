@@ -60,14 +60,15 @@ static void test_ziln_gradient(void)
 }
 
 /* The head's training loss with the Poisson term on the mean: its gradient
- * against finite differences, below and above the cap on log m; the term's
+ * against finite differences, below and above the cap on mu + sigma^2/2
+ * (the log of the mean given a purchase); the term's
  * value is w (m - y log m) / scale for the ZILN mean m; with no TrainLoss
  * or weight 0 the loss is the ZILN likelihood alone. Over a grid of mean
  * parameters the term alone is lowest where m equals y (the mean of the
  * labels, not their typical log: what makes the total come out right). */
 static void test_head_loss(void)
 {
-    const TrainLoss tl = {.mean_weight = 3.0, .mean_scale = 7.0, .log_mean_cap = 2.0};
+    const TrainLoss tl = {.mean_weight = 3.0, .mean_scale = 7.0, .log_cond_mean_cap = 2.0};
     double ys[] = {0.0, 0.5, 12.0, 300.0};
     int capped = 0;
     for (int k = 0; k < 4; k++)
@@ -75,7 +76,7 @@ static void test_head_loss(void)
             double z[3] = {urand() * 2, urand() * 3, urand() * 2}, d[3];
             trainer_head_loss(z, ys[k], &tl, d);
             double sg = log1p(exp(z[2])) + HEAD_SIGMA_MIN;
-            capped += z[1] + 0.5 * sg * sg > tl.log_mean_cap;
+            capped += z[1] + 0.5 * sg * sg > tl.log_cond_mean_cap;
             for (size_t j = 0; j < 3; j++) {
                 double h = 1e-6, zp[3], zm[3];
                 memcpy(zp, z, sizeof zp);
@@ -92,13 +93,13 @@ static void test_head_loss(void)
     double m = ziln_mean(&zp);
     ASSERT_NEAR(trainer_head_loss(z, y, &tl, NULL) - trainer_ziln_loss(z, 0, 0, y, NULL), 3.0 * (m - y * log(m)) / 7.0,
                 1e-12);
-    const TrainLoss off = {.mean_weight = 0.0, .mean_scale = 7.0, .log_mean_cap = 2.0};
+    const TrainLoss off = {.mean_weight = 0.0, .mean_scale = 7.0, .log_cond_mean_cap = 2.0};
     ASSERT(trainer_head_loss(z, y, NULL, NULL) == trainer_ziln_loss(z, 0, 0, y, NULL));
     ASSERT(trainer_head_loss(z, y, &off, NULL) == trainer_ziln_loss(z, 0, 0, y, NULL));
     /* a negative label counts as no spend in both parts */
     ASSERT(trainer_head_loss(z, -3.0, &tl, NULL) == trainer_head_loss(z, 0.0, &tl, NULL));
     /* the term's minimum over mu (p and sigma fixed) is at m = y */
-    const TrainLoss big = {.mean_weight = 1.0, .mean_scale = 1.0, .log_mean_cap = 50.0};
+    const TrainLoss big = {.mean_weight = 1.0, .mean_scale = 1.0, .log_cond_mean_cap = 50.0};
     double best = INFINITY, best_m = 0;
     for (int i = 0; i <= 4000; i++) {
         z[1] = -2.0 + i * 0.001;
@@ -136,7 +137,7 @@ static void test_lstm_bptt_gradient(void)
     }
     /* with the Poisson term on the mean: its gradient goes through the head
      * into the recurrence like the likelihood's */
-    const TrainLoss tl = {.mean_weight = 2.0, .mean_scale = 8.0, .log_mean_cap = 30.0};
+    const TrainLoss tl = {.mean_weight = 2.0, .mean_scale = 8.0, .log_cond_mean_cap = 30.0};
     trainer_sequence_loss(theta, H, x, n, cuts, 3, true, 0, &tl, grad);
     double worst = 0;
     for (size_t i = 0; i < P; i++) {
@@ -333,7 +334,7 @@ static void test_batch_equals_sequences(void)
     }
     ASSERT(steps > 2 * 4096 && NSHORT > 1024);
     TrainScratch sc = {0};
-    const TrainLoss tl = {.mean_weight = 8.0, .mean_scale = 10.0, .log_mean_cap = 30.0};
+    const TrainLoss tl = {.mean_weight = 8.0, .mean_scale = 10.0, .log_cond_mean_cap = 30.0};
     for (int variant = 0; variant < 6; variant++) { /* the last two: with the mean's term */
         bool hybrid = variant % 2 == 0;
         int bptt = variant < 2 || variant >= 4 ? 0 : 32;

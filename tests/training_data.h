@@ -99,6 +99,7 @@ static inline void train_config(TrainConfig *tc, int val_percent)
     tc->bptt = 16;
     tc->val_percent = val_percent;
     tc->head = 1;
+    tc->mean_loss_weight = 8.0; /* train.mean_loss_weight's default */
 }
 
 /* The fallback every training here uses: the published CDNOW prior. */
