@@ -34,24 +34,52 @@ static void check_rel(double analytic, double numeric, double tol, const char *w
     test_checks++;
 }
 
+/* The loss of pre-activations z (3) under whatever arg holds. */
+typedef double (*HeadLossFn)(const double *z, const void *arg);
+
+/* d (3), the analytic gradient at z, against central differences of fn. */
+static void check_head_gradient(HeadLossFn fn, const void *arg, const double *z, const double *d, const char *what)
+{
+    for (size_t j = 0; j < 3; j++) {
+        double h = 1e-6, zp[3], zm[3];
+        memcpy(zp, z, sizeof zp);
+        memcpy(zm, z, sizeof zm);
+        zp[j] += h;
+        zm[j] -= h;
+        check_rel(d[j], (fn(zp, arg) - fn(zm, arg)) / (2 * h), 1e-6, what, j);
+    }
+}
+
+typedef struct ZilnArg {
+    double a0, a1, y;
+} ZilnArg;
+
+static double ziln_at(const double *o, const void *arg)
+{
+    const ZilnArg *a = arg;
+    return trainer_ziln_loss(o, a->a0, a->a1, a->y, NULL);
+}
+
+typedef struct HeadArg {
+    double y;
+    const TrainLoss *tl;
+} HeadArg;
+
+static double head_at(const double *z, const void *arg)
+{
+    const HeadArg *a = arg;
+    return trainer_head_loss(z, a->y, a->tl, NULL);
+}
+
 static void test_ziln_gradient(void)
 {
     double ys[] = {0.0, 0.5, 12.0, 300.0};
     for (int k = 0; k < 4; k++) {
         for (int rep = 0; rep < 20; rep++) {
             double o[3] = {urand() * 2, urand() * 3, urand() * 2}, d[3];
-            double a0 = urand(), a1 = urand() * 2;
-            trainer_ziln_loss(o, a0, a1, ys[k], d);
-            for (size_t j = 0; j < 3; j++) {
-                double h = 1e-6, op[3], om[3];
-                memcpy(op, o, sizeof op);
-                memcpy(om, o, sizeof om);
-                op[j] += h;
-                om[j] -= h;
-                double num = (trainer_ziln_loss(op, a0, a1, ys[k], NULL) - trainer_ziln_loss(om, a0, a1, ys[k], NULL)) /
-                             (2 * h);
-                check_rel(d[j], num, 1e-6, "ziln", j);
-            }
+            const ZilnArg a = {.a0 = urand(), .a1 = urand() * 2, .y = ys[k]};
+            trainer_ziln_loss(o, a.a0, a.a1, a.y, d);
+            check_head_gradient(ziln_at, &a, o, d, "ziln");
         }
     }
     /* the loss is the ZILN negative log-likelihood: y = 0 costs -log(1-p) */
@@ -74,18 +102,11 @@ static void test_head_loss(void)
     for (int k = 0; k < 4; k++)
         for (int rep = 0; rep < 40; rep++) {
             double z[3] = {urand() * 2, urand() * 3, urand() * 2}, d[3];
-            trainer_head_loss(z, ys[k], &tl, d);
+            const HeadArg a = {.y = ys[k], .tl = &tl};
+            trainer_head_loss(z, a.y, a.tl, d);
             double sg = log1p(exp(z[2])) + HEAD_SIGMA_MIN;
             capped += z[1] + 0.5 * sg * sg > tl.log_cond_mean_cap;
-            for (size_t j = 0; j < 3; j++) {
-                double h = 1e-6, zp[3], zm[3];
-                memcpy(zp, z, sizeof zp);
-                memcpy(zm, z, sizeof zm);
-                zp[j] += h;
-                zm[j] -= h;
-                double num = (trainer_head_loss(zp, ys[k], &tl, NULL) - trainer_head_loss(zm, ys[k], &tl, NULL)) / (2 * h);
-                check_rel(d[j], num, 1e-6, "head loss", j);
-            }
+            check_head_gradient(head_at, &a, z, d, "head loss");
         }
     ASSERT(capped > 10); /* both sides of the cap were checked */
     double z[3] = {0.4, 1.2, -0.3}, y = 5.0;
