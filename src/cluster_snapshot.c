@@ -231,9 +231,10 @@ static void set_latest(Partition *part, uint64_t manifest, uint64_t *chunks, uin
 
 /* After a manifest publish that failed: learns p's last manifest, so that
  * the next try's condition holds. If it is this very copy (stored, its
- * acknowledgement lost), it is adopted (true). Under apply_lock. */
-static bool after_failed_manifest(Cluster *c, Partition *part, uint64_t covered, const uint64_t *seqs,
-                                  uint32_t count)
+ * acknowledgement lost), it is adopted (true): p takes seqs, and the copy
+ * it replaces comes back in old* as from set_latest. Under apply_lock. */
+static bool after_failed_manifest(Cluster *c, Partition *part, uint64_t covered, uint64_t *seqs, uint32_t count,
+                                  uint64_t **old, uint32_t *old_count, uint64_t *old_manifest)
 {
     char subject[64];
     subject_of(subject, sizeof subject, SNAP_MANIFEST_PREFIX, part->index);
@@ -245,16 +246,8 @@ static bool after_failed_manifest(Cluster *c, Partition *part, uint64_t covered,
     int rc = parse_manifest(part, m, &h, &theirs);
     bool adopted = false;
     if (!rc && h.covered == covered && h.chunks == count && memcmp(theirs, seqs, count * sizeof *seqs) == 0) {
-        uint64_t *mine = malloc(count * sizeof *mine);
-        if (mine) {
-            memcpy(mine, seqs, count * sizeof *mine);
-            uint64_t *old = NULL, old_manifest = 0;
-            uint32_t old_count = 0;
-            set_latest(part, natsMsg_GetSequence(m), mine, count, covered, &old, &old_count, &old_manifest);
-            cluster_copy_delete(c, old_manifest, old, old_count);
-            free(old);
-            adopted = true;
-        }
+        set_latest(part, natsMsg_GetSequence(m), seqs, count, covered, old, old_count, old_manifest);
+        adopted = true;
     } else if (rc != -EBADMSG) {
         atomic_store(&part->manifest_seq, natsMsg_GetSequence(m));
     }
@@ -317,8 +310,8 @@ static void take_snapshot(Cluster *c, Partition *part)
             set_latest(part, seq, seqs, count, covered, &old, &old_count, &old_manifest);
             seqs = NULL; /* p's now */
             published = true;
-        } else if (after_failed_manifest(c, part, covered, seqs, count)) {
-            seqs = NULL;
+        } else if (after_failed_manifest(c, part, covered, seqs, count, &old, &old_count, &old_manifest)) {
+            seqs = NULL; /* p's now */
             published = true;
             rc = 0;
         }
