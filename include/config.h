@@ -54,6 +54,7 @@ typedef struct LtvdConfig {
     int64_t train_max_epochs;
     double train_learning_rate;
     double train_mean_loss_weight;
+    bool train_mean_shrink;
     int64_t train_batch;
     int64_t train_cuts_per_shopper;
     int64_t train_grid_days;

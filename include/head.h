@@ -43,9 +43,16 @@ void head_forward(double *z, double *u, const double *w, const double *b, int H,
  * Platt calibration fitted on matured held-out cuts; 1 and 0 when none). */
 typedef struct HeadCalib {
     double level_shift, p_scale, p_offset;
+    /* the mean given a purchase, m = exp(z1 + σ²/2), pulled toward
+     * exp(m_center) where p is small: log m' = m_center + p / (p + m_shrink)
+     * (log m - m_center), μ moved with it (σ kept); m_shrink 0: none */
+    double m_shrink, m_center;
 } HeadCalib;
 
-#define HEAD_CALIB_NONE ((HeadCalib){.level_shift = 0.0, .p_scale = 1.0, .p_offset = 0.0})
+#define HEAD_M_SHRINK_MAX 100.0 /* model_load refuses beyond */
+
+#define HEAD_CALIB_NONE \
+    ((HeadCalib){.level_shift = 0.0, .p_scale = 1.0, .p_offset = 0.0, .m_shrink = 0.0, .m_center = 0.0})
 
 /* The distribution pre-activations z describe, under calibration c. */
 ZilnParams head_ziln(const double *z, const HeadCalib *c);

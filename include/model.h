@@ -31,7 +31,7 @@
  * it set, with train.seed in the rest (src/main.c). Never 0: a state
  * tagged 0 belongs to no network (src/service_shard.c). */
 #define NET_ID_UNTRAINED 0x80000000u
-#define MODEL_FORMAT_VERSION 9u
+#define MODEL_FORMAT_VERSION 10u
 #define MODEL_V4_HEAD_EXTRA 6 /* head inputs of formats 3 and 4 */
 #define MODEL_V5_HEAD_EXTRA 9 /* of format 5: no time of year at as_of, no silence hinges */
 #define MODEL_V7_HEAD_EXTRA 11 /* of formats 6 and 7: no silence hinges (e[7], e[8] now) */
@@ -66,7 +66,8 @@ typedef struct TrainFigures {
     /* of the last run, in memory only: */
     uint64_t events, history_events; /* in the training set; from the training history on disk */
     double val_loss_other, val_loss_fallback, val_loss_serving, val_gini_fallback;
-    double level_shift, p_scale, p_offset, val_total_error_fallback, val_total_error_held_out, val_total_error_network;
+    double level_shift, p_scale, p_offset, m_shrink, m_center;
+    double val_total_error_fallback, val_total_error_held_out, val_total_error_network;
     uint64_t level_shoppers, level_buyers; /* the held-out shoppers at now - H, and those with spend after */
     int level_rule; /* LEVEL_RULE_* */
     bool hybrid, swapped, seasonal, seasonal_events;

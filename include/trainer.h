@@ -41,6 +41,7 @@ typedef struct TrainConfig {
     int head;              /* 0: train both, keep the better; 1: hybrid only; 2: LSTM-only only */
     int level;             /* 0: auto (trainer_choose_level), 1: the fallback's total, 2: the network's own */
     double mean_loss_weight; /* train.mean_loss_weight: the Poisson term on the predicted mean (trainer_head_loss) */
+    bool mean_shrink;      /* train.mean_shrink: with the network's own level, fit the mean's pull (trainer_fit_mean_shrink) */
     int ring;              /* model.recent_events: the browse and cart summary at a cut covers as many events
                             * as serving's ring holds (0: every event before the cut) */
     const atomic_bool *cancel; /* NULL, or set from another thread to stop at the next batch (-ECANCELED) */
@@ -60,6 +61,7 @@ typedef struct TrainResult {
     double val_gini_fallback; /* the fallback's on the same validation cuts */
     double level_shift;    /* added to μ (docs/MODEL.md, "Training", step 6) */
     double p_scale, p_offset; /* p = σ(p_scale z0 + p_offset): the calibration of p (1, 0: none; step 6) */
+    double m_shrink, m_center; /* the mean given a purchase pulled toward m_center where p is small (head.h; 0: none) */
     int level_rule;        /* LEVEL_RULE_*: how level_shift was chosen */
     double val_total_error_fallback;  /* the fallback's total error on the held-out shoppers at now - H */
     double val_total_error_held_out;  /* the network calibrated on training cuts one horizon earlier, there (a diagnostic) */
@@ -79,6 +81,16 @@ typedef struct TrainResult {
  * matured examples. */
 int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const LstmWeights *serving,
                 uint32_t new_id, TrainResult *out, char *err, size_t errlen);
+
+/* The pull of the mean given a purchase toward the centre where p is small
+ * (HeadCalib.m_shrink, m_center; docs/MODEL.md, "Training", step 6), fitted
+ * on n held-out shoppers at now - H, z (n, 3) the network's pre-activations
+ * there and y their spend after: m_center the p-weighted mean of log m, and
+ * m_shrink, of a grid from 0 (none) to 1, the one whose means, scaled to
+ * the shoppers' total, have the least Poisson deviance on their spend.
+ * cal's p calibration is used, its level is not; sets only m_shrink and
+ * m_center (0, 0 when nobody spent). Pure. */
+void trainer_fit_mean_shrink(const double *z, const double *y, size_t n, HeadCalib *cal);
 
 /* train.level=auto's choice (docs/MODEL.md, "Training", step 6): the
  * network's own level rather than the fallback's, when the head learned

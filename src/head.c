@@ -43,9 +43,11 @@ void head_forward(double *z, double *u, const double *w, const double *b, int H,
 
 ZilnParams head_ziln(const double *z, const HeadCalib *c)
 {
-    return (ZilnParams){
-        .p = sigmoid(c->p_scale * z[0] + c->p_offset),
-        .mu = z[1] + c->level_shift,
-        .sigma = softplus(z[2]) + HEAD_SIGMA_MIN,
-    };
+    const double p = sigmoid(c->p_scale * z[0] + c->p_offset), sigma = softplus(z[2]) + HEAD_SIGMA_MIN;
+    double mu = z[1];
+    if (c->m_shrink > 0) { /* log m toward m_center by the weight p / (p + m_shrink) */
+        const double half_var = 0.5 * sigma * sigma, w = p / (p + c->m_shrink);
+        mu = c->m_center + w * (z[1] + half_var - c->m_center) - half_var;
+    }
+    return (ZilnParams){.p = p, .mu = mu + c->level_shift, .sigma = sigma};
 }

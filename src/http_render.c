@@ -274,11 +274,12 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
     textbuf_printf(b,
                   "\"horizon_days\":%d,\"hidden_size\":%d,"
                   "\"training\":{\"examples\":%llu,\"users\":%llu,\"epochs\":%llu,\"val_loss\":%.6g,"
-                  "\"val_gini\":%.6g,\"seconds\":%.3f,\"level_shift\":%.6g,\"p_scale\":%.6g,\"p_offset\":%.6g},",
+                  "\"val_gini\":%.6g,\"seconds\":%.3f,\"level_shift\":%.6g,\"p_scale\":%.6g,\"p_offset\":%.6g,"
+                  "\"m_shrink\":%.6g,\"m_center\":%.6g},",
                   mi->horizon_days, mi->hidden_size, (unsigned long long)mi->train.examples,
                   (unsigned long long)mi->train.users, (unsigned long long)mi->train.epochs,
                   finite_or_zero(mi->train.val_loss), finite_or_zero(mi->train.val_gini), mi->train.seconds,
-                  mi->calib.level_shift, mi->calib.p_scale, mi->calib.p_offset);
+                  mi->calib.level_shift, mi->calib.p_scale, mi->calib.p_offset, mi->calib.m_shrink, mi->calib.m_center);
     const FallbackFit *f = &mi->fallback;
     textbuf_printf(b,
                   "\"fallback\":{\"model\":\"bgnbd+gamma_gamma\",\"fitted\":%s,\"fitted_at\":%s%s%s,"
@@ -312,6 +313,7 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   "\"head\":\"%s\",\"seasonal\":%s,\"seasonal_events\":%s,\"val_loss\":%.6g,\"val_loss_other_head\":%.6g,\"val_loss_fallback\":%.6g,"
                   "\"val_loss_serving\":%.6g,\"val_gini\":%.6g,\"val_gini_fallback\":%.6g,\"seconds\":%.3f,"
                   "\"swapped\":%s,\"level\":{\"rule\":\"%s\",\"shift\":%.6g,\"p_scale\":%.6g,\"p_offset\":%.6g,"
+                  "\"m_shrink\":%.6g,\"m_center\":%.6g,"
                   "\"val_total_error_fallback\":%.6g,"
                   "\"val_total_error_held_out\":%.6g,\"val_total_error_network\":%.6g,\"shoppers\":%llu,"
                   "\"buyers\":%llu}},\"runs\":[",
@@ -325,6 +327,7 @@ void render_model(TextBuf *b, const ModelInfo *mi, const PredLogStats *pl)
                   finite_or_zero(lt->val_gini_fallback), lt->seconds, lt->swapped ? "true" : "false",
                   model_level_rule_name(lt->level_rule), finite_or_zero(lt->level_shift),
                   lt->p_scale > 0 ? lt->p_scale : 1.0, finite_or_zero(lt->p_offset), /* 0: no training yet */
+                  finite_or_zero(lt->m_shrink), finite_or_zero(lt->m_center),
                   finite_or_zero(lt->val_total_error_fallback), finite_or_zero(lt->val_total_error_held_out),
                   finite_or_zero(lt->val_total_error_network), (unsigned long long)lt->level_shoppers,
                   (unsigned long long)lt->level_buyers);

@@ -275,6 +275,7 @@ static void train_config(Service *s, const Model *cur, TrainConfig *tc)
         .max_epochs = (int)s->cfg.train_max_epochs,
         .lr = s->cfg.train_learning_rate,
         .mean_loss_weight = s->cfg.train_mean_loss_weight,
+        .mean_shrink = s->cfg.train_mean_shrink,
         .batch = (int)s->cfg.train_batch,
         .cuts_per_shopper = (int)s->cfg.train_cuts_per_shopper,
         .grid_days = (int)s->cfg.train_grid_days,
@@ -563,6 +564,8 @@ static int train_network(Service *s, char *err, size_t errlen)
         .level_shift = tr.level_shift,
         .p_scale = tr.p_scale,
         .p_offset = tr.p_offset,
+        .m_shrink = tr.m_shrink,
+        .m_center = tr.m_center,
         .val_total_error_fallback = tr.val_total_error_fallback,
         .val_total_error_held_out = tr.val_total_error_held_out,
         .val_total_error_network = tr.val_total_error_network,
@@ -575,12 +578,12 @@ static int train_network(Service *s, char *err, size_t errlen)
         .swapped = tr.val_loss < tr.val_loss_serving,
     };
     log_msg(LOG_INFO, "network trained", "hybrid=%s seasonal=%s seasonal_events=%s val_loss=%.5f other_variant=%.5f fallback=%.5f serving=%.5f "
-            "val_gini=%.4f val_gini_fallback=%.4f level_shift=%.4f p_scale=%.4f p_offset=%.4f level_rule=%s "
+            "val_gini=%.4f val_gini_fallback=%.4f level_shift=%.4f p_scale=%.4f p_offset=%.4f m_shrink=%.4g m_center=%.4f level_rule=%s "
             "val_total_error_fallback=%.4f "
             "val_total_error_held_out=%.4f val_total_error_network=%.4f examples=%llu users=%llu events=%llu history_events=%llu epochs=%d "
             "epochs_other=%d seconds=%.2f swap=%s",
             tr.hybrid ? "true" : "false", tr.seasonal ? "true" : "false", tr.seasonal_events ? "true" : "false", tr.val_loss, tr.val_loss_other, tr.val_loss_fallback, tr.val_loss_serving,
-            tr.val_gini, tr.val_gini_fallback, tr.level_shift, tr.p_scale, tr.p_offset,
+            tr.val_gini, tr.val_gini_fallback, tr.level_shift, tr.p_scale, tr.p_offset, tr.m_shrink, tr.m_center,
             model_level_rule_name(tr.level_rule), tr.val_total_error_fallback, tr.val_total_error_held_out,
             tr.val_total_error_network,
             (unsigned long long)tr.examples, (unsigned long long)tr.users, (unsigned long long)set_events,

@@ -244,7 +244,8 @@ const char *model_level_rule_name(int rule)
  *   char magic[8] "LTVDMODL"; u32 format; u32 input; u32 hidden; u32 extra;
  *   u32 horizon_days; u32 status; u32 net_id; u32 flags (1: hybrid head);
  *   u64 version; i64 trained_at; f64 level_shift;
- *   (formats 7 to 9:) f64 p_scale, p_offset;
+ *   (formats 7 to 10:) f64 p_scale, p_offset;
+ *   (format 10:) f64 m_shrink, m_center;
  *   f64 r, alpha, a, b, p, q, v; u64 customers, repeat_buyers, purchases;
  *   i64 fitted_at;
  *   (formats 5 to 9:) u32 cold_state; f64 cold_beta_p[COLD_FEATURES], cold_beta_mu[COLD_FEATURES], cold_sigma; u64 cold_examples, cold_converted;
@@ -257,7 +258,8 @@ const char *model_level_rule_name(int rule)
  * with status fallback (model_load's err says so). Formats 5 to 8 have 9, 11
  * and 13 head inputs and load with zero weights on the inputs they lacked
  * (get_old_head), which leaves their predictions as they were. Formats 3 to
- * 6 have no calibration of p: it loads as p_scale 1, p_offset 0.
+ * 6 have no calibration of p: it loads as p_scale 1, p_offset 0. Formats 3 to
+ * 9 have no pull of the mean toward the centre: m_shrink loads as 0 (none).
  *   u32 crc32 of every byte before it. */
 
 /* The file's bytes: built in memory, then written at once (save); read
@@ -378,6 +380,8 @@ int model_save(const Model *m, const char *path)
     PUT(&fb, w->calib.level_shift);
     PUT(&fb, w->calib.p_scale);
     PUT(&fb, w->calib.p_offset);
+    PUT(&fb, w->calib.m_shrink);
+    PUT(&fb, w->calib.m_center);
     const FallbackFit *f = &m->fallback;
     double d7[7] = {f->bg.r, f->bg.alpha, f->bg.a, f->bg.b, f->gg.p, f->gg.q, f->gg.v};
     put(&fb, d7, sizeof d7);
@@ -473,6 +477,8 @@ static const char *model_values_bad(const LstmWeights *w, const FallbackFit *f, 
     if (!(w->calib.p_scale >= PLATT_SCALE_MIN && w->calib.p_scale <= PLATT_SCALE_MAX) ||
         !(fabs(w->calib.p_offset) <= 50))
         return "probability calibration out of range";
+    if (!(w->calib.m_shrink >= 0 && w->calib.m_shrink <= HEAD_M_SHRINK_MAX) || !(fabs(w->calib.m_center) <= 50))
+        return "mean calibration out of range";
     size_t nw = lstm_w_len(&w->cfg), nb = 4u * (size_t)w->cfg.hidden, nh = head_w_len(&w->cfg);
     for (size_t i = 0; i < nw; i++)
         if (!isfinite(w->w[i]))
@@ -553,7 +559,7 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     /* format 6 is format 7 without p's calibration */
     const bool v7_head = (u32[0] == 6u || u32[0] == 7u) && u32[3] == MODEL_V7_HEAD_EXTRA;
     const bool v8_head = u32[0] == 8u && u32[3] == MODEL_V8_HEAD_EXTRA;
-    const bool this_head = u32[0] == MODEL_FORMAT_VERSION && u32[3] == HEAD_EXTRA;
+    const bool this_head = u32[0] >= 9u && u32[3] == HEAD_EXTRA; /* format 9 is format 10 without m_shrink */
     if (u32[1] != FEATURE_DIM || !(old_head || v5_head || v7_head || v8_head || this_head)) {
         snprintf(err, errlen, "%s: format %u with shapes input=%u extra=%u: a format-%u file has input=%d and "
                  "extra=%d (damaged, or not written by ltvd)", path, u32[0], u32[1], u32[3], u32[0], FEATURE_DIM,
@@ -575,6 +581,10 @@ int model_load(Model **out, const char *path, int expect_hidden, char *err, size
     if (u32[0] >= 7u) {
         GET(&fb, w->calib.p_scale);
         GET(&fb, w->calib.p_offset);
+    }
+    if (u32[0] >= 10u) {
+        GET(&fb, w->calib.m_shrink);
+        GET(&fb, w->calib.m_center);
     }
     get(&fb, d7, sizeof d7);
     f.bg = (BgnbdParams){d7[0], d7[1], d7[2], d7[3]};

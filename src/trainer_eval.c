@@ -257,21 +257,68 @@ static void add_level_sums(void *arg, const TrainCut *ct, double pred, const dou
 #define LEVEL_MIN_POSITIVE TRAINER_LEVEL_MIN_BUYERS /* held-out shoppers with spend at now - H needed to
                                                      * calibrate on them (and without, for p's calibration) */
 
+/* The weights m_shrink tried (HeadCalib), 0 first: none. */
+static const double MEAN_SHRINK_GRID[] = {0.0, 0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 1.0};
+
+void trainer_fit_mean_shrink(const double *z, const double *y, size_t n, HeadCalib *cal)
+{
+    HeadCalib c = *cal;
+    c.level_shift = 0.0;
+    c.m_shrink = c.m_center = 0.0;
+    cal->m_shrink = cal->m_center = 0.0;
+    double sp = 0, spl = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ZilnParams zp = head_ziln(z + HEAD_OUT * i, &c);
+        sp += zp.p;
+        spl += zp.p * (zp.mu + 0.5 * zp.sigma * zp.sigma);
+    }
+    if (!(sp > 0) || !isfinite(spl))
+        return;
+    c.m_center = spl / sp;
+    double best = INFINITY;
+    for (size_t g = 0; g < sizeof MEAN_SHRINK_GRID / sizeof MEAN_SHRINK_GRID[0]; g++) {
+        c.m_shrink = MEAN_SHRINK_GRID[g];
+        double sm = 0, sy = 0, syl = 0;
+        for (size_t i = 0; i < n; i++) {
+            const ZilnParams zp = head_ziln(z + HEAD_OUT * i, &c);
+            const double m = ziln_mean(&zp);
+            sm += m;
+            if (y[i] > 0) {
+                sy += y[i];
+                syl += y[i] * log(fmax(m, 1e-300));
+            }
+        }
+        const double j = sy * log(sm) - syl; /* the deviance, the scale fitted, up to a constant */
+        if (sy > 0 && isfinite(j) && j < best) {
+            best = j;
+            cal->m_shrink = c.m_shrink;
+            cal->m_center = c.m_shrink > 0 ? c.m_center : 0.0;
+        }
+    }
+}
+
 /* The calibration of p on the held-out shoppers at now - H (l's [1], each
  * once): Platt's fit of their purchase or none on the network's p-logit
  * (platt_fit), when LEVEL_MIN_POSITIVE of them had spend and as many none;
  * then the shift that makes their total spend exact with it, log(Σ y / Σ
- * network mean). The shift alone when the fit is refused. */
-static HeadCalib calibrate_held_out(const LevelSums *l)
+ * network mean). The shift alone when the fit is refused. With
+ * mean_shrink, the mean's pull is fitted on them between the two
+ * (trainer_fit_mean_shrink), so the shift is the pulled mean's. */
+static HeadCalib calibrate_held_out(const LevelSums *l, bool mean_shrink)
 {
     HeadCalib cal = HEAD_CALIB_NONE;
     const size_t n = l->n1;
-    double *buf = l->pos[1] <= n && n - l->pos[1] >= LEVEL_MIN_POSITIVE ? malloc(2 * n * sizeof(double)) : NULL;
+    double *buf = malloc((HEAD_OUT + 2) * (n ? n : 1) * sizeof(double));
     if (buf) {
-        double *x = buf, *y = buf + n;
-        for (size_t i = 0; i < n; i++)
+        double *x = buf, *y = buf + n, *z = y + n;
+        for (size_t i = 0; i < n; i++) {
             x[i] = l->held[i].z[0], y[i] = l->held[i].y;
-        platt_fit(x, y, n, &cal.p_scale, &cal.p_offset); /* leaves 1, 0 when refused */
+            memcpy(z + HEAD_OUT * i, l->held[i].z, sizeof l->held[i].z);
+        }
+        if (l->pos[1] <= n && n - l->pos[1] >= LEVEL_MIN_POSITIVE)
+            platt_fit(x, y, n, &cal.p_scale, &cal.p_offset); /* leaves 1, 0 when refused */
+        if (mean_shrink)
+            trainer_fit_mean_shrink(z, y, n, &cal); /* with p calibrated */
         free(buf);
     }
     double net = 0;
@@ -336,7 +383,7 @@ static HeadCalib choose_level(const TrainSet *set, const TrainConfig *cfg, const
                                          trainer_level_auto_own(out->seasonal, set->history_events > 0, l->pos[1],
                                                                 l->y[1], l->net[1], l->fb[1], se));
     if (own) {
-        HeadCalib cal = calibrated ? calibrate_held_out(l) : HEAD_CALIB_NONE;
+        HeadCalib cal = calibrated ? calibrate_held_out(l, cfg->mean_shrink) : HEAD_CALIB_NONE;
         if (set->served) {
             double full, served, fb;
             HeadCalib p_only = cal;
@@ -397,6 +444,8 @@ HeadCalib trainer_choose_level(const TrainSet *set, const TrainConfig *cfg, cons
     out->level_shift = cal.level_shift;
     out->p_scale = cal.p_scale;
     out->p_offset = cal.p_offset;
+    out->m_shrink = cal.m_shrink;
+    out->m_center = cal.m_center;
     return cal;
 }
 

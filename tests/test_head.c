@@ -66,7 +66,9 @@ static Model *network_model(bool hybrid, const FallbackFit *fit)
     LstmWeights *net;
     ASSERT(lstm_weights_create(&net, HIDDEN, 3, 7) == 0);
     net->hybrid = hybrid;
-    net->calib.level_shift = 0.3;
+    /* every part of the calibration, the mean's pull included: serving and
+     * the trainer's backtest must apply them alike */
+    net->calib = (HeadCalib){.level_shift = 0.3, .p_scale = 1.1, .p_offset = -0.2, .m_shrink = 0.05, .m_center = 3.0};
     Model *m;
     ASSERT(model_create(&m, net, fit, HORIZON, MODEL_TRAINED, 1) == 0);
     lstm_weights_release(net);

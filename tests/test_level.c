@@ -284,27 +284,34 @@ static void check_p_calibration(void)
     serve_windows(&churn, served, SERVE_RING);
     const struct {
         int level, val_percent;
-        bool rings;
-    } cases[] = {{2, 50, false}, {2, 50, true}, {2, 40, false}, {1, 50, false}};
+        bool rings, shrink;
+    } cases[] = {{2, 50, false, false}, {2, 50, true, false}, {2, 40, false, false}, {1, 50, false, true},
+                 {2, 50, false, true}, {2, 50, true, true}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         TrainConfig tc;
         train_config(&tc, cases[k].val_percent);
         tc.level = cases[k].level;
         tc.ring = cases[k].rings ? SERVE_RING : 0;
+        tc.mean_shrink = cases[k].shrink;
         TrainSet set = churn.set;
         set.history_events = set.nevents;
         set.served = cases[k].rings ? served : NULL;
         TrainResult tr;
         train_ok(&set, &tc, 17, &tr);
-        ASSERT(tr.net->calib.p_scale == tr.p_scale && tr.net->calib.p_offset == tr.p_offset);
-        if (tc.level == 1) {
-            ASSERT(tr.level_rule == LEVEL_RULE_FALLBACK && tr.p_scale == 1.0 && tr.p_offset == 0.0);
+        ASSERT(tr.net->calib.p_scale == tr.p_scale && tr.net->calib.p_offset == tr.p_offset &&
+               tr.net->calib.m_shrink == tr.m_shrink && tr.net->calib.m_center == tr.m_center);
+        if (tc.level == 1) { /* the fallback's level: neither p nor the mean calibrated */
+            ASSERT(tr.level_rule == LEVEL_RULE_FALLBACK && tr.p_scale == 1.0 && tr.p_offset == 0.0 &&
+                   tr.m_shrink == 0.0);
             lstm_weights_release(tr.net);
             continue;
         }
-        printf("p's calibration (%d%% held out%s): p_scale %.4f p_offset %.4f level_shift %.4f over %llu shoppers\n",
-               cases[k].val_percent, cases[k].rings ? ", served from rings" : "", tr.p_scale, tr.p_offset,
-               tr.level_shift, (unsigned long long)tr.level_shoppers);
+        printf("p's calibration (%d%% held out%s%s): p_scale %.4f p_offset %.4f m_shrink %.3g level_shift %.4f over "
+               "%llu shoppers\n", cases[k].val_percent, cases[k].rings ? ", served from rings" : "",
+               cases[k].shrink ? ", the mean's pull on" : "", tr.p_scale, tr.p_offset, tr.m_shrink, tr.level_shift,
+               (unsigned long long)tr.level_shoppers);
+        if (!cases[k].shrink)
+            ASSERT(tr.m_shrink == 0.0 && tr.m_center == 0.0);
         ASSERT(tr.level_rule == LEVEL_RULE_NETWORK && tr.level_shoppers >= 100 && isfinite(tr.level_shift));
         if (cases[k].val_percent == 40) /* 192 held out, 47 of them without spend: too few to fit p on */
             ASSERT(tr.p_scale == 1.0 && tr.p_offset == 0.0);
@@ -336,11 +343,70 @@ static void check_p_calibration(void)
     }
 }
 
+/* The mean's pull toward the centre (trainer_fit_mean_shrink), on
+ * held-out shoppers made here: 20,000 with p from 0.3% to 90% and a network
+ * mean given a purchase log m ~ N(4, 0.5). When the spend of those who buy
+ * follows m everywhere, no pull is fitted; when below p = 0.15 it does not
+ * follow m at all (their log m is a fresh draw), a pull is fitted, and it
+ * lowers the deviance it was chosen by. */
+static double unit(uint64_t *s)
+{
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return ((double)(*s >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double normal(uint64_t *s) { return sqrt(-2 * log(unit(s))) * cos(6.283185307179586 * unit(s)); }
+
+static void check_mean_shrink_fit(void)
+{
+    enum { N = 20000 };
+    static double z[3 * N], y[2][N];
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    const double sigma = 0.6, z2 = log(expm1(sigma - HEAD_SIGMA_MIN)); /* softplus(z2) + 0.05 = sigma */
+    for (int i = 0; i < N; i++) {
+        const double p = 0.003 + 0.9 * pow(unit(&rng), 2.0), lm = 4.0 + 0.5 * normal(&rng);
+        z[3 * i] = log(p / (1 - p));
+        z[3 * i + 1] = lm - 0.5 * sigma * sigma;
+        z[3 * i + 2] = z2;
+        const bool buys = unit(&rng) < p;
+        const double draw = sigma * normal(&rng) - 0.5 * sigma * sigma, fresh = 4.0 + 0.5 * normal(&rng);
+        y[0][i] = buys ? exp(lm + draw) : 0.0;
+        y[1][i] = buys ? exp((p < 0.15 ? fresh : lm) + draw) : 0.0;
+    }
+    HeadCalib follows = HEAD_CALIB_NONE, noise = HEAD_CALIB_NONE;
+    trainer_fit_mean_shrink(z, y[0], N, &follows);
+    trainer_fit_mean_shrink(z, y[1], N, &noise);
+    printf("mean's pull: m_shrink %.3g where the spend follows m, %.3g (centre %.3f) where it does not below p = 0.15\n",
+           follows.m_shrink, noise.m_shrink, noise.m_center);
+    ASSERT(follows.m_shrink <= 0.001);
+    ASSERT(noise.m_shrink >= 0.01 && fabs(noise.m_center - 4.0) < 0.1);
+    ASSERT(noise.level_shift == 0.0 && noise.p_scale == 1.0); /* only the mean's two are set */
+    /* the fitted pull lowers the deviance (total scaled to the spend) against none */
+    double dev[2];
+    for (int k = 0; k < 2; k++) {
+        HeadCalib c = k ? noise : HEAD_CALIB_NONE;
+        double sm = 0, sy = 0, syl = 0;
+        for (int i = 0; i < N; i++) {
+            const ZilnParams zp = head_ziln(z + 3 * i, &c);
+            sm += ziln_mean(&zp);
+            sy += y[1][i];
+            syl += y[1][i] > 0 ? y[1][i] * log(ziln_mean(&zp)) : 0.0;
+        }
+        dev[k] = sy * log(sm) - syl;
+    }
+    ASSERT(dev[1] < dev[0]);
+    HeadCalib none = HEAD_CALIB_NONE;
+    double zero[3 * 4] = {0}, ys[4] = {0};
+    trainer_fit_mean_shrink(zero, ys, 4, &none); /* nobody spent: none */
+    ASSERT(none.m_shrink == 0.0 && none.m_center == 0.0);
+}
+
 int main(void)
 {
     check_auto_rule();
     check_level_rules();
     check_fallback_level_as_served();
     check_p_calibration();
+    check_mean_shrink_fit();
     TEST_DONE("test_level");
 }

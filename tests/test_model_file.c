@@ -53,19 +53,22 @@ static void write_model_bytes(const char *path, unsigned char *b, size_t n, uint
 #define CALIB_AT 64u
 
 /* A file of this build (bytes b, len with its CRC, hidden H, no adjuster
- * table) as the older format `format` (5 to 8; its CRC not included, *n
- * its length): the calibration cut before format 7, and the head columns
+ * table) as the older format `format` (5 to 9; its CRC not included, *n
+ * its length): the mean's calibration cut before format 10, p's before
+ * format 7, and the head columns
  * of the season by the fallback's p before format 9, of the hinges before
  * format 8, of the time of year before format 6. */
 static unsigned char *as_format(const unsigned char *b, size_t len, int H, uint32_t format, size_t *n)
 {
     unsigned char *o = malloc(len);
     ASSERT(o);
-    const size_t U = (size_t)H + HEAD_EXTRA, cut = format < 7u ? 16u : 0u;
+    /* at CALIB_AT: p_scale, p_offset (kept from format 7), m_shrink, m_center (from 10) */
+    const size_t U = (size_t)H + HEAD_EXTRA, keep = format < 7u ? 0u : 16u, cut = (format < 7u ? 16u : 0u) +
+                                                                                  (format < 10u ? 16u : 0u);
     /* tail: head_w (3 U floats), head_b (3), has_adjuster (u32 0), CRC */
     const size_t hw = len - ((3u * U + 3u) * 4u + 4u + 4u);
-    memcpy(o, b, CALIB_AT);
-    memcpy(o + CALIB_AT, b + CALIB_AT + cut, hw - CALIB_AT - cut);
+    memcpy(o, b, CALIB_AT + keep);
+    memcpy(o + CALIB_AT + keep, b + CALIB_AT + keep + cut, hw - CALIB_AT - keep - cut);
     size_t k = hw - cut;
     uint32_t extra = 0;
     for (int r = 0; r < HEAD_OUT; r++)
@@ -183,6 +186,70 @@ static void test_format6_calibration(const FallbackFit *fit, const ShopperAgg *a
     lstm_weights_release(net);
 }
 
+/* The mean's calibration (format 10): m_shrink and m_center are saved and
+ * loaded with the network, and pull log m toward m_center by p / (p +
+ * m_shrink) while p and σ stay (the served quantiles are that
+ * distribution's); a format-9 file loads with none and predicts what the
+ * same network without it does; values out of range are refused. */
+static void test_format10_mean_calibration(const FallbackFit *fit, const ShopperAgg *agg, const char *path)
+{
+    const int H = 8;
+    const HeadCalib cal = {.level_shift = 0.1, .p_scale = 1.2, .p_offset = -0.3, .m_shrink = 0.05, .m_center = 3.0};
+    LstmWeights *net, *plain; /* the same weights (the same seed), plain without the mean's calibration */
+    ASSERT(lstm_weights_create(&net, H, 21, 3) == 0 && lstm_weights_create(&plain, H, 21, 3) == 0);
+    net->hybrid = plain->hybrid = true;
+    net->calib = cal;
+    plain->calib = cal;
+    plain->calib.m_shrink = plain->calib.m_center = 0.0;
+    Model *m, *none, *loaded, *nine;
+    ASSERT(model_create(&m, net, fit, 182, MODEL_TRAINED, 1) == 0);
+    ASSERT(model_create(&none, plain, fit, 182, MODEL_TRAINED, 1) == 0);
+    ASSERT(model_save(m, path) == 0);
+    char err[256];
+    ASSERT(model_load(&loaded, path, H, err, sizeof err) == 0);
+    ASSERT(memcmp(&loaded->net->calib, &cal, sizeof cal) == 0);
+    size_t len, n9;
+    unsigned char *b10 = file_bytes(path, &len), *b9 = as_format(b10, len, H, 9, &n9);
+    write_model_bytes(path, b9, n9, 9);
+    ASSERT(model_load(&nine, path, H, err, sizeof err) == 0);
+    ASSERT(nine->net->calib.m_shrink == 0.0 && nine->net->calib.m_center == 0.0 && nine->net->calib.p_scale == 1.2 &&
+           nine->net->calib.p_offset == -0.3 && nine->net->calib.level_shift == 0.1);
+    float h[LSTM_MAX_HIDDEN];
+    int pulled = 0;
+    for (int day = 1; day <= 360; day += 17) {
+        for (int j = 0; j < H; j++)
+            h[j] = 0.2f * (float)((j + day) % 5) - 0.4f;
+        const int64_t at = agg->last_ts + (int64_t)day * 86400;
+        Prediction a, b, c, d;
+        model_predict(m, h, agg, NULL, at, &a);
+        model_predict(loaded, h, agg, NULL, at, &b);
+        model_predict(none, h, agg, NULL, at, &c);
+        model_predict(nine, h, agg, NULL, at, &d);
+        ASSERT(a.from_network && c.from_network);
+        ASSERT(a.ltv == b.ltv && a.p50 == b.p50 && a.p90 == b.p90); /* saved and loaded */
+        ASSERT(c.ltv == d.ltv && c.p90 == d.p90);                   /* format 9: none */
+        ASSERT_REL(a.p_active, c.p_active, 1e-12);                  /* p is not moved */
+        const double p = a.p_active, w = p / (p + cal.m_shrink), lm = log(c.ltv / p) - cal.level_shift;
+        ASSERT_NEAR(log(a.ltv / p) - cal.level_shift, cal.m_center + w * (lm - cal.m_center), 1e-9);
+        pulled += fabs(a.ltv / c.ltv - 1.0) > 1e-3;
+        if (a.p90 > 0 && c.p90 > 0) /* σ kept: the quantiles move with the mean */
+            ASSERT_REL(a.p90 / c.p90, a.ltv / c.ltv, 1e-9);
+    }
+    ASSERT(pulled > 0);
+    /* out of range: refused */
+    const double bad[] = {-0.01, HEAD_M_SHRINK_MAX * 2};
+    for (int k = 0; k < 2; k++) {
+        memcpy(b10 + CALIB_AT + 16u, &bad[k], sizeof bad[k]);
+        write_model_bytes(path, b10, len - 4u, MODEL_FORMAT_VERSION);
+        Model *refused = NULL;
+        ASSERT(model_load(&refused, path, H, err, sizeof err) != 0 && refused == NULL);
+        ASSERT(strstr(err, "mean calibration out of range") != NULL);
+    }
+    free(b10), free(b9);
+    model_release(m), model_release(none), model_release(loaded), model_release(nine);
+    lstm_weights_release(net), lstm_weights_release(plain);
+}
+
 /* A model file of format 8 (13 head inputs: no season by the fallback's p)
  * loads as the network with weight 0 on those two and its own weights on
  * the silence hinges, which predicts what it did at any silence (1 to 400
@@ -205,7 +272,7 @@ static void test_format8_hinges(const FallbackFit *fit, const ShopperAgg *agg, c
     size_t len, n8;
     unsigned char *b9 = file_bytes(path, &len), *b8 = as_format(b9, len, H, 8, &n8);
     char err[256];
-    write_model_bytes(path, b8, n8, MODEL_FORMAT_VERSION); /* a format-9 header, 13 head inputs */
+    write_model_bytes(path, b8, n8, 9); /* a format-9 header, 13 head inputs */
     ASSERT(model_load(&loaded, path, H, err, sizeof err) == -EINVAL && loaded == NULL);
     ASSERT(strstr(err, "format 9 with") && strstr(err, "extra=13") && strstr(err, "has input=16 and extra=15"));
     write_model_bytes(path, b9, len - 4u, 8); /* a format-8 header, 15 head inputs */
@@ -349,6 +416,7 @@ static void test_model_file(void)
     test_format5_head(net, &fit, &agg, path);
     test_format6_calibration(&fit, &agg, path);
     test_format8_hinges(&fit, &agg, path);
+    test_format10_mean_calibration(&fit, &agg, path);
     /* values no writer makes, behind a right checksum, are refused by name */
     float w3 = m->net->w[3];
     m->net->w[3] = NAN;
