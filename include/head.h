@@ -6,6 +6,8 @@
  *   o = head_w [h; e'] + head_b        head_w (3, H+E), head_b (3,)
  *   z = (o0 + a0', o1 + a1', o2)       pre-activations
  *   p = σ(p_scale z0 + p_offset), μ = z1 + level_shift, σ = softplus(z2) + 0.05
+ *   (with the mean's pull, HeadCalib.m_shrink > 0, μ moves so that log m =
+ *   μ + σ²/2 is pulled toward m_center where p is small)
  *
  * Two variants (docs/MODEL.md):
  *   hybrid:    e' = e and a' = the fallback's anchors (head_anchors), so
@@ -50,6 +52,7 @@ typedef struct HeadCalib {
 } HeadCalib;
 
 #define HEAD_M_SHRINK_MAX 100.0 /* model_load refuses beyond */
+#define HEAD_M_CENTER_MAX 50.0  /* |m_center|: the same; the fit fits none beyond */
 
 #define HEAD_CALIB_NONE \
     ((HeadCalib){.level_shift = 0.0, .p_scale = 1.0, .p_offset = 0.0, .m_shrink = 0.0, .m_center = 0.0})

@@ -44,7 +44,7 @@ typedef struct LstmWeights {
     atomic_int refs;
     uint32_t id;      /* identity that shoppers' states are tagged with */
     bool hybrid;      /* head predicts a residual on the fallback (docs/MODEL.md) */
-    HeadCalib calib;  /* the level shift added to mu and the calibration of p (head.h) */
+    HeadCalib calib;  /* the level shift added to mu, the calibration of p and the mean's pull (head.h) */
     LstmConfig cfg;   /* input = FEATURE_DIM, hidden = H */
     float *w;         /* (4H, I+H) stacked gates i, f, g, o */
     float *b;         /* (4H,) */

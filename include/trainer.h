@@ -89,7 +89,8 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
  * m_shrink, of a grid from 0 (none) to 1, the one whose means, scaled to
  * the shoppers' total, have the least Poisson deviance on their spend.
  * cal's p calibration is used, its level is not; sets only m_shrink and
- * m_center (0, 0 when nobody spent). Pure. */
+ * m_center (0, 0 when nobody spent or the centre is beyond HEAD_M_CENTER_MAX,
+ * which a model file may not hold). Pure. */
 void trainer_fit_mean_shrink(const double *z, const double *y, size_t n, HeadCalib *cal);
 
 /* train.level=auto's choice (docs/MODEL.md, "Training", step 6): the

@@ -248,7 +248,7 @@ const char *model_level_rule_name(int rule)
  *   (format 10:) f64 m_shrink, m_center;
  *   f64 r, alpha, a, b, p, q, v; u64 customers, repeat_buyers, purchases;
  *   i64 fitted_at;
- *   (formats 5 to 9:) u32 cold_state; f64 cold_beta_p[COLD_FEATURES], cold_beta_mu[COLD_FEATURES], cold_sigma; u64 cold_examples, cold_converted;
+ *   (formats 5 to 10:) u32 cold_state; f64 cold_beta_p[COLD_FEATURES], cold_beta_mu[COLD_FEATURES], cold_sigma; u64 cold_examples, cold_converted;
  *   u64 examples, users, epochs; f64 val_loss, val_gini, seconds;
  *   f32 lstm_w[4H(I+H)], lstm_b[4H], head_w[3(H+E)], head_b[3];
  *   u32 has_adjuster; AdjTable (raw, when has_adjuster);
@@ -477,7 +477,7 @@ static const char *model_values_bad(const LstmWeights *w, const FallbackFit *f, 
     if (!(w->calib.p_scale >= PLATT_SCALE_MIN && w->calib.p_scale <= PLATT_SCALE_MAX) ||
         !(fabs(w->calib.p_offset) <= 50))
         return "probability calibration out of range";
-    if (!(w->calib.m_shrink >= 0 && w->calib.m_shrink <= HEAD_M_SHRINK_MAX) || !(fabs(w->calib.m_center) <= 50))
+    if (!(w->calib.m_shrink >= 0 && w->calib.m_shrink <= HEAD_M_SHRINK_MAX) || !(fabs(w->calib.m_center) <= HEAD_M_CENTER_MAX))
         return "mean calibration out of range";
     size_t nw = lstm_w_len(&w->cfg), nb = 4u * (size_t)w->cfg.hidden, nh = head_w_len(&w->cfg);
     for (size_t i = 0; i < nw; i++)

@@ -272,7 +272,7 @@ void trainer_fit_mean_shrink(const double *z, const double *y, size_t n, HeadCal
         sp += zp.p;
         spl += zp.p * (zp.mu + 0.5 * zp.sigma * zp.sigma);
     }
-    if (!(sp > 0) || !isfinite(spl))
+    if (!(sp > 0) || !isfinite(spl) || !(fabs(spl / sp) <= HEAD_M_CENTER_MAX)) /* a diverged network: none */
         return;
     c.m_center = spl / sp;
     double best = INFINITY;

@@ -399,6 +399,11 @@ static void check_mean_shrink_fit(void)
     double zero[3 * 4] = {0}, ys[4] = {0};
     trainer_fit_mean_shrink(zero, ys, 4, &none); /* nobody spent: none */
     ASSERT(none.m_shrink == 0.0 && none.m_center == 0.0);
+    for (int i = 0; i < N; i++) /* a diverged network's means, log m about 100: a centre no file may hold */
+        z[3 * i + 1] += 96.0;
+    HeadCalib diverged = HEAD_CALIB_NONE;
+    trainer_fit_mean_shrink(z, y[1], N, &diverged);
+    ASSERT(diverged.m_shrink == 0.0 && diverged.m_center == 0.0);
 }
 
 int main(void)

@@ -236,10 +236,10 @@ static void test_format10_mean_calibration(const FallbackFit *fit, const Shopper
             ASSERT_REL(a.p90 / c.p90, a.ltv / c.ltv, 1e-9);
     }
     ASSERT(pulled > 0);
-    /* out of range: refused */
-    const double bad[] = {-0.01, HEAD_M_SHRINK_MAX * 2};
-    for (int k = 0; k < 2; k++) {
-        memcpy(b10 + CALIB_AT + 16u, &bad[k], sizeof bad[k]);
+    /* out of range: refused (m_shrink below 0, beyond its bound or NaN; m_center beyond its bound) */
+    const double bad[][2] = {{-0.01, 3.0}, {HEAD_M_SHRINK_MAX * 2, 3.0}, {NAN, 3.0}, {0.05, HEAD_M_CENTER_MAX + 1}};
+    for (int k = 0; k < 4; k++) {
+        memcpy(b10 + CALIB_AT + 16u, bad[k], sizeof bad[k]);
         write_model_bytes(path, b10, len - 4u, MODEL_FORMAT_VERSION);
         Model *refused = NULL;
         ASSERT(model_load(&refused, path, H, err, sizeof err) != 0 && refused == NULL);
@@ -270,12 +270,12 @@ static void test_format8_hinges(const FallbackFit *fit, const ShopperAgg *agg, c
     ASSERT(model_create(&m, net, fit, 182, MODEL_TRAINED, 1) == 0);
     ASSERT(model_save(m, path) == 0);
     size_t len, n8;
-    unsigned char *b9 = file_bytes(path, &len), *b8 = as_format(b9, len, H, 8, &n8);
+    unsigned char *cur = file_bytes(path, &len), *b8 = as_format(cur, len, H, 8, &n8);
     char err[256];
     write_model_bytes(path, b8, n8, 9); /* a format-9 header, 13 head inputs */
     ASSERT(model_load(&loaded, path, H, err, sizeof err) == -EINVAL && loaded == NULL);
     ASSERT(strstr(err, "format 9 with") && strstr(err, "extra=13") && strstr(err, "has input=16 and extra=15"));
-    write_model_bytes(path, b9, len - 4u, 8); /* a format-8 header, 15 head inputs */
+    write_model_bytes(path, cur, len - 4u, 8); /* a format-8 header, 15 head inputs */
     ASSERT(model_load(&loaded, path, H, err, sizeof err) == -EINVAL && loaded == NULL);
     ASSERT(strstr(err, "extra=15") && strstr(err, "has input=16 and extra=13"));
     write_model_bytes(path, b8, n8, 8);
@@ -297,7 +297,7 @@ static void test_format8_hinges(const FallbackFit *fit, const ShopperAgg *agg, c
         far = a.ltv;
     }
     ASSERT(far != near);
-    free(b9), free(b8);
+    free(cur), free(b8);
     model_release(loaded), model_release(m);
     lstm_weights_release(net);
 }
