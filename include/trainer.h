@@ -87,11 +87,22 @@ int trainer_run(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *
  * on n held-out shoppers at now - H, z (n, 3) the network's pre-activations
  * there and y their spend after: m_center the p-weighted mean of log m, and
  * m_shrink, of a grid from 0 (none) to 1, the one whose means, scaled to
- * the shoppers' total, have the least Poisson deviance on their spend.
+ * the shoppers' total, have the least Poisson deviance on their spend
+ * (training then moves m_center: trainer_mean_shrink_centre).
  * cal's p calibration is used, its level is not; sets only m_shrink and
  * m_center (0, 0 when nobody spent or the centre is beyond HEAD_M_CENTER_MAX,
  * which a model file may not hold). Pure. */
 void trainer_fit_mean_shrink(const double *z, const double *y, size_t n, HeadCalib *cal);
+
+/* The pull's centre that moves no total: with cal->m_shrink > 0, sets
+ * cal->m_center so that the pulled means of the n shoppers with
+ * pre-activations z (n, 3) sum to their unpulled means (cal's p and level
+ * in both), so the pull only changes how that total is shared among them.
+ * Training calls it with every shopper as served at now, after the fit
+ * above. 0; -EDOM when no centre within HEAD_M_CENTER_MAX does (no
+ * shopper, a total not finite), with cal's pull removed (m_shrink and
+ * m_center 0). Nothing to do (0) when cal->m_shrink is 0. Pure. */
+int trainer_mean_shrink_centre(const double *z, size_t n, HeadCalib *cal);
 
 /* train.level=auto's choice (docs/MODEL.md, "Training", step 6): the
  * network's own level rather than the fallback's, when the head learned

@@ -148,10 +148,11 @@ double trainer_val_gini(const double *theta, int H, const Dataset *d, bool hybri
 /* Σ network mean (under cal) and Σ fallback mean over every shopper
  * of the set as of set->now, each advanced through its sequence in sh
  * (set->shoppers: the whole training sequence; set->served: what serving
- * rebuilds its state from). 0 or -ENOMEM. */
+ * rebuilds its state from); zs, when not NULL, (nshoppers, HEAD_OUT)
+ * receives each shopper's pre-activations there. 0 or -ENOMEM. */
 static int totals_at_now(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit, const double *theta,
                          bool hybrid, const HeadCalib *cal, const TrainShopper *sh_all, double *sum_net,
-                         double *sum_fb)
+                         double *sum_fb, double *zs)
 {
     const int H = cfg->hidden;
     const size_t K = (size_t)(NIN + H), G = 4u * (size_t)H, U = (size_t)(H + NE);
@@ -192,6 +193,8 @@ static int totals_at_now(const TrainSet *set, const TrainConfig *cfg, const Fall
         if (hybrid)
             head_anchors(&fo, &a0, &a1);
         head_forward(zo, NULL, hw, hb, H, h, e, a0, a1, hybrid);
+        if (zs)
+            memcpy(zs + HEAD_OUT * si, zo, sizeof zo);
         *sum_net += trainer_head_mean(zo, cal);
         *sum_fb += fo.ltv;
     }
@@ -212,7 +215,7 @@ static double fallback_shift(const TrainSet *set, const TrainConfig *cfg, const 
 {
     double net, fb;
     if (totals_at_now(set, cfg, fit, theta, hybrid, &HEAD_CALIB_NONE, set->served ? set->served : set->shoppers, &net,
-                      &fb))
+                      &fb, NULL))
         return 0.0;
     return log_ratio(fb, net);
 }
@@ -297,13 +300,49 @@ void trainer_fit_mean_shrink(const double *z, const double *y, size_t n, HeadCal
     }
 }
 
+int trainer_mean_shrink_centre(const double *z, size_t n, HeadCalib *cal)
+{
+    if (!(cal->m_shrink > 0))
+        return 0;
+    HeadCalib c = *cal, none = *cal;
+    none.m_shrink = none.m_center = 0.0;
+    double target = 0, lo = -HEAD_M_CENTER_MAX, hi = HEAD_M_CENTER_MAX, at_lo = 0, at_hi = 0;
+    for (size_t i = 0; i < n; i++)
+        target += trainer_head_mean(z + HEAD_OUT * i, &none);
+    c.m_center = lo;
+    for (size_t i = 0; i < n; i++)
+        at_lo += trainer_head_mean(z + HEAD_OUT * i, &c);
+    c.m_center = hi;
+    for (size_t i = 0; i < n; i++)
+        at_hi += trainer_head_mean(z + HEAD_OUT * i, &c);
+    /* the pulled total rises with the centre (each mean by the weight 1 - w > 0 on it) */
+    if (!(target > 0 && isfinite(target) && at_lo <= target && target <= at_hi)) {
+        cal->m_shrink = cal->m_center = 0.0;
+        return -EDOM;
+    }
+    for (int it = 0; it < 200 && hi - lo > 1e-12; it++) {
+        c.m_center = 0.5 * (lo + hi);
+        double sum = 0;
+        for (size_t i = 0; i < n; i++)
+            sum += trainer_head_mean(z + HEAD_OUT * i, &c);
+        if (sum > target)
+            hi = c.m_center;
+        else
+            lo = c.m_center;
+    }
+    cal->m_center = 0.5 * (lo + hi);
+    return 0;
+}
+
 /* The calibration of p on the held-out shoppers at now - H (l's [1], each
  * once): Platt's fit of their purchase or none on the network's p-logit
  * (platt_fit), when LEVEL_MIN_POSITIVE of them had spend and as many none;
  * then the shift that makes their total spend exact with it, log(Σ y / Σ
  * network mean). The shift alone when the fit is refused. With
- * mean_shrink, the mean's pull is fitted on them between the two
- * (trainer_fit_mean_shrink), so the shift is the pulled mean's. */
+ * mean_shrink, the mean's pull is fitted on them too
+ * (trainer_fit_mean_shrink); the shift is the unpulled mean's, and
+ * choose_level then moves the pull's centre so that it changes no total at
+ * now (pull_centre_at_now). */
 static HeadCalib calibrate_held_out(const LevelSums *l, bool mean_shrink)
 {
     HeadCalib cal = HEAD_CALIB_NONE;
@@ -321,15 +360,37 @@ static HeadCalib calibrate_held_out(const LevelSums *l, bool mean_shrink)
             trainer_fit_mean_shrink(z, y, n, &cal); /* with p calibrated */
         free(buf);
     }
+    HeadCalib unpulled = cal;
+    unpulled.m_shrink = unpulled.m_center = 0.0;
     double net = 0;
     for (size_t i = 0; i < n; i++)
-        net += trainer_head_mean(l->held[i].z, &cal);
+        net += trainer_head_mean(l->held[i].z, &unpulled);
     if (!(net > 0 && isfinite(net))) {
         cal = HEAD_CALIB_NONE;
         net = l->net[1];
     }
     cal.level_shift = log_ratio(l->y[1], net);
     return cal;
+}
+
+/* The mean's pull's centre (trainer_mean_shrink_centre) over every
+ * shopper at now, so the pull keeps the network's total there (the level
+ * calibrated without it) and only reorders; cal's pull removed when that
+ * cannot be had. Over the whole sequences, set->shoppers: the served total
+ * is scaled to theirs (choose_level), so keeping theirs keeps it. One more
+ * pass over the shoppers, and HEAD_OUT doubles a shopper, when a pull was
+ * fitted. */
+static void pull_centre_at_now(const TrainSet *set, const TrainConfig *cfg, const FallbackFit *fit,
+                               const double *theta, bool hybrid, HeadCalib *cal)
+{
+    if (!(cal->m_shrink > 0))
+        return;
+    double *zs = malloc(HEAD_OUT * (set->nshoppers ? set->nshoppers : 1) * sizeof(double)), net, fb;
+    if (!zs ||
+        totals_at_now(set, cfg, fit, theta, hybrid, cal, set->shoppers, &net, &fb, zs) ||
+        trainer_mean_shrink_centre(zs, set->nshoppers, cal))
+        cal->m_shrink = cal->m_center = 0.0;
+    free(zs);
 }
 
 /* The level (docs/MODEL.md, "Training", step 6). Two rules: "fallback",
@@ -384,12 +445,13 @@ static HeadCalib choose_level(const TrainSet *set, const TrainConfig *cfg, const
                                                                 l->y[1], l->net[1], l->fb[1], se));
     if (own) {
         HeadCalib cal = calibrated ? calibrate_held_out(l, cfg->mean_shrink) : HEAD_CALIB_NONE;
+        pull_centre_at_now(set, cfg, fit, theta, hybrid, &cal);
         if (set->served) {
             double full, served, fb;
             HeadCalib p_only = cal;
             p_only.level_shift = 0.0;
-            if (totals_at_now(set, cfg, fit, theta, hybrid, &p_only, set->shoppers, &full, &fb) == 0 &&
-                totals_at_now(set, cfg, fit, theta, hybrid, &p_only, set->served, &served, &fb) == 0)
+            if (totals_at_now(set, cfg, fit, theta, hybrid, &p_only, set->shoppers, &full, &fb, NULL) == 0 &&
+                totals_at_now(set, cfg, fit, theta, hybrid, &p_only, set->served, &served, &fb, NULL) == 0)
                 cal.level_shift += log_ratio(full, served);
         }
         if (isfinite(cal.level_shift) && fabs(cal.level_shift) <= LEVEL_SHIFT_MAX) {

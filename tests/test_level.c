@@ -14,6 +14,7 @@
  *     network's own level when 50 of them bought and 50 did not, never with
  *     the fallback's; what is served there, p's calibration included, sums
  *     to their spend after, also when serving's states come from rings. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -348,7 +349,8 @@ static void check_p_calibration(void)
  * mean given a purchase log m ~ N(4, 0.5). When the spend of those who buy
  * follows m everywhere, no pull is fitted; when below p = 0.15 it does not
  * follow m at all (their log m is a fresh draw), a pull is fitted, and it
- * lowers the deviance it was chosen by. */
+ * lowers the deviance it was chosen by. Then the centre that keeps their
+ * total (trainer_mean_shrink_centre). */
 static double unit(uint64_t *s)
 {
     *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
@@ -395,6 +397,35 @@ static void check_mean_shrink_fit(void)
         dev[k] = sy * log(sm) - syl;
     }
     ASSERT(dev[1] < dev[0]);
+    /* the centre that moves no total (trainer_mean_shrink_centre), under a
+     * p calibration and a level shift: the pulled means sum to the unpulled
+     * ones, shoppers' means move both ways, nothing else of cal changes */
+    HeadCalib kept = noise, unpulled;
+    kept.p_scale = 1.2, kept.p_offset = -0.3, kept.level_shift = 0.4;
+    unpulled = kept;
+    unpulled.m_shrink = unpulled.m_center = 0.0;
+    ASSERT(trainer_mean_shrink_centre(z, N, &kept) == 0);
+    double sum_kept = 0, sum_unpulled = 0;
+    int up = 0, down = 0;
+    for (int i = 0; i < N; i++) {
+        const ZilnParams a = head_ziln(z + 3 * i, &kept), b = head_ziln(z + 3 * i, &unpulled);
+        sum_kept += ziln_mean(&a), sum_unpulled += ziln_mean(&b);
+        up += ziln_mean(&a) > 1.01 * ziln_mean(&b), down += ziln_mean(&a) < 0.99 * ziln_mean(&b);
+        ASSERT(a.p == b.p && a.sigma == b.sigma);
+    }
+    printf("the pull's centre keeping the total: %.4f (fitted %.4f); %d shoppers' means up, %d down by over 1%%\n",
+           kept.m_center, noise.m_center, up, down);
+    ASSERT_REL(sum_kept, sum_unpulled, 1e-9);
+    ASSERT(up > 100 && down > 100 && fabs(kept.m_center) <= HEAD_M_CENTER_MAX);
+    ASSERT(kept.m_shrink == noise.m_shrink && kept.p_scale == 1.2 && kept.p_offset == -0.3 && kept.level_shift == 0.4);
+    HeadCalib no_pull = unpulled; /* nothing to do without a pull */
+    no_pull.m_center = 1.5;
+    ASSERT(trainer_mean_shrink_centre(z, N, &no_pull) == 0 && no_pull.m_center == 1.5);
+    HeadCalib nobody = noise; /* no shopper, or a total that is not finite: the pull is removed */
+    ASSERT(trainer_mean_shrink_centre(z, 0, &nobody) == -EDOM && nobody.m_shrink == 0.0 && nobody.m_center == 0.0);
+    double inf_z[3] = {0.0, INFINITY, 0.0};
+    HeadCalib overflow = noise;
+    ASSERT(trainer_mean_shrink_centre(inf_z, 1, &overflow) == -EDOM && overflow.m_shrink == 0.0);
     HeadCalib none = HEAD_CALIB_NONE;
     double zero[3 * 4] = {0}, ys[4] = {0};
     trainer_fit_mean_shrink(zero, ys, 4, &none); /* nobody spent: none */
