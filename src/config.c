@@ -60,7 +60,7 @@ static const ConfigKey keys[] = {
     {"train.max_epochs", CT_INT, F(train_max_epochs), "40", 1, 1000, {0}, false},
     {"train.learning_rate", CT_DOUBLE, F(train_learning_rate), "0.005", 1e-6, 1, {0}, false},
     {"train.mean_loss_weight", CT_DOUBLE, F(train_mean_loss_weight), "8", 0, 1000, {0}, false},
-    {"train.mean_shrink", CT_BOOL, F(train_mean_shrink), "false", 0, 0, {0}, false},
+    {"train.mean_shrink", CT_BOOL, F(train_mean_shrink), "true", 0, 0, {0}, false},
     {"train.batch", CT_INT, F(train_batch), "32", 1, 4096, {0}, false},
     {"train.cuts_per_shopper", CT_INT, F(train_cuts_per_shopper), "12", 1, 256, {0}, false},
     {"train.grid_days", CT_INT, F(train_grid_days), "30", 1, 3650, {0}, false},

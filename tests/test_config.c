@@ -61,8 +61,8 @@ int main(void)
     LtvdConfig w;
     config_defaults(&w);
     ASSERT_NEAR(w.train_mean_loss_weight, 8.0, 0);
-    ASSERT(!w.train_mean_shrink);
-    ASSERT(config_apply_set(&w, "train.mean_shrink=true", err, sizeof err) == 0 && w.train_mean_shrink);
+    ASSERT(w.train_mean_shrink);
+    ASSERT(config_apply_set(&w, "train.mean_shrink=false", err, sizeof err) == 0 && !w.train_mean_shrink);
     expect_error("{\"train\": {\"mean_shrink\": 1}}", "train.mean_shrink");
     ASSERT(config_apply_set(&w, "train.mean_loss_weight=0", err, sizeof err) == 0 && w.train_mean_loss_weight == 0);
     expect_error("{\"train\": {\"mean_loss_weight\": -1}}", "train.mean_loss_weight");

@@ -271,7 +271,8 @@ static void check_fallback_level_as_served(void)
 /* p's calibration: where held-out shoppers at now - H both bought and did
  * not, the network's own level comes with Platt's calibration of p fitted
  * on them, and what that network serves them at now - H sums to what they
- * spent after (the level's calibration, p's included). With serving's
+ * spent after (the level's calibration, p's included; without the mean's
+ * pull, which keeps the total at now instead). With serving's
  * states rebuilt from short rings (set->served), the served/trained ratio
  * is taken with the calibrated p too: the held-out total, scaled by the
  * rings' total at now over the whole sequences', is still exact. With
@@ -321,6 +322,8 @@ static void check_p_calibration(void)
                    fabs(tr.p_offset) <= PLATT_OFFSET_MAX);
         FallbackFit fit = prior_fit();
         Model *m;
+        if (tr.m_shrink > 0) /* the level is calibrated on the unpulled mean (the pull keeps the total at now) */
+            tr.net->calib.m_shrink = tr.net->calib.m_center = 0.0;
         ASSERT(model_create(&m, tr.net, &fit, H_DAYS, MODEL_TRAINED, 1) == 0);
         double pred, actual, scale = 1.0;
         size_t idle;

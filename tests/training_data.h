@@ -100,7 +100,7 @@ static inline void train_config(TrainConfig *tc, int val_percent)
     tc->val_percent = val_percent;
     tc->head = 1;
     tc->mean_loss_weight = 8.0; /* train.mean_loss_weight's default */
-    tc->mean_shrink = false;    /* train.mean_shrink's */
+    tc->mean_shrink = true;     /* train.mean_shrink's */
 }
 
 /* The fallback every training here uses: the published CDNOW prior. */
