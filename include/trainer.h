@@ -98,8 +98,8 @@ void trainer_fit_mean_shrink(const double *z, const double *y, size_t n, HeadCal
  * cal->m_center so that the pulled means of the n shoppers with
  * pre-activations z (n, 3) sum to their unpulled means (cal's p and level
  * in both), so the pull only changes how that total is shared among them.
- * Training calls it with every shopper as served at now, after the fit
- * above. 0; -EDOM when no centre within HEAD_M_CENTER_MAX does (no
+ * Training calls it with every shopper of the training set at now (their
+ * whole sequences), after the fit above. 0; -EDOM when no centre within HEAD_M_CENTER_MAX does (no
  * shopper, a total not finite), with cal's pull removed (m_shrink and
  * m_center 0). Nothing to do (0) when cal->m_shrink is 0. Pure. */
 int trainer_mean_shrink_centre(const double *z, size_t n, HeadCalib *cal);

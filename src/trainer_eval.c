@@ -386,10 +386,13 @@ static void pull_centre_at_now(const TrainSet *set, const TrainConfig *cfg, cons
     if (!(cal->m_shrink > 0))
         return;
     double *zs = malloc(HEAD_OUT * (set->nshoppers ? set->nshoppers : 1) * sizeof(double)), net, fb;
-    if (!zs ||
-        totals_at_now(set, cfg, fit, theta, hybrid, cal, set->shoppers, &net, &fb, zs) ||
-        trainer_mean_shrink_centre(zs, set->nshoppers, cal))
+    const double k = cal->m_shrink;
+    const int rc = !zs ? -ENOMEM : totals_at_now(set, cfg, fit, theta, hybrid, cal, set->shoppers, &net, &fb, zs);
+    if (rc || trainer_mean_shrink_centre(zs, set->nshoppers, cal)) {
+        log_msg(LOG_WARN, "mean pull dropped", "m_shrink=%.3g reason=%s", k,
+                rc ? "out of memory" : "no centre within the bound keeps the total at now");
         cal->m_shrink = cal->m_center = 0.0;
+    }
     free(zs);
 }
 

@@ -13,7 +13,10 @@
  *   - p's calibration: fitted on the held-out shoppers at now - H with the
  *     network's own level when 50 of them bought and 50 did not, never with
  *     the fallback's; what is served there, p's calibration included, sums
- *     to their spend after, also when serving's states come from rings. */
+ *     to their spend after, also when serving's states come from rings;
+ *   - the mean's pull: its fit and its centre on shoppers made here, and in
+ *     training a network with a pull serves at now the total of its twin
+ *     trained without it. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -88,6 +91,8 @@ static void check_level_rules(void)
         TrainConfig tc;
         train_config(&tc, 30);
         tc.level = cases[k].level;
+        tc.mean_shrink = false; /* the level as calibrated at now - H; with the pull it keeps the total at now
+                                 * instead (check_pull_keeps_total) */
         const Data *data = cases[k].seasonal == 2 ? &few : cases[k].seasonal ? &span : &brief;
         TrainSet set = data->set;
         set.served = cases[k].history ? (TrainShopper *)data->sh : NULL; /* the full histories, as served */
@@ -271,8 +276,9 @@ static void check_fallback_level_as_served(void)
 /* p's calibration: where held-out shoppers at now - H both bought and did
  * not, the network's own level comes with Platt's calibration of p fitted
  * on them, and what that network serves them at now - H sums to what they
- * spent after (the level's calibration, p's included; without the mean's
- * pull, which keeps the total at now instead). With serving's
+ * spent after (the level's calibration, p's included; this data fits no
+ * mean's pull, which would keep the total at now instead:
+ * check_pull_keeps_total). With serving's
  * states rebuilt from short rings (set->served), the served/trained ratio
  * is taken with the calibrated p too: the held-out total, scaled by the
  * rings' total at now over the whole sequences', is still exact. With
@@ -312,8 +318,9 @@ static void check_p_calibration(void)
                "%llu shoppers\n", cases[k].val_percent, cases[k].rings ? ", served from rings" : "",
                cases[k].shrink ? ", the mean's pull on" : "", tr.p_scale, tr.p_offset, tr.m_shrink, tr.level_shift,
                (unsigned long long)tr.level_shoppers);
-        if (!cases[k].shrink)
-            ASSERT(tr.m_shrink == 0.0 && tr.m_center == 0.0);
+        /* the premise of the check below: no pull here, on or off (a pull would keep the total at now
+         * instead of the held-out one at now - H: check_pull_keeps_total) */
+        ASSERT(tr.m_shrink == 0.0 && tr.m_center == 0.0);
         ASSERT(tr.level_rule == LEVEL_RULE_NETWORK && tr.level_shoppers >= 100 && isfinite(tr.level_shift));
         if (cases[k].val_percent == 40) /* 192 held out, 47 of them without spend: too few to fit p on */
             ASSERT(tr.p_scale == 1.0 && tr.p_offset == 0.0);
@@ -322,8 +329,6 @@ static void check_p_calibration(void)
                    fabs(tr.p_offset) <= PLATT_OFFSET_MAX);
         FallbackFit fit = prior_fit();
         Model *m;
-        if (tr.m_shrink > 0) /* the level is calibrated on the unpulled mean (the pull keeps the total at now) */
-            tr.net->calib.m_shrink = tr.net->calib.m_center = 0.0;
         ASSERT(model_create(&m, tr.net, &fit, H_DAYS, MODEL_TRAINED, 1) == 0);
         double pred, actual, scale = 1.0;
         size_t idle;
@@ -344,6 +349,74 @@ static void check_p_calibration(void)
         ASSERT_REL(pred * scale, actual, SERVE_TOL);
         model_release(m);
         lstm_weights_release(tr.net);
+    }
+}
+
+/* The mean's pull in training: on the churn shoppers of p's calibration,
+ * with what a returning churner spends drawn apart from what it spent
+ * before (so where p is small the network's mean given a purchase says
+ * nothing of the spend), a pull is fitted, and the network it comes with
+ * serves at now the same total as the same network trained without it
+ * (train.mean_shrink false: the same fit, the level calibrated alike),
+ * from the whole sequences and from rings, while some shoppers' values
+ * move: the pull reorders, it does not move the total. */
+static void check_pull_keeps_total(void)
+{
+    static Data churn;
+    static TrainShopper served[MAX_SHOPPERS];
+    make_span_churn(&churn, NCHURN, 720, true);
+    int changed = 0;
+    for (int i = 0; i < NCHURN; i++) { /* the returning purchase (make_span_mixed) is a churner's last event */
+        const TrainShopper *t = &churn.sh[i];
+        Event *last = &churn.ev[t->first + t->n - 1];
+        if (i % 2 && i % 4 == 3 && last->ts == NOW - (int64_t)(H_DAYS / 2) * DAY) {
+            last->value = 5.0 + 6.0 * ((i * 5 + 3) % 9);
+            changed++;
+        }
+    }
+    ASSERT(changed > 50);
+    serve_windows(&churn, served, SERVE_RING);
+    for (int rings = 0; rings < 2; rings++) {
+        TrainResult tr[2];
+        for (int on = 0; on < 2; on++) {
+            TrainConfig tc;
+            train_config(&tc, 50);
+            tc.level = 2;
+            tc.ring = rings ? SERVE_RING : 0;
+            tc.mean_shrink = on;
+            TrainSet set = churn.set;
+            set.history_events = set.nevents;
+            set.served = rings ? served : NULL;
+            train_ok(&set, &tc, 17, &tr[on]);
+        }
+        printf("the pull in training%s: m_shrink %.3g, m_center %.4f, level shift %.4f (without it %.4f)\n",
+               rings ? " (served from rings)" : "", tr[1].m_shrink, tr[1].m_center, tr[1].level_shift,
+               tr[0].level_shift);
+        ASSERT(tr[0].m_shrink == 0.0 && tr[1].m_shrink > 0.0 && fabs(tr[1].m_center) <= HEAD_M_CENTER_MAX);
+        FallbackFit fit = prior_fit();
+        Model *m[2];
+        double net[2], fb[2];
+        for (int on = 0; on < 2; on++) {
+            ASSERT(model_create(&m[on], tr[on].net, &fit, H_DAYS, MODEL_TRAINED, 1) == 0);
+            served_totals(&churn, rings ? served : churn.sh, m[on], rings ? SERVE_RING : 0, &net[on], &fb[on]);
+        }
+        int moved = 0;
+        for (size_t i = 0; i < churn.set.nshoppers; i++) {
+            const TrainShopper *t = rings ? &served[i] : &churn.sh[i];
+            Prediction p[2];
+            FallbackOutput fo;
+            for (int on = 0; on < 2; on++)
+                serve_one(m[on], t, churn.ev + t->first, t->n, rings ? SERVE_RING : 0, NOW, &p[on], &fo);
+            moved += fabs(p[1].ltv / p[0].ltv - 1.0) > 0.01;
+        }
+        printf("  served at now: %.4f with the pull, %.4f without; %d shoppers' values moved by over 1%%\n", net[1],
+               net[0], moved);
+        ASSERT_REL(net[1], net[0], SERVE_TOL);
+        ASSERT(moved > 10);
+        for (int on = 0; on < 2; on++) {
+            model_release(m[on]);
+            lstm_weights_release(tr[on].net);
+        }
     }
 }
 
@@ -447,5 +520,6 @@ int main(void)
     check_fallback_level_as_served();
     check_p_calibration();
     check_mean_shrink_fit();
+    check_pull_keeps_total();
     TEST_DONE("test_level");
 }
