@@ -101,7 +101,8 @@ void trainer_fit_mean_shrink(const double *z, const double *y, size_t n, HeadCal
  * Training calls it with every shopper of the training set at now (their
  * whole sequences), after the fit above. 0; -EDOM when no centre within HEAD_M_CENTER_MAX does (no
  * shopper, a total not finite), with cal's pull removed (m_shrink and
- * m_center 0). Nothing to do (0) when cal->m_shrink is 0. Pure. */
+ * m_center 0). Nothing to do (0) when cal->m_shrink is 0. Pure but for
+ * pace_point() between shoppers (the job's share of a core under load). */
 int trainer_mean_shrink_centre(const double *z, size_t n, HeadCalib *cal);
 
 /* train.level=auto's choice (docs/MODEL.md, "Training", step 6): the

@@ -300,21 +300,32 @@ void trainer_fit_mean_shrink(const double *z, const double *y, size_t n, HeadCal
     }
 }
 
+/* Σ of the means of the n shoppers with pre-activations z under c, paced
+ * (a pass over every shopper of a large store is long enough to matter to
+ * the HTTP thread's share of a core: include/pace.h). */
+static double paced_total(const double *z, size_t n, const HeadCalib *c)
+{
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i % 4096 == 0)
+            pace_point();
+        sum += trainer_head_mean(z + HEAD_OUT * i, c);
+    }
+    return sum;
+}
+
 int trainer_mean_shrink_centre(const double *z, size_t n, HeadCalib *cal)
 {
     if (!(cal->m_shrink > 0))
         return 0;
     HeadCalib c = *cal, none = *cal;
     none.m_shrink = none.m_center = 0.0;
-    double target = 0, lo = -HEAD_M_CENTER_MAX, hi = HEAD_M_CENTER_MAX, at_lo = 0, at_hi = 0;
-    for (size_t i = 0; i < n; i++)
-        target += trainer_head_mean(z + HEAD_OUT * i, &none);
+    double lo = -HEAD_M_CENTER_MAX, hi = HEAD_M_CENTER_MAX;
+    const double target = paced_total(z, n, &none);
     c.m_center = lo;
-    for (size_t i = 0; i < n; i++)
-        at_lo += trainer_head_mean(z + HEAD_OUT * i, &c);
+    const double at_lo = paced_total(z, n, &c);
     c.m_center = hi;
-    for (size_t i = 0; i < n; i++)
-        at_hi += trainer_head_mean(z + HEAD_OUT * i, &c);
+    const double at_hi = paced_total(z, n, &c);
     /* the pulled total rises with the centre (each mean by the weight 1 - w > 0 on it) */
     if (!(target > 0 && isfinite(target) && at_lo <= target && target <= at_hi)) {
         cal->m_shrink = cal->m_center = 0.0;
@@ -322,10 +333,7 @@ int trainer_mean_shrink_centre(const double *z, size_t n, HeadCalib *cal)
     }
     for (int it = 0; it < 200 && hi - lo > 1e-12; it++) {
         c.m_center = 0.5 * (lo + hi);
-        double sum = 0;
-        for (size_t i = 0; i < n; i++)
-            sum += trainer_head_mean(z + HEAD_OUT * i, &c);
-        if (sum > target)
+        if (paced_total(z, n, &c) > target)
             hi = c.m_center;
         else
             lo = c.m_center;
